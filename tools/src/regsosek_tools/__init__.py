@@ -1,0 +1,1 @@
+"""regsosek_tools."""
