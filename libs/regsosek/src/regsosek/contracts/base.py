@@ -1,0 +1,9 @@
+"""Base class of every event body: strict for producers, tolerant for consumers."""
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Contract(BaseModel):
+    # Producers validate with the default (forbid unknown fields); consumers call
+    # `model_validate_json(..., extra="ignore")` so that additive changes flow.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)

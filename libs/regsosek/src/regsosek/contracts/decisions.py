@@ -1,0 +1,127 @@
+"""Events that carry decisions downstream: verification, classification, eligibility,
+supervisor resolutions and village consultation (FKP) adjustments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import IntEnum, StrEnum
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from regsosek.contracts.base import Contract
+from regsosek.contracts.identifiers import SlsId, SubmissionId
+from regsosek.contracts.interview import FamilyInterview
+
+Text = Annotated[str, StringConstraints(max_length=500)]
+FamilyId = Annotated[str, StringConstraints(pattern=r"^\d{14}-\d{4}-\d{3}$")]
+
+
+class VerificationOutcome(StrEnum):
+    VERIFIED = "verified"  # on the roster, confirmed present
+    VERIFIED_ADDED = "verified_added"  # added to the roster by the RT head
+    VERIFIED_BY_SUPERVISOR = "verified_by_supervisor"
+
+
+class FlagReason(StrEnum):
+    NOT_ON_ROSTER = "not_on_roster"
+    ROSTER_SAYS_MOVED = "roster_says_moved"
+    ROSTER_SAYS_DISSOLVED = "roster_says_dissolved"
+    ROSTER_SAYS_UNKNOWN = "roster_says_unknown"
+    MEMBER_COUNT_DIFFERS = "member_count_differs"
+    DUPLICATE_NIK = "duplicate_nik"
+    DUPLICATE_INTERVIEW = "duplicate_interview"
+    NO_ROSTER = "no_roster"
+    REJECTED_BY_SUPERVISOR = "rejected_by_supervisor"
+
+
+class InterviewVerified(Contract):
+    family_id: FamilyId
+    sls_id: SlsId
+    outcome: VerificationOutcome
+    verified_at: datetime
+    interview: FamilyInterview  # event-carried state: classify needs no call back
+
+
+class InterviewFlagged(Contract):
+    family_id: FamilyId
+    sls_id: SlsId
+    submission_id: SubmissionId
+    version: int
+    reason: FlagReason
+    detail: Text  # readable by a supervisor; never contains NIK/KK/names
+    flagged_at: datetime
+
+
+class SupervisorDecision(StrEnum):
+    VERIFY = "verify"
+    REJECT = "reject"
+
+
+class VerificationResolved(Contract):
+    submission_id: SubmissionId  # of this resolution
+    family_id: FamilyId
+    sls_id: SlsId
+    decision: SupervisorDecision
+    supervisor_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    decided_at: datetime
+
+
+class WelfareGroup(IntEnum):
+    SANGAT_MISKIN = 1  # very / extreme poor
+    MISKIN = 2  # poor
+    RENTAN_MISKIN = 3  # vulnerable
+    TIDAK_MISKIN = 4  # not poor
+
+
+class Contribution(Contract):
+    factor: str
+    effect: float  # contribution to log per-capita consumption
+
+
+class FamilyClassified(Contract):
+    family_id: FamilyId
+    sls_id: SlsId
+    submission_id: SubmissionId
+    version: int
+    predicted_monthly_per_capita: float  # rupiah
+    welfare_group: WelfareGroup
+    decile: Annotated[int, Field(ge=1, le=10)]
+    decile_basis: Text  # e.g. provisional reference cut-points of the model
+    model_version: str
+    adjusted_by_fkp: bool = False
+    explanation: list[Contribution]  # top contributing factors, largest first
+    classified_at: datetime
+
+
+class ProgrammeDecision(Contract):
+    programme: str
+    eligible: bool
+    rule_version: str
+    reasons: list[Text]
+
+
+class EligibilityDecided(Contract):
+    family_id: FamilyId
+    sls_id: SlsId
+    submission_id: SubmissionId
+    version: int
+    welfare_group: WelfareGroup
+    decile: Annotated[int, Field(ge=1, le=10)]
+    model_version: str
+    rule_version: str
+    decisions: list[ProgrammeDecision]
+    decided_at: datetime
+
+
+class FkpAdjustment(Contract):
+    """A village consultation (Forum Konsultasi Publik) decision for one family."""
+
+    submission_id: SubmissionId
+    family_id: FamilyId
+    sls_id: SlsId
+    welfare_group: WelfareGroup
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    decided_by: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+    decided_at: datetime

@@ -1,0 +1,111 @@
+"""PostgreSQL plumbing: a pool that waits for the database, numbered SQL
+migrations (the shared messaging tables first, then the service's own), and the
+line between transient failures (retry) and permanent ones (dead-letter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib.resources import files
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger("regsosek.db")
+
+MESSAGING_MIGRATIONS = files("regsosek").joinpath("migrations")
+
+# Errors after which the same work may succeed later: the database or the network
+# is away, not the data wrong.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.QueryCanceledError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    # SQLSTATE class 08 (connection), 53 (resources), 57 (operator intervention), 58 (system)
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in {"08", "53", "57", "58"}
+
+
+class Backoff:
+    """Exponential backoff with a ceiling, for retry loops that must not give up."""
+
+    def __init__(self, initial: float = 0.2, maximum: float = 10.0) -> None:
+        self.initial, self.maximum, self.delay = initial, maximum, initial
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.maximum)
+
+    def reset(self) -> None:
+        self.delay = self.initial
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    import orjson
+
+    for t in ("jsonb", "json"):
+        await conn.set_type_codec(
+            t, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def connect_pool(dsn: str, *, max_size: int = 8, wait_s: float = 120.0) -> asyncpg.Pool:
+    backoff = Backoff(0.2, 2.0)
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            return await asyncpg.create_pool(
+                dsn, min_size=1, max_size=max_size, init=_init_connection, command_timeout=60
+            )
+        except Exception as e:
+            if not is_transient(e) or asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("database not reachable yet, retrying", extra={"fields": {"error": type(e).__name__}})
+            await backoff.wait()
+
+
+def _migration_files(folder) -> list[tuple[str, str]]:
+    items = [(p.name, p.read_text()) for p in folder.iterdir() if p.name.endswith(".sql")]
+    return sorted(items)
+
+
+async def migrate(pool: asyncpg.Pool, service_migrations: Path) -> list[str]:
+    """Apply the shared messaging migrations then the service's, each once, in order."""
+    applied: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute("select pg_advisory_lock(7316001)")  # one instance migrates at a time
+        try:
+            await conn.execute(
+                "create table if not exists schema_migrations (name text primary key, applied_at timestamptz not null default now())"
+            )
+            done = {r["name"] for r in await conn.fetch("select name from schema_migrations")}
+            batches = [("messaging/", _migration_files(MESSAGING_MIGRATIONS)), ("", _migration_files(service_migrations))]
+            for prefix, files_ in batches:
+                for name, sql in files_:
+                    key = prefix + name
+                    if key in done:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(sql)
+                        await conn.execute("insert into schema_migrations(name) values ($1)", key)
+                    applied.append(key)
+        finally:
+            await conn.execute("select pg_advisory_unlock(7316001)")
+    return applied

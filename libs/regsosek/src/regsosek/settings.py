@@ -1,0 +1,35 @@
+"""Configuration from the environment (prefix REGSOSEK_). One subclass per service."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REGSOSEK_", extra="ignore")
+
+    service_name: str = "regsosek"
+    env: str = Field("local", description="local | production")
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    database_url: str = ""  # defaults to the service's own database on the local stack
+    pg_url_base: str = "postgresql://regsosek@127.0.0.1:15432"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    db_pool_max: int = 8
+
+    consumer_max_records: int = 500
+    consumer_batch_timeout_ms: int = 50
+    relay_batch_size: int = 1000
+    relay_idle_poll_s: float = 0.05
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 10.0
+
+    log_level: str = "INFO"
+
+    def dsn(self) -> str:
+        return self.database_url or f"{self.pg_url_base}/{self.service_name}"
+
+    @property
+    def consumer_group(self) -> str:
+        return f"regsosek-{self.service_name}"
