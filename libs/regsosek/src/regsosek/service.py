@@ -157,8 +157,8 @@ def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def serve(definition: ServiceDefinition) -> None:
-    s = definition.settings
+def serve(app: FastAPI) -> None:
+    s = app.state.runtime.settings
     telemetry.setup(s.service_name, s.log_level)
-    uvicorn.run(build_app(definition), host=s.http_host, port=s.http_port, loop="uvloop",
+    uvicorn.run(app, host=s.http_host, port=s.http_port, loop="uvloop",
                 log_level="warning", access_log=False, timeout_graceful_shutdown=10)

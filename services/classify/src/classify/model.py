@@ -1,0 +1,217 @@
+"""The PMT model, poverty lines and eligibility rules as versioned data, and the
+pure computations on them: features -> predicted consumption -> welfare group ->
+decile -> programme decisions, each with its explanation.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+from regsosek.contracts import FamilyInterview, WelfareGroup
+from regsosek.contracts.interview import (
+    Asset,
+    CookingFuel,
+    DifficultyLevel,
+    Diploma,
+    FaecesDisposal,
+    FloorMaterial,
+    InstalledPower,
+    JobStatus,
+    Industry,
+    LightingSource,
+    Relationship,
+    RoofMaterial,
+    SchoolParticipation,
+    Sex,
+    ToiletFacility,
+    WallMaterial,
+    WaterSource,
+)
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def is_urban(regency: str) -> bool:
+    """BPS regency part 71-99 is a kota (city)."""
+    return int(regency[2:4]) >= 71
+
+
+def features(iv: FamilyInterview) -> dict[str, float]:
+    """Observable characteristics the PMT uses, from one interview. Pure."""
+    day: date = iv.interviewed_at.date()
+    members = iv.members
+    n = len(members)
+    ages = [m.age_on(day) for m in members]
+    head = iv.head or members[0]
+    h, e = iv.housing, iv.economy
+    assets = set(e.assets)
+    dip = head.highest_diploma
+    f = {
+        "log_household_size": math.log(n),
+        "share_under_15": sum(a < 15 for a in ages) / n,
+        "share_elderly_60": sum(a >= 60 for a in ages) / n,
+        "head_female": float(head.sex is Sex.FEMALE),
+        "head_diploma_sd": float(dip is Diploma.SD),
+        "head_diploma_smp": float(dip is Diploma.SMP),
+        "head_diploma_sma": float(dip is Diploma.SMA),
+        "head_diploma_tertiary": float(dip in (Diploma.D1_D3, Diploma.D4_S1, Diploma.S2_S3)),
+        "head_works": float(head.worked_last_week),
+        "head_employee": float(head.job_status is JobStatus.EMPLOYEE),
+        "head_agriculture": float(head.industry is Industry.AGRICULTURE),
+        "share_working": sum(m.worked_last_week for m in members) / n,
+        "log_floor_area_per_capita": math.log(max(h.floor_area_m2 / n, 1.0)),
+        "floor_earth": float(h.floor is FloorMaterial.EARTH),
+        "wall_not_masonry": float(h.wall is not WallMaterial.MASONRY),
+        "roof_thatch_or_bamboo": float(h.roof in (RoofMaterial.THATCH, RoofMaterial.BAMBOO)),
+        "water_piped_or_bottled": float(h.drinking_water in (WaterSource.PIPED, WaterSource.BOTTLED)),
+        "water_unprotected": float(h.drinking_water in (WaterSource.UNPROTECTED_WELL, WaterSource.UNPROTECTED_SPRING, WaterSource.SURFACE)),
+        "toilet_own": float(h.toilet is ToiletFacility.OWN),
+        "toilet_none": float(h.toilet is ToiletFacility.NONE),
+        "septic_tank": float(h.faeces_disposal in (FaecesDisposal.SEPTIC_TANK, FaecesDisposal.WASTEWATER_TREATMENT)),
+        "no_electricity": float(h.lighting is LightingSource.NONE),
+        "power_900": float(h.installed_power is InstalledPower.VA_900),
+        "power_1300_plus": float(h.installed_power in (InstalledPower.VA_1300, InstalledPower.VA_2200, InstalledPower.ABOVE_2200)),
+        "cooking_wood_or_charcoal": float(h.cooking_fuel in (CookingFuel.WOOD, CookingFuel.CHARCOAL_BRIQUETTE)),
+        "cooking_lpg_large_or_electric": float(h.cooking_fuel in (CookingFuel.LPG_5_5_KG_OR_MORE, CookingFuel.ELECTRICITY)),
+        "asset_refrigerator": float(Asset.REFRIGERATOR in assets),
+        "asset_air_conditioner": float(Asset.AIR_CONDITIONER in assets),
+        "asset_water_heater": float(Asset.WATER_HEATER in assets),
+        "asset_flat_tv": float(Asset.FLAT_TV in assets),
+        "asset_gold_10g": float(Asset.GOLD_10G in assets),
+        "asset_computer": float(Asset.COMPUTER in assets),
+        "asset_motorbike": float(Asset.MOTORBIKE in assets),
+        "asset_car": float(Asset.CAR in assets),
+        "asset_boat": float(Asset.BOAT in assets),
+        "asset_motorboat": float(Asset.MOTORBOAT in assets),
+        "asset_smartphone": float(Asset.SMARTPHONE in assets),
+        "asset_other_land": float(Asset.OTHER_LAND in assets),
+        "asset_other_house": float(Asset.OTHER_HOUSE in assets),
+        "livestock_large": float(min(e.livestock.cattle + e.livestock.buffalo + e.livestock.horse, 20)),
+        "livestock_small": float(min(e.livestock.goat_sheep + e.livestock.pig, 50)),
+        "internet": float(e.internet_access),
+        "bank_account": float(e.bank_account),
+        "urban": float(is_urban(iv.location.sls_id[:4])),
+    }
+    return f
+
+
+def components(iv: FamilyInterview) -> dict[str, bool]:
+    """Household components programme rules look at (PKH, PIP). Pure."""
+    day = iv.interviewed_at.date()
+    ages = [(m, m.age_on(day)) for m in iv.members]
+    return {
+        "pregnant_member": any(m.pregnant for m, _ in ages),
+        "child_under_6": any(a < 6 for _, a in ages),
+        "school_age_child": any(6 <= a <= 21 and m.relationship is not Relationship.HEAD for m, a in ages),
+        "school_age_child_attending": any(6 <= a <= 21 and m.school is SchoolParticipation.ATTENDING for m, a in ages),
+        "member_60_plus": any(a >= 60 for _, a in ages),
+        "severe_disability": any(m.difficulty in (DifficultyLevel.A_LOT, DifficultyLevel.CANNOT) for m, _ in ages),
+    }
+
+
+@dataclass(frozen=True)
+class PmtModel:
+    version: str
+    illustrative: bool
+    intercept: float
+    coefficients: dict[str, float]
+    regency_effects: dict[str, float]
+    decile_cutpoints: list[float]
+
+    @classmethod
+    def load(cls, path: Path) -> PmtModel:
+        d = yaml.safe_load(path.read_text())
+        return cls(d["version"], bool(d.get("illustrative")), float(d["intercept"]),
+                   {k: float(v) for k, v in d["coefficients"].items()},
+                   {str(k): float(v) for k, v in d.get("regency_effects", {}).items()},
+                   [float(x) for x in d["decile_cutpoints"]])
+
+    def contributions(self, feats: dict[str, float], regency: str) -> dict[str, float]:
+        out = {k: c * feats.get(k, 0.0) for k, c in self.coefficients.items()}
+        out[f"regency_{regency}"] = self.regency_effects.get(regency, 0.0)
+        return out
+
+    def predict(self, feats: dict[str, float], regency: str) -> tuple[float, dict[str, float]]:
+        """Monthly per-capita consumption (IDR) and each factor's contribution to its log."""
+        contrib = self.contributions(feats, regency)
+        return math.exp(self.intercept + sum(contrib.values())), contrib
+
+    def provisional_decile(self, consumption: float) -> int:
+        return bisect_left(self.decile_cutpoints, consumption) + 1
+
+
+@dataclass(frozen=True)
+class PovertyLines:
+    version: str
+    extreme_poor: float
+    vulnerable_multiple: float
+    default: dict[str, float]
+    regencies: dict[str, dict[str, float]]
+
+    @classmethod
+    def load(cls, path: Path) -> PovertyLines:
+        d = yaml.safe_load(path.read_text())
+        return cls(d["version"], float(d["extreme_poor"]), float(d["vulnerable_multiple"]),
+                   {k: float(v) for k, v in d["default"].items()},
+                   {str(k): {a: float(b) for a, b in v.items()} for k, v in d.get("regencies", {}).items()})
+
+    def poverty_line(self, regency: str) -> float:
+        kind = "urban" if is_urban(regency) else "rural"
+        return self.regencies.get(regency, {}).get(kind, self.default[kind])
+
+    def group(self, consumption: float, regency: str) -> WelfareGroup:
+        line = self.poverty_line(regency)
+        if consumption < self.extreme_poor:
+            return WelfareGroup.SANGAT_MISKIN
+        if consumption < line:
+            return WelfareGroup.MISKIN
+        if consumption < line * self.vulnerable_multiple:
+            return WelfareGroup.RENTAN_MISKIN
+        return WelfareGroup.TIDAK_MISKIN
+
+
+@dataclass(frozen=True)
+class Rule:
+    programme: str
+    name: str
+    max_decile: int | None
+    max_welfare_group: int | None
+    requires_any: tuple[str, ...]
+
+    def decide(self, decile: int, group: WelfareGroup, comps: dict[str, bool]) -> tuple[bool, list[str]]:
+        ok, reasons = True, []
+        if self.max_decile is not None:
+            passed = decile <= self.max_decile
+            ok &= passed
+            reasons.append(f"decile {decile} {'<=' if passed else '>'} {self.max_decile}")
+        if self.max_welfare_group is not None:
+            passed = int(group) <= self.max_welfare_group
+            ok &= passed
+            reasons.append(f"welfare group {int(group)} {'<=' if passed else '>'} {self.max_welfare_group}")
+        if self.requires_any:
+            present = [c for c in self.requires_any if comps.get(c)]
+            ok &= bool(present)
+            reasons.append(f"components present: {', '.join(present)}" if present
+                           else f"none of the components: {', '.join(self.requires_any)}")
+        return ok, reasons
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    version: str
+    rules: tuple[Rule, ...]
+
+    @classmethod
+    def load(cls, path: Path) -> RuleSet:
+        d = yaml.safe_load(path.read_text())
+        rules = tuple(
+            Rule(k, v.get("name", k), v.get("max_decile"), v.get("max_welfare_group"), tuple(v.get("requires_any", ())))
+            for k, v in d["programmes"].items()
+        )
+        return cls(d["version"], rules)

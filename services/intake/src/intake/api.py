@@ -1,0 +1,210 @@
+"""Intake's HTTP API for field officers, supervisors and village officials."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from regsosek.auth import Principal, Role, bearer
+from regsosek.contracts import FamilyInterview, FkpAdjustment, SlsRoster, VerificationResolved
+from regsosek.service import runtime_of
+from regsosek.topics import Topic
+
+from intake import domain, store
+from intake.domain import Problem
+
+router = APIRouter(prefix="/v1")
+
+
+def _secret(request: Request) -> str:
+    return runtime_of(request).settings.auth_secret
+
+
+OFFICER = bearer(_secret, Role.OFFICER)
+SUPERVISOR = bearer(_secret, Role.SUPERVISOR)
+VILLAGE = bearer(_secret, Role.VILLAGE_OFFICIAL)
+ANYONE = bearer(_secret)
+
+
+class ProblemList(BaseModel):
+    errors: list[dict[str, str]] = Field(description="Each problem: JSON pointer `path` and `reason`")
+
+
+class ReceiptOut(BaseModel):
+    submission_id: UUID
+    kind: str
+    sls_id: str
+    family_id: str | None
+    version: int | None
+    event_id: str
+    received_at: str
+    warnings: list[dict[str, str]]
+    status: str = Field(description="accepted, or duplicate_of_earlier_receipt for a repeated identical submission")
+
+
+RESPONSES = {
+    200: {"model": ReceiptOut, "description": "Same submission id and content as before: the original receipt"},
+    401: {"description": "Missing, invalid or expired token"},
+    403: {"description": "Role or assigned area does not allow this"},
+    409: {"description": "Submission id already used for different content"},
+    413: {"description": "Request too large"},
+    422: {"model": ProblemList, "description": "Every problem, by JSON pointer path"},
+}
+
+
+def pydantic_problems(e: ValidationError, prefix: str = "") -> list[Problem]:
+    out = []
+    for err in e.errors(include_input=False, include_url=False):
+        loc = [str(x) for x in err["loc"]]
+        out.append(Problem(prefix + "/" + "/".join(loc) if loc else prefix or "/", err["msg"]))
+    return out
+
+
+def _authorise(p: Principal, sls_id: str) -> None:
+    if not p.may_act_for(sls_id):
+        raise HTTPException(403, {"reason": f"SLS {sls_id} is not in the areas assigned to {p.subject}"})
+
+
+def _reply(receipt: store.Receipt) -> JSONResponse:
+    return JSONResponse(receipt.as_dict(), status_code=200 if receipt.replayed else 202)
+
+
+async def _accept_interview(request: Request, iv: FamilyInterview, p: Principal) -> store.Receipt:
+    rt = runtime_of(request)
+    errors, warnings = domain.check_interview(iv, collection=(rt.settings.collection_start, rt.settings.collection_end))
+    if errors:
+        raise _Invalid(errors)
+    doc = iv.model_dump(mode="json")
+    async with rt.unit_of_work() as uow:
+        return await store.accept(
+            uow, kind="interview", submission_id=iv.submission_id, sls_id=iv.location.sls_id,
+            family_id=iv.family_id, version=iv.version, content_hash=domain.content_hash(doc), document=doc,
+            data=iv, topic=Topic.INTERVIEW_SUBMITTED, subject=iv.family_id, submitted_by=p.subject,
+            warnings=[w.as_dict() for w in warnings],
+        )
+
+
+class _Invalid(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+
+
+def invalid_response(problems: list[Problem]) -> JSONResponse:
+    return JSONResponse({"errors": [p.as_dict() for p in problems]}, status_code=422)
+
+
+@router.post("/interviews", status_code=202, responses=RESPONSES, response_model=ReceiptOut,
+             summary="Submit one family interview (form REGSOSEK22-K)")
+async def submit_interview(request: Request, interview: FamilyInterview, principal: Principal = OFFICER):
+    _authorise(principal, interview.location.sls_id)
+    try:
+        return _reply(await _accept_interview(request, interview, principal))
+    except _Invalid as e:
+        return invalid_response(e.problems)
+    except store.ContentConflict:
+        raise HTTPException(409, {"reason": "submission_id already used for different content"}) from None
+
+
+class BatchIn(BaseModel):
+    interviews: list[dict[str, Any]] = Field(
+        min_length=1, description="Family interviews, each a FamilyInterview; each gets its own result"
+    )
+
+
+@router.post("/interviews:batch", summary="Upload many interviews after offline work; each item answered alone",
+             responses={401: RESPONSES[401], 403: RESPONSES[403], 413: RESPONSES[413]})
+async def submit_batch(request: Request, batch: BatchIn, principal: Principal = OFFICER):
+    rt = runtime_of(request)
+    if len(batch.interviews) > rt.settings.max_batch_items:
+        return invalid_response([Problem("/interviews", f"at most {rt.settings.max_batch_items} items per batch")])
+    results = []
+    for i, item in enumerate(batch.interviews):
+        try:
+            iv = FamilyInterview.model_validate(item)
+            if not principal.may_act_for(iv.location.sls_id):
+                results.append({"index": i, "status": 403, "reason": "SLS not in assigned areas"})
+                continue
+            r = await _accept_interview(request, iv, principal)
+            results.append({"index": i, "status": 200 if r.replayed else 202, **r.as_dict()})
+        except ValidationError as e:
+            results.append({"index": i, "status": 422, "errors": [p.as_dict() for p in pydantic_problems(e)]})
+        except _Invalid as e:
+            results.append({"index": i, "status": 422, "errors": [p.as_dict() for p in e.problems]})
+        except store.ContentConflict:
+            results.append({"index": i, "status": 409, "reason": "submission_id already used for different content"})
+    return {"results": results}
+
+
+async def _accept_simple(request: Request, *, kind: str, data, sls_id: str, family_id: str | None,
+                         topic: Topic, subject: str, principal: Principal) -> JSONResponse:
+    _authorise(principal, sls_id)
+    doc = data.model_dump(mode="json")
+    try:
+        async with runtime_of(request).unit_of_work() as uow:
+            r = await store.accept(uow, kind=kind, submission_id=data.submission_id, sls_id=sls_id,
+                                   family_id=family_id, version=None, content_hash=domain.content_hash(doc),
+                                   document=doc, data=data, topic=topic, subject=subject,
+                                   submitted_by=principal.subject, warnings=[])
+    except store.ContentConflict:
+        raise HTTPException(409, {"reason": "submission_id already used for different content"}) from None
+    return _reply(r)
+
+
+@router.post("/rosters", status_code=202, responses=RESPONSES, response_model=ReceiptOut,
+             summary="Submit an SLS roster (VK1) as confirmed with the RT head")
+async def submit_roster(request: Request, roster: SlsRoster, principal: Principal = OFFICER):
+    if not domain.known_sls_area(roster.sls_id):
+        return invalid_response([Problem("/sls_id", "SLS id is not in the area reference")])
+    return await _accept_simple(request, kind="roster", data=roster, sls_id=roster.sls_id, family_id=None,
+                                topic=Topic.SLS_ROSTER, subject=roster.sls_id, principal=principal)
+
+
+@router.post("/resolutions", status_code=202, responses=RESPONSES, response_model=ReceiptOut,
+             summary="A supervisor's decision on a flagged family")
+async def submit_resolution(request: Request, resolution: VerificationResolved, principal: Principal = SUPERVISOR):
+    if not resolution.family_id.startswith(resolution.sls_id):
+        return invalid_response([Problem("/family_id", "family_id does not belong to sls_id")])
+    return await _accept_simple(request, kind="resolution", data=resolution, sls_id=resolution.sls_id,
+                                family_id=resolution.family_id, topic=Topic.VERIFICATION_RESOLVED,
+                                subject=resolution.family_id, principal=principal)
+
+
+@router.post("/fkp-adjustments", status_code=202, responses=RESPONSES, response_model=ReceiptOut,
+             summary="A village consultation (FKP) decision moving a family's welfare group")
+async def submit_fkp(request: Request, adjustment: FkpAdjustment, principal: Principal = VILLAGE):
+    if not adjustment.family_id.startswith(adjustment.sls_id):
+        return invalid_response([Problem("/family_id", "family_id does not belong to sls_id")])
+    return await _accept_simple(request, kind="fkp", data=adjustment, sls_id=adjustment.sls_id,
+                                family_id=adjustment.family_id, topic=Topic.FKP_ADJUSTMENT,
+                                subject=adjustment.family_id, principal=principal)
+
+
+@router.get("/submissions/{submission_id}", summary="A submission's journey: received, verified or flagged, "
+            "classified, eligibility", responses={401: RESPONSES[401], 403: RESPONSES[403], 404: {"description": "Unknown"}})
+async def submission_status(request: Request, submission_id: UUID, principal: Principal = ANYONE):
+    async with runtime_of(request).pool.acquire() as conn:
+        sub, steps = await store.journey(conn, submission_id)
+    if sub is None:
+        raise HTTPException(404, {"reason": "no such submission"})
+    _authorise(principal, sub["sls_id"])
+    return {
+        "submission_id": str(sub["submission_id"]), "kind": sub["kind"], "sls_id": sub["sls_id"],
+        "family_id": sub["family_id"], "version": sub["version"], "trace_id": sub["trace_id"],
+        "received_at": sub["received_at"].isoformat(), "warnings": sub["warnings"],
+        "journey": [{"step": s["step"], **s["detail"]} for s in steps],
+        "final": _final_state(sub["kind"], [s["step"] for s in steps]),
+    }
+
+
+def _final_state(kind: str, steps: list[str]) -> str | None:
+    if kind != "interview":
+        return "accepted"
+    if "eligibility" in steps:
+        return "decided"
+    if "flagged" in steps and "verified" not in steps:
+        return "flagged"
+    return None

@@ -1,0 +1,105 @@
+"""Intake's pure checks on a submission, beyond the contract's field rules.
+
+Errors reject the submission (422 with every problem listed by JSON pointer);
+warnings are facts real data can legitimately show (a NIK issued in another
+regency) and travel with the event instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+from functools import cache
+from importlib.resources import files
+
+import orjson
+import yaml
+
+from regsosek.contracts import FamilyInterview
+from regsosek.contracts.interview import Member, Relationship, Sex
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # JSON pointer into the submitted document
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "reason": self.reason}
+
+
+@cache
+def area_reference() -> dict:
+    return yaml.safe_load(files("intake").joinpath("reference/areas.yaml").read_text())
+
+
+def known_sls_area(sls_id: str) -> bool:
+    return sls_id[:4] in area_reference()["regencies"]
+
+
+def nik_problems(m: Member, path: str) -> tuple[list[Problem], list[Problem]]:
+    """NIK = area(6) + DDMMYY (DD + 40 for women) + serial(4)."""
+    errors: list[Problem] = []
+    if m.nik is None:
+        return errors, []
+    dd, mm, yy = int(m.nik[6:8]), int(m.nik[8:10]), int(m.nik[10:12])
+    female = dd > 40
+    day = dd - 40 if female else dd
+    if female != (m.sex is Sex.FEMALE):
+        errors.append(Problem(f"{path}/nik", "NIK sex digits (day + 40 for women) disagree with sex"))
+    if (day, mm, yy) != (m.date_of_birth.day, m.date_of_birth.month, m.date_of_birth.year % 100):
+        errors.append(Problem(f"{path}/nik", "NIK birth-date digits disagree with date_of_birth"))
+    return errors, []
+
+
+def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tuple[list[Problem], list[Problem]]:
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    loc = iv.location
+    if not known_sls_area(loc.sls_id):
+        errors.append(Problem("/location/sls_id", "SLS id is not in the area reference"))
+    day = iv.interviewed_at.date()
+    if not (collection[0] <= day <= collection[1]):
+        errors.append(Problem("/interviewed_at", f"outside the collection period {collection[0]}..{collection[1]}"))
+
+    heads = [i for i, m in enumerate(iv.members) if m.relationship is Relationship.HEAD]
+    if len(heads) != 1:
+        errors.append(Problem("/members", f"exactly one family head required, found {len(heads)}"))
+    lines = [m.line_no for m in iv.members]
+    if len(set(lines)) != len(lines):
+        errors.append(Problem("/members", "line_no values must be unique"))
+    niks = [m.nik for m in iv.members if m.nik]
+    if len(set(niks)) != len(niks):
+        errors.append(Problem("/members", "the same NIK appears on two members"))
+
+    head_age = iv.members[heads[0]].age_on(day) if len(heads) == 1 else None
+    for i, m in enumerate(iv.members):
+        p = f"/members/{i}"
+        if m.date_of_birth > day:
+            errors.append(Problem(f"{p}/date_of_birth", "after the interview date"))
+            continue
+        age = m.age_on(day)
+        if age > 120:
+            errors.append(Problem(f"{p}/date_of_birth", "age over 120"))
+        if m.relationship in (Relationship.HEAD, Relationship.SPOUSE) and age < 10:
+            errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} younger than 10"))
+        if m.marital_status.value != "never_married" and age < 10:
+            errors.append(Problem(f"{p}/marital_status", "ever-married member younger than 10"))
+        if m.pregnant and not (10 <= age <= 55):
+            errors.append(Problem(f"{p}/pregnant", "pregnancy outside ages 10-55"))
+        if head_age is not None:
+            if m.relationship in (Relationship.CHILD, Relationship.GRANDCHILD) and age >= head_age:
+                errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} not younger than the head"))
+            if m.relationship is Relationship.PARENT_OR_IN_LAW and age <= head_age:
+                errors.append(Problem(f"{p}/date_of_birth", "parent not older than the head"))
+        e, _ = nik_problems(m, p)
+        errors.extend(e)
+        if m.nik and m.nik[:4] != loc.sls_id[:4]:
+            warnings.append(Problem(f"{p}/nik", "NIK area digits differ from the SLS regency (registered elsewhere)"))
+    return errors, warnings
+
+
+def content_hash(document: dict) -> bytes:
+    """Hash of the canonical JSON of a validated submission: same content, same hash."""
+    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).digest()

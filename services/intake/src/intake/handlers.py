@@ -1,0 +1,43 @@
+"""Intake follows each submission downstream to answer "where is my submission?"."""
+
+from __future__ import annotations
+
+from regsosek.contracts import EligibilityDecided, FamilyClassified, InterviewFlagged, InterviewVerified
+from regsosek.messaging import Incoming, UnitOfWork
+
+from intake import store
+
+
+async def on_verified(uow: UnitOfWork, msg: Incoming) -> None:
+    e: InterviewVerified = msg.data
+    await store.record_step(uow.conn, e.interview.submission_id, "verified",
+                            {"outcome": e.outcome.value, "at": e.verified_at.isoformat()}, msg.envelope.id)
+
+
+async def on_flagged(uow: UnitOfWork, msg: Incoming) -> None:
+    e: InterviewFlagged = msg.data
+    await store.record_step(uow.conn, e.submission_id, "flagged",
+                            {"reason": e.reason.value, "detail": e.detail, "at": e.flagged_at.isoformat()},
+                            msg.envelope.id)
+
+
+async def on_classified(uow: UnitOfWork, msg: Incoming) -> None:
+    e: FamilyClassified = msg.data
+    await store.record_step(uow.conn, e.submission_id, "classified",
+                            {"welfare_group": int(e.welfare_group), "decile": e.decile,
+                             "model_version": e.model_version, "at": e.classified_at.isoformat()}, msg.envelope.id)
+
+
+async def on_eligibility(uow: UnitOfWork, msg: Incoming) -> None:
+    e: EligibilityDecided = msg.data
+    await store.record_step(uow.conn, e.submission_id, "eligibility",
+                            {"eligible": [d.programme for d in e.decisions if d.eligible],
+                             "rule_version": e.rule_version, "at": e.decided_at.isoformat()}, msg.envelope.id)
+
+
+HANDLERS = {
+    InterviewVerified: on_verified,
+    InterviewFlagged: on_flagged,
+    FamilyClassified: on_classified,
+    EligibilityDecided: on_eligibility,
+}

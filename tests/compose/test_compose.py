@@ -1,0 +1,272 @@
+"""docker-compose.yml and deploy/ stay consistent with the schema, the pinned
+versions and the topic registry.
+
+No Docker and no cluster needed: these read the files only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+
+from regsosek.topics import render_strimzi, specs
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+SCHEMA_FILE = ROOT / "vendor" / "compose-spec" / "compose-spec.json"
+VERSIONS_ENV = ROOT / "scripts" / "versions.env"
+DEPLOY = ROOT / "deploy"
+STRIMZI_TOPICS = DEPLOY / "kafka" / "topics.yaml"
+
+# service -> (HTTP port, consumer group, needs REGSOSEK_AUTH_SECRET)
+SERVICES = {
+    "intake": (8001, "regsosek-intake-status", True),
+    "verify": (8002, "regsosek-verify", False),
+    "classify": (8003, "regsosek-classify", False),
+    "notify": (8004, "regsosek-notify", True),
+}
+REGENERATE = (
+    "python -m regsosek.topics render-strimzi --profile production --namespace regsosek > deploy/kafka/topics.yaml"
+)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def versions() -> dict[str, str]:
+    if not VERSIONS_ENV.is_file():
+        pytest.fail(f"{VERSIONS_ENV.relative_to(ROOT)} is missing: it pins KAFKA_VERSION for every way of running Kafka")
+    out = {}
+    for line in VERSIONS_ENV.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip().strip("'\"")
+    if "KAFKA_VERSION" not in out:
+        pytest.fail(f"{VERSIONS_ENV.relative_to(ROOT)} has no KAFKA_VERSION=... line")
+    return out
+
+
+def _environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return {k: (None if v is None else str(v)) for k, v in env.items()}
+
+
+def _command(service: dict) -> list[str]:
+    cmd = service.get("command") or []
+    return cmd.split() if isinstance(cmd, str) else [str(c) for c in cmd]
+
+
+def _regsosek_services(compose: dict) -> dict[str, dict]:
+    """Compose services that run one of the four console scripts, by service name."""
+    found = {}
+    for name, svc in compose["services"].items():
+        cmd = _command(svc)
+        m = re.fullmatch(r"regsosek-(\w+)", cmd[0]) if cmd else None
+        if m and m.group(1) in SERVICES:
+            found[m.group(1)] = svc
+    return found
+
+
+def _deploy_docs() -> list[dict]:
+    docs = []
+    for path in sorted(DEPLOY.rglob("*.yaml")):
+        if path.name == "kustomization.yaml" or path == DEPLOY / "otel-collector.yaml":
+            continue
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return docs
+
+
+def _by_kind(kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in _deploy_docs() if d.get("kind") == kind}
+
+
+def _bytes(quantity: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 1e3, "M": 1e6, "G": 1e9}
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(quantity))
+    assert m, f"unreadable quantity {quantity!r}"
+    return float(m.group(1)) * units.get(m.group(2), 1)
+
+
+# --- docker-compose.yml -----------------------------------------------------
+
+
+def test_compose_file_is_valid_against_the_compose_spec(compose):
+    schema = json.loads(SCHEMA_FILE.read_text())
+    errors = sorted(Draft7Validator(schema).iter_errors(compose), key=lambda e: list(e.absolute_path))
+    report = "\n".join(f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors)
+    assert not errors, f"docker-compose.yml breaks the Compose Specification:\n{report}"
+
+
+def test_kafka_image_default_is_the_pinned_version(compose, versions):
+    image = compose["services"]["kafka"]["image"]
+    m = re.fullmatch(r"apache/kafka:\$\{KAFKA_VERSION:-([^}]+)\}", image)
+    assert m, f"kafka image must be apache/kafka:${{KAFKA_VERSION:-<version>}}, got {image!r}"
+    assert m.group(1) == versions["KAFKA_VERSION"], (
+        f"docker-compose.yml defaults Kafka to {m.group(1)} but scripts/versions.env pins {versions['KAFKA_VERSION']}"
+    )
+
+
+def test_kafka_is_a_single_kraft_node_that_creates_no_topics(compose):
+    env = _environment(compose["services"]["kafka"])
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR",
+    ):
+        assert env[key] == "1", key
+    assert "healthcheck" in compose["services"]["kafka"]
+
+
+def test_topic_init_creates_the_registry_topics_once_kafka_is_healthy(compose):
+    svc = compose["services"]["topic-init"]
+    assert _command(svc) == [
+        "python", "-m", "regsosek.topics", "create", "--bootstrap", "kafka:9092", "--profile", "local",
+    ]
+    assert svc["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert svc["image"] == compose["services"]["intake"]["image"], "topic-init must run the app image"
+
+
+def test_every_service_uses_its_own_database(compose):
+    running = _regsosek_services(compose)
+    assert set(running) == set(SERVICES), f"compose runs {sorted(running)}, expected {sorted(SERVICES)}"
+    created = set(re.findall(r"CREATE DATABASE (\w+)", (DEPLOY / "postgres" / "init.sql").read_text(), re.I))
+    for name, svc in running.items():
+        url = _environment(svc).get("REGSOSEK_DATABASE_URL")
+        assert url, f"{name} has no REGSOSEK_DATABASE_URL"
+        parts = urlsplit(url)
+        assert parts.scheme in ("postgresql", "postgres"), url
+        assert parts.hostname == "postgres", url
+        assert parts.path == f"/{name}", f"{name} must use database {name!r}, not {parts.path.lstrip('/')!r}"
+        assert parts.username == name, f"{name} must log in as its own role, not {parts.username!r}"
+        assert name in created, f"deploy/postgres/init.sql does not create database {name}"
+
+
+def test_every_service_is_wired_the_same_way(compose):
+    for name, svc in _regsosek_services(compose).items():
+        port, _group, needs_auth = SERVICES[name]
+        env = _environment(svc)
+        assert env["REGSOSEK_HTTP_PORT"] == str(port), name
+        assert env["REGSOSEK_HTTP_HOST"] == "0.0.0.0", name
+        assert env["REGSOSEK_KAFKA_BOOTSTRAP"] == "kafka:9092", name
+        assert env["REGSOSEK_ENV"] == "local", name
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318", name
+        assert env["OTEL_SERVICE_NAME"] == f"regsosek-{name}", name
+        assert ("REGSOSEK_AUTH_SECRET" in env) == needs_auth, name
+        assert f"127.0.0.1:{port}/healthz" in " ".join(_command({"command": svc["healthcheck"]["test"]})), name
+        conditions = {dep: spec["condition"] for dep, spec in svc["depends_on"].items()}
+        assert conditions["kafka"] == "service_healthy", name
+        assert conditions["topic-init"] == "service_completed_successfully", name
+        assert conditions["postgres"] == "service_healthy", name
+
+
+def test_mounted_files_exist(compose):
+    for name, svc in compose["services"].items():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source", "")
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+
+# --- deploy/ ----------------------------------------------------------------
+
+
+def test_strimzi_topics_are_the_registry_rendered_now():
+    assert STRIMZI_TOPICS.read_text() == render_strimzi("production"), (
+        f"deploy/kafka/topics.yaml is stale; regenerate it:\n  {REGENERATE}"
+    )
+
+
+def test_every_registry_topic_is_deployed_with_production_durability():
+    topics = {
+        d["metadata"]["name"]: d for d in yaml.safe_load_all(STRIMZI_TOPICS.read_text()) if d and d["kind"] == "KafkaTopic"
+    }
+    wanted = {s.name for s in specs("production")}
+    assert wanted <= set(topics), f"missing from deploy/kafka/topics.yaml: {sorted(wanted - set(topics))}"
+    for name in wanted:
+        spec = topics[name]["spec"]
+        assert spec["replicas"] == 3, name
+        assert spec["config"]["min.insync.replicas"] == "2", name
+
+
+def test_strimzi_kafka_cluster(versions):
+    kafka = _by_kind("Kafka")["regsosek"]
+    assert str(kafka["spec"]["kafka"]["version"]) == versions["KAFKA_VERSION"]
+    config = kafka["spec"]["kafka"]["config"]
+    assert config["default.replication.factor"] == 3
+    assert config["min.insync.replicas"] == 2
+    assert config["auto.create.topics.enable"] is False
+    brokers = sum(
+        p["spec"]["replicas"] for p in _by_kind("KafkaNodePool").values() if "broker" in p["spec"]["roles"]
+    )
+    assert brokers == 3
+
+
+def test_each_service_has_its_own_postgres_cluster_and_secret():
+    clusters = _by_kind("Cluster")
+    deployments = _by_kind("Deployment")
+    for name in SERVICES:
+        cluster = clusters[f"pg-{name}"]
+        assert cluster["spec"]["bootstrap"]["initdb"]["database"] == name
+        env = {e["name"]: e for e in deployments[name]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        ref = env["REGSOSEK_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": f"pg-{name}-app", "key": "uri"}, name
+
+
+def test_each_deployment_is_probed_bounded_and_configured():
+    deployments = _by_kind("Deployment")
+    services = _by_kind("Service")
+    assert set(deployments) == set(SERVICES)
+    for name, dep in deployments.items():
+        port, _group, needs_auth = SERVICES[name]
+        pod = dep["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["command"] == [f"regsosek-{name}"]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/healthz", name
+        limit = container["resources"]["limits"]["memory"]
+        assert _bytes(limit) <= 256 * 2**20, f"{name} memory limit {limit} is over 256Mi"
+        assert "memory" in container["resources"]["requests"], name
+        assert container["ports"][0]["containerPort"] == port, name
+        env = {e["name"]: e for e in container["env"]}
+        assert env["REGSOSEK_HTTP_PORT"]["value"] == str(port), name
+        assert env["OTEL_SERVICE_NAME"]["value"] == f"regsosek-{name}", name
+        if needs_auth:
+            assert env["REGSOSEK_AUTH_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "regsosek-auth", name
+        else:
+            assert "REGSOSEK_AUTH_SECRET" not in env, name
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert services[name]["spec"]["ports"][0]["port"] == port, name
+
+
+def test_each_service_scales_on_its_consumer_group_lag():
+    scaled = _by_kind("ScaledObject")
+    for name, (_port, group, _auth) in SERVICES.items():
+        obj = scaled[name]
+        assert obj["spec"]["scaleTargetRef"]["name"] == name
+        assert obj["spec"]["minReplicaCount"] >= 2, name
+        kafka = [t for t in obj["spec"]["triggers"] if t["type"] == "kafka"]
+        assert [t["metadata"]["consumerGroup"] for t in kafka] == [group], name
+
+
+def test_kustomizations_name_only_existing_files():
+    for kust in DEPLOY.rglob("kustomization.yaml"):
+        for resource in yaml.safe_load(kust.read_text()).get("resources", []):
+            assert (kust.parent / resource).exists(), f"{kust.relative_to(ROOT)} lists missing {resource}"
