@@ -30,6 +30,8 @@ class ServiceSettings(BaseSettings):
     def dsn(self) -> str:
         return self.database_url or f"{self.pg_url_base}/{self.service_name}"
 
+    topic_prefix: str = ""  # REGSOSEK_TOPIC_PREFIX: isolates a test run's topics and groups on a shared broker
+
     @property
     def consumer_group(self) -> str:
-        return f"regsosek-{self.service_name}"
+        return f"{self.topic_prefix}regsosek-{self.service_name}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,6 +36,12 @@ class Topic(StrEnum):
     FAMILY_CLASSIFIED = "family-classified"
     ELIGIBILITY_DECIDED = "eligibility-decided"
     DEAD_LETTER = "dead-letter"
+
+    @property
+    def wire(self) -> str:
+        """The topic's name on the broker: REGSOSEK_TOPIC_PREFIX + name. The prefix
+        lets test runs and parallel environments share one broker without mixing."""
+        return os.environ.get("REGSOSEK_TOPIC_PREFIX", "") + self.value
 
 
 @dataclass(frozen=True)
@@ -69,20 +76,21 @@ def specs(profile: str = "local") -> list[TopicSpec]:
     return out
 
 
-async def create_topics(bootstrap: str, profile: str = "local") -> list[str]:
+async def create_topics(bootstrap: str, profile: str = "local", prefix: str | None = None) -> list[str]:
     """Create missing topics; existing ones are left as they are. Returns created names."""
+    prefix = os.environ.get("REGSOSEK_TOPIC_PREFIX", "") if prefix is None else prefix
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [s for s in specs(profile) if s.name not in existing]
+        wanted = [s for s in specs(profile) if prefix + s.name not in existing]
         if wanted:
             await admin.create_topics(
                 [
                     NewTopic(
-                        name=s.name,
+                        name=prefix + s.name,
                         num_partitions=s.partitions,
                         replication_factor=s.replication_factor,
                         topic_configs=s.config,
@@ -90,7 +98,7 @@ async def create_topics(bootstrap: str, profile: str = "local") -> list[str]:
                     for s in wanted
                 ]
             )
-        return [s.name for s in wanted]
+        return [prefix + s.name for s in wanted]
     finally:
         await admin.close()
 

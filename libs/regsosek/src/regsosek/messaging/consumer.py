@@ -87,7 +87,7 @@ class EventConsumer:
         self.settings = settings
         self.pool_provider = pool_provider
         self.handlers = {EVENT_TYPES[m]: h for m, h in handlers.items()}
-        self.topics = [t.value for t in topics]
+        self.topics = [t.wire for t in topics]
         self.wakeup = wakeup
         self.source = f"/regsosek/{settings.service_name}"
         self.exit_after_commit = FaultPoint("REGSOSEK_FAULT_EXIT_AFTER_DB_COMMIT")
@@ -228,7 +228,7 @@ class EventConsumer:
             ("dlq_partition", str(record.partition).encode()),
             ("dlq_offset", str(record.offset).encode()),
         ]
-        outbox.add_raw(OutgoingRecord(Topic.DEAD_LETTER.value, record.key, record.value, headers))
+        outbox.add_raw(OutgoingRecord(Topic.DEAD_LETTER.wire, record.key, record.value, headers))
 
 
 def _printable_headers(headers) -> tuple:

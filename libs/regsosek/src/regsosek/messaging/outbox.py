@@ -34,7 +34,7 @@ class Outbox:
         self, topic: Topic, key: str, data: Contract, *, subject: str, event_id: str | None = None
     ) -> Envelope:
         env = new_envelope(data, source=self.source, subject=subject, trace=current_trace_headers(), event_id=event_id)
-        self.pending.append(OutgoingRecord(topic.value, key.encode(), encode(data), env.headers()))
+        self.pending.append(OutgoingRecord(topic.wire, key.encode(), encode(data), env.headers()))
         return env
 
     def add_raw(self, record: OutgoingRecord) -> None:

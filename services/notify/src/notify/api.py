@@ -1,0 +1,162 @@
+"""Subscription API for programme systems: subscribe, list, pause, resume,
+unsubscribe, dead letters, re-send and replay, delivery log."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field, StringConstraints
+
+from regsosek.auth import Principal, Role, bearer
+from regsosek.service import runtime_of
+from regsosek.topics import Topic
+
+from notify import store
+from notify.domain import callback_problem
+
+router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+PROGRAMME = bearer(lambda r: runtime_of(r).settings.auth_secret, Role.PROGRAMME)
+
+
+class FiltersIn(BaseModel):
+    model_config = {"extra": "forbid"}
+    programmes: list[Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,32}$")]] = Field(default_factory=list, max_length=20)
+    area_prefixes: list[Annotated[str, StringConstraints(pattern=r"^\d{2,14}$")]] = Field(default_factory=list, max_length=500)
+    welfare_groups: list[Annotated[int, Field(ge=1, le=4)]] = Field(default_factory=list, max_length=4)
+    event_types: list[Literal["eligibility-decided"]] = Field(default_factory=list, max_length=1)
+
+
+class SubscriptionIn(BaseModel):
+    model_config = {"extra": "forbid"}
+    callback_url: Annotated[str, StringConstraints(min_length=8, max_length=2000)]
+    secret: Annotated[str, StringConstraints(min_length=32, max_length=256)] | None = Field(
+        None, description="HMAC key for signatures; generated and returned once if omitted")
+    filters: FiltersIn = Field(default_factory=FiltersIn)
+
+
+def _out(row, *, with_secret: bool = False) -> dict:
+    d = {"id": str(row["id"]), "owner": row["owner"], "callback_url": row["callback_url"], "status": row["status"],
+         "consecutive_failures": row["consecutive_failures"],
+         "filters": {"programmes": row["programmes"], "area_prefixes": row["area_prefixes"],
+                     "welfare_groups": row["welfare_groups"], "event_types": row["event_types"]},
+         "created_at": row["created_at"].isoformat()}
+    if with_secret:
+        d["secret"] = row["secret"]
+    return d
+
+
+async def _owned(request: Request, sub_id: UUID, p: Principal):
+    async with runtime_of(request).pool.acquire() as conn:
+        row = await store.get(conn, sub_id)
+    if row is None or (row["owner"] != p.subject and p.role is not Role.ADMIN):
+        raise HTTPException(404, {"reason": "no such subscription"})
+    return row
+
+
+@router.post("", status_code=201, summary="Subscribe a callback to eligibility events")
+async def subscribe(request: Request, body: SubscriptionIn, principal: Principal = PROGRAMME):
+    rt = runtime_of(request)
+    problem = callback_problem(body.callback_url, [], production=rt.settings.env == "production")
+    if problem:
+        raise HTTPException(422, {"errors": [{"path": "/callback_url", "reason": problem}]})
+    f = body.filters
+    async with rt.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            f"insert into subscriptions (id, owner, callback_url, secret, programmes, area_prefixes, welfare_groups, "
+            f"event_types) values ($1, $2, $3, $4, $5, $6, $7, $8) returning {store.SUB_COLUMNS}",
+            uuid4(), principal.subject, body.callback_url, body.secret or secrets.token_urlsafe(32),
+            f.programmes, f.area_prefixes, f.welfare_groups, f.event_types or [Topic.ELIGIBILITY_DECIDED.value])
+    return _out(row, with_secret=True)
+
+
+@router.get("", summary="List your subscriptions")
+async def list_subscriptions(request: Request, principal: Principal = PROGRAMME):
+    async with runtime_of(request).pool.acquire() as conn:
+        rows = await conn.fetch(f"select {store.SUB_COLUMNS} from subscriptions where status <> 'deleted' "
+                                "and (owner = $1 or $2) order by created_at", principal.subject,
+                                principal.role is Role.ADMIN)
+    return {"subscriptions": [_out(r) for r in rows]}
+
+
+@router.get("/{sub_id}", summary="One subscription with its queue and delivery figures")
+async def get_subscription(request: Request, sub_id: UUID, principal: Principal = PROGRAMME):
+    row = await _owned(request, sub_id, principal)
+    async with runtime_of(request).pool.acquire() as conn:
+        counts = {r["status"]: r["n"] for r in await conn.fetch(
+            "select status, count(*) n from deliveries where subscription_id = $1 group by status", sub_id)}
+    return {**_out(row), "deliveries": counts}
+
+
+async def _set_status(request: Request, sub_id: UUID, principal: Principal, status: str):
+    await _owned(request, sub_id, principal)
+    async with runtime_of(request).pool.acquire() as conn:
+        row = await conn.fetchrow(
+            f"update subscriptions set status = $2, consecutive_failures = 0, updated_at = now() where id = $1 "
+            f"returning {store.SUB_COLUMNS}", sub_id, status)
+    return _out(row)
+
+
+@router.post("/{sub_id}/pause", summary="Stop deliveries; events keep queueing")
+async def pause(request: Request, sub_id: UUID, principal: Principal = PROGRAMME):
+    return await _set_status(request, sub_id, principal, "paused")
+
+
+@router.post("/{sub_id}/resume", summary="Resume a paused or suspended subscription; its queue is delivered in order")
+async def resume(request: Request, sub_id: UUID, principal: Principal = PROGRAMME):
+    await _owned(request, sub_id, principal)
+    async with runtime_of(request).pool.acquire() as conn:
+        await conn.execute("update deliveries set next_attempt_at = now() where subscription_id = $1 "
+                           "and status = 'pending'", sub_id)
+    return await _set_status(request, sub_id, principal, "active")
+
+
+@router.delete("/{sub_id}", summary="Unsubscribe")
+async def unsubscribe(request: Request, sub_id: UUID, principal: Principal = PROGRAMME):
+    return await _set_status(request, sub_id, principal, "deleted")
+
+
+@router.get("/{sub_id}/deliveries", summary="Deliveries by status (dead = dead letters)")
+async def deliveries(request: Request, sub_id: UUID, status: Literal["pending", "delivered", "dead"] = "dead",
+                     limit: Annotated[int, Field(ge=1, le=1000)] = 100, principal: Principal = PROGRAMME):
+    await _owned(request, sub_id, principal)
+    async with runtime_of(request).pool.acquire() as conn:
+        rows = await conn.fetch(
+            "select event_id, family_id, status, attempts, last_status, last_error, created_at, delivered_at "
+            "from deliveries where subscription_id = $1 and status = $2 order by id limit $3", sub_id, status, limit)
+    return {"deliveries": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]}
+
+
+class RedeliverIn(BaseModel):
+    model_config = {"extra": "forbid"}
+    dead_letters: bool = Field(False, description="Re-send every dead delivery")
+    since: datetime | None = Field(None, description="Replay: re-send every event created at or after this time")
+
+
+@router.post("/{sub_id}/redeliver", summary="Re-send dead letters, or replay from a point in time")
+async def redeliver(request: Request, sub_id: UUID, body: RedeliverIn, principal: Principal = PROGRAMME):
+    await _owned(request, sub_id, principal)
+    if not body.dead_letters and body.since is None:
+        raise HTTPException(422, {"errors": [{"path": "/", "reason": "set dead_letters or since"}]})
+    async with runtime_of(request).pool.acquire() as conn:
+        n = await conn.fetchval(
+            "with u as (update deliveries set status = 'pending', attempts = 0, next_attempt_at = now() "
+            "where subscription_id = $1 and ((status = 'dead' and $2) or ($3::timestamptz is not null and "
+            "created_at >= $3 and status <> 'pending')) returning 1) select count(*) from u",
+            sub_id, body.dead_letters, body.since)
+    return {"requeued": n}
+
+
+@router.get("/{sub_id}/log", summary="Delivery attempts: status codes, latency, errors")
+async def delivery_log(request: Request, sub_id: UUID, limit: Annotated[int, Field(ge=1, le=1000)] = 100,
+                       principal: Principal = PROGRAMME):
+    await _owned(request, sub_id, principal)
+    async with runtime_of(request).pool.acquire() as conn:
+        rows = await conn.fetch("select message_id, events, status_code, latency_ms, error, at from delivery_attempts "
+                                "where subscription_id = $1 order by id desc limit $2", sub_id, limit)
+        pending = await conn.fetchval("select count(*) from deliveries where subscription_id = $1 and "
+                                      "status = 'pending'", sub_id)
+    return {"pending": pending, "attempts": [{**dict(r), "at": r["at"].isoformat()} for r in rows]}

@@ -1,0 +1,82 @@
+"""Delivery policy, pure: which subscriptions an event goes to, how long to wait
+before a retry, what a response means, and whether a callback address is safe."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Filters:
+    programmes: tuple[str, ...] = ()
+    area_prefixes: tuple[str, ...] = ()
+    welfare_groups: tuple[int, ...] = ()
+    event_types: tuple[str, ...] = ()
+
+    def matches(self, *, event_type: str, sls_id: str, welfare_group: int, eligible: set[str]) -> bool:
+        """Empty filter = everything. Programmes match when the family is eligible for one of them."""
+        if self.event_types and event_type not in self.event_types:
+            return False
+        if self.area_prefixes and not any(sls_id.startswith(p) for p in self.area_prefixes):
+            return False
+        if self.welfare_groups and welfare_group not in self.welfare_groups:
+            return False
+        if self.programmes and not (eligible & set(self.programmes)):
+            return False
+        return True
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    REFUSED = "refused"  # 4xx other than 408/429: the subscriber will never take it
+
+
+def outcome_of(status: int | None, ack: bool) -> Outcome:
+    if status is None or status in (408, 429) or status >= 500:
+        return Outcome.RETRY
+    if 200 <= status < 300:
+        return Outcome.DELIVERED if ack else Outcome.RETRY
+    return Outcome.REFUSED
+
+
+def retry_delay(attempt: int, base: float, cap: float, retry_after: str | None = None, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter; a Retry-After header wins when longer."""
+    rng = rng or random
+    delay = rng.uniform(0, min(cap, base * (2 ** max(attempt - 1, 0))))
+    hinted = _retry_after_seconds(retry_after)
+    return min(cap, max(delay, hinted)) if hinted is not None else delay
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def callback_problem(url: str, resolved: list[str], *, production: bool) -> str | None:
+    """Why a callback may not be called (None if it may). Checked at every delivery,
+    against the addresses the name resolves to now (DNS can change after subscribing)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "callback must be an http(s) URL"
+    if not production:
+        return None
+    if parts.scheme != "https":
+        return "callback must use HTTPS"
+    for addr in resolved:
+        ip = ipaddress.ip_address(addr)
+        if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified:
+            return f"callback resolves to a non-public address ({addr})"
+    return None
