@@ -120,7 +120,15 @@ class EventConsumer:
             decoder=no_decode,
         )
         async def on_batch(body: Any, msg: KafkaMessage) -> None:  # noqa: ARG001
-            await self.process_batch(msg.raw_message)
+            try:
+                await self.process_batch(msg.raw_message)
+            except Exception:
+                # A bug outside any one event's handler: never commit past the batch.
+                # Rewind every partition in it and try again after a pause.
+                log.exception("batch failed; rewinding to retry it", extra={"fields": {"records": len(msg.raw_message)}})
+                await msg.nack()
+                await asyncio.sleep(self.settings.retry_max_s)
+                return
             if self.exit_after_commit.hit():
                 self.exit_after_commit.crash()
             await msg.ack()
@@ -208,12 +216,10 @@ class EventConsumer:
             except Exception as e:
                 if is_transient(e):
                     raise
-                if isinstance(e, asyncpg.PostgresError | ValueError | KeyError | TypeError):
-                    del outbox.pending[mark:]
-                    self._dead_letter(outbox, record, f"handler failed: {type(e).__name__}")
-                    log.exception("handler failed; event dead-lettered", extra={"fields": {"event_id": env.id}})
-                else:
-                    raise
+                # Any other failure is this event's alone: dead-letter it (replayable), keep the partition flowing.
+                del outbox.pending[mark:]
+                self._dead_letter(outbox, record, f"handler failed: {type(e).__name__}")
+                log.exception("handler failed; event dead-lettered", extra={"fields": {"event_id": env.id}})
 
     def _dead_letter(self, outbox: Outbox, record: ConsumerRecord, reason: str) -> None:
         EVENTS_DEAD_LETTERED.labels(self.settings.service_name).inc()
