@@ -57,8 +57,9 @@ def retry_delay(attempt: int, base: float, cap: float, retry_after: str | None =
 def _retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    v = value.strip()
+    if v.isascii() and v.isdigit():
+        return float(v)
     try:
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
@@ -77,6 +78,6 @@ def callback_problem(url: str, resolved: list[str], *, production: bool) -> str 
         return "callback must use HTTPS"
     for addr in resolved:
         ip = ipaddress.ip_address(addr)
-        if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified:
+        if not ip.is_global or ip.is_multicast:
             return f"callback resolves to a non-public address ({addr})"
     return None

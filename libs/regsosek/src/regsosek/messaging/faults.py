@@ -19,7 +19,7 @@ class FaultPoint:
     def __init__(self, env_var: str) -> None:
         raw = os.environ.get(env_var, "")
         self.name = env_var
-        self.remaining = int(raw) if raw.isdigit() and int(raw) > 0 else None
+        self.remaining = int(raw) if raw.isascii() and raw.isdigit() and int(raw) > 0 else None
 
     @property
     def armed(self) -> bool:

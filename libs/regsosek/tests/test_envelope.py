@@ -1,0 +1,209 @@
+"""CloudEvents binary-mode envelope: headers, validation of headers, decoding of data."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from regsosek.contracts import EVENT_TYPES, MODELS_BY_TYPE, FamilyInterview, SlsRoster
+from regsosek.envelope import (
+    CONTENT_TYPE,
+    SPEC_VERSION,
+    Envelope,
+    EnvelopeError,
+    decode,
+    encode,
+    new_envelope,
+    read_headers,
+)
+
+SLS = "64720100010001"
+
+
+def roster_doc() -> dict:
+    return {
+        "submission_id": "0b5b7f4e-3c1a-4e0e-9a55-1b7e8e6c2f10",
+        "sls_id": SLS,
+        "officer_id": "OFC-1",
+        "confirmed_by": "Pak RT",
+        "confirmed_at": "2022-10-16T08:00:00+08:00",
+        "families": [
+            {"building_no": 1, "family_no": 1, "kk_number": "6472010101220001", "head_name": "Budi",
+             "member_count": 3, "status": "present"},
+        ],
+    }
+
+
+def interview_doc() -> dict:
+    return {
+        "submission_id": "7d1c9a56-63a4-4b51-8f5e-2f0c8f4c8b21",
+        "officer_id": "OFC-1",
+        "interviewed_at": "2022-10-20T10:00:00+08:00",
+        "location": {"sls_id": SLS, "building_no": 1, "family_no": 1, "kk_number": "6472010101220001"},
+        "housing": {"tenure": "owned", "floor_area_m2": 36, "floor": "wood_plank", "wall": "wood_board",
+                    "roof": "zinc", "drinking_water": "refill", "lighting": "pln_metered", "installed_power": "450",
+                    "cooking_fuel": "lpg_3kg", "toilet": "own", "faeces_disposal": "septic_tank"},
+        "members": [
+            {"line_no": 1, "name": "Budi", "nik": "6472010505800001", "sex": "male", "date_of_birth": "1980-05-05",
+             "relationship": "head", "marital_status": "married", "school": "not_anymore", "highest_diploma": "sd",
+             "worked_last_week": True, "hours_worked": 40, "industry": "agriculture", "job_status": "casual"},
+        ],
+        "economy": {"assets": ["motorbike"]},
+    }
+
+
+TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "vendor=1"}
+
+
+def full_headers() -> list[tuple[str, bytes]]:
+    return new_envelope(SlsRoster.model_validate(roster_doc()), source="intake", subject=SLS, trace=TRACE).headers()
+
+
+@pytest.mark.parametrize(
+    "model,doc",
+    [(SlsRoster, roster_doc), (FamilyInterview, interview_doc)],
+    ids=["roster", "interview"],
+)
+def test_headers_round_trip(model, doc):
+    data = model.model_validate(doc())
+    env = new_envelope(data, source="intake", subject=SLS, trace=TRACE)
+    back = read_headers(env.headers())
+    assert back == env
+    assert back.type == EVENT_TYPES[model]
+    assert back.traceparent == TRACE["traceparent"]
+    assert back.tracestate == TRACE["tracestate"]
+
+
+def test_headers_carry_spec_version_and_content_type():
+    h = dict(full_headers())
+    assert h["ce_specversion"] == SPEC_VERSION.encode()
+    assert h["content-type"] == CONTENT_TYPE.encode()
+    assert h["ce_subject"] == SLS.encode()
+
+
+def test_headers_omit_absent_trace_context():
+    env = new_envelope(SlsRoster.model_validate(roster_doc()), source="intake", subject=SLS)
+    names = [k for k, _ in env.headers()]
+    assert "traceparent" not in names and "tracestate" not in names
+    back = read_headers(env.headers())
+    assert back.traceparent is None and back.tracestate is None
+
+
+def test_new_envelope_uses_given_event_id_and_fresh_ids_otherwise():
+    data = SlsRoster.model_validate(roster_doc())
+    assert new_envelope(data, source="s", subject=SLS, event_id="fixed-id").id == "fixed-id"
+    a = new_envelope(data, source="s", subject=SLS).id
+    b = new_envelope(data, source="s", subject=SLS).id
+    assert a != b
+    uuid.UUID(a)  # a generated id is a UUID
+
+
+def test_read_headers_accepts_str_values():
+    env = read_headers([(k, v.decode()) for k, v in full_headers()])
+    assert env.source == "intake"
+
+
+@pytest.mark.parametrize("missing", ["ce_id", "ce_type", "ce_source", "ce_specversion"])
+def test_missing_ce_header_is_an_envelope_error(missing):
+    headers = [(k, v) for k, v in full_headers() if k != missing]
+    with pytest.raises(EnvelopeError, match=missing):
+        read_headers(headers)
+
+
+@pytest.mark.parametrize("emptied", ["ce_id", "ce_type", "ce_source"])
+def test_empty_ce_header_counts_as_missing(emptied):
+    headers = [(k, b"" if k == emptied else v) for k, v in full_headers()]
+    with pytest.raises(EnvelopeError, match=emptied):
+        read_headers(headers)
+
+
+@pytest.mark.parametrize("headers", [None, [], ()])
+def test_no_headers_at_all(headers):
+    with pytest.raises(EnvelopeError, match="missing CloudEvents"):
+        read_headers(headers)
+
+
+def test_unsupported_spec_version():
+    headers = [(k, b"0.3" if k == "ce_specversion" else v) for k, v in full_headers()]
+    with pytest.raises(EnvelopeError, match="specversion"):
+        read_headers(headers)
+
+
+def test_non_utf8_header():
+    headers = [(k, b"\xff\xfe" if k == "ce_source" else v) for k, v in full_headers()]
+    with pytest.raises(EnvelopeError, match="UTF-8"):
+        read_headers(headers)
+
+
+def test_optional_headers_default_when_absent():
+    headers = [(k, v) for k, v in full_headers() if k in ("ce_id", "ce_type", "ce_source", "ce_specversion")]
+    env = read_headers(headers)
+    assert env.time == "" and env.subject == ""
+
+
+def test_unknown_event_type():
+    env = Envelope(id="1", type="id.go.bps.regsosek.nothing.v9", source="x", time="", subject="")
+    with pytest.raises(EnvelopeError, match="unknown event type"):
+        decode(env, b"{}")
+
+
+def test_record_without_value():
+    env = read_headers(full_headers())
+    with pytest.raises(EnvelopeError, match="no value"):
+        decode(env, None)
+
+
+@pytest.mark.parametrize(
+    "model,doc",
+    [(SlsRoster, roster_doc), (FamilyInterview, interview_doc)],
+    ids=["roster", "interview"],
+)
+def test_encode_decode_round_trip(model, doc):
+    data = model.model_validate(doc())
+    env = new_envelope(data, source="intake", subject=SLS)
+    assert decode(read_headers(env.headers()), encode(data)) == data
+
+
+def test_decode_ignores_unknown_fields_top_level_and_nested():
+    data = FamilyInterview.model_validate(interview_doc())
+    doc = json.loads(encode(data))
+    doc["added_in_v1_1"] = "x"
+    doc["housing"]["solar_panel"] = True
+    doc["members"][0]["nickname"] = "B"
+    env = new_envelope(data, source="intake", subject=SLS)
+    assert decode(read_headers(env.headers()), json.dumps(doc).encode()) == data
+
+
+@pytest.mark.parametrize("where", ["top", "housing", "member", "roster_family"])
+def test_producer_side_validation_forbids_unknown_fields(where):
+    if where == "roster_family":
+        doc = roster_doc()
+        doc["families"][0]["surprise"] = 1
+        model = SlsRoster
+    else:
+        doc = interview_doc()
+        target = {"top": doc, "housing": doc["housing"], "member": doc["members"][0]}[where]
+        target["surprise"] = 1
+        model = FamilyInterview
+    with pytest.raises(ValidationError) as e:
+        model.model_validate(doc)
+    assert any(err["type"] == "extra_forbidden" for err in e.value.errors())
+
+
+def test_decode_still_rejects_invalid_known_fields():
+    data = SlsRoster.model_validate(roster_doc())
+    doc = json.loads(encode(data))
+    doc["sls_id"] = "123"
+    env = new_envelope(data, source="intake", subject=SLS)
+    with pytest.raises(ValidationError):
+        decode(read_headers(env.headers()), json.dumps(doc).encode())
+
+
+def test_event_types_are_unique_and_invertible():
+    assert len(set(EVENT_TYPES.values())) == len(EVENT_TYPES)
+    for model, t in EVENT_TYPES.items():
+        assert MODELS_BY_TYPE[t] is model
+        assert t.startswith("id.go.bps.regsosek.") and t.endswith(".v1")

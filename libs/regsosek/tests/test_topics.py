@@ -1,0 +1,87 @@
+"""Topic registry: the enum, topics.yaml and the rendered profiles agree."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from regsosek.topics import REGISTRY_FILE, Topic, render_strimzi, specs
+
+
+def yaml_names() -> list[str]:
+    return [t["name"] for t in yaml.safe_load(REGISTRY_FILE.read_text())["topics"]]
+
+
+def test_enum_equals_registry_names():
+    assert {t.value for t in Topic} == set(yaml_names())
+    assert len(yaml_names()) == len(set(yaml_names())), "a topic is listed twice in topics.yaml"
+
+
+@pytest.mark.parametrize("profile", ["local", "production"])
+def test_specs_cover_every_topic(profile):
+    assert [s.name for s in specs(profile)] == yaml_names()
+
+
+def test_production_profile_durability():
+    prod = specs("production")
+    assert prod
+    for s in prod:
+        assert s.replication_factor == 3, s.name
+        assert s.config["min.insync.replicas"] == "2", s.name
+        assert int(s.config["min.insync.replicas"]) < s.replication_factor
+        assert s.partitions == 96
+
+
+def test_local_profile():
+    for s in specs("local"):
+        assert s.replication_factor == 1
+        assert s.config["min.insync.replicas"] == "1"
+        assert s.partitions == 6
+
+
+@pytest.mark.parametrize("profile", ["local", "production"])
+def test_config_values_are_strings_and_defaults_apply(profile):
+    for s in specs(profile):
+        assert all(isinstance(v, str) for v in s.config.values())
+        assert s.config["cleanup.policy"] == "delete"
+        assert s.config["max.message.bytes"] == "2097152"
+
+
+@pytest.mark.parametrize(
+    "topic,retention",
+    [("sls-roster", "-1"), ("dead-letter", "-1"), ("interview-submitted", "2592000000"), ("family-classified", "2592000000")],
+)
+def test_per_topic_config_overrides_defaults(topic, retention):
+    for profile in ("local", "production"):
+        by_name = {s.name: s for s in specs(profile)}
+        assert by_name[topic].config["retention.ms"] == retention
+
+
+def test_unknown_profile_raises():
+    with pytest.raises(KeyError):
+        specs("staging-that-does-not-exist")
+
+
+def test_wire_without_prefix(monkeypatch):
+    monkeypatch.delenv("REGSOSEK_TOPIC_PREFIX", raising=False)
+    assert Topic.SLS_ROSTER.wire == "sls-roster"
+    assert Topic.DEAD_LETTER.wire == "dead-letter"
+
+
+@pytest.mark.parametrize("prefix", ["test-1234.", "ci_", "x"])
+def test_wire_honours_prefix(monkeypatch, prefix):
+    monkeypatch.setenv("REGSOSEK_TOPIC_PREFIX", prefix)
+    for t in Topic:
+        assert t.wire == prefix + t.value
+    # the enum value itself never carries the prefix
+    assert Topic.INTERVIEW_SUBMITTED == "interview-submitted"
+
+
+def test_render_strimzi_production():
+    docs = [d for d in yaml.safe_load_all(render_strimzi("production", namespace="ns1")) if d]
+    assert [d["metadata"]["name"] for d in docs] == yaml_names()
+    for d in docs:
+        assert d["kind"] == "KafkaTopic"
+        assert d["metadata"]["namespace"] == "ns1"
+        assert d["spec"]["replicas"] == 3
+        assert d["spec"]["config"]["min.insync.replicas"] == "2"
