@@ -129,7 +129,7 @@ async def submit_batch(request: Request, batch: BatchIn, principal: Principal = 
                 results.append({"index": i, "status": 403, "reason": "SLS not in assigned areas"})
                 continue
             r = await _accept_interview(request, iv, principal)
-            results.append({"index": i, "status": 200 if r.replayed else 202, **r.as_dict()})
+            results.append({"index": i, "status": 200 if r.replayed else 202, "receipt": r.as_dict()})
         except ValidationError as e:
             results.append({"index": i, "status": 422, "errors": [p.as_dict() for p in pydantic_problems(e)]})
         except _Invalid as e:

@@ -1,0 +1,301 @@
+"""The reference programme-side receiver of eligibility notifications.
+
+What a programme system (PKH, Sembako, BLT-Desa, ...) runs to take signed deliveries
+from notify, modelled on the DCI social-registry notify API:
+
+    POST /notify      a signed batch of events; answered synchronously with ACK
+    GET  /stats       counts: received, unique, duplicates, out of order, per programme
+    GET  /events      events received (?family_id=... for one family)
+    GET  /families    the latest decision seen per family
+    POST /control     fault injection for tests: fail_rate, status_429_rate, delay_ms, ...
+    GET  /healthz
+
+It verifies `X-Regsosek-Signature` (HMAC-SHA256 over "<t>." + body; 401 when wrong or
+older than the tolerance), de-duplicates by event id (in memory, and in a SQLite file
+when REGSOSEK_RECEIVER_DB is set, so a restart keeps it), and counts a family's event
+that is older (lower version, or earlier decision) than one already seen as out of order.
+
+    REGSOSEK_RECEIVER_SECRET=... python -m regsosek_tools.receiver
+
+Environment: REGSOSEK_HTTP_PORT (8009), REGSOSEK_HTTP_HOST (127.0.0.1),
+REGSOSEK_RECEIVER_SECRET, REGSOSEK_RECEIVER_DB, REGSOSEK_RECEIVER_TOLERANCE_S (300),
+REGSOSEK_RECEIVER_FAIL_RATE, REGSOSEK_RECEIVER_FAIL_AFTER_RATE,
+REGSOSEK_RECEIVER_429_RATE, REGSOSEK_RECEIVER_RETRY_AFTER_S, REGSOSEK_RECEIVER_DELAY_MS,
+REGSOSEK_RECEIVER_SEED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from regsosek.signing import HEADER as SIGNATURE_HEADER
+from regsosek.signing import sign, verify
+
+# At least 32 characters: notify refuses shorter subscription secrets.
+DEFAULT_SECRET = "local-receiver-secret-change-me-0123456789"
+DEFAULT_PORT = 8009
+ELIGIBILITY_TYPE = "id.go.bps.regsosek.eligibility.decided.v1"
+
+__all__ = ["DEFAULT_PORT", "DEFAULT_SECRET", "Faults", "ReceiverState", "create_app", "main", "sign", "verify",
+           "SIGNATURE_HEADER"]
+
+
+@dataclass
+class Faults:
+    """Injected misbehaviour, to exercise the sender's retries."""
+
+    fail_rate: float = 0.0  # answer 500 before processing
+    fail_after_rate: float = 0.0  # process, then answer 500 (the sender re-sends: duplicates)
+    status_429_rate: float = 0.0  # answer 429 with Retry-After
+    retry_after_s: int = 1
+    delay_ms: int = 0  # wait before answering
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Faults:
+        env = os.environ if env is None else env
+        g = lambda k, d: env.get(f"REGSOSEK_RECEIVER_{k}", d)  # noqa: E731
+        return cls(fail_rate=float(g("FAIL_RATE", 0)), fail_after_rate=float(g("FAIL_AFTER_RATE", 0)),
+                   status_429_rate=float(g("429_RATE", 0)), retry_after_s=int(g("RETRY_AFTER_S", 1)),
+                   delay_ms=int(g("DELAY_MS", 0)))
+
+    def update(self, changes: dict[str, Any]) -> None:
+        known = {f.name: f.type for f in fields(self)}
+        for k, v in changes.items():
+            if k not in known:
+                raise ValueError(f"unknown fault option {k!r}; known: {', '.join(known)}")
+            setattr(self, k, int(v) if k in ("retry_after_s", "delay_ms") else float(v))
+
+
+def _ts(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+class ReceiverState:
+    """Everything the receiver remembers; optionally persisted in SQLite."""
+
+    def __init__(self, db_path: str | None = None) -> None:
+        self.db_path = db_path
+        self.db: sqlite3.Connection | None = None
+        self.reset(clear_db=False)
+        if db_path:
+            self.db = sqlite3.connect(db_path, check_same_thread=False)
+            self.db.execute("pragma journal_mode=wal")
+            self.db.execute("create table if not exists events (seq integer primary key autoincrement, "
+                            "event_id text unique not null, family_id text, record text not null)")
+            self.db.execute("create table if not exists counters (name text primary key, value integer not null)")
+            self.db.commit()
+            self._load()
+
+    def reset(self, *, clear_db: bool = True) -> None:
+        self.events: dict[str, dict] = {}  # event id -> record, in arrival order
+        self.by_family: dict[str, list[str]] = {}
+        self.latest: dict[str, dict] = {}  # family id -> record of its newest decision
+        self.counters: Counter[str] = Counter()
+        if clear_db and self.db is not None:
+            self.db.execute("delete from events")
+            self.db.execute("delete from counters")
+            self.db.commit()
+
+    def _load(self) -> None:
+        assert self.db is not None
+        for (record,) in self.db.execute("select record from events order by seq"):
+            self._remember(json.loads(record))
+        for name, value in self.db.execute("select name, value from counters"):
+            self.counters[name] = value
+
+    def _remember(self, rec: dict) -> bool:
+        """Index a new unique event; True when it is older than one already seen for its family."""
+        self.events[rec["event_id"]] = rec
+        fid = rec["family_id"]
+        self.by_family.setdefault(fid, []).append(rec["event_id"])
+        cur = self.latest.get(fid)
+        key = (rec.get("version") or 0, rec.get("decided_at") or "")
+        if cur is not None and key < (cur.get("version") or 0, cur.get("decided_at") or ""):
+            return True
+        self.latest[fid] = rec
+        return False
+
+    def accept(self, event: dict, *, message_id: str, traceparent: str | None) -> str:
+        """Record one event: 'new', 'duplicate' or 'out_of_order' (new, but older than one seen)."""
+        self.counters["received"] += 1
+        event_id = str(event["event_id"])
+        if event_id in self.events:
+            self.counters["duplicates"] += 1
+            return "duplicate"
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        decided = _ts(data.get("decided_at"))
+        rec = {
+            "event_id": event_id,
+            "event_type": event.get("event_type"),
+            "family_id": str(event.get("subject") or data.get("family_id") or ""),
+            "time": event.get("time"),
+            "version": data.get("version"),
+            "decided_at": decided.astimezone(UTC).isoformat() if decided else None,
+            "welfare_group": data.get("welfare_group"),
+            "decile": data.get("decile"),
+            "eligible": sorted(d.get("programme") for d in data.get("decisions") or []
+                               if isinstance(d, dict) and d.get("eligible")),
+            "message_id": message_id,
+            "traceparent": traceparent,
+            "received_at": datetime.now(UTC).isoformat(),
+            "data": data,
+        }
+        older = self._remember(rec)
+        if older:
+            self.counters["out_of_order"] += 1
+        if self.db is not None:
+            self.db.execute("insert or ignore into events (event_id, family_id, record) values (?, ?, ?)",
+                            (event_id, rec["family_id"], json.dumps(rec)))
+        return "out_of_order" if older else "new"
+
+    def flush(self) -> None:
+        if self.db is not None:
+            self.db.executemany("insert into counters (name, value) values (?, ?) "
+                                "on conflict (name) do update set value = excluded.value", list(self.counters.items()))
+            self.db.commit()
+
+    def stats(self) -> dict:
+        eligible: Counter[str] = Counter()
+        groups: Counter[str] = Counter()
+        for rec in self.latest.values():
+            eligible.update(rec["eligible"])
+            if rec.get("welfare_group") is not None:
+                groups[str(rec["welfare_group"])] += 1
+        return {
+            "received": self.counters["received"],
+            "unique": len(self.events),
+            "duplicates": self.counters["duplicates"],
+            "out_of_order": self.counters["out_of_order"],
+            "families": len(self.latest),
+            "by_programme_eligible": dict(sorted(eligible.items())),
+            "by_welfare_group": dict(sorted(groups.items())),
+            "messages": self.counters["messages"],
+            "rejected": self.counters["rejected"],
+            "injected_faults": {k.removeprefix("fault_"): v for k, v in self.counters.items() if k.startswith("fault_")},
+        }
+
+
+def _nack(status: int, correlation_id: str | None, reason: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"message": {"ack_status": "NACK", "correlation_id": correlation_id, "error": reason}},
+                        status_code=status, headers=headers)
+
+
+def create_app(secret: str | None = None, *, db_path: str | None = None, faults: Faults | None = None,
+               tolerance_s: float | None = None, clock: Callable[[], float] = time.time,
+               rng: random.Random | None = None) -> FastAPI:
+    """The receiver app. Arguments default to the environment (see the module docstring)."""
+    secret = secret or os.environ.get("REGSOSEK_RECEIVER_SECRET") or DEFAULT_SECRET
+    db_path = db_path if db_path is not None else (os.environ.get("REGSOSEK_RECEIVER_DB") or None)
+    tolerance = tolerance_s if tolerance_s is not None else float(os.environ.get("REGSOSEK_RECEIVER_TOLERANCE_S", 300))
+    faults = faults or Faults.from_env()
+    rng = rng or random.Random(os.environ.get("REGSOSEK_RECEIVER_SEED"))
+    state = ReceiverState(db_path)
+
+    app = FastAPI(title="Regsosek reference programme receiver", version="1")
+    app.state.receiver = state
+    app.state.faults = faults
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"ready": True}
+
+    @app.post("/notify", summary="Signed eligibility notifications (DCI-style notify)")
+    async def notify(request: Request):
+        if faults.delay_ms:
+            await asyncio.sleep(faults.delay_ms / 1000)
+        raw = await request.body()
+        if faults.status_429_rate and rng.random() < faults.status_429_rate:
+            state.counters["fault_429"] += 1
+            return _nack(429, None, "injected: too many requests", {"Retry-After": str(faults.retry_after_s)})
+        if faults.fail_rate and rng.random() < faults.fail_rate:
+            state.counters["fault_500"] += 1
+            return _nack(500, None, "injected: server error")
+        problem = verify(secret, request.headers.get(SIGNATURE_HEADER, ""), raw, clock(), tolerance)
+        if problem is not None:
+            state.counters["rejected"] += 1
+            return _nack(401, None, problem)
+        try:
+            body = json.loads(raw)
+            header, message = body["header"], body["message"]
+            events = message["notify_event"]
+            message_id = str(header["message_id"])
+            if header.get("action") != "notify" or not isinstance(events, list):
+                raise ValueError("not a notify message")
+            for e in events:
+                if not isinstance(e, dict) or not e.get("event_id"):
+                    raise ValueError("every notify_event needs an event_id")
+        except (ValueError, KeyError, TypeError) as e:
+            state.counters["rejected"] += 1
+            return _nack(400, None, f"malformed notify message: {e}")
+        state.counters["messages"] += 1
+        traceparent = request.headers.get("traceparent")
+        for e in events:
+            state.accept(e, message_id=message_id, traceparent=traceparent)
+        state.flush()
+        if faults.fail_after_rate and rng.random() < faults.fail_after_rate:
+            state.counters["fault_500_after_processing"] += 1
+            return _nack(500, message_id, "injected: server error after processing")
+        return {"message": {"ack_status": "ACK", "correlation_id": message_id}}
+
+    @app.get("/stats")
+    async def stats() -> dict:
+        return state.stats()
+
+    @app.get("/events")
+    async def events(family_id: str | None = None, limit: int = 1000, with_data: bool = False) -> dict:
+        if family_id is not None:
+            recs = [state.events[i] for i in state.by_family.get(family_id, [])]
+        else:
+            recs = list(state.events.values())[-max(1, min(limit, 100_000)):]
+        out = [r if with_data else {k: v for k, v in r.items() if k != "data"} for r in recs]
+        return {"count": len(out), "events": out}
+
+    @app.get("/families")
+    async def families() -> dict:
+        keys = ("event_id", "version", "decided_at", "welfare_group", "decile", "eligible", "received_at")
+        return {"families": {fid: {k: rec[k] for k in keys} for fid, rec in state.latest.items()}}
+
+    @app.post("/control", summary="Fault injection; body may hold any Faults field, and reset: true")
+    async def control(request: Request):
+        try:
+            changes = await request.json() if await request.body() else {}
+            if not isinstance(changes, dict):
+                raise ValueError("body must be a JSON object")
+            if changes.pop("reset", False):
+                state.reset()
+            faults.update(changes)
+        except ValueError as e:
+            return JSONResponse({"error": str(e)}, status_code=422)
+        return {"faults": asdict(faults)}
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    port = int(os.environ.get("REGSOSEK_HTTP_PORT", DEFAULT_PORT))
+    host = os.environ.get("REGSOSEK_HTTP_HOST", "127.0.0.1")
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

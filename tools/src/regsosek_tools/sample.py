@@ -1,0 +1,702 @@
+"""A deterministic synthetic sample of East Kalimantan (province 64): SLS rosters (VK1)
+as confirmed with the RT head, family interviews (REGSOSEK22-K), and the verification
+outcome each interview is expected to get.
+
+Everything is drawn from `random.Random` seeded per SLS, so a given (seed, SLS index)
+always yields the same SLS: rerunning with the same seed produces identical submissions
+(same submission ids, same content), and a larger sample extends a smaller one.
+
+Regency codes are the real BPS codes of East Kalimantan (DOMAIN.md); district, village
+and SLS digits, names, NIK and KK numbers are synthetic. Housing, assets, education and
+work are drawn from one latent wealth per family so the PMT welfare groups and deciles
+spread over their whole range.
+
+    python -m regsosek_tools.sample --seed 7 --families 500        # summary
+    python -m regsosek_tools.sample --seed 7 --families 5 --json    # the documents
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+
+from regsosek.contracts import FamilyInterview, SlsRoster
+
+WITA = timezone(timedelta(hours=8), "WITA")  # East Kalimantan local time
+COLLECTION_START = date(2022, 10, 15)
+FIELD_END = date(2022, 11, 14)
+
+# ---------------------------------------------------------------- geography
+
+@dataclass(frozen=True)
+class Regency:
+    code: str
+    name: str
+    lat: float
+    lon: float
+    population: int  # approximate, only to weight how many SLS fall in each
+    wealth: float  # shift of the latent wealth (prices, remoteness, urban labour market)
+    riverine: float  # share of families living along rivers (boats, surface water)
+
+    @property
+    def urban(self) -> bool:
+        return int(self.code[2:4]) >= 71  # BPS: 71-99 = kota
+
+
+REGENCIES: tuple[Regency, ...] = (
+    Regency("6401", "Paser", -1.91, 116.19, 290_000, -0.15, 0.25),
+    Regency("6402", "Kutai Barat", -0.23, 115.70, 170_000, -0.35, 0.45),
+    Regency("6403", "Kutai Kartanegara", -0.42, 116.99, 730_000, -0.05, 0.35),
+    Regency("6404", "Kutai Timur", 0.50, 117.35, 430_000, 0.0, 0.25),
+    Regency("6405", "Berau", 2.15, 117.35, 250_000, -0.05, 0.35),
+    Regency("6409", "Penajam Paser Utara", -1.26, 116.58, 180_000, -0.2, 0.2),
+    Regency("6411", "Mahakam Ulu", 0.62, 114.93, 33_000, -0.8, 0.8),
+    Regency("6471", "Balikpapan", -1.24, 116.87, 690_000, 0.55, 0.05),
+    Regency("6472", "Samarinda", -0.50, 117.14, 830_000, 0.45, 0.15),
+    Regency("6474", "Bontang", 0.13, 117.48, 180_000, 0.6, 0.15),
+)
+REGENCY_BY_CODE = {r.code: r for r in REGENCIES}
+# Civil-registry area prefixes of people registered outside East Kalimantan (migrants):
+# their NIK area differs from the SLS regency, which intake reports as a warning.
+MIGRANT_NIK_AREAS = ("3578", "3374", "3173", "7371", "7313", "6371", "6303", "5271", "3515")
+
+# Rough bounds of the province, for GPS.
+LAT_RANGE = (-2.45, 2.55)
+LON_RANGE = (114.0, 118.95)
+
+# ---------------------------------------------------------------- names
+
+MALE = ("Ahmad", "Muhammad", "Budi", "Agus", "Slamet", "Rudi", "Andi", "Hendra", "Yusuf", "Rahmat", "Syamsul",
+        "Abdul", "Joko", "Bambang", "Dedi", "Eko", "Fajar", "Hasan", "Irfan", "Iwan", "Mulyadi", "Rizky", "Sudirman",
+        "Taufik", "Wahyu", "Yohanes", "Petrus", "Stefanus", "Arif", "Aswin", "Firman", "Gusti", "Hamzah", "Ilham",
+        "Jumadi", "Khairul", "Lukman", "Mahmud", "Norman", "Ramli", "Saiful", "Udin", "Zainal", "Herman", "Kadir",
+        "Baharuddin", "Ismail", "Sugianto", "Yakobus", "Markus")
+FEMALE = ("Siti", "Sri", "Dewi", "Rina", "Yuni", "Aminah", "Fatimah", "Hasanah", "Ani", "Lestari", "Wati",
+          "Rahmawati", "Indah", "Fitri", "Maria", "Theresia", "Agnes", "Sari", "Nurul", "Rusmini", "Salmah",
+          "Hartini", "Endang", "Kartini", "Mariam", "Norhayati", "Rosmini", "Suryani", "Yanti", "Zubaidah",
+          "Aisyah", "Putri", "Halimah", "Kristina", "Margaretha", "Nurhayati", "Ratna", "Susanti")
+MALE_LAST = ("Saputra", "Hidayat", "Rahman", "Wijaya", "Setiawan", "Pratama", "Santoso", "Gunawan", "Kurniawan",
+             "Hakim", "Syahputra", "Ramadhan", "Nugroho", "Effendi", "Hasibuan", "Manurung", "Daeng Mapata",
+             "Arsyad", "Noor", "Ladjang")
+FEMALE_LAST = ("Wulandari", "Rahayu", "Handayani", "Anggraini", "Puspita", "Safitri", "Ningsih", "Permatasari",
+               "Kusuma", "Agustina", "Noor", "Fitriani", "Marlina", "Yuliani")
+STREETS = ("Jl. Pahlawan", "Jl. Merdeka", "Jl. Jend. Sudirman", "Jl. A. Yani", "Jl. Gatot Subroto",
+           "Jl. Mulawarman", "Jl. Diponegoro", "Jl. Pattimura", "Jl. Kesuma Bangsa", "Jl. Pramuka", "Jl. Poros",
+           "Gg. Mawar", "Gg. Melati", "Jl. Sungai Kapih", "Jl. Padat Karya", "Jl. Pangeran Antasari",
+           "Jl. Cendana", "Jl. Juanda", "Jl. Imam Bonjol", "Jl. Ruhui Rahayu")
+
+
+def _name(rng: random.Random, sex: str) -> str:
+    first = rng.choice(MALE if sex == "male" else FEMALE)
+    if rng.random() < 0.3:
+        return first
+    return f"{first} {rng.choice(MALE_LAST if sex == 'male' else FEMALE_LAST)}"
+
+
+# ---------------------------------------------------------------- drawing
+
+def _logistic(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _chance(rng: random.Random, base: float, slope: float, w: float) -> bool:
+    return rng.random() < _logistic(base + slope * w)
+
+
+def _pick(rng: random.Random, options: dict[str, float]) -> str:
+    return rng.choices(list(options), weights=list(options.values()))[0]
+
+
+def _dob(rng: random.Random, age: int, day: date) -> date:
+    """A birth date giving exactly `age` completed years on `day`."""
+    anchor = date(day.year - age, day.month, day.day)
+    return anchor - timedelta(days=rng.randint(1, 364))
+
+
+def _age_on(dob: date, day: date) -> int:
+    years = day.year - dob.year
+    if (day.month, day.day) < (dob.month, dob.day):
+        years -= 1
+    return years
+
+
+def _uuid(rng: random.Random) -> uuid.UUID:
+    return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+# ---------------------------------------------------------------- officers
+
+def officer_for(sls_id: str) -> str:
+    """The field officer (PCL) of an SLS: one officer per village in this sample."""
+    return f"PCL-{sls_id[:10]}"
+
+
+def officer_areas(officer_id: str) -> list[str]:
+    """The SLS id prefixes an officer's token must cover (the officer's village)."""
+    return [officer_id.removeprefix("PCL-")]
+
+
+# ---------------------------------------------------------------- the sample
+
+@dataclass
+class Sample:
+    seed: int
+    rosters: list[SlsRoster]
+    interviews: list[FamilyInterview]
+    # family id -> expected verification outcome ("verified", "verified_added") or flag reason
+    expected: dict[str, str]
+    # family id -> the family whose interview must reach a final state first. A duplicate
+    # NIK is flagged on the family that claims it second, so the copy goes in a second wave.
+    depends_on: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def officers(self) -> dict[str, list[str]]:
+        ids = sorted({officer_for(r.sls_id) for r in self.rosters})
+        return {o: officer_areas(o) for o in ids}
+
+    def officer_for(self, sls_id: str) -> str:
+        return officer_for(sls_id)
+
+    def waves(self) -> tuple[list[FamilyInterview], list[FamilyInterview]]:
+        """Interviews to submit first, and those to submit once their `depends_on` is final."""
+        first = [iv for iv in self.interviews if iv.family_id not in self.depends_on]
+        second = [iv for iv in self.interviews if iv.family_id in self.depends_on]
+        return first, second
+
+    def summary(self) -> dict:
+        return {
+            "seed": self.seed,
+            "sls": len(self.rosters),
+            "roster_families": sum(len(r.families) for r in self.rosters),
+            "roster_status": dict(Counter(f.status.value for r in self.rosters for f in r.families)),
+            "interviews": len(self.interviews),
+            "members": sum(len(iv.members) for iv in self.interviews),
+            "expected": dict(Counter(self.expected.values())),
+            "regencies": dict(sorted(Counter(r.sls_id[:4] for r in self.rosters).items())),
+            "officers": len(self.officers),
+        }
+
+
+@dataclass
+class _Draft:
+    """One family before it becomes a FamilyInterview: plain dicts, still editable."""
+
+    building_no: int
+    family_no: int
+    kk_number: str | None
+    head_name: str
+    members: list[dict]
+    doc: dict  # the interview document without members
+
+
+class _Registry:
+    """Identifiers already used in the sample (NIK and KK numbers are unique, SLS ids too)."""
+
+    def __init__(self) -> None:
+        self.niks: set[str] = set()
+        self.kks: set[str] = set()
+        self.sls: set[str] = set()
+
+
+def generate(seed: int, families: int) -> Sample:
+    """`families` interviews over as many SLS as it takes (20-40 families each)."""
+    if families < 1:
+        raise ValueError("families must be at least 1")
+    reg = _Registry()
+    rosters: list[SlsRoster] = []
+    interviews: list[FamilyInterview] = []
+    expected: dict[str, str] = {}
+    depends_on: dict[str, str] = {}
+    previous: list[tuple[str, _Draft]] = []  # verified families of the previous SLS (donors of duplicate NIKs)
+    k = 0
+    while len(interviews) < families:
+        rng = random.Random(f"regsosek-sample:{seed}:{k}")
+        roster, drafts, sls_expected, sls_depends = _sls(rng, k, reg, previous)
+        rosters.append(roster)
+        room = families - len(interviews)
+        for fid, d in drafts[:room]:
+            doc = dict(d.doc, members=d.members)
+            interviews.append(FamilyInterview.model_validate(doc))
+            expected[fid] = sls_expected[fid]
+            if fid in sls_depends:
+                depends_on[fid] = sls_depends[fid]
+        previous = [(fid, d) for fid, d in drafts if sls_expected[fid] == "verified"]
+        k += 1
+    return Sample(seed=seed, rosters=rosters, interviews=interviews, expected=expected, depends_on=depends_on)
+
+
+def _sls_id(rng: random.Random, reg: _Registry) -> tuple[str, Regency]:
+    regency = rng.choices(REGENCIES, weights=[r.population for r in REGENCIES])[0]
+    while True:
+        district = rng.randint(1, 40) * 10
+        village = rng.randint(1, 99) if regency.urban else rng.randint(1, 60)
+        sls = rng.randint(1, 999)
+        sid = f"{regency.code}{district:03d}{village:03d}{sls:04d}"
+        if sid not in reg.sls:
+            reg.sls.add(sid)
+            return sid, regency
+
+
+def _sls(rng: random.Random, k: int, reg: _Registry, previous: list[tuple[str, _Draft]]):
+    sls_id, regency = _sls_id(rng, reg)
+    center_lat = min(max(regency.lat + rng.uniform(-1, 1) * (0.04 if regency.urban else 0.25), LAT_RANGE[0]), LAT_RANGE[1])
+    center_lon = min(max(regency.lon + rng.uniform(-1, 1) * (0.04 if regency.urban else 0.25), LON_RANGE[0]), LON_RANGE[1])
+    sls_wealth = regency.wealth + rng.gauss(0, 0.35)
+    nik_district = rng.randint(1, 20)
+    street = rng.choice(STREETS)
+    riverine = rng.random() < regency.riverine
+
+    start = COLLECTION_START + timedelta(days=rng.randint(0, 24))
+    confirmed_at = datetime.combine(start, time(rng.randint(7, 9), rng.randint(0, 59)), WITA)
+    officer = officer_for(sls_id)
+    rt_head = f"Ketua RT {_name(rng, 'male' if rng.random() < 0.85 else 'female')}"
+
+    # The prelist (VK1) as confirmed with the RT head, then families added to it.
+    n_prelist = rng.randint(20, 36)
+    statuses = [_pick(rng, {"present": 0.86, "moved": 0.06, "dissolved": 0.03, "unknown": 0.05}) for _ in range(n_prelist)]
+    if k == 0 and "moved" not in statuses:
+        statuses[-1] = "moved"
+    statuses += ["added"] * rng.choices((0, 1, 2, 3), weights=(0.35, 0.35, 0.2, 0.1))[0]
+
+    building = 0
+    family_no = 0
+    entries: list[dict] = []  # roster families
+    drafts: list[tuple[str, _Draft]] = []
+    expected: dict[str, str] = {}
+    depends: dict[str, str] = {}
+
+    def new_family() -> _Draft:
+        nonlocal building, family_no
+        if building == 0 or rng.random() > 0.12:  # ~12% of families share a building with the previous one
+            building += 1
+        family_no += 1
+        day = min(start + timedelta(days=rng.randint(0, 6)), FIELD_END)
+        at = datetime.combine(day, time(rng.randint(10, 17), rng.randint(0, 59), rng.randint(0, 59)), WITA)
+        return _family(rng, reg, sls_id=sls_id, regency=regency, sls_wealth=sls_wealth, riverine=riverine,
+                       nik_district=nik_district, building_no=building, family_no=family_no, at=at,
+                       officer=officer, street=street, gps=(center_lat, center_lon))
+
+    forced_mismatch = k == 0
+    forced_moved_interview = k == 0
+    for status in statuses:
+        d = new_family()
+        count = len(d.members)
+        fid = _fid(sls_id, d)
+        interviewed = True
+        outcome = {"present": "verified", "added": "verified_added"}.get(status)
+        if status == "present" and (forced_mismatch or rng.random() < 0.03):
+            forced_mismatch = False
+            count = count + rng.choice((-1, 1)) if count > 1 else count + 1  # the roster is out of date
+            outcome = "member_count_differs"
+        if status in ("moved", "dissolved", "unknown"):
+            interviewed = (status == "moved" and forced_moved_interview) or rng.random() < 0.15
+            if status == "moved":
+                forced_moved_interview = forced_moved_interview and not interviewed
+            outcome = f"roster_says_{status}"
+        entries.append({"building_no": d.building_no, "family_no": d.family_no, "kk_number": d.kk_number,
+                        "head_name": d.head_name, "member_count": count, "status": status})
+        if interviewed:
+            drafts.append((fid, d))
+            expected[fid] = outcome
+
+    # A family the RT head did not mention (neither on the prelist nor added).
+    if k == 0 or rng.random() < 0.35:
+        d = new_family()
+        fid = _fid(sls_id, d)
+        drafts.append((fid, d))
+        expected[fid] = "not_on_roster"
+
+    # Duplicate NIK: a member of a verified family in the previous SLS is also listed here
+    # (e.g. an adult child registered with both households).
+    if previous and (k == 1 or rng.random() < 0.3):
+        candidates = [(fid, d) for fid, d in drafts if expected[fid] == "verified"]
+        donors = [(fid, d, m) for fid, d in previous for m in d.members
+                  if m["nik"] and m["relationship"] != "head" and _age_on(date.fromisoformat(m["date_of_birth"]), COLLECTION_START) >= 15]
+        if candidates and donors:
+            fid, d = rng.choice(candidates)
+            donor_fid, _, m = rng.choice(donors)
+            copy = dict(m, line_no=len(d.members) + 1, relationship="other_relative", pregnant=False)
+            d.members.append(copy)
+            for e in entries:
+                if (e["building_no"], e["family_no"]) == (d.building_no, d.family_no):
+                    e["member_count"] = len(d.members)
+            expected[fid] = "duplicate_nik"
+            depends[fid] = donor_fid
+
+    rng.shuffle(drafts)  # officers do not visit in roster order
+    roster = SlsRoster.model_validate({
+        "submission_id": str(_uuid(rng)), "sls_id": sls_id, "officer_id": officer, "confirmed_by": rt_head,
+        "confirmed_at": confirmed_at.isoformat(), "families": entries,
+    })
+    return roster, drafts, expected, depends
+
+
+def _fid(sls_id: str, d: _Draft) -> str:
+    return f"{sls_id}-{d.building_no:04d}-{d.family_no:03d}"
+
+
+# ---------------------------------------------------------------- one family
+
+def _nik(rng: random.Random, reg: _Registry, area: str, dob: date, sex: str) -> str:
+    dd = dob.day + (40 if sex == "female" else 0)
+    while True:
+        nik = f"{area}{dd:02d}{dob.month:02d}{dob.year % 100:02d}{rng.randint(1, 9999):04d}"
+        if nik not in reg.niks:
+            reg.niks.add(nik)
+            return nik
+
+
+def _kk(rng: random.Random, reg: _Registry, area: str) -> str:
+    while True:
+        issued = date(2005, 1, 1) + timedelta(days=rng.randint(0, 6500))
+        kk = f"{area}{issued.day:02d}{issued.month:02d}{issued.year % 100:02d}{rng.randint(1, 9999):04d}"
+        if kk not in reg.kks:
+            reg.kks.add(kk)
+            return kk
+
+
+def _family(rng: random.Random, reg: _Registry, *, sls_id: str, regency: Regency, sls_wealth: float, riverine: bool,
+            nik_district: int, building_no: int, family_no: int, at: datetime, officer: str, street: str,
+            gps: tuple[float, float]) -> _Draft:
+    day = at.date()
+    urban = regency.urban
+    w = rng.gauss(0, 0.8) + sls_wealth  # latent wealth
+    people = _people(rng, w, day)
+    area = f"{regency.code}{nik_district:02d}"
+    members = []
+    for i, p in enumerate(people, start=1):
+        members.append(_member(rng, reg, p, i, w, day, urban, area))
+    kk = None if rng.random() < 0.02 else _kk(rng, reg, area)
+    housing = _housing(rng, w, urban, riverine)
+    economy = _economy(rng, w, urban, riverine, housing, members)
+    lat = min(max(gps[0] + rng.uniform(-0.003, 0.003), LAT_RANGE[0]), LAT_RANGE[1])
+    lon = min(max(gps[1] + rng.uniform(-0.003, 0.003), LON_RANGE[0]), LON_RANGE[1])
+    doc = {
+        "submission_id": str(_uuid(rng)),
+        "version": 1,
+        "officer_id": officer,
+        "interviewed_at": at.isoformat(),
+        "location": {
+            "sls_id": sls_id, "sub_sls": "00", "building_no": building_no, "family_no": family_no,
+            "kk_number": kk, "address": f"{street} No. {building_no}, RT {int(sls_id[10:]):03d}",
+            "gps": {"lat": round(lat, 6), "lon": round(lon, 6)},
+        },
+        "housing": housing,
+        "economy": economy,
+    }
+    return _Draft(building_no, family_no, kk, members[0]["name"], members, doc)
+
+
+def _people(rng: random.Random, w: float, day: date) -> list[dict]:
+    """Who lives in the family: (relationship, sex, age, marital status), head first."""
+    head_age = rng.choices((rng.randint(20, 29), rng.randint(30, 39), rng.randint(40, 49), rng.randint(50, 59),
+                            rng.randint(60, 69), rng.randint(70, 80)), weights=(17, 25, 24, 18, 11, 5))[0]
+    female_head = rng.random() < (0.3 if head_age >= 60 else 0.1)
+    people: list[dict] = []
+    if female_head:
+        marital = _pick(rng, {"widowed": 0.6, "divorced": 0.3, "never_married": 0.1})
+        people.append({"rel": "head", "sex": "female", "age": head_age, "marital": marital})
+        mother_age = head_age
+    else:
+        married = rng.random() < (0.93 if head_age >= 25 else 0.75)
+        marital = "married" if married else ("never_married" if head_age < 35 else _pick(rng, {"widowed": 0.7, "divorced": 0.3}))
+        people.append({"rel": "head", "sex": "male", "age": head_age, "marital": marital})
+        mother_age = None
+        if married:
+            spouse_age = max(17, head_age - rng.randint(-3, 8))
+            people.append({"rel": "spouse", "sex": "female", "age": spouse_age, "marital": "married"})
+            mother_age = spouse_age
+    # Children living at home.
+    if mother_age is not None and (marital != "never_married"):
+        wanted = max(0, min(7, round(rng.gauss(2.2 - 0.45 * w, 1.2))))
+        ages = []
+        for _ in range(wanted):
+            age = mother_age - rng.randint(18, 42)
+            if 0 <= age <= head_age - 15 and (age <= 24 or rng.random() < 0.35):
+                ages.append(age)
+        for age in sorted(ages, reverse=True):
+            sex = "male" if rng.random() < 0.51 else "female"
+            people.append({"rel": "child", "sex": sex, "age": age, "marital": "never_married"})
+    # A married child with spouse and grandchildren (three generations).
+    if head_age >= 48 and rng.random() < 0.15:
+        child_age = rng.randint(21, min(35, head_age - 19))
+        sex = "male" if rng.random() < 0.5 else "female"
+        people.append({"rel": "child", "sex": sex, "age": child_age, "marital": "married"})
+        people.append({"rel": "child_in_law", "sex": "female" if sex == "male" else "male",
+                       "age": max(18, child_age + rng.randint(-4, 4)), "marital": "married"})
+        for _ in range(rng.choice((0, 1, 1, 2))):
+            g_age = rng.randint(0, max(0, child_age - 19))
+            people.append({"rel": "grandchild", "sex": "male" if rng.random() < 0.5 else "female",
+                           "age": g_age, "marital": "never_married"})
+    # An elderly parent.
+    if head_age <= 62 and rng.random() < 0.08 - 0.02 * w:
+        p_age = head_age + rng.randint(20, 35)
+        if p_age <= 95:
+            people.append({"rel": "parent", "sex": "female" if rng.random() < 0.7 else "male", "age": p_age,
+                           "marital": "widowed"})
+    # Another relative (a nephew or niece at school in town, a sibling).
+    if rng.random() < 0.04:
+        people.append({"rel": "other_relative", "sex": "male" if rng.random() < 0.5 else "female",
+                       "age": rng.randint(8, 30), "marital": "never_married"})
+    return people
+
+
+def _diploma_for_adult(rng: random.Random, w: float, age: int) -> str:
+    s = w + rng.gauss(0, 0.8) + (0.3 if age < 40 else (-0.4 if age >= 60 else 0.0))
+    for limit, diploma in ((-1.5, "none"), (-0.5, "sd"), (0.1, "smp"), (1.1, "sma"), (1.5, "d1_d3"), (2.4, "d4_s1")):
+        if s < limit:
+            return diploma
+    return "s2_s3"
+
+
+def _school(rng: random.Random, w: float, age: int) -> tuple[str, str]:
+    """(school participation, highest diploma)."""
+    if age < 5:
+        return "never", "none"
+    if age <= 6:
+        return ("attending" if rng.random() < 0.5 else "never"), "none"
+    if age <= 12:
+        return ("attending" if rng.random() < 0.97 else "not_anymore"), "none"
+    if age <= 15:
+        return ("attending", "sd") if _chance(rng, 2.5, 1.0, w) else ("not_anymore", "sd")
+    if age <= 18:
+        return ("attending", "smp") if _chance(rng, 1.2, 1.0, w) else ("not_anymore", rng.choice(("sd", "smp")))
+    if age <= 24 and _chance(rng, -1.3, 1.2, w):
+        return "attending", "sma"
+    diploma = _diploma_for_adult(rng, w, age)
+    return ("never" if diploma == "none" and rng.random() < 0.6 else "not_anymore"), diploma
+
+
+INDUSTRY_RURAL = {"agriculture": 0.45, "mining": 0.07, "trade": 0.14, "construction": 0.08, "manufacturing": 0.05,
+                  "transport": 0.05, "public_administration": 0.04, "education": 0.04, "health": 0.02,
+                  "accommodation_food": 0.03, "other_services": 0.03}
+INDUSTRY_URBAN = {"agriculture": 0.04, "mining": 0.07, "trade": 0.26, "construction": 0.1, "manufacturing": 0.06,
+                  "transport": 0.08, "public_administration": 0.07, "education": 0.07, "health": 0.04,
+                  "accommodation_food": 0.1, "other_services": 0.11}
+
+
+def _member(rng: random.Random, reg: _Registry, p: dict, line_no: int, w: float, day: date, urban: bool,
+            area: str) -> dict:
+    age, sex, rel = p["age"], p["sex"], p["rel"]
+    dob = _dob(rng, age, day)
+    school, diploma = _school(rng, w, age)
+    # Work last week.
+    if age < 10:
+        works = False
+    elif age < 15:
+        works = rng.random() < 0.03
+    elif school == "attending":
+        works = rng.random() < 0.08
+    elif rel == "head":
+        works = rng.random() < ((0.9 if sex == "male" else 0.65) if age < 60 else (0.6 if age < 70 else 0.3))
+    elif rel == "spouse":
+        works = rng.random() < (0.85 if sex == "male" else 0.4)
+    elif age >= 65:
+        works = rng.random() < 0.2
+    else:
+        works = rng.random() < 0.55
+    hours, industry, job_status, business = 0, None, None, False
+    if works:
+        industry = _pick(rng, INDUSTRY_URBAN if urban else INDUSTRY_RURAL)
+        if age < 15:
+            job_status = "family_worker"
+        elif _chance(rng, -0.2 + (0.5 if urban else 0.0), 1.0, w) and industry != "agriculture":
+            job_status = "employee"
+        elif w < -0.7 and rng.random() < 0.45:
+            job_status = "casual"
+        else:
+            job_status = _pick(rng, {"self_employed": 0.6, "employer_temporary": 0.2, "employer_permanent": 0.05 + max(0.0, 0.1 * w),
+                                     "family_worker": 0.15 if rel != "head" else 0.0})
+        hours = rng.randint(15, 40) if job_status in ("casual", "family_worker") else rng.randint(30, 60)
+        business = job_status in ("self_employed", "employer_temporary", "employer_permanent")
+    pregnant = sex == "female" and p["marital"] == "married" and 17 <= age <= 42 and rng.random() < 0.06
+    r = rng.random()
+    if age >= 60:
+        difficulty = "some" if r < 0.22 else "a_lot" if r < 0.28 else "cannot" if r < 0.30 else "none"
+    else:
+        difficulty = "some" if r < 0.02 else "a_lot" if r < 0.03 else "cannot" if r < 0.035 else "none"
+    chronic = rng.random() < (0.35 if age >= 60 else 0.18 if age >= 45 else 0.03)
+    if w < -0.5:
+        insurance = _pick(rng, {"pbi_jkn": 0.7, "none": 0.25, "jkn_paid": 0.05})
+    elif w < 0.7:
+        insurance = _pick(rng, {"pbi_jkn": 0.25, "jkn_paid": 0.5, "none": 0.25})
+    else:
+        insurance = _pick(rng, {"jkn_paid": 0.85, "other": 0.1, "none": 0.05})
+    # NIK: most members have one; infants and some people in remote places do not.
+    has_nik = rng.random() < (0.5 if age < 1 else 0.96)
+    nik_area = area if rng.random() > 0.08 else f"{rng.choice(MIGRANT_NIK_AREAS)}{rng.randint(1, 20):02d}"
+    return {
+        "line_no": line_no,
+        "name": _name(rng, sex),
+        "nik": _nik(rng, reg, nik_area, dob, sex) if has_nik else None,
+        "sex": sex,
+        "date_of_birth": dob.isoformat(),
+        "relationship": rel,
+        "marital_status": p["marital"],
+        "pregnant": pregnant,
+        "school": school,
+        "highest_diploma": diploma,
+        "worked_last_week": works,
+        "hours_worked": hours,
+        "industry": industry,
+        "job_status": job_status,
+        "has_business": business,
+        "difficulty": difficulty,
+        "chronic_disease": chronic,
+        "health_insurance": insurance,
+    }
+
+
+def _housing(rng: random.Random, w: float, urban: bool, riverine: bool) -> dict:
+    s = w + rng.gauss(0, 0.7)
+    if urban:
+        tenure = _pick(rng, {"owned": 0.68, "rented": 0.2, "rent_free": 0.1, "official": 0.02})
+    else:
+        tenure = _pick(rng, {"owned": 0.86, "rent_free": 0.1, "rented": 0.02, "official": 0.01, "other": 0.01})
+    area = round(min(600.0, max(9.0, math.exp(rng.gauss(3.95 + 0.3 * w, 0.35)))))
+    if s > 1.2:
+        floor = _pick(rng, {"marble_granite": 0.3, "ceramic": 0.7})
+    elif s > 0:
+        floor = _pick(rng, {"ceramic": 0.6, "tile_terrazzo": 0.1, "parquet_vinyl": 0.05, "wood_plank": 0.25})
+    elif s > -1:
+        floor = _pick(rng, {"wood_plank": 0.5, "cement_brick": 0.35, "ceramic": 0.15})
+    else:
+        floor = _pick(rng, {"wood_plank": 0.5, "earth": 0.25, "bamboo": 0.15, "cement_brick": 0.1})
+    if s > 0.3:
+        wall = "masonry"
+    elif s > -0.8:
+        wall = _pick(rng, {"masonry": 0.4, "wood_board": 0.6})
+    else:
+        wall = _pick(rng, {"wood_board": 0.6, "woven_bamboo": 0.15, "bamboo": 0.1, "log": 0.05, "plaster_woven_bamboo": 0.1})
+    if s > 1:
+        roof = _pick(rng, {"concrete": 0.2, "clay_tile": 0.3, "zinc": 0.5})
+    elif s > -1:
+        roof = _pick(rng, {"zinc": 0.8, "asbestos": 0.15, "clay_tile": 0.05})
+    else:
+        roof = _pick(rng, {"zinc": 0.5, "wood_shingle": 0.2, "thatch": 0.2, "bamboo": 0.1})
+    if urban:
+        water = _pick(rng, {"bottled": 0.3, "refill": 0.4, "piped": 0.3} if s > 0.8 else
+                      {"refill": 0.5, "piped": 0.3, "drilled_well": 0.2})
+    elif s > 0:
+        water = _pick(rng, {"refill": 0.3, "piped": 0.3, "drilled_well": 0.2, "protected_well": 0.2})
+    elif s > -1:
+        water = _pick(rng, {"drilled_well": 0.3, "protected_well": 0.3, "rain": 0.2, "unprotected_well": 0.1,
+                            ("surface" if riverine else "protected_spring"): 0.1})
+    else:
+        water = _pick(rng, {("surface" if riverine else "unprotected_spring"): 0.45, "rain": 0.25,
+                            "unprotected_well": 0.2, "protected_well": 0.1})
+    if urban or s > -1:
+        lighting = _pick(rng, {"pln_metered": 0.95, "pln_unmetered": 0.05})
+    else:
+        lighting = _pick(rng, {"pln_metered": 0.5, "pln_unmetered": 0.15, "non_pln": 0.25, "none": 0.1})
+    power = None
+    if lighting.startswith("pln"):
+        if s < -0.7:
+            power = _pick(rng, {"450": 0.7, "900": 0.3})
+        elif s < 0.3:
+            power = _pick(rng, {"450": 0.1, "900": 0.6, "1300": 0.3})
+        elif s < 1.2:
+            power = _pick(rng, {"900": 0.2, "1300": 0.5, "2200": 0.3})
+        else:
+            power = _pick(rng, {"2200": 0.4, ">2200": 0.6})
+    if s > 1.2:
+        fuel = _pick(rng, {"lpg_large": 0.5, "electricity": 0.15, "lpg_3kg": 0.35})
+    elif s > -0.8:
+        fuel = _pick(rng, {"lpg_3kg": 0.85, "lpg_large": 0.1, "kerosene": 0.05})
+    else:
+        fuel = _pick(rng, {"lpg_3kg": 0.5, "wood": 0.4, "kerosene": 0.05, "charcoal": 0.05})
+    if s > -0.5:
+        toilet = _pick(rng, {"own": 0.95, "shared": 0.05})
+    else:
+        toilet = _pick(rng, {"own": 0.6, "shared": 0.15, "public": 0.1, "none": 0.15})
+    if toilet == "none":
+        faeces = "open"
+    elif s > 0.5:
+        faeces = _pick(rng, {"septic_tank": 0.9, "ipal": 0.05, "pit": 0.05})
+    elif s > -0.8:
+        faeces = _pick(rng, {"septic_tank": 0.6, "pit": 0.3, "open": 0.1})
+    else:
+        faeces = _pick(rng, {"pit": 0.4, "open": 0.45, "septic_tank": 0.15})
+    return {"tenure": tenure, "floor_area_m2": area, "floor": floor, "wall": wall, "roof": roof,
+            "drinking_water": water, "lighting": lighting, "installed_power": power, "cooking_fuel": fuel,
+            "toilet": toilet, "faeces_disposal": faeces}
+
+
+ASSET_CHANCES = {  # asset: (base, slope on latent wealth)
+    "smartphone": (1.6, 1.5), "motorbike": (1.6, 1.2), "refrigerator": (0.2, 1.5), "flat_tv": (-0.6, 1.5),
+    "gas_cylinder_5_5kg": (-1.6, 1.5), "air_conditioner": (-2.6, 1.8), "water_heater": (-3.2, 1.8),
+    "computer": (-2.2, 1.6), "car": (-2.7, 1.7), "gold_10g": (-1.3, 1.2), "bicycle": (-0.9, 0.3),
+    "landline": (-4.5, 1.0), "other_house": (-3.2, 1.5),
+}
+
+
+def _economy(rng: random.Random, w: float, urban: bool, riverine: bool, housing: dict, members: list[dict]) -> dict:
+    assets = [a for a, (b, s) in ASSET_CHANCES.items() if _chance(rng, b, s, w)]
+    if not urban:
+        if riverine and rng.random() < 0.35:
+            assets.append("boat")
+        if riverine and _chance(rng, -2.0, 0.6, w):
+            assets.append("motorboat")
+        if _chance(rng, -1.2, 0.6, w):
+            assets.append("other_land")
+    livestock = {}
+    if not urban:
+        if rng.random() < 0.08:
+            livestock["goat_sheep"] = rng.randint(2, 12)
+        if _chance(rng, -3.0, 0.6, w):
+            livestock["cattle"] = rng.randint(1, 6)
+        if rng.random() < 0.06:
+            livestock["pig"] = rng.randint(1, 5)
+    programmes = []
+    poor = _logistic(-1.0 - 1.6 * w)  # how likely targeted programmes reached this family
+    if rng.random() < poor:
+        programmes.append("sembako")
+    if rng.random() < poor * 0.8 and any(m["relationship"] in ("child", "grandchild") for m in members):
+        programmes.append("pkh")
+    if not urban and rng.random() < poor * 0.5:
+        programmes.append("blt_desa")
+    if housing["installed_power"] in ("450", "900") and rng.random() < 0.7:
+        programmes.append("electricity_subsidy")
+    if housing["cooking_fuel"] == "lpg_3kg" and rng.random() < 0.5:
+        programmes.append("lpg_subsidy")
+    if rng.random() < poor * 0.15:
+        programmes.append("regional_aid")
+    if any(m["industry"] == "agriculture" for m in members) and rng.random() < 0.3:
+        programmes.append("fertiliser_subsidy")
+    return {
+        "programmes_received": programmes,
+        "assets": assets,
+        "livestock": livestock,
+        "internet_access": _chance(rng, 0.2 + (0.6 if urban else 0.0), 1.3, w),
+        "bank_account": _chance(rng, -0.3 + (0.4 if urban else 0.0), 1.4, w),
+    }
+
+
+# ---------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m regsosek_tools.sample", description=__doc__.split("\n\n")[0])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--families", type=int, default=100)
+    p.add_argument("--json", action="store_true", help="print rosters, interviews and expectations as JSON")
+    a = p.parse_args(argv)
+    s = generate(a.seed, a.families)
+    if a.json:
+        print(json.dumps({
+            "rosters": [r.model_dump(mode="json") for r in s.rosters],
+            "interviews": [iv.model_dump(mode="json") for iv in s.interviews],
+            "expected": s.expected, "depends_on": s.depends_on,
+        }, indent=1))
+    else:
+        print(json.dumps(s.summary(), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
