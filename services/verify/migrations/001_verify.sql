@@ -38,6 +38,7 @@ create table interviews (
     outcome       text,                     -- verification outcome or flag reason
     detail        text,
     held_since    timestamptz,
+    traceparent   text,                     -- the submission's trace, resumed when a held interview is decided
     decided_at    timestamptz,
     updated_at    timestamptz not null default now()
 );

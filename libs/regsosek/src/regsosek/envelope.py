@@ -78,6 +78,8 @@ def read_headers(headers: Headers | tuple) -> Envelope:
     missing = [k for k in ("ce_id", "ce_type", "ce_source", "ce_specversion") if not h.get(k)]
     if missing:
         raise EnvelopeError(f"missing CloudEvents header(s): {', '.join(missing)}")
+    if len(h["ce_id"]) > 200 or not h["ce_id"].isprintable() or not h["ce_id"].isascii():
+        raise EnvelopeError("ce_id must be printable ASCII of at most 200 characters")
     if h["ce_specversion"] != SPEC_VERSION:
         raise EnvelopeError(f"unsupported ce_specversion {h['ce_specversion']!r}")
     return Envelope(

@@ -116,6 +116,15 @@ def build_app(definition: ServiceDefinition) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    @app.exception_handler(Exception)
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        # The database or broker is away: tell the device to retry (same submission id) later.
+        if db.is_transient(exc):
+            return Response('{"reason": "temporarily unavailable, retry with the same submission id"}',
+                            status_code=503, media_type="application/json", headers={"Retry-After": "2"})
+        log.error("unhandled error", extra={"fields": {"error": type(exc).__name__, "path": request.url.path}})
+        return Response('{"reason": "internal error"}', status_code=500, media_type="application/json")
+
     for r in definition.routers:
         app.include_router(r)
     app.add_middleware(TraceMiddleware)

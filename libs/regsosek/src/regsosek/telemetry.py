@@ -5,6 +5,7 @@ or logs: callers pass pseudonyms (see `contracts.identifiers.pseudonym`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -87,3 +88,13 @@ def trace_id_of(traceparent: str | None) -> str | None:
         return None
     parts = traceparent.split("-")
     return parts[1] if len(parts) >= 4 else None
+
+
+@contextlib.contextmanager
+def in_trace_of(traceparent: str | None, name: str = "resume held work"):
+    """Continue a stored trace (e.g. of a held interview) for the work done inside."""
+    if not traceparent:
+        yield
+        return
+    with trace.get_tracer("regsosek").start_as_current_span(name, context=extract({"traceparent": traceparent})):
+        yield

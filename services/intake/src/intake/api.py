@@ -79,6 +79,8 @@ async def _accept_interview(request: Request, iv: FamilyInterview, p: Principal)
     if errors:
         raise _Invalid(errors)
     doc = iv.model_dump(mode="json")
+    if problems := domain.text_problems(doc):
+        raise _Invalid(problems)
     async with rt.unit_of_work() as uow:
         return await store.accept(
             uow, kind="interview", submission_id=iv.submission_id, sls_id=iv.location.sls_id,
@@ -143,6 +145,8 @@ async def _accept_simple(request: Request, *, kind: str, data, sls_id: str, fami
                          topic: Topic, subject: str, principal: Principal) -> JSONResponse:
     _authorise(principal, sls_id)
     doc = data.model_dump(mode="json")
+    if problems := domain.text_problems(doc):
+        return invalid_response(problems)
     try:
         async with runtime_of(request).unit_of_work() as uow:
             r = await store.accept(uow, kind=kind, submission_id=data.submission_id, sls_id=sls_id,

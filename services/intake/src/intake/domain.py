@@ -103,3 +103,14 @@ def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tu
 def content_hash(document: dict) -> bytes:
     """Hash of the canonical JSON of a validated submission: same content, same hash."""
     return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def text_problems(document, path: str = "") -> list[Problem]:
+    """Text the database cannot store (U+0000) anywhere in a submission."""
+    if isinstance(document, str):
+        return [Problem(path or "/", "text contains a NUL character")] if "\x00" in document else []
+    if isinstance(document, dict):
+        return [p for k, v in document.items() for p in text_problems(v, f"{path}/{k}")]
+    if isinstance(document, list):
+        return [p for i, v in enumerate(document) for p in text_problems(v, f"{path}/{i}")]
+    return []

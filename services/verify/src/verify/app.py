@@ -8,6 +8,7 @@ from pathlib import Path
 
 from regsosek.contracts import FamilyInterview
 from regsosek.db import is_transient
+from regsosek.telemetry import in_trace_of
 from regsosek.service import Runtime, ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 
@@ -28,7 +29,8 @@ async def flag_expired_holds(runtime: Runtime) -> None:
             async with runtime.unit_of_work() as uow:
                 for row in await store.held_longer_than(uow.conn, s.hold_timeout_s):
                     iv = FamilyInterview.model_validate(row["body"])
-                    await handlers.record(uow, iv, domain.no_roster(s.hold_timeout_s / 3600))
+                    with in_trace_of(row["traceparent"]):
+                        await handlers.record(uow, iv, domain.no_roster(s.hold_timeout_s / 3600))
         except Exception as e:
             if not is_transient(e):
                 log.exception("hold sweep failed")

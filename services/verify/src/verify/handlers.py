@@ -16,6 +16,7 @@ from regsosek.contracts import (
     VerificationResolved,
 )
 from regsosek.messaging import Incoming, PermanentError, UnitOfWork
+from regsosek.telemetry import current_trace_headers, in_trace_of
 from regsosek.topics import Topic
 
 from verify import domain, store
@@ -61,7 +62,7 @@ async def on_interview(uow: UnitOfWork, msg: Incoming) -> None:
         if cur["version"] == iv.version and str(cur["submission_id"]) != str(iv.submission_id):
             publish(uow, iv, domain.duplicate_interview())
             return
-    await store.save_held(uow.conn, iv)
+    await store.save_held(uow.conn, iv, current_trace_headers().get("traceparent"))
     await decide_if_roster(uow, iv)
 
 
@@ -69,7 +70,8 @@ async def on_roster(uow: UnitOfWork, msg: Incoming) -> None:
     r: SlsRoster = msg.data
     await store.save_roster(uow.conn, r)
     for row in await store.held_in(uow.conn, r.sls_id):
-        await decide_if_roster(uow, FamilyInterview.model_validate(row["body"]))
+        with in_trace_of(row["traceparent"]):
+            await decide_if_roster(uow, FamilyInterview.model_validate(row["body"]))
 
 
 async def on_resolution(uow: UnitOfWork, msg: Incoming) -> None:

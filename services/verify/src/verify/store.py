@@ -49,14 +49,14 @@ async def current(conn: asyncpg.Connection, family_id: str) -> asyncpg.Record | 
     )
 
 
-async def save_held(conn: asyncpg.Connection, iv: FamilyInterview) -> None:
+async def save_held(conn: asyncpg.Connection, iv: FamilyInterview, traceparent: str | None) -> None:
     await conn.execute(
-        """insert into interviews (family_id, sls_id, submission_id, version, body, state, held_since)
-           values ($1, $2, $3, $4, $5, 'held', now())
+        """insert into interviews (family_id, sls_id, submission_id, version, body, state, held_since, traceparent)
+           values ($1, $2, $3, $4, $5, 'held', now(), $6)
            on conflict (family_id) do update set submission_id = excluded.submission_id, version = excluded.version,
              body = excluded.body, state = 'held', outcome = null, detail = null, held_since = now(),
-             decided_at = null, updated_at = now()""",
-        iv.family_id, iv.location.sls_id, iv.submission_id, iv.version, iv.model_dump(mode="json"),
+             decided_at = null, updated_at = now(), traceparent = excluded.traceparent""",
+        iv.family_id, iv.location.sls_id, iv.submission_id, iv.version, iv.model_dump(mode="json"), traceparent,
     )
 
 
@@ -69,14 +69,15 @@ async def set_state(conn: asyncpg.Connection, family_id: str, state: str, outcom
 
 async def held_in(conn: asyncpg.Connection, sls_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "select family_id, body from interviews where sls_id = $1 and state = 'held' order by held_since for update",
+        "select family_id, body, traceparent from interviews where sls_id = $1 and state = 'held' "
+        "order by held_since for update",
         sls_id,
     )
 
 
 async def held_longer_than(conn: asyncpg.Connection, seconds: float, limit: int = 500) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "select family_id, body from interviews where state = 'held' and held_since < now() - make_interval(secs => $1) "
+        "select family_id, body, traceparent from interviews where state = 'held' and held_since < now() - make_interval(secs => $1) "
         "order by held_since limit $2 for update skip locked", seconds, limit,
     )
 

@@ -33,6 +33,9 @@ def make_producer(bootstrap: str, **overrides) -> AIOKafkaProducer:
         linger_ms=2,
         max_batch_size=256 * 1024,
         request_timeout_ms=30_000,
+        # Above the topics' max.message.bytes (2 MiB) so a dead letter of any accepted
+        # record (original + dlq_* headers) can be sent; dead-letter allows 4 MiB.
+        max_request_size=4 * 1024 * 1024,
     )
     opts.update(overrides)
     return AIOKafkaProducer(**opts)
