@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from regsosek.contracts import FamilyInterview, WelfareGroup
 from regsosek.contracts.interview import Asset
 from classify.model import DATA, PmtModel, PovertyLines, RuleSet, components, features, is_urban
+from regsosek.examples import family_interview
 
 MODEL_FILE = DATA / "pmt-illustrative-2022.1.yaml"
 LINES_FILE = DATA / "poverty-lines-2022.yaml"
@@ -25,26 +26,7 @@ RAW_MODEL = yaml.safe_load(MODEL_FILE.read_text())
 RAW_LINES = yaml.safe_load(LINES_FILE.read_text())
 RAW_RULES = yaml.safe_load(RULES_FILE.read_text())
 
-SMOKE = {
-    "submission_id": "7d1c9a56-63a4-4b51-8f5e-2f0c8f4c8b21",
-    "officer_id": "OFC-1",
-    "interviewed_at": "2022-10-20T10:00:00+08:00",
-    "location": {"sls_id": "64720100010001", "building_no": 1, "family_no": 1, "kk_number": "6472010101220001"},
-    "housing": {"tenure": "owned", "floor_area_m2": 36, "floor": "wood_plank", "wall": "wood_board", "roof": "zinc",
-                "drinking_water": "refill", "lighting": "pln_metered", "installed_power": "450",
-                "cooking_fuel": "lpg_3kg", "toilet": "own", "faeces_disposal": "septic_tank"},
-    "members": [
-        {"line_no": 1, "name": "Budi", "nik": "6472010505800001", "sex": "male", "date_of_birth": "1980-05-05",
-         "relationship": "head", "marital_status": "married", "school": "not_anymore", "highest_diploma": "sd",
-         "worked_last_week": True, "hours_worked": 40, "industry": "agriculture", "job_status": "casual"},
-        {"line_no": 2, "name": "Siti", "nik": "6472014506850002", "sex": "female", "date_of_birth": "1985-06-05",
-         "relationship": "spouse", "marital_status": "married", "school": "not_anymore", "highest_diploma": "sd",
-         "worked_last_week": False, "pregnant": True},
-        {"line_no": 3, "name": "Ani", "sex": "female", "date_of_birth": "2019-01-01", "relationship": "child",
-         "marital_status": "never_married", "school": "never", "highest_diploma": "none", "worked_last_week": False},
-    ],
-    "economy": {"assets": ["motorbike", "smartphone"]},
-}
+SMOKE = family_interview()
 
 # The smoke family's features worked out by hand from the form (interview day 2022-10-20:
 # head 42, spouse 37, child 3; 36 m2 for 3 people; Samarinda is a kota). Unlisted features are 0.
