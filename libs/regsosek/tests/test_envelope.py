@@ -19,6 +19,7 @@ from regsosek.envelope import (
     new_envelope,
     read_headers,
 )
+from regsosek.examples import family_interview
 
 SLS = "64720100010001"
 
@@ -38,21 +39,11 @@ def roster_doc() -> dict:
 
 
 def interview_doc() -> dict:
-    return {
-        "submission_id": "7d1c9a56-63a4-4b51-8f5e-2f0c8f4c8b21",
-        "officer_id": "OFC-1",
-        "interviewed_at": "2022-10-20T10:00:00+08:00",
-        "location": {"sls_id": SLS, "building_no": 1, "family_no": 1, "kk_number": "6472010101220001"},
-        "housing": {"tenure": "owned", "floor_area_m2": 36, "floor": "wood_plank", "wall": "wood_board",
-                    "roof": "zinc", "drinking_water": "refill", "lighting": "pln_metered", "installed_power": "450",
-                    "cooking_fuel": "lpg_3kg", "toilet": "own", "faeces_disposal": "septic_tank"},
-        "members": [
-            {"line_no": 1, "name": "Budi", "nik": "6472010505800001", "sex": "male", "date_of_birth": "1980-05-05",
-             "relationship": "head", "marital_status": "married", "school": "not_anymore", "highest_diploma": "sd",
-             "worked_last_week": True, "hours_worked": 40, "industry": "agriculture", "job_status": "casual"},
-        ],
-        "economy": {"assets": ["motorbike"]},
-    }
+    """The example family cut down to its head."""
+    doc = family_interview()
+    doc["members"] = doc["members"][:1]
+    doc["economy"] = {"assets": ["motorbike"]}
+    return doc
 
 
 TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "vendor=1"}

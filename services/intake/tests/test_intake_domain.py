@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regsosek.contracts import FamilyInterview
+from regsosek.examples import family_interview
 from intake.domain import area_reference, check_interview, content_hash, known_sls_area, nik_problems
 
 COLLECTION = (date(2022, 10, 15), date(2022, 11, 20))
@@ -38,27 +39,7 @@ def member(line_no: int, name: str, sex: str, dob: str, relationship: str, *, wi
 
 def valid_family() -> dict:
     """The smoke-test family: head, pregnant spouse, young child without a NIK."""
-    return {
-        "submission_id": "7d1c9a56-63a4-4b51-8f5e-2f0c8f4c8b21",
-        "officer_id": "OFC-1",
-        "interviewed_at": "2022-10-20T10:00:00+08:00",
-        "location": {"sls_id": SLS, "building_no": 1, "family_no": 1, "kk_number": "6472010101220001"},
-        "housing": {"tenure": "owned", "floor_area_m2": 36, "floor": "wood_plank", "wall": "wood_board",
-                    "roof": "zinc", "drinking_water": "refill", "lighting": "pln_metered", "installed_power": "450",
-                    "cooking_fuel": "lpg_3kg", "toilet": "own", "faeces_disposal": "septic_tank"},
-        "members": [
-            {"line_no": 1, "name": "Budi", "nik": "6472010505800001", "sex": "male", "date_of_birth": "1980-05-05",
-             "relationship": "head", "marital_status": "married", "school": "not_anymore", "highest_diploma": "sd",
-             "worked_last_week": True, "hours_worked": 40, "industry": "agriculture", "job_status": "casual"},
-            {"line_no": 2, "name": "Siti", "nik": "6472014506850002", "sex": "female", "date_of_birth": "1985-06-05",
-             "relationship": "spouse", "marital_status": "married", "school": "not_anymore", "highest_diploma": "sd",
-             "worked_last_week": False, "pregnant": True},
-            {"line_no": 3, "name": "Ani", "sex": "female", "date_of_birth": "2019-01-01", "relationship": "child",
-             "marital_status": "never_married", "school": "never", "highest_diploma": "none",
-             "worked_last_week": False},
-        ],
-        "economy": {"assets": ["motorbike", "smartphone"]},
-    }
+    return family_interview()
 
 
 def check(doc: dict):
