@@ -163,6 +163,7 @@ cmd_start() {
     local pid
     if pid="$(running_pid)"; then
         log "Kafka already running (pid $pid) on $KAFKA_HOST:$KAFKA_PORT"
+        cmd_wait  # it may still be starting (another shell launched it a moment ago)
         return 0
     fi
     rm -f "$PID_FILE"
