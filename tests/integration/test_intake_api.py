@@ -1,0 +1,136 @@
+"""Intake's HTTP API on the real stack: an OpenAPI-driven fuzz run (no input may give a
+5xx), idempotency by submission id, and authorisation by role and assigned area."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from itkit import ROOT, World, eventually, family, family_id_of, header, new_sls_id, read_topic, roster, token
+from regsosek.topics import Topic
+
+pytestmark = pytest.mark.integration
+
+ST = Path(sys.executable).with_name("st")
+
+
+@pytest.fixture
+async def intake_world(stack):
+    world = await World(["intake"]).setup()
+    try:
+        await world.start("intake")
+        yield world
+    finally:
+        await world.teardown()
+
+
+def _base(world: World) -> str:
+    return f"http://127.0.0.1:{world.ports['intake']}"
+
+
+async def test_fuzz_run_finds_no_server_error(intake_world):
+    """Schemathesis generates requests from intake's own OpenAPI document (valid and
+    invalid bodies, paths, headers) for every operation; every answer must be < 500."""
+    base = _base(intake_world)
+    for role in ("admin", "officer"):  # admin reaches the handlers; officer also walks the 403 paths
+        bearer = token(role, f"FUZZ-{role}", ("6472",))
+        run = subprocess.run(
+            [str(ST), "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
+             "-H", f"Authorization: Bearer {bearer}", "--max-examples", "25", "--seed", "2022",
+             "--request-timeout", "20", "--no-color"],
+            capture_output=True, text=True, timeout=400, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"},
+        )
+        tail = run.stdout[-3000:] + run.stderr[-2000:]
+        assert run.returncode == 0, f"fuzz run as {role} found failures:\n{tail}"
+        counts = re.search(r"(\d+) generated, (\d+) passed\s*$", run.stdout, re.MULTILINE)
+        assert counts, f"no test-case summary in the fuzz output:\n{tail}"
+        generated, passed = map(int, counts.groups())
+        assert generated > 100 and passed == generated, tail
+
+
+async def test_idempotency_same_id_same_content_and_conflict(intake_world):
+    sls = new_sls_id()
+    entry, iv = family(sls, 1)
+    officer = {"authorization": f"Bearer {token('officer', 'OFC-IT', (sls,))}"}
+    async with httpx.AsyncClient(base_url=_base(intake_world), timeout=20) as c:
+        assert (await c.post("/v1/rosters", json=roster(sls, [entry]), headers=officer)).status_code == 202
+        first = await c.post("/v1/interviews", json=iv, headers=officer)
+        assert first.status_code == 202, first.text
+        again = await asyncio.gather(*(c.post("/v1/interviews", json=iv, headers=officer) for _ in range(5)))
+        assert {r.status_code for r in again} == {200}
+        assert {r.json()["event_id"] for r in again} == {first.json()["event_id"]}  # the original receipt
+
+        changed = copy.deepcopy(iv)
+        changed["housing"]["floor_area_m2"] = 48
+        conflict = await c.post("/v1/interviews", json=changed, headers=officer)
+        assert conflict.status_code == 409, conflict.text
+
+        batch = await c.post("/v1/interviews:batch", headers=officer, json={"interviews": [iv, changed, {"bad": 1}]})
+        assert batch.status_code == 200, batch.text
+        assert [r["status"] for r in batch.json()["results"]] == [200, 409, 422]
+    # exactly one event for the family on the topic, whatever was resent
+    stored = await intake_world.fetchval("intake", "select count(*) from submissions where submission_id = $1",
+                                         uuid.UUID(iv["submission_id"]))
+    assert stored == 1
+    topic = intake_world.topic(Topic.INTERVIEW_SUBMITTED)
+
+    async def published():
+        records = [r for r in await read_topic(topic, timeout=5) if header(r, "ce_subject") == family_id_of(iv)]
+        return records or None
+
+    records = await eventually(published, timeout=30, what="the interview's event on the topic")
+    assert [header(r, "ce_id") for r in records] == [first.json()["event_id"]]
+
+
+async def test_authorisation_by_role_and_area(intake_world):
+    sls = new_sls_id("6472")
+    entry, iv = family(sls, 1)
+    async with httpx.AsyncClient(base_url=_base(intake_world), timeout=20) as c:
+        nobody = await c.post("/v1/interviews", json=iv)
+        assert nobody.status_code == 401 and "bearer" in nobody.text.lower()
+
+        forged = token("officer", "OFC-IT", (sls,))[:-4] + "AAAA"
+        bad = await c.post("/v1/interviews", json=iv, headers={"authorization": f"Bearer {forged}"})
+        assert bad.status_code == 401
+
+        elsewhere = {"authorization": f"Bearer {token('officer', 'OFC-X', ('6401',))}"}
+        wrong_area = await c.post("/v1/interviews", json=iv, headers=elsewhere)
+        assert wrong_area.status_code == 403 and sls in wrong_area.text
+
+        supervisor = {"authorization": f"Bearer {token('supervisor', 'SPV-1', (sls,))}"}
+        wrong_role = await c.post("/v1/interviews", json=iv, headers=supervisor)
+        assert wrong_role.status_code == 403 and "officer" in wrong_role.text
+
+        village = {"authorization": f"Bearer {token('village_official', 'DESA-1', (sls,))}"}
+        fkp = {"submission_id": str(uuid.uuid4()), "family_id": f"{sls}-0001-001", "sls_id": sls,
+               "welfare_group": 2, "reason": "consultation", "decided_by": "Musdes", "decided_at": "2023-05-03T10:00:00+08:00"}
+        assert (await c.post("/v1/fkp-adjustments", json=fkp, headers=supervisor)).status_code == 403
+        assert (await c.post("/v1/fkp-adjustments", json=fkp, headers=village)).status_code == 202
+
+        mine = {"authorization": f"Bearer {token('officer', 'OFC-IT', (sls,))}"}
+        assert (await c.post("/v1/interviews", json=iv, headers=mine)).status_code == 202
+        status_other = await c.get(f"/v1/submissions/{iv['submission_id']}", headers=elsewhere)
+        assert status_other.status_code == 403
+
+
+async def test_oversized_and_malformed_bodies_are_4xx(intake_world):
+    officer = {"authorization": f"Bearer {token('officer', 'OFC-IT', ('64',))}", "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=_base(intake_world), timeout=30) as c:
+        big = await c.post("/v1/interviews", content=b"[" + b"1," * (5 * 1024 * 1024) + b"1]", headers=officer)
+        assert big.status_code == 413
+        for body in (b"{", b"\xff\xfe", b"null", b'{"members": "x"}', b"[]"):
+            r = await c.post("/v1/interviews", content=body, headers=officer)
+            assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
+        _, iv = family(new_sls_id(), 1)
+        iv["members"][0]["name"] = "Bu\x00di"
+        r = await c.post("/v1/interviews", json=iv, headers=officer)
+        assert r.status_code == 422 and r.json()["errors"][0]["path"] == "/members/0/name"
