@@ -35,6 +35,7 @@ class Topic(StrEnum):
     INTERVIEW_FLAGGED = "interview-flagged"
     FAMILY_CLASSIFIED = "family-classified"
     ELIGIBILITY_DECIDED = "eligibility-decided"
+    SLS_COMPLETED = "sls-completed"
     DEAD_LETTER = "dead-letter"
 
     @property

@@ -10,6 +10,7 @@ from regsosek.contracts.decisions import (
     InterviewFlagged,
     InterviewVerified,
     ProgrammeDecision,
+    SlsCompleted,
     SupervisorDecision,
     VerificationOutcome,
     VerificationResolved,
@@ -30,6 +31,7 @@ EVENT_TYPES: dict[type[Contract], str] = {
     InterviewFlagged: f"{_PREFIX}.interview.flagged.v1",
     FamilyClassified: f"{_PREFIX}.family.classified.v1",
     EligibilityDecided: f"{_PREFIX}.eligibility.decided.v1",
+    SlsCompleted: f"{_PREFIX}.sls.completed.v1",
 }
 MODELS_BY_TYPE: dict[str, type[Contract]] = {v: k for k, v in EVENT_TYPES.items()}
 
@@ -48,6 +50,7 @@ __all__ = [
     "ProgrammeDecision",
     "RosterFamily",
     "RosterStatus",
+    "SlsCompleted",
     "SlsRoster",
     "SupervisorDecision",
     "VerificationOutcome",

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from regsosek.contracts.base import Contract
 from regsosek.contracts.identifiers import SlsId, SubmissionId
@@ -125,3 +125,32 @@ class FkpAdjustment(Contract):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
     decided_by: Annotated[str, StringConstraints(min_length=1, max_length=120)]
     decided_at: datetime
+
+
+class SlsCompleted(Contract):
+    """Every family on an SLS roster is accounted for: interviewed (verified or flagged), or
+    confirmed absent by the RT head (moved, dissolved, unknown) and not interviewed.
+
+    Published once per SLS per roster revision. `expected` counts the roster's families;
+    `interviewed` = `verified` + `flagged` counts the decided interviews of the SLS (families
+    interviewed but not on the roster included); `absent` counts roster families confirmed
+    absent that were not interviewed. Village and regency progress are prefixes of `sls_id`.
+    """
+
+    sls_id: SlsId
+    roster_revision: Annotated[int, Field(ge=1)]
+    roster_submission_id: SubmissionId
+    expected: Annotated[int, Field(ge=0)]
+    interviewed: Annotated[int, Field(ge=0)]
+    verified: Annotated[int, Field(ge=0)]
+    flagged: Annotated[int, Field(ge=0)]
+    absent: Annotated[int, Field(ge=0)]
+    completed_at: datetime
+
+    @model_validator(mode="after")
+    def _counts_add_up(self) -> SlsCompleted:
+        if self.verified + self.flagged != self.interviewed:
+            raise ValueError("verified + flagged must equal interviewed")
+        if self.absent > self.expected:
+            raise ValueError("absent cannot exceed expected")
+        return self
