@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
+from regsosek import areas
 from regsosek.contracts import Contract
 from regsosek.envelope import encode, new_envelope
 from regsosek.messaging.relay import RELAY_LOCK
@@ -376,8 +377,9 @@ _serials = itertools.count(random.randint(1, 4000))
 
 
 def new_sls_id(regency: str = "6472") -> str:
+    """A random SLS in a real village of `regency` (intake checks villages against the reference)."""
     rng = random.Random()
-    return f"{regency}{rng.randint(1, 99) * 10:03d}{rng.randint(1, 99):03d}{rng.randint(1, 9999):04d}"
+    return f"{rng.choice(areas.reference().villages_of(regency))}{rng.randint(1, 9999):04d}"
 
 
 def family(sls_id: str, building_no: int, family_no: int = 1) -> tuple[dict, dict]:

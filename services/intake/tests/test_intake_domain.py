@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regsosek.contracts import FamilyInterview
+from regsosek import areas
 from regsosek.examples import family_interview
 from intake.domain import area_reference, check_interview, content_hash, known_sls_area, nik_problems
 
@@ -232,7 +233,8 @@ def test_problem_as_dict():
     assert check(d)[0][0].as_dict() == {"path": "/members", "reason": "exactly one family head required, found 2"}
 
 
-@pytest.mark.parametrize("sls,known", [("64720100010001", True), ("64010100010001", True), ("64740100010001", True),
+@pytest.mark.parametrize("sls,known", [("64720100010001", True), ("64010100090001", True), ("64740300030001", True),
+                                       ("64010100010001", False),  # Paser district 010 has no village 001
                                        ("64990100010001", False), ("65010100010001", False)])
 def test_known_sls_area(sls, known):
     assert known_sls_area(sls) is known
@@ -268,6 +270,7 @@ def test_content_hash_changes_with_content():
 # ------------------------------------------------------------------ property: generated valid families
 
 REGENCIES = sorted(area_reference()["regencies"])
+VILLAGES = {r: areas.reference().villages_of(r) for r in REGENCIES}
 BUILD_DAYS = 365 * 15 + 4  # at least 15 calendar years
 
 
@@ -275,7 +278,7 @@ BUILD_DAYS = 365 * 15 + 4  # at least 15 calendar years
 def valid_families(draw, required: tuple[str, ...] = ()) -> dict:
     interview_day = draw(st.dates(COLLECTION[0], COLLECTION[1]))
     regency = draw(st.sampled_from(REGENCIES))
-    sls = regency + draw(st.from_regex(r"\d{10}", fullmatch=True))
+    sls = draw(st.sampled_from(VILLAGES[regency])) + draw(st.from_regex(r"\d{4}", fullmatch=True))
     area6 = regency + draw(st.from_regex(r"\d{2}", fullmatch=True))
     # head aged about 17..72 so parents (15..45 years older) stay under 120
     head_dob = draw(st.dates(date(1950, 1, 1), date(2005, 10, 1)))

@@ -6,8 +6,8 @@ Everything is drawn from `random.Random` seeded per SLS, so a given (seed, SLS i
 always yields the same SLS: rerunning with the same seed produces identical submissions
 (same submission ids, same content), and a larger sample extends a smaller one.
 
-Regency codes are the real BPS codes of East Kalimantan (DOMAIN.md); district, village
-and SLS digits, names, NIK and KK numbers are synthetic. Housing, assets, education and
+Regency and village codes are real BPS codes of East Kalimantan (regsosek.areas); the SLS
+digits, names, NIK and KK numbers are synthetic. Housing, assets, education and
 work are drawn from one latent wealth per family so the PMT welfare groups and deciles
 spread over their whole range.
 
@@ -24,8 +24,10 @@ import random
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 from datetime import date, datetime, time, timedelta, timezone
 
+from regsosek import areas
 from regsosek.contracts import FamilyInterview, SlsRoster
 
 WITA = timezone(timedelta(hours=8), "WITA")  # East Kalimantan local time
@@ -231,13 +233,16 @@ def generate(seed: int, families: int) -> Sample:
     return Sample(seed=seed, rosters=rosters, interviews=interviews, expected=expected, depends_on=depends_on)
 
 
+@cache
+def _villages_of(regency: str) -> list[str]:
+    return areas.reference().villages_of(regency)
+
+
 def _sls_id(rng: random.Random, reg: _Registry) -> tuple[str, Regency]:
     regency = rng.choices(REGENCIES, weights=[r.population for r in REGENCIES])[0]
+    villages = _villages_of(regency.code)
     while True:
-        district = rng.randint(1, 40) * 10
-        village = rng.randint(1, 99) if regency.urban else rng.randint(1, 60)
-        sls = rng.randint(1, 999)
-        sid = f"{regency.code}{district:03d}{village:03d}{sls:04d}"
+        sid = f"{rng.choice(villages)}{rng.randint(1, 999):04d}"  # a real BPS village, a synthetic SLS
         if sid not in reg.sls:
             reg.sls.add(sid)
             return sid, regency

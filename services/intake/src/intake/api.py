@@ -162,7 +162,7 @@ async def _accept_simple(request: Request, *, kind: str, data, sls_id: str, fami
              summary="Submit an SLS roster (VK1) as confirmed with the RT head")
 async def submit_roster(request: Request, roster: SlsRoster, principal: Principal = OFFICER):
     if not domain.known_sls_area(roster.sls_id):
-        return invalid_response([Problem("/sls_id", "SLS id is not in the area reference")])
+        return invalid_response([Problem("/sls_id", "SLS id's village is not in the area reference")])
     return await _accept_simple(request, kind="roster", data=roster, sls_id=roster.sls_id, family_id=None,
                                 topic=Topic.SLS_ROSTER, subject=roster.sls_id, principal=principal)
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import date
-from functools import cache
-from importlib.resources import files
 
 import orjson
-import yaml
 
+from regsosek import areas
 from regsosek.contracts import FamilyInterview
 from regsosek.contracts.interview import Member, Relationship, Sex
 
@@ -29,13 +27,14 @@ class Problem:
         return {"path": self.path, "reason": self.reason}
 
 
-@cache
 def area_reference() -> dict:
-    return yaml.safe_load(files("intake").joinpath("reference/areas.yaml").read_text())
+    """Regencies of the shipped area reference (see regsosek.areas)."""
+    return {"regencies": dict(areas.reference().regencies)}
 
 
 def known_sls_area(sls_id: str) -> bool:
-    return sls_id[:4] in area_reference()["regencies"]
+    """The SLS id's village is in the area reference (BPS village code = first 10 digits)."""
+    return areas.reference().knows_sls(sls_id)
 
 
 def nik_problems(m: Member, path: str) -> tuple[list[Problem], list[Problem]]:
@@ -58,7 +57,7 @@ def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tu
     warnings: list[Problem] = []
     loc = iv.location
     if not known_sls_area(loc.sls_id):
-        errors.append(Problem("/location/sls_id", "SLS id is not in the area reference"))
+        errors.append(Problem("/location/sls_id", "SLS id's village is not in the area reference"))
     day = iv.interviewed_at.date()
     if not (collection[0] <= day <= collection[1]):
         errors.append(Problem("/interviewed_at", f"outside the collection period {collection[0]}..{collection[1]}"))
