@@ -87,6 +87,8 @@ def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tu
             errors.append(Problem(f"{p}/marital_status", "ever-married member younger than 10"))
         if m.pregnant and not (10 <= age <= 55):
             errors.append(Problem(f"{p}/pregnant", "pregnancy outside ages 10-55"))
+        if m.under5_nutrition is not None and age >= 5:
+            errors.append(Problem(f"{p}/under5_nutrition", "applies only to children under five"))
         if head_age is not None:
             if m.relationship in (Relationship.CHILD, Relationship.GRANDCHILD) and age >= head_age:
                 errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} not younger than the head"))

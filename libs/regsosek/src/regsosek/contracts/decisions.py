@@ -54,6 +54,8 @@ class InterviewFlagged(Contract):
 
 
 class SupervisorDecision(StrEnum):
+    """A supervisor's decision on a flagged family: verify = accept it as living in the SLS; reject = it does not belong there."""
+
     VERIFY = "verify"
     REJECT = "reject"
 
@@ -69,6 +71,8 @@ class VerificationResolved(Contract):
 
 
 class WelfareGroup(IntEnum):
+    """Welfare group (kelompok kesejahteraan): 1 sangat miskin (very/extreme poor); 2 miskin (poor); 3 rentan miskin (vulnerable); 4 tidak miskin (not poor)."""
+
     SANGAT_MISKIN = 1  # very / extreme poor
     MISKIN = 2  # poor
     RENTAN_MISKIN = 3  # vulnerable

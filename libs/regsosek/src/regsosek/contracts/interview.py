@@ -20,6 +20,8 @@ from regsosek.contracts.identifiers import KkNumber, Nik, SlsId, SubmissionId
 
 
 class Tenure(StrEnum):
+    """Status of the dwelling (status penguasaan bangunan): owned = milik sendiri; rented = kontrak/sewa; rent_free = bebas sewa; official = dinas; other = lainnya."""
+
     OWNED = "owned"  # milik sendiri
     CONTRACT_OR_RENT = "rented"  # kontrak/sewa
     RENT_FREE = "rent_free"  # bebas sewa
@@ -27,7 +29,18 @@ class Tenure(StrEnum):
     OTHER = "other"
 
 
+class LandTitle(StrEnum):
+    """Land title of an owned dwelling: shm = sertifikat hak milik; shgb = hak guna bangunan; other_letter = girik/letter C/other proof; none = no document."""
+
+    SHM = "shm"
+    SHGB = "shgb"
+    OTHER_LETTER = "other_letter"
+    NONE = "none"
+
+
 class FloorMaterial(StrEnum):
+    """Main floor material (jenis lantai terluas): marble_granite; ceramic; parquet_vinyl = parket/vinil/karpet; tile_terrazzo = ubin/tegel/teraso; wood_plank = kayu/papan; cement_brick = semen/bata merah; bamboo; earth = tanah; other."""
+
     MARBLE_GRANITE = "marble_granite"
     CERAMIC = "ceramic"
     PARQUET_VINYL = "parquet_vinyl"
@@ -40,6 +53,8 @@ class FloorMaterial(StrEnum):
 
 
 class WallMaterial(StrEnum):
+    """Main wall material (dinding terluas): masonry = tembok; plaster_woven_bamboo = plesteran anyaman bambu/kawat; wood_board = kayu/papan/gypsum/GRC; woven_bamboo = anyaman bambu; log = batang kayu; bamboo; other."""
+
     MASONRY = "masonry"  # tembok
     PLASTER_WOVEN_BAMBOO = "plaster_woven_bamboo"
     WOOD_BOARD = "wood_board"
@@ -50,6 +65,8 @@ class WallMaterial(StrEnum):
 
 
 class RoofMaterial(StrEnum):
+    """Main roof material (atap terluas): concrete = beton; clay_tile = genteng; asbestos; zinc = seng; bamboo; wood_shingle = kayu/sirap; thatch = jerami/ijuk/daun/rumbia; other."""
+
     CONCRETE = "concrete"
     CLAY_TILE = "clay_tile"
     ASBESTOS = "asbestos"
@@ -61,6 +78,8 @@ class RoofMaterial(StrEnum):
 
 
 class WaterSource(StrEnum):
+    """Main drinking-water source: bottled = air kemasan bermerk; refill = air isi ulang; piped = leding; drilled_well = sumur bor/pompa; protected_well; unprotected_well; protected_spring; unprotected_spring; surface = river, lake, reservoir; rain = air hujan; other."""
+
     BOTTLED = "bottled"
     REFILL = "refill"  # air isi ulang
     PIPED = "piped"  # leding
@@ -75,6 +94,8 @@ class WaterSource(StrEnum):
 
 
 class LightingSource(StrEnum):
+    """Main lighting source: pln_metered = PLN electricity with a meter; pln_unmetered = PLN without a meter; non_pln = generator, solar, village grid; none = no electricity."""
+
     PLN_METERED = "pln_metered"
     PLN_UNMETERED = "pln_unmetered"
     NON_PLN = "non_pln"
@@ -82,6 +103,8 @@ class LightingSource(StrEnum):
 
 
 class InstalledPower(StrEnum):
+    """Installed PLN power (daya terpasang) in volt-ampere: 450, 900, 1300, 2200, >2200."""
+
     VA_450 = "450"
     VA_900 = "900"
     VA_1300 = "1300"
@@ -90,6 +113,8 @@ class InstalledPower(StrEnum):
 
 
 class CookingFuel(StrEnum):
+    """Main cooking fuel: electricity; lpg_large = LPG 5.5 kg or 12 kg; lpg_3kg = subsidised 3 kg LPG; biogas; kerosene = minyak tanah; charcoal = arang/briket; wood = kayu bakar; none = does not cook at home; other."""
+
     ELECTRICITY = "electricity"
     LPG_5_5_KG_OR_MORE = "lpg_large"  # LPG 5.5 kg / 12 kg
     LPG_3_KG = "lpg_3kg"  # subsidised
@@ -102,6 +127,8 @@ class CookingFuel(StrEnum):
 
 
 class ToiletFacility(StrEnum):
+    """Defecation facility (fasilitas BAB): own = sole use of the household; shared = with certain households; public = umum; none = tidak ada."""
+
     OWN = "own"
     SHARED = "shared"  # with certain households
     PUBLIC = "public"
@@ -109,6 +136,8 @@ class ToiletFacility(StrEnum):
 
 
 class FaecesDisposal(StrEnum):
+    """Final disposal of faeces: septic_tank = tangki septik; ipal = wastewater treatment plant; pit = lubang tanah; open = pond, river, field, beach; other."""
+
     SEPTIC_TANK = "septic_tank"
     WASTEWATER_TREATMENT = "ipal"
     PIT = "pit"
@@ -120,6 +149,7 @@ class Housing(Contract):
     """Block III: keterangan perumahan."""
 
     tenure: Tenure
+    land_title: LandTitle | None = None  # asked when the dwelling is owned
     floor_area_m2: Annotated[float, Field(gt=0, le=10_000)]
     floor: FloorMaterial
     wall: WallMaterial
@@ -133,6 +163,8 @@ class Housing(Contract):
 
     @model_validator(mode="after")
     def _power_only_with_pln(self) -> Housing:
+        if self.land_title is not None and self.tenure is not Tenure.OWNED:
+            raise ValueError("land_title applies only to an owned dwelling")
         if self.lighting in (LightingSource.PLN_METERED, LightingSource.PLN_UNMETERED):
             if self.installed_power is None:
                 raise ValueError("installed_power is required when lighting is from PLN")
@@ -145,11 +177,15 @@ class Housing(Contract):
 
 
 class Sex(StrEnum):
+    """Sex (jenis kelamin): male; female."""
+
     MALE = "male"
     FEMALE = "female"
 
 
 class Relationship(StrEnum):
+    """Relationship to the family head: head = kepala keluarga; spouse = istri/suami; child = anak (incl. step/adopted); child_in_law = menantu; grandchild = cucu; parent = orang tua/mertua; other_relative = famili lain; other = lainnya."""
+
     HEAD = "head"  # kepala keluarga
     SPOUSE = "spouse"
     CHILD = "child"  # including step/adopted
@@ -161,6 +197,8 @@ class Relationship(StrEnum):
 
 
 class MaritalStatus(StrEnum):
+    """Marital status: never_married = belum kawin; married = kawin; divorced = cerai hidup; widowed = cerai mati."""
+
     NEVER_MARRIED = "never_married"
     MARRIED = "married"
     DIVORCED = "divorced"
@@ -168,12 +206,16 @@ class MaritalStatus(StrEnum):
 
 
 class SchoolParticipation(StrEnum):
+    """School participation: never = tidak/belum pernah sekolah; attending = masih sekolah; not_anymore = tidak bersekolah lagi."""
+
     NEVER = "never"
     ATTENDING = "attending"
     NOT_ANYMORE = "not_anymore"
 
 
 class Diploma(StrEnum):
+    """Highest diploma held: none; sd = primary (SD/MI/Paket A); smp = junior secondary (SMP/MTs/Paket B); sma = senior secondary or vocational (SMA/SMK/MA/Paket C); d1_d3 = diploma I-III; d4_s1 = diploma IV / bachelor; s2_s3 = master or doctorate."""
+
     NONE = "none"
     SD = "sd"  # primary
     SMP = "smp"  # junior secondary
@@ -184,6 +226,8 @@ class Diploma(StrEnum):
 
 
 class JobStatus(StrEnum):
+    """Status in main job: self_employed = berusaha sendiri; employer_temporary = with temporary/unpaid workers; employer_permanent = with permanent paid workers; employee = buruh/karyawan/pegawai; casual = pekerja bebas; family_worker = pekerja keluarga/tidak dibayar."""
+
     SELF_EMPLOYED = "self_employed"
     EMPLOYER_WITH_TEMPORARY = "employer_temporary"
     EMPLOYER_WITH_PERMANENT = "employer_permanent"
@@ -193,6 +237,8 @@ class JobStatus(StrEnum):
 
 
 class Industry(StrEnum):
+    """Industry of the main job (lapangan usaha): agriculture (incl. forestry, fishery); mining; manufacturing; construction; trade; transport; accommodation_food; public_administration; education; health; other_services."""
+
     AGRICULTURE = "agriculture"  # incl. forestry, fishery
     MINING = "mining"
     MANUFACTURING = "manufacturing"
@@ -207,6 +253,8 @@ class Industry(StrEnum):
 
 
 class DifficultyLevel(StrEnum):
+    """Degree of functional difficulty (Washington Group scale): none; some = sedikit kesulitan; a_lot = banyak kesulitan; cannot = tidak bisa sama sekali."""
+
     NONE = "none"
     SOME = "some"
     A_LOT = "a_lot"
@@ -214,10 +262,77 @@ class DifficultyLevel(StrEnum):
 
 
 class HealthInsurance(StrEnum):
+    """Health insurance held: none; pbi_jkn = JKN with premium paid by the state (PBI); jkn_paid = JKN paid by self or employer; other = private or other."""
+
     NONE = "none"
     PBI_JKN = "pbi_jkn"  # subsidised
     JKN_PAID = "jkn_paid"
     OTHER = "other"
+
+
+class IdDocument(StrEnum):
+    """Identity document held: ktp = electronic/other KTP; kia = child identity card; birth_certificate = akta kelahiran only; none."""
+
+    KTP = "ktp"
+    KIA = "kia"
+    BIRTH_CERTIFICATE = "birth_certificate"
+    NONE = "none"
+
+
+class TurnoverBand(StrEnum):
+    """Monthly business turnover (omzet): lt_5m = under Rp5 million; 5m_15m; 15m_25m; 25m_50m; 50m_plus = Rp50 million or more."""
+
+    LT_5M = "lt_5m"
+    FROM_5M_TO_15M = "5m_15m"
+    FROM_15M_TO_25M = "15m_25m"
+    FROM_25M_TO_50M = "25m_50m"
+    FROM_50M = "50m_plus"
+
+
+class Business(Contract):
+    """The member's own business (usaha sendiri)."""
+
+    workers: Annotated[int, Field(ge=0, le=10_000)] = 0  # paid and unpaid, excluding the owner
+    licensed: bool = False  # NIB/IUMK or other permit
+    turnover: TurnoverBand
+    uses_internet: bool = False  # for marketing or sales
+
+
+class Under5Nutrition(StrEnum):
+    """Growth of a child under five as recorded in the child's growth book (KMS/buku KIA): normal; underweight; stunted; wasted; not_recorded."""
+
+    NORMAL = "normal"
+    UNDERWEIGHT = "underweight"
+    STUNTED = "stunted"
+    WASTED = "wasted"
+    NOT_RECORDED = "not_recorded"
+
+
+class FunctionalDifficulties(Contract):
+    """Difficulty in each functional domain (Washington Group short set plus self-care and mood)."""
+
+    seeing: DifficultyLevel = DifficultyLevel.NONE
+    hearing: DifficultyLevel = DifficultyLevel.NONE
+    walking: DifficultyLevel = DifficultyLevel.NONE  # walking or climbing steps
+    using_hands: DifficultyLevel = DifficultyLevel.NONE
+    remembering: DifficultyLevel = DifficultyLevel.NONE  # remembering or concentrating
+    communicating: DifficultyLevel = DifficultyLevel.NONE
+    self_care: DifficultyLevel = DifficultyLevel.NONE
+    behaviour: DifficultyLevel = DifficultyLevel.NONE  # emotional or behavioural
+
+    def worst(self) -> DifficultyLevel:
+        order = list(DifficultyLevel)
+        return max((getattr(self, f) for f in type(self).model_fields), key=order.index)
+
+
+class MemberProgramme(StrEnum):
+    """Other programmes the member takes part in: prakerja = Kartu Prakerja; kur = Kredit Usaha Rakyat; umi = Ultra Mikro credit; pip = Program Indonesia Pintar; employment_insurance = BPJS Ketenagakerjaan."""
+
+    PRAKERJA = "prakerja"
+    KUR = "kur"
+    UMI = "umi"
+    PIP = "pip"
+    EMPLOYMENT_INSURANCE = "employment_insurance"
 
 
 class Member(Contract):
@@ -237,10 +352,16 @@ class Member(Contract):
     hours_worked: Annotated[int, Field(ge=0, le=168)] = 0
     industry: Industry | None = None
     job_status: JobStatus | None = None
+    id_document: IdDocument | None = None
     has_business: bool = False
+    business: Business | None = None  # details when has_business
     difficulty: DifficultyLevel = DifficultyLevel.NONE  # worst functional difficulty across domains
+    difficulties: FunctionalDifficulties | None = None  # per domain, when asked
+    has_caregiver: bool | None = None  # asked of members with a disability or chronic disease
     chronic_disease: bool = False
+    under5_nutrition: Under5Nutrition | None = None  # children under five only
     health_insurance: HealthInsurance = HealthInsurance.NONE
+    programmes: list[MemberProgramme] = Field(default_factory=list, max_length=len(MemberProgramme))
 
     @model_validator(mode="after")
     def _coherent(self) -> Member:
@@ -248,6 +369,12 @@ class Member(Contract):
             raise ValueError("only a female member can be pregnant")
         if not self.worked_last_week and (self.hours_worked or self.job_status or self.industry):
             raise ValueError("hours_worked, industry and job_status apply only to members who worked")
+        if self.business is not None and not self.has_business:
+            raise ValueError("business details apply only when has_business is true")
+        if self.difficulties is not None and self.difficulties.worst() is not self.difficulty:
+            raise ValueError("difficulty must be the worst of the per-domain difficulties")
+        if len(set(self.programmes)) != len(self.programmes):
+            raise ValueError("each programme may appear once")
         return self
 
     def age_on(self, day: date) -> int:
@@ -261,6 +388,8 @@ class Member(Contract):
 
 
 class Programme(StrEnum):
+    """Programmes the family received Oct 2021 - Oct 2022: sembako = Sembako/BPNT food aid; pkh = Program Keluarga Harapan; blt_desa = village cash aid; electricity_subsidy; regional_aid = bantuan pemerintah daerah; fertiliser_subsidy; lpg_subsidy = subsidised 3 kg LPG."""
+
     SEMBAKO = "sembako"  # BPNT food aid
     PKH = "pkh"
     BLT_DESA = "blt_desa"
@@ -271,6 +400,8 @@ class Programme(StrEnum):
 
 
 class Asset(StrEnum):
+    """Assets the family owns: gas_cylinder_5_5kg = gas cylinder of 5.5 kg or more; refrigerator; air_conditioner; water_heater; landline; flat_tv = flat TV of at least 30 inch; gold_10g = gold/jewellery of at least 10 g; computer = computer/laptop/tablet; motorbike; bicycle; car; boat; motorboat; smartphone; other_land = land elsewhere; other_house = house elsewhere."""
+
     GAS_CYLINDER_5_5KG = "gas_cylinder_5_5kg"
     REFRIGERATOR = "refrigerator"
     AIR_CONDITIONER = "air_conditioner"
