@@ -59,25 +59,35 @@ def test_explanation_is_top_factors_by_magnitude():
 
 
 @pytest.mark.parametrize(
-    "fkp,expected",
+    "fkp,decile,expected",
     [
-        (WelfareGroup.SANGAT_MISKIN, {"pkh": True, "sembako": True, "pbi_jkn": True, "blt_desa": True, "pip": False}),
-        (WelfareGroup.TIDAK_MISKIN, {"pkh": True, "sembako": True, "pbi_jkn": False, "blt_desa": False, "pip": False}),
-        (WelfareGroup.RENTAN_MISKIN, {"pkh": True, "sembako": True, "pbi_jkn": True, "blt_desa": False, "pip": False}),
+        # extreme poor: ranked just under the extreme line 322,170 -> decile 1
+        (WelfareGroup.SANGAT_MISKIN, 1, {"pkh": True, "sembako": True, "pbi_jkn": True, "blt_desa": True, "pip": False}),
+        # not poor: ranked at the vulnerability line 790,000 x 1.5 = 1,185,000 -> reference decile 7
+        (WelfareGroup.TIDAK_MISKIN, 7, {"pkh": False, "sembako": False, "pbi_jkn": False, "blt_desa": False, "pip": False}),
+        # vulnerable: ranked at the poverty line 790,000 -> reference decile 4
+        (WelfareGroup.RENTAN_MISKIN, 4, {"pkh": True, "sembako": True, "pbi_jkn": True, "blt_desa": False, "pip": False}),
     ],
 )
-def test_fkp_override_changes_group_and_adds_reason(fkp, expected):
+def test_fkp_override_changes_group_rank_and_adds_reason(fkp, decile, expected):
     base = classify(smoke(), MODEL, LINES, RULES)
     c = classify(smoke(), MODEL, LINES, RULES, fkp_group=fkp)
     assert c.welfare_group is fkp
     assert c.adjusted_by_fkp is True
-    assert c.predicted == base.predicted and c.decile == base.decile  # FKP moves the group only
+    assert c.predicted == base.predicted  # the model's number is kept and reported
+    low, high = LINES.band(fkp, "6472")
+    assert low <= c.rank_value < high  # the family is ranked inside the group the village chose
+    assert c.decile == decile
     assert decisions(c) == expected
+    assert c.decile_basis.endswith(f"ranked within welfare group {int(fkp)} set by village consultation (FKP)")
     for d in c.decisions:
         assert d.reasons[-1] == f"welfare group {int(fkp)} {FKP_TEXT}"
 
 
 def test_fkp_same_group_still_marked_adjusted():
+    base = classify(smoke(), MODEL, LINES, RULES)
     c = classify(smoke(), MODEL, LINES, RULES, fkp_group=WelfareGroup.MISKIN)
     assert c.adjusted_by_fkp is True
+    assert c.rank_value == base.rank_value == base.predicted  # already inside group 2's range: rank unchanged
+    assert c.decile == base.decile
     assert all(FKP_TEXT in d.reasons[-1] for d in c.decisions)

@@ -1,5 +1,6 @@
 """Classifying one family: the whole decision, pure, from an interview and the
-versioned model, poverty lines and rules."""
+versioned model, poverty lines and rules, and where the family stands among the
+others (its decile placement, see ranking.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ from dataclasses import dataclass
 from regsosek.contracts import Contribution, FamilyInterview, ProgrammeDecision, WelfareGroup
 
 from classify.model import PmtModel, PovertyLines, RuleSet, components, features
+from classify.ranking import Placement, rank_value, reference_placement
 
 TOP_FACTORS = 5
+FKP_NOTE = "; ranked within welfare group {} set by village consultation (FKP)"
+
+
+def fkp_note(basis: str) -> str:
+    """The FKP part of a decile basis ('' if none)."""
+    i = basis.find(FKP_NOTE.split("{}")[0])
+    return basis[i:] if i >= 0 else ""
 
 
 @dataclass(frozen=True)
@@ -20,14 +29,28 @@ class Classification:
     explanation: list[Contribution]
     decisions: list[ProgrammeDecision]
     adjusted_by_fkp: bool
+    rank_value: float = 0.0
+    decile_basis: str = ""
+
+    @property
+    def eligibility(self) -> dict[str, bool]:
+        return {d.programme: d.eligible for d in self.decisions}
+
+    def outcome(self) -> tuple[int, int, dict[str, bool]]:
+        """What a re-rank or replay compares: a family is re-published only when this changes."""
+        return int(self.welfare_group), self.decile, self.eligibility
 
 
 def classify(iv: FamilyInterview, model: PmtModel, lines: PovertyLines, rules: RuleSet,
-             fkp_group: WelfareGroup | None = None) -> Classification:
+             fkp_group: WelfareGroup | None = None, placement: Placement | None = None) -> Classification:
     regency = iv.location.sls_id[:4]
     predicted, contrib = model.predict(features(iv), regency)
     group = fkp_group if fkp_group is not None else lines.group(predicted, regency)
-    decile = model.provisional_decile(predicted)
+    value = rank_value(predicted, fkp_group, regency, lines)
+    placement = placement or reference_placement(model.version, model.decile_cutpoints)
+    decile, basis = placement.place(value)
+    if fkp_group is not None:
+        basis = basis.removesuffix(fkp_note(basis)) + FKP_NOTE.format(int(fkp_group))
     top = sorted(((k, v) for k, v in contrib.items() if v != 0.0), key=lambda kv: -abs(kv[1]))[:TOP_FACTORS]
     explanation = [Contribution(factor=k, effect=round(v, 4)) for k, v in top]
     comps = components(iv)
@@ -37,4 +60,4 @@ def classify(iv: FamilyInterview, model: PmtModel, lines: PovertyLines, rules: R
         if fkp_group is not None:
             reasons.append(f"welfare group {int(fkp_group)} set by village consultation (FKP)")
         decisions.append(ProgrammeDecision(programme=rule.programme, eligible=ok, rule_version=rules.version, reasons=reasons))
-    return Classification(predicted, group, decile, explanation, decisions, fkp_group is not None)
+    return Classification(predicted, group, decile, explanation, decisions, fkp_group is not None, value, basis)

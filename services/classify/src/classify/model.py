@@ -101,6 +101,21 @@ def features(iv: FamilyInterview) -> dict[str, float]:
     return f
 
 
+# The PMT's candidate regressors, in the order `features` computes them; calibration
+# fits (a selection of) these, and a survey file has one column for each.
+FEATURE_NAMES: tuple[str, ...] = (
+    "log_household_size", "share_under_15", "share_elderly_60", "head_female", "head_diploma_sd",
+    "head_diploma_smp", "head_diploma_sma", "head_diploma_tertiary", "head_works", "head_employee",
+    "head_agriculture", "share_working", "log_floor_area_per_capita", "floor_earth", "wall_not_masonry",
+    "roof_thatch_or_bamboo", "water_piped_or_bottled", "water_unprotected", "toilet_own", "toilet_none",
+    "septic_tank", "no_electricity", "power_900", "power_1300_plus", "cooking_wood_or_charcoal",
+    "cooking_lpg_large_or_electric", "asset_refrigerator", "asset_air_conditioner", "asset_water_heater",
+    "asset_flat_tv", "asset_gold_10g", "asset_computer", "asset_motorbike", "asset_car", "asset_boat",
+    "asset_motorboat", "asset_smartphone", "asset_other_land", "asset_other_house", "livestock_large",
+    "livestock_small", "internet", "bank_account", "urban",
+)
+
+
 def components(iv: FamilyInterview) -> dict[str, bool]:
     """Household components programme rules look at (PKH, PIP). Pure."""
     day = iv.interviewed_at.date()
@@ -164,6 +179,12 @@ class PovertyLines:
     def poverty_line(self, regency: str) -> float:
         kind = "urban" if is_urban(regency) else "rural"
         return self.regencies.get(regency, {}).get(kind, self.default[kind])
+
+    def band(self, group: WelfareGroup, regency: str) -> tuple[float, float]:
+        """The consumption range [low, high) that `group` means in `regency`."""
+        line = self.poverty_line(regency)
+        edges = (0.0, self.extreme_poor, line, line * self.vulnerable_multiple, math.inf)
+        return edges[int(group) - 1], edges[int(group)]
 
     def group(self, consumption: float, regency: str) -> WelfareGroup:
         line = self.poverty_line(regency)

@@ -1,0 +1,123 @@
+"""Classify's database: one row per family with its latest classification and what it
+rests on (versions, rank value, decile basis), rankings, and the events a
+classification publishes. Shared by the handlers, re-rank and replay."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from regsosek.contracts import EligibilityDecided, FamilyClassified, FamilyInterview, WelfareGroup
+from regsosek.messaging import Outbox
+from regsosek.topics import Topic
+
+from classify.domain import Classification, classify
+from classify.model import PmtModel, PovertyLines, RuleSet
+from classify.ranking import NATIONAL, CutPoints, Placement, reference_placement
+
+SOURCE = "/regsosek/classify"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The configured model, poverty lines and rules."""
+
+    model: PmtModel
+    lines: PovertyLines
+    rules: RuleSet
+
+    @property
+    def versions(self) -> tuple[str, str, str]:
+        return self.model.version, self.lines.version, self.rules.version
+
+    def classify(self, iv: FamilyInterview, fkp: WelfareGroup | None, placement: Placement) -> Classification:
+        return classify(iv, self.model, self.lines, self.rules, fkp, placement)
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def scope_words(partition: str) -> str:
+    return "national" if partition == NATIONAL else f"province {partition}"
+
+
+def ranked_basis(partition: str, ranked_at: datetime, families: int, area: str | None) -> str:
+    basis = f"ranked: {scope_words(partition)} at {_iso(ranked_at)} among {families} families"
+    if area:
+        basis += f" (area {area} re-ranked after village consultation)"
+    return basis
+
+
+async def placement_for(conn: asyncpg.Connection, sls_id: str, model: PmtModel) -> Placement:
+    """Cut-points of the latest ranking covering the family's province, else the model's reference."""
+    r = await conn.fetchrow(
+        "select id, partition, families, cutpoints, ranked_at from rankings where partition = any($1::text[]) "
+        "order by id desc limit 1", [NATIONAL, sls_id[:2]],
+    )
+    if r is None:
+        return reference_placement(model.version, model.decile_cutpoints)
+    basis = (f"provisional: cut-points of the {scope_words(r['partition'])} ranking at {_iso(r['ranked_at'])} "
+             f"among {r['families']} families")
+    return CutPoints(tuple(r["cutpoints"]), basis, r["id"])
+
+
+async def fkp_groups(conn: asyncpg.Connection, family_ids: Sequence[str]) -> dict[str, WelfareGroup]:
+    """The latest village consultation decision of each family that has one."""
+    rows = await conn.fetch(
+        "select distinct on (family_id) family_id, welfare_group from fkp_adjustments "
+        "where family_id = any($1::text[]) order by family_id, decided_at desc, received_at desc", list(family_ids),
+    )
+    return {r["family_id"]: WelfareGroup(r["welfare_group"]) for r in rows}
+
+
+async def save(conn: asyncpg.Connection, iv: FamilyInterview, c: Classification, cfg: Config,
+               ranking_id: int | None) -> None:
+    await conn.execute(
+        """insert into families (family_id, sls_id, submission_id, version, interview, predicted, welfare_group,
+                                 decile, model_version, rule_version, eligible, rank_value, decile_basis,
+                                 lines_version, eligibility, ranking_id)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+           on conflict (family_id) do update set submission_id = excluded.submission_id,
+             version = excluded.version, interview = excluded.interview, predicted = excluded.predicted,
+             welfare_group = excluded.welfare_group, decile = excluded.decile,
+             model_version = excluded.model_version, rule_version = excluded.rule_version,
+             eligible = excluded.eligible, rank_value = excluded.rank_value, decile_basis = excluded.decile_basis,
+             lines_version = excluded.lines_version, eligibility = excluded.eligibility,
+             ranking_id = excluded.ranking_id, updated_at = now()""",
+        iv.family_id, iv.location.sls_id, iv.submission_id, iv.version, iv.model_dump(mode="json"),
+        c.predicted, int(c.welfare_group), c.decile, cfg.model.version, cfg.rules.version,
+        [d.programme for d in c.decisions if d.eligible], c.rank_value, c.decile_basis, cfg.lines.version,
+        c.eligibility, ranking_id,
+    )
+
+
+def stored_outcome(row: asyncpg.Record) -> tuple[int, int, dict[str, bool]]:
+    return row["welfare_group"], row["decile"], dict(row["eligibility"])
+
+
+def publish(outbox: Outbox, iv: FamilyInterview, c: Classification, cfg: Config) -> None:
+    """family-classified and eligibility-decided for one family, through the outbox."""
+    now = datetime.now(UTC)
+    sls = iv.location.sls_id
+    outbox.publish(Topic.FAMILY_CLASSIFIED, sls, FamilyClassified(
+        family_id=iv.family_id, sls_id=sls, submission_id=iv.submission_id, version=iv.version,
+        predicted_monthly_per_capita=round(c.predicted, 0), welfare_group=c.welfare_group, decile=c.decile,
+        decile_basis=c.decile_basis, model_version=cfg.model.version, adjusted_by_fkp=c.adjusted_by_fkp,
+        explanation=c.explanation, classified_at=now), subject=iv.family_id)
+    outbox.publish(Topic.ELIGIBILITY_DECIDED, sls, EligibilityDecided(
+        family_id=iv.family_id, sls_id=sls, submission_id=iv.submission_id, version=iv.version,
+        welfare_group=c.welfare_group, decile=c.decile, model_version=cfg.model.version,
+        rule_version=cfg.rules.version, decisions=c.decisions, decided_at=now), subject=iv.family_id)
+
+
+async def mark_area(conn: asyncpg.Connection, regency: str, reason: str) -> None:
+    """Ask for an area re-rank of `regency` (done by the service's background task)."""
+    await conn.execute(
+        "insert into rerank_areas (regency, reason) values ($1, $2) "
+        "on conflict (regency) do update set reason = excluded.reason, requested_at = now()",
+        regency, reason,
+    )
