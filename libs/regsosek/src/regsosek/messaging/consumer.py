@@ -3,7 +3,9 @@
 A FastStream batch subscriber (manual acknowledgement) hands each fetched batch to
 `EventConsumer.process_batch`, which, in ONE database transaction:
   1. records every event id in the inbox (redelivered ids are skipped),
-  2. applies each new event through its handler inside a savepoint,
+  2. applies each new event through its handler (without savepoints; if one event
+     fails, the batch is rolled back and redone with a savepoint per event, so the
+     failing event alone is dead-lettered),
   3. writes outgoing events and dead letters to the outbox,
 and only after that transaction commits is the Kafka offset committed.
 
@@ -47,6 +49,10 @@ _tracer = trace.get_tracer("regsosek.consumer")
 
 class PermanentError(Exception):
     """The event can never be applied (bad data, broken invariant): dead-letter it."""
+
+
+class _EventFailed(Exception):
+    """An event failed in a batch applied without savepoints; retry the batch isolated."""
 
 
 @dataclass(slots=True)
@@ -140,7 +146,12 @@ class EventConsumer:
         while True:
             try:
                 with BATCH_SECONDS.labels(self.settings.service_name).time():
-                    await self._apply(records)
+                    try:
+                        await self._apply(records, isolate=False)
+                    except _EventFailed:
+                        # One event failed: redo the batch with a savepoint per event so
+                        # only that event is dead-lettered (the fast attempt was rolled back).
+                        await self._apply(records, isolate=True)
                 self.wakeup.notify()
                 return
             except asyncio.CancelledError:
@@ -154,7 +165,10 @@ class EventConsumer:
                 )
                 await backoff.wait()
 
-    async def _apply(self, records: Sequence[ConsumerRecord]) -> None:
+    async def _apply(self, records: Sequence[ConsumerRecord], *, isolate: bool) -> None:
+        """Apply a batch in one transaction. Without `isolate` no savepoints are taken (two
+        round trips saved per event); an event failing then aborts the attempt with
+        `_EventFailed` and the caller retries the batch isolated."""
         outbox = Outbox(self.source)
         parsed: list[tuple[ConsumerRecord, Envelope | None, str | None]] = []
         for r in records:
@@ -182,11 +196,15 @@ class EventConsumer:
                 if env.id not in fresh:
                     continue  # already applied (redelivery) or repeated within this batch
                 fresh.discard(env.id)
-                await self._apply_one(conn, outbox, record, env)
+                await self._apply_one(conn, outbox, record, env, isolate)
+            dead = sum(r.topic == Topic.DEAD_LETTER.wire for r in outbox.pending)
             await outbox.flush(conn)
         EVENTS_CONSUMED.labels(self.settings.service_name).inc(len(records))
+        if dead:
+            EVENTS_DEAD_LETTERED.labels(self.settings.service_name).inc(dead)
 
-    async def _apply_one(self, conn: asyncpg.Connection, outbox: Outbox, record: ConsumerRecord, env: Envelope) -> None:
+    async def _apply_one(self, conn: asyncpg.Connection, outbox: Outbox, record: ConsumerRecord, env: Envelope,
+                         isolate: bool) -> None:
         handler = self.handlers.get(env.type)
         if handler is None:
             self._dead_letter(outbox, record, f"no handler for event type {env.type!r} in {self.settings.service_name}")
@@ -208,21 +226,24 @@ class EventConsumer:
         ):
             mark = len(outbox.pending)
             try:
-                async with conn.transaction():  # savepoint: a failing event undoes only itself
+                if isolate:
+                    async with conn.transaction():  # savepoint: a failing event undoes only itself
+                        await handler(UnitOfWork(conn, outbox), Incoming(env, data, record))
+                else:
                     await handler(UnitOfWork(conn, outbox), Incoming(env, data, record))
-            except PermanentError as e:
-                del outbox.pending[mark:]
-                self._dead_letter(outbox, record, str(e))
             except Exception as e:
                 if is_transient(e):
                     raise
-                # Any other failure is this event's alone: dead-letter it (replayable), keep the partition flowing.
+                if not isolate:
+                    raise _EventFailed from e
+                # This event's alone: dead-letter it (replayable), keep the partition flowing.
                 del outbox.pending[mark:]
-                self._dead_letter(outbox, record, f"handler failed: {type(e).__name__}")
-                log.exception("handler failed; event dead-lettered", extra={"fields": {"event_id": env.id}})
+                reason = str(e) if isinstance(e, PermanentError) else f"handler failed: {type(e).__name__}"
+                self._dead_letter(outbox, record, reason)
+                if not isinstance(e, PermanentError):
+                    log.exception("handler failed; event dead-lettered", extra={"fields": {"event_id": env.id}})
 
     def _dead_letter(self, outbox: Outbox, record: ConsumerRecord, reason: str) -> None:
-        EVENTS_DEAD_LETTERED.labels(self.settings.service_name).inc()
         log.warning(
             "dead-lettering record",
             extra={"fields": {"topic": record.topic, "partition": record.partition, "offset": record.offset, "reason": reason}},
