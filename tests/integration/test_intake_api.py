@@ -77,6 +77,15 @@ async def test_idempotency_same_id_same_content_and_conflict(intake_world):
         batch = await c.post("/v1/interviews:batch", headers=officer, json={"interviews": [iv, changed, {"bad": 1}]})
         assert batch.status_code == 200, batch.text
         assert [r["status"] for r in batch.json()["results"]] == [200, 409, 422]
+
+        # the same id twice within one upload: a repeat is a replay, a changed repeat a conflict
+        entry2, iv2 = family(sls, 2)
+        changed2 = copy.deepcopy(iv2)
+        changed2["housing"]["floor_area_m2"] = 60
+        twice = await c.post("/v1/interviews:batch", headers=officer, json={"interviews": [iv2, iv2, changed2]})
+        results = twice.json()["results"]
+        assert [r["status"] for r in results] == [202, 200, 409]
+        assert results[0]["receipt"]["event_id"] == results[1]["receipt"]["event_id"]
     # exactly one event for the family on the topic, whatever was resent
     stored = await intake_world.fetchval("intake", "select count(*) from submissions where submission_id = $1",
                                          uuid.UUID(iv["submission_id"]))

@@ -73,21 +73,20 @@ def _reply(receipt: store.Receipt) -> JSONResponse:
     return JSONResponse(receipt.as_dict(), status_code=200 if receipt.replayed else 202)
 
 
-async def _accept_interview(request: Request, iv: FamilyInterview, p: Principal) -> store.Receipt:
+def _interview_submission(request: Request, iv: FamilyInterview, p: Principal) -> store.Submission:
+    """Checks beyond the contract; the submission to store, or _Invalid with every problem."""
     rt = runtime_of(request)
     errors, warnings = domain.check_interview(iv, collection=(rt.settings.collection_start, rt.settings.collection_end))
+    doc = iv.model_dump(mode="json")
+    errors += domain.text_problems(doc)
     if errors:
         raise _Invalid(errors)
-    doc = iv.model_dump(mode="json")
-    if problems := domain.text_problems(doc):
-        raise _Invalid(problems)
-    async with rt.unit_of_work() as uow:
-        return await store.accept(
-            uow, kind="interview", submission_id=iv.submission_id, sls_id=iv.location.sls_id,
-            family_id=iv.family_id, version=iv.version, content_hash=domain.content_hash(doc), document=doc,
-            data=iv, topic=Topic.INTERVIEW_SUBMITTED, subject=iv.family_id, submitted_by=p.subject,
-            warnings=[w.as_dict() for w in warnings],
-        )
+    return store.Submission(
+        kind="interview", submission_id=iv.submission_id, sls_id=iv.location.sls_id, family_id=iv.family_id,
+        version=iv.version, content_hash=domain.content_hash(doc), document=doc, data=iv,
+        topic=Topic.INTERVIEW_SUBMITTED, subject=iv.family_id, submitted_by=p.subject,
+        warnings=[w.as_dict() for w in warnings],
+    )
 
 
 class _Invalid(Exception):
@@ -104,7 +103,9 @@ def invalid_response(problems: list[Problem]) -> JSONResponse:
 async def submit_interview(request: Request, interview: FamilyInterview, principal: Principal = OFFICER):
     _authorise(principal, interview.location.sls_id)
     try:
-        return _reply(await _accept_interview(request, interview, principal))
+        submission = _interview_submission(request, interview, principal)
+        async with runtime_of(request).unit_of_work() as uow:
+            return _reply(await store.accept(uow, submission))
     except _Invalid as e:
         return invalid_response(e.problems)
     except store.ContentConflict:
@@ -123,21 +124,29 @@ async def submit_batch(request: Request, batch: BatchIn, principal: Principal = 
     rt = runtime_of(request)
     if len(batch.interviews) > rt.settings.max_batch_items:
         return invalid_response([Problem("/interviews", f"at most {rt.settings.max_batch_items} items per batch")])
-    results = []
+    results: list[dict | None] = [None] * len(batch.interviews)
+    pending: list[tuple[int, store.Submission]] = []
     for i, item in enumerate(batch.interviews):
         try:
             iv = FamilyInterview.model_validate(item)
             if not principal.may_act_for(iv.location.sls_id):
-                results.append({"index": i, "status": 403, "reason": "SLS not in assigned areas"})
+                results[i] = {"index": i, "status": 403, "reason": "SLS not in assigned areas"}
                 continue
-            r = await _accept_interview(request, iv, principal)
-            results.append({"index": i, "status": 200 if r.replayed else 202, "receipt": r.as_dict()})
+            pending.append((i, _interview_submission(request, iv, principal)))
         except ValidationError as e:
-            results.append({"index": i, "status": 422, "errors": [p.as_dict() for p in pydantic_problems(e)]})
+            results[i] = {"index": i, "status": 422, "errors": [p.as_dict() for p in pydantic_problems(e)]}
         except _Invalid as e:
-            results.append({"index": i, "status": 422, "errors": [p.as_dict() for p in e.problems]})
-        except store.ContentConflict:
-            results.append({"index": i, "status": 409, "reason": "submission_id already used for different content"})
+            results[i] = {"index": i, "status": 422, "errors": [p.as_dict() for p in e.problems]}
+    # every valid item in one transaction: one insert and one outbox write for the whole upload
+    outcomes: list = []
+    if pending:
+        async with rt.unit_of_work() as uow:
+            outcomes = await store.accept_many(uow, [s for _, s in pending])
+    for (i, _), r in zip(pending, outcomes, strict=True):
+        if isinstance(r, store.ContentConflict):
+            results[i] = {"index": i, "status": 409, "reason": "submission_id already used for different content"}
+        else:
+            results[i] = {"index": i, "status": 200 if r.replayed else 202, "receipt": r.as_dict()}
     return {"results": results}
 
 
@@ -147,12 +156,12 @@ async def _accept_simple(request: Request, *, kind: str, data, sls_id: str, fami
     doc = data.model_dump(mode="json")
     if problems := domain.text_problems(doc):
         return invalid_response(problems)
+    submission = store.Submission(kind=kind, submission_id=data.submission_id, sls_id=sls_id, family_id=family_id,
+                                  version=None, content_hash=domain.content_hash(doc), document=doc, data=data,
+                                  topic=topic, subject=subject, submitted_by=principal.subject, warnings=[])
     try:
         async with runtime_of(request).unit_of_work() as uow:
-            r = await store.accept(uow, kind=kind, submission_id=data.submission_id, sls_id=sls_id,
-                                   family_id=family_id, version=None, content_hash=domain.content_hash(doc),
-                                   document=doc, data=data, topic=topic, subject=subject,
-                                   submitted_by=principal.subject, warnings=[])
+            r = await store.accept(uow, submission)
     except store.ContentConflict:
         raise HTTPException(409, {"reason": "submission_id already used for different content"}) from None
     return _reply(r)
