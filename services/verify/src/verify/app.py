@@ -6,13 +6,12 @@ import asyncio
 import logging
 from pathlib import Path
 
-from regsosek.contracts import FamilyInterview
 from regsosek.db import is_transient
-from regsosek.telemetry import in_trace_of
 from regsosek.service import Runtime, ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 
-from verify import domain, handlers, store
+from verify import handlers, store
+from verify.api import router
 from verify.handlers import HANDLERS
 from verify.settings import VerifySettings
 
@@ -21,16 +20,18 @@ log = logging.getLogger("verify")
 
 
 async def flag_expired_holds(runtime: Runtime) -> None:
-    """Interviews whose roster never came are flagged "no roster" after the hold timeout."""
+    """Interviews whose roster never came are flagged "no roster" after the hold timeout
+    (one transaction per family, under its SLS lock; decided normally if the roster came
+    after all). A roster arriving later still decides them (see handlers.on_roster)."""
     s: VerifySettings = runtime.settings
     while True:
         await asyncio.sleep(s.hold_sweep_interval_s)
         try:
-            async with runtime.unit_of_work() as uow:
-                for row in await store.held_longer_than(uow.conn, s.hold_timeout_s):
-                    iv = FamilyInterview.model_validate(row["body"])
-                    with in_trace_of(row["traceparent"]):
-                        await handlers.record(uow, iv, domain.no_roster(s.hold_timeout_s / 3600))
+            async with runtime.pool.acquire() as conn:
+                expired = await store.expired_holds(conn, s.hold_timeout_s)
+            for row in expired:
+                async with runtime.unit_of_work() as uow:
+                    await handlers.flag_if_still_held(uow, row["family_id"], row["sls_id"], s.hold_timeout_s)
         except Exception as e:
             if not is_transient(e):
                 log.exception("hold sweep failed")
@@ -42,7 +43,8 @@ def definition(settings: VerifySettings | None = None) -> ServiceDefinition:
     return ServiceDefinition(
         name="verify", settings=settings, migrations=MIGRATIONS, handlers=HANDLERS,
         topics=[Topic.SLS_ROSTER, Topic.INTERVIEW_SUBMITTED, Topic.VERIFICATION_RESOLVED],
-        background=[flag_expired_holds], title="Regsosek verify",
+        routers=[router], background=[flag_expired_holds], title="Regsosek verify",
+        description="Matches each interview to its SLS roster (VK1); progress per SLS, village and regency.",
     )
 
 

@@ -8,9 +8,23 @@ can act on. No personal data goes into the `detail` text.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from uuid import UUID
 
-from regsosek.contracts import FamilyInterview, FlagReason, RosterStatus, VerificationOutcome
+from regsosek.contracts import (
+    FamilyInterview,
+    FlagReason,
+    RosterStatus,
+    SupervisorDecision,
+    VerificationOutcome,
+    VerificationResolved,
+)
+
+# The RT head's statuses that mean the family does not (or no longer) live in the SLS.
+ABSENT = frozenset({RosterStatus.MOVED, RosterStatus.DISSOLVED, RosterStatus.UNKNOWN})
+
+Key = tuple[int, int]  # (building serial, family serial): a roster entry's identity within its SLS
 
 
 @dataclass(frozen=True)
@@ -21,6 +35,20 @@ class RosterEntry:
     member_count: int
     status: RosterStatus
 
+    @property
+    def key(self) -> Key:
+        return (self.building_no, self.family_no)
+
+
+@dataclass(frozen=True)
+class Roster:
+    """The current revision of an SLS roster."""
+
+    sls_id: str
+    revision: int
+    submission_id: UUID
+    entries: list[RosterEntry]
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -28,6 +56,17 @@ class Decision:
     outcome: VerificationOutcome | None = None
     reason: FlagReason | None = None
     detail: str = ""
+
+    @property
+    def state(self) -> str:
+        """The family's state in verify's store: verified, flagged, or rejected (by a supervisor)."""
+        if self.verified:
+            return "verified"
+        return "rejected" if self.reason is FlagReason.REJECTED_BY_SUPERVISOR else "flagged"
+
+    @property
+    def code(self) -> str:
+        return (self.outcome or self.reason).value
 
 
 _STATUS_FLAGS = {
@@ -79,3 +118,103 @@ def duplicate_interview() -> Decision:
 
 def no_roster(hours: float) -> Decision:
     return Decision(False, reason=FlagReason.NO_ROSTER, detail=f"no SLS roster arrived within {hours:.0f} h of the interview")
+
+
+def matched_key(iv: FamilyInterview, roster: list[RosterEntry]) -> Key | None:
+    """The roster entry this interview accounts for (whatever its outcome), if any."""
+    e = find_entry(iv, roster)
+    return None if e is None else e.key
+
+
+# ---------------------------------------------------------------- later rosters
+
+
+def decided_by_supervisor(state: str, outcome: str | None) -> bool:
+    """A supervisor's decision stands until a new interview version: a later roster does not undo it."""
+    return state == "rejected" or outcome == VerificationOutcome.VERIFIED_BY_SUPERVISOR.value
+
+
+def changed(state: str, outcome: str | None, detail: str | None, d: Decision) -> bool:
+    """Whether a re-verification differs from what was last published for the family."""
+    return (state, outcome, detail or "") != (d.state, d.code, d.detail)
+
+
+# ---------------------------------------------------------------- supervisor resolutions
+
+
+class NotResolvable(Exception):
+    """A resolution that can never apply to the family's current interview."""
+
+
+def resolve(state: str, r: VerificationResolved) -> Decision | None:
+    """What a supervisor's resolution does to a decided family; None when it changes nothing
+    (verify on a verified family, reject on a rejected one). The resolution is kept either way."""
+    if state == "held":
+        raise NotResolvable(f"family {r.family_id} is held (no roster yet), not decided; nothing to resolve")
+    if r.decision is SupervisorDecision.VERIFY:
+        if state == "verified":
+            return None
+        return Decision(True, outcome=VerificationOutcome.VERIFIED_BY_SUPERVISOR,
+                        detail=f"verified by supervisor {r.supervisor_id}"[:500])
+    if state == "rejected":
+        return None
+    return Decision(False, reason=FlagReason.REJECTED_BY_SUPERVISOR,
+                    detail=f"rejected by supervisor {r.supervisor_id}: {r.reason}"[:500])
+
+
+# ---------------------------------------------------------------- SLS completeness
+
+
+@dataclass(frozen=True)
+class Decided:
+    """One decided interview of an SLS, as completeness sees it."""
+
+    verified: bool
+    matched: Key | None  # the roster entry it accounts for; None when not on the roster
+
+
+@dataclass(frozen=True)
+class Progress:
+    expected: int  # families on the roster
+    interviewed: int  # decided interviews in the SLS (verified + flagged, incl. families not on the roster)
+    verified: int
+    flagged: int  # flagged or rejected
+    absent: int  # roster families confirmed moved/dissolved/unknown and not interviewed
+    outstanding: int  # roster families neither interviewed nor confirmed absent
+
+    @property
+    def complete(self) -> bool:
+        return self.outstanding == 0
+
+
+def progress(roster: list[RosterEntry], decided: Iterable[Decided]) -> Progress:
+    """Every roster family is accounted for when it was interviewed (verified or flagged, by
+    whichever interview matched it) or the RT head confirmed it absent and nobody interviewed it."""
+    decided = list(decided)
+    interviewed_keys = {d.matched for d in decided if d.matched is not None}
+    verified = sum(1 for d in decided if d.verified)
+    absent = outstanding = 0
+    for e in roster:
+        if e.key in interviewed_keys:
+            continue
+        if e.status in ABSENT:
+            absent += 1
+        else:
+            outstanding += 1
+    return Progress(expected=len(roster), interviewed=len(decided), verified=verified,
+                    flagged=len(decided) - verified, absent=absent, outstanding=outstanding)
+
+
+# ---------------------------------------------------------------- progress queries
+
+LEVELS = {"province": 2, "regency": 4, "district": 7, "village": 10, "sls": 14}
+
+
+def group_length(prefix: str, by: str | None) -> int:
+    """Length of the SLS id prefix to group by: the level asked for, or the prefix itself."""
+    if by is None:
+        return len(prefix)
+    n = LEVELS[by]
+    if n < len(prefix):
+        raise ValueError(f"cannot group prefix {prefix!r} by {by}: a {by} code has only {n} digits")
+    return n

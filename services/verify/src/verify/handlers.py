@@ -1,5 +1,10 @@
 """Verify's handlers: rosters, interviews and supervisor resolutions in; verified or
-flagged interviews out (one DB transaction per batch, see regsosek.messaging)."""
+flagged interviews and completed SLS out (one DB transaction per batch, see regsosek.messaging).
+
+Everything that changes one SLS (a roster, an interview, a resolution, a hold timing
+out) first takes that SLS's lock, so instances sharing the partitions never interleave
+on one SLS; NIK claims are nation-wide through their primary key.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,10 @@ from datetime import UTC, datetime
 
 from regsosek.contracts import (
     FamilyInterview,
-    FlagReason,
     InterviewFlagged,
     InterviewVerified,
+    SlsCompleted,
     SlsRoster,
-    SupervisorDecision,
-    VerificationOutcome,
     VerificationResolved,
 )
 from regsosek.messaging import Incoming, PermanentError, UnitOfWork
@@ -38,60 +41,119 @@ def publish(uow: UnitOfWork, iv: FamilyInterview, d: domain.Decision) -> None:
                                             detail=d.detail, flagged_at=now), subject=iv.family_id)
 
 
-async def record(uow: UnitOfWork, iv: FamilyInterview, d: domain.Decision) -> None:
-    state = "verified" if d.verified else "flagged"
-    await store.set_state(uow.conn, iv.family_id, state, (d.outcome or d.reason).value, d.detail)
+async def record(uow: UnitOfWork, iv: FamilyInterview, d: domain.Decision, *, cause: str,
+                 roster: domain.Roster | None) -> None:
+    """Stores the family's new outcome (with its history line) and publishes it."""
+    matched = domain.matched_key(iv, roster.entries) if roster else None
+    await store.set_state(uow.conn, iv, d, cause=cause, matched=matched,
+                          roster_revision=roster.revision if roster else None)
     publish(uow, iv, d)
 
 
-async def decide_if_roster(uow: UnitOfWork, iv: FamilyInterview) -> None:
-    roster = await store.roster(uow.conn, iv.location.sls_id)
-    if roster is None:
-        return  # held until the roster arrives (or the hold times out)
+async def judge(uow: UnitOfWork, iv: FamilyInterview, roster: domain.Roster) -> domain.Decision:
+    """The interview against its roster, after claiming its members' NIKs nation-wide."""
     clashes = await store.claim_niks(uow.conn, iv.family_id, store.nik_hashes(settings.nik_hash_key, iv))
-    d = domain.duplicate_nik(clashes) if clashes else domain.decide(iv, roster)
-    await record(uow, iv, d)
+    return domain.duplicate_nik(clashes) if clashes else domain.decide(iv, roster.entries)
+
+
+async def update_progress(uow: UnitOfWork, roster: domain.Roster) -> None:
+    """Recounts the SLS; the first time it is complete under this roster revision, says so."""
+    rows = await store.decided_in(uow.conn, roster.sls_id)
+    p = domain.progress(roster.entries, [
+        domain.Decided(r["state"] == "verified",
+                       None if r["roster_building_no"] is None else (r["roster_building_no"], r["roster_family_no"]))
+        for r in rows
+    ])
+    await store.save_progress(uow.conn, roster.sls_id, roster.revision, p)
+    if p.complete and await store.record_completion(uow.conn, roster.sls_id, roster.revision, p):
+        uow.outbox.publish(Topic.SLS_COMPLETED, roster.sls_id, SlsCompleted(
+            sls_id=roster.sls_id, roster_revision=roster.revision, roster_submission_id=roster.submission_id,
+            expected=p.expected, interviewed=p.interviewed, verified=p.verified, flagged=p.flagged,
+            absent=p.absent, completed_at=datetime.now(UTC)), subject=roster.sls_id)
 
 
 async def on_interview(uow: UnitOfWork, msg: Incoming) -> None:
     iv: FamilyInterview = msg.data
+    await store.lock_sls(uow.conn, iv.location.sls_id)
     cur = await store.current(uow.conn, iv.family_id)
     if cur is not None:
         if cur["version"] > iv.version:
-            return  # a newer version was already verified; this one is superseded
-        if cur["version"] == iv.version and str(cur["submission_id"]) != str(iv.submission_id):
-            publish(uow, iv, domain.duplicate_interview())
+            return  # a newer version is already here; this one is superseded
+        if cur["version"] == iv.version:
+            if str(cur["submission_id"]) == str(iv.submission_id):
+                return  # the same submission again: already held or decided
+            d = domain.duplicate_interview()
+            await store.add_history(uow.conn, iv, d, cause="duplicate_interview", roster_revision=None)
+            publish(uow, iv, d)
             return
     await store.save_held(uow.conn, iv, current_trace_headers().get("traceparent"))
-    await decide_if_roster(uow, iv)
+    roster = await store.roster(uow.conn, iv.location.sls_id)
+    if roster is None:
+        return  # held until the roster arrives (or the hold times out)
+    await record(uow, iv, await judge(uow, iv, roster), cause="interview", roster=roster)
+    await update_progress(uow, roster)
 
 
 async def on_roster(uow: UnitOfWork, msg: Incoming) -> None:
+    """Stores the roster revision, decides the interviews held for it, and re-verifies the
+    families already decided in the SLS: a new outcome is published only where it changed.
+    A supervisor's decision stands (until a new interview version)."""
     r: SlsRoster = msg.data
+    await store.lock_sls(uow.conn, r.sls_id)
     await store.save_roster(uow.conn, r)
-    for row in await store.held_in(uow.conn, r.sls_id):
-        with in_trace_of(row["traceparent"]):
-            await decide_if_roster(uow, FamilyInterview.model_validate(row["body"]))
+    roster = await store.roster(uow.conn, r.sls_id)
+    for row in await store.interviews_in(uow.conn, r.sls_id):
+        iv = FamilyInterview.model_validate(row["body"])
+        if row["state"] == "held":
+            with in_trace_of(row["traceparent"]):
+                await record(uow, iv, await judge(uow, iv, roster), cause="roster", roster=roster)
+            continue
+        matched = domain.matched_key(iv, roster.entries)
+        if not domain.decided_by_supervisor(row["state"], row["outcome"]):
+            d = await judge(uow, iv, roster)
+            if domain.changed(row["state"], row["outcome"], row["detail"], d):
+                await record(uow, iv, d, cause="roster_revision", roster=roster)
+                continue
+        await store.set_match(uow.conn, iv.family_id, matched, roster.revision)
+    await update_progress(uow, roster)
 
 
 async def on_resolution(uow: UnitOfWork, msg: Incoming) -> None:
     r: VerificationResolved = msg.data
+    await store.lock_sls(uow.conn, r.family_id[:14])  # the family id begins with its SLS id
     cur = await store.current(uow.conn, r.family_id)
     if cur is None:
         raise PermanentError(f"no interview for family {r.family_id} to resolve")
-    if cur["state"] != "flagged":
-        raise PermanentError(f"family {r.family_id} is {cur['state']}, not flagged; nothing to resolve")
-    await store.save_resolution(uow.conn, r)
+    try:
+        d = domain.resolve(cur["state"], r)
+    except domain.NotResolvable as e:
+        raise PermanentError(str(e)) from None
     iv = FamilyInterview.model_validate(cur["body"])
-    if r.decision is SupervisorDecision.VERIFY:
-        d = domain.Decision(True, outcome=VerificationOutcome.VERIFIED_BY_SUPERVISOR,
-                            detail=f"verified by supervisor {r.supervisor_id}")
-        await record(uow, iv, d)
-    else:
-        d = domain.Decision(False, reason=FlagReason.REJECTED_BY_SUPERVISOR,
-                            detail=f"rejected by supervisor {r.supervisor_id}: {r.reason}"[:500])
-        await store.set_state(uow.conn, iv.family_id, "rejected", d.reason.value, d.detail)
-        publish(uow, iv, d)
+    await store.save_resolution(uow.conn, r, iv.version)
+    if d is None:
+        return  # already so; the resolution is kept
+    roster = await store.roster(uow.conn, iv.location.sls_id)
+    await record(uow, iv, d, cause="resolution", roster=roster)
+    if roster is not None:
+        await update_progress(uow, roster)
+
+
+async def flag_if_still_held(uow: UnitOfWork, family_id: str, sls_id: str, timeout_s: float) -> bool:
+    """The hold sweep for one family: flagged "no roster" if still held past the timeout.
+    Should its roster be there after all, it is decided against it instead."""
+    await store.lock_sls(uow.conn, sls_id)
+    row = await store.expired_hold(uow.conn, family_id, timeout_s)
+    if row is None:
+        return False
+    iv = FamilyInterview.model_validate(row["body"])
+    roster = await store.roster(uow.conn, sls_id)
+    with in_trace_of(row["traceparent"]):
+        if roster is None:
+            await record(uow, iv, domain.no_roster(timeout_s / 3600), cause="hold_timeout", roster=None)
+        else:
+            await record(uow, iv, await judge(uow, iv, roster), cause="roster", roster=roster)
+            await update_progress(uow, roster)
+    return True
 
 
 HANDLERS = {FamilyInterview: on_interview, SlsRoster: on_roster, VerificationResolved: on_resolution}

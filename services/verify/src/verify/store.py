@@ -1,4 +1,5 @@
-"""Verify's database: rosters (with history), interviews and their state, NIK claims."""
+"""Verify's database: rosters (with history), interviews and their state, NIK claims,
+the history of published outcomes, and per-SLS progress."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import asyncpg
 
 from regsosek.contracts import FamilyInterview, RosterStatus, SlsRoster
 
-from verify.domain import RosterEntry
+from verify.domain import Decision, Key, Progress, Roster, RosterEntry
+
+SLS_LOCK = 7316003  # advisory lock namespace: one SLS's rosters, interviews and resolutions apply one at a time
+
+
+async def lock_sls(conn: asyncpg.Connection, sls_id: str) -> None:
+    """Serialises work on one SLS until the transaction ends. Without it, two instances could
+    take a roster and an interview of the same SLS at once (they are on different topics, so
+    possibly different consumers): the interview sees no roster, the roster sees no held
+    interview, and the interview would wait for the hold timeout."""
+    await conn.execute("select pg_advisory_xact_lock($1, hashtext($2))", SLS_LOCK, sls_id)
 
 
 async def save_roster(conn: asyncpg.Connection, r: SlsRoster) -> int:
@@ -33,14 +44,17 @@ async def save_roster(conn: asyncpg.Connection, r: SlsRoster) -> int:
     return revision
 
 
-async def roster(conn: asyncpg.Connection, sls_id: str) -> list[RosterEntry] | None:
-    if not await conn.fetchval("select 1 from rosters where sls_id = $1", sls_id):
+async def roster(conn: asyncpg.Connection, sls_id: str) -> Roster | None:
+    head = await conn.fetchrow("select revision, submission_id from rosters where sls_id = $1", sls_id)
+    if head is None:
         return None
     rows = await conn.fetch(
-        "select building_no, family_no, kk_number, member_count, status from roster_families where sls_id = $1", sls_id
+        "select building_no, family_no, kk_number, member_count, status from roster_families where sls_id = $1 "
+        "order by building_no, family_no", sls_id
     )
-    return [RosterEntry(r["building_no"], r["family_no"], r["kk_number"], r["member_count"], RosterStatus(r["status"]))
-            for r in rows]
+    entries = [RosterEntry(r["building_no"], r["family_no"], r["kk_number"], r["member_count"], RosterStatus(r["status"]))
+               for r in rows]
+    return Roster(sls_id, head["revision"], head["submission_id"], entries)
 
 
 async def current(conn: asyncpg.Connection, family_id: str) -> asyncpg.Record | None:
@@ -55,30 +69,64 @@ async def save_held(conn: asyncpg.Connection, iv: FamilyInterview, traceparent: 
            values ($1, $2, $3, $4, $5, 'held', now(), $6)
            on conflict (family_id) do update set submission_id = excluded.submission_id, version = excluded.version,
              body = excluded.body, state = 'held', outcome = null, detail = null, held_since = now(),
-             decided_at = null, updated_at = now(), traceparent = excluded.traceparent""",
+             decided_at = null, updated_at = now(), traceparent = excluded.traceparent,
+             roster_building_no = null, roster_family_no = null, roster_revision = null""",
         iv.family_id, iv.location.sls_id, iv.submission_id, iv.version, iv.model_dump(mode="json"), traceparent,
     )
 
 
-async def set_state(conn: asyncpg.Connection, family_id: str, state: str, outcome: str, detail: str) -> None:
+async def set_state(conn: asyncpg.Connection, iv: FamilyInterview, d: Decision, *, cause: str,
+                    matched: Key | None, roster_revision: int | None) -> None:
+    """The family's new outcome, and a line in its history."""
+    building, family = matched or (None, None)
     await conn.execute(
         "update interviews set state = $2, outcome = $3, detail = $4, held_since = null, decided_at = now(), "
-        "updated_at = now() where family_id = $1", family_id, state, outcome, detail,
+        "updated_at = now(), roster_building_no = $5, roster_family_no = $6, roster_revision = $7 "
+        "where family_id = $1", iv.family_id, d.state, d.code, d.detail, building, family, roster_revision,
+    )
+    await add_history(conn, iv, d, cause=cause, roster_revision=roster_revision)
+
+
+async def add_history(conn: asyncpg.Connection, iv: FamilyInterview, d: Decision, *, cause: str,
+                      roster_revision: int | None) -> None:
+    await conn.execute(
+        "insert into verification_history (family_id, sls_id, submission_id, version, state, outcome, detail, cause, "
+        "roster_revision) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        iv.family_id, iv.location.sls_id, iv.submission_id, iv.version, d.state, d.code, d.detail, cause,
+        roster_revision,
     )
 
 
-async def held_in(conn: asyncpg.Connection, sls_id: str) -> list[asyncpg.Record]:
+async def set_match(conn: asyncpg.Connection, family_id: str, matched: Key | None, roster_revision: int) -> None:
+    """A later roster revision, same outcome: only which entry the family accounts for is refreshed."""
+    building, family = matched or (None, None)
+    await conn.execute(
+        "update interviews set roster_building_no = $2, roster_family_no = $3, roster_revision = $4 "
+        "where family_id = $1", family_id, building, family, roster_revision,
+    )
+
+
+async def interviews_in(conn: asyncpg.Connection, sls_id: str) -> list[asyncpg.Record]:
+    """Every interview of the SLS, held ones first in arrival order, then the decided ones."""
     return await conn.fetch(
-        "select family_id, body, traceparent from interviews where sls_id = $1 and state = 'held' "
-        "order by held_since for update",
+        "select family_id, state, outcome, detail, body, traceparent from interviews where sls_id = $1 "
+        "order by state <> 'held', held_since, decided_at, family_id for update",
         sls_id,
     )
 
 
-async def held_longer_than(conn: asyncpg.Connection, seconds: float, limit: int = 500) -> list[asyncpg.Record]:
+async def expired_holds(conn: asyncpg.Connection, seconds: float, limit: int = 500) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "select family_id, body, traceparent from interviews where state = 'held' and held_since < now() - make_interval(secs => $1) "
-        "order by held_since limit $2 for update skip locked", seconds, limit,
+        "select family_id, sls_id from interviews where state = 'held' and held_since < now() - make_interval(secs => $1) "
+        "order by held_since limit $2", seconds, limit,
+    )
+
+
+async def expired_hold(conn: asyncpg.Connection, family_id: str, seconds: float) -> asyncpg.Record | None:
+    """The family's interview, locked, if it is still held and has been for longer than `seconds`."""
+    return await conn.fetchrow(
+        "select body, traceparent from interviews where family_id = $1 and state = 'held' "
+        "and held_since < now() - make_interval(secs => $2) for update", family_id, seconds,
     )
 
 
@@ -108,9 +156,63 @@ async def claim_niks(conn: asyncpg.Connection, family_id: str, hashes: dict[byte
     return sorted(hashes[r["nik_hash"]] for r in rows)
 
 
-async def save_resolution(conn: asyncpg.Connection, r) -> None:
+async def save_resolution(conn: asyncpg.Connection, r, version: int) -> None:
     await conn.execute(
-        "insert into resolutions (submission_id, family_id, decision, supervisor_id, reason, decided_at) "
-        "values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
-        r.submission_id, r.family_id, r.decision.value, r.supervisor_id, r.reason, r.decided_at,
+        "insert into resolutions (submission_id, family_id, decision, supervisor_id, reason, decided_at, version) "
+        "values ($1, $2, $3, $4, $5, $6, $7) on conflict do nothing",
+        r.submission_id, r.family_id, r.decision.value, r.supervisor_id, r.reason, r.decided_at, version,
+    )
+
+
+# ---------------------------------------------------------------- progress
+
+
+async def decided_in(conn: asyncpg.Connection, sls_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "select state, roster_building_no, roster_family_no from interviews where sls_id = $1 and state <> 'held'",
+        sls_id,
+    )
+
+
+async def save_progress(conn: asyncpg.Connection, sls_id: str, revision: int, p: Progress) -> None:
+    await conn.execute(
+        """insert into sls_progress (sls_id, roster_revision, expected, interviewed, verified, flagged, absent,
+                                     outstanding, complete)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           on conflict (sls_id) do update set roster_revision = excluded.roster_revision, expected = excluded.expected,
+             interviewed = excluded.interviewed, verified = excluded.verified, flagged = excluded.flagged,
+             absent = excluded.absent, outstanding = excluded.outstanding, complete = excluded.complete,
+             updated_at = now()""",
+        sls_id, revision, p.expected, p.interviewed, p.verified, p.flagged, p.absent, p.outstanding, p.complete,
+    )
+
+
+async def record_completion(conn: asyncpg.Connection, sls_id: str, revision: int, p: Progress) -> bool:
+    """True the first time this SLS is complete under this roster revision."""
+    return bool(await conn.fetchval(
+        "insert into sls_completions (sls_id, roster_revision, expected, interviewed, verified, flagged, absent) "
+        "values ($1, $2, $3, $4, $5, $6, $7) on conflict do nothing returning true",
+        sls_id, revision, p.expected, p.interviewed, p.verified, p.flagged, p.absent,
+    ))
+
+
+async def progress_by_prefix(conn: asyncpg.Connection, prefix: str, length: int) -> list[asyncpg.Record]:
+    """Per group (the first `length` digits of the SLS id): rostered and complete SLS, summed counts and held
+    interviews (of SLS whose roster has not come)."""
+    return await conn.fetch(
+        """with p as (
+             select left(sls_id, $2) as grp, count(*) as sls, count(*) filter (where complete) as sls_complete,
+                    sum(expected) as expected, sum(interviewed) as interviewed, sum(verified) as verified,
+                    sum(flagged) as flagged, sum(absent) as absent, sum(outstanding) as outstanding
+             from sls_progress where sls_id like $1 || '%' group by 1),
+           h as (
+             select left(sls_id, $2) as grp, count(*) as held
+             from interviews where state = 'held' and sls_id like $1 || '%' group by 1)
+           select coalesce(p.grp, h.grp) as grp, coalesce(p.sls, 0) as sls, coalesce(p.sls_complete, 0) as sls_complete,
+                  coalesce(p.expected, 0) as expected, coalesce(p.interviewed, 0) as interviewed,
+                  coalesce(p.verified, 0) as verified, coalesce(p.flagged, 0) as flagged,
+                  coalesce(p.absent, 0) as absent, coalesce(p.outstanding, 0) as outstanding,
+                  coalesce(h.held, 0) as held
+           from p full join h on p.grp = h.grp order by 1""",
+        prefix, length,
     )
