@@ -49,7 +49,9 @@ def outcome_of(status: int | None, ack: bool) -> Outcome:
 def retry_delay(attempt: int, base: float, cap: float, retry_after: str | None = None, rng: random.Random | None = None) -> float:
     """Exponential backoff with full jitter; a Retry-After header wins when longer."""
     rng = rng or random
-    delay = rng.uniform(0, min(cap, base * (2 ** max(attempt - 1, 0))))
+    # The exponent is bounded: attempts keep counting through long outages and resumes,
+    # and 2.0 ** 1024 would overflow a float.
+    delay = rng.uniform(0, min(cap, base * (2.0 ** min(max(attempt - 1, 0), 64))))
     hinted = _retry_after_seconds(retry_after)
     return min(cap, max(delay, hinted)) if hinted is not None else delay
 
@@ -76,8 +78,29 @@ def callback_problem(url: str, resolved: list[str], *, production: bool) -> str 
         return None
     if parts.scheme != "https":
         return "callback must use HTTPS"
+    if not resolved:
+        return "callback host does not resolve"
     for addr in resolved:
-        ip = ipaddress.ip_address(addr)
-        if not ip.is_global or ip.is_multicast:
+        if not is_public_address(addr):
             return f"callback resolves to a non-public address ({addr})"
     return None
+
+
+def is_public_address(addr: str) -> bool:
+    """A globally routable unicast address, also when an IPv4 address hides inside an
+    IPv6 one (mapped, NAT64 64:ff9b::/96, 6to4, Teredo)."""
+    try:
+        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    except ValueError:
+        return False
+    if not ip.is_global or ip.is_multicast:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+        if ip in _NAT64:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        return all(e is None or is_public_address(str(e)) for e in embedded)
+    return True
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
