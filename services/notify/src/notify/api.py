@@ -16,7 +16,7 @@ from regsosek.service import runtime_of
 from regsosek.topics import Topic
 
 from notify import store
-from notify.domain import callback_problem
+from notify.delivery import callback_problem_now
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 PROGRAMME = bearer(lambda r: runtime_of(r).settings.auth_secret, Role.PROGRAMME)
@@ -60,7 +60,8 @@ async def _owned(request: Request, sub_id: UUID, p: Principal):
 @router.post("", status_code=201, summary="Subscribe a callback to eligibility events")
 async def subscribe(request: Request, body: SubscriptionIn, principal: Principal = PROGRAMME):
     rt = runtime_of(request)
-    problem = callback_problem(body.callback_url, [], production=rt.settings.env == "production")
+    # In production the name must resolve, to public addresses only; checked again at every delivery.
+    problem = await callback_problem_now(body.callback_url, rt.settings.env == "production", rt.settings.resolve_timeout_s)
     if problem:
         raise HTTPException(422, {"errors": [{"path": "/callback_url", "reason": problem}]})
     f = body.filters
@@ -82,20 +83,45 @@ async def list_subscriptions(request: Request, principal: Principal = PROGRAMME)
     return {"subscriptions": [_out(r) for r in rows]}
 
 
+def _iso(v: datetime | None) -> str | None:
+    return v.isoformat() if v is not None else None
+
+
 @router.get("/{sub_id}", summary="One subscription with its queue and delivery figures")
 async def get_subscription(request: Request, sub_id: UUID, principal: Principal = PROGRAMME):
     row = await _owned(request, sub_id, principal)
     async with runtime_of(request).pool.acquire() as conn:
-        counts = {r["status"]: r["n"] for r in await conn.fetch(
-            "select status, count(*) n from deliveries where subscription_id = $1 group by status", sub_id)}
-    return {**_out(row), "deliveries": counts}
+        (lag,) = await store.lag(conn, sub_id) or [None]
+        last = await conn.fetchrow("select status_code, latency_ms, error, outcome, at from delivery_attempts "
+                                   "where subscription_id = $1 order by id desc limit 1", sub_id)
+        recent = await conn.fetchrow(
+            "select count(*) n, percentile_cont(0.5) within group (order by latency_ms) p50, "
+            "percentile_cont(0.95) within group (order by latency_ms) p95 from (select latency_ms "
+            "from delivery_attempts where subscription_id = $1 order by id desc limit 100) a", sub_id)
+    pending, dead = (lag["pending"], lag["dead"]) if lag else (0, 0)
+    oldest = lag["oldest_pending_at"] if lag else None
+    return {**_out(row), "deliveries": {"pending": pending, "dead": dead, "delivered": row["delivered_total"]},
+            "figures": {
+                "pending": pending,
+                "oldest_pending_at": _iso(oldest),
+                "lag_seconds": round(max(0.0, lag["now_s"] - oldest.timestamp()), 3) if oldest else 0.0,
+                "dead": dead,
+                "delivered_total": row["delivered_total"],
+                "attempts_total": row["attempts_total"],
+                "failed_attempts_total": row["failed_attempts_total"],
+                "consecutive_failures": row["consecutive_failures"],
+                "next_attempt_at": _iso(row["next_attempt_at"]) if pending else None,
+                "last_attempt": {**dict(last), "at": last["at"].isoformat()} if last else None,
+                "latency_ms_last_100": {"attempts": recent["n"], "p50": recent["p50"], "p95": recent["p95"]},
+            }}
 
 
 async def _set_status(request: Request, sub_id: UUID, principal: Principal, status: str):
     await _owned(request, sub_id, principal)
     async with runtime_of(request).pool.acquire() as conn:
         row = await conn.fetchrow(
-            f"update subscriptions set status = $2, consecutive_failures = 0, updated_at = now() where id = $1 "
+            f"update subscriptions set status = $2, consecutive_failures = 0, updated_at = now(), "
+            f"next_attempt_at = case when $2 = 'active' then now() else next_attempt_at end where id = $1 "
             f"returning {store.SUB_COLUMNS}", sub_id, status)
     return _out(row)
 
@@ -107,10 +133,6 @@ async def pause(request: Request, sub_id: UUID, principal: Principal = PROGRAMME
 
 @router.post("/{sub_id}/resume", summary="Resume a paused or suspended subscription; its queue is delivered in order")
 async def resume(request: Request, sub_id: UUID, principal: Principal = PROGRAMME):
-    await _owned(request, sub_id, principal)
-    async with runtime_of(request).pool.acquire() as conn:
-        await conn.execute("update deliveries set next_attempt_at = now() where subscription_id = $1 "
-                           "and status = 'pending'", sub_id)
     return await _set_status(request, sub_id, principal, "active")
 
 
@@ -141,13 +163,20 @@ async def redeliver(request: Request, sub_id: UUID, body: RedeliverIn, principal
     await _owned(request, sub_id, principal)
     if not body.dead_letters and body.since is None:
         raise HTTPException(422, {"errors": [{"path": "/", "reason": "set dead_letters or since"}]})
-    async with runtime_of(request).pool.acquire() as conn:
+    async with runtime_of(request).pool.acquire() as conn, conn.transaction():
+        # Replay covers what arrived, or was delivered, at or after `since`: all a subscriber
+        # may have lost from that moment on. Re-sent rows keep their place (id order), so
+        # each family's events go out again in their original order.
         n = await conn.fetchval(
-            "with u as (update deliveries set status = 'pending', attempts = 0, next_attempt_at = now() "
+            "with u as (update deliveries set status = 'pending', attempts = 0 "
             "where subscription_id = $1 and ((status = 'dead' and $2) or ($3::timestamptz is not null and "
-            "created_at >= $3 and status <> 'pending')) returning 1) select count(*) from u",
+            "status <> 'pending' and (created_at >= $3 or delivered_at >= $3))) returning 1) select count(*) from u",
             sub_id, body.dead_letters, body.since)
-    return {"requeued": n}
+        if n:
+            await conn.execute("update subscriptions set next_attempt_at = now() where id = $1", sub_id)
+    status = (await _owned(request, sub_id, principal))["status"]
+    return {"requeued": n, "status": status,
+            **({"note": f"the subscription is {status}: resume it to deliver"} if status != "active" else {})}
 
 
 @router.get("/{sub_id}/log", summary="Delivery attempts: status codes, latency, errors")
@@ -155,8 +184,9 @@ async def delivery_log(request: Request, sub_id: UUID, limit: Annotated[int, Fie
                        principal: Principal = PROGRAMME):
     await _owned(request, sub_id, principal)
     async with runtime_of(request).pool.acquire() as conn:
-        rows = await conn.fetch("select message_id, events, status_code, latency_ms, error, at from delivery_attempts "
-                                "where subscription_id = $1 order by id desc limit $2", sub_id, limit)
+        rows = await conn.fetch("select message_id, events, status_code, latency_ms, error, outcome, at "
+                                "from delivery_attempts where subscription_id = $1 order by id desc limit $2",
+                                sub_id, limit)
         pending = await conn.fetchval("select count(*) from deliveries where subscription_id = $1 and "
                                       "status = 'pending'", sub_id)
     return {"pending": pending, "attempts": [{**dict(r), "at": r["at"].isoformat()} for r in rows]}

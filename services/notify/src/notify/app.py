@@ -9,7 +9,7 @@ from regsosek.service import ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 
 from notify.api import router
-from notify.delivery import deliver_forever
+from notify.delivery import deliver_forever, publish_lag_forever
 from notify.handlers import HANDLERS
 from notify.settings import NotifySettings
 
@@ -22,7 +22,7 @@ def definition(settings: NotifySettings | None = None) -> ServiceDefinition:
         raise SystemExit("REGSOSEK_AUTH_SECRET must be set in production")
     return ServiceDefinition(
         name="notify", settings=settings, migrations=MIGRATIONS, handlers=HANDLERS,
-        topics=[Topic.ELIGIBILITY_DECIDED], routers=[router], background=[deliver_forever],
+        topics=[Topic.ELIGIBILITY_DECIDED], routers=[router], background=[deliver_forever, publish_lag_forever],
         title="Regsosek notify", description="Programme systems subscribe to eligibility events and receive them, signed.",
     )
 

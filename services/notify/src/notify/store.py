@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from uuid import UUID
 
 import asyncpg
@@ -9,7 +10,8 @@ import asyncpg
 from notify.domain import Filters
 
 SUB_COLUMNS = ("id, owner, callback_url, secret, programmes, area_prefixes, welfare_groups, event_types, status, "
-               "consecutive_failures, created_at, updated_at")
+               "consecutive_failures, created_at, updated_at, next_attempt_at, delivered_total, attempts_total, "
+               "failed_attempts_total, last_attempt_at")
 
 
 def filters_of(row: asyncpg.Record) -> Filters:
@@ -19,7 +21,8 @@ def filters_of(row: asyncpg.Record) -> Filters:
 
 async def live_subscriptions(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     # paused and suspended subscriptions keep receiving into their queue; nothing is dropped
-    return await conn.fetch(f"select {SUB_COLUMNS} from subscriptions where status <> 'deleted'")
+    return await conn.fetch("select id, programmes, area_prefixes, welfare_groups, event_types from subscriptions "
+                            "where status <> 'deleted'")
 
 
 async def enqueue(conn: asyncpg.Connection, rows: list[tuple]) -> None:
@@ -29,15 +32,51 @@ async def enqueue(conn: asyncpg.Connection, rows: list[tuple]) -> None:
     )
 
 
-async def due_subscriptions(conn: asyncpg.Connection) -> list[UUID]:
+async def due_subscriptions(conn: asyncpg.Connection, limit: int) -> list[UUID]:
+    """Active subscriptions with something queued whose retry wait is over and that no
+    instance is delivering right now."""
     rows = await conn.fetch(
         """select s.id from subscriptions s
-           where s.status = 'active' and exists (
-             select 1 from deliveries d where d.subscription_id = s.id and d.status = 'pending'
-               and d.next_attempt_at <= now())"""
-    )
+           where s.status = 'active' and s.next_attempt_at <= now()
+             and (s.lease_until is null or s.lease_until < now())
+             and exists (select 1 from deliveries d where d.subscription_id = s.id and d.status = 'pending')
+           order by s.next_attempt_at limit $1""", limit)
     return [r["id"] for r in rows]
+
+
+async def claim(conn: asyncpg.Connection, sub_id: UUID, worker: UUID, lease: timedelta) -> asyncpg.Record | None:
+    """Take the subscription's delivery lease; None when it is not active, not due, or
+    another instance holds it."""
+    return await conn.fetchrow(
+        f"""update subscriptions set lease_owner = $2, lease_until = now() + $3::interval
+            where id = $1 and status = 'active' and next_attempt_at <= now()
+              and (lease_until is null or lease_until < now() or lease_owner = $2)
+            returning {SUB_COLUMNS}""", sub_id, worker, lease)
+
+
+async def release(conn: asyncpg.Connection, sub_id: UUID, worker: UUID) -> None:
+    await conn.execute("update subscriptions set lease_owner = null, lease_until = null "
+                       "where id = $1 and lease_owner = $2", sub_id, worker)
 
 
 async def get(conn: asyncpg.Connection, sub_id: UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(f"select {SUB_COLUMNS} from subscriptions where id = $1 and status <> 'deleted'", sub_id)
+
+
+LAG_SQL = """
+select s.id, s.status,
+       (select count(*) from deliveries d where d.subscription_id = s.id and d.status = 'pending') as pending,
+       (select min(d.created_at) from deliveries d where d.subscription_id = s.id and d.status = 'pending')
+           as oldest_pending_at,
+       (select count(*) from deliveries d where d.subscription_id = s.id and d.status = 'dead') as dead,
+       extract(epoch from now())::float8 as now_s
+from subscriptions s where s.status <> 'deleted' {where}
+"""
+
+
+async def lag(conn: asyncpg.Connection, sub_id: UUID | None = None) -> list[asyncpg.Record]:
+    """Per live subscription: queued (pending) and dead deliveries, and when the oldest
+    queued one arrived. Counts come from the partial indexes on pending and dead rows."""
+    if sub_id is None:
+        return await conn.fetch(LAG_SQL.format(where=""))
+    return await conn.fetch(LAG_SQL.format(where="and s.id = $1"), sub_id)
