@@ -7,7 +7,7 @@ from notify, modelled on the DCI social-registry notify API:
     GET  /stats       counts: received, unique, duplicates, out of order, per programme
     GET  /events      events received (?family_id=... for one family)
     GET  /families    the latest decision seen per family
-    POST /control     fault injection for tests: fail_rate, status_429_rate, delay_ms, ...
+    POST /control     fault injection for tests: fail_rate, status_429_rate, delay_ms, slow_rate, status_4xx_rate, ...
     GET  /healthz
 
 It verifies `X-Regsosek-Signature` (HMAC-SHA256 over "<t>." + body; 401 when wrong or
@@ -21,7 +21,8 @@ Environment: REGSOSEK_HTTP_PORT (8009), REGSOSEK_HTTP_HOST (127.0.0.1),
 REGSOSEK_RECEIVER_SECRET, REGSOSEK_RECEIVER_DB, REGSOSEK_RECEIVER_TOLERANCE_S (300),
 REGSOSEK_RECEIVER_FAIL_RATE, REGSOSEK_RECEIVER_FAIL_AFTER_RATE,
 REGSOSEK_RECEIVER_429_RATE, REGSOSEK_RECEIVER_RETRY_AFTER_S, REGSOSEK_RECEIVER_DELAY_MS,
-REGSOSEK_RECEIVER_SEED.
+REGSOSEK_RECEIVER_SLOW_RATE, REGSOSEK_RECEIVER_SLOW_MS, REGSOSEK_RECEIVER_4XX_RATE,
+REGSOSEK_RECEIVER_4XX_STATUS, REGSOSEK_RECEIVER_SEED.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ class Faults:
     status_429_rate: float = 0.0  # answer 429 with Retry-After
     retry_after_s: int = 1
     delay_ms: int = 0  # wait before answering
+    slow_rate: float = 0.0  # now and then much slower: wait slow_ms more, then process (past the sender's timeout, say)
+    slow_ms: int = 0
+    status_4xx_rate: float = 0.0  # refuse the message with status_4xx (the sender must not retry it)
+    status_4xx: int = 400
+
+    _INTS = ("retry_after_s", "delay_ms", "slow_ms", "status_4xx")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Faults:
@@ -68,14 +75,17 @@ class Faults:
         g = lambda k, d: env.get(f"REGSOSEK_RECEIVER_{k}", d)  # noqa: E731
         return cls(fail_rate=float(g("FAIL_RATE", 0)), fail_after_rate=float(g("FAIL_AFTER_RATE", 0)),
                    status_429_rate=float(g("429_RATE", 0)), retry_after_s=int(g("RETRY_AFTER_S", 1)),
-                   delay_ms=int(g("DELAY_MS", 0)))
+                   delay_ms=int(g("DELAY_MS", 0)), slow_rate=float(g("SLOW_RATE", 0)), slow_ms=int(g("SLOW_MS", 0)),
+                   status_4xx_rate=float(g("4XX_RATE", 0)), status_4xx=int(g("4XX_STATUS", 400)))
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}
         for k, v in changes.items():
             if k not in known:
                 raise ValueError(f"unknown fault option {k!r}; known: {', '.join(known)}")
-            setattr(self, k, int(v) if k in ("retry_after_s", "delay_ms") else float(v))
+            if k == "status_4xx" and not (400 <= int(v) <= 499 and int(v) not in (408, 429)):
+                raise ValueError("status_4xx must be a 4xx status the sender does not retry (not 408 or 429)")
+            setattr(self, k, int(v) if k in self._INTS else float(v))
 
 
 def _ts(value: Any) -> datetime | None:
@@ -219,15 +229,21 @@ def create_app(secret: str | None = None, *, db_path: str | None = None, faults:
 
     @app.post("/notify", summary="Signed eligibility notifications (DCI-style notify)")
     async def notify(request: Request):
+        raw = await request.body()  # taken in full first: a slow answer still processes the message
         if faults.delay_ms:
             await asyncio.sleep(faults.delay_ms / 1000)
-        raw = await request.body()
+        if faults.slow_rate and rng.random() < faults.slow_rate:
+            state.counters["fault_slow"] += 1
+            await asyncio.sleep(faults.slow_ms / 1000)
         if faults.status_429_rate and rng.random() < faults.status_429_rate:
             state.counters["fault_429"] += 1
             return _nack(429, None, "injected: too many requests", {"Retry-After": str(faults.retry_after_s)})
         if faults.fail_rate and rng.random() < faults.fail_rate:
             state.counters["fault_500"] += 1
             return _nack(500, None, "injected: server error")
+        if faults.status_4xx_rate and rng.random() < faults.status_4xx_rate:
+            state.counters[f"fault_{faults.status_4xx}"] += 1
+            return _nack(faults.status_4xx, None, "injected: refused")
         problem = verify(secret, request.headers.get(SIGNATURE_HEADER, ""), raw, clock(), tolerance)
         if problem is not None:
             state.counters["rejected"] += 1
