@@ -63,3 +63,22 @@ if [[ "${REGSOSEK_SKIP_JAVA:-0}" != "1" ]]; then
     ensure_java maven
     log "Java $(java_major "$(find_java)") and $(mvn -v 2>/dev/null | head -n1 | sed 's/\x1b\[[0-9;]*m//g' | awk '{print $1, $2, $3}') present"
 fi
+
+# kcat (Debian package `kcat`): the documented client for consuming eligibility-decided
+# directly, and what the Kafka-native integration test runs. Installed only when
+# missing and we are root; otherwise say how.
+ensure_kcat() {
+    command -v kcat >/dev/null 2>&1 && return 0
+    if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
+        warn "kcat not found: install it (Debian: apt-get install kcat); the Kafka-native integration test needs it"
+        return 0
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q --no-install-recommends kcat >/dev/null 2>&1; then
+        apt-get update -q >/dev/null 2>&1 || true
+        apt-get install -y -q --no-install-recommends kcat >/dev/null 2>&1 \
+            || { warn "apt-get install -y kcat failed; the Kafka-native integration test will fail"; return 0; }
+    fi
+    log "kcat installed ($(kcat -V 2>/dev/null | head -n1))"
+}
+ensure_kcat
