@@ -55,3 +55,12 @@ topics-render: setup
 
 clean: stack-down
 	rm -rf .local
+
+# A synthetic survey drawn from known coefficients (the shipped illustrative model plus
+# noise), a PMT calibration on it, and the fit report (R², exclusion and inclusion errors).
+.PHONY: calibrate-demo
+calibrate-demo: setup
+	mkdir -p .local/calibration
+	$(PY) -m regsosek_tools.survey --seed $(SEED) --families 20000 --out .local/calibration/survey.csv
+	$(PY) -m classify.calibrate --survey .local/calibration/survey.csv --regency-effects --select aic \
+	  --out .local/calibration/pmt-calibrated.yaml
