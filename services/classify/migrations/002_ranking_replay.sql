@@ -6,7 +6,18 @@ alter table families
     add column lines_version   text not null default '',
     add column eligibility     jsonb not null default '{}'::jsonb,
     add column ranking_id      bigint;
-update families set rank_value = predicted where rank_value is null;
+-- Rows classified before this migration: their rank value is their prediction, their decile
+-- came from the model's reference cut-points, and their eligibility is read back from the
+-- eligible list over the programmes of the only rules shipped until then (rules-2022.1).
+-- lines_version stays '' (unknown), so `python -m classify.replay` classifies them again
+-- and publishes only those whose outcome changes.
+update families set rank_value = predicted,
+                    decile_basis = 'provisional: reference cut-points of ' || model_version,
+                    eligibility = jsonb_build_object(
+                        'pkh', 'pkh' = any(eligible), 'sembako', 'sembako' = any(eligible),
+                        'pbi_jkn', 'pbi_jkn' = any(eligible), 'blt_desa', 'blt_desa' = any(eligible),
+                        'pip', 'pip' = any(eligible))
+ where rank_value is null;
 alter table families alter column rank_value set not null;
 
 -- Every ranking of a scope's families (a re-rank, or an area re-rank after an FKP
