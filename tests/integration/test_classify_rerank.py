@@ -17,7 +17,6 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import yaml
@@ -114,7 +113,7 @@ async def test_rerank_fkp_area_and_replay_publish_only_changes(classify_world, p
     for fid, (rec,) in new_fc.items():
         c = FamilyClassified.model_validate_json(rec.value)
         assert c.decile == expected_deciles[fid]
-        assert c.decile_basis.startswith(f"ranked: national at ") and c.decile_basis.endswith(f"among {FAMILIES} families")
+        assert c.decile_basis.startswith("ranked: national at ") and c.decile_basis.endswith(f"among {FAMILIES} families")
         (erec,) = new_ed[fid]
         assert EligibilityDecided.model_validate_json(erec.value).decile == expected_deciles[fid]
     ranked = await _state(world)
