@@ -52,7 +52,7 @@ async def world(stack):
         await w.teardown()
 
 
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- feeding verify and reading what it published
 
 _villages: set[str] = set()
 
