@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from regsosek.auth import LOCAL_DEFAULT_SECRET
 
 
 class ServiceSettings(BaseSettings):
@@ -35,3 +37,16 @@ class ServiceSettings(BaseSettings):
     @property
     def consumer_group(self) -> str:
         return f"{self.topic_prefix}regsosek-{self.service_name}"
+
+
+class TokenSettings(ServiceSettings):
+    """A service that verifies bearer tokens (intake, notify)."""
+
+    # HS256 key for bearer tokens; the local default is refused in production.
+    auth_secret: str = LOCAL_DEFAULT_SECRET
+
+    @model_validator(mode="after")
+    def _secret_set_in_production(self) -> TokenSettings:
+        if self.env == "production" and self.auth_secret == LOCAL_DEFAULT_SECRET:
+            raise ValueError("REGSOSEK_AUTH_SECRET must be set in production")
+        return self

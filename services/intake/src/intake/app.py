@@ -8,7 +8,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from regsosek.auth import LOCAL_DEFAULT_SECRET
 from regsosek.service import ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 
@@ -21,8 +20,6 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 def definition(settings: IntakeSettings | None = None) -> ServiceDefinition:
     settings = settings or IntakeSettings()
-    if settings.env == "production" and settings.auth_secret == LOCAL_DEFAULT_SECRET:
-        raise SystemExit("REGSOSEK_AUTH_SECRET must be set in production")
     return ServiceDefinition(
         name="intake", settings=settings, migrations=MIGRATIONS, handlers=HANDLERS,
         topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FAMILY_CLASSIFIED, Topic.ELIGIBILITY_DECIDED],

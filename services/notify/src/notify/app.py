@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regsosek.auth import LOCAL_DEFAULT_SECRET
 from regsosek.service import ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 
@@ -18,8 +17,6 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 def definition(settings: NotifySettings | None = None) -> ServiceDefinition:
     settings = settings or NotifySettings()
-    if settings.env == "production" and settings.auth_secret == LOCAL_DEFAULT_SECRET:
-        raise SystemExit("REGSOSEK_AUTH_SECRET must be set in production")
     return ServiceDefinition(
         name="notify", settings=settings, migrations=MIGRATIONS, handlers=HANDLERS,
         topics=[Topic.ELIGIBILITY_DECIDED], routers=[router], background=[deliver_forever, publish_lag_forever],

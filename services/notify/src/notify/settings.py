@@ -1,13 +1,11 @@
 """Notify's configuration (environment, prefix REGSOSEK_)."""
 
-from regsosek.auth import LOCAL_DEFAULT_SECRET
-from regsosek.settings import ServiceSettings
+from regsosek.settings import TokenSettings
 
 
-class NotifySettings(ServiceSettings):
+class NotifySettings(TokenSettings):
     service_name: str = "notify"
     http_port: int = 8004
-    auth_secret: str = LOCAL_DEFAULT_SECRET
     delivery_batch_size: int = 200          # events per POST
     delivery_timeout_s: float = 10.0        # one POST, from connecting to the whole answer
     delivery_idle_poll_s: float = 0.05
