@@ -3,7 +3,7 @@ classifications and programme eligibility out."""
 
 from __future__ import annotations
 
-from regsosek.contracts import FamilyInterview, FkpAdjustment, InterviewVerified
+from regsosek.contracts import FamilyInterview, FkpAdjustment, InterviewFlagged, InterviewVerified
 from regsosek.messaging import Incoming, UnitOfWork
 
 from classify import store
@@ -30,7 +30,17 @@ class Classifier:
         stored = await uow.conn.fetchval("select version from families where family_id = $1 for update", e.family_id)
         if stored is not None and stored > e.interview.version:
             return  # superseded: a newer version of this family is already classified
+        if await store.withdrawn_since(uow.conn, e.family_id, e.interview.version, e.verified_at):
+            return  # verify flagged this version after verifying it; the withdrawal stands
+        await store.clear_withdrawal(uow.conn, e.family_id)
         await self.apply(uow, e.interview)
+
+    async def on_flagged(self, uow: UnitOfWork, msg: Incoming) -> None:
+        """A family classified earlier is no longer verified: withdraw its eligibility."""
+        e: InterviewFlagged = msg.data
+        row = await store.withdraw(uow.conn, e)
+        if row is not None:
+            store.publish_withdrawal(uow.outbox, row, e, self.config)
 
     async def on_fkp(self, uow: UnitOfWork, msg: Incoming) -> None:
         a: FkpAdjustment = msg.data
@@ -46,4 +56,4 @@ class Classifier:
         await store.mark_area(uow.conn, a.sls_id[:4], f"fkp {a.submission_id}")
 
     def handlers(self) -> dict:
-        return {InterviewVerified: self.on_verified, FkpAdjustment: self.on_fkp}
+        return {InterviewVerified: self.on_verified, InterviewFlagged: self.on_flagged, FkpAdjustment: self.on_fkp}

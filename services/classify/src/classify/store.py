@@ -10,7 +10,14 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from regsosek.contracts import EligibilityDecided, FamilyClassified, FamilyInterview, WelfareGroup
+from regsosek.contracts import (
+    EligibilityDecided,
+    FamilyClassified,
+    FamilyInterview,
+    InterviewFlagged,
+    ProgrammeDecision,
+    WelfareGroup,
+)
 from regsosek.messaging import Outbox
 from regsosek.topics import Topic
 
@@ -121,3 +128,45 @@ async def mark_area(conn: asyncpg.Connection, regency: str, reason: str) -> None
         "on conflict (regency) do update set reason = excluded.reason, requested_at = now()",
         regency, reason,
     )
+
+
+async def withdraw(conn: asyncpg.Connection, e: InterviewFlagged) -> asyncpg.Record | None:
+    """Take a flagged family out of the classified population (if this or an older version
+    was classified) and record why; returns its last classification, or None."""
+    row = await conn.fetchrow(
+        # the classified submission itself, or a later version of the family; not a second
+        # submission of the same version (that one is a duplicate interview, flagged alone)
+        "delete from families where family_id = $1 and (submission_id = $3 or version < $2) "
+        "returning family_id, sls_id, submission_id, version, welfare_group, decile",
+        e.family_id, e.version, e.submission_id)
+    if row is None:
+        return None
+    await conn.execute(
+        """insert into withdrawals (family_id, sls_id, version, reason, detail, flagged_at) values ($1, $2, $3, $4, $5, $6)
+           on conflict (family_id) do update set version = excluded.version, reason = excluded.reason,
+             detail = excluded.detail, flagged_at = excluded.flagged_at, withdrawn_at = now()""",
+        e.family_id, e.sls_id, e.version, e.reason.value, e.detail, e.flagged_at)
+    return row
+
+
+async def withdrawn_since(conn: asyncpg.Connection, family_id: str, version: int, verified_at: datetime) -> bool:
+    """Was this version (or a later one) flagged after it was verified at `verified_at`?"""
+    return bool(await conn.fetchval(
+        "select 1 from withdrawals where family_id = $1 and version >= $2 and flagged_at > $3",
+        family_id, version, verified_at))
+
+
+async def clear_withdrawal(conn: asyncpg.Connection, family_id: str) -> None:
+    await conn.execute("delete from withdrawals where family_id = $1", family_id)
+
+
+def publish_withdrawal(outbox: Outbox, row: asyncpg.Record, e: InterviewFlagged, cfg: Config) -> None:
+    """Every programme: not eligible, because the family is no longer verified."""
+    reason = f"verification withdrawn ({e.reason.value}): {e.detail}"[:500]
+    outbox.publish(Topic.ELIGIBILITY_DECIDED, row["sls_id"], EligibilityDecided(
+        family_id=row["family_id"], sls_id=row["sls_id"], submission_id=e.submission_id, version=e.version,
+        welfare_group=WelfareGroup(row["welfare_group"]), decile=row["decile"], model_version=cfg.model.version,
+        rule_version=cfg.rules.version,
+        decisions=[ProgrammeDecision(programme=r.programme, eligible=False, rule_version=cfg.rules.version,
+                                     reasons=[reason]) for r in cfg.rules.rules],
+        decided_at=datetime.now(UTC)), subject=row["family_id"])

@@ -214,10 +214,12 @@ async def submission_status(request: Request, submission_id: UUID, principal: Pr
 
 
 def _final_state(kind: str, steps: list[str]) -> str | None:
+    """decided (eligibility known, last verification positive), flagged, or None (in progress)."""
     if kind != "interview":
         return "accepted"
+    verdicts = [s for s in steps if s in ("verified", "flagged")]
+    if verdicts and verdicts[-1] == "flagged":
+        return "flagged"  # never verified, or verification withdrawn later
     if "eligibility" in steps:
         return "decided"
-    if "flagged" in steps and "verified" not in steps:
-        return "flagged"
     return None

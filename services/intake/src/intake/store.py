@@ -130,7 +130,7 @@ async def accept_many(uow: UnitOfWork, subs: list[Submission]) -> list[Receipt |
 
 async def record_step(conn: asyncpg.Connection, submission_id: UUID, step: str, detail: dict, event_id: str) -> None:
     await conn.execute(
-        "insert into journey (submission_id, step, detail, event_id) values ($1, $2, $3, $4) "
+        "insert into journey (submission_id, step, detail, event_id, at) values ($1, $2, $3, $4, clock_timestamp()) "
         "on conflict do nothing", submission_id, step, detail, event_id,
     )
 
