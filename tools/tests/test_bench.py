@@ -1,0 +1,234 @@
+"""The benchmark's pure parts: percentiles, the open-loop pacing schedule, metric and lag
+arithmetic, target verdicts and the BENCHMARKS.md row; and its lean HTTP client against a
+local socket. No Kafka, no PostgreSQL, no services."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import pytest
+
+from regsosek_tools import bench
+from regsosek_tools.bench import (MARKDOWN_HEADER, RawHttp, distribution, due, group_lag, markdown_row, parse_counter,
+                                  parse_list, percentile, schedule, sparkline, target_figures)
+
+
+# ---------------------------------------------------------------- percentiles
+
+
+def test_percentile_nearest_rank():
+    values = list(range(1, 101))  # 1..100
+    assert percentile(values, 50) == 50
+    assert percentile(values, 95) == 95
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile(values, 0) == 1
+
+
+def test_percentile_order_and_small_samples():
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([5.0], 99) == 5.0
+    assert percentile([1.0, 10.0], 99) == 10.0  # the worst of two is the p99
+    assert percentile([], 50) is None
+
+
+def test_distribution():
+    d = distribution([0.1, 0.2, 0.3, 0.4])
+    assert d["n"] == 4 and d["p50"] == 0.2 and d["p99"] == 0.4 and d["max"] == 0.4
+    assert d["mean"] == pytest.approx(0.25)
+    assert distribution([]) == {"n": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
+
+
+# ---------------------------------------------------------------- pacing
+
+
+def test_schedule_is_evenly_spaced_at_the_rate():
+    s = schedule(100, 2)
+    assert len(s) == 200
+    assert s[0] == 0 and s[1] == pytest.approx(0.01) and s[-1] == pytest.approx(1.99)
+    assert all(b - a == pytest.approx(0.01) for a, b in zip(s, s[1:]))
+
+
+def test_schedule_rounds_and_refuses_nonsense():
+    assert len(schedule(1000, 0.0015)) == 2
+    assert len(schedule(3, 0.5)) == 2  # round(1.5) == 2
+    assert schedule(0, 10) == [] and schedule(10, 0) == []
+
+
+def test_due_sends_everything_whose_time_has_come_and_nothing_early():
+    s = schedule(10, 1)  # 0.0, 0.1, ..., 0.9
+    assert due(s, 0, -0.01) == 0
+    assert due(s, 0, 0.0) == 1
+    assert due(s, 1, 0.35) == 4
+    assert due(s, 4, 0.35) == 4  # nothing new
+    assert due(s, 4, 5.0) == 10  # a late generator catches up at once: open loop
+
+
+# ---------------------------------------------------------------- metrics, lag, parsing
+
+
+def test_parse_counter_sums_label_sets_and_ignores_others():
+    text = """# HELP regsosek_events_consumed_total Kafka records consumed
+# TYPE regsosek_events_consumed_total counter
+regsosek_events_consumed_total{service="verify"} 1200.0
+regsosek_events_consumed_total{service="other"} 5.0
+regsosek_events_consumed_created{service="verify"} 1.7e9
+regsosek_events_consumed_total_bogus 99
+"""
+    assert parse_counter(text, "regsosek_events_consumed_total") == 1205.0
+    assert parse_counter("", "regsosek_events_consumed_total") == 0.0
+    assert parse_counter("x 1\n", "x") == 1.0
+
+
+def test_group_lag_counts_uncommitted_partitions_from_zero():
+    ends = {("t", 0): 10, ("t", 1): 5, ("t", 2): 0}
+    assert group_lag({("t", 0): 10, ("t", 1): 5}, ends) == 0
+    assert group_lag({("t", 0): 4}, ends) == 6 + 5
+    assert group_lag({("t", 0): 12}, {("t", 0): 10}) == 0  # never negative
+
+
+def test_parse_list():
+    assert parse_list("100,500, 1000") == [100, 500, 1000]
+    for bad in ("", "0", "1,-2", "a"):
+        with pytest.raises((argparse.ArgumentTypeError, ValueError)):
+            parse_list(bad)
+
+
+def test_sparkline():
+    assert sparkline([]) == ""
+    assert sparkline([0, 0]) == "▁▁"
+    line = sparkline([0, 5, 10])
+    assert line[0] == "▁" and line[-1] == "█" and len(line) == 3
+    long = sparkline([0] * 100 + [7] + [0] * 99, width=20)
+    assert len(long) == 20 and "█" in long  # a one-sample spike survives the squeeze
+
+
+# ---------------------------------------------------------------- targets and the Markdown row
+
+
+def _result(**over) -> dict:
+    r = {
+        "bench": {"date": "2026-11-28", "commit": "abc1234"},
+        "machine": {"nproc": 2, "mem_gib": 23.5},
+        "throughput": {"families": 20000, "families_per_s": 6123.4},
+        "latency": [
+            {"rate": 100, "keeps_up": True, "latency_s": {"p99": 0.2}},
+            {"rate": 1000, "keeps_up": True, "latency_s": {"p99": 0.75}, "accepted_rate": 1000.0},
+        ],
+        "replay": {"available": True, "families_per_s": 25000.0},
+        "services": {"intake": {"max_rss_mb": 150.0}, "verify": {"max_rss_mb": 120.0},
+                     "receiver": {"max_rss_mb": 900.0}},  # not a pipeline service: no target
+        "ceiling": {"records_per_s": 10000.0, "ratio": 0.61234},
+        "scale": [{"instances": 1, "families_per_s": 3000.0}, {"instances": 2, "families_per_s": 4500.0}],
+    }
+    r.update(over)
+    return r
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
+def test_markdown_row_all_targets_met():
+    row = markdown_row(_result())
+    cells = _cells(row)
+    assert len(cells) == len(_cells(MARKDOWN_HEADER.splitlines()[0]))
+    assert cells[:4] == ["2026-11-28", "abc1234", "2 CPU, 24 GiB", "20,000"]
+    assert cells[4] == "6,123.4 ✓"
+    assert cells[5] == "0.75 s ✓"
+    assert cells[6] == "25,000 ✓"
+    assert cells[7] == "150 MB ✓ (intake)"
+    assert cells[8] == "61.2% ✓"
+    assert cells[9] == "10,000"
+    assert cells[10] == "1 → 3,000.0, 2 → 4,500.0"
+
+
+def test_markdown_row_misses_and_gaps_are_explicit():
+    r = _result(
+        throughput={"families": 2000, "families_per_s": 190.0},
+        latency=[{"rate": 500, "keeps_up": False}, {"rate": 1000, "skipped": "the pipeline fell behind at 500/s"}],
+        replay={"available": False, "reason": "python -m classify.replay does not exist in this checkout"},
+        services={"notify": {"max_rss_mb": 250.4}},
+        ceiling={"error": "boom"},
+        scale=[],
+    )
+    cells = _cells(markdown_row(r))
+    assert cells[4] == "190.0 ✗"
+    assert cells[5] == "n/a (not run: the pipeline fell behind at 500/s)"
+    assert cells[6].startswith("n/a (python -m classify.replay does not exist")
+    assert cells[7] == "250 MB ✗ (notify)"
+    assert cells[8] == "n/a" and cells[10] == "n/a"
+
+
+def test_p99_of_a_rate_that_fell_behind_is_not_a_pass():
+    r = _result(latency=[{"rate": 1000, "keeps_up": False, "latency_s": {"p99": 0.5}, "accepted_rate": 640.0,
+                          "undelivered": 12}])
+    p99, ok, note = target_figures(r)["p99"]
+    assert p99 == 0.5 and ok is False and "fell behind" in note and "12 undelivered" in note
+
+
+def test_targets_not_measured_are_neither_met_nor_missed():
+    f = target_figures({"bench": {}, "machine": {}})
+    assert f["sustained"] == (None, None)
+    assert f["p99"] == (None, None, "not run")
+    assert f["ratio"] == (None, None)
+    assert f["rss"][1] is None
+
+
+def test_markdown_row_has_no_stray_pipes():
+    r = _result(replay={"available": False, "reason": "a | b"})
+    assert len(_cells(markdown_row(r))) == 11
+
+
+# ---------------------------------------------------------------- the lean HTTP client
+
+
+def test_raw_http_content_length_chunked_and_reconnect():
+    async def scenario() -> None:
+        seen: list[bytes] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            n = 0
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    break
+                length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")))
+                seen.append(await reader.readexactly(length))
+                n += 1
+                if n == 1:
+                    writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}")
+                elif n == 2:
+                    writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+                else:  # then close: the client must reconnect for the next request
+                    writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    await writer.drain()
+                    writer.close()
+                    return
+                await writer.drain()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = RawHttp("127.0.0.1", port, connections=1, timeout=5)
+        try:
+            req = client.build("POST", "/v1/interviews", b'{"a":1}', token="t")
+            assert b"Authorization: Bearer t" in req and req.endswith(b'\r\n\r\n{"a":1}')
+            assert (await client.request(req))[:2] == (202, b"{}")
+            assert (await client.request(req))[:2] == (200, b"abcde")
+            status, body, sent = await client.request(req)
+            assert (status, body) == (503, b"") and sent > 0
+            assert (await client.request(req))[:2] == (202, b"{}")  # on a new connection
+            assert seen == [b'{"a":1}'] * 4
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_targets_are_the_issues():
+    assert bench.TARGETS == {"sustained_families_per_s": 5000.0, "p99_s_at_1000": 1.0,
+                             "replay_families_per_s": 20000.0, "rss_mb": 200.0, "ceiling_ratio": 0.5}
