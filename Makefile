@@ -6,7 +6,7 @@ SEED ?= 2022
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup stack-up stack-down stack-status run serve test test-unit test-integration token topics-render clean
+.PHONY: setup stack-up stack-down stack-status run serve test test-unit test-integration token topics-render clean bench
 
 setup:
 	bash scripts/bootstrap.sh
@@ -64,3 +64,12 @@ calibrate-demo: setup
 	$(PY) -m regsosek_tools.survey --seed $(SEED) --families 20000 --out .local/calibration/survey.csv
 	$(PY) -m classify.calibrate --survey .local/calibration/survey.csv --regency-effects --select aic \
 	  --out .local/calibration/pmt-calibrated.yaml
+
+# The national-scale benchmark (issue 7): throughput, latency at fixed offered rates,
+# per-service throughput, consumer lag and RSS, replay, the raw-Kafka ceiling and
+# horizontal scale, in one isolated run; prints a row for BENCHMARKS.md, writes JSON to
+# .local/bench/. `make bench BENCH_ARGS=--quick` for a short run.
+BENCH_ARGS ?=
+bench: stack-up
+	. .local/stack.env && $(PY) -m regsosek_tools.bench $(BENCH_ARGS); rc=$$?; \
+	  bash scripts/stack.sh down; exit $$rc
