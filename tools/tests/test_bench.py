@@ -221,6 +221,7 @@ def test_raw_http_content_length_chunked_and_reconnect():
             assert (status, body) == (503, b"") and sent > 0
             assert (await client.request(req))[:2] == (202, b"{}")  # on a new connection
             assert seen == [b'{"a":1}'] * 4
+            assert client.busy == 0 and client.busy_max == 1
         finally:
             await client.close()
             server.close()

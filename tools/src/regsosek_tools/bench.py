@@ -302,6 +302,9 @@ class RawHttp:
         self.host, self.port, self.timeout = host, port, timeout
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self._slots = asyncio.Semaphore(connections)
+        self.connections = connections
+        self.busy = 0  # requests on a connection now
+        self.busy_max = 0  # the most at once since the caller last reset it
 
     def build(self, method: str, path: str, body: bytes = b"", token: str | None = None) -> bytes:
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Content-Type: application/json",
@@ -313,36 +316,44 @@ class RawHttp:
     async def request(self, raw: bytes) -> tuple[int, bytes, float]:
         """Send one prebuilt request; returns (status, body, wall time it was sent)."""
         async with self._slots:
-            for attempt in (0, 1):
-                conn = None
-                while attempt == 0 and self._idle and conn is None:
-                    *rw, used = self._idle.pop()
-                    if time.monotonic() - used < self.IDLE_MAX_S:
-                        conn = tuple(rw)
-                    else:
-                        self._close(rw)
-                reused = conn is not None
-                if conn is None:
-                    conn = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.timeout)
-                sent = time.time()
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        conn[1].write(raw)
-                        await conn[1].drain()
-                        status, body, keep = await self._response(conn[0])
-                except (ConnectionError, asyncio.IncompleteReadError):
-                    self._close(conn)
-                    if reused and attempt == 0:
-                        continue  # the server had closed this idle keep-alive connection: once more, on a new one
-                    raise
-                except BaseException:
-                    self._close(conn)
-                    raise
-                if keep:
-                    self._idle.append((*conn, time.monotonic()))
+            self.busy += 1
+            self.busy_max = max(self.busy_max, self.busy)
+            try:
+                return await self._request(raw)
+            finally:
+                self.busy -= 1
+
+    async def _request(self, raw: bytes) -> tuple[int, bytes, float]:
+        for attempt in (0, 1):
+            conn = None
+            while attempt == 0 and self._idle and conn is None:
+                *rw, used = self._idle.pop()
+                if time.monotonic() - used < self.IDLE_MAX_S:
+                    conn = tuple(rw)
                 else:
-                    self._close(conn)
-                return status, body, sent
+                    self._close(rw)
+            reused = conn is not None
+            if conn is None:
+                conn = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.timeout)
+            sent = time.time()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    conn[1].write(raw)
+                    await conn[1].drain()
+                    status, body, keep = await self._response(conn[0])
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self._close(conn)
+                if reused and attempt == 0:
+                    continue  # the server had closed this idle keep-alive connection: once more, on a new one
+                raise
+            except BaseException:
+                self._close(conn)
+                raise
+            if keep:
+                self._idle.append((*conn, time.monotonic()))
+            else:
+                self._close(conn)
+            return status, body, sent
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -1065,6 +1076,7 @@ class Bench:
 
         self.log(f"{label}: {n} single submissions at {rate}/s for {duration:g} s, open loop")
         cpu0 = time.process_time()
+        self.intake.busy_max = 0
         mono0 = loop.time() + 0.2
         wall0 = time.time() + 0.2
         delivered_task = None
@@ -1082,11 +1094,12 @@ class Bench:
                     await asyncio.sleep(max(0.0, mono0 + offsets[i] - loop.time()))
             window_end[0] = time.time()
             window_lag[0] = self.latest_lag()
+            window_busy[0] = self.intake.busy_max
             if tasks:
                 await asyncio.wait(list(tasks), timeout=self.a.phase_timeout)
             done.set()
 
-        window_end, window_lag = [0.0], [None]
+        window_end, window_lag, window_busy = [0.0], [None], [0]
         expected = {f.family_id for f in fams if f.decided}  # less those intake does not accept
         sender = asyncio.create_task(sending())
         try:
@@ -1128,13 +1141,18 @@ class Bench:
             "p50_first_quarter_s": p50_first, "p50_last_quarter_s": p50_last,
             "send_lateness_s": distribution(lateness),
             "backlog_at_window_end": backlog,
+            "connections_busy_max": window_busy[0],
             "lag_at_window_end": window_lag[0],
             "generator_cpu_s": round(time.process_time() - cpu0, 2),
         }
         reasons = []
         if res["sent_rate"] < 0.95 * rate:
-            reasons.append(f"the generator sent only {res['sent_rate']:.0f}/s (intake answered too slowly for "
-                           f"{self.a.max_inflight} connections, or the generator lacked CPU)")
+            if window_busy[0] >= self.intake.connections:
+                why = f"all {self.intake.connections} connections were waiting for intake's answers"
+            else:
+                why = (f"at most {window_busy[0]} of {self.intake.connections} connections were busy: the generator "
+                       f"lacked CPU")
+            reasons.append(f"only {res['sent_rate']:.0f}/s were sent ({why})")
         if res["accepted_rate"] is not None and res["accepted_rate"] < 0.9 * rate:
             reasons.append(f"intake accepted only {res['accepted_rate']:.0f}/s")
         if res["not_accepted"]:
