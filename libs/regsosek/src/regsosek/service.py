@@ -64,6 +64,7 @@ class Runtime:
         async with self.pool.acquire() as conn, conn.transaction():
             uow = UnitOfWork(conn, outbox)
             yield uow
+            await uow.run_deferred()
             await outbox.flush(conn)
         self.wakeup.notify()
 

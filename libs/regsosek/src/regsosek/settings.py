@@ -18,10 +18,12 @@ class ServiceSettings(BaseSettings):
     pg_url_base: str = "postgresql://regsosek@127.0.0.1:15432"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
-    db_pool_max: int = 8
+    db_pool_max: int = 12
 
     consumer_max_records: int = 500
     consumer_batch_timeout_ms: int = 50
+    # partitions of one fetched batch applied at the same time, each on its own connection
+    consumer_partition_concurrency: int = 4
     relay_batch_size: int = 1000
     relay_idle_poll_s: float = 0.05
     retry_initial_s: float = 0.2

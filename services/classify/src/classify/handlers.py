@@ -20,7 +20,10 @@ class Classifier:
         """Classify one family as it arrives: its decile is provisional (see ranking.py)."""
         conn = uow.conn
         fkp = (await store.fkp_groups(conn, [iv.family_id])).get(iv.family_id)
-        placement = await store.placement_for(conn, iv.location.sls_id, self.model)
+        key = ("placement", iv.location.sls_id[:2])  # the latest ranking of the province, read once per batch
+        if key not in uow.cache:
+            uow.cache[key] = await store.placement_for(conn, iv.location.sls_id, self.model)
+        placement = uow.cache[key]
         c = self.config.classify(iv, fkp, placement)
         await store.save(conn, iv, c, self.config, placement.ranking_id)
         store.publish(uow.outbox, iv, c, self.config)
@@ -30,9 +33,8 @@ class Classifier:
         stored = await uow.conn.fetchval("select version from families where family_id = $1 for update", e.family_id)
         if stored is not None and stored > e.interview.version:
             return  # superseded: a newer version of this family is already classified
-        if await store.withdrawn_since(uow.conn, e.family_id, e.interview.version, e.verified_at):
+        if await store.withdrawal_stands(uow.conn, e.family_id, e.interview.version, e.verified_at):
             return  # verify flagged this version after verifying it; the withdrawal stands
-        await store.clear_withdrawal(uow.conn, e.family_id)
         await self.apply(uow, e.interview)
 
     async def on_flagged(self, uow: UnitOfWork, msg: Incoming) -> None:

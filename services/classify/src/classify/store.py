@@ -149,15 +149,14 @@ async def withdraw(conn: asyncpg.Connection, e: InterviewFlagged) -> asyncpg.Rec
     return row
 
 
-async def withdrawn_since(conn: asyncpg.Connection, family_id: str, version: int, verified_at: datetime) -> bool:
-    """Was this version (or a later one) flagged after it was verified at `verified_at`?"""
-    return bool(await conn.fetchval(
-        "select 1 from withdrawals where family_id = $1 and version >= $2 and flagged_at > $3",
-        family_id, version, verified_at))
-
-
-async def clear_withdrawal(conn: asyncpg.Connection, family_id: str) -> None:
-    await conn.execute("delete from withdrawals where family_id = $1", family_id)
+async def withdrawal_stands(conn: asyncpg.Connection, family_id: str, version: int, verified_at: datetime) -> bool:
+    """True if this version (or a later one) was flagged after it was verified at
+    `verified_at`: the verification is stale. Otherwise any earlier withdrawal is lifted."""
+    return await conn.fetchval(
+        """with stands as (select 1 from withdrawals where family_id = $1 and version >= $2 and flagged_at > $3),
+                lifted as (delete from withdrawals where family_id = $1 and not exists (select 1 from stands))
+           select exists (select 1 from stands)""",
+        family_id, version, verified_at)
 
 
 def publish_withdrawal(outbox: Outbox, row: asyncpg.Record, e: InterviewFlagged, cfg: Config) -> None:

@@ -56,8 +56,23 @@ async def judge(uow: UnitOfWork, iv: FamilyInterview, roster: domain.Roster) -> 
     return domain.duplicate_nik(clashes) if clashes else domain.decide(iv, roster.entries)
 
 
-async def update_progress(uow: UnitOfWork, roster: domain.Roster) -> None:
+async def roster_of(uow: UnitOfWork, sls_id: str) -> domain.Roster | None:
+    """The SLS's current roster, read once per transaction (a batch holds many of its families)."""
+    key = ("roster", sls_id)
+    if key not in uow.cache:
+        uow.cache[key] = await store.roster(uow.conn, sls_id)
+    return uow.cache[key]
+
+
+def update_progress(uow: UnitOfWork, roster: domain.Roster) -> None:
+    """Recount the SLS once, just before the transaction commits (after all of the batch's
+    decisions on it), rather than after every interview."""
+    uow.defer(("progress", roster.sls_id), lambda: _recount(uow, roster.sls_id))
+
+
+async def _recount(uow: UnitOfWork, sls_id: str) -> None:
     """Recounts the SLS; the first time it is complete under this roster revision, says so."""
+    roster = await roster_of(uow, sls_id)
     rows = await store.decided_in(uow.conn, roster.sls_id)
     p = domain.progress(roster.entries, [
         domain.Decided(r["state"] == "verified",
@@ -87,11 +102,11 @@ async def on_interview(uow: UnitOfWork, msg: Incoming) -> None:
             publish(uow, iv, d)
             return
     await store.save_held(uow.conn, iv, current_trace_headers().get("traceparent"))
-    roster = await store.roster(uow.conn, iv.location.sls_id)
+    roster = await roster_of(uow, iv.location.sls_id)
     if roster is None:
         return  # held until the roster arrives (or the hold times out)
     await record(uow, iv, await judge(uow, iv, roster), cause="interview", roster=roster)
-    await update_progress(uow, roster)
+    update_progress(uow, roster)
 
 
 async def on_roster(uow: UnitOfWork, msg: Incoming) -> None:
@@ -101,7 +116,7 @@ async def on_roster(uow: UnitOfWork, msg: Incoming) -> None:
     r: SlsRoster = msg.data
     await store.lock_sls(uow.conn, r.sls_id)
     await store.save_roster(uow.conn, r)
-    roster = await store.roster(uow.conn, r.sls_id)
+    roster = uow.cache[("roster", r.sls_id)] = await store.roster(uow.conn, r.sls_id)
     for row in await store.interviews_in(uow.conn, r.sls_id):
         iv = FamilyInterview.model_validate(row["body"])
         if row["state"] == "held":
@@ -115,7 +130,7 @@ async def on_roster(uow: UnitOfWork, msg: Incoming) -> None:
                 await record(uow, iv, d, cause="roster_revision", roster=roster)
                 continue
         await store.set_match(uow.conn, iv.family_id, matched, roster.revision)
-    await update_progress(uow, roster)
+    update_progress(uow, roster)
 
 
 async def on_resolution(uow: UnitOfWork, msg: Incoming) -> None:
@@ -132,10 +147,10 @@ async def on_resolution(uow: UnitOfWork, msg: Incoming) -> None:
     await store.save_resolution(uow.conn, r, iv.version)
     if d is None:
         return  # already so; the resolution is kept
-    roster = await store.roster(uow.conn, iv.location.sls_id)
+    roster = await roster_of(uow, iv.location.sls_id)
     await record(uow, iv, d, cause="resolution", roster=roster)
     if roster is not None:
-        await update_progress(uow, roster)
+        update_progress(uow, roster)
 
 
 async def flag_if_still_held(uow: UnitOfWork, family_id: str, sls_id: str, timeout_s: float) -> bool:
@@ -146,13 +161,13 @@ async def flag_if_still_held(uow: UnitOfWork, family_id: str, sls_id: str, timeo
     if row is None:
         return False
     iv = FamilyInterview.model_validate(row["body"])
-    roster = await store.roster(uow.conn, sls_id)
+    roster = await roster_of(uow, sls_id)
     with in_trace_of(row["traceparent"]):
         if roster is None:
             await record(uow, iv, domain.no_roster(timeout_s / 3600), cause="hold_timeout", roster=None)
         else:
             await record(uow, iv, await judge(uow, iv, roster), cause="roster", roster=roster)
-            await update_progress(uow, roster)
+            update_progress(uow, roster)
     return True
 
 

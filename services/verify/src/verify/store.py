@@ -141,19 +141,18 @@ async def claim_niks(conn: asyncpg.Connection, family_id: str, hashes: dict[byte
     The primary key makes this nation-wide and race-free: of two families claiming a NIK
     at the same moment, the second insert waits for the first commit and loses.
     """
-    await conn.execute(
-        "delete from nik_claims where family_id = $1 and not (nik_hash = any($2::bytea[]))", family_id, list(hashes)
+    row = await conn.fetchrow(
+        """with mine as (select nik_hash from nik_claims where family_id = $1),
+                dropped as (delete from nik_claims where family_id = $1 and not (nik_hash = any($2::bytea[]))),
+                claimed as (insert into nik_claims (nik_hash, family_id) select unnest($2::bytea[]), $1
+                            on conflict do nothing returning nik_hash)
+           select array(select nik_hash from mine) as mine, array(select nik_hash from claimed) as claimed""",
+        family_id, list(hashes),
     )
-    if not hashes:
-        return []
-    await conn.execute(
-        "insert into nik_claims (nik_hash, family_id) select unnest($1::bytea[]), $2 on conflict do nothing",
-        list(hashes), family_id,
-    )
-    rows = await conn.fetch(
-        "select nik_hash from nik_claims where nik_hash = any($1::bytea[]) and family_id <> $2", list(hashes), family_id
-    )
-    return sorted(hashes[r["nik_hash"]] for r in rows)
+    # Not claimed now and not ours before: another family holds it (or just took it: the
+    # insert waited for that transaction and found the row).
+    held = set(row["mine"]) | set(row["claimed"])
+    return sorted(line for h, line in hashes.items() if h not in held)
 
 
 async def save_resolution(conn: asyncpg.Connection, r, version: int) -> None:

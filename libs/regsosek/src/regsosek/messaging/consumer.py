@@ -1,7 +1,8 @@
 """Consuming events by the reliability rules of ARCHITECTURE.md.
 
 A FastStream batch subscriber (manual acknowledgement) hands each fetched batch to
-`EventConsumer.process_batch`, which, in ONE database transaction:
+`EventConsumer.process_batch`, which splits it by partition (a key's events stay
+together, in order) and, for each part concurrently, in ONE database transaction:
   1. records every event id in the inbox (redelivered ids are skipped),
   2. applies each new event through its handler (without savepoints; if one event
      fails, the batch is rolled back and redone with a savepoint per event, so the
@@ -21,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -70,10 +71,23 @@ class Incoming:
 
 @dataclass(slots=True)
 class UnitOfWork:
-    """What a handler may touch: the transaction's connection and the outbox."""
+    """What a handler may touch: the transaction's connection and the outbox, plus a
+    scratch `cache` that lives as long as the transaction (e.g. an SLS roster read by
+    several events of one batch) and work `defer`red to just before commit, once per key
+    (e.g. one recount per SLS instead of one per event)."""
 
     conn: asyncpg.Connection
     outbox: Outbox
+    cache: dict = field(default_factory=dict)
+    deferred: dict[Hashable, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+
+    def defer(self, key: Hashable, work: Callable[[], Awaitable[None]]) -> None:
+        self.deferred[key] = work
+
+    async def run_deferred(self) -> None:
+        while self.deferred:
+            key = next(iter(self.deferred))
+            await self.deferred.pop(key)()
 
 
 Handler = Callable[[UnitOfWork, Incoming], Awaitable[None]]
@@ -142,6 +156,28 @@ class EventConsumer:
     # ---------------------------------------------------------------- processing
 
     async def process_batch(self, records: Sequence[ConsumerRecord]) -> None:
+        """Apply a fetched batch. Records are grouped by partition number: a key's events
+        (an SLS's roster and interviews, on co-partitioned topics) stay in one group, in
+        order; groups are independent and run concurrently, each in its own transaction
+        on its own connection. The caller commits offsets only after every group has."""
+        groups: dict[int, list[ConsumerRecord]] = {}
+        for r in records:
+            groups.setdefault(r.partition, []).append(r)
+        if len(groups) == 1 or self.settings.consumer_partition_concurrency <= 1:
+            await self._process_group(records)
+            return
+        limit = asyncio.Semaphore(self.settings.consumer_partition_concurrency)
+
+        async def bounded(group: list[ConsumerRecord]) -> None:
+            async with limit:
+                await self._process_group(group)
+
+        results = await asyncio.gather(*(bounded(g) for g in groups.values()), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result  # groups that committed are harmless to redo: their events are in the inbox
+
+    async def _process_group(self, records: Sequence[ConsumerRecord]) -> None:
         backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         while True:
             try:
@@ -179,6 +215,7 @@ class EventConsumer:
 
         pool = self.pool_provider()
         async with pool.acquire() as conn, conn.transaction():
+            uow = UnitOfWork(conn, outbox)
             ids = [env.id for _, env, _ in parsed if env is not None]
             fresh = set()
             if ids:
@@ -196,15 +233,16 @@ class EventConsumer:
                 if env.id not in fresh:
                     continue  # already applied (redelivery) or repeated within this batch
                 fresh.discard(env.id)
-                await self._apply_one(conn, outbox, record, env, isolate)
+                await self._apply_one(uow, record, env, isolate)
+            await uow.run_deferred()
             dead = sum(r.topic == Topic.DEAD_LETTER.wire for r in outbox.pending)
             await outbox.flush(conn)
         EVENTS_CONSUMED.labels(self.settings.service_name).inc(len(records))
         if dead:
             EVENTS_DEAD_LETTERED.labels(self.settings.service_name).inc(dead)
 
-    async def _apply_one(self, conn: asyncpg.Connection, outbox: Outbox, record: ConsumerRecord, env: Envelope,
-                         isolate: bool) -> None:
+    async def _apply_one(self, uow: UnitOfWork, record: ConsumerRecord, env: Envelope, isolate: bool) -> None:
+        outbox = uow.outbox
         handler = self.handlers.get(env.type)
         if handler is None:
             self._dead_letter(outbox, record, f"no handler for event type {env.type!r} in {self.settings.service_name}")
@@ -227,10 +265,10 @@ class EventConsumer:
             mark = len(outbox.pending)
             try:
                 if isolate:
-                    async with conn.transaction():  # savepoint: a failing event undoes only itself
-                        await handler(UnitOfWork(conn, outbox), Incoming(env, data, record))
+                    async with uow.conn.transaction():  # savepoint: a failing event undoes only itself
+                        await handler(uow, Incoming(env, data, record))
                 else:
-                    await handler(UnitOfWork(conn, outbox), Incoming(env, data, record))
+                    await handler(uow, Incoming(env, data, record))
             except Exception as e:
                 if is_transient(e):
                     raise
@@ -238,6 +276,7 @@ class EventConsumer:
                     raise _EventFailed from e
                 # This event's alone: dead-letter it (replayable), keep the partition flowing.
                 del outbox.pending[mark:]
+                uow.cache.clear()  # it may hold what the rolled-back savepoint wrote
                 reason = str(e) if isinstance(e, PermanentError) else f"handler failed: {type(e).__name__}"
                 self._dead_letter(outbox, record, reason)
                 if not isinstance(e, PermanentError):
