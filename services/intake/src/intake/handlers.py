@@ -10,28 +10,28 @@ from intake import store
 
 async def on_verified(uow: UnitOfWork, msg: Incoming) -> None:
     e: InterviewVerified = msg.data
-    await store.record_step(uow.conn, e.interview.submission_id, "verified",
-                            {"outcome": e.outcome.value, "at": e.verified_at.isoformat()}, msg.envelope.id)
+    store.record_step(uow, e.interview.submission_id, "verified",
+                      {"outcome": e.outcome.value, "at": e.verified_at.isoformat()}, msg.envelope.id)
 
 
 async def on_flagged(uow: UnitOfWork, msg: Incoming) -> None:
     e: InterviewFlagged = msg.data
-    await store.record_step(uow.conn, e.submission_id, "flagged",
-                            {"reason": e.reason.value, "detail": e.detail, "at": e.flagged_at.isoformat()},
-                            msg.envelope.id)
+    store.record_step(uow, e.submission_id, "flagged",
+                      {"reason": e.reason.value, "detail": e.detail, "at": e.flagged_at.isoformat()},
+                      msg.envelope.id)
 
 
 async def on_classified(uow: UnitOfWork, msg: Incoming) -> None:
     e: FamilyClassified = msg.data
-    await store.record_step(uow.conn, e.submission_id, "classified",
-                            {"welfare_group": int(e.welfare_group), "decile": e.decile,
+    store.record_step(uow, e.submission_id, "classified",
+                      {"welfare_group": int(e.welfare_group), "decile": e.decile,
                              "model_version": e.model_version, "at": e.classified_at.isoformat()}, msg.envelope.id)
 
 
 async def on_eligibility(uow: UnitOfWork, msg: Incoming) -> None:
     e: EligibilityDecided = msg.data
-    await store.record_step(uow.conn, e.submission_id, "eligibility",
-                            {"eligible": [d.programme for d in e.decisions if d.eligible],
+    store.record_step(uow, e.submission_id, "eligibility",
+                      {"eligible": [d.programme for d in e.decisions if d.eligible],
                              "rule_version": e.rule_version, "at": e.decided_at.isoformat()}, msg.envelope.id)
 
 

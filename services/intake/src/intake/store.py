@@ -128,11 +128,22 @@ async def accept_many(uow: UnitOfWork, subs: list[Submission]) -> list[Receipt |
     return out
 
 
-async def record_step(conn: asyncpg.Connection, submission_id: UUID, step: str, detail: dict, event_id: str) -> None:
+def record_step(uow: UnitOfWork, submission_id: UUID, step: str, detail: dict, event_id: str) -> None:
+    """A step of a submission's journey; the batch's steps are written together at commit."""
+    steps = uow.cache.setdefault("journey", [])
+    steps.append((submission_id, step, _json(detail), event_id))
+    uow.defer("journey", lambda: _write_steps(uow.conn, steps))
+
+
+async def _write_steps(conn: asyncpg.Connection, steps: list[tuple]) -> None:
+    # clock_timestamp() in order of arrival keeps the journey's order within one batch
     await conn.execute(
-        "insert into journey (submission_id, step, detail, event_id, at) values ($1, $2, $3, $4, clock_timestamp()) "
-        "on conflict do nothing", submission_id, step, detail, event_id,
+        "insert into journey (submission_id, step, detail, event_id, at) "
+        "select s, st, d::jsonb, e, clock_timestamp() from unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) "
+        "with ordinality as t(s, st, d, e, n) order by n on conflict do nothing",
+        [x[0] for x in steps], [x[1] for x in steps], [x[2] for x in steps], [x[3] for x in steps],
     )
+    steps.clear()
 
 
 async def journey(conn: asyncpg.Connection, submission_id: UUID) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:

@@ -265,6 +265,7 @@ class EventConsumer:
             mark = len(outbox.pending)
             try:
                 if isolate:
+                    cached = dict(uow.cache)
                     async with uow.conn.transaction():  # savepoint: a failing event undoes only itself
                         await handler(uow, Incoming(env, data, record))
                 else:
@@ -277,6 +278,7 @@ class EventConsumer:
                 # This event's alone: dead-letter it (replayable), keep the partition flowing.
                 del outbox.pending[mark:]
                 uow.cache.clear()  # it may hold what the rolled-back savepoint wrote
+                uow.cache.update(cached)
                 reason = str(e) if isinstance(e, PermanentError) else f"handler failed: {type(e).__name__}"
                 self._dead_letter(outbox, record, reason)
                 if not isinstance(e, PermanentError):
