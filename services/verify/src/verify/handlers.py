@@ -89,7 +89,7 @@ async def _recount(uow: UnitOfWork, sls_id: str) -> None:
 
 async def on_interview(uow: UnitOfWork, msg: Incoming) -> None:
     iv: FamilyInterview = msg.data
-    await store.lock_sls(uow.conn, iv.location.sls_id)
+    await store.lock_sls_once(uow, iv.location.sls_id)
     cur = await store.current(uow.conn, iv.family_id)
     if cur is not None:
         if cur["version"] > iv.version:
@@ -114,7 +114,7 @@ async def on_roster(uow: UnitOfWork, msg: Incoming) -> None:
     families already decided in the SLS: a new outcome is published only where it changed.
     A supervisor's decision stands (until a new interview version)."""
     r: SlsRoster = msg.data
-    await store.lock_sls(uow.conn, r.sls_id)
+    await store.lock_sls_once(uow, r.sls_id)
     await store.save_roster(uow.conn, r)
     roster = uow.cache[("roster", r.sls_id)] = await store.roster(uow.conn, r.sls_id)
     for row in await store.interviews_in(uow.conn, r.sls_id):
@@ -135,7 +135,7 @@ async def on_roster(uow: UnitOfWork, msg: Incoming) -> None:
 
 async def on_resolution(uow: UnitOfWork, msg: Incoming) -> None:
     r: VerificationResolved = msg.data
-    await store.lock_sls(uow.conn, r.family_id[:14])  # the family id begins with its SLS id
+    await store.lock_sls_once(uow, r.family_id[:14])  # the family id begins with its SLS id
     cur = await store.current(uow.conn, r.family_id)
     if cur is None:
         raise PermanentError(f"no interview for family {r.family_id} to resolve")
@@ -156,7 +156,7 @@ async def on_resolution(uow: UnitOfWork, msg: Incoming) -> None:
 async def flag_if_still_held(uow: UnitOfWork, family_id: str, sls_id: str, timeout_s: float) -> bool:
     """The hold sweep for one family: flagged "no roster" if still held past the timeout.
     Should its roster be there after all, it is decided against it instead."""
-    await store.lock_sls(uow.conn, sls_id)
+    await store.lock_sls_once(uow, sls_id)
     row = await store.expired_hold(uow.conn, family_id, timeout_s)
     if row is None:
         return False

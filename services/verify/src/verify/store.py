@@ -9,10 +9,19 @@ import hmac
 import asyncpg
 
 from regsosek.contracts import FamilyInterview, RosterStatus, SlsRoster
+from regsosek.messaging import UnitOfWork
 
 from verify.domain import Decision, Key, Progress, Roster, RosterEntry
 
 SLS_LOCK = 7316003  # advisory lock namespace: one SLS's rosters, interviews and resolutions apply one at a time
+
+
+async def lock_sls_once(uow: UnitOfWork, sls_id: str) -> None:
+    """lock_sls, skipped when this transaction already holds the SLS's lock (held to commit)."""
+    key = ("sls_lock", sls_id)
+    if key not in uow.cache:
+        await lock_sls(uow.conn, sls_id)
+        uow.cache[key] = True
 
 
 async def lock_sls(conn: asyncpg.Connection, sls_id: str) -> None:
@@ -77,14 +86,19 @@ async def save_held(conn: asyncpg.Connection, iv: FamilyInterview, traceparent: 
 
 async def set_state(conn: asyncpg.Connection, iv: FamilyInterview, d: Decision, *, cause: str,
                     matched: Key | None, roster_revision: int | None) -> None:
-    """The family's new outcome, and a line in its history."""
+    """The family's new outcome, and a line in its history (one statement)."""
     building, family = matched or (None, None)
     await conn.execute(
-        "update interviews set state = $2, outcome = $3, detail = $4, held_since = null, decided_at = now(), "
-        "updated_at = now(), roster_building_no = $5, roster_family_no = $6, roster_revision = $7 "
-        "where family_id = $1", iv.family_id, d.state, d.code, d.detail, building, family, roster_revision,
+        """with upd as (
+             update interviews set state = $2, outcome = $3, detail = $4, held_since = null, decided_at = now(),
+               updated_at = now(), roster_building_no = $5, roster_family_no = $6, roster_revision = $7
+             where family_id = $1)
+           insert into verification_history (family_id, sls_id, submission_id, version, state, outcome, detail,
+                                             cause, roster_revision)
+           values ($1, $8, $9, $10, $2, $3, $4, $11, $7)""",
+        iv.family_id, d.state, d.code, d.detail, building, family, roster_revision,
+        iv.location.sls_id, iv.submission_id, iv.version, cause,
     )
-    await add_history(conn, iv, d, cause=cause, roster_revision=roster_revision)
 
 
 async def add_history(conn: asyncpg.Connection, iv: FamilyInterview, d: Decision, *, cause: str,
