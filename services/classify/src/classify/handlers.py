@@ -3,7 +3,7 @@ classifications and programme eligibility out."""
 
 from __future__ import annotations
 
-from regsosek.contracts import FamilyInterview, FkpAdjustment, InterviewFlagged, InterviewVerified
+from regsosek.contracts import FamilyInterview, FkpAdjustment, InterviewFlagged, InterviewVerified, WelfareGroup
 from regsosek.messaging import Incoming, UnitOfWork
 
 from classify import store
@@ -18,8 +18,11 @@ class Classifier:
 
     async def apply(self, uow: UnitOfWork, iv: FamilyInterview) -> None:
         """Classify one family as it arrives: its decile is provisional (see ranking.py)."""
+        fkp = (await store.fkp_groups(uow.conn, [iv.family_id])).get(iv.family_id)
+        await self._classify(uow, iv, fkp)
+
+    async def _classify(self, uow: UnitOfWork, iv: FamilyInterview, fkp: WelfareGroup | None) -> None:
         conn = uow.conn
-        fkp = (await store.fkp_groups(conn, [iv.family_id])).get(iv.family_id)
         key = ("placement", iv.location.sls_id[:2])  # the latest ranking of the province, read once per batch
         if key not in uow.cache:
             uow.cache[key] = await store.placement_for(conn, iv.location.sls_id, self.model)
@@ -30,12 +33,12 @@ class Classifier:
 
     async def on_verified(self, uow: UnitOfWork, msg: Incoming) -> None:
         e: InterviewVerified = msg.data
-        stored = await uow.conn.fetchval("select version from families where family_id = $1 for update", e.family_id)
-        if stored is not None and stored > e.interview.version:
+        now = await store.arrival(uow.conn, e.family_id, e.interview.version, e.verified_at)
+        if now["stored"] is not None and now["stored"] > e.interview.version:
             return  # superseded: a newer version of this family is already classified
-        if await store.withdrawal_stands(uow.conn, e.family_id, e.interview.version, e.verified_at):
+        if now["withdrawn"]:
             return  # verify flagged this version after verifying it; the withdrawal stands
-        await self.apply(uow, e.interview)
+        await self._classify(uow, e.interview, WelfareGroup(now["fkp"]) if now["fkp"] else None)
 
     async def on_flagged(self, uow: UnitOfWork, msg: Incoming) -> None:
         """A family classified earlier is no longer verified: withdraw its eligibility."""

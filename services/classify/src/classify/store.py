@@ -149,13 +149,19 @@ async def withdraw(conn: asyncpg.Connection, e: InterviewFlagged) -> asyncpg.Rec
     return row
 
 
-async def withdrawal_stands(conn: asyncpg.Connection, family_id: str, version: int, verified_at: datetime) -> bool:
-    """True if this version (or a later one) was flagged after it was verified at
-    `verified_at`: the verification is stale. Otherwise any earlier withdrawal is lifted."""
-    return await conn.fetchval(
-        """with stands as (select 1 from withdrawals where family_id = $1 and version >= $2 and flagged_at > $3),
-                lifted as (delete from withdrawals where family_id = $1 and not exists (select 1 from stands))
-           select exists (select 1 from stands)""",
+async def arrival(conn: asyncpg.Connection, family_id: str, version: int, verified_at: datetime) -> asyncpg.Record:
+    """What a newly verified version meets, in one round trip: the stored version (row
+    locked), whether a withdrawal stands against it (this version or a later one flagged
+    after `verified_at`; any other withdrawal is lifted), and the latest FKP group."""
+    return await conn.fetchrow(
+        """with cur as (select version from families where family_id = $1 for update),
+                stands as (select 1 from withdrawals where family_id = $1 and version >= $2 and flagged_at > $3),
+                lifted as (delete from withdrawals where family_id = $1 and not exists (select 1 from stands)
+                           and not exists (select 1 from cur where version > $2)),
+                fkp as (select welfare_group from fkp_adjustments where family_id = $1
+                        order by decided_at desc, received_at desc limit 1)
+           select (select version from cur) as stored, exists (select 1 from stands) as withdrawn,
+                  (select welfare_group from fkp) as fkp""",
         family_id, version, verified_at)
 
 

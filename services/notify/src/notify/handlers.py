@@ -53,8 +53,10 @@ async def on_eligibility(uow: UnitOfWork, msg: Incoming) -> None:
         if filters.matches(event_type=Topic.ELIGIBILITY_DECIDED.value, sls_id=e.sls_id,
                            welfare_group=int(e.welfare_group), eligible=eligible)
     ]
-    if rows:
-        await store.enqueue(uow.conn, rows)
+    if rows:  # the batch's deliveries are written together, in order, at commit
+        pending = uow.cache.setdefault("deliveries", [])
+        pending.extend(rows)
+        uow.defer("deliveries", lambda: store.enqueue(uow.conn, pending))
 
 
 HANDLERS = {EligibilityDecided: on_eligibility}
