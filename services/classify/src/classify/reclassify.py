@@ -106,6 +106,7 @@ async def _reclassify(conn: asyncpg.Connection, cfg: Config, outbox: Outbox, row
         "select family_id, interview from families where family_id = any($1::text[])", ids)}
     fkp = await store.fkp_groups(conn, ids)
     by_province: dict[str, Placement] = {}
+    saves: list[tuple] = []
     changed = 0
     for r in rows:
         fid = r["family_id"]
@@ -123,10 +124,11 @@ async def _reclassify(conn: asyncpg.Connection, cfg: Config, outbox: Outbox, row
             assert placements is not None
             placement = placements(r)
             c = cfg.classify(iv, fkp.get(fid), placement)
-        await store.save(conn, iv, c, cfg, placement.ranking_id)
+        saves.append(store.save_args(iv, c, cfg, placement.ranking_id, interviews[fid]))
         if c.outcome() != store.stored_outcome(r):
             store.publish(outbox, iv, c, cfg)
             changed += 1
+    await store.save_many(conn, saves)
     await outbox.flush(conn)
     return changed
 

@@ -81,10 +81,7 @@ async def fkp_groups(conn: asyncpg.Connection, family_ids: Sequence[str]) -> dic
     return {r["family_id"]: WelfareGroup(r["welfare_group"]) for r in rows}
 
 
-async def save(conn: asyncpg.Connection, iv: FamilyInterview, c: Classification, cfg: Config,
-               ranking_id: int | None) -> None:
-    await conn.execute(
-        """insert into families (family_id, sls_id, submission_id, version, interview, predicted, welfare_group,
+_SAVE = """insert into families (family_id, sls_id, submission_id, version, interview, predicted, welfare_group,
                                  decile, model_version, rule_version, eligible, rank_value, decile_basis,
                                  lines_version, eligibility, ranking_id)
            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
@@ -94,12 +91,28 @@ async def save(conn: asyncpg.Connection, iv: FamilyInterview, c: Classification,
              model_version = excluded.model_version, rule_version = excluded.rule_version,
              eligible = excluded.eligible, rank_value = excluded.rank_value, decile_basis = excluded.decile_basis,
              lines_version = excluded.lines_version, eligibility = excluded.eligibility,
-             ranking_id = excluded.ranking_id, updated_at = now()""",
-        iv.family_id, iv.location.sls_id, iv.submission_id, iv.version, iv.model_dump(mode="json"),
-        c.predicted, int(c.welfare_group), c.decile, cfg.model.version, cfg.rules.version,
-        [d.programme for d in c.decisions if d.eligible], c.rank_value, c.decile_basis, cfg.lines.version,
-        c.eligibility, ranking_id,
-    )
+             ranking_id = excluded.ranking_id, updated_at = now()"""
+
+
+def save_args(iv: FamilyInterview, c: Classification, cfg: Config, ranking_id: int | None,
+              interview_doc: dict | None = None) -> tuple:
+    """The row of one family; `interview_doc` spares re-serialising an interview read from the table."""
+    return (iv.family_id, iv.location.sls_id, iv.submission_id, iv.version,
+            interview_doc if interview_doc is not None else iv.model_dump(mode="json"),
+            c.predicted, int(c.welfare_group), c.decile, cfg.model.version, cfg.rules.version,
+            [d.programme for d in c.decisions if d.eligible], c.rank_value, c.decile_basis, cfg.lines.version,
+            c.eligibility, ranking_id)
+
+
+async def save(conn: asyncpg.Connection, iv: FamilyInterview, c: Classification, cfg: Config,
+               ranking_id: int | None) -> None:
+    await conn.execute(_SAVE, *save_args(iv, c, cfg, ranking_id))
+
+
+async def save_many(conn: asyncpg.Connection, rows: list[tuple]) -> None:
+    """Many families' rows (from save_args) in one pipelined round trip."""
+    if rows:
+        await conn.executemany(_SAVE, rows)
 
 
 def stored_outcome(row: asyncpg.Record) -> tuple[int, int, dict[str, bool]]:
