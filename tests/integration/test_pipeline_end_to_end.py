@@ -106,6 +106,19 @@ async def test_one_trace_across_services(pipeline):
     assert trace_id_of(events[0]["traceparent"]) == trace_id, f"webhook traceparent {events[0]['traceparent']!r}"
     assert (await _receiver_stats(receiver))["rejected"] == 0, "the receiver refused a signature or message"
 
+    # the acknowledged delivery comes back to intake: the journey ends "notified", same trace
+    async with httpx.AsyncClient(base_url=procs["intake"].url, timeout=10) as client:
+        submitter = Submitter(client)
+
+        async def notified():
+            s = await submitter.status(iv["submission_id"])
+            return s if s and any(step["step"] == "notified" for step in s["journey"]) else None
+
+        status = await eventually(notified, timeout=30, what="the journey to show the delivery")
+    assert [st["step"] for st in status["journey"]][-1] == "notified"
+    delivered = by_subject(await read_topic(world.topic(Topic.ELIGIBILITY_DELIVERED))).get(fid, [])
+    assert len(delivered) == 1 and trace_id_of(header(delivered[0], "traceparent")) == trace_id
+
 
 async def test_trace_survives_an_interview_held_for_its_roster(pipeline):
     world, procs, receiver = pipeline

@@ -36,6 +36,7 @@ class Topic(StrEnum):
     FAMILY_CLASSIFIED = "family-classified"
     ELIGIBILITY_DECIDED = "eligibility-decided"
     SLS_COMPLETED = "sls-completed"
+    ELIGIBILITY_DELIVERED = "eligibility-delivered"
     DEAD_LETTER = "dead-letter"
 
     @property

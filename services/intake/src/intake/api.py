@@ -197,7 +197,7 @@ async def submit_fkp(request: Request, adjustment: FkpAdjustment, principal: Pri
 
 
 @router.get("/submissions/{submission_id}", summary="A submission's journey: received, verified or flagged, "
-            "classified, eligibility", responses={401: RESPONSES[401], 403: RESPONSES[403], 404: {"description": "Unknown"}})
+            "classified, eligibility, notified", responses={401: RESPONSES[401], 403: RESPONSES[403], 404: {"description": "Unknown"}})
 async def submission_status(request: Request, submission_id: UUID, principal: Principal = ANYONE):
     async with runtime_of(request).pool.acquire() as conn:
         sub, steps = await store.journey(conn, submission_id)

@@ -22,7 +22,8 @@ def definition(settings: IntakeSettings | None = None) -> ServiceDefinition:
     settings = settings or IntakeSettings()
     return ServiceDefinition(
         name="intake", settings=settings, migrations=MIGRATIONS, handlers=HANDLERS,
-        topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FAMILY_CLASSIFIED, Topic.ELIGIBILITY_DECIDED],
+        topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FAMILY_CLASSIFIED, Topic.ELIGIBILITY_DECIDED,
+                Topic.ELIGIBILITY_DELIVERED],
         routers=[router], title="Regsosek intake",
         description="Field officers submit family interviews (REGSOSEK22-K) and SLS rosters (VK1); supervisors "
         "resolve flagged families; village officials submit consultation (FKP) results.",

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from regsosek.contracts import EligibilityDecided, FamilyClassified, InterviewFlagged, InterviewVerified
+from regsosek.contracts import (
+    EligibilityDecided,
+    EligibilityDelivered,
+    FamilyClassified,
+    InterviewFlagged,
+    InterviewVerified,
+)
 from regsosek.messaging import Incoming, UnitOfWork
 
 from intake import store
@@ -35,9 +41,16 @@ async def on_eligibility(uow: UnitOfWork, msg: Incoming) -> None:
                              "rule_version": e.rule_version, "at": e.decided_at.isoformat()}, msg.envelope.id)
 
 
+async def on_delivered(uow: UnitOfWork, msg: Incoming) -> None:
+    e: EligibilityDelivered = msg.data
+    store.record_step(uow, e.submission_id, "notified",
+                      {"subscriber": e.subscriber, "at": e.delivered_at.isoformat()}, msg.envelope.id)
+
+
 HANDLERS = {
     InterviewVerified: on_verified,
     InterviewFlagged: on_flagged,
     FamilyClassified: on_classified,
     EligibilityDecided: on_eligibility,
+    EligibilityDelivered: on_delivered,
 }

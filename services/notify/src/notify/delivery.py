@@ -28,10 +28,13 @@ import orjson
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge
 
+from regsosek.contracts import EligibilityDelivered
 from regsosek.db import Backoff, is_transient
+from regsosek.messaging import Outbox
 from regsosek.service import Runtime
 from regsosek.signing import HEADER, sign
-from regsosek.telemetry import context_from_headers
+from regsosek.telemetry import context_from_headers, in_trace_of
+from regsosek.topics import Topic
 
 from notify import store
 from notify.domain import Outcome, callback_problem, is_public_address, outcome_of, retry_delay
@@ -170,6 +173,23 @@ async def deliver_batch(runtime: Runtime, client: httpx.AsyncClient, sub_id: UUI
     return outcome is not Outcome.RETRY
 
 
+async def _confirm(runtime: Runtime, conn, sub_id: UUID, owner: str, rows) -> None:
+    """eligibility-delivered for each newly acknowledged event, in the same transaction
+    (through the outbox), in the trace of the submission."""
+    outbox = Outbox(f"/regsosek/{runtime.settings.service_name}")
+    now = datetime.now(UTC)
+    for r in rows:
+        data = r["payload"]["data"]
+        with in_trace_of(r["traceparent"], "notify confirm"):
+            outbox.publish(Topic.ELIGIBILITY_DELIVERED, data["sls_id"], EligibilityDelivered(
+                family_id=data["family_id"], sls_id=data["sls_id"], submission_id=data["submission_id"],
+                version=data["version"], eligibility_event_id=r["event_id"], subscription_id=sub_id,
+                subscriber=owner, delivered_at=now), subject=data["family_id"])
+    await outbox.flush(conn)
+    if rows:
+        runtime.wakeup.notify()
+
+
 async def _record(runtime: Runtime, sub_id: UUID, worker: UUID, rows, message_id: str, outcome: Outcome,
                   status: int | None, error: str | None, retry_after: str | None, latency_ms: float) -> None:
     s: NotifySettings = runtime.settings
@@ -181,13 +201,15 @@ async def _record(runtime: Runtime, sub_id: UUID, worker: UUID, rows, message_id
             "values ($1, $2, $3, $4, $5, $6, $7)", sub_id, message_id, len(rows), status, latency_ms,
             error[:1000] if error else None, outcome.value)
         if outcome is Outcome.DELIVERED:
-            n = await conn.fetchval(
-                "with u as (update deliveries set status = 'delivered', attempts = attempts + 1, last_status = $2, "
+            done = {r["id"] for r in await conn.fetch(
+                "update deliveries set status = 'delivered', attempts = attempts + 1, last_status = $2, "
                 "last_error = null, delivered_at = now() where id = any($1::bigint[]) and status = 'pending' "
-                "returning 1) select count(*) from u", ids, status)
-            await conn.execute("update subscriptions set consecutive_failures = 0, delivered_total = delivered_total + $2 "
-                               "where id = $1", sub_id, n)
-            DELIVERED.labels(str(sub_id)).inc(n)
+                "returning id", ids, status)}
+            owner = await conn.fetchval(
+                "update subscriptions set consecutive_failures = 0, delivered_total = delivered_total + $2 "
+                "where id = $1 returning owner", sub_id, len(done))
+            await _confirm(runtime, conn, sub_id, owner, [r for r in rows if r["id"] in done])
+            DELIVERED.labels(str(sub_id)).inc(len(done))
         elif outcome is Outcome.REFUSED:
             await conn.execute("update deliveries set status = 'dead', attempts = attempts + 1, last_status = $2, "
                                "last_error = $3 where id = any($1::bigint[]) and status = 'pending'", ids, status, error)

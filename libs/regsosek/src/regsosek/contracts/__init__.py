@@ -4,6 +4,7 @@ from regsosek.contracts.base import Contract
 from regsosek.contracts.decisions import (
     Contribution,
     EligibilityDecided,
+    EligibilityDelivered,
     FamilyClassified,
     FkpAdjustment,
     FlagReason,
@@ -32,6 +33,7 @@ EVENT_TYPES: dict[type[Contract], str] = {
     FamilyClassified: f"{_PREFIX}.family.classified.v1",
     EligibilityDecided: f"{_PREFIX}.eligibility.decided.v1",
     SlsCompleted: f"{_PREFIX}.sls.completed.v1",
+    EligibilityDelivered: f"{_PREFIX}.eligibility.delivered.v1",
 }
 MODELS_BY_TYPE: dict[str, type[Contract]] = {v: k for k, v in EVENT_TYPES.items()}
 
@@ -41,6 +43,7 @@ __all__ = [
     "Contract",
     "Contribution",
     "EligibilityDecided",
+    "EligibilityDelivered",
     "FamilyClassified",
     "FamilyInterview",
     "FkpAdjustment",

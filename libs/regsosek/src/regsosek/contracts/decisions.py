@@ -4,6 +4,7 @@ supervisor resolutions and village consultation (FKP) adjustments."""
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 from enum import IntEnum, StrEnum
 from typing import Annotated
 
@@ -158,3 +159,17 @@ class SlsCompleted(Contract):
         if self.absent > self.expected:
             raise ValueError("absent cannot exceed expected")
         return self
+
+
+class EligibilityDelivered(Contract):
+    """A programme system acknowledged an eligibility event of this family (notify's webhook
+    got its ACK). Lets intake show "notified" in the submission's journey."""
+
+    family_id: FamilyId
+    sls_id: SlsId
+    submission_id: SubmissionId
+    version: int
+    eligibility_event_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    subscription_id: UUID
+    subscriber: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    delivered_at: datetime
