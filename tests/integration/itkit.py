@@ -321,20 +321,24 @@ class World:
         await delete_topics_and_groups([self.topic(t) for t in Topic], [self.group(s) for s in self.services])
 
     def process(self, name: str, **env: str) -> ServiceProcess:
-        """A service of this world, not yet started; `env` adds e.g. a fault variable."""
+        """A service of this world, not yet started; `env` adds e.g. a fault variable. A second
+        instance next to a live one gets a port of its own (the first keeps `ports[name]`)."""
+        port = self.ports[name]
+        if any(p.name == name and p.alive for p in self.processes):
+            port = free_port()
         overrides = {
             FAULT_EXIT_AFTER_DB_COMMIT: "",  # off unless a test arms it
             FAULT_RELAY_EXIT_AFTER_SENDS: "",
             "REGSOSEK_KAFKA_BOOTSTRAP": BOOTSTRAP,
             "REGSOSEK_DATABASE_URL": self.dsn(name),
             "REGSOSEK_HTTP_HOST": "127.0.0.1",
-            "REGSOSEK_HTTP_PORT": str(self.ports[name]),
+            "REGSOSEK_HTTP_PORT": str(port),
             "REGSOSEK_TOPIC_PREFIX": self.prefix,
             "REGSOSEK_LOG_LEVEL": "INFO",
             **env,
         }
         log = LOG_DIR / f"{self.tag}-{name}-{next(_run_counter)}.log"
-        p = ServiceProcess(name, overrides, self.ports[name], log)
+        p = ServiceProcess(name, overrides, port, log)
         self.processes.append(p)
         return p
 

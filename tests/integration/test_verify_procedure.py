@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.partitioner import murmur2
 
-from itkit import BOOTSTRAP, World, by_subject, cloud_event, eventually, family, family_id_of, free_port, \
+from itkit import BOOTSTRAP, World, by_subject, cloud_event, eventually, family, family_id_of, \
     partitions_of, read_topic, roster
 from regsosek.contracts import FamilyInterview, SlsRoster, VerificationResolved
 from regsosek.topics import Topic
@@ -39,11 +39,8 @@ WAIT = 45  # seconds any one expected effect may take on a busy two-core machine
 async def world(stack):
     w = await World(["verify"]).setup()
     try:
-        # Each instance needs an HTTP port of its own (a second one on the same port would exit).
-        a = w.process("verify").start()
-        w.ports["verify"] = free_port()
-        b = w.process("verify").start()
-        await asyncio.gather(a.wait_ready(), b.wait_ready())
+        a, b = await w.start("verify", "verify")  # the second instance gets a port of its own
+        assert a.port != b.port and a.alive and b.alive
         w.instances = (a, b)
         await eventually(lambda: _group_assignment(w.group("verify"), expected_members=2), timeout=WAIT,
                          what="both verify instances to hold partitions of one stable group")
