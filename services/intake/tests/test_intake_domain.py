@@ -344,3 +344,63 @@ def test_generated_families_with_every_checked_relationship_pass(doc):
     relationships = {m["relationship"] for m in doc["members"]}
     assert {"head", "spouse", "child", "grandchild", "parent"} <= relationships
     assert check(doc) == ([], [])
+
+
+# ------------------------------------------------------------------ property: generated broken families
+
+
+def _nik_member(doc: dict) -> int | None:
+    return next((i for i, m in enumerate(doc["members"]) if m.get("nik")), None)
+
+
+def _break_nik_sex(doc: dict, i: int) -> str:
+    nik_ = doc["members"][i]["nik"]
+    dd = int(nik_[6:8])
+    doc["members"][i]["nik"] = nik_[:6] + f"{(dd - 40) if dd > 40 else (dd + 40):02d}" + nik_[8:]
+    return f"/members/{i}/nik"
+
+
+def _break_nik_date(doc: dict, i: int) -> str:
+    nik_ = doc["members"][i]["nik"]
+    mm = int(nik_[8:10])
+    doc["members"][i]["nik"] = nik_[:8] + f"{mm % 12 + 1:02d}" + nik_[10:]
+    return f"/members/{i}/nik"
+
+
+def _break_born_after_interview(doc: dict, i: int) -> str:
+    doc["members"][i]["date_of_birth"] = "2023-01-01"
+    doc["members"][i].pop("nik", None)
+    return f"/members/{i}/date_of_birth"
+
+
+def _break_interview_date(doc: dict, i: int) -> str:
+    doc["interviewed_at"] = "2022-12-24T10:00:00+08:00"
+    return "/interviewed_at"
+
+
+def _break_sls(doc: dict, i: int) -> str:
+    doc["location"]["sls_id"] = "6499" + doc["location"]["sls_id"][4:]
+    return "/location/sls_id"
+
+
+MUTATIONS = {"nik_sex": _break_nik_sex, "nik_date": _break_nik_date, "born_after_interview": _break_born_after_interview,
+             "interview_date": _break_interview_date, "sls": _break_sls}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_families(), st.sampled_from(sorted(MUTATIONS)), st.data())
+def test_generated_broken_families_are_rejected_at_the_broken_path(doc, mutation, data):
+    """A valid generated family with one thing broken: rejected, and the problem is reported
+    at the JSON pointer of what was broken."""
+    if mutation.startswith("nik"):
+        i = _nik_member(doc)
+        if i is None:
+            doc["members"][0]["nik"] = nik(doc["location"]["sls_id"][:6], date.fromisoformat(
+                doc["members"][0]["date_of_birth"]), doc["members"][0]["sex"] == "female", 1)
+            i = 0
+    else:
+        i = data.draw(st.integers(0, len(doc["members"]) - 1))
+    path = MUTATIONS[mutation](doc, i)
+    errors, _ = check(doc)
+    assert errors, f"{mutation} was accepted"
+    assert path in {e.path for e in errors}, (mutation, [e.as_dict() for e in errors])
