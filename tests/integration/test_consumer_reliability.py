@@ -1,4 +1,4 @@
-"""Reliability rules 1, 2 and 4 of ARCHITECTURE.md on the real broker and database,
+"""Reliability rules 1, 2 and 4 of docs/ARCHITECTURE.md on the real broker and database,
 through the verify service fed directly with CloudEvents records:
 
 - a crash between the database commit and the Kafka offset commit redelivers the

@@ -1,4 +1,4 @@
--- Messaging tables every service has (ARCHITECTURE.md reliability rules 1-3).
+-- Messaging tables every service has (docs/ARCHITECTURE.md reliability rules 1-3).
 
 -- Inbox: ids of events already applied. Written in the same transaction as the
 -- effects, so a redelivered event changes nothing.
