@@ -181,7 +181,7 @@ async def test_poison_message_goes_to_dead_letter(verify_world, producer):
         "unknown_type": (ce_headers("id.go.bps.regsosek.no.such.event.v1"), marker("unknown_type"), "event type"),
         "non_utf8_header": (ce_headers(ce_source=b"\xff\xfe\xfd"), marker("non_utf8_header"), "UTF-8"),
         "schema_invalid": (ce_headers(), marker("schema_invalid"), "invalid body"),
-        "no_value": (ce_headers(), None, "invalid body"),
+        "no_value": (ce_headers(), None, "record has no value"),
     }
     offsets = {}
     for kind, (headers, value, _) in poison.items():

@@ -58,6 +58,10 @@ async def pipeline(stack):
         await world.teardown()
 
 
+async def _completed_of(world, sls: str) -> list:
+    return by_subject(await read_topic(world.topic(Topic.SLS_COMPLETED))).get(sls, [])
+
+
 async def _receiver_events(receiver, family_id: str) -> list[dict]:
     async with httpx.AsyncClient(base_url=receiver.url, timeout=5) as client:
         return (await client.get("/events", params={"family_id": family_id})).json()["events"]
@@ -101,6 +105,11 @@ async def test_one_trace_across_services(pipeline):
                 f"{topic.value}: traceparent {header(r, 'traceparent')!r} is not in trace {trace_id}"
     submitted = by_subject(await read_topic(world.topic(Topic.INTERVIEW_SUBMITTED)))[fid]
     assert [header(r, "ce_id") for r in submitted] == [receipt["event_id"]]
+    # The interview completed its one-family SLS: the recount deferred to commit time
+    # publishes sls-completed in the trace of the interview that caused it.
+    completed = await eventually(lambda: _completed_of(world, sls), timeout=30, what="sls-completed for the SLS")
+    assert trace_id_of(header(completed[0], "traceparent")) == trace_id, \
+        f"sls-completed traceparent {header(completed[0], 'traceparent')!r} is not in trace {trace_id}"
 
     events = await eventually(lambda: _receiver_events(receiver, fid), timeout=30, what="the webhook delivery")
     assert trace_id_of(events[0]["traceparent"]) == trace_id, f"webhook traceparent {events[0]['traceparent']!r}"

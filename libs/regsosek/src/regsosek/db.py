@@ -77,7 +77,7 @@ async def connect_pool(dsn: str, *, max_size: int = 8, wait_s: float = 120.0) ->
         except Exception as e:
             if not is_transient(e) or asyncio.get_running_loop().time() > deadline:
                 raise
-            log.warning("database not reachable yet, retrying", extra={"fields": {"error": type(e).__name__}})
+            log.warning("database not reachable yet, retrying", exc_info=True, extra={"fields": {"error": type(e).__name__}})
             await backoff.wait()
 
 

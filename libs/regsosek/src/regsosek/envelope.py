@@ -4,6 +4,7 @@ the event data (JSON of a contract) as the record value.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import uuid4
@@ -68,20 +69,74 @@ def encode(data: Contract) -> bytes:
     return data.__pydantic_serializer__.to_json(data)
 
 
-def read_headers(headers: Headers | tuple) -> Envelope:
-    h: dict[str, str] = {}
-    for k, v in headers or ():
+# Headers this system interprets; each may appear at most once and must be UTF-8
+# text without NUL. Other headers are opaque to us and passed through untouched.
+INTERPRETED_HEADERS = frozenset(
+    {"ce_id", "ce_type", "ce_source", "ce_specversion", "ce_time", "ce_subject", "content-type",
+     "traceparent", "tracestate"}
+)
+REQUIRED_HEADERS = ("ce_id", "ce_type", "ce_source", "ce_specversion")
+
+
+def header_key_text(key: object) -> str | None:
+    """A header key as valid UTF-8 text without NUL, or None when it is not one.
+
+    aiokafka hands keys over as `str`; a key that was not UTF-8 on the wire arrives
+    with surrogate escapes (see messaging.consumer), which this rejects as well."""
+    if isinstance(key, bytes | bytearray):
         try:
-            h[k] = v.decode() if isinstance(v, bytes | bytearray) else str(v)
-        except UnicodeDecodeError as e:
-            raise EnvelopeError(f"header {k} is not UTF-8") from e
-    missing = [k for k in ("ce_id", "ce_type", "ce_source", "ce_specversion") if not h.get(k)]
+            key = bytes(key).decode()
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(key, str) or "\x00" in key:
+        return None
+    try:
+        key.encode()
+    except UnicodeEncodeError:  # lone surrogates: the wire bytes were not UTF-8
+        return None
+    return key
+
+
+def read_headers(headers: Headers | tuple | None) -> Envelope:
+    """The CloudEvents attributes of a record, or EnvelopeError saying what is wrong.
+
+    Strict about what we interpret and about every header key (a record with a key
+    that is not UTF-8 text is malformed); reasons name header keys only when they are
+    ones we know, never a value (values may be personal data)."""
+    h: dict[str, str] = {}
+    for item in headers or ():
+        try:
+            k, v = item
+        except (TypeError, ValueError):
+            raise EnvelopeError("a header is not a (key, value) pair") from None
+        key = header_key_text(k)
+        if key is None:
+            raise EnvelopeError("a header key is not UTF-8 text without NUL")
+        if key not in INTERPRETED_HEADERS:
+            continue  # opaque to us: any value, even null, is the producer's business
+        if key in h:
+            raise EnvelopeError(f"header {key} is repeated")
+        if v is None:
+            raise EnvelopeError(f"header {key} has a null value")
+        if isinstance(v, str):
+            text = v
+        elif isinstance(v, bytes | bytearray | memoryview):
+            try:
+                text = bytes(v).decode()
+            except UnicodeDecodeError:
+                raise EnvelopeError(f"header {key} is not UTF-8") from None
+        else:
+            raise EnvelopeError(f"header {key} is not bytes")
+        if "\x00" in text:
+            raise EnvelopeError(f"header {key} contains NUL")
+        h[key] = text
+    missing = [k for k in REQUIRED_HEADERS if not h.get(k)]
     if missing:
         raise EnvelopeError(f"missing CloudEvents header(s): {', '.join(missing)}")
     if len(h["ce_id"]) > 200 or not h["ce_id"].isprintable() or not h["ce_id"].isascii():
         raise EnvelopeError("ce_id must be printable ASCII of at most 200 characters")
     if h["ce_specversion"] != SPEC_VERSION:
-        raise EnvelopeError(f"unsupported ce_specversion {h['ce_specversion']!r}")
+        raise EnvelopeError(f"unsupported ce_specversion {safe_token(h['ce_specversion'])}")
     return Envelope(
         id=h["ce_id"],
         type=h["ce_type"],
@@ -93,11 +148,23 @@ def read_headers(headers: Headers | tuple) -> Envelope:
     )
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9._:/-]{1,120}")
+_LONG_DIGITS = re.compile(r"\d{6,}")
+
+
+def safe_token(value: str) -> str:
+    """A value quoted for a reason or log line only when it looks like a name (an event
+    type, a version), never when it could carry an identifier such as a NIK."""
+    if _TOKEN.fullmatch(value) and not _LONG_DIGITS.search(value):
+        return repr(value)
+    return "(value not shown)"
+
+
 def decode(envelope: Envelope, value: bytes | None) -> Contract:
     """Parse the data of a known event type, tolerating unknown fields."""
     model = MODELS_BY_TYPE.get(envelope.type)
     if model is None:
-        raise EnvelopeError(f"unknown event type {envelope.type!r}")
+        raise EnvelopeError(f"unknown event type {safe_token(envelope.type)}")
     if value is None:
         raise EnvelopeError("record has no value")
     return model.model_validate_json(value, extra="ignore")

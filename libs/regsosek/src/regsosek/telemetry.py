@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Iterable, Mapping
 
 import orjson
@@ -60,21 +61,76 @@ class JsonFormatter(logging.Formatter):
             doc["trace_id"] = format(span.trace_id, "032x")
         for k, v in getattr(record, "fields", {}).items():
             doc[k] = v
-        if record.exc_info:
-            doc["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+        if record.exc_info and record.exc_info[1] is not None:
+            doc.update(exception_fields(record.exc_info[1]))
         return orjson.dumps(doc, default=str).decode()
+
+
+_MAX_CHAIN = 5
+
+
+def exception_fields(exc: BaseException) -> dict:
+    """An exception for a log line: its type and stack (file, line, function), and those
+    of its causes, but never its message: the messages of database and validation errors
+    can hold the offending values (a NIK, a name)."""
+    fields: dict = {"exc_type": _type_name(exc), "exc_stack": _frames(exc)}
+    causes = []
+    seen = {id(exc)}
+    current: BaseException | None = exc
+    while current is not None and len(causes) < _MAX_CHAIN:
+        nxt, relation = (current.__cause__, "cause") if current.__cause__ is not None else (
+            (current.__context__, "context") if not current.__suppress_context__ else (None, ""))
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        causes.append({"relation": relation, "exc_type": _type_name(nxt), "exc_stack": _frames(nxt)})
+        current = nxt
+    if causes:
+        fields["exc_causes"] = causes
+    return fields
+
+
+def _type_name(exc: BaseException) -> str:
+    t = type(exc)
+    return t.__qualname__ if t.__module__ in ("builtins", "__main__") else f"{t.__module__}.{t.__qualname__}"
+
+
+def _frames(exc: BaseException) -> list[str]:
+    return [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
 
 
 def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
 
-def context_from_headers(headers: Iterable[tuple[str, bytes]] | Mapping[str, str]) -> otel_context.Context:
-    if isinstance(headers, Mapping):
-        carrier = dict(headers)
-    else:
-        carrier = {k: v.decode(errors="replace") for k, v in headers if k in ("traceparent", "tracestate")}
-    return extract(carrier)
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def context_from_headers(headers: Iterable[tuple[object, object]] | Mapping[str, object] | None) -> otel_context.Context:
+    """The W3C trace context carried by `headers` (Kafka header pairs or an HTTP mapping).
+
+    Never raises: headers come from outside (any producer may write a null value, bytes
+    that are not UTF-8, a key that is not text); what cannot be read as a trace header
+    is ignored and the work starts a new trace."""
+    carrier: dict[str, str] = {}
+    try:
+        pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+        for item in pairs:
+            try:
+                k, v = item
+            except (TypeError, ValueError):
+                continue
+            if isinstance(k, bytes | bytearray):
+                k = bytes(k).decode("latin-1")
+            if not isinstance(k, str) or k.lower() not in _TRACE_HEADERS:
+                continue
+            if isinstance(v, bytes | bytearray | memoryview):
+                v = bytes(v).decode(errors="replace")
+            if isinstance(v, str) and "\x00" not in v:
+                carrier[k.lower()] = v
+        return extract(carrier)
+    except Exception:  # noqa: BLE001 - a trace is never worth failing the work it belongs to
+        return otel_context.Context()
 
 
 def current_trace_headers() -> dict[str, str]:

@@ -58,7 +58,7 @@ def area_reranker(classifier: Classifier, settings: ClassifySettings):
                 raise
             except Exception as e:
                 if is_transient(e):
-                    log.warning("area re-rank interrupted, retrying", extra={"fields": {"error": type(e).__name__}})
+                    log.warning("area re-rank interrupted, retrying", exc_info=True, extra={"fields": {"error": type(e).__name__}})
                 else:
                     log.exception("area re-rank failed; retrying")
                 await backoff.wait()

@@ -99,7 +99,7 @@ async def _drain(runtime: Runtime, client: httpx.AsyncClient, sub_id: UUID, work
         raise
     except Exception as e:
         if is_transient(e):
-            log.warning("delivery interrupted", extra={"fields": {"subscription": str(sub_id), "error": type(e).__name__}})
+            log.warning("delivery interrupted", exc_info=True, extra={"fields": {"subscription": str(sub_id), "error": type(e).__name__}})
         else:
             log.exception("delivery failed", extra={"fields": {"subscription": str(sub_id)}})
         try:

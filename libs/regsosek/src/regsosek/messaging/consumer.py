@@ -1,4 +1,4 @@
-"""Consuming events by the reliability rules of ARCHITECTURE.md.
+"""Consuming events by the reliability rules of docs/ARCHITECTURE.md.
 
 A FastStream batch subscriber (manual acknowledgement) hands each fetched batch to
 `EventConsumer.process_batch`, which splits it by partition (a key's events stay
@@ -7,12 +7,31 @@ together, in order) and, for each part concurrently, in ONE database transaction
   2. applies each new event through its handler (without savepoints; if one event
      fails, the batch is rolled back and redone with a savepoint per event, so the
      failing event alone is dead-lettered),
-  3. writes outgoing events and dead letters to the outbox,
+  3. writes outgoing events and dead letters to the outbox (a dead-lettered event's id
+     leaves the inbox again, so it can be re-driven: python -m regsosek.deadletters),
 and only after that transaction commits is the Kafka offset committed.
 
 Failures: an invalid envelope or body, an unknown type, or a handler's
 `PermanentError`/data error dead-letters that one record (original bytes,
-headers and the reason) and the batch goes on. A transient failure (database
+headers and the reason) and the batch goes on.
+
+Any record, however malformed, is read by `parse_record` inside one guard that turns
+every non-transient exception into a problem (a reason for the dead letter): null or
+repeated CloudEvents headers, header keys or values that are not UTF-8 or hold NUL, a
+null or undecodable key, a value that is not JSON or too large
+(`consumer_max_record_bytes`), an unknown type. Such a record never enters the inbox.
+If a batch still fails for a reason no single event owns (deferred work, the outbox
+write), its records are applied one transaction each, and a record that fails alone is
+dead-lettered: one record never fails a batch, nor holds another partition.
+
+Two places before our code must not raise on a hostile record either:
+- aiokafka decodes header keys as strict UTF-8 while unpacking a fetched batch; a key
+  that is not UTF-8 raises out of `getmany` for the whole fetch, forever.
+  `messaging.tolerant_fetch` (installed into aiokafka's fetcher on import) re-reads such
+  a batch keeping the key's bytes as surrogate escapes, which `parse_record` rejects
+  and the outbox stores losslessly (see messaging.outbox).
+- FastStream's parser decodes every header value as UTF-8 (null values raise): it is
+  given the records without headers (it needs none), the originals are kept. A transient failure (database
 or network away) rolls the batch back and retries it with backoff, forever:
 the partition waits, nothing is skipped.
 """
@@ -22,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Container, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,14 +50,16 @@ from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from regsosek.contracts import Contract
+from regsosek.contracts import MODELS_BY_TYPE, Contract
 from regsosek.db import Backoff, is_transient
-from regsosek.envelope import Envelope, EnvelopeError, decode, read_headers
-from regsosek.messaging.faults import FaultPoint
-from regsosek.messaging.outbox import Outbox, OutgoingRecord, RelayWakeup
+from regsosek.envelope import Envelope, EnvelopeError, decode, read_headers, safe_token
+from regsosek.messaging import tolerant_fetch  # noqa: F401  (installs the tolerant fetcher)
+from regsosek.messaging.faults import FaultPoint, reject_event_types
+from regsosek.messaging.outbox import Outbox, OutgoingRecord, RelayWakeup, header_key_bytes
 from regsosek.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, BATCH_SECONDS
 from regsosek.settings import ServiceSettings
 from regsosek.telemetry import context_from_headers
@@ -70,24 +91,44 @@ class Incoming:
 
 
 @dataclass(slots=True)
+class _Deferred:
+    work: Callable[[], Awaitable[None]]
+    context: otel_context.Context  # of the latest event that asked for the work
+    causes: list[trace.SpanContext]  # every event that asked for it, in order
+
+
+@dataclass(slots=True)
 class UnitOfWork:
     """What a handler may touch: the transaction's connection and the outbox, plus a
     scratch `cache` that lives as long as the transaction (e.g. an SLS roster read by
     several events of one batch) and work `defer`red to just before commit, once per key
-    (e.g. one recount per SLS instead of one per event)."""
+    (e.g. one recount per SLS instead of one per event).
+
+    Deferred work runs in the trace of the event that last asked for it, with links to
+    every other event that asked for it, so what it publishes (e.g. `sls-completed`)
+    carries the trace of the events that caused it rather than none."""
 
     conn: asyncpg.Connection
     outbox: Outbox
     cache: dict = field(default_factory=dict)
-    deferred: dict[Hashable, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    deferred: dict[Hashable, _Deferred] = field(default_factory=dict)
 
     def defer(self, key: Hashable, work: Callable[[], Awaitable[None]]) -> None:
-        self.deferred[key] = work
+        cause = trace.get_current_span().get_span_context()
+        earlier = self.deferred.pop(key, None)
+        causes = (earlier.causes if earlier else []) + ([cause] if cause.is_valid else [])
+        self.deferred[key] = _Deferred(work, otel_context.get_current(), causes)
 
     async def run_deferred(self) -> None:
         while self.deferred:
             key = next(iter(self.deferred))
-            await self.deferred.pop(key)()
+            d = self.deferred.pop(key)
+            links = [trace.Link(c) for c in d.causes[:-1][-_MAX_LINKS:]]
+            with _tracer.start_as_current_span("deferred work", context=d.context, links=links):
+                await d.work()
+
+
+_MAX_LINKS = 32  # a batch may hold hundreds of an SLS's families; the trace needs a sample, not all
 
 
 Handler = Callable[[UnitOfWork, Incoming], Awaitable[None]]
@@ -107,6 +148,7 @@ class EventConsumer:
         self.settings = settings
         self.pool_provider = pool_provider
         self.handlers = {EVENT_TYPES[m]: h for m, h in handlers.items()}
+        self.handlers = reject_event_types(self.handlers, PermanentError)  # a test's fault point; off unless set
         self.topics = [t.wire for t in topics]
         self.wakeup = wakeup
         self.source = f"/regsosek/{settings.service_name}"
@@ -118,9 +160,10 @@ class EventConsumer:
         s = self.settings
 
         async def keep_raw(records: tuple[ConsumerRecord, ...], original) -> Any:
-            # FastStream's parser decodes every header as UTF-8; a poison record would
-            # raise before we can dead-letter it. Give it sanitized copies, keep originals.
-            safe = tuple(dataclasses.replace(r, headers=_printable_headers(r.headers)) for r in records)
+            # FastStream's parser decodes every header value as UTF-8 (a null or binary
+            # value raises before we could dead-letter the record). It needs no header:
+            # give it copies without any, keep the originals for `process_batch`.
+            safe = tuple(dataclasses.replace(r, headers=()) for r in records)
             msg = await original(safe)
             msg.raw_message = records
             return msg
@@ -178,16 +221,16 @@ class EventConsumer:
                 raise result  # groups that committed are harmless to redo: their events are in the inbox
 
     async def _process_group(self, records: Sequence[ConsumerRecord]) -> None:
+        parsed = [
+            parse_record(r, handled_types=self.handlers, max_bytes=self.settings.consumer_max_record_bytes,
+                         service=self.settings.service_name)
+            for r in records
+        ]
         backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         while True:
             try:
                 with BATCH_SECONDS.labels(self.settings.service_name).time():
-                    try:
-                        await self._apply(records, isolate=False)
-                    except _EventFailed:
-                        # One event failed: redo the batch with a savepoint per event so
-                        # only that event is dead-lettered (the fast attempt was rolled back).
-                        await self._apply(records, isolate=True)
+                    await self._apply_resilient(parsed)
                 self.wakeup.notify()
                 return
             except asyncio.CancelledError:
@@ -196,68 +239,93 @@ class EventConsumer:
                 if not is_transient(e):
                     raise
                 log.warning(
-                    "transient failure, retrying batch",
-                    extra={"fields": {"error": type(e).__name__, "delay_s": backoff.delay, "records": len(records)}},
+                    "transient failure, retrying batch", exc_info=True,
+                    extra={"fields": {"delay_s": backoff.delay, "records": len(records)}},
                 )
                 await backoff.wait()
 
-    async def _apply(self, records: Sequence[ConsumerRecord], *, isolate: bool) -> None:
-        """Apply a batch in one transaction. Without `isolate` no savepoints are taken (two
-        round trips saved per event); an event failing then aborts the attempt with
-        `_EventFailed` and the caller retries the batch isolated."""
-        outbox = Outbox(self.source)
-        parsed: list[tuple[ConsumerRecord, Envelope | None, str | None]] = []
-        for r in records:
+    async def _apply_resilient(self, parsed: Sequence[Parsed]) -> None:
+        """Apply a partition's records, narrowing a failure down to the record that owns
+        it: fast (no savepoints), then a savepoint per event (a failing handler's event
+        alone is dead-lettered), then, if the batch still fails for a reason no handler
+        owns (deferred work, the outbox write), one transaction per record, where a record
+        that fails alone is dead-lettered. Transient failures propagate (retry)."""
+        try:
+            await self._apply(parsed, isolate=False)
+            return
+        except _EventFailed:
+            pass  # one event failed; the attempt was rolled back
+        except Exception as e:
+            if is_transient(e):
+                raise
+            log.exception("batch failed; redoing it with a savepoint per event")
+        try:
+            await self._apply(parsed, isolate=True)
+            return
+        except Exception as e:
+            if is_transient(e) or len(parsed) == 1:
+                raise
+            log.exception("batch failed outside any one handler; applying its records one by one",
+                          extra={"fields": {"records": len(parsed)}})
+        for p in parsed:
             try:
-                parsed.append((r, read_headers(r.headers), None))
-            except EnvelopeError as e:
-                parsed.append((r, None, str(e)))
+                await self._apply([p], isolate=True)
+            except Exception as e:
+                if is_transient(e):
+                    raise
+                log.exception("record failed on its own; dead-lettering it",
+                              extra={"fields": {"topic": p.record.topic, "partition": p.record.partition,
+                                                "offset": p.record.offset}})
+                await self._apply([Parsed(p.record, problem=f"processing failed: {type(e).__name__}")], isolate=True)
 
+    async def _apply(self, parsed: Sequence[Parsed], *, isolate: bool) -> None:
+        """Apply parsed records in one transaction. Without `isolate` no savepoints are
+        taken (two round trips saved per event); an event failing then aborts the attempt
+        with `_EventFailed` and the caller retries the batch isolated."""
+        outbox = Outbox(self.source)
         pool = self.pool_provider()
         async with pool.acquire() as conn, conn.transaction():
             uow = UnitOfWork(conn, outbox)
-            ids = [env.id for _, env, _ in parsed if env is not None]
+            readable = [p for p in parsed if p.problem is None]
             fresh = set()
-            if ids:
+            if readable:
                 rows = await conn.fetch(
                     "insert into inbox (event_id, topic) select * from unnest($1::text[], $2::text[]) "
                     "on conflict do nothing returning event_id",
-                    ids,
-                    [r.topic for r, env, _ in parsed if env is not None],
+                    [p.envelope.id for p in readable],
+                    [p.record.topic for p in readable],
                 )
                 fresh = {row["event_id"] for row in rows}
-            for record, env, problem in parsed:
-                if env is None:
-                    self._dead_letter(outbox, record, problem or "invalid envelope")
+            dead_ids: list[str] = []
+            for p in parsed:
+                if p.problem is not None:
+                    self._dead_letter(outbox, p.record, p.problem)
                     continue
+                env = p.envelope
                 if env.id not in fresh:
                     continue  # already applied (redelivery) or repeated within this batch
                 fresh.discard(env.id)
-                await self._apply_one(uow, record, env, isolate)
+                before = len(outbox.pending)
+                await self._apply_one(uow, p, isolate)
+                if any(o.topic == Topic.DEAD_LETTER.wire for o in outbox.pending[before:]):
+                    dead_ids.append(env.id)
+            if dead_ids:
+                # A dead-lettered event was not applied: forget its id, so that re-driving it
+                # (same ce_id, python -m regsosek.deadletters) applies it instead of skipping it.
+                await conn.execute("delete from inbox where event_id = any($1::text[])", dead_ids)
             await uow.run_deferred()
             dead = sum(r.topic == Topic.DEAD_LETTER.wire for r in outbox.pending)
             await outbox.flush(conn)
-        EVENTS_CONSUMED.labels(self.settings.service_name).inc(len(records))
+        EVENTS_CONSUMED.labels(self.settings.service_name).inc(len(parsed))
         if dead:
             EVENTS_DEAD_LETTERED.labels(self.settings.service_name).inc(dead)
 
-    async def _apply_one(self, uow: UnitOfWork, record: ConsumerRecord, env: Envelope, isolate: bool) -> None:
+    async def _apply_one(self, uow: UnitOfWork, parsed: Parsed, isolate: bool) -> None:
         outbox = uow.outbox
-        handler = self.handlers.get(env.type)
-        if handler is None:
-            self._dead_letter(outbox, record, f"no handler for event type {env.type!r} in {self.settings.service_name}")
-            return
-        try:
-            data = decode(env, record.value)
-        except ValidationError as e:
-            self._dead_letter(outbox, record, "invalid body: " + _validation_summary(e))
-            return
-        except (EnvelopeError, ValueError) as e:
-            self._dead_letter(outbox, record, f"invalid body: {type(e).__name__}")
-            return
-        ctx = context_from_headers(record.headers)
+        record, env, data = parsed.record, parsed.envelope, parsed.data
+        handler = self.handlers[env.type]  # parse_record dead-letters types without one
         with _tracer.start_as_current_span(
-            f"{record.topic} process", context=ctx, kind=trace.SpanKind.CONSUMER,
+            f"{record.topic} process", context=parsed.context, kind=trace.SpanKind.CONSUMER,
             attributes={"messaging.system": "kafka", "messaging.destination.name": record.topic,
                         "messaging.kafka.partition": record.partition, "messaging.kafka.offset": record.offset,
                         "cloudevents.event_id": env.id, "cloudevents.event_type": env.type},
@@ -289,7 +357,7 @@ class EventConsumer:
             "dead-lettering record",
             extra={"fields": {"topic": record.topic, "partition": record.partition, "offset": record.offset, "reason": reason}},
         )
-        headers = list(record.headers or ()) + [
+        headers = [_header_pair(h) for h in record.headers or ()] + [
             ("dlq_reason", reason.encode()),
             ("dlq_service", self.settings.service_name.encode()),
             ("dlq_topic", record.topic.encode()),
@@ -299,15 +367,86 @@ class EventConsumer:
         outbox.add_raw(OutgoingRecord(Topic.DEAD_LETTER.wire, record.key, record.value, headers))
 
 
-def _printable_headers(headers) -> tuple:
-    out = []
-    for k, v in headers or ():
-        try:
-            (v or b"").decode()
-            out.append((k, v or b""))
-        except UnicodeDecodeError:
-            out.append((k, b""))
-    return tuple(out)
+@dataclass(slots=True)
+class Parsed:
+    """A record as read by `parse_record`: either an envelope, its decoded data and trace
+    context, or the `problem` (a dead letter's reason) that makes it unreadable."""
+
+    record: ConsumerRecord
+    envelope: Envelope | None = None
+    data: Any = None
+    context: otel_context.Context | None = None
+    problem: str | None = None
+
+
+def parse_record(record: ConsumerRecord, *, handled_types: Container[str], max_bytes: int, service: str) -> Parsed:
+    """Reads a record into a `Parsed`, never raising for anything the record carries: any
+    non-transient exception becomes a problem with a reason. Reasons say what is wrong,
+    naming only headers and types we know, never a value (it may be personal data)."""
+    try:
+        return _parse(record, handled_types, max_bytes, service)
+    except EnvelopeError as e:
+        return Parsed(record, problem=str(e))
+    except ValidationError as e:
+        return Parsed(record, problem=_body_problem(e))
+    except Exception as e:
+        if is_transient(e):
+            raise
+        log.warning("record unreadable; it will be dead-lettered", exc_info=True,
+                    extra={"fields": {"topic": getattr(record, "topic", None), "offset": getattr(record, "offset", None)}})
+        return Parsed(record, problem=f"unreadable record ({type(e).__name__})")
+
+
+def _parse(record: ConsumerRecord, handled_types: Container[str], max_bytes: int, service: str) -> Parsed:
+    size = record_size(record)
+    if size > max_bytes:
+        raise EnvelopeError(f"record too large: {size} bytes, limit {max_bytes}")
+    if record.key is None:
+        raise EnvelopeError("record has no key")
+    try:
+        bytes(record.key).decode()
+    except UnicodeDecodeError:
+        raise EnvelopeError("record key is not UTF-8") from None
+    env = read_headers(record.headers)
+    if env.type not in handled_types:
+        if env.type in MODELS_BY_TYPE:
+            raise EnvelopeError(f"no handler for event type {safe_token(env.type)} in {service}")
+        raise EnvelopeError(f"unknown event type {safe_token(env.type)}")
+    if record.value is None:
+        raise EnvelopeError("record has no value")
+    data = decode(env, record.value)
+    return Parsed(record, env, data, context_from_headers(record.headers))
+
+
+def record_size(record: ConsumerRecord) -> int:
+    """Bytes of a record's key, value and headers (as on the wire, near enough)."""
+    size = len(record.key or b"") + len(record.value or b"")
+    for item in record.headers or ():
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            continue  # read_headers names the problem
+        k, v = item
+        size += len(header_key_bytes(k)) if isinstance(k, str | bytes) else 0
+        size += len(v) if isinstance(v, bytes | bytearray | str) else 0
+    return size
+
+
+def _header_pair(item) -> tuple[str | bytes, bytes | None]:
+    """An original header for the dead letter, kept as it came (the outbox stores any key)."""
+    try:
+        k, v = item
+    except (TypeError, ValueError):
+        return ("dlq_unreadable_header", None)
+    if not isinstance(k, str | bytes):
+        k = "dlq_unreadable_header"
+    if v is not None and not isinstance(v, bytes):
+        v = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else None
+    return (k, v)
+
+
+def _body_problem(e: ValidationError) -> str:
+    if any(err.get("type") == "json_invalid" for err in e.errors(include_input=False, include_url=False)):
+        return "invalid body: value is not JSON"
+    return "invalid body: " + _validation_summary(e)
 
 
 def _validation_summary(e: ValidationError) -> str:

@@ -1,4 +1,18 @@
-"""Writing outgoing events into the outbox, inside the caller's transaction."""
+"""Writing outgoing events into the outbox, inside the caller's transaction.
+
+Header keys are stored as bytes (`header_keys bytea[]`, migration 002), because a dead
+letter keeps the headers of whatever record it carries, and a hostile record's header
+key may hold a NUL byte (PostgreSQL text cannot) or bytes that are not UTF-8. The rule
+for turning a stored key back into a Kafka header key (`kafka_header_key`, used by the
+relay), whose keys aiokafka only takes as `str`:
+
+- a key that is UTF-8 (NUL included, Kafka allows it) goes out verbatim;
+- a key that is not UTF-8 cannot be a Kafka header key; it goes out under the escaped
+  name `dlq_key_hex:` + the key's bytes in lower-case hex, so nothing is lost and no
+  reader of the dead-letter topic trips over it.
+
+Header values are bytes or null (Kafka allows a null value), stored as they are.
+"""
 
 from __future__ import annotations
 
@@ -48,10 +62,41 @@ class Outbox:
         # length (Postgres multi-dimensional arrays must be rectangular).
         await conn.executemany(
             _INSERT_ONE,
-            [(r.topic, r.key, r.value, [k for k, _ in r.headers], [v for _, v in r.headers]) for r in self.pending],
+            [(r.topic, r.key, r.value, [header_key_bytes(k) for k, _ in r.headers],
+              [_header_value_bytes(v) for _, v in r.headers]) for r in self.pending],
         )
         self.pending.clear()
         return n
+
+
+ESCAPED_KEY_PREFIX = "dlq_key_hex:"
+
+
+def header_key_bytes(key: str | bytes) -> bytes:
+    """A header key's wire bytes. aiokafka gives keys as `str`; one that was not UTF-8 on
+    the wire carries surrogate escapes (see messaging.consumer), which give the bytes back."""
+    if isinstance(key, bytes | bytearray | memoryview):
+        return bytes(key)
+    try:
+        return key.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogatepass")
+
+
+def kafka_header_key(stored: bytes) -> str:
+    """The Kafka header key for a stored key (see the module docstring for the rule)."""
+    try:
+        return bytes(stored).decode()
+    except UnicodeDecodeError:
+        return ESCAPED_KEY_PREFIX + bytes(stored).hex()
+
+
+def _header_value_bytes(value: bytes | str | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return bytes(value)
 
 
 class RelayWakeup:
