@@ -2,14 +2,24 @@
 relay dies in the middle of a batch, after Kafka acknowledged part of it and before
 the rows were deleted. On restart every row is published, each key's order is kept,
 and the downstream consumer applies each event once.
+
+And the relay heals itself without a restart: a row the broker refuses for good is
+set aside (outbox_rejected) while the rows around it, of its key and others, are
+published in order; a relay that cannot publish shows in readiness and metrics, and
+recovers when the cause goes away.
 """
 
 from __future__ import annotations
 
+import uuid
+
+import asyncpg
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from itkit import (
+    BOOTSTRAP,
     FAULT_EXIT_CODE,
     FAULT_RELAY_EXIT_AFTER_SENDS,
     Submitter,
@@ -106,3 +116,133 @@ async def test_relay_crash_mid_batch(stack):
         assert verify.alive and intake.alive
     finally:
         await world.teardown()
+
+
+# Per the topic registry, interview-submitted takes records up to 2 MiB
+# (max.message.bytes); the relay's producer sends up to 4 MiB (max_request_size), so
+# the producer sends this one and the broker refuses it.
+OVERSIZED = 3 * 1024 * 1024
+MONITOR = {"REGSOSEK_RELAY_MONITOR_INTERVAL_S": "0.3"}
+
+
+async def insert_outbox(world: World, service: str, rows: list[tuple[str, bytes, bytes, str]]) -> None:
+    """(topic, key, value, ce_id) rows into `service`'s outbox, in one transaction (so its
+    relay sees them together, as one batch)."""
+    conn = await asyncpg.connect(world.dsn(service))
+    try:
+        async with conn.transaction():
+            await conn.executemany(
+                "insert into outbox (topic, key, value, header_keys, header_values) values ($1, $2, $3, $4, $5)",
+                [(t, k, v, [b"ce_id"], [ce_id.encode()]) for t, k, v, ce_id in rows])
+    finally:
+        await conn.close()
+
+
+async def readiness(proc) -> tuple[int, dict]:
+    async with httpx.AsyncClient(timeout=5) as client:
+        r = await client.get(proc.url + "/healthz")
+    return r.status_code, r.json()
+
+
+async def test_relay_sets_aside_a_refused_row_and_keeps_going(stack):
+    world = await World(["intake"]).setup()
+    try:
+        intake = world.process("intake", REGSOSEK_RELAY_STALL_S="20", **MONITOR).start()
+        await intake.wait_ready()
+        topic = world.topic(Topic.INTERVIEW_SUBMITTED)
+        k, other = new_sls_id().encode(), new_sls_id().encode()
+        tag = uuid.uuid4().hex[:6]
+        small = b'{"n": 1}'
+        rows = [(topic, k, small, f"{tag}-k1"), (topic, other, small, f"{tag}-o1"),
+                (topic, k, b"x" * OVERSIZED, f"{tag}-k2-oversized"),
+                (topic, k, small, f"{tag}-k3"), (topic, other, small, f"{tag}-o2"),
+                (topic, k, small, f"{tag}-k4"), (topic, other, small, f"{tag}-o3")]
+        await insert_outbox(world, "intake", rows)
+
+        await eventually(lambda: world.fetchval("intake", "select count(*) = 0 from outbox"), timeout=60,
+                         what="intake's relay to empty its outbox past the refused row")
+        rejected = await world.fetch("intake", "select id, topic, key, length(value) as size, header_values, "
+                                               "error_type, reason, rejected_at from outbox_rejected")
+        assert len(rejected) == 1, rejected
+        (r,) = rejected
+        assert (r["topic"], r["key"], r["size"], r["header_values"]) == (topic, k, OVERSIZED, [f"{tag}-k2-oversized".encode()])
+        assert r["error_type"] == "MessageSizeTooLargeError" and "MessageSizeTooLarge" in r["reason"]
+
+        records = [x for x in await read_topic(topic) if (header(x, "ce_id") or "").startswith(tag)]
+        for key, want in ((k, ["k1", "k3", "k4"]), (other, ["o1", "o2", "o3"])):
+            seq = [header(x, "ce_id").removeprefix(f"{tag}-") for x in records if x.key == key]
+            assert list(dict.fromkeys(seq)) == want, f"key order {seq} != {want}"
+        assert not any(x.value and len(x.value) > 1000 for x in records)
+
+        # Without a restart: the backlog metric is back to 0 on the instance, the refusal is
+        # counted, the producer was replaced (aiokafka's sequence for the partition was
+        # spent on the refused record), and readiness says all is well.
+        await eventually(lambda: _metric_is(intake, "regsosek_outbox_backlog", 0), timeout=10, what="backlog 0")
+        await eventually(lambda: _metric_is(intake, "regsosek_outbox_rejected_rows", 1), timeout=10,
+                         what="rejected rows gauge 1")
+        assert await intake.metric("regsosek_outbox_rejected_total") == 1
+        assert await intake.metric("regsosek_relay_producer_rebuilds_total") >= 1
+        assert await intake.metric("regsosek_relay_stalled") == 0
+        assert await intake.metric("regsosek_relay_last_progress_timestamp_seconds") > 0
+        status, body = await readiness(intake)
+        assert status == 200 and body["ready"] is True and body["checks"]["relay"] == "ok", body
+        assert intake.alive, intake.log_tail()
+    finally:
+        await world.teardown()
+
+
+async def _metric_is(proc, name: str, value: float) -> bool:
+    return await proc.metric(name) == value
+
+
+async def test_relay_stall_shows_in_readiness_and_recovers(stack):
+    """A realistic stall: rows for a topic that does not exist on the broker (not yet
+    created by the deployment, or deleted; the broker does not auto-create topics).
+    The relay's own lock is held by itself, the producer is fine, the rows are fine:
+    only the topic is missing, so the relay waits for it (a retriable error) and the
+    outbox does not move. Readiness must say so, and recover once the topic exists."""
+    world = await World(["intake"]).setup()
+    missing = world.prefix + "not-created-yet"
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        intake = world.process("intake", REGSOSEK_RELAY_STALL_S="3", **MONITOR).start()
+        await intake.wait_ready()
+        status, body = await readiness(intake)
+        assert status == 200 and body["checks"]["relay"] == "ok", body
+        topic = world.topic(Topic.INTERVIEW_SUBMITTED)
+        key = new_sls_id().encode()
+        tag = uuid.uuid4().hex[:6]
+        await insert_outbox(world, "intake", [(missing, key, b"{}", f"{tag}-1"), (topic, key, b"{}", f"{tag}-2")])
+
+        async def unready():
+            status, body = await readiness(intake)
+            return status == 503 and body["ready"] is False and body["checks"]["relay"].startswith("stalled") and body
+
+        body = await eventually(unready, timeout=20, what="readiness to report the stalled relay")
+        assert "2 rows waiting" in body["checks"]["relay"], body
+        assert await intake.metric("regsosek_relay_stalled") == 1
+        assert await intake.metric("regsosek_relay_stall_seconds") >= 3
+        assert await intake.metric("regsosek_outbox_backlog") == 2
+        assert intake.alive
+
+        await admin.create_topics([NewTopic(name=missing, num_partitions=1, replication_factor=1)])
+        await eventually(lambda: world.fetchval("intake", "select count(*) = 0 from outbox"), timeout=60,
+                         what="the relay to publish once the topic exists")
+
+        async def ready():
+            status, body = await readiness(intake)
+            return status == 200 and body["checks"]["relay"] == "ok"
+
+        await eventually(ready, timeout=10, what="readiness back to ready")
+        assert await intake.metric("regsosek_relay_stalled") == 0
+        assert [header(x, "ce_id") for x in await read_topic(missing)] == [f"{tag}-1"]
+        assert [header(x, "ce_id") for x in await read_topic(topic)] == [f"{tag}-2"]
+        assert await world.fetchval("intake", "select count(*) from outbox_rejected") == 0
+    finally:
+        try:
+            if missing in set(await admin.list_topics()):
+                await admin.delete_topics([missing])
+        finally:
+            await admin.close()
+            await world.teardown()
