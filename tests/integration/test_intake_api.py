@@ -136,6 +136,14 @@ async def test_oversized_and_malformed_bodies_are_4xx(intake_world):
     async with httpx.AsyncClient(base_url=_base(intake_world), timeout=30) as c:
         big = await c.post("/v1/interviews", content=b"[" + b"1," * (5 * 1024 * 1024) + b"1]", headers=officer)
         assert big.status_code == 413
+
+        async def chunked():  # no Content-Length: counted while it streams
+            yield b"["
+            for _ in range(160):
+                yield b"1," * 32 * 1024
+            yield b"1]"
+        streamed = await c.post("/v1/interviews", content=chunked(), headers=officer)
+        assert streamed.status_code == 413 and "too large" in streamed.json()["reason"]
         for body in (b"{", b"\xff\xfe", b"null", b'{"members": "x"}', b"[]"):
             r = await c.post("/v1/interviews", content=body, headers=officer)
             assert 400 <= r.status_code < 500, (body, r.status_code, r.text)

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from regsosek.auth import LOCAL_DEFAULT_SECRET, Principal, Role, bearer, mint, verify
+from regsosek.auth import LOCAL_DEFAULT_SECRET, InvalidClaims, Principal, Role, bearer, mint, verify
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 
@@ -129,3 +129,102 @@ def test_bearer_dependency_accepts_role_and_admin(role):
     r = _client().get("/officer-only", headers={"authorization": f"Bearer {tok}"})
     assert r.status_code == 200
     assert r.json() == {"sub": "S1", "role": role.value}
+
+
+# ------------------------------------------------------------------ malformed claims: refused, never widened
+
+def _token(**claims) -> str:
+    base = {"sub": "OFC-1", "role": "officer", "areas": ["6472"], "exp": int(time.time()) + 60}
+    base.update(claims)
+    return jwt.encode({k: v for k, v in base.items() if v is not _DROP}, SECRET, algorithm="HS256")
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("areas", [
+    "6472",  # a string: used to be iterated per character, i.e. prefixes "6", "4", "7", "2" (most of the country)
+    "",
+    None,
+    {"6472": True},
+    6472,
+    [6472],
+    ["6"],  # shorter than a province code: acts for a whole range of provinces
+    [""],  # the empty prefix matches every SLS
+    ["647201000100011"],  # longer than an SLS id
+    ["64 72"], ["64x2"], ["６４７２"], ["٦٤"], ["६४"],
+    [["6472"]], [None],
+    ["6472", 64],
+    ["64"] * 1001,
+], ids=repr)
+def test_malformed_areas_claim_is_refused(areas):
+    with pytest.raises(InvalidClaims) as e:
+        verify(SECRET, _token(areas=areas))
+    assert "areas claim" in e.value.reason
+
+
+@pytest.mark.parametrize("sub", [5, ["OFC-1"], {"id": "OFC-1"}, None, True])
+def test_non_string_sub_is_refused(sub):
+    with pytest.raises(jwt.InvalidTokenError):
+        verify(SECRET, _token(sub=sub))
+
+
+@pytest.mark.parametrize("sub", ["", "   ", "x" * 129, "OFC\n1", "OFC\x001"])
+def test_empty_overlong_or_unprintable_sub_is_refused(sub):
+    with pytest.raises(InvalidClaims) as e:
+        verify(SECRET, _token(sub=sub))
+    assert "sub claim" in e.value.reason
+
+
+@pytest.mark.parametrize("role", ["superuser", "", "Officer", "OFFICER", 1, ["officer"], {"officer": 1}])
+def test_unknown_or_non_string_role_is_refused(role):
+    with pytest.raises(InvalidClaims) as e:
+        verify(SECRET, _token(role=role))
+    assert "role claim" in e.value.reason
+
+
+@pytest.mark.parametrize("drop", ["sub", "role", "exp"])
+def test_missing_claims_are_refused(drop):
+    with pytest.raises(jwt.MissingRequiredClaimError):
+        verify(SECRET, _token(**{drop: _DROP}))
+
+
+@pytest.mark.parametrize("claim", ["sub", "role", "exp"])
+def test_null_required_claims_count_as_missing(claim):
+    with pytest.raises(jwt.MissingRequiredClaimError):
+        verify(SECRET, _token(**{claim: None}))
+
+
+def test_non_numeric_exp_is_refused():
+    with pytest.raises(jwt.InvalidTokenError):
+        verify(SECRET, _token(exp="tomorrow"))
+
+
+def test_well_formed_claims_still_verify():
+    p = verify(SECRET, _token(areas=["64", "6472", "6472010", "6472010001", "64720100010001"]))
+    assert p.areas == ("64", "6472", "6472010", "6472010001", "64720100010001")
+    assert verify(SECRET, _token(areas=[], role="admin")).role is Role.ADMIN
+
+
+@pytest.mark.parametrize("claims,reason", [
+    ({"areas": "6472"}, "invalid token: areas claim"),
+    ({"areas": ["６４"]}, "ASCII digits"),
+    ({"role": "root"}, "invalid token: role claim"),
+    ({"sub": ""}, "invalid token: sub claim"),
+    ({"sub": 7}, "invalid token: sub claim must be a string"),
+    ({"exp": _DROP}, "invalid token: exp claim is required"),
+    ({"sub": _DROP}, "invalid token: sub claim is required"),
+])
+def test_bearer_dependency_names_the_bad_claim(claims, reason):
+    r = _client().get("/officer-only", headers={"authorization": f"Bearer {_token(**claims)}"})
+    assert r.status_code == 401, r.text
+    assert reason in r.json()["detail"]["reason"]
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_cli_refuses_areas_that_are_not_ascii_digit_prefixes(capsys):
+    from regsosek.auth import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--role", "officer", "--sub", "OFC-1", "--area", "６４"])
+    assert e.value.code == 2 and "ASCII digits" in capsys.readouterr().err

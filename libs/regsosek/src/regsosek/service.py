@@ -2,12 +2,20 @@
 outbox relay, the Kafka consumer, an HTTP app with /healthz and /metrics, and
 the service's own background tasks. A service supplies a `ServiceDefinition`;
 `build_app` wires it; `serve` runs it.
+
+Readiness (`/healthz`, also `/readyz`) is a list of named checks on the `Runtime`
+(`add_check`), so a part that can get stuck says so where the orchestrator looks:
+200 `{"ready": true, "checks": {...}}` when every check passes, 503 with each failing
+check's reason otherwise. The relay adds one (a backlog that does not move). Checks
+read in-memory state only (a probe never waits on the database); whatever must be
+queried is refreshed by a background task. `/livez` only says the process serves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,13 +28,16 @@ from faststream.kafka import KafkaBroker
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from regsosek import db, telemetry
+from regsosek import asyncapi, db, http_limits, telemetry
 from regsosek.contracts import Contract
 from regsosek.messaging import EventConsumer, Handler, Outbox, OutboxRelay, RelayWakeup, UnitOfWork
 from regsosek.settings import ServiceSettings
 from regsosek.topics import Topic
 
 log = logging.getLogger("regsosek.service")
+
+# A readiness check: None when fine, else a short reason (never personal data).
+ReadinessCheck = Callable[[], "str | None"]
 
 
 @dataclass
@@ -50,7 +61,23 @@ class Runtime:
         self.settings = definition.settings
         self.wakeup = RelayWakeup()
         self._pool: asyncpg.Pool | None = None
-        self.ready = False
+        self.ready = False  # started and not stopping
+        self.checks: dict[str, ReadinessCheck] = {}
+
+    def add_check(self, name: str, check: ReadinessCheck) -> None:
+        """Adds a named readiness check; /healthz fails while it returns a reason."""
+        self.checks[name] = check
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        results = {"service": "ok" if self.ready else "not started or stopping"}
+        for name, check in self.checks.items():
+            try:
+                problem = check()
+            except Exception as e:  # noqa: BLE001 - a broken check reports, it does not break the probe
+                log.exception("readiness check failed", extra={"fields": {"check": name}})
+                problem = f"check failed: {type(e).__name__}"
+            results[name] = problem or "ok"
+        return all(v == "ok" for v in results.values()), results
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -81,7 +108,9 @@ def build_app(definition: ServiceDefinition) -> FastAPI:
         if applied:
             log.info("migrations applied", extra={"fields": {"applied": applied}})
         relay = OutboxRelay(s, lambda: runtime.pool, runtime.wakeup)
-        tasks = [asyncio.create_task(relay.run(), name="outbox-relay")]
+        runtime.add_check("relay", relay.health)
+        tasks = [asyncio.create_task(relay.run(), name="outbox-relay"),
+                 asyncio.create_task(relay.watch(), name="outbox-monitor")]
         broker = None
         if definition.handlers:
             broker = KafkaBroker(s.kafka_bootstrap, logger=logging.getLogger("faststream"), client_id=f"regsosek-{s.service_name}")
@@ -107,11 +136,16 @@ def build_app(definition: ServiceDefinition) -> FastAPI:
                   version="1", lifespan=lifespan)
     app.state.runtime = runtime
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness and readiness")
+    @app.get("/healthz", tags=["operations"], summary="Readiness: every check passes")
+    @app.get("/readyz", tags=["operations"], summary="Readiness (same as /healthz)")
     async def healthz() -> Response:
-        ok = runtime.ready
-        return Response(status_code=200 if ok else 503, content='{"ready": %s}' % ("true" if ok else "false"),
+        ok, checks = runtime.readiness()
+        return Response(status_code=200 if ok else 503, content=json.dumps({"ready": ok, "checks": checks}),
                         media_type="application/json")
+
+    @app.get("/livez", tags=["operations"], summary="Liveness: the process serves HTTP")
+    async def livez() -> Response:
+        return Response(content='{"alive": true}', media_type="application/json")
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -128,6 +162,8 @@ def build_app(definition: ServiceDefinition) -> FastAPI:
 
     for r in definition.routers:
         app.include_router(r)
+    app.include_router(asyncapi.router)  # GET /asyncapi.json|.yaml: the system's events
+    app.add_middleware(http_limits.BodySizeLimit, max_bytes=s.http_max_body_bytes)
     app.add_middleware(TraceMiddleware)
     return app
 
@@ -139,7 +175,7 @@ async def _start_broker(broker: KafkaBroker, s: ServiceSettings) -> None:
             await broker.start()
             return
         except Exception as e:  # broker not up yet
-            log.warning("kafka not reachable yet, retrying", extra={"fields": {"error": type(e).__name__}})
+            log.warning("kafka not reachable yet, retrying", exc_info=True, extra={"fields": {"error": type(e).__name__}})
             with contextlib.suppress(Exception):
                 await broker.stop()
             await backoff.wait()

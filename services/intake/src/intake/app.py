@@ -31,8 +31,7 @@ def definition(settings: IntakeSettings | None = None) -> ServiceDefinition:
 
 
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:
-    app = build_app(definition(settings))
-    max_bytes = app.state.runtime.settings.max_request_bytes
+    app = build_app(definition(settings))  # bodies over REGSOSEK_HTTP_MAX_BODY_BYTES get 413 there
 
     @app.exception_handler(RequestValidationError)
     async def _problems(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -45,45 +44,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             problems.append({"path": "/" + "/".join(loc), "reason": str(err.get("msg", "invalid"))})
         return JSONResponse({"errors": problems}, status_code=422)
 
-    app.add_middleware(BodyLimit, max_bytes=max_bytes)
     return app
-
-
-class BodyLimit:
-    """Refuses bodies over the cap with 413 before they are parsed."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        for k, v in scope.get("headers", []):
-            if k == b"content-length" and v.isdigit() and int(v) > self.max_bytes:
-                return await _too_large(send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
-            return message
-
-        try:
-            return await self.app(scope, limited, send)
-        except _TooLarge:
-            return await _too_large(send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _too_large(send) -> None:
-    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": b'{"reason": "request body too large"}'})
 
 
 def main() -> None:

@@ -10,5 +10,4 @@ class IntakeSettings(TokenSettings):
     http_port: int = 8001
     collection_start: date = date(2022, 10, 15)
     collection_end: date = date(2022, 11, 20)
-    max_request_bytes: int = 8 * 1024 * 1024
     max_batch_items: int = 500

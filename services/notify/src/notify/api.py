@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field, StringConstraints
 
 from regsosek.auth import Principal, Role, bearer
+from regsosek.contracts.identifiers import AreaPrefix
 from regsosek.service import runtime_of
 from regsosek.topics import Topic
 
@@ -25,7 +26,7 @@ PROGRAMME = bearer(lambda r: runtime_of(r).settings.auth_secret, Role.PROGRAMME)
 class FiltersIn(BaseModel):
     model_config = {"extra": "forbid"}
     programmes: list[Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,32}$")]] = Field(default_factory=list, max_length=20)
-    area_prefixes: list[Annotated[str, StringConstraints(pattern=r"^\d{2,14}$")]] = Field(default_factory=list, max_length=500)
+    area_prefixes: list[AreaPrefix] = Field(default_factory=list, max_length=500)
     welfare_groups: list[Annotated[int, Field(ge=1, le=4)]] = Field(default_factory=list, max_length=4)
     event_types: list[Literal["eligibility-decided"]] = Field(default_factory=list, max_length=1)
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from regsosek.contracts.identifiers import AreaPrefixOrEmpty
 from regsosek.service import runtime_of
 
 from verify import domain, store
@@ -40,7 +41,7 @@ _COUNTS = ("sls", "sls_complete", "expected", "interviewed", "verified", "flagge
 @router.get("/progress", response_model=ProgressOut, summary="Verification progress by SLS id prefix")
 async def progress(
     request: Request,
-    prefix: Annotated[str, Query(pattern=r"^\d{0,14}$", description="e.g. 64 (province), 6472 (regency)")] = "",
+    prefix: Annotated[AreaPrefixOrEmpty, Query(description="e.g. 64 (province), 6472 (regency)")] = "",
     by: Annotated[Literal["province", "regency", "district", "village", "sls"] | None,
                   Query(description="also break the totals down by this level")] = None,
 ) -> ProgressOut:

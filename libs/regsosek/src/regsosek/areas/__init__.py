@@ -81,7 +81,8 @@ def from_csv(path: Path, province: str, name: str) -> dict:
     by_district: dict[str, list[int]] = defaultdict(list)
     with path.open(newline="") as fh:
         for row in csv.reader(fh):
-            if row and row[0].isdigit() and len(row[0]) == 10 and row[0].startswith(province):
+            # ASCII digits only: str.isdigit() and int() also take fullwidth and other Unicode digits
+            if row and len(row[0]) == 10 and row[0].isascii() and row[0].isdigit() and row[0].startswith(province):
                 by_district[row[0][:7]].append(int(row[0][7:]))
     regencies = sorted({d[:4] for d in by_district})
     return {"province": {"code": province, "name": name},

@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from regsosek.contracts.base import Contract
-from regsosek.contracts.identifiers import KkNumber, Nik, SlsId, SubmissionId
+from regsosek.contracts.identifiers import KkNumber, Nik, SlsId, SubmissionId, SubSls
 
 # ---------------------------------------------------------------- Block III housing
 
@@ -457,7 +457,7 @@ class Location(Contract):
     """Block I: pengenalan tempat."""
 
     sls_id: SlsId
-    sub_sls: Annotated[str, StringConstraints(pattern=r"^\d{2}$")] = "00"
+    sub_sls: SubSls = "00"
     building_no: Annotated[int, Field(ge=1, le=9999)]  # nomor urut bangunan (WS sketch map)
     family_no: Annotated[int, Field(ge=1, le=999)]  # nomor urut keluarga (VK1)
     kk_number: KkNumber | None = None  # a married person without a KK is a family too
