@@ -53,7 +53,7 @@ from itkit import (
     roster,
 )
 from regsosek.auth import LOCAL_DEFAULT_SECRET, Role, mint
-from regsosek.contracts import EligibilityDecided
+from regsosek.contracts import EligibilityDecided, ProgrammeDecision
 from regsosek.envelope import encode, new_envelope
 from regsosek.topics import Topic
 
@@ -391,6 +391,44 @@ async def test_replay_from_a_point_in_time_resends_exactly_what_came_after_it(su
     assert {e["event_id"] for e in events} == set(after)
     assert_family_order(events)
     assert [e["version"] for e in events if e["family_id"] == fams[1][1]] == [2, 3]
+
+
+async def test_a_programme_hears_when_a_family_it_was_told_about_stops_matching_its_filter(notify_world, producer):
+    """A subscription filtered by programme gets a family's decision while the family is eligible for
+    it, and the later decision that withdraws it too, although that one no longer matches the filter;
+    families it was never told about stay out."""
+    world, notify = notify_world
+    receiver, secret = await new_receiver(world, REGSOSEK_RECEIVER_SEED="2022")
+    api = NotifyApi(notify.url, subject="PKH-" + uuid.uuid4().hex[:6])
+    prefix = area()
+    r = await api.subscribe(receiver.proc.url + "/notify", secret, area_prefixes=[prefix], programmes=["pkh"])
+    assert r.status_code == 201, r.text
+    sub_id = r.json()["id"]
+    try:
+        (told, never) = families(prefix, 2)
+
+        async def send(sls: str, fid: str, seq: int, pkh: bool) -> str:
+            data = decision(sls, fid, seq).model_copy(update={"decision_seq": seq, "decisions": [
+                ProgrammeDecision(programme=p, eligible=pkh and p == "pkh", rule_version="rules-it",
+                                  reasons=["integration test"]) for p in PROGRAMMES]})
+            env = new_envelope(data, source="/regsosek/classify", subject=fid)
+            await producer.send_and_wait(world.topic(Topic.ELIGIBILITY_DECIDED), encode(data), key=sls.encode(),
+                                         headers=env.headers())
+            return env.id
+
+        eligible = await send(*told, 1, True)
+        withdrawn = await send(*told, 2, False)
+        ignored = await send(*never, 1, False)
+        last = await send(*never, 2, True)  # becomes eligible: from now on it is told
+        await delivered_total(api, sub_id, 3)
+        events = await receiver.events()
+        assert [e["event_id"] for e in events if e["family_id"] == told[1]] == [eligible, withdrawn]
+        assert [e["event_id"] for e in events if e["family_id"] == never[1]] == [last]
+        assert ignored not in {e["event_id"] for e in events}
+    finally:
+        await api.client.delete(f"/v1/subscriptions/{sub_id}")
+        await asyncio.gather(api.client.aclose(), receiver.client.aclose())
+        await receiver.proc.stop()
 
 
 async def test_lag_per_subscription_on_metrics_and_in_its_figures(subscribed, producer):

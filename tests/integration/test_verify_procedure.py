@@ -303,6 +303,12 @@ async def test_correction_versions(world, producer):
     row = (await world.fetch("verify", "select version, submission_id, state from interviews where family_id = $1",
                              fid))[0]
     assert (row["version"], str(row["submission_id"]), row["state"]) == (2, v2["submission_id"], "verified")
+    # each decision about the family takes its next decision sequence, across versions; the duplicate
+    # interview is no decision about the family and carries the current one (docs/ORDERING.md)
+    published = [x for t in (Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED)
+                 for x in by_subject(await read_topic(world.topic(t))).get(fid, [])]
+    seqs = sorted((json.loads(x.value)["decision_seq"], x.topic.removeprefix(world.prefix)) for x in published)
+    assert seqs == [(1, "interview-verified"), (2, "interview-flagged"), (2, "interview-verified")]
 
 
 async def test_later_roster_reverifies_only_changed_families(world, producer):

@@ -278,8 +278,8 @@ BUILD_DAYS = 365 * 15 + 4  # at least 15 calendar years
 def valid_families(draw, required: tuple[str, ...] = ()) -> dict:
     interview_day = draw(st.dates(COLLECTION[0], COLLECTION[1]))
     regency = draw(st.sampled_from(REGENCIES))
-    sls = draw(st.sampled_from(VILLAGES[regency])) + draw(st.from_regex(r"\d{4}", fullmatch=True))
-    area6 = regency + draw(st.from_regex(r"\d{2}", fullmatch=True))
+    sls = draw(st.sampled_from(VILLAGES[regency])) + draw(st.from_regex(r"[0-9]{4}", fullmatch=True))
+    area6 = regency + draw(st.from_regex(r"[0-9]{2}", fullmatch=True))
     # head aged about 17..72 so parents (15..45 years older) stay under 120
     head_dob = draw(st.dates(date(1950, 1, 1), date(2005, 10, 1)))
     others = draw(st.lists(st.sampled_from(["spouse", "child", "grandchild", "parent", "other_relative", "other",
@@ -404,3 +404,28 @@ def test_generated_broken_families_are_rejected_at_the_broken_path(doc, mutation
     errors, _ = check(doc)
     assert errors, f"{mutation} was accepted"
     assert path in {e.path for e in errors}, (mutation, [e.as_dict() for e in errors])
+
+
+# ---------------------------------------------------------------- the status view's final state
+
+
+def test_final_state_by_decision_sequence_not_arrival():
+    from intake.domain import Step, final_state
+
+    flag_first = [Step("flagged", 2), Step("verified", 1)]
+    assert final_state("interview", flag_first) == "flagged"
+    stale_flag = [Step("verified", 1), Step("classified", 1), Step("eligibility", 1), Step("verified", 3),
+                  Step("classified", 2), Step("eligibility", 2), Step("flagged", 2)]
+    assert final_state("interview", stale_flag) == "decided"
+    withdrawn = [Step("verified", 1), Step("eligibility", 1), Step("flagged", 2), Step("eligibility", 2)]
+    assert final_state("interview", withdrawn) == "flagged"
+    assert final_state("interview", [Step("verified", 1)]) is None
+    assert final_state("roster", []) == "accepted"
+
+
+def test_final_state_without_sequences_follows_arrival():
+    from intake.domain import Step, final_state
+
+    assert final_state("interview", [Step("verified"), Step("eligibility"), Step("flagged")]) == "flagged"
+    assert final_state("interview", [Step("flagged"), Step("verified"), Step("eligibility")]) == "decided"
+    assert final_state("interview", [Step("flagged"), Step("verified", 1), Step("eligibility", 1)]) == "decided"

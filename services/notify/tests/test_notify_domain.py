@@ -189,3 +189,35 @@ def test_retry_after_with_non_ascii_digits_falls_back_to_jitter(value):
     # str.isdigit() accepts but float() rejects. An unusable hint must be ignored, not raise.
     expected = random.Random(9).uniform(0, BASE)
     assert retry_delay(1, BASE, CAP, retry_after=value, rng=random.Random(9)) == expected
+
+
+# ---------------------------------------------------------------- the order of a family's decisions
+
+
+def test_only_a_newer_decision_of_a_family_is_queued():
+    from notify.domain import newer_decision
+
+    assert newer_decision(None, 1)
+    assert newer_decision(1, 2)
+    assert not newer_decision(2, 1)  # an older decision arriving late is never sent after the newer one
+    assert not newer_decision(2, 2)  # the same decision again
+
+
+def test_decisions_without_a_sequence():
+    from notify.domain import newer_decision
+
+    assert newer_decision(None, 0)
+    assert newer_decision(0, 0)  # as before: in arrival order among themselves
+    assert newer_decision(0, 1)
+    assert not newer_decision(3, 0)  # older than any sequenced decision
+
+
+def test_recipients_are_the_matching_subscriptions_and_the_live_ones_told_before():
+    from notify.domain import recipients
+
+    assert recipients({"a"}, set(), {"a", "b"}) == {"a"}
+    # b was told about the family earlier; this decision no longer matches its filter
+    assert recipients(set(), {"b"}, {"a", "b"}) == {"b"}
+    # c was told but has been deleted since: nothing goes to it
+    assert recipients({"a"}, {"c"}, {"a", "b"}) == {"a"}
+    assert recipients(set(), set(), {"a"}) == set()

@@ -152,3 +152,19 @@ def test_detail_texts_carry_no_personal_data(decision):
         assert ident not in text
         assert ident[-8:] not in text  # not even a tail of it
     assert not re.search(r"\d{8,}", text), text
+
+
+# ---------------------------------------------------------------- interview versions and decision sequences
+
+
+def test_interview_arrival_by_version_not_by_order():
+    from verify.domain import Arrival, interview_arrival
+
+    iv = FamilyInterview.model_validate(BASE)  # version 1
+    sid = str(iv.submission_id)
+    assert interview_arrival(None, iv) is Arrival.NEW
+    assert interview_arrival((1, sid), iv) is Arrival.REPEATED
+    assert interview_arrival((1, "00000000-0000-4000-8000-000000000000"), iv) is Arrival.DUPLICATE
+    assert interview_arrival((2, "00000000-0000-4000-8000-000000000000"), iv) is Arrival.SUPERSEDED
+    newer = FamilyInterview.model_validate({**BASE, "version": 2, "submission_id": "00000000-0000-4000-8000-000000000001"})
+    assert interview_arrival((1, sid), newer) is Arrival.NEW

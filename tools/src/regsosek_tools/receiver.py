@@ -13,7 +13,8 @@ from notify, modelled on the DCI social-registry notify API:
 It verifies `X-Regsosek-Signature` (HMAC-SHA256 over "<t>." + body; 401 when wrong or
 older than the tolerance), de-duplicates by event id (in memory, and in a SQLite file
 when REGSOSEK_RECEIVER_DB is set, so a restart keeps it), and counts a family's event
-that is older (lower version, or earlier decision) than one already seen as out of order.
+that is older (lower decision_seq; without one, lower version or earlier decision) than one already
+seen as out of order; a family's newest decision is the one with the highest decision_seq.
 
     REGSOSEK_RECEIVER_SECRET=... python -m regsosek_tools.receiver
 
@@ -51,6 +52,12 @@ ELIGIBILITY_TYPE = "id.go.bps.regsosek.eligibility.decided.v1"
 
 __all__ = ["DEFAULT_PORT", "DEFAULT_SECRET", "Faults", "ReceiverState", "create_app", "main", "sign", "verify",
            "SIGNATURE_HEADER"]
+
+
+def _order(rec: dict) -> tuple:
+    """A family's decisions in order: classify's decision sequence (events without one are 0, older
+    than any with one), then interview version and decision time (as before sequences)."""
+    return (rec.get("decision_seq") or 0, rec.get("version") or 0, rec.get("decided_at") or "")
 
 
 @dataclass
@@ -137,8 +144,8 @@ class ReceiverState:
         fid = rec["family_id"]
         self.by_family.setdefault(fid, []).append(rec["event_id"])
         cur = self.latest.get(fid)
-        key = (rec.get("version") or 0, rec.get("decided_at") or "")
-        if cur is not None and key < (cur.get("version") or 0, cur.get("decided_at") or ""):
+        key = _order(rec)
+        if cur is not None and key < _order(cur):
             return True
         self.latest[fid] = rec
         return False
@@ -158,6 +165,7 @@ class ReceiverState:
             "family_id": str(event.get("subject") or data.get("family_id") or ""),
             "time": event.get("time"),
             "version": data.get("version"),
+            "decision_seq": data.get("decision_seq") or 0,
             "decided_at": decided.astimezone(UTC).isoformat() if decided else None,
             "welfare_group": data.get("welfare_group"),
             "decile": data.get("decile"),
@@ -286,8 +294,9 @@ def create_app(secret: str | None = None, *, db_path: str | None = None, faults:
 
     @app.get("/families")
     async def families() -> dict:
-        keys = ("event_id", "version", "decided_at", "welfare_group", "decile", "eligible", "received_at")
-        return {"families": {fid: {k: rec[k] for k in keys} for fid, rec in state.latest.items()}}
+        keys = ("event_id", "version", "decision_seq", "decided_at", "welfare_group", "decile", "eligible",
+                "received_at")
+        return {"families": {fid: {k: rec.get(k) for k in keys} for fid, rec in state.latest.items()}}
 
     @app.post("/control", summary="Fault injection; body may hold any Faults field, and reset: true")
     async def control(request: Request):

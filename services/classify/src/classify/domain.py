@@ -5,8 +5,9 @@ others (its decile placement, see ranking.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from regsosek.contracts import Contribution, FamilyInterview, ProgrammeDecision, WelfareGroup
+from regsosek.contracts import Contribution, FamilyInterview, FlagReason, ProgrammeDecision, WelfareGroup
 
 from classify.model import PmtModel, PovertyLines, RuleSet, components, features
 from classify.ranking import Placement, rank_value, reference_placement
@@ -61,3 +62,37 @@ def classify(iv: FamilyInterview, model: PmtModel, lines: PovertyLines, rules: R
             reasons.append(f"welfare group {int(fkp_group)} set by village consultation (FKP)")
         decisions.append(ProgrammeDecision(programme=rule.programme, eligible=ok, rule_version=rules.version, reasons=reasons))
     return Classification(predicted, group, decile, explanation, decisions, fkp_group is not None, value, basis)
+
+
+# ---------------------------------------------------------------- the order of verify's decisions
+
+
+@dataclass(frozen=True)
+class VerifyDecision:
+    """One of verify's decisions about a family (a verified or a flagged event), as classify orders
+    them: by verify's decision sequence; among events from before sequences existed (sequence 0,
+    older than any sequenced one) by interview version, then by when verify decided."""
+
+    seq: int
+    version: int
+    at: datetime
+    verified: bool
+
+    @property
+    def order(self) -> tuple[int, int, datetime]:
+        return self.seq, self.version, self.at
+
+
+def supersedes(incoming: VerifyDecision, stored: VerifyDecision | None) -> bool:
+    """Whether verify's decision `incoming` is newer than the newest one applied for the family
+    (`stored`, kept even when the family was never classified or has been withdrawn). Only a newer
+    one is applied: a verification older than a flag already seen is stale (flag before verified ⇒
+    not eligible), and an older flag never undoes a newer verification. The same decision again
+    (equal order) is not newer."""
+    return stored is None or incoming.order > stored.order
+
+
+def is_family_decision(reason: FlagReason) -> bool:
+    """A duplicate-interview flag is about a second submission of the version already decided,
+    not about the family: it never changes the family's verification."""
+    return reason is not FlagReason.DUPLICATE_INTERVIEW

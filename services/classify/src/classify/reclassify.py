@@ -107,7 +107,7 @@ async def _reclassify(conn: asyncpg.Connection, cfg: Config, outbox: Outbox, row
     fkp = await store.fkp_groups(conn, ids)
     by_province: dict[str, Placement] = {}
     saves: list[tuple] = []
-    changed = 0
+    changed: list[tuple] = []
     for r in rows:
         fid = r["family_id"]
         iv = FamilyInterview.model_validate(interviews[fid])
@@ -126,11 +126,13 @@ async def _reclassify(conn: asyncpg.Connection, cfg: Config, outbox: Outbox, row
             c = cfg.classify(iv, fkp.get(fid), placement)
         saves.append(store.save_args(iv, c, cfg, placement.ranking_id, interviews[fid]))
         if c.outcome() != store.stored_outcome(r):
-            store.publish(outbox, iv, c, cfg)
-            changed += 1
+            changed.append((iv, c))
     await store.save_many(conn, saves)
+    seqs = await store.next_decision_seqs(conn, [iv.family_id for iv, _ in changed])
+    for iv, c in changed:
+        store.publish(outbox, iv, c, cfg, seqs[iv.family_id])
     await outbox.flush(conn)
-    return changed
+    return len(changed)
 
 
 # ---------------------------------------------------------------- re-rank

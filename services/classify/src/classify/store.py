@@ -21,7 +21,7 @@ from regsosek.contracts import (
 from regsosek.messaging import Outbox
 from regsosek.topics import Topic
 
-from classify.domain import Classification, classify
+from classify.domain import Classification, VerifyDecision, classify
 from classify.model import PmtModel, PovertyLines, RuleSet
 from classify.ranking import NATIONAL, CutPoints, Placement, reference_placement
 
@@ -119,19 +119,21 @@ def stored_outcome(row: asyncpg.Record) -> tuple[int, int, dict[str, bool]]:
     return row["welfare_group"], row["decile"], dict(row["eligibility"])
 
 
-def publish(outbox: Outbox, iv: FamilyInterview, c: Classification, cfg: Config) -> None:
-    """family-classified and eligibility-decided for one family, through the outbox."""
+def publish(outbox: Outbox, iv: FamilyInterview, c: Classification, cfg: Config, decision_seq: int) -> None:
+    """family-classified and eligibility-decided for one family, through the outbox, under the
+    family's next decision sequence (`next_decision_seqs`)."""
     now = datetime.now(UTC)
     sls = iv.location.sls_id
     outbox.publish(Topic.FAMILY_CLASSIFIED, sls, FamilyClassified(
         family_id=iv.family_id, sls_id=sls, submission_id=iv.submission_id, version=iv.version,
         predicted_monthly_per_capita=round(c.predicted, 0), welfare_group=c.welfare_group, decile=c.decile,
         decile_basis=c.decile_basis, model_version=cfg.model.version, adjusted_by_fkp=c.adjusted_by_fkp,
-        explanation=c.explanation, classified_at=now), subject=iv.family_id)
+        explanation=c.explanation, classified_at=now, decision_seq=decision_seq), subject=iv.family_id)
     outbox.publish(Topic.ELIGIBILITY_DECIDED, sls, EligibilityDecided(
         family_id=iv.family_id, sls_id=sls, submission_id=iv.submission_id, version=iv.version,
         welfare_group=c.welfare_group, decile=c.decile, model_version=cfg.model.version,
-        rule_version=cfg.rules.version, decisions=c.decisions, decided_at=now), subject=iv.family_id)
+        rule_version=cfg.rules.version, decisions=c.decisions, decided_at=now, decision_seq=decision_seq),
+        subject=iv.family_id)
 
 
 async def mark_area(conn: asyncpg.Connection, regency: str, reason: str) -> None:
@@ -143,15 +145,64 @@ async def mark_area(conn: asyncpg.Connection, regency: str, reason: str) -> None
     )
 
 
-async def withdraw(conn: asyncpg.Connection, e: InterviewFlagged) -> asyncpg.Record | None:
-    """Take a flagged family out of the classified population (if this or an older version
-    was classified) and record why; returns its last classification, or None."""
+async def classified_for_update(conn: asyncpg.Connection, family_id: str) -> asyncpg.Record:
+    """Before a verify decision is weighed: whether the family is classified (its row locked,
+    first, in the order re-rank and replay lock) and its latest FKP group, in one round trip."""
+    return await conn.fetchrow(
+        """with cur as (select version from families where family_id = $1 for update),
+                fkp as (select welfare_group from fkp_adjustments where family_id = $1
+                        order by decided_at desc, received_at desc limit 1)
+           select exists (select 1 from cur) as classified, (select welfare_group from fkp) as fkp""",
+        family_id)
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # '-infinity' reads as a naive datetime.min
+
+
+async def verify_order(conn: asyncpg.Connection, family_id: str) -> VerifyDecision | None:
+    """The newest of verify's decisions applied for the family (None: none yet), its row locked
+    (created if missing, so two transactions on one family wait for each other)."""
     row = await conn.fetchrow(
-        # the classified submission itself, or a later version of the family; not a second
-        # submission of the same version (that one is a duplicate interview, flagged alone)
-        "delete from families where family_id = $1 and (submission_id = $3 or version < $2) "
-        "returning family_id, sls_id, submission_id, version, welfare_group, decile",
-        e.family_id, e.version, e.submission_id)
+        "insert into family_order (family_id) values ($1) on conflict (family_id) do update "
+        "set family_id = excluded.family_id returning verify_seq, verify_version, verify_at, verified", family_id)
+    if row["verified"] is None:
+        return None
+    return VerifyDecision(row["verify_seq"], row["verify_version"], _aware(row["verify_at"]), row["verified"])
+
+
+async def record_verify_decision(conn: asyncpg.Connection, family_id: str, d: VerifyDecision,
+                                 *, publishes: bool) -> int:
+    """Verify's decision `d` is now the newest applied for the family (row locked by `verify_order`);
+    a verification lifts any withdrawal. When classify publishes on it, the family's next decision
+    sequence is taken and returned (else the current one)."""
+    if d.verified:
+        await conn.execute("delete from withdrawals where family_id = $1", family_id)
+    return await conn.fetchval(
+        "update family_order set verify_seq = $2, verify_version = $3, verify_at = $4, verified = $5, "
+        "decision_seq = decision_seq + $6::int where family_id = $1 returning decision_seq",
+        family_id, d.seq, d.version, d.at, d.verified, 1 if publishes else 0)
+
+
+async def next_decision_seqs(conn: asyncpg.Connection, family_ids: Sequence[str]) -> dict[str, int]:
+    """Each family's next decision sequence, for the classification about to be published
+    (re-classification, FKP, re-rank, replay). Callers hold the families' rows."""
+    if not family_ids:
+        return {}
+    rows = await conn.fetch(
+        "insert into family_order (family_id, decision_seq) select unnest($1::text[]), 1 "
+        "on conflict (family_id) do update set decision_seq = family_order.decision_seq + 1 "
+        "returning family_id, decision_seq", list(family_ids))
+    return {r["family_id"]: r["decision_seq"] for r in rows}
+
+
+async def withdraw(conn: asyncpg.Connection, e: InterviewFlagged) -> asyncpg.Record | None:
+    """Take a flagged family out of the classified population (if classified) and record why;
+    returns its last classification, or None. Whether the flag applies at all is decided before
+    (domain.supersedes)."""
+    row = await conn.fetchrow(
+        "delete from families where family_id = $1 returning family_id, sls_id, submission_id, version, "
+        "welfare_group, decile", e.family_id)
     if row is None:
         return None
     await conn.execute(
@@ -162,23 +213,8 @@ async def withdraw(conn: asyncpg.Connection, e: InterviewFlagged) -> asyncpg.Rec
     return row
 
 
-async def arrival(conn: asyncpg.Connection, family_id: str, version: int, verified_at: datetime) -> asyncpg.Record:
-    """What a newly verified version meets, in one round trip: the stored version (row
-    locked), whether a withdrawal stands against it (this version or a later one flagged
-    after `verified_at`; any other withdrawal is lifted), and the latest FKP group."""
-    return await conn.fetchrow(
-        """with cur as (select version from families where family_id = $1 for update),
-                stands as (select 1 from withdrawals where family_id = $1 and version >= $2 and flagged_at > $3),
-                lifted as (delete from withdrawals where family_id = $1 and not exists (select 1 from stands)
-                           and not exists (select 1 from cur where version > $2)),
-                fkp as (select welfare_group from fkp_adjustments where family_id = $1
-                        order by decided_at desc, received_at desc limit 1)
-           select (select version from cur) as stored, exists (select 1 from stands) as withdrawn,
-                  (select welfare_group from fkp) as fkp""",
-        family_id, version, verified_at)
-
-
-def publish_withdrawal(outbox: Outbox, row: asyncpg.Record, e: InterviewFlagged, cfg: Config) -> None:
+def publish_withdrawal(outbox: Outbox, row: asyncpg.Record, e: InterviewFlagged, cfg: Config,
+                       decision_seq: int) -> None:
     """Every programme: not eligible, because the family is no longer verified."""
     reason = f"verification withdrawn ({e.reason.value}): {e.detail}"[:500]
     outbox.publish(Topic.ELIGIBILITY_DECIDED, row["sls_id"], EligibilityDecided(
@@ -187,4 +223,4 @@ def publish_withdrawal(outbox: Outbox, row: asyncpg.Record, e: InterviewFlagged,
         rule_version=cfg.rules.version,
         decisions=[ProgrammeDecision(programme=r.programme, eligible=False, rule_version=cfg.rules.version,
                                      reasons=[reason]) for r in cfg.rules.rules],
-        decided_at=datetime.now(UTC)), subject=row["family_id"])
+        decided_at=datetime.now(UTC), decision_seq=decision_seq), subject=row["family_id"])

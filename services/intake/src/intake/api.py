@@ -208,18 +208,8 @@ async def submission_status(request: Request, submission_id: UUID, principal: Pr
         "submission_id": str(sub["submission_id"]), "kind": sub["kind"], "sls_id": sub["sls_id"],
         "family_id": sub["family_id"], "version": sub["version"], "trace_id": sub["trace_id"],
         "received_at": sub["received_at"].isoformat(), "warnings": sub["warnings"],
-        "journey": [{"step": s["step"], **s["detail"]} for s in steps],
-        "final": _final_state(sub["kind"], [s["step"] for s in steps]),
+        "journey": [{"step": s["step"], **s["detail"], "decision_seq": s["decision_seq"]} for s in steps],
+        "final": domain.final_state(sub["kind"], [domain.Step(s["step"], s["decision_seq"]) for s in steps]),
     }
 
 
-def _final_state(kind: str, steps: list[str]) -> str | None:
-    """decided (eligibility known, last verification positive), flagged, or None (in progress)."""
-    if kind != "interview":
-        return "accepted"
-    verdicts = [s for s in steps if s in ("verified", "flagged")]
-    if verdicts and verdicts[-1] == "flagged":
-        return "flagged"  # never verified, or verification withdrawn later
-    if "eligibility" in steps:
-        return "decided"
-    return None

@@ -117,3 +117,36 @@ def text_problems(document, path: str = "") -> list[Problem]:
     if isinstance(document, list):
         return [p for i, v in enumerate(document) for p in text_problems(v, f"{path}/{i}")]
     return []
+
+
+# ---------------------------------------------------------------- the status view
+
+
+VERDICTS = ("verified", "flagged")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step of a submission's journey as the status view weighs it: verified / flagged carry
+    verify's decision sequence, classified / eligibility classify's, 0 when the event had none."""
+
+    step: str
+    decision_seq: int = 0
+
+
+def final_state(kind: str, steps: list[Step]) -> str | None:
+    """decided (eligibility known, newest verification positive), flagged, or None (in progress).
+
+    `steps` come in arrival order; verified and flagged travel on two topics, so the newest of
+    verify's decisions is the one with the highest decision sequence, not the last to arrive
+    (a flag that arrived before the verification it withdrew still stands; an older flag arriving
+    after a supervisor's verification does not). Steps without a sequence (0) are older than any
+    with one and count in arrival order among themselves."""
+    if kind != "interview":
+        return "accepted"
+    verdicts = [(s.decision_seq, i, s.step) for i, s in enumerate(steps) if s.step in VERDICTS]
+    if verdicts and max(verdicts)[2] == "flagged":
+        return "flagged"  # never verified, or verification withdrawn later
+    if any(s.step == "eligibility" for s in steps):
+        return "decided"
+    return None

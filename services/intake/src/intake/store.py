@@ -128,20 +128,23 @@ async def accept_many(uow: UnitOfWork, subs: list[Submission]) -> list[Receipt |
     return out
 
 
-def record_step(uow: UnitOfWork, submission_id: UUID, step: str, detail: dict, event_id: str) -> None:
+def record_step(uow: UnitOfWork, submission_id: UUID, step: str, detail: dict, event_id: str,
+                decision_seq: int = 0) -> None:
     """A step of a submission's journey; the batch's steps are written together at commit."""
     steps = uow.cache.setdefault("journey", [])
-    steps.append((submission_id, step, _json(detail), event_id))
+    steps.append((submission_id, step, _json(detail), event_id, decision_seq))
     uow.defer("journey", lambda: _write_steps(uow.conn, steps))
 
 
 async def _write_steps(conn: asyncpg.Connection, steps: list[tuple]) -> None:
     # clock_timestamp() in order of arrival keeps the journey's order within one batch
     await conn.execute(
-        "insert into journey (submission_id, step, detail, event_id, at) "
-        "select s, st, d::jsonb, e, clock_timestamp() from unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) "
-        "with ordinality as t(s, st, d, e, n) order by n on conflict do nothing",
+        "insert into journey (submission_id, step, detail, event_id, decision_seq, at) "
+        "select s, st, d::jsonb, e, q, clock_timestamp() "
+        "from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[]) "
+        "with ordinality as t(s, st, d, e, q, n) order by n on conflict do nothing",
         [x[0] for x in steps], [x[1] for x in steps], [x[2] for x in steps], [x[3] for x in steps],
+        [x[4] for x in steps],
     )
     steps.clear()
 
@@ -152,6 +155,6 @@ async def journey(conn: asyncpg.Connection, submission_id: UUID) -> tuple[asyncp
         "from submissions where submission_id = $1", submission_id,
     )
     steps = await conn.fetch(
-        "select step, detail, at from journey where submission_id = $1 order by at, step", submission_id
+        "select step, detail, decision_seq, at from journey where submission_id = $1 order by at, step", submission_id
     )
     return sub, steps

@@ -32,6 +32,14 @@ class Filters:
         return True
 
 
+def recipients(matching: set, informed: set, live: set) -> set:
+    """Subscriptions that get a family's decision: those whose filters match it, and every live
+    subscription already told about the family, whether or not the decision still matches. A family
+    that stops being eligible for a programme no longer matches that programme's filter, yet the
+    programme holds its earlier "eligible" and must hear of the change (a withdrawal, a new group)."""
+    return set(matching) | (set(informed) & set(live))
+
+
 class Outcome(StrEnum):
     DELIVERED = "delivered"
     RETRY = "retry"
@@ -104,3 +112,16 @@ def is_public_address(addr: str) -> bool:
 
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def newer_decision(stored_seq: int | None, incoming_seq: int) -> bool:
+    """Whether a family's eligibility decision (classify's decision sequence `incoming_seq`) is to be
+    queued, given the highest one queued for the family (`stored_seq`, None: none yet). Only a newer
+    one is: an older or the same decision again is never sent after it. Events without a sequence
+    (0, from before sequences existed) keep the arrival order as before, until the family's first
+    sequenced decision; after it they are older."""
+    if stored_seq is None:
+        return True
+    if incoming_seq == 0:
+        return stored_seq == 0
+    return incoming_seq > stored_seq

@@ -32,6 +32,40 @@ async def enqueue(conn: asyncpg.Connection, rows: list[tuple]) -> None:
     )
 
 
+async def family_decisions(conn: asyncpg.Connection, family_ids: list[str]) -> dict[str, int]:
+    """The highest decision sequence queued for each of these families that has one, rows locked."""
+    rows = await conn.fetch("select family_id, decision_seq from family_decisions where family_id = any($1::text[]) "
+                            "order by family_id for update", family_ids)
+    return {r["family_id"]: r["decision_seq"] for r in rows}
+
+
+async def informed_subscriptions(conn: asyncpg.Connection, family_ids: list[str]) -> dict[str, set]:
+    """family id -> the subscriptions already given a decision about it."""
+    rows = await conn.fetch("select family_id, subscription_id from subscription_families "
+                            "where family_id = any($1::text[])", family_ids)
+    out: dict[str, set] = {}
+    for r in rows:
+        out.setdefault(r["family_id"], set()).add(r["subscription_id"])
+    return out
+
+
+async def remember_informed(conn: asyncpg.Connection, pairs: list[tuple]) -> None:
+    """(subscription id, family id) pairs: this subscription has now been given a decision about it."""
+    if pairs:
+        await conn.execute(
+            "insert into subscription_families (subscription_id, family_id) "
+            "select * from unnest($1::uuid[], $2::text[]) on conflict do nothing",
+            [p[0] for p in pairs], [p[1] for p in pairs])
+
+
+async def save_family_decisions(conn: asyncpg.Connection, newest: dict[str, tuple[int, str]]) -> None:
+    """family id -> (decision sequence, event id) of the newest decision now queued for it."""
+    await conn.executemany(
+        "insert into family_decisions (family_id, decision_seq, event_id) values ($1, $2, $3) "
+        "on conflict (family_id) do update set decision_seq = excluded.decision_seq, event_id = excluded.event_id, "
+        "updated_at = now()", [(f, seq, ev) for f, (seq, ev) in sorted(newest.items())])
+
+
 async def due_subscriptions(conn: asyncpg.Connection, limit: int) -> list[UUID]:
     """Active subscriptions with something queued whose retry wait is over and that no
     instance is delivering right now."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from uuid import UUID
 
 from regsosek.contracts import (
@@ -118,6 +119,31 @@ def duplicate_interview() -> Decision:
 
 def no_roster(hours: float) -> Decision:
     return Decision(False, reason=FlagReason.NO_ROSTER, detail=f"no SLS roster arrived within {hours:.0f} h of the interview")
+
+
+class Arrival(StrEnum):
+    """What an interview meets in verify's store."""
+
+    NEW = "new"  # the family's first interview, or a newer version: held, then decided
+    SUPERSEDED = "superseded"  # an older version than the stored one: ignored
+    REPEATED = "repeated"  # the stored submission again (a redelivery): ignored
+    DUPLICATE = "duplicate"  # another submission of the stored version: flagged alone, the family unchanged
+
+
+def interview_arrival(stored: tuple[int, str] | None, iv: FamilyInterview) -> Arrival:
+    """Versions, not arrival order, decide: `stored` is the (version, submission id) verify holds
+    for the family. Only NEW leads to a decision about the family, which takes the family's next
+    decision sequence, so a newer version's decision always carries a higher sequence than any
+    decision about an older one; a DUPLICATE flag changes nothing about the family and carries
+    its current sequence (consumers do not take it as a decision about the family)."""
+    if stored is None:
+        return Arrival.NEW
+    version, submission_id = stored
+    if version > iv.version:
+        return Arrival.SUPERSEDED
+    if version == iv.version:
+        return Arrival.REPEATED if submission_id == str(iv.submission_id) else Arrival.DUPLICATE
+    return Arrival.NEW
 
 
 def matched_key(iv: FamilyInterview, roster: list[RosterEntry]) -> Key | None:

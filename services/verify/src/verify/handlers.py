@@ -28,26 +28,29 @@ from verify.settings import VerifySettings
 settings = VerifySettings()
 
 
-def publish(uow: UnitOfWork, iv: FamilyInterview, d: domain.Decision) -> None:
+def publish(uow: UnitOfWork, iv: FamilyInterview, d: domain.Decision, decision_seq: int) -> None:
     now = datetime.now(UTC)
     if d.verified:
         uow.outbox.publish(Topic.INTERVIEW_VERIFIED, iv.location.sls_id,
                            InterviewVerified(family_id=iv.family_id, sls_id=iv.location.sls_id, outcome=d.outcome,
-                                             verified_at=now, interview=iv), subject=iv.family_id)
+                                             verified_at=now, interview=iv, decision_seq=decision_seq),
+                           subject=iv.family_id)
     else:
         uow.outbox.publish(Topic.INTERVIEW_FLAGGED, iv.location.sls_id,
                            InterviewFlagged(family_id=iv.family_id, sls_id=iv.location.sls_id,
                                             submission_id=iv.submission_id, version=iv.version, reason=d.reason,
-                                            detail=d.detail, flagged_at=now), subject=iv.family_id)
+                                            detail=d.detail, flagged_at=now, decision_seq=decision_seq),
+                           subject=iv.family_id)
 
 
 async def record(uow: UnitOfWork, iv: FamilyInterview, d: domain.Decision, *, cause: str,
                  roster: domain.Roster | None) -> None:
-    """Stores the family's new outcome (with its history line) and publishes it."""
+    """Stores the family's new outcome under its next decision sequence (with its history line)
+    and publishes it with that sequence."""
     matched = domain.matched_key(iv, roster.entries) if roster else None
-    await store.set_state(uow.conn, iv, d, cause=cause, matched=matched,
-                          roster_revision=roster.revision if roster else None)
-    publish(uow, iv, d)
+    seq = await store.set_state(uow.conn, iv, d, cause=cause, matched=matched,
+                                roster_revision=roster.revision if roster else None)
+    publish(uow, iv, d, seq)
 
 
 async def judge(uow: UnitOfWork, iv: FamilyInterview, roster: domain.Roster) -> domain.Decision:
@@ -91,16 +94,17 @@ async def on_interview(uow: UnitOfWork, msg: Incoming) -> None:
     iv: FamilyInterview = msg.data
     await store.lock_sls_once(uow, iv.location.sls_id)
     cur = await store.current(uow.conn, iv.family_id)
-    if cur is not None:
-        if cur["version"] > iv.version:
-            return  # a newer version is already here; this one is superseded
-        if cur["version"] == iv.version:
-            if str(cur["submission_id"]) == str(iv.submission_id):
-                return  # the same submission again: already held or decided
-            d = domain.duplicate_interview()
-            await store.add_history(uow.conn, iv, d, cause="duplicate_interview", roster_revision=None)
-            publish(uow, iv, d)
-            return
+    arrival = domain.interview_arrival(None if cur is None else (cur["version"], str(cur["submission_id"])), iv)
+    if arrival is domain.Arrival.SUPERSEDED or arrival is domain.Arrival.REPEATED:
+        return  # a newer version is already here, or the same submission again (already held or decided)
+    if arrival is domain.Arrival.DUPLICATE:
+        # a second submission of the same version: no decision about the family, so it takes no
+        # new sequence number and carries the family's current one (see domain.interview_arrival)
+        d = domain.duplicate_interview()
+        await store.add_history(uow.conn, iv, d, cause="duplicate_interview", roster_revision=None,
+                                decision_seq=cur["decision_seq"])
+        publish(uow, iv, d, cur["decision_seq"])
+        return
     await store.save_held(uow.conn, iv, current_trace_headers().get("traceparent"))
     roster = await roster_of(uow, iv.location.sls_id)
     if roster is None:

@@ -68,7 +68,8 @@ async def roster(conn: asyncpg.Connection, sls_id: str) -> Roster | None:
 
 async def current(conn: asyncpg.Connection, family_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "select submission_id, version, state, body from interviews where family_id = $1 for update", family_id
+        "select submission_id, version, state, body, decision_seq from interviews where family_id = $1 for update",
+        family_id,
     )
 
 
@@ -85,29 +86,34 @@ async def save_held(conn: asyncpg.Connection, iv: FamilyInterview, traceparent: 
 
 
 async def set_state(conn: asyncpg.Connection, iv: FamilyInterview, d: Decision, *, cause: str,
-                    matched: Key | None, roster_revision: int | None) -> None:
-    """The family's new outcome, and a line in its history (one statement)."""
+                    matched: Key | None, roster_revision: int | None) -> int:
+    """The family's new outcome under its next decision sequence, and a line in its history (one
+    statement); returns that sequence. The family's row is locked (see `current`), so numbers
+    never repeat or go back."""
     building, family = matched or (None, None)
-    await conn.execute(
+    return await conn.fetchval(
         """with upd as (
              update interviews set state = $2, outcome = $3, detail = $4, held_since = null, decided_at = now(),
-               updated_at = now(), roster_building_no = $5, roster_family_no = $6, roster_revision = $7
-             where family_id = $1)
-           insert into verification_history (family_id, sls_id, submission_id, version, state, outcome, detail,
-                                             cause, roster_revision)
-           values ($1, $8, $9, $10, $2, $3, $4, $11, $7)""",
+               updated_at = now(), roster_building_no = $5, roster_family_no = $6, roster_revision = $7,
+               decision_seq = decision_seq + 1
+             where family_id = $1 returning decision_seq),
+           hist as (
+             insert into verification_history (family_id, sls_id, submission_id, version, state, outcome, detail,
+                                               cause, roster_revision, decision_seq)
+             select $1, $8, $9, $10, $2, $3, $4, $11, $7, upd.decision_seq from upd)
+           select decision_seq from upd""",
         iv.family_id, d.state, d.code, d.detail, building, family, roster_revision,
         iv.location.sls_id, iv.submission_id, iv.version, cause,
     )
 
 
 async def add_history(conn: asyncpg.Connection, iv: FamilyInterview, d: Decision, *, cause: str,
-                      roster_revision: int | None) -> None:
+                      roster_revision: int | None, decision_seq: int) -> None:
     await conn.execute(
         "insert into verification_history (family_id, sls_id, submission_id, version, state, outcome, detail, cause, "
-        "roster_revision) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "roster_revision, decision_seq) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         iv.family_id, iv.location.sls_id, iv.submission_id, iv.version, d.state, d.code, d.detail, cause,
-        roster_revision,
+        roster_revision, decision_seq,
     )
 
 

@@ -11,11 +11,16 @@ from typing import Annotated
 from pydantic import Field, StringConstraints, model_validator
 
 from regsosek.contracts.base import Contract
-from regsosek.contracts.identifiers import SlsId, SubmissionId
+from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId
 from regsosek.contracts.interview import FamilyInterview
 
 Text = Annotated[str, StringConstraints(max_length=500)]
-FamilyId = Annotated[str, StringConstraints(pattern=r"^\d{14}-\d{4}-\d{3}$")]
+
+# The producer's per-family decision sequence (docs/ORDERING.md): strictly increasing over every
+# decision the producer makes about one family, so a consumer keeps the highest it has applied and
+# ignores anything lower, whatever topic or order it arrived in. 0 = an event from before sequences
+# existed: older than every sequenced event of the family (ordered among themselves as before).
+DecisionSeq = Annotated[int, Field(ge=0)]
 
 
 class VerificationOutcome(StrEnum):
@@ -42,6 +47,7 @@ class InterviewVerified(Contract):
     outcome: VerificationOutcome
     verified_at: datetime
     interview: FamilyInterview  # event-carried state: classify needs no call back
+    decision_seq: DecisionSeq = 0  # verify's decision sequence of the family
 
 
 class InterviewFlagged(Contract):
@@ -52,6 +58,9 @@ class InterviewFlagged(Contract):
     reason: FlagReason
     detail: Text  # readable by a supervisor; never contains NIK/KK/names
     flagged_at: datetime
+    # verify's decision sequence of the family; a duplicate-interview flag (a second submission of
+    # the same version) is no decision about the family and carries the family's current one
+    decision_seq: DecisionSeq = 0
 
 
 class SupervisorDecision(StrEnum):
@@ -98,6 +107,7 @@ class FamilyClassified(Contract):
     adjusted_by_fkp: bool = False
     explanation: list[Contribution]  # top contributing factors, largest first
     classified_at: datetime
+    decision_seq: DecisionSeq = 0  # classify's decision sequence of the family (shared with eligibility-decided)
 
 
 class ProgrammeDecision(Contract):
@@ -118,6 +128,10 @@ class EligibilityDecided(Contract):
     rule_version: str
     decisions: list[ProgrammeDecision]
     decided_at: datetime
+    # classify's decision sequence of the family: the newest decision is the one with the highest
+    # (re-classification, re-rank, replay and withdrawal each take the next); same value as the
+    # family-classified published with it
+    decision_seq: DecisionSeq = 0
 
 
 class FkpAdjustment(Contract):
