@@ -6,7 +6,7 @@ SEED ?= 2022
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup stack-up stack-down stack-status run serve test test-unit test-integration token topics-render clean bench
+.PHONY: setup stack-up stack-down stack-status run serve test test-unit test-integration token topics-render asyncapi-render clean bench
 
 setup:
 	bash scripts/bootstrap.sh
@@ -52,6 +52,12 @@ token: setup
 # Regenerate deploy/kafka/topics.yaml from the topic registry.
 topics-render: setup
 	$(PY) -m regsosek.topics render-strimzi --profile production > deploy/kafka/topics.yaml
+
+# Regenerate the AsyncAPI 3.0 document, the per-event JSON Schemas and the samples from
+# the topic registry and the event contracts (tests/asyncapi fails when they are stale).
+asyncapi-render: setup
+	$(PY) -m regsosek.asyncapi render > docs/asyncapi.yaml.tmp && mv docs/asyncapi.yaml.tmp docs/asyncapi.yaml
+	$(PY) -m regsosek.asyncapi schemas docs/schemas > /dev/null
 
 clean: stack-down
 	rm -rf .local

@@ -6,7 +6,9 @@ No Docker and no cluster needed: these read the files only.
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +17,8 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
-from regsosek.topics import render_strimzi, specs
+from regsosek.settings import ServiceSettings
+from regsosek.topics import consumed_by, render_strimzi, specs
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -24,12 +27,13 @@ VERSIONS_ENV = ROOT / "scripts" / "versions.env"
 DEPLOY = ROOT / "deploy"
 STRIMZI_TOPICS = DEPLOY / "kafka" / "topics.yaml"
 
-# service -> (HTTP port, consumer group, needs REGSOSEK_AUTH_SECRET)
+# service -> (HTTP port, needs REGSOSEK_AUTH_SECRET). Consumer groups and consumed topics
+# are not listed here: they come from the code (test_each_service_scales_on_its_consumer_group_lag).
 SERVICES = {
-    "intake": (8001, "regsosek-intake-status", True),
-    "verify": (8002, "regsosek-verify", False),
-    "classify": (8003, "regsosek-classify", False),
-    "notify": (8004, "regsosek-notify", True),
+    "intake": (8001, True),
+    "verify": (8002, False),
+    "classify": (8003, False),
+    "notify": (8004, True),
 }
 REGENERATE = (
     "python -m regsosek.topics render-strimzi --profile production --namespace regsosek > deploy/kafka/topics.yaml"
@@ -162,7 +166,7 @@ def test_every_service_uses_its_own_database(compose):
 
 def test_every_service_is_wired_the_same_way(compose):
     for name, svc in _regsosek_services(compose).items():
-        port, _group, needs_auth = SERVICES[name]
+        port, needs_auth = SERVICES[name]
         env = _environment(svc)
         assert env["REGSOSEK_HTTP_PORT"] == str(port), name
         assert env["REGSOSEK_HTTP_HOST"] == "0.0.0.0", name
@@ -236,7 +240,7 @@ def test_each_deployment_is_probed_bounded_and_configured():
     services = _by_kind("Service")
     assert set(deployments) == set(SERVICES)
     for name, dep in deployments.items():
-        port, _group, needs_auth = SERVICES[name]
+        port, needs_auth = SERVICES[name]
         pod = dep["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         assert container["command"] == [f"regsosek-{name}"]
@@ -256,14 +260,39 @@ def test_each_deployment_is_probed_bounded_and_configured():
         assert services[name]["spec"]["ports"][0]["port"] == port, name
 
 
-def test_each_service_scales_on_its_consumer_group_lag():
+def _default_settings(service: str):
+    """The service's own settings class (e.g. intake.settings.IntakeSettings), with defaults."""
+    module = importlib.import_module(f"{service}.settings")
+    classes = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, ServiceSettings)
+               and v.__module__ == module.__name__]
+    assert len(classes) == 1, f"{module.__name__} should define one settings class, found {classes}"
+    return classes[0]()
+
+
+def test_each_service_scales_on_its_consumer_group_lag(monkeypatch):
+    """Each ScaledObject watches the group the service really joins (its settings class's
+    consumer_group) on exactly the topics the registry says it consumes (which
+    tests/asyncapi checks against the service's app.py)."""
+    for var in [v for v in os.environ if v.startswith("REGSOSEK_")]:
+        monkeypatch.delenv(var)  # defaults, as deployed: no topic prefix
     scaled = _by_kind("ScaledObject")
-    for name, (_port, group, _auth) in SERVICES.items():
+    assert set(scaled) == set(SERVICES)
+    for name in SERVICES:
+        group = _default_settings(name).consumer_group
         obj = scaled[name]
         assert obj["spec"]["scaleTargetRef"]["name"] == name
         assert obj["spec"]["minReplicaCount"] >= 2, name
-        kafka = [t for t in obj["spec"]["triggers"] if t["type"] == "kafka"]
-        assert [t["metadata"]["consumerGroup"] for t in kafka] == [group], name
+        kafka = [t["metadata"] for t in obj["spec"]["triggers"] if t["type"] == "kafka"]
+        assert {t["consumerGroup"] for t in kafka} == {group}, (
+            f"deploy/services/{name}.yaml scales on group(s) {sorted({t['consumerGroup'] for t in kafka})}, "
+            f"but {name} consumes as {group!r}")
+        topics = [t.get("topic") for t in kafka]
+        assert sorted(topics, key=str) == sorted(consumed_by(name)), (
+            f"deploy/services/{name}.yaml watches topics {topics}; topics.yaml says {name} consumes "
+            f"{consumed_by(name)}: one kafka trigger per consumed topic")
+        for t in kafka:
+            assert t["bootstrapServers"] == "regsosek-kafka-bootstrap.regsosek.svc:9092", name
+            assert t["allowIdleConsumers"] == "false", name
 
 
 def test_kustomizations_name_only_existing_files():

@@ -53,6 +53,10 @@ class TopicSpec:
     replication_factor: int
     config: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    key: str = ""
+    contract: str | None = None  # class name in regsosek.contracts; None for the dead-letter topic
+    producers: tuple[str, ...] = ()  # services that publish to the topic
+    consumers: tuple[str, ...] = ()  # services whose consumer group reads it
 
 
 @cache
@@ -73,9 +77,23 @@ def specs(profile: str = "local") -> list[TopicSpec]:
                 replication_factor=int(prof["replication_factor"]),
                 config={k: str(v) for k, v in config.items()},
                 description=t.get("description", ""),
+                key=t.get("key", ""),
+                contract=t.get("contract"),
+                producers=tuple(t.get("producers") or ()),
+                consumers=tuple(t.get("consumers") or ()),
             )
         )
     return out
+
+
+def consumed_by(service: str) -> list[str]:
+    """Topics whose consumers include `service`, in registry order."""
+    return [s.name for s in specs() if service in s.consumers]
+
+
+def produced_by(service: str) -> list[str]:
+    """Topics whose producers include `service`, in registry order."""
+    return [s.name for s in specs() if service in s.producers]
 
 
 async def create_topics(bootstrap: str, profile: str = "local", prefix: str | None = None) -> list[str]:
