@@ -15,6 +15,7 @@ import itertools
 import os
 import random
 import re
+import signal
 import socket
 import time
 import uuid
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -260,6 +262,70 @@ async def delete_topics_and_groups(topics: list[str], groups: list[str]) -> None
                 await admin._send_request(DeleteGroupsRequest([g]), await admin.find_coordinator(g))
     finally:
         await admin.close()
+
+
+def stack_env() -> dict[str, str]:
+    """The environment for scripts/kafka.sh and scripts/postgres.sh of this checkout (ROOT), aimed at
+    the broker and database the tests use: ports from the environment, else from BOOTSTRAP and PG_BASE
+    (and the controller port from the running broker's rendered config)."""
+    env = dict(os.environ)
+    kafka_port = BOOTSTRAP.split(",")[0].rpartition(":")[2]
+    env.setdefault("REGSOSEK_KAFKA_PORT", kafka_port)
+    assert env["REGSOSEK_KAFKA_PORT"] == kafka_port, \
+        f"REGSOSEK_KAFKA_PORT={env['REGSOSEK_KAFKA_PORT']} but the tests use the broker at {BOOTSTRAP}"
+    if not env.get("REGSOSEK_KAFKA_CONTROLLER_PORT"):
+        props = ROOT / ".local" / "kafka" / "server.properties"
+        m = re.search(r"^controller\.quorum\.voters=\S*:(\d+)\s*$", props.read_text() if props.exists() else "",
+                      re.MULTILINE)
+        if m:
+            env["REGSOSEK_KAFKA_CONTROLLER_PORT"] = m.group(1)
+    if not env.get("REGSOSEK_PG_EXTERNAL_URL"):
+        pg_port = str(urlsplit(PG_BASE).port or 5432)
+        env.setdefault("REGSOSEK_PG_PORT", pg_port)
+        assert env["REGSOSEK_PG_PORT"] == pg_port, \
+            f"REGSOSEK_PG_PORT={env['REGSOSEK_PG_PORT']} but the tests use the database at {PG_BASE}"
+    return env
+
+
+async def stack_script(script: str, *args: str, timeout: float = 180.0) -> str:
+    """Runs scripts/<script> of this checkout (e.g. "kafka.sh", "start") on the tests' stack; its output."""
+    proc = await asyncio.create_subprocess_exec("bash", f"scripts/{script}", *args, cwd=ROOT, env=stack_env(),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"scripts/{script} {' '.join(args)} still running after {timeout:.0f}s") from None
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, f"scripts/{script} {' '.join(args)} failed ({proc.returncode}):\n{text[-3000:]}"
+    return text
+
+
+def broker_pid() -> int | None:
+    """The pid of this checkout's broker (scripts/kafka.sh), if it is running."""
+    try:
+        pid = int((ROOT / ".local" / "kafka" / "kafka.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"kafka.Kafka" in cmdline else None
+
+
+async def stop_broker(*, kill: bool = False) -> None:
+    """Stops the tests' broker: SIGKILL (a crash: no controlled shutdown) or scripts/kafka.sh stop."""
+    if not kill:
+        await stack_script("kafka.sh", "stop")
+        return
+    pid = broker_pid()
+    assert pid is not None, f"no broker of {ROOT} is running (.local/kafka/kafka.pid)"
+    os.kill(pid, signal.SIGKILL)
+    await eventually(lambda: not Path(f"/proc/{pid}").exists(), timeout=30, interval=0.1,
+                     what=f"the broker (pid {pid}) to exit after SIGKILL")
+
+
+async def start_broker() -> None:
+    await stack_script("kafka.sh", "start")
 
 
 def cloud_event(data: Contract, *, subject: str, event_id: str | None = None,
