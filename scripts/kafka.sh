@@ -6,6 +6,8 @@
 #   scripts/kafka.sh stop      SIGTERM, then SIGKILL after 30 s
 #   scripts/kafka.sh status    exit 0 when running, 3 when not
 #   scripts/kafka.sh wait      wait until the broker accepts connections
+#   scripts/kafka.sh runtime   install if needed; print the java binary and the jar folder, one a
+#                              line (for a second, differently configured broker: tests/integration/securekafka.py)
 #
 # Environment:
 #   REGSOSEK_KAFKA_PORT             PLAINTEXT listener port (default 19092)
@@ -281,8 +283,16 @@ cmd_status() {
     return 3
 }
 
+cmd_runtime() {
+    [[ -f "$LIBS_MARKER" ]] || cmd_install
+    ensure_java
+    java_cmd
+    printf '%s\n%s\n' "$JAVA" "$LIBS"
+}
+
 case "${1:-}" in
     install) cmd_install ;;
+    runtime) cmd_runtime ;;
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
