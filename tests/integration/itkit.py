@@ -32,8 +32,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from regsosek import areas
+from regsosek.auth import local_jwks_file
 from regsosek.contracts import Contract
 from regsosek.envelope import encode, new_envelope
+from regsosek.kafka_security import client_options
 from regsosek.messaging.relay import RELAY_LOCK
 from regsosek.topics import Topic, create_topics
 from regsosek_tools import processes
@@ -42,6 +44,12 @@ ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("REGSOSEK_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 PG_BASE = os.environ.get("REGSOSEK_PG_URL_BASE", "postgresql://regsosek@127.0.0.1:15432").rstrip("/")
 LOG_DIR = ROOT / ".local" / "logs" / "integration"
+
+
+def kafka_options() -> dict[str, Any]:
+    """TLS and SASL for the kit's own clients, from REGSOSEK_KAFKA_* like the services (regsosek.kafka_security);
+    PLAINTEXT on the local stack."""
+    return client_options()
 
 FAULT_EXIT_AFTER_DB_COMMIT = "REGSOSEK_FAULT_EXIT_AFTER_DB_COMMIT"
 FAULT_RELAY_EXIT_AFTER_SENDS = "REGSOSEK_FAULT_RELAY_EXIT_AFTER_SENDS"
@@ -177,7 +185,7 @@ async def drop_databases(names: list[str]) -> None:
 
 
 async def partitions_of(topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **kafka_options())
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -190,7 +198,7 @@ async def partitions_of(topic: str) -> list[int]:
 async def read_topic(topic: str, timeout: float = 30.0) -> list[ConsumerRecord]:
     """Every record of `topic` from the beginning to the current end, by partition then offset."""
     partitions = await partitions_of(topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, **kafka_options(), enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -230,7 +238,7 @@ def by_subject(records: list[ConsumerRecord]) -> dict[str, list[ConsumerRecord]]
 
 
 async def end_offsets(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, **kafka_options(), enable_auto_commit=False)
     await consumer.start()
     try:
         return await consumer.end_offsets(tps)
@@ -239,7 +247,7 @@ async def end_offsets(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
 
 
 async def committed_offsets(group: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **kafka_options())
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -249,7 +257,7 @@ async def committed_offsets(group: str) -> dict[TopicPartition, int]:
 
 
 async def delete_topics_and_groups(topics: list[str], groups: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **kafka_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -337,7 +345,7 @@ def cloud_event(data: Contract, *, subject: str, event_id: str | None = None,
 
 
 async def start_producer(**options: Any) -> AIOKafkaProducer:
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=True, linger_ms=0,
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, **kafka_options(), acks="all", enable_idempotence=True, linger_ms=0,
                                 **options)
     await producer.start()
     return producer
@@ -401,6 +409,8 @@ class World:
             "REGSOSEK_HTTP_PORT": str(port),
             "REGSOSEK_TOPIC_PREFIX": self.prefix,
             "REGSOSEK_LOG_LEVEL": "INFO",
+            # bearer tokens: the public half of the local key pair that token() signs with
+            "REGSOSEK_AUTH_JWKS_FILE": str(local_jwks_file()),
             **env,
         }
         log = LOG_DIR / f"{self.tag}-{name}-{next(_run_counter)}.log"
@@ -501,10 +511,17 @@ def trace_id_of(traceparent: str | None) -> str | None:
 # ---------------------------------------------------------------- intake's HTTP API
 
 
-def token(role: str, subject: str = "IT", areas: tuple[str, ...] = ("64",)) -> str:
-    from regsosek.auth import LOCAL_DEFAULT_SECRET, Role, mint
+def token(role: str, subject: str = "IT", areas: tuple[str, ...] = ("64",),
+          programmes: tuple[str, ...] | None = None) -> str:
+    """A bearer token; a programme token names every programme unless `programmes` says which."""
+    from regsosek.auth import Role, mint
+    from regsosek.programmes import PROGRAMME_CODES
 
-    return mint(LOCAL_DEFAULT_SECRET, subject=subject, role=Role(role), areas=list(areas))
+    if role == "programme" and programmes is None:
+        programmes = PROGRAMME_CODES
+    # signed with the local key pair (.local/auth/, made on first use), for every local service
+    return mint(subject=subject, role=Role(role), areas=list(areas),
+                programmes=list(programmes) if programmes is not None else None)
 
 
 @dataclass

@@ -1,72 +1,75 @@
-"""Bearer tokens: minting, verification, area scoping, the FastAPI dependency."""
+"""Bearer tokens: minting, verification against a JWK Set, area scoping, the FastAPI dependency."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
+from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from regsosek.auth import LOCAL_DEFAULT_SECRET, InvalidClaims, Principal, Role, bearer, mint, verify
+from regsosek.auth import InvalidClaims, Principal, Role, Signer, TokenRefused, TokenVerifier, bearer, mint
+from regsosek.jwks import JwksFile
 
-SECRET = "a-test-secret-that-is-long-enough-0123456789"
+ISSUER = "https://idp.regsosek.test"
+AUDIENCE = "regsosek-intake"
+SIGNER = Signer(key=ed25519.Ed25519PrivateKey.generate(), kid="ed-test-1", issuer=ISSUER)
+JWKS_PATH = Path(tempfile.mkdtemp(prefix="regsosek-auth-test-")) / "jwks.json"
+JWKS_PATH.write_text(json.dumps(SIGNER.jwks()))
+VERIFIER = TokenVerifier(JwksFile(JWKS_PATH), issuer=ISSUER, audience=AUDIENCE)
+
+
+def verify(token: str) -> Principal:
+    return VERIFIER.verify_sync(token)
+
+
+def sign(**kw) -> str:
+    return mint(SIGNER, audience=AUDIENCE, **kw)
 
 
 def test_mint_verify_round_trip():
-    tok = mint(SECRET, subject="OFC-1", role=Role.OFFICER, areas=["6472", "640101"])
-    p = verify(SECRET, tok)
+    tok = sign(subject="OFC-1", role=Role.OFFICER, areas=["6472", "640101"])
+    p = verify(tok)
     assert p == Principal("OFC-1", Role.OFFICER, ("6472", "640101"))
     assert p.role is Role.OFFICER
 
 
-def test_claims_include_expiry_from_ttl():
+def test_claims_include_expiry_from_ttl_issuer_audience_and_kid():
     before = int(time.time())
-    tok = mint(SECRET, subject="S", role=Role.SUPERVISOR, areas=[], ttl_s=600)
-    claims = jwt.decode(tok, SECRET, algorithms=["HS256"])
-    assert claims["role"] == "supervisor"
+    tok = sign(subject="S", role=Role.SUPERVISOR, areas=[], ttl_s=600)
+    claims = jwt.decode(tok, options={"verify_signature": False})
+    assert claims["role"] == "supervisor" and claims["iss"] == ISSUER and claims["aud"] == AUDIENCE
     assert before + 600 <= claims["exp"] <= int(time.time()) + 600
     assert claims["exp"] - claims["iat"] == 600
+    assert jwt.get_unverified_header(tok) == {"alg": "EdDSA", "kid": "ed-test-1", "typ": "JWT"}
 
 
-def test_wrong_secret():
-    tok = mint(SECRET, subject="OFC-1", role=Role.OFFICER, areas=["6472"])
+def test_another_key_with_the_same_kid_does_not_verify():
+    other = Signer(key=ed25519.Ed25519PrivateKey.generate(), kid=SIGNER.kid, issuer=ISSUER)
+    tok = mint(other, subject="OFC-1", role=Role.OFFICER, areas=["6472"], audience=AUDIENCE)
     with pytest.raises(jwt.InvalidSignatureError):
-        verify("another-secret-entirely-0123456789-abcdef", tok)
+        verify(tok)
 
 
 def test_expired_token():
-    tok = mint(SECRET, subject="OFC-1", role=Role.OFFICER, areas=["6472"], ttl_s=-60)
+    tok = sign(subject="OFC-1", role=Role.OFFICER, areas=["6472"], ttl_s=600,
+               extra={"iat": int(time.time()) - 1200, "exp": int(time.time()) - 600})
     with pytest.raises(jwt.ExpiredSignatureError):
-        verify(SECRET, tok)
-
-
-@pytest.mark.parametrize("drop", ["sub", "role", "exp"])
-def test_required_claims(drop):
-    claims = {"sub": "X", "role": "officer", "areas": [], "exp": int(time.time()) + 60}
-    del claims[drop]
-    tok = jwt.encode(claims, SECRET, algorithm="HS256")
-    with pytest.raises(jwt.MissingRequiredClaimError):
-        verify(SECRET, tok)
+        verify(tok)
 
 
 def test_unknown_role_rejected():
-    tok = jwt.encode({"sub": "X", "role": "superuser", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
     with pytest.raises(ValueError):
-        verify(SECRET, tok)
-
-
-def test_other_algorithm_rejected():
-    long_secret = SECRET * 2  # long enough for HS512
-    tok = jwt.encode({"sub": "X", "role": "admin", "exp": int(time.time()) + 60}, long_secret, algorithm="HS512")
-    with pytest.raises(jwt.InvalidAlgorithmError):
-        verify(long_secret, tok)
+        verify(_token(role="superuser"))
 
 
 def test_missing_areas_claim_means_no_areas():
-    tok = jwt.encode({"sub": "X", "role": "officer", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
-    p = verify(SECRET, tok)
+    p = verify(_token(areas=_DROP))
     assert p.areas == ()
     assert not p.may_act_for("64720100010001")
 
@@ -99,7 +102,7 @@ def _client() -> TestClient:
     app = FastAPI()
 
     @app.get("/officer-only")
-    async def officer_only(p: Principal = bearer(lambda _request: SECRET, Role.OFFICER)):
+    async def officer_only(p: Principal = bearer(lambda _request: VERIFIER, Role.OFFICER)):
         return {"sub": p.subject, "role": p.role.value}
 
     return TestClient(app)
@@ -111,9 +114,8 @@ def _client() -> TestClient:
         (None, 401, "missing bearer token"),
         ("Basic abc", 401, "missing bearer token"),
         ("Bearer not-a-jwt", 401, "invalid token"),
-        (f"Bearer {mint(SECRET, subject='O', role=Role.OFFICER, areas=[], ttl_s=-60)}", 401, "token expired"),
-        (f"Bearer {mint(LOCAL_DEFAULT_SECRET, subject='O', role=Role.OFFICER, areas=[])}", 401, "invalid token"),
-        (f"Bearer {mint(SECRET, subject='P', role=Role.PROGRAMME, areas=[])}", 403, "may not do this"),
+        (f"Bearer {sign(subject='O', role=Role.OFFICER, areas=[], extra={'iat': int(time.time()) - 700, 'exp': int(time.time()) - 100})}", 401, "token expired"),
+        (f"Bearer {sign(subject='P', role=Role.PROGRAMME, areas=[])}", 403, "may not do this"),
     ],
 )
 def test_bearer_dependency_refusals(header, status, reason):
@@ -125,7 +127,7 @@ def test_bearer_dependency_refusals(header, status, reason):
 
 @pytest.mark.parametrize("role", [Role.OFFICER, Role.ADMIN])
 def test_bearer_dependency_accepts_role_and_admin(role):
-    tok = mint(SECRET, subject="S1", role=role, areas=["6472"])
+    tok = sign(subject="S1", role=role, areas=["6472"])
     r = _client().get("/officer-only", headers={"authorization": f"Bearer {tok}"})
     assert r.status_code == 200
     assert r.json() == {"sub": "S1", "role": role.value}
@@ -133,10 +135,14 @@ def test_bearer_dependency_accepts_role_and_admin(role):
 
 # ------------------------------------------------------------------ malformed claims: refused, never widened
 
-def _token(**claims) -> str:
-    base = {"sub": "OFC-1", "role": "officer", "areas": ["6472"], "exp": int(time.time()) + 60}
+def _token(*, signer: Signer = SIGNER, headers: dict | None = None, **claims) -> str:
+    now = int(time.time())
+    base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "OFC-1", "role": "officer", "areas": ["6472"], "iat": now,
+            "exp": now + 60}
     base.update(claims)
-    return jwt.encode({k: v for k, v in base.items() if v is not _DROP}, SECRET, algorithm="HS256")
+    payload = json.dumps({k: v for k, v in base.items() if v is not _DROP}).encode()  # any claim value, as sent
+    return jwt.api_jws.PyJWS().encode(payload, signer.key, algorithm=signer.algorithm,
+                                      headers={"kid": signer.kid, "typ": "JWT", **(headers or {})})
 
 
 _DROP = object()
@@ -159,51 +165,51 @@ _DROP = object()
 ], ids=repr)
 def test_malformed_areas_claim_is_refused(areas):
     with pytest.raises(InvalidClaims) as e:
-        verify(SECRET, _token(areas=areas))
+        verify(_token(areas=areas))
     assert "areas claim" in e.value.reason
 
 
 @pytest.mark.parametrize("sub", [5, ["OFC-1"], {"id": "OFC-1"}, None, True])
 def test_non_string_sub_is_refused(sub):
     with pytest.raises(jwt.InvalidTokenError):
-        verify(SECRET, _token(sub=sub))
+        verify(_token(sub=sub))
 
 
 @pytest.mark.parametrize("sub", ["", "   ", "x" * 129, "OFC\n1", "OFC\x001"])
 def test_empty_overlong_or_unprintable_sub_is_refused(sub):
     with pytest.raises(InvalidClaims) as e:
-        verify(SECRET, _token(sub=sub))
+        verify(_token(sub=sub))
     assert "sub claim" in e.value.reason
 
 
 @pytest.mark.parametrize("role", ["superuser", "", "Officer", "OFFICER", 1, ["officer"], {"officer": 1}])
 def test_unknown_or_non_string_role_is_refused(role):
     with pytest.raises(InvalidClaims) as e:
-        verify(SECRET, _token(role=role))
+        verify(_token(role=role))
     assert "role claim" in e.value.reason
 
 
-@pytest.mark.parametrize("drop", ["sub", "role", "exp"])
+@pytest.mark.parametrize("drop", ["sub", "role", "exp", "iat", "iss", "aud"])
 def test_missing_claims_are_refused(drop):
     with pytest.raises(jwt.MissingRequiredClaimError):
-        verify(SECRET, _token(**{drop: _DROP}))
+        verify(_token(**{drop: _DROP}))
 
 
-@pytest.mark.parametrize("claim", ["sub", "role", "exp"])
+@pytest.mark.parametrize("claim", ["sub", "role", "exp", "iat", "iss", "aud"])
 def test_null_required_claims_count_as_missing(claim):
     with pytest.raises(jwt.MissingRequiredClaimError):
-        verify(SECRET, _token(**{claim: None}))
+        verify(_token(**{claim: None}))
 
 
 def test_non_numeric_exp_is_refused():
     with pytest.raises(jwt.InvalidTokenError):
-        verify(SECRET, _token(exp="tomorrow"))
+        verify(_token(exp="tomorrow"))
 
 
 def test_well_formed_claims_still_verify():
-    p = verify(SECRET, _token(areas=["64", "6472", "6472010", "6472010001", "64720100010001"]))
+    p = verify(_token(areas=["64", "6472", "6472010", "6472010001", "64720100010001"]))
     assert p.areas == ("64", "6472", "6472010", "6472010001", "64720100010001")
-    assert verify(SECRET, _token(areas=[], role="admin")).role is Role.ADMIN
+    assert verify(_token(areas=[], role="admin")).role is Role.ADMIN
 
 
 @pytest.mark.parametrize("claims,reason", [
@@ -228,3 +234,42 @@ def test_cli_refuses_areas_that_are_not_ascii_digit_prefixes(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--role", "officer", "--sub", "OFC-1", "--area", "６４"])
     assert e.value.code == 2 and "ASCII digits" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ programmes claim
+
+def test_programmes_round_trip_and_absent_means_none():
+    tok = sign(subject="PKH", role=Role.PROGRAMME, areas=["64"], programmes=["pkh", "pip"])
+    assert verify(tok) == Principal("PKH", Role.PROGRAMME, ("64",), ("pkh", "pip"))
+    assert verify(_token(role="programme")).programmes == ()
+
+
+@pytest.mark.parametrize("programmes", [
+    "pkh",  # a string, not a list: never iterated per character
+    "", None, {"pkh": True}, 1, [1], [None], [["pkh"]],
+    ["PKH"], ["pkh "], ["ｐｋｈ"], ["all"], ["*"], [""],  # unknown codes: no wildcard, no case folding
+    ["pkh", "pkh"],  # repeated
+    ["pkh", "pbi-jkn"],  # one bad element spoils the claim, it is not dropped
+    ["pkh"] * 6,
+], ids=repr)
+def test_malformed_programmes_claim_is_refused(programmes):
+    with pytest.raises(InvalidClaims) as e:
+        verify(_token(role="programme", programmes=programmes))
+    assert "programmes claim" in e.value.reason
+
+
+def test_malformed_programmes_claim_is_a_401_with_the_reason():
+    r = _client().get("/officer-only", headers={"authorization": f"Bearer {_token(programmes=['everything'])}"})
+    assert r.status_code == 401 and "programmes claim" in r.text and "everything" not in r.text
+
+
+def test_mint_command_takes_programmes(capsys, monkeypatch, tmp_path):
+    from regsosek.auth import main
+
+    monkeypatch.setenv("REGSOSEK_LOCAL_AUTH_DIR", str(tmp_path))
+    assert main(["--role", "programme", "--sub", "PKH", "--programme", "pkh,pip", "--area", "64 65"]) == 0
+    local = TokenVerifier(JwksFile(tmp_path / "jwks.json"), issuer="regsosek-local", audience="regsosek-notify")
+    p = local.verify_sync(capsys.readouterr().out.strip())
+    assert p.programmes == ("pkh", "pip") and p.areas == ("64", "65")
+    with pytest.raises(SystemExit):
+        main(["--role", "programme", "--sub", "PKH", "--programme", "health"])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from regsosek.auth import LOCAL_DEFAULT_SECRET
 from regsosek.keys import DEVELOPMENT_KEYS, MIN_SECRET_BYTES, InsecureSecret, require_strong_secret
 from regsosek.settings import ServiceSettings, TokenSettings
 
 STRONG = "a9Vq3x7LmZp2Rt8Kc4Wy6Hn1Bd5Gf0Js"  # 32 bytes
+# the HS256 key this repository once shipped for bearer tokens: published, so never a secret
+LOCAL_DEFAULT_SECRET = "local-development-secret-change-me-0123456789"
+PROD_AUTH = {"REGSOSEK_AUTH_JWKS_URL": "https://idp.example.go.id/jwks", "REGSOSEK_AUTH_ISSUER": "https://idp.example.go.id",
+             "REGSOSEK_AUTH_AUDIENCE": "regsosek-intake"}
 
 
 def test_the_code_default_is_a_known_development_key():
@@ -48,33 +51,26 @@ def test_insecure_secret_is_not_a_value_error():
     assert not issubclass(InsecureSecret, ValueError)
 
 
-@pytest.mark.parametrize("secret,needle", [
-    (None, "development key"), (LOCAL_DEFAULT_SECRET, "development key"), ("", "must be set"),
-    ("0123456789abcdef0123456789abcde", "at least 32 bytes"),
-])
-def test_token_settings_refuse_weak_auth_secret_in_production(monkeypatch, secret, needle):
+@pytest.mark.parametrize("secret", [LOCAL_DEFAULT_SECRET, STRONG, "x" * 200])
+def test_token_settings_refuse_any_shared_auth_secret_in_production(monkeypatch, secret):
+    """HS256 is gone: a strong shared secret is refused as much as a weak one (every verifier could mint)."""
     monkeypatch.setenv("REGSOSEK_ENV", "production")
-    if secret is None:
-        monkeypatch.delenv("REGSOSEK_AUTH_SECRET", raising=False)
-    else:
-        monkeypatch.setenv("REGSOSEK_AUTH_SECRET", secret)
+    for k, v in PROD_AUTH.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("REGSOSEK_AUTH_SECRET", secret)
     with pytest.raises(InsecureSecret) as e:
         TokenSettings()
-    assert "REGSOSEK_AUTH_SECRET" in str(e.value) and needle in str(e.value)
-    if secret:
-        assert secret not in str(e.value)
+    assert "REGSOSEK_AUTH_SECRET" in str(e.value) and "could mint tokens" in str(e.value)
+    assert secret not in str(e.value)
+    monkeypatch.delenv("REGSOSEK_AUTH_SECRET")
+    assert TokenSettings().token_issuer == "https://idp.example.go.id"
 
 
-def test_token_settings_accept_a_strong_secret_in_production(monkeypatch):
-    monkeypatch.setenv("REGSOSEK_ENV", "production")
-    monkeypatch.setenv("REGSOSEK_AUTH_SECRET", STRONG)
-    assert TokenSettings().auth_secret == STRONG
-
-
-def test_token_settings_keep_the_development_key_locally(monkeypatch):
+def test_token_settings_need_no_secret_locally(monkeypatch):
     monkeypatch.delenv("REGSOSEK_ENV", raising=False)
     monkeypatch.delenv("REGSOSEK_AUTH_SECRET", raising=False)
-    assert TokenSettings().auth_secret == LOCAL_DEFAULT_SECRET
+    s = TokenSettings()
+    assert (s.token_issuer, s.token_audience) == ("regsosek-local", "regsosek-regsosek")
 
 
 def test_other_settings_errors_do_not_repeat_the_environment(monkeypatch):

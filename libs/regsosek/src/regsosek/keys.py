@@ -1,4 +1,4 @@
-"""The one rule for secret keys in production (token signing key, verify's NIK hash key, ...).
+"""The one rule for secret keys in production (token signing key, intake's NIK hash key, ...).
 
 With `REGSOSEK_ENV=production` a service refuses to start when a key is missing, is one of the
 development keys this repository publishes, or is shorter than `MIN_SECRET_BYTES` (32 bytes,
@@ -15,9 +15,10 @@ MIN_SECRET_BYTES = 32
 
 # Keys written in this repository (code defaults, docker-compose, docs): public, so never secret.
 DEVELOPMENT_KEYS = frozenset({
-    "local-development-secret-change-me-0123456789",  # regsosek.auth.LOCAL_DEFAULT_SECRET
+    "local-development-secret-change-me-0123456789",  # the HS256 token key regsosek.auth once shipped
     "local-only-signing-key-not-for-production",  # docker-compose.yml
-    "local-development-nik-key",  # verify's NIK hash key default
+    "local-development-nik-key",  # the NIK hash key default (regsosek.pseudonyms, intake)
+    "whsk_cmVnc29zZWstbG9jYWwtZGV2LXdlYmhvb2sta2V5ISE=",  # regsosek.standard_webhooks.LOCAL_DEVELOPMENT_SIGNING_KEY
 })
 
 
@@ -26,7 +27,7 @@ class InsecureSecret(RuntimeError):
 
 
 def require_strong_secret(name: str, value: str | None, env: str) -> None:
-    """Raise `InsecureSecret` naming `name` (e.g. REGSOSEK_AUTH_SECRET) when `env` is production and
+    """Raise `InsecureSecret` naming `name` (e.g. REGSOSEK_NIK_HASH_KEY) when `env` is production and
     `value` is missing, a development key or shorter than MIN_SECRET_BYTES bytes. Other envs: no check."""
     if env.strip().lower() != "production":
         return
