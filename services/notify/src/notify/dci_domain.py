@@ -1,0 +1,519 @@
+"""The DCI Social Registry API (vendor/dci/social_api_v1.0.0.yaml), pure: request envelopes checked,
+search criteria translated into conditions over notify's read model, Group records built from a
+family's newest decision (narrowed with domain.payload_for), the envelope signature made and checked,
+subscription filters translated into notify Filters. No I/O; SQL for the conditions is in store.py.
+
+Status vocabulary (the specification's):
+- transport and envelope problems: `DciError` with an `err.*` code of the spec's Error object;
+- one search / subscribe item the registry will not run: `Rejected` with an `rjct.*` reason code,
+  answered in that item (status rjct), the other items of the message still run.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from notify.domain import AccessRules, Filters, payload_for
+
+VERSION = "1.0.0"
+REG_TYPE = "ns:regsosek:RegistryType:Social"
+RECORD_TYPE = "Group"
+FAMILY_ID_TYPE = "family_id"
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_ITEMS = 10          # search / subscribe items in one message
+MAX_CONDITIONS = 20     # conditions in one query
+ID_MAX = 99             # transaction_id, reference_id, correlation_id, subscription codes (the spec's maxLength)
+
+# attribute -> (operators, kind). kind: text (exact), area (SLS id prefix), int range, programme code.
+ATTRIBUTES: dict[str, tuple[frozenset[str], str]] = {
+    "family_id": (frozenset({"eq", "in"}), "text"),
+    "sls_id": (frozenset({"eq", "in"}), "text"),
+    "area_code": (frozenset({"eq", "in"}), "area"),
+    "welfare_group": (frozenset({"eq", "in", "lt", "le", "gt", "ge"}), "welfare_group"),
+    "decile": (frozenset({"eq", "in", "lt", "le", "gt", "ge"}), "decile"),
+    "eligible_programme": (frozenset({"eq", "in"}), "programme"),
+}
+SORTABLE = ("family_id", "sls_id", "welfare_group", "decile", "decided_at")
+MEMBER_ID_TYPES = frozenset({"nik", "uin", "nationalid", "national_id", "member_id"})
+_RANGES = {"welfare_group": (1, 4), "decile": (1, 10)}
+_MONGO_OPS = {"$eq": "eq", "$in": "in", "$lt": "lt", "$lte": "le", "$le": "le", "$gt": "gt", "$gte": "ge", "$ge": "ge"}
+_AREA = re.compile(r"^[0-9]{2,14}$")
+_LOCALE = re.compile(r"^[a-z]{3}$")
+
+
+class DciError(Exception):
+    """The whole message is refused: the spec's Error code (err.*), a message naming the field."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message[:999], status
+
+
+class Rejected(Exception):
+    """One item is refused: the spec's status reason code (rjct.*) and why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message[:999]
+
+
+@dataclass(frozen=True)
+class Condition:
+    attribute: str
+    op: str
+    value: Any  # str | int | tuple
+
+
+@dataclass(frozen=True)
+class Criteria:
+    conditions: tuple[Condition, ...]
+    sort: tuple[tuple[str, str], ...] = (("family_id", "asc"),)
+    page_size: int = DEFAULT_PAGE_SIZE
+    page_number: int = 1
+    locale: str | None = None
+
+    @property
+    def offset(self) -> int:
+        return (self.page_number - 1) * self.page_size
+
+
+# ---------------------------------------------------------------- envelope
+
+
+def check_envelope(body: object, action: str) -> tuple[dict, dict, str | None]:
+    """(header, message, signature) of a request whose header.action must be `action`; DciError
+    (err.request.bad and the field) when it is not a DCI envelope."""
+    if not isinstance(body, dict):
+        raise DciError("err.request.bad", "the body must be a JSON object with header and message")
+    header, message, signature = body.get("header"), body.get("message"), body.get("signature")
+    if not isinstance(header, dict):
+        raise DciError("err.request.bad", "header: required, an object")
+    for name in ("message_id", "message_ts", "action", "sender_id"):
+        if not isinstance(header.get(name), str) or not header[name].strip():
+            raise DciError("err.request.bad", f"header.{name}: required, a non-empty string")
+    if len(header["message_id"]) > ID_MAX:
+        raise DciError("err.request.bad", f"header.message_id: at most {ID_MAX} characters")
+    if header.get("version", VERSION) != VERSION:
+        raise DciError("err.version.not_supported", f"header.version: only {VERSION} is supported")
+    if header["action"] != action:
+        raise DciError("err.request.bad", f"header.action: must be {action} on this endpoint")
+    if not isinstance(header.get("total_count"), int) or isinstance(header["total_count"], bool) or header["total_count"] < 0:
+        raise DciError("err.request.bad", "header.total_count: required, a non-negative integer")
+    if _timestamp(header["message_ts"]) is None:
+        raise DciError("err.request.bad", "header.message_ts: must be an ISO 8601 date-time with a time zone")
+    if header.get("is_msg_encrypted", False) is not False:
+        raise DciError("err.encryption.invalid", "header.is_msg_encrypted: encrypted messages are not supported")
+    if (uri := header.get("sender_uri")) is not None and (not isinstance(uri, str) or len(uri) > 2000):
+        raise DciError("err.sender_uri.invalid", "header.sender_uri: must be a URL")
+    if not isinstance(message, dict):
+        raise DciError("err.request.bad", "message: required, an object")
+    if signature is not None and not isinstance(signature, str):
+        raise DciError("err.signature.invalid", "signature: must be a string")
+    return header, message, signature
+
+
+def _timestamp(v: object) -> datetime | None:
+    if not isinstance(v, str):
+        return None
+    try:
+        t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else None
+
+
+def id_field(obj: dict, name: str, where: str) -> str:
+    v = obj.get(name)
+    if not isinstance(v, str) or not v.strip() or len(v) > ID_MAX:
+        raise DciError("err.request.bad", f"{where}.{name}: required, a string of 1 to {ID_MAX} characters")
+    return v
+
+
+def items_of(message: dict, name: str) -> list[dict]:
+    """The items of a batch (search_request, subscribe_request), each with its reference_id."""
+    id_field(message, "transaction_id", "message")
+    items = message.get(name)
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
+        raise DciError("err.request.bad", f"message.{name}: required, a list of 1 to {MAX_ITEMS} items")
+    refs = []
+    for i, it in enumerate(items):
+        if not isinstance(it, dict):
+            raise DciError("err.request.bad", f"message.{name}[{i}]: must be an object")
+        refs.append(id_field(it, "reference_id", f"message.{name}[{i}]"))
+    if len(set(refs)) != len(refs):
+        raise DciError("err.request.bad", f"message.{name}: reference_id values must be distinct")
+    return items
+
+
+def canonical(header: dict, message: dict) -> bytes:
+    """The bytes a signature covers: {"header": ..., "message": ...} as JSON with sorted keys, no
+    whitespace, UTF-8 (non-ASCII kept as is)."""
+    return json.dumps({"header": header, "message": message}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, allow_nan=False).encode()
+
+
+def sign_envelope(key: Ed25519PrivateKey, kid: str, header: dict, message: dict) -> str:
+    sig = base64.urlsafe_b64encode(key.sign(canonical(header, message))).rstrip(b"=").decode()
+    return f'keyId="{kid}",algorithm="ed25519",signature="{sig}"'
+
+
+_SIG = re.compile(r'^keyId="([^"]{1,200})",algorithm="ed25519",signature="([A-Za-z0-9_-]{80,100})"$')
+
+
+def parse_signature(signature: str) -> tuple[str, bytes] | None:
+    m = _SIG.match(signature.strip())
+    if not m:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(m.group(2) + "=" * (-len(m.group(2)) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return (m.group(1), raw) if len(raw) == 64 else None
+
+
+def verify_envelope(public_key: Ed25519PublicKey, signature: str, header: dict, message: dict) -> bool:
+    parsed = parse_signature(signature)
+    if parsed is None:
+        return False
+    try:
+        public_key.verify(parsed[1], canonical(header, message))
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Requester:
+    sender_id: str
+    subject: str  # the bearer token's sub that may send as this sender_id
+    public_key: Ed25519PublicKey
+
+
+def parse_requesters(doc: object) -> dict[str, Requester]:
+    """The requester key registry (data/dci-requesters.yaml): sender_id -> token subject and the
+    Ed25519 public key (base64url of its 32 bytes, the JWK `x`) that signs its requests."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("requesters", {}), dict):
+        raise ValueError("DCI requesters file needs a requesters mapping")
+    out = {}
+    for sender, e in (doc.get("requesters") or {}).items():
+        if not isinstance(sender, str) or not isinstance(e, dict) or not isinstance(e.get("subject"), str):
+            raise ValueError(f"DCI requester {sender}: subject (the token's sub) is required")
+        try:
+            x = e["public_key"]
+            raw = base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
+            key = Ed25519PublicKey.from_public_bytes(raw)
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            raise ValueError(f"DCI requester {sender}: public_key must be base64url of an Ed25519 public key") from None
+        out[sender] = Requester(sender, e["subject"], key)
+    return out
+
+
+def ack(correlation_id: str, now: datetime) -> dict:
+    return {"message": {"ack_status": "ACK", "timestamp": now.isoformat(), "correlation_id": correlation_id}}
+
+
+def err_ack(e: DciError, correlation_id: str, now: datetime) -> dict:
+    return {"message": {"ack_status": "ERR", "timestamp": now.isoformat(), "correlation_id": correlation_id,
+                        "error": {"code": e.code, "message": e.message}}}
+
+
+def http_error(code: str, message: str) -> dict:
+    """The spec's HttpErrorResponse (401, 403)."""
+    return {"errors": [{"code": code, "message": message[:999]}]}
+
+
+def callback_header(action: str, *, message_id: str, now: datetime, sender_id: str, receiver_id: str,
+                    total_count: int, completed_count: int, status: str = "succ",
+                    reason_code: str | None = None, reason: str | None = None) -> dict:
+    h = {"version": VERSION, "message_id": message_id, "message_ts": now.isoformat(), "action": action,
+         "status": status, "total_count": total_count, "completed_count": completed_count,
+         "sender_id": sender_id, "receiver_id": receiver_id, "is_msg_encrypted": False}
+    if reason_code:
+        h["status_reason_code"] = reason_code
+    if reason:
+        h["status_reason_message"] = reason[:999]
+    return h
+
+
+# ---------------------------------------------------------------- search criteria
+
+
+def parse_criteria(criteria: object, *, token_programmes: tuple[str, ...], token_areas: tuple[str, ...],
+                   locale: object = None) -> Criteria:
+    """A search item's criteria as conditions; Rejected (rjct.search_criteria/sort/pagination.invalid
+    and why) for what this registry does not answer."""
+    if not isinstance(criteria, dict):
+        raise Rejected("rjct.search_criteria.invalid", "search_criteria: required, an object")
+    if criteria.get("version", VERSION) != VERSION:
+        raise Rejected("rjct.search_criteria.invalid", f"search_criteria.version: only {VERSION}")
+    if criteria.get("reg_type") not in (None, REG_TYPE):
+        raise Rejected("rjct.search_criteria.invalid", f"search_criteria.reg_type: only {REG_TYPE}")
+    if criteria.get("reg_record_type") not in (None, RECORD_TYPE) or criteria.get("response_entity") not in (None, RECORD_TYPE):
+        raise Rejected("rjct.search_criteria.invalid", "search_criteria.response_entity: only Group (families); "
+                                                       "members are not returned")
+    conditions = conditions_of(criteria.get("query_type"), criteria.get("query"), "search_criteria",
+                               "rjct.search_criteria.invalid")
+    check_scope(conditions, token_programmes, token_areas, "rjct.search_criteria.invalid")
+    if locale is not None and (not isinstance(locale, str) or not _LOCALE.match(locale)):
+        raise Rejected("rjct.search_criteria.invalid", "locale: an ISO 639-3 code (three lower-case letters)")
+    return Criteria(conditions, _sort(criteria.get("sort")), *_pagination(criteria.get("pagination")), locale)
+
+
+def conditions_of(query_type: object, query: object, where: str, code: str) -> tuple[Condition, ...]:
+    if query_type == "idtype-value":
+        if not isinstance(query, dict) or not isinstance(query.get("type"), str):
+            raise Rejected(code, f"{where}.query: idtype-value needs type and value")
+        id_type = query["type"].rsplit(":", 1)[-1]
+        if id_type.lower() in MEMBER_ID_TYPES:
+            raise Rejected(code, f"{where}.query.type: {id_type} identifies a person; member identifiers are "
+                                 "not searchable here (families by family_id)")
+        if id_type != FAMILY_ID_TYPE:
+            raise Rejected(code, f"{where}.query.type: only {FAMILY_ID_TYPE}")
+        conds = (_condition(FAMILY_ID_TYPE, "eq", query.get("value"), f"{where}.query.value", code),)
+    elif query_type == "expression":
+        value = query.get("value") if isinstance(query, dict) else None
+        expression = value.get("expression") if isinstance(value, dict) else None
+        if not isinstance(expression, dict) or not isinstance(expression.get("query"), dict):
+            raise Rejected(code, f"{where}.query.value.expression: needs a query object")
+        if expression.get("collection", RECORD_TYPE) != RECORD_TYPE:
+            raise Rejected(code, f"{where}.query.value.expression.collection: only {RECORD_TYPE}")
+        conds = tuple(_mongo(expression["query"], f"{where}.query.value.expression.query", code))
+    elif query_type == "predicate":
+        if not isinstance(query, list) or not query:
+            raise Rejected(code, f"{where}.query: predicate needs a non-empty list of expressions")
+        conds = tuple(_predicates(query, f"{where}.query", code))
+    else:
+        raise Rejected(code, f"{where}.query_type: one of idtype-value, expression, predicate")
+    if not conds or len(conds) > MAX_CONDITIONS:
+        raise Rejected(code, f"{where}.query: 1 to {MAX_CONDITIONS} conditions")
+    return conds
+
+
+def _mongo(q: dict, where: str, code: str) -> list[Condition]:
+    if set(q) == {"$and"}:
+        if not isinstance(q["$and"], list) or not q["$and"]:
+            raise Rejected(code, f"{where}.$and: a non-empty list")
+        out = []
+        for i, part in enumerate(q["$and"]):
+            if not isinstance(part, dict):
+                raise Rejected(code, f"{where}.$and[{i}]: an object")
+            out += _mongo(part, f"{where}.$and[{i}]", code)
+        return out
+    out = []
+    for attr, spec in q.items():
+        if attr.startswith("$"):
+            raise Rejected(code, f"{where}.{attr}: only $and combines conditions")
+        if not isinstance(spec, dict):
+            spec = {"$eq": spec}
+        for op, v in spec.items():
+            if op not in _MONGO_OPS:
+                raise Rejected(code, f"{where}.{attr}.{op}: operators are {', '.join(sorted(_MONGO_OPS))}")
+            out.append(_condition(attr, _MONGO_OPS[op], v, f"{where}.{attr}.{op}", code))
+    return out
+
+
+def _predicates(items: list, where: str, code: str) -> list[Condition]:
+    out = []
+    ordered = sorted(enumerate(items), key=lambda p: (p[1].get("seq_num", 0) if isinstance(p[1], dict) else 0, p[0]))
+    for i, p in ordered:
+        w = f"{where}[{i}]"
+        if not isinstance(p, dict) or not isinstance(p.get("expression1"), dict):
+            raise Rejected(code, f"{w}.expression1: required")
+        exprs = [("expression1", p["expression1"])]
+        if "expression2" in p:
+            if p.get("condition") != "and":
+                raise Rejected(code, f"{w}.condition: only and is supported")
+            exprs.append(("expression2", p["expression2"]))
+        elif p.get("condition") not in (None, "and"):
+            raise Rejected(code, f"{w}.condition: only and is supported")
+        for name, e in exprs:
+            if not isinstance(e, dict):
+                raise Rejected(code, f"{w}.{name}: an object")
+            out.append(_condition(e.get("attribute_name"), e.get("operator"), e.get("attribute_value"), f"{w}.{name}", code))
+    return out
+
+
+def _condition(attr: object, op: object, value: object, where: str, code: str) -> Condition:
+    if attr not in ATTRIBUTES:
+        raise Rejected(code, f"{where}: attribute {attr!r} is not searchable; attributes are {', '.join(ATTRIBUTES)}")
+    ops, kind = ATTRIBUTES[attr]
+    if op not in ops:
+        raise Rejected(code, f"{where}: {attr} takes the operators {', '.join(sorted(ops))}")
+    values = value if op == "in" else [value]
+    if not isinstance(values, list) or not 1 <= len(values) <= 500:
+        raise Rejected(code, f"{where}: in takes a list of 1 to 500 values")
+    checked = tuple(_value(kind, v, attr, where, code) for v in values)
+    return Condition(attr, op, checked if op == "in" else checked[0])
+
+
+def _value(kind: str, v: object, attr: str, where: str, code: str):
+    if kind in _RANGES:
+        lo, hi = _RANGES[kind]
+        if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 3:
+            # the spec's attribute_value is oneOf string/integer/number, which an integer can never
+            # satisfy (it is also a number): numerals as strings are the valid form
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or not lo <= v <= hi:
+            raise Rejected(code, f"{where}: {attr} is an integer from {lo} to {hi}")
+        return int(v)
+    if not isinstance(v, str) or not v or len(v) > ID_MAX:
+        raise Rejected(code, f"{where}: {attr} is a string")
+    if kind == "area" and not _AREA.match(v):
+        raise Rejected(code, f"{where}: area_code is an SLS id prefix of 2 to 14 digits "
+                             "(province 2, regency 4, district 7, village 10, SLS 14)")
+    return v
+
+
+def check_scope(conditions: tuple[Condition, ...], token_programmes: tuple[str, ...], token_areas: tuple[str, ...],
+                code: str) -> None:
+    """Refuses conditions naming a programme the token does not, or an area wholly outside its areas
+    (results are bounded by the token's areas and programmes in any case)."""
+    for c in conditions:
+        values = c.value if isinstance(c.value, tuple) else (c.value,)
+        if c.attribute == "eligible_programme":
+            for v in values:
+                if v not in token_programmes:
+                    raise Rejected(code, f"eligible_programme {v} is not among your token's programmes")
+        if c.attribute == "area_code":
+            for v in values:
+                if not any(v.startswith(a) or a.startswith(v) for a in token_areas):
+                    raise Rejected(code, f"area_code {v} is outside your token's areas")
+
+
+def _sort(sort: object) -> tuple[tuple[str, str], ...]:
+    if sort is None:
+        return (("family_id", "asc"),)
+    if not isinstance(sort, list) or len(sort) > len(SORTABLE):
+        raise Rejected("rjct.sort.invalid", f"sort: a list of at most {len(SORTABLE)} items")
+    out = []
+    for i, s in enumerate(sort):
+        if not isinstance(s, dict) or s.get("attribute_name") not in SORTABLE:
+            raise Rejected("rjct.sort.invalid", f"sort[{i}].attribute_name: one of {', '.join(SORTABLE)}")
+        order = s.get("sort_order", "asc")
+        if order not in ("asc", "desc"):
+            raise Rejected("rjct.sort.invalid", f"sort[{i}].sort_order: asc or desc")
+        out.append((s["attribute_name"], order))
+    if not any(a == "family_id" for a, _ in out):
+        out.append(("family_id", "asc"))  # a total order: pages neither repeat nor skip a family
+    return tuple(out)
+
+
+def _pagination(p: object) -> tuple[int, int]:
+    if p is None:
+        return DEFAULT_PAGE_SIZE, 1
+    if not isinstance(p, dict):
+        raise Rejected("rjct.pagination.invalid", "pagination: an object with page_size and page_number")
+    size, number = p.get("page_size"), p.get("page_number", 1)
+    for name, v, hi in (("page_size", size, MAX_PAGE_SIZE), ("page_number", number, 10_000_000)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or not 1 <= v <= hi:
+            raise Rejected("rjct.pagination.invalid", f"pagination.{name}: an integer from 1 to {hi} (pages count from 1)")
+    return int(size), int(number)
+
+
+# ---------------------------------------------------------------- records
+
+
+def group_record(narrowed: dict) -> dict:
+    """A family as the spec's Group record, from its decision narrowed for the requester (payload_for):
+    identifiers are the family id only (no member identifiers: no event carries them)."""
+    rec: dict[str, Any] = {
+        "@type": "spdci:Group",
+        "group_identifier": [{"@type": "Identifier", "identifier_type": FAMILY_ID_TYPE,
+                              "identifier_value": narrowed["family_id"]}],
+        "group_type": "family",
+        "sls_id": narrowed["sls_id"],
+        "last_updated": narrowed["decided_at"],
+    }
+    for f in ("welfare_group", "decile", "decision_seq", "version", "model_version", "rule_version"):
+        if f in narrowed:
+            rec[f] = narrowed[f]
+    rec["programme_decisions"] = [{"programme": d["programme"], "eligible": d["eligible"],
+                                   "rule_version": d.get("rule_version"), "reasons": d.get("reasons", [])}
+                                  for d in narrowed.get("decisions", [])]
+    return rec
+
+
+def record_of(decision: dict, programmes: tuple[str, ...], access: AccessRules) -> dict:
+    return group_record(payload_for(decision, programmes, access))
+
+
+def search_item(reference_id: str, now: datetime, criteria: Criteria, records: list[dict], total: int) -> dict:
+    item = {"reference_id": reference_id, "timestamp": now.isoformat(), "status": "succ",
+            "data": {"version": VERSION, "reg_type": REG_TYPE, "reg_record_type": RECORD_TYPE, "reg_records": records},
+            "pagination": {"page_size": criteria.page_size, "page_number": criteria.page_number, "total_count": total}}
+    if criteria.locale:
+        item["locale"] = criteria.locale
+    return item
+
+
+def rejected_item(reference_id: str, now: datetime, r: Rejected) -> dict:
+    return {"reference_id": reference_id, "timestamp": now.isoformat(), "status": "rjct",
+            "status_reason_code": r.code, "status_reason_message": r.message}
+
+
+def notify_event(payload: dict) -> dict:
+    """One queued webhook payload (event_id, time, data narrowed at enqueue) as a NotifyEventRequest item."""
+    return {"reference_id": payload["event_id"], "timestamp": payload["time"],
+            "data": {"version": VERSION, "reg_type": REG_TYPE, "reg_event_type": "REGISTER",
+                     "reg_record_type": RECORD_TYPE, "reg_records": group_record(payload["data"])}}
+
+
+# ---------------------------------------------------------------- subscriptions
+
+
+def subscription_filters(criteria: object) -> Filters:
+    """A subscribe item's filter as notify Filters (area_code, welfare_group, eligible_programme);
+    Rejected (rjct.notify_details.invalid) for anything else. The caller narrows it to the token."""
+    code = "rjct.notify_details.invalid"
+    if not isinstance(criteria, dict):
+        raise Rejected(code, "subscribe_criteria: required, an object")
+    if criteria.get("notify_record_type") not in (RECORD_TYPE, "spdci:Group"):
+        raise Rejected("rjct.notify_types.invalid", f"subscribe_criteria.notify_record_type: only {RECORD_TYPE}")
+    conds = conditions_of(criteria.get("filter_type", "predicate"), criteria.get("filter"), "subscribe_criteria", code)
+    areas: list[str] = []
+    groups: set[int] | None = None
+    programmes: list[str] = []
+    for c in conds:
+        values = c.value if isinstance(c.value, tuple) else (c.value,)
+        if c.attribute == "area_code":
+            if areas:
+                raise Rejected(code, "area_code: one condition (use in for several areas)")
+            areas = list(values)
+        elif c.attribute == "eligible_programme":
+            if programmes:
+                raise Rejected(code, "eligible_programme: one condition (use in for several)")
+            programmes = list(values)
+        elif c.attribute == "welfare_group":
+            allowed = {g for g in range(1, 5) if _holds(c.op, g, values)}
+            groups = allowed if groups is None else groups & allowed
+        else:
+            raise Rejected(code, f"{c.attribute}: subscriptions filter on area_code, welfare_group and "
+                                 "eligible_programme")
+    if groups is not None and not groups:
+        raise Rejected(code, "welfare_group: the conditions leave no group")
+    return Filters(tuple(dict.fromkeys(programmes)), tuple(dict.fromkeys(areas)), tuple(sorted(groups or ())),
+                   ("eligibility-decided",))
+
+
+def _holds(op: str, g: int, values: tuple) -> bool:
+    v = values[0]
+    return {"eq": g == v, "in": g in values, "lt": g < v, "le": g <= v, "gt": g > v, "ge": g >= v}[op]
+
+
+def notify_body(key, *, message_id: str, now: datetime, sender_id: str, receiver_id: str, transaction_id: str,
+                payloads: list[dict]) -> dict:
+    """The signed /registry/notify envelope of a DCI subscription's batch (`key`: notify's SigningKey)."""
+    header = callback_header("notify", message_id=message_id, now=now, sender_id=sender_id, receiver_id=receiver_id,
+                             total_count=len(payloads), completed_count=len(payloads))
+    message = {"transaction_id": transaction_id, "notify_event": [notify_event(p) for p in payloads]}
+    return {"signature": sign_envelope(key.key, key.kid, header, message), "header": header, "message": message}

@@ -1,0 +1,390 @@
+"""Notify's DCI Social Registry API (/dci) on the real broker and database, with a callback receiver
+(an in-process HTTP server standing for a programme system): eligibility-decided records fed into a
+notify-only world's topic build the read model; sync search with pagination, sorting and the token's
+scope; refusals (token, signature, malformed) never 5xx; async search -> on-search with matching
+transaction_id and correlation_id; subscribe -> /registry/notify events through the delivery queue;
+unsubscribe stops them; txn status of each kind; a callback answering ERR is dead-lettered.
+Every request and response here is validated against vendor/dci/social_api_v1.0.0.yaml."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import random
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from fastapi import FastAPI, Request
+
+from itkit import LOG_DIR, World, eventually, free_port, token
+from regsosek.contracts import EligibilityDecided
+from regsosek.envelope import encode, new_envelope
+from regsosek.topics import Topic
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import dci_spec  # noqa: E402
+
+from notify import dci_domain as dd  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+SUBJECT = "PKH-MIS-IT"
+SENDER = "pkh-mis-it"
+PROGRAMMES = ("pkh", "sembako", "pbi_jkn", "blt_desa", "pip")
+KEY = Ed25519PrivateKey.generate()
+_districts = itertools.count(random.randint(100, 600))
+
+
+def area() -> str:
+    return f"6472{next(_districts) % 1000:03d}"
+
+
+def decision(sls: str, fid: str, seq: int, group: int, decile: int) -> EligibilityDecided:
+    return EligibilityDecided.model_validate({
+        "family_id": fid, "sls_id": sls, "submission_id": str(uuid.uuid4()), "version": seq, "decision_seq": seq,
+        "welfare_group": group, "decile": decile, "model_version": "pmt-it", "rule_version": "rules-it",
+        "decisions": [{"programme": p, "eligible": p in ("pkh", "pbi_jkn"), "rule_version": "rules-it",
+                       "reasons": [f"{p} reason"]} for p in PROGRAMMES],
+        "decided_at": (datetime(2022, 11, 1, tzinfo=UTC) + timedelta(minutes=seq)).isoformat()})
+
+
+async def feed(producer, world: World, decisions: list[EligibilityDecided]) -> None:
+    for d in decisions:
+        env = new_envelope(d, source="/regsosek/classify", subject=d.family_id)
+        await producer.send_and_wait(world.topic(Topic.ELIGIBILITY_DECIDED), encode(d), key=d.sls_id.encode(),
+                                     headers=env.headers())
+
+
+# ---------------------------------------------------------------- the programme system's callback receiver
+
+
+class Callbacks:
+    """Records every DCI callback POSTed to it (by path); answers ACK, or ERR on /registry/notify
+    when told to."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict]] = []
+        self.err_on_notify = False
+        self.app = FastAPI()
+
+        @self.app.post("/{path:path}")
+        async def receive(path: str, request: Request):
+            body = await request.json()
+            self.received.append(("/" + path, body))
+            cid = body.get("header", {}).get("message_id", "x")
+            if path.endswith("registry/notify") and self.err_on_notify:
+                return {"message": {"ack_status": "ERR", "timestamp": datetime.now(UTC).isoformat(),
+                                    "correlation_id": cid,
+                                    "error": {"code": "err.receiver_id.invalid", "message": "not for us"}}}
+            return {"message": {"ack_status": "ACK", "timestamp": datetime.now(UTC).isoformat(), "correlation_id": cid}}
+
+    def of(self, path: str) -> list[dict]:
+        return [b for p, b in self.received if p.endswith(path)]
+
+    async def wait(self, path: str, pred=lambda b: True, timeout: float = 30) -> dict:
+        async def probe():
+            return next((b for b in self.of(path) if pred(b)), None)
+        return await eventually(probe, timeout=timeout, what=f"a callback on {path}")
+
+
+@pytest.fixture(scope="module")
+async def dci_world(stack, tmp_path_factory):
+    x = base64.urlsafe_b64encode(KEY.public_key().public_bytes_raw()).rstrip(b"=").decode()
+    requesters = tmp_path_factory.mktemp("dci") / "requesters.yaml"
+    requesters.write_text(yaml.safe_dump({"requesters": {SENDER: {"subject": SUBJECT, "public_key": x}}}))
+    callbacks = Callbacks()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(callbacks.app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off"))
+    serving = asyncio.create_task(server.serve())
+    world = await World(["notify"]).setup()
+    try:
+        (notify,) = await world.start("notify", REGSOSEK_DCI_REQUESTERS_FILE=str(requesters),
+                                      REGSOSEK_RETRY_BASE_S="0.05", REGSOSEK_RETRY_CAP_S="1.0",
+                                      REGSOSEK_RETRY_MAX_S="1.0", REGSOSEK_DELIVERY_TIMEOUT_S="2.0")
+        async with httpx.AsyncClient(base_url=notify.url, timeout=10) as client:
+            keys = (await client.get("/v1/webhook-keys")).json()["keys"]
+            notify_key = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(keys[0]["x"] + "=="))
+            yield world, notify, client, callbacks, f"http://127.0.0.1:{port}/prog", notify_key
+    finally:
+        server.should_exit = True
+        await serving
+        await world.teardown()
+
+
+def bearer(**kw) -> dict:
+    kw.setdefault("programmes", ("pkh",))
+    return {"authorization": "Bearer " + token("programme", SUBJECT, **kw)}
+
+
+def signed(action: str, message: dict, sender_uri: str | None = None, key=KEY, **header) -> dict:
+    h = {"version": "1.0.0", "message_id": str(uuid.uuid4()), "message_ts": datetime.now(UTC).isoformat(),
+         "action": action, "sender_id": SENDER, "receiver_id": "regsosek", "total_count": 1, "is_msg_encrypted": False,
+         **({"sender_uri": sender_uri} if sender_uri else {}), **header}
+    return {"signature": dd.sign_envelope(key, SENDER, h, message), "header": h, "message": message}
+
+
+def search_message(*criteria: dict, tid: str | None = None) -> dict:
+    return {"transaction_id": tid or str(uuid.uuid4()), "search_request": [
+        {"reference_id": f"ref-{i}", "timestamp": datetime.now(UTC).isoformat(), "search_criteria": c}
+        for i, c in enumerate(criteria)]}
+
+
+def area_query(prefix: str, **more) -> dict:
+    return {"reg_type": dd.REG_TYPE, "reg_record_type": "Group", "query_type": "expression",
+            "query": {"type": "expression", "value": {"expression": {"collection": "Group",
+                                                                       "query": {"area_code": {"$eq": prefix}}}}},
+            **more}
+
+
+async def post(client, path: str, body: dict, headers: dict, status: int = 200, *, valid: bool = True) -> dict:
+    """POSTs, checking the request against the specification (valid, or for a deliberately malformed
+    one, invalid) and the answer always."""
+    spec_path = path.removeprefix("/dci")
+    if valid:
+        dci_spec.request(spec_path, body)
+    else:
+        with pytest.raises(AssertionError):
+            dci_spec.request(spec_path, body)
+    r = await client.post(path, json=body, headers=headers)
+    assert r.status_code == status, r.text
+    dci_spec.response(spec_path, r.status_code, r.json())
+    return r.json()
+
+
+def verified(body: dict, key: Ed25519PublicKey) -> dict:
+    assert dd.verify_envelope(key, body["signature"], body["header"], body.get("message", {})), "bad notify signature"
+    return body
+
+
+# ---------------------------------------------------------------- sync search
+
+
+async def test_sync_search_scope_pagination_sorting(dci_world, producer):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    prefix = area()
+    fams = [(f"{prefix}{i:03d}0001", f"{prefix}{i:03d}0001-0001-001") for i in range(1, 4)]
+    await feed(producer, world, [decision(s, f, 5, group=1 + i, decile=2 + 3 * i) for i, (s, f) in enumerate(fams)])
+    # newer decision for the first family, then a stale one: the newest stays
+    await feed(producer, world, [decision(*fams[0], 9, group=1, decile=1), decision(*fams[0], 3, group=4, decile=10)])
+
+    async def all_three():
+        b = await post(client, "/dci/registry/sync/search", signed("search", search_message(area_query(prefix))),
+                       bearer())
+        item = b["message"]["search_response"][0]
+        return b if item["pagination"]["total_count"] == 3 and any(
+            r["decision_seq"] == 9 for r in item["data"]["reg_records"]) else None
+    body = verified(await eventually(all_three, timeout=30, what="3 families searchable"), notify_key)
+    assert body["header"]["action"] == "on-search" and body["header"]["receiver_id"] == SENDER
+    records = body["message"]["search_response"][0]["data"]["reg_records"]
+    assert [r["group_identifier"][0]["identifier_value"] for r in records] == [f for _, f in fams]
+    first = records[0]
+    assert (first["decision_seq"], first["welfare_group"], first["decile"]) == (9, 1, 1)
+    # only the token's programme (pkh): no other programme's decision or reasons, no member identifiers
+    assert all([d["programme"] for d in r["programme_decisions"]] == ["pkh"] for r in records)
+    assert "pbi_jkn reason" not in str(body) and "member" not in str(records).lower()
+
+    page2 = await post(client, "/dci/registry/sync/search", signed("search", search_message(
+        area_query(prefix, pagination={"page_size": 2, "page_number": 2},
+                   sort=[{"attribute_name": "decile", "sort_order": "desc"}]))), bearer())
+    item = page2["message"]["search_response"][0]
+    assert item["pagination"] == {"page_size": 2, "page_number": 2, "total_count": 3}
+    assert [r["decile"] for r in item["data"]["reg_records"]] == [1]  # deciles 8, 5 | 1
+
+    by_id = await post(client, "/dci/registry/sync/search", signed("search", search_message(
+        {"query_type": "idtype-value", "query": {"type": "family_id", "value": fams[1][1]}},
+        {"query_type": "predicate", "query": [
+            {"expression1": {"attribute_name": "area_code", "operator": "eq", "attribute_value": prefix},
+             "condition": "and",
+             "expression2": {"attribute_name": "welfare_group", "operator": "ge", "attribute_value": "2"}}]},
+        area_query("31"))), bearer())
+    one, pred, outside = by_id["message"]["search_response"]
+    assert [r["group_identifier"][0]["identifier_value"] for r in one["data"]["reg_records"]] == [fams[1][1]]
+    assert [r["group_identifier"][0]["identifier_value"] for r in pred["data"]["reg_records"]] == [fams[1][1],
+                                                                                                    fams[2][1]]
+    assert (outside["status"], outside["status_reason_code"]) == ("rjct", "rjct.search_criteria.invalid")
+
+    # a token for another province sees none of them
+    elsewhere = await post(client, "/dci/registry/sync/search", signed("search", search_message(
+        {"query_type": "idtype-value", "query": {"type": "family_id", "value": fams[1][1]}})), bearer(areas=("31",)))
+    assert elsewhere["message"]["search_response"][0]["pagination"]["total_count"] == 0
+
+
+async def test_refusals_are_the_specs_answers_never_5xx(dci_world):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    good = signed("search", search_message(area_query("6472")))
+    # no token, a bad token
+    r = await client.post("/dci/registry/sync/search", json=good)
+    assert r.status_code == 401 and r.json()["errors"][0]["code"] == "err.request.unauthorized"
+    dci_spec.response("/registry/sync/search", 401, r.json())
+    r = await client.post("/dci/registry/search", json=good, headers={"authorization": "Bearer nope"})
+    assert r.status_code == 401
+    # a signature by another key, a tampered message, none at all
+    forged = signed("search", search_message(area_query("6472")), key=Ed25519PrivateKey.generate())
+    b = await post(client, "/dci/registry/sync/search", forged, bearer(), 401)
+    assert b["errors"][0]["code"] == "err.signature.invalid"
+    tampered = {**good, "message": {**good["message"], "transaction_id": "other"}}
+    assert (await post(client, "/dci/registry/search", tampered, bearer(), 401))["errors"][0]["code"] == \
+        "err.signature.invalid"
+    unsigned = {k: v for k, v in good.items() if k != "signature"}
+    assert (await post(client, "/dci/registry/sync/search", unsigned, bearer(), 401))["errors"][0]["code"] == \
+        "err.signature.missing"
+    # a sender registered for another subject
+    r = await client.post("/dci/registry/sync/search", json=good,
+                          headers={"authorization": "Bearer " + token("programme", "SOMEONE-ELSE")})
+    assert r.status_code == 403 and r.json()["errors"][0]["code"] == "err.sender_id.invalid"
+    # malformed: not JSON, wrong action, no items, no sender_uri for an async call
+    r = await client.post("/dci/registry/search", content=b"{", headers=bearer())
+    assert r.status_code == 400 and r.json()["message"]["error"]["code"] == "err.request.bad"
+    dci_spec.response("/registry/search", 400, r.json())
+    b = await post(client, "/dci/registry/sync/search", signed("subscribe", good["message"]), bearer(), 400,
+                   valid=False)
+    assert b["header"]["status"] == "rjct" and b["header"]["status_reason_code"] == "rjct.action.invalid"
+    b = await post(client, "/dci/registry/search", signed("search", {"transaction_id": "t", "search_request": []}),
+                   bearer(), 400)
+    assert b["message"]["ack_status"] == "ERR" and "search_request" in b["message"]["error"]["message"]
+    b = await post(client, "/dci/registry/search", good, bearer(), 400)
+    assert b["message"]["error"]["code"] == "err.sender_uri.invalid"
+    # a bad criterion is that item's rjct, with the field
+    b = await post(client, "/dci/registry/sync/search", signed("search", search_message(
+        area_query("6472", pagination={"page_size": 0}))), bearer())
+    item = b["message"]["search_response"][0]
+    assert (item["status"], item["status_reason_code"]) == ("rjct", "rjct.pagination.invalid")
+    assert "page_size" in item["status_reason_message"]
+
+
+# ---------------------------------------------------------------- async search, txn status
+
+
+async def test_async_search_calls_back_on_search_and_txn_status(dci_world, producer):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    prefix = area()
+    await feed(producer, world, [decision(f"{prefix}0010001", f"{prefix}0010001-0001-001", 1, 1, 1)])
+    await eventually(lambda: world.fetchval("notify", "select count(*) from registry_families where sls_id like $1",
+                                            prefix + "%"), timeout=30, what="the family in the read model")
+    tid = "txn-" + uuid.uuid4().hex
+    ack = await post(client, "/dci/registry/search", signed("search", search_message(area_query(prefix), tid=tid),
+                                                            sender_uri=uri), bearer())
+    assert ack["message"]["ack_status"] == "ACK"
+    cid = ack["message"]["correlation_id"]
+    body = verified(await callbacks.wait("/registry/on-search", lambda b: b["message"]["transaction_id"] == tid),
+                    notify_key)
+    dci_spec.request("/registry/on-search", body)
+    assert body["message"]["correlation_id"] == cid
+    assert body["message"]["search_response"][0]["pagination"]["total_count"] == 1
+
+    status_msg = {"transaction_id": "st-" + uuid.uuid4().hex, "txnstatus_request": {
+        "reference_id": "s1", "txn_type": "search", "attribute_type": "transaction_id", "attribute_value": tid}}
+
+    async def done():
+        b = await post(client, "/dci/registry/sync/txn/status", signed("txn-status", status_msg), bearer())
+        st = b["message"]["txnstatus_response"]["txn_status"]
+        return b if st["search_response"] and st["search_response"][0]["status"] == "succ" else None
+    b = verified(await eventually(done, timeout=15, what="search txn succ"), notify_key)
+    assert b["message"]["txnstatus_response"]["txn_status"]["correlation_id"] == cid
+    # the async form answers on txn/on-status
+    ack = await post(client, "/dci/registry/txn/status", signed("txn-status", status_msg, sender_uri=uri), bearer())
+    on_status = await callbacks.wait("/registry/txn/on-status",
+                                     lambda b: b["message"]["transaction_id"] == status_msg["transaction_id"])
+    dci_spec.request("/registry/txn/on-status", verified(on_status, notify_key))
+    assert on_status["message"]["correlation_id"] == ack["message"]["correlation_id"]
+    assert on_status["message"]["txnstatus_response"]["txn_status"]["search_response"][0]["reference_id"] == "ref-0"
+
+
+# ---------------------------------------------------------------- subscribe, notify, unsubscribe, ERR
+
+
+def subscribe_message(prefix: str) -> dict:
+    return {"transaction_id": "sub-" + uuid.uuid4().hex, "subscribe_request": [
+        {"reference_id": "s-1", "timestamp": datetime.now(UTC).isoformat(), "subscribe_criteria": {
+            "reg_event_type": "REGISTER", "notify_record_type": "Group", "filter_type": "predicate",
+            "filter": [{"expression1": {"attribute_name": "area_code", "operator": "eq", "attribute_value": prefix}}]}}]}
+
+
+async def subscribe(client, callbacks, uri, prefix, notify_key) -> tuple[str, dict]:
+    msg = subscribe_message(prefix)
+    ack = await post(client, "/dci/registry/subscribe", signed("subscribe", msg, sender_uri=uri), bearer())
+    assert ack["message"]["ack_status"] == "ACK"
+    on_sub = verified(await callbacks.wait("/registry/on-subscribe",
+                                           lambda b: b["message"]["transaction_id"] == msg["transaction_id"]),
+                      notify_key)
+    dci_spec.request("/registry/on-subscribe", on_sub)
+    assert on_sub["message"]["correlation_id"] == ack["message"]["correlation_id"]
+    item = on_sub["message"]["subscribe_response"][0]
+    assert item["status"] == "succ", item
+    return item["subscriptions"][0]["code"], msg
+
+
+async def test_subscribe_notify_unsubscribe(dci_world, producer):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    prefix = area()
+    code, msg = await subscribe(client, callbacks, uri, prefix, notify_key)
+    fid = f"{prefix}0020001-0001-001"
+    await feed(producer, world, [decision(f"{prefix}0020001", fid, 1, 2, 3)])
+
+    def for_family(b):
+        return any(e["data"]["reg_records"]["group_identifier"][0]["identifier_value"] == fid
+                   for e in b["message"]["notify_event"])
+    note = verified(await callbacks.wait("/registry/notify", for_family), notify_key)
+    dci_spec.request("/registry/notify", note)
+    rec = note["message"]["notify_event"][0]["data"]["reg_records"]
+    assert [d["programme"] for d in rec["programme_decisions"]] == ["pkh"]  # the token's programmes only
+
+    # txn status of the subscribe transaction
+    b = await post(client, "/dci/registry/sync/txn/status", signed("txn-status", {
+        "transaction_id": "st-" + uuid.uuid4().hex, "txnstatus_request": {
+            "reference_id": "s", "txn_type": "subscribe", "attribute_type": "transaction_id",
+            "attribute_value": msg["transaction_id"]}}), bearer())
+    items = b["message"]["txnstatus_response"]["txn_status"]["search_response"]
+    assert items and items[0]["status"] == "succ" and code in items[0]["status_reason_message"]
+
+    # unsubscribe: on-unsubscribe, then nothing more arrives
+    umsg = {"transaction_id": "uns-" + uuid.uuid4().hex, "timestamp": datetime.now(UTC).isoformat(),
+            "subscription_codes": [code]}
+    ack = await post(client, "/dci/registry/unsubscribe", signed("unsubscribe", umsg, sender_uri=uri), bearer())
+    on_uns = verified(await callbacks.wait("/registry/on-unsubscribe",
+                                           lambda b: b["message"]["transaction_id"] == umsg["transaction_id"]),
+                      notify_key)
+    dci_spec.request("/registry/on-unsubscribe", on_uns)
+    assert on_uns["message"]["status"] == "succ"
+    assert on_uns["message"]["subscription_status"] == [{"code": code, "status": "unsubscribe"}]
+    assert on_uns["message"]["correlation_id"] == ack["message"]["correlation_id"]
+    before = len(callbacks.of("/registry/notify"))
+    fid2 = f"{prefix}0030001-0001-001"
+    await feed(producer, world, [decision(f"{prefix}0030001", fid2, 1, 2, 3)])
+    await eventually(lambda: world.fetchval("notify", "select 1 from registry_families where family_id = $1", fid2),
+                     timeout=30, what="the later decision consumed")
+    await asyncio.sleep(1.5)  # several delivery polls
+    assert len(callbacks.of("/registry/notify")) == before
+    # a second unsubscribe: already unsubscribed
+    umsg2 = {**umsg, "transaction_id": "uns-" + uuid.uuid4().hex}
+    await post(client, "/dci/registry/unsubscribe", signed("unsubscribe", umsg2, sender_uri=uri), bearer())
+    again = await callbacks.wait("/registry/on-unsubscribe",
+                                 lambda b: b["message"]["transaction_id"] == umsg2["transaction_id"])
+    assert again["message"]["status_reason_code"] == "rjct.event.already_unsubscribed"
+
+
+async def test_an_err_answer_dead_letters_without_retrying(dci_world, producer):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    prefix = area()
+    code, _ = await subscribe(client, callbacks, uri, prefix, notify_key)
+    callbacks.err_on_notify = True
+    try:
+        await feed(producer, world, [decision(f"{prefix}0040001", f"{prefix}0040001-0001-001", 1, 1, 1)])
+        row = await eventually(lambda: world.fetch(
+            "notify", "select status, attempts, last_error from deliveries where subscription_id = $1::uuid "
+                      "and status = 'dead'", code), timeout=30, what="the delivery dead-lettered")
+    finally:
+        callbacks.err_on_notify = False
+    assert row[0]["attempts"] == 1 and row[0]["last_error"] == "ERR err.receiver_id.invalid: not for us"
+    log = await world.fetch("notify", "select outcome, error from delivery_attempts where subscription_id = $1::uuid",
+                            code)
+    assert [r["outcome"] for r in log] == ["refused"]
