@@ -82,3 +82,22 @@ ensure_kcat() {
     log "kcat installed ($(kcat -V 2>/dev/null | head -n1))"
 }
 ensure_kcat
+
+# promtool (Debian package `prometheus`): checks and unit-tests the alert rules in
+# deploy/monitoring (tests/compose/test_monitoring.py). Installed only when missing and we are
+# root; the package's server is not started (no systemd in a container; and nothing here uses it).
+ensure_promtool() {
+    command -v promtool >/dev/null 2>&1 && return 0
+    if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
+        warn "promtool not found: install it (Debian: apt-get install prometheus); the alert-rule tests are skipped without it"
+        return 0
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; then
+        apt-get update -q >/dev/null 2>&1 || true
+        apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
+            || { warn "apt-get install -y prometheus failed; the alert-rule tests will be skipped"; return 0; }
+    fi
+    log "promtool installed ($(promtool --version 2>&1 | head -n1))"
+}
+ensure_promtool

@@ -86,6 +86,21 @@ def _migration_files(folder) -> list[tuple[str, str]]:
     return sorted(items)
 
 
+def expected_migrations(service_migrations: Path) -> list[str]:
+    """Every migration this code needs, as recorded in schema_migrations (shared ones first)."""
+    return ([f"messaging/{name}" for name, _ in _migration_files(MESSAGING_MIGRATIONS)]
+            + [name for name, _ in _migration_files(service_migrations)])
+
+
+async def pending_migrations(conn: asyncpg.Connection, service_migrations: Path) -> list[str]:
+    """The migrations this code needs that the database has not applied yet (all of them
+    when schema_migrations does not exist). Migrations applied by newer code are not
+    this code's concern: they only add (expand, then contract in a later release)."""
+    exists = await conn.fetchval("select to_regclass('schema_migrations') is not null")
+    done = {r["name"] for r in await conn.fetch("select name from schema_migrations")} if exists else set()
+    return [name for name in expected_migrations(service_migrations) if name not in done]
+
+
 async def migrate(pool: asyncpg.Pool, service_migrations: Path) -> list[str]:
     """Apply the shared messaging migrations then the service's, each once, in order."""
     applied: list[str] = []

@@ -33,3 +33,29 @@ RELAY_LEADER = Gauge("regsosek_relay_leader", "1 on the instance holding the rel
 RELAY_PRODUCER_REBUILDS = Counter(
     "regsosek_relay_producer_rebuilds_total",
     "Kafka producers the relay replaced after an error left the old one unusable", ["service", "error"])
+
+# Retention (regsosek.retention): rows pruned or emptied of personal data, per rule.
+RETENTION_PRUNED = Counter(
+    "regsosek_retention_pruned_rows_total", "Rows deleted or expired by a retention rule", ["service", "rule"])
+RETENTION_LAST_RUN = Gauge(
+    "regsosek_retention_last_run_timestamp_seconds", "When the retention task last completed a pass", ["service"])
+
+# HTTP API (regsosek.service.HttpMetrics): by route template (`/v1/submissions/{submission_id}`,
+# never the raw path), method and status code; requests no route matched count as route="unmatched".
+HTTP_REQUESTS = Counter(
+    "regsosek_http_requests_total", "HTTP requests answered, by route template and status code",
+    ["service", "method", "route", "status"])
+HTTP_REQUEST_SECONDS = Histogram(
+    "regsosek_http_request_duration_seconds", "Time to answer an HTTP request, by route template",
+    ["service", "method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+
+# Probes (regsosek.health).
+PROBE_OK = Gauge("regsosek_probe_ok", "1 while a readiness probe (database, broker, schema) passes", ["service", "check"])
+EVENT_LOOP_LAG = Gauge(
+    "regsosek_event_loop_lag_seconds",
+    "How late the event loop's heartbeat is, measured from a watchdog thread (0 when the loop keeps up)", ["service"])
+EVENT_LOOP_STALLS = Counter(
+    "regsosek_event_loop_stalls_total",
+    "Times the event loop did not come round for REGSOSEK_LOOP_LAG_LOG_S (each logged with the loop's stack)",
+    ["service"])

@@ -6,9 +6,28 @@ the service's own background tasks. A service supplies a `ServiceDefinition`;
 Readiness (`/healthz`, also `/readyz`) is a list of named checks on the `Runtime`
 (`add_check`), so a part that can get stuck says so where the orchestrator looks:
 200 `{"ready": true, "checks": {...}}` when every check passes, 503 with each failing
-check's reason otherwise. The relay adds one (a backlog that does not move). Checks
-read in-memory state only (a probe never waits on the database); whatever must be
-queried is refreshed by a background task. `/livez` only says the process serves.
+check's reason otherwise. The checks: `service` (started, not stopping), `database`
+(`select 1` on a connection of its own), `broker` (a metadata request, services that
+consume), `schema` (every migration this code needs applied), `relay` (a backlog that
+does not move), `tasks` (no background task died). Checks read in-memory state only
+(a probe never waits on the database): what must be queried is refreshed by a
+background task every REGSOSEK_PROBE_INTERVAL_S (regsosek.health).
+
+Liveness (`/livez`): 503 when the event loop's heartbeat is late beyond
+REGSOSEK_LOOP_LAG_LIMIT_S (measured by a watchdog thread, which also exports
+`regsosek_event_loop_lag_seconds` and logs where a stuck loop is stuck) or when the
+service could not start; a database or broker outage never fails liveness.
+
+Migrations: applied on start when REGSOSEK_MIGRATE_ON_START (the local default). In
+production they are their own step (`python -m regsosek.migrate --service <name>`, an
+init container in deploy/); the service then waits, unready, until the schema is
+current before it starts consuming and relaying.
+
+HTTP: server spans named by route template (`GET /v1/submissions/{submission_id}`)
+with status codes from the OpenTelemetry FastAPI instrumentation (the raw path, which
+may hold an id, is replaced by the template on the span), and
+`regsosek_http_requests_total` / `regsosek_http_request_duration_seconds` by route
+template and status on /metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +45,11 @@ import asyncpg
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from faststream.kafka import KafkaBroker
-from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from regsosek import asyncapi, db, http_limits, telemetry
+from regsosek import asyncapi, db, health, http_limits, kafka_security, retention, telemetry
+from regsosek.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from regsosek.contracts import Contract
 from regsosek.messaging import EventConsumer, Handler, Outbox, OutboxRelay, RelayWakeup, UnitOfWork
 from regsosek.settings import ServiceSettings
@@ -49,6 +70,9 @@ class ServiceDefinition:
     topics: Sequence[Topic] = ()
     routers: Sequence[APIRouter] = ()
     background: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
+    # The service's own retention rules (SQL in its store.py); the shared ones (inbox,
+    # outbox_rejected, audit_log) apply to every service: regsosek.retention.
+    retention: Sequence[retention.Rule] = ()
     title: str = ""
     description: str = ""
 
@@ -62,14 +86,18 @@ class Runtime:
         self.wakeup = RelayWakeup()
         self._pool: asyncpg.Pool | None = None
         self.ready = False  # started and not stopping
+        self.starting = "not started"  # what the start is waiting for, while not ready
+        self.fatal: str | None = None  # the start failed: liveness fails, the orchestrator restarts
         self.checks: dict[str, ReadinessCheck] = {}
+        self.watchdog: health.LoopWatchdog | None = None
+        self.tasks: list[asyncio.Task] = []
 
     def add_check(self, name: str, check: ReadinessCheck) -> None:
         """Adds a named readiness check; /healthz fails while it returns a reason."""
         self.checks[name] = check
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
-        results = {"service": "ok" if self.ready else "not started or stopping"}
+        results = {"service": "ok" if self.ready else (self.fatal or self.starting)}
         for name, check in self.checks.items():
             try:
                 problem = check()
@@ -78,6 +106,17 @@ class Runtime:
                 problem = f"check failed: {type(e).__name__}"
             results[name] = problem or "ok"
         return all(v == "ok" for v in results.values()), results
+
+    def liveness(self) -> str | None:
+        """None while the process is worth keeping; else why the orchestrator should restart it."""
+        if self.fatal:
+            return self.fatal
+        return self.watchdog.problem() if self.watchdog is not None else None
+
+    def tasks_check(self) -> str | None:
+        """Readiness check: a background task that ended (they run forever) is a part that stopped."""
+        dead = [t.get_name() for t in self.tasks if t.done() and not t.cancelled()]
+        return f"background task(s) ended: {', '.join(dead)}" if dead else None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -103,34 +142,94 @@ def build_app(definition: ServiceDefinition) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         telemetry.setup(s.service_name, s.log_level)
+        kafka_security.check_production(s)  # production refuses Kafka in clear before anything starts
+        runtime.watchdog = health.LoopWatchdog(s.service_name, beat_s=s.loop_beat_s, limit_s=s.loop_lag_limit_s,
+                                               log_s=s.loop_lag_log_s)
+        runtime.watchdog.start()
+        runtime.starting = "connecting to the database"
         runtime._pool = await db.connect_pool(s.dsn(), max_size=s.db_pool_max)
-        applied = await db.migrate(runtime.pool, definition.migrations)
-        if applied:
-            log.info("migrations applied", extra={"fields": {"applied": applied}})
+        probe_conn = health.DatabaseProbe(s.dsn(), timeout_s=s.probe_timeout_s)
+        database = health.Probe(s.service_name, "database", probe_conn.ping,
+                                interval_s=s.probe_interval_s, timeout_s=s.probe_timeout_s)
+        runtime.add_check("database", database.check)
+        runtime.add_check("tasks", runtime.tasks_check)
+        runtime.tasks.append(asyncio.create_task(database.run(), name="probe-database"))
+        schema_state: dict[str, str | None] = {"problem": "not checked yet"}
+        runtime.add_check("schema", lambda: schema_state["problem"])
         relay = OutboxRelay(s, lambda: runtime.pool, runtime.wakeup)
-        runtime.add_check("relay", relay.health)
-        tasks = [asyncio.create_task(relay.run(), name="outbox-relay"),
-                 asyncio.create_task(relay.watch(), name="outbox-monitor")]
-        broker = None
-        if definition.handlers:
-            broker = KafkaBroker(s.kafka_bootstrap, logger=logging.getLogger("faststream"), client_id=f"regsosek-{s.service_name}")
-            EventConsumer(s, lambda: runtime.pool, definition.handlers, definition.topics, runtime.wakeup).attach(broker)
-            await _start_broker(broker, s)
-        for bg in definition.background:
-            tasks.append(asyncio.create_task(bg(runtime), name=getattr(bg, "__name__", "background")))
-        runtime.ready = True
-        log.info("service started", extra={"fields": {"port": s.http_port}})
+        broker: KafkaBroker | None = None
+
+        async def start() -> None:
+            nonlocal broker
+            if s.migrate_on_start:
+                runtime.starting = "applying migrations"
+                applied = await db.migrate(runtime.pool, definition.migrations)
+                if applied:
+                    log.info("migrations applied", extra={"fields": {"applied": applied}})
+            schema = health.Probe(s.service_name, "schema", lambda: probe_conn.pending(definition.migrations, definition.name),
+                                  interval_s=s.probe_interval_s, timeout_s=s.probe_timeout_s)
+            while (problem := await schema.run_once()) is not None:
+                schema_state["problem"] = runtime.starting = problem
+                log.warning("waiting for the schema", extra={"fields": {"reason": problem}})
+                await asyncio.sleep(s.probe_interval_s)
+            schema_state["problem"] = None  # a schema once current stays current for this code
+            runtime.add_check("relay", relay.health)
+            runtime.tasks += [asyncio.create_task(relay.run(), name="outbox-relay"),
+                              asyncio.create_task(relay.watch(), name="outbox-monitor")]
+            if definition.handlers:
+                runtime.starting = "connecting to Kafka"
+                broker = KafkaBroker(s.kafka_bootstrap, logger=logging.getLogger("faststream"),
+                                     client_id=f"regsosek-{s.service_name}", security=s.kafka_faststream_security())
+                EventConsumer(s, lambda: runtime.pool, definition.handlers, definition.topics, runtime.wakeup).attach(broker)
+                await _start_broker(broker, s)
+                started = broker
+
+                async def broker_ping() -> str | None:
+                    return None if await started.ping(timeout=s.probe_timeout_s) else "no metadata from the brokers"
+
+                kafka = health.Probe(s.service_name, "broker", broker_ping,
+                                     interval_s=s.probe_interval_s, timeout_s=s.probe_timeout_s + 1)
+                runtime.add_check("broker", kafka.check)
+                await kafka.run_once()
+                runtime.tasks.append(asyncio.create_task(kafka.run(), name="probe-broker"))
+            for bg in (*definition.background, retention.prune_forever):  # every service prunes (RETENTION.md)
+                runtime.tasks.append(asyncio.create_task(bg(runtime), name=getattr(bg, "__name__", "background")))
+            await database.run_once()
+            runtime.ready = True
+            log.info("service started", extra={"fields": {"port": s.http_port}})
+
+        async def start_in_background() -> None:
+            try:
+                await start()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                runtime.fatal = f"start failed: {type(e).__name__}"
+                log.exception("service could not start; /livez fails so that it is restarted")
+
+        if s.migrate_on_start:
+            await start()  # the local stack: serve only once everything runs, as before
+            starter = None
+        else:
+            # Production: serve /healthz (503 with the reason, e.g. the schema behind) and /livez while waiting.
+            starter = asyncio.create_task(start_in_background(), name="start")
         try:
             yield
         finally:
             runtime.ready = False
+            runtime.starting = "stopping"
+            if starter is not None:
+                starter.cancel()
+                await asyncio.gather(starter, return_exceptions=True)
             if broker is not None:
                 await broker.stop()
-            for t in tasks:
+            for t in runtime.tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*runtime.tasks, return_exceptions=True)
             await relay.stop()
+            await probe_conn.close()
             await runtime.pool.close()
+            await runtime.watchdog.stop()
 
     app = FastAPI(title=definition.title or f"regsosek {definition.name}", description=definition.description,
                   version="1", lifespan=lifespan)
@@ -143,8 +242,12 @@ def build_app(definition: ServiceDefinition) -> FastAPI:
         return Response(status_code=200 if ok else 503, content=json.dumps({"ready": ok, "checks": checks}),
                         media_type="application/json")
 
-    @app.get("/livez", tags=["operations"], summary="Liveness: the process serves HTTP")
+    @app.get("/livez", tags=["operations"], summary="Liveness: the event loop keeps up and the service could start")
     async def livez() -> Response:
+        problem = runtime.liveness()
+        if problem:
+            return Response(status_code=503, content=json.dumps({"alive": False, "reason": problem}),
+                            media_type="application/json")
         return Response(content='{"alive": true}', media_type="application/json")
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
@@ -164,7 +267,7 @@ def build_app(definition: ServiceDefinition) -> FastAPI:
         app.include_router(r)
     app.include_router(asyncapi.router)  # GET /asyncapi.json|.yaml: the system's events
     app.add_middleware(http_limits.BodySizeLimit, max_bytes=s.http_max_body_bytes)
-    app.add_middleware(TraceMiddleware)
+    instrument_http(app, s.service_name)
     return app
 
 
@@ -179,24 +282,79 @@ async def _start_broker(broker: KafkaBroker, s: ServiceSettings) -> None:
             with contextlib.suppress(Exception):
                 await broker.stop()
             await backoff.wait()
-    raise RuntimeError(f"could not connect to Kafka at {s.kafka_bootstrap}")
+    raise RuntimeError(f"could not connect to Kafka at {s.kafka_description()}")
 
 
-class TraceMiddleware:
-    """Continues the caller's W3C trace (traceparent header) into a server span."""
+# Probes and scrapes are neither traced nor counted: they would drown the requests that matter.
+_NOT_OBSERVED = ("/healthz", "/readyz", "/livez", "/metrics")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
-    def __init__(self, app) -> None:
-        self.app = app
-        self.tracer = trace.get_tracer("regsosek.http")
+
+def route_template(scope) -> str:
+    """The matched route's template (`/v1/subscriptions/{sub_id}`), or "unmatched": never the raw
+    path, which may hold an id and is unbounded as a label."""
+    route = scope.get("route")
+    return getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
+
+
+class HttpMetrics:
+    """Prometheus request metrics by route template, method and status code (outermost middleware:
+    413s and errors count too)."""
+
+    def __init__(self, app, service: str) -> None:
+        self.app, self.service = app, service
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path") in _NOT_OBSERVED:
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        ctx = telemetry.context_from_headers(headers)
-        route = scope.get("path", "")
-        with self.tracer.start_as_current_span(f"{scope.get('method', '')} {route}", context=ctx, kind=trace.SpanKind.SERVER):
-            return await self.app(scope, receive, send)
+        status = 0
+        started = time.perf_counter()
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except Exception as e:
+            status = status or (503 if db.is_transient(e) else 500)  # what the exception handlers answer
+            raise
+        finally:
+            method = scope.get("method", "")
+            method = method if method in _METHODS else "other"
+            route = route_template(scope)
+            HTTP_REQUESTS.labels(self.service, method, route, str(status or 500)).inc()
+            HTTP_REQUEST_SECONDS.labels(self.service, method, route).observe(time.perf_counter() - started)
+
+
+_RAW_REQUEST_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.full", "url.query")
+_CLIENT_ADDRESS_ATTRIBUTES = ("net.peer.ip", "net.sock.peer.addr", "client.address", "net.peer.port", "client.port")
+
+
+def _span_without_raw_path(span, scope) -> None:
+    """Server request hook: the span keeps the route template, not the path and query it was called
+    with (they may hold an id), and not the caller's address (an officer's device)."""
+    if span is None or not span.is_recording():
+        return
+    attributes = getattr(span, "attributes", None) or {}
+    route = attributes.get("http.route") or "unmatched"
+    for key in _RAW_REQUEST_ATTRIBUTES:
+        if key in attributes:
+            span.set_attribute(key, "" if key == "url.query" else route)
+    for key in _CLIENT_ADDRESS_ATTRIBUTES:
+        if key in attributes:
+            span.set_attribute(key, "")
+
+
+def instrument_http(app: FastAPI, service: str, tracer_provider=None) -> None:
+    """OpenTelemetry server spans (the caller's W3C trace continued, span named by route template,
+    status code recorded, no raw path or query) and the Prometheus request metrics."""
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=tracer_provider, excluded_urls=",".join(p.lstrip("/") + "$" for p in _NOT_OBSERVED),
+        exclude_spans=["receive", "send"], server_request_hook=_span_without_raw_path)
+    app.add_middleware(HttpMetrics, service=service)
 
 
 def runtime_of(request: Request) -> Runtime:

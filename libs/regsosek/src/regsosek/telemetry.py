@@ -10,15 +10,16 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Status
 
 _configured = False
 
@@ -32,8 +33,17 @@ def setup(service_name: str, log_level: str = "INFO") -> None:
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(WithoutExceptionText(OTLPSpanExporter())))
+    if span_file := os.environ.get("REGSOSEK_TRACE_FILE"):
+        # Spans as JSON lines in a file: for a machine without a collector, and for the tests that
+        # scan every span of a run for personal data.
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+        out = open(span_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+        provider.add_span_processor(SimpleSpanProcessor(WithoutExceptionText(
+            ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n"))))
     trace.set_tracer_provider(provider)
+    instrument_libraries()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service_name))
     root = logging.getLogger()
@@ -41,6 +51,56 @@ def setup(service_name: str, log_level: str = "INFO") -> None:
     root.setLevel(log_level)
     for noisy in ("aiokafka", "faststream", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+_EXCEPTION_TEXT = ("exception.message", "exception.stacktrace")  # the stacktrace ends with the message
+
+
+def without_exception_text(span: ReadableSpan) -> ReadableSpan:
+    """The span as exported: exception events keep the exception's type but not its message or
+    formatted stack, and an error status keeps the type only. The SDK (and every instrumentation)
+    records `str(exception)`, and the messages of database and validation errors can quote the
+    offending value (`invalid input syntax for type bigint: "6472..."`). The stack is in the log
+    line with the same trace id (JsonFormatter), without the message."""
+    events = [Event(e.name, {k: v for k, v in (e.attributes or {}).items() if k not in _EXCEPTION_TEXT}, e.timestamp)
+              if e.name == "exception" else e for e in span.events]
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, status.description.split(":", 1)[0])
+    return ReadableSpan(name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+                        attributes=span.attributes, events=events, links=span.links, kind=span.kind, status=status,
+                        start_time=span.start_time, end_time=span.end_time,
+                        instrumentation_scope=span.instrumentation_scope)
+
+
+class WithoutExceptionText(SpanExporter):
+    """Wraps an exporter: every span goes out through `without_exception_text`."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([without_exception_text(s) for s in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def instrument_libraries() -> None:
+    """Client spans from the OpenTelemetry instrumentations: asyncpg (statement text only:
+    `capture_parameters=False`, so the values bound to $1, $2 ... never reach a span; they
+    are NIKs, names, whole interviews) and httpx (webhook deliveries, JWKS fetches). The
+    FastAPI server side is instrumented per app (regsosek.service.instrument_http)."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    if not AsyncPGInstrumentor().is_instrumented_by_opentelemetry:
+        AsyncPGInstrumentor(capture_parameters=False).instrument()
+    if not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry:
+        HTTPXClientInstrumentor().instrument()
 
 
 class JsonFormatter(logging.Formatter):
