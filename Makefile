@@ -42,12 +42,14 @@ test-unit: setup
 test-integration: stack-up
 	. .local/stack.env && $(PY) -m pytest -q -m integration $(PYTEST_ARGS)
 
-# A bearer token for local use, e.g. `make token ROLE=officer SUB=OFC-1 AREA=6472`
+# A bearer token for local use, e.g. `make token ROLE=officer SUB=OFC-1 AREA=6472`, or a programme's:
+# `make token ROLE=programme SUB=PKH PROGRAMMES=pkh AREA=64` (several: PROGRAMMES=pkh,pip AREA="64 65")
 ROLE ?= admin
 SUB ?= local-admin
 AREA ?= 64
+PROGRAMMES ?=
 token: setup
-	@$(PY) -m regsosek.auth --role $(ROLE) --sub $(SUB) --area $(AREA)
+	@$(PY) -m regsosek.auth --role $(ROLE) --sub $(SUB) --area "$(AREA)" $(if $(PROGRAMMES),--programme "$(PROGRAMMES)")
 
 # Regenerate deploy/kafka/topics.yaml from the topic registry.
 topics-render: setup

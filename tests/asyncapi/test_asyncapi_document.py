@@ -128,9 +128,9 @@ BROKEN = {
     "kafka unknown binding version": _set("channels/sls-roster/bindings/kafka/bindingVersion", "9.9.9"),
     "kafka cleanup.policy not a list": _set("channels/sls-roster/bindings/kafka/topicConfiguration/cleanup.policy", "delete"),
     "kafka groupId not a schema": _set("operations/verify.receive.sls-roster/bindings/kafka/groupId", "regsosek-verify"),
-    "kafka unknown message binding field": _set("components/messages/SlsRoster/bindings/kafka/partitionKey", "x"),
-    "message headers not a schema": _set("components/messages/SlsRoster/headers", "ce_id"),
-    "message example headers not an object": _set("components/messages/SlsRoster/examples", [{"headers": "x"}]),
+    "kafka unknown message binding field": _set("components/messages/RosterSubmitted/bindings/kafka/partitionKey", "x"),
+    "message headers not a schema": _set("components/messages/RosterSubmitted/headers", "ce_id"),
+    "message example headers not an object": _set("components/messages/RosterSubmitted/examples", [{"headers": "x"}]),
     "server without protocol": _delete("servers/local/protocol"),
     "channel address not a string": _set("channels/sls-roster/address", 42),
 }
@@ -227,12 +227,15 @@ def test_committed_sample_validates_against_its_schema_and_model(model):
 
 
 def test_samples_use_the_worked_example_where_one_exists():
-    from regsosek.contracts import FamilyInterview, InterviewVerified
+    from regsosek.contracts import (FamilyInterview, InterviewSubmitted, InterviewVerified, household_profile,
+                                    pseudonymise_interview)
     from regsosek.examples import FAMILY_INTERVIEW
+    from regsosek.pseudonyms import DEVELOPMENT_NIK_HASH_KEY
 
     s = asyncapi.samples()
-    assert s[FamilyInterview] == FamilyInterview.model_validate(FAMILY_INTERVIEW).model_dump(mode="json")
-    assert s[InterviewVerified]["interview"] == s[FamilyInterview]
+    iv = FamilyInterview.model_validate(FAMILY_INTERVIEW)
+    assert s[InterviewSubmitted] == pseudonymise_interview(iv, DEVELOPMENT_NIK_HASH_KEY).model_dump(mode="json")
+    assert s[InterviewVerified]["profile"] == household_profile(iv).model_dump(mode="json")
 
 
 def test_dead_letter_headers_are_those_the_consumer_adds(doc):

@@ -59,7 +59,10 @@ def test_registry_consumers_are_the_app_subscriptions(service):
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_handlers_accept_exactly_the_contracts_of_the_consumed_topics(service):
-    handled = {m.__name__ for m in _definition(service).handlers}
+    from regsosek.contracts import LEGACY_EVENT_TYPES
+
+    # legacy (read-only) types are handled on the topic of the type that replaced them
+    handled = {m.__name__ for m in _definition(service).handlers if m not in LEGACY_EVENT_TYPES}
     carried = {s.contract for s in specs() if service in s.consumers}
     assert handled == carried, f"{service}: handlers for {sorted(handled)}, registry contracts {sorted(carried)}"
 

@@ -22,7 +22,14 @@ import pytest
 import yaml
 
 from itkit import BOOTSTRAP, World, by_subject, cloud_event, eventually, read_topic
-from regsosek.contracts import EligibilityDecided, FamilyClassified, FkpAdjustment, InterviewVerified, WelfareGroup
+from regsosek.contracts import (
+    EligibilityDecided,
+    FamilyClassified,
+    FkpAdjustment,
+    InterviewVerified,
+    WelfareGroup,
+    household_profile,
+)
 from regsosek.topics import Topic
 from regsosek_tools.sample import generate
 from classify.model import DATA
@@ -74,7 +81,7 @@ async def classify_world(stack, producer):
         sample = generate(SEED, FAMILIES)
         for iv in sample.interviews:
             e = InterviewVerified(family_id=iv.family_id, sls_id=iv.location.sls_id, outcome="verified",
-                                  verified_at=datetime.now(UTC), interview=iv)
+                                  verified_at=datetime.now(UTC), profile=household_profile(iv))
             _, value, headers = cloud_event(e, subject=iv.family_id)
             await producer.send(world.topic(Topic.INTERVIEW_VERIFIED), value=value,
                                 key=iv.location.sls_id.encode(), headers=headers)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from itkit import World, by_subject, cloud_event, eventually, read_topic
-from regsosek.contracts import EligibilityDecided, FlagReason, InterviewFlagged, InterviewVerified
+from regsosek.contracts import EligibilityDecided, FlagReason, InterviewFlagged, InterviewVerified, household_profile
 from regsosek.topics import Topic
 from regsosek_tools.sample import generate
 
@@ -47,7 +47,8 @@ async def test_flag_after_verification_withdraws_eligibility(classify_world, pro
     iv = next(i for i in generate(11, 40).interviews)  # any family; its own eligibility does not matter
     fid, sls = iv.family_id, iv.location.sls_id
     t0 = datetime.now(UTC)
-    verified = InterviewVerified(family_id=fid, sls_id=sls, outcome="verified", verified_at=t0, interview=iv)
+    verified = InterviewVerified(family_id=fid, sls_id=sls, outcome="verified", verified_at=t0,
+                                 profile=household_profile(iv))
     await _send(producer, world, Topic.INTERVIEW_VERIFIED, verified, fid, sls)
     (first,) = await _decisions(world, fid, 1)
 
@@ -72,7 +73,7 @@ async def test_flag_after_verification_withdraws_eligibility(classify_world, pro
     await _send(producer, world, Topic.INTERVIEW_VERIFIED, verified, fid, sls)  # new event id, same content
     # a supervisor verifying it afterwards restores it
     again = InterviewVerified(family_id=fid, sls_id=sls, outcome="verified_by_supervisor",
-                              verified_at=t0 + timedelta(seconds=5), interview=iv)
+                              verified_at=t0 + timedelta(seconds=5), profile=household_profile(iv))
     await _send(producer, world, Topic.INTERVIEW_VERIFIED, again, fid, sls)
     async def settled():  # the last event applied and everything it wrote published
         applied = await world.fetchval("classify", "select count(*) from families where family_id = $1", fid)

@@ -33,7 +33,7 @@ from itkit import (
     roster,
     start_producer,
 )
-from regsosek.contracts import EVENT_TYPES, FamilyInterview, SlsRoster
+from regsosek.contracts import CONSUMABLE_EVENT_TYPES as EVENT_TYPES, FamilyInterview, SlsRoster  # v1 (legacy) types
 from regsosek.topics import Topic
 
 pytestmark = pytest.mark.integration

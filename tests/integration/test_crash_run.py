@@ -59,7 +59,7 @@ from itkit import (
     stop_broker,
     token,
 )
-from regsosek.contracts import FamilyInterview
+from regsosek.contracts import FamilyInterview, household_profile
 from regsosek.topics import Topic
 from regsosek_tools.sample import Sample, generate, officer_areas
 
@@ -123,7 +123,7 @@ def _expected_decisions(sample: Sample) -> dict[str, dict]:
     placement = reference_placement(model.version, model.decile_cutpoints)
     out = {}
     for iv in sample.interviews:
-        c = classify(iv, model, lines, rules, None, placement)
+        c = classify(household_profile(iv), model, lines, rules, None, placement)
         out[iv.family_id] = {"welfare_group": int(c.welfare_group), "decile": c.decile,
                              "eligibility": dict(sorted(c.eligibility.items()))}
     return out
@@ -145,7 +145,7 @@ async def pipeline(stack):
         async with httpx.AsyncClient(base_url=procs["notify"].url, timeout=10) as client:
             r = await client.post("/v1/subscriptions", json={"callback_url": receiver.url + "/notify",
                                                              "secret": RECEIVER_SECRET},
-                                  headers={"authorization": f"Bearer {token('programme', 'PKH-CRASH', ())}"})
+                                  headers={"authorization": f"Bearer {token('programme', 'PKH-CRASH')}"})
             assert r.status_code == 201, r.text
         yield Pipeline(world, procs), receiver
     finally:

@@ -36,7 +36,7 @@ from itkit import (
     read_topic,
     roster,
 )
-from regsosek.contracts import EVENT_TYPES, FamilyInterview, SlsRoster
+from regsosek.contracts import CONSUMABLE_EVENT_TYPES as EVENT_TYPES, FamilyInterview, SlsRoster  # v1 (legacy) types
 from regsosek.messaging.faults import REJECT_EVENT_TYPES
 from regsosek.topics import Topic
 

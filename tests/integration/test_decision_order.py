@@ -10,7 +10,14 @@ import httpx
 import pytest
 
 from itkit import Submitter, World, by_subject, cloud_event, eventually, family, new_sls_id, read_topic
-from regsosek.contracts import EligibilityDecided, FamilyInterview, FlagReason, InterviewFlagged, InterviewVerified
+from regsosek.contracts import (
+    EligibilityDecided,
+    FamilyInterview,
+    FlagReason,
+    InterviewFlagged,
+    InterviewVerified,
+    household_profile,
+)
 from regsosek.topics import Topic
 
 pytestmark = pytest.mark.integration
@@ -43,7 +50,8 @@ async def _submitted(sub: Submitter) -> FamilyInterview:
 
 def _verified(iv: FamilyInterview, seq: int, outcome: str = "verified") -> InterviewVerified:
     return InterviewVerified(family_id=iv.family_id, sls_id=iv.location.sls_id, outcome=outcome,
-                             verified_at=T0 + timedelta(seconds=seq), interview=iv, decision_seq=seq)
+                             verified_at=T0 + timedelta(seconds=seq), profile=household_profile(iv),
+                             decision_seq=seq)
 
 
 def _flagged(iv: FamilyInterview, seq: int) -> InterviewFlagged:

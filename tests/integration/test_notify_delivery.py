@@ -22,6 +22,7 @@ pipeline.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import random
@@ -52,9 +53,11 @@ from itkit import (
     read_topic,
     roster,
 )
-from regsosek.auth import LOCAL_DEFAULT_SECRET, Role, mint
+from regsosek.auth import Role, Signer, ensure_local_keypair, mint
 from regsosek.contracts import EligibilityDecided, ProgrammeDecision
 from regsosek.envelope import encode, new_envelope
+from regsosek.programmes import PROGRAMME_CODES
+from regsosek.standard_webhooks import generate_signing_key
 from regsosek.topics import Topic
 
 pytestmark = pytest.mark.integration
@@ -119,8 +122,10 @@ async def new_receiver(world: World, **env: str) -> tuple[Receiver, str]:
 
 
 class NotifyApi:
-    def __init__(self, url: str, *, subject: str, auth_secret: str = LOCAL_DEFAULT_SECRET) -> None:
-        tok = mint(auth_secret, subject=subject, role=Role.PROGRAMME, areas=[])
+    def __init__(self, url: str, *, subject: str, signer: Signer | None = None, audience: str | None = None) -> None:
+        # every programme, in East Kalimantan: each decision whole, as the tests below expect
+        tok = mint(signer, subject=subject, role=Role.PROGRAMME, areas=["64"], programmes=list(PROGRAMME_CODES),
+                   audience=audience)
         self.client = httpx.AsyncClient(base_url=url, timeout=10, headers={"authorization": f"Bearer {tok}"})
 
     async def subscribe(self, callback_url: str, secret: str, **filters) -> httpx.Response:
@@ -471,21 +476,26 @@ async def test_lag_per_subscription_on_metrics_and_in_its_figures(subscribed, pr
 
 
 @pytest.fixture(scope="module")
-async def production_world(stack):
+async def production_world(stack, tmp_path_factory):
     world = await World(["notify"]).setup()
-    secret = "production-auth-secret-" + uuid.uuid4().hex
+    # a stand-in identity provider: its own key pair and issuer, its JWK Set as a file
+    idp_dir = tmp_path_factory.mktemp("idp")
+    signer = dataclasses.replace(ensure_local_keypair(idp_dir), issuer="https://idp.regsosek.test")
     try:
-        (notify,) = await world.start("notify", REGSOSEK_ENV="production", REGSOSEK_AUTH_SECRET=secret,
+        (notify,) = await world.start("notify", REGSOSEK_ENV="production",
+                                      REGSOSEK_AUTH_JWKS_FILE=str(idp_dir / "jwks.json"),
+                                      REGSOSEK_AUTH_ISSUER=signer.issuer, REGSOSEK_AUTH_AUDIENCE="regsosek-notify",
+                                      REGSOSEK_WEBHOOK_SIGNING_KEY=generate_signing_key(),
                                       **{**NOTIFY_ENV, "REGSOSEK_SUSPEND_AFTER_FAILURES": "3"})
-        yield world, notify, secret
+        yield world, notify, signer
     finally:
         await world.teardown()
 
 
 async def test_production_refuses_callbacks_that_resolve_to_private_addresses(production_world, producer):
-    world, notify, auth_secret = production_world
+    world, notify, signer = production_world
     receiver, secret = await new_receiver(world)
-    api = NotifyApi(notify.url, subject="BLT-PROD", auth_secret=auth_secret)
+    api = NotifyApi(notify.url, subject="BLT-PROD", signer=signer, audience="regsosek-notify")
     port = receiver.proc.port
 
     r = await api.subscribe(f"http://localhost:{port}/notify", secret)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from itkit import (
+    LOG_DIR,
     ROOT,
     Submitter,
     World,
@@ -46,16 +47,22 @@ async def pipeline(stack):
     world = await World(list(SERVICES)).setup()
     try:
         receiver = world.receiver(RECEIVER_SECRET).start()
-        procs = dict(zip(SERVICES, [world.process(n).start() for n in SERVICES], strict=True))
+        # Every span of the run also goes to a file next to the service's log, for the personal-data scan.
+        procs = dict(zip(SERVICES, [world.process(n, REGSOSEK_TRACE_FILE=str(_span_file(world, n))).start()
+                                    for n in SERVICES], strict=True))
         await asyncio.gather(receiver.wait_ready(), *(p.wait_ready() for p in procs.values()))
         async with httpx.AsyncClient(base_url=procs["notify"].url, timeout=10) as client:
             r = await client.post("/v1/subscriptions", json={"callback_url": receiver.url + "/notify",
                                                              "secret": RECEIVER_SECRET},
-                                  headers={"authorization": f"Bearer {token('programme', 'PKH-IT', ())}"})
+                                  headers={"authorization": f"Bearer {token('programme', 'PKH-IT')}"})
             assert r.status_code == 201, r.text
         yield world, procs, receiver
     finally:
         await world.teardown()
+
+
+def _span_file(world: World, service: str):
+    return LOG_DIR / f"{world.tag}-{service}.spans.jsonl"
 
 
 async def _completed_of(world, sls: str) -> list:
@@ -242,3 +249,32 @@ async def test_postgres_restart_under_traffic(pipeline):
     await eventually(all_delivered, timeout=60, what="every decided family delivered to the receiver")
     stats = await _receiver_stats(receiver)
     assert stats["rejected"] == 0
+
+
+async def test_no_personal_data_in_logs_spans_or_dead_letters(pipeline):
+    """After the runs above (the sample's families, a PostgreSQL outage among them): no NIK, KK number
+    or name of any family submitted appears in any service's log lines, in any span, or in any dead
+    letter (its headers, reason and the original record it carries)."""
+    world, procs, receiver = pipeline
+    sample = generate(SAMPLE_SEED, SAMPLE_FAMILIES)
+    secrets = set()
+    for iv in sample.interviews:
+        secrets |= {m.nik for m in iv.members if m.nik} | {m.name for m in iv.members if len(m.name) >= 4}
+        if iv.location.kk_number:
+            secrets.add(iv.location.kk_number)
+    for r in sample.rosters:
+        for f in r.families:
+            secrets |= {v for v in (f.kk_number, f.head_name) if v and len(v) >= 4}
+    assert secrets, "the sample has no identifiers to look for"
+
+    logs = sorted(LOG_DIR.glob(f"{world.tag}-*.log"))
+    spans = [_span_file(world, n) for n in SERVICES]
+    assert logs and all(p.exists() and p.stat().st_size > 0 for p in spans), "no logs or spans were written"
+    for path in [*logs, *spans]:
+        text = path.read_text(errors="replace")
+        leaked = sorted(x for x in secrets if x in text)
+        assert not leaked, f"{path.name} holds {len(leaked)} identifier(s) of the sample's families"
+    for r in await read_topic(world.topic(Topic.DEAD_LETTER)):
+        record = (r.value or b"") + b" ".join((v or b"") for _, v in r.headers)
+        text = record.decode(errors="replace")
+        assert not [x for x in secrets if x in text], "a dead letter holds an identifier in clear"

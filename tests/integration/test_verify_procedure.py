@@ -121,7 +121,7 @@ async def outcomes(w: World) -> dict[str, list[tuple[str, str, int]]]:
         for r in await read_topic(w.topic(topic)):
             body = json.loads(r.value)
             if kind == "verified":
-                entry = (body["verified_at"], kind, body["outcome"], body["interview"]["version"])
+                entry = (body["verified_at"], kind, body["outcome"], body["profile"]["version"])
             else:
                 entry = (body["flagged_at"], kind, body["reason"], body["version"])
             out.setdefault(body["family_id"], []).append(entry)
@@ -284,8 +284,9 @@ async def test_correction_versions(world, producer):
     got = await wait_outcomes(world, {fid: 2}, "version 2 verified")
     assert got[fid] == [("verified", "verified", 1), ("verified", "verified", 2)]
     verified = [json.loads(x.value) for x in by_subject(await read_topic(world.topic(Topic.INTERVIEW_VERIFIED)))[fid]]
-    assert verified[-1]["interview"]["housing"]["floor_area_m2"] == 54
-    assert verified[-1]["interview"]["submission_id"] == v2["submission_id"]
+    assert verified[-1]["profile"]["housing"]["floor_area_m2"] == 54
+    assert verified[-1]["profile"]["submission_id"] == v2["submission_id"]
+    assert "interview" not in verified[-1]  # the profile only, never the interview (minimal events)
 
     # A late version 1 (another device's copy), then a second version 2 from a different submission,
     # then a sentinel family on the same partition: when the sentinel is decided, both were processed.

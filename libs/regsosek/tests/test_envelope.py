@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
 from pydantic import ValidationError
 
-from regsosek.contracts import EVENT_TYPES, MODELS_BY_TYPE, FamilyInterview, SlsRoster
+from regsosek.contracts import CONSUMABLE_EVENT_TYPES, EVENT_TYPES, MODELS_BY_TYPE, FamilyInterview, SlsRoster
 from regsosek.envelope import (
     CONTENT_TYPE,
     SPEC_VERSION,
@@ -63,7 +64,7 @@ def test_headers_round_trip(model, doc):
     env = new_envelope(data, source="intake", subject=SLS, trace=TRACE)
     back = read_headers(env.headers())
     assert back == env
-    assert back.type == EVENT_TYPES[model]
+    assert back.type == CONSUMABLE_EVENT_TYPES[model]  # v1 shapes: written as an older producer did
     assert back.traceparent == TRACE["traceparent"]
     assert back.tracestate == TRACE["tracestate"]
 
@@ -194,7 +195,19 @@ def test_decode_still_rejects_invalid_known_fields():
 
 
 def test_event_types_are_unique_and_invertible():
-    assert len(set(EVENT_TYPES.values())) == len(EVENT_TYPES)
-    for model, t in EVENT_TYPES.items():
+    from regsosek.contracts import CONSUMABLE_EVENT_TYPES, LEGACY_EVENT_TYPES
+
+    assert len(set(CONSUMABLE_EVENT_TYPES.values())) == len(CONSUMABLE_EVENT_TYPES)
+    assert not set(LEGACY_EVENT_TYPES) & set(EVENT_TYPES)  # a legacy type is never produced
+    for model, t in CONSUMABLE_EVENT_TYPES.items():
         assert MODELS_BY_TYPE[t] is model
-        assert t.startswith("id.go.bps.regsosek.") and t.endswith(".v1")
+        assert re.fullmatch(r"id\.go\.bps\.regsosek\.[a-z.]+\.v[1-9][0-9]*", t)
+
+
+def test_interview_verified_is_v2_and_v1_stays_readable():
+    """A breaking change of the payload is a new `.vN` type; the old one is consumed only."""
+    from regsosek.contracts import InterviewVerified, InterviewVerifiedV1
+
+    assert EVENT_TYPES[InterviewVerified] == "id.go.bps.regsosek.interview.verified.v2"
+    assert InterviewVerifiedV1 not in EVENT_TYPES
+    assert MODELS_BY_TYPE["id.go.bps.regsosek.interview.verified.v1"] is InterviewVerifiedV1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
-from regsosek.topics import REGISTRY_FILE, Topic, render_strimzi, specs
+from regsosek.topics import REGISTRY_FILE, Topic, redelivery_window_ms, render_strimzi, specs
 
 
 def yaml_names() -> list[str]:
@@ -50,13 +52,47 @@ def test_config_values_are_strings_and_defaults_apply(profile):
 
 
 @pytest.mark.parametrize(
-    "topic,retention",
-    [("sls-roster", "-1"), ("dead-letter", "-1"), ("interview-submitted", "2592000000"), ("family-classified", "2592000000")],
+    "topic,production,local",
+    [("sls-roster", "2592000000", "604800000"), ("interview-submitted", "1209600000", "604800000"),
+     ("interview-verified", "1209600000", "604800000"), ("dead-letter", "1209600000", "604800000"),
+     ("family-classified", "2592000000", "604800000")],
 )
-def test_per_topic_config_overrides_defaults(topic, retention):
-    for profile in ("local", "production"):
+def test_retention_per_profile(topic, production, local):
+    for profile, expected in (("production", production), ("local", local)):
         by_name = {s.name: s for s in specs(profile)}
-        assert by_name[topic].config["retention.ms"] == retention
+        assert by_name[topic].config["retention.ms"] == expected, (topic, profile)
+
+
+def test_every_topic_states_its_retention_and_none_keeps_forever():
+    """Privacy by design: each topic says how long it keeps records, in both profiles, and none
+    keeps them forever (personal data is never kept without a limit)."""
+    reg = yaml.safe_load(REGISTRY_FILE.read_text())
+    assert "retention.ms" not in reg["defaults"]["config"], "retention is chosen per topic, not by default"
+    for t in reg["topics"]:
+        assert set(t.get("retention_days", {})) == {"local", "production"}, t["name"]
+        assert "retention.ms" not in t.get("config", {}), f"{t['name']}: use retention_days"
+    for profile in ("local", "production"):
+        for s in specs(profile):
+            assert 0 < int(s.config["retention.ms"]) <= 30 * 24 * 3600 * 1000, (s.name, profile)
+
+
+def test_full_interviews_and_dead_letters_are_kept_for_the_shortest_time():
+    prod = {s.name: int(s.config["retention.ms"]) for s in specs("production")}
+    shortest = min(prod.values())
+    for name in ("interview-submitted", "dead-letter"):
+        assert prod[name] == shortest == 14 * 24 * 3600 * 1000, name
+
+
+def test_redelivery_window_is_longest_consumed_retention_plus_a_segment():
+    day = 24 * 3600 * 1000
+    assert redelivery_window_ms("verify", "production") == (30 + 7) * day  # sls-roster 30 days + segment.ms
+    assert redelivery_window_ms("verify", "local") == (7 + 7) * day
+    assert redelivery_window_ms("no-such-service", "production") is None
+
+
+def test_rendered_deploy_file_is_current():
+    rendered = (Path(__file__).resolve().parents[3] / "deploy" / "kafka" / "topics.yaml").read_text()
+    assert rendered == render_strimzi("production"), "deploy/kafka/topics.yaml is stale: run `make topics-render`"
 
 
 def test_unknown_profile_raises():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from regsosek.contracts import FamilyInterview
+from regsosek.contracts import FamilyInterview, household_profile
 from regsosek.examples import family_interview
 from classify import calibrate
 from classify.domain import classify
@@ -51,8 +51,8 @@ def noisy_fit(noisy_survey) -> calibrate.Fit:
 
 
 def test_feature_names_are_what_features_computes():
-    iv = FamilyInterview.model_validate(copy.deepcopy(family_interview()))
-    assert list(features(iv)) == list(FEATURE_NAMES)
+    p = household_profile(FamilyInterview.model_validate(copy.deepcopy(family_interview())))
+    assert list(features(p)) == list(FEATURE_NAMES)
     assert survey_tool.COLUMNS[2:-2] == FEATURE_NAMES
 
 
@@ -227,8 +227,9 @@ def test_command_writes_a_usable_versioned_model(noisy, tmp_path, capsys):
     assert 0 < doc["fit"]["report"]["bottom_40"]["exclusion_error"] < 0.4
     model = PmtModel.load(out)  # classify loads it as it is
     assert model.illustrative is False and model.version == doc["version"]
-    c = classify(FamilyInterview.model_validate(copy.deepcopy(family_interview())), model, LINES, RULES)
-    truth_c = classify(FamilyInterview.model_validate(copy.deepcopy(family_interview())), TRUTH, LINES, RULES)
+    p = household_profile(FamilyInterview.model_validate(copy.deepcopy(family_interview())))
+    c = classify(p, model, LINES, RULES)
+    truth_c = classify(p, TRUTH, LINES, RULES)
     assert math.log(c.predicted) == pytest.approx(math.log(truth_c.predicted), abs=0.1)
     # the same survey gives the same version; --version names it
     assert calibrate.main(["--survey", str(noisy), "--out", str(tmp_path / "v.yaml"), "--version", "pmt-x-1"]) == 0

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from regsosek.contracts import FamilyInterview, WelfareGroup
+from regsosek.contracts import FamilyInterview, HouseholdProfile, WelfareGroup, household_profile
 from classify.domain import TOP_FACTORS, classify
 from classify.model import DATA, PmtModel, PovertyLines, RuleSet, features
 from regsosek.examples import family_interview
@@ -20,8 +20,8 @@ FKP_TEXT = "set by village consultation (FKP)"
 SMOKE = family_interview()
 
 
-def smoke() -> FamilyInterview:
-    return FamilyInterview.model_validate(copy.deepcopy(SMOKE))
+def smoke() -> HouseholdProfile:
+    return household_profile(FamilyInterview.model_validate(copy.deepcopy(SMOKE)))
 
 
 def decisions(c) -> dict[str, bool]:

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regsosek.contracts import FamilyInterview, WelfareGroup
+from regsosek.contracts import FamilyInterview, HouseholdProfile, WelfareGroup, household_profile
 from regsosek.contracts.interview import Asset
 from classify.model import DATA, PmtModel, PovertyLines, RuleSet, components, features, is_urban
 from regsosek.examples import family_interview
@@ -47,10 +47,11 @@ SMOKE_FEATURES = {
 }
 
 
-def smoke(**economy) -> FamilyInterview:
+def smoke(**economy) -> HouseholdProfile:
+    """The smoke family as classify gets it from verify (its profile)."""
     d = copy.deepcopy(SMOKE)
     d["economy"].update(economy)
-    return FamilyInterview.model_validate(d)
+    return household_profile(FamilyInterview.model_validate(d))
 
 
 # ------------------------------------------------------------------ data files
@@ -329,6 +330,6 @@ def test_school_age_components(dobs, school, expected_school_age, expected_atten
         d["members"].append({"line_no": 3 + i, "name": "C", "sex": "male", "date_of_birth": dob, "relationship": "child",
                              "marital_status": "never_married", "school": school, "highest_diploma": "none",
                              "worked_last_week": False})
-    c = components(FamilyInterview.model_validate(d))
+    c = components(household_profile(FamilyInterview.model_validate(d)))
     assert c["school_age_child"] is expected_school_age
     assert c["school_age_child_attending"] is expected_attending

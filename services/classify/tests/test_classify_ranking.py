@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regsosek.contracts import FamilyInterview, WelfareGroup
+from regsosek.contracts import FamilyInterview, HouseholdProfile, WelfareGroup, household_profile
 from regsosek.examples import family_interview
 from classify.domain import classify, fkp_note
 from classify.model import DATA, PmtModel, PovertyLines, RuleSet
@@ -127,8 +127,8 @@ def test_no_fkp_rank_value_is_the_prediction():
 # ------------------------------------------------------------------ classification with a ranked decile
 
 
-def smoke() -> FamilyInterview:
-    return FamilyInterview.model_validate(copy.deepcopy(family_interview()))
+def smoke() -> HouseholdProfile:
+    return household_profile(FamilyInterview.model_validate(copy.deepcopy(family_interview())))
 
 
 def test_ranked_placement_decides_eligibility():

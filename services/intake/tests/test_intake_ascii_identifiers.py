@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from intake.app import create_app
 from intake.settings import IntakeSettings
-from regsosek.auth import LOCAL_DEFAULT_SECRET, Role, mint
+from regsosek.auth import Role, mint
 from regsosek.examples import family_interview
 
 ZERO = {"fullwidth": 0xFF10, "arabic_indic": 0x0660, "devanagari": 0x0966}
@@ -28,11 +28,11 @@ def other_digits(s: str, script: str) -> str:
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    return TestClient(create_app(IntakeSettings(env="local", auth_secret=LOCAL_DEFAULT_SECRET)))
+    return TestClient(create_app(IntakeSettings(env="local")))
 
 
 def auth(role: Role) -> dict:
-    return {"authorization": f"Bearer {mint(LOCAL_DEFAULT_SECRET, subject='T-1', role=role, areas=['64'])}"}
+    return {"authorization": f"Bearer {mint(subject='T-1', role=role, areas=['64'])}"}
 
 
 def roster() -> dict:

@@ -429,3 +429,21 @@ def test_final_state_without_sequences_follows_arrival():
     assert final_state("interview", [Step("verified"), Step("eligibility"), Step("flagged")]) == "flagged"
     assert final_state("interview", [Step("flagged"), Step("verified"), Step("eligibility")]) == "decided"
     assert final_state("interview", [Step("flagged"), Step("verified", 1), Step("eligibility", 1)]) == "decided"
+
+
+# ---- retention of what intake received (docs/RETENTION.md)
+
+def test_body_expires_only_when_old_and_final():
+    from datetime import datetime, timedelta, timezone
+
+    from intake.domain import Step, body_expires
+
+    cut = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    old, new = cut - timedelta(seconds=1), cut + timedelta(days=1)
+    decided = [Step("verified", 1), Step("classified", 1), Step("eligibility", 1)]
+    assert body_expires("interview", decided, old, cut)
+    assert not body_expires("interview", decided, new, cut)  # recent: kept
+    assert not body_expires("interview", [Step("verified", 1)], old, cut)  # still on its way: kept
+    assert body_expires("interview", [Step("flagged", 1)], old, cut)
+    assert not body_expires("interview", [Step("flagged", 1), Step("verified", 2)], old, cut)  # re-verified, in progress
+    assert body_expires("roster", [], old, cut) and not body_expires("roster", [], new, cut)

@@ -11,6 +11,8 @@ from uuid import UUID
 import httpx
 import pytest
 
+from regsosek.standard_webhooks import generate_signing_key
+
 from notify import handlers
 from notify.delivery import batch_key, callback_problem_now, make_client
 from notify.domain import callback_problem, is_public_address, retry_delay
@@ -58,7 +60,9 @@ async def test_subscribe_time_check_resolves_the_name_in_production():
 async def test_production_client_refuses_private_addresses_when_it_connects():
     # The guard sits where the connection is made, so a name that changes after the
     # check (DNS rebinding) still cannot reach an internal address.
-    async with make_client(NotifySettings(env="production", auth_secret="x" * 40)) as client:
+    async with make_client(NotifySettings(env="production", auth_jwks_url="https://idp.example.go.id/jwks",
+                                              auth_issuer="https://idp.example.go.id", auth_audience="regsosek-notify",
+                                              webhook_signing_key=generate_signing_key())) as client:
         for url in ("https://localhost:9/hook", "https://127.0.0.1:9/hook", "https://[::1]:9/hook",
                     "https://10.1.2.3:9/hook"):
             with pytest.raises(httpx.ConnectError, match="non-public address"):
@@ -90,7 +94,7 @@ class _Conn:
 
 def _sub(i: int, **filters) -> dict:
     return {"id": i, "programmes": filters.get("programmes", []), "area_prefixes": filters.get("area_prefixes", []),
-            "welfare_groups": [], "event_types": []}
+            "welfare_groups": [], "event_types": [], "scope_programmes": filters.get("scope", ["pkh"])}
 
 
 async def test_subscriptions_are_read_once_per_batch():
@@ -99,7 +103,8 @@ async def test_subscriptions_are_read_once_per_batch():
     batch = SimpleNamespace(conn=conn, outbox=outbox)
     for _ in range(50):  # fifty events of one batch
         subs = await cache.get(SimpleNamespace(conn=batch.conn, outbox=batch.outbox))
-    assert conn.fetches == 1 and [s for s, _ in subs] == [1, 2]
+    assert conn.fetches == 1 and [s for s, _, _ in subs] == [1, 2]
+    assert subs[0][2] == ("pkh",) and cache.scopes == {1: ("pkh",), 2: ("pkh",)}
     assert subs[1][1].area_prefixes == ("6472",)
 
     # The next batch (a new connection proxy and outbox) sees a subscription created meanwhile.
@@ -107,4 +112,4 @@ async def test_subscriptions_are_read_once_per_batch():
     await cache.get(SimpleNamespace(conn=conn, outbox=object()))
     assert conn.fetches == 2
     other = _Conn([_sub(4)])
-    assert [s for s, _ in await cache.get(SimpleNamespace(conn=other, outbox=outbox))] == [4]
+    assert [s for s, _, _ in await cache.get(SimpleNamespace(conn=other, outbox=outbox))] == [4]

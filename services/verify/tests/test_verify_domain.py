@@ -7,7 +7,10 @@ import re
 
 import pytest
 
-from regsosek.contracts import FamilyInterview, FlagReason, RosterStatus, VerificationOutcome
+from regsosek.contracts import FamilyInterview, FlagReason, RosterStatus, VerificationOutcome, pseudonymise_interview
+from regsosek.pseudonyms import kk_hash_hex
+
+KEY = "unit-test-nik-key"
 from verify.domain import Decision, RosterEntry, decide, duplicate_interview, duplicate_nik, find_entry, no_roster
 
 SLS = "64720100010001"
@@ -41,11 +44,11 @@ def interview(*, kk: str | None = KK, building: int = 1, family: int = 1, member
     d = copy.deepcopy(BASE)
     d["location"].update(kk_number=kk, building_no=building, family_no=family)
     d["members"] = d["members"][:members]
-    return FamilyInterview.model_validate(d)
+    return pseudonymise_interview(FamilyInterview.model_validate(d), KEY)
 
 
 def entry(status: RosterStatus, *, building: int = 1, family: int = 1, kk: str | None = KK, count: int = 3) -> RosterEntry:
-    return RosterEntry(building, family, kk, count, status)
+    return RosterEntry(building, family, kk_hash_hex(KEY, kk), count, status)
 
 
 @pytest.mark.parametrize(
@@ -160,11 +163,12 @@ def test_detail_texts_carry_no_personal_data(decision):
 def test_interview_arrival_by_version_not_by_order():
     from verify.domain import Arrival, interview_arrival
 
-    iv = FamilyInterview.model_validate(BASE)  # version 1
+    iv = pseudonymise_interview(FamilyInterview.model_validate(BASE), KEY)  # version 1
     sid = str(iv.submission_id)
     assert interview_arrival(None, iv) is Arrival.NEW
     assert interview_arrival((1, sid), iv) is Arrival.REPEATED
     assert interview_arrival((1, "00000000-0000-4000-8000-000000000000"), iv) is Arrival.DUPLICATE
     assert interview_arrival((2, "00000000-0000-4000-8000-000000000000"), iv) is Arrival.SUPERSEDED
-    newer = FamilyInterview.model_validate({**BASE, "version": 2, "submission_id": "00000000-0000-4000-8000-000000000001"})
+    newer = pseudonymise_interview(FamilyInterview.model_validate(
+        {**BASE, "version": 2, "submission_id": "00000000-0000-4000-8000-000000000001"}), KEY)
     assert interview_arrival((1, sid), newer) is Arrival.NEW

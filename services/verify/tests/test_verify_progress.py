@@ -32,14 +32,15 @@ from verify.domain import (
     progress,
     resolve,
 )
-from test_verify_domain import KK, OTHER_KK, interview
+from regsosek.pseudonyms import kk_hash_hex
+from test_verify_domain import KEY, KK, OTHER_KK, interview
 
 FAMILY = "64720100010001-0001-001"
 
 
 def entry(building: int, status: RosterStatus = RosterStatus.PRESENT, *, family: int = 1,
           kk: str | None = None, count: int = 3) -> RosterEntry:
-    return RosterEntry(building, family, kk, count, status)
+    return RosterEntry(building, family, kk_hash_hex(KEY, kk), count, status)
 
 
 # ---------------------------------------------------------------- completeness

@@ -59,6 +59,8 @@ from pathlib import Path
 
 import orjson
 
+from regsosek.kafka_security import client_options
+from regsosek.progress import Progress, progress
 from regsosek_tools.processes import ROOT, ServiceNotReady, ServiceProcess, stack_env
 
 SERVICES = ("intake", "verify", "classify", "notify")
@@ -511,7 +513,9 @@ class Bench:
         self.id = uuid.uuid4().hex[:8]
         self.tag = f"bench{self.id}"
         self.prefix = f"{self.tag}."
-        self.auth_secret = os.environ.get("REGSOSEK_AUTH_SECRET") or _local_secret()
+        from regsosek.auth import local_jwks_file
+
+        self.jwks_file = str(local_jwks_file())  # the local key pair (made on first use) signs the bench's tokens
         from regsosek_tools import receiver as receiver_mod
 
         self.receiver_secret = os.environ.get("REGSOSEK_RECEIVER_SECRET") or receiver_mod.DEFAULT_SECRET
@@ -549,11 +553,14 @@ class Bench:
 
     def token(self, subject: str, areas: list[str], role: str = "officer") -> str:
         from regsosek.auth import Role, mint
+        from regsosek.programmes import PROGRAMME_CODES
 
         key = f"{role}:{subject}:{','.join(areas)}"
         if key not in self._tokens:
-            self._tokens[key] = mint(self.auth_secret, subject=subject, role=Role(role), areas=areas,
-                                     ttl_s=24 * 3600)
+            # the bench's receiver stands for every programme (each decision whole, as before scopes)
+            self._tokens[key] = mint(subject=subject, role=Role(role), areas=areas,
+                                     ttl_s=24 * 3600,
+                                     programmes=list(PROGRAMME_CODES) if role == "programme" else None)
         return self._tokens[key]
 
     def officer_token(self, officer: str) -> str:
@@ -576,7 +583,9 @@ class Bench:
             "REGSOSEK_HTTP_HOST": "127.0.0.1",
             "REGSOSEK_HTTP_PORT": str(port),
             "REGSOSEK_LOG_LEVEL": "WARNING",
-            "REGSOSEK_AUTH_SECRET": self.auth_secret,
+            "REGSOSEK_AUTH_JWKS_FILE": self.jwks_file,
+            # the bench's tokens live for a day (a run can be long); services refuse beyond the maximum
+            "REGSOSEK_AUTH_MAX_TOKEN_LIFETIME_S": str(24 * 3600),
             "REGSOSEK_FAULT_EXIT_AFTER_DB_COMMIT": "",
             "REGSOSEK_FAULT_RELAY_EXIT_AFTER_SENDS": "",
         }
@@ -611,9 +620,10 @@ class Bench:
         self.topics = list(self.partitions)
         await asyncio.wait_for(create_topics(self.bootstrap, prefix=self.prefix), 60)
 
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000,
+                                          **client_options())
         await self._admin.start()
-        self._offsets_consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+        self._offsets_consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, **client_options(),
                                                   enable_auto_commit=False, request_timeout_ms=10_000)
         await self._offsets_consumer.start()
 
@@ -695,7 +705,8 @@ class Bench:
                         self.log(f"could not drop databases {self.databases}: {type(e).__name__}: {e}")
                     await asyncio.sleep(1.0)
         if self.topics:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=15_000)
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=15_000,
+                                        **client_options())
             try:
                 await asyncio.wait_for(admin.start(), 20)
                 existing = set(await admin.list_topics())
@@ -898,11 +909,20 @@ class Bench:
         """Wait until the receiver holds every `expected` family's event; returns their
         receive times and how the wait ended (complete | stalled | timeout). The caller
         removes from `expected` the families intake refused, as it learns of them."""
+        with progress(f"{label}: delivered", len(expected), unit="families",
+                      log_every_s=self.progress_every) as bar:
+            return await self._wait_delivered(expected, base, sending_done=sending_done, label=label, bar=bar)
+
+    async def _wait_delivered(self, expected: set[str], base: int, *, sending_done: asyncio.Event, label: str,
+                              bar: Progress) -> tuple[dict[str, float], str]:
         deadline = time.monotonic() + self.a.phase_timeout
         last_unique, last_change = base, time.monotonic()
         last_full, last_progress = 0.0, 0.0
         got: dict[str, float] = {}
         while True:
+            if bar.total != len(expected):
+                bar.set_total(len(expected))  # less the families intake refused
+            bar.advance_to(min(last_unique - base, len(expected)))
             with contextlib.suppress(Exception):
                 unique = await self.receiver_unique()
                 if unique != last_unique:
@@ -918,8 +938,9 @@ class Bench:
             if now - last_progress > self.progress_every:
                 last_progress = now
                 lag = self.latest_lag() or {}
-                self.log(f"{label}: receiver {last_unique - base}/{len(expected)}  lag "
-                         + " ".join(f"{k} {v}" for k, v in lag.items()))
+                lag_text = "lag " + " ".join(f"{k} {v}" for k, v in lag.items())
+                if not bar.note(lag_text):  # on a terminal the bar shows count, rate, ETA and the lag
+                    self.log(f"{label}: receiver {last_unique - base}/{len(expected)}  {lag_text}")
             quiet = now - last_change
             lag = self.latest_lag()
             if sending_done.is_set() and not expected:
@@ -1402,12 +1423,6 @@ class Bench:
         return {svc: [[s.t, s.phase, s.lag.get(svc)] for s in self.samples if s.lag] for svc in SERVICES}
 
 
-def _local_secret() -> str:
-    from regsosek.auth import LOCAL_DEFAULT_SECRET
-
-    return LOCAL_DEFAULT_SECRET
-
-
 def _kill_group(pid: int | None, sig: int = signal.SIGKILL) -> None:
     if pid:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -1451,6 +1466,7 @@ async def _stage(a: argparse.Namespace) -> dict:
             await producer.stop()
 
     consumer = AIOKafkaConsumer(a.src, bootstrap_servers=a.bootstrap, group_id=a.group, enable_auto_commit=False,
+                                **client_options(),
                                 auto_offset_reset="earliest", max_poll_records=500)
     producer = make_producer(a.bootstrap) if a.role == "relay" else None
     await consumer.start()

@@ -10,16 +10,22 @@ from notify, modelled on the DCI social-registry notify API:
     POST /control     fault injection for tests: fail_rate, status_429_rate, delay_ms, slow_rate, status_4xx_rate, ...
     GET  /healthz
 
-It verifies `X-Regsosek-Signature` (HMAC-SHA256 over "<t>." + body; 401 when wrong or
-older than the tolerance), de-duplicates by event id (in memory, and in a SQLite file
+It verifies signatures before parsing and answers 401 to a bad, missing or stale one:
+Standard Webhooks `webhook-signature` (`v1a` Ed25519 with notify's published public keys, fetched
+from REGSOSEK_RECEIVER_WEBHOOK_KEYS_URL, i.e. notify's GET /v1/webhook-keys, or given as whpk_ keys
+in REGSOSEK_RECEIVER_PUBLIC_KEYS; `v1` HMAC-SHA256 with the secret), or the older
+`X-Regsosek-Signature` (HMAC-SHA256 over "<t>." + body) with the secret. With public keys and no
+secret configured it takes Ed25519 signatures only. It de-duplicates by event id (in memory, and in a SQLite file
 when REGSOSEK_RECEIVER_DB is set, so a restart keeps it), and counts a family's event
 that is older (lower decision_seq; without one, lower version or earlier decision) than one already
 seen as out of order; a family's newest decision is the one with the highest decision_seq.
 
     REGSOSEK_RECEIVER_SECRET=... python -m regsosek_tools.receiver
+    REGSOSEK_RECEIVER_WEBHOOK_KEYS_URL=http://127.0.0.1:8004/v1/webhook-keys python -m regsosek_tools.receiver
 
 Environment: REGSOSEK_HTTP_PORT (8009), REGSOSEK_HTTP_HOST (127.0.0.1),
-REGSOSEK_RECEIVER_SECRET, REGSOSEK_RECEIVER_DB, REGSOSEK_RECEIVER_TOLERANCE_S (300),
+REGSOSEK_RECEIVER_SECRET, REGSOSEK_RECEIVER_WEBHOOK_KEYS_URL, REGSOSEK_RECEIVER_PUBLIC_KEYS,
+REGSOSEK_RECEIVER_KEYS_REFRESH_S (300), REGSOSEK_RECEIVER_DB, REGSOSEK_RECEIVER_TOLERANCE_S (300),
 REGSOSEK_RECEIVER_FAIL_RATE, REGSOSEK_RECEIVER_FAIL_AFTER_RATE,
 REGSOSEK_RECEIVER_429_RATE, REGSOSEK_RECEIVER_RETRY_AFTER_S, REGSOSEK_RECEIVER_DELAY_MS,
 REGSOSEK_RECEIVER_SLOW_RATE, REGSOSEK_RECEIVER_SLOW_MS, REGSOSEK_RECEIVER_4XX_RATE,
@@ -42,6 +48,10 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from regsosek import standard_webhooks
 from regsosek.signing import HEADER as SIGNATURE_HEADER
 from regsosek.signing import sign, verify
 
@@ -207,8 +217,53 @@ class ReceiverState:
             "by_welfare_group": dict(sorted(groups.items())),
             "messages": self.counters["messages"],
             "rejected": self.counters["rejected"],
+            "verified": {"ed25519": self.counters["verified_v1a"], "hmac": self.counters["verified_v1"]},
             "injected_faults": {k.removeprefix("fault_"): v for k, v in self.counters.items() if k.startswith("fault_")},
         }
+
+
+class PublishedKeys:
+    """The sender's Ed25519 public keys from its JWK Set URL (notify's GET /v1/webhook-keys): the only
+    place keys are taken from (never from a request). Kept for `refresh_s`; fetched again early when a
+    signature does not verify (a rotation to a key not seen yet), at most every `min_refetch_s`."""
+
+    def __init__(self, url: str, *, refresh_s: float = 300.0, min_refetch_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.url, self.refresh_s, self.min_refetch_s, self.clock = url, refresh_s, min_refetch_s, clock
+        self.transport = transport
+        self.keys: list[Ed25519PublicKey] = []
+        self.kids: list[str] = []
+        self.fetched_at: float | None = None
+        self.fetches = 0
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> list[Ed25519PublicKey]:
+        if self.fetched_at is None or self.clock() - self.fetched_at > self.refresh_s:
+            await self.fetch()
+        return self.keys
+
+    async def refetch(self) -> bool:
+        """Fetch again unless the last fetch is too recent; True when it fetched."""
+        if self.fetched_at is not None and self.clock() - self.fetched_at < self.min_refetch_s:
+            return False
+        await self.fetch()
+        return True
+
+    async def fetch(self) -> None:
+        async with self._lock:
+            self.fetches += 1
+            self.fetched_at = self.clock()  # also after a failure: no fetch storm while the sender is away
+            async with httpx.AsyncClient(timeout=5, transport=self.transport) as client:
+                r = await client.get(self.url)
+                r.raise_for_status()
+            keys, kids = [], []
+            for k in r.json().get("keys", []):
+                try:
+                    keys.append(standard_webhooks.public_key_from_jwk(k))
+                    kids.append(str(k.get("kid", "")))
+                except standard_webhooks.MalformedKey:
+                    continue  # not an Ed25519 key
+            self.keys, self.kids = keys, kids
 
 
 def _nack(status: int, correlation_id: str | None, reason: str, headers: dict | None = None) -> JSONResponse:
@@ -218,9 +273,17 @@ def _nack(status: int, correlation_id: str | None, reason: str, headers: dict | 
 
 def create_app(secret: str | None = None, *, db_path: str | None = None, faults: Faults | None = None,
                tolerance_s: float | None = None, clock: Callable[[], float] = time.time,
-               rng: random.Random | None = None) -> FastAPI:
+               rng: random.Random | None = None, public_keys: list[str] | None = None,
+               keys_url: str | None = None, keys_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """The receiver app. Arguments default to the environment (see the module docstring)."""
-    secret = secret or os.environ.get("REGSOSEK_RECEIVER_SECRET") or DEFAULT_SECRET
+    pinned = [standard_webhooks.load_public_key(k, "REGSOSEK_RECEIVER_PUBLIC_KEYS") for k in (
+        public_keys if public_keys is not None else os.environ.get("REGSOSEK_RECEIVER_PUBLIC_KEYS", "").replace(",", " ").split())]
+    keys_url = keys_url if keys_url is not None else os.environ.get("REGSOSEK_RECEIVER_WEBHOOK_KEYS_URL", "")
+    published = PublishedKeys(keys_url, refresh_s=float(os.environ.get("REGSOSEK_RECEIVER_KEYS_REFRESH_S", 300)),
+                              transport=keys_transport) if keys_url else None
+    # The development secret only when no Ed25519 key source is configured: a receiver set up for
+    # Ed25519 alone must not also take HMAC signatures made with a key published in this repository.
+    secret = secret or os.environ.get("REGSOSEK_RECEIVER_SECRET") or (None if pinned or published else DEFAULT_SECRET)
     db_path = db_path if db_path is not None else (os.environ.get("REGSOSEK_RECEIVER_DB") or None)
     tolerance = tolerance_s if tolerance_s is not None else float(os.environ.get("REGSOSEK_RECEIVER_TOLERANCE_S", 300))
     faults = faults or Faults.from_env()
@@ -230,6 +293,42 @@ def create_app(secret: str | None = None, *, db_path: str | None = None, faults:
     app = FastAPI(title="Regsosek reference programme receiver", version="1")
     app.state.receiver = state
     app.state.faults = faults
+    app.state.published_keys = published
+
+    async def check_signature(raw: bytes, headers) -> tuple[int, str | None]:
+        """(status, reason): (200, None) when a trusted signature verifies, else 401 (or 503 when the
+        published keys cannot be fetched, so the sender retries rather than giving up)."""
+        if headers.get(standard_webhooks.HEADER_SIGNATURE) is None:
+            if secret and headers.get(SIGNATURE_HEADER) is not None:
+                problem = verify(secret, headers.get(SIGNATURE_HEADER, ""), raw, clock(), tolerance)
+                if problem is None:
+                    state.counters["verified_v1"] += 1
+                    return 200, None
+                return 401, problem
+            return 401, "missing signature"
+        keys = list(pinned)
+        if published is not None:
+            try:
+                keys += await published.get()
+            except (httpx.HTTPError, ValueError):
+                if not keys and not secret:
+                    return 503, "webhook keys unavailable"
+        problem = standard_webhooks.verify(raw, headers, now=clock(), public_keys=keys, secret=secret,
+                                           tolerance_s=tolerance)
+        if problem == "signature mismatch" and published is not None:
+            try:
+                if await published.refetch():  # perhaps signed with a key published since the last fetch
+                    problem = standard_webhooks.verify(raw, headers, now=clock(), public_keys=pinned + published.keys,
+                                                       secret=secret, tolerance_s=tolerance)
+            except (httpx.HTTPError, ValueError):
+                pass
+        if problem is None:
+            # which scheme verified, for /stats: an Ed25519 signature with the keys alone?
+            v1a = standard_webhooks.verify(raw, headers, now=clock(), public_keys=pinned + (
+                published.keys if published else []), tolerance_s=tolerance) is None
+            state.counters["verified_v1a" if v1a else "verified_v1"] += 1
+            return 200, None
+        return 401, problem
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -252,10 +351,10 @@ def create_app(secret: str | None = None, *, db_path: str | None = None, faults:
         if faults.status_4xx_rate and rng.random() < faults.status_4xx_rate:
             state.counters[f"fault_{faults.status_4xx}"] += 1
             return _nack(faults.status_4xx, None, "injected: refused")
-        problem = verify(secret, request.headers.get(SIGNATURE_HEADER, ""), raw, clock(), tolerance)
+        status, problem = await check_signature(raw, request.headers)
         if problem is not None:
             state.counters["rejected"] += 1
-            return _nack(401, None, problem)
+            return _nack(status, None, problem)
         try:
             body = json.loads(raw)
             header, message = body["header"], body["message"]

@@ -38,7 +38,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from regsosek.auth import LOCAL_DEFAULT_SECRET, Role, mint
+from regsosek.auth import Role, local_jwks_file, mint
+from regsosek.programmes import PROGRAMME_CODES
+from regsosek.progress import Progress
 from regsosek.contracts import FamilyInterview
 
 from regsosek_tools import receiver as receiver_mod
@@ -93,15 +95,18 @@ class Endpoints:
 
 
 class Tokens:
-    def __init__(self, secret: str) -> None:
-        self.secret = secret
+    """Tokens signed with the local key pair (.local/auth/, made on first use), as `make token` makes them."""
+
+    def __init__(self) -> None:
         self._officers: dict[str, str] = {}
-        self.admin = mint(secret, subject="pipeline-runner", role=Role.ADMIN, areas=[])
-        self.programme = mint(secret, subject=RUNNER_PROGRAMME, role=Role.PROGRAMME, areas=["64"])
+        self.admin = mint(subject="pipeline-runner", role=Role.ADMIN, areas=[])
+        # the reference receiver stands for every programme, in East Kalimantan (64)
+        self.programme = mint(subject=RUNNER_PROGRAMME, role=Role.PROGRAMME, areas=["64"],
+                              programmes=list(PROGRAMME_CODES))
 
     def officer(self, officer_id: str) -> str:
         if officer_id not in self._officers:
-            self._officers[officer_id] = mint(self.secret, subject=officer_id, role=Role.OFFICER,
+            self._officers[officer_id] = mint(subject=officer_id, role=Role.OFFICER,
                                               areas=officer_areas(officer_id))
         return self._officers[officer_id]
 
@@ -163,6 +168,7 @@ class Runner:
         self.receiver_families: dict = {}
         self.subscription_id: str | None = None
         self._last_progress = 0.0
+        self._bar: Progress | None = None  # regsosek.progress, made on the first progress()
         self.t0 = time.monotonic()
         self.cpu0 = time.process_time()
 
@@ -357,22 +363,32 @@ class Runner:
             await asyncio.sleep(0.5)
 
     def progress(self, force: bool = False) -> None:
+        """On a terminal, a bar of families reaching a final state (rate, ETA) with the other counts beside
+        it; elsewhere a line every 5 s (regsosek.progress)."""
         if self.quiet:
             return
         now = time.monotonic()
-        tty = sys.stderr.isatty()
-        if not force and now - self._last_progress < (0.2 if tty else 5.0):
-            return
-        self._last_progress = now
         ts = self.tracks.values()
         sent = sum(t.receipt is not None for t in ts)
         final = Counter(t.final for t in ts if t.final)
-        line = (f"[{now - self.t0:6.1f}s] submitted {sent}/{len(self.tracks)}  final {sum(final.values())}/"
-                f"{len(self.tracks)} (decided {final['decided']}, flagged {final['flagged']})")
-        if self.notify and self.receiver_stats:
-            line += f"  receiver {self.receiver_stats.get('unique', 0)} events"
-        print(("\r" + line + "\033[K") if tty else line, end="" if tty and not force else "\n", file=sys.stderr,
-              flush=True)
+        if self._bar is None:
+            self._bar = Progress("final", len(self.tracks), unit="families", log_every_s=1e9)
+        self._bar.advance_to(sum(final.values()))
+        detail = (f"submitted {sent}/{len(self.tracks)} (decided {final['decided']}, flagged {final['flagged']})"
+                  + (f" receiver {self.receiver_stats.get('unique', 0)} events" if self.notify and self.receiver_stats
+                     else ""))
+        if self._bar.note(detail):
+            if force:
+                self._bar.close()
+                self._bar = None
+            return
+        if not force and now - self._last_progress < 5.0:
+            return
+        self._last_progress = now
+        f = self._bar.fields()
+        eta = f", ETA {f['eta_s']}s" if "eta_s" in f else ""
+        print(f"[{now - self.t0:6.1f}s] final {sum(final.values())}/{len(self.tracks)} families, "
+              f"{f['rate_per_s']}/s{eta}; {detail}", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------ report
 
@@ -571,7 +587,6 @@ async def wait_for_interrupt() -> None:
 
 async def run(a: argparse.Namespace) -> int:
     notify = not a.no_notify
-    auth_secret = os.environ.get("REGSOSEK_AUTH_SECRET", LOCAL_DEFAULT_SECRET)
     receiver_secret = os.environ.get("REGSOSEK_RECEIVER_SECRET", receiver_mod.DEFAULT_SECRET)
     port = {n: p + a.port_offset for n, p in DEFAULT_PORTS.items()}
     ep = Endpoints(intake=f"http://127.0.0.1:{port['intake']}", notify=f"http://127.0.0.1:{port['notify']}",
@@ -590,7 +605,8 @@ async def run(a: argparse.Namespace) -> int:
             if importlib.util.find_spec("notify") is None or importlib.util.find_spec("notify.app") is None:
                 raise SetupError("the notify service is not available yet (no notify.app module); "
                                  "run with --no-notify")
-        env = {"REGSOSEK_AUTH_SECRET": auth_secret}
+        # the services verify tokens against the local key pair's public keys (the runner signs)
+        env = {"REGSOSEK_AUTH_JWKS_FILE": str(local_jwks_file())}
         if a.env:
             env.update(dict(kv.split("=", 1) for kv in a.env))
         procs = pipeline(names, port_offset=a.port_offset, env=env,
@@ -598,7 +614,7 @@ async def run(a: argparse.Namespace) -> int:
     elif notify and not port_in_use(port["receiver"]):
         raise SetupError(f"--no-start: nothing listens on the receiver port {port['receiver']}")
 
-    tokens = Tokens(auth_secret)
+    tokens = Tokens()
     timeout = a.timeout or (120 + 0.05 * len(sample.interviews))
     runner = Runner(sample, ep, tokens, concurrency=a.concurrency, batch_every=a.batch_every, batch_size=a.batch_size,
                     timeout=timeout, notify=notify, poll_interval=a.poll_interval, poll_max=a.poll_max,

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from classify.model import DATA, FEATURE_NAMES, PmtModel, features
+from regsosek.contracts import household_profile
 
 from regsosek_tools.sample import generate
 
@@ -42,7 +43,7 @@ def rows(seed: int, families: int, truth: PmtModel, noise: float):
     rng = random.Random(f"regsosek-survey:{seed}")
     for iv in generate(seed, families).interviews:
         regency = iv.location.sls_id[:4]
-        f = features(iv)
+        f = features(household_profile(iv))  # what classify computes from verify's event
         log_c = (truth.intercept + sum(c * f[k] for k, c in truth.coefficients.items())
                  + truth.regency_effects.get(regency, 0.0) + rng.gauss(0.0, noise))
         yield {"family_id": iv.family_id, "regency": regency, **{k: f[k] for k in FEATURE_NAMES},

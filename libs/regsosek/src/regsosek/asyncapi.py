@@ -44,6 +44,7 @@ from pydantic import TypeAdapter
 from regsosek import contracts, examples
 from regsosek.contracts import EVENT_TYPES, Contract
 from regsosek.contracts.identifiers import SlsId
+from regsosek.pseudonyms import DEVELOPMENT_NIK_HASH_KEY
 from regsosek.envelope import CONTENT_TYPE, SPEC_VERSION
 from regsosek.settings import ServiceSettings
 from regsosek.topics import TopicSpec, specs
@@ -110,13 +111,16 @@ def _raw_samples() -> dict[type[Contract], dict]:
     """One small valid instance per event: the worked example of regsosek.examples where
     one exists, else hand-made around the same family."""
     return {
-        contracts.SlsRoster: {
+        # pseudonymised as intake publishes them, with the development NIK hash key (the example's values only)
+        contracts.RosterSubmitted: contracts.pseudonymise_roster(contracts.SlsRoster.model_validate({
             "submission_id": "3f9b1a52-0c4e-4d7a-9a51-6f1b2c3d4e01", "sls_id": _SLS, "officer_id": "OFC-1",
             "confirmed_by": "Ketua RT 001", "confirmed_at": "2022-10-16T09:00:00+08:00",
             "families": [{"building_no": 1, "family_no": 1, "kk_number": _FAMILY["location"]["kk_number"],
                           "head_name": "Budi", "member_count": 3, "status": "present"}],
-        },
-        contracts.FamilyInterview: examples.family_interview(),
+        }), DEVELOPMENT_NIK_HASH_KEY).model_dump(mode="json"),
+        contracts.InterviewSubmitted: contracts.pseudonymise_interview(
+            contracts.FamilyInterview.model_validate(examples.family_interview()),
+            DEVELOPMENT_NIK_HASH_KEY).model_dump(mode="json"),
         contracts.VerificationResolved: {
             "submission_id": "5b2e8c1d-7a34-4f0e-b6c2-9d8e7f6a5b02", "family_id": _FAMILY_ID, "sls_id": _SLS,
             "decision": "verify", "supervisor_id": "SPV-1",
@@ -129,7 +133,9 @@ def _raw_samples() -> dict[type[Contract], dict]:
         },
         contracts.InterviewVerified: {
             "family_id": _FAMILY_ID, "sls_id": _SLS, "outcome": "verified",
-            "verified_at": "2022-10-20T10:00:05+08:00", "interview": examples.family_interview(), "decision_seq": 1,
+            "verified_at": "2022-10-20T10:00:05+08:00", "decision_seq": 1,
+            "profile": contracts.household_profile(
+                contracts.FamilyInterview.model_validate(examples.family_interview())).model_dump(mode="json"),
         },
         contracts.InterviewFlagged: {
             "family_id": _FAMILY_ID, "sls_id": _SLS, "submission_id": _SUBMISSION, "version": 1,
@@ -166,6 +172,10 @@ def _raw_samples() -> dict[type[Contract], dict]:
             "eligibility_event_id": "0b7c6d5e-4f3a-4b2c-9d1e-8f7a6b5c4d04",
             "subscription_id": "2a1b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c05", "subscriber": "pkh-kemensos",
             "delivered_at": "2022-10-20T10:00:07+08:00",
+        },
+        contracts.FamilyErased: {
+            "erasure_id": "6e5d4c3b-2a19-4807-b6f5-e4d3c2b1a006", "family_id": _FAMILY_ID, "sls_id": _SLS,
+            "reason": "data_subject_request", "erased_at": "2023-01-10T09:00:00+08:00",
         },
     }
 

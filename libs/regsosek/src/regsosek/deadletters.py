@@ -18,7 +18,8 @@ of long digit runs (NIK/KK are 16 digits). See docs/DEADLETTERS.md.
   python -m regsosek.deadletters show PARTITION:OFFSET [--json]
   python -m regsosek.deadletters redrive (PARTITION:OFFSET ... | --all | filters) [--dry-run]
 
-Reads REGSOSEK_KAFKA_BOOTSTRAP and REGSOSEK_TOPIC_PREFIX like the services.
+Reads REGSOSEK_KAFKA_BOOTSTRAP, REGSOSEK_TOPIC_PREFIX and the TLS/SASL settings (REGSOSEK_KAFKA_SECURITY_PROTOCOL,
+REGSOSEK_KAFKA_SASL_*, REGSOSEK_KAFKA_SSL_*; regsosek.kafka_security) like the services.
 Exit codes: 0 done (also: nothing matched), 2 usage, 3 broker unavailable or topic
 missing (nothing or only the listed part re-driven; re-driving again is safe),
 4 no dead letter at an address, 5 refused (the dead letter names no known original topic).
@@ -41,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from regsosek.kafka_security import InsecureKafkaSettings, KafkaClientSettings, client_options
 from regsosek.settings import ServiceSettings
 from regsosek.topics import Topic
 
@@ -317,8 +319,10 @@ class Broker:
     """The dead-letter topic of one environment, read with a group-less consumer (it
     commits nothing and joins no group, so it never disturbs the services)."""
 
-    def __init__(self, bootstrap: str, prefix: str, timeout_s: float) -> None:
+    def __init__(self, bootstrap: str, prefix: str, timeout_s: float,
+                 security: KafkaClientSettings | None = None) -> None:
         self.bootstrap, self.prefix, self.timeout_s = bootstrap, prefix, timeout_s
+        self.security = security  # TLS and SASL (regsosek.kafka_security); None: from the environment
         self.topic = Topic.DEAD_LETTER.wire
         self.consumer: Any = None
         self.partitions: list[int] = []
@@ -326,7 +330,8 @@ class Broker:
 
     async def __aenter__(self) -> Broker:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                         auto_offset_reset="earliest", request_timeout_ms=int(self.timeout_s * 1000))
+                                         auto_offset_reset="earliest", request_timeout_ms=int(self.timeout_s * 1000),
+                                         **client_options(self.security))
         try:
             await asyncio.wait_for(self.consumer.start(), self.timeout_s)
             self.existing = set(await asyncio.wait_for(self.consumer.topics(), self.timeout_s))
@@ -338,7 +343,8 @@ class Broker:
             await self.consumer.stop()
             raise CommandError(f"topic {self.topic!r} does not exist on {self.bootstrap}; check "
                                "REGSOSEK_TOPIC_PREFIX", EXIT_BROKER)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(self.timeout_s * 1000))
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(self.timeout_s * 1000),
+                                    **client_options(self.security))
         try:
             await asyncio.wait_for(admin.start(), self.timeout_s)
             (described,) = await asyncio.wait_for(admin.describe_topics([self.topic]), self.timeout_s)
@@ -483,7 +489,7 @@ async def cmd_redrive(broker: Broker, addresses: list[Address], filters: Filters
 
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=True, linger_ms=0,
                                 max_request_size=max([1_048_576] + [len(d.value or b"") + 65_536 for d, _ in plan]),
-                                request_timeout_ms=int(broker.timeout_s * 1000))
+                                request_timeout_ms=int(broker.timeout_s * 1000), **client_options(broker.security))
     done = 0
     try:
         await asyncio.wait_for(producer.start(), broker.timeout_s)
@@ -552,7 +558,7 @@ async def run(a: argparse.Namespace) -> int:
         address = parse_address(a.address)
     else:
         filters = _filters(a)
-    async with Broker(settings.kafka_bootstrap, settings.topic_prefix, a.timeout) as broker:
+    async with Broker(settings.kafka_bootstrap, settings.topic_prefix, a.timeout, settings) as broker:
         if a.cmd == "list":
             return await cmd_list(broker, filters, a.json)
         if a.cmd == "show":
@@ -568,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
+    except InsecureKafkaSettings as e:  # names the setting, never a value
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except KafkaError as e:
         log.error("Kafka failed", exc_info=True)
         print(f"error: Kafka failed ({type(e).__name__}); check the broker at REGSOSEK_KAFKA_BOOTSTRAP and run the "

@@ -11,7 +11,7 @@ from uuid import uuid4
 
 import orjson
 
-from regsosek.contracts import EVENT_TYPES, MODELS_BY_TYPE, Contract
+from regsosek.contracts import EVENT_TYPES, LEGACY_EVENT_TYPES, MODELS_BY_TYPE, Contract
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -56,7 +56,9 @@ def new_envelope(
     trace = trace or {}
     return Envelope(
         id=event_id or str(uuid4()),
-        type=EVENT_TYPES[type(data)],
+        # a legacy type only where a test or tool writes a record as an older producer did; services
+        # publish through the outbox, which refuses legacy types
+        type=EVENT_TYPES.get(type(data)) or LEGACY_EVENT_TYPES[type(data)],
         source=source,
         time=datetime.now(UTC).isoformat(),
         subject=subject,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from regsosek.auth import LOCAL_DEFAULT_SECRET
-from regsosek.keys import require_strong_secret
+from regsosek.auth import (ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, LOCAL_ISSUER, TokenVerifier, audience_of,
+                           local_jwks_file)
+from regsosek.jwks import MAX_JWKS_BYTES, JwksFile, JwksUrl
+from regsosek.kafka_security import KafkaClientSettings
+from regsosek.keys import InsecureSecret
 
 
-class ServiceSettings(BaseSettings):
+class ServiceSettings(KafkaClientSettings):
+    # Kafka connection (bootstrap, TLS, SASL/SCRAM, refused in clear in production): regsosek.kafka_security
     # hide_input_in_errors: a settings error must not repeat the environment's values (keys among them)
     model_config = SettingsConfigDict(env_prefix="REGSOSEK_", extra="ignore", hide_input_in_errors=True)
 
@@ -40,6 +44,20 @@ class ServiceSettings(BaseSettings):
     retry_initial_s: float = 0.2
     retry_max_s: float = 10.0
 
+    # REGSOSEK_MIGRATE_ON_START: apply pending migrations when the service starts (the local stack).
+    # Production runs `python -m regsosek.migrate --service <name>` as its own step (deploy/: an init
+    # container) and sets this false: the service then waits, unready, until the schema is current.
+    migrate_on_start: bool = True
+    # Readiness probes that query (database `select 1`, broker metadata, schema version): run every
+    # REGSOSEK_PROBE_INTERVAL_S, each bounded by REGSOSEK_PROBE_TIMEOUT_S; /healthz reads the last result.
+    probe_interval_s: float = Field(5.0, gt=0)
+    probe_timeout_s: float = Field(2.0, gt=0)
+    # Event-loop watchdog (regsosek.health): a heartbeat every REGSOSEK_LOOP_BEAT_S; a loop late by
+    # REGSOSEK_LOOP_LAG_LOG_S is logged with where it is stuck; /livez fails beyond REGSOSEK_LOOP_LAG_LIMIT_S.
+    loop_beat_s: float = Field(0.5, gt=0)
+    loop_lag_log_s: float = Field(2.0, gt=0)
+    loop_lag_limit_s: float = Field(10.0, gt=0)
+
     log_level: str = "INFO"
     # REGSOSEK_HTTP_MAX_BODY_BYTES: larger request bodies get 413 before they are read (regsosek.http_limits).
     # 8 MiB fits intake's largest batch (500 interviews) at ~16 KiB each; a typical family is 1.5-3 KiB,
@@ -55,14 +73,129 @@ class ServiceSettings(BaseSettings):
     def consumer_group(self) -> str:
         return f"{self.topic_prefix}regsosek-{self.service_name}"
 
-
-class TokenSettings(ServiceSettings):
-    """A service that verifies bearer tokens (intake, notify)."""
-
-    # HS256 key for bearer tokens; in production a missing, development or short (< 32 bytes) key is refused.
-    auth_secret: str = LOCAL_DEFAULT_SECRET
+    # Retention of the service's own rows (regsosek.retention, docs/RETENTION.md), pruned by a
+    # background task every REGSOSEK_RETENTION_INTERVAL_S in deletes of at most
+    # REGSOSEK_RETENTION_BATCH_ROWS rows each (short statements, no long locks).
+    # The inbox must outlive every record the service may read again: see _inbox_outlives_topics.
+    inbox_retention_days: int = Field(45, gt=0)
+    # Rows the broker refused for good hold whole records (personal data): an operator has this long.
+    outbox_rejected_retention_days: int = Field(30, gt=0)
+    # Who read or decided what (ids only, regsosek.audit).
+    audit_retention_days: int = Field(730, gt=0)
+    retention_interval_s: float = Field(3600.0, gt=0)
+    retention_batch_rows: int = Field(1000, gt=0)
 
     @model_validator(mode="after")
-    def _strong_secret_in_production(self) -> TokenSettings:
-        require_strong_secret("REGSOSEK_AUTH_SECRET", self.auth_secret, self.env)
+    def _inbox_outlives_topics(self) -> ServiceSettings:
+        """A redelivered event is recognised only while its id is in the inbox. Records stay
+        readable for their topic's retention (plus a segment), and the service re-reads them
+        from the earliest after a consumer-group reset or when its committed offsets expire;
+        an id pruned earlier would let the same event apply twice. So the inbox retention must
+        exceed that window for every topic the service consumes (topics.yaml, this env's profile)."""
+        from regsosek.topics import redelivery_window_ms
+
+        profile = "production" if self.env == "production" else "local"
+        window = redelivery_window_ms(self.service_name, profile)
+        if window is None:
+            return self
+        if window < 0 or self.inbox_retention_days * 24 * 3600 * 1000 <= window:
+            need = "topics kept forever" if window < 0 else f"more than {window / 86_400_000:g} days"
+            raise ValueError(f"REGSOSEK_INBOX_RETENTION_DAYS={self.inbox_retention_days} too short for "
+                             f"{self.service_name}: the topics it consumes can redeliver for {need} "
+                             f"(retention.ms plus segment.ms in the {profile} profile of topics.yaml)")
         return self
+
+
+class InsecureAuthConfig(InsecureSecret):
+    """A production service without a proper token verification set-up (or with a shared secret)."""
+
+
+class TokenSettings(ServiceSettings):
+    """A service that verifies bearer tokens (intake, verify, notify): JWTs signed by an identity
+    provider with an asymmetric key (regsosek.auth), checked against its JWK Set.
+
+    Production (REGSOSEK_ENV=production) refuses to start without a JWKS source (https URL or
+    file), the issuer and this service's audience, and with REGSOSEK_AUTH_SECRET set at all.
+    Locally, without a JWKS source, the checkout's local key pair (.local/auth/jwks.json, made
+    on first use; `make token` signs with it), the issuer `regsosek-local` and the audience
+    `regsosek-<service>` are used."""
+
+    # The identity provider's JWK Set: its jwks_uri (https in production), or a file (a mounted
+    # ConfigMap); one of them, not both.
+    auth_jwks_url: str = ""
+    auth_jwks_file: str = ""
+    auth_issuer: str = ""  # the `iss` every token must carry; local default regsosek-local
+    auth_audience: str = ""  # the `aud` a token must name; default regsosek-<service>
+    # Accepted JWS algorithms, comma separated; asymmetric only (HS* and none cannot be configured).
+    auth_algorithms: str = ",".join(DEFAULT_ALGORITHMS)
+    # exp - iat beyond this is refused (a long-lived token is a standing credential if it leaks).
+    auth_max_token_lifetime_s: int = Field(12 * 3600, gt=0)
+    auth_leeway_s: int = Field(30, ge=0, le=300)  # clock skew allowed on exp, iat, nbf
+    auth_jwks_refresh_s: float = Field(300.0, gt=0)  # the key set is read again this often
+    auth_jwks_min_refetch_s: float = Field(10.0, ge=0)  # an unknown kid fetches again at most this often
+    auth_jwks_timeout_s: float = Field(5.0, gt=0)
+    auth_jwks_max_bytes: int = Field(MAX_JWKS_BYTES, gt=0)
+    # HS256 shared secrets are not accepted anywhere any more. Kept only to refuse it in production,
+    # where its presence means a deployment still hands every service a key that mints tokens.
+    auth_secret: str = ""
+
+    _verifier: TokenVerifier | None = PrivateAttr(default=None)
+
+    @property
+    def token_issuer(self) -> str:
+        return self.auth_issuer.strip() or LOCAL_ISSUER
+
+    @property
+    def token_audience(self) -> str:
+        return self.auth_audience.strip() or audience_of(self.service_name)
+
+    def token_algorithms(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.auth_algorithms.split(",") if a.strip())
+
+    @model_validator(mode="after")
+    def _token_verification(self) -> TokenSettings:
+        algorithms = self.token_algorithms()
+        if not algorithms or (bad := [a for a in algorithms if a not in ASYMMETRIC_ALGORITHMS]):
+            raise InsecureAuthConfig(
+                f"REGSOSEK_AUTH_ALGORITHMS may name only {', '.join(ASYMMETRIC_ALGORITHMS)}: a symmetric "
+                f"algorithm (HS*) would let a public key be used as an HMAC secret, and none is no "
+                f"signature; got {', '.join(bad) or 'nothing'}")
+        if self.auth_jwks_url.strip() and self.auth_jwks_file.strip():
+            raise InsecureAuthConfig("set REGSOSEK_AUTH_JWKS_URL or REGSOSEK_AUTH_JWKS_FILE, not both")
+        if self.env.strip().lower() != "production":
+            return self
+        if self.auth_secret.strip():
+            raise InsecureAuthConfig(
+                "REGSOSEK_AUTH_SECRET is set: HS256 tokens with a shared secret are refused in production, "
+                "because every service holding the secret could mint tokens for any role and area; "
+                "remove it and verify the identity provider's tokens (REGSOSEK_AUTH_JWKS_URL, "
+                "REGSOSEK_AUTH_ISSUER, REGSOSEK_AUTH_AUDIENCE)")
+        missing = [name for name, v in (("REGSOSEK_AUTH_JWKS_URL (or REGSOSEK_AUTH_JWKS_FILE)",
+                                         self.auth_jwks_url.strip() or self.auth_jwks_file.strip()),
+                                        ("REGSOSEK_AUTH_ISSUER", self.auth_issuer.strip()),
+                                        ("REGSOSEK_AUTH_AUDIENCE", self.auth_audience.strip())) if not v]
+        if missing:
+            raise InsecureAuthConfig(f"{', '.join(missing)} must be set in production: bearer tokens are "
+                                     "verified against the identity provider's published keys")
+        if self.auth_jwks_url.strip() and not self.auth_jwks_url.strip().lower().startswith("https://"):
+            raise InsecureAuthConfig("REGSOSEK_AUTH_JWKS_URL must be an https URL in production "
+                                     "(keys fetched in clear could be replaced on the way)")
+        if self.auth_issuer.strip() == LOCAL_ISSUER:
+            raise InsecureAuthConfig(f"REGSOSEK_AUTH_ISSUER {LOCAL_ISSUER} is the local key pair's; "
+                                     "set the identity provider's issuer in production")
+        return self
+
+    def token_verifier(self) -> TokenVerifier:
+        """The service's verifier, made on first use (locally, the local key pair too if missing)."""
+        if self._verifier is None:
+            common = dict(refresh_s=self.auth_jwks_refresh_s, min_refetch_s=self.auth_jwks_min_refetch_s,
+                          max_bytes=self.auth_jwks_max_bytes)
+            if self.auth_jwks_url.strip():
+                keys = JwksUrl(self.auth_jwks_url.strip(), timeout_s=self.auth_jwks_timeout_s, **common)
+            else:
+                keys = JwksFile(self.auth_jwks_file.strip() or local_jwks_file(), **common)
+            self._verifier = TokenVerifier(keys, issuer=self.token_issuer, audience=self.token_audience,
+                                           algorithms=self.token_algorithms(),
+                                           max_lifetime_s=self.auth_max_token_lifetime_s,
+                                           leeway_s=self.auth_leeway_s)
+        return self._verifier

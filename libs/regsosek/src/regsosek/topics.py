@@ -5,7 +5,7 @@ refers to topics through `Topic` so a misspelt name fails at import, not in
 production.
 
 CLI:
-  python -m regsosek.topics create --bootstrap HOST:PORT [--profile local]
+  python -m regsosek.topics create --bootstrap HOST:PORT [--profile local]   (TLS/SASL: REGSOSEK_KAFKA_*)
   python -m regsosek.topics render-strimzi [--profile production] [--namespace NS]
   python -m regsosek.topics names
 """
@@ -23,6 +23,8 @@ from importlib.resources import files
 
 import yaml
 
+from regsosek.kafka_security import KafkaClientSettings, client_options
+
 REGISTRY_FILE = files("regsosek").joinpath("topics.yaml")
 
 
@@ -37,6 +39,7 @@ class Topic(StrEnum):
     ELIGIBILITY_DECIDED = "eligibility-decided"
     SLS_COMPLETED = "sls-completed"
     ELIGIBILITY_DELIVERED = "eligibility-delivered"
+    FAMILY_ERASED = "family-erased"
     DEAD_LETTER = "dead-letter"
 
     @property
@@ -64,12 +67,23 @@ def _registry() -> dict:
     return yaml.safe_load(REGISTRY_FILE.read_text())
 
 
+DAY_MS = 24 * 3600 * 1000
+
+
+def retention_ms(topic: dict, profile: str) -> str:
+    """A topic's retention.ms in a profile, from its `retention_days` (days; -1 keeps forever)."""
+    days = int(topic["retention_days"][profile])
+    return "-1" if days < 0 else str(days * DAY_MS)
+
+
 def specs(profile: str = "local") -> list[TopicSpec]:
     reg = _registry()
     prof = reg["profiles"][profile]
     out = []
     for t in reg["topics"]:
         config = {**reg["defaults"]["config"], **prof.get("config", {}), **t.get("config", {})}
+        if "retention_days" in t:
+            config["retention.ms"] = retention_ms(t, profile)
         out.append(
             TopicSpec(
                 name=t["name"],
@@ -91,17 +105,40 @@ def consumed_by(service: str) -> list[str]:
     return [s.name for s in specs() if service in s.consumers]
 
 
+# Kafka deletes a whole log segment once its newest record is older than retention.ms, and a
+# segment is closed after segment.ms (broker default 7 days): a record can outlive retention.ms
+# by up to that much.
+DEFAULT_SEGMENT_MS = 7 * DAY_MS
+
+
+def redelivery_window_ms(service: str, profile: str) -> int | None:
+    """How long after it was written a record of a topic `service` consumes may still be read
+    again (a consumer-group reset, or expired group offsets re-reading from the earliest): the
+    longest retention.ms plus segment.ms among those topics, in `profile`. -1 when one of them
+    keeps records forever; None when the service consumes nothing."""
+    values = []
+    for s in specs(profile):
+        if service in s.consumers:
+            retention = int(s.config.get("retention.ms", "-1"))
+            if retention < 0:
+                return -1
+            values.append(retention + int(s.config.get("segment.ms", DEFAULT_SEGMENT_MS)))
+    return max(values) if values else None
+
+
 def produced_by(service: str) -> list[str]:
     """Topics whose producers include `service`, in registry order."""
     return [s.name for s in specs() if service in s.producers]
 
 
-async def create_topics(bootstrap: str, profile: str = "local", prefix: str | None = None) -> list[str]:
-    """Create missing topics; existing ones are left as they are. Returns created names."""
+async def create_topics(bootstrap: str, profile: str = "local", prefix: str | None = None,
+                        security: KafkaClientSettings | None = None) -> list[str]:
+    """Create missing topics; existing ones are left as they are. Returns created names.
+    TLS and SASL from `security`, else from the environment (regsosek.kafka_security)."""
     prefix = os.environ.get("REGSOSEK_TOPIC_PREFIX", "") if prefix is None else prefix
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(security))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

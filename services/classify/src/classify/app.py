@@ -71,7 +71,7 @@ def definition(settings: ClassifySettings | None = None) -> ServiceDefinition:
     classifier = load_classifier(settings)
     return ServiceDefinition(
         name="classify", settings=settings, migrations=MIGRATIONS, handlers=classifier.handlers(),
-        topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FKP_ADJUSTMENT], title="Regsosek classify",
+        topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FKP_ADJUSTMENT, Topic.FAMILY_ERASED], title="Regsosek classify",
         background=[area_reranker(classifier, settings)],
     )
 

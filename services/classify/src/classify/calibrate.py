@@ -6,7 +6,7 @@
 
 **Survey file** (CSV, one row per family): ``consumption_per_capita`` (observed monthly
 per-capita consumption, rupiah), ``regency`` (BPS code, 4 digits), one column per PMT
-feature as classify computes it from an interview (``classify.model.FEATURE_NAMES``; a
+feature as classify computes it from a family's profile (``classify.model.FEATURE_NAMES``; a
 feature without a column is left out), and optionally ``weight`` (survey weight; every
 sum, the fit included, is then weighted). Rows with a non-positive consumption are
 dropped and counted. ``python -m regsosek_tools.survey`` writes such a file with known
@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import logging
 import math
 import sys
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from regsosek import progress
 
 from classify.model import FEATURE_NAMES, PovertyLines
 from classify.settings import ClassifySettings
@@ -95,7 +97,8 @@ def read_survey(path: Path) -> Survey:
     if path.suffix.lower() not in (".csv", ".txt"):
         raise SurveyError(f"{path}: only CSV survey files are read")
     raw = path.read_bytes()
-    reader = csv.DictReader(raw.decode("utf-8-sig").splitlines())
+    text_lines = raw.decode("utf-8-sig").splitlines()
+    reader = csv.DictReader(text_lines)
     columns = set(reader.fieldnames or ())
     missing = {"consumption_per_capita", "regency"} - columns
     if missing:
@@ -107,7 +110,8 @@ def read_survey(path: Path) -> Survey:
     cons: list[float] = []
     weight: list[float] = []
     dropped = 0
-    for line, row in enumerate(reader, start=2):
+    rows = progress.iterate(reader, "calibrate: reading the survey", total=max(len(text_lines) - 1, 0), unit="rows")
+    for line, row in enumerate(rows, start=2):
         try:
             c = float(row["consumption_per_capita"])
             w = float(row["weight"]) if weighted else 1.0
@@ -334,7 +338,11 @@ def fit(survey: Survey, lines: PovertyLines, *, regency_effects: bool = False, s
     xtx, xty, yty = xw.T @ xw, xw.T @ yw, float(yw @ yw)
     n_eff = float(w.sum())
     features_idx = [j for j in kept if j >= fixed]
+    steps = progress.Progress("calibrate: backward elimination", len(features_idx), unit="steps") \
+        if selection != "none" else None
     while selection != "none" and features_idx:
+        if steps is not None:
+            steps.update(1)
         idx = [j for j in kept]
         cur = _ols_normal(xtx, xty, yty, idx, n_eff, n_rows)
         if selection == "pvalue":
@@ -353,6 +361,8 @@ def fit(survey: Survey, lines: PovertyLines, *, regency_effects: bool = False, s
         kept.remove(worst)
         features_idx.remove(worst)
 
+    if steps is not None:
+        steps.close()
     # The final fit, by a least-squares solver on the kept columns.
     xk = xw[:, kept]
     beta, *_ = np.linalg.lstsq(xk, yw, rcond=None)
@@ -422,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--poverty-lines", type=Path, default=settings.poverty_lines_file,
                    help="poverty lines for the report (default: the configured file)")
     a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")  # progress off a terminal
     try:
         survey = read_survey(a.survey)
     except (OSError, SurveyError) as e:

@@ -1,4 +1,5 @@
-"""Classifying one family: the whole decision, pure, from an interview and the
+"""Classifying one family: the whole decision, pure, from its profile (classify's input,
+`HouseholdProfile`: no names, NIKs or birth dates) and the
 versioned model, poverty lines and rules, and where the family stands among the
 others (its decile placement, see ranking.py)."""
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from regsosek.contracts import Contribution, FamilyInterview, FlagReason, ProgrammeDecision, WelfareGroup
+from regsosek.contracts import Contribution, FlagReason, HouseholdProfile, ProgrammeDecision, WelfareGroup
 
 from classify.model import PmtModel, PovertyLines, RuleSet, components, features
 from classify.ranking import Placement, rank_value, reference_placement
@@ -42,10 +43,10 @@ class Classification:
         return int(self.welfare_group), self.decile, self.eligibility
 
 
-def classify(iv: FamilyInterview, model: PmtModel, lines: PovertyLines, rules: RuleSet,
+def classify(p: HouseholdProfile, model: PmtModel, lines: PovertyLines, rules: RuleSet,
              fkp_group: WelfareGroup | None = None, placement: Placement | None = None) -> Classification:
-    regency = iv.location.sls_id[:4]
-    predicted, contrib = model.predict(features(iv), regency)
+    regency = p.regency
+    predicted, contrib = model.predict(features(p), regency)
     group = fkp_group if fkp_group is not None else lines.group(predicted, regency)
     value = rank_value(predicted, fkp_group, regency, lines)
     placement = placement or reference_placement(model.version, model.decile_cutpoints)
@@ -54,7 +55,7 @@ def classify(iv: FamilyInterview, model: PmtModel, lines: PovertyLines, rules: R
         basis = basis.removesuffix(fkp_note(basis)) + FKP_NOTE.format(int(fkp_group))
     top = sorted(((k, v) for k, v in contrib.items() if v != 0.0), key=lambda kv: -abs(kv[1]))[:TOP_FACTORS]
     explanation = [Contribution(factor=k, effect=round(v, 4)) for k, v in top]
-    comps = components(iv)
+    comps = components(p)
     decisions = []
     for rule in rules.rules:
         ok, reasons = rule.decide(decile, group, comps)

@@ -8,12 +8,11 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import yaml
 
-from regsosek.contracts import FamilyInterview, WelfareGroup
+from regsosek.contracts import HouseholdProfile, WelfareGroup
 from regsosek.contracts.interview import (
     Asset,
     CookingFuel,
@@ -42,14 +41,14 @@ def is_urban(regency: str) -> bool:
     return int(regency[2:4]) >= 71
 
 
-def features(iv: FamilyInterview) -> dict[str, float]:
-    """Observable characteristics the PMT uses, from one interview. Pure."""
-    day: date = iv.interviewed_at.date()
-    members = iv.members
+def features(p: HouseholdProfile) -> dict[str, float]:
+    """Observable characteristics the PMT uses, from one family's profile (ages are at the
+    interview date, computed by verify). Pure."""
+    members = p.members
     n = len(members)
-    ages = [m.age_on(day) for m in members]
-    head = iv.head or members[0]
-    h, e = iv.housing, iv.economy
+    ages = [m.age for m in members]
+    head = p.head or members[0]
+    h, e = p.housing, p.economy
     assets = set(e.assets)
     dip = head.highest_diploma
     f = {
@@ -96,7 +95,7 @@ def features(iv: FamilyInterview) -> dict[str, float]:
         "livestock_small": float(min(e.livestock.goat_sheep + e.livestock.pig, 50)),
         "internet": float(e.internet_access),
         "bank_account": float(e.bank_account),
-        "urban": float(is_urban(iv.location.sls_id[:4])),
+        "urban": float(is_urban(p.regency)),
     }
     return f
 
@@ -116,10 +115,9 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-def components(iv: FamilyInterview) -> dict[str, bool]:
+def components(p: HouseholdProfile) -> dict[str, bool]:
     """Household components programme rules look at (PKH, PIP). Pure."""
-    day = iv.interviewed_at.date()
-    ages = [(m, m.age_on(day)) for m in iv.members]
+    ages = [(m, m.age) for m in p.members]
     return {
         "pregnant_member": any(m.pregnant for m, _ in ages),
         "child_under_6": any(a < 6 for _, a in ages),

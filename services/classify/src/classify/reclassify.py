@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from regsosek.contracts import FamilyInterview
+from regsosek.contracts import HouseholdProfile
 from regsosek.messaging import Outbox, RelayWakeup
 from regsosek.messaging.relay import RELAY_LOCK, OutboxRelay, make_producer
 from regsosek.settings import ServiceSettings
@@ -97,40 +97,39 @@ _ROW = ("select family_id, sls_id, version, rank_value, decile, decile_basis, ra
 async def _reclassify(conn: asyncpg.Connection, cfg: Config, outbox: Outbox, rows: list[asyncpg.Record],
                       placements: Callable[[asyncpg.Record], Placement] | None,
                       provisional: bool = False) -> int:
-    """Classifies `rows` again (interview from the row), saves them, publishes those whose
+    """Classifies `rows` again (profile from the row), saves them, publishes those whose
     outcome changed; returns how many changed."""
     if not rows:
         return 0
     ids = [r["family_id"] for r in rows]
-    interviews = {r["family_id"]: r["interview"] for r in await conn.fetch(
-        "select family_id, interview from families where family_id = any($1::text[])", ids)}
+    docs = await store.profiles(conn, ids)
     fkp = await store.fkp_groups(conn, ids)
     by_province: dict[str, Placement] = {}
     saves: list[tuple] = []
     changed: list[tuple] = []
     for r in rows:
         fid = r["family_id"]
-        iv = FamilyInterview.model_validate(interviews[fid])
+        p = HouseholdProfile.model_validate(docs[fid])
         if provisional:
             prov = r["sls_id"][:2]
             if prov not in by_province:
                 by_province[prov] = await store.placement_for(conn, r["sls_id"], cfg.model)
             placement = by_province[prov]
-            c = cfg.classify(iv, fkp.get(fid), placement)
+            c = cfg.classify(p, fkp.get(fid), placement)
             if c.rank_value == r["rank_value"]:  # same place among the others: keep its decile and basis
                 placement = Ranked(r["decile"], r["decile_basis"], r["ranking_id"])
-                c = cfg.classify(iv, fkp.get(fid), placement)
+                c = cfg.classify(p, fkp.get(fid), placement)
         else:
             assert placements is not None
             placement = placements(r)
-            c = cfg.classify(iv, fkp.get(fid), placement)
-        saves.append(store.save_args(iv, c, cfg, placement.ranking_id, interviews[fid]))
+            c = cfg.classify(p, fkp.get(fid), placement)
+        saves.append(store.save_args(p, c, cfg, placement.ranking_id, docs[fid]))
         if c.outcome() != store.stored_outcome(r):
-            changed.append((iv, c))
+            changed.append((p, c))
     await store.save_many(conn, saves)
-    seqs = await store.next_decision_seqs(conn, [iv.family_id for iv, _ in changed])
-    for iv, c in changed:
-        store.publish(outbox, iv, c, cfg, seqs[iv.family_id])
+    seqs = await store.next_decision_seqs(conn, [p.family_id for p, _ in changed])
+    for p, c in changed:
+        store.publish(outbox, p, c, cfg, seqs[p.family_id])
     await outbox.flush(conn)
     return len(changed)
 
@@ -303,7 +302,7 @@ async def drain_outbox(pool: asyncpg.Pool, settings: ServiceSettings, timeout: f
     async with pool.acquire() as conn:
         if await conn.fetchval("select pg_try_advisory_lock($1)", RELAY_LOCK):
             relay = OutboxRelay(settings, lambda: pool, RelayWakeup())
-            relay.producer = make_producer(settings.kafka_bootstrap)
+            relay.producer = make_producer(settings.kafka_bootstrap, settings)
             await relay.producer.start()
             try:
                 total = 0

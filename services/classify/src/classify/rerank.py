@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rank nationally or within each province (default %(default)s)")
     common_arguments(parser, settings)
     args = parser.parse_args(argv)
-    return run(settings, args, lambda pool, cfg: rerank(pool, cfg, args.scope, batch_size=args.batch_size), show)
+    return run(settings, args, lambda pool, cfg, on_commit: rerank(pool, cfg, args.scope, batch_size=args.batch_size,
+                                                                 on_commit=on_commit),
+               show, what="re-rank")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Classify's database: one row per family with its latest classification and what it
-rests on (versions, rank value, decile basis), rankings, and the events a
-classification publishes. Shared by the handlers, re-rank and replay."""
+rests on (its HouseholdProfile, versions, rank value, decile basis), rankings, and the
+events a classification publishes. Shared by the handlers, re-rank and replay.
+
+A family's row keeps its profile (classify's input: ages, coded answers, area, ids), never
+the interview: no name, NIK, KK number, address, GPS or birth date (migration 005)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ import asyncpg
 from regsosek.contracts import (
     EligibilityDecided,
     FamilyClassified,
-    FamilyInterview,
+    FkpAdjustment,
+    HouseholdProfile,
     InterviewFlagged,
     ProgrammeDecision,
     WelfareGroup,
@@ -40,8 +44,8 @@ class Config:
     def versions(self) -> tuple[str, str, str]:
         return self.model.version, self.lines.version, self.rules.version
 
-    def classify(self, iv: FamilyInterview, fkp: WelfareGroup | None, placement: Placement) -> Classification:
-        return classify(iv, self.model, self.lines, self.rules, fkp, placement)
+    def classify(self, p: HouseholdProfile, fkp: WelfareGroup | None, placement: Placement) -> Classification:
+        return classify(p, self.model, self.lines, self.rules, fkp, placement)
 
 
 def _iso(at: datetime) -> str:
@@ -81,12 +85,12 @@ async def fkp_groups(conn: asyncpg.Connection, family_ids: Sequence[str]) -> dic
     return {r["family_id"]: WelfareGroup(r["welfare_group"]) for r in rows}
 
 
-_SAVE = """insert into families (family_id, sls_id, submission_id, version, interview, predicted, welfare_group,
+_SAVE = """insert into families (family_id, sls_id, submission_id, version, profile, predicted, welfare_group,
                                  decile, model_version, rule_version, eligible, rank_value, decile_basis,
                                  lines_version, eligibility, ranking_id)
            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
            on conflict (family_id) do update set submission_id = excluded.submission_id,
-             version = excluded.version, interview = excluded.interview, predicted = excluded.predicted,
+             version = excluded.version, profile = excluded.profile, predicted = excluded.predicted,
              welfare_group = excluded.welfare_group, decile = excluded.decile,
              model_version = excluded.model_version, rule_version = excluded.rule_version,
              eligible = excluded.eligible, rank_value = excluded.rank_value, decile_basis = excluded.decile_basis,
@@ -94,19 +98,19 @@ _SAVE = """insert into families (family_id, sls_id, submission_id, version, inte
              ranking_id = excluded.ranking_id, updated_at = now()"""
 
 
-def save_args(iv: FamilyInterview, c: Classification, cfg: Config, ranking_id: int | None,
-              interview_doc: dict | None = None) -> tuple:
-    """The row of one family; `interview_doc` spares re-serialising an interview read from the table."""
-    return (iv.family_id, iv.location.sls_id, iv.submission_id, iv.version,
-            interview_doc if interview_doc is not None else iv.model_dump(mode="json"),
+def save_args(p: HouseholdProfile, c: Classification, cfg: Config, ranking_id: int | None,
+              profile_doc: dict | None = None) -> tuple:
+    """The row of one family; `profile_doc` spares re-serialising a profile read from the table."""
+    return (p.family_id, p.sls_id, p.submission_id, p.version,
+            profile_doc if profile_doc is not None else p.model_dump(mode="json"),
             c.predicted, int(c.welfare_group), c.decile, cfg.model.version, cfg.rules.version,
             [d.programme for d in c.decisions if d.eligible], c.rank_value, c.decile_basis, cfg.lines.version,
             c.eligibility, ranking_id)
 
 
-async def save(conn: asyncpg.Connection, iv: FamilyInterview, c: Classification, cfg: Config,
+async def save(conn: asyncpg.Connection, p: HouseholdProfile, c: Classification, cfg: Config,
                ranking_id: int | None) -> None:
-    await conn.execute(_SAVE, *save_args(iv, c, cfg, ranking_id))
+    await conn.execute(_SAVE, *save_args(p, c, cfg, ranking_id))
 
 
 async def save_many(conn: asyncpg.Connection, rows: list[tuple]) -> None:
@@ -119,21 +123,42 @@ def stored_outcome(row: asyncpg.Record) -> tuple[int, int, dict[str, bool]]:
     return row["welfare_group"], row["decile"], dict(row["eligibility"])
 
 
-def publish(outbox: Outbox, iv: FamilyInterview, c: Classification, cfg: Config, decision_seq: int) -> None:
+def publish(outbox: Outbox, p: HouseholdProfile, c: Classification, cfg: Config, decision_seq: int) -> None:
     """family-classified and eligibility-decided for one family, through the outbox, under the
     family's next decision sequence (`next_decision_seqs`)."""
     now = datetime.now(UTC)
-    sls = iv.location.sls_id
+    sls = p.sls_id
     outbox.publish(Topic.FAMILY_CLASSIFIED, sls, FamilyClassified(
-        family_id=iv.family_id, sls_id=sls, submission_id=iv.submission_id, version=iv.version,
+        family_id=p.family_id, sls_id=sls, submission_id=p.submission_id, version=p.version,
         predicted_monthly_per_capita=round(c.predicted, 0), welfare_group=c.welfare_group, decile=c.decile,
         decile_basis=c.decile_basis, model_version=cfg.model.version, adjusted_by_fkp=c.adjusted_by_fkp,
-        explanation=c.explanation, classified_at=now, decision_seq=decision_seq), subject=iv.family_id)
+        explanation=c.explanation, classified_at=now, decision_seq=decision_seq), subject=p.family_id)
     outbox.publish(Topic.ELIGIBILITY_DECIDED, sls, EligibilityDecided(
-        family_id=iv.family_id, sls_id=sls, submission_id=iv.submission_id, version=iv.version,
+        family_id=p.family_id, sls_id=sls, submission_id=p.submission_id, version=p.version,
         welfare_group=c.welfare_group, decile=c.decile, model_version=cfg.model.version,
         rule_version=cfg.rules.version, decisions=c.decisions, decided_at=now, decision_seq=decision_seq),
-        subject=iv.family_id)
+        subject=p.family_id)
+
+
+async def save_fkp(conn: asyncpg.Connection, a: FkpAdjustment) -> None:
+    """Keep a village consultation decision (the audit trail; the latest per family applies)."""
+    await conn.execute(
+        "insert into fkp_adjustments (submission_id, family_id, welfare_group, reason, decided_by, decided_at) "
+        "values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
+        a.submission_id, a.family_id, int(a.welfare_group), a.reason, a.decided_by, a.decided_at,
+    )
+
+
+async def profile_for_update(conn: asyncpg.Connection, family_id: str) -> HouseholdProfile | None:
+    """The stored profile of a classified family (None: not classified), its row locked."""
+    row = await conn.fetchrow("select profile from families where family_id = $1 for update", family_id)
+    return None if row is None else HouseholdProfile.model_validate(row["profile"])
+
+
+async def profiles(conn: asyncpg.Connection, family_ids: Sequence[str]) -> dict[str, dict]:
+    """The stored profiles (as documents) of these families."""
+    return {r["family_id"]: r["profile"] for r in await conn.fetch(
+        "select family_id, profile from families where family_id = any($1::text[])", list(family_ids))}
 
 
 async def mark_area(conn: asyncpg.Connection, regency: str, reason: str) -> None:
@@ -224,3 +249,23 @@ def publish_withdrawal(outbox: Outbox, row: asyncpg.Record, e: InterviewFlagged,
         decisions=[ProgrammeDecision(programme=r.programme, eligible=False, rule_version=cfg.rules.version,
                                      reasons=[reason]) for r in cfg.rules.rules],
         decided_at=datetime.now(UTC), decision_seq=decision_seq), subject=row["family_id"])
+
+
+# ---------------------------------------------------------------- erasure
+
+
+async def is_erased(conn: asyncpg.Connection, family_id: str) -> bool:
+    return bool(await conn.fetchval("select exists (select 1 from erased_families where family_id = $1)", family_id))
+
+
+async def erase_family(conn: asyncpg.Connection, e) -> dict[str, int]:
+    """Deletes the family's profile and classification, withdrawal and FKP decisions; remembers it
+    erased (migration 006). Rows deleted per table (counts only)."""
+    out = {}
+    for table in ("families", "withdrawals", "fkp_adjustments"):
+        status = await conn.execute(f"delete from {table} where family_id = $1", e.family_id)
+        out[table] = int(status.rsplit(" ", 1)[-1])
+    await conn.execute(
+        "insert into erased_families (family_id, sls_id, erasure_id, reason, erased_at) values ($1, $2, $3, $4, $5) "
+        "on conflict (family_id) do nothing", e.family_id, e.sls_id, e.erasure_id, e.reason.value, e.erased_at)
+    return out

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from regsosek import audit
+from regsosek.retention import Rule
 from regsosek.service import ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 
+from intake import erasure, store
 from intake.api import pydantic_problems, router
 from intake.handlers import HANDLERS
 from intake.settings import IntakeSettings
@@ -18,13 +22,35 @@ from intake.settings import IntakeSettings
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
+async def seal_clear_bodies(runtime) -> None:
+    """Background task: at start-up, then every REGSOSEK_RETENTION_INTERVAL_S, bodies in clear (stored
+    before migration 004, or restored from an old backup) and bodies under an older key are sealed
+    under the current key (python -m intake.rotate_keys does the same on demand)."""
+    import asyncio
+    import logging
+
+    from regsosek import db
+    from intake.rotate_keys import rotate
+
+    while True:
+        try:
+            with open(os.devnull, "w") as quiet:
+                await rotate(runtime.pool, runtime.settings.seal_batch_rows, out=quiet)
+        except Exception as e:  # noqa: BLE001 - retried next round
+            if not db.is_transient(e):
+                logging.getLogger("intake").error("sealing bodies failed", extra={"fields": {"error": type(e).__name__}})
+        await asyncio.sleep(runtime.settings.retention_interval_s)
+
+
 def definition(settings: IntakeSettings | None = None) -> ServiceDefinition:
     settings = settings or IntakeSettings()
+    store.keyring = settings.keyring()
     return ServiceDefinition(
         name="intake", settings=settings, migrations=MIGRATIONS, handlers=HANDLERS,
         topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FAMILY_CLASSIFIED, Topic.ELIGIBILITY_DECIDED,
                 Topic.ELIGIBILITY_DELIVERED],
-        routers=[router], title="Regsosek intake",
+        routers=[router, erasure.router, audit.router], title="Regsosek intake", background=[seal_clear_bodies],
+        retention=[Rule("submission_body", settings.submission_body_retention_days, store.expire_bodies)],
         description="Field officers submit family interviews (REGSOSEK22-K) and SLS rosters (VK1); supervisors "
         "resolve flagged families; village officials submit consultation (FKP) results.",
     )

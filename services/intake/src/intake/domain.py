@@ -7,9 +7,10 @@ regency) and travel with the event instead.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import orjson
 
@@ -150,3 +151,57 @@ def final_state(kind: str, steps: list[Step]) -> str | None:
     if any(s.step == "eligibility" for s in steps):
         return "decided"
     return None
+
+
+def body_expires(kind: str, steps: list[Step], received_at: datetime, cutoff: datetime) -> bool:
+    """Retention of what intake received (docs/RETENTION.md): a submission's body is emptied once
+    it was received before `cutoff` (REGSOSEK_SUBMISSION_BODY_RETENTION_DAYS ago) and its journey
+    is final (decided or flagged; rosters, resolutions and FKP results are final when accepted).
+    An interview still on its way keeps its body however old it is."""
+    return received_at < cutoff and final_state(kind, steps) is not None
+
+
+# ---------------------------------------------------------------- what is published, what is erased
+
+
+def event_of(data, nik_hash_key: str):
+    """What intake publishes of an accepted submission: an interview or a roster pseudonymised
+    (NIK and KK number as keyed hashes; no names, address or GPS: regsosek.contracts.pseudonymous),
+    anything else as it is."""
+    from regsosek.contracts import SlsRoster, pseudonymise_interview, pseudonymise_roster
+
+    if isinstance(data, FamilyInterview):
+        return pseudonymise_interview(data, nik_hash_key)
+    if isinstance(data, SlsRoster):
+        return pseudonymise_roster(data, nik_hash_key)
+    return data
+
+
+_INTERVIEW_LOCATION_IDENTIFIERS = ("kk_number", "address", "gps")
+_MEMBER_IDENTIFIERS = ("name", "nik")
+
+
+def redact_family(kind: str, document: dict, family_id: str) -> dict:
+    """A stored body without the erased family's direct identifiers (pure; the input is not changed):
+    its interviews lose KK number, address, GPS and every member's name and NIK (the coded answers
+    stay: the decisions made on them are accounted for); its entry in a roster loses KK number and
+    head name; its resolutions and FKP results lose their free-text reason (it may name people).
+    Other documents come back unchanged."""
+    doc = copy.deepcopy(document)
+    if kind == "interview":
+        loc = doc.get("location", {})
+        for k in _INTERVIEW_LOCATION_IDENTIFIERS:
+            loc.pop(k, None)
+        for m in doc.get("members", []):
+            for k in _MEMBER_IDENTIFIERS:
+                m.pop(k, None)
+    elif kind == "roster":
+        sls, building, family = family_id[:14], int(family_id[15:19]), int(family_id[20:23])
+        if doc.get("sls_id") == sls:
+            for f in doc.get("families", []):
+                if (f.get("building_no"), f.get("family_no")) == (building, family):
+                    f.pop("kk_number", None)
+                    f.pop("head_name", None)
+    elif kind in ("resolution", "fkp") and doc.get("family_id") == family_id and doc.get("reason"):
+        doc["reason"] = ""
+    return doc

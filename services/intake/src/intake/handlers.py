@@ -5,12 +5,15 @@ verify's and classify's decisions by it, not by arrival (docs/ORDERING.md)."""
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from regsosek.contracts import (
     EligibilityDecided,
     EligibilityDelivered,
     FamilyClassified,
     InterviewFlagged,
     InterviewVerified,
+    InterviewVerifiedV1,
 )
 from regsosek.messaging import Incoming, UnitOfWork
 
@@ -18,8 +21,22 @@ from intake import store
 
 
 async def on_verified(uow: UnitOfWork, msg: Incoming) -> None:
+    """The status view takes the outcome, time, sequence and submission id, nothing of the
+    family's profile (the journey step holds no personal data)."""
     e: InterviewVerified = msg.data
-    store.record_step(uow, e.interview.submission_id, "verified",
+    _record_verified(uow, msg, e.profile.submission_id, e)
+
+
+async def on_verified_v1(uow: UnitOfWork, msg: Incoming) -> None:
+    """A v1 record (still on the topic after the rollout): only its submission id is read from
+    the interview it carries."""
+    e: InterviewVerifiedV1 = msg.data
+    _record_verified(uow, msg, e.interview.submission_id, e)
+
+
+def _record_verified(uow: UnitOfWork, msg: Incoming, submission_id: UUID,
+                     e: InterviewVerified | InterviewVerifiedV1) -> None:
+    store.record_step(uow, submission_id, "verified",
                       {"outcome": e.outcome.value, "at": e.verified_at.isoformat()}, msg.envelope.id,
                       e.decision_seq)
 
@@ -55,6 +72,7 @@ async def on_delivered(uow: UnitOfWork, msg: Incoming) -> None:
 
 HANDLERS = {
     InterviewVerified: on_verified,
+    InterviewVerifiedV1: on_verified_v1,
     InterviewFlagged: on_flagged,
     FamilyClassified: on_classified,
     EligibilityDecided: on_eligibility,

@@ -2,6 +2,11 @@
 
 from datetime import date
 
+from pydantic import Field, PrivateAttr, model_validator
+
+from regsosek.crypto import Keyring, load_keyring
+from regsosek.keys import require_strong_secret
+from regsosek.pseudonyms import DEVELOPMENT_NIK_HASH_KEY
 from regsosek.settings import TokenSettings
 
 
@@ -11,3 +16,28 @@ class IntakeSettings(TokenSettings):
     collection_start: date = date(2022, 10, 15)
     collection_end: date = date(2022, 11, 20)
     max_batch_items: int = 500
+    # Retention (docs/RETENTION.md): a submission's body (the personal data received) is kept this
+    # long after receipt, and until its journey is final; then emptied (ids, hash and journey stay).
+    submission_body_retention_days: int = Field(730, gt=0)
+    # Key of the NIK and KK pseudonyms intake publishes (regsosek.pseudonyms): verify compares them for
+    # the nationwide duplicate-NIK check and the roster match. The default is public: in production
+    # REGSOSEK_NIK_HASH_KEY must be set, secret and at least 32 bytes. Set once, never rotate (the
+    # claims verify stores would no longer match).
+    nik_hash_key: str = DEVELOPMENT_NIK_HASH_KEY
+    # Keys of the submissions' bodies at rest (AES-256-GCM, regsosek.crypto): REGSOSEK_DATA_KEYS
+    # ("kid:base64,..." the first current) or REGSOSEK_DATA_KEYS_FILE; rotate with python -m intake.rotate_keys.
+    data_keys: str = ""
+    data_keys_file: str = ""
+    seal_batch_rows: int = Field(500, gt=0)  # rows per transaction when sealing or re-sealing bodies
+
+    _keyring: Keyring | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _keys_in_production(self) -> "IntakeSettings":
+        require_strong_secret("REGSOSEK_NIK_HASH_KEY", self.nik_hash_key, self.env)
+        self._keyring = load_keyring(self.data_keys, self.data_keys_file, self.env)
+        return self
+
+    def keyring(self) -> Keyring:
+        assert self._keyring is not None
+        return self._keyring

@@ -1,4 +1,8 @@
-"""Intake's database: submissions as received, and their journey downstream."""
+"""Intake's database: submissions as received, and their journey downstream.
+
+What was received is kept sealed (AES-256-GCM, regsosek.crypto; key id in every ciphertext,
+`body_kid` beside it for rotation): `body_enc`. The clear `body` column only holds rows stored
+before migration 004 until they are sealed (at start-up, or `python -m intake.rotate_keys`)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import asyncpg
 import orjson
 
 from regsosek.contracts import Contract
+from regsosek.crypto import Keyring
 from regsosek.messaging import UnitOfWork
 from regsosek.telemetry import current_trace_headers, trace_id_of
 from regsosek.topics import Topic
@@ -40,6 +45,28 @@ class ContentConflict(Exception):
     """The submission id was used before for different content."""
 
 
+class FamilyWasErased(Exception):
+    """The submission is about a family whose identifiers were erased (410): not accepted again."""
+
+
+# Set by intake.app: the keys that seal what is received.
+keyring: Keyring | None = None
+
+
+def _ring() -> Keyring:
+    assert keyring is not None, "intake.store.keyring is set by intake.app.definition"
+    return keyring
+
+
+def seal_body(submission_id: UUID, document: dict) -> bytes:
+    """The sealed body of a submission; bound to its id (a ciphertext moved to another row does not open)."""
+    return _ring().seal(orjson.dumps(document), aad=submission_id.bytes)
+
+
+def open_body(submission_id: UUID, sealed: bytes) -> dict:
+    return orjson.loads(_ring().open(sealed, aad=submission_id.bytes))
+
+
 @dataclass(frozen=True)
 class Submission:
     """A validated submission ready to be stored and published."""
@@ -60,10 +87,10 @@ class Submission:
 
 # jsonb values travel as text (asyncpg would read a list of lists as a 2-D array)
 _INSERT_MANY = """
-insert into submissions (submission_id, kind, sls_id, family_id, version, content_hash, body, warnings,
+insert into submissions (submission_id, kind, sls_id, family_id, version, content_hash, body_enc, body_kid, warnings,
                          event_id, trace_id, submitted_by)
-select id, kind, sls, fam, ver, hash, body::jsonb, warn::jsonb, ev, tr, sub
-from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::text[],
+select id, kind, sls, fam, ver, hash, body, $12, warn::jsonb, ev, tr, sub
+from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::bytea[],
             $8::text[], $9::text[], $10::text[], $11::text[]) as t(id, kind, sls, fam, ver, hash, body, warn, ev, tr, sub)
 on conflict (submission_id) do nothing
 returning submission_id, event_id, received_at
@@ -77,24 +104,30 @@ def _json(value) -> str:
 async def accept(uow: UnitOfWork, submission: Submission) -> Receipt:
     """Store and publish a submission once; the same id again returns the first receipt."""
     (result,) = await accept_many(uow, [submission])
-    if isinstance(result, ContentConflict):
+    if isinstance(result, (ContentConflict, FamilyWasErased)):
         raise result
     return result
 
 
-async def accept_many(uow: UnitOfWork, subs: list[Submission]) -> list[Receipt | ContentConflict]:
+async def accept_many(uow: UnitOfWork, subs: list[Submission]) -> list[Receipt | ContentConflict | FamilyWasErased]:
     """Store and publish many submissions in one round trip each way; for each, in order,
-    its receipt (the first one again for a repeat) or a ContentConflict."""
+    its receipt (the first one again for a repeat), a ContentConflict, or FamilyWasErased (a
+    submission about an erased family: refused, nothing stored or published)."""
     if not subs:
         return []
+    erased = await erased_among(uow.conn, [s.family_id for s in subs if s.family_id])
+    if erased:
+        accepted = await accept_many(uow, [s for s in subs if s.family_id not in erased])
+        it = iter(accepted)
+        return [FamilyWasErased(s.family_id) if s.family_id in erased else next(it) for s in subs]
     trace_id = trace_id_of(current_trace_headers().get("traceparent"))
     event_ids = [str(uuid4()) for _ in subs]
     inserted = {
         r["submission_id"]: r for r in await uow.conn.fetch(
             _INSERT_MANY, [s.submission_id for s in subs], [s.kind for s in subs], [s.sls_id for s in subs],
             [s.family_id for s in subs], [s.version for s in subs], [s.content_hash for s in subs],
-            [_json(s.document) for s in subs], [_json(s.warnings) for s in subs], event_ids, [trace_id] * len(subs),
-            [s.submitted_by for s in subs],
+            [seal_body(s.submission_id, s.document) for s in subs], [_json(s.warnings) for s in subs], event_ids,
+            [trace_id] * len(subs), [s.submitted_by for s in subs], _ring().current_kid,
         )
     }
     earlier = {}
@@ -158,3 +191,106 @@ async def journey(conn: asyncpg.Connection, submission_id: UUID) -> tuple[asyncp
         "select step, detail, decision_seq, at from journey where submission_id = $1 order by at, step", submission_id
     )
     return sub, steps
+
+
+async def expire_bodies(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
+    """Retention: empties the body of at most `limit` submissions received before `before` whose
+    journey is final (domain.body_expires); the row, its hash and the journey stay."""
+    from intake.domain import Step, body_expires
+
+    candidates = await conn.fetch(
+        "select s.submission_id, s.kind, s.received_at from submissions s "
+        "where (s.body is not null or s.body_enc is not null) "
+        "and s.received_at < $1 and (s.kind <> 'interview' or exists (select 1 from journey j where "
+        "j.submission_id = s.submission_id and j.step in ('eligibility', 'flagged'))) "
+        "order by s.received_at limit $2", before, limit)
+    if not candidates:
+        return 0
+    steps: dict[UUID, list[Step]] = {}
+    for r in await conn.fetch("select submission_id, step, decision_seq from journey where submission_id = "
+                              "any($1::uuid[]) order by at, step", [c["submission_id"] for c in candidates]):
+        steps.setdefault(r["submission_id"], []).append(Step(r["step"], r["decision_seq"]))
+    expired = [c["submission_id"] for c in candidates
+               if body_expires(c["kind"], steps.get(c["submission_id"], []), c["received_at"], before)]
+    if not expired:
+        return 0
+    status = await conn.execute("update submissions set body = null, body_enc = null, body_kid = null, "
+                                "body_expired_at = now() where submission_id = any($1::uuid[]) "
+                                "and (body is not null or body_enc is not null)", expired)
+    return int(status.rsplit(" ", 1)[-1])
+
+
+# ---------------------------------------------------------------- sealing and key rotation
+
+
+async def unsealed_or_stale(conn: asyncpg.Connection) -> int:
+    """Bodies still in clear (stored before migration 004) or sealed under another key than the current one."""
+    return await conn.fetchval(
+        "select (select count(*) from submissions where body is not null) + (select count(*) from submissions "
+        "where body_enc is not null and body_kid <> $1)", _ring().current_kid)
+
+
+async def reseal_batch(conn: asyncpg.Connection, limit: int) -> int:
+    """Seals (clear rows) or re-seals (rows under an older key) at most `limit` bodies under the current
+    key, in one transaction; rows another instance is working on are skipped. Rows done."""
+    ring = _ring()
+    async with conn.transaction():
+        rows = await conn.fetch("select submission_id, body, body_enc from submissions where body is not null "
+                                "order by submission_id limit $1 for update skip locked", limit)
+        if not rows:
+            rows = await conn.fetch("select submission_id, body, body_enc from submissions where body_enc is not null "
+                                    "and body_kid <> $1 order by submission_id limit $2 for update skip locked",
+                                    ring.current_kid, limit)
+        if not rows:
+            return 0
+        sealed = [(r["submission_id"],
+                   seal_body(r["submission_id"], r["body"]) if r["body"] is not None
+                   else ring.reseal(r["body_enc"], aad=r["submission_id"].bytes)) for r in rows]
+        await conn.executemany("update submissions set body = null, body_enc = $2, body_kid = $3 "
+                               "where submission_id = $1", [(i, b, ring.current_kid) for i, b in sealed])
+        return len(rows)
+
+
+# ---------------------------------------------------------------- erasure
+
+
+async def erased_among(conn: asyncpg.Connection, family_ids: list[str]) -> set[str]:
+    if not family_ids:
+        return set()
+    return {r["family_id"] for r in await conn.fetch(
+        "select family_id from erased_families where family_id = any($1::text[])", family_ids)}
+
+
+async def earlier_erasure(conn: asyncpg.Connection, family_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("select erasure_id, reason, erased_at from erased_families where family_id = $1",
+                               family_id)
+
+
+async def erase_family(conn: asyncpg.Connection, family_id: str, sls_id: str, erasure_id: UUID, reason: str,
+                       reference: str | None, erased_by: str, redact) -> tuple[datetime, dict[str, int]]:
+    """Erases the family's identifiers from every body intake keeps (its interviews, resolutions and
+    FKP results, and its entry in its SLS's rosters): each body is opened, `redact(kind, document)`
+    (intake.domain.redact_family) removes them, and it is sealed again under the current key. Marks
+    the family erased (later submissions are refused). Caller holds the transaction; the family's
+    SLS rows are locked. Returns the erasure time and bodies changed per kind (counts only)."""
+    erased_at = await conn.fetchval(
+        "insert into erased_families (family_id, sls_id, erasure_id, reason, reference, erased_by) "
+        "values ($1, $2, $3, $4, $5, $6) returning erased_at", family_id, sls_id, erasure_id, reason, reference,
+        erased_by)
+    rows = await conn.fetch(
+        "select submission_id, kind, body, body_enc from submissions where (family_id = $1 or "
+        "(kind = 'roster' and sls_id = $2)) and (body is not null or body_enc is not null) for update",
+        family_id, sls_id)
+    changed: dict[str, int] = {}
+    updates = []
+    for r in rows:
+        doc = r["body"] if r["body"] is not None else open_body(r["submission_id"], r["body_enc"])
+        redacted = redact(r["kind"], doc)
+        if redacted == doc:
+            continue
+        updates.append((r["submission_id"], seal_body(r["submission_id"], redacted), _ring().current_kid))
+        changed[r["kind"]] = changed.get(r["kind"], 0) + 1
+    if updates:
+        await conn.executemany("update submissions set body = null, body_enc = $2, body_kid = $3, "
+                               "identifiers_erased_at = now() where submission_id = $1", updates)
+    return erased_at, changed

@@ -11,16 +11,19 @@ from uuid import UUID, uuid4
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field, StringConstraints
 
+from regsosek import audit
 from regsosek.auth import Principal, Role, bearer
 from regsosek.contracts.identifiers import AreaPrefix
 from regsosek.service import runtime_of
+from regsosek.standard_webhooks import whsec_form
 from regsosek.topics import Topic
 
 from notify import store
 from notify.delivery import callback_problem_now
+from notify.domain import Filters, Refusal, narrow, subscription_limit_problem
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
-PROGRAMME = bearer(lambda r: runtime_of(r).settings.auth_secret, Role.PROGRAMME)
+PROGRAMME = bearer(lambda r: runtime_of(r).settings.token_verifier(), Role.PROGRAMME)
 
 
 class FiltersIn(BaseModel):
@@ -35,18 +38,29 @@ class SubscriptionIn(BaseModel):
     model_config = {"extra": "forbid"}
     callback_url: Annotated[str, StringConstraints(min_length=8, max_length=2000)]
     secret: Annotated[str, StringConstraints(min_length=32, max_length=256)] | None = Field(
-        None, description="HMAC key for signatures; generated and returned once if omitted")
+        None, description="HMAC key (signature hmac or both); generated and returned once if omitted")
+    signature: Literal["ed25519", "hmac", "both"] | None = Field(
+        None, description="ed25519: Standard Webhooks v1a signatures with notify's published key "
+                          "(GET /v1/webhook-keys), no shared secret; hmac: v1 HMAC-SHA256 with the secret plus "
+                          "X-Regsosek-Signature; both. Default: hmac when a secret is sent, else ed25519")
     filters: FiltersIn = Field(default_factory=FiltersIn)
+
+    def scheme(self) -> str:
+        return self.signature or ("hmac" if self.secret else "ed25519")
 
 
 def _out(row, *, with_secret: bool = False) -> dict:
     d = {"id": str(row["id"]), "owner": row["owner"], "callback_url": row["callback_url"], "status": row["status"],
          "consecutive_failures": row["consecutive_failures"],
+         "programmes": row["scope_programmes"],  # whose decisions (with reasons) its payloads carry
          "filters": {"programmes": row["programmes"], "area_prefixes": row["area_prefixes"],
                      "welfare_groups": row["welfare_groups"], "event_types": row["event_types"]},
-         "created_at": row["created_at"].isoformat()}
-    if with_secret:
+         "created_at": row["created_at"].isoformat(), "signature": row["signature"]}
+    if row["signature"] in ("ed25519", "both"):
+        d["webhook_keys"] = "/v1/webhook-keys"
+    if with_secret and row["secret"]:
         d["secret"] = row["secret"]
+        d["secret_whsec"] = whsec_form(row["secret"])  # the same key as Standard Webhooks verifiers take it
     return d
 
 
@@ -55,6 +69,9 @@ async def _owned(request: Request, sub_id: UUID, p: Principal):
         row = await store.get(conn, sub_id)
     if row is None or (row["owner"] != p.subject and p.role is not Role.ADMIN):
         raise HTTPException(404, {"reason": "no such subscription"})
+    if p.role is not Role.ADMIN and not set(row["scope_programmes"]) <= set(p.programmes):
+        # the owner's token no longer names every programme of the subscription
+        raise HTTPException(403, {"reason": "the token does not name every programme of this subscription"})
     return row
 
 
@@ -65,13 +82,28 @@ async def subscribe(request: Request, body: SubscriptionIn, principal: Principal
     problem = await callback_problem_now(body.callback_url, rt.settings.env == "production", rt.settings.resolve_timeout_s)
     if problem:
         raise HTTPException(422, {"errors": [{"path": "/callback_url", "reason": problem}]})
+    scheme = body.scheme()
+    if scheme == "ed25519" and body.secret:
+        # Not kept: an ed25519 subscription shares no secret with notify (nothing to leak).
+        raise HTTPException(422, {"errors": [{"path": "/secret", "reason": "a secret is only for signature hmac or both"}]})
+    secret = None if scheme == "ed25519" else body.secret or secrets.token_urlsafe(32)
     f = body.filters
-    async with rt.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            f"insert into subscriptions (id, owner, callback_url, secret, programmes, area_prefixes, welfare_groups, "
-            f"event_types) values ($1, $2, $3, $4, $5, $6, $7, $8) returning {store.SUB_COLUMNS}",
-            uuid4(), principal.subject, body.callback_url, body.secret or secrets.token_urlsafe(32),
-            f.programmes, f.area_prefixes, f.welfare_groups, f.event_types or [Topic.ELIGIBILITY_DECIDED.value])
+    requested = Filters(tuple(f.programmes), tuple(f.area_prefixes), tuple(f.welfare_groups),
+                        tuple(f.event_types or [Topic.ELIGIBILITY_DECIDED.value]))
+    try:  # narrowed to the token's programmes and areas (domain.narrow): never more
+        scoped = narrow(requested, token_programmes=principal.programmes, token_areas=principal.areas)
+    except Refusal as e:
+        raise HTTPException(e.status, {"errors": [{"path": e.path, "reason": e.reason}]}) from None
+    limit = rt.settings.max_subscriptions_per_programme
+    async with rt.pool.acquire() as conn, conn.transaction():
+        row, refused = await store.create_subscription(
+            conn, sub_id=uuid4(), owner=principal.subject, callback_url=body.callback_url, secret=secret,
+            signature=scheme, scope=scoped.programmes, filters=scoped.filters,
+            limit_problem=lambda counts: subscription_limit_problem(counts, scoped.programmes, limit))
+        if row is not None:
+            await audit.record(conn, audit.of_request(request, principal, "subscription.create", "subscription", row["id"]))
+    if refused:
+        raise HTTPException(409, {"errors": [{"path": "/filters/programmes", "reason": refused}]})
     return _out(row, with_secret=True)
 
 
@@ -117,13 +149,17 @@ async def get_subscription(request: Request, sub_id: UUID, principal: Principal 
             }}
 
 
+_ACTIONS = {"paused": "pause", "active": "resume", "deleted": "delete"}
+
+
 async def _set_status(request: Request, sub_id: UUID, principal: Principal, status: str):
     await _owned(request, sub_id, principal)
-    async with runtime_of(request).pool.acquire() as conn:
+    async with runtime_of(request).pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             f"update subscriptions set status = $2, consecutive_failures = 0, updated_at = now(), "
             f"next_attempt_at = case when $2 = 'active' then now() else next_attempt_at end where id = $1 "
             f"returning {store.SUB_COLUMNS}", sub_id, status)
+        await audit.record(conn, audit.of_request(request, principal, f"subscription.{_ACTIONS[status]}", "subscription", sub_id))
     return _out(row)
 
 
@@ -150,6 +186,9 @@ async def deliveries(request: Request, sub_id: UUID, status: Literal["pending", 
         rows = await conn.fetch(
             "select event_id, family_id, status, attempts, last_status, last_error, created_at, delivered_at "
             "from deliveries where subscription_id = $1 and status = $2 order by id limit $3", sub_id, status, limit)
+    # which families a programme was told about: a read of personal data, audited
+    await audit.record_read(request, principal, "deliveries.read", "subscription", sub_id,
+                            detail={"status": status, "rows": len(rows)})
     return {"deliveries": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]}
 
 
@@ -171,8 +210,12 @@ async def redeliver(request: Request, sub_id: UUID, body: RedeliverIn, principal
         n = await conn.fetchval(
             "with u as (update deliveries set status = 'pending', attempts = 0 "
             "where subscription_id = $1 and ((status = 'dead' and $2) or ($3::timestamptz is not null and "
-            "status <> 'pending' and (created_at >= $3 or delivered_at >= $3))) returning 1) select count(*) from u",
+            "status <> 'pending' and (created_at >= $3 or delivered_at >= $3))) and payload is not null "
+            "returning 1) select count(*) from u",
             sub_id, body.dead_letters, body.since)
+        # a delivery whose payload retention emptied (docs/RETENTION.md) has nothing left to re-send
+        await audit.record(conn, audit.of_request(request, principal, "subscription.redeliver", "subscription", sub_id,
+                                                  detail={"requeued": n, "dead_letters": body.dead_letters}))
         if n:
             await conn.execute("update subscriptions set next_attempt_at = now() where id = $1", sub_id)
     status = (await _owned(request, sub_id, principal))["status"]

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import socket
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import takewhile
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ import orjson
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge
 
+from regsosek import standard_webhooks
 from regsosek.contracts import EligibilityDelivered
 from regsosek.db import Backoff, is_transient
 from regsosek.messaging import Outbox
@@ -36,9 +38,9 @@ from regsosek.signing import HEADER, sign
 from regsosek.telemetry import context_from_headers, in_trace_of
 from regsosek.topics import Topic
 
-from notify import store
+from notify import dci_domain, store
 from notify.domain import Outcome, callback_problem, is_public_address, outcome_of, retry_delay
-from notify.settings import NotifySettings
+from notify.settings import NotifySettings, SigningKey
 
 log = logging.getLogger("notify.delivery")
 _tracer = trace.get_tracer("notify.delivery")
@@ -133,16 +135,24 @@ async def deliver_batch(runtime: Runtime, client: httpx.AsyncClient, sub_id: UUI
         if not rows:
             await store.release(conn, sub_id, worker)
             return False
+        fmt, dci_sender = await store.subscription_format(conn, sub_id)
     first = rows[0]["attempts"]
     rows = list(takewhile(lambda r: r["attempts"] == first, rows))  # a retried batch stays apart from new ones
     message_id = str(uuid4())
-    body = orjson.dumps({
-        "header": {"version": "1.0.0", "message_id": message_id, "message_ts": datetime.now(UTC).isoformat(),
-                   "action": "notify", "sender_id": "regsosek", "receiver_id": str(sub_id),
-                   "total_count": len(rows)},
-        "message": {"transaction_id": str(uuid4()), "notify_event": [r["payload"] for r in rows]},
-    })
+    if fmt == "dci":  # a DCI subscription (notify.dci): the spec's signed /registry/notify envelope
+        body = orjson.dumps(dci_domain.notify_body(s.webhook_signing_keys()[0], message_id=message_id,
+                                                   now=datetime.now(UTC), sender_id=s.dci_sender_id,
+                                                   receiver_id=dci_sender or str(sub_id), transaction_id=str(uuid4()),
+                                                   payloads=[r["payload"] for r in rows]))
+    else:
+        body = orjson.dumps({
+            "header": {"version": "1.0.0", "message_id": message_id, "message_ts": datetime.now(UTC).isoformat(),
+                       "action": "notify", "sender_id": "regsosek", "receiver_id": str(sub_id),
+                       "total_count": len(rows)},
+            "message": {"transaction_id": str(uuid4()), "notify_event": [r["payload"] for r in rows]},
+        })
     status, error, retry_after, ack = None, None, None, False
+    refused_by_err: str | None = None
     production = s.env == "production"
     started = time.perf_counter()
     with _tracer.start_as_current_span("notify deliver", context=context_from_headers(
@@ -152,23 +162,33 @@ async def deliver_batch(runtime: Runtime, client: httpx.AsyncClient, sub_id: UUI
         if problem:
             error = problem
         else:
-            headers = {"content-type": "application/json", "Idempotency-Key": batch_key(rows),
-                       HEADER: sign(sub["secret"], int(time.time()), body)}
+            key = batch_key(rows)  # also the Standard Webhooks webhook-id: the same on every re-send
+            headers = {"content-type": "application/json", "Idempotency-Key": key,
+                       **signature_headers(sub["signature"], sub["secret"], s.webhook_signing_keys(), key,
+                                           int(time.time()), body)}
             if rows[0]["traceparent"]:
                 headers["traceparent"] = rows[0]["traceparent"]
             try:
                 async with asyncio.timeout(s.delivery_timeout_s):
-                    resp = await client.post(sub["callback_url"], content=body, headers=headers)
-                status, retry_after = resp.status_code, resp.headers.get("retry-after")
-                ack = _acked(resp)
-                if not ack:
-                    error = f"HTTP {status}" + ("" if status >= 300 else " without ACK")
+                    status, retry_after, reply, refused_reply = await post_capped(
+                        client, sub["callback_url"], body, headers, s.max_reply_bytes)
+                if refused_reply:  # not read further: a failed attempt, whatever the status
+                    problem = error = f"HTTP {status}: {refused_reply}"
+                else:
+                    ack = _acked(status, reply)
+                    refused_by_err = None if ack else _err_answer(status, reply)
+                    if refused_by_err:  # the subscriber says ERR: recorded, dead-lettered, not retried
+                        error = refused_by_err
+                    elif not ack:
+                        error = f"HTTP {status}" + ("" if status >= 300 else " without ACK")
             except (TimeoutError, httpx.TimeoutException):
                 error = f"no answer within {s.delivery_timeout_s:g} s"
             except httpx.HTTPError as e:
                 error = type(e).__name__ + (f": {e}" if isinstance(e, httpx.ConnectError) and str(e) else "")
     latency_ms = (time.perf_counter() - started) * 1000
     outcome = Outcome.RETRY if problem else outcome_of(status, ack)
+    if not problem and refused_by_err:
+        outcome = Outcome.REFUSED
     await _record(runtime, sub_id, worker, rows, message_id, outcome, status, error, retry_after, latency_ms)
     return outcome is not Outcome.RETRY
 
@@ -239,6 +259,26 @@ async def _record(runtime: Runtime, sub_id: UUID, worker: UUID, rows, message_id
     ATTEMPTS.labels(str(sub_id), outcome.value).inc()
 
 
+def signature_headers(scheme: str, secret: str | None, keys: Sequence[SigningKey], msg_id: str, timestamp: int,
+                      body: bytes) -> dict[str, str]:
+    """The signature headers of one POST (README "Programme integration"): always the Standard Webhooks
+    webhook-id, webhook-timestamp and webhook-signature; in it a v1a (Ed25519) signature per signing key
+    (current first, then the one being rotated out) for ed25519 and both, and a v1 (HMAC-SHA256 with the
+    subscription secret) for hmac and both, which also keep the X-Regsosek-Signature header."""
+    signatures: list[str] = []
+    headers: dict[str, str] = {}
+    if scheme in ("hmac", "both"):
+        if not secret:
+            raise ValueError(f"a {scheme} subscription without a secret")
+        signatures.append(standard_webhooks.sign_hmac(secret, msg_id, timestamp, body))
+        headers[HEADER] = sign(secret, timestamp, body)
+    if scheme in ("ed25519", "both"):
+        signatures += [standard_webhooks.sign_ed25519(k.key, msg_id, timestamp, body) for k in keys]
+    if not signatures:
+        raise ValueError(f"unknown signature scheme {scheme!r}")
+    return {**standard_webhooks.webhook_headers(msg_id, timestamp, signatures), **headers}
+
+
 def batch_key(rows) -> str:
     """Idempotency-Key of a batch: the same for every re-send of the same events. (Each
     event also carries its own event_id, the key a subscriber de-duplicates by.)"""
@@ -246,11 +286,49 @@ def batch_key(rows) -> str:
     return str(UUID(digest[:32]))
 
 
-def _acked(resp: httpx.Response) -> bool:
-    if not 200 <= resp.status_code < 300:
+async def post_capped(client: httpx.AsyncClient, url: str, body: bytes, headers: dict,
+                      max_bytes: int) -> tuple[int, str | None, bytes, str | None]:
+    """POSTs and reads at most `max_bytes` of the reply: (status, Retry-After, reply, None), or
+    (status, Retry-After, b"", why) when the reply is longer (by its Content-Length, or counted while
+    it streams: nothing more is read) or compressed (identity was asked for; a compressed reply
+    could expand without bound)."""
+    async with client.stream("POST", url, content=body, headers={**headers, "accept-encoding": "identity"}) as resp:
+        status, retry_after = resp.status_code, resp.headers.get("retry-after")
+        too_long = f"reply longer than {max_bytes} bytes (REGSOSEK_MAX_REPLY_BYTES), not read"
+        declared = resp.headers.get("content-length", "").strip()
+        if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+            return status, retry_after, b"", too_long
+        encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            return status, retry_after, b"", f"reply compressed ({encoding[:40]}) although identity was asked for"
+        reply = bytearray()
+        async for chunk in resp.aiter_raw():
+            reply += chunk
+            if len(reply) > max_bytes:
+                return status, retry_after, b"", too_long
+        return status, retry_after, bytes(reply), None
+
+
+def _err_answer(status: int, reply: bytes) -> str | None:
+    """A 2xx reply whose ack_status is ERR (the DCI Response): the subscriber refuses the message
+    (bad signature, unknown receiver...); the error it gives, else None."""
+    if not 200 <= status < 300:
+        return None
+    try:
+        m = orjson.loads(reply).get("message", {})
+        if m.get("ack_status") != "ERR":
+            return None
+        err = m.get("error") or {}
+        return f"ERR {str(err.get('code', ''))[:100]}: {str(err.get('message', ''))[:500]}".strip()
+    except (ValueError, AttributeError):
+        return None
+
+
+def _acked(status: int, reply: bytes) -> bool:
+    if not 200 <= status < 300:
         return False
     try:
-        return resp.json().get("message", {}).get("ack_status") == "ACK"
+        return orjson.loads(reply).get("message", {}).get("ack_status") == "ACK"
     except (ValueError, AttributeError):
         return False
 

@@ -125,3 +125,122 @@ def newer_decision(stored_seq: int | None, incoming_seq: int) -> bool:
     if incoming_seq == 0:
         return stored_seq == 0
     return incoming_seq > stored_seq
+
+
+# ---------------------------------------------------------------- programme scope (privacy by design)
+
+# Fields of an eligibility decision a payload may carry besides the decisions. The required ones are
+# what a receiver needs to de-duplicate and order a family's events, and what notify needs to confirm
+# a delivery (eligibility-delivered names the submission); the rest are granted per programme.
+REQUIRED_FIELDS = ("family_id", "sls_id", "submission_id", "version", "decision_seq", "decided_at")
+OPTIONAL_FIELDS = ("welfare_group", "decile", "model_version", "rule_version")
+
+
+@dataclass(frozen=True)
+class ProgrammeAccess:
+    programme: str
+    legal_basis: str
+    fields: frozenset[str]
+    member_identifiers: bool = False
+
+
+@dataclass(frozen=True)
+class AccessRules:
+    """Per programme: its legal basis and the decision fields it may receive (the versioned
+    data file notify/data/programme-access-*.yaml)."""
+
+    version: str
+    programmes: dict[str, ProgrammeAccess]
+
+    def fields_for(self, programmes: tuple[str, ...]) -> tuple[str, ...]:
+        """The fields a subscription of these programmes receives: those every one of them may
+        (a subscription never gets more than its narrowest programme); only the required ones
+        when it has no programme (a subscription from before scopes)."""
+        allowed = set(OPTIONAL_FIELDS) if programmes else set()
+        for p in programmes:
+            allowed &= self.programmes[p].fields if p in self.programmes else set()
+        return REQUIRED_FIELDS + tuple(f for f in OPTIONAL_FIELDS if f in allowed)
+
+
+def parse_access(doc: object, known: tuple[str, ...]) -> AccessRules:
+    """The access rules of a programme-access file; ValueError (naming the entry) when it is not one
+    entry per known programme, with a legal basis and known fields including the required ones.
+    `member_identifiers: true` is refused: no event carries members' identifiers by name yet, so
+    there is nothing such a grant could safely mean."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("version"), str) or not isinstance(doc.get("programmes"), dict):
+        raise ValueError("programme access file needs a version and a programmes mapping")
+    entries: dict = doc["programmes"]
+    if set(entries) != set(known):
+        raise ValueError(f"programme access file must list exactly the programmes {', '.join(known)}; "
+                         f"missing {sorted(set(known) - set(entries))}, unknown {sorted(set(entries) - set(known))}")
+    out = {}
+    for code, e in entries.items():
+        if not isinstance(e, dict) or not isinstance(e.get("legal_basis"), str) or not e["legal_basis"].strip():
+            raise ValueError(f"programme access {code}: legal_basis text is required")
+        fields = e.get("fields")
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise ValueError(f"programme access {code}: fields must be a list of field names")
+        if unknown := sorted(set(fields) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS)):
+            raise ValueError(f"programme access {code}: unknown fields {unknown}")
+        if missing := [f for f in REQUIRED_FIELDS if f not in fields]:
+            raise ValueError(f"programme access {code}: required fields missing {missing}")
+        member_ids = e.get("member_identifiers", False)
+        if member_ids is not False:
+            raise ValueError(f"programme access {code}: member_identifiers must be false: no event carries "
+                             "members' identifiers by name yet")
+        out[code] = ProgrammeAccess(code, e["legal_basis"].strip(), frozenset(fields), False)
+    return AccessRules(doc["version"], out)
+
+
+def payload_for(decision: dict, programmes: tuple[str, ...], access: AccessRules) -> dict:
+    """What one subscription receives of an eligibility decision (its JSON form): the fields its
+    programmes may receive, and the decisions, with their reasons, of its programmes only. Another
+    programme's decision or reasons (a PBI-JKN health reason for a PKH subscription) never get in."""
+    wanted = set(programmes)
+    out = {f: decision[f] for f in access.fields_for(programmes) if f in decision}
+    out["decisions"] = [d for d in decision.get("decisions", []) if d.get("programme") in wanted]
+    return out
+
+
+class Refusal(Exception):
+    """A subscription the token may not make: HTTP status, JSON pointer of the field, reason."""
+
+    def __init__(self, status: int, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.path, self.reason = status, path, reason
+
+
+@dataclass(frozen=True)
+class Narrowed:
+    programmes: tuple[str, ...]  # whose decisions the subscription receives
+    filters: Filters
+
+
+def narrow(requested: Filters, *, token_programmes: tuple[str, ...], token_areas: tuple[str, ...]) -> Narrowed:
+    """A subscription narrowed to its token: it receives the decisions of the token's programmes
+    (or of those of its programmes filter, which must be among them), for the token's areas (or
+    area prefixes within them). No programme or no area in the token: nothing to subscribe to.
+    The nation is reached only by a token that lists every province code; nothing widens to it."""
+    if not token_programmes:
+        raise Refusal(403, "/", "the token names no programmes (programmes claim): it may not subscribe")
+    if not token_areas:
+        raise Refusal(403, "/", "the token names no areas (areas claim): it may not subscribe")
+    for i, p in enumerate(requested.programmes):
+        if p not in token_programmes:
+            raise Refusal(403, f"/filters/programmes/{i}", f"programme {p} is not among the token's programmes")
+    for i, a in enumerate(requested.area_prefixes):
+        if not any(a.startswith(t) for t in token_areas):
+            raise Refusal(403, f"/filters/area_prefixes/{i}", f"area {a} is not within the token's areas")
+    programmes = tuple(p for p in token_programmes if not requested.programmes or p in requested.programmes)
+    areas = tuple(dict.fromkeys(requested.area_prefixes)) or token_areas
+    return Narrowed(programmes, Filters(tuple(dict.fromkeys(requested.programmes)), areas,
+                                        requested.welfare_groups, requested.event_types))
+
+
+def subscription_limit_problem(counts: dict[str, int], programmes: tuple[str, ...], limit: int) -> str | None:
+    """Why one more subscription of these programmes is refused (None: it is not): each programme
+    may have at most `limit` live subscriptions (each is one more copy of its families' data)."""
+    for p in programmes:
+        if counts.get(p, 0) >= limit:
+            return f"programme {p} already has {counts[p]} subscriptions, the most allowed ({limit})"
+    return None

@@ -1,6 +1,23 @@
 """Notify's configuration (environment, prefix REGSOSEK_)."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import Field, PrivateAttr, model_validator
+
+from regsosek.keys import InsecureSecret, require_strong_secret
 from regsosek.settings import TokenSettings
+from regsosek.standard_webhooks import LOCAL_DEVELOPMENT_SIGNING_KEY, MalformedKey, load_signing_key, thumbprint
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    key: Ed25519PrivateKey
+    status: str  # current | previous
 
 
 class NotifySettings(TokenSettings):
@@ -15,3 +32,76 @@ class NotifySettings(TokenSettings):
     retry_cap_s: float = 300.0
     suspend_after_failures: int = 20        # consecutive failed attempts before a subscription is suspended
     metrics_refresh_s: float = 5.0          # how often the per-subscription lag gauges are read from the database
+    # what each programme may receive (legal basis, fields): a versioned data file
+    programme_access_file: str = str(Path(__file__).resolve().parent / "data" / "programme-access-2022.1.yaml")
+    # live subscriptions per programme (each one is another copy of its families' data); beyond: 409
+    max_subscriptions_per_programme: int = Field(10, ge=1)
+    # how much of a subscriber's reply is read; a longer reply is a failed attempt
+    max_reply_bytes: int = Field(64 * 1024, ge=1024)
+    # Retention: a delivered event's payload is emptied this many days after delivery (docs/RETENTION.md).
+    delivery_payload_retention_days: int = Field(30, gt=0)
+    # DCI Social Registry API (/dci, notify.dci): notify's sender_id in DCI envelopes, and the requester
+    # key registry: sender_id -> token subject and the Ed25519 public key that signs its requests.
+    dci_sender_id: str = "regsosek"
+    dci_requesters_file: str = str(Path(__file__).resolve().parent / "data" / "dci-requesters.yaml")
+    dci_callback_attempts: int = Field(4, ge=1, le=20)  # on-search, on-subscribe, ... POSTs before giving up
+
+    # Ed25519 key that signs webhooks (Standard Webhooks v1a): whsk_<base64 of a 32-byte seed>, or a
+    # file holding it (_FILE wins). Production refuses a missing or development key. The public half
+    # is published at GET /v1/webhook-keys under the key id (default: its RFC 7638 thumbprint).
+    webhook_signing_key: str = ""
+    webhook_signing_key_file: str = ""
+    webhook_signing_key_id: str = ""
+    # Rotation: the key being replaced. While set, every webhook carries a second v1a signature made
+    # with it and the key stays published as "previous", so receivers that still hold it keep verifying.
+    webhook_previous_signing_key: str = ""
+    webhook_previous_signing_key_file: str = ""
+    webhook_previous_signing_key_id: str = ""
+
+    _signing_keys: tuple[SigningKey, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _load_webhook_keys(self) -> NotifySettings:
+        keys = [_signing_key("REGSOSEK_WEBHOOK_SIGNING_KEY", self.webhook_signing_key, self.webhook_signing_key_file,
+                             self.webhook_signing_key_id, self.env, "current", required=True)]
+        previous = _signing_key("REGSOSEK_WEBHOOK_PREVIOUS_SIGNING_KEY", self.webhook_previous_signing_key,
+                                self.webhook_previous_signing_key_file, self.webhook_previous_signing_key_id,
+                                self.env, "previous", required=False)
+        if previous is not None:
+            if previous.kid == keys[0].kid:
+                raise InsecureSecret("REGSOSEK_WEBHOOK_PREVIOUS_SIGNING_KEY has the same key id as the current key")
+            keys.append(previous)
+        self._signing_keys = tuple(keys)
+        return self
+
+    def webhook_signing_keys(self) -> tuple[SigningKey, ...]:
+        """The current key first, then the previous one during a rotation."""
+        return self._signing_keys
+
+
+_DEVELOPMENT_SEED = load_signing_key(LOCAL_DEVELOPMENT_SIGNING_KEY).private_bytes_raw()
+
+
+def _signing_key(name: str, value: str, file: str, kid: str, env: str, status: str, *, required: bool) -> SigningKey | None:
+    if file:
+        try:
+            value = Path(file).read_text().strip()
+        except OSError as e:
+            raise InsecureSecret(f"{name}_FILE cannot be read ({type(e).__name__})") from None
+    value = value.strip()
+    production = env.strip().lower() == "production"
+    if not value:
+        if required and production:
+            raise InsecureSecret(f"{name} (or {name}_FILE) must be set in production "
+                                 "(generate one with: python -m regsosek.standard_webhooks)")
+        if not required:
+            return None
+        value = LOCAL_DEVELOPMENT_SIGNING_KEY
+    try:  # the form first: the generic rule's advice (openssl rand) would not make a valid key
+        key = load_signing_key(value, name)
+    except MalformedKey as e:
+        raise InsecureSecret(str(e)) from None
+    require_strong_secret(name, value, env)
+    if production and key.private_bytes_raw() == _DEVELOPMENT_SEED:
+        raise InsecureSecret(f"{name} is a development key published in this repository; set a secret one in production")
+    return SigningKey(kid=kid.strip() or thumbprint(key.public_key()), key=key, status=status)

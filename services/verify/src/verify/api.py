@@ -1,4 +1,5 @@
-"""Verify's HTTP API: verification progress by area (counts only, no personal data)."""
+"""Verify's HTTP API: verification progress by area (counts only, no personal data), for
+census staff with a token, in their own areas, with small counts withheld (verify.disclosure)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from regsosek.auth import Principal, Role, bearer
 from regsosek.contracts.identifiers import AreaPrefixOrEmpty
 from regsosek.service import runtime_of
 
 from verify import domain, store
+from verify.disclosure import suppress_breakdown
 
 router = APIRouter(prefix="/v1", tags=["progress"])
+# Census operations: officers, supervisors and village officials for their assigned areas; admin everywhere.
+STAFF = bearer(lambda r: runtime_of(r).settings.token_verifier(), Role.OFFICER, Role.SUPERVISOR, Role.VILLAGE_OFFICIAL)
 
 
 class Counts(BaseModel):
@@ -21,11 +26,15 @@ class Counts(BaseModel):
     sls_complete: int = Field(description="SLS whose every roster family is accounted for")
     expected: int = Field(description="families on the rosters")
     interviewed: int = Field(description="decided interviews (verified + flagged)")
-    verified: int
-    flagged: int = Field(description="flagged or rejected by a supervisor")
-    absent: int = Field(description="roster families confirmed moved, dissolved or unknown and not interviewed")
-    outstanding: int = Field(description="roster families neither interviewed nor confirmed absent")
+    verified: int | None = Field(description="null when withheld with `flagged`")
+    flagged: int | None = Field(description="flagged or rejected by a supervisor; null when 1-4 in one SLS")
+    absent: int | None = Field(
+        description="roster families confirmed moved, dissolved or unknown and not interviewed; null when 1-4 in one SLS")
+    outstanding: int | None = Field(
+        description="roster families neither interviewed nor confirmed absent; null when withheld with `absent`")
     held: int = Field(description="interviews waiting for their SLS roster")
+    suppressed: list[str] = Field(default_factory=list,
+                                  description="figures withheld (null) because they could single out a household")
 
 
 class ProgressOut(BaseModel):
@@ -44,13 +53,22 @@ async def progress(
     prefix: Annotated[AreaPrefixOrEmpty, Query(description="e.g. 64 (province), 6472 (regency)")] = "",
     by: Annotated[Literal["province", "regency", "district", "village", "sls"] | None,
                   Query(description="also break the totals down by this level")] = None,
+    principal: Principal = STAFF,
 ) -> ProgressOut:
+    if not prefix and principal.role is not Role.ADMIN:
+        if len(principal.areas) != 1:  # the nation is for admins; one area is the caller's own
+            raise HTTPException(422, {"errors": [{"path": "/prefix", "reason": "prefix required: name one of your areas"}]})
+        prefix = principal.areas[0]
+    if principal.role is not Role.ADMIN and not any(prefix.startswith(a) for a in principal.areas):
+        raise HTTPException(403, {"reason": f"prefix {prefix or '(the nation)'} is not within the areas assigned to "
+                                            f"{principal.subject}"})
     try:
         length = domain.group_length(prefix, by)
     except ValueError as e:
         raise HTTPException(422, str(e)) from None
     async with runtime_of(request).pool.acquire() as conn:
         rows = await store.progress_by_prefix(conn, prefix, length)
-    groups = [Counts(prefix=r["grp"], **{k: int(r[k]) for k in _COUNTS}) for r in rows]
-    totals = Counts(prefix=prefix, **{k: sum(getattr(g, k) for g in groups) for k in _COUNTS})
-    return ProgressOut(prefix=prefix, by=by, totals=totals, groups=groups if by else [])
+    groups = [{"prefix": r["grp"], **{k: int(r[k]) for k in _COUNTS}} for r in rows]
+    totals = {"prefix": prefix, **{k: sum(g[k] for g in groups) for k in _COUNTS}}
+    totals, groups = suppress_breakdown(totals, groups if by else [])
+    return ProgressOut(prefix=prefix, by=by, totals=Counts(**totals), groups=[Counts(**g) for g in groups])

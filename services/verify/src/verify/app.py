@@ -10,7 +10,7 @@ from regsosek.db import is_transient
 from regsosek.service import Runtime, ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 
-from verify import handlers, store
+from verify import handlers, pseudonymise, store
 from verify.api import router
 from verify.handlers import HANDLERS
 from verify.settings import VerifySettings
@@ -42,8 +42,8 @@ def definition(settings: VerifySettings | None = None) -> ServiceDefinition:
     handlers.settings = settings
     return ServiceDefinition(
         name="verify", settings=settings, migrations=MIGRATIONS, handlers=HANDLERS,
-        topics=[Topic.SLS_ROSTER, Topic.INTERVIEW_SUBMITTED, Topic.VERIFICATION_RESOLVED],
-        routers=[router], background=[flag_expired_holds], title="Regsosek verify",
+        topics=[Topic.SLS_ROSTER, Topic.INTERVIEW_SUBMITTED, Topic.VERIFICATION_RESOLVED, Topic.FAMILY_ERASED],
+        routers=[router], background=[flag_expired_holds, pseudonymise.at_start_up], title="Regsosek verify",
         description="Matches each interview to its SLS roster (VK1); progress per SLS, village and regency.",
     )
 

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
 from regsosek.contracts import (
-    FamilyInterview,
     FlagReason,
+    InterviewSubmitted,
+    InterviewVerified,
     RosterStatus,
     SupervisorDecision,
     VerificationOutcome,
     VerificationResolved,
+    household_profile,
 )
+
+# What verify decides on: the pseudonymised interview (v2): NIK and KK as keyed hashes, no names
+Interview = InterviewSubmitted
 
 # The RT head's statuses that mean the family does not (or no longer) live in the SLS.
 ABSENT = frozenset({RosterStatus.MOVED, RosterStatus.DISSOLVED, RosterStatus.UNKNOWN})
@@ -32,7 +38,7 @@ Key = tuple[int, int]  # (building serial, family serial): a roster entry's iden
 class RosterEntry:
     building_no: int
     family_no: int
-    kk_number: str | None
+    kk_hash: str | None  # the KK number's keyed hash (hex), as intake publishes it
     member_count: int
     status: RosterStatus
 
@@ -77,12 +83,12 @@ _STATUS_FLAGS = {
 }
 
 
-def find_entry(iv: FamilyInterview, roster: list[RosterEntry]) -> RosterEntry | None:
-    """Match by KK number first, else by building and family serials."""
-    kk = iv.location.kk_number
+def find_entry(iv: Interview, roster: list[RosterEntry]) -> RosterEntry | None:
+    """Match by KK number (its keyed hash) first, else by building and family serials."""
+    kk = iv.location.kk_hash
     if kk:
         for e in roster:
-            if e.kk_number == kk:
+            if e.kk_hash == kk:
                 return e
     for e in roster:
         if (e.building_no, e.family_no) == (iv.location.building_no, iv.location.family_no):
@@ -90,7 +96,7 @@ def find_entry(iv: FamilyInterview, roster: list[RosterEntry]) -> RosterEntry | 
     return None
 
 
-def decide(iv: FamilyInterview, roster: list[RosterEntry]) -> Decision:
+def decide(iv: Interview, roster: list[RosterEntry]) -> Decision:
     entry = find_entry(iv, roster)
     if entry is None:
         return Decision(False, reason=FlagReason.NOT_ON_ROSTER,
@@ -104,6 +110,16 @@ def decide(iv: FamilyInterview, roster: list[RosterEntry]) -> Decision:
     if entry.status is RosterStatus.ADDED:
         return Decision(True, outcome=VerificationOutcome.VERIFIED_ADDED)
     return Decision(True, outcome=VerificationOutcome.VERIFIED)
+
+
+def verified_event(iv: Interview, d: Decision, at: datetime, decision_seq: int) -> InterviewVerified:
+    """The interview-verified event of a verified family: its outcome and, for classify, the
+    family's `HouseholdProfile` (ages computed here at the interview date; no name, NIK, KK
+    number, address, GPS or birth date leaves verify). Pure."""
+    if not d.verified:
+        raise ValueError("only a verified family has an interview-verified event")
+    return InterviewVerified(family_id=iv.family_id, sls_id=iv.location.sls_id, outcome=d.outcome,
+                             verified_at=at, profile=household_profile(iv), decision_seq=decision_seq)
 
 
 def duplicate_nik(conflicting_lines: list[int]) -> Decision:
@@ -130,7 +146,7 @@ class Arrival(StrEnum):
     DUPLICATE = "duplicate"  # another submission of the stored version: flagged alone, the family unchanged
 
 
-def interview_arrival(stored: tuple[int, str] | None, iv: FamilyInterview) -> Arrival:
+def interview_arrival(stored: tuple[int, str] | None, iv: Interview) -> Arrival:
     """Versions, not arrival order, decide: `stored` is the (version, submission id) verify holds
     for the family. Only NEW leads to a decision about the family, which takes the family's next
     decision sequence, so a newer version's decision always carries a higher sequence than any
@@ -146,7 +162,7 @@ def interview_arrival(stored: tuple[int, str] | None, iv: FamilyInterview) -> Ar
     return Arrival.NEW
 
 
-def matched_key(iv: FamilyInterview, roster: list[RosterEntry]) -> Key | None:
+def matched_key(iv: Interview, roster: list[RosterEntry]) -> Key | None:
     """The roster entry this interview accounts for (whatever its outcome), if any."""
     e = find_entry(iv, roster)
     return None if e is None else e.key

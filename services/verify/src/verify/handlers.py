@@ -10,13 +10,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from regsosek import audit
 from regsosek.contracts import (
+    FamilyErased,
     FamilyInterview,
     InterviewFlagged,
-    InterviewVerified,
+    InterviewSubmitted,
+    RosterSubmitted,
     SlsCompleted,
     SlsRoster,
     VerificationResolved,
+    pseudonymise_interview,
+    pseudonymise_roster,
 )
 from regsosek.messaging import Incoming, PermanentError, UnitOfWork
 from regsosek.telemetry import current_trace_headers, in_trace_of
@@ -28,13 +33,27 @@ from verify.settings import VerifySettings
 settings = VerifySettings()
 
 
-def publish(uow: UnitOfWork, iv: FamilyInterview, d: domain.Decision, decision_seq: int) -> None:
+def _legacy_key(what: str) -> str:
+    key = settings.legacy_key()
+    if key is None:
+        raise PermanentError(f"{what} of the v1 shape (identifiers in clear) needs REGSOSEK_LEGACY_NIK_HASH_KEY "
+                             "to be pseudonymised; re-drive it once that key is set")
+    return key
+
+
+def interview_of(body: dict) -> InterviewSubmitted:
+    """A stored interview body: v2, or (stored before migration 004 and not yet converted) v1,
+    pseudonymised on reading."""
+    if "kk_number" in body["location"] or any("name" in m for m in body["members"]):
+        return pseudonymise_interview(FamilyInterview.model_validate(body), _legacy_key("a stored interview"))
+    return InterviewSubmitted.model_validate(body)
+
+
+def publish(uow: UnitOfWork, iv: InterviewSubmitted, d: domain.Decision, decision_seq: int) -> None:
     now = datetime.now(UTC)
     if d.verified:
         uow.outbox.publish(Topic.INTERVIEW_VERIFIED, iv.location.sls_id,
-                           InterviewVerified(family_id=iv.family_id, sls_id=iv.location.sls_id, outcome=d.outcome,
-                                             verified_at=now, interview=iv, decision_seq=decision_seq),
-                           subject=iv.family_id)
+                           domain.verified_event(iv, d, now, decision_seq), subject=iv.family_id)
     else:
         uow.outbox.publish(Topic.INTERVIEW_FLAGGED, iv.location.sls_id,
                            InterviewFlagged(family_id=iv.family_id, sls_id=iv.location.sls_id,
@@ -43,7 +62,7 @@ def publish(uow: UnitOfWork, iv: FamilyInterview, d: domain.Decision, decision_s
                            subject=iv.family_id)
 
 
-async def record(uow: UnitOfWork, iv: FamilyInterview, d: domain.Decision, *, cause: str,
+async def record(uow: UnitOfWork, iv: InterviewSubmitted, d: domain.Decision, *, cause: str,
                  roster: domain.Roster | None) -> None:
     """Stores the family's new outcome under its next decision sequence (with its history line)
     and publishes it with that sequence."""
@@ -53,9 +72,9 @@ async def record(uow: UnitOfWork, iv: FamilyInterview, d: domain.Decision, *, ca
     publish(uow, iv, d, seq)
 
 
-async def judge(uow: UnitOfWork, iv: FamilyInterview, roster: domain.Roster) -> domain.Decision:
+async def judge(uow: UnitOfWork, iv: InterviewSubmitted, roster: domain.Roster) -> domain.Decision:
     """The interview against its roster, after claiming its members' NIKs nation-wide."""
-    clashes = await store.claim_niks(uow.conn, iv.family_id, store.nik_hashes(settings.nik_hash_key, iv))
+    clashes = await store.claim_niks(uow.conn, iv.family_id, iv.nik_hashes())
     return domain.duplicate_nik(clashes) if clashes else domain.decide(iv, roster.entries)
 
 
@@ -90,9 +109,20 @@ async def _recount(uow: UnitOfWork, sls_id: str) -> None:
             absent=p.absent, completed_at=datetime.now(UTC)), subject=roster.sls_id)
 
 
+async def on_interview_v1(uow: UnitOfWork, msg: Incoming) -> None:
+    """A v1 record (identifiers in clear; from before the rollout, or re-driven): pseudonymised on
+    arrival exactly as intake does now, and only that form is used and kept."""
+    await _interview(uow, pseudonymise_interview(msg.data, _legacy_key("an interview")))
+
+
 async def on_interview(uow: UnitOfWork, msg: Incoming) -> None:
-    iv: FamilyInterview = msg.data
+    await _interview(uow, msg.data)
+
+
+async def _interview(uow: UnitOfWork, iv: InterviewSubmitted) -> None:
     await store.lock_sls_once(uow, iv.location.sls_id)
+    if await store.is_erased(uow.conn, iv.family_id):
+        return  # erased (family-erased): intake refuses its later submissions; an older record changes nothing
     cur = await store.current(uow.conn, iv.family_id)
     arrival = domain.interview_arrival(None if cur is None else (cur["version"], str(cur["submission_id"])), iv)
     if arrival is domain.Arrival.SUPERSEDED or arrival is domain.Arrival.REPEATED:
@@ -117,12 +147,24 @@ async def on_roster(uow: UnitOfWork, msg: Incoming) -> None:
     """Stores the roster revision, decides the interviews held for it, and re-verifies the
     families already decided in the SLS: a new outcome is published only where it changed.
     A supervisor's decision stands (until a new interview version)."""
-    r: SlsRoster = msg.data
+    await _roster(uow, msg.data)
+
+
+async def on_roster_v1(uow: UnitOfWork, msg: Incoming) -> None:
+    """A v1 roster (KK numbers and names in clear): pseudonymised on arrival, only that is kept."""
+    await _roster(uow, pseudonymise_roster(msg.data, _legacy_key("a roster")))
+
+
+async def _roster(uow: UnitOfWork, r: RosterSubmitted) -> None:
     await store.lock_sls_once(uow, r.sls_id)
+    erased = {row["family_id"] for row in await store.erased_in(uow.conn, r.sls_id)}
+    if erased:  # an erased family's KK hash is not kept again (a roster listing it re-sent later)
+        r = r.model_copy(update={"families": [
+            f.model_copy(update={"kk_hash": None}) if _fid(r.sls_id, f) in erased else f for f in r.families]})
     await store.save_roster(uow.conn, r)
     roster = uow.cache[("roster", r.sls_id)] = await store.roster(uow.conn, r.sls_id)
     for row in await store.interviews_in(uow.conn, r.sls_id):
-        iv = FamilyInterview.model_validate(row["body"])
+        iv = interview_of(row["body"])
         if row["state"] == "held":
             with in_trace_of(row["traceparent"]):
                 await record(uow, iv, await judge(uow, iv, roster), cause="roster", roster=roster)
@@ -147,7 +189,9 @@ async def on_resolution(uow: UnitOfWork, msg: Incoming) -> None:
         d = domain.resolve(cur["state"], r)
     except domain.NotResolvable as e:
         raise PermanentError(str(e)) from None
-    iv = FamilyInterview.model_validate(cur["body"])
+    if cur["body"] is None:
+        raise PermanentError(f"family {r.family_id} was erased; nothing to resolve")
+    iv = interview_of(cur["body"])
     await store.save_resolution(uow.conn, r, iv.version)
     if d is None:
         return  # already so; the resolution is kept
@@ -164,7 +208,7 @@ async def flag_if_still_held(uow: UnitOfWork, family_id: str, sls_id: str, timeo
     row = await store.expired_hold(uow.conn, family_id, timeout_s)
     if row is None:
         return False
-    iv = FamilyInterview.model_validate(row["body"])
+    iv = interview_of(row["body"])
     roster = await roster_of(uow, sls_id)
     with in_trace_of(row["traceparent"]):
         if roster is None:
@@ -175,4 +219,27 @@ async def flag_if_still_held(uow: UnitOfWork, family_id: str, sls_id: str, timeo
     return True
 
 
-HANDLERS = {FamilyInterview: on_interview, SlsRoster: on_roster, VerificationResolved: on_resolution}
+def _fid(sls_id: str, f) -> str:
+    return f"{sls_id}-{f.building_no:04d}-{f.family_no:03d}"
+
+
+async def on_erased(uow: UnitOfWork, msg: Incoming) -> None:
+    """Erases what verify holds of the family (store.erase_family) and records it in the audit log
+    (ids and counts only)."""
+    e: FamilyErased = msg.data
+    await store.lock_sls_once(uow, e.sls_id)
+    counts = await store.erase_family(uow.conn, e)
+    await audit.record(uow.conn, audit.entry(
+        "intake", "service", "family.erase", "family", e.family_id, request_id=msg.envelope.id,
+        detail={"erasure_id": str(e.erasure_id), "reason": e.reason.value, **counts}))
+
+
+HANDLERS = {
+    InterviewSubmitted: on_interview,
+    RosterSubmitted: on_roster,
+    VerificationResolved: on_resolution,
+    FamilyErased: on_erased,
+    # legacy types (read only): v1 records retained on the topics or re-driven
+    FamilyInterview: on_interview_v1,
+    SlsRoster: on_roster_v1,
+}

@@ -5,20 +5,33 @@ from __future__ import annotations
 from pydantic import model_validator
 
 from regsosek.keys import require_strong_secret
-from regsosek.settings import ServiceSettings
+from regsosek.pseudonyms import DEVELOPMENT_NIK_HASH_KEY
+from regsosek.settings import TokenSettings
 
 
-class VerifySettings(ServiceSettings):
+class VerifySettings(TokenSettings):  # bearer tokens: GET /v1/progress (REGSOSEK_AUTH_*)
     service_name: str = "verify"
     http_port: int = 8002
     # An interview whose SLS roster has not arrived after this long is flagged "no roster".
     hold_timeout_s: float = 3 * 24 * 3600
     hold_sweep_interval_s: float = 60.0
-    # Key for the NIK pseudonyms in nik_claims (keyed hash; the clear NIK is not needed). The default is
-    # public: in production REGSOSEK_NIK_HASH_KEY must be set, secret and at least 32 bytes.
-    nik_hash_key: str = "local-development-nik-key"
+    # Verify needs no NIK hash key: intake publishes NIKs and KK numbers as keyed hashes and verify
+    # compares those (regsosek.pseudonyms). Only records of the v1 shapes (identifiers in clear,
+    # from before pseudonymised events: retained on the topics, re-driven dead letters, rows stored
+    # before migration 004) need it, to be hashed on arrival exactly as intake hashes: set
+    # REGSOSEK_LEGACY_NIK_HASH_KEY (intake's REGSOSEK_NIK_HASH_KEY) only for the rollout and the
+    # one-off `python -m verify.pseudonymise`; without it such a record is dead-lettered. Outside
+    # production it defaults to the development key.
+    legacy_nik_hash_key: str = ""
+
+    def legacy_key(self) -> str | None:
+        """The key for v1 records, or None (production without REGSOSEK_LEGACY_NIK_HASH_KEY)."""
+        if self.legacy_nik_hash_key.strip():
+            return self.legacy_nik_hash_key
+        return None if self.env.strip().lower() == "production" else DEVELOPMENT_NIK_HASH_KEY
 
     @model_validator(mode="after")
-    def _strong_nik_key_in_production(self) -> VerifySettings:
-        require_strong_secret("REGSOSEK_NIK_HASH_KEY", self.nik_hash_key, self.env)
+    def _strong_legacy_key_in_production(self) -> VerifySettings:
+        if self.legacy_nik_hash_key.strip():
+            require_strong_secret("REGSOSEK_LEGACY_NIK_HASH_KEY", self.legacy_nik_hash_key, self.env)
         return self

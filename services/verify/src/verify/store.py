@@ -1,14 +1,16 @@
 """Verify's database: rosters (with history), interviews and their state, NIK claims,
-the history of published outcomes, and per-SLS progress."""
+the history of published outcomes, and per-SLS progress.
+
+No direct identifier is stored in clear (issue 11; docs/DATA_INVENTORY.md): interviews and
+rosters are kept as intake publishes them (v2: NIK and KK numbers as keyed hashes, no names,
+address or GPS), and an erased family keeps only ids and outcomes (`erase_family`)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 import asyncpg
 
-from regsosek.contracts import FamilyInterview, RosterStatus, SlsRoster
+from regsosek.contracts import FamilyErased, InterviewSubmitted as FamilyInterview, RosterStatus
+from regsosek.contracts import RosterSubmitted as SlsRoster
 from regsosek.messaging import UnitOfWork
 
 from verify.domain import Decision, Key, Progress, Roster, RosterEntry
@@ -35,20 +37,20 @@ async def lock_sls(conn: asyncpg.Connection, sls_id: str) -> None:
 async def save_roster(conn: asyncpg.Connection, r: SlsRoster) -> int:
     revision = await conn.fetchval(
         """insert into rosters (sls_id, revision, submission_id, officer_id, confirmed_by, confirmed_at)
-           values ($1, 1, $2, $3, $4, $5)
+           values ($1, 1, $2, $3, null, $4)
            on conflict (sls_id) do update set revision = rosters.revision + 1, submission_id = excluded.submission_id,
-             officer_id = excluded.officer_id, confirmed_by = excluded.confirmed_by,
+             officer_id = excluded.officer_id, confirmed_by = null,
              confirmed_at = excluded.confirmed_at, received_at = now()
            returning revision""",
-        r.sls_id, r.submission_id, r.officer_id, r.confirmed_by, r.confirmed_at,
+        r.sls_id, r.submission_id, r.officer_id, r.confirmed_at,
     )
     await conn.execute("insert into roster_history (sls_id, revision, submission_id, body) values ($1, $2, $3, $4)",
                        r.sls_id, revision, r.submission_id, r.model_dump(mode="json"))
     await conn.execute("delete from roster_families where sls_id = $1", r.sls_id)
     await conn.executemany(
-        "insert into roster_families (sls_id, building_no, family_no, kk_number, member_count, status) "
+        "insert into roster_families (sls_id, building_no, family_no, kk_hash, member_count, status) "
         "values ($1, $2, $3, $4, $5, $6)",
-        [(r.sls_id, f.building_no, f.family_no, f.kk_number, f.member_count, f.status.value) for f in r.families],
+        [(r.sls_id, f.building_no, f.family_no, f.kk_hash, f.member_count, f.status.value) for f in r.families],
     )
     return revision
 
@@ -58,10 +60,10 @@ async def roster(conn: asyncpg.Connection, sls_id: str) -> Roster | None:
     if head is None:
         return None
     rows = await conn.fetch(
-        "select building_no, family_no, kk_number, member_count, status from roster_families where sls_id = $1 "
+        "select building_no, family_no, kk_hash, member_count, status from roster_families where sls_id = $1 "
         "order by building_no, family_no", sls_id
     )
-    entries = [RosterEntry(r["building_no"], r["family_no"], r["kk_number"], r["member_count"], RosterStatus(r["status"]))
+    entries = [RosterEntry(r["building_no"], r["family_no"], r["kk_hash"], r["member_count"], RosterStatus(r["status"]))
                for r in rows]
     return Roster(sls_id, head["revision"], head["submission_id"], entries)
 
@@ -130,7 +132,7 @@ async def interviews_in(conn: asyncpg.Connection, sls_id: str) -> list[asyncpg.R
     """Every interview of the SLS, held ones first in arrival order, then the decided ones."""
     return await conn.fetch(
         "select family_id, state, outcome, detail, body, traceparent from interviews where sls_id = $1 "
-        "order by state <> 'held', held_since, decided_at, family_id for update",
+        "and body is not null order by state <> 'held', held_since, decided_at, family_id for update",
         sls_id,
     )
 
@@ -145,14 +147,9 @@ async def expired_holds(conn: asyncpg.Connection, seconds: float, limit: int = 5
 async def expired_hold(conn: asyncpg.Connection, family_id: str, seconds: float) -> asyncpg.Record | None:
     """The family's interview, locked, if it is still held and has been for longer than `seconds`."""
     return await conn.fetchrow(
-        "select body, traceparent from interviews where family_id = $1 and state = 'held' "
+        "select body, traceparent from interviews where family_id = $1 and state = 'held' and body is not null "
         "and held_since < now() - make_interval(secs => $2) for update", family_id, seconds,
     )
-
-
-def nik_hashes(key: str, iv: FamilyInterview) -> dict[bytes, int]:
-    k = key.encode()
-    return {hmac.new(k, m.nik.encode(), hashlib.sha256).digest(): m.line_no for m in iv.members if m.nik}
 
 
 async def claim_niks(conn: asyncpg.Connection, family_id: str, hashes: dict[bytes, int]) -> list[int]:
@@ -235,3 +232,87 @@ async def progress_by_prefix(conn: asyncpg.Connection, prefix: str, length: int)
            from p full join h on p.grp = h.grp order by 1""",
         prefix, length,
     )
+
+
+# ---------------------------------------------------------------- erasure
+
+
+async def erased_in(conn: asyncpg.Connection, sls_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("select family_id from erased_families where sls_id = $1", sls_id)
+
+
+async def is_erased(conn: asyncpg.Connection, family_id: str) -> bool:
+    return bool(await conn.fetchval("select exists (select 1 from erased_families where family_id = $1)", family_id))
+
+
+async def erase_family(conn: asyncpg.Connection, e: FamilyErased) -> dict[str, int]:
+    """Erases what verify holds of the family (docs/DATA_INVENTORY.md): its NIK claims, its
+    interview body (a decided family keeps its row without a body: state, outcome and roster
+    match, so SLS progress figures stay; a held one is deleted), the KK hash of its roster entry in
+    the current roster and every revision kept, and the free-text reasons of its supervisor
+    resolutions. Remembers the family as erased, so a later record of it (a retained or re-driven
+    interview) is ignored. Rows affected per table (counts only)."""
+    building, family = int(e.family_id[15:19]), int(e.family_id[20:23])
+    claims = await conn.execute("delete from nik_claims where family_id = $1", e.family_id)
+    held = await conn.execute("delete from interviews where family_id = $1 and state = 'held'", e.family_id)
+    bodies = await conn.execute("update interviews set body = null, erased_at = now(), traceparent = null "
+                                "where family_id = $1 and body is not null", e.family_id)
+    entries = await conn.execute(
+        "update roster_families set kk_hash = null, kk_number = null where sls_id = $1 and building_no = $2 "
+        "and family_no = $3 and (kk_hash is not null or kk_number is not null)", e.sls_id, building, family)
+    # every kept revision: the family's entry keeps serials, member count and status, loses its KK
+    # (hash, or number and head name in a body stored before migration 004)
+    history = await conn.execute(
+        """update roster_history h set body = jsonb_set(h.body, '{families}', (
+             select jsonb_agg(case when (f->>'building_no')::int = $2 and (f->>'family_no')::int = $3
+                                   then f - 'kk_hash' - 'kk_number' - 'head_name' else f end order by n)
+             from jsonb_array_elements(h.body->'families') with ordinality as t(f, n)))
+           where h.sls_id = $1 and exists (select 1 from jsonb_array_elements(h.body->'families') f
+             where (f->>'building_no')::int = $2 and (f->>'family_no')::int = $3
+               and (f ? 'kk_hash' or f ? 'kk_number' or f ? 'head_name'))""", e.sls_id, building, family)
+    reasons = await conn.execute("update resolutions set reason = '' where family_id = $1 and reason <> ''",
+                                 e.family_id)
+    await conn.execute(
+        "insert into erased_families (family_id, sls_id, erasure_id, reason, erased_at) values ($1, $2, $3, $4, $5) "
+        "on conflict (family_id) do nothing", e.family_id, e.sls_id, e.erasure_id, e.reason.value, e.erased_at)
+    return {name: int(status.rsplit(" ", 1)[-1]) for name, status in (
+        ("nik_claims", claims), ("held", held), ("bodies", bodies), ("roster_entries", entries),
+        ("roster_revisions", history), ("resolutions", reasons))}
+
+
+# ---------------------------------------------------------------- rows stored before pseudonymised events
+
+
+async def legacy_rows(conn: asyncpg.Connection, limit: int) -> dict[str, list[asyncpg.Record]]:
+    """Rows still holding identifiers in clear (stored before migration 004), at most `limit` per table,
+    locked (skip locked: several converters or instances never wait on each other)."""
+    return {
+        "interviews": await conn.fetch(
+            "select family_id, body from interviews where body is not null and (body->'location' ? 'kk_number' "
+            "or body->'location' ? 'address' or body->'members'->0 ? 'name') "
+            "order by family_id limit $1 for update skip locked", limit),
+        "roster_history": await conn.fetch(
+            "select sls_id, revision, body from roster_history where body ? 'confirmed_by' "
+            "order by sls_id, revision limit $1 for update skip locked", limit),
+        "roster_families": await conn.fetch(
+            "select sls_id, building_no, family_no, kk_number from roster_families where kk_number is not null "
+            "order by sls_id, building_no, family_no limit $1 for update skip locked", limit),
+        "rosters": await conn.fetch(
+            "select sls_id from rosters where confirmed_by is not null order by sls_id limit $1 "
+            "for update skip locked", limit),
+    }
+
+
+async def replace_legacy(conn: asyncpg.Connection, interviews: list[tuple[str, dict]],
+                         revisions: list[tuple[str, int, dict]], entries: list[tuple[str, int, int, str]],
+                         rosters: list[str]) -> None:
+    """Writes the pseudonymised forms of legacy rows (see verify.pseudonymise)."""
+    if interviews:
+        await conn.executemany("update interviews set body = $2 where family_id = $1", interviews)
+    if revisions:
+        await conn.executemany("update roster_history set body = $3 where sls_id = $1 and revision = $2", revisions)
+    if entries:
+        await conn.executemany("update roster_families set kk_hash = $4, kk_number = null "
+                               "where sls_id = $1 and building_no = $2 and family_no = $3", entries)
+    if rosters:
+        await conn.execute("update rosters set confirmed_by = null where sls_id = any($1::text[])", rosters)

@@ -10,6 +10,7 @@ from regsosek.contracts.decisions import (
     FlagReason,
     InterviewFlagged,
     InterviewVerified,
+    InterviewVerifiedV1,
     ProgrammeDecision,
     SlsCompleted,
     SupervisorDecision,
@@ -17,42 +18,73 @@ from regsosek.contracts.decisions import (
     VerificationResolved,
     WelfareGroup,
 )
+from regsosek.contracts.household import HouseholdProfile, household_profile
 from regsosek.contracts.interview import FamilyInterview, family_id
+from regsosek.contracts.pseudonymous import (
+    ErasureReason,
+    FamilyErased,
+    InterviewSubmitted,
+    PseudonymousMember,
+    RosterSubmitted,
+    pseudonymise_interview,
+    pseudonymise_roster,
+)
 from regsosek.contracts.roster import RosterFamily, RosterStatus, SlsRoster
 
 _PREFIX = "id.go.bps.regsosek"
 
 # CloudEvents type of each contract. A breaking change gets a new `.vN` type.
 EVENT_TYPES: dict[type[Contract], str] = {
-    SlsRoster: f"{_PREFIX}.sls.roster.v1",
-    FamilyInterview: f"{_PREFIX}.interview.submitted.v1",
+    RosterSubmitted: f"{_PREFIX}.sls.roster.v2",  # v2: KK numbers as keyed hashes, no names
+    InterviewSubmitted: f"{_PREFIX}.interview.submitted.v2",  # v2: NIK/KK as keyed hashes, no names/address/GPS
     VerificationResolved: f"{_PREFIX}.verification.resolved.v1",
     FkpAdjustment: f"{_PREFIX}.fkp.adjustment.v1",
-    InterviewVerified: f"{_PREFIX}.interview.verified.v1",
+    InterviewVerified: f"{_PREFIX}.interview.verified.v2",  # v2: a HouseholdProfile, not the interview
     InterviewFlagged: f"{_PREFIX}.interview.flagged.v1",
     FamilyClassified: f"{_PREFIX}.family.classified.v1",
     EligibilityDecided: f"{_PREFIX}.eligibility.decided.v1",
     SlsCompleted: f"{_PREFIX}.sls.completed.v1",
     EligibilityDelivered: f"{_PREFIX}.eligibility.delivered.v1",
+    FamilyErased: f"{_PREFIX}.family.erased.v1",
 }
-MODELS_BY_TYPE: dict[str, type[Contract]] = {v: k for k, v in EVENT_TYPES.items()}
+# Types no service produces any more but consumers still read (records retained on a topic,
+# re-driven dead letters); each is converted on arrival. See InterviewVerified's docstring.
+LEGACY_EVENT_TYPES: dict[type[Contract], str] = {
+    InterviewVerifiedV1: f"{_PREFIX}.interview.verified.v1",
+    # the documents as received, identifiers in clear (before pseudonymised events); verify
+    # upgrades one on arrival (regsosek.contracts.pseudonymous)
+    SlsRoster: f"{_PREFIX}.sls.roster.v1",
+    FamilyInterview: f"{_PREFIX}.interview.submitted.v1",
+}
+# Every type a consumer can be given a handler for: the produced ones and the legacy ones.
+CONSUMABLE_EVENT_TYPES: dict[type[Contract], str] = {**EVENT_TYPES, **LEGACY_EVENT_TYPES}
+MODELS_BY_TYPE: dict[str, type[Contract]] = {v: k for k, v in CONSUMABLE_EVENT_TYPES.items()}
 
 __all__ = [
+    "CONSUMABLE_EVENT_TYPES",
     "EVENT_TYPES",
+    "LEGACY_EVENT_TYPES",
     "MODELS_BY_TYPE",
     "Contract",
     "Contribution",
     "EligibilityDecided",
     "EligibilityDelivered",
+    "ErasureReason",
+    "FamilyErased",
     "FamilyClassified",
     "FamilyInterview",
     "FkpAdjustment",
     "FlagReason",
+    "HouseholdProfile",
     "InterviewFlagged",
+    "InterviewSubmitted",
     "InterviewVerified",
+    "InterviewVerifiedV1",
     "ProgrammeDecision",
     "RosterFamily",
     "RosterStatus",
+    "RosterSubmitted",
+    "PseudonymousMember",
     "SlsCompleted",
     "SlsRoster",
     "SupervisorDecision",
@@ -60,4 +92,7 @@ __all__ = [
     "VerificationResolved",
     "WelfareGroup",
     "family_id",
+    "household_profile",
+    "pseudonymise_interview",
+    "pseudonymise_roster",
 ]

@@ -12,6 +12,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from regsosek.contracts.base import Contract
 from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId
+from regsosek.contracts.household import HouseholdProfile, household_profile
 from regsosek.contracts.interview import FamilyInterview
 
 Text = Annotated[str, StringConstraints(max_length=500)]
@@ -42,12 +43,55 @@ class FlagReason(StrEnum):
 
 
 class InterviewVerified(Contract):
+    """A family verified against its SLS roster, with what classify needs to classify it
+    (event-carried state, so classify needs no call back) and nothing more.
+
+    Minimal event: it carries the family's `HouseholdProfile` (ages at the interview date,
+    coded answers, area and ids), not the interview: no name, NIK, KK number, address, GPS
+    or birth date leaves verify on this topic. Its consumers need no more: classify reads the
+    profile, intake's status view reads the outcome, time, sequence and submission id.
+
+    Versioning: this is a breaking change of the payload (`interview` replaced by `profile`),
+    so it is a new CloudEvents type, `interview.verified.v2`; verify produces only v2. The
+    v1 shape stays readable as `InterviewVerifiedV1` (consumed, never produced) because v1
+    records remain on the topic for its retention (topics.yaml) after the rollout, and v1 dead
+    letters may be re-driven later: classify turns a v1 record into a profile on arrival
+    (`household_profile`) and keeps only that; intake reads its ids. Remove the v1 reading
+    once neither the topic nor the dead-letter topic holds v1 records.
+    """
+
     family_id: FamilyId
     sls_id: SlsId
     outcome: VerificationOutcome
     verified_at: datetime
-    interview: FamilyInterview  # event-carried state: classify needs no call back
+    profile: HouseholdProfile  # classify's input: the PMT view of the interview, no identifying data
     decision_seq: DecisionSeq = 0  # verify's decision sequence of the family
+
+    @model_validator(mode="after")
+    def _same_family(self) -> InterviewVerified:
+        if (self.profile.family_id, self.profile.sls_id) != (self.family_id, self.sls_id):
+            raise ValueError("profile.family_id and profile.sls_id must be the event's family_id and sls_id")
+        return self
+
+
+class InterviewVerifiedV1(Contract):
+    """`interview.verified.v1`, the shape before minimal events: the whole interview. Read
+    only (records still on the topic, re-driven dead letters); no service produces it. Its
+    consumers convert it on arrival (classify: `household_profile(interview)`) and keep
+    nothing else of it."""
+
+    family_id: FamilyId
+    sls_id: SlsId
+    outcome: VerificationOutcome
+    verified_at: datetime
+    interview: FamilyInterview
+    decision_seq: DecisionSeq = 0
+
+    def upgraded(self) -> InterviewVerified:
+        """The same decision as a v2 event: the interview reduced to its profile."""
+        return InterviewVerified(family_id=self.family_id, sls_id=self.sls_id, outcome=self.outcome,
+                                 verified_at=self.verified_at, profile=household_profile(self.interview),
+                                 decision_seq=self.decision_seq)
 
 
 class InterviewFlagged(Contract):

@@ -143,11 +143,11 @@ class EventConsumer:
         topics: Sequence[Topic],
         wakeup: RelayWakeup,
     ) -> None:
-        from regsosek.contracts import EVENT_TYPES
+        from regsosek.contracts import CONSUMABLE_EVENT_TYPES
 
         self.settings = settings
         self.pool_provider = pool_provider
-        self.handlers = {EVENT_TYPES[m]: h for m, h in handlers.items()}
+        self.handlers = {CONSUMABLE_EVENT_TYPES[m]: h for m, h in handlers.items()}  # legacy types readable too
         self.handlers = reject_event_types(self.handlers, PermanentError)  # a test's fault point; off unless set
         self.topics = [t.wire for t in topics]
         self.wakeup = wakeup

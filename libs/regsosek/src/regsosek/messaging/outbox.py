@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from regsosek.contracts import Contract
+from regsosek.contracts import EVENT_TYPES, Contract
 from regsosek.envelope import Envelope, Headers, encode, new_envelope
 from regsosek.telemetry import current_trace_headers
 from regsosek.topics import Topic
@@ -47,6 +47,8 @@ class Outbox:
     def publish(
         self, topic: Topic, key: str, data: Contract, *, subject: str, event_id: str | None = None
     ) -> Envelope:
+        if type(data) not in EVENT_TYPES:  # e.g. a v1 shape with identifiers in clear: read only, never produced
+            raise TypeError(f"{type(data).__name__} is not a produced event type")
         env = new_envelope(data, source=self.source, subject=subject, trace=current_trace_headers(), event_id=event_id)
         self.pending.append(OutgoingRecord(topic.wire, key.encode(), encode(data), env.headers()))
         return env

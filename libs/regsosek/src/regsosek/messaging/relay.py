@@ -71,6 +71,7 @@ from aiokafka.errors import (
 
 from regsosek.background import run_forever
 from regsosek.db import Backoff, is_transient
+from regsosek.kafka_security import KafkaClientSettings, client_options
 from regsosek.messaging.faults import FaultPoint
 from regsosek.messaging.outbox import RelayWakeup, kafka_header_key
 from regsosek.metrics import (
@@ -296,7 +297,7 @@ class OutboxRelay:
         self.settings = settings
         self.pool_provider = pool_provider
         self.wakeup = wakeup
-        self.producer_factory = producer_factory or (lambda: make_producer(settings.kafka_bootstrap))
+        self.producer_factory = producer_factory or (lambda: make_producer(settings.kafka_bootstrap, settings))
         self.exit_after_sends = FaultPoint("REGSOSEK_FAULT_RELAY_EXIT_AFTER_SENDS")
         self.producer: AIOKafkaProducer | None = None
         self.holds_lock = False
@@ -452,9 +453,12 @@ class OutboxRelay:
         return problem
 
 
-def make_producer(bootstrap: str, **overrides) -> AIOKafkaProducer:
+def make_producer(bootstrap: str, security: KafkaClientSettings | None = None, **overrides) -> AIOKafkaProducer:
+    """The relay's idempotent producer; TLS and SASL from `security` (the service's settings), or from
+    the environment's REGSOSEK_KAFKA_* when not given (regsosek.kafka_security)."""
     opts = dict(
         bootstrap_servers=bootstrap,
+        **client_options(security),
         enable_idempotence=True,
         acks="all",
         linger_ms=2,
