@@ -55,3 +55,50 @@ async def test_deferred_work_without_a_causing_trace_publishes_without_one():
     uow.defer(("progress", SLS), recount)
     await uow.run_deferred()
     assert _traceparent(uow.outbox) is None
+
+
+async def test_a_dead_lettered_event_leaves_no_deferred_work_or_cached_entries_behind():
+    """The isolated retry undoes what a failing event changed outside its savepoint: entries it
+    appended to a cached list that deferred work will read, and work it deferred."""
+    from regsosek.messaging.consumer import EventConsumer, Parsed
+    from regsosek.settings import ServiceSettings
+
+    class _Tx:
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return False
+
+    class _Conn:
+        def transaction(self):
+            return _Tx()
+
+    uow = UnitOfWork(conn=_Conn(), outbox=Outbox("/regsosek/test"))  # type: ignore[arg-type]
+    seen: list[list[str]] = []
+
+    async def handler(u, msg):
+        items = u.cache.setdefault("items", [])
+        items.append(msg.envelope.id)
+
+        async def work():
+            seen.append(list(items))
+        u.defer("items", work)
+        if msg.envelope.id == "bad":
+            raise RuntimeError("broken invariant")
+
+    consumer = EventConsumer.__new__(EventConsumer)
+    consumer.settings = ServiceSettings(service_name="test")
+    consumer.handlers = {}
+    from regsosek.envelope import Envelope
+
+    def parsed(event_id):
+        env = Envelope(id=event_id, type="t", source="s", time="", subject="")
+        rec = type("R", (), {"topic": "t", "partition": 0, "offset": 0, "headers": (), "key": b"k", "value": b"{}"})()
+        return Parsed(rec, envelope=env, data=None)
+
+    consumer.handlers = {"t": handler}
+    for event_id in ("good", "bad"):
+        await consumer._apply_one(uow, parsed(event_id), True)
+    await uow.run_deferred()
+    assert seen == [["good"]]

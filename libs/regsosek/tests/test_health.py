@@ -94,32 +94,40 @@ def test_watchdog_lag_and_liveness_from_the_heartbeat_stamp():
     assert sample("regsosek_event_loop_lag_seconds", service="svc-c") == 0.0
 
 
+async def _until(condition, timeout: float = 10.0) -> bool:
+    """Polls `condition` on the loop (the machine may be busy: no fixed sleeps as synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 async def test_watchdog_thread_sees_a_blocked_loop_and_where_it_is_blocked(caplog):
     """The loop is blocked by a synchronous sleep: only a thread can notice, and it does."""
-    w = LoopWatchdog("svc-d", beat_s=0.05, limit_s=0.4, log_s=0.2)
+    w = LoopWatchdog("svc-d", beat_s=0.05, limit_s=1.0, log_s=0.2)
     caplog.set_level(logging.WARNING, logger="regsosek.health")
     w.start()
     try:
-        await asyncio.sleep(0.2)  # a few heartbeats
-        assert w.problem() is None
+        assert await _until(lambda: w.problem() is None), "the loop never looked healthy"
         seen: list[float] = []
 
         def blocking_call_in_a_handler():
-            deadline = time.monotonic() + 0.8
+            deadline = time.monotonic() + 3.0
             while time.monotonic() < deadline:
                 time.sleep(0.05)
                 seen.append(w.lag())  # what the probe would read at this moment
 
         blocking_call_in_a_handler()
-        assert max(seen) > 0.4
+        assert max(seen) > 1.0
         assert sample("regsosek_event_loop_lag_seconds", service="svc-d") > 0.2  # set by the thread meanwhile
         stuck = [r for r in caplog.records if r.getMessage() == "event loop stuck"]
         assert stuck, "the watchdog thread logged nothing while the loop was blocked"
-        stack = stuck[0].fields["loop_stack"]
-        assert any("blocking_call_in_a_handler" in frame for frame in stack), stack
-        await asyncio.sleep(0.3)  # the loop runs again
-        assert w.problem() is None
-        assert any(r.getMessage() == "event loop running again" for r in caplog.records)
+        stacks = [r.fields["loop_stack"] for r in stuck]  # a busy machine may add an earlier, shorter episode
+        assert any("blocking_call_in_a_handler" in frame for stack in stacks for frame in stack), stacks
+        assert await _until(lambda: w.problem() is None), "the watchdog still reports the loop stuck"
+        assert await _until(lambda: any(r.getMessage() == "event loop running again" for r in caplog.records))
     finally:
         await w.stop()
 

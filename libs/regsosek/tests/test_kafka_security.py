@@ -101,6 +101,12 @@ def test_production_allows_cleartext_only_to_loopback(bootstrap, refused):
         check_production(s)
 
 
+def test_production_refuses_tls_without_client_authentication():
+    s = ServiceSettings(env="production", kafka_security_protocol="SSL", kafka_bootstrap="kafka-0.kafka:9093")
+    with pytest.raises(InsecureKafkaSettings, match="REGSOSEK_KAFKA_SSL_CERT_FILE"):
+        check_production(s)
+
+
 def test_production_accepts_sasl_ssl():
     check_production(sasl(env="production"))
 

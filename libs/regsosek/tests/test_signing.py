@@ -76,3 +76,11 @@ def test_non_ascii_digit_timestamp_is_malformed_not_a_crash(t):
     # str.isdigit() accepts superscripts and circled digits that int() cannot parse;
     # a receiver must get the documented reason, not a ValueError.
     assert verify(SECRET, f"t={t},v1={'0' * 64}", BODY, now=T) == "malformed signature header"
+
+
+def test_hostile_headers_are_reasons_not_exceptions():
+    from regsosek.signing import verify
+
+    body = b"{}"
+    assert verify("s" * 32, "t=1,v1=\u00e9\u00e9", body, now=1) == "malformed signature header"
+    assert verify("s" * 32, "t=" + "9" * 5000 + ",v1=ab", body, now=1) == "malformed signature header"

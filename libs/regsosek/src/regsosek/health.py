@@ -179,6 +179,7 @@ class LoopWatchdog:
     def start(self) -> None:
         """Starts the heartbeat on the running loop and the watching thread."""
         self.last_beat = self.clock()
+        self.loop_thread = threading.get_ident()  # start() runs on the loop's thread
         self._stop.clear()
         self._task = asyncio.get_running_loop().create_task(self.heartbeat(), name="loop-heartbeat")
         self._thread = threading.Thread(target=self._watch, name=f"loop-watchdog-{self.service}", daemon=True)

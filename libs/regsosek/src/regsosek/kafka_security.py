@@ -145,6 +145,10 @@ def check_production(s: KafkaClientSettings) -> None:
         raise InsecureKafkaSettings(
             f"REGSOSEK_KAFKA_SECURITY_PROTOCOL={protocol} is refused in production (events would cross the network "
             "unencrypted); use SASL_SSL (or SSL with a client certificate) and set REGSOSEK_KAFKA_SSL_CA_FILE")
+    if s.env.strip().lower() == "production" and protocol == "SSL" and not s.kafka_ssl_cert_file:
+        raise InsecureKafkaSettings(
+            "REGSOSEK_KAFKA_SECURITY_PROTOCOL=SSL without REGSOSEK_KAFKA_SSL_CERT_FILE is refused in production "
+            "(the broker could not tell which service is connecting); use SASL_SSL or a client certificate")
 
 
 def _loopback_only(bootstrap: str) -> bool:

@@ -21,7 +21,7 @@ def verify(secret: str, header: str, body: bytes, now: float, tolerance_s: float
     """None when valid, else the reason it is not."""
     parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
     t, v1 = parts.get("t", ""), parts.get("v1", "")
-    if not (t.isascii() and t.isdigit()) or not v1:
+    if not (t.isascii() and t.isdigit() and len(t) <= 12) or not v1 or not v1.isascii():
         return "malformed signature header"
     if abs(now - int(t)) > tolerance_s:
         return "timestamp outside tolerance"

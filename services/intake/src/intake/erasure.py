@@ -61,7 +61,7 @@ async def erase_family(request: Request, body: ErasureIn,
     rt = runtime_of(request)
     sls_id = family_id[:14]
     async with rt.unit_of_work() as uow:
-        await uow.conn.execute("select pg_advisory_xact_lock(7316010, hashtext($1))", sls_id)
+        await store.lock_sls_for_erasure(uow.conn, sls_id)
         earlier = await store.earlier_erasure(uow.conn, family_id)
         if earlier is not None:
             await audit.record(uow.conn, audit.of_request(request, principal, "family.erase", "family", family_id,

@@ -115,6 +115,7 @@ async def accept_many(uow: UnitOfWork, subs: list[Submission]) -> list[Receipt |
     submission about an erased family: refused, nothing stored or published)."""
     if not subs:
         return []
+    await lock_sls_against_erasure(uow.conn, [s.sls_id for s in subs])
     erased = await erased_among(uow.conn, [s.family_id for s in subs if s.family_id])
     if erased:
         accepted = await accept_many(uow, [s for s in subs if s.family_id not in erased])
@@ -252,6 +253,23 @@ async def reseal_batch(conn: asyncpg.Connection, limit: int) -> int:
 
 
 # ---------------------------------------------------------------- erasure
+
+
+_ERASURE_LOCK = 7316010  # advisory lock class: (this, hashtext(sls_id))
+
+
+async def lock_sls_for_erasure(conn: asyncpg.Connection, sls_id: str) -> None:
+    """An erasure of a family of this SLS: waits for submissions of the SLS in flight, and holds
+    new ones until it commits (they then see the family erased)."""
+    await conn.execute("select pg_advisory_xact_lock($1, hashtext($2))", _ERASURE_LOCK, sls_id)
+
+
+async def lock_sls_against_erasure(conn: asyncpg.Connection, sls_ids: list[str]) -> None:
+    """Submissions of these SLS: shared locks (submissions never wait for each other), taken in one
+    order, so an erasure cannot commit between their erased-family check and their insert."""
+    await conn.execute(
+        "select count(pg_advisory_xact_lock_shared($1, hashtext(s))) from (select distinct s from unnest($2::text[]) s "
+        "order by s) ordered", _ERASURE_LOCK, sls_ids)
 
 
 async def erased_among(conn: asyncpg.Connection, family_ids: list[str]) -> set[str]:

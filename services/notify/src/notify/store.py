@@ -86,7 +86,8 @@ async def save_family_decisions(conn: asyncpg.Connection, newest: dict[str, tupl
     await conn.executemany(
         "insert into family_decisions (family_id, decision_seq, event_id) values ($1, $2, $3) "
         "on conflict (family_id) do update set decision_seq = excluded.decision_seq, event_id = excluded.event_id, "
-        "updated_at = now()", [(f, seq, ev) for f, (seq, ev) in sorted(newest.items())])
+        "updated_at = now() where family_decisions.decision_seq <= excluded.decision_seq",  # never backwards
+        [(f, seq, ev) for f, (seq, ev) in sorted(newest.items())])
 
 
 async def due_subscriptions(conn: asyncpg.Connection, limit: int) -> list[UUID]:

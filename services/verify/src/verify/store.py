@@ -164,7 +164,7 @@ async def claim_niks(conn: asyncpg.Connection, family_id: str, hashes: dict[byte
                 claimed as (insert into nik_claims (nik_hash, family_id) select unnest($2::bytea[]), $1
                             on conflict do nothing returning nik_hash)
            select array(select nik_hash from mine) as mine, array(select nik_hash from claimed) as claimed""",
-        family_id, list(hashes),
+        family_id, sorted(hashes),  # one lock order for every family: no deadlock between SLS sharing NIKs
     )
     # Not claimed now and not ours before: another family holds it (or just took it: the
     # insert waited for that transaction and found the row).

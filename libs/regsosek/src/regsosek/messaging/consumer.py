@@ -263,7 +263,7 @@ class EventConsumer:
             await self._apply(parsed, isolate=True)
             return
         except Exception as e:
-            if is_transient(e) or len(parsed) == 1:
+            if is_transient(e):
                 raise
             log.exception("batch failed outside any one handler; applying its records one by one",
                           extra={"fields": {"records": len(parsed)}})
@@ -333,7 +333,12 @@ class EventConsumer:
             mark = len(outbox.pending)
             try:
                 if isolate:
+                    # What a failing event may have changed outside the savepoint: the scratch cache
+                    # (lists in it are appended to in place, and deferred work holds on to them, so
+                    # they are cut back to their length, not replaced) and the work it deferred.
                     cached = dict(uow.cache)
+                    lengths = {k: len(v) for k, v in cached.items() if isinstance(v, list)}
+                    deferred = dict(uow.deferred)
                     async with uow.conn.transaction():  # savepoint: a failing event undoes only itself
                         await handler(uow, Incoming(env, data, record))
                 else:
@@ -345,8 +350,12 @@ class EventConsumer:
                     raise _EventFailed from e
                 # This event's alone: dead-letter it (replayable), keep the partition flowing.
                 del outbox.pending[mark:]
+                for k, n in lengths.items():
+                    del cached[k][n:]
                 uow.cache.clear()  # it may hold what the rolled-back savepoint wrote
                 uow.cache.update(cached)
+                uow.deferred.clear()
+                uow.deferred.update(deferred)
                 reason = str(e) if isinstance(e, PermanentError) else f"handler failed: {type(e).__name__}"
                 self._dead_letter(outbox, record, reason)
                 if not isinstance(e, PermanentError):
