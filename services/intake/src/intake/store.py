@@ -121,6 +121,7 @@ async def accept_many(uow: UnitOfWork, subs: list[Submission]) -> list[Receipt |
         accepted = await accept_many(uow, [s for s in subs if s.family_id not in erased])
         it = iter(accepted)
         return [FamilyWasErased(s.family_id) if s.family_id in erased else next(it) for s in subs]
+    subs = await _without_erased_families(uow.conn, subs)
     trace_id = trace_id_of(current_trace_headers().get("traceparent"))
     event_ids = [str(uuid4()) for _ in subs]
     inserted = {
@@ -270,6 +271,32 @@ async def lock_sls_against_erasure(conn: asyncpg.Connection, sls_ids: list[str])
     await conn.execute(
         "select count(pg_advisory_xact_lock_shared($1, hashtext(s))) from (select distinct s from unnest($2::text[]) s "
         "order by s) ordered", _ERASURE_LOCK, sls_ids)
+
+
+async def _without_erased_families(conn: asyncpg.Connection, subs: list[Submission]) -> list[Submission]:
+    """A roster received after an erasure that still lists the erased family is stored without that
+    family's identifiers (domain.redact_family): an erasure is not undone by the next roster. Its
+    content hash stays that of what was received, so a repeat still gets its receipt."""
+    from dataclasses import replace
+
+    from intake.domain import redact_family
+
+    rosters = sorted({s.sls_id for s in subs if s.kind == "roster"})
+    if not rosters:
+        return subs
+    erased: dict[str, list[str]] = {}
+    for r in await conn.fetch("select family_id from erased_families where left(family_id, 14) = any($1::text[])",
+                              rosters):
+        erased.setdefault(r["family_id"][:14], []).append(r["family_id"])
+    if not erased:
+        return subs
+    out = []
+    for s in subs:
+        doc = s.document
+        for family_id in erased.get(s.sls_id, []) if s.kind == "roster" else []:
+            doc = redact_family("roster", doc, family_id)
+        out.append(s if doc is s.document else replace(s, document=doc))
+    return out
 
 
 async def erased_among(conn: asyncpg.Connection, family_ids: list[str]) -> set[str]:
