@@ -227,8 +227,13 @@ def test_committed_sample_validates_against_its_schema_and_model(model):
 
 
 def test_samples_use_the_worked_example_where_one_exists():
-    from regsosek.contracts import (FamilyInterview, InterviewSubmitted, InterviewVerified, household_profile,
-                                    pseudonymise_interview)
+    from regsosek.contracts import (
+        FamilyInterview,
+        InterviewSubmitted,
+        InterviewVerified,
+        household_profile,
+        pseudonymise_interview,
+    )
     from regsosek.examples import FAMILY_INTERVIEW
     from regsosek.pseudonyms import DEVELOPMENT_NIK_HASH_KEY
 

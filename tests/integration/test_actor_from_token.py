@@ -9,8 +9,8 @@ import uuid
 
 import httpx
 import pytest
-
 from itkit import World, family, new_sls_id, read_topic, roster, token
+
 from regsosek.topics import Topic
 
 pytestmark = pytest.mark.integration

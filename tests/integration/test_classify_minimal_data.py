@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from itkit import (
     PG_BASE,
     World,
@@ -28,14 +27,14 @@ from itkit import (
     read_topic,
     roster,
 )
+
+from classify.app import MIGRATIONS
 from regsosek import db
 from regsosek.contracts import FamilyInterview, InterviewVerifiedV1, SlsRoster, household_profile
 from regsosek.envelope import encode
 from regsosek.examples import family_interview
 from regsosek.topics import Topic
 from regsosek_tools.sample import generate
-
-from classify.app import MIGRATIONS
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 
 import pytest
 import yaml
-
 from itkit import BOOTSTRAP, World, by_subject, cloud_event, eventually, read_topic
+
+from classify.model import DATA
+from classify.ranking import rank_deciles
 from regsosek.contracts import (
     EligibilityDecided,
     FamilyClassified,
@@ -32,8 +34,6 @@ from regsosek.contracts import (
 )
 from regsosek.topics import Topic
 from regsosek_tools.sample import generate
-from classify.model import DATA
-from classify.ranking import rank_deciles
 
 pytestmark = pytest.mark.integration
 

@@ -40,11 +40,6 @@ from contextlib import suppress
 
 import httpx
 import pytest
-
-from classify.domain import classify
-from classify.model import PmtModel, PovertyLines, RuleSet
-from classify.ranking import reference_placement
-from classify.settings import ClassifySettings
 from itkit import (
     ServiceProcess,
     Submitter,
@@ -59,6 +54,11 @@ from itkit import (
     stop_broker,
     token,
 )
+
+from classify.domain import classify
+from classify.model import PmtModel, PovertyLines, RuleSet
+from classify.ranking import reference_placement
+from classify.settings import ClassifySettings
 from regsosek.contracts import FamilyInterview, household_profile
 from regsosek.topics import Topic
 from regsosek_tools.sample import Sample, generate, officer_areas

@@ -23,8 +23,8 @@ import uvicorn
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fastapi import FastAPI, Request
+from itkit import World, eventually, free_port, token
 
-from itkit import LOG_DIR, World, eventually, free_port, token
 from regsosek.contracts import EligibilityDecided
 from regsosek.envelope import encode, new_envelope
 from regsosek.topics import Topic

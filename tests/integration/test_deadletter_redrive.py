@@ -18,7 +18,6 @@ import sys
 
 import pytest
 from aiokafka import TopicPartition
-
 from itkit import (
     BOOTSTRAP,
     ROOT,
@@ -36,7 +35,9 @@ from itkit import (
     read_topic,
     roster,
 )
-from regsosek.contracts import CONSUMABLE_EVENT_TYPES as EVENT_TYPES, FamilyInterview, SlsRoster  # v1 (legacy) types
+
+from regsosek.contracts import CONSUMABLE_EVENT_TYPES as EVENT_TYPES  # v1 (legacy) types
+from regsosek.contracts import FamilyInterview, SlsRoster
 from regsosek.messaging.faults import REJECT_EVENT_TYPES
 from regsosek.topics import Topic
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-
 from itkit import Submitter, World, by_subject, cloud_event, eventually, family, new_sls_id, read_topic
+
 from regsosek.contracts import (
     EligibilityDecided,
     FamilyInterview,

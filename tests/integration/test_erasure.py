@@ -23,7 +23,6 @@ import uuid
 import httpx
 import orjson
 import pytest
-
 from itkit import (
     Submitter,
     World,
@@ -35,6 +34,7 @@ from itkit import (
     roster,
     token,
 )
+
 from regsosek.crypto import DEVELOPMENT_DATA_KEY, DEVELOPMENT_DATA_KEY_ID, parse_keys
 from regsosek.topics import Topic
 

@@ -9,7 +9,6 @@ run stays short; the per-(kind, topic, service) checks share that world.
 
 from __future__ import annotations
 
-import asyncio
 import struct
 
 import httpx
@@ -17,7 +16,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.util import calc_crc32c
-
 from itkit import (
     BOOTSTRAP,
     Submitter,
@@ -32,6 +30,7 @@ from itkit import (
     roster,
     start_producer,
 )
+
 from regsosek import contracts
 from regsosek.contracts import EVENT_TYPES, FamilyInterview
 from regsosek.examples import family_interview

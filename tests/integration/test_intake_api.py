@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from itkit import ROOT, World, eventually, family, family_id_of, header, new_sls_id, read_topic, roster, token
+
 from regsosek.topics import Topic
 
 pytestmark = pytest.mark.integration

@@ -34,7 +34,6 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from itkit import (
     BOOTSTRAP,
     LOG_DIR,
@@ -53,6 +52,7 @@ from itkit import (
     read_topic,
     roster,
 )
+
 from regsosek.auth import Role, Signer, ensure_local_keypair, mint
 from regsosek.contracts import EligibilityDecided, ProgrammeDecision
 from regsosek.envelope import encode, new_envelope

@@ -17,10 +17,8 @@ import sys
 import uuid
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
-
 from itkit import PG_BASE, ROOT, World, eventually, free_port, stack_env
 
 pytestmark = pytest.mark.integration

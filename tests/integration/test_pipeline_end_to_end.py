@@ -14,7 +14,6 @@ import uuid
 
 import httpx
 import pytest
-
 from itkit import (
     LOG_DIR,
     ROOT,
@@ -31,6 +30,7 @@ from itkit import (
     token,
     trace_id_of,
 )
+
 from regsosek.topics import Topic
 from regsosek_tools.sample import generate
 

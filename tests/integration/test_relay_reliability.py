@@ -17,7 +17,6 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
 from itkit import (
     BOOTSTRAP,
     FAULT_EXIT_CODE,
@@ -33,6 +32,7 @@ from itkit import (
     read_topic,
     roster,
 )
+
 from regsosek.topics import Topic
 
 pytestmark = pytest.mark.integration

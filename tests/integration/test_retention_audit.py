@@ -21,7 +21,6 @@ import uuid
 
 import httpx
 import pytest
-
 from itkit import ROOT, World, eventually, family, family_id_of, new_sls_id, roster, token
 
 pytestmark = pytest.mark.integration

@@ -26,14 +26,28 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAuthorizationFailedError
+from itkit import (
+    LOG_DIR,
+    PG_BASE,
+    ROOT,
+    ServiceProcess,
+    cloud_event,
+    create_databases,
+    drop_databases,
+    eventually,
+    family,
+    family_id_of,
+    free_port,
+    header,
+    new_sls_id,
+    roster,
+)
+from securekafka import Acl, SecureBroker, create_acls, make_certs
 
-from itkit import LOG_DIR, PG_BASE, ROOT, ServiceProcess, cloud_event, create_databases, drop_databases, eventually, family, \
-    family_id_of, free_port, header, new_sls_id, roster
 from regsosek.contracts import FamilyInterview, SlsRoster
 from regsosek.kafka_security import KafkaClientSettings
 from regsosek.messaging.relay import make_producer
 from regsosek.topics import Topic, create_topics, specs
-from securekafka import Acl, SecureBroker, create_acls, make_certs
 
 pytestmark = pytest.mark.integration
 

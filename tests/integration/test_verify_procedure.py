@@ -24,9 +24,20 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.partitioner import murmur2
+from itkit import (
+    BOOTSTRAP,
+    World,
+    by_subject,
+    cloud_event,
+    eventually,
+    family,
+    family_id_of,
+    partitions_of,
+    read_topic,
+    roster,
+    token,
+)
 
-from itkit import BOOTSTRAP, World, by_subject, cloud_event, eventually, family, family_id_of, \
-    partitions_of, read_topic, roster, token
 from regsosek.contracts import FamilyInterview, SlsRoster, VerificationResolved
 from regsosek.topics import Topic
 

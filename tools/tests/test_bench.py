@@ -10,9 +10,20 @@ import asyncio
 import pytest
 
 from regsosek_tools import bench
-from regsosek_tools.bench import (MARKDOWN_HEADER, RawHttp, distribution, due, group_lag, markdown_row, parse_counter,
-                                  parse_list, percentile, schedule, sparkline, target_figures)
-
+from regsosek_tools.bench import (
+    MARKDOWN_HEADER,
+    RawHttp,
+    distribution,
+    due,
+    group_lag,
+    markdown_row,
+    parse_counter,
+    parse_list,
+    percentile,
+    schedule,
+    sparkline,
+    target_figures,
+)
 
 # ---------------------------------------------------------------- percentiles
 

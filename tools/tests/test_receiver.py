@@ -6,8 +6,8 @@ import json
 import time
 import uuid
 
-import pytest
 import httpx
+import pytest
 
 from regsosek.signing import sign
 from regsosek_tools.receiver import ELIGIBILITY_TYPE, SIGNATURE_HEADER, create_app

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import httpx
+from test_receiver import event, message
 
 from regsosek.signing import sign
 from regsosek.standard_webhooks import (
@@ -22,8 +23,6 @@ from regsosek.standard_webhooks import (
     webhook_headers,
 )
 from regsosek_tools.receiver import DEFAULT_SECRET, SIGNATURE_HEADER, create_app
-
-from test_receiver import event, message
 
 KEY = load_signing_key(generate_signing_key())
 PUBLIC = public_key_text(KEY.public_key())

@@ -11,9 +11,9 @@ from classify.domain import classify
 from classify.model import DATA, PmtModel, PovertyLines, RuleSet
 from intake import domain
 from regsosek.auth import Role, TokenVerifier, local_jwks_file, mint
-from regsosek.jwks import JwksFile
 from regsosek.contracts import household_profile
-from regsosek_tools.sample import REGENCY_BY_CODE, LAT_RANGE, LON_RANGE, generate, officer_areas, officer_for
+from regsosek.jwks import JwksFile
+from regsosek_tools.sample import LAT_RANGE, LON_RANGE, REGENCY_BY_CODE, generate, officer_areas, officer_for
 
 COLLECTION = (date(2022, 10, 15), date(2022, 11, 20))
 

@@ -22,7 +22,7 @@ class WithState(Exception):
         (OSError("network down"), True),
         (ConnectionRefusedError(), True),
         (ConnectionResetError(), True),
-        (asyncio.TimeoutError(), True),
+        (TimeoutError(), True),
         (TimeoutError(), True),
         (asyncpg.exceptions.UniqueViolationError("dup"), False),
         (asyncpg.exceptions.ForeignKeyViolationError("fk"), False),

@@ -13,7 +13,8 @@ from aiokafka.consumer import fetcher
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c
 
-from regsosek.contracts import CONSUMABLE_EVENT_TYPES as EVENT_TYPES, FamilyInterview, SlsRoster  # v1 (legacy) types
+from regsosek.contracts import CONSUMABLE_EVENT_TYPES as EVENT_TYPES  # v1 (legacy) types
+from regsosek.contracts import FamilyInterview, SlsRoster
 from regsosek.envelope import encode, new_envelope
 from regsosek.examples import family_interview
 from regsosek.messaging.consumer import parse_record

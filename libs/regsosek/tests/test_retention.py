@@ -3,7 +3,7 @@ that an inbox outlives every record its service may read again."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -12,11 +12,11 @@ from regsosek.retention import Rule, _count, cutoff, prune_inbox, prune_once, sh
 from regsosek.settings import ServiceSettings
 from regsosek.topics import redelivery_window_ms
 
-NOW = datetime(2022, 12, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2022, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def test_cutoff_is_days_before_now():
-    assert cutoff(NOW, 45) == datetime(2022, 10, 17, 12, 0, tzinfo=timezone.utc)
+    assert cutoff(NOW, 45) == datetime(2022, 10, 17, 12, 0, tzinfo=UTC)
     assert cutoff(NOW, 0.5) == NOW - timedelta(hours=12)
 
 

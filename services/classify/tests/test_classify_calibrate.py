@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from regsosek.contracts import FamilyInterview, household_profile
-from regsosek.examples import family_interview
 from classify import calibrate
 from classify.domain import classify
 from classify.model import DATA, FEATURE_NAMES, PmtModel, PovertyLines, RuleSet, features, is_urban
+from regsosek.contracts import FamilyInterview, household_profile
+from regsosek.examples import family_interview
 from regsosek_tools import survey as survey_tool
 
 TRUTH_FILE = DATA / "pmt-illustrative-2022.1.yaml"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from regsosek.contracts import FlagReason
 from classify.domain import VerifyDecision, is_family_decision, supersedes
+from regsosek.contracts import FlagReason
 
 T0 = datetime(2022, 10, 20, 10, tzinfo=UTC)
 

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from regsosek.contracts import FamilyInterview, HouseholdProfile, WelfareGroup, household_profile
 from classify.domain import TOP_FACTORS, classify
 from classify.model import DATA, PmtModel, PovertyLines, RuleSet, features
+from regsosek.contracts import FamilyInterview, HouseholdProfile, WelfareGroup, household_profile
 from regsosek.examples import family_interview
 
 MODEL = PmtModel.load(DATA / "pmt-illustrative-2022.1.yaml")

@@ -10,9 +10,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from classify.model import DATA, PmtModel, PovertyLines, RuleSet, components, features, is_urban
 from regsosek.contracts import FamilyInterview, HouseholdProfile, WelfareGroup, household_profile
 from regsosek.contracts.interview import Asset
-from classify.model import DATA, PmtModel, PovertyLines, RuleSet, components, features, is_urban
 from regsosek.examples import family_interview
 
 MODEL_FILE = DATA / "pmt-illustrative-2022.1.yaml"

@@ -11,8 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regsosek.contracts import FamilyInterview, HouseholdProfile, WelfareGroup, household_profile
-from regsosek.examples import family_interview
 from classify.domain import classify, fkp_note
 from classify.model import DATA, PmtModel, PovertyLines, RuleSet
 from classify.ranking import (
@@ -25,6 +23,8 @@ from classify.ranking import (
     rank_deciles,
     rank_value,
 )
+from regsosek.contracts import FamilyInterview, HouseholdProfile, WelfareGroup, household_profile
+from regsosek.examples import family_interview
 
 MODEL = PmtModel.load(DATA / "pmt-illustrative-2022.1.yaml")
 LINES = PovertyLines.load(DATA / "poverty-lines-2022.yaml")

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import copy
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regsosek.contracts import FamilyInterview
-from regsosek import areas
-from regsosek.examples import family_interview
 from intake.domain import area_reference, check_interview, content_hash, known_sls_area, nik_problems
+from regsosek import areas
+from regsosek.contracts import FamilyInterview
+from regsosek.examples import family_interview
 
 COLLECTION = (date(2022, 10, 15), date(2022, 11, 20))
 SLS = "64720100010001"
@@ -434,11 +434,11 @@ def test_final_state_without_sequences_follows_arrival():
 # ---- retention of what intake received (docs/RETENTION.md)
 
 def test_body_expires_only_when_old_and_final():
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from intake.domain import Step, body_expires
 
-    cut = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    cut = datetime(2024, 1, 1, tzinfo=UTC)
     old, new = cut - timedelta(seconds=1), cut + timedelta(days=1)
     decided = [Step("verified", 1), Step("classified", 1), Step("eligibility", 1)]
     assert body_expires("interview", decided, old, cut)

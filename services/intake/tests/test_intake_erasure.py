@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from intake.domain import redact_family
 from regsosek.examples import family_interview
 from regsosek.keys import InsecureSecret
-
-from intake.domain import redact_family
 
 FID = "64720100010001-0001-001"
 

@@ -7,10 +7,9 @@ import asyncio
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
+from intake import handlers
 from regsosek.contracts import FamilyInterview, InterviewVerified, InterviewVerifiedV1, household_profile
 from regsosek.examples import family_interview
-
-from intake import handlers
 
 AT = datetime(2022, 10, 20, 2, 0, 5, tzinfo=UTC)
 

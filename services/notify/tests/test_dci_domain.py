@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from notify import dci_domain as dd
 from notify.delivery import _err_answer
-from notify.domain import AccessRules, ProgrammeAccess, REQUIRED_FIELDS, OPTIONAL_FIELDS
+from notify.domain import OPTIONAL_FIELDS, REQUIRED_FIELDS, AccessRules, ProgrammeAccess
 
 _spec_file = Path(__file__).resolve().parents[3] / "tests" / "dci_spec.py"
 _s = importlib.util.spec_from_file_location("dci_spec", _spec_file)

@@ -11,12 +11,11 @@ from uuid import UUID
 import httpx
 import pytest
 
-from regsosek.standard_webhooks import generate_signing_key
-
 from notify import handlers
 from notify.delivery import batch_key, callback_problem_now, make_client
 from notify.domain import callback_problem, is_public_address, retry_delay
 from notify.settings import NotifySettings
+from regsosek.standard_webhooks import generate_signing_key
 
 
 @pytest.mark.parametrize("attempt", [1025, 5000, 10**9])

@@ -13,6 +13,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
+from notify import webhook_keys
+from notify.delivery import batch_key, signature_headers
+from notify.settings import NotifySettings
 from regsosek.keys import InsecureSecret
 from regsosek.signing import HEADER as LEGACY_HEADER
 from regsosek.signing import verify as verify_legacy
@@ -27,10 +30,6 @@ from regsosek.standard_webhooks import (
     verify,
     whsec_form,
 )
-
-from notify import webhook_keys
-from notify.delivery import batch_key, signature_headers
-from notify.settings import NotifySettings
 
 # production needs the identity provider's keys, issuer and audience for bearer tokens
 PROD_AUTH = {"REGSOSEK_AUTH_JWKS_URL": "https://idp.example.go.id/jwks", "REGSOSEK_AUTH_ISSUER": "https://idp.example.go.id",

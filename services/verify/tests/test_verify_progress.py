@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
+from test_verify_domain import KEY, KK, OTHER_KK, interview
 
 from regsosek.contracts import (
     EVENT_TYPES,
@@ -17,6 +18,7 @@ from regsosek.contracts import (
     VerificationOutcome,
     VerificationResolved,
 )
+from regsosek.pseudonyms import kk_hash_hex
 from regsosek.topics import Topic
 from verify.domain import (
     ABSENT,
@@ -32,8 +34,6 @@ from verify.domain import (
     progress,
     resolve,
 )
-from regsosek.pseudonyms import kk_hash_hex
-from test_verify_domain import KEY, KK, OTHER_KK, interview
 
 FAMILY = "64720100010001-0001-001"
 
@@ -91,7 +91,7 @@ def test_a_match_must_be_the_exact_entry():
 
 
 def test_absent_statuses_are_the_rt_heads_not_here_statuses():
-    assert ABSENT == {RosterStatus.MOVED, RosterStatus.DISSOLVED, RosterStatus.UNKNOWN}
+    assert {RosterStatus.MOVED, RosterStatus.DISSOLVED, RosterStatus.UNKNOWN} == ABSENT
 
 
 def test_matched_key_follows_kk_then_serials():

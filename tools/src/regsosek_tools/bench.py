@@ -754,8 +754,7 @@ class Bench:
                 first_sent = first_sent or sent
                 if status < 500 and status != 429:
                     return status, body, first_sent
-            except (OSError, ValueError, IndexError, asyncio.TimeoutError, asyncio.IncompleteReadError,
-                    asyncio.LimitOverrunError) as e:
+            except (TimeoutError, OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
                 status, body = 0, f"{type(e).__name__}".encode()
                 first_sent = first_sent or time.time()
             if i == attempts - 1:
@@ -1275,7 +1274,7 @@ class Bench:
         self.children.append(p)
         try:
             out, _ = await asyncio.wait_for(p.communicate(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             _kill_group(p.pid)
             await p.wait()
             return {"rc": -1, "stdout": "", "stderr": f"timed out after {timeout:.0f} s (log {log})",
@@ -1337,7 +1336,7 @@ class Bench:
                 if name == "producer" or name in dict(roles):
                     results[name] = json.loads(line) if line else {"error": "no result"}
                 await asyncio.wait_for(p.wait(), 30)
-        except (asyncio.TimeoutError, RuntimeError, ValueError) as e:
+        except (TimeoutError, RuntimeError, ValueError) as e:
             self.errors.append(f"ceiling: {type(e).__name__}: {e}")
             return {"error": f"{type(e).__name__}: {e}", "stages": results}
         finally:

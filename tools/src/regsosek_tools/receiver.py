@@ -41,15 +41,15 @@ import random
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, Callable
-
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from regsosek import standard_webhooks
 from regsosek.signing import HEADER as SIGNATURE_HEADER

@@ -39,10 +39,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from regsosek.auth import Role, local_jwks_file, mint
+from regsosek.contracts import FamilyInterview
 from regsosek.programmes import PROGRAMME_CODES
 from regsosek.progress import Progress
-from regsosek.contracts import FamilyInterview
-
 from regsosek_tools import receiver as receiver_mod
 from regsosek_tools.processes import DEFAULT_PORTS, ROOT, ServiceNotReady, pipeline, port_in_use, running, stack_env
 from regsosek_tools.sample import Sample, generate, officer_areas, officer_for

@@ -24,8 +24,8 @@ import random
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cache
 from datetime import date, datetime, time, timedelta, timezone
+from functools import cache
 
 from regsosek import areas
 from regsosek.contracts import FamilyInterview, SlsRoster

@@ -30,7 +30,6 @@ from pathlib import Path
 
 from classify.model import DATA, FEATURE_NAMES, PmtModel, features
 from regsosek.contracts import household_profile
-
 from regsosek_tools.sample import generate
 
 DEFAULT_TRUTH = DATA / "pmt-illustrative-2022.1.yaml"

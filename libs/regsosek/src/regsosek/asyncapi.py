@@ -44,8 +44,8 @@ from pydantic import TypeAdapter
 from regsosek import contracts, examples
 from regsosek.contracts import EVENT_TYPES, Contract
 from regsosek.contracts.identifiers import SlsId
-from regsosek.pseudonyms import DEVELOPMENT_NIK_HASH_KEY
 from regsosek.envelope import CONTENT_TYPE, SPEC_VERSION
+from regsosek.pseudonyms import DEVELOPMENT_NIK_HASH_KEY
 from regsosek.settings import ServiceSettings
 from regsosek.topics import TopicSpec, specs
 

@@ -22,7 +22,7 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import asyncpg
@@ -156,9 +156,9 @@ async def audit_log(
     from regsosek.service import runtime_of
 
     if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=timezone.utc)
+        since = since.replace(tzinfo=UTC)
     if until is not None and until.tzinfo is None:
-        until = until.replace(tzinfo=timezone.utc)
+        until = until.replace(tzinfo=UTC)
     async with runtime_of(request).pool.acquire() as conn:
         rows = await query(conn, since=since, until=until, actor=actor, object_id=object, action=action, limit=limit)
         # reading the audit log is itself audited (its own insert)
@@ -172,9 +172,9 @@ async def audit_log(
 def _parse_time(value: str) -> datetime:
     if value.endswith(("d", "h")) and value[:-1].isdigit():  # 7d, 12h: that long ago
         n = int(value[:-1])
-        return datetime.now(timezone.utc) - (timedelta(days=n) if value.endswith("d") else timedelta(hours=n))
+        return datetime.now(UTC) - (timedelta(days=n) if value.endswith("d") else timedelta(hours=n))
     t = datetime.fromisoformat(value)
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 async def _cli(a: argparse.Namespace) -> list[dict]:

@@ -50,7 +50,7 @@ class Probe:
             problem = await asyncio.wait_for(self.attempt(), self.timeout_s)
         except asyncio.CancelledError:
             raise
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             problem = f"no answer within {self.timeout_s:g}s"
         except Exception as e:  # noqa: BLE001 - the reason is the error's type: messages may quote data
             problem = f"unreachable ({type(e).__name__})"

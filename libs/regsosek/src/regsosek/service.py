@@ -49,9 +49,9 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from regsosek import asyncapi, db, health, http_limits, kafka_security, retention, telemetry
-from regsosek.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from regsosek.contracts import Contract
 from regsosek.messaging import EventConsumer, Handler, Outbox, OutboxRelay, RelayWakeup, UnitOfWork
+from regsosek.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from regsosek.settings import ServiceSettings
 from regsosek.topics import Topic
 

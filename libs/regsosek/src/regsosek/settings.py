@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pydantic import Field, PrivateAttr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from regsosek.auth import (ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, LOCAL_ISSUER, TokenVerifier, audience_of,
-                           local_jwks_file)
+from regsosek.auth import ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, LOCAL_ISSUER, TokenVerifier, audience_of, local_jwks_file
 from regsosek.jwks import MAX_JWKS_BYTES, JwksFile, JwksUrl
 from regsosek.kafka_security import KafkaClientSettings
 from regsosek.keys import InsecureSecret

@@ -7,14 +7,13 @@ import asyncio
 import logging
 from pathlib import Path
 
-from regsosek.db import Backoff, is_transient
-from regsosek.service import Runtime, ServiceDefinition, build_app, serve
-from regsosek.topics import Topic
-
 from classify.handlers import Classifier
 from classify.model import PmtModel, PovertyLines, RuleSet
 from classify.reclassify import Busy, StaleVersions, rerank
 from classify.settings import ClassifySettings
+from regsosek.db import Backoff, is_transient
+from regsosek.service import Runtime, ServiceDefinition, build_app, serve
+from regsosek.topics import Topic
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 log = logging.getLogger("classify.areas")

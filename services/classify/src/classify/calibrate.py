@@ -65,10 +65,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from regsosek import progress
 
 from classify.model import FEATURE_NAMES, PovertyLines
 from classify.settings import ClassifySettings
+from regsosek import progress
 
 SELECTIONS = ("none", "pvalue", "aic")
 COLLINEAR_TOL = 1e-8

@@ -16,13 +16,12 @@ from typing import Any
 
 import asyncpg
 
-from regsosek import db
-from regsosek.progress import Progress, progress
-
 from classify.app import MIGRATIONS, load_classifier
 from classify.reclassify import StaleVersions, drain_outbox
 from classify.settings import ClassifySettings
 from classify.store import Config
+from regsosek import db
+from regsosek.progress import Progress, progress
 
 
 def common_arguments(parser: argparse.ArgumentParser, settings: ClassifySettings) -> None:

@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from regsosek.contracts import Contribution, FlagReason, HouseholdProfile, ProgrammeDecision, WelfareGroup
-
 from classify.model import PmtModel, PovertyLines, RuleSet, components, features
 from classify.ranking import Placement, rank_value, reference_placement
+from regsosek.contracts import Contribution, FlagReason, HouseholdProfile, ProgrammeDecision, WelfareGroup
 
 TOP_FACTORS = 5
 FKP_NOTE = "; ranked within welfare group {} set by village consultation (FKP)"

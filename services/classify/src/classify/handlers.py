@@ -3,6 +3,10 @@ family classifications and programme eligibility out."""
 
 from __future__ import annotations
 
+from classify import store
+from classify.domain import VerifyDecision, is_family_decision, supersedes
+from classify.model import PmtModel, PovertyLines, RuleSet
+from classify.store import Config
 from regsosek import audit
 from regsosek.contracts import (
     FamilyErased,
@@ -14,11 +18,6 @@ from regsosek.contracts import (
     WelfareGroup,
 )
 from regsosek.messaging import Incoming, UnitOfWork
-
-from classify import store
-from classify.domain import VerifyDecision, is_family_decision, supersedes
-from classify.model import PmtModel, PovertyLines, RuleSet
-from classify.store import Config
 
 
 class Classifier:

@@ -26,9 +26,8 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from regsosek.contracts import WelfareGroup
-
 from classify.model import PovertyLines
+from regsosek.contracts import WelfareGroup
 
 DECILES = 10
 SCOPES = ("national", "province")

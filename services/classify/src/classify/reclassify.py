@@ -38,15 +38,14 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from regsosek.contracts import HouseholdProfile
-from regsosek.messaging import Outbox, RelayWakeup
-from regsosek.messaging.relay import RELAY_LOCK, OutboxRelay, make_producer
-from regsosek.settings import ServiceSettings
-
 from classify import store
 from classify.domain import fkp_note
 from classify.ranking import NATIONAL, Placement, Ranked, cutpoints, partition_of, rank_deciles
 from classify.store import SOURCE, Config
+from regsosek.contracts import HouseholdProfile
+from regsosek.messaging import Outbox, RelayWakeup
+from regsosek.messaging.relay import RELAY_LOCK, OutboxRelay, make_producer
+from regsosek.settings import ServiceSettings
 
 LOCK = 7316101  # one re-rank or replay at a time in a classify database
 

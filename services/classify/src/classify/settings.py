@@ -2,9 +2,8 @@
 
 from pathlib import Path
 
-from regsosek.settings import ServiceSettings
-
 from classify.model import DATA
+from regsosek.settings import ServiceSettings
 
 
 class ClassifySettings(ServiceSettings):

@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from classify.domain import Classification, VerifyDecision, classify
+from classify.model import PmtModel, PovertyLines, RuleSet
+from classify.ranking import NATIONAL, CutPoints, Placement, reference_placement
 from regsosek.contracts import (
     EligibilityDecided,
     FamilyClassified,
@@ -24,10 +27,6 @@ from regsosek.contracts import (
 )
 from regsosek.messaging import Outbox
 from regsosek.topics import Topic
-
-from classify.domain import Classification, VerifyDecision, classify
-from classify.model import PmtModel, PovertyLines, RuleSet
-from classify.ranking import NATIONAL, CutPoints, Placement, reference_placement
 
 SOURCE = "/regsosek/classify"
 

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from intake import domain, store
+from intake.domain import Problem
 from regsosek import audit
 from regsosek.auth import Principal, Role, bearer
 from regsosek.contracts import FamilyInterview, FkpAdjustment, SlsRoster, VerificationResolved
 from regsosek.service import runtime_of
 from regsosek.topics import Topic
-
-from intake import domain, store
-from intake.domain import Problem
 
 router = APIRouter(prefix="/v1")
 

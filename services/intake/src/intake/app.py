@@ -9,15 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from intake import erasure, store
+from intake.api import router
+from intake.handlers import HANDLERS
+from intake.settings import IntakeSettings
 from regsosek import audit
 from regsosek.retention import Rule
 from regsosek.service import ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
-
-from intake import erasure, store
-from intake.api import pydantic_problems, router
-from intake.handlers import HANDLERS
-from intake.settings import IntakeSettings
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -29,8 +28,8 @@ async def seal_clear_bodies(runtime) -> None:
     import asyncio
     import logging
 
-    from regsosek import db
     from intake.rotate_keys import rotate
+    from regsosek import db
 
     while True:
         try:

@@ -15,14 +15,13 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
+from intake import domain, store
 from regsosek import audit
 from regsosek.auth import Principal, Role, bearer
 from regsosek.contracts import ErasureReason, FamilyErased
 from regsosek.contracts.identifiers import is_family_id
 from regsosek.service import runtime_of
 from regsosek.topics import Topic
-
-from intake import domain, store
 
 router = APIRouter(prefix="/v1", tags=["operations"])
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from intake import store
 from regsosek.contracts import (
     EligibilityDecided,
     EligibilityDelivered,
@@ -16,8 +17,6 @@ from regsosek.contracts import (
     InterviewVerifiedV1,
 )
 from regsosek.messaging import Incoming, UnitOfWork
-
-from intake import store
 
 
 async def on_verified(uow: UnitOfWork, msg: Incoming) -> None:

@@ -19,10 +19,9 @@ import asyncio
 import sys
 import time
 
-from regsosek import db
-
 from intake import store
 from intake.settings import IntakeSettings
+from regsosek import db
 
 
 async def rotate(pool, batch: int, *, dry_run: bool = False, out=sys.stdout) -> int:

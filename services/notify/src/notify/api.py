@@ -11,16 +11,15 @@ from uuid import UUID, uuid4
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field, StringConstraints
 
+from notify import store
+from notify.delivery import callback_problem_now
+from notify.domain import Filters, Refusal, narrow, subscription_limit_problem
 from regsosek import audit
 from regsosek.auth import Principal, Role, bearer
 from regsosek.contracts.identifiers import AreaPrefix
 from regsosek.service import runtime_of
 from regsosek.standard_webhooks import whsec_form
 from regsosek.topics import Topic
-
-from notify import store
-from notify.delivery import callback_problem_now
-from notify.domain import Filters, Refusal, narrow, subscription_limit_problem
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 PROGRAMME = bearer(lambda r: runtime_of(r).settings.token_verifier(), Role.PROGRAMME)

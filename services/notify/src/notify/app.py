@@ -6,18 +6,17 @@ from pathlib import Path
 
 import yaml
 
+from notify import dci, handlers, store, webhook_keys
+from notify.api import router
+from notify.delivery import deliver_forever, publish_lag_forever
+from notify.domain import AccessRules, parse_access
+from notify.handlers import HANDLERS
+from notify.settings import NotifySettings
 from regsosek import audit
 from regsosek.programmes import PROGRAMME_CODES
 from regsosek.retention import Rule
 from regsosek.service import ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
-
-from notify import dci, handlers, store, webhook_keys
-from notify.domain import AccessRules, parse_access
-from notify.api import router
-from notify.delivery import deliver_forever, publish_lag_forever
-from notify.handlers import HANDLERS
-from notify.settings import NotifySettings
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 

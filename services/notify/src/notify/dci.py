@@ -28,14 +28,13 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from regsosek import audit
-from regsosek.auth import KeysUnavailable, Principal, Role, refusal_reason
-from regsosek.service import Runtime, runtime_of
-
 from notify import dci_domain as dd
 from notify import handlers, store
 from notify.delivery import _acked, callback_problem_now, make_client
 from notify.domain import Refusal, narrow, subscription_limit_problem
+from regsosek import audit
+from regsosek.auth import KeysUnavailable, Principal, Role, refusal_reason
+from regsosek.service import Runtime, runtime_of
 
 log = logging.getLogger("notify.dci")
 router = APIRouter(prefix="/dci", tags=["DCI Social Registry"])

@@ -29,6 +29,9 @@ import orjson
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge
 
+from notify import dci_domain, store
+from notify.domain import Outcome, callback_problem, is_public_address, outcome_of, retry_delay
+from notify.settings import NotifySettings, SigningKey
 from regsosek import standard_webhooks
 from regsosek.contracts import EligibilityDelivered
 from regsosek.db import Backoff, is_transient
@@ -37,10 +40,6 @@ from regsosek.service import Runtime
 from regsosek.signing import HEADER, sign
 from regsosek.telemetry import context_from_headers, in_trace_of
 from regsosek.topics import Topic
-
-from notify import dci_domain, store
-from notify.domain import Outcome, callback_problem, is_public_address, outcome_of, retry_delay
-from notify.settings import NotifySettings, SigningKey
 
 log = logging.getLogger("notify.delivery")
 _tracer = trace.get_tracer("notify.delivery")

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from notify import store
+from notify.domain import AccessRules, Filters, newer_decision, payload_for, recipients
 from regsosek import audit
 from regsosek.contracts import EligibilityDecided, FamilyErased
 from regsosek.messaging import Incoming, UnitOfWork
 from regsosek.telemetry import current_trace_headers
 from regsosek.topics import Topic
-
-from notify import store
-from notify.domain import AccessRules, Filters, newer_decision, payload_for, recipients
 
 # What each programme may receive (data/programme-access-*.yaml); set once by app.definition.
 access: AccessRules | None = None

@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 from regsosek.auth import Principal, Role, bearer
 from regsosek.contracts.identifiers import AreaPrefixOrEmpty
 from regsosek.service import runtime_of
-
 from verify import domain, store
 from verify.disclosure import suppress_breakdown
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from regsosek.db import is_transient
 from regsosek.service import Runtime, ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
-
 from verify import handlers, pseudonymise, store
 from verify.api import router
 from verify.handlers import HANDLERS

@@ -26,7 +26,6 @@ from regsosek.contracts import (
 from regsosek.messaging import Incoming, PermanentError, UnitOfWork
 from regsosek.telemetry import current_trace_headers, in_trace_of
 from regsosek.topics import Topic
-
 from verify import domain, store
 from verify.settings import VerifySettings
 

@@ -26,7 +26,6 @@ import asyncpg
 from regsosek import db
 from regsosek.contracts import FamilyInterview, SlsRoster, pseudonymise_interview, pseudonymise_roster
 from regsosek.pseudonyms import kk_hash_hex
-
 from verify import store
 
 log = logging.getLogger("verify.pseudonymise")

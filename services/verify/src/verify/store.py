@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from regsosek.contracts import FamilyErased, InterviewSubmitted as FamilyInterview, RosterStatus
+from regsosek.contracts import FamilyErased, RosterStatus
+from regsosek.contracts import InterviewSubmitted as FamilyInterview
 from regsosek.contracts import RosterSubmitted as SlsRoster
 from regsosek.messaging import UnitOfWork
-
 from verify.domain import Decision, Key, Progress, Roster, RosterEntry
 
 SLS_LOCK = 7316003  # advisory lock namespace: one SLS's rosters, interviews and resolutions apply one at a time

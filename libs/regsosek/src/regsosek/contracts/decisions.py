@@ -4,15 +4,15 @@ supervisor resolutions and village consultation (FKP) adjustments."""
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID
 from enum import IntEnum, StrEnum
 from typing import Annotated
+from uuid import UUID
 
 from pydantic import Field, StringConstraints, model_validator
 
 from regsosek.contracts.base import Contract
-from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId
 from regsosek.contracts.household import HouseholdProfile, household_profile
+from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId
 from regsosek.contracts.interview import FamilyInterview
 
 Text = Annotated[str, StringConstraints(max_length=500)]

@@ -60,7 +60,7 @@ from regsosek.envelope import Envelope, EnvelopeError, decode, read_headers, saf
 from regsosek.messaging import tolerant_fetch  # noqa: F401  (installs the tolerant fetcher)
 from regsosek.messaging.faults import FaultPoint, reject_event_types
 from regsosek.messaging.outbox import Outbox, OutgoingRecord, RelayWakeup, header_key_bytes
-from regsosek.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, BATCH_SECONDS
+from regsosek.metrics import BATCH_SECONDS, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 from regsosek.settings import ServiceSettings
 from regsosek.telemetry import context_from_headers
 from regsosek.topics import Topic
