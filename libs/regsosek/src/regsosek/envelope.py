@@ -50,6 +50,11 @@ class Envelope:
         return h
 
 
+def source_of(service: str) -> str:
+    """The CloudEvents `source` of everything a service produces: `/regsosek/<service>` (one rule)."""
+    return f"/regsosek/{service}"
+
+
 def new_envelope(
     data: Contract, *, source: str, subject: str, trace: dict[str, str] | None = None, event_id: str | None = None
 ) -> Envelope:

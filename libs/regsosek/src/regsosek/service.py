@@ -50,6 +50,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from regsosek import asyncapi, db, health, http_limits, kafka_security, retention, telemetry
 from regsosek.contracts import Contract
+from regsosek.envelope import source_of
 from regsosek.messaging import EventConsumer, Handler, Outbox, OutboxRelay, RelayWakeup, UnitOfWork
 from regsosek.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from regsosek.settings import ServiceSettings
@@ -126,7 +127,7 @@ class Runtime:
     @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
         """One transaction; events published through it are committed with it."""
-        outbox = Outbox(f"/regsosek/{self.settings.service_name}")
+        outbox = Outbox(source_of(self.settings.service_name))
         async with self.pool.acquire() as conn, conn.transaction():
             uow = UnitOfWork(conn, outbox)
             yield uow
