@@ -72,6 +72,7 @@ DAY_MS = 24 * 3600 * 1000
 
 def retention_ms(topic: dict, profile: str) -> str:
     """A topic's retention.ms in a profile, from its `retention_days` (days; -1 keeps forever)."""
+    profile = _registry()["profiles"][profile].get("retention_days_from", profile)
     days = int(topic["retention_days"][profile])
     return "-1" if days < 0 else str(days * DAY_MS)
 
