@@ -132,3 +132,9 @@ def test_the_password_never_shows():
     with pytest.raises(Exception) as e:
         KafkaClientSettings(kafka_security_protocol="NOPE", kafka_sasl_password=PASSWORD)
     assert PASSWORD not in str(e.value)
+
+
+def test_a_cluster_bootstrap_list_is_split_into_hosts() -> None:
+    s = ServiceSettings(kafka_bootstrap="127.0.0.1:19092, 127.0.0.1:19192,127.0.0.1:19292")
+    assert s.kafka_bootstrap_servers == ["127.0.0.1:19092", "127.0.0.1:19192", "127.0.0.1:19292"]
+    assert ServiceSettings(kafka_bootstrap="kafka:9092").kafka_bootstrap_servers == ["kafka:9092"]

@@ -129,6 +129,12 @@ class KafkaClientSettings(BaseSettings):
         cls = SASLScram512 if self.kafka_sasl_mechanism == "SCRAM-SHA-512" else SASLScram256
         return cls(self.kafka_sasl_username, self.kafka_sasl_secret(), ssl_context=ctx, use_ssl=self.kafka_uses_ssl)
 
+    @property
+    def kafka_bootstrap_servers(self) -> list[str]:
+        """REGSOSEK_KAFKA_BOOTSTRAP as a list ("host:port,host:port" on a cluster): FastStream takes a
+        single string as one host, so clients that are not plain aiokafka get the list."""
+        return [h.strip() for h in self.kafka_bootstrap.split(",") if h.strip()]
+
     def kafka_description(self) -> str:
         """For logs and error messages: protocol and user, never the password."""
         who = f" as {self.kafka_sasl_username}" if self.kafka_uses_sasl else ""

@@ -179,7 +179,7 @@ def build_app(definition: ServiceDefinition) -> FastAPI:
                               asyncio.create_task(relay.watch(), name="outbox-monitor")]
             if definition.handlers:
                 runtime.starting = "connecting to Kafka"
-                broker = KafkaBroker(s.kafka_bootstrap, logger=logging.getLogger("faststream"),
+                broker = KafkaBroker(s.kafka_bootstrap_servers, logger=logging.getLogger("faststream"),
                                      client_id=f"regsosek-{s.service_name}", security=s.kafka_faststream_security())
                 EventConsumer(s, lambda: runtime.pool, definition.handlers, definition.topics, runtime.wakeup).attach(broker)
                 await _start_broker(broker, s)
