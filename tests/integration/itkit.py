@@ -394,12 +394,14 @@ class World:
         await drop_databases([self.database(s) for s in self.services])
         await delete_topics_and_groups([self.topic(t) for t in Topic], [self.group(s) for s in self.services])
 
-    def process(self, name: str, **env: str) -> ServiceProcess:
+    def process(self, name: str, port: int | None = None, **env: str) -> ServiceProcess:
         """A service of this world, not yet started; `env` adds e.g. a fault variable. A second
-        instance next to a live one gets a port of its own (the first keeps `ports[name]`)."""
-        port = self.ports[name]
-        if any(p.name == name and p.alive for p in self.processes):
-            port = free_port()
+        instance next to a live one gets a port of its own (the first keeps `ports[name]`) unless
+        `port` names one (a replacement on the port of an instance that stopped)."""
+        if port is None:
+            port = self.ports[name]
+            if any(p.name == name and p.alive for p in self.processes):
+                port = free_port()
         overrides = {
             FAULT_EXIT_AFTER_DB_COMMIT: "",  # off unless a test arms it
             FAULT_RELAY_EXIT_AFTER_SENDS: "",
