@@ -40,6 +40,7 @@ env_lines() {
     pg_base="$(bash "$S/postgres.sh" url)"
     printf 'export REGSOSEK_KAFKA_BOOTSTRAP=%q\n' "$(bootstrap)"
     printf 'export REGSOSEK_KAFKA_BROKERS=%q\n' "$BROKERS"
+    printf 'export REGSOSEK_TOPIC_PROFILE=%q\n' "$(clustered && echo cluster || echo local)"
     printf 'export REGSOSEK_PG_URL_BASE=%q\n' "$pg_base"
     printf 'export REGSOSEK_KAFKA_PORT=%q\n' "$KAFKA_PORT"
     [[ -n "${REGSOSEK_PG_EXTERNAL_URL:-}" ]] || printf 'export REGSOSEK_PG_PORT=%q\n' "$PG_PORT"

@@ -132,10 +132,13 @@ def produced_by(service: str) -> list[str]:
     return [s.name for s in specs() if service in s.producers]
 
 
-async def create_topics(bootstrap: str, profile: str = "local", prefix: str | None = None,
+async def create_topics(bootstrap: str, profile: str | None = None, prefix: str | None = None,
                         security: KafkaClientSettings | None = None) -> list[str]:
     """Create missing topics; existing ones are left as they are. Returns created names.
-    TLS and SASL from `security`, else from the environment (regsosek.kafka_security)."""
+    The profile defaults to REGSOSEK_TOPIC_PROFILE (`local`; `cluster` on the local three-broker
+    cluster, which scripts/stack.sh exports). TLS and SASL from `security`, else from the environment
+    (regsosek.kafka_security)."""
+    profile = profile or os.environ.get("REGSOSEK_TOPIC_PROFILE") or "local"
     prefix = os.environ.get("REGSOSEK_TOPIC_PREFIX", "") if prefix is None else prefix
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("create")
     c.add_argument("--bootstrap", required=True)
-    c.add_argument("--profile", default="local")
+    c.add_argument("--profile", default=None, help="topic profile (default REGSOSEK_TOPIC_PROFILE, else local)")
     r = sub.add_parser("render-strimzi")
     r.add_argument("--profile", default="production")
     r.add_argument("--namespace", default="regsosek")
