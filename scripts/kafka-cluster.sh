@@ -92,12 +92,8 @@ render_and_format() {
 }
 
 launch() {
-    local n="$1" d pid
+    local n="$1" d
     d="$(node_dir "$n")"
-    if pid="$(running_pid "$n")"; then
-        log "node $n already running (pid $pid)"
-        return 0
-    fi
     port_open "$HOST" "$(port_of "$n")" && die "port $(port_of "$n") (node $n) is in use by another process"
     render_and_format "$n"
     : >"$d/logs/started.marker"
@@ -138,9 +134,17 @@ cmd_start() {
     ((${#nodes[@]})) || mapfile -t nodes < <(all_nodes)
     runtime
     mkdir -p "$CDIR"
-    local n
-    for n in "${nodes[@]}"; do launch "$n"; done
-    wait_ready "${nodes[@]}"  # the first node is ready only once a majority of the controllers runs
+    local n launched=()
+    for n in "${nodes[@]}"; do
+        if running_pid "$n" >/dev/null; then
+            log "node $n already running on $HOST:$(port_of "$n")"
+        else
+            launch "$n"
+            launched+=("$n")
+        fi
+    done
+    # The first node is ready only once a majority of the controllers runs.
+    ((${#launched[@]} == 0)) || wait_ready "${launched[@]}"
     log "cluster bootstrap: $(cmd_bootstrap)"
 }
 
