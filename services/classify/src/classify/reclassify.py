@@ -234,11 +234,11 @@ class Reclassifier:
                      on_commit: Callable[[], None] | None = None) -> ReplayReport:
         versions = self.config.versions
         async with stores.exclusive(pool):
-            async with pool.acquire() as conn, conn.transaction():
-                run, resumed = await self.store_for(conn).start_replay(versions)
-            report = ReplayReport(run_id=run["id"], resumed=resumed, versions=versions,
-                                  total_examined=run["examined"], total_changed=run["changed"])
-            cursor = run["cursor"]
+            async with unit_of_work(pool, "classify") as uow:
+                run = await self.store_for(uow.conn).start_replay(versions)
+            report = ReplayReport(run_id=run.id, resumed=run.resumed, versions=versions,
+                                  total_examined=run.examined, total_changed=run.changed)
+            cursor = run.cursor
             while (max_batches is None or report.batches < max_batches) and not report.finished:
                 async with unit_of_work(pool, "classify", on_commit) as uow:
                     cursor = await self._replay_batch(self.store_for(uow.conn), uow.outbox, cursor, batch_size, report)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -254,6 +255,17 @@ async def exclusive(pool: asyncpg.Pool, *, wait: bool = True) -> AsyncIterator[b
                 await conn.execute("select pg_advisory_unlock($1)", LOCK)
 
 
+@dataclass(frozen=True)
+class ReplayRun:
+    """A replay to one set of versions, as far as its committed batches went."""
+
+    id: int
+    cursor: str  # the last family id gone through
+    examined: int
+    changed: int
+    resumed: bool  # an unfinished run taken up again
+
+
 class RerankStore(ClassifyStore):
     """What re-rank, replay and the area re-rank queue add: families in batches, rankings, replay runs."""
 
@@ -326,20 +338,21 @@ class RerankStore(ClassifyStore):
 
     # ------------------------------------------------------------ replay runs
 
-    async def start_replay(self, versions: tuple[str, str, str]) -> tuple[asyncpg.Record, bool]:
-        """The unfinished replay run to `versions` (resumed: True), or a new one; unfinished runs to
-        other versions are closed as superseded."""
+    async def start_replay(self, versions: tuple[str, str, str]) -> ReplayRun:
+        """The unfinished replay run to `versions` (resumed), or a new one; unfinished runs to other
+        versions are closed as superseded."""
         runs = await self.conn.fetch("select * from replay_runs where finished_at is null order by id")
         run = next((r for r in runs if (r["model_version"], r["lines_version"], r["rule_version"]) == versions), None)
         for r in runs:
             if r is not run:
                 await self.conn.execute("update replay_runs set finished_at = now(), outcome = 'superseded' "
                                         "where id = $1", r["id"])
-        if run is not None:
-            return run, True
-        return await self.conn.fetchrow(
-            "insert into replay_runs (model_version, lines_version, rule_version) values ($1, $2, $3) "
-            "returning *", *versions), False
+        resumed = run is not None
+        if run is None:
+            run = await self.conn.fetchrow(
+                "insert into replay_runs (model_version, lines_version, rule_version) values ($1, $2, $3) "
+                "returning *", *versions)
+        return ReplayRun(run["id"], run["cursor"], run["examined"], run["changed"], resumed)
 
     async def replay_examined(self, versions: tuple[str, str, str]) -> int:
         """Families an unfinished replay to `versions` already went through."""
