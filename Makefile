@@ -70,7 +70,7 @@ clean: stack-down
 calibrate-demo: setup
 	mkdir -p .local/calibration
 	$(PY) -m regsosek_tools.survey --seed $(SEED) --families 20000 --out .local/calibration/survey.csv
-	$(PY) -m classify.calibrate --survey .local/calibration/survey.csv --regency-effects --select aic \
+	$(PY) -m regsosek_tools.calibration --survey .local/calibration/survey.csv --regency-effects --select aic \
 	  --out .local/calibration/pmt-calibrated.yaml
 
 # The national-scale benchmark (issue 7): throughput, latency at fixed offered rates,

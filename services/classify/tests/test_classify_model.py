@@ -310,7 +310,8 @@ def test_reasons_mention_thresholds():
     assert RULE["sembako"].decide(6, G.MISKIN, comps()) == (False, ["decile 6 > 5"])
     assert RULE["blt_desa"].decide(1, G.MISKIN, comps()) == (False, ["welfare group 2 > 1"])
     assert RULE["pbi_jkn"].decide(1, G.RENTAN_MISKIN, comps()) == (True, ["welfare group 3 <= 3"])
-    assert RULE["pip"].decide(4, G.MISKIN, comps()) == (False, ["decile 4 <= 4", "none of the components: school_age_child_attending"])
+    assert RULE["pip"].decide(4, G.MISKIN, comps()) == (
+        False, ["decile 4 <= 4", "none of the components: school_age_child_attending"])
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """What the operator commands (classify.rerank, classify.replay) share: the service's
-settings and files from the environment (REGSOSEK_*, as the service reads them), a
-database pool with the service's migrations applied, progress (a bar with rate and ETA
-on a terminal, a log line every 10 s elsewhere: regsosek.progress) and publishing what
-they wrote to the outbox."""
+settings and files from the environment (REGSOSEK_*, as the service reads them), the
+service's composition (app.py) over a database pool with the service's migrations applied
+(regsosek.composition), progress (a bar with rate and ETA on a terminal, a log line every
+10 s elsewhere: regsosek.progress) and publishing what they wrote to the outbox
+(`CommandRoot.drain`)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from typing import Any
 
 import asyncpg
 
-from classify.app import MIGRATIONS, load_classifier
-from classify.reclassify import StaleVersions, drain_outbox
+from classify import app
+from classify.domain import Config
+from classify.reclassify import Reclassifier, StaleVersions
 from classify.settings import ClassifySettings
-from classify.store import Config
-from regsosek import db
+from classify.store import RerankStore
+from regsosek.composition import open_command
 from regsosek.progress import Progress, progress
 
 
@@ -33,37 +35,33 @@ def common_arguments(parser: argparse.ArgumentParser, settings: ClassifySettings
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-Work = Callable[[asyncpg.Pool, Config, Callable[[], None]], Awaitable[Any]]
+Work = Callable[[Reclassifier, asyncpg.Pool, Callable[[], None]], Awaitable[Any]]
 # (families to go through in all, of which already done) for the progress display
-Count = Callable[[asyncpg.Connection, Config], Awaitable[tuple[int, int]]]
+Count = Callable[[RerankStore, Config], Awaitable[tuple[int, int]]]
 
 
-async def count_families(conn: asyncpg.Connection, cfg: Config) -> tuple[int, int]:
-    return await conn.fetchval("select count(*) from families"), 0
+async def count_families(store: RerankStore, cfg: Config) -> tuple[int, int]:
+    return await store.family_count(), 0
 
 
 def run(settings: ClassifySettings, args: argparse.Namespace, work: Work, show: Callable[[Any], None],
         *, what: str = "families", count: Count = count_families) -> int:
-    """Runs `work(pool, config, on_commit)`; `on_commit` is called after each committed batch of
+    """Runs `work(reclassifier, pool, on_commit)`; `on_commit` is called after each committed batch of
     `args.batch_size` families and advances the progress display."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
-    for noisy in ("aiokafka", "regsosek.messaging", "classify"):
+    for noisy in ("aiokafka", "regsosek.messaging", "regsosek.relay", "classify"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     async def main() -> Any:
-        pool = await db.connect_pool(settings.dsn(), max_size=4, wait_s=30)
-        try:
-            await db.migrate(pool, MIGRATIONS)
-            cfg = load_classifier(settings).config
-            async with pool.acquire() as conn:
-                total, done = await count(conn, cfg)
+        async with open_command(settings, app.MIGRATIONS) as root:
+            config = app.load_config(settings)
+            async with root.pool.acquire() as conn:
+                total, done = await count(RerankStore(conn), config)
             with progress(what, total, unit="families", initial=min(done, total)) as p:
-                report = await work(pool, cfg, batch_counter(p, args.batch_size))
+                report = await work(app.reclassifier(config), root.pool, batch_counter(p, args.batch_size))
             if not args.outbox_only:
-                await drain_outbox(pool, settings)
+                await root.drain()
             return report
-        finally:
-            await pool.close()
 
     try:
         report = asyncio.run(main())

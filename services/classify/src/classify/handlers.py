@@ -1,12 +1,17 @@
-"""Classify's handlers: verified families (their HouseholdProfile) and FKP adjustments in;
-family classifications and programme eligibility out."""
+"""Classify's handlers: verified families (their HouseholdProfile), flags, FKP adjustments and
+erasures in; family classifications and programme eligibility out. Each handler loads the
+family's state once (store), lets the domain decide in one call, saves (store) and publishes
+(publisher)."""
 
 from __future__ import annotations
 
-from classify import store
-from classify.domain import VerifyDecision, is_family_decision, supersedes
-from classify.model import PmtModel, PovertyLines, RuleSet
-from classify.store import Config
+from collections.abc import Callable
+
+from classify.domain import Config, Decision, decide_fkp, decide_flag, decide_verification
+from classify.publisher import Publisher
+from classify.ranking import Placement
+from classify.settings import ClassifySettings
+from classify.store import ClassifyStore
 from regsosek import audit
 from regsosek.contracts import (
     FamilyErased,
@@ -15,36 +20,28 @@ from regsosek.contracts import (
     InterviewFlagged,
     InterviewVerified,
     InterviewVerifiedV1,
-    WelfareGroup,
 )
 from regsosek.messaging import Incoming, UnitOfWork
 
 
 class Classifier:
-    def __init__(self, model: PmtModel, lines: PovertyLines, rules: RuleSet) -> None:
-        self.model, self.lines, self.rules = model, lines, rules
-        self.config = Config(model, lines, rules)
+    def __init__(self, settings: ClassifySettings, config: Config, publisher: Publisher,
+                 store_for: Callable[[UnitOfWork], ClassifyStore] = lambda uow: ClassifyStore(uow.conn)) -> None:
+        self.settings = settings
+        self.config = config
+        self.publisher = publisher
+        self.store_for = store_for
 
-    async def apply(self, uow: UnitOfWork, p: HouseholdProfile) -> None:
-        """Classify one family as it arrives: its decile is provisional (see ranking.py)."""
-        fkp = (await store.fkp_groups(uow.conn, [p.family_id])).get(p.family_id)
-        seq = (await store.next_decision_seqs(uow.conn, [p.family_id]))[p.family_id]
-        await self._classify(uow, p, fkp, seq)
-
-    async def _classify(self, uow: UnitOfWork, p: HouseholdProfile, fkp: WelfareGroup | None, seq: int) -> None:
-        conn = uow.conn
-        key = ("placement", p.sls_id[:2])  # the latest ranking of the province, read once per batch
+    async def _placement(self, uow: UnitOfWork, store: ClassifyStore, sls_id: str) -> Placement:
+        """The decile placement of the family's province: the latest ranking, read once per batch."""
+        key = ("placement", sls_id[:2])
         if key not in uow.cache:
-            uow.cache[key] = await store.placement_for(conn, p.sls_id, self.model)
-        placement = uow.cache[key]
-        c = self.config.classify(p, fkp, placement)
-        await store.save(conn, p, c, self.config, placement.ranking_id)
-        store.publish(uow.outbox, p, c, self.config, seq)
+            uow.cache[key] = await store.placement_for(sls_id, self.config.model)
+        return uow.cache[key]
 
     async def on_verified(self, uow: UnitOfWork, msg: Incoming) -> None:
-        """Classify the family, unless a newer decision of verify's was applied already (a flag
-        that arrived first, on its own topic, or a later verification): verify's decision
-        sequence decides, never the order of arrival (docs/ORDERING.md)."""
+        """Classify the family, unless a newer decision of verify's was applied already: verify's
+        decision sequence decides, never the order of arrival (docs/ORDERING.md)."""
         await self._verified(uow, msg.data)
 
     async def on_verified_v1(self, uow: UnitOfWork, msg: Incoming) -> None:
@@ -54,50 +51,60 @@ class Classifier:
         await self._verified(uow, e.upgraded())
 
     async def _verified(self, uow: UnitOfWork, e: InterviewVerified) -> None:
-        incoming = VerifyDecision(e.decision_seq, e.profile.version, e.verified_at, verified=True)
-        cur = await store.classified_for_update(uow.conn, e.family_id)
-        if await store.is_erased(uow.conn, e.family_id):
-            return  # erased: a verification retained or re-driven from before does not classify it again
-        if not supersedes(incoming, await store.verify_order(uow.conn, e.family_id)):
-            return  # stale: a newer verification or flag of this family was applied
-        seq = await store.record_verify_decision(uow.conn, e.family_id, incoming, publishes=True)
-        await self._classify(uow, e.profile, WelfareGroup(cur["fkp"]) if cur["fkp"] else None, seq)
+        store = self.store_for(uow)
+        state = await store.state_for_verification(e.family_id)
+        placement = await self._placement(uow, store, e.profile.sls_id)
+        await self._carry_out(uow, store, decide_verification(self.config, state, e, placement), e.family_id,
+                              e.profile, placement)
 
     async def on_flagged(self, uow: UnitOfWork, msg: Incoming) -> None:
-        """The family is no longer (or not yet) verified: a classified family's eligibility is
-        withdrawn; a family not classified keeps the flag, so the verification it withdraws,
-        should it arrive later, is stale. An older flag changes nothing."""
+        """A classified family's eligibility is withdrawn; one not classified keeps the flag, so the
+        verification it withdraws, should it arrive later, is stale (domain.decide_flag)."""
         e: InterviewFlagged = msg.data
-        if not is_family_decision(e.reason):
-            return  # a duplicate interview: the family's verification is unchanged
-        incoming = VerifyDecision(e.decision_seq, e.version, e.flagged_at, verified=False)
-        await store.classified_for_update(uow.conn, e.family_id)
-        if not supersedes(incoming, await store.verify_order(uow.conn, e.family_id)):
-            return  # stale: a newer decision of verify's was applied
-        row = await store.withdraw(uow.conn, e)
-        seq = await store.record_verify_decision(uow.conn, e.family_id, incoming, publishes=row is not None)
-        if row is not None:
-            store.publish_withdrawal(uow.outbox, row, e, self.config, seq)
+        store = self.store_for(uow)
+        state = await store.state_for_flag(e.family_id)
+        await self._carry_out(uow, store, decide_flag(self.config, state, e), e.family_id)
 
     async def on_fkp(self, uow: UnitOfWork, msg: Incoming) -> None:
+        """A village consultation decision: kept; a classified family is classified again under it,
+        and its regency re-ranked in the background (domain.decide_fkp)."""
         a: FkpAdjustment = msg.data
-        if await store.is_erased(uow.conn, a.family_id):
-            return  # erased: nothing is kept of it any more
-        await store.save_fkp(uow.conn, a)
-        profile = await store.profile_for_update(uow.conn, a.family_id)
-        if profile is not None:  # otherwise it applies when the family is classified
-            await self.apply(uow, profile)
-        # The family's new rank moves others: its regency is re-ranked in the background.
-        await store.mark_area(uow.conn, a.sls_id[:4], f"fkp {a.submission_id}")
+        store = self.store_for(uow)
+        state = await store.state_for_fkp(a.family_id, str(a.submission_id))
+        placement = await self._placement(uow, store, a.sls_id)
+        await self._carry_out(uow, store, decide_fkp(self.config, state, a, placement), a.family_id,
+                              state.profile, placement)
+
+    async def _carry_out(self, uow: UnitOfWork, store: ClassifyStore, d: Decision, family_id: str,
+                         profile: HouseholdProfile | None = None, placement: Placement | None = None) -> None:
+        """Saves and publishes a decision (see `Decision` for the order)."""
+        if d.ignored is not None:
+            return
+        if d.fkp is not None:
+            await store.keep_fkp(d.fkp)
+        seq = 0
+        if d.order is not None:
+            seq = await store.record_verify_decision(family_id, d.order, publishes=d.publishes)
+        elif d.publishes:
+            seq = (await store.next_decision_seqs([family_id]))[family_id]
+        if d.classification is not None:
+            assert profile is not None and placement is not None
+            await store.save_classification(profile, d.classification, self.config, placement.ranking_id)
+            self.publisher.classified(uow.outbox, profile, d.classification, seq)
+        if d.withdrawal is not None:
+            await store.withdraw(d.withdrawal)
+            self.publisher.withdrawn(uow.outbox, d.withdrawal, seq)
+        if d.rerank_area is not None:
+            await store.mark_area(*d.rerank_area)
 
     async def on_erased(self, uow: UnitOfWork, msg: Incoming) -> None:
         """Erasure: the family's profile, classification, withdrawal and FKP decisions are deleted
         (the decisions already published stay on their topics for their retention; intake keeps
         the journey by ids); that it was erased is kept, and audited (ids and counts only)."""
         e: FamilyErased = msg.data
-        await store.classified_for_update(uow.conn, e.family_id)  # the row lock re-rank and replay take
-        counts = await store.erase_family(uow.conn, e)
-        await audit.record(uow.conn, audit.entry(
+        store = self.store_for(uow)
+        counts = await store.erase_family(e)
+        await store.record_audit(audit.entry(
             "intake", "service", "family.erase", "family", e.family_id, request_id=msg.envelope.id,
             detail={"erasure_id": str(e.erasure_id), "reason": e.reason.value, **counts}))
 

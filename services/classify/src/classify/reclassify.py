@@ -24,30 +24,34 @@ welfare group, decile or any programme's eligibility changed are published; ever
 records the new versions. Each batch commits its rows, its events and the run's
 cursor together, so an interrupted replay resumes after the last committed batch.
 
-One re-rank or replay runs at a time per database (an advisory lock).
+One re-rank or replay runs at a time per database (an advisory lock). The commands
+(rerank.py, replay.py) and the service's area re-rank task run them through the same
+`Reclassifier`, built by app.py; all SQL is the store's (`RerankStore`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
+import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 
-from classify import store
-from classify.domain import fkp_note
+from classify import store as stores
+from classify.domain import Config, StoredFamily, fkp_note
+from classify.publisher import Publisher
 from classify.ranking import NATIONAL, Placement, Ranked, cutpoints, partition_of, rank_deciles
-from classify.store import SOURCE, Config
+from classify.settings import ClassifySettings
+from classify.store import RerankStore
+from regsosek.background import run_forever
+from regsosek.composition import unit_of_work
 from regsosek.contracts import HouseholdProfile
-from regsosek.messaging import Outbox, RelayWakeup
-from regsosek.messaging.relay import RELAY_LOCK, OutboxRelay, make_producer
-from regsosek.settings import ServiceSettings
+from regsosek.db import Backoff, is_transient
+from regsosek.messaging import Outbox
 
-LOCK = 7316101  # one re-rank or replay at a time in a classify database
+log = logging.getLogger("classify.areas")
 
 
 class Busy(Exception):
@@ -63,77 +67,9 @@ class StaleVersions(Exception):
         self.count = count
 
 
-@contextlib.asynccontextmanager
-async def exclusive(pool: asyncpg.Pool, *, wait: bool = True) -> AsyncIterator[None]:
-    async with pool.acquire() as conn:
-        if wait:
-            await conn.execute("select pg_advisory_lock($1)", LOCK)
-        elif not await conn.fetchval("select pg_try_advisory_lock($1)", LOCK):
-            raise Busy()
-        try:
-            yield
-        finally:
-            if not conn.is_closed():
-                await conn.execute("select pg_advisory_unlock($1)", LOCK)
-
-
 def chunks(items: Sequence[str], size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
-
-
-async def stale_count(conn: asyncpg.Connection, cfg: Config) -> int:
-    return await conn.fetchval(
-        "select count(*) from families where model_version <> $1 or lines_version <> $2 or rule_version <> $3",
-        *cfg.versions,
-    )
-
-
-_ROW = ("select family_id, sls_id, version, rank_value, decile, decile_basis, ranking_id, welfare_group, eligibility, "
-        "model_version, lines_version, rule_version from families")
-
-
-async def _reclassify(conn: asyncpg.Connection, cfg: Config, outbox: Outbox, rows: list[asyncpg.Record],
-                      placements: Callable[[asyncpg.Record], Placement] | None,
-                      provisional: bool = False) -> int:
-    """Classifies `rows` again (profile from the row), saves them, publishes those whose
-    outcome changed; returns how many changed."""
-    if not rows:
-        return 0
-    ids = [r["family_id"] for r in rows]
-    docs = await store.profiles(conn, ids)
-    fkp = await store.fkp_groups(conn, ids)
-    by_province: dict[str, Placement] = {}
-    saves: list[tuple] = []
-    changed: list[tuple] = []
-    for r in rows:
-        fid = r["family_id"]
-        p = HouseholdProfile.model_validate(docs[fid])
-        if provisional:
-            prov = r["sls_id"][:2]
-            if prov not in by_province:
-                by_province[prov] = await store.placement_for(conn, r["sls_id"], cfg.model)
-            placement = by_province[prov]
-            c = cfg.classify(p, fkp.get(fid), placement)
-            if c.rank_value == r["rank_value"]:  # same place among the others: keep its decile and basis
-                placement = Ranked(r["decile"], r["decile_basis"], r["ranking_id"])
-                c = cfg.classify(p, fkp.get(fid), placement)
-        else:
-            assert placements is not None
-            placement = placements(r)
-            c = cfg.classify(p, fkp.get(fid), placement)
-        saves.append(store.save_args(p, c, cfg, placement.ranking_id, docs[fid]))
-        if c.outcome() != store.stored_outcome(r):
-            changed.append((p, c))
-    await store.save_many(conn, saves)
-    seqs = await store.next_decision_seqs(conn, [p.family_id for p, _ in changed])
-    for p, c in changed:
-        store.publish(outbox, p, c, cfg, seqs[p.family_id])
-    await outbox.flush(conn)
-    return len(changed)
-
-
-# ---------------------------------------------------------------- re-rank
 
 
 @dataclass
@@ -149,83 +85,6 @@ class RerankReport:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-async def rerank(pool: asyncpg.Pool, cfg: Config, scope: str, *, area: str | None = None, batch_size: int = 500,
-                 wait: bool = True, on_commit: Callable[[], None] | None = None) -> RerankReport:
-    partition_of(scope, "00")  # validates the scope
-    report = RerankReport(scope=scope, area=area)
-    async with exclusive(pool, wait=wait):
-        async with pool.acquire() as conn:
-            stale = await stale_count(conn, cfg)
-            if stale:
-                raise StaleVersions(stale, cfg.versions)
-            if area is not None:
-                partitions = [partition_of(scope, area)]
-            elif scope == "national":
-                partitions = [NATIONAL]
-            else:
-                partitions = [r[0] for r in await conn.fetch("select distinct substr(sls_id, 1, 2) from families order by 1")]
-        for p in partitions:
-            await _rerank_partition(pool, cfg, scope, p, area, batch_size, report, on_commit)
-    return report
-
-
-async def _rerank_partition(pool: asyncpg.Pool, cfg: Config, scope: str, partition: str, area: str | None,
-                            batch_size: int, report: RerankReport, on_commit: Callable[[], None] | None) -> None:
-    async with pool.acquire() as conn:
-        if partition == NATIONAL:
-            rows = await conn.fetch("select family_id, rank_value from families")
-        else:
-            rows = await conn.fetch("select family_id, rank_value from families where substr(sls_id, 1, 2) = $1",
-                                    partition)
-        values = [(r[0], r[1]) for r in rows]
-        if not values:
-            return
-        deciles = rank_deciles(values)
-        ranking = await conn.fetchrow(
-            "insert into rankings (scope, partition, area, model_version, families, cutpoints) "
-            "values ($1, $2, $3, $4, $5, $6) returning id, ranked_at",
-            scope, partition, area, cfg.model.version, len(values), cutpoints(values, deciles),
-        )
-    basis = store.ranked_basis(partition, ranking["ranked_at"], len(values), area)
-    snapshot = dict(values)
-    targets = sorted(fid for fid in snapshot if area is None or fid.startswith(area))
-    report.ranked += len(values)
-    report.partitions.append({"partition": partition, "ranking_id": ranking["id"], "families": len(values),
-                              "applied_to": len(targets),
-                              "decile_sizes": dict(sorted(Counter(deciles.values()).items()))})
-
-    def ranked(r: asyncpg.Record) -> Placement:
-        return Ranked(deciles[r["family_id"]], basis, ranking["id"])
-
-    for batch in chunks(targets, batch_size):
-        async with pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_ROW + " where family_id = any($1::text[]) order by family_id for update", batch)
-            same, moved = [], []
-            for r in rows:
-                fid = r["family_id"]
-                if r["rank_value"] != snapshot[fid]:
-                    report.skipped += 1
-                elif deciles[fid] == r["decile"]:
-                    same.append(r)
-                else:
-                    moved.append(r)
-            if same:
-                # Same decile, same everything else (versions are the configured ones): only the basis is new.
-                await conn.executemany(
-                    "update families set decile_basis = $2, ranking_id = $3, updated_at = now() where family_id = $1",
-                    [(r["family_id"], basis + fkp_note(r["decile_basis"]), ranking["id"]) for r in same],
-                )
-            changed = await _reclassify(conn, cfg, Outbox(SOURCE), moved, ranked)
-            report.examined += len(same) + len(moved)
-            report.changed += changed
-            report.unchanged += len(same) + len(moved) - changed
-        if on_commit:
-            on_commit()
-
-
-# ---------------------------------------------------------------- replay
 
 
 @dataclass
@@ -245,74 +104,201 @@ class ReplayReport:
         return dict(self.__dict__)
 
 
-async def replay(pool: asyncpg.Pool, cfg: Config, *, batch_size: int = 500, max_batches: int | None = None,
-                 on_commit: Callable[[], None] | None = None) -> ReplayReport:
-    async with exclusive(pool):
-        async with pool.acquire() as conn, conn.transaction():
-            runs = await conn.fetch("select * from replay_runs where finished_at is null order by id")
-            run = next((r for r in runs if (r["model_version"], r["lines_version"], r["rule_version"]) == cfg.versions),
-                       None)
-            for r in runs:
-                if r is not run:
-                    await conn.execute("update replay_runs set finished_at = now(), outcome = 'superseded' "
-                                       "where id = $1", r["id"])
-            resumed = run is not None
-            if run is None:
-                run = await conn.fetchrow(
-                    "insert into replay_runs (model_version, lines_version, rule_version) values ($1, $2, $3) "
-                    "returning *", *cfg.versions)
-        report = ReplayReport(run_id=run["id"], resumed=resumed, versions=cfg.versions,
-                              total_examined=run["examined"], total_changed=run["changed"])
-        cursor = run["cursor"]
-        while max_batches is None or report.batches < max_batches:
-            async with pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(_ROW + " where family_id > $1 order by family_id limit $2 for update",
-                                        cursor, batch_size)
-                if not rows:
-                    await conn.execute("update replay_runs set finished_at = now(), updated_at = now(), "
-                                       "outcome = 'finished' where id = $1", report.run_id)
-                    report.finished = True
-                    break
-                stale = [r for r in rows
-                         if (r["model_version"], r["lines_version"], r["rule_version"]) != cfg.versions]
-                changed = await _reclassify(conn, cfg, Outbox(SOURCE), stale, None, provisional=True)
-                cursor = rows[-1]["family_id"]
-                await conn.execute(
-                    "update replay_runs set cursor = $2, examined = examined + $3, changed = changed + $4, "
-                    "updated_at = now() where id = $1", report.run_id, cursor, len(rows), changed)
-            report.batches += 1
-            report.examined += len(rows)
-            report.reclassified += len(stale)
-            report.changed += changed
-            report.total_examined += len(rows)
-            report.total_changed += changed
-            if on_commit:
-                on_commit()
-    return report
+@dataclass(frozen=True)
+class Ranking:
+    """One partition's ranking as a batch applies it."""
+
+    id: int
+    basis: str
+    snapshot: dict[str, float]  # rank value of each family when ranked
+    deciles: dict[str, int]
 
 
-# ---------------------------------------------------------------- publishing from a command
+def sort_for_ranking(rows: Sequence[StoredFamily], ranking: Ranking) -> tuple[list[StoredFamily], list[StoredFamily], int]:
+    """(same decile, moved, skipped: rank value changed after the ranking was taken)."""
+    same, moved, skipped = [], [], 0
+    for r in rows:
+        if r.rank_value != ranking.snapshot[r.family_id]:
+            skipped += 1
+        elif ranking.deciles[r.family_id] == r.decile:
+            same.append(r)
+        else:
+            moved.append(r)
+    return same, moved, skipped
 
 
-async def drain_outbox(pool: asyncpg.Pool, settings: ServiceSettings, timeout: float = 120.0) -> int:
-    """Publishes the outbox to Kafka from this process, or, when a running classify
-    service is the relay, waits until it has. Returns the rows this process published."""
-    deadline = time.monotonic() + timeout
-    async with pool.acquire() as conn:
-        if await conn.fetchval("select pg_try_advisory_lock($1)", RELAY_LOCK):
-            relay = OutboxRelay(settings, lambda: pool, RelayWakeup())
-            relay.producer = make_producer(settings.kafka_bootstrap, settings)
-            await relay.producer.start()
-            try:
-                total = 0
-                while n := await relay.publish_once(conn):
-                    total += n
-                return total
-            finally:
-                await conn.execute("select pg_advisory_unlock($1)", RELAY_LOCK)
-                await relay.stop()
-        while await conn.fetchval("select count(*) from outbox"):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the outbox was not emptied within {timeout:.0f}s")
-            await asyncio.sleep(0.2)
-    return 0
+class Reclassifier:
+    """Re-rank and replay with the configured model, lines and rules."""
+
+    def __init__(self, config: Config, publisher: Publisher,
+                 store_for: Callable[[asyncpg.Connection], RerankStore] = RerankStore) -> None:
+        self.config = config
+        self.publisher = publisher
+        self.store_for = store_for
+
+    async def _reclassify(self, store: RerankStore, outbox: Outbox, rows: list[StoredFamily],
+                          placement_of: Callable[[StoredFamily], Placement] | None) -> int:
+        """Classifies `rows` again (profile from the row) with the ranked placement `placement_of`, or
+        (None, replay) provisionally; saves them, publishes those whose outcome changed; returns how many."""
+        if not rows:
+            return 0
+        cfg = self.config
+        ids = [r.family_id for r in rows]
+        docs = await store.profiles(ids)
+        fkp = await store.fkp_groups(ids)
+        by_province: dict[str, Placement] = {}
+        saves, changed = [], []
+        for r in rows:
+            p = HouseholdProfile.model_validate(docs[r.family_id])
+            group = fkp.get(r.family_id)
+            if placement_of is None:
+                province = r.sls_id[:2]
+                if province not in by_province:
+                    by_province[province] = await store.placement_for(r.sls_id, cfg.model)
+                placement = by_province[province]
+                c = cfg.classify(p, group, placement)
+                if c.rank_value == r.rank_value:  # same place among the others: keep its decile and basis
+                    placement = Ranked(r.decile, r.decile_basis, r.ranking_id)
+                    c = cfg.classify(p, group, placement)
+            else:
+                placement = placement_of(r)
+                c = cfg.classify(p, group, placement)
+            saves.append((p, c, placement.ranking_id, docs[r.family_id]))
+            if c.outcome() != r.outcome():
+                changed.append((p, c))
+        await store.save_classifications(saves, cfg)
+        seqs = await store.next_decision_seqs([p.family_id for p, _ in changed])
+        for p, c in changed:
+            self.publisher.classified(outbox, p, c, seqs[p.family_id])
+        return len(changed)
+
+    # ------------------------------------------------------------ re-rank
+
+    async def rerank(self, pool: asyncpg.Pool, scope: str, *, area: str | None = None, batch_size: int = 500,
+                     wait: bool = True, on_commit: Callable[[], None] | None = None) -> RerankReport:
+        partition_of(scope, "00")  # validates the scope
+        report = RerankReport(scope=scope, area=area)
+        async with stores.exclusive(pool, wait=wait) as held:
+            if not held:
+                raise Busy()
+            async with pool.acquire() as conn:
+                store = self.store_for(conn)
+                stale = await store.stale_count(self.config.versions)
+                if stale:
+                    raise StaleVersions(stale, self.config.versions)
+                if area is not None:
+                    partitions = [partition_of(scope, area)]
+                elif scope == "national":
+                    partitions = [NATIONAL]
+                else:
+                    partitions = await store.provinces()
+            for p in partitions:
+                await self._rerank_partition(pool, scope, p, area, batch_size, report, on_commit)
+        return report
+
+    async def _rerank_partition(self, pool: asyncpg.Pool, scope: str, partition: str, area: str | None,
+                                batch_size: int, report: RerankReport, on_commit: Callable[[], None] | None) -> None:
+        async with pool.acquire() as conn:
+            store = self.store_for(conn)
+            values = await store.rank_values(partition)
+            if not values:
+                return
+            deciles = rank_deciles(values)
+            ranking_id, ranked_at = await store.save_ranking(scope, partition, area, self.config.model.version,
+                                                             len(values), cutpoints(values, deciles))
+        ranking = Ranking(ranking_id, stores.ranked_basis(partition, ranked_at, len(values), area), dict(values), deciles)
+        targets = sorted(fid for fid in ranking.snapshot if area is None or fid.startswith(area))
+        report.ranked += len(values)
+        report.partitions.append({"partition": partition, "ranking_id": ranking_id, "families": len(values),
+                                  "applied_to": len(targets),
+                                  "decile_sizes": dict(sorted(Counter(deciles.values()).items()))})
+        for batch in chunks(targets, batch_size):
+            async with unit_of_work(pool, "classify", on_commit) as uow:
+                await self._apply_ranking(self.store_for(uow.conn), uow.outbox, batch, ranking, report)
+
+    async def _apply_ranking(self, store: RerankStore, outbox: Outbox, batch: Sequence[str], ranking: Ranking,
+                             report: RerankReport) -> None:
+        same, moved, skipped = sort_for_ranking(await store.families_for_update(batch), ranking)
+        # Same decile, same everything else (versions are the configured ones): only the basis is new.
+        await store.set_bases([(r.family_id, ranking.basis + fkp_note(r.decile_basis)) for r in same], ranking.id)
+        changed = await self._reclassify(store, outbox, moved, lambda r: Ranked(ranking.deciles[r.family_id],
+                                                                                ranking.basis, ranking.id))
+        report.skipped += skipped
+        report.examined += len(same) + len(moved)
+        report.changed += changed
+        report.unchanged += len(same) + len(moved) - changed
+
+    # ------------------------------------------------------------ replay
+
+    async def replay(self, pool: asyncpg.Pool, *, batch_size: int = 500, max_batches: int | None = None,
+                     on_commit: Callable[[], None] | None = None) -> ReplayReport:
+        versions = self.config.versions
+        async with stores.exclusive(pool):
+            async with unit_of_work(pool, "classify") as uow:
+                run = await self.store_for(uow.conn).start_replay(versions)
+            report = ReplayReport(run_id=run.id, resumed=run.resumed, versions=versions,
+                                  total_examined=run.examined, total_changed=run.changed)
+            cursor = run.cursor
+            while (max_batches is None or report.batches < max_batches) and not report.finished:
+                async with unit_of_work(pool, "classify", on_commit) as uow:
+                    cursor = await self._replay_batch(self.store_for(uow.conn), uow.outbox, cursor, batch_size, report)
+        return report
+
+    async def _replay_batch(self, store: RerankStore, outbox: Outbox, cursor: str, batch_size: int,
+                            report: ReplayReport) -> str:
+        """One batch after `cursor`, its progress recorded with it; returns the new cursor."""
+        rows = await store.families_after_for_update(cursor, batch_size)
+        if not rows:
+            await store.finish_replay(report.run_id)
+            report.finished = True
+            return cursor
+        stale = [r for r in rows if r.versions != self.config.versions]
+        changed = await self._reclassify(store, outbox, stale, None)
+        cursor = rows[-1].family_id
+        await store.advance_replay(report.run_id, cursor, len(rows), changed)
+        report.batches += 1
+        report.examined += len(rows)
+        report.reclassified += len(stale)
+        report.changed += changed
+        report.total_examined += len(rows)
+        report.total_changed += changed
+        return cursor
+
+
+# ---------------------------------------------------------------- area re-ranks (the service's background task)
+
+
+class AreaReranks:
+    """Re-ranks, one at a time, the regencies FKP adjustments marked (rerank_areas)."""
+
+    def __init__(self, reclassifier: Reclassifier, settings: ClassifySettings) -> None:
+        self.reclassifier = reclassifier
+        self.settings = settings
+
+    async def run(self, pool: asyncpg.Pool, on_commit: Callable[[], None]) -> None:
+        s = self.settings
+        await run_forever("area re-rank", lambda: self.next_area(pool, on_commit),
+                          backoff=Backoff(s.retry_initial_s, s.retry_max_s), expected=is_transient, logger=log)
+
+    async def next_area(self, pool: asyncpg.Pool, on_commit: Callable[[], None]) -> None:
+        """After a poll interval, re-ranks the regency marked longest ago, if any."""
+        s = self.settings
+        await asyncio.sleep(s.area_rerank_poll_s)
+        async with pool.acquire() as conn:
+            marked = await self.reclassifier.store_for(conn).next_area()
+        if marked is None:
+            return
+        regency, requested_at = marked
+        try:
+            report = await self.reclassifier.rerank(pool, s.decile_scope, area=regency, batch_size=s.rerank_batch_size,
+                                                    wait=False, on_commit=on_commit)
+        except Busy:
+            return  # a re-rank or replay is running; try again later
+        except StaleVersions as e:
+            log.warning("area re-rank waits for a replay", extra={"fields": {"regency": regency, "stale": e.count}})
+            await asyncio.sleep(30 * s.area_rerank_poll_s)
+            return
+        async with pool.acquire() as conn:
+            await self.reclassifier.store_for(conn).area_done(regency, requested_at)
+        log.info("area re-ranked", extra={"fields": {"regency": regency, "changed": report.changed,
+                                                     "examined": report.examined}})

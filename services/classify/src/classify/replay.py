@@ -18,8 +18,10 @@ import argparse
 import sys
 
 from classify.commands import common_arguments, run
-from classify.reclassify import ReplayReport, replay
+from classify.domain import Config
+from classify.reclassify import ReplayReport
 from classify.settings import ClassifySettings
+from classify.store import RerankStore
 
 
 def show(r: ReplayReport) -> None:
@@ -37,18 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batches", type=int, default=None,
                         help="stop after this many batches (the next run resumes)")
     args = parser.parse_args(argv)
-    return run(settings, args, lambda pool, cfg, on_commit: replay(pool, cfg, batch_size=args.batch_size,
-                                                                 max_batches=args.max_batches, on_commit=on_commit),
+    return run(settings, args, lambda reclassify, pool, on_commit: reclassify.replay(
+                   pool, batch_size=args.batch_size, max_batches=args.max_batches, on_commit=on_commit),
                show, what="replay", count=families_and_resumed)
 
 
-async def families_and_resumed(conn, cfg) -> tuple[int, int]:
+async def families_and_resumed(store: RerankStore, cfg: Config) -> tuple[int, int]:
     """All families; of them, those an unfinished replay to the same versions already went through."""
-    total = await conn.fetchval("select count(*) from families")
-    done = await conn.fetchval(
-        "select coalesce(max(examined), 0) from replay_runs where finished_at is null "
-        "and (model_version, lines_version, rule_version) = ($1, $2, $3)", *cfg.versions)
-    return total, done
+    return await store.family_count(), await store.replay_examined(cfg.versions)
 
 
 if __name__ == "__main__":

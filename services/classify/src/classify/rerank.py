@@ -22,7 +22,7 @@ import sys
 
 from classify.commands import common_arguments, run
 from classify.ranking import SCOPES
-from classify.reclassify import RerankReport, rerank
+from classify.reclassify import RerankReport
 from classify.settings import ClassifySettings
 
 
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="rank nationally or within each province (default %(default)s)")
     common_arguments(parser, settings)
     args = parser.parse_args(argv)
-    return run(settings, args, lambda pool, cfg, on_commit: rerank(pool, cfg, args.scope, batch_size=args.batch_size,
-                                                                 on_commit=on_commit),
+    return run(settings, args, lambda reclassify, pool, on_commit: reclassify.rerank(
+                   pool, args.scope, batch_size=args.batch_size, on_commit=on_commit),
                show, what="re-rank")
 
 

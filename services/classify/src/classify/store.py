@@ -1,50 +1,40 @@
-"""Classify's database: one row per family with its latest classification and what it
-rests on (its HouseholdProfile, versions, rank value, decile basis), rankings, and the
-events a classification publishes. Shared by the handlers, re-rank and replay.
+"""Classify's database, all of its SQL: one row per family with its latest classification and
+what it rests on (its HouseholdProfile, versions, rank value, decile basis), verify's decision
+order per family, withdrawals, FKP decisions, erasures, rankings, replay runs and the queue of
+regencies to re-rank.
+
+`ClassifyStore` is what the handlers use (one family per decision); `RerankStore` adds what
+re-rank, replay and the area re-rank queue use (families in batches). Both work on one
+connection, inside the caller's transaction.
 
 A family's row keeps its profile (classify's input: ages, coded answers, area, ids), never
 the interview: no name, NIK, KK number, address, GPS or birth date (migration 005)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
 
-from classify.domain import Classification, VerifyDecision, classify
-from classify.model import PmtModel, PovertyLines, RuleSet
-from classify.ranking import NATIONAL, CutPoints, Placement, reference_placement
-from regsosek.contracts import (
-    EligibilityDecided,
-    FamilyClassified,
-    FkpAdjustment,
-    HouseholdProfile,
-    InterviewFlagged,
-    ProgrammeDecision,
-    WelfareGroup,
+from classify.domain import (
+    Classification,
+    Classified,
+    Config,
+    FamilyState,
+    FkpDecision,
+    StoredFamily,
+    VerifyDecision,
+    Withdrawal,
 )
-from regsosek.messaging import Outbox
-from regsosek.topics import Topic
+from classify.model import PmtModel
+from classify.ranking import NATIONAL, CutPoints, Placement, reference_placement
+from regsosek import audit
+from regsosek.contracts import FamilyErased, FkpAdjustment, HouseholdProfile, WelfareGroup
 
-SOURCE = "/regsosek/classify"
-
-
-@dataclass(frozen=True)
-class Config:
-    """The configured model, poverty lines and rules."""
-
-    model: PmtModel
-    lines: PovertyLines
-    rules: RuleSet
-
-    @property
-    def versions(self) -> tuple[str, str, str]:
-        return self.model.version, self.lines.version, self.rules.version
-
-    def classify(self, p: HouseholdProfile, fkp: WelfareGroup | None, placement: Placement) -> Classification:
-        return classify(p, self.model, self.lines, self.rules, fkp, placement)
+LOCK = 7316101  # one re-rank or replay at a time in a classify database
 
 
 def _iso(at: datetime) -> str:
@@ -62,26 +52,8 @@ def ranked_basis(partition: str, ranked_at: datetime, families: int, area: str |
     return basis
 
 
-async def placement_for(conn: asyncpg.Connection, sls_id: str, model: PmtModel) -> Placement:
-    """Cut-points of the latest ranking covering the family's province, else the model's reference."""
-    r = await conn.fetchrow(
-        "select id, partition, families, cutpoints, ranked_at from rankings where partition = any($1::text[]) "
-        "order by id desc limit 1", [NATIONAL, sls_id[:2]],
-    )
-    if r is None:
-        return reference_placement(model.version, model.decile_cutpoints)
-    basis = (f"provisional: cut-points of the {scope_words(r['partition'])} ranking at {_iso(r['ranked_at'])} "
-             f"among {r['families']} families")
-    return CutPoints(tuple(r["cutpoints"]), basis, r["id"])
-
-
-async def fkp_groups(conn: asyncpg.Connection, family_ids: Sequence[str]) -> dict[str, WelfareGroup]:
-    """The latest village consultation decision of each family that has one."""
-    rows = await conn.fetch(
-        "select distinct on (family_id) family_id, welfare_group from fkp_adjustments "
-        "where family_id = any($1::text[]) order by family_id, decided_at desc, received_at desc", list(family_ids),
-    )
-    return {r["family_id"]: WelfareGroup(r["welfare_group"]) for r in rows}
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # '-infinity' reads as a naive datetime.min
 
 
 _SAVE = """insert into families (family_id, sls_id, submission_id, version, profile, predicted, welfare_group,
@@ -97,8 +69,8 @@ _SAVE = """insert into families (family_id, sls_id, submission_id, version, prof
              ranking_id = excluded.ranking_id, updated_at = now()"""
 
 
-def save_args(p: HouseholdProfile, c: Classification, cfg: Config, ranking_id: int | None,
-              profile_doc: dict | None = None) -> tuple:
+def _row(p: HouseholdProfile, c: Classification, cfg: Config, ranking_id: int | None,
+         profile_doc: dict | None = None) -> tuple:
     """The row of one family; `profile_doc` spares re-serialising a profile read from the table."""
     return (p.family_id, p.sls_id, p.submission_id, p.version,
             profile_doc if profile_doc is not None else p.model_dump(mode="json"),
@@ -107,164 +79,304 @@ def save_args(p: HouseholdProfile, c: Classification, cfg: Config, ranking_id: i
             c.eligibility, ranking_id)
 
 
-async def save(conn: asyncpg.Connection, p: HouseholdProfile, c: Classification, cfg: Config,
-               ranking_id: int | None) -> None:
-    await conn.execute(_SAVE, *save_args(p, c, cfg, ranking_id))
+_LATEST_FKP = """select submission_id::text, welfare_group, decided_at from fkp_adjustments where family_id = $1
+                 order by decided_at desc, received_at desc limit 1"""
 
 
-async def save_many(conn: asyncpg.Connection, rows: list[tuple]) -> None:
-    """Many families' rows (from save_args) in one pipelined round trip."""
-    if rows:
-        await conn.executemany(_SAVE, rows)
-
-
-def stored_outcome(row: asyncpg.Record) -> tuple[int, int, dict[str, bool]]:
-    return row["welfare_group"], row["decile"], dict(row["eligibility"])
-
-
-def publish(outbox: Outbox, p: HouseholdProfile, c: Classification, cfg: Config, decision_seq: int) -> None:
-    """family-classified and eligibility-decided for one family, through the outbox, under the
-    family's next decision sequence (`next_decision_seqs`)."""
-    now = datetime.now(UTC)
-    sls = p.sls_id
-    outbox.publish(Topic.FAMILY_CLASSIFIED, sls, FamilyClassified(
-        family_id=p.family_id, sls_id=sls, submission_id=p.submission_id, version=p.version,
-        predicted_monthly_per_capita=round(c.predicted, 0), welfare_group=c.welfare_group, decile=c.decile,
-        decile_basis=c.decile_basis, model_version=cfg.model.version, adjusted_by_fkp=c.adjusted_by_fkp,
-        explanation=c.explanation, classified_at=now, decision_seq=decision_seq), subject=p.family_id)
-    outbox.publish(Topic.ELIGIBILITY_DECIDED, sls, EligibilityDecided(
-        family_id=p.family_id, sls_id=sls, submission_id=p.submission_id, version=p.version,
-        welfare_group=c.welfare_group, decile=c.decile, model_version=cfg.model.version,
-        rule_version=cfg.rules.version, decisions=c.decisions, decided_at=now, decision_seq=decision_seq),
-        subject=p.family_id)
-
-
-async def save_fkp(conn: asyncpg.Connection, a: FkpAdjustment) -> None:
-    """Keep a village consultation decision (the audit trail; the latest per family applies)."""
-    await conn.execute(
-        "insert into fkp_adjustments (submission_id, family_id, welfare_group, reason, decided_by, decided_at) "
-        "values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
-        a.submission_id, a.family_id, int(a.welfare_group), a.reason, a.decided_by, a.decided_at,
-    )
-
-
-async def profile_for_update(conn: asyncpg.Connection, family_id: str) -> HouseholdProfile | None:
-    """The stored profile of a classified family (None: not classified), its row locked."""
-    row = await conn.fetchrow("select profile from families where family_id = $1 for update", family_id)
-    return None if row is None else HouseholdProfile.model_validate(row["profile"])
-
-
-async def profiles(conn: asyncpg.Connection, family_ids: Sequence[str]) -> dict[str, dict]:
-    """The stored profiles (as documents) of these families."""
-    return {r["family_id"]: r["profile"] for r in await conn.fetch(
-        "select family_id, profile from families where family_id = any($1::text[])", list(family_ids))}
-
-
-async def mark_area(conn: asyncpg.Connection, regency: str, reason: str) -> None:
-    """Ask for an area re-rank of `regency` (done by the service's background task)."""
-    await conn.execute(
-        "insert into rerank_areas (regency, reason) values ($1, $2) "
-        "on conflict (regency) do update set reason = excluded.reason, requested_at = now()",
-        regency, reason,
-    )
-
-
-async def classified_for_update(conn: asyncpg.Connection, family_id: str) -> asyncpg.Record:
-    """Before a verify decision is weighed: whether the family is classified (its row locked,
-    first, in the order re-rank and replay lock) and its latest FKP group, in one round trip."""
-    return await conn.fetchrow(
-        """with cur as (select version from families where family_id = $1 for update),
-                fkp as (select welfare_group from fkp_adjustments where family_id = $1
-                        order by decided_at desc, received_at desc limit 1)
-           select exists (select 1 from cur) as classified, (select welfare_group from fkp) as fkp""",
-        family_id)
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # '-infinity' reads as a naive datetime.min
-
-
-async def verify_order(conn: asyncpg.Connection, family_id: str) -> VerifyDecision | None:
-    """The newest of verify's decisions applied for the family (None: none yet), its row locked
-    (created if missing, so two transactions on one family wait for each other)."""
-    row = await conn.fetchrow(
-        "insert into family_order (family_id) values ($1) on conflict (family_id) do update "
-        "set family_id = excluded.family_id returning verify_seq, verify_version, verify_at, verified", family_id)
-    if row["verified"] is None:
+def _fkp(r: asyncpg.Record) -> FkpDecision | None:
+    if r["fkp_id"] is None:
         return None
-    return VerifyDecision(row["verify_seq"], row["verify_version"], _aware(row["verify_at"]), row["verified"])
+    return FkpDecision(r["fkp_id"], WelfareGroup(r["fkp_group"]), r["fkp_at"])
 
 
-async def record_verify_decision(conn: asyncpg.Connection, family_id: str, d: VerifyDecision,
-                                 *, publishes: bool) -> int:
-    """Verify's decision `d` is now the newest applied for the family (row locked by `verify_order`);
-    a verification lifts any withdrawal. When classify publishes on it, the family's next decision
-    sequence is taken and returned (else the current one)."""
-    if d.verified:
-        await conn.execute("delete from withdrawals where family_id = $1", family_id)
-    return await conn.fetchval(
-        "update family_order set verify_seq = $2, verify_version = $3, verify_at = $4, verified = $5, "
-        "decision_seq = decision_seq + $6::int where family_id = $1 returning decision_seq",
-        family_id, d.seq, d.version, d.at, d.verified, 1 if publishes else 0)
+class ClassifyStore:
+    """The handlers' store: one family's state for a decision, and saving what was decided."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    # ------------------------------------------------------------ loading one family's state
+
+    async def state_for_verification(self, family_id: str) -> FamilyState:
+        """Whether the family is erased, its latest FKP decision, and (unless erased) the order of
+        verify's decisions; its row locked first, in the order re-rank and replay lock."""
+        r = await self.conn.fetchrow(
+            f"""with cur as (select version from families where family_id = $1 for update),
+                     fkp as ({_LATEST_FKP})
+                select exists (select 1 from erased_families where family_id = $1) as erased,
+                       (select submission_id from fkp) as fkp_id, (select welfare_group from fkp) as fkp_group,
+                       (select decided_at from fkp) as fkp_at, exists (select 1 from cur) as classified""",
+            family_id)
+        if r["erased"]:
+            return FamilyState(family_id, erased=True)
+        return FamilyState(family_id, fkp=_fkp(r), order=await self._verify_order(family_id))
+
+    async def state_for_flag(self, family_id: str) -> FamilyState:
+        """The family's current classification (its row locked first) and the order of verify's decisions."""
+        r = await self.conn.fetchrow(
+            "select sls_id, welfare_group, decile from families where family_id = $1 for update", family_id)
+        classified = None if r is None else Classified(r["sls_id"], WelfareGroup(r["welfare_group"]), r["decile"])
+        return FamilyState(family_id, classified=classified, order=await self._verify_order(family_id))
+
+    async def state_for_fkp(self, family_id: str, submission_id: str) -> FamilyState:
+        """Whether the family is erased, its stored profile (None: not classified; its row locked),
+        its latest FKP decision and whether the decision `submission_id` is kept already."""
+        r = await self.conn.fetchrow(
+            f"""with cur as (select profile from families where family_id = $1 for update),
+                     fkp as ({_LATEST_FKP})
+                select exists (select 1 from erased_families where family_id = $1) as erased,
+                       (select profile from cur) as profile,
+                       (select submission_id from fkp) as fkp_id, (select welfare_group from fkp) as fkp_group,
+                       (select decided_at from fkp) as fkp_at,
+                       exists (select 1 from fkp_adjustments where submission_id = $2::uuid) as kept""",
+            family_id, submission_id)
+        if r["erased"]:
+            return FamilyState(family_id, erased=True)
+        profile = None if r["profile"] is None else HouseholdProfile.model_validate(r["profile"])
+        return FamilyState(family_id, profile=profile, fkp=_fkp(r), fkp_kept=r["kept"])
+
+    async def _verify_order(self, family_id: str) -> VerifyDecision | None:
+        """The newest of verify's decisions applied for the family (None: none yet), its row locked
+        (created if missing, so two transactions on one family wait for each other)."""
+        row = await self.conn.fetchrow(
+            "insert into family_order (family_id) values ($1) on conflict (family_id) do update "
+            "set family_id = excluded.family_id returning verify_seq, verify_version, verify_at, verified", family_id)
+        if row["verified"] is None:
+            return None
+        return VerifyDecision(row["verify_seq"], row["verify_version"], _aware(row["verify_at"]), row["verified"])
+
+    async def placement_for(self, sls_id: str, model: PmtModel) -> Placement:
+        """Cut-points of the latest ranking covering the family's province, else the model's reference."""
+        r = await self.conn.fetchrow(
+            "select id, partition, families, cutpoints, ranked_at from rankings where partition = any($1::text[]) "
+            "order by id desc limit 1", [NATIONAL, sls_id[:2]],
+        )
+        if r is None:
+            return reference_placement(model.version, model.decile_cutpoints)
+        basis = (f"provisional: cut-points of the {scope_words(r['partition'])} ranking at {_iso(r['ranked_at'])} "
+                 f"among {r['families']} families")
+        return CutPoints(tuple(r["cutpoints"]), basis, r["id"])
+
+    # ------------------------------------------------------------ saving decisions
+
+    async def record_verify_decision(self, family_id: str, d: VerifyDecision, *, publishes: bool) -> int:
+        """Verify's decision `d` is now the newest applied for the family (row locked by the state's
+        loading); a verification lifts any withdrawal. When classify publishes on it, the family's next
+        decision sequence is taken and returned (else the current one)."""
+        if d.verified:
+            await self.conn.execute("delete from withdrawals where family_id = $1", family_id)
+        return await self.conn.fetchval(
+            "update family_order set verify_seq = $2, verify_version = $3, verify_at = $4, verified = $5, "
+            "decision_seq = decision_seq + $6::int where family_id = $1 returning decision_seq",
+            family_id, d.seq, d.version, d.at, d.verified, 1 if publishes else 0)
+
+    async def next_decision_seqs(self, family_ids: Sequence[str]) -> dict[str, int]:
+        """Each family's next decision sequence, for the classification about to be published
+        (re-classification, FKP, re-rank, replay). Callers hold the families' rows."""
+        if not family_ids:
+            return {}
+        rows = await self.conn.fetch(
+            "insert into family_order (family_id, decision_seq) select unnest($1::text[]), 1 "
+            "on conflict (family_id) do update set decision_seq = family_order.decision_seq + 1 "
+            "returning family_id, decision_seq", list(family_ids))
+        return {r["family_id"]: r["decision_seq"] for r in rows}
+
+    async def save_classification(self, p: HouseholdProfile, c: Classification, cfg: Config,
+                                  ranking_id: int | None) -> None:
+        await self.conn.execute(_SAVE, *_row(p, c, cfg, ranking_id))
+
+    async def withdraw(self, w: Withdrawal) -> None:
+        """Take the flagged family out of the classified population and record why."""
+        e = w.flag
+        await self.conn.execute("delete from families where family_id = $1", e.family_id)
+        await self.conn.execute(
+            """insert into withdrawals (family_id, sls_id, version, reason, detail, flagged_at) values ($1, $2, $3, $4, $5, $6)
+               on conflict (family_id) do update set version = excluded.version, reason = excluded.reason,
+                 detail = excluded.detail, flagged_at = excluded.flagged_at, withdrawn_at = now()""",
+            e.family_id, e.sls_id, e.version, e.reason.value, e.detail, e.flagged_at)
+
+    async def keep_fkp(self, a: FkpAdjustment) -> None:
+        """Keep a village consultation decision (the audit trail; the latest per family applies)."""
+        await self.conn.execute(
+            "insert into fkp_adjustments (submission_id, family_id, welfare_group, reason, decided_by, decided_at) "
+            "values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
+            a.submission_id, a.family_id, int(a.welfare_group), a.reason, a.decided_by, a.decided_at,
+        )
+
+    async def mark_area(self, regency: str, reason: str) -> None:
+        """Ask for an area re-rank of `regency` (done by the service's background task)."""
+        await self.conn.execute(
+            "insert into rerank_areas (regency, reason) values ($1, $2) "
+            "on conflict (regency) do update set reason = excluded.reason, requested_at = now()",
+            regency, reason,
+        )
+
+    async def erase_family(self, e: FamilyErased) -> dict[str, int]:
+        """Deletes the family's profile and classification (its row first: the lock re-rank and replay
+        take), withdrawal and FKP decisions; remembers it erased (migration 006). Rows deleted per
+        table (counts only)."""
+        out = {}
+        for table in ("families", "withdrawals", "fkp_adjustments"):
+            status = await self.conn.execute(f"delete from {table} where family_id = $1", e.family_id)
+            out[table] = int(status.rsplit(" ", 1)[-1])
+        await self.conn.execute(
+            "insert into erased_families (family_id, sls_id, erasure_id, reason, erased_at) values ($1, $2, $3, $4, $5) "
+            "on conflict (family_id) do nothing", e.family_id, e.sls_id, e.erasure_id, e.reason.value, e.erased_at)
+        return out
+
+    async def record_audit(self, entry: audit.Entry) -> None:
+        await audit.record(self.conn, entry)
 
 
-async def next_decision_seqs(conn: asyncpg.Connection, family_ids: Sequence[str]) -> dict[str, int]:
-    """Each family's next decision sequence, for the classification about to be published
-    (re-classification, FKP, re-rank, replay). Callers hold the families' rows."""
-    if not family_ids:
-        return {}
-    rows = await conn.fetch(
-        "insert into family_order (family_id, decision_seq) select unnest($1::text[]), 1 "
-        "on conflict (family_id) do update set decision_seq = family_order.decision_seq + 1 "
-        "returning family_id, decision_seq", list(family_ids))
-    return {r["family_id"]: r["decision_seq"] for r in rows}
+_STORED = ("select family_id, sls_id, version, rank_value, decile, decile_basis, ranking_id, welfare_group, "
+           "eligibility, model_version, lines_version, rule_version from families")
 
 
-async def withdraw(conn: asyncpg.Connection, e: InterviewFlagged) -> asyncpg.Record | None:
-    """Take a flagged family out of the classified population (if classified) and record why;
-    returns its last classification, or None. Whether the flag applies at all is decided before
-    (domain.supersedes)."""
-    row = await conn.fetchrow(
-        "delete from families where family_id = $1 returning family_id, sls_id, submission_id, version, "
-        "welfare_group, decile", e.family_id)
-    if row is None:
-        return None
-    await conn.execute(
-        """insert into withdrawals (family_id, sls_id, version, reason, detail, flagged_at) values ($1, $2, $3, $4, $5, $6)
-           on conflict (family_id) do update set version = excluded.version, reason = excluded.reason,
-             detail = excluded.detail, flagged_at = excluded.flagged_at, withdrawn_at = now()""",
-        e.family_id, e.sls_id, e.version, e.reason.value, e.detail, e.flagged_at)
-    return row
+def _stored(r: asyncpg.Record) -> StoredFamily:
+    return StoredFamily(r["family_id"], r["sls_id"], r["rank_value"], r["decile"], r["decile_basis"], r["ranking_id"],
+                        r["welfare_group"], dict(r["eligibility"]),
+                        (r["model_version"], r["lines_version"], r["rule_version"]))
 
 
-def publish_withdrawal(outbox: Outbox, row: asyncpg.Record, e: InterviewFlagged, cfg: Config,
-                       decision_seq: int) -> None:
-    """Every programme: not eligible, because the family is no longer verified."""
-    reason = f"verification withdrawn ({e.reason.value}): {e.detail}"[:500]
-    outbox.publish(Topic.ELIGIBILITY_DECIDED, row["sls_id"], EligibilityDecided(
-        family_id=row["family_id"], sls_id=row["sls_id"], submission_id=e.submission_id, version=e.version,
-        welfare_group=WelfareGroup(row["welfare_group"]), decile=row["decile"], model_version=cfg.model.version,
-        rule_version=cfg.rules.version,
-        decisions=[ProgrammeDecision(programme=r.programme, eligible=False, rule_version=cfg.rules.version,
-                                     reasons=[reason]) for r in cfg.rules.rules],
-        decided_at=datetime.now(UTC), decision_seq=decision_seq), subject=row["family_id"])
+@contextlib.asynccontextmanager
+async def exclusive(pool: asyncpg.Pool, *, wait: bool = True) -> AsyncIterator[bool]:
+    """Holds classify's re-rank lock (one re-rank or replay at a time per database) while inside;
+    without `wait`, yields False at once when another holds it."""
+    async with pool.acquire() as conn:
+        if wait:
+            await conn.execute("select pg_advisory_lock($1)", LOCK)
+        elif not await conn.fetchval("select pg_try_advisory_lock($1)", LOCK):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            if not conn.is_closed():
+                await conn.execute("select pg_advisory_unlock($1)", LOCK)
 
 
-# ---------------------------------------------------------------- erasure
+@dataclass(frozen=True)
+class ReplayRun:
+    """A replay to one set of versions, as far as its committed batches went."""
+
+    id: int
+    cursor: str  # the last family id gone through
+    examined: int
+    changed: int
+    resumed: bool  # an unfinished run taken up again
 
 
-async def is_erased(conn: asyncpg.Connection, family_id: str) -> bool:
-    return bool(await conn.fetchval("select exists (select 1 from erased_families where family_id = $1)", family_id))
+class RerankStore(ClassifyStore):
+    """What re-rank, replay and the area re-rank queue add: families in batches, rankings, replay runs."""
 
+    async def family_count(self) -> int:
+        return await self.conn.fetchval("select count(*) from families")
 
-async def erase_family(conn: asyncpg.Connection, e) -> dict[str, int]:
-    """Deletes the family's profile and classification, withdrawal and FKP decisions; remembers it
-    erased (migration 006). Rows deleted per table (counts only)."""
-    out = {}
-    for table in ("families", "withdrawals", "fkp_adjustments"):
-        status = await conn.execute(f"delete from {table} where family_id = $1", e.family_id)
-        out[table] = int(status.rsplit(" ", 1)[-1])
-    await conn.execute(
-        "insert into erased_families (family_id, sls_id, erasure_id, reason, erased_at) values ($1, $2, $3, $4, $5) "
-        "on conflict (family_id) do nothing", e.family_id, e.sls_id, e.erasure_id, e.reason.value, e.erased_at)
-    return out
+    async def stale_count(self, versions: tuple[str, str, str]) -> int:
+        """Families classified with other model, lines or rules versions than `versions`."""
+        return await self.conn.fetchval(
+            "select count(*) from families where model_version <> $1 or lines_version <> $2 or rule_version <> $3",
+            *versions)
+
+    async def provinces(self) -> list[str]:
+        return [r[0] for r in await self.conn.fetch("select distinct substr(sls_id, 1, 2) from families order by 1")]
+
+    async def rank_values(self, partition: str) -> list[tuple[str, float]]:
+        """(family id, rank value) of every family of the partition (the nation, or a province)."""
+        if partition == NATIONAL:
+            rows = await self.conn.fetch("select family_id, rank_value from families")
+        else:
+            rows = await self.conn.fetch("select family_id, rank_value from families where substr(sls_id, 1, 2) = $1",
+                                         partition)
+        return [(r[0], r[1]) for r in rows]
+
+    async def save_ranking(self, scope: str, partition: str, area: str | None, model_version: str, families: int,
+                           cuts: list[float]) -> tuple[int, datetime]:
+        """Records a ranking and its cut-points; returns its id and time."""
+        r = await self.conn.fetchrow(
+            "insert into rankings (scope, partition, area, model_version, families, cutpoints) "
+            "values ($1, $2, $3, $4, $5, $6) returning id, ranked_at",
+            scope, partition, area, model_version, families, cuts)
+        return r["id"], r["ranked_at"]
+
+    async def families_for_update(self, family_ids: Sequence[str]) -> list[StoredFamily]:
+        rows = await self.conn.fetch(_STORED + " where family_id = any($1::text[]) order by family_id for update",
+                                     list(family_ids))
+        return [_stored(r) for r in rows]
+
+    async def families_after_for_update(self, cursor: str, limit: int) -> list[StoredFamily]:
+        """The next `limit` families in id order after `cursor`, their rows locked."""
+        rows = await self.conn.fetch(_STORED + " where family_id > $1 order by family_id limit $2 for update",
+                                     cursor, limit)
+        return [_stored(r) for r in rows]
+
+    async def set_bases(self, bases: Sequence[tuple[str, str]], ranking_id: int) -> None:
+        """A new decile basis (and ranking) for families whose classification is otherwise unchanged."""
+        if bases:
+            await self.conn.executemany(
+                "update families set decile_basis = $2, ranking_id = $3, updated_at = now() where family_id = $1",
+                [(fid, basis, ranking_id) for fid, basis in bases])
+
+    async def profiles(self, family_ids: Sequence[str]) -> dict[str, dict]:
+        """The stored profiles (as documents) of these families."""
+        return {r["family_id"]: r["profile"] for r in await self.conn.fetch(
+            "select family_id, profile from families where family_id = any($1::text[])", list(family_ids))}
+
+    async def fkp_groups(self, family_ids: Sequence[str]) -> dict[str, WelfareGroup]:
+        """The latest village consultation decision of each family that has one."""
+        rows = await self.conn.fetch(
+            "select distinct on (family_id) family_id, welfare_group from fkp_adjustments "
+            "where family_id = any($1::text[]) order by family_id, decided_at desc, received_at desc", list(family_ids),
+        )
+        return {r["family_id"]: WelfareGroup(r["welfare_group"]) for r in rows}
+
+    async def save_classifications(self, rows: Sequence[tuple[HouseholdProfile, Classification, int | None, dict]],
+                                   cfg: Config) -> None:
+        """Many families' rows (profile, classification, ranking id, stored profile document) in one round trip."""
+        if rows:
+            await self.conn.executemany(_SAVE, [_row(p, c, cfg, ranking_id, doc) for p, c, ranking_id, doc in rows])
+
+    # ------------------------------------------------------------ replay runs
+
+    async def start_replay(self, versions: tuple[str, str, str]) -> ReplayRun:
+        """The unfinished replay run to `versions` (resumed), or a new one; unfinished runs to other
+        versions are closed as superseded."""
+        runs = await self.conn.fetch("select * from replay_runs where finished_at is null order by id")
+        run = next((r for r in runs if (r["model_version"], r["lines_version"], r["rule_version"]) == versions), None)
+        for r in runs:
+            if r is not run:
+                await self.conn.execute("update replay_runs set finished_at = now(), outcome = 'superseded' "
+                                        "where id = $1", r["id"])
+        resumed = run is not None
+        if run is None:
+            run = await self.conn.fetchrow(
+                "insert into replay_runs (model_version, lines_version, rule_version) values ($1, $2, $3) "
+                "returning *", *versions)
+        return ReplayRun(run["id"], run["cursor"], run["examined"], run["changed"], resumed)
+
+    async def replay_examined(self, versions: tuple[str, str, str]) -> int:
+        """Families an unfinished replay to `versions` already went through."""
+        return await self.conn.fetchval(
+            "select coalesce(max(examined), 0) from replay_runs where finished_at is null "
+            "and (model_version, lines_version, rule_version) = ($1, $2, $3)", *versions)
+
+    async def advance_replay(self, run_id: int, cursor: str, examined: int, changed: int) -> None:
+        await self.conn.execute(
+            "update replay_runs set cursor = $2, examined = examined + $3, changed = changed + $4, "
+            "updated_at = now() where id = $1", run_id, cursor, examined, changed)
+
+    async def finish_replay(self, run_id: int) -> None:
+        await self.conn.execute("update replay_runs set finished_at = now(), updated_at = now(), "
+                                "outcome = 'finished' where id = $1", run_id)
+
+    # ------------------------------------------------------------ the area re-rank queue
+
+    async def next_area(self) -> tuple[str, datetime] | None:
+        """The regency marked longest ago for an area re-rank, and when it was marked."""
+        r = await self.conn.fetchrow("select regency, requested_at from rerank_areas order by requested_at limit 1")
+        return None if r is None else (r["regency"], r["requested_at"])
+
+    async def area_done(self, regency: str, requested_at: datetime) -> None:
+        """The area re-rank of `regency` asked for at `requested_at` is done (a later request stays)."""
+        await self.conn.execute("delete from rerank_areas where regency = $1 and requested_at <= $2",
+                                regency, requested_at)

@@ -33,6 +33,10 @@ The relay heals itself instead of needing a restart:
 - Every instance, relay or not, counts the outbox (`watch`) for the backlog
   metrics and the readiness check `health`: the outbox is stalled when it has
   rows and its oldest row has not left it for `relay_stall_s`.
+
+A command-line job that wrote events (a re-rank, a replay) publishes them before it
+exits with `OutboxRelay.drain(timeout)` (see regsosek.composition): the same lock,
+batches and outcomes, for the rows committed so far, then the relay stops.
 """
 
 from __future__ import annotations
@@ -366,6 +370,60 @@ class OutboxRelay:
             raise ProducerUnusable(f"no row of the batch was published ({type(result.rebuild_for).__name__})")
         return result.removed
 
+    # ------------------------------------------------------------ draining (commands)
+
+    async def drain(self, timeout: float = 120.0, *, poll_s: float = 0.2) -> int:
+        """Sends every row committed to the outbox so far, for a command that wrote events and
+        is about to exit (e.g. `python -m classify.rerank`); returns the rows this relay removed
+        from the outbox (published, or set aside as `publish_once` does).
+
+        "So far" is up to the newest outbox id when called (rows committed meanwhile may go too).
+        When no instance holds the relay lock, this relay takes it, publishes in id order until
+        none of those rows is left, releases the lock and stops its producer. While another
+        instance (a running service) is the relay, it waits for that one to send them, taking
+        over should the lock come free, and returns 0 when they are gone. Transient failures
+        are retried with backoff; TimeoutError once `timeout` seconds have passed with rows left."""
+        deadline = time.monotonic() + timeout
+        async with self.pool_provider().acquire() as conn:
+            mark = await conn.fetchval("select max(id) from outbox")
+            if mark is None:
+                return 0
+            while await self._left_up_to(conn, mark):
+                _check_deadline(deadline, timeout)
+                if await conn.fetchval("select pg_try_advisory_lock($1)", RELAY_LOCK):
+                    try:
+                        return await self._publish_up_to(conn, mark, deadline, timeout)
+                    finally:
+                        if not conn.is_closed():
+                            await conn.execute("select pg_advisory_unlock($1)", RELAY_LOCK)
+                        await self.stop()
+                await asyncio.sleep(poll_s)  # another instance is the relay: it sends them
+        return 0
+
+    async def _publish_up_to(self, conn: asyncpg.Connection, mark: int, deadline: float, timeout: float) -> int:
+        backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
+        total = 0
+        while await self._left_up_to(conn, mark):
+            _check_deadline(deadline, timeout)
+            try:
+                total += await self.publish_once(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if not _expected_failure(e):
+                    raise
+                log.warning("outbox drain interrupted, retrying", exc_info=True,
+                            extra={"fields": {"error": type(e).__name__, "retry_in_s": backoff.delay}})
+                await self._after_failure(e)
+                await backoff.wait()
+            else:
+                backoff.reset()
+        return total
+
+    @staticmethod
+    async def _left_up_to(conn: asyncpg.Connection, mark: int) -> bool:
+        return bool(await conn.fetchval("select exists (select 1 from outbox where id <= $1)", mark))
+
     async def _fault_after_send(self, futures: list[asyncio.Future]) -> None:
         if self.exit_after_sends.hit():
             await asyncio.gather(*futures)  # these reached Kafka; their rows stay in the outbox
@@ -489,6 +547,11 @@ async def _close_quietly(producer: Any, timeout: float = 10.0) -> None:
         raise
     except Exception:  # noqa: BLE001 - the old producer is being thrown away
         log.warning("could not stop the old Kafka producer cleanly", exc_info=True)
+
+
+def _check_deadline(deadline: float, timeout: float) -> None:
+    if time.monotonic() > deadline:
+        raise TimeoutError(f"the outbox was not emptied within {timeout:.0f}s")
 
 
 def _expected_failure(e: BaseException) -> bool:

@@ -1,5 +1,5 @@
 """Calibration: a survey generated from KNOWN coefficients (regsosek_tools.survey) is fitted
-back by classify.calibrate; the coefficients come back within their standard errors and
+back by regsosek_tools.calibration; the coefficients come back within their standard errors and
 the fit report's numbers agree with what the survey itself says."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import yaml
 
-from classify import calibrate
 from classify.domain import classify
 from classify.model import DATA, FEATURE_NAMES, PmtModel, PovertyLines, RuleSet, features, is_urban
 from regsosek.contracts import FamilyInterview, household_profile
 from regsosek.examples import family_interview
 from regsosek_tools import survey as survey_tool
+from regsosek_tools.calibration import calibrate
 
 TRUTH_FILE = DATA / "pmt-illustrative-2022.1.yaml"
 TRUTH = PmtModel.load(TRUTH_FILE)

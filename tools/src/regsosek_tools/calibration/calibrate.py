@@ -1,6 +1,6 @@
 """Calibrate the PMT: fit a model file from a survey by least squares.
 
-    python -m classify.calibrate --survey survey.csv --out pmt-calibrated.yaml \\
+    python -m regsosek_tools.calibration --survey survey.csv --out pmt-calibrated.yaml \\
         [--regency-effects] [--select none|pvalue|aic] [--alpha 0.05] [--version V] \\
         [--poverty-lines FILE] [--min-regency-rows 30]
 
@@ -254,7 +254,7 @@ class Fit:
             "decile_cutpoints": [round(c) for c in self.cutpoints],
             "fit": {
                 "method": "weighted least squares" if self.weighted else "ordinary least squares",
-                "command": "python -m classify.calibrate",
+                "command": "python -m regsosek_tools.calibration",
                 "survey": {"file": self.survey.path.name, "sha256": self.survey.sha256, "rows": self.rows,
                            "dropped_rows": self.dropped_rows},
                 "fitted_at": self.fitted_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -291,19 +291,26 @@ class Fit:
         return "\n".join(lines)
 
 
-def fit(survey: Survey, lines: PovertyLines, *, regency_effects: bool = False, selection: str = "none",
-        alpha: float = 0.05, min_regency_rows: int = 30, version: str | None = None) -> Fit:
-    if selection not in SELECTIONS:
-        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}")
-    n_rows = survey.rows
-    y = np.log(survey.consumption)
-    w = survey.weight
-    excluded: dict[str, str] = {f: "no column in the survey" for f in FEATURE_NAMES if f not in survey.features}
+@dataclass
+class Design:
+    """The design matrix of a fit: intercept, regency dummies, then the features with variance."""
 
-    # Columns: intercept, regency dummies (all but the most frequent of those with enough rows), features.
+    names: list[str]
+    x: np.ndarray
+    fixed: int  # columns before the features (intercept and regency effects), never eliminated
+    effects: list[str]  # regencies with an effect of their own
+    baseline: str | None  # the regency that shares the intercept
+    excluded: dict[str, str]
+
+
+def design(survey: Survey, regency_effects: bool, min_regency_rows: int) -> Design:
+    """Columns: intercept, regency dummies (all but the most frequent of those with enough rows), features."""
+    n_rows = survey.rows
+    excluded: dict[str, str] = {f: "no column in the survey" for f in FEATURE_NAMES if f not in survey.features}
     names: list[str] = ["(intercept)"]
     cols: list[np.ndarray] = [np.ones(n_rows)]
     effects: list[str] = []
+    baseline = None
     if regency_effects:
         counts: dict[str, int] = {}
         for r in survey.regency:
@@ -325,44 +332,60 @@ def fit(survey: Survey, lines: PovertyLines, *, regency_effects: bool = False, s
             continue
         names.append(f)
         cols.append(col.astype(float))
-    x = np.column_stack(cols)
-    sw = np.sqrt(w)
-    xw, yw = x * sw[:, None], y * sw
+    return Design(names, np.column_stack(cols), fixed, effects, baseline, excluded)
 
-    kept = _independent(xw, list(range(len(names))), fixed)
-    for j in range(fixed, len(names)):
-        if j not in kept:
-            excluded[names[j]] = "collinear with the intercept, regency effects and features before it"
 
-    # Backward elimination on the cross-products.
+def eliminate(d: Design, xw: np.ndarray, yw: np.ndarray, n_eff: float, kept: list[int], selection: str,
+              alpha: float) -> None:
+    """Backward elimination on the cross-products: removes features from `kept`, recording why in
+    `d.excluded`."""
+    if selection == "none":
+        return
+    n_rows = len(yw)
     xtx, xty, yty = xw.T @ xw, xw.T @ yw, float(yw @ yw)
-    n_eff = float(w.sum())
-    features_idx = [j for j in kept if j >= fixed]
-    steps = progress.Progress("calibrate: backward elimination", len(features_idx), unit="steps") \
-        if selection != "none" else None
-    while selection != "none" and features_idx:
-        if steps is not None:
-            steps.update(1)
-        idx = [j for j in kept]
+    features_idx = [j for j in kept if j >= d.fixed]
+    steps = progress.Progress("calibrate: backward elimination", len(features_idx), unit="steps")
+    while features_idx:
+        steps.update(1)
+        idx = list(kept)
         cur = _ols_normal(xtx, xty, yty, idx, n_eff, n_rows)
         if selection == "pvalue":
             pv = {j: _p_value(cur.beta[idx.index(j)] / cur.se[idx.index(j)]) if cur.se[idx.index(j)] > 0 else 0.0
                   for j in features_idx}
-            worst = max(features_idx, key=lambda j: (pv[j], names[j]))
+            worst = max(features_idx, key=lambda j: (pv[j], d.names[j]))
             if pv[worst] <= alpha:
                 break
-            excluded[names[worst]] = f"backward elimination: p = {pv[worst]:.3g} > {alpha}"
+            d.excluded[d.names[worst]] = f"backward elimination: p = {pv[worst]:.3g} > {alpha}"
         else:
             trial = {j: _ols_normal(xtx, xty, yty, [i for i in idx if i != j], n_eff, n_rows).aic for j in features_idx}
-            worst = min(features_idx, key=lambda j: (trial[j], names[j]))
+            worst = min(features_idx, key=lambda j: (trial[j], d.names[j]))
             if trial[worst] >= cur.aic:
                 break
-            excluded[names[worst]] = f"backward elimination: AIC {cur.aic:.1f} -> {trial[worst]:.1f} without it"
+            d.excluded[d.names[worst]] = f"backward elimination: AIC {cur.aic:.1f} -> {trial[worst]:.1f} without it"
         kept.remove(worst)
         features_idx.remove(worst)
+    steps.close()
 
-    if steps is not None:
-        steps.close()
+
+def fit(survey: Survey, lines: PovertyLines, *, regency_effects: bool = False, selection: str = "none",
+        alpha: float = 0.05, min_regency_rows: int = 30, version: str | None = None) -> Fit:
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}")
+    n_rows = survey.rows
+    y = np.log(survey.consumption)
+    w = survey.weight
+    d = design(survey, regency_effects, min_regency_rows)
+    names, x, excluded = d.names, d.x, d.excluded
+    sw = np.sqrt(w)
+    xw, yw = x * sw[:, None], y * sw
+
+    kept = _independent(xw, list(range(len(names))), d.fixed)
+    for j in range(d.fixed, len(names)):
+        if j not in kept:
+            excluded[names[j]] = "collinear with the intercept, regency effects and features before it"
+    n_eff = float(w.sum())
+    eliminate(d, xw, yw, n_eff, kept, selection, alpha)
+
     # The final fit, by a least-squares solver on the kept columns.
     xk = xw[:, kept]
     beta, *_ = np.linalg.lstsq(xk, yw, rcond=None)
@@ -378,20 +401,10 @@ def fit(survey: Survey, lines: PovertyLines, *, regency_effects: bool = False, s
     se = np.sqrt(np.maximum(np.diag(cov), 0.0))
     by_name = {names[j]: float(b) for j, b in zip(kept, beta, strict=True)}
     se_by_name = {names[j]: float(s) for j, s in zip(kept, se, strict=True)}
-
-    intercept = by_name.pop("(intercept)")
-    reg = {r: by_name.pop(f"regency_{r}") for r in effects}
-    if regency_effects and baseline is not None:
-        reg[baseline] = 0.0
-        regs_arr = np.asarray(survey.regency)
-        level = sum(reg[r] * float(w[regs_arr == r].sum()) for r in reg) / float(
-            sum(float(w[regs_arr == r].sum()) for r in reg))
-        intercept += level
-        reg = {r: reg[r] - level for r in sorted(reg)}
+    intercept, reg = _centred_effects(d, survey, w, by_name)
     coefficients = {f: by_name[f] for f in FEATURE_NAMES if f in by_name}
 
-    log_pred = (x[:, kept] @ beta)
-    predicted = np.exp(log_pred)
+    predicted = np.exp(x[:, kept] @ beta)
     poverty = np.asarray([lines.poverty_line(r) for r in survey.regency])
     at_line = targeting(survey.consumption < poverty, predicted < poverty, w)
     b40 = targeting(bottom_share(survey.consumption, w, 0.4), bottom_share(predicted, w, 0.4), w)
@@ -405,8 +418,23 @@ def fit(survey: Survey, lines: PovertyLines, *, regency_effects: bool = False, s
     )
 
 
+def _centred_effects(d: Design, survey: Survey, w: np.ndarray, by_name: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """The intercept and regency effects, the effects centred (their row-weighted mean moved into the
+    intercept); takes them out of `by_name`."""
+    intercept = by_name.pop("(intercept)")
+    reg = {r: by_name.pop(f"regency_{r}") for r in d.effects}
+    if d.baseline is not None:
+        reg[d.baseline] = 0.0
+        regs_arr = np.asarray(survey.regency)
+        level = sum(reg[r] * float(w[regs_arr == r].sum()) for r in reg) / float(
+            sum(float(w[regs_arr == r].sum()) for r in reg))
+        intercept += level
+        reg = {r: reg[r] - level for r in sorted(reg)}
+    return intercept, reg
+
+
 HEADER = """\
-# Proxy means test (PMT) model fitted by `python -m classify.calibrate` (see its docstring)
+# Proxy means test (PMT) model fitted by `python -m regsosek_tools.calibration` (see its docstring)
 # on the survey named under fit.survey: least squares of log monthly per-capita consumption.
 # NOT illustrative: the numbers are estimates from that survey, as good as the survey is.
 # Use it with REGSOSEK_PMT_MODEL_FILE=<this file>, then `python -m classify.replay`.
@@ -420,7 +448,7 @@ def write_model(f: Fit, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     settings = ClassifySettings()
-    p = argparse.ArgumentParser(prog="python -m classify.calibrate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m regsosek_tools.calibration", description=__doc__.split("\n\n")[0])
     p.add_argument("--survey", type=Path, required=True, help="survey CSV (see the module docstring for columns)")
     p.add_argument("--out", type=Path, required=True, help="model file to write")
     p.add_argument("--regency-effects", action="store_true", help="fit one level per regency")
