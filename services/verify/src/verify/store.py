@@ -80,17 +80,22 @@ class VerifyStore:
     async def interview_state(self, iv: Interview) -> InterviewState:
         """Under the SLS's lock: whether the family was erased, its stored interview (locked; no
         body: an arriving interview needs its version, submission and sequence), the SLS's roster,
-        and who holds the interview's NIKs."""
+        and who holds the interview's NIKs (one statement after the lock and the roster)."""
         await self._lock_sls(iv.location.sls_id)
-        if await self.conn.fetchval("select exists (select 1 from erased_families where family_id = $1)",
-                                    iv.family_id):
-            return InterviewState(erased=True, stored=None, roster=None)
-        row = await self.conn.fetchrow(
-            "select family_id, sls_id, submission_id, version, state, outcome, detail, decision_seq, "
-            "null::jsonb as body, traceparent from interviews where family_id = $1 for update", iv.family_id)
         roster = await self.roster(iv.location.sls_id)
-        holders = await self._nik_holders(iv.nik_hashes()) if roster is not None else {}
-        return InterviewState(False, None if row is None else self._stored(row), roster, holders)
+        niks = sorted(iv.nik_hashes()) if roster is not None else []  # held without a roster: no claim to weigh
+        row = await self.conn.fetchrow(
+            """with cur as (select family_id, sls_id, submission_id, version, state, outcome, detail, decision_seq,
+                                   null::jsonb as body, traceparent
+                            from interviews where family_id = $1 for update)
+               select exists (select 1 from erased_families where family_id = $1) as erased,
+                      array(select row(nik_hash, family_id) from nik_claims where nik_hash = any($2::bytea[])) as holders,
+                      cur.*
+               from (select) as one left join cur on true""", iv.family_id, niks)
+        if row["erased"]:
+            return InterviewState(erased=True, stored=None, roster=None)
+        holders = {bytes(h): f for h, f in row["holders"]}
+        return InterviewState(False, None if row["family_id"] is None else self._stored(row), roster, holders)
 
     async def roster_state(self, r: RosterSubmitted) -> RosterState:
         """Under the SLS's lock: its roster's revision, its erased families, every interview of it
