@@ -261,7 +261,7 @@ class Stored:
     outcome: str | None
     detail: str | None
     decision_seq: int  # of the family's last decision; 0 before the first
-    interview: Interview | None  # None once erased (the body is dropped, the outcome kept)
+    interview: Interview | None  # None once erased (body dropped, outcome kept), or not loaded (InterviewState)
     traceparent: str | None = None  # the trace of the interview while it is held
 
 

@@ -123,6 +123,9 @@ class VerifyHandlers:
 
     async def _decide(self, uow: UnitOfWork, load: Callable[[], Awaitable[State]],
                       decide: Callable[[State], domain.Outcome], traceparent: str | None = None) -> domain.Outcome:
+        """Every event the same way: load its one state value, let the domain decide in one call,
+        save the outcome, publish it, and have the SLS recounted before commit. A NIK lost to a
+        concurrent family between load and save (nothing else saved yet) is decided again."""
         store = self.store_for(uow)
         for attempt in range(CLAIM_ATTEMPTS):
             outcome = decide(await load())
