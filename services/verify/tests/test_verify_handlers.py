@@ -5,6 +5,7 @@ flows against Kafka and PostgreSQL: tests/integration/test_verify_procedure.py a
 from __future__ import annotations
 
 import copy
+import logging
 import uuid
 from datetime import UTC, datetime
 
@@ -196,7 +197,8 @@ async def test_a_nik_claimed_by_a_family_in_another_sls_flags_the_second(verify)
     assert sorted(verify.store.claims.values()) == sorted([first.family_id] * 2 + [second.family_id])
 
 
-async def test_a_nik_taken_by_a_concurrent_family_is_decided_again_on_fresh_state(verify):
+async def test_a_nik_taken_by_a_concurrent_family_is_decided_again_on_fresh_state(verify, caplog):
+    caplog.set_level(logging.INFO, logger="verify")
     await verify.send(roster(family(1)))
     iv = interview()
     shared = next(iter(iv.nik_hashes()))
@@ -206,6 +208,7 @@ async def test_a_nik_taken_by_a_concurrent_family_is_decided_again_on_fresh_stat
     e = only(uow, InterviewFlagged)
     assert (e.reason, e.decision_seq) == (FlagReason.DUPLICATE_NIK, 1)
     assert verify.causes(iv.family_id) == [("interview", "duplicate_nik", 1)]
+    assert [r.getMessage() for r in caplog.records] == ["a NIK was claimed by a concurrent family; deciding again"]
 
 
 # ---------------------------------------------------------------- holds
@@ -224,7 +227,8 @@ async def test_an_interview_before_its_roster_is_held_and_the_roster_decides_it(
     assert only(uow, SlsCompleted).interviewed == 2
 
 
-async def test_held_families_sharing_a_nik_are_decided_in_arrival_order(verify):
+async def test_held_families_sharing_a_nik_are_decided_in_arrival_order(verify, caplog):
+    caplog.set_level(logging.INFO, logger="verify")
     first = interview(building=1)
     second = interview(building=2, niks=(nik(SLS, 1, 1), nik(SLS, 2, 2)))
     await verify.send(first)
@@ -232,6 +236,7 @@ async def test_held_families_sharing_a_nik_are_decided_in_arrival_order(verify):
     uow = await verify.send(roster(family(1), family(2)))
     assert [e.family_id for e in uow.events(InterviewVerified)] == [first.family_id]
     assert [(e.family_id, e.reason) for e in uow.events(InterviewFlagged)] == [(second.family_id, FlagReason.DUPLICATE_NIK)]
+    assert caplog.records == [], "decided in one go: the domain saw the first family's claim"
 
 
 async def test_a_hold_that_times_out_is_flagged_no_roster_and_a_later_roster_still_decides(verify):

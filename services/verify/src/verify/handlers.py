@@ -10,6 +10,7 @@ transaction, just before it commits.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -35,6 +36,7 @@ from verify.store import VerifyStore
 StoreFor = Callable[[UnitOfWork], VerifyStore]
 Clock = Callable[[], datetime]
 State = TypeVar("State")
+log = logging.getLogger("verify")
 CLAIM_ATTEMPTS = 5  # a NIK lost to a concurrent family more often than this in a row: the batch is retried
 
 
@@ -132,9 +134,11 @@ class VerifyHandlers:
             try:
                 await store.save(outcome, traceparent=traceparent)
                 break
-            except domain.ClaimsRaced:
+            except domain.ClaimsRaced as e:
                 if attempt == CLAIM_ATTEMPTS - 1:
                     raise
+                log.info("a NIK was claimed by a concurrent family; deciding again",
+                         extra={"fields": {"family_id": str(e), "attempt": attempt + 1}})
         self.publisher.outcome(uow, outcome, self.clock())
         if outcome.recount is not None:
             sls_id = outcome.recount
