@@ -9,9 +9,9 @@ import pytest
 
 from regsosek.contracts import FamilyInterview, FlagReason, RosterStatus, VerificationOutcome, pseudonymise_interview
 from regsosek.pseudonyms import kk_hash_hex
+from verify.domain import Decision, RosterEntry, decide, duplicate_interview, duplicate_nik, find_entry, no_roster
 
 KEY = "unit-test-nik-key"
-from verify.domain import Decision, RosterEntry, decide, duplicate_interview, duplicate_nik, find_entry, no_roster
 
 SLS = "64720100010001"
 KK = "6472010101220001"

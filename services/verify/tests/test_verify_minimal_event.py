@@ -23,7 +23,8 @@ from regsosek.contracts import (
 from regsosek.envelope import encode
 from regsosek.examples import family_interview
 from regsosek_tools.sample import generate
-from verify.domain import Decision, verified_event
+from verify.domain import Decision
+from verify.publisher import verified_event
 
 AT = datetime(2022, 10, 20, 3, 0, 5, tzinfo=UTC)
 VERIFIED = Decision(True, outcome=VerificationOutcome.VERIFIED)

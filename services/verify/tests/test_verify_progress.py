@@ -105,8 +105,8 @@ def test_matched_key_follows_kk_then_serials():
 
 
 def test_decision_state_and_code():
-    assert (Decision(True, outcome=VerificationOutcome.VERIFIED).state, Decision(True, outcome=VerificationOutcome.VERIFIED).code) \
-        == ("verified", "verified")
+    verified = Decision(True, outcome=VerificationOutcome.VERIFIED)
+    assert (verified.state, verified.code) == ("verified", "verified")
     d = Decision(False, reason=FlagReason.ROSTER_SAYS_MOVED, detail="x")
     assert (d.state, d.code) == ("flagged", "roster_says_moved")
     assert Decision(False, reason=FlagReason.REJECTED_BY_SUPERVISOR).state == "rejected"

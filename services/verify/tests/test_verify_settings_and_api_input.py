@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from regsosek.auth import Role, mint
 from regsosek.keys import InsecureSecret
-from verify.api import router
+from verify.api import progress_router
 from verify.settings import VerifySettings
 
 STRONG = "a9Vq3x7LmZp2Rt8Kc4Wy6Hn1Bd5Gf0Js"  # 32 bytes, not a published key
@@ -63,8 +63,8 @@ def test_local_reads_v1_records_with_the_development_key(monkeypatch):
 
 def _client() -> TestClient:
     app = FastAPI()
-    app.include_router(router)
-    app.state.runtime = SimpleNamespace(settings=VerifySettings(env="local"))  # the local key pair's JWKS
+    app.include_router(progress_router(VerifySettings(env="local")))  # the local key pair's JWKS
+    app.state.runtime = SimpleNamespace()  # no pool: every request here is refused before the store is read
     return TestClient(app)
 
 

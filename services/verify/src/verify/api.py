@@ -3,20 +3,20 @@ census staff with a token, in their own areas, with small counts withheld (verif
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
+import asyncpg
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from regsosek.auth import Principal, Role, bearer
 from regsosek.contracts.identifiers import AreaPrefixOrEmpty
 from regsosek.service import runtime_of
-from verify import domain, store
+from verify import domain
 from verify.disclosure import suppress_breakdown
-
-router = APIRouter(prefix="/v1", tags=["progress"])
-# Census operations: officers, supervisors and village officials for their assigned areas; admin everywhere.
-STAFF = bearer(lambda r: runtime_of(r).settings.token_verifier(), Role.OFFICER, Role.SUPERVISOR, Role.VILLAGE_OFFICIAL)
+from verify.settings import VerifySettings
+from verify.store import VerifyStore
 
 
 class Counts(BaseModel):
@@ -46,14 +46,39 @@ class ProgressOut(BaseModel):
 _COUNTS = ("sls", "sls_complete", "expected", "interviewed", "verified", "flagged", "absent", "outstanding", "held")
 
 
-@router.get("/progress", response_model=ProgressOut, summary="Verification progress by SLS id prefix")
-async def progress(
-    request: Request,
-    prefix: Annotated[AreaPrefixOrEmpty, Query(description="e.g. 64 (province), 6472 (regency)")] = "",
-    by: Annotated[Literal["province", "regency", "district", "village", "sls"] | None,
-                  Query(description="also break the totals down by this level")] = None,
-    principal: Principal = STAFF,
-) -> ProgressOut:
+def progress_router(settings: VerifySettings,
+                    store_of: Callable[[asyncpg.Connection], VerifyStore] = VerifyStore) -> APIRouter:
+    """GET /v1/progress, with the service's settings (its token verifier) and store."""
+    router = APIRouter(prefix="/v1", tags=["progress"])
+    # Census operations: officers, supervisors and village officials for their assigned areas; admin everywhere.
+    staff = bearer(lambda r: settings.token_verifier(), Role.OFFICER, Role.SUPERVISOR, Role.VILLAGE_OFFICIAL)
+
+    @router.get("/progress", response_model=ProgressOut, summary="Verification progress by SLS id prefix")
+    async def progress(
+        request: Request,
+        prefix: Annotated[AreaPrefixOrEmpty, Query(description="e.g. 64 (province), 6472 (regency)")] = "",
+        by: Annotated[Literal["province", "regency", "district", "village", "sls"] | None,
+                      Query(description="also break the totals down by this level")] = None,
+        principal: Principal = staff,
+    ) -> ProgressOut:
+        prefix = area_asked(principal, prefix)
+        try:
+            length = domain.group_length(prefix, by)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+        async with runtime_of(request).pool.acquire() as conn:
+            rows = await store_of(conn).progress_by_prefix(prefix, length)
+        groups = [{"prefix": r["grp"], **{k: int(r[k]) for k in _COUNTS}} for r in rows]
+        totals = {"prefix": prefix, **{k: sum(g[k] for g in groups) for k in _COUNTS}}
+        totals, groups = suppress_breakdown(totals, groups if by else [])
+        return ProgressOut(prefix=prefix, by=by, totals=Counts(**totals), groups=[Counts(**g) for g in groups])
+
+    return router
+
+
+def area_asked(principal: Principal, prefix: str) -> str:
+    """The area the caller may see: the prefix asked for, or (none asked) the caller's one area;
+    the nation is for admins."""
     if not prefix and principal.role is not Role.ADMIN:
         if len(principal.areas) != 1:  # the nation is for admins; one area is the caller's own
             raise HTTPException(422, {"errors": [{"path": "/prefix", "reason": "prefix required: name one of your areas"}]})
@@ -61,13 +86,4 @@ async def progress(
     if principal.role is not Role.ADMIN and not any(prefix.startswith(a) for a in principal.areas):
         raise HTTPException(403, {"reason": f"prefix {prefix or '(the nation)'} is not within the areas assigned to "
                                             f"{principal.subject}"})
-    try:
-        length = domain.group_length(prefix, by)
-    except ValueError as e:
-        raise HTTPException(422, str(e)) from None
-    async with runtime_of(request).pool.acquire() as conn:
-        rows = await store.progress_by_prefix(conn, prefix, length)
-    groups = [{"prefix": r["grp"], **{k: int(r[k]) for k in _COUNTS}} for r in rows]
-    totals = {"prefix": prefix, **{k: sum(g[k] for g in groups) for k in _COUNTS}}
-    totals, groups = suppress_breakdown(totals, groups if by else [])
-    return ProgressOut(prefix=prefix, by=by, totals=Counts(**totals), groups=[Counts(**g) for g in groups])
+    return prefix

@@ -1,48 +1,89 @@
-"""Verify: RT/SLS roster verification. Wiring only."""
+"""Verify: RT/SLS roster verification. The composition root: settings, store, publisher,
+handlers, routes and background tasks are built here, and only here; the service
+(`definition`) and the commands (`python -m verify.pseudonymise`) build theirs through `compose`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from regsosek.db import is_transient
+import asyncpg
+
+from regsosek.background import run_forever
+from regsosek.db import Backoff, is_transient
+from regsosek.messaging import UnitOfWork
 from regsosek.service import Runtime, ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
-from verify import handlers, pseudonymise, store
-from verify.api import router
-from verify.handlers import HANDLERS
+from verify import pseudonymise
+from verify.api import progress_router
+from verify.handlers import VerifyHandlers
+from verify.publisher import Publisher
 from verify.settings import VerifySettings
+from verify.store import VerifyStore
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+TOPICS = (Topic.SLS_ROSTER, Topic.INTERVIEW_SUBMITTED, Topic.VERIFICATION_RESOLVED, Topic.FAMILY_ERASED)
 log = logging.getLogger("verify")
 
+Background = Callable[[Runtime], Awaitable[None]]
 
-async def flag_expired_holds(runtime: Runtime) -> None:
-    """Interviews whose roster never came are flagged "no roster" after the hold timeout
-    (one transaction per family, under its SLS lock; decided normally if the roster came
-    after all). A roster arriving later still decides them (see handlers.on_roster)."""
-    s: VerifySettings = runtime.settings
-    while True:
-        await asyncio.sleep(s.hold_sweep_interval_s)
-        try:
+
+@dataclass(frozen=True)
+class Verify:
+    """The service's parts, built once."""
+
+    settings: VerifySettings
+    store_for: Callable[[UnitOfWork], VerifyStore]  # in a unit of work (its transaction and cache)
+    store_of: Callable[[asyncpg.Connection], VerifyStore]  # on a connection of its own (reads, commands)
+    publisher: Publisher
+    handlers: VerifyHandlers
+
+
+def compose(settings: VerifySettings | None = None) -> Verify:
+    settings = settings or VerifySettings()
+    legacy_key = settings.legacy_key()
+
+    def store_for(uow: UnitOfWork) -> VerifyStore:
+        return VerifyStore(uow.conn, cache=uow.cache, legacy_key=legacy_key)
+
+    def store_of(conn: asyncpg.Connection) -> VerifyStore:
+        return VerifyStore(conn, legacy_key=legacy_key)
+
+    publisher = Publisher()
+    return Verify(settings, store_for, store_of, publisher, VerifyHandlers(settings, store_for, publisher))
+
+
+def hold_sweep(verify: Verify) -> Background:
+    """Interviews whose roster never came are flagged "no roster" after the hold timeout (one
+    transaction per family, under its SLS lock; decided normally if the roster came after all).
+    A roster arriving later still decides them (domain.on_roster)."""
+    s = verify.settings
+
+    async def flag_expired_holds(runtime: Runtime) -> None:
+        async def sweep() -> None:
+            await asyncio.sleep(s.hold_sweep_interval_s)
             async with runtime.pool.acquire() as conn:
-                expired = await store.expired_holds(conn, s.hold_timeout_s)
-            for row in expired:
+                expired = await verify.store_of(conn).expired_holds(s.hold_timeout_s)
+            for family_id, sls_id in expired:
                 async with runtime.unit_of_work() as uow:
-                    await handlers.flag_if_still_held(uow, row["family_id"], row["sls_id"], s.hold_timeout_s)
-        except Exception as e:
-            if not is_transient(e):
-                log.exception("hold sweep failed")
+                    await verify.handlers.on_hold_expired(uow, family_id, sls_id)
+
+        await run_forever("hold sweep", sweep, backoff=Backoff(1.0, max(1.0, s.hold_sweep_interval_s)),
+                          expected=is_transient, logger=log)
+
+    return flag_expired_holds
 
 
 def definition(settings: VerifySettings | None = None) -> ServiceDefinition:
-    settings = settings or VerifySettings()
-    handlers.settings = settings
+    verify = compose(settings)
     return ServiceDefinition(
-        name="verify", settings=settings, migrations=MIGRATIONS, handlers=HANDLERS,
-        topics=[Topic.SLS_ROSTER, Topic.INTERVIEW_SUBMITTED, Topic.VERIFICATION_RESOLVED, Topic.FAMILY_ERASED],
-        routers=[router], background=[flag_expired_holds, pseudonymise.at_start_up], title="Regsosek verify",
+        name="verify", settings=verify.settings, migrations=MIGRATIONS, handlers=verify.handlers.by_event_type(),
+        topics=TOPICS, routers=[progress_router(verify.settings, verify.store_of)],
+        background=[hold_sweep(verify), pseudonymise.at_start_up(verify.settings, verify.store_of)],
+        title="Regsosek verify",
         description="Matches each interview to its SLS roster (VK1); progress per SLS, village and regency.",
     )
 

@@ -4,25 +4,30 @@ The field procedure: the officer confirms the prelist with the RT head first
 (present / moved / dissolved / unknown / added); only families confirmed to live
 in the SLS are verified. Everything else is flagged with a reason a supervisor
 can act on. No personal data goes into the `detail` text.
+
+Each handler loads one state value from the store (`InterviewState`, `RosterState`,
+`ResolutionState`, `HoldState`) and one function here decides on it (`on_interview`,
+`on_roster`, `on_resolution`, `on_hold_expired`), returning an `Outcome`: what to store
+(held interview, NIK claims, roster revision, decisions with their sequence numbers,
+refreshed roster matches, a kept resolution) and what to publish.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from uuid import UUID
 
 from regsosek.contracts import (
     FlagReason,
     InterviewSubmitted,
-    InterviewVerified,
     RosterStatus,
+    RosterSubmitted,
     SupervisorDecision,
     VerificationOutcome,
     VerificationResolved,
-    household_profile,
+    family_id,
 )
 
 # What verify decides on: the pseudonymised interview (v2): NIK and KK as keyed hashes, no names
@@ -100,7 +105,8 @@ def decide(iv: Interview, roster: list[RosterEntry]) -> Decision:
     entry = find_entry(iv, roster)
     if entry is None:
         return Decision(False, reason=FlagReason.NOT_ON_ROSTER,
-                        detail=f"building {iv.location.building_no} family {iv.location.family_no} and its KK are not on the SLS roster")
+                        detail=f"building {iv.location.building_no} family {iv.location.family_no} "
+                               "and its KK are not on the SLS roster")
     if entry.status in _STATUS_FLAGS:
         reason, detail = _STATUS_FLAGS[entry.status]
         return Decision(False, reason=reason, detail=detail)
@@ -110,16 +116,6 @@ def decide(iv: Interview, roster: list[RosterEntry]) -> Decision:
     if entry.status is RosterStatus.ADDED:
         return Decision(True, outcome=VerificationOutcome.VERIFIED_ADDED)
     return Decision(True, outcome=VerificationOutcome.VERIFIED)
-
-
-def verified_event(iv: Interview, d: Decision, at: datetime, decision_seq: int) -> InterviewVerified:
-    """The interview-verified event of a verified family: its outcome and, for classify, the
-    family's `HouseholdProfile` (ages computed here at the interview date; no name, NIK, KK
-    number, address, GPS or birth date leaves verify). Pure."""
-    if not d.verified:
-        raise ValueError("only a verified family has an interview-verified event")
-    return InterviewVerified(family_id=iv.family_id, sls_id=iv.location.sls_id, outcome=d.outcome,
-                             verified_at=at, profile=household_profile(iv), decision_seq=decision_seq)
 
 
 def duplicate_nik(conflicting_lines: list[int]) -> Decision:
@@ -245,6 +241,236 @@ def progress(roster: list[RosterEntry], decided: Iterable[Decided]) -> Progress:
             outstanding += 1
     return Progress(expected=len(roster), interviewed=len(decided), verified=verified,
                     flagged=len(decided) - verified, absent=absent, outstanding=outstanding)
+
+
+# ---------------------------------------------------------------- state in, outcome out
+
+FamilyId = str
+NikHash = bytes
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A family's interview as verify holds it (its row locked for the transaction)."""
+
+    family_id: FamilyId
+    sls_id: str
+    version: int
+    submission_id: str
+    state: str  # held, verified, flagged or rejected
+    outcome: str | None
+    detail: str | None
+    decision_seq: int  # of the family's last decision; 0 before the first
+    interview: Interview | None  # None once erased (body dropped, outcome kept), or not loaded (InterviewState)
+    traceparent: str | None = None  # the trace of the interview while it is held
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The NIKs a judged interview claims for its family, nation-wide, and the member lines the
+    decision took as held by another family. The store claims them before anything else is
+    saved and reports whether another family took one meanwhile (`ClaimsRaced`)."""
+
+    family_id: FamilyId
+    niks: Mapping[NikHash, int]  # NIK hash -> member line
+    clashes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One decision about a family: stored under `decision_seq` with its history line (`cause`)
+    and published. A duplicate interview's flag (`cause` duplicate_interview) is no decision about
+    the family: it carries the family's current sequence and changes nothing stored but history."""
+
+    interview: Interview
+    decision: Decision
+    cause: str
+    decision_seq: int
+    matched: Key | None = None  # the roster entry the interview accounts for
+    roster_revision: int | None = None
+    traceparent: str | None = None  # the held interview's trace, to publish in
+
+    @property
+    def changes_family(self) -> bool:
+        return self.cause != "duplicate_interview"
+
+
+@dataclass(frozen=True)
+class Rematch:
+    """A later roster revision, same outcome: only which entry the family accounts for changes."""
+
+    family_id: FamilyId
+    matched: Key | None
+    roster_revision: int
+
+
+@dataclass(frozen=True)
+class NewRoster:
+    """A roster revision to store: as received (an erased family's KK hash left out) and as
+    verify matches against it."""
+
+    received: RosterSubmitted
+    roster: Roster
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Everything one event changes, in the order the store saves it: claims first (so a claim
+    lost to a concurrent family is found before anything else is written), then the held
+    interview, the roster, the decisions, the refreshed matches and the resolution."""
+
+    claims: tuple[Claim, ...] = ()
+    held: Interview | None = None
+    roster: NewRoster | None = None
+    verdicts: tuple[Verdict, ...] = ()
+    rematches: tuple[Rematch, ...] = ()
+    resolution: tuple[VerificationResolved, int] | None = None  # with the version it resolved
+    recount: str | None = None  # the SLS whose progress to recount before commit
+
+
+@dataclass(frozen=True)
+class InterviewState:
+    """What an arriving interview is decided on."""
+
+    erased: bool  # the family was erased: nothing of it is taken again
+    stored: Stored | None
+    roster: Roster | None
+    nik_holders: Mapping[NikHash, FamilyId] = field(default_factory=dict)  # for the interview's NIKs
+
+
+@dataclass(frozen=True)
+class RosterState:
+    """What a roster revision is decided on: the SLS's interviews (held ones first, in arrival
+    order, then the decided ones; erased ones without a body left out) and their NIKs' holders."""
+
+    sls_id: str
+    revision: int  # the stored roster's revision, 0 before the first
+    erased: frozenset[FamilyId]
+    interviews: tuple[Stored, ...]
+    nik_holders: Mapping[NikHash, FamilyId] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResolutionState:
+    stored: Stored | None
+    roster: Roster | None
+
+
+@dataclass(frozen=True)
+class HoldState:
+    """A held interview whose hold timed out (None when decided meanwhile or not yet expired)."""
+
+    stored: Stored | None
+    roster: Roster | None
+    nik_holders: Mapping[NikHash, FamilyId] = field(default_factory=dict)
+
+
+class ClaimsRaced(Exception):
+    """A NIK taken by another family between loading its holders and claiming it: the event is
+    decided again on fresh state (the other family's claim is then committed and seen)."""
+
+
+def judge(iv: Interview, roster: Roster, holders: dict[NikHash, FamilyId]) -> tuple[Claim, Decision]:
+    """The interview against its roster after claiming its members' NIKs; `holders` is updated
+    as the store's claim will leave it (this family's NIKs it no longer lists released, the
+    free ones taken), so that later families judged in the same outcome see it."""
+    niks = iv.nik_hashes()
+    for h in [h for h, f in holders.items() if f == iv.family_id and h not in niks]:
+        del holders[h]
+    clashes = tuple(sorted(line for h, line in niks.items() if holders.get(h, iv.family_id) != iv.family_id))
+    for h in niks:
+        holders.setdefault(h, iv.family_id)
+    decision = duplicate_nik(list(clashes)) if clashes else decide(iv, roster.entries)
+    return Claim(iv.family_id, niks, clashes), decision
+
+
+def on_interview(state: InterviewState, iv: Interview) -> Outcome:
+    """An arriving interview: ignored (erased family, older version, redelivery), flagged alone
+    (another submission of the stored version), held (no roster yet), or decided."""
+    stored = state.stored
+    if state.erased:
+        return Outcome()  # intake refuses its later submissions; an older record changes nothing
+    arrival = interview_arrival(None if stored is None else (stored.version, stored.submission_id), iv)
+    if arrival is Arrival.SUPERSEDED or arrival is Arrival.REPEATED:
+        return Outcome()
+    if arrival is Arrival.DUPLICATE:
+        return Outcome(verdicts=(Verdict(iv, duplicate_interview(), "duplicate_interview", stored.decision_seq),))
+    if state.roster is None:
+        return Outcome(held=iv)  # until the roster arrives (or the hold times out)
+    seq = stored.decision_seq if stored is not None else 0
+    claim, d = judge(iv, state.roster, dict(state.nik_holders))
+    verdict = Verdict(iv, d, "interview", seq + 1, matched_key(iv, state.roster.entries), state.roster.revision)
+    return Outcome(claims=(claim,), held=iv, verdicts=(verdict,), recount=state.roster.sls_id)
+
+
+def roster_of(r: RosterSubmitted, revision: int) -> Roster:
+    entries = [RosterEntry(f.building_no, f.family_no, f.kk_hash, f.member_count, f.status) for f in r.families]
+    return Roster(r.sls_id, revision, r.submission_id, sorted(entries, key=lambda e: e.key))
+
+
+def on_roster(state: RosterState, received: RosterSubmitted) -> Outcome:
+    """A roster revision: stored (an erased family's KK hash is not kept again); the interviews
+    held for it decided; the families already decided re-verified, with a new outcome only where
+    it changed. A supervisor's decision stands (until a new interview version)."""
+    if state.erased:
+        received = received.model_copy(update={"families": [
+            f.model_copy(update={"kk_hash": None}) if family_id(received.sls_id, f.building_no, f.family_no)
+            in state.erased else f for f in received.families]})
+    roster = roster_of(received, state.revision + 1)
+    holders = dict(state.nik_holders)
+    claims: list[Claim] = []
+    verdicts: list[Verdict] = []
+    rematches: list[Rematch] = []
+    for s in state.interviews:
+        iv = s.interview
+        matched = matched_key(iv, roster.entries)
+        if s.state == "held":
+            claim, d = judge(iv, roster, holders)
+            claims.append(claim)
+            verdicts.append(Verdict(iv, d, "roster", s.decision_seq + 1, matched, roster.revision, s.traceparent))
+            continue
+        if not decided_by_supervisor(s.state, s.outcome):
+            claim, d = judge(iv, roster, holders)
+            claims.append(claim)
+            if changed(s.state, s.outcome, s.detail, d):
+                verdicts.append(Verdict(iv, d, "roster_revision", s.decision_seq + 1, matched, roster.revision))
+                continue
+        rematches.append(Rematch(s.family_id, matched, roster.revision))
+    return Outcome(claims=tuple(claims), roster=NewRoster(received, roster), verdicts=tuple(verdicts),
+                   rematches=tuple(rematches), recount=roster.sls_id)
+
+
+def on_resolution(state: ResolutionState, r: VerificationResolved) -> Outcome:
+    """A supervisor's resolution of a decided family: kept, and applied when it changes the
+    outcome. NotResolvable when it can never apply (no interview, held, erased)."""
+    stored = state.stored
+    if stored is None:
+        raise NotResolvable(f"no interview for family {r.family_id} to resolve")
+    d = resolve(stored.state, r)
+    if stored.interview is None:
+        raise NotResolvable(f"family {r.family_id} was erased; nothing to resolve")
+    iv = stored.interview
+    if d is None:
+        return Outcome(resolution=(r, iv.version))  # already so; the resolution is kept
+    roster = state.roster
+    verdict = Verdict(iv, d, "resolution", stored.decision_seq + 1,
+                      matched_key(iv, roster.entries) if roster else None, roster.revision if roster else None)
+    return Outcome(verdicts=(verdict,), resolution=(r, iv.version), recount=roster.sls_id if roster else None)
+
+
+def on_hold_expired(state: HoldState, timeout_s: float) -> Outcome:
+    """A hold timed out: flagged "no roster"; should the roster be there after all, decided
+    against it instead."""
+    stored, roster = state.stored, state.roster
+    if stored is None or stored.interview is None:
+        return Outcome()
+    iv, seq = stored.interview, stored.decision_seq + 1
+    if roster is None:
+        return Outcome(verdicts=(Verdict(iv, no_roster(timeout_s / 3600), "hold_timeout", seq,
+                                         traceparent=stored.traceparent),))
+    claim, d = judge(iv, roster, dict(state.nik_holders))
+    verdict = Verdict(iv, d, "roster", seq, matched_key(iv, roster.entries), roster.revision, stored.traceparent)
+    return Outcome(claims=(claim,), verdicts=(verdict,), recount=roster.sls_id)
 
 
 # ---------------------------------------------------------------- progress queries

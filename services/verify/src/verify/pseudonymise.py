@@ -20,38 +20,42 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from regsosek import db
 from regsosek.contracts import FamilyInterview, SlsRoster, pseudonymise_interview, pseudonymise_roster
 from regsosek.pseudonyms import kk_hash_hex
-from verify import store
+from verify.settings import VerifySettings
+from verify.store import TABLES_WITH_LEGACY_ROWS as TABLES
+from verify.store import VerifyStore
 
 log = logging.getLogger("verify.pseudonymise")
-TABLES = ("interviews", "roster_history", "roster_families", "rosters")
+StoreOf = Callable[[asyncpg.Connection], VerifyStore]
 
 
-async def convert_batch(conn: asyncpg.Connection, key: str, limit: int) -> dict[str, int]:
+async def convert_batch(conn: asyncpg.Connection, key: str, limit: int, store_of: StoreOf = VerifyStore) -> dict[str, int]:
     """One batch (one transaction): rows converted per table."""
+    store = store_of(conn)
     async with conn.transaction():
-        rows = await store.legacy_rows(conn, limit)
+        rows = await store.legacy_rows(limit)
         interviews = [(r["family_id"], pseudonymise_interview(FamilyInterview.model_validate(r["body"]), key)
                        .model_dump(mode="json")) for r in rows["interviews"]]
         revisions = [(r["sls_id"], r["revision"], pseudonymise_roster(SlsRoster.model_validate(r["body"]), key)
                       .model_dump(mode="json")) for r in rows["roster_history"]]
         entries = [(r["sls_id"], r["building_no"], r["family_no"], kk_hash_hex(key, r["kk_number"]))
                    for r in rows["roster_families"]]
-        await store.replace_legacy(conn, interviews, revisions, entries, [r["sls_id"] for r in rows["rosters"]])
+        await store.replace_legacy(interviews, revisions, entries, [r["sls_id"] for r in rows["rosters"]])
     return {t: len(rows[t]) for t in TABLES}
 
 
 async def convert_all(pool: asyncpg.Pool, key: str, batch: int = 500, *, vacuum: bool = True,
-                      progress=None) -> dict[str, int]:
+                      progress=None, store_of: StoreOf = VerifyStore) -> dict[str, int]:
     total = dict.fromkeys(TABLES, 0)
     while True:
         async with pool.acquire() as conn:
-            done = await convert_batch(conn, key, batch)
+            done = await convert_batch(conn, key, batch, store_of)
         for t, n in done.items():
             total[t] += n
         if progress:
@@ -60,33 +64,37 @@ async def convert_all(pool: asyncpg.Pool, key: str, batch: int = 500, *, vacuum:
             break
     if vacuum and any(total.values()):
         async with pool.acquire() as conn:
-            for t in TABLES:
-                await conn.execute(f"vacuum full {t}")
+            await store_of(conn).vacuum_legacy_tables()
     return total
 
 
-async def at_start_up(runtime) -> None:
+def at_start_up(settings: VerifySettings, store_of: StoreOf) -> Callable[..., Awaitable[None]]:
     """Background task: one conversion when the legacy key is available, then idle (background tasks
     run for the service's life; one that ends makes the service unready)."""
-    key = runtime.settings.legacy_key()
-    if key is not None:
-        try:
-            total = await convert_all(runtime.pool, key, vacuum=False)
-            if any(total.values()):
-                log.info("rows stored in clear pseudonymised", extra={"fields": total})
-        except Exception as e:  # noqa: BLE001 - the one-off command does it too
-            log.error("pseudonymising stored rows failed; run python -m verify.pseudonymise",
-                      extra={"fields": {"error": type(e).__name__}})
-    await asyncio.Event().wait()
+
+    async def pseudonymise_at_start_up(runtime) -> None:
+        key = settings.legacy_key()
+        if key is not None:
+            try:
+                total = await convert_all(runtime.pool, key, vacuum=False, store_of=store_of)
+                if any(total.values()):
+                    log.info("rows stored in clear pseudonymised", extra={"fields": total})
+            except Exception as e:  # noqa: BLE001 - the one-off command does it too
+                log.error("pseudonymising stored rows failed; run python -m verify.pseudonymise",
+                          extra={"fields": {"error": type(e).__name__}})
+        await asyncio.Event().wait()
+
+    return pseudonymise_at_start_up
 
 
 def main(argv: list[str] | None = None) -> int:
-    from verify.settings import VerifySettings
+    from verify.app import compose  # the service's composition root (it imports this module)
 
     p = argparse.ArgumentParser(prog="python -m verify.pseudonymise", description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=500)
     a = p.parse_args(argv)
-    s = VerifySettings()
+    verify = compose()
+    s = verify.settings
     key = s.legacy_key()
     if key is None:
         print("REGSOSEK_LEGACY_NIK_HASH_KEY must be set (intake's NIK hash key)", file=sys.stderr)
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> dict[str, int]:
         pool = await db.connect_pool(s.dsn(), max_size=2, wait_s=30)
         try:
-            return await convert_all(pool, key, a.batch,
+            return await convert_all(pool, key, a.batch, store_of=verify.store_of,
                                      progress=lambda t: print("converted so far: " + ", ".join(
                                          f"{k} {v}" for k, v in t.items()), flush=True))
         finally:

@@ -1,0 +1,268 @@
+"""An in-memory VerifyStore for fast tests of verify's handlers: the same public methods and
+signatures as verify.store.VerifyStore (test_verify_store_parity keeps them in step), the same
+rules (one roster revision after another, held interviews first in arrival order, NIK claims
+nation-wide, erasure), no database.
+
+`now` stands for the database clock (seconds; a test moves it on to expire holds), and
+`taken_meanwhile` lets a test play a concurrent family that claims a NIK between the load
+and the save, as another instance's transaction can."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from regsosek import audit
+from regsosek.contracts import FamilyErased, RosterSubmitted, VerificationResolved
+from verify.domain import (
+    Claim,
+    ClaimsRaced,
+    Decided,
+    FamilyId,
+    HoldState,
+    Interview,
+    InterviewState,
+    Key,
+    NewRoster,
+    NikHash,
+    Outcome,
+    Progress,
+    ResolutionState,
+    Roster,
+    RosterState,
+    Stored,
+    Verdict,
+)
+
+
+@dataclass
+class Row:
+    """One family's row of the interviews table."""
+
+    family_id: str
+    sls_id: str
+    version: int
+    submission_id: str
+    interview: Interview | None
+    state: str = "held"
+    outcome: str | None = None
+    detail: str | None = None
+    decision_seq: int = 0
+    held_since: float | None = None
+    arrival: int = 0  # order of holding / deciding, as the table's timestamps order them
+    traceparent: str | None = None
+    matched: Key | None = None
+    roster_revision: int | None = None
+
+    def stored(self, *, with_body: bool = True) -> Stored:
+        return Stored(self.family_id, self.sls_id, self.version, self.submission_id, self.state, self.outcome,
+                      self.detail, self.decision_seq, self.interview if with_body else None, self.traceparent)
+
+
+@dataclass
+class History:
+    family_id: str
+    state: str
+    outcome: str
+    detail: str
+    cause: str
+    roster_revision: int | None
+    decision_seq: int
+
+
+@dataclass
+class InMemoryVerifyStore:
+    now: float = 0.0
+    interviews: dict[FamilyId, Row] = field(default_factory=dict)
+    rosters: dict[str, Roster] = field(default_factory=dict)
+    roster_history: list[RosterSubmitted] = field(default_factory=list)
+    claims: dict[NikHash, FamilyId] = field(default_factory=dict)
+    history: list[History] = field(default_factory=list)
+    resolutions: dict[str, tuple[VerificationResolved, int]] = field(default_factory=dict)
+    progress: dict[str, tuple[int, Progress]] = field(default_factory=dict)
+    completions: set[tuple[str, int]] = field(default_factory=set)
+    erased: dict[FamilyId, str] = field(default_factory=dict)
+    audit_log: list[audit.Entry] = field(default_factory=list)
+    taken_meanwhile: dict[NikHash, FamilyId] = field(default_factory=dict)
+    _order: itertools.count = field(default_factory=itertools.count)
+
+    # ---------------------------------------------------------------- loading one state value
+
+    async def interview_state(self, iv: Interview) -> InterviewState:
+        if iv.family_id in self.erased:
+            return InterviewState(erased=True, stored=None, roster=None)
+        row = self.interviews.get(iv.family_id)
+        roster = self.rosters.get(iv.location.sls_id)
+        holders = self._holders(iv.nik_hashes()) if roster is not None else {}
+        return InterviewState(False, None if row is None else row.stored(with_body=False), roster, holders)
+
+    async def roster_state(self, r: RosterSubmitted) -> RosterState:
+        current = self.rosters.get(r.sls_id)
+        rows = sorted((row for row in self.interviews.values() if row.sls_id == r.sls_id and row.interview),
+                      key=lambda row: (row.state != "held", row.arrival, row.family_id))
+        interviews = tuple(row.stored() for row in rows)
+        holders = self._holders({h: 0 for s in interviews for h in s.interview.nik_hashes()})
+        return RosterState(r.sls_id, current.revision if current else 0,
+                           frozenset(f for f, sls in self.erased.items() if sls == r.sls_id), interviews, holders)
+
+    async def resolution_state(self, r: VerificationResolved) -> ResolutionState:
+        row = self.interviews.get(r.family_id)
+        return ResolutionState(None if row is None else row.stored(), self.rosters.get(r.family_id[:14]))
+
+    async def hold_state(self, family_id: FamilyId, sls_id: str, timeout_s: float) -> HoldState:
+        row = self.interviews.get(family_id)
+        if row is None or row.state != "held" or row.interview is None or row.held_since >= self.now - timeout_s:
+            return HoldState(None, None)
+        roster = self.rosters.get(sls_id)
+        return HoldState(row.stored(), roster, self._holders(row.interview.nik_hashes()) if roster else {})
+
+    async def roster(self, sls_id: str) -> Roster | None:
+        return self.rosters.get(sls_id)
+
+    def _holders(self, niks: dict[NikHash, int]) -> dict[NikHash, FamilyId]:
+        return {h: self.claims[h] for h in niks if h in self.claims}
+
+    # ---------------------------------------------------------------- saving one outcome
+
+    async def save(self, outcome: Outcome, *, traceparent: str | None = None) -> None:
+        for claim in outcome.claims:
+            self._claim(claim)
+        if outcome.held is not None:
+            iv = outcome.held
+            before = self.interviews.get(iv.family_id)
+            self.interviews[iv.family_id] = Row(
+                iv.family_id, iv.location.sls_id, iv.version, str(iv.submission_id), iv, held_since=self.now,
+                arrival=next(self._order), traceparent=traceparent, decision_seq=before.decision_seq if before else 0)
+        if outcome.roster is not None:
+            self._save_roster(outcome.roster)
+        for v in outcome.verdicts:
+            self._verdict(v)
+        for m in outcome.rematches:
+            row = self.interviews[m.family_id]
+            row.matched, row.roster_revision = m.matched, m.roster_revision
+        if outcome.resolution is not None:
+            r, version = outcome.resolution
+            self.resolutions.setdefault(str(r.submission_id), (r, version))
+
+    def _claim(self, claim: Claim) -> None:
+        for h, family in list(self.taken_meanwhile.items()):
+            if h in claim.niks:  # another instance's family claimed it first
+                self.claims.setdefault(h, family)
+                del self.taken_meanwhile[h]
+        mine = {h for h, f in self.claims.items() if f == claim.family_id}
+        for h in mine - set(claim.niks):
+            del self.claims[h]
+        for h in claim.niks:
+            self.claims.setdefault(h, claim.family_id)
+        clashes = tuple(sorted(line for h, line in claim.niks.items() if self.claims[h] != claim.family_id))
+        if clashes != claim.clashes:
+            raise ClaimsRaced(claim.family_id)
+
+    def _save_roster(self, new: NewRoster) -> None:
+        current = self.rosters.get(new.received.sls_id)
+        if new.roster.revision != (current.revision if current else 0) + 1:
+            raise RuntimeError(f"roster revision {new.roster.revision} decided on, not the next one")
+        self.rosters[new.roster.sls_id] = new.roster
+        self.roster_history.append(new.received)
+
+    def _verdict(self, v: Verdict) -> None:
+        d = v.decision
+        self.history.append(History(v.interview.family_id, d.state, d.code, d.detail, v.cause, v.roster_revision,
+                                    v.decision_seq))
+        if not v.changes_family:
+            return
+        row = self.interviews[v.interview.family_id]
+        row.state, row.outcome, row.detail, row.decision_seq = d.state, d.code, d.detail, v.decision_seq
+        row.held_since, row.arrival = None, next(self._order)
+        row.matched, row.roster_revision = v.matched, v.roster_revision
+
+    # ---------------------------------------------------------------- holds and progress
+
+    async def expired_holds(self, timeout_s: float, limit: int = 500) -> list[tuple[FamilyId, str]]:
+        held = sorted((r for r in self.interviews.values() if r.state == "held" and r.held_since < self.now - timeout_s),
+                      key=lambda r: r.held_since)
+        return [(r.family_id, r.sls_id) for r in held[:limit]]
+
+    async def decided_in(self, sls_id: str) -> list[Decided]:
+        return [Decided(r.state == "verified", r.matched) for r in self.interviews.values()
+                if r.sls_id == sls_id and r.state != "held"]
+
+    async def save_progress(self, roster: Roster, p: Progress) -> bool:
+        self.progress[roster.sls_id] = (roster.revision, p)
+        if not p.complete or (roster.sls_id, roster.revision) in self.completions:
+            return False
+        self.completions.add((roster.sls_id, roster.revision))
+        return True
+
+    async def progress_by_prefix(self, prefix: str, length: int) -> list[dict[str, str | int]]:
+        groups: dict[str, dict[str, str | int]] = {}
+        names = ("sls", "sls_complete", "expected", "interviewed", "verified", "flagged", "absent", "outstanding",
+                 "held")
+
+        def group(sls_id: str) -> dict[str, str | int]:
+            return groups.setdefault(sls_id[:length], {"grp": sls_id[:length], **dict.fromkeys(names, 0)})
+
+        for sls_id, (_, p) in self.progress.items():
+            if sls_id.startswith(prefix):
+                g = group(sls_id)
+                g["sls"] += 1
+                g["sls_complete"] += p.complete
+                for k in ("expected", "interviewed", "verified", "flagged", "absent", "outstanding"):
+                    g[k] += getattr(p, k)
+        for r in self.interviews.values():
+            if r.state == "held" and r.sls_id.startswith(prefix):
+                group(r.sls_id)["held"] += 1
+        return [groups[k] for k in sorted(groups)]
+
+    # ---------------------------------------------------------------- erasure and the audit log
+
+    async def erase_family(self, e: FamilyErased) -> dict[str, int]:
+        key = (int(e.family_id[15:19]), int(e.family_id[20:23]))
+        counts = dict.fromkeys(("nik_claims", "held", "bodies", "roster_entries", "roster_revisions", "resolutions"), 0)
+        for h in [h for h, f in self.claims.items() if f == e.family_id]:
+            del self.claims[h]
+            counts["nik_claims"] += 1
+        row = self.interviews.get(e.family_id)
+        if row is not None and row.state == "held":
+            del self.interviews[e.family_id]
+            counts["held"] = 1
+        elif row is not None and row.interview is not None:
+            row.interview, row.traceparent = None, None
+            counts["bodies"] = 1
+        roster = self.rosters.get(e.sls_id)
+        if roster is not None and any(x.key == key and x.kk_hash for x in roster.entries):
+            self.rosters[e.sls_id] = Roster(roster.sls_id, roster.revision, roster.submission_id, [
+                type(x)(x.building_no, x.family_no, None, x.member_count, x.status) if x.key == key else x
+                for x in roster.entries])
+            counts["roster_entries"] = 1
+        for i, r in enumerate(self.roster_history):
+            if r.sls_id == e.sls_id and any((f.building_no, f.family_no) == key and f.kk_hash for f in r.families):
+                self.roster_history[i] = r.model_copy(update={"families": [
+                    f.model_copy(update={"kk_hash": None}) if (f.building_no, f.family_no) == key else f
+                    for f in r.families]})
+                counts["roster_revisions"] += 1
+        for sid, (res, version) in list(self.resolutions.items()):
+            if res.family_id == e.family_id and res.reason:
+                self.resolutions[sid] = (res.model_copy(update={"reason": ""}), version)
+                counts["resolutions"] += 1
+        self.erased.setdefault(e.family_id, e.sls_id)
+        return counts
+
+    async def record_audit(self, entry: audit.Entry) -> None:
+        self.audit_log.append(entry)
+
+    # ---------------------------------------------------------------- rows stored before pseudonymised events
+
+    async def legacy_rows(self, limit: int) -> dict[str, list[asyncpg.Record]]:
+        return {"interviews": [], "roster_history": [], "roster_families": [], "rosters": []}  # none: v2 only here
+
+    async def replace_legacy(self, interviews: list[tuple[str, dict]],
+                             revisions: list[tuple[str, int, dict]], entries: list[tuple[str, int, int, str]],
+                             rosters: list[str]) -> None:
+        if interviews or revisions or entries or rosters:
+            raise AssertionError("the in-memory store holds no legacy rows to replace")
+
+    async def vacuum_legacy_tables(self) -> None:
+        return None
