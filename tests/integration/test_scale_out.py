@@ -19,7 +19,7 @@ Afterwards (fullrun.check_outcome): every family reached its final state, no dec
 topics, no dead letters, every decision reached the subscribed receiver, and each family's events
 arrived there in order.
 
-REGSOSEK_SCALE_FAMILIES (default 1500), REGSOSEK_SCALE_SUBMIT_S (default 150), REGSOSEK_SCALE_SEED
+REGSOSEK_SCALE_FAMILIES (default 1500), REGSOSEK_SCALE_SUBMIT_S (default 300), REGSOSEK_SCALE_SEED
 and REGSOSEK_SCALE_BUDGET_S (default 600) size the run. Progress goes to stdout (pytest -s).
 """
 
@@ -41,8 +41,8 @@ from regsosek_tools.sample import generate
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 FAMILIES = int(os.environ.get("REGSOSEK_SCALE_FAMILIES", "1500"))
-SUBMIT_S = float(os.environ.get("REGSOSEK_SCALE_SUBMIT_S", "150"))
-BUDGET_S = float(os.environ.get("REGSOSEK_SCALE_BUDGET_S", "600"))
+SUBMIT_S = float(os.environ.get("REGSOSEK_SCALE_SUBMIT_S", "300"))
+BUDGET_S = float(os.environ.get("REGSOSEK_SCALE_BUDGET_S", "900"))
 SEED = int(os.environ.get("REGSOSEK_SCALE_SEED", "20221101"))
 RECEIVER_SECRET = "scale-out-receiver-secret-" + uuid.uuid4().hex
 START = {"intake": 2, "verify": 1, "classify": 2, "notify": 2}
@@ -117,10 +117,14 @@ async def _scale_out(f: Fleet, receiver) -> None:
     _log(f"{len(sample.rosters)} rosters, {len(sample.interviews)} interviews on {BOOTSTRAP}; "
          f"instances {START}; steps: {', '.join(STEPS)}")
 
+    during: list[str] = []  # the steps that began while interviews were still being submitted
+
     async def steps(run: Run, t_submit: float) -> None:
-        slot = SUBMIT_S * 0.8 / len(STEPS)
+        slot = SUBMIT_S * 0.7 / len(STEPS)  # from 10% to 80% of the submissions; a slow step delays the next
         for i, what in enumerate(STEPS):
             await asyncio.sleep(max(0.0, t_submit + SUBMIT_S * 0.1 + slot * i - time.monotonic()))
+            if len(run.receipts) < len(sample.interviews):
+                during.append(what)
             began = time.monotonic()
             await _step(f, what)
             _log(f"step {i + 1}/{len(STEPS)}: {what} in {time.monotonic() - began:.1f}s "
@@ -133,6 +137,7 @@ async def _scale_out(f: Fleet, receiver) -> None:
         _log(f"submissions and steps done after {time.monotonic() - t0:.0f}s; devices retried {run.retries} times")
         assert f.restarts["intake"] >= 2 and f.restarts["notify"] >= 2 and f.restarts["classify"] >= 2, f.restarts
         assert len(f.live("verify")) == 1
+        assert len(during) >= len(STEPS) - 2, f"only {during} happened while families were being submitted"
         summary = await check_outcome(f.world, run, receiver, _log)
     assert not f.died_on_their_own(), "\n".join(f.died_on_their_own())
     _log(f"done in {time.monotonic() - t0:.0f}s: {summary}; restarts {dict(f.restarts)}")
