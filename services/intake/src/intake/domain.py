@@ -54,6 +54,7 @@ def nik_problems(m: Member, path: str) -> tuple[list[Problem], list[Problem]]:
 
 
 def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tuple[list[Problem], list[Problem]]:
+    """Every error and warning of an interview beyond the contract's field rules."""
     errors: list[Problem] = []
     warnings: list[Problem] = []
     loc = iv.location
@@ -62,8 +63,19 @@ def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tu
     day = iv.interviewed_at.date()
     if not (collection[0] <= day <= collection[1]):
         errors.append(Problem("/interviewed_at", f"outside the collection period {collection[0]}..{collection[1]}"))
-
     heads = [i for i, m in enumerate(iv.members) if m.relationship is Relationship.HEAD]
+    errors += _family_problems(iv, heads)
+    head_age = iv.members[heads[0]].age_on(day) if len(heads) == 1 else None
+    for i, m in enumerate(iv.members):
+        p = f"/members/{i}"
+        errors += _member_problems(m, p, day, head_age)
+        if m.nik and m.nik[:4] != loc.sls_id[:4]:
+            warnings.append(Problem(f"{p}/nik", "NIK area digits differ from the SLS regency (registered elsewhere)"))
+    return errors, warnings
+
+
+def _family_problems(iv: FamilyInterview, heads: list[int]) -> list[Problem]:
+    errors: list[Problem] = []
     if len(heads) != 1:
         errors.append(Problem("/members", f"exactly one family head required, found {len(heads)}"))
     lines = [m.line_no for m in iv.members]
@@ -72,34 +84,31 @@ def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tu
     niks = [m.nik for m in iv.members if m.nik]
     if len(set(niks)) != len(niks):
         errors.append(Problem("/members", "the same NIK appears on two members"))
+    return errors
 
-    head_age = iv.members[heads[0]].age_on(day) if len(heads) == 1 else None
-    for i, m in enumerate(iv.members):
-        p = f"/members/{i}"
-        if m.date_of_birth > day:
-            errors.append(Problem(f"{p}/date_of_birth", "after the interview date"))
-            continue
-        age = m.age_on(day)
-        if age > 120:
-            errors.append(Problem(f"{p}/date_of_birth", "age over 120"))
-        if m.relationship in (Relationship.HEAD, Relationship.SPOUSE) and age < 10:
-            errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} younger than 10"))
-        if m.marital_status.value != "never_married" and age < 10:
-            errors.append(Problem(f"{p}/marital_status", "ever-married member younger than 10"))
-        if m.pregnant and not (10 <= age <= 55):
-            errors.append(Problem(f"{p}/pregnant", "pregnancy outside ages 10-55"))
-        if m.under5_nutrition is not None and age >= 5:
-            errors.append(Problem(f"{p}/under5_nutrition", "applies only to children under five"))
-        if head_age is not None:
-            if m.relationship in (Relationship.CHILD, Relationship.GRANDCHILD) and age >= head_age:
-                errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} not younger than the head"))
-            if m.relationship is Relationship.PARENT_OR_IN_LAW and age <= head_age:
-                errors.append(Problem(f"{p}/date_of_birth", "parent not older than the head"))
-        e, _ = nik_problems(m, p)
-        errors.extend(e)
-        if m.nik and m.nik[:4] != loc.sls_id[:4]:
-            warnings.append(Problem(f"{p}/nik", "NIK area digits differ from the SLS regency (registered elsewhere)"))
-    return errors, warnings
+
+def _member_problems(m: Member, p: str, day: date, head_age: int | None) -> list[Problem]:
+    if m.date_of_birth > day:
+        return [Problem(f"{p}/date_of_birth", "after the interview date")]
+    errors: list[Problem] = []
+    age = m.age_on(day)
+    if age > 120:
+        errors.append(Problem(f"{p}/date_of_birth", "age over 120"))
+    if m.relationship in (Relationship.HEAD, Relationship.SPOUSE) and age < 10:
+        errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} younger than 10"))
+    if m.marital_status.value != "never_married" and age < 10:
+        errors.append(Problem(f"{p}/marital_status", "ever-married member younger than 10"))
+    if m.pregnant and not (10 <= age <= 55):
+        errors.append(Problem(f"{p}/pregnant", "pregnancy outside ages 10-55"))
+    if m.under5_nutrition is not None and age >= 5:
+        errors.append(Problem(f"{p}/under5_nutrition", "applies only to children under five"))
+    if head_age is not None:
+        if m.relationship in (Relationship.CHILD, Relationship.GRANDCHILD) and age >= head_age:
+            errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} not younger than the head"))
+        if m.relationship is Relationship.PARENT_OR_IN_LAW and age <= head_age:
+            errors.append(Problem(f"{p}/date_of_birth", "parent not older than the head"))
+    e, _ = nik_problems(m, p)
+    return errors + e
 
 
 def content_hash(document: dict) -> bytes:
