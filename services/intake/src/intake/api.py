@@ -124,7 +124,7 @@ def router(handlers: IntakeHandlers, settings: IntakeSettings) -> APIRouter:
 
 
 def _submission_routes(r: APIRouter, handlers: IntakeHandlers, settings: IntakeSettings) -> None:
-    # one route per form, each a few lines: declared together (over 60 lines)
+    # one route per form, each a few lines, declared together with the roles they accept
     officer = bearer(lambda request: settings.token_verifier(), Role.OFFICER)
     supervisor = bearer(lambda request: settings.token_verifier(), Role.SUPERVISOR)
     village = bearer(lambda request: settings.token_verifier(), Role.VILLAGE_OFFICIAL)

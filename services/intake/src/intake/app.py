@@ -4,6 +4,7 @@ rotation command (python -m intake.rotate_keys) builds its parts here too (key_r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,9 +46,8 @@ def key_rotation(settings: IntakeSettings, report: Callable[[str], None]) -> Key
 def sealing_task(settings: IntakeSettings) -> Callable[[Runtime], object]:
     """Background task: at start-up, then every REGSOSEK_RETENTION_INTERVAL_S, bodies in clear (stored
     before migration 004, or restored from an old backup) and bodies under an older key are sealed
-    under the current key (python -m intake.rotate_keys does the same on demand)."""
-    import asyncio
-
+    under the current key (python -m intake.rotate_keys does the same on demand); a failed round is
+    retried with backoff (regsosek.background.run_forever)."""
     rotation = key_rotation(settings, report=lambda line: None)
 
     async def seal_clear_bodies(runtime: Runtime) -> None:

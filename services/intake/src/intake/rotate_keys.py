@@ -43,17 +43,17 @@ class KeyRotation:
         if dry_run or not todo:
             return todo
         done, started = 0, time.monotonic()
-        while True:
-            async with pool.acquire() as conn:
-                n = await self.store_on(conn).reseal_batch(batch)
-            if not n:
-                break
+        while n := await self._reseal(pool, batch):
             done += n
             self.report(f"re-sealed {done}/{todo} ({done / max(time.monotonic() - started, 1e-6):.0f}/s)")
         async with pool.acquire() as conn:
             left = await self.store_on(conn).unsealed_or_stale()
         self.report(f"done: {done} re-sealed, {left} left")
         return left
+
+    async def _reseal(self, pool: asyncpg.Pool, batch: int) -> int:
+        async with pool.acquire() as conn:
+            return await self.store_on(conn).reseal_batch(batch)
 
 
 def _print(line: str) -> None:
