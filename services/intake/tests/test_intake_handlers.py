@@ -350,3 +350,18 @@ async def test_an_interviews_body_expires_only_once_its_journey_is_final(steps, 
     assert await w.handlers.expire_bodies(w.store, T0 + timedelta(days=1), 100) == expired
     assert (w.store.submissions[iv.submission_id].document is None) == bool(expired)
     assert await w.handlers.expire_bodies(w.store, T0, 100) == 0  # received at T0: not before it
+
+
+async def test_a_roster_after_an_erasure_publishes_no_pseudonym_of_the_erased_family():
+    """The erased family's KK hash is not published again by a later roster (verify would hold it
+    again); the SLS's other families keep theirs."""
+    w = World()
+    await w.handlers.erase_family(w.transaction(), FAMILY, "court_order", None, caller("ADM-1", Role.ADMIN))
+    doc = roster().model_dump(mode="json")
+    doc["families"].append({**doc["families"][0], "family_no": 2, "kk_number": "6472010101220002"})
+    ro = SlsRoster.model_validate(doc)
+    await w.submit(ro)
+    (event,) = w.events(RosterSubmitted)
+    kk = {(f.building_no, f.family_no): f.kk_hash for f in event.families}
+    assert kk[(1, 1)] is None and kk[(1, 2)] is not None
+    assert ro.families[0].kk_number == "6472010101220001"  # what was received is not changed

@@ -419,14 +419,21 @@ def decide_submissions(subs: Sequence[Submission], state: IntakeState) -> list[O
 
 def _without_erased_families(s: Submission, erased: frozenset[str]) -> Submission:
     """A roster received after an erasure that still lists the erased family is stored without that
-    family's identifiers (redact_family): an erasure is not undone by the next roster. Its content
-    hash stays that of what was received, so a repeat still gets its receipt."""
-    if s.kind != "roster":
+    family's identifiers (redact_family) and published without its KK number's pseudonym: an erasure
+    is not undone by the next roster. Its content hash stays that of what was received, so a repeat
+    still gets its receipt."""
+    erased_here = sorted(f for f in erased if f[:14] == s.sls_id) if s.kind == "roster" else []
+    if not erased_here:
         return s
     doc = s.document
-    for family_id in sorted(f for f in erased if f[:14] == s.sls_id):
+    for family_id in erased_here:
         doc = redact_family("roster", doc, family_id)
-    return s if doc is s.document else replace(s, document=doc)
+    places = {(int(f[15:19]), int(f[20:23])) for f in erased_here}
+    roster = s.contract
+    assert isinstance(roster, SlsRoster)
+    families = [f.model_copy(update={"kk_number": None}) if (f.building_no, f.family_no) in places else f
+                for f in roster.families]
+    return replace(s, document=doc, contract=roster.model_copy(update={"families": families}))
 
 
 # ---------------------------------------------------------------- the journey and the status view's records
