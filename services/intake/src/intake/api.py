@@ -36,7 +36,7 @@ class ReceiptOut(BaseModel):
     status: str = Field(description="accepted, or duplicate_of_earlier_receipt for a repeated identical submission")
 
 
-RESPONSES = {
+RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": ReceiptOut, "description": "Same submission id and content as before: the original receipt"},
     401: {"description": "Missing, invalid or expired token"},
     403: {"description": "Role or assigned area does not allow this"},

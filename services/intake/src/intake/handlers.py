@@ -85,6 +85,9 @@ class ErasureDone:
 
 
 class IntakeHandlers:
+    """Intake's commands (submissions, erasure, the status read), its retention rule and the
+    consumers of the downstream decisions that make up a submission's journey."""
+
     def __init__(self, settings: IntakeSettings, store_for: Callable[[UnitOfWork], IntakeStore],
                  publisher: IntakePublisher) -> None:
         self.settings = settings
@@ -118,11 +121,11 @@ class IntakeHandlers:
         checked = [domain.checked_submission(iv, caller.principal.subject, collection=self.collection)
                    for iv in interviews]
         valid = [c for c in checked if isinstance(c, Submission)]
-        if not valid:  # nothing to store: no transaction
-            return list(checked)
-        async with transaction() as uow:
-            accepted = iter(await self.accept(uow, valid))
-        return [next(accepted) if isinstance(c, Submission) else c for c in checked]
+        accepted: Iterator[Receipt | Conflict | Erased] = iter(())
+        if valid:  # else nothing to store: no transaction
+            async with transaction() as uow:
+                accepted = iter(await self.accept(uow, valid))
+        return [c if isinstance(c, Invalid) else next(accepted) for c in checked]
 
     async def accept(self, uow: UnitOfWork, subs: Sequence[Submission]) -> list[Receipt | Conflict | Erased]:
         """Decides on each submission (domain.decide_submissions), stores and publishes the new ones;
@@ -263,5 +266,7 @@ def _answer(o: Outcome, outcomes: Sequence[Outcome], saved: dict[UUID, Received]
         return Conflict(s.submission_id)
     if o.decision is Decision.NEW:
         return Receipt.of(saved[s.submission_id], replayed=False)
-    first = o.earlier if o.earlier is not None else saved[outcomes[o.first].submission.submission_id]
-    return Receipt.of(first, replayed=True)
+    if o.earlier is not None:
+        return Receipt.of(o.earlier, replayed=True)
+    assert o.first is not None  # a repeat within the batch
+    return Receipt.of(saved[outcomes[o.first].submission.submission_id], replayed=True)
