@@ -95,8 +95,7 @@ def _stored_body(record) -> dict:
     if row.get("body") is not None:
         return json.loads(row["body"])
     body = row["body_enc"]
-    from intake import store
     from intake.settings import IntakeSettings
 
-    store.keyring = IntakeSettings(env="local").keyring()
-    return store.open_body(row["submission_id"], bytes(body))
+    ring = IntakeSettings(env="local").keyring()
+    return json.loads(ring.open(bytes(body), aad=row["submission_id"].bytes))

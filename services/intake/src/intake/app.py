@@ -1,55 +1,78 @@
-"""Intake: the HTTP front door. Wiring only; see api.py, domain.py, store.py, handlers.py."""
+"""Intake: the HTTP front door. The composition root: settings → store factory, publisher,
+handlers → routes, consumers, background tasks, retention → the ServiceDefinition. The key
+rotation command (python -m intake.rotate_keys) builds its parts here too (key_rotation)."""
 
 from __future__ import annotations
 
-import os
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from intake import erasure, store
-from intake.api import router
-from intake.handlers import HANDLERS
+from intake import api, erasure
+from intake.handlers import IntakeHandlers
+from intake.publisher import IntakePublisher
+from intake.rotate_keys import KeyRotation
 from intake.settings import IntakeSettings
-from regsosek import audit
+from intake.store import IntakeStore
+from regsosek import audit, db
+from regsosek.background import run_forever
 from regsosek.retention import Rule
-from regsosek.service import ServiceDefinition, build_app, serve
+from regsosek.service import Runtime, ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
-async def seal_clear_bodies(runtime) -> None:
+def store_on(settings: IntakeSettings) -> Callable[[asyncpg.Connection], IntakeStore]:
+    """Intake's store on a connection, sealing and opening bodies with the settings' keys."""
+    keyring = settings.keyring()
+    return lambda conn: IntakeStore(conn, keyring)
+
+
+def handlers(settings: IntakeSettings) -> IntakeHandlers:
+    stores = store_on(settings)
+    return IntakeHandlers(settings, lambda uow: stores(uow.conn), IntakePublisher(settings.nik_hash_key))
+
+
+def key_rotation(settings: IntakeSettings, report: Callable[[str], None]) -> KeyRotation:
+    return KeyRotation(store_on(settings), settings.keyring().current_kid, report)
+
+
+def sealing_task(settings: IntakeSettings) -> Callable[[Runtime], object]:
     """Background task: at start-up, then every REGSOSEK_RETENTION_INTERVAL_S, bodies in clear (stored
     before migration 004, or restored from an old backup) and bodies under an older key are sealed
-    under the current key (python -m intake.rotate_keys does the same on demand)."""
-    import asyncio
-    import logging
+    under the current key (python -m intake.rotate_keys does the same on demand); a failed round is
+    retried with backoff (regsosek.background.run_forever)."""
+    rotation = key_rotation(settings, report=lambda line: None)
 
-    from intake.rotate_keys import rotate
-    from regsosek import db
+    async def seal_clear_bodies(runtime: Runtime) -> None:
+        async def attempt() -> None:
+            await rotation.run(runtime.pool, settings.seal_batch_rows)
+            await asyncio.sleep(settings.retention_interval_s)
 
-    while True:
-        try:
-            with open(os.devnull, "w") as quiet:
-                await rotate(runtime.pool, runtime.settings.seal_batch_rows, out=quiet)
-        except Exception as e:  # noqa: BLE001 - retried next round
-            if not db.is_transient(e):
-                logging.getLogger("intake").error("sealing bodies failed", extra={"fields": {"error": type(e).__name__}})
-        await asyncio.sleep(runtime.settings.retention_interval_s)
+        await run_forever("seal-clear-bodies", attempt, expected=db.is_transient,
+                          backoff=db.Backoff(1.0, settings.retention_interval_s))
+
+    return seal_clear_bodies
 
 
 def definition(settings: IntakeSettings | None = None) -> ServiceDefinition:
     settings = settings or IntakeSettings()
-    store.keyring = settings.keyring()
+    h = handlers(settings)
+    stores = store_on(settings)
     return ServiceDefinition(
-        name="intake", settings=settings, migrations=MIGRATIONS, handlers=HANDLERS,
+        name="intake", settings=settings, migrations=MIGRATIONS, handlers=h.consumers(),
         topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FAMILY_CLASSIFIED, Topic.ELIGIBILITY_DECIDED,
                 Topic.ELIGIBILITY_DELIVERED],
-        routers=[router, erasure.router, audit.router], title="Regsosek intake", background=[seal_clear_bodies],
-        retention=[Rule("submission_body", settings.submission_body_retention_days, store.expire_bodies)],
+        routers=[api.router(h, settings), erasure.router(h, settings), audit.router], title="Regsosek intake",
+        background=[sealing_task(settings)],
+        retention=[Rule("submission_body", settings.submission_body_retention_days,
+                        lambda conn, before, limit: h.expire_bodies(stores(conn), before, limit))],
         description="Field officers submit family interviews (REGSOSEK22-K) and SLS rosters (VK1); supervisors "
         "resolve flagged families; village officials submit consultation (FKP) results.",
     )

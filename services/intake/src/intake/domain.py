@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from enum import StrEnum
+from uuid import UUID
 
 import orjson
+from pydantic import ValidationError
 
 from regsosek import areas
-from regsosek.contracts import FamilyInterview
+from regsosek.contracts import Contract, FamilyInterview, FkpAdjustment, SlsRoster, VerificationResolved
 from regsosek.contracts.interview import Member, Relationship, Sex
 
 
@@ -54,6 +58,7 @@ def nik_problems(m: Member, path: str) -> tuple[list[Problem], list[Problem]]:
 
 
 def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tuple[list[Problem], list[Problem]]:
+    """Every error and warning of an interview beyond the contract's field rules."""
     errors: list[Problem] = []
     warnings: list[Problem] = []
     loc = iv.location
@@ -62,8 +67,19 @@ def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tu
     day = iv.interviewed_at.date()
     if not (collection[0] <= day <= collection[1]):
         errors.append(Problem("/interviewed_at", f"outside the collection period {collection[0]}..{collection[1]}"))
-
     heads = [i for i, m in enumerate(iv.members) if m.relationship is Relationship.HEAD]
+    errors += _family_problems(iv, heads)
+    head_age = iv.members[heads[0]].age_on(day) if len(heads) == 1 else None
+    for i, m in enumerate(iv.members):
+        p = f"/members/{i}"
+        errors += _member_problems(m, p, day, head_age)
+        if m.nik and m.nik[:4] != loc.sls_id[:4]:
+            warnings.append(Problem(f"{p}/nik", "NIK area digits differ from the SLS regency (registered elsewhere)"))
+    return errors, warnings
+
+
+def _family_problems(iv: FamilyInterview, heads: list[int]) -> list[Problem]:
+    errors: list[Problem] = []
     if len(heads) != 1:
         errors.append(Problem("/members", f"exactly one family head required, found {len(heads)}"))
     lines = [m.line_no for m in iv.members]
@@ -72,34 +88,31 @@ def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tu
     niks = [m.nik for m in iv.members if m.nik]
     if len(set(niks)) != len(niks):
         errors.append(Problem("/members", "the same NIK appears on two members"))
+    return errors
 
-    head_age = iv.members[heads[0]].age_on(day) if len(heads) == 1 else None
-    for i, m in enumerate(iv.members):
-        p = f"/members/{i}"
-        if m.date_of_birth > day:
-            errors.append(Problem(f"{p}/date_of_birth", "after the interview date"))
-            continue
-        age = m.age_on(day)
-        if age > 120:
-            errors.append(Problem(f"{p}/date_of_birth", "age over 120"))
-        if m.relationship in (Relationship.HEAD, Relationship.SPOUSE) and age < 10:
-            errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} younger than 10"))
-        if m.marital_status.value != "never_married" and age < 10:
-            errors.append(Problem(f"{p}/marital_status", "ever-married member younger than 10"))
-        if m.pregnant and not (10 <= age <= 55):
-            errors.append(Problem(f"{p}/pregnant", "pregnancy outside ages 10-55"))
-        if m.under5_nutrition is not None and age >= 5:
-            errors.append(Problem(f"{p}/under5_nutrition", "applies only to children under five"))
-        if head_age is not None:
-            if m.relationship in (Relationship.CHILD, Relationship.GRANDCHILD) and age >= head_age:
-                errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} not younger than the head"))
-            if m.relationship is Relationship.PARENT_OR_IN_LAW and age <= head_age:
-                errors.append(Problem(f"{p}/date_of_birth", "parent not older than the head"))
-        e, _ = nik_problems(m, p)
-        errors.extend(e)
-        if m.nik and m.nik[:4] != loc.sls_id[:4]:
-            warnings.append(Problem(f"{p}/nik", "NIK area digits differ from the SLS regency (registered elsewhere)"))
-    return errors, warnings
+
+def _member_problems(m: Member, p: str, day: date, head_age: int | None) -> list[Problem]:
+    if m.date_of_birth > day:
+        return [Problem(f"{p}/date_of_birth", "after the interview date")]
+    errors: list[Problem] = []
+    age = m.age_on(day)
+    if age > 120:
+        errors.append(Problem(f"{p}/date_of_birth", "age over 120"))
+    if m.relationship in (Relationship.HEAD, Relationship.SPOUSE) and age < 10:
+        errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} younger than 10"))
+    if m.marital_status.value != "never_married" and age < 10:
+        errors.append(Problem(f"{p}/marital_status", "ever-married member younger than 10"))
+    if m.pregnant and not (10 <= age <= 55):
+        errors.append(Problem(f"{p}/pregnant", "pregnancy outside ages 10-55"))
+    if m.under5_nutrition is not None and age >= 5:
+        errors.append(Problem(f"{p}/under5_nutrition", "applies only to children under five"))
+    if head_age is not None:
+        if m.relationship in (Relationship.CHILD, Relationship.GRANDCHILD) and age >= head_age:
+            errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} not younger than the head"))
+        if m.relationship is Relationship.PARENT_OR_IN_LAW and age <= head_age:
+            errors.append(Problem(f"{p}/date_of_birth", "parent not older than the head"))
+    e, _ = nik_problems(m, p)
+    return errors + e
 
 
 def content_hash(document: dict) -> bytes:
@@ -205,3 +218,341 @@ def redact_family(kind: str, document: dict, family_id: str) -> dict:
     elif kind in ("resolution", "fkp") and doc.get("family_id") == family_id and doc.get("reason"):
         doc["reason"] = ""
     return doc
+
+
+# ---------------------------------------------------------------- what a submission is, once checked
+
+
+KIND_OF = {FamilyInterview: "interview", SlsRoster: "roster", VerificationResolved: "resolution", FkpAdjustment: "fkp"}
+
+# Who did it is the token's subject, never the body's word: the officer of an interview or a roster,
+# the supervisor of a resolution, the village official of an FKP decision. The body field stays
+# (the contract requires it, so existing clients keep working) but its value is not trusted: a
+# different value is replaced by the token's subject before anything is stored or published, and
+# the receipt says so in a warning at the field's pointer.
+ACTOR_FIELDS = {"interview": "officer_id", "roster": "officer_id", "resolution": "supervisor_id", "fkp": "decided_by"}
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A submission refused with every problem (422)."""
+
+    problems: list[Problem]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A checked submission, ready to be decided on: `document` is what is stored (sealed),
+    `contract` what is published (pseudonymised, intake.publisher)."""
+
+    kind: str
+    submission_id: UUID
+    sls_id: str
+    family_id: str | None
+    version: int | None
+    content_hash: bytes
+    document: dict
+    contract: Contract
+    submitted_by: str
+    warnings: list[dict]
+
+
+def sls_of(data: Contract) -> str:
+    return data.location.sls_id if isinstance(data, FamilyInterview) else data.sls_id
+
+
+def placement_problems(data: Contract) -> list[Problem]:
+    """Where a roster, resolution or FKP result claims to be, checked before the caller's areas are:
+    a roster's village is in the area reference; a decision's family is in its SLS."""
+    if isinstance(data, SlsRoster) and not known_sls_area(data.sls_id):
+        return [Problem("/sls_id", "SLS id's village is not in the area reference")]
+    if isinstance(data, (VerificationResolved, FkpAdjustment)) and not data.family_id.startswith(data.sls_id):
+        return [Problem("/family_id", "family_id does not belong to sls_id")]
+    return []
+
+
+def recorded_actor(data: Contract, actor: str) -> tuple[Contract, list[Problem]] | Invalid:
+    """`data` with its actor field set to the caller (token subject), and the warning if it was replaced."""
+    name = ACTOR_FIELDS[KIND_OF[type(data)]]
+    if getattr(data, name) == actor:
+        return data, []
+    try:
+        data = type(data).model_validate({**data.model_dump(mode="json"), name: actor})
+    except ValidationError:
+        return Invalid([Problem(f"/{name}", f"the token's subject does not fit {name} (too long for the field)")])
+    return data, [Problem(f"/{name}", "replaced by the token's subject: the actor recorded is the authenticated caller")]
+
+
+def checked_submission(data: Contract, actor: str, *, collection: tuple[date, date]) -> Submission | Invalid:
+    """The submission to decide on, or Invalid with every problem: the actor is the caller, an
+    interview passes check_interview, no text holds what the database cannot store."""
+    kind = KIND_OF[type(data)]
+    recorded = recorded_actor(data, actor)
+    if isinstance(recorded, Invalid):
+        return recorded
+    data, replaced = recorded
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    if isinstance(data, FamilyInterview):
+        errors, warnings = check_interview(data, collection=collection)
+    doc = data.model_dump(mode="json")
+    errors += text_problems(doc)
+    if errors:
+        return Invalid(errors)
+    return Submission(
+        kind=kind, submission_id=data.submission_id, sls_id=sls_of(data), family_id=getattr(data, "family_id", None),
+        version=data.version if isinstance(data, FamilyInterview) else None, content_hash=content_hash(doc),
+        document=doc, contract=data, submitted_by=actor, warnings=[w.as_dict() for w in [*warnings, *replaced]])
+
+
+# ---------------------------------------------------------------- idempotency: new, replay, conflict, erased
+
+
+@dataclass(frozen=True)
+class Received:
+    """What intake keeps of a stored submission, enough to answer a repeat of it."""
+
+    submission_id: UUID
+    kind: str
+    sls_id: str
+    family_id: str | None
+    version: int | None
+    content_hash: bytes
+    event_id: str
+    received_at: datetime
+    warnings: list
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The answer to an accepted submission: 202 the first time, 200 (`replayed`) for a repeat."""
+
+    submission_id: UUID
+    kind: str
+    sls_id: str
+    family_id: str | None
+    version: int | None
+    event_id: str
+    received_at: datetime
+    warnings: list
+    replayed: bool
+
+    @classmethod
+    def of(cls, r: Received, *, replayed: bool) -> Receipt:
+        return cls(r.submission_id, r.kind, r.sls_id, r.family_id, r.version, r.event_id, r.received_at,
+                   r.warnings, replayed)
+
+    def as_dict(self) -> dict:
+        return {
+            "submission_id": str(self.submission_id), "kind": self.kind, "sls_id": self.sls_id,
+            "family_id": self.family_id, "version": self.version, "event_id": self.event_id,
+            "received_at": self.received_at.isoformat(), "warnings": self.warnings,
+            "status": "duplicate_of_earlier_receipt" if self.replayed else "accepted",
+        }
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """The submission id was used before for different content (409)."""
+
+    submission_id: UUID
+
+
+@dataclass(frozen=True)
+class Erased:
+    """The submission is about a family whose identifiers were erased (410): not accepted again."""
+
+    family_id: str
+
+
+@dataclass(frozen=True)
+class IntakeState:
+    """What the decision on some submissions needs: the stored submissions with their ids, and
+    the erased families among theirs (and among the families of their rosters' SLS)."""
+
+    earlier: Mapping[UUID, Received] = field(default_factory=dict)
+    erased_families: frozenset[str] = frozenset()
+
+
+class Decision(StrEnum):
+    NEW = "new"  # store and publish
+    REPLAY = "replay"  # same id, same content: the first receipt again
+    CONFLICT = "conflict"  # same id, other content
+    ERASED = "erased"  # about an erased family
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The decision on one submission. A NEW one carries what to store (a roster without the
+    identifiers of erased families); a REPLAY either the stored one it repeats (`earlier`) or
+    the index of the submission of the same batch it repeats (`first`)."""
+
+    decision: Decision
+    submission: Submission
+    earlier: Received | None = None
+    first: int | None = None
+
+
+def decide_submissions(subs: Sequence[Submission], state: IntakeState) -> list[Outcome]:
+    """One decision per submission, in order. A submission about an erased family is refused;
+    one whose id is stored is a replay when kind and content hash are the same, else a conflict;
+    the same id twice in one batch is weighed against its first occurrence; anything else is new."""
+    out: list[Outcome] = []
+    first_new: dict[UUID, int] = {}
+    for s in subs:
+        if s.family_id is not None and s.family_id in state.erased_families:
+            out.append(Outcome(Decision.ERASED, s))
+            continue
+        earlier = state.earlier.get(s.submission_id)
+        if earlier is not None:
+            same = (earlier.content_hash, earlier.kind) == (s.content_hash, s.kind)
+            out.append(Outcome(Decision.REPLAY if same else Decision.CONFLICT, s, earlier=earlier))
+        elif s.submission_id in first_new:
+            i = first_new[s.submission_id]
+            same = (subs[i].content_hash, subs[i].kind) == (s.content_hash, s.kind)
+            out.append(Outcome(Decision.REPLAY if same else Decision.CONFLICT, s, first=i))
+        else:
+            first_new[s.submission_id] = len(out)
+            out.append(Outcome(Decision.NEW, _without_erased_families(s, state.erased_families)))
+    return out
+
+
+def _without_erased_families(s: Submission, erased: frozenset[str]) -> Submission:
+    """A roster received after an erasure that still lists the erased family is stored without that
+    family's identifiers (redact_family) and published without its KK number's pseudonym: an erasure
+    is not undone by the next roster. Its content hash stays that of what was received, so a repeat
+    still gets its receipt."""
+    erased_here = sorted(f for f in erased if f[:14] == s.sls_id) if s.kind == "roster" else []
+    if not erased_here:
+        return s
+    doc = s.document
+    for family_id in erased_here:
+        doc = redact_family("roster", doc, family_id)
+    places = {(int(f[15:19]), int(f[20:23])) for f in erased_here}
+    roster = s.contract
+    assert isinstance(roster, SlsRoster)
+    families = [f.model_copy(update={"kk_number": None}) if (f.building_no, f.family_no) in places else f
+                for f in roster.families]
+    return replace(s, document=doc, contract=roster.model_copy(update={"families": families}))
+
+
+# ---------------------------------------------------------------- the journey and the status view's records
+
+
+@dataclass(frozen=True)
+class JourneyEntry:
+    """A step of a submission's journey as recorded from a downstream event (ids, codes and times only)."""
+
+    submission_id: UUID
+    step: str
+    detail: dict
+    event_id: str
+    decision_seq: int = 0
+
+
+@dataclass(frozen=True)
+class JourneyStep:
+    step: str
+    detail: dict
+    decision_seq: int
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    submission_id: UUID
+    kind: str
+    sls_id: str
+    family_id: str | None
+    version: int | None
+    trace_id: str | None
+    received_at: datetime
+    warnings: list
+
+
+@dataclass(frozen=True)
+class Journey:
+    """A submission and its journey downstream, in arrival order; `final` weighs it (final_state)."""
+
+    submission: SubmissionRecord
+    steps: list[JourneyStep]
+
+    @property
+    def final(self) -> str | None:
+        return final_state(self.submission.kind, [Step(s.step, s.decision_seq) for s in self.steps])
+
+
+@dataclass(frozen=True)
+class Expiring:
+    """A submission whose body may have outlived its retention: what body_expires weighs."""
+
+    submission_id: UUID
+    kind: str
+    received_at: datetime
+    steps: list[Step]
+
+
+def expired_bodies(candidates: Sequence[Expiring], cutoff: datetime) -> list[UUID]:
+    return [c.submission_id for c in candidates if body_expires(c.kind, c.steps, c.received_at, cutoff)]
+
+
+# ---------------------------------------------------------------- erasure
+
+
+@dataclass(frozen=True)
+class StoredBody:
+    """A stored body, opened: the submission it belongs to, its kind and the document."""
+
+    submission_id: UUID
+    kind: str
+    document: dict
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """An erasure request as it is recorded (ids and codes only)."""
+
+    erasure_id: UUID
+    family_id: str
+    sls_id: str
+    reason: str
+    reference: str | None
+    erased_by: str
+
+
+@dataclass(frozen=True)
+class EarlierErasure:
+    erasure_id: UUID
+    reason: str
+    erased_at: datetime
+
+
+@dataclass(frozen=True)
+class ErasureState:
+    """What an erasure needs: the family's earlier erasure, else every body that may name it."""
+
+    earlier: EarlierErasure | None
+    bodies: list[StoredBody]
+
+
+@dataclass(frozen=True)
+class ErasureDecision:
+    """An erasure repeated (`earlier`), or the bodies to store again without the family's identifiers."""
+
+    earlier: EarlierErasure | None
+    redacted: list[StoredBody]
+
+    @property
+    def changed(self) -> dict[str, int]:
+        """Bodies changed per kind (counts only, for the audit entry)."""
+        out: dict[str, int] = {}
+        for b in self.redacted:
+            out[b.kind] = out.get(b.kind, 0) + 1
+        return out
+
+
+def decide_erasure(family_id: str, state: ErasureState) -> ErasureDecision:
+    if state.earlier is not None:
+        return ErasureDecision(state.earlier, [])
+    redacted = [StoredBody(b.submission_id, b.kind, redact_family(b.kind, b.document, family_id))
+                for b in state.bodies]
+    return ErasureDecision(None, [r for r, b in zip(redacted, state.bodies, strict=True) if r.document != b.document])

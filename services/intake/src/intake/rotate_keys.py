@@ -18,39 +18,59 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 
-from intake import store
-from intake.settings import IntakeSettings
-from regsosek import db
+import asyncpg
+
+from intake.store import IntakeStore
 
 
-async def rotate(pool, batch: int, *, dry_run: bool = False, out=sys.stdout) -> int:
-    async with pool.acquire() as conn:
-        todo = await store.unsealed_or_stale(conn)
-    print(f"current key {store.keyring.current_kid}: {todo} bodies to seal or re-seal", file=out, flush=True)
-    if dry_run or not todo:
-        return todo
-    done, started = 0, time.monotonic()
-    while True:
+class KeyRotation:
+    """Seals every body in clear and re-seals every body under an older key, batch by batch
+    (each batch its own transaction), reporting progress line by line to `report`."""
+
+    def __init__(self, store_on: Callable[[asyncpg.Connection], IntakeStore], current_kid: str,
+                 report: Callable[[str], None]) -> None:
+        self.store_on = store_on
+        self.current_kid = current_kid
+        self.report = report
+
+    async def run(self, pool: asyncpg.Pool, batch: int, *, dry_run: bool = False) -> int:
+        """Bodies left to seal or re-seal at the end (the count only, with dry_run)."""
         async with pool.acquire() as conn:
-            n = await store.reseal_batch(conn, batch)
-        if not n:
-            break
-        done += n
-        print(f"re-sealed {done}/{todo} ({done / max(time.monotonic() - started, 1e-6):.0f}/s)", file=out, flush=True)
-    async with pool.acquire() as conn:
-        left = await store.unsealed_or_stale(conn)
-    print(f"done: {done} re-sealed, {left} left", file=out, flush=True)
-    return left
+            todo = await self.store_on(conn).unsealed_or_stale()
+        self.report(f"current key {self.current_kid}: {todo} bodies to seal or re-seal")
+        if dry_run or not todo:
+            return todo
+        done, started = 0, time.monotonic()
+        while n := await self._reseal(pool, batch):
+            done += n
+            self.report(f"re-sealed {done}/{todo} ({done / max(time.monotonic() - started, 1e-6):.0f}/s)")
+        async with pool.acquire() as conn:
+            left = await self.store_on(conn).unsealed_or_stale()
+        self.report(f"done: {done} re-sealed, {left} left")
+        return left
+
+    async def _reseal(self, pool: asyncpg.Pool, batch: int) -> int:
+        async with pool.acquire() as conn:
+            return await self.store_on(conn).reseal_batch(batch)
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from intake.app import key_rotation  # the composition root (which imports this module)
+    from intake.settings import IntakeSettings
+    from regsosek import db
+
     p = argparse.ArgumentParser(prog="python -m intake.rotate_keys", description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=None, help="rows per transaction (REGSOSEK_SEAL_BATCH_ROWS, 500)")
     p.add_argument("--dry-run", action="store_true", help="only count")
     a = p.parse_args(argv)
     s = IntakeSettings()
-    store.keyring = s.keyring()
+    rotation = key_rotation(s, report=_print)
 
     async def run() -> int:
         try:
@@ -59,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cannot reach the database ({type(e).__name__})", file=sys.stderr)
             return 3
         try:
-            await rotate(pool, a.batch or s.seal_batch_rows, dry_run=a.dry_run)
+            await rotation.run(pool, a.batch or s.seal_batch_rows, dry_run=a.dry_run)
             return 0
         finally:
             await pool.close()
