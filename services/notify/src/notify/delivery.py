@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import takewhile
@@ -73,10 +74,12 @@ class DeliveryWorker:
     """The delivery loop and the lag gauges: background tasks of the service (app.py)."""
 
     def __init__(self, settings: NotifySettings, publisher: Publisher,
-                 store_for: Callable[[UnitOfWork], NotifyStore] = lambda uow: NotifyStore(uow.conn)) -> None:
+                 store_for: Callable[[UnitOfWork], NotifyStore] = lambda uow: NotifyStore(uow.conn),
+                 stores: Callable[..., AbstractAsyncContextManager[NotifyStore]] = open_store) -> None:
         self.settings = settings
         self.publisher = publisher
-        self.store_for = store_for
+        self.store_for = store_for  # the store in a unit of work (an attempt's outcome and its events)
+        self.stores = stores  # a store on a connection of the pool: stores(pool, transaction=False)
 
     # ---------------------------------------------------------------- the loop
 
@@ -87,7 +90,7 @@ class DeliveryWorker:
         async with make_client(s) as client:
 
             async def start_due() -> None:
-                async with open_store(runtime.pool) as store:
+                async with self.stores(runtime.pool) as store:
                     due = await store.due_subscriptions(s.delivery_concurrency)
                 for sub_id in due:
                     if sub_id in inflight or len(inflight) >= s.delivery_concurrency:
@@ -120,7 +123,7 @@ class DeliveryWorker:
             else:
                 log.exception("delivery failed", extra={"fields": {"subscription": str(sub_id)}})
             try:
-                async with open_store(runtime.pool) as store:
+                async with self.stores(runtime.pool) as store:
                     await store.release(sub_id, worker)
             except Exception:  # noqa: BLE001 - the lease runs out by itself
                 pass
@@ -134,7 +137,7 @@ class DeliveryWorker:
         taken (acknowledged or refused) so the next batch may follow at once."""
         s = self.settings
         worker = worker or uuid4()
-        async with open_store(runtime.pool) as store:
+        async with self.stores(runtime.pool) as store:
             sub = await store.claim(sub_id, worker, lease_for(s))
             if sub is None:
                 return False  # paused, waiting for its retry, or another instance is delivering it
@@ -236,7 +239,7 @@ class DeliveryWorker:
 
         async def refresh() -> None:
             nonlocal known
-            async with open_store(runtime.pool) as store:
+            async with self.stores(runtime.pool) as store:
                 rows = await store.lag()
             seen = set()
             for r in rows:
