@@ -5,6 +5,8 @@ the store (notify.store); a re-send or replay only queues again: the delivery wo
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID, uuid4
@@ -15,7 +17,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from notify.callbacks import callback_problem_now
 from notify.domain import Filters, Refusal, narrow, subscription_limit_problem
 from notify.settings import NotifySettings
-from notify.store import open_store
+from notify.store import NotifyStore, open_store
 from regsosek import audit
 from regsosek.auth import Principal, Role, bearer
 from regsosek.contracts.identifiers import AreaPrefix
@@ -62,12 +64,20 @@ def _out(row, *, with_secret: bool = False) -> dict:
     return d
 
 
+Stores = Callable[..., AbstractAsyncContextManager[NotifyStore]]
+
+
+def pool_stores(request: Request, transaction: bool = False) -> AbstractAsyncContextManager[NotifyStore]:
+    """A store on a connection of the service's pool (in one transaction when `transaction`)."""
+    return open_store(runtime_of(request).pool, transaction=transaction)
+
+
 def _iso(v: datetime | None) -> str | None:
     return v.isoformat() if v is not None else None
 
 
-async def _owned(request: Request, sub_id: UUID, p: Principal) -> dict:
-    async with open_store(runtime_of(request).pool) as store:
+async def _owned(stores: Stores, request: Request, sub_id: UUID, p: Principal) -> dict:
+    async with stores(request) as store:
         row = await store.subscription(sub_id)
     if row is None or (row["owner"] != p.subject and p.role is not Role.ADMIN):
         raise HTTPException(404, {"reason": "no such subscription"})
@@ -80,9 +90,9 @@ async def _owned(request: Request, sub_id: UUID, p: Principal) -> dict:
 _ACTIONS = {"paused": "pause", "active": "resume", "deleted": "delete"}
 
 
-async def _set_status(request: Request, sub_id: UUID, principal: Principal, status: str) -> dict:
-    await _owned(request, sub_id, principal)
-    async with open_store(runtime_of(request).pool, transaction=True) as store:
+async def _set_status(stores: Stores, request: Request, sub_id: UUID, principal: Principal, status: str) -> dict:
+    await _owned(stores, request, sub_id, principal)
+    async with stores(request, True) as store:
         row = await store.set_status(sub_id, status)
         await store.record_audit(audit.of_request(request, principal, f"subscription.{_ACTIONS[status]}",
                                                   "subscription", sub_id))
@@ -95,17 +105,18 @@ class RedeliverIn(BaseModel):
     since: datetime | None = Field(None, description="Replay: re-send every event created at or after this time")
 
 
-def subscriptions_router(settings: NotifySettings) -> APIRouter:
-    """The subscription API, with the service's settings (app.py)."""
+def subscriptions_router(settings: NotifySettings, stores: Stores = pool_stores) -> APIRouter:
+    """The subscription API, with the service's settings (app.py); `stores(request, transaction)` gives
+    the store the routes read and write through."""
     router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
     programme = bearer(lambda _r: settings.token_verifier(), Role.PROGRAMME)
-    _subscription_routes(router, programme, settings)
-    _status_routes(router, programme)
-    _delivery_routes(router, programme)
+    _subscription_routes(router, programme, settings, stores)
+    _status_routes(router, programme, stores)
+    _delivery_routes(router, programme, stores)
     return router
 
 
-def _subscription_routes(router: APIRouter, programme, settings: NotifySettings) -> None:
+def _subscription_routes(router: APIRouter, programme, settings: NotifySettings, stores: Stores) -> None:
     @router.post("", status_code=201, summary="Subscribe a callback to eligibility events")
     async def subscribe(request: Request, body: SubscriptionIn, principal: Principal = programme):
         # In production the name must resolve, to public addresses only; checked again at every delivery.
@@ -125,7 +136,7 @@ def _subscription_routes(router: APIRouter, programme, settings: NotifySettings)
         except Refusal as e:
             raise HTTPException(e.status, {"errors": [{"path": e.path, "reason": e.reason}]}) from None
         limit = settings.max_subscriptions_per_programme
-        async with open_store(runtime_of(request).pool, transaction=True) as store:
+        async with stores(request, True) as store:
             row, refused = await store.create_subscription(
                 sub_id=uuid4(), owner=principal.subject, callback_url=body.callback_url, secret=secret,
                 signature=scheme, scope=scoped.programmes, filters=scoped.filters,
@@ -139,14 +150,14 @@ def _subscription_routes(router: APIRouter, programme, settings: NotifySettings)
 
     @router.get("", summary="List your subscriptions")
     async def list_subscriptions(request: Request, principal: Principal = programme):
-        async with open_store(runtime_of(request).pool) as store:
+        async with stores(request) as store:
             rows = await store.subscriptions_of(principal.subject, every_owner=principal.role is Role.ADMIN)
         return {"subscriptions": [_out(r) for r in rows]}
 
     @router.get("/{sub_id}", summary="One subscription with its queue and delivery figures")
     async def get_subscription(request: Request, sub_id: UUID, principal: Principal = programme):
-        row = await _owned(request, sub_id, principal)
-        async with open_store(runtime_of(request).pool) as store:
+        row = await _owned(stores, request, sub_id, principal)
+        async with stores(request) as store:
             (lag,) = await store.lag(sub_id) or [None]
             last = await store.last_attempt(sub_id)
             recent = await store.recent_latency(sub_id)
@@ -172,26 +183,26 @@ def _figures(row: dict, lag: dict | None, last: dict | None, recent: dict) -> di
             }}
 
 
-def _status_routes(router: APIRouter, programme) -> None:
+def _status_routes(router: APIRouter, programme, stores: Stores) -> None:
     @router.post("/{sub_id}/pause", summary="Stop deliveries; events keep queueing")
     async def pause(request: Request, sub_id: UUID, principal: Principal = programme):
-        return await _set_status(request, sub_id, principal, "paused")
+        return await _set_status(stores, request, sub_id, principal, "paused")
 
     @router.post("/{sub_id}/resume", summary="Resume a paused or suspended subscription; its queue is delivered in order")
     async def resume(request: Request, sub_id: UUID, principal: Principal = programme):
-        return await _set_status(request, sub_id, principal, "active")
+        return await _set_status(stores, request, sub_id, principal, "active")
 
     @router.delete("/{sub_id}", summary="Unsubscribe")
     async def unsubscribe(request: Request, sub_id: UUID, principal: Principal = programme):
-        return await _set_status(request, sub_id, principal, "deleted")
+        return await _set_status(stores, request, sub_id, principal, "deleted")
 
 
-def _delivery_routes(router: APIRouter, programme) -> None:
+def _delivery_routes(router: APIRouter, programme, stores: Stores) -> None:
     @router.get("/{sub_id}/deliveries", summary="Deliveries by status (dead = dead letters)")
     async def deliveries(request: Request, sub_id: UUID, status: Literal["pending", "delivered", "dead"] = "dead",
                          limit: Annotated[int, Field(ge=1, le=1000)] = 100, principal: Principal = programme):
-        await _owned(request, sub_id, principal)
-        async with open_store(runtime_of(request).pool) as store:
+        await _owned(stores, request, sub_id, principal)
+        async with stores(request) as store:
             rows = await store.deliveries_of(sub_id, status, limit)
         # which families a programme was told about: a read of personal data, audited
         await audit.record_read(request, principal, "deliveries.read", "subscription", sub_id,
@@ -201,22 +212,22 @@ def _delivery_routes(router: APIRouter, programme) -> None:
 
     @router.post("/{sub_id}/redeliver", summary="Re-send dead letters, or replay from a point in time")
     async def redeliver(request: Request, sub_id: UUID, body: RedeliverIn, principal: Principal = programme):
-        await _owned(request, sub_id, principal)
+        await _owned(stores, request, sub_id, principal)
         if not body.dead_letters and body.since is None:
             raise HTTPException(422, {"errors": [{"path": "/", "reason": "set dead_letters or since"}]})
-        async with open_store(runtime_of(request).pool, transaction=True) as store:
+        async with stores(request, True) as store:
             n = await store.requeue(sub_id, dead_letters=body.dead_letters, since=body.since)
             await store.record_audit(audit.of_request(request, principal, "subscription.redeliver", "subscription",
                                                       sub_id, detail={"requeued": n, "dead_letters": body.dead_letters}))
-        status = (await _owned(request, sub_id, principal))["status"]
+        status = (await _owned(stores, request, sub_id, principal))["status"]
         return {"requeued": n, "status": status,
                 **({"note": f"the subscription is {status}: resume it to deliver"} if status != "active" else {})}
 
     @router.get("/{sub_id}/log", summary="Delivery attempts: status codes, latency, errors")
     async def delivery_log(request: Request, sub_id: UUID, limit: Annotated[int, Field(ge=1, le=1000)] = 100,
                            principal: Principal = programme):
-        await _owned(request, sub_id, principal)
-        async with open_store(runtime_of(request).pool) as store:
+        await _owned(stores, request, sub_id, principal)
+        async with stores(request) as store:
             rows = await store.attempts_of(sub_id, limit)
             pending = await store.pending_count(sub_id)
         return {"pending": pending, "attempts": [{**r, "at": r["at"].isoformat()} for r in rows]}

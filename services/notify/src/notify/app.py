@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from notify import store
-from notify.api import subscriptions_router
+from notify.api import pool_stores, subscriptions_router
 from notify.dci import DciApi, load_requesters
 from notify.delivery import DeliveryWorker
 from notify.domain import AccessRules, parse_access
@@ -37,12 +37,12 @@ def definition(settings: NotifySettings | None = None) -> ServiceDefinition:
     access = load_access(settings.programme_access_file)
     requesters = load_requesters(settings.dci_requesters_file)  # the DCI requester key registry
     publisher = Publisher()
-    handlers = NotifyHandlers(access, store_for=lambda uow: store.NotifyStore(uow.conn))
-    worker = DeliveryWorker(settings, publisher, store_for=lambda uow: store.NotifyStore(uow.conn))
+    handlers = NotifyHandlers(access, store_for=store.store_in)
+    worker = DeliveryWorker(settings, publisher, store_for=store.store_in, stores=store.open_store)
     return ServiceDefinition(
         name="notify", settings=settings, migrations=MIGRATIONS, handlers=handlers.handlers(),
         topics=[Topic.ELIGIBILITY_DECIDED, Topic.FAMILY_ERASED],
-        routers=[subscriptions_router(settings), webhook_keys_router(settings), audit.router,
+        routers=[subscriptions_router(settings, stores=pool_stores), webhook_keys_router(settings), audit.router,
                  DciApi(settings, access, requesters).router()],
         background=[worker.deliver_forever, worker.publish_lag_forever],
         retention=[Rule("delivery_payload", settings.delivery_payload_retention_days, store.expire_delivered_payloads)],

@@ -32,7 +32,7 @@ from notify.callbacks import acked, batch_key, callback_problem_now, err_answer,
 from notify.domain import Outcome, outcome_of, retry_delay
 from notify.publisher import Publisher
 from notify.settings import NotifySettings
-from notify.store import NotifyStore, open_store
+from notify.store import NotifyStore, open_store, store_in
 from regsosek.background import run_forever
 from regsosek.db import Backoff, is_transient
 from regsosek.messaging import UnitOfWork
@@ -74,7 +74,7 @@ class DeliveryWorker:
     """The delivery loop and the lag gauges: background tasks of the service (app.py)."""
 
     def __init__(self, settings: NotifySettings, publisher: Publisher,
-                 store_for: Callable[[UnitOfWork], NotifyStore] = lambda uow: NotifyStore(uow.conn),
+                 store_for: Callable[[UnitOfWork], NotifyStore] = store_in,
                  stores: Callable[..., AbstractAsyncContextManager[NotifyStore]] = open_store) -> None:
         self.settings = settings
         self.publisher = publisher

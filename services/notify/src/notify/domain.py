@@ -1,5 +1,6 @@
-"""Delivery policy, pure: which subscriptions an event goes to, how long to wait
-before a retry, what a response means, and whether a callback address is safe."""
+"""Delivery policy, pure: which subscriptions an event goes to (a batch's decisions weighed in one
+call, plan_deliveries), how long to wait before a retry, what a response means, whether a callback
+address is safe, and what each programme may receive and subscribe to."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from notify.domain import AccessRules, DecisionReceived, plan_deliveries
-from notify.store import NotifyStore
+from notify.store import NotifyStore, store_in
 from regsosek import audit
 from regsosek.contracts import Contract, EligibilityDecided, FamilyErased
 from regsosek.messaging import Handler, Incoming, UnitOfWork
@@ -21,12 +21,8 @@ from regsosek.telemetry import current_trace_headers
 _PENDING = "notify.decisions"  # uow.cache key: the batch's decisions, weighed at commit
 
 
-def default_store(uow: UnitOfWork) -> NotifyStore:
-    return NotifyStore(uow.conn)
-
-
 class NotifyHandlers:
-    def __init__(self, access: AccessRules, store_for: Callable[[UnitOfWork], NotifyStore] = default_store) -> None:
+    def __init__(self, access: AccessRules, store_for: Callable[[UnitOfWork], NotifyStore] = store_in) -> None:
         self.access = access  # what each programme may receive (data/programme-access-*.yaml)
         self.store_for = store_for
 

@@ -15,6 +15,7 @@ import asyncpg
 
 from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription
 from regsosek import audit
+from regsosek.messaging import UnitOfWork
 
 SUB_COLUMNS = ("id, owner, callback_url, secret, scope_programmes, programmes, area_prefixes, welfare_groups, "
                "event_types, status, "
@@ -398,6 +399,11 @@ class NotifyStore:
                                         "where id = $1", sub_id)
                 out[code] = "unsubscribe"
         return out
+
+
+def store_in(uow: UnitOfWork) -> NotifyStore:
+    """The store of a unit of work: its connection, in its transaction."""
+    return NotifyStore(uow.conn)
 
 
 @contextlib.asynccontextmanager
