@@ -5,8 +5,6 @@ the store (notify.store); a re-send or replay only queues again: the delivery wo
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID, uuid4
@@ -17,11 +15,10 @@ from pydantic import BaseModel, Field, StringConstraints
 from notify.callbacks import callback_problem_now
 from notify.domain import Filters, Refusal, narrow, subscription_limit_problem
 from notify.settings import NotifySettings
-from notify.store import NotifyStore, open_store
+from notify.store import Stores, pool_stores
 from regsosek import audit
 from regsosek.auth import Principal, Role, bearer
 from regsosek.contracts.identifiers import AreaPrefix
-from regsosek.service import runtime_of
 from regsosek.standard_webhooks import whsec_form
 from regsosek.topics import Topic
 
@@ -62,14 +59,6 @@ def _out(row, *, with_secret: bool = False) -> dict:
         d["secret"] = row["secret"]
         d["secret_whsec"] = whsec_form(row["secret"])  # the same key as Standard Webhooks verifiers take it
     return d
-
-
-Stores = Callable[..., AbstractAsyncContextManager[NotifyStore]]
-
-
-def pool_stores(request: Request, transaction: bool = False) -> AbstractAsyncContextManager[NotifyStore]:
-    """A store on a connection of the service's pool (in one transaction when `transaction`)."""
-    return open_store(runtime_of(request).pool, transaction=transaction)
 
 
 def _iso(v: datetime | None) -> str | None:
@@ -204,9 +193,9 @@ def _delivery_routes(router: APIRouter, programme, stores: Stores) -> None:
         await _owned(stores, request, sub_id, principal)
         async with stores(request) as store:
             rows = await store.deliveries_of(sub_id, status, limit)
-        # which families a programme was told about: a read of personal data, audited
-        await audit.record_read(request, principal, "deliveries.read", "subscription", sub_id,
-                                detail={"status": status, "rows": len(rows)})
+            # which families a programme was told about: a read of personal data, audited
+            await store.record_audit(audit.of_request(request, principal, "deliveries.read", "subscription", sub_id,
+                                                      detail={"status": status, "rows": len(rows)}))
         return {"deliveries": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
                                for r in rows]}
 

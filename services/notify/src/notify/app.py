@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from notify import store
-from notify.api import pool_stores, subscriptions_router
+from notify.api import subscriptions_router
 from notify.dci import DciApi, load_requesters
 from notify.delivery import DeliveryWorker
 from notify.domain import AccessRules, parse_access
@@ -42,8 +42,8 @@ def definition(settings: NotifySettings | None = None) -> ServiceDefinition:
     return ServiceDefinition(
         name="notify", settings=settings, migrations=MIGRATIONS, handlers=handlers.handlers(),
         topics=[Topic.ELIGIBILITY_DECIDED, Topic.FAMILY_ERASED],
-        routers=[subscriptions_router(settings, stores=pool_stores), webhook_keys_router(settings), audit.router,
-                 DciApi(settings, access, requesters).router()],
+        routers=[subscriptions_router(settings, stores=store.pool_stores), webhook_keys_router(settings), audit.router,
+                 DciApi(settings, access, requesters, stores=store.pool_stores).router()],
         background=[worker.deliver_forever, worker.publish_lag_forever],
         retention=[Rule("delivery_payload", settings.delivery_payload_retention_days, store.expire_delivered_payloads)],
         title="Regsosek notify", description="Programme systems subscribe to eligibility events and receive them, signed.",

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import asyncpg
 import httpx
 import jwt
 import orjson
@@ -37,10 +36,9 @@ from notify import dci_domain as dd
 from notify.callbacks import acked, callback_problem_now, err_status, make_client
 from notify.domain import AccessRules, Refusal, narrow, subscription_limit_problem
 from notify.settings import NotifySettings
-from notify.store import open_store
+from notify.store import Stores, pool_stores
 from regsosek import audit
 from regsosek.auth import KeysUnavailable, Principal, Role, refusal_reason
-from regsosek.service import runtime_of
 
 log = logging.getLogger("notify.dci")
 
@@ -65,13 +63,12 @@ class _Answer(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class DciCall:
-    """An accepted DCI request: who sent it, its envelope, and where the service's database is."""
+    """An accepted DCI request: who sent it and its envelope."""
 
     request: Request
     principal: Principal
     header: dict
     message: dict
-    pool: asyncpg.Pool
 
     @property
     def sender(self) -> str:
@@ -82,8 +79,10 @@ Endpoint = Callable[[DciCall], Awaitable[JSONResponse]]
 
 
 class DciApi:
-    def __init__(self, settings: NotifySettings, access: AccessRules, requesters: dict[str, dd.Requester]) -> None:
+    def __init__(self, settings: NotifySettings, access: AccessRules, requesters: dict[str, dd.Requester],
+                 stores: Stores = pool_stores) -> None:
         self.settings = settings
+        self.stores = stores  # stores(request, transaction=False): the store a request reads and writes through
         self.access = access  # what each programme may receive (the Group records are narrowed with it)
         self.requesters = requesters  # sender_id -> token subject and Ed25519 public key
         self._background: set[asyncio.Task] = set()  # callbacks in flight (kept referenced until done)
@@ -153,7 +152,7 @@ class DciApi:
             raise dd.DciError("err.signature.invalid", "signature: does not verify with the sender's key", 401)
         if header.get("receiver_id") not in (None, s.dci_sender_id):
             raise dd.DciError("err.receiver_id.invalid", f"header.receiver_id: this registry is {s.dci_sender_id}")
-        return DciCall(request, principal, header, message, runtime_of(request).pool)
+        return DciCall(request, principal, header, message)
 
     def _refusal(self, e: dd.DciError, sync_action: str | None) -> JSONResponse:
         """An envelope the registry will not take: the ack Response with ERR (async endpoints), or a
@@ -231,7 +230,7 @@ class DciApi:
 
     async def _save_transaction(self, call: DciCall, correlation_id: str, kind: str, transaction_id: str,
                                 reference_ids: list[str], status: str, detail: dict) -> None:
-        async with open_store(call.pool) as store:
+        async with self.stores(call.request) as store:
             await store.save_dci_transaction(correlation_id=correlation_id, requester=call.principal.subject,
                                              kind=kind, transaction_id=transaction_id, reference_ids=reference_ids,
                                              status=status, detail=detail)
@@ -256,7 +255,7 @@ class DciApi:
             if not principal.areas or not principal.programmes:
                 decisions, total = [], 0  # a token without areas or programmes sees nothing
             else:
-                async with open_store(call.pool) as store:
+                async with self.stores(call.request) as store:
                     decisions, total = await store.search_registry(criteria.conditions, principal.areas,
                                                                    criteria.sort, criteria.page_size, criteria.offset)
             records = [dd.record_of(d, principal.programmes, self.access) for d in decisions]
@@ -274,8 +273,10 @@ class DciApi:
         correlation_id = str(uuid4())
         await self._save_transaction(call, correlation_id, "search", call.message["transaction_id"], list(detail),
                                      "succ", detail)
-        await audit.record_read(call.request, call.principal, "dci.search", "dci_transaction", correlation_id,
-                                detail={"rows": sum(d.get("returned", 0) for d in detail.values())})
+        async with self.stores(call.request) as store:  # a read of personal data, audited
+            await store.record_audit(audit.of_request(
+                call.request, call.principal, "dci.search", "dci_transaction", correlation_id,
+                detail={"rows": sum(d.get("returned", 0) for d in detail.values())}))
         return self._answer(call, "on-search", self._search_message(call, correlation_id, items), len(items))
 
     async def search(self, call: DciCall) -> JSONResponse:
@@ -294,7 +295,7 @@ class DciApi:
             items, detail = await self._run_search(call)
             out = self._search_message(call, correlation_id, items)
             error = await self._post_callback(url, "on-search", call.sender, out, len(items))
-            async with open_store(call.pool) as store:
+            async with self.stores(call.request) as store:
                 await store.save_dci_transaction(
                     correlation_id=correlation_id, requester=call.principal.subject, kind="search",
                     transaction_id=call.message["transaction_id"], reference_ids=list(detail),
@@ -313,7 +314,7 @@ class DciApi:
         """The txnstatus_response message and how many items it holds."""
         tid, txn_type, value, attr = _txn_status(call.message)
         kinds = ("search",) if txn_type == "search" else ("subscribe", "unsubscribe")
-        async with open_store(call.pool) as store:
+        async with self.stores(call.request) as store:
             rows = [r for k in kinds for r in await store.find_dci_transactions(call.principal.subject, k, attr, value)]
         items = [_status_item(r, ref) for r in rows for ref in r["reference_ids"]]
         latest = rows[0] if rows else None
@@ -368,7 +369,7 @@ class DciApi:
         except Refusal as e:
             raise dd.Rejected("rjct.notify_details.invalid", e.reason) from None
         limit = self.settings.max_subscriptions_per_programme
-        async with open_store(call.pool, transaction=True) as store:
+        async with self.stores(call.request, True) as store:
             row, refused = await store.create_subscription(
                 sub_id=uuid4(), owner=principal.subject, callback_url=notify_url, secret=None,
                 signature="ed25519", scope=scoped.programmes, filters=scoped.filters,
@@ -388,7 +389,7 @@ class DciApi:
             raise dd.DciError("err.request.bad", "message.subscription_codes: a list of 1 to 100 subscription codes")
         url = await self._callback_url(call, "/registry/on-unsubscribe")
         correlation_id = str(uuid4())
-        async with open_store(call.pool, transaction=True) as store:
+        async with self.stores(call.request, True) as store:
             result = await store.delete_dci_subscriptions(call.principal.subject, list(dict.fromkeys(codes)))
             for code, what in result.items():
                 if what == "unsubscribe":

@@ -16,6 +16,7 @@ import asyncpg
 from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription
 from regsosek import audit
 from regsosek.messaging import UnitOfWork
+from regsosek.service import runtime_of
 
 SUB_COLUMNS = ("id, owner, callback_url, secret, scope_programmes, programmes, area_prefixes, welfare_groups, "
                "event_types, status, "
@@ -415,6 +416,15 @@ async def open_store(pool: asyncpg.Pool, *, transaction: bool = False) -> AsyncI
                 yield NotifyStore(conn)
         else:
             yield NotifyStore(conn)
+
+
+Stores = Callable[..., contextlib.AbstractAsyncContextManager[NotifyStore]]  # stores(request, transaction=False)
+
+
+def pool_stores(request, transaction: bool = False) -> contextlib.AbstractAsyncContextManager[NotifyStore]:
+    """The store of an HTTP request: on a connection of the service's pool (one transaction when
+    `transaction`). What the routes are given by app.py; tests give them an in-memory one."""
+    return open_store(runtime_of(request).pool, transaction=transaction)
 
 
 async def expire_delivered_payloads(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
