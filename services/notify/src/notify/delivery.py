@@ -8,6 +8,10 @@ a lease on the subscription row (longer than one delivery can last) and calls th
 subscriber without holding a database connection; the outcome is recorded, and the
 lease given back, in one transaction afterwards. A crashed instance's lease simply
 runs out.
+
+The worker reads and writes through the store (notify.store) and leaves building
+eligibility-delivered to the publisher (notify.publisher). The subscription API does not call
+it: a re-send or a replay requeues deliveries in the store, and the worker finds them due.
 """
 
 from __future__ import annotations
