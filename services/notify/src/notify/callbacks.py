@@ -47,7 +47,7 @@ def signature_headers(scheme: str, secret: str | None, keys: Sequence[SigningKey
 
 def batch_key(rows) -> str:
     """Idempotency-Key of a batch: the same for every re-send of the same events. (Each
-    event also carries its own event_id, the key a subscriber de-duplicates by.)"""
+    event also carries its own event_id, the key by which a subscriber recognises a repeat.)"""
     digest = hashlib.sha256("\n".join(r["event_id"] for r in rows).encode()).hexdigest()
     return str(UUID(digest[:32]))
 
