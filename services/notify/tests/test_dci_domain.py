@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from notify import dci_domain as dd
-from notify.delivery import _err_answer
+from notify.callbacks import err_answer
 from notify.domain import OPTIONAL_FIELDS, REQUIRED_FIELDS, AccessRules, ProgrammeAccess
 
 _spec_file = Path(__file__).resolve().parents[3] / "tests" / "dci_spec.py"
@@ -264,8 +264,8 @@ def test_subscription_filters():
 
 
 def test_an_err_answer_is_a_refusal_not_a_network_failure():
-    assert _err_answer(200, b'{"message":{"ack_status":"ERR","error":{"code":"err.signature.invalid",'
+    assert err_answer(200, b'{"message":{"ack_status":"ERR","error":{"code":"err.signature.invalid",'
                             b'"message":"bad"}}}') == "ERR err.signature.invalid: bad"
-    assert _err_answer(200, b'{"message":{"ack_status":"ACK"}}') is None
-    assert _err_answer(500, b'{"message":{"ack_status":"ERR"}}') is None
-    assert _err_answer(200, b"not json") is None
+    assert err_answer(200, b'{"message":{"ack_status":"ACK"}}') is None
+    assert err_answer(500, b'{"message":{"ack_status":"ERR"}}') is None
+    assert err_answer(200, b"not json") is None

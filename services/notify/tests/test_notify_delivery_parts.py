@@ -5,14 +5,12 @@ batch idempotency keys, and the handler's per-batch subscription cache."""
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
 from uuid import UUID
 
 import httpx
 import pytest
 
-from notify import handlers
-from notify.delivery import batch_key, callback_problem_now, make_client
+from notify.callbacks import batch_key, callback_problem_now, make_client
 from notify.domain import callback_problem, is_public_address, retry_delay
 from notify.settings import NotifySettings
 from regsosek.standard_webhooks import generate_signing_key
@@ -80,35 +78,3 @@ def test_batch_key_is_stable_for_the_same_events_and_differs_otherwise():
     assert batch_key(rows) == batch_key([dict(r) for r in rows])
     assert batch_key(rows) != batch_key(rows[:1]) != batch_key(list(reversed(rows)))
     UUID(batch_key(rows))
-
-
-class _Conn:
-    def __init__(self, subs):
-        self.subs, self.fetches = subs, 0
-
-    async def fetch(self, sql, *args):
-        self.fetches += 1
-        return self.subs
-
-
-def _sub(i: int, **filters) -> dict:
-    return {"id": i, "programmes": filters.get("programmes", []), "area_prefixes": filters.get("area_prefixes", []),
-            "welfare_groups": [], "event_types": [], "scope_programmes": filters.get("scope", ["pkh"])}
-
-
-async def test_subscriptions_are_read_once_per_batch():
-    cache = handlers._BatchSubscriptions()
-    conn, outbox = _Conn([_sub(1), _sub(2, area_prefixes=["6472"])]), object()
-    batch = SimpleNamespace(conn=conn, outbox=outbox)
-    for _ in range(50):  # fifty events of one batch
-        subs = await cache.get(SimpleNamespace(conn=batch.conn, outbox=batch.outbox))
-    assert conn.fetches == 1 and [s for s, _, _ in subs] == [1, 2]
-    assert subs[0][2] == ("pkh",) and cache.scopes == {1: ("pkh",), 2: ("pkh",)}
-    assert subs[1][1].area_prefixes == ("6472",)
-
-    # The next batch (a new connection proxy and outbox) sees a subscription created meanwhile.
-    conn.subs = conn.subs + [_sub(3)]
-    await cache.get(SimpleNamespace(conn=conn, outbox=object()))
-    assert conn.fetches == 2
-    other = _Conn([_sub(4)])
-    assert [s for s, _, _ in await cache.get(SimpleNamespace(conn=other, outbox=outbox))] == [4]

@@ -154,7 +154,8 @@ def test_local_allows_plain_http_and_loopback(url, resolved):
 
 
 @pytest.mark.parametrize("production", [False, True])
-@pytest.mark.parametrize("url", ["ftp://example.org/x", "file:///etc/passwd", "https://", "example.org/hook", "javascript:alert(1)"])
+@pytest.mark.parametrize("url", ["ftp://example.org/x", "file:///etc/passwd", "https://", "example.org/hook",
+                                 "javascript:alert(1)"])
 def test_non_http_urls_refused_everywhere(url, production):
     assert callback_problem(url, ["93.184.216.34"], production=production) == "callback must be an http(s) URL"
 

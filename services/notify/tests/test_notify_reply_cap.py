@@ -7,7 +7,7 @@ import httpx
 import orjson
 import pytest
 
-from notify.delivery import _acked, post_capped
+from notify.callbacks import acked, post_capped
 
 ACK = orjson.dumps({"message": {"ack_status": "ACK", "correlation_id": "m"}})
 
@@ -36,7 +36,7 @@ async def _post(handler, cap=1024):
 
 async def test_a_small_reply_is_read_and_acknowledged():
     status, _, reply, why = await _post(lambda r: _reply(200, ACK))
-    assert (status, why) == (200, None) and _acked(status, reply)
+    assert (status, why) == (200, None) and acked(status, reply)
 
 
 async def test_identity_is_asked_for():
@@ -69,4 +69,4 @@ async def test_a_compressed_reply_is_refused(encoding):
 
 
 def test_ack_needs_2xx_and_ack_status():
-    assert not _acked(500, ACK) and not _acked(200, b"[]") and not _acked(200, b"not json")
+    assert not acked(500, ACK) and not acked(200, b"[]") and not acked(200, b"not json")

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import base64
 import time
-from types import SimpleNamespace
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
-from notify import webhook_keys
-from notify.delivery import batch_key, signature_headers
+from notify.callbacks import batch_key, signature_headers
 from notify.settings import NotifySettings
+from notify.webhook_keys import webhook_keys_router
 from regsosek.keys import InsecureSecret
 from regsosek.signing import HEADER as LEGACY_HEADER
 from regsosek.signing import verify as verify_legacy
@@ -109,8 +108,7 @@ def test_rotation_lists_the_previous_key_after_the_current_one():
 
 def keys_client(settings: NotifySettings) -> TestClient:
     app = FastAPI()
-    app.state.runtime = SimpleNamespace(settings=settings)
-    app.include_router(webhook_keys.router)
+    app.include_router(webhook_keys_router(settings))
     return TestClient(app)
 
 

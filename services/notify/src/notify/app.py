@@ -1,4 +1,7 @@
-"""Notify: programme subscriptions and reliable signed delivery. Wiring only."""
+"""Notify: programme subscriptions and reliable signed delivery. The composition root: settings, the
+programme access rules and DCI requester registry (refusing to start on a bad one), the store
+factory, the publisher, the handlers, the routers and the background tasks, built here and passed
+to what needs them."""
 
 from __future__ import annotations
 
@@ -6,12 +9,15 @@ from pathlib import Path
 
 import yaml
 
-from notify import dci, handlers, store, webhook_keys
-from notify.api import router
-from notify.delivery import deliver_forever, publish_lag_forever
+from notify import store
+from notify.api import subscriptions_router
+from notify.dci import DciApi, load_requesters
+from notify.delivery import DeliveryWorker
 from notify.domain import AccessRules, parse_access
-from notify.handlers import HANDLERS
+from notify.handlers import NotifyHandlers
+from notify.publisher import Publisher
 from notify.settings import NotifySettings
+from notify.webhook_keys import webhook_keys_router
 from regsosek import audit
 from regsosek.programmes import PROGRAMME_CODES
 from regsosek.retention import Rule
@@ -28,12 +34,17 @@ def load_access(path: str) -> AccessRules:
 
 def definition(settings: NotifySettings | None = None) -> ServiceDefinition:
     settings = settings or NotifySettings()
-    handlers.access = load_access(settings.programme_access_file)
-    dci.requesters(settings.dci_requesters_file)  # the DCI requester key registry: refuses to start on a bad one
+    access = load_access(settings.programme_access_file)
+    requesters = load_requesters(settings.dci_requesters_file)  # the DCI requester key registry
+    publisher = Publisher()
+    handlers = NotifyHandlers(access, store_for=store.store_in)
+    worker = DeliveryWorker(settings, publisher, store_for=store.store_in, stores=store.open_store)
     return ServiceDefinition(
-        name="notify", settings=settings, migrations=MIGRATIONS, handlers=HANDLERS,
-        topics=[Topic.ELIGIBILITY_DECIDED, Topic.FAMILY_ERASED], routers=[router, webhook_keys.router, audit.router, dci.router],
-        background=[deliver_forever, publish_lag_forever],
+        name="notify", settings=settings, migrations=MIGRATIONS, handlers=handlers.handlers(),
+        topics=[Topic.ELIGIBILITY_DECIDED, Topic.FAMILY_ERASED],
+        routers=[subscriptions_router(settings, stores=store.pool_stores), webhook_keys_router(settings), audit.router,
+                 DciApi(settings, access, requesters, stores=store.pool_stores).router()],
+        background=[worker.deliver_forever, worker.publish_lag_forever],
         retention=[Rule("delivery_payload", settings.delivery_payload_retention_days, store.expire_delivered_payloads)],
         title="Regsosek notify", description="Programme systems subscribe to eligibility events and receive them, signed.",
     )

@@ -1,5 +1,6 @@
-"""Delivery policy, pure: which subscriptions an event goes to, how long to wait
-before a retry, what a response means, and whether a callback address is safe."""
+"""Delivery policy, pure: which subscriptions an event goes to (a batch's decisions weighed in one
+call, plan_deliveries), how long to wait before a retry, what a response means, whether a callback
+address is safe, and what each programme may receive and subscribe to."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
+
+from regsosek.topics import Topic
 
 
 @dataclass(frozen=True)
@@ -27,9 +30,7 @@ class Filters:
             return False
         if self.welfare_groups and welfare_group not in self.welfare_groups:
             return False
-        if self.programmes and not (eligible & set(self.programmes)):
-            return False
-        return True
+        return not (self.programmes and not (eligible & set(self.programmes)))
 
 
 def recipients(matching: set, informed: set, live: set) -> set:
@@ -244,3 +245,96 @@ def subscription_limit_problem(counts: dict[str, int], programmes: tuple[str, ..
         if counts.get(p, 0) >= limit:
             return f"programme {p} already has {counts[p]} subscriptions, the most allowed ({limit})"
     return None
+
+
+# ---------------------------------------------------------------- which subscription receives which decision
+
+
+@dataclass(frozen=True)
+class LiveSubscription:
+    """A subscription that is not deleted (paused and suspended ones keep receiving into their queue)."""
+
+    id: object  # UUID
+    filters: Filters
+    scope: tuple[str, ...]  # programmes whose decisions (with reasons) its payloads carry
+
+
+@dataclass(frozen=True)
+class DecisionReceived:
+    """One eligibility decision as it arrived, with what the filters are matched against."""
+
+    family_id: str
+    decision_seq: int
+    event_id: str
+    envelope: dict  # event_id, event_type, subject, time
+    data: dict  # the whole decision (JSON form); never queued as such, see payload_for
+    sls_id: str
+    welfare_group: int
+    eligible: frozenset[str]  # programmes the family is eligible for
+    traceparent: str | None = None
+
+
+@dataclass
+class FamilyState:
+    """What is known of a batch's families before its decisions are weighed."""
+
+    erased: set[str]  # families erased: none of their decisions is queued any more
+    seen: dict[str, int]  # family id -> the highest decision sequence queued for it
+    informed: dict[str, set]  # family id -> the subscriptions already given a decision about it
+
+
+@dataclass(frozen=True)
+class Delivery:
+    subscription_id: object
+    event_id: str
+    event_type: str
+    family_id: str
+    payload: dict  # what this subscription may receive of the decision
+    traceparent: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    """What a batch of decisions changes: the newest decision per family, the DCI read model rows,
+    the (subscription, family) pairs now told about, and the deliveries to queue, in order."""
+
+    newest: dict[str, tuple[int, str]]  # family id -> (decision sequence, event id)
+    registry: dict[str, tuple[int, str, dict]]  # family id -> (decision sequence, event id, decision)
+    newly_informed: list[tuple]  # (subscription id, family id), sorted
+    deliveries: list[Delivery]
+
+
+def plan_deliveries(decisions: list[DecisionReceived], live: list[LiveSubscription], state: FamilyState,
+                    access: AccessRules) -> DeliveryPlan:
+    """Weighs a batch's decisions in arrival order: a decision of an erased family, or not newer than the
+    newest already queued for its family (newer_decision), is dropped; each other one goes to its
+    recipients (recipients: the subscriptions whose filters match it, and those told about the family
+    before, so that a family that stops matching hears of it), each with its own scoped payload."""
+    scopes = {s.id: s.scope for s in live}
+    seen = dict(state.seen)
+    informed = {f: set(subs) for f, subs in state.informed.items()}
+    newest: dict[str, tuple[int, str]] = {}
+    registry: dict[str, tuple[int, str, dict]] = {}
+    deliveries: list[Delivery] = []
+    newly_informed: set[tuple] = set()
+    for d in decisions:
+        if d.family_id in state.erased or not newer_decision(seen.get(d.family_id), d.decision_seq):
+            continue  # erased, or older than a decision already queued for the family: never sent after it
+        seen[d.family_id] = d.decision_seq
+        newest[d.family_id] = (d.decision_seq, d.event_id)
+        registry[d.family_id] = (d.decision_seq, d.event_id, d.data)
+        told = informed.setdefault(d.family_id, set())
+        matching = {s.id for s in live if s.filters.matches(
+            event_type=Topic.ELIGIBILITY_DECIDED.value, sls_id=d.sls_id, welfare_group=d.welfare_group,
+            eligible=set(d.eligible))}
+        payloads: dict[tuple[str, ...], dict] = {}  # one per programme scope among the recipients
+        for sub_id in sorted(recipients(matching, told, set(scopes)), key=str):
+            scope = scopes[sub_id]
+            if scope not in payloads:
+                payloads[scope] = {**d.envelope, "data": payload_for(d.data, scope, access)}
+            deliveries.append(Delivery(sub_id, d.event_id, Topic.ELIGIBILITY_DECIDED.value, d.family_id,
+                                       payloads[scope], d.traceparent))
+            if sub_id not in told:
+                told.add(sub_id)
+                newly_informed.add((sub_id, d.family_id))
+    return DeliveryPlan(newest, registry, sorted(newly_informed, key=lambda p: (str(p[0]), p[1])), deliveries)

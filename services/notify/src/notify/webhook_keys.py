@@ -8,18 +8,22 @@ key's Standard Webhooks form (`whpk`) and its `status`: `current`, and during a 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
-from regsosek.service import runtime_of
+from notify.settings import NotifySettings
 from regsosek.standard_webhooks import jwk
 
-router = APIRouter(tags=["webhook keys"])
 MAX_AGE_S = 300  # receivers may cache the set this long; a rotation keeps the old key listed far longer
 
 
-@router.get("/v1/webhook-keys", summary="Public keys that verify webhook signatures (no token needed)")
-async def webhook_keys(request: Request, response: Response) -> dict:
-    keys = runtime_of(request).settings.webhook_signing_keys()
-    response.headers["Cache-Control"] = f"public, max-age={MAX_AGE_S}"
-    return {"keys": [{**jwk(k.key.public_key(), k.kid), "status": k.status} for k in keys],
-            "signature_scheme": "Standard Webhooks v1a (Ed25519) over \"{webhook-id}.{webhook-timestamp}.{body}\""}
+def webhook_keys_router(settings: NotifySettings) -> APIRouter:
+    router = APIRouter(tags=["webhook keys"])
+
+    @router.get("/v1/webhook-keys", summary="Public keys that verify webhook signatures (no token needed)")
+    async def webhook_keys(response: Response) -> dict:
+        keys = settings.webhook_signing_keys()
+        response.headers["Cache-Control"] = f"public, max-age={MAX_AGE_S}"
+        return {"keys": [{**jwk(k.key.public_key(), k.kid), "status": k.status} for k in keys],
+                "signature_scheme": "Standard Webhooks v1a (Ed25519) over \"{webhook-id}.{webhook-timestamp}.{body}\""}
+
+    return router
