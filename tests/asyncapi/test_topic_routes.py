@@ -4,7 +4,8 @@ Why: the registry is the single place that says who publishes and who consumes e
 topic; the AsyncAPI document and the KEDA triggers in deploy/ are derived from it. These
 tests keep it honest against what each service's app.py subscribes to, which contracts its
 handlers accept, and where its code publishes (a static read of `publish(Topic.X, ...)`
-calls and `topic=Topic.X` arguments), so a new subscription or a new event cannot be added
+calls and `topic=Topic.X` arguments anywhere, and of every `Topic.X` named in the service's
+publisher.py, the one place that builds its outgoing events), so a new subscription or a new event cannot be added
 without the registry (and so the document and the scaling) following.
 """
 
@@ -32,11 +33,15 @@ def _definition(service: str):
 
 
 def _published_topics(service: str) -> set[str]:
-    """Topic enum members the service's code passes as the topic of a publish."""
+    """Topic enum members the service's code passes as the topic of a publish, and those its
+    publisher names."""
     found: set[str] = set()
     for path in (ROOT / "services" / service / "src" / service).rglob("*.py"):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
+            if path.name == "publisher.py" and isinstance(node, ast.Attribute) \
+                    and isinstance(node.value, ast.Name) and node.value.id == "Topic":
+                found.add(Topic[node.attr].value)
             if not isinstance(node, ast.Call):
                 continue
             candidates = [kw.value for kw in node.keywords if kw.arg == "topic"]
