@@ -1,4 +1,4 @@
-"""The subscription API on the in-memory store (tests/fakes.py): it reads and writes through the store
+"""The subscription API on the in-memory store (tests/notify_fakes.py): it reads and writes through the store
 only, so its rules run in milliseconds. The real-stack proof is tests/integration/test_notify_delivery."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import contextlib
 
 import httpx
 import pytest
-from fakes import InMemoryNotifyStore
+from notify_fakes import InMemoryNotifyStore
 from fastapi import FastAPI
 from test_notify_handlers import ACCESS, FAMILY, apply, decided, queued
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fakes import InMemoryNotifyStore
+from notify_fakes import InMemoryNotifyStore
 from fastapi import FastAPI
 from test_notify_handlers import ACCESS, FAMILY, SLS, apply, decided
 

@@ -1,5 +1,5 @@
 """Notify's handler logic in milliseconds: the real handlers on a FakeUnitOfWork and the in-memory
-store (tests/fakes.py). The real-stack proof of the same guarantees is in tests/integration
+store (tests/notify_fakes.py). The real-stack proof of the same guarantees is in tests/integration
 (test_notify_delivery, test_programme_scope, test_decision_order, test_erasure)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 import yaml
-from fakes import InMemoryNotifyStore
+from notify_fakes import InMemoryNotifyStore
 
 from notify.delivery import DeliveryWorker
 from notify.domain import Filters, parse_access

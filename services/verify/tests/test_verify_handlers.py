@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from fakes import InMemoryVerifyStore
+from verify_fakes import InMemoryVerifyStore
 
 from regsosek.contracts import (
     ErasureReason,

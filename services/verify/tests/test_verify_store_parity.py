@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 
-from fakes import InMemoryVerifyStore
+from verify_fakes import InMemoryVerifyStore
 
 from verify.store import VerifyStore
 

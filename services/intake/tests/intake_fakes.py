@@ -2,7 +2,7 @@
 
 Same public methods and signatures as intake.store.IntakeStore (test_intake_handlers checks it):
 what the real store does in SQL, done on dictionaries. Bodies are kept in clear (nothing to seal).
-Loaded by conftest.py under the name `intake_fakes` (each service's tests have a fakes.py)."""
+Named after its service: test directories are not packages, so each service's fakes module needs a name of its own."""
 
 from __future__ import annotations
 
