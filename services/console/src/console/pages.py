@@ -98,12 +98,15 @@ class Pages:
         scope = viewer.scope
 
         async def read(store: ConsoleStore):
-            return await store.progress(area, scope), await store.daily_interviews(area, scope)
+            # the areas one level below; an SLS, the lowest level, shows itself
+            rows = await store.progress(area, scope, domain.child_length(area) or len(area))
+            return rows, await store.daily_interviews(area, scope)
 
         rows, days = await self.store_read(request, read)
         overall = domain.total(area, rows)
         plan = domain.plan_per_day(overall.expected, self.settings.collection_start, self.settings.collection_end)
-        return {"area": area, "rows": domain.behind_first(rows), "overall": overall, "days": days, "plan": plan,
+        return {"area": area, "rows": domain.behind_first(rows) if domain.child_length(area) else [],
+                "overall": overall, "days": days, "plan": plan,
                 "child_level": domain.child_level_name(area),
                 "updated": datetime.now(UTC).strftime("%H:%M:%S UTC")}
 
@@ -150,13 +153,14 @@ class Pages:
 
     async def act(self, request: Request, v: Viewer, back: str, call, notice: str) -> Response:
         """Runs an action on a service and returns to the page with its outcome."""
+        back += "&" if "?" in back else "?"
         try:
             answer = await call
         except Unavailable as e:
-            return RedirectResponse(f"{back}?refused={quote(v.t('error.unavailable', service=e.service))}", 303)
+            return RedirectResponse(f"{back}refused={quote(v.t('error.unavailable', service=e.service))}", 303)
         if not answer.ok:
-            return RedirectResponse(f"{back}?refused={quote(answer.reason()[:300])}", 303)
-        return RedirectResponse(f"{back}?notice={notice}", 303)
+            return RedirectResponse(f"{back}refused={quote(answer.reason()[:300])}", 303)
+        return RedirectResponse(f"{back}notice={notice}", 303)
 
     # ------------------------------------------------------------ journey
 

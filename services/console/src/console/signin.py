@@ -36,10 +36,10 @@ def sign_in_problems(role: str, subject: str, areas: list[str], programme: str) 
 def signin_router(settings: ConsoleSettings, pages: Pages, home_of: Callable[[Role], str] = HOME.__getitem__) -> APIRouter:
     r = APIRouter(default_response_class=HTMLResponse, include_in_schema=False)
 
-    def form(request: Request, status: int = 200, **context) -> Response:
+    def form(request: Request, status: int = 200, problems: dict | None = None, values: dict | None = None) -> Response:
         return pages.render(request, "signin.html", status=status, roles=list(Role), programmes=PROGRAMME_CODES,
                             production=settings.production, next=safe_next(request.query_params.get("next")),
-                            problems={}, values={}, **context)
+                            problems=problems or {}, values=values or {})
 
     @r.get("/")
     async def root(request: Request):

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from console.domain import FamilyState, Progress, RosterCount, Step, VerifyState, child_length
+from console.domain import FamilyState, Progress, RosterCount, Step, VerifyState
 
 Scope = tuple[str, ...] | None
 
@@ -92,11 +92,8 @@ class ConsoleStore:
 
     # ------------------------------------------------------------ reads (pages)
 
-    async def progress(self, area: str, scope: Scope) -> list[Progress]:
-        """One row per area one level below `area` (none below an SLS)."""
-        n = child_length(area)
-        if n is None:
-            return []
+    async def progress(self, area: str, scope: Scope, code_length: int) -> list[Progress]:
+        """One row per area code of `code_length` digits within `area`."""
         rows = await self.conn.fetch(
             f"""with f as (select substr(sls_id, 1, $3) area, count(*) interviewed,
                        count(*) filter (where verify_state = 'verified') verified,
@@ -107,7 +104,7 @@ class ConsoleStore:
             select coalesce(f.area, r.area) area, coalesce(r.expected, 0) expected, coalesce(f.interviewed, 0) interviewed,
                    coalesce(f.verified, 0) verified, coalesce(f.flagged, 0) flagged, coalesce(r.absent, 0) absent
               from f full join r on f.area = r.area order by 1""",
-            _patterns(scope), area + "%", n)
+            _patterns(scope), area + "%", code_length)
         return [Progress(r["area"], int(r["expected"]), int(r["interviewed"]), int(r["verified"]), int(r["flagged"]),
                          int(r["absent"])) for r in rows]
 
