@@ -60,6 +60,7 @@ class Browser:
     def shot(self, name: str, *, width: int = 1280) -> None:
         """A screenshot of the whole page (its full height) into docs/console/<name>.png."""
         self.shots.mkdir(parents=True, exist_ok=True)
+        self.driver.set_window_size(width, 900)  # the layout at this width first, then its whole height
         height = self.driver.execute_script("return document.documentElement.scrollHeight")
         self.driver.set_window_size(width, min(max(height + 40, 600), 2400))
         self.driver.save_screenshot(str(self.shots / f"{name}.png"))

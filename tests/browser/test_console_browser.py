@@ -107,6 +107,7 @@ async def test_supervisor_resolves_a_flagged_family_and_sees_it_verified(world, 
                    *(m["name"] for m in unlisted["members"])]
     assert not [x for x in identifiers if x in source], "the work list shows no NIK, KK number or name"
     browser.shot("worklist")
+    browser.shot("worklist-phone", width=412)  # a supervisor's phone in the field
     browser.resolve(fid, "accept", "lives here, checked with the RT head")
     assert "intake" in browser.text_of("css selector", "p.notice")
     await seen(browser, lambda b: b.reload("/worklist") or b.state_of(f"resolved-{fid}") == "verified",
@@ -160,7 +161,7 @@ async def test_village_official_records_a_consultation_decision(world, browser, 
     browser.shot("policy")
 
 
-async def test_programme_integrator_pauses_and_resumes_a_subscription(world, browser):
+async def test_programme_integrator_pauses_and_resumes_a_subscription(world, browser, intake):
     notify = f"http://127.0.0.1:{world.ports['notify']}"
     programme = {"authorization": f"Bearer {token('programme', 'PKH-IT', ('64',), ('pkh',))}"}
     async with httpx.AsyncClient(base_url=notify, timeout=20) as c:
@@ -173,9 +174,14 @@ async def test_programme_integrator_pauses_and_resumes_a_subscription(world, bro
         async def status() -> str:
             return (await c.get(f"/v1/subscriptions/{sub_id}", headers=programme)).json()["status"]
 
+        # a family decided after the subscription: notify tries to deliver it to a callback nobody answers
+        sls = new_sls_id("6472")
+        entry, iv = family(sls, 1)
+        await intake.submit("/v1/rosters", roster(sls, [entry]))
+        await intake.submit("/v1/interviews", iv)
         browser.sign_in("programme", "PKH-IT", "64", programme="pkh")
-        browser.open("/integrator")
-        assert browser.exists(f"sub-{sub_id}")
+        await seen(browser, lambda b: b.reload("/integrator") or b.exists_css(f"#sub-{sub_id} table.attempts"),
+                   "the subscription's failed delivery attempts on the page")
         browser.click_css(f"#sub-{sub_id} button.pause")
         assert await status() == "paused"
         assert browser.exists_css(f"#sub-{sub_id} button.resume")
@@ -233,4 +239,6 @@ async def test_erasure_removes_the_family_from_the_console(world, browser, intak
     await seen(browser, lambda b: b.reload(f"/journey?id={fid}") or b.exists("journey-missing"),
                "the family gone from the read model")
     assert await world.fetchval("console", "select count(*) from journey_steps where family_id = $1", fid) == 0
+    assert await world.fetchval("console", "select count(*) from audit_log where action = 'family.erase' "
+                                           "and object_id = $1", fid) == 1
 

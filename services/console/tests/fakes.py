@@ -8,6 +8,7 @@ from typing import Any
 
 from console.domain import FamilyState, Progress, RosterCount, Step, VerifyState
 from console.store import Scope
+from regsosek import audit
 
 
 def _in(scope: Scope, sls_id: str) -> bool:
@@ -20,6 +21,7 @@ class InMemoryConsoleStore:
         self.steps: dict[str, tuple[str, Step]] = {}  # event id -> (family id, step)
         self.rosters: dict[str, RosterCount] = {}
         self.seen: dict[tuple[str, str], dict[str, Any]] = {}
+        self.audit: list[audit.Entry] = []
 
     async def family(self, family_id: str) -> FamilyState | None:
         return self.families.get(family_id)
@@ -43,9 +45,14 @@ class InMemoryConsoleStore:
             row.update(decisions=row["decisions"] + 1, first_seen=min(row["first_seen"], at),
                        last_seen=max(row["last_seen"], at))
 
-    async def erase_family(self, family_id: str) -> None:
-        self.families.pop(family_id, None)
-        self.steps = {k: v for k, v in self.steps.items() if v[0] != family_id}
+    async def erase_family(self, family_id: str) -> dict[str, int]:
+        families = int(self.families.pop(family_id, None) is not None)
+        kept = {k: v for k, v in self.steps.items() if v[0] != family_id}
+        steps, self.steps = len(self.steps) - len(kept), kept
+        return {"families": families, "journey_steps": steps}
+
+    async def record_audit(self, entry: audit.Entry) -> None:
+        self.audit.append(entry)
 
     async def progress(self, area: str, scope: Scope, code_length: int) -> list[Progress]:
         rows: dict[str, dict[str, int]] = {}

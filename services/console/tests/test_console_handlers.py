@@ -63,5 +63,8 @@ async def test_erasure_removes_the_family_and_its_journey():
     await feed(handlers, FamilyErased(erasure_id=uuid.uuid4(), family_id=FAMILY, sls_id=SLS,
                                       reason="data_subject_request", erased_at=at(9)))
     assert await store.family(FAMILY) is None and store.steps == {}
+    (entry,) = store.audit
+    assert (entry.action, entry.object_id, entry.detail["families"], entry.detail["journey_steps"]) == \
+        ("family.erase", FAMILY, 1, 2)
     progress = await store.progress(SLS[:4], None, 7)
     assert progress == []

@@ -14,6 +14,7 @@ from console.pages import Pages
 from console.session import SignedOut
 from console.settings import ConsoleSettings
 from console.signin import signin_router
+from regsosek import audit
 from regsosek.service import ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 
@@ -43,7 +44,7 @@ def definition(settings: ConsoleSettings | None = None) -> tuple[ServiceDefiniti
     pages = Pages(settings, Gateway(settings))
     return ServiceDefinition(
         name="console", settings=settings, migrations=MIGRATIONS, handlers=ConsoleHandlers().table(), topics=TOPICS,
-        routers=[signin_router(settings, pages), pages.router(), assets_router()],
+        routers=[signin_router(settings, pages), pages.router(), assets_router(), audit.router],
         title="Regsosek console", description="Census operations, supervisors, village officials and programme "
                                               "integrators: a read model of the pipeline's topics, and actions "
                                               "through the owning services' APIs.",

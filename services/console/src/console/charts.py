@@ -17,7 +17,8 @@ GROUP_COLOURS = ("#8c1d18", "#c2410c", "#a16207", "#1b6e3a")  # sangat miskin ..
 
 def _svg(width: int, height: int, title: str, desc: str, body: str) -> str:
     t, d = escape(title), escape(desc)
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            f'role="img" '
             f'aria-label="{t}. {d}" class="chart" preserveAspectRatio="xMinYMin meet">'
             f'<title>{t}</title><desc>{d}</desc>{body}</svg>')
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from console import domain
 from console.domain import Change, FamilyState
 from console.store import ConsoleStore
+from regsosek import audit
 from regsosek.contracts import (
     Contract,
     EligibilityDecided,
@@ -89,8 +90,13 @@ class ConsoleHandlers:
         await self._roster_count(uow, domain.completed_count(msg.data))
 
     async def on_erased(self, uow: UnitOfWork, msg: Incoming) -> None:
+        """Erasure: the family leaves the read model (row and journey); audited with ids and counts."""
         e: FamilyErased = msg.data
-        await self.store_for(uow).erase_family(e.family_id)
+        store = self.store_for(uow)
+        counts = await store.erase_family(e.family_id)
+        await store.record_audit(audit.entry("intake", "service", "family.erase", "family", e.family_id,
+                                             request_id=msg.envelope.id,
+                                             detail={"erasure_id": str(e.erasure_id), "reason": e.reason.value, **counts}))
 
     def table(self) -> dict[type[Contract], Handler]:
         """The handler of each contract; legacy types (records still retained on the topics) read the same

@@ -23,7 +23,7 @@ from console.gateway import Gateway, Unavailable
 from console.session import LANG_COOKIE, SignedOut, principal_of
 from console.settings import ConsoleSettings
 from console.store import ConsoleStore
-from regsosek import areas
+from regsosek import areas, audit
 from regsosek.auth import Principal
 from regsosek.service import runtime_of
 
@@ -170,6 +170,9 @@ class Pages:
         family, steps = (None, [])
         if wanted:
             family, steps = await self.store_read(request, lambda s: s.family_by_id(wanted, v.scope))
+        if family is not None:  # a read of a family's journey: who, which family, when (ids only)
+            entry = audit.of_request(request, v.principal, "journey.read", "family", family.family_id)
+            await self.store_read(request, lambda s: s.record_audit(entry))
         status = 404 if wanted and family is None else 200
         return self.render(request, "journey.html", status=status, viewer=v, page=Page.JOURNEY, wanted=wanted,
                            family=family, steps=steps)

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from console.domain import FamilyState, Progress, RosterCount, Step, VerifyState
+from regsosek import audit
 
 Scope = tuple[str, ...] | None
 
@@ -86,9 +87,17 @@ class ConsoleStore:
                 "first_seen = least(versions_seen.first_seen, excluded.first_seen), "
                 "last_seen = greatest(versions_seen.last_seen, excluded.last_seen)", kind, version, at)
 
-    async def erase_family(self, family_id: str) -> None:
-        await self.conn.execute("delete from journey_steps where family_id = $1", family_id)
-        await self.conn.execute("delete from families where family_id = $1", family_id)
+    async def erase_family(self, family_id: str) -> dict[str, int]:
+        """Deletes the family and its journey; how many rows of each went."""
+        steps = await self.conn.fetchval("with d as (delete from journey_steps where family_id = $1 returning 1) "
+                                         "select count(*) from d", family_id)
+        families = await self.conn.fetchval("with d as (delete from families where family_id = $1 returning 1) "
+                                            "select count(*) from d", family_id)
+        return {"families": families, "journey_steps": steps}
+
+    async def record_audit(self, entry: audit.Entry) -> None:
+        """Who read or erased what (ids only), in the shared audit_log (regsosek.audit)."""
+        await audit.record(self.conn, entry)
 
     # ------------------------------------------------------------ reads (pages)
 
