@@ -58,3 +58,40 @@ def test_charts_say_in_words_what_they_show_and_escape_labels():
     daily = charts.daily_chart([(date(2022, 10, 20), 4), (date(2022, 10, 21), 6)], 5.0, title="Daily", desc="plan 5")
     assert daily.count("<rect") == 2 and "stroke-dasharray" in daily and "2022-10-21: 6" in daily
     assert 'width="50.0"' in charts.completion_bar(0.5, "6472") and "50%" in charts.completion_bar(0.5, "6472")
+
+
+def _signin_app(settings: ConsoleSettings):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from console.gateway import Gateway
+    from console.pages import Pages
+    from console.signin import signin_router
+
+    app = FastAPI()
+    app.include_router(signin_router(settings, Pages(settings, Gateway(settings))))
+    return TestClient(app)
+
+
+def test_production_refuses_the_local_sign_in_page_and_form():
+    client = _signin_app(ConsoleSettings(env="production", auth_jwks_url="https://idp.example/jwks", auth_issuer="idp",
+                                         auth_audience="regsosek-console"))
+    page = client.get("/signin")
+    assert page.status_code == 403 and "identity provider" in client.get("/signin", cookies={"regsosek_lang": "en"}).text
+    posted = client.post("/signin", data={"role": "admin", "subject": "A", "area": "64"}, follow_redirects=False)
+    assert posted.status_code == 403 and "set-cookie" not in posted.headers
+
+
+def test_local_sign_in_sets_a_strict_http_only_cookie_and_refuses_bad_fields(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGSOSEK_LOCAL_AUTH_DIR", str(tmp_path))
+    client = _signin_app(ConsoleSettings())
+    ok = client.post("/signin", data={"role": "supervisor", "subject": "SPV-1", "area": "6472010", "next": "/journey"},
+                     follow_redirects=False)
+    assert ok.status_code == 303 and ok.headers["location"] == "/journey"
+    cookie = ok.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "regsosek_console=" in cookie
+    bad = client.post("/signin", data={"role": "supervisor", "subject": "SPV-1", "area": "64 abc"}, follow_redirects=False)
+    assert bad.status_code == 422 and 'id="area-problem"' in bad.text and "set-cookie" not in bad.headers
+    away = client.post("/signin", data={"role": "admin", "subject": "A", "area": "64", "next": "//evil.example/"},
+                       follow_redirects=False)
+    assert away.headers["location"] == "/operations"
