@@ -90,6 +90,9 @@ class Browser:
         found = self.driver.find_elements(By.ID, element_id)
         return found[0].get_attribute("data-state") if found else None
 
+    def row_ids(self, table: str) -> list[str]:
+        return [tr.get_attribute("id") for tr in self.driver.find_elements(By.CSS_SELECTOR, f"{table} tbody tr")]
+
     def steps(self) -> set[str]:
         return {li.get_attribute("data-step") for li in self.driver.find_elements(By.CSS_SELECTOR, "#timeline li")}
 

@@ -97,6 +97,12 @@ def test_progress_completion_and_behind_first():
     assert round(domain.plan_per_day(37, date(2022, 10, 15), date(2022, 11, 20)), 3) == 1.0
 
 
+def test_the_daily_series_covers_the_collection_period():
+    series = domain.daily_series([(date(2022, 10, 16), 4), (date(2022, 11, 22), 1)], date(2022, 10, 15), date(2022, 11, 20))
+    assert series[0] == (date(2022, 10, 15), 0) and series[1] == (date(2022, 10, 16), 4)
+    assert series[-1] == (date(2022, 11, 22), 1) and len(series) == 39
+
+
 def test_scope_filters_by_area_and_role():
     supervisor = Principal("SPV", Role.SUPERVISOR, ("6472010", "6472011"))
     assert domain.area_scope(supervisor) == ("6472010", "6472011")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from regsosek.auth import Principal, Role
@@ -314,6 +314,13 @@ def behind_first(rows: list[Progress]) -> list[Progress]:
 def total(area: str, rows: list[Progress]) -> Progress:
     return Progress(area, *(sum(getattr(r, f) for r in rows)
                             for f in ("expected", "interviewed", "verified", "flagged", "absent")))
+
+
+def daily_series(days: list[tuple[date, int]], start: date, end: date) -> list[tuple[date, int]]:
+    """Interviews per day over the collection period (and any day outside it that has some), zeros filled in."""
+    counts = dict(days)
+    first, last = min([start, *counts]), max([end, *counts])
+    return [(first + timedelta(d), counts.get(first + timedelta(d), 0)) for d in range((last - first).days + 1)]
 
 
 def plan_per_day(expected: int, start: date, end: date) -> float:

@@ -104,9 +104,10 @@ class Pages:
 
         rows, days = await self.store_read(request, read)
         overall = domain.total(area, rows)
-        plan = domain.plan_per_day(overall.expected, self.settings.collection_start, self.settings.collection_end)
+        start, end = self.settings.collection_start, self.settings.collection_end
+        plan = domain.plan_per_day(overall.expected, start, end)
         return {"area": area, "rows": domain.behind_first(rows) if domain.child_length(area) else [],
-                "overall": overall, "days": days, "plan": plan,
+                "overall": overall, "days": domain.daily_series(days, start, end), "plan": plan,
                 "child_level": domain.child_level_name(area),
                 "updated": datetime.now(UTC).strftime("%H:%M:%S UTC")}
 
