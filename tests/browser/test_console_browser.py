@@ -108,9 +108,10 @@ async def test_supervisor_resolves_a_flagged_family_and_sees_it_verified(world, 
     browser.shot("worklist-phone", width=412)  # a supervisor's phone in the field
     browser.resolve(fid, "accept", "lives here, checked with the RT head")
     assert "intake" in browser.text_of("css selector", "p.notice")
-    await seen(browser, lambda b: b.reload("/worklist") or b.state_of(f"resolved-{fid}") == "verified",
-               "the supervisor's decision applied: the family verified")
-    assert not browser.exists(f"flag-{fid}"), "a verified family leaves the work list"
+    browser.mark_document()
+    await seen(browser, lambda b: b.state_of(f"resolved-{fid}") == "verified" and not b.exists(f"flag-{fid}"),
+               "the supervisor's decision applied: the family verified and out of the work list, on the open page")
+    assert browser.document_marked(), "the result arrives on the open page (live), not by reloading it"
     browser.shot("worklist-resolved")
 
     # its journey, by the interview's submission id: received, flagged, the decision, verified, classified, eligibility

@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 
 from regsosek.auth import Role, local_jwks_file, mint
@@ -597,6 +598,18 @@ def console_service(ep: Endpoints) -> list[str]:
     return ["console"] if ep.console else []
 
 
+async def ensure_console_database(ep: Endpoints) -> None:
+    """The console's own database on the local stack (scripts/stack.sh creates the pipeline's four)."""
+    if not ep.console:
+        return
+    conn = await asyncpg.connect(f"{stack_env()['REGSOSEK_PG_URL_BASE'].rstrip('/')}/postgres", timeout=10)
+    try:
+        if not await conn.fetchval("select 1 from pg_database where datname = 'console'"):
+            await conn.execute("create database console")
+    finally:
+        await conn.close()
+
+
 def print_console_address(ep: Endpoints) -> None:
     if ep.console:
         print(f"Console: {ep.console}/ (stopped with this run; `make serve` keeps it running)")
@@ -619,6 +632,7 @@ async def run(a: argparse.Namespace) -> int:
     procs = []
     if not a.no_start:
         check_stack()
+        await ensure_console_database(ep)
         if notify:
             if importlib.util.find_spec("notify") is None or importlib.util.find_spec("notify.app") is None:
                 raise SetupError("the notify service is not available yet (no notify.app module); "

@@ -133,15 +133,19 @@ class Pages:
 
     # ------------------------------------------------------------ supervisors
 
-    async def worklist(self, request: Request):
+    async def worklist(self, request: Request, template: str = "worklist.html"):
         v = await self.viewer(request, Page.WORKLIST)
 
         async def read(store: ConsoleStore):
             return await store.worklist(v.scope), await store.recently_resolved(v.scope)
 
         flagged, resolved = await self.store_read(request, read)
-        return self.render(request, "worklist.html", viewer=v, page=Page.WORKLIST, flagged=flagged, resolved=resolved,
+        return self.render(request, template, viewer=v, page=Page.WORKLIST, flagged=flagged, resolved=resolved,
                            awaiting=domain.awaiting_resolution, resolutions=list(domain.RESOLUTIONS))
+
+    async def worklist_live(self, request: Request):
+        """The work list's content alone, for the page's live refresh."""
+        return await self.worklist(request, "_worklist.html")
 
     async def resolve(self, request: Request, family_id: str, sls_id: str, kind: str, note: str):
         v = await self.viewer(request, Page.WORKLIST)
@@ -242,6 +246,7 @@ class Pages:
         r.add_api_route("/api/progress", self.progress_json, methods=["GET"], response_class=JSONResponse,
                         include_in_schema=True, summary="Progress of the areas below `area`, scoped to the caller")
         r.add_api_route("/worklist", self.worklist, methods=["GET"])
+        r.add_api_route("/worklist/live", self.worklist_live, methods=["GET"])
         r.add_api_route("/journey", self.journey, methods=["GET"])
         r.add_api_route("/village", self.village, methods=["GET"])
         r.add_api_route("/policy", self.policy, methods=["GET"])
