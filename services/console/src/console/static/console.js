@@ -1,6 +1,7 @@
 // Progressive enhancement: a region with data-live-url is refreshed from the console every
 // data-live-ms milliseconds while the page is visible. Without JavaScript the page still works
-// (reload it). Focus and scroll position stay where they are: only the region's content changes.
+// (reload it). Focus and scroll position stay where they are: only the region's content changes,
+// silently (no live-region announcement every few seconds); a region holding the focus is left alone.
 (function () {
   "use strict";
   function live(region) {
