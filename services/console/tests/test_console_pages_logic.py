@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from console import charts, i18n
-from console.pages import safe_next
+from console.api import safe_next
 from console.session import local_token
 from console.settings import ConsoleSettings
 from console.signin import sign_in_problems
@@ -64,8 +64,8 @@ def _signin_app(settings: ConsoleSettings):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
+    from console.api import Pages
     from console.gateway import Gateway
-    from console.pages import Pages
     from console.signin import signin_router
 
     app = FastAPI()

@@ -8,9 +8,9 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from console.api import Pages
 from console.gateway import Gateway
 from console.handlers import ConsoleHandlers
-from console.pages import Pages
 from console.session import SignedOut
 from console.settings import ConsoleSettings
 from console.signin import signin_router

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from console import i18n
-from console.pages import Pages, safe_next
+from console.api import Pages, safe_next
 from console.session import COOKIE, LANG_COOKIE, SignedOut, cookie_options, local_token, principal_of
 from console.settings import ConsoleSettings
 from regsosek.auth import Role
