@@ -10,7 +10,7 @@ from html import escape
 # Colours with at least 4.5:1 contrast against white for text, 3:1 for the bars (WCAG 2.1).
 INK = "#1f2933"
 DONE = "#1b6e3a"
-TODO = "#d9dee3"
+REMAINING = "#d9dee3"
 PLAN = "#b3261e"
 GROUP_COLOURS = ("#8c1d18", "#c2410c", "#a16207", "#1b6e3a")  # sangat miskin .. tidak miskin
 
@@ -29,7 +29,7 @@ def completion_bar(share: float, label: str) -> str:
     width = 100
     filled = round(share * width, 1)
     text = f"{share:.0%}"
-    body = (f'<rect x="0" y="0" width="{width}" height="10" fill="{TODO}" rx="2"/>'
+    body = (f'<rect x="0" y="0" width="{width}" height="10" fill="{REMAINING}" rx="2"/>'
             f'<rect x="0" y="0" width="{filled}" height="10" fill="{DONE}" rx="2"/>')
     return _svg(width, 10, f"{label}: {text}", text, body)
 
