@@ -12,6 +12,7 @@ into docs/console/ (shown in the README).
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
 import pytest
@@ -188,6 +189,30 @@ async def test_programme_integrator_pauses_and_resumes_a_subscription(world, bro
         browser.click_css(f"#sub-{sub_id} button.resume")
         assert await status() == "active"
         assert browser.exists_css(f"#sub-{sub_id} button.pause")
+        browser.click_css(f"#sub-{sub_id} button.redeliver")
+        assert browser.text_of("css selector", "p.notice") in ("Surat mati dijadwalkan untuk dikirim ulang.",
+                                                               "Dead letters queued for re-delivery.")
+
+
+async def test_the_journey_shows_a_programme_systems_acknowledgement(world, browser, intake):
+    secret = "receiver-secret-" + uuid.uuid4().hex
+    receiver = world.receiver(secret).start()
+    await receiver.wait_ready()
+    sls = new_sls_id("6472")
+    programme = {"authorization": f"Bearer {token('programme', 'PKH-RECEIVER', ('64',), ('pkh',))}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{world.ports['notify']}", timeout=20) as c:
+        r = await c.post("/v1/subscriptions", headers=programme,
+                         json={"callback_url": receiver.url + "/notify", "secret": secret,
+                               "filters": {"area_prefixes": [sls]}})
+        assert r.status_code == 201, r.text
+    entry, iv = family(sls, 1)
+    await intake.submit("/v1/rosters", roster(sls, [entry]))
+    await intake.submit("/v1/interviews", iv)
+    browser.sign_in("admin", "OPS-IT", "64")
+    await seen(browser, lambda b: b.reload(f"/journey?id={family_id_of(iv)}") or "delivered" in b.steps(),
+               "the delivered step in the family's journey")
+    delivered = browser.text_of("css selector", "#timeline li[data-step=delivered]")
+    assert "PKH-RECEIVER" in delivered
 
 
 async def test_keyboard_and_labels(world, browser):
