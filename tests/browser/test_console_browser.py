@@ -59,6 +59,14 @@ async def seen(browser: Browser, probe, what: str, timeout: float = 90):
     return await eventually(lambda: asyncio.to_thread(probe, browser), timeout=timeout, interval=0.5, what=what)
 
 
+async def progress_of(world: World, cookie: str, area: str) -> dict:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{world.ports['console']}", timeout=20,
+                                 cookies={"regsosek_console": cookie}) as c:
+        r = await c.get("/api/progress", params={"area": area})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
 async def test_operations_sees_progress_move_while_families_are_submitted(world, browser, intake):
     sls = new_sls_id("6472")
     behind = next(s for s in (new_sls_id("6472") for _ in range(200)) if s[:7] != sls[:7])  # another district
@@ -131,9 +139,14 @@ async def test_scope_a_supervisor_sees_no_family_outside_their_areas(world, brow
     browser.sign_in("admin", "OPS-IT", "64")
     await seen(browser, lambda b: b.reload(f"/journey?id={family_id_of(iv)}") or b.exists("timeline"),
                "the family, for operations")
+    admin_view = await progress_of(world, browser.session_cookie(), "64")
     browser.sign_in("supervisor", "SPV-ELSEWHERE", sls)
     browser.open(f"/journey?id={family_id_of(iv)}")
     assert browser.exists("journey-missing") and not browser.exists("timeline")
+    supervisor_view = await progress_of(world, browser.session_cookie(), "64")
+    assert admin_view["total"]["interviewed"] >= 1 and admin_view["total"]["expected"] >= 1
+    assert supervisor_view["total"] == {"area": "64", "expected": 0, "interviewed": 0, "verified": 0, "flagged": 0,
+                                        "absent": 0}, "progress counts only the supervisor's own areas"
     browser.open("/integrator")
     assert "403" in browser.title() or browser.exists_css("p[role=alert]"), "the integrator page is not a supervisor's"
 
