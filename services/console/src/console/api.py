@@ -4,6 +4,7 @@ signed-in person's areas); actions go to the owning service's API with the perso
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -217,13 +218,8 @@ class Pages:
         v = await self.viewer(request, Page.INTEGRATOR)
         try:
             listing = await self.gateway.subscriptions(v.token)
-            subs = []
-            for s in (listing.body or {}).get("subscriptions", []) if listing.ok else []:
-                sid = uuid.UUID(s["id"])
-                one, log, dead = (await self.gateway.subscription(v.token, sid), await self.gateway.attempts(v.token, sid),
-                                  await self.gateway.dead_letters(v.token, sid))
-                subs.append({**(one.body if one.ok else s), "attempts": (log.body or {}).get("attempts", []) if log.ok else [],
-                             "dead_letters": (dead.body or {}).get("deliveries", []) if dead.ok else []})
+            found = (listing.body or {}).get("subscriptions", []) if listing.ok else []
+            subs = await asyncio.gather(*(self.gateway.subscription_view(v.token, s) for s in found))
         except Unavailable as e:
             return self.render(request, "integrator.html", status=503, viewer=v, page=Page.INTEGRATOR, subs=[],
                                problem=v.t("error.unavailable", service=e.service))

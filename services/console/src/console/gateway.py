@@ -5,6 +5,7 @@ authorise as they do for any client; the console shows their answer."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,15 @@ class Gateway:
     async def dead_letters(self, token: str, sub_id: UUID, limit: int = 20) -> Answer:
         return await self._call("notify", self.settings.notify_url, "GET", f"/v1/subscriptions/{sub_id}/deliveries",
                                 token, params={"status": "dead", "limit": limit})
+
+    async def subscription_view(self, token: str, listed: dict) -> dict:
+        """A listed subscription with its figures, recent attempts and dead letters (what notify answers of them)."""
+        sub_id = UUID(listed["id"])
+        one, log, dead = await asyncio.gather(self.subscription(token, sub_id), self.attempts(token, sub_id),
+                                              self.dead_letters(token, sub_id))
+        return {**(one.body if one.ok else listed),
+                "attempts": (log.body or {}).get("attempts", []) if log.ok else [],
+                "dead_letters": (dead.body or {}).get("deliveries", []) if dead.ok else []}
 
     async def subscription_action(self, token: str, sub_id: UUID, action: str) -> Answer:
         if action == "redeliver":
