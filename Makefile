@@ -6,7 +6,7 @@ SEED ?= 2022
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup stack-up stack-down stack-status run serve test test-unit test-integration token topics-render asyncapi-render clean bench
+.PHONY: setup stack-up stack-down stack-status run serve test test-unit test-integration token topics-render asyncapi-render clean bench browser-deps
 
 setup:
 	bash scripts/bootstrap.sh
@@ -26,12 +26,18 @@ run: stack-up
 	. .local/stack.env && $(PY) -m regsosek_tools.run --families $(FAMILIES) --seed $(SEED); rc=$$?; \
 	  bash scripts/stack.sh down; exit $$rc
 
-# Start the stack and the services and leave them serving (Ctrl-C to stop).
+# Start the stack and the services and leave them serving (Ctrl-C to stop); the operations
+# console is at http://127.0.0.1:8005/ (printed again once everything is up).
 serve: stack-up
+	@echo "Operations console: http://127.0.0.1:8005/ (once the services are up)"
 	. .local/stack.env && $(PY) -m regsosek_tools.run --serve --families $(FAMILIES) --seed $(SEED)
 
-# Unit tests, then integration tests against the real broker and database.
-test: stack-up
+# The headless browser of the console's tests (Debian's chromium and chromium-driver).
+browser-deps:
+	bash scripts/browser.sh
+
+# Unit tests, then integration tests (the console's browser tests among them) against the real broker and database.
+test: stack-up browser-deps
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 0 ]; then . .local/stack.env && $(PY) -m pytest -q -m integration $(PYTEST_ARGS); rc=$$?; fi; \
 	bash scripts/stack.sh down; exit $$rc
@@ -39,7 +45,7 @@ test: stack-up
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
-test-integration: stack-up
+test-integration: stack-up browser-deps
 	. .local/stack.env && $(PY) -m pytest -q -m integration $(PYTEST_ARGS)
 
 # A bearer token for local use, e.g. `make token ROLE=officer SUB=OFC-1 AREA=6472`, or a programme's:

@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_PORTS = {"intake": 8001, "verify": 8002, "classify": 8003, "notify": 8004, "receiver": 8009}
+DEFAULT_PORTS = {"intake": 8001, "verify": 8002, "classify": 8003, "notify": 8004, "console": 8005, "receiver": 8009}
 PIPELINE = ("intake", "verify", "classify", "notify")
 
 

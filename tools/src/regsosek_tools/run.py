@@ -1,8 +1,8 @@
 """Run the whole pipeline on a synthetic sample and report what came out.
 
 On a local stack that is already up (bash scripts/stack.sh up), this starts intake,
-verify, classify, notify and the reference programme receiver, subscribes the
-receiver at notify, submits the SLS rosters and then the family interviews through
+verify, classify, notify, the operations console and the reference programme receiver,
+subscribes the receiver at notify, submits the SLS rosters and then the family interviews through
 intake's HTTP API (as the officers of each SLS, some one by one, some in batches),
 follows every submission until it reaches a final state, and prints a summary:
 verification outcomes against the sample's expectations, welfare groups, deciles,
@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 
 from regsosek.auth import Role, local_jwks_file, mint
@@ -91,6 +92,7 @@ class Endpoints:
     notify: str
     receiver: str
     callback: str
+    console: str = ""
 
 
 class Tokens:
@@ -557,6 +559,8 @@ def print_serve_help(ep: Endpoints, tokens: Tokens, sample: Sample, notify: bool
     officer = officer_for(iv.location.sls_id)
     rel = out.relative_to(ROOT) if Path.cwd().resolve() == ROOT else out
     print("\nRunning (Ctrl-C stops everything):")
+    if ep.console:
+        print(f"  console   {ep.console}/   (sign in with a role and an area; Bahasa Indonesia / English)")
     print(f"  intake    {ep.intake}/docs")
     if notify:
         print(f"  notify    {ep.notify}/docs   subscription {subscription}")
@@ -584,6 +588,33 @@ async def wait_for_interrupt() -> None:
     print("\nstopping...", file=sys.stderr)
 
 
+def console_endpoint(port: int) -> str:
+    """The operations console's address, when the console service is installed."""
+    installed = importlib.util.find_spec("console") is not None and importlib.util.find_spec("console.app") is not None
+    return f"http://127.0.0.1:{port}" if installed else ""
+
+
+def console_service(ep: Endpoints) -> list[str]:
+    return ["console"] if ep.console else []
+
+
+async def ensure_console_database(ep: Endpoints) -> None:
+    """The console's own database on the local stack (scripts/stack.sh creates the pipeline's four)."""
+    if not ep.console:
+        return
+    conn = await asyncpg.connect(f"{stack_env()['REGSOSEK_PG_URL_BASE'].rstrip('/')}/postgres", timeout=10)
+    try:
+        if not await conn.fetchval("select 1 from pg_database where datname = 'console'"):
+            await conn.execute("create database console")
+    finally:
+        await conn.close()
+
+
+def print_console_address(ep: Endpoints) -> None:
+    if ep.console:
+        print(f"Console: {ep.console}/ (stopped with this run; `make serve` keeps it running)")
+
+
 async def run(a: argparse.Namespace) -> int:
     notify = not a.no_notify
     receiver_secret = os.environ.get("REGSOSEK_RECEIVER_SECRET", receiver_mod.DEFAULT_SECRET)
@@ -591,21 +622,25 @@ async def run(a: argparse.Namespace) -> int:
     ep = Endpoints(intake=f"http://127.0.0.1:{port['intake']}", notify=f"http://127.0.0.1:{port['notify']}",
                    receiver=f"http://127.0.0.1:{port['receiver']}",
                    callback=f"http://127.0.0.1:{port['receiver']}/notify")
+    ep.console = console_endpoint(port["console"])
     sample = generate(a.seed, max(a.families, 1))
     if a.families == 0:
         sample = Sample(seed=a.seed, rosters=sample.rosters, interviews=sample.interviews[:0], expected={})
     curl_sample = generate(a.seed, 1)
 
-    names = ["intake", "verify", "classify"] + (["notify", "receiver"] if notify else [])
+    names = ["intake", "verify", "classify"] + (["notify", "receiver"] if notify else []) + console_service(ep)
     procs = []
     if not a.no_start:
         check_stack()
+        await ensure_console_database(ep)
         if notify:
             if importlib.util.find_spec("notify") is None or importlib.util.find_spec("notify.app") is None:
                 raise SetupError("the notify service is not available yet (no notify.app module); "
                                  "run with --no-notify")
         # the services verify tokens against the local key pair's public keys (the runner signs)
-        env = {"REGSOSEK_AUTH_JWKS_FILE": str(local_jwks_file())}
+        env = {"REGSOSEK_AUTH_JWKS_FILE": str(local_jwks_file()),
+               # the console calls intake's and notify's APIs on behalf of the signed-in person
+               "REGSOSEK_INTAKE_URL": ep.intake, "REGSOSEK_NOTIFY_URL": ep.notify}
         if a.env:
             env.update(dict(kv.split("=", 1) for kv in a.env))
         procs = pipeline(names, port_offset=a.port_offset, env=env,
@@ -655,6 +690,7 @@ async def run(a: argparse.Namespace) -> int:
     ok = (not rep["not_final"] and not rep["mismatches"] and not rep["errors"]
           and (not notify or not rep["receiver"]["new_decided_missing"]))
     print(f"\nRESULT: {'OK' if ok else 'FAILED'}")
+    print_console_address(ep)
     return 0 if ok else 1
 
 

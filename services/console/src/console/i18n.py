@@ -1,0 +1,33 @@
+"""The console's words: Bahasa Indonesia first, English second (messages/<lang>.yaml)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+LANGUAGES = ("id", "en")
+DEFAULT = "id"
+_DIR = Path(__file__).resolve().parent / "messages"
+
+
+@cache
+def catalogue(lang: str) -> dict[str, str]:
+    return yaml.safe_load((_DIR / f"{lang}.yaml").read_text(encoding="utf-8"))
+
+
+def language(value: str | None) -> str:
+    return value if value in LANGUAGES else DEFAULT
+
+
+class Words:
+    """`t("key")` in templates; a missing key reads as the Indonesian text, then as the key itself."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = language(lang)
+        self._own, self._base = catalogue(self.lang), catalogue(DEFAULT)
+
+    def __call__(self, key: str, **values: object) -> str:
+        text = self._own.get(key) or self._base.get(key) or key
+        return text.format(**values) if values else text

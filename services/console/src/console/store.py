@@ -1,0 +1,177 @@
+"""All of the console's SQL: the read model's tables (migrations/001_console.sql).
+
+Every read takes the reader's area scope (`domain.area_scope`: None for every area) and filters
+by it in SQL, so a page can never show a family outside the signed-in person's areas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+from console.domain import FamilyState, Progress, RosterCount, Step, VerifyState
+from regsosek import audit
+
+Scope = tuple[str, ...] | None
+
+_FIELDS = [f.name for f in dataclasses.fields(FamilyState)]
+_COLUMNS = ", ".join(_FIELDS)
+# the reader's areas as LIKE patterns; NULL reads every area
+_IN_SCOPE = "($1::text[] is null or sls_id like any($1::text[]))"
+
+
+def _patterns(scope: Scope) -> list[str] | None:
+    return None if scope is None else [a + "%" for a in scope]
+
+
+def _family(row: asyncpg.Record) -> FamilyState:
+    d: dict[str, Any] = dict(row)
+    d["submission_id"] = str(d["submission_id"]) if d["submission_id"] else None
+    d["verify_state"] = VerifyState(d["verify_state"]) if d["verify_state"] else None
+    d["eligible_programmes"] = tuple(d["eligible_programmes"] or ())
+    return FamilyState(**d)
+
+
+def _values(s: FamilyState) -> list[Any]:
+    out = []
+    for name in _FIELDS:
+        v = getattr(s, name)
+        out.append(list(v) if isinstance(v, tuple) else v.value if isinstance(v, VerifyState) else v)
+    return out
+
+
+class ConsoleStore:
+    """The read model over one connection (a consumed batch's transaction, or a page's read)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    # ------------------------------------------------------------ projection (handlers)
+
+    async def family(self, family_id: str) -> FamilyState | None:
+        row = await self.conn.fetchrow(f"select {_COLUMNS} from families where family_id = $1", family_id)
+        return _family(row) if row else None
+
+    async def save_family(self, s: FamilyState) -> None:
+        params = ", ".join(f"${i}" for i in range(1, len(_FIELDS) + 1))
+        updates = ", ".join(f"{n} = excluded.{n}" for n in _FIELDS if n != "family_id")
+        await self.conn.execute(f"insert into families ({_COLUMNS}) values ({params}) "
+                                f"on conflict (family_id) do update set {updates}", *_values(s))
+
+    async def add_step(self, event_id: str, family_id: str, step: Step) -> None:
+        await self.conn.execute(
+            "insert into journey_steps (event_id, family_id, submission_id, step, at, detail) "
+            "values ($1, $2, $3, $4, $5, $6) on conflict (event_id) do nothing",
+            event_id, family_id, step.submission_id, step.step, step.at, json.dumps(step.detail))
+
+    async def roster(self, sls_id: str) -> RosterCount | None:
+        row = await self.conn.fetchrow("select sls_id, expected, absent, as_of, revision from sls_rosters "
+                                       "where sls_id = $1", sls_id)
+        return RosterCount(**dict(row)) if row else None
+
+    async def save_roster(self, r: RosterCount) -> None:
+        await self.conn.execute(
+            "insert into sls_rosters (sls_id, expected, absent, as_of, revision) values ($1, $2, $3, $4, $5) "
+            "on conflict (sls_id) do update set expected = excluded.expected, absent = excluded.absent, "
+            "as_of = excluded.as_of, revision = excluded.revision", r.sls_id, r.expected, r.absent, r.as_of, r.revision)
+
+    async def note_versions(self, at: datetime, versions: dict[str, str]) -> None:
+        for kind, version in versions.items():
+            await self.conn.execute(
+                "insert into versions_seen (kind, version, first_seen, last_seen, decisions) values ($1, $2, $3, $3, 1) "
+                "on conflict (kind, version) do update set decisions = versions_seen.decisions + 1, "
+                "first_seen = least(versions_seen.first_seen, excluded.first_seen), "
+                "last_seen = greatest(versions_seen.last_seen, excluded.last_seen)", kind, version, at)
+
+    async def erase_family(self, family_id: str) -> dict[str, int]:
+        """Deletes the family and its journey; how many rows of each went."""
+        steps = await self.conn.fetchval("with d as (delete from journey_steps where family_id = $1 returning 1) "
+                                         "select count(*) from d", family_id)
+        families = await self.conn.fetchval("with d as (delete from families where family_id = $1 returning 1) "
+                                            "select count(*) from d", family_id)
+        return {"families": families, "journey_steps": steps}
+
+    async def record_audit(self, entry: audit.Entry) -> None:
+        """Who read or erased what (ids only), in the shared audit_log (regsosek.audit)."""
+        await audit.record(self.conn, entry)
+
+    # ------------------------------------------------------------ reads (pages)
+
+    async def progress(self, area: str, scope: Scope, code_length: int) -> list[Progress]:
+        """One row per area code of `code_length` digits within `area`."""
+        rows = await self.conn.fetch(
+            f"""with f as (select substr(sls_id, 1, $3) area, count(*) interviewed,
+                       count(*) filter (where verify_state = 'verified') verified,
+                       count(*) filter (where verify_state = 'flagged') flagged
+                  from families where sls_id like $2 and {_IN_SCOPE} group by 1),
+                r as (select substr(sls_id, 1, $3) area, sum(expected) expected, sum(absent) absent
+                  from sls_rosters where sls_id like $2 and {_IN_SCOPE} group by 1)
+            select coalesce(f.area, r.area) area, coalesce(r.expected, 0) expected, coalesce(f.interviewed, 0) interviewed,
+                   coalesce(f.verified, 0) verified, coalesce(f.flagged, 0) flagged, coalesce(r.absent, 0) absent
+              from f full join r on f.area = r.area order by 1""",
+            _patterns(scope), area + "%", code_length)
+        return [Progress(r["area"], int(r["expected"]), int(r["interviewed"]), int(r["verified"]), int(r["flagged"]),
+                         int(r["absent"])) for r in rows]
+
+    async def daily_interviews(self, area: str, scope: Scope) -> list[tuple[date, int]]:
+        """Interviews per fieldwork day (the interview's own date)."""
+        rows = await self.conn.fetch(
+            f"select (interviewed_at at time zone 'Asia/Makassar')::date d, count(*) n from families "
+            f"where interviewed_at is not null and sls_id like $2 and {_IN_SCOPE} group by 1 order by 1",
+            _patterns(scope), area + "%")
+        return [(r["d"], r["n"]) for r in rows]
+
+    async def worklist(self, scope: Scope, limit: int = 200) -> list[FamilyState]:
+        rows = await self.conn.fetch(
+            f"select {_COLUMNS} from families where verify_state = 'flagged' and verify_outcome <> 'rejected_by_supervisor' "
+            f"and {_IN_SCOPE} order by verify_at, family_id limit $2", _patterns(scope), limit)
+        return [_family(r) for r in rows]
+
+    async def recently_resolved(self, scope: Scope, limit: int = 20) -> list[FamilyState]:
+        """Families a supervisor decided on, newest decision first, with the pipeline's answer."""
+        rows = await self.conn.fetch(
+            f"select {_COLUMNS} from families where resolution_at is not null and {_IN_SCOPE} "
+            f"order by resolution_at desc limit $2", _patterns(scope), limit)
+        return [_family(r) for r in rows]
+
+    async def family_by_id(self, any_id: str, scope: Scope) -> tuple[FamilyState | None, list[Step]]:
+        """A family by its family id or by one of its submissions' ids, with its journey."""
+        family_id = any_id
+        if "-" in any_id and len(any_id) == 36:
+            family_id = await self.conn.fetchval(
+                "select family_id from journey_steps where submission_id = $1::uuid limit 1", any_id) or ""
+        row = await self.conn.fetchrow(f"select {_COLUMNS} from families where family_id = $2 and {_IN_SCOPE}",
+                                       _patterns(scope), family_id)
+        if row is None:
+            return None, []
+        steps = await self.conn.fetch("select step, at, submission_id, detail from journey_steps where family_id = $1 "
+                                      "order by at, event_id", family_id)
+        return _family(row), [Step(s["step"], s["at"], str(s["submission_id"]) if s["submission_id"] else None,
+                                   json.loads(s["detail"])) for s in steps]
+
+    async def families_of(self, area: str, scope: Scope, limit: int = 500) -> list[FamilyState]:
+        rows = await self.conn.fetch(f"select {_COLUMNS} from families where sls_id like $2 and {_IN_SCOPE} "
+                                     f"order by family_id limit $3", _patterns(scope), area + "%", limit)
+        return [_family(r) for r in rows]
+
+    async def distributions(self, area: str, scope: Scope) -> dict[str, dict[str, list[int]]]:
+        """Per regency: families by welfare group (1-4) and by decile (1-10)."""
+        rows = await self.conn.fetch(
+            f"select substr(sls_id, 1, 4) regency, welfare_group, decile, count(*) n from families "
+            f"where welfare_group is not null and sls_id like $2 and {_IN_SCOPE} group by 1, 2, 3",
+            _patterns(scope), area + "%")
+        out: dict[str, dict[str, list[int]]] = {}
+        for r in rows:
+            d = out.setdefault(r["regency"], {"groups": [0] * 4, "deciles": [0] * 10})
+            d["groups"][r["welfare_group"] - 1] += r["n"]
+            d["deciles"][r["decile"] - 1] += r["n"]
+        return dict(sorted(out.items()))
+
+    async def versions(self) -> list[dict[str, Any]]:
+        rows = await self.conn.fetch("select kind, version, first_seen, last_seen, decisions from versions_seen "
+                                     "order by kind, last_seen desc")
+        return [dict(r) for r in rows]

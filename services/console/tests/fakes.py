@@ -1,0 +1,114 @@
+"""An in-memory ConsoleStore for fast tests: the same public methods and signatures as the real
+store (test_console_store_shape keeps them equal), the same answers on the same data."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from console.domain import FamilyState, Progress, RosterCount, Step, VerifyState
+from console.store import Scope
+from regsosek import audit
+
+
+def _in(scope: Scope, sls_id: str) -> bool:
+    return scope is None or any(sls_id.startswith(a) for a in scope)
+
+
+class InMemoryConsoleStore:
+    def __init__(self) -> None:
+        self.families: dict[str, FamilyState] = {}
+        self.steps: dict[str, tuple[str, Step]] = {}  # event id -> (family id, step)
+        self.rosters: dict[str, RosterCount] = {}
+        self.seen: dict[tuple[str, str], dict[str, Any]] = {}
+        self.audit: list[audit.Entry] = []
+
+    async def family(self, family_id: str) -> FamilyState | None:
+        return self.families.get(family_id)
+
+    async def save_family(self, s: FamilyState) -> None:
+        self.families[s.family_id] = s
+
+    async def add_step(self, event_id: str, family_id: str, step: Step) -> None:
+        self.steps.setdefault(event_id, (family_id, step))
+
+    async def roster(self, sls_id: str) -> RosterCount | None:
+        return self.rosters.get(sls_id)
+
+    async def save_roster(self, r: RosterCount) -> None:
+        self.rosters[r.sls_id] = r
+
+    async def note_versions(self, at: datetime, versions: dict[str, str]) -> None:
+        for kind, version in versions.items():
+            row = self.seen.setdefault((kind, version), {"kind": kind, "version": version, "first_seen": at,
+                                                         "last_seen": at, "decisions": 0})
+            row.update(decisions=row["decisions"] + 1, first_seen=min(row["first_seen"], at),
+                       last_seen=max(row["last_seen"], at))
+
+    async def erase_family(self, family_id: str) -> dict[str, int]:
+        families = int(self.families.pop(family_id, None) is not None)
+        kept = {k: v for k, v in self.steps.items() if v[0] != family_id}
+        steps, self.steps = len(self.steps) - len(kept), kept
+        return {"families": families, "journey_steps": steps}
+
+    async def record_audit(self, entry: audit.Entry) -> None:
+        self.audit.append(entry)
+
+    async def progress(self, area: str, scope: Scope, code_length: int) -> list[Progress]:
+        rows: dict[str, dict[str, int]] = {}
+        for f in self.families.values():
+            if f.sls_id.startswith(area) and _in(scope, f.sls_id):
+                r = rows.setdefault(f.sls_id[:code_length], dict.fromkeys(("expected", "interviewed", "verified",
+                                                                          "flagged", "absent"), 0))
+                r["interviewed"] += 1
+                r["verified"] += f.verify_state is VerifyState.VERIFIED
+                r["flagged"] += f.verify_state is VerifyState.FLAGGED
+        for c in self.rosters.values():
+            if c.sls_id.startswith(area) and _in(scope, c.sls_id):
+                r = rows.setdefault(c.sls_id[:code_length], dict.fromkeys(("expected", "interviewed", "verified",
+                                                                          "flagged", "absent"), 0))
+                r["expected"] += c.expected
+                r["absent"] += c.absent
+        return [Progress(a, **r) for a, r in sorted(rows.items())]
+
+    async def daily_interviews(self, area: str, scope: Scope) -> list[tuple[date, int]]:
+        days: dict[date, int] = {}
+        for f in self.families.values():
+            if f.interviewed_at and f.sls_id.startswith(area) and _in(scope, f.sls_id):
+                days[f.interviewed_at.date()] = days.get(f.interviewed_at.date(), 0) + 1
+        return sorted(days.items())
+
+    async def worklist(self, scope: Scope, limit: int = 200) -> list[FamilyState]:
+        flagged = [f for f in self.families.values() if f.verify_state is VerifyState.FLAGGED
+                   and f.verify_outcome != "rejected_by_supervisor" and _in(scope, f.sls_id)]
+        return sorted(flagged, key=lambda f: (f.verify_at, f.family_id))[:limit]
+
+    async def recently_resolved(self, scope: Scope, limit: int = 20) -> list[FamilyState]:
+        done = [f for f in self.families.values() if f.resolution_at and _in(scope, f.sls_id)]
+        return sorted(done, key=lambda f: f.resolution_at, reverse=True)[:limit]
+
+    async def family_by_id(self, any_id: str, scope: Scope) -> tuple[FamilyState | None, list[Step]]:
+        family_id = next((fid for fid, s in self.steps.values() if s.submission_id == any_id), any_id)
+        f = self.families.get(family_id)
+        if f is None or not _in(scope, f.sls_id):
+            return None, []
+        steps = sorted(((e, s) for e, (fid, s) in self.steps.items() if fid == family_id), key=lambda x: (x[1].at, x[0]))
+        return f, [s for _, s in steps]
+
+    async def families_of(self, area: str, scope: Scope, limit: int = 500) -> list[FamilyState]:
+        return sorted((f for f in self.families.values() if f.sls_id.startswith(area) and _in(scope, f.sls_id)),
+                      key=lambda f: f.family_id)[:limit]
+
+    async def distributions(self, area: str, scope: Scope) -> dict[str, dict[str, list[int]]]:
+        out: dict[str, dict[str, list[int]]] = {}
+        for f in self.families.values():
+            if f.welfare_group and f.decile and f.sls_id.startswith(area) and _in(scope, f.sls_id):
+                d = out.setdefault(f.sls_id[:4], {"groups": [0] * 4, "deciles": [0] * 10})
+                d["groups"][f.welfare_group - 1] += 1
+                d["deciles"][f.decile - 1] += 1
+        return dict(sorted(out.items()))
+
+    async def versions(self) -> list[dict[str, Any]]:
+        return sorted(self.seen.values(), key=lambda r: (r["kind"], -r["last_seen"].timestamp()))
+
+

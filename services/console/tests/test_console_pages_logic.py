@@ -1,0 +1,97 @@
+"""Sign-in checks, the local token, words in both languages and the charts' text alternatives."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from console import charts, i18n
+from console.api import safe_next
+from console.session import local_token
+from console.settings import ConsoleSettings
+from console.signin import sign_in_problems
+from regsosek.auth import Role, TokenVerifier
+from regsosek.jwks import JwksFile
+
+
+def test_sign_in_problems_name_each_field():
+    assert sign_in_problems("supervisor", "SPV-1", ["6472010"], "") == {}
+    assert sign_in_problems("king", "", ["64x"], "") == {"role": "signin.bad_role", "subject": "signin.bad_subject",
+                                                         "area": "signin.bad_area"}
+    assert sign_in_problems("programme", "PKH", ["64"], "") == {"programme": "signin.bad_programme"}
+    assert sign_in_problems("officer", "O", ["６４"], "") == {"area": "signin.bad_area"}  # fullwidth digits
+
+
+def test_the_local_token_is_for_the_console_and_the_services_it_calls(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGSOSEK_LOCAL_AUTH_DIR", str(tmp_path))
+    settings = ConsoleSettings()
+    token = local_token(settings, role=Role.PROGRAMME, subject="PKH", areas=["64"], programmes=["pkh"])
+    from regsosek.auth import local_jwks_file
+
+    for audience in ("regsosek-console", "regsosek-intake", "regsosek-notify"):
+        p = TokenVerifier(JwksFile(local_jwks_file()), issuer="regsosek-local", audience=audience).verify_sync(token)
+        assert (p.subject, p.role, p.areas, p.programmes) == ("PKH", Role.PROGRAMME, ("64",), ("pkh",))
+
+
+def test_local_sign_in_is_refused_in_production():
+    settings = ConsoleSettings(env="production", auth_jwks_url="https://idp.example/jwks", auth_issuer="idp",
+                               auth_audience="regsosek-console")
+    with pytest.raises(PermissionError):
+        local_token(settings, role=Role.ADMIN, subject="A", areas=["64"], programmes=[])
+
+
+def test_return_paths_stay_on_the_console():
+    assert safe_next("/worklist?x=1") == "/worklist?x=1"
+    assert safe_next("//evil.example/") == "/" and safe_next("https://evil.example/") == "/" and safe_next(None) == "/"
+
+
+def test_both_languages_have_every_key():
+    assert set(i18n.catalogue("id")) == set(i18n.catalogue("en"))
+    assert i18n.Words("en")("page.worklist") == "Work list" and i18n.Words("xx").lang == "id"
+    assert i18n.Words("en")("work.flagged", n=3) == "Flagged (3)"
+
+
+def test_charts_say_in_words_what_they_show_and_escape_labels():
+    svg = charts.distribution([1, 2, 0, 5], ["<b>", "M", "RM", "TM"], title="Groups & deciles")
+    assert 'role="img"' in svg and "<b>" not in svg and "&lt;b&gt;: 1" in svg and "Groups &amp; deciles" in svg
+    daily = charts.daily_chart([(date(2022, 10, 20), 4), (date(2022, 10, 21), 6)], 5.0, title="Daily", desc="plan 5")
+    assert daily.count("<rect") == 2 and "stroke-dasharray" in daily and "2022-10-21: 6" in daily
+    assert 'width="50.0"' in charts.completion_bar(0.5, "6472") and "50%" in charts.completion_bar(0.5, "6472")
+
+
+def _signin_app(settings: ConsoleSettings):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from console.api import Pages
+    from console.gateway import Gateway
+    from console.signin import signin_router
+
+    app = FastAPI()
+    app.include_router(signin_router(settings, Pages(settings, Gateway(settings))))
+    return TestClient(app)
+
+
+def test_production_refuses_the_local_sign_in_page_and_form():
+    client = _signin_app(ConsoleSettings(env="production", auth_jwks_url="https://idp.example/jwks", auth_issuer="idp",
+                                         auth_audience="regsosek-console"))
+    page = client.get("/signin")
+    assert page.status_code == 403 and "identity provider" in client.get("/signin", cookies={"regsosek_lang": "en"}).text
+    posted = client.post("/signin", data={"role": "admin", "subject": "A", "area": "64"}, follow_redirects=False)
+    assert posted.status_code == 403 and "set-cookie" not in posted.headers
+
+
+def test_local_sign_in_sets_a_strict_http_only_cookie_and_refuses_bad_fields(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGSOSEK_LOCAL_AUTH_DIR", str(tmp_path))
+    client = _signin_app(ConsoleSettings())
+    ok = client.post("/signin", data={"role": "supervisor", "subject": "SPV-1", "area": "6472010", "next": "/journey"},
+                     follow_redirects=False)
+    assert ok.status_code == 303 and ok.headers["location"] == "/journey"
+    cookie = ok.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "regsosek_console=" in cookie
+    bad = client.post("/signin", data={"role": "supervisor", "subject": "SPV-1", "area": "64 abc"}, follow_redirects=False)
+    assert bad.status_code == 422 and 'id="area-problem"' in bad.text and "set-cookie" not in bad.headers
+    away = client.post("/signin", data={"role": "admin", "subject": "A", "area": "64", "next": "//evil.example/"},
+                       follow_redirects=False)
+    assert away.headers["location"] == "/operations"

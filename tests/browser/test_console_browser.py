@@ -1,0 +1,281 @@
+"""The console in a real browser (Debian's chromium through chromedriver, driven by Selenium) on the
+real stack: intake, verify, classify, notify and the console as processes of one test world
+(itkit.World: own topics, databases, ports), families submitted through intake's API.
+
+Each person's main flow: operations sees progress move while families are submitted; a supervisor
+resolves a flagged family and sees it become verified; anyone with an id sees the family's journey;
+a village official records a consultation decision; a programme integrator pauses and resumes a
+subscription; and the pages work by keyboard, with labels. The tests write a screenshot of each page
+into docs/console/ (shown in the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+from console_browser import Browser, chromium_driver
+from itkit import ROOT, Submitter, World, eventually, family, family_id_of, free_port, new_sls_id, roster, token
+
+pytestmark = pytest.mark.integration
+
+SHOTS = ROOT / "docs" / "console"
+SERVICES = ["intake", "verify", "classify", "notify", "console"]
+
+
+@pytest.fixture(scope="module")
+async def world(stack):
+    w = await World(SERVICES).setup()
+    try:
+        await w.start("intake", "verify", "classify", "notify")
+        console = w.process("console", REGSOSEK_INTAKE_URL=f"http://127.0.0.1:{w.ports['intake']}",
+                            REGSOSEK_NOTIFY_URL=f"http://127.0.0.1:{w.ports['notify']}",
+                            REGSOSEK_LIVE_INTERVAL_S="1").start()
+        await console.wait_ready()
+        yield w
+    finally:
+        await w.teardown()
+
+
+@pytest.fixture(scope="module")
+def browser(world):
+    driver = chromium_driver()
+    try:
+        yield Browser(driver, f"http://127.0.0.1:{world.ports['console']}", SHOTS)
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+async def intake(world):
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{world.ports['intake']}", timeout=20) as c:
+        yield Submitter(c)
+
+
+async def seen(browser: Browser, probe, what: str, timeout: float = 90):
+    """Polls the browser (in a thread: Selenium blocks) until `probe(browser)` is truthy."""
+    return await eventually(lambda: asyncio.to_thread(probe, browser), timeout=timeout, interval=0.5, what=what)
+
+
+async def progress_of(world: World, cookie: str, area: str) -> dict:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{world.ports['console']}", timeout=20,
+                                 cookies={"regsosek_console": cookie}) as c:
+        r = await c.get("/api/progress", params={"area": area})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+async def test_operations_sees_progress_move_while_families_are_submitted(world, browser, intake):
+    sls = new_sls_id("6472")
+    behind = next(s for s in (new_sls_id("6472") for _ in range(200)) if s[:7] != sls[:7])  # another district
+    regency = sls[:4]
+    entries, interviews = zip(*(family(sls, b) for b in range(1, 7)), strict=True)
+    await intake.submit("/v1/rosters", roster(sls, list(entries)))
+    await intake.submit("/v1/rosters", roster(behind, [family(behind, b)[0] for b in range(1, 5)]))
+    browser.sign_in("admin", "OPS-IT", "64")
+    browser.open(f"/operations?area={regency}")
+    await seen(browser, lambda b: b.text("total-expected") == "10", "the rosters' ten expected families")
+    browser.mark_document()
+    assert browser.text("total-interviewed") == "0"
+
+    shown: list[int] = []
+    for iv in interviews:
+        await intake.submit("/v1/interviews", iv)
+        shown.append(int(await asyncio.to_thread(browser.text, "total-interviewed")))
+        await asyncio.sleep(0.7)
+    await seen(browser, lambda b: b.text("total-verified") == "6", "six verified families on the live page")
+    assert browser.text("total-interviewed") == "6"
+    assert browser.document_marked(), "the numbers must change in place (live update), not by reloading the page"
+    assert shown == sorted(shown), f"progress never goes back: {shown}"
+    assert browser.row_ids("table.progress") == [f"area-{behind[:7]}", f"area-{sls[:7]}"], \
+        "the district falling behind (nothing interviewed) comes first"
+    browser.shot("operations")
+    browser.open(f"/operations?area={sls}")
+    assert browser.text("total-expected") == "6" and browser.text("total-verified") == "6"
+
+
+async def test_supervisor_resolves_a_flagged_family_and_sees_it_verified(world, browser, intake):
+    sls = new_sls_id("6472")
+    entry, listed = family(sls, 1)
+    _, unlisted = family(sls, 2)  # not on the roster: flagged not_on_roster
+    await intake.submit("/v1/rosters", roster(sls, [entry]))
+    await intake.submit("/v1/interviews", listed)
+    await intake.submit("/v1/interviews", unlisted)
+    fid = family_id_of(unlisted)
+
+    browser.sign_in("supervisor", "SPV-IT", sls)
+    await seen(browser, lambda b: b.reload("/worklist") or b.exists(f"flag-{fid}"), "the flagged family in the work list")
+    card = browser.find(f"flag-{fid}")
+    assert card.find_element("css selector", ".reason").get_attribute("data-code") == "not_on_roster"
+    source = browser.page_source()
+    identifiers = [unlisted["location"]["kk_number"], *(m["nik"] for m in unlisted["members"] if "nik" in m),
+                   *(m["name"] for m in unlisted["members"])]
+    assert not [x for x in identifiers if x in source], "the work list shows no NIK, KK number or name"
+    browser.shot("worklist")
+    browser.shot("worklist-phone", width=412)  # a supervisor's phone in the field
+    browser.resolve(fid, "accept", "lives here, checked with the RT head")
+    assert "intake" in browser.text_of("css selector", "p.notice")
+    browser.mark_document()
+    await seen(browser, lambda b: b.state_of(f"resolved-{fid}") == "verified" and not b.exists(f"flag-{fid}"),
+               "the supervisor's decision applied: the family verified and out of the work list, on the open page")
+    assert browser.document_marked(), "the result arrives on the open page (live), not by reloading it"
+    browser.shot("worklist-resolved")
+
+    # its journey, by the interview's submission id: received, flagged, the decision, verified, classified, eligibility
+    wanted = {"received", "flagged", "resolution", "verified", "classified", "eligibility"}
+    await seen(browser, lambda b: b.reload(f"/journey?id={unlisted['submission_id']}") or wanted <= b.steps(),
+               "the whole journey")
+    assert browser.text("journey-state") in ("Terverifikasi", "Verified")
+    browser.shot("journey")
+
+
+async def test_scope_a_supervisor_sees_no_family_outside_their_areas(world, browser, intake):
+    sls, other = new_sls_id("6472"), new_sls_id("6471")
+    entry, iv = family(other, 1)
+    await intake.submit("/v1/rosters", roster(other, [entry]))
+    await intake.submit("/v1/interviews", iv)
+    browser.sign_in("admin", "OPS-IT", "64")
+    await seen(browser, lambda b: b.reload(f"/journey?id={family_id_of(iv)}") or b.exists("timeline"),
+               "the family, for operations")
+    admin_view = await progress_of(world, browser.session_cookie(), "64")
+    browser.sign_in("supervisor", "SPV-ELSEWHERE", sls)
+    browser.open(f"/journey?id={family_id_of(iv)}")
+    assert browser.exists("journey-missing") and not browser.exists("timeline")
+    supervisor_view = await progress_of(world, browser.session_cookie(), "64")
+    assert admin_view["total"]["interviewed"] >= 1 and admin_view["total"]["expected"] >= 1
+    assert supervisor_view["total"] == {"area": "64", "expected": 0, "interviewed": 0, "verified": 0, "flagged": 0,
+                                        "absent": 0}, "progress counts only the supervisor's own areas"
+    browser.open("/integrator")
+    assert "403" in browser.title() or browser.exists_css("p[role=alert]"), "the integrator page is not a supervisor's"
+
+
+async def test_village_official_records_a_consultation_decision(world, browser, intake):
+    sls = new_sls_id("6472")
+    entry, iv = family(sls, 1)
+    await intake.submit("/v1/rosters", roster(sls, [entry]))
+    await intake.submit("/v1/interviews", iv)
+    fid = family_id_of(iv)
+    browser.sign_in("village_official", "DESA-IT", sls[:10])
+    await seen(browser, lambda b: b.reload(f"/village?area={sls[:10]}") or b.exists_css(f"#fam-{fid} form.fkp"),
+               "the classified family on the village page")
+    row = browser.find(f"fam-{fid}")
+    current = row.find_element("css selector", "select").get_attribute("value")
+    new_group = "1" if current != "1" else "2"
+    browser.record_fkp(fid, new_group, "musyawarah desa 2023")
+    assert browser.exists_css("p.notice"), browser.page_source()[-3000:]
+    await seen(browser, lambda b: b.reload(f"/village?area={sls[:10]}") or b.exists_css(f"#fam-{fid} .tag"),
+               "the family re-classified with the village's decision")
+    browser.shot("village")
+    browser.sign_in("admin", "OPS-IT", "64")
+    browser.open("/policy?area=64")
+    assert browser.exists(f"regency-{sls[:4]}") and browser.exists("versions")
+    browser.shot("policy")
+
+
+async def test_programme_integrator_pauses_and_resumes_a_subscription(world, browser, intake):
+    notify = f"http://127.0.0.1:{world.ports['notify']}"
+    programme = {"authorization": f"Bearer {token('programme', 'PKH-IT', ('64',), ('pkh',))}"}
+    async with httpx.AsyncClient(base_url=notify, timeout=20) as c:
+        r = await c.post("/v1/subscriptions", headers=programme,
+                         json={"callback_url": f"http://127.0.0.1:{free_port()}/hook", "signature": "ed25519",
+                               "filters": {"area_prefixes": ["64"]}})
+        assert r.status_code == 201, r.text
+        sub_id = r.json()["id"]
+
+        async def status() -> str:
+            return (await c.get(f"/v1/subscriptions/{sub_id}", headers=programme)).json()["status"]
+
+        # a family decided after the subscription: notify tries to deliver it to a callback nobody answers
+        sls = new_sls_id("6472")
+        entry, iv = family(sls, 1)
+        await intake.submit("/v1/rosters", roster(sls, [entry]))
+        await intake.submit("/v1/interviews", iv)
+        browser.sign_in("programme", "PKH-IT", "64", programme="pkh")
+        await seen(browser, lambda b: b.reload("/integrator") or b.exists_css(f"#sub-{sub_id} table.attempts"),
+                   "the subscription's failed delivery attempts on the page")
+        browser.click_css(f"#sub-{sub_id} button.pause")
+        assert await status() == "paused"
+        assert browser.exists_css(f"#sub-{sub_id} button.resume")
+        browser.shot("integrator")
+        browser.click_css(f"#sub-{sub_id} button.resume")
+        assert await status() == "active"
+        assert browser.exists_css(f"#sub-{sub_id} button.pause")
+        browser.click_css(f"#sub-{sub_id} button.redeliver")
+        assert browser.text_of("css selector", "p.notice") in ("Surat mati dijadwalkan untuk dikirim ulang.",
+                                                               "Dead letters queued for re-delivery.")
+
+
+async def test_the_journey_shows_a_programme_systems_acknowledgement(world, browser, intake):
+    secret = "receiver-secret-" + uuid.uuid4().hex
+    receiver = world.receiver(secret).start()
+    await receiver.wait_ready()
+    sls = new_sls_id("6472")
+    programme = {"authorization": f"Bearer {token('programme', 'PKH-RECEIVER', ('64',), ('pkh',))}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{world.ports['notify']}", timeout=20) as c:
+        r = await c.post("/v1/subscriptions", headers=programme,
+                         json={"callback_url": receiver.url + "/notify", "secret": secret,
+                               "filters": {"area_prefixes": [sls]}})
+        assert r.status_code == 201, r.text
+    entry, iv = family(sls, 1)
+    await intake.submit("/v1/rosters", roster(sls, [entry]))
+    await intake.submit("/v1/interviews", iv)
+    browser.sign_in("admin", "OPS-IT", "64")
+    await seen(browser, lambda b: b.reload(f"/journey?id={family_id_of(iv)}") or "delivered" in b.steps(),
+               "the delivered step in the family's journey")
+    delivered = browser.text_of("css selector", "#timeline li[data-step=delivered]")
+    assert "PKH-RECEIVER" in delivered
+
+
+async def test_keyboard_and_labels(world, browser):
+    browser.sign_out()
+    browser.open("/signin")
+    browser.shot("signin")
+    browser.keyboard_sign_in("supervisor", "SPV-KEYS", "6472")
+    assert browser.path() == "/worklist"
+    for page in ("/worklist", "/operations?area=6472", "/journey", "/village?area=6472", "/policy"):
+        browser.open(page)
+        assert browser.unlabelled_fields() == [], page
+        assert browser.landmarks() >= {"banner", "navigation", "main", "contentinfo"}, page
+        assert browser.first_tab_goes_to_skip_link(), page
+    browser.open("/lang/en?next=/worklist")
+    assert browser.text_of("css selector", "h1") == "Supervisor's work list"
+    browser.open("/lang/id?next=/worklist")
+    assert browser.text_of("css selector", "h1") == "Daftar kerja pengawas"
+
+
+async def test_the_console_refuses_bad_input_with_the_field(world, browser):
+    base = f"http://127.0.0.1:{world.ports['console']}"
+    async with httpx.AsyncClient(base_url=base, timeout=20) as c:
+        r = await c.post("/signin", data={"role": "supervisor", "subject": "X", "area": "64x", "next": "/"})
+        assert r.status_code == 422 and "area-problem" in r.text
+        r = await c.get("/api/progress")
+        assert r.status_code == 401
+        browser.sign_in("supervisor", "SPV-IT", "64")
+    async with httpx.AsyncClient(base_url=base, timeout=20, cookies={"regsosek_console": browser.session_cookie()}) as c:
+        r = await c.get("/api/progress", params={"area": "123"})
+        assert r.status_code == 422 and "area" in r.text
+        r = await c.get("/api/progress", params={"area": "64"})
+        assert r.status_code == 200 and r.json()["area"] == "64"
+        r = await c.post("/worklist/resolve", data={"family_id": "x", "sls_id": "1", "kind": "maybe"})
+        assert r.status_code == 422
+
+
+async def test_erasure_removes_the_family_from_the_console(world, browser, intake):
+    sls = new_sls_id("6472")
+    entry, iv = family(sls, 1)
+    await intake.submit("/v1/rosters", roster(sls, [entry]))
+    await intake.submit("/v1/interviews", iv)
+    fid = family_id_of(iv)
+    browser.sign_in("admin", "OPS-IT", "64")
+    await seen(browser, lambda b: b.reload(f"/journey?id={fid}") or b.exists("timeline"), "the family's journey")
+    admin = {"authorization": f"Bearer {token('admin', 'ADM-IT', ())}"}
+    r = await intake.client.post(f"/v1/families/{fid}/erasure", json={"reason": "data_subject_request"}, headers=admin)
+    assert r.status_code == 202, r.text
+    await seen(browser, lambda b: b.reload(f"/journey?id={fid}") or b.exists("journey-missing"),
+               "the family gone from the read model")
+    assert await world.fetchval("console", "select count(*) from journey_steps where family_id = $1", fid) == 0
+    assert await world.fetchval("console", "select count(*) from audit_log where action = 'family.erase' "
+                                           "and object_id = $1", fid) == 1
+
