@@ -4,7 +4,7 @@
 #   scripts/postgres.sh start                          initdb once, start, wait until ready
 #   scripts/postgres.sh stop [--mode fast|immediate|smart]  (default fast)
 #   scripts/postgres.sh status                         exit 0 when running, 3 when not
-#   scripts/postgres.sh createdbs [EXTRA_DB ...]       role regsosek + intake, verify, classify, notify
+#   scripts/postgres.sh createdbs [EXTRA_DB ...]       role regsosek + intake, verify, classify, notify, console
 #   scripts/postgres.sh psql [PSQL_ARGS ...]           psql as regsosek (default database: postgres)
 #   scripts/postgres.sh url                            print REGSOSEK_PG_URL_BASE
 #
@@ -25,7 +25,7 @@ PG_HOST=127.0.0.1
 PG_PORT="${REGSOSEK_PG_PORT:-15432}"
 PG_ROLE=regsosek
 PG_SUPERUSER=postgres # bootstrap superuser created by initdb
-DEFAULT_DBS=(intake verify classify notify)
+DEFAULT_DBS=(intake verify classify notify console)
 EXTERNAL_URL="${REGSOSEK_PG_EXTERNAL_URL:-}"
 PATH_HASH="$(printf '%s' "$REGSOSEK_ROOT" | sha1sum | cut -c1-10)"
 RUN_AS="" # 'postgres' when we are root

@@ -22,7 +22,7 @@ from regsosek.contracts import EVENT_TYPES
 from regsosek.topics import Topic, consumed_by, produced_by, specs
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ["intake", "verify", "classify", "notify"]
+SERVICES = ["intake", "verify", "classify", "notify", "console"]
 
 
 def _definition(service: str):

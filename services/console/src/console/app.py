@@ -39,7 +39,12 @@ def assets_router() -> APIRouter:
     return r
 
 
-def definition(settings: ConsoleSettings | None = None) -> tuple[ServiceDefinition, Pages]:
+def definition(settings: ConsoleSettings | None = None) -> ServiceDefinition:
+    return compose(settings)[0]
+
+
+def compose(settings: ConsoleSettings | None = None) -> tuple[ServiceDefinition, Pages]:
+    """The service's definition and its pages (whose error pages the app's exception handlers render)."""
     settings = settings or ConsoleSettings()
     pages = Pages(settings, Gateway(settings))
     return ServiceDefinition(
@@ -52,7 +57,7 @@ def definition(settings: ConsoleSettings | None = None) -> tuple[ServiceDefiniti
 
 
 def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
-    d, pages = definition(settings)
+    d, pages = compose(settings)
     app = build_app(d)
 
     @app.exception_handler(SignedOut)
