@@ -46,8 +46,8 @@ from regsosek.contracts import EVENT_TYPES, Contract
 from regsosek.contracts.identifiers import SlsId
 from regsosek.envelope import CONTENT_TYPE, SPEC_VERSION
 from regsosek.pseudonyms import DEVELOPMENT_NIK_HASH_KEY
-from regsosek.settings import ServiceSettings
 from regsosek.topics import TopicSpec, specs
+from regsosek.topics import consumer_group as group_of
 
 ASYNCAPI_VERSION = "3.0.0"
 DOCUMENT_VERSION = "1.0.0"
@@ -95,8 +95,9 @@ def subject_of(event: Contract) -> str:
 
 
 def consumer_group(service: str, prefix: str = "") -> str:
-    """The group a service's consumer joins, computed by the same property the service uses."""
-    return ServiceSettings.model_construct(service_name=service, topic_prefix=prefix).consumer_group
+    """The group a service's consumer joins under `prefix`: the rule the service itself uses
+    (regsosek.topics.consumer_group)."""
+    return group_of(service, prefix)
 
 
 # --- samples ------------------------------------------------------------------------------
@@ -450,6 +451,7 @@ def _served(prefix: str, fmt: str) -> str:
 
 
 def _prefix(request: Request) -> str:
+    """The serving service's prefix (its settings' `topic_prefix`, the one rule of regsosek.topics)."""
     runtime = getattr(request.app.state, "runtime", None)
     return getattr(getattr(runtime, "settings", None), "topic_prefix", "") or ""
 

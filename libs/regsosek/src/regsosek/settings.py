@@ -66,11 +66,19 @@ class ServiceSettings(KafkaClientSettings):
     def dsn(self) -> str:
         return self.database_url or f"{self.pg_url_base}/{self.service_name}"
 
-    topic_prefix: str = ""  # REGSOSEK_TOPIC_PREFIX: isolates a test run's topics and groups on a shared broker
+    @property
+    def topic_prefix(self) -> str:
+        """REGSOSEK_TOPIC_PREFIX, through the one rule (regsosek.topics.topic_prefix): isolates a test
+        run's topics and groups on a shared broker."""
+        from regsosek.topics import topic_prefix
+
+        return topic_prefix()
 
     @property
     def consumer_group(self) -> str:
-        return f"{self.topic_prefix}regsosek-{self.service_name}"
+        from regsosek.topics import consumer_group
+
+        return consumer_group(self.service_name)
 
     # Retention of the service's own rows (regsosek.retention, docs/RETENTION.md), pruned by a
     # background task every REGSOSEK_RETENTION_INTERVAL_S in deletes of at most
