@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -40,6 +41,8 @@ from typing import Any
 import yaml
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from regsosek import contracts, examples
 from regsosek.contracts import EVENT_TYPES, Contract
@@ -90,8 +93,10 @@ def contract_of(spec: TopicSpec) -> type[Contract] | None:
 
 def subject_of(event: Contract) -> str:
     """The ce_subject producers set: the family id, or the SLS id for SLS-level events."""
-    family = getattr(event, "family_id", None)
-    return family if isinstance(family, str) else event.sls_id
+    subject = getattr(event, "family_id", None) or getattr(event, "sls_id", None)
+    if not isinstance(subject, str):
+        raise ValueError(f"{type(event).__name__} has neither a family_id nor an sls_id")
+    return subject
 
 
 def consumer_group(service: str, prefix: str = "") -> str:
@@ -194,9 +199,31 @@ def samples() -> dict[type[Contract], dict]:
 # --- schemas -----------------------------------------------------------------------------
 
 
+def _paragraphs(text: str) -> str:
+    """Lines of a paragraph joined; paragraphs (blank-line separated) kept."""
+    return "\n\n".join(" ".join(p.split()) for p in re.split(r"\n\s*\n", text.strip()))
+
+
+def _unwrapped(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _paragraphs(v) if k == "description" and isinstance(v, str) else _unwrapped(v)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unwrapped(v) for v in node]
+    return node
+
+
+class SchemaGenerator(GenerateJsonSchema):
+    """pydantic's JSON Schema, with descriptions unwrapped: a docstring wrapped over several
+    lines in the source reads as paragraphs in the published schemas, not as broken lines."""
+
+    def generate(self, schema: CoreSchema, mode: JsonSchemaMode = "validation") -> JsonSchemaValue:
+        return _unwrapped(super().generate(schema, mode))
+
+
 def event_schema(model: type[Contract]) -> dict:
     """The standalone JSON Schema (2020-12) of one event's payload, `$defs` kept inside."""
-    schema = model.model_json_schema()
+    schema = model.model_json_schema(schema_generator=SchemaGenerator)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$comment": _GENERATED, **schema}
 
 
@@ -207,7 +234,7 @@ def _add_schema(schemas: dict, name: str, schema: dict) -> None:
 
 
 def _payload_schema(model: type[Contract], schemas: dict) -> dict:
-    schema = model.model_json_schema(ref_template=REF)
+    schema = model.model_json_schema(ref_template=REF, schema_generator=SchemaGenerator)
     for name, sub in schema.pop("$defs", {}).items():
         _add_schema(schemas, name, sub)
     _add_schema(schemas, model.__name__, schema)
