@@ -9,21 +9,13 @@ import asyncio
 
 import pytest
 
-from regsosek_tools import bench
-from regsosek_tools.bench import (
-    MARKDOWN_HEADER,
-    RawHttp,
-    distribution,
-    due,
-    group_lag,
-    markdown_row,
-    parse_counter,
-    parse_list,
-    percentile,
-    schedule,
-    sparkline,
-    target_figures,
-)
+from regsosek_tools.bench import parse_list
+from regsosek_tools.load.http import RawHttp
+from regsosek_tools.load.pacing import due, schedule
+from regsosek_tools.measure.kafka import group_lag, parse_counter
+from regsosek_tools.measure.stats import distribution, percentile
+from regsosek_tools.report import bench as report
+from regsosek_tools.report.bench import MARKDOWN_HEADER, markdown_row, sparkline, target_figures
 
 # ---------------------------------------------------------------- percentiles
 
@@ -58,7 +50,7 @@ def test_schedule_is_evenly_spaced_at_the_rate():
     s = schedule(100, 2)
     assert len(s) == 200
     assert s[0] == 0 and s[1] == pytest.approx(0.01) and s[-1] == pytest.approx(1.99)
-    assert all(b - a == pytest.approx(0.01) for a, b in zip(s, s[1:]))
+    assert all(b - a == pytest.approx(0.01) for a, b in zip(s, s[1:], strict=False))
 
 
 def test_schedule_rounds_and_refuses_nonsense():
@@ -242,5 +234,5 @@ def test_raw_http_content_length_chunked_and_reconnect():
 
 
 def test_targets_are_the_issues():
-    assert bench.TARGETS == {"sustained_families_per_s": 5000.0, "p99_s_at_1000": 1.0,
+    assert report.TARGETS == {"sustained_families_per_s": 5000.0, "p99_s_at_1000": 1.0,
                              "replay_families_per_s": 20000.0, "rss_mb": 200.0, "ceiling_ratio": 0.5}
