@@ -6,7 +6,7 @@ SEED ?= 2022
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup stack-up stack-down stack-status run serve test test-unit test-integration token topics-render asyncapi-render clean bench
+.PHONY: setup stack-up stack-down stack-status run serve lint test test-unit test-integration token topics-render asyncapi-render clean bench
 
 setup:
 	bash scripts/bootstrap.sh
@@ -30,8 +30,15 @@ run: stack-up
 serve: stack-up
 	. .local/stack.env && $(PY) -m regsosek_tools.run --serve --families $(FAMILIES) --seed $(SEED)
 
-# Unit tests, then integration tests against the real broker and database.
-test: stack-up
+# Lint and type-check with the configuration in pyproject.toml: ruff on the whole repository,
+# mypy on libs/regsosek/src ([tool.mypy] files).
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+
+# Lint first (a finding fails the target before anything starts), then unit tests, then
+# integration tests against the real broker and database.
+test: lint stack-up
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 0 ]; then . .local/stack.env && $(PY) -m pytest -q -m integration $(PYTEST_ARGS); rc=$$?; fi; \
 	bash scripts/stack.sh down; exit $$rc
