@@ -2,7 +2,7 @@
 
 Coded answers are enumerations whose values are stable wire codes; each member's
 docstring-style comment gives the field meaning. Producers validate strictly
-(`extra="forbid"`); consumers tolerate unknown fields (see `regsosek.events`).
+(`extra="forbid"`); consumers tolerate unknown fields (`regsosek.envelope.decode`).
 """
 
 from __future__ import annotations
