@@ -40,7 +40,6 @@ import asyncio
 import contextlib
 import importlib.util
 import json
-import math
 import os
 import random
 import re
@@ -53,18 +52,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from regsosek_tools.load.ceiling import HOPS, write_payload
 from regsosek_tools.load.ceiling import stage_main as ceiling_stage_main
 from regsosek_tools.load.families import Family, Pool, build_pool
 from regsosek_tools.load.http import RawHttp
-from regsosek_tools.load.pacing import due, schedule
+from regsosek_tools.load.pacing import schedule
+from regsosek_tools.load.submit import BatchUpload, OpenLoop, post_with_retry
 from regsosek_tools.measure.delivery import Deliveries
 from regsosek_tools.measure.kafka import Offsets, group_lag
 from regsosek_tools.measure.proc import git_commit, machine_info
 from regsosek_tools.measure.sampler import Instance, Sampler
-from regsosek_tools.measure.stats import distribution, percentile
 from regsosek_tools.processes import PIPELINE as SERVICES
 from regsosek_tools.processes import ROOT, ServiceNotReady, ServiceProcess
 from regsosek_tools.report.bench import SCALED, TARGETS, fnum, markdown_row, print_lag, print_summary
@@ -276,22 +273,9 @@ class Bench:
         self.subscription_id = r.json()["id"]
 
     async def post_with_retry(self, raw: bytes, attempts: int = 6) -> tuple[int, bytes, float]:
-        """A submission (idempotent by its id), repeated through 5xx, 429 and connection errors."""
-        delay, first_sent = 0.2, None
-        for i in range(attempts):
-            try:
-                status, body, sent = await self.intake.request(raw)
-                first_sent = first_sent or sent
-                if status < 500 and status != 429:
-                    return status, body, first_sent
-            except (TimeoutError, OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
-                status, body = 0, f"{type(e).__name__}".encode()
-                first_sent = first_sent or time.time()
-            if i == attempts - 1:
-                return status, body, first_sent
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 3.0)
-        raise AssertionError("unreachable")
+        """A submission to this world's intake, repeated through 5xx, 429 and connection errors."""
+        assert self.intake is not None, "bench not set up"
+        return await post_with_retry(self.intake, raw, attempts)
 
     async def submit_rosters(self, pool: Pool) -> None:
         self.log(f"submitting {len(pool.rosters)} SLS rosters")
@@ -357,202 +341,71 @@ class Bench:
 
     async def upload(self, fams: list[Family], label: str) -> dict:
         """Devices upload `fams` as batches; measured to the last eligibility event at the receiver."""
+        assert self.intake is not None, "bench not set up"
         self.phase = label
-        bs, devices = self.a.batch_size, self.a.devices
-        batches = [fams[i:i + bs] for i in range(0, len(fams), bs)]
-        queue: asyncio.Queue[list[Family]] = asyncio.Queue()
-        for b in batches:
-            queue.put_nowait(b)
-        expected = {f.family_id for f in fams if f.decided}  # less those intake refuses
-        planned = len(expected)
+        up = BatchUpload(self.intake, self.post_with_retry, lambda k: self.token(f"BENCH-DEVICE-{k:02d}", ["64"]),
+                         fams, batch_size=self.a.batch_size, devices=self.a.devices)
         base = await self.deliveries.receiver_unique()
         done = asyncio.Event()
-        counts = {"accepted": 0, "duplicate": 0, "refused": 0, "failed_requests": 0}
-        first_sent: list[float] = []
-        last_answer = [0.0]
-        problems: list[str] = []
-
-        async def device(k: int) -> None:
-            token = self.token(f"BENCH-DEVICE-{k:02d}", ["64"])
-            while not queue.empty():
-                batch = queue.get_nowait()
-                body = b'{"interviews":[' + b",".join(f.body for f in batch) + b"]}"
-                status, text, sent = await self.post_with_retry(
-                    self.intake.build("POST", "/v1/interviews:batch", body, token))
-                first_sent.append(sent)
-                last_answer[0] = time.time()
-                if status != 200:
-                    counts["failed_requests"] += 1
-                    expected.difference_update(f.family_id for f in batch)
-                    if len(problems) < 5:
-                        problems.append(f"batch: HTTP {status} {text[:200]!r}")
-                    continue
-                for item in orjson.loads(text)["results"]:
-                    st = item.get("status")
-                    if st == 202:
-                        counts["accepted"] += 1
-                    elif st == 200:
-                        counts["duplicate"] += 1
-                    else:
-                        counts["refused"] += 1
-                        expected.discard(batch[item["index"]].family_id)
-                        if len(problems) < 5:
-                            problems.append(f"item: {json.dumps(item)[:200]}")
-
-        async def send_all() -> None:
-            try:
-                await asyncio.gather(*(device(k) for k in range(devices)))
-            finally:
-                done.set()
-
-        self.log(f"{label}: {len(fams)} families ({planned} to be decided) in {len(batches)} batches "
-                 f"of {bs}, {devices} devices")
+        self.log(f"{label}: {len(fams)} families ({len(up.expected)} to be decided) in {len(up.batches)} batches "
+                 f"of {up.batch_size}, {up.devices} devices")
         cpu0 = time.process_time()
-        sender = asyncio.create_task(send_all())
+        sender = asyncio.create_task(up.run(done))
         try:
-            got, ended = await self.deliveries.wait_delivered(expected, base, sending_done=done, label=label)
+            got, ended = await self.deliveries.wait_delivered(up.expected, base, sending_done=done, label=label)
         finally:
             if not sender.done():
                 sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
-        start = min(first_sent) if first_sent else None
-        end = max(got.values()) if got else None
-        span = (end - start) if start and end else None
-        accept_span = (last_answer[0] - start) if start else None
-        missing = len(expected) - len(got)
-        if not counts["accepted"] and not counts["duplicate"]:
-            ended = "nothing accepted"
-        res = {
-            "families": len(fams), "decided_expected": len(expected), "decided_delivered": len(got),
-            "undelivered": missing, "ended": ended, "batch_size": bs, "devices": devices, **counts,
-            "span_s": span, "families_per_s": (len(fams) / span) if span and not missing else None,
-            "decided_per_s": (len(got) / span) if span else None,
-            "accept_span_s": accept_span,
-            "accepted_per_s": (counts["accepted"] / accept_span) if accept_span else None,
-            "generator_cpu_s": round(time.process_time() - cpu0, 2),
-            "problems": problems,
-            "t_start": round(start - time.time() + self.now(), 2) if start else None,
-        }
-        if missing:
-            res["families_per_s_partial"] = (len(fams) / span) if span else None
-            self.errors.append(f"{label}: {missing} of {len(expected)} expected decisions never reached the receiver "
-                               f"({ended})")
-        not_taken = counts["refused"] + bs * counts["failed_requests"]
-        if not_taken:
-            res["families_per_s"] = None
-            res["families_per_s_partial"] = (len(fams) / span) if span else None
-            self.errors.append(f"{label}: intake did not take {counts['refused']} interviews and failed "
-                               f"{counts['failed_requests']} batch requests, e.g. {problems[:1]}")
+        res = up.figures(got, ended, cpu0=cpu0, bench_now=self.now())
+        if res["undelivered"]:
+            self.errors.append(f"{label}: {res['undelivered']} of {len(up.expected)} expected decisions never reached "
+                               f"the receiver ({res['ended']})")
+        if up.not_taken():
+            self.errors.append(f"{label}: intake did not take {up.counts['refused']} interviews and failed "
+                               f"{up.counts['failed_requests']} batch requests, e.g. {up.problems[:1]}")
         self.log(f"{label}: {fnum(res['families_per_s'] or res.get('families_per_s_partial'), 1)} families/s end "
-                 f"to end ({ended}), intake accepted {fnum(res['accepted_per_s'], 1)}/s")
+                 f"to end ({res['ended']}), intake accepted {fnum(res['accepted_per_s'], 1)}/s")
         res["settle"] = await self.settle(label)
         return res
 
     # ------------------------------------------------------------ phase: latency (open loop)
 
     async def open_loop(self, fams: list[Family], rate: int, duration: float) -> dict:
+        """Single submissions at `rate`/s for `duration` s, open loop; latency to the receiver."""
+        assert self.intake is not None, "bench not set up"
         label = f"latency-{rate}"
         self.phase = label
-        offsets = schedule(rate, duration)
-        fams = fams[:len(offsets)]
-        n = len(fams)
-        reqs = [self.intake.build("POST", "/v1/interviews", f.body, self.officer_token(f.officer)) for f in fams]
-        sent_at: list[float | None] = [None] * n
-        due_at: list[float] = [0.0] * n  # wall time each request was due by the schedule
-        lateness: list[float] = []
-        status: list[int] = [0] * n
-        answered: list[float] = []
+        sending = OpenLoop(self.intake, lambda raw: self.post_with_retry(raw, attempts=3), fams,
+                           schedule(rate, duration), self.officer_token)
         base = await self.deliveries.receiver_unique()
         done = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        tasks: set[asyncio.Task] = set()
-
-        async def send(i: int, scheduled: float) -> None:
-            st, _, sent = await self.post_with_retry(reqs[i], attempts=3)
-            sent_at[i], status[i] = sent, st
-            due_at[i] = wall0 + (scheduled - mono0)
-            if st != 202:
-                expected.discard(fams[i].family_id)
-            lateness.append(max(0.0, (sent - wall0) - (scheduled - mono0)))
-            answered.append(time.time())
-
-        self.log(f"{label}: {n} single submissions at {rate}/s for {duration:g} s, open loop")
+        window_lag: list[dict[str, int] | None] = [None]
+        self.log(f"{label}: {len(sending.fams)} single submissions at {rate}/s for {duration:g} s, open loop")
         cpu0 = time.process_time()
-        self.intake.busy_max = 0
-        mono0 = loop.time() + 0.2
-        wall0 = time.time() + 0.2
-        delivered_task = None
-
-        async def sending() -> None:
-            i = 0
-            while i < n:
-                j = due(offsets, i, loop.time() - mono0)
-                for k in range(i, j):
-                    t = asyncio.create_task(send(k, mono0 + offsets[k]))
-                    tasks.add(t)
-                    t.add_done_callback(tasks.discard)
-                i = j
-                if i < n:
-                    await asyncio.sleep(max(0.0, mono0 + offsets[i] - loop.time()))
-            window_end[0] = time.time()
-            window_lag[0] = self.latest_lag()
-            window_busy[0] = self.intake.busy_max
-            if tasks:
-                await asyncio.wait(list(tasks), timeout=self.a.phase_timeout)
-            done.set()
-
-        window_end, window_lag, window_busy = [0.0], [None], [0]
-        expected = {f.family_id for f in fams if f.decided}  # less those intake does not accept
-        sender = asyncio.create_task(sending())
+        sender = asyncio.create_task(sending.run(done, answers_timeout=self.a.phase_timeout,
+                                                 at_window_end=lambda: window_lag.__setitem__(0, self.latest_lag())))
+        delivered = None
         try:
-            delivered_task = asyncio.create_task(self.deliveries.wait_delivered(expected, base, sending_done=done, label=label))
+            delivered = asyncio.create_task(self.deliveries.wait_delivered(sending.expected, base, sending_done=done,
+                                                                           label=label))
             await asyncio.wait([sender], timeout=duration + self.a.phase_timeout)
-            got, ended = await delivered_task
+            got, ended = await delivered
         finally:
-            for t in (sender, delivered_task, *tasks):
+            sending.cancel()
+            for t in (sender, delivered):
                 if t is not None and not t.done():
                     t.cancel()
-            await asyncio.gather(sender, *(t for t in (delivered_task,) if t), return_exceptions=True)
-        accepted = [i for i in range(n) if status[i] == 202]
-        want = [i for i in accepted if fams[i].decided]
-        lat = [got[fams[i].family_id] - sent_at[i] for i in want if fams[i].family_id in got and sent_at[i]]
-        lat_sched = [got[fams[i].family_id] - due_at[i] for i in want if fams[i].family_id in got and sent_at[i]]
-        sent_times = sorted(t for t in sent_at if t)
-        in_window = sum(1 for t in sent_times if t <= wall0 + duration + 0.05)
-        first, last = (sent_times[0], sent_times[-1]) if sent_times else (None, None)
-        backlog = sum(1 for i in want if sent_at[i] and sent_at[i] <= window_end[0]
-                      and got.get(fams[i].family_id, math.inf) > window_end[0])
-        # Latency trend: the first and last quarter of the window by send time.
-        by_send = sorted((sent_at[i], got[fams[i].family_id] - sent_at[i]) for i in want
-                         if fams[i].family_id in got and sent_at[i])
-        q = max(1, len(by_send) // 4)
-        p50_first = percentile([x for _, x in by_send[:q]], 50)
-        p50_last = percentile([x for _, x in by_send[-q:]], 50)
-        accept_span = (max(answered) - first) if answered and first else None
-        res = {
-            "rate": rate, "duration_s": duration, "offered": n,
-            "sent_in_window": in_window, "sent_rate": in_window / duration,
-            "accepted": len(accepted), "not_accepted": n - len(accepted),
-            "statuses": {str(k): status.count(k) for k in sorted(set(status))},
-            "accepted_rate": (len(accepted) / accept_span) if accept_span else None,
-            "decided_expected": len(want), "delivered": len(lat), "undelivered": len(want) - len(lat), "ended": ended,
-            "latency_s": distribution(lat),
-            # From when the schedule said to send: includes waiting for a free connection when intake
-            # answers too slowly (what an open-loop client would see without coordinated omission).
-            "latency_from_schedule_s": distribution(lat_sched),
-            "p50_first_quarter_s": p50_first, "p50_last_quarter_s": p50_last,
-            "send_lateness_s": distribution(lateness),
-            "backlog_at_window_end": backlog,
-            "connections_busy_max": window_busy[0],
-            "lag_at_window_end": window_lag[0],
-            "generator_cpu_s": round(time.process_time() - cpu0, 2),
-        }
+            await asyncio.gather(sender, *(t for t in (delivered,) if t), return_exceptions=True)
+        res = sending.figures(got, ended, rate, duration)
+        res["lag_at_window_end"] = window_lag[0]
+        res["generator_cpu_s"] = round(time.process_time() - cpu0, 2)
         reasons = falls_behind_because(res, rate, self.intake.connections)
         res["keeps_up"] = not reasons
         res["falls_behind_because"] = reasons
         d = res["latency_s"]
         self.log(f"{label}: sent {res['sent_rate']:.0f}/s, accepted {fnum(res['accepted_rate'])}/s, latency p50 "
-                 f"{fnum(d['p50'], 2)} s p99 {fnum(d['p99'], 2)} s, backlog at window end {backlog}"
+                 f"{fnum(d['p50'], 2)} s p99 {fnum(d['p99'], 2)} s, backlog at window end {res['backlog_at_window_end']}"
                  + ("" if res["keeps_up"] else "  FALLS BEHIND: " + "; ".join(reasons)))
         res["settle"] = await self.settle(label)
         return res

@@ -115,7 +115,8 @@ _SUBMISSION = _FAMILY["submission_id"]
 
 def _raw_samples() -> dict[type[Contract], dict]:
     """One small valid instance per event: the worked example of regsosek.examples where
-    one exists, else hand-made around the same family."""
+    one exists, else hand-made around the same family. (A table of data, one entry per event
+    type: longer than a function should be, and clearer whole.)"""
     return {
         # pseudonymised as intake publishes them, with the development NIK hash key (the example's values only)
         contracts.RosterSubmitted: contracts.pseudonymise_roster(contracts.SlsRoster.model_validate({
