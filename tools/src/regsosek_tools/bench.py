@@ -52,7 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from regsosek_tools.load.ceiling import HOPS, write_payload
+from regsosek_tools.load.ceiling import HOPS, CeilingFailed, ceiling_figures, write_payload
 from regsosek_tools.load.ceiling import stage_main as ceiling_stage_main
 from regsosek_tools.load.families import Family, Pool, build_pool
 from regsosek_tools.load.http import RawHttp
@@ -535,6 +535,21 @@ class Bench:
         roles.append(("sink", ["sink", "--src", hops[-1], "--group", groups[-1]]))
         self.log(f"ceiling: {n} records ({sum(len(f.body) for f in fams) / n / 1024:.1f} KiB each) through "
                  f"{HOPS} topics: producer -> {' -> '.join(r for r, _ in roles)}")
+        try:
+            results = await self._run_stages(stage, roles, ["produce", "--dst", hops[0], "--payload", str(payload)],
+                                             deadline)
+        except CeilingFailed as e:
+            self.errors.append(f"ceiling: {e}")
+            return {"error": str(e), "stages": e.results}
+        res = ceiling_figures(n, spec.partitions, results, payload_bytes_mean=sum(len(f.body) for f in fams) / n)
+        if "error" not in res:
+            self.log(f"ceiling: {fnum(res['records_per_s'])} records/s end to end through {HOPS} hops "
+                     f"(producer alone {fnum(res['produce_only_per_s'])}/s)")
+        return res
+
+    async def _run_stages(self, stage: list[str], roles: list[tuple[str, list[str]]], producer: list[str],
+                          deadline: float) -> dict[str, dict]:
+        """Relays and sink started and ready, then the producer; each stage's result line."""
         procs: dict[str, asyncio.subprocess.Process] = {}
         results: dict[str, dict] = {}
         try:
@@ -544,8 +559,7 @@ class Bench:
                 line = await asyncio.wait_for(p.stdout.readline(), 90)
                 if json.loads(line or b"{}").get("ready") is not True:
                     raise RuntimeError(f"ceiling {name} did not get ready: {line[:200]!r}")
-            procs["producer"] = await self._spawn(stage + ["produce", "--dst", hops[0], "--payload", str(payload)],
-                                                  "ceiling-producer")
+            procs["producer"] = await self._spawn(stage + producer, "ceiling-producer")
             remaining = max(10.0, deadline - time.time() + 30)
             for name, p in procs.items():
                 line = await asyncio.wait_for(p.stdout.readline(), remaining)
@@ -553,8 +567,7 @@ class Bench:
                     results[name] = json.loads(line) if line else {"error": "no result"}
                 await asyncio.wait_for(p.wait(), 30)
         except (TimeoutError, RuntimeError, ValueError) as e:
-            self.errors.append(f"ceiling: {type(e).__name__}: {e}")
-            return {"error": f"{type(e).__name__}: {e}", "stages": results}
+            raise CeilingFailed(f"{type(e).__name__}: {e}", results) from e
         finally:
             for p in procs.values():
                 if p.returncode is None:
@@ -563,17 +576,7 @@ class Bench:
                         await asyncio.wait_for(p.wait(), 10)
                 if p in self.children:
                     self.children.remove(p)
-        prod, sink = results.get("producer", {}), results.get("sink", {})
-        if sink.get("n", 0) < n or "first" not in prod:
-            return {"error": f"the sink received {sink.get('n', 0)} of {n}", "stages": results}
-        span = sink["last"] - prod["first"]
-        res = {"records": n, "hops": HOPS, "partitions": spec.partitions, "span_s": span,
-               "records_per_s": n / span if span > 0 else None,
-               "produce_only_per_s": n / (prod["acked"] - prod["first"]) if prod["acked"] > prod["first"] else None,
-               "payload_bytes_mean": sum(len(f.body) for f in fams) / n, "stages": results}
-        self.log(f"ceiling: {fnum(res['records_per_s'])} records/s end to end through {HOPS} hops "
-                 f"(producer alone {fnum(res['produce_only_per_s'])}/s)")
-        return res
+        return results
 
     async def _spawn(self, cmd: list[str], name: str) -> asyncio.subprocess.Process:
         log = self.log_dir / f"{self.tag}-{name}.log"

@@ -21,6 +21,27 @@ from regsosek.kafka_security import client_options
 HOPS = 3  # intake -> verify -> classify -> notify: three Kafka hops
 
 
+class CeilingFailed(Exception):
+    """A stage did not get ready or did not finish; `results` holds what the others reported."""
+
+    def __init__(self, reason: str, results: dict[str, dict]) -> None:
+        super().__init__(reason)
+        self.results = results
+
+
+def ceiling_figures(n: int, partitions: int, results: dict[str, dict], *, payload_bytes_mean: float) -> dict:
+    """Records per second from the producer's first send to the sink's last receipt, and the
+    producer's rate alone; an error when the sink did not get all `n`."""
+    prod, sink = results.get("producer", {}), results.get("sink", {})
+    if sink.get("n", 0) < n or "first" not in prod:
+        return {"error": f"the sink received {sink.get('n', 0)} of {n}", "stages": results}
+    span = sink["last"] - prod["first"]
+    return {"records": n, "hops": HOPS, "partitions": partitions, "span_s": span,
+            "records_per_s": n / span if span > 0 else None,
+            "produce_only_per_s": n / (prod["acked"] - prod["first"]) if prod["acked"] > prod["first"] else None,
+            "payload_bytes_mean": payload_bytes_mean, "stages": results}
+
+
 def write_payload(path: Path, records: list[tuple[bytes, bytes]]) -> None:
     """(key, value) records as the producer stage reads them."""
     with open(path, "wb") as f:
