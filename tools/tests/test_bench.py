@@ -290,3 +290,16 @@ async def test_batch_upload_counts_answers_and_drops_what_intake_did_not_take():
     res = up.figures({"F0": 5.0}, "complete", cpu0=0.0, bench_now=0.0)
     assert res["decided_delivered"] == 1 and res["undelivered"] == 0
     assert res["families_per_s"] is None and res["families_per_s_partial"] == pytest.approx(5 / 4.0)
+
+
+def test_quick_defaults_and_phase_names():
+    from regsosek_tools.bench import parse_args
+
+    a = parse_args(["--quick"])
+    assert (a.families, a.duration, a.warmup, a.scale_families) == (2000, 8.0, 100, 500)
+    assert a.phases == ["throughput", "latency", "scale", "replay", "ceiling"]
+    full = parse_args(["--phases", "throughput, ceiling"])
+    assert (full.families, full.duration, full.warmup) == (20000, 20.0, 200)
+    assert full.phases == ["throughput", "ceiling"]
+    with pytest.raises(SystemExit):
+        parse_args(["--phases", "throughput,warp"])

@@ -742,10 +742,7 @@ async def run(a: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_ceiling-stage"]:
-        return ceiling_stage_main(argv[1:])
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m regsosek_tools.bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
     p.add_argument("--families", type=int, help="families in the throughput phase (default 20000; --quick 2000)")
@@ -774,6 +771,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="a phase ends when the receiver got nothing new for this long")
     p.add_argument("--start-timeout", type=float, default=120.0)
     p.add_argument("--replay-timeout", type=float, default=900.0)
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line, with the defaults that depend on --quick filled in."""
+    p = parser()
     a = p.parse_args(argv)
     a.phases = [x.strip() for x in a.phases.split(",") if x.strip()]
     unknown = set(a.phases) - {"throughput", "latency", "scale", "replay", "ceiling"}
@@ -787,6 +790,14 @@ def main(argv: list[str] | None = None) -> int:
     a.phase_timeout = a.phase_timeout or (600.0 if a.quick else 1800.0)
     if a.families < 1 or a.duration <= 0 or a.devices < 1 or not 1 <= a.batch_size <= 500:
         p.error("--families, --duration, --devices must be positive and --batch-size 1..500")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_ceiling-stage"]:
+        return ceiling_stage_main(argv[1:])
+    a = parse_args(argv)
     out = Path(a.out) if a.out else ROOT / ".local" / "bench" / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     try:
         import uvloop

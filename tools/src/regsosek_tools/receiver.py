@@ -396,7 +396,12 @@ def create_app(secret: str | None = None, *, db_path: str | None = None, faults:
     app.state.published_keys = published
     check_signature = SignatureCheck(secret=secret, pinned=pinned, published=published, clock=clock,
                                      tolerance_s=tolerance, state=state)
+    _add_routes(app, state, faults, rng, check_signature)
+    return app
 
+
+def _add_routes(app: FastAPI, state: ReceiverState, faults: Faults, rng: random.Random,
+                check_signature: SignatureCheck) -> None:
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"ready": True}
@@ -452,8 +457,6 @@ def create_app(secret: str | None = None, *, db_path: str | None = None, faults:
         except ValueError as e:
             return JSONResponse({"error": str(e)}, status_code=422)
         return {"faults": asdict(faults)}
-
-    return app
 
 
 def main() -> None:

@@ -262,12 +262,7 @@ def _sls(rng: random.Random, k: int, reg: _Registry, previous: list[tuple[str, _
     officer = officer_for(sls_id)
     rt_head = f"Ketua RT {_name(rng, 'male' if rng.random() < 0.85 else 'female')}"
 
-    # The prelist (VK1) as confirmed with the RT head, then families added to it.
-    n_prelist = rng.randint(20, 36)
-    statuses = [_pick(rng, {"present": 0.86, "moved": 0.06, "dissolved": 0.03, "unknown": 0.05}) for _ in range(n_prelist)]
-    if k == 0 and "moved" not in statuses:
-        statuses[-1] = "moved"
-    statuses += ["added"] * rng.choices((0, 1, 2, 3), weights=(0.35, 0.35, 0.2, 0.1))[0]
+    statuses = _roster_statuses(rng, k)
 
     building = 0
     family_no = 0
@@ -317,23 +312,8 @@ def _sls(rng: random.Random, k: int, reg: _Registry, previous: list[tuple[str, _
         drafts.append((fid, d))
         expected[fid] = "not_on_roster"
 
-    # Duplicate NIK: a member of a verified family in the previous SLS is also listed here
-    # (e.g. an adult child registered with both households).
     if previous and (k == 1 or rng.random() < 0.3):
-        candidates = [(fid, d) for fid, d in drafts if expected[fid] == "verified"]
-        donors = [(fid, d, m) for fid, d in previous for m in d.members
-                  if m["nik"] and m["relationship"] != "head"
-                  and _age_on(date.fromisoformat(m["date_of_birth"]), COLLECTION_START) >= 15]
-        if candidates and donors:
-            fid, d = rng.choice(candidates)
-            donor_fid, _, m = rng.choice(donors)
-            copy = dict(m, line_no=len(d.members) + 1, relationship="other_relative", pregnant=False)
-            d.members.append(copy)
-            for e in entries:
-                if (e["building_no"], e["family_no"]) == (d.building_no, d.family_no):
-                    e["member_count"] = len(d.members)
-            expected[fid] = "duplicate_nik"
-            depends[fid] = donor_fid
+        _duplicate_nik(rng, previous, drafts, entries, expected, depends)
 
     rng.shuffle(drafts)  # officers do not visit in roster order
     roster = SlsRoster.model_validate({
@@ -341,6 +321,37 @@ def _sls(rng: random.Random, k: int, reg: _Registry, previous: list[tuple[str, _
         "confirmed_at": confirmed_at.isoformat(), "families": entries,
     })
     return roster, drafts, expected, depends
+
+
+def _roster_statuses(rng: random.Random, k: int) -> list[str]:
+    """The prelist (VK1) as confirmed with the RT head, then families added to it."""
+    n_prelist = rng.randint(20, 36)
+    statuses = [_pick(rng, {"present": 0.86, "moved": 0.06, "dissolved": 0.03, "unknown": 0.05}) for _ in range(n_prelist)]
+    if k == 0 and "moved" not in statuses:
+        statuses[-1] = "moved"
+    statuses += ["added"] * rng.choices((0, 1, 2, 3), weights=(0.35, 0.35, 0.2, 0.1))[0]
+    return statuses
+
+
+def _duplicate_nik(rng: random.Random, previous: list[tuple[str, _Draft]], drafts: list[tuple[str, _Draft]],
+                   entries: list[dict], expected: dict[str, str], depends: dict[str, str]) -> None:
+    """Duplicate NIK: a member of a verified family in the previous SLS is also listed in a verified family
+    here (e.g. an adult child registered with both households); that family depends on its donor."""
+    candidates = [(fid, d) for fid, d in drafts if expected[fid] == "verified"]
+    donors = [(fid, d, m) for fid, d in previous for m in d.members
+              if m["nik"] and m["relationship"] != "head"
+              and _age_on(date.fromisoformat(m["date_of_birth"]), COLLECTION_START) >= 15]
+    if not (candidates and donors):
+        return
+    fid, d = rng.choice(candidates)
+    donor_fid, _, m = rng.choice(donors)
+    copy = dict(m, line_no=len(d.members) + 1, relationship="other_relative", pregnant=False)
+    d.members.append(copy)
+    for e in entries:
+        if (e["building_no"], e["family_no"]) == (d.building_no, d.family_no):
+            e["member_count"] = len(d.members)
+    expected[fid] = "duplicate_nik"
+    depends[fid] = donor_fid
 
 
 def _fid(sls_id: str, d: _Draft) -> str:
@@ -492,36 +503,8 @@ def _member(rng: random.Random, reg: _Registry, p: dict, line_no: int, w: float,
     age, sex, rel = p["age"], p["sex"], p["rel"]
     dob = _dob(rng, age, day)
     school, diploma = _school(rng, w, age)
-    # Work last week.
-    if age < 10:
-        works = False
-    elif age < 15:
-        works = rng.random() < 0.03
-    elif school == "attending":
-        works = rng.random() < 0.08
-    elif rel == "head":
-        works = rng.random() < ((0.9 if sex == "male" else 0.65) if age < 60 else (0.6 if age < 70 else 0.3))
-    elif rel == "spouse":
-        works = rng.random() < (0.85 if sex == "male" else 0.4)
-    elif age >= 65:
-        works = rng.random() < 0.2
-    else:
-        works = rng.random() < 0.55
-    hours, industry, job_status, business = 0, None, None, False
-    if works:
-        industry = _pick(rng, INDUSTRY_URBAN if urban else INDUSTRY_RURAL)
-        if age < 15:
-            job_status = "family_worker"
-        elif _chance(rng, -0.2 + (0.5 if urban else 0.0), 1.0, w) and industry != "agriculture":
-            job_status = "employee"
-        elif w < -0.7 and rng.random() < 0.45:
-            job_status = "casual"
-        else:
-            job_status = _pick(rng, {"self_employed": 0.6, "employer_temporary": 0.2,
-                                     "employer_permanent": 0.05 + max(0.0, 0.1 * w),
-                                     "family_worker": 0.15 if rel != "head" else 0.0})
-        hours = rng.randint(15, 40) if job_status in ("casual", "family_worker") else rng.randint(30, 60)
-        business = job_status in ("self_employed", "employer_temporary", "employer_permanent")
+    works = _works(rng, age, sex, rel, school)
+    hours, industry, job_status, business = _job(rng, age, rel, w, urban) if works else (0, None, None, False)
     pregnant = sex == "female" and p["marital"] == "married" and 17 <= age <= 42 and rng.random() < 0.06
     r = rng.random()
     if age >= 60:
@@ -558,6 +541,41 @@ def _member(rng: random.Random, reg: _Registry, p: dict, line_no: int, w: float,
         "chronic_disease": chronic,
         "health_insurance": insurance,
     }
+
+
+def _works(rng: random.Random, age: int, sex: str, rel: str, school: str) -> bool:
+    """Worked last week."""
+    if age < 10:
+        return False
+    if age < 15:
+        return rng.random() < 0.03
+    if school == "attending":
+        return rng.random() < 0.08
+    if rel == "head":
+        return rng.random() < ((0.9 if sex == "male" else 0.65) if age < 60 else (0.6 if age < 70 else 0.3))
+    if rel == "spouse":
+        return rng.random() < (0.85 if sex == "male" else 0.4)
+    if age >= 65:
+        return rng.random() < 0.2
+    return rng.random() < 0.55
+
+
+def _job(rng: random.Random, age: int, rel: str, w: float, urban: bool) -> tuple[int, str, str, bool]:
+    """(hours worked, industry, job status, has a business) of someone who worked last week."""
+    industry = _pick(rng, INDUSTRY_URBAN if urban else INDUSTRY_RURAL)
+    if age < 15:
+        job_status = "family_worker"
+    elif _chance(rng, -0.2 + (0.5 if urban else 0.0), 1.0, w) and industry != "agriculture":
+        job_status = "employee"
+    elif w < -0.7 and rng.random() < 0.45:
+        job_status = "casual"
+    else:
+        job_status = _pick(rng, {"self_employed": 0.6, "employer_temporary": 0.2,
+                                 "employer_permanent": 0.05 + max(0.0, 0.1 * w),
+                                 "family_worker": 0.15 if rel != "head" else 0.0})
+    hours = rng.randint(15, 40) if job_status in ("casual", "family_worker") else rng.randint(30, 60)
+    business = job_status in ("self_employed", "employer_temporary", "employer_permanent")
+    return hours, industry, job_status, business
 
 
 def _housing(rng: random.Random, w: float, urban: bool, riverine: bool) -> dict:
