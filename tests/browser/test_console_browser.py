@@ -17,6 +17,7 @@ import uuid
 import httpx
 import pytest
 from console_browser import Browser, chromium_driver
+
 from itkit import ROOT, Submitter, World, eventually, family, family_id_of, free_port, new_sls_id, roster, token
 
 pytestmark = pytest.mark.integration

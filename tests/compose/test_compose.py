@@ -75,7 +75,7 @@ def _command(service: dict) -> list[str]:
 def _regsosek_services(compose: dict) -> dict[str, dict]:
     """Compose services that run one of the four console scripts, by service name."""
     found = {}
-    for name, svc in compose["services"].items():
+    for svc in compose["services"].values():
         cmd = _command(svc)
         m = re.fullmatch(r"regsosek-(\w+)", cmd[0]) if cmd else None
         if m and m.group(1) in SERVICES:
@@ -356,6 +356,7 @@ def test_every_image_is_pinned_to_an_exact_version():
         image = re.sub(r"\$\{[A-Z_]+:-([^}]+)\}", r"\1", image)  # compose defaults, e.g. ${KAFKA_VERSION:-4.3.1}
         m = IMAGE_RE.match(image)
         tag = m and m.group("tag")
-        if m is None or (not m.group("digest") and (not tag or tag == "latest" or not re.fullmatch(r"v?\d+\.\d+(\.\d+)?[-.\w]*", tag))):
+        pinned_tag = bool(tag) and tag != "latest" and re.fullmatch(r"v?\d+\.\d+(\.\d+)?[-.\w]*", tag)
+        if m is None or (not m.group("digest") and not pinned_tag):
             problems.append(f"{where}: {image}")
     assert not problems, "unpinned images:\n" + "\n".join(problems)

@@ -110,7 +110,7 @@ def test_every_deployment_uses_its_own_kafka_user_over_tls_and_verifies_postgres
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         volumes = {v["name"]: v for v in pod["volumes"]}
 
-        def secret_behind(path: str) -> str:
+        def secret_behind(path: str, name: str = name, mounts: dict = mounts, volumes: dict = volumes) -> str:
             folder = str(Path(path).parent)
             assert folder in mounts, f"{name}: nothing mounted at {folder}"
             return volumes[mounts[folder]]["secret"]["secretName"]

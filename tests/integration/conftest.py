@@ -9,12 +9,18 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from itkit import ROOT, start_producer
+
+from regsosek_tools.world import Stack
+
+from itkit import BOOTSTRAP, PG_BASE, ROOT, start_producer
 
 
 @pytest.fixture(scope="session")
 def stack() -> None:
-    """The local broker and database: started with `scripts/stack.sh up` when not running."""
+    """The local broker and database: started with `scripts/stack.sh up` when they do not answer at
+    REGSOSEK_KAFKA_BOOTSTRAP and REGSOSEK_PG_URL_BASE (a stack another checkout started counts)."""
+    if not Stack(BOOTSTRAP, PG_BASE).problems():
+        return
     status = subprocess.run(["bash", "scripts/stack.sh", "status"], cwd=ROOT, capture_output=True, text=True)
     if status.returncode != 0:
         up = subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
-from itkit import ServiceProcess, Submitter, World, by_subject, eventually, header, read_topic, token
 
 from classify.domain import classify
 from classify.model import PmtModel, PovertyLines, RuleSet
@@ -34,6 +33,8 @@ from classify.settings import ClassifySettings
 from regsosek.contracts import FamilyInterview, household_profile
 from regsosek.topics import Topic
 from regsosek_tools.sample import Sample, officer_areas
+
+from itkit import ServiceProcess, Submitter, World, by_subject, eventually, header, read_topic, token
 
 SERVICES = ("intake", "verify", "classify", "notify")
 CONCURRENCY = 8  # devices uploading at once

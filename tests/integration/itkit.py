@@ -2,21 +2,21 @@
 each test world in its own topics (REGSOSEK_TOPIC_PREFIX), databases and HTTP ports,
 so integration runs never mix with each other or with a running `make run`.
 
-Processes are started through regsosek_tools.processes; each run of a service logs
-to its own file under .local/logs/integration/ (named after the world's tag).
+A test world is regsosek_tools.world.World (the same set-up the bench uses) plus the
+test's processes, ports and waits. Processes are started through regsosek_tools.processes;
+each run of a service logs to its own file under .local/logs/integration/ (named after the
+world's tag).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import itertools
 import os
 import random
 import re
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -29,16 +29,14 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from regsosek import areas
-from regsosek.auth import local_jwks_file
 from regsosek.contracts import Contract
 from regsosek.envelope import encode, new_envelope
 from regsosek.kafka_security import client_options
 from regsosek.messaging.relay import RELAY_LOCK
-from regsosek.topics import Topic, create_topics
-from regsosek_tools import processes
+from regsosek_tools import processes, world
+from regsosek_tools.world import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("REGSOSEK_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
@@ -51,8 +49,10 @@ def kafka_options() -> dict[str, Any]:
     PLAINTEXT on the local stack."""
     return client_options()
 
-FAULT_EXIT_AFTER_DB_COMMIT = "REGSOSEK_FAULT_EXIT_AFTER_DB_COMMIT"
-FAULT_RELAY_EXIT_AFTER_SENDS = "REGSOSEK_FAULT_RELAY_EXIT_AFTER_SENDS"
+
+# Fault injection variables (regsosek.messaging.faults): off in every world's processes unless a test arms one.
+FAULT_EXIT_AFTER_DB_COMMIT = world.FAULT_EXIT_AFTER_DB_COMMIT
+FAULT_RELAY_EXIT_AFTER_SENDS = world.FAULT_RELAY_EXIT_AFTER_SENDS
 FAULT_EXIT_CODE = 137
 
 
@@ -82,12 +82,6 @@ async def eventually(probe: Callable[[], Any], *, timeout: float, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or probe!r}; last: {last!r}")
         await asyncio.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- processes
@@ -155,30 +149,12 @@ class ServiceProcess:
 # ---------------------------------------------------------------- databases
 
 
-async def _admin_conn() -> asyncpg.Connection:
-    return await asyncpg.connect(f"{PG_BASE}/postgres", timeout=10)
-
-
 async def create_databases(names: list[str]) -> None:
-    conn = await _admin_conn()
-    try:
-        for n in names:
-            await conn.execute(f'create database "{n}"')
-    finally:
-        await conn.close()
+    await world.create_databases(PG_BASE, names)
 
 
 async def drop_databases(names: list[str]) -> None:
-    async def attempt() -> bool:
-        conn = await _admin_conn()
-        try:
-            for n in names:
-                await conn.execute(f'drop database if exists "{n}" with (force)')
-        finally:
-            await conn.close()
-        return True
-
-    await eventually(attempt, timeout=60, interval=0.5, what="dropping the test databases")
+    await world.drop_databases(PG_BASE, names, timeout_s=60)
 
 
 # ---------------------------------------------------------------- Kafka
@@ -257,19 +233,7 @@ async def committed_offsets(group: str) -> dict[TopicPartition, int]:
 
 
 async def delete_topics_and_groups(topics: list[str], groups: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **kafka_options())
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        doomed = [n for n in topics if n in existing]
-        if doomed:
-            await admin.delete_topics(doomed)
-        # Best effort: the admin client has no public call for it (empty groups expire anyway).
-        for g in groups:
-            with contextlib.suppress(Exception):
-                await admin._send_request(DeleteGroupsRequest([g]), await admin.find_coordinator(g))
-    finally:
-        await admin.close()
+    await world.delete_topics_and_groups(BOOTSTRAP, topics, groups)
 
 
 def stack_env() -> dict[str, str]:
@@ -354,35 +318,18 @@ async def start_producer(**options: Any) -> AIOKafkaProducer:
 # ---------------------------------------------------------------- a test world
 
 
-@dataclass
-class World:
-    """One isolated pipeline: topic prefix, one database per service, ports, processes."""
+class World(world.World):
+    """One isolated pipeline (regsosek_tools.world.World: topic prefix, one database per service)
+    with the test's ports, processes and held locks."""
 
-    services: list[str]
-    tag: str = field(default_factory=lambda: f"it{uuid.uuid4().hex[:8]}")
-    ports: dict[str, int] = field(default_factory=dict)
-    processes: list[ServiceProcess] = field(default_factory=list)
-    _locks: list[asyncpg.Connection] = field(default_factory=list)
-
-    @property
-    def prefix(self) -> str:
-        return f"{self.tag}."
-
-    def topic(self, t: Topic) -> str:
-        return self.prefix + t.value
-
-    def group(self, service: str) -> str:
-        return f"{self.prefix}regsosek-{service}"
-
-    def database(self, service: str) -> str:
-        return f"{self.tag}_{service}"
-
-    def dsn(self, service: str) -> str:
-        return f"{PG_BASE}/{self.database(service)}"
+    def __init__(self, services: list[str], tag: str | None = None) -> None:
+        super().__init__(services, tag=tag, kind="it", stack=world.Stack(BOOTSTRAP, PG_BASE))
+        self.ports: dict[str, int] = {}
+        self.processes: list[ServiceProcess] = []
+        self._locks: list[asyncpg.Connection] = []
 
     async def setup(self) -> World:
-        await create_databases([self.database(s) for s in self.services])
-        await create_topics(BOOTSTRAP, prefix=self.prefix)
+        await self.create()
         self.ports = {s: free_port() for s in self.services}
         return self
 
@@ -391,8 +338,7 @@ class World:
             if not conn.is_closed():
                 await conn.close()
         await asyncio.gather(*(p.stop() for p in self.processes), return_exceptions=True)
-        await drop_databases([self.database(s) for s in self.services])
-        await delete_topics_and_groups([self.topic(t) for t in Topic], [self.group(s) for s in self.services])
+        await self.destroy()
 
     def process(self, name: str, port: int | None = None, **env: str) -> ServiceProcess:
         """A service of this world, not yet started; `env` adds e.g. a fault variable. A second
@@ -402,19 +348,8 @@ class World:
             port = self.ports[name]
             if any(p.name == name and p.alive for p in self.processes):
                 port = free_port()
-        overrides = {
-            FAULT_EXIT_AFTER_DB_COMMIT: "",  # off unless a test arms it
-            FAULT_RELAY_EXIT_AFTER_SENDS: "",
-            "REGSOSEK_KAFKA_BOOTSTRAP": BOOTSTRAP,
-            "REGSOSEK_DATABASE_URL": self.dsn(name),
-            "REGSOSEK_HTTP_HOST": "127.0.0.1",
-            "REGSOSEK_HTTP_PORT": str(port),
-            "REGSOSEK_TOPIC_PREFIX": self.prefix,
-            "REGSOSEK_LOG_LEVEL": "INFO",
-            # bearer tokens: the public half of the local key pair that token() signs with
-            "REGSOSEK_AUTH_JWKS_FILE": str(local_jwks_file()),
-            **env,
-        }
+        # faults off unless a test arms one in `env`; tokens of the local key pair that token() signs with
+        overrides = self.service_env(name, port, log_level="INFO", extra=env)
         log = LOG_DIR / f"{self.tag}-{name}-{next(_run_counter)}.log"
         p = ServiceProcess(name, overrides, port, log)
         self.processes.append(p)

@@ -9,9 +9,10 @@ import uuid
 
 import httpx
 import pytest
-from itkit import World, family, new_sls_id, read_topic, roster, token
 
 from regsosek.topics import Topic
+
+from itkit import World, family, new_sls_id, read_topic, roster, token
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
+from classify.app import MIGRATIONS
+from regsosek import db
+from regsosek.contracts import FamilyInterview, InterviewVerifiedV1, SlsRoster, household_profile
+from regsosek.envelope import encode
+from regsosek.examples import family_interview
+from regsosek.topics import Topic
+from regsosek_tools.sample import generate
+
 from itkit import (
     PG_BASE,
     World,
@@ -27,14 +36,6 @@ from itkit import (
     read_topic,
     roster,
 )
-
-from classify.app import MIGRATIONS
-from regsosek import db
-from regsosek.contracts import FamilyInterview, InterviewVerifiedV1, SlsRoster, household_profile
-from regsosek.envelope import encode
-from regsosek.examples import family_interview
-from regsosek.topics import Topic
-from regsosek_tools.sample import generate
 
 pytestmark = pytest.mark.integration
 

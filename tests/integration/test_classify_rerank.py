@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 
 import pytest
 import yaml
-from itkit import BOOTSTRAP, World, by_subject, cloud_event, eventually, read_topic
 
 from classify.model import DATA
 from classify.ranking import rank_deciles
@@ -34,6 +33,8 @@ from regsosek.contracts import (
 )
 from regsosek.topics import Topic
 from regsosek_tools.sample import generate
+
+from itkit import BOOTSTRAP, World, by_subject, cloud_event, eventually, read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from itkit import World, by_subject, cloud_event, eventually, read_topic
 
 from regsosek.contracts import EligibilityDecided, FlagReason, InterviewFlagged, InterviewVerified, household_profile
 from regsosek.topics import Topic
 from regsosek_tools.sample import generate
+
+from itkit import World, by_subject, cloud_event, eventually, read_topic
 
 pytestmark = pytest.mark.integration
 

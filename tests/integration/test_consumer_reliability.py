@@ -14,6 +14,11 @@ import uuid
 
 import pytest
 from aiokafka import TopicPartition
+
+from regsosek.contracts import CONSUMABLE_EVENT_TYPES as EVENT_TYPES  # v1 (legacy) types
+from regsosek.contracts import FamilyInterview, SlsRoster
+from regsosek.topics import Topic
+
 from itkit import (
     FAULT_EXIT_AFTER_DB_COMMIT,
     FAULT_EXIT_CODE,
@@ -32,10 +37,6 @@ from itkit import (
     roster,
     start_producer,
 )
-
-from regsosek.contracts import CONSUMABLE_EVENT_TYPES as EVENT_TYPES  # v1 (legacy) types
-from regsosek.contracts import FamilyInterview, SlsRoster
-from regsosek.topics import Topic
 
 pytestmark = pytest.mark.integration
 

@@ -37,10 +37,11 @@ from contextlib import suppress
 
 import httpx
 import pytest
-from fullrun import SERVICES, Fleet, Run, check_outcome, progress_log, run_sample, subscribe
-from itkit import World, broker_pid, eventually, stack_script, start_broker, stop_broker
 
 from regsosek_tools.sample import generate
+
+from fullrun import SERVICES, Fleet, Run, check_outcome, progress_log, run_sample, subscribe
+from itkit import World, broker_pid, eventually, stack_script, start_broker, stop_broker
 
 pytestmark = pytest.mark.integration
 

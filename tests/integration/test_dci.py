@@ -23,11 +23,12 @@ import uvicorn
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fastapi import FastAPI, Request
-from itkit import World, eventually, free_port, token
 
 from regsosek.contracts import EligibilityDecided
 from regsosek.envelope import encode, new_envelope
 from regsosek.topics import Topic
+
+from itkit import World, eventually, free_port, token
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dci_spec  # noqa: E402

@@ -18,6 +18,12 @@ import sys
 
 import pytest
 from aiokafka import TopicPartition
+
+from regsosek.contracts import CONSUMABLE_EVENT_TYPES as EVENT_TYPES  # v1 (legacy) types
+from regsosek.contracts import FamilyInterview, SlsRoster
+from regsosek.messaging.faults import REJECT_EVENT_TYPES
+from regsosek.topics import Topic
+
 from itkit import (
     BOOTSTRAP,
     ROOT,
@@ -35,11 +41,6 @@ from itkit import (
     read_topic,
     roster,
 )
-
-from regsosek.contracts import CONSUMABLE_EVENT_TYPES as EVENT_TYPES  # v1 (legacy) types
-from regsosek.contracts import FamilyInterview, SlsRoster
-from regsosek.messaging.faults import REJECT_EVENT_TYPES
-from regsosek.topics import Topic
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from itkit import Submitter, World, by_subject, cloud_event, eventually, family, new_sls_id, read_topic
 
 from regsosek.contracts import (
     EligibilityDecided,
@@ -19,6 +18,8 @@ from regsosek.contracts import (
     household_profile,
 )
 from regsosek.topics import Topic
+
+from itkit import Submitter, World, by_subject, cloud_event, eventually, family, new_sls_id, read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -23,6 +23,10 @@ import uuid
 import httpx
 import orjson
 import pytest
+
+from regsosek.crypto import DEVELOPMENT_DATA_KEY, DEVELOPMENT_DATA_KEY_ID, parse_keys
+from regsosek.topics import Topic
+
 from itkit import (
     Submitter,
     World,
@@ -34,9 +38,6 @@ from itkit import (
     roster,
     token,
 )
-
-from regsosek.crypto import DEVELOPMENT_DATA_KEY, DEVELOPMENT_DATA_KEY_ID, parse_keys
-from regsosek.topics import Topic
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.util import calc_crc32c
+
+from regsosek import contracts
+from regsosek.contracts import EVENT_TYPES, FamilyInterview
+from regsosek.examples import family_interview
+from regsosek.topics import Topic, specs
+
 from itkit import (
     BOOTSTRAP,
     Submitter,
@@ -30,11 +36,6 @@ from itkit import (
     roster,
     start_producer,
 )
-
-from regsosek import contracts
-from regsosek.contracts import EVENT_TYPES, FamilyInterview
-from regsosek.examples import family_interview
-from regsosek.topics import Topic, specs
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from itkit import ROOT, World, eventually, family, family_id_of, header, new_sls_id, read_topic, roster, token
 
 from regsosek.topics import Topic
+
+from itkit import ROOT, World, eventually, family, family_id_of, header, new_sls_id, read_topic, roster, token
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,8 @@ async def test_fuzz_run_finds_no_server_error(intake_world):
     base = _base(intake_world)
     for role in ("admin", "officer"):  # admin reaches the handlers; officer also walks the 403 paths
         bearer = token(role, f"FUZZ-{role}", ("6472",))
-        run = subprocess.run(
+        run = await asyncio.to_thread(
+            subprocess.run,
             [str(ST), "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
              "-H", f"Authorization: Bearer {bearer}", "--max-examples", "25", "--seed", "2022",
              "--request-timeout", "20", "--no-color"],

@@ -34,6 +34,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from regsosek.auth import Role, Signer, ensure_local_keypair, mint
+from regsosek.contracts import EligibilityDecided, ProgrammeDecision
+from regsosek.envelope import encode, new_envelope
+from regsosek.programmes import PROGRAMME_CODES
+from regsosek.standard_webhooks import generate_signing_key
+from regsosek.topics import Topic
+
 from itkit import (
     BOOTSTRAP,
     LOG_DIR,
@@ -52,13 +60,6 @@ from itkit import (
     read_topic,
     roster,
 )
-
-from regsosek.auth import Role, Signer, ensure_local_keypair, mint
-from regsosek.contracts import EligibilityDecided, ProgrammeDecision
-from regsosek.envelope import encode, new_envelope
-from regsosek.programmes import PROGRAMME_CODES
-from regsosek.standard_webhooks import generate_signing_key
-from regsosek.topics import Topic
 
 pytestmark = pytest.mark.integration
 

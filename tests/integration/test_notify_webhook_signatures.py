@@ -21,7 +21,6 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI, Request, Response
-from itkit import LOG_DIR, ServiceProcess, World, eventually, free_port
 from standardwebhooks import Webhook
 from test_notify_delivery import NOTIFY_ENV, NotifyApi, Receiver, area, families, feed
 
@@ -29,6 +28,8 @@ from regsosek.auth import Role, mint
 from regsosek.signing import HEADER as LEGACY_HEADER
 from regsosek.signing import verify as verify_legacy
 from regsosek.standard_webhooks import generate_signing_key, load_signing_key, public_key_text, whsec_form
+
+from itkit import LOG_DIR, ServiceProcess, World, eventually, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from itkit import PG_BASE, ROOT, World, eventually, free_port, stack_env
 
 pytestmark = pytest.mark.integration
@@ -140,7 +141,8 @@ async def test_migrations_are_their_own_step_and_the_service_waits_for_them(stac
 
         verify = world.process("verify", REGSOSEK_MIGRATE_ON_START="false", **PROBES).start()
         code, body = await eventually(
-            lambda: _when(status(verify.url, "/healthz"), lambda r: r[1]["checks"].get("schema", "not checked yet") != "not checked yet"),
+            lambda: _when(status(verify.url, "/healthz"),
+                          lambda r: r[1]["checks"].get("schema", "not checked yet") != "not checked yet"),
             timeout=60, what="the service serving its probes while it waits")
         assert code == 503 and body["checks"]["schema"].startswith("schema behind"), body
         assert "python -m regsosek.migrate --service verify" in body["checks"]["schema"]

@@ -14,6 +14,10 @@ import uuid
 
 import httpx
 import pytest
+
+from regsosek.topics import Topic
+from regsosek_tools.sample import generate
+
 from itkit import (
     LOG_DIR,
     ROOT,
@@ -30,9 +34,6 @@ from itkit import (
     token,
     trace_id_of,
 )
-
-from regsosek.topics import Topic
-from regsosek_tools.sample import generate
 
 pytestmark = pytest.mark.integration
 

@@ -9,12 +9,13 @@ import uuid
 
 import httpx
 import pytest
-from itkit import Submitter, World, eventually, family, family_id_of, new_sls_id, roster, token
 from test_notify_delivery import NOTIFY_ENV, Receiver, area, new_receiver
 
 from regsosek.contracts import EligibilityDecided
 from regsosek.envelope import encode, new_envelope
 from regsosek.topics import Topic
+
+from itkit import Submitter, World, eventually, family, family_id_of, new_sls_id, roster, token
 
 pytestmark = pytest.mark.integration
 

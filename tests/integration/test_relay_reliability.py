@@ -17,6 +17,9 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from regsosek.topics import Topic
+
 from itkit import (
     BOOTSTRAP,
     FAULT_EXIT_CODE,
@@ -32,8 +35,6 @@ from itkit import (
     read_topic,
     roster,
 )
-
-from regsosek.topics import Topic
 
 pytestmark = pytest.mark.integration
 

@@ -21,6 +21,7 @@ import uuid
 
 import httpx
 import pytest
+
 from itkit import ROOT, World, eventually, family, family_id_of, new_sls_id, roster, token
 
 pytestmark = pytest.mark.integration
@@ -47,7 +48,8 @@ async def test_old_rows_are_pruned_and_recent_ones_stay(world):
         # inbox: 100 days old (beyond the default 45) x5, so several bounded statements run; 1 day old stays
         await _exec(world, svc, "insert into inbox (event_id, topic, received_at) select 'old-' || g, 't', "
                                 "now() - interval '100 days' from generate_series(1, 5) g")
-        await _exec(world, svc, "insert into inbox (event_id, topic, received_at) values ('recent', 't', now() - interval '1 day')")
+        await _exec(world, svc, "insert into inbox (event_id, topic, received_at) "
+                                "values ('recent', 't', now() - interval '1 day')")
         for rid, age in ((1, "40 days"), (2, "1 day")):  # outbox_rejected: 30 days
             await _exec(world, svc, "insert into outbox_rejected (id, topic, key, value, header_keys, header_values, "
                                     "created_at, error_type, reason, rejected_at) values ($1, 't', null, 'x', '{}', '{}', "
@@ -73,7 +75,8 @@ async def test_old_rows_are_pruned_and_recent_ones_stay(world):
         await _exec(world, "notify", "insert into deliveries (subscription_id, event_id, event_type, family_id, payload, "
                                      "status, created_at, delivered_at) values ($1, $2, 'eligibility-decided', "
                                      "'64720100010001-0001-001', '{\"data\": {\"eligible\": true}}', $3, "
-                                     "now() - interval '41 days', " + (f"now() - interval '{delivered}')" if delivered else "null)"),
+                                     "now() - interval '41 days', "
+                                     + (f"now() - interval '{delivered}')" if delivered else "null)"),
                     sub_id, ev, status)
 
     async def pruned() -> bool:

@@ -32,11 +32,12 @@ import uuid
 
 import httpx
 import pytest
-from fullrun import SERVICES, Balancer, Fleet, Run, check_outcome, progress_log, run_sample, subscribe
-from itkit import BOOTSTRAP, World, partitions_of, stack_script
 
 from regsosek.topics import Topic
 from regsosek_tools.sample import generate
+
+from fullrun import SERVICES, Balancer, Fleet, Run, check_outcome, progress_log, run_sample, subscribe
+from itkit import BOOTSTRAP, World, partitions_of, stack_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -75,6 +76,7 @@ async def fleet(stack):
 async def _replication(world: World) -> None:
     """The world's topics have three replicas (the cluster profile), so losing one broker loses nothing."""
     from aiokafka.admin import AIOKafkaAdminClient
+
     from itkit import kafka_options
 
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **kafka_options())

@@ -26,6 +26,13 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAuthorizationFailedError
+from securekafka import Acl, SecureBroker, create_acls, make_certs
+
+from regsosek.contracts import FamilyInterview, SlsRoster
+from regsosek.kafka_security import KafkaClientSettings
+from regsosek.messaging.relay import make_producer
+from regsosek.topics import Topic, create_topics, specs
+
 from itkit import (
     LOG_DIR,
     PG_BASE,
@@ -42,12 +49,6 @@ from itkit import (
     new_sls_id,
     roster,
 )
-from securekafka import Acl, SecureBroker, create_acls, make_certs
-
-from regsosek.contracts import FamilyInterview, SlsRoster
-from regsosek.kafka_security import KafkaClientSettings
-from regsosek.messaging.relay import make_producer
-from regsosek.topics import Topic, create_topics, specs
 
 pytestmark = pytest.mark.integration
 

@@ -24,6 +24,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.partitioner import murmur2
+
+from regsosek.contracts import FamilyInterview, SlsRoster, VerificationResolved
+from regsosek.topics import Topic
+
 from itkit import (
     BOOTSTRAP,
     World,
@@ -37,9 +41,6 @@ from itkit import (
     roster,
     token,
 )
-
-from regsosek.contracts import FamilyInterview, SlsRoster, VerificationResolved
-from regsosek.topics import Topic
 
 pytestmark = pytest.mark.integration
 
@@ -243,7 +244,7 @@ async def test_duplicate_nik_in_two_sls_on_different_partitions_at_once(world, p
 
 async def test_supervisor_resolutions_verify_and_reject(world, producer):
     sls = fresh_sls()
-    (e1, iv1), (e2, iv2), (e3, iv3) = family(sls, 1), family(sls, 2), family(sls, 3)
+    (e1, iv1), (_, iv2), (e3, iv3) = family(sls, 1), family(sls, 2), family(sls, 3)
     e1["member_count"] = 4  # member count differs: a supervisor will verify it
     f1, f2, f3 = family_id_of(iv1), family_id_of(iv2), family_id_of(iv3)
     await send_roster(producer, world, sls, [e1, e3])  # family 2 is not on the roster: to be rejected

@@ -12,10 +12,11 @@ import json
 import signal
 
 import pytest
-from itkit import World, eventually, family, family_id_of, read_topic
 from test_verify_procedure import WAIT, completions, drained, fresh_sls, outcomes, send_interview, send_roster, wait_outcomes
 
 from regsosek.topics import Topic
+
+from itkit import World, eventually, family, family_id_of, read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -9,21 +9,13 @@ import asyncio
 
 import pytest
 
-from regsosek_tools import bench
-from regsosek_tools.bench import (
-    MARKDOWN_HEADER,
-    RawHttp,
-    distribution,
-    due,
-    group_lag,
-    markdown_row,
-    parse_counter,
-    parse_list,
-    percentile,
-    schedule,
-    sparkline,
-    target_figures,
-)
+from regsosek_tools.bench import parse_list
+from regsosek_tools.load.http import RawHttp
+from regsosek_tools.load.pacing import due, schedule
+from regsosek_tools.measure.kafka import group_lag, parse_counter
+from regsosek_tools.measure.stats import distribution, percentile
+from regsosek_tools.report import bench as report
+from regsosek_tools.report.bench import MARKDOWN_HEADER, markdown_row, sparkline, target_figures
 
 # ---------------------------------------------------------------- percentiles
 
@@ -58,7 +50,7 @@ def test_schedule_is_evenly_spaced_at_the_rate():
     s = schedule(100, 2)
     assert len(s) == 200
     assert s[0] == 0 and s[1] == pytest.approx(0.01) and s[-1] == pytest.approx(1.99)
-    assert all(b - a == pytest.approx(0.01) for a, b in zip(s, s[1:]))
+    assert all(b - a == pytest.approx(0.01) for a, b in zip(s, s[1:], strict=False))
 
 
 def test_schedule_rounds_and_refuses_nonsense():
@@ -242,5 +234,72 @@ def test_raw_http_content_length_chunked_and_reconnect():
 
 
 def test_targets_are_the_issues():
-    assert bench.TARGETS == {"sustained_families_per_s": 5000.0, "p99_s_at_1000": 1.0,
+    assert report.TARGETS == {"sustained_families_per_s": 5000.0, "p99_s_at_1000": 1.0,
                              "replay_families_per_s": 20000.0, "rss_mb": 200.0, "ceiling_ratio": 0.5}
+
+
+# ---------------------------------------------------------------- loads and the ceiling (no services)
+
+
+def test_ceiling_payload_round_trip(tmp_path):
+    from regsosek_tools.load.ceiling import read_payload, write_payload
+
+    records = [(b"64720100010001", b'{"a": 1}'), (b"", b""), (b"k" * 300, bytes(range(256)))]
+    path = tmp_path / "payload.bin"
+    write_payload(path, records)
+    assert read_payload(path.read_bytes()) == records
+
+
+def test_ceiling_figures_need_every_record_at_the_sink():
+    from regsosek_tools.load.ceiling import ceiling_figures
+
+    stages = {"producer": {"n": 100, "first": 10.0, "acked": 12.0}, "sink": {"n": 100, "first": 10.5, "last": 14.0}}
+    f = ceiling_figures(100, 6, stages, payload_bytes_mean=2048.0)
+    assert f["records_per_s"] == pytest.approx(25.0) and f["produce_only_per_s"] == pytest.approx(50.0)
+    assert f["hops"] == 3 and f["partitions"] == 6 and f["stages"] is stages
+    short = ceiling_figures(100, 6, {**stages, "sink": {"n": 99, "last": 14.0}}, payload_bytes_mean=1.0)
+    assert short == {"error": "the sink received 99 of 100", "stages": {**stages, "sink": {"n": 99, "last": 14.0}}}
+
+
+async def test_batch_upload_counts_answers_and_drops_what_intake_did_not_take():
+    import orjson
+
+    from regsosek_tools.load.families import Family
+    from regsosek_tools.load.submit import BatchUpload
+
+    fams = [Family(f"F{i}", "S", "OFC", orjson.dumps({"i": i}), decided=i != 4) for i in range(5)]
+    sent: list[bytes] = []
+
+    async def post(raw: bytes) -> tuple[int, bytes, float]:
+        sent.append(raw)
+        if len(sent) == 1:  # the first batch (F0, F1): F0 accepted, F1 refused
+            return 200, orjson.dumps({"results": [{"index": 0, "status": 202}, {"index": 1, "status": 422}]}), 1.0
+        if len(sent) == 2:  # F2, F3: the whole request failed
+            return 503, b"busy", 2.0
+        return 200, orjson.dumps({"results": [{"index": 0, "status": 200}]}), 3.0  # F4: a duplicate
+
+    up = BatchUpload(RawHttp("127.0.0.1", 9, connections=1), post, lambda k: f"token-{k}", fams,
+                     batch_size=2, devices=1)
+    done = asyncio.Event()
+    await up.run(done)
+    assert done.is_set() and len(sent) == 3
+    assert b"Authorization: Bearer token-0" in sent[0] and b"POST /v1/interviews:batch" in sent[0]
+    assert up.counts == {"accepted": 1, "duplicate": 1, "refused": 1, "failed_requests": 1}
+    assert up.expected == {"F0"}  # F4 was never to be decided
+    assert up.not_taken() == 1 + 2 * 1
+    res = up.figures({"F0": 5.0}, "complete", cpu0=0.0, bench_now=0.0)
+    assert res["decided_delivered"] == 1 and res["undelivered"] == 0
+    assert res["families_per_s"] is None and res["families_per_s_partial"] == pytest.approx(5 / 4.0)
+
+
+def test_quick_defaults_and_phase_names():
+    from regsosek_tools.bench import parse_args
+
+    a = parse_args(["--quick"])
+    assert (a.families, a.duration, a.warmup, a.scale_families) == (2000, 8.0, 100, 500)
+    assert a.phases == ["throughput", "latency", "scale", "replay", "ceiling"]
+    full = parse_args(["--phases", "throughput, ceiling"])
+    assert (full.families, full.duration, full.warmup) == (20000, 20.0, 200)
+    assert full.phases == ["throughput", "ceiling"]
+    with pytest.raises(SystemExit):
+        parse_args(["--phases", "throughput,warp"])

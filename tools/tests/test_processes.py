@@ -4,19 +4,13 @@ reference receiver, which needs neither Kafka nor PostgreSQL."""
 from __future__ import annotations
 
 import signal
-import socket
 import sys
 
 import httpx
 import pytest
 
 from regsosek_tools.processes import ServiceNotReady, ServiceProcess, running
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from regsosek_tools.world import free_port
 
 
 @pytest.fixture

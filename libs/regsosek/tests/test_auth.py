@@ -108,13 +108,16 @@ def _client() -> TestClient:
     return TestClient(app)
 
 
+EXPIRED = {'iat': int(time.time()) - 700, 'exp': int(time.time()) - 100}
+
+
 @pytest.mark.parametrize(
     "header,status,reason",
     [
         (None, 401, "missing bearer token"),
         ("Basic abc", 401, "missing bearer token"),
         ("Bearer not-a-jwt", 401, "invalid token"),
-        (f"Bearer {sign(subject='O', role=Role.OFFICER, areas=[], extra={'iat': int(time.time()) - 700, 'exp': int(time.time()) - 100})}", 401, "token expired"),
+        (f"Bearer {sign(subject='O', role=Role.OFFICER, areas=[], extra=EXPIRED)}", 401, "token expired"),
         (f"Bearer {sign(subject='P', role=Role.PROGRAMME, areas=[])}", 403, "may not do this"),
     ],
 )

@@ -109,7 +109,8 @@ def test_duplicate_codes_rejected(field, values):
 
 
 def test_distinct_codes_accepted():
-    iv = FamilyInterview.model_validate(interview(economy__assets=["car", "motorbike"], economy__programmes_received=["pkh", "sembako"]))
+    iv = FamilyInterview.model_validate(interview(economy__assets=["car", "motorbike"],
+                                                  economy__programmes_received=["pkh", "sembako"]))
     assert len(iv.economy.assets) == 2
 
 

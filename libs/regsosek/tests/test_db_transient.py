@@ -45,7 +45,8 @@ class WithState(Exception):
         (ValueError("bad data"), False),
         (KeyError("k"), False),
     ],
-    ids=lambda v: type(v).__name__ + (f"({v.sqlstate})" if isinstance(v, WithState) else "") if isinstance(v, BaseException) else str(v),
+    ids=lambda v: (type(v).__name__ + (f"({v.sqlstate})" if isinstance(v, WithState) else "")
+                   if isinstance(v, BaseException) else str(v)),
 )
 def test_is_transient(exc, expected):
     assert is_transient(exc) is expected

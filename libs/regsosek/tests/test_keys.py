@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from regsosek.keys import DEVELOPMENT_KEYS, MIN_SECRET_BYTES, InsecureSecret, require_strong_secret
 from regsosek.settings import ServiceSettings, TokenSettings
@@ -87,5 +88,5 @@ def test_http_body_limit_setting(monkeypatch):
     monkeypatch.setenv("REGSOSEK_HTTP_MAX_BODY_BYTES", "1024")
     assert ServiceSettings().http_max_body_bytes == 1024
     monkeypatch.setenv("REGSOSEK_HTTP_MAX_BODY_BYTES", "0")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         ServiceSettings()

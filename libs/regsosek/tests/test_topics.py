@@ -7,7 +7,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from regsosek.topics import REGISTRY_FILE, Topic, redelivery_window_ms, render_strimzi, specs
+from regsosek.settings import ServiceSettings
+from regsosek.topics import (
+    REGISTRY_FILE,
+    Topic,
+    consumer_group,
+    redelivery_window_ms,
+    render_strimzi,
+    specs,
+    topic_prefix,
+    wire_name,
+)
 
 
 def yaml_names() -> list[str]:
@@ -113,6 +123,23 @@ def test_wire_honours_prefix(monkeypatch, prefix):
         assert t.wire == prefix + t.value
     # the enum value itself never carries the prefix
     assert Topic.INTERVIEW_SUBMITTED == "interview-submitted"
+
+
+def test_one_prefix_rule_for_topics_groups_and_settings(monkeypatch):
+    monkeypatch.setenv("REGSOSEK_TOPIC_PREFIX", "w1.")
+    settings = ServiceSettings(service_name="verify")
+    assert topic_prefix() == settings.topic_prefix == "w1."
+    assert wire_name("sls-roster") == Topic.SLS_ROSTER.wire == "w1.sls-roster"
+    assert consumer_group("verify") == settings.consumer_group == "w1.regsosek-verify"
+    monkeypatch.delenv("REGSOSEK_TOPIC_PREFIX")
+    assert settings.topic_prefix == "" and settings.consumer_group == "regsosek-verify"
+
+
+def test_an_explicit_prefix_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("REGSOSEK_TOPIC_PREFIX", "env.")
+    assert wire_name("dead-letter", "bench1.") == "bench1.dead-letter"
+    assert consumer_group("notify", "bench1.") == "bench1.regsosek-notify"
+    assert wire_name("dead-letter", "") == "dead-letter"
 
 
 def test_render_strimzi_production():

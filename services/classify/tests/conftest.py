@@ -4,6 +4,7 @@ module has a name of its own, as test directories are not packages)."""
 from __future__ import annotations
 
 import pytest
+
 from classify_fakes import InMemoryClassifyStore
 
 

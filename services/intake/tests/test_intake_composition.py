@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from intake_fakes import InMemoryIntakeStore
-
 from intake import app, store
 from intake.rotate_keys import KeyRotation
 from intake.settings import IntakeSettings
@@ -18,6 +16,8 @@ from regsosek.contracts import (
     InterviewVerified,
     InterviewVerifiedV1,
 )
+
+from intake_fakes import InMemoryIntakeStore
 
 
 def test_definition_wires_consumers_routes_background_and_retention_from_the_settings():

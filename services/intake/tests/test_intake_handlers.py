@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
-from intake_fakes import InMemoryIntakeStore, transaction_of
 
 from intake import domain
 from intake.domain import Conflict, Erased, Invalid, Receipt
@@ -36,6 +35,8 @@ from regsosek.contracts import (
 )
 from regsosek.examples import family_interview
 from regsosek.testing import FakeUnitOfWork
+
+from intake_fakes import InMemoryIntakeStore, transaction_of
 
 SLS = "64720100010001"
 FAMILY = f"{SLS}-0001-001"

@@ -6,14 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
-from intake_fakes import InMemoryIntakeStore
-
 from intake.handlers import IntakeHandlers
 from intake.publisher import IntakePublisher
 from intake.settings import IntakeSettings
 from regsosek.contracts import FamilyInterview, InterviewVerified, InterviewVerifiedV1, household_profile
 from regsosek.examples import family_interview
 from regsosek.testing import FakeUnitOfWork
+
+from intake_fakes import InMemoryIntakeStore
 
 AT = datetime(2022, 10, 20, 2, 0, 5, tzinfo=UTC)
 

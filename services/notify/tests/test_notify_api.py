@@ -7,7 +7,6 @@ import contextlib
 
 import httpx
 import pytest
-from notify_fakes import InMemoryNotifyStore
 from fastapi import FastAPI
 from test_notify_handlers import ACCESS, FAMILY, apply, decided, queued
 
@@ -15,6 +14,8 @@ from notify.api import subscriptions_router
 from notify.handlers import NotifyHandlers
 from notify.settings import NotifySettings
 from regsosek.auth import Role, mint
+
+from notify_fakes import InMemoryNotifyStore
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from notify_fakes import InMemoryNotifyStore
 from fastapi import FastAPI
 from test_notify_handlers import ACCESS, FAMILY, SLS, apply, decided
 
@@ -19,6 +18,8 @@ from notify.dci import DciApi
 from notify.handlers import NotifyHandlers
 from notify.settings import NotifySettings
 from regsosek.auth import Role, mint
+
+from notify_fakes import InMemoryNotifyStore
 
 SENDER, SUBJECT = "pkh-registry", "PKH-DCI"
 KEY = Ed25519PrivateKey.generate()

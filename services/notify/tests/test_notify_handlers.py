@@ -14,7 +14,6 @@ import httpx
 import orjson
 import pytest
 import yaml
-from notify_fakes import InMemoryNotifyStore
 
 from notify.delivery import DeliveryWorker
 from notify.domain import Filters, parse_access
@@ -27,6 +26,8 @@ from regsosek.envelope import new_envelope
 from regsosek.messaging import Incoming
 from regsosek.programmes import PROGRAMME_CODES
 from regsosek.testing import FakeUnitOfWork
+
+from notify_fakes import InMemoryNotifyStore
 
 ACCESS_FILE = Path(__file__).resolve().parents[1] / "src" / "notify" / "data" / "programme-access-2022.1.yaml"
 ACCESS = parse_access(yaml.safe_load(ACCESS_FILE.read_text(encoding="utf-8")), PROGRAMME_CODES)

@@ -10,7 +10,6 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from verify_fakes import InMemoryVerifyStore
 
 from regsosek.contracts import (
     ErasureReason,
@@ -36,6 +35,8 @@ from regsosek.topics import Topic
 from verify.handlers import VerifyHandlers
 from verify.publisher import Publisher
 from verify.settings import VerifySettings
+
+from verify_fakes import InMemoryVerifyStore
 
 KEY = DEVELOPMENT_NIK_HASH_KEY  # what intake hashes with outside production
 AT = datetime(2022, 10, 21, 8, 0, tzinfo=UTC)

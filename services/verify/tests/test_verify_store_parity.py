@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import inspect
 
-from verify_fakes import InMemoryVerifyStore
-
 from verify.store import VerifyStore
+
+from verify_fakes import InMemoryVerifyStore
 
 
 def public_methods(cls: type) -> dict[str, inspect.Signature]:

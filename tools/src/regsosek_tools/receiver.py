@@ -271,19 +271,119 @@ def _nack(status: int, correlation_id: str | None, reason: str, headers: dict | 
                         status_code=status, headers=headers)
 
 
-def create_app(secret: str | None = None, *, db_path: str | None = None, faults: Faults | None = None,
-               tolerance_s: float | None = None, clock: Callable[[], float] = time.time,
-               rng: random.Random | None = None, public_keys: list[str] | None = None,
-               keys_url: str | None = None, keys_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
-    """The receiver app. Arguments default to the environment (see the module docstring)."""
-    pinned = [standard_webhooks.load_public_key(k, "REGSOSEK_RECEIVER_PUBLIC_KEYS") for k in (
-        public_keys if public_keys is not None else os.environ.get("REGSOSEK_RECEIVER_PUBLIC_KEYS", "").replace(",", " ").split())]
+class SignatureCheck:
+    """Which signatures the receiver trusts: the Standard Webhooks header with Ed25519 keys (pinned,
+    or published at a URL) or the shared secret, else the legacy X-Regsosek-Signature with the secret.
+    Counts, in the receiver's counters, the scheme that verified."""
+
+    def __init__(self, *, secret: str | None, pinned: list, published: PublishedKeys | None,
+                 clock: Callable[[], float], tolerance_s: float, state: ReceiverState) -> None:
+        self.secret, self.pinned, self.published = secret, pinned, published
+        self.clock, self.tolerance_s, self.state = clock, tolerance_s, state
+
+    async def __call__(self, raw: bytes, headers) -> tuple[int, str | None]:
+        """(status, reason): (200, None) when a trusted signature verifies, else 401 (or 503 when the
+        published keys cannot be fetched, so the sender retries rather than giving up)."""
+        if headers.get(standard_webhooks.HEADER_SIGNATURE) is None:
+            return self._legacy(raw, headers)
+        keys = list(self.pinned)
+        if self.published is not None:
+            try:
+                keys += await self.published.get()
+            except (httpx.HTTPError, ValueError):
+                if not keys and not self.secret:
+                    return 503, "webhook keys unavailable"
+        problem = self._standard(raw, headers, keys, secret=self.secret)
+        if problem == "signature mismatch" and self.published is not None:
+            try:
+                if await self.published.refetch():  # perhaps signed with a key published since the last fetch
+                    problem = self._standard(raw, headers, self.pinned + self.published.keys, secret=self.secret)
+            except (httpx.HTTPError, ValueError):
+                pass
+        if problem is None:
+            # which scheme verified, for /stats: an Ed25519 signature with the keys alone?
+            v1a = self._standard(raw, headers, self.pinned + (self.published.keys if self.published else [])) is None
+            self.state.counters["verified_v1a" if v1a else "verified_v1"] += 1
+            return 200, None
+        return 401, problem
+
+    def _standard(self, raw: bytes, headers, keys: list, *, secret: str | None = None) -> str | None:
+        return standard_webhooks.verify(raw, headers, now=self.clock(), public_keys=keys, secret=secret,
+                                        tolerance_s=self.tolerance_s)
+
+    def _legacy(self, raw: bytes, headers) -> tuple[int, str | None]:
+        if self.secret and headers.get(SIGNATURE_HEADER) is not None:
+            problem = verify(self.secret, headers.get(SIGNATURE_HEADER, ""), raw, self.clock(), self.tolerance_s)
+            if problem is None:
+                self.state.counters["verified_v1"] += 1
+                return 200, None
+            return 401, problem
+        return 401, "missing signature"
+
+
+async def injected_fault(faults: Faults, rng: random.Random, counters: Counter) -> JSONResponse | None:
+    """The fault to answer with before looking at the message (after any injected delay), if one is drawn."""
+    if faults.delay_ms:
+        await asyncio.sleep(faults.delay_ms / 1000)
+    if faults.slow_rate and rng.random() < faults.slow_rate:
+        counters["fault_slow"] += 1
+        await asyncio.sleep(faults.slow_ms / 1000)
+    if faults.status_429_rate and rng.random() < faults.status_429_rate:
+        counters["fault_429"] += 1
+        return _nack(429, None, "injected: too many requests", {"Retry-After": str(faults.retry_after_s)})
+    if faults.fail_rate and rng.random() < faults.fail_rate:
+        counters["fault_500"] += 1
+        return _nack(500, None, "injected: server error")
+    if faults.status_4xx_rate and rng.random() < faults.status_4xx_rate:
+        counters[f"fault_{faults.status_4xx}"] += 1
+        return _nack(faults.status_4xx, None, "injected: refused")
+    return None
+
+
+def parse_notify(raw: bytes) -> tuple[str, list[dict]]:
+    """(message id, events) of a DCI-style notify message; ValueError, KeyError or TypeError when malformed."""
+    body = json.loads(raw)
+    header, message = body["header"], body["message"]
+    events = message["notify_event"]
+    message_id = str(header["message_id"])
+    if header.get("action") != "notify" or not isinstance(events, list):
+        raise ValueError("not a notify message")
+    for e in events:
+        if not isinstance(e, dict) or not e.get("event_id"):
+            raise ValueError("every notify_event needs an event_id")
+    return message_id, events
+
+
+def apply_control(changes: Any, state: ReceiverState, faults: Faults) -> None:
+    """POST /control: `reset: true` forgets what was received; any other field changes a fault."""
+    if not isinstance(changes, dict):
+        raise ValueError("body must be a JSON object")
+    if changes.pop("reset", False):
+        state.reset()
+    faults.update(changes)
+
+
+def _trusted_keys(secret: str | None, public_keys: list[str] | None, keys_url: str | None,
+                  keys_transport: httpx.AsyncBaseTransport | None) -> tuple[str | None, list, PublishedKeys | None]:
+    """(shared secret, pinned Ed25519 keys, published keys) from the arguments, else the environment."""
+    if public_keys is None:
+        public_keys = os.environ.get("REGSOSEK_RECEIVER_PUBLIC_KEYS", "").replace(",", " ").split()
+    pinned = [standard_webhooks.load_public_key(k, "REGSOSEK_RECEIVER_PUBLIC_KEYS") for k in public_keys]
     keys_url = keys_url if keys_url is not None else os.environ.get("REGSOSEK_RECEIVER_WEBHOOK_KEYS_URL", "")
     published = PublishedKeys(keys_url, refresh_s=float(os.environ.get("REGSOSEK_RECEIVER_KEYS_REFRESH_S", 300)),
                               transport=keys_transport) if keys_url else None
     # The development secret only when no Ed25519 key source is configured: a receiver set up for
     # Ed25519 alone must not also take HMAC signatures made with a key published in this repository.
     secret = secret or os.environ.get("REGSOSEK_RECEIVER_SECRET") or (None if pinned or published else DEFAULT_SECRET)
+    return secret, pinned, published
+
+
+def create_app(secret: str | None = None, *, db_path: str | None = None, faults: Faults | None = None,
+               tolerance_s: float | None = None, clock: Callable[[], float] = time.time,
+               rng: random.Random | None = None, public_keys: list[str] | None = None,
+               keys_url: str | None = None, keys_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """The receiver app. Arguments default to the environment (see the module docstring)."""
+    secret, pinned, published = _trusted_keys(secret, public_keys, keys_url, keys_transport)
     db_path = db_path if db_path is not None else (os.environ.get("REGSOSEK_RECEIVER_DB") or None)
     tolerance = tolerance_s if tolerance_s is not None else float(os.environ.get("REGSOSEK_RECEIVER_TOLERANCE_S", 300))
     faults = faults or Faults.from_env()
@@ -294,42 +394,14 @@ def create_app(secret: str | None = None, *, db_path: str | None = None, faults:
     app.state.receiver = state
     app.state.faults = faults
     app.state.published_keys = published
+    check_signature = SignatureCheck(secret=secret, pinned=pinned, published=published, clock=clock,
+                                     tolerance_s=tolerance, state=state)
+    _add_routes(app, state, faults, rng, check_signature)
+    return app
 
-    async def check_signature(raw: bytes, headers) -> tuple[int, str | None]:
-        """(status, reason): (200, None) when a trusted signature verifies, else 401 (or 503 when the
-        published keys cannot be fetched, so the sender retries rather than giving up)."""
-        if headers.get(standard_webhooks.HEADER_SIGNATURE) is None:
-            if secret and headers.get(SIGNATURE_HEADER) is not None:
-                problem = verify(secret, headers.get(SIGNATURE_HEADER, ""), raw, clock(), tolerance)
-                if problem is None:
-                    state.counters["verified_v1"] += 1
-                    return 200, None
-                return 401, problem
-            return 401, "missing signature"
-        keys = list(pinned)
-        if published is not None:
-            try:
-                keys += await published.get()
-            except (httpx.HTTPError, ValueError):
-                if not keys and not secret:
-                    return 503, "webhook keys unavailable"
-        problem = standard_webhooks.verify(raw, headers, now=clock(), public_keys=keys, secret=secret,
-                                           tolerance_s=tolerance)
-        if problem == "signature mismatch" and published is not None:
-            try:
-                if await published.refetch():  # perhaps signed with a key published since the last fetch
-                    problem = standard_webhooks.verify(raw, headers, now=clock(), public_keys=pinned + published.keys,
-                                                       secret=secret, tolerance_s=tolerance)
-            except (httpx.HTTPError, ValueError):
-                pass
-        if problem is None:
-            # which scheme verified, for /stats: an Ed25519 signature with the keys alone?
-            v1a = standard_webhooks.verify(raw, headers, now=clock(), public_keys=pinned + (
-                published.keys if published else []), tolerance_s=tolerance) is None
-            state.counters["verified_v1a" if v1a else "verified_v1"] += 1
-            return 200, None
-        return 401, problem
 
+def _add_routes(app: FastAPI, state: ReceiverState, faults: Faults, rng: random.Random,
+                check_signature: SignatureCheck) -> None:
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"ready": True}
@@ -337,34 +409,15 @@ def create_app(secret: str | None = None, *, db_path: str | None = None, faults:
     @app.post("/notify", summary="Signed eligibility notifications (DCI-style notify)")
     async def notify(request: Request):
         raw = await request.body()  # taken in full first: a slow answer still processes the message
-        if faults.delay_ms:
-            await asyncio.sleep(faults.delay_ms / 1000)
-        if faults.slow_rate and rng.random() < faults.slow_rate:
-            state.counters["fault_slow"] += 1
-            await asyncio.sleep(faults.slow_ms / 1000)
-        if faults.status_429_rate and rng.random() < faults.status_429_rate:
-            state.counters["fault_429"] += 1
-            return _nack(429, None, "injected: too many requests", {"Retry-After": str(faults.retry_after_s)})
-        if faults.fail_rate and rng.random() < faults.fail_rate:
-            state.counters["fault_500"] += 1
-            return _nack(500, None, "injected: server error")
-        if faults.status_4xx_rate and rng.random() < faults.status_4xx_rate:
-            state.counters[f"fault_{faults.status_4xx}"] += 1
-            return _nack(faults.status_4xx, None, "injected: refused")
+        fault = await injected_fault(faults, rng, state.counters)
+        if fault is not None:
+            return fault
         status, problem = await check_signature(raw, request.headers)
         if problem is not None:
             state.counters["rejected"] += 1
             return _nack(status, None, problem)
         try:
-            body = json.loads(raw)
-            header, message = body["header"], body["message"]
-            events = message["notify_event"]
-            message_id = str(header["message_id"])
-            if header.get("action") != "notify" or not isinstance(events, list):
-                raise ValueError("not a notify message")
-            for e in events:
-                if not isinstance(e, dict) or not e.get("event_id"):
-                    raise ValueError("every notify_event needs an event_id")
+            message_id, events = parse_notify(raw)
         except (ValueError, KeyError, TypeError) as e:
             state.counters["rejected"] += 1
             return _nack(400, None, f"malformed notify message: {e}")
@@ -400,17 +453,10 @@ def create_app(secret: str | None = None, *, db_path: str | None = None, faults:
     @app.post("/control", summary="Fault injection; body may hold any Faults field, and reset: true")
     async def control(request: Request):
         try:
-            changes = await request.json() if await request.body() else {}
-            if not isinstance(changes, dict):
-                raise ValueError("body must be a JSON object")
-            if changes.pop("reset", False):
-                state.reset()
-            faults.update(changes)
+            apply_control(await request.json() if await request.body() else {}, state, faults)
         except ValueError as e:
             return JSONResponse({"error": str(e)}, status_code=422)
         return {"faults": asdict(faults)}
-
-    return app
 
 
 def main() -> None:

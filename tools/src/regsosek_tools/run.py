@@ -24,30 +24,27 @@ import asyncio
 import contextlib
 import importlib.util
 import json
-import math
 import os
 import signal
-import socket
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 
-from regsosek.auth import Role, local_jwks_file, mint
+from regsosek.auth import Role, mint
 from regsosek.contracts import FamilyInterview
 from regsosek.programmes import PROGRAMME_CODES
 from regsosek.progress import Progress
 from regsosek_tools import receiver as receiver_mod
-from regsosek_tools.processes import DEFAULT_PORTS, ROOT, ServiceNotReady, pipeline, port_in_use, running, stack_env
+from regsosek_tools.processes import DEFAULT_PORTS, ROOT, ServiceNotReady, ServiceProcess, pipeline, port_in_use, running
+from regsosek_tools.report.run import dist, print_report
 from regsosek_tools.sample import Sample, generate, officer_areas, officer_for
+from regsosek_tools.world import Stack, StackDown, local_auth_env
 
-GROUP_NAMES = {1: "sangat miskin", 2: "miskin", 3: "rentan miskin", 4: "tidak miskin"}
 RUNNER_PROGRAMME = "programme-reference-receiver"
 
 
@@ -139,13 +136,6 @@ def _parse_ts(value) -> datetime | None:
         return datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
         return None
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))]
 
 
 class Runner:
@@ -289,7 +279,9 @@ class Runner:
                 # A duplicate NIK is flagged on the family that claims it second: wait for the first ones.
                 donors = [self.by_family[f] for f in set(self.sample.depends_on.values())]
                 deadline = time.monotonic() + self.timeout
-                while not all(d.final or d.receipt == "error" for d in donors) and time.monotonic() < deadline:
+                while time.monotonic() < deadline:
+                    if all(d.final or d.receipt == "error" for d in donors):
+                        break
                     await asyncio.sleep(0.1)
                 await self.submit_interviews(client, second)
         finally:
@@ -437,9 +429,9 @@ class Runner:
             "span_s": span,
             "pipeline_throughput_families_per_s": (len(exact) / server_span) if server_span else None,
             "pipeline_span_s": server_span,
-            "latency_s": _dist(exact),  # intake receipt -> decision/flag, from the services' own timestamps
-            "observed_latency_s": _dist(observed),  # request sent -> final state seen by polling
-            "delivery_latency_s": _dist(delivery),  # decision -> at the receiver
+            "latency_s": dist(exact),  # intake receipt -> decision/flag, from the services' own timestamps
+            "observed_latency_s": dist(observed),  # request sent -> final state seen by polling
+            "delivery_latency_s": dist(delivery),  # decision -> at the receiver
             "status_polls": self.polls,
             "runner_cpu_s": round(time.process_time() - self.cpu0, 2),
             "poll_max_s": self.poll_max,
@@ -454,94 +446,6 @@ class Runner:
                 p for fid, rec in self.receiver_families.items() if fid in self.by_family
                 for p in rec.get("eligible", [])).items()))
         return rep
-
-
-def _dist(values: list[float]) -> dict:
-    return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
-            "max": max(values) if values else None}
-
-
-def print_report(rep: dict, notify: bool) -> None:
-    p = print
-    p()
-    p(f"Regsosek pipeline run  seed {rep['seed']}: {rep['families']} families in {rep['sls']} SLS")
-    p(f"  rosters       {rep['rosters']}")
-    p(f"  interviews    {rep['receipts']}  via {rep['via']}")
-    p(f"  final states  {rep['final']}")
-    p()
-    p(f"  {'verification outcome':<26}{'actual':>8}{'expected':>10}{'matched':>9}")
-    for k, row in rep["outcomes"].items():
-        p(f"  {k:<26}{row['actual']:>8}{row['expected']:>10}{row['matched']:>9}")
-    p(f"  expectations met: {rep['expectations_matched']}/{rep['families']}")
-    for m in rep["mismatches"][:10]:
-        p(f"    mismatch {m['family_id']}: expected {m['expected']}, got {m['actual']}")
-    if len(rep["mismatches"]) > 10:
-        p(f"    ... and {len(rep['mismatches']) - 10} more")
-    p()
-    decided = sum(rep["welfare_groups"].values()) or 1
-    p("  welfare groups (decided families)")
-    for g, n in rep["welfare_groups"].items():
-        p(f"    {g} {GROUP_NAMES.get(g, ''):<14}{n:>6}  {100 * n / decided:5.1f}%")
-    p("  deciles")
-    top = max(rep["deciles"].values(), default=1)
-    for d in range(1, 11):
-        n = rep["deciles"].get(d, 0)
-        p(f"    {d:>2} {n:>6}  {'#' * round(40 * n / top)}")
-    p("  eligible per programme (intake journeys)")
-    p("    " + ", ".join(f"{k} {v}" for k, v in rep["eligible_by_programme"].items()))
-    if notify and "receiver" in rep:
-        r = rep["receiver"]
-        p("  eligible per programme (receiver, this sample)")
-        p("    " + ", ".join(f"{k} {v}" for k, v in rep["receiver_eligible_by_programme"].items()))
-        p(f"  receiver: {r.get('received', 0)} events received, {r.get('unique', 0)} unique, "
-          f"{r.get('duplicates', 0)} duplicates, {r.get('out_of_order', 0)} out of order, {r.get('families', 0)} families, "
-          f"{r.get('messages', 0)} messages; new decisions missing: {len(r['new_decided_missing'])}/{r['new_decided_families']}")
-    p()
-    if rep["span_s"]:
-        replays = " - replays of an earlier run, not a measure" if not rep["observed_latency_s"]["n"] else ""
-        p(f"  throughput    {rep['throughput_families_per_s']:.1f} families/s "
-          f"({rep['families']} in {rep['span_s']:.1f} s, first submit -> last final state{replays})")
-    if rep["pipeline_span_s"]:
-        p(f"                {rep['pipeline_throughput_families_per_s']:.1f} families/s by the services' timestamps "
-          f"(first receipt -> last decision, {rep['pipeline_span_s']:.1f} s)")
-    lat, obs, dl = rep["latency_s"], rep["observed_latency_s"], rep["delivery_latency_s"]
-    if lat["n"]:
-        p(f"  latency       receipt -> final state: p50 {lat['p50']:.2f} s, p99 {lat['p99']:.2f} s, max {lat['max']:.2f} s "
-          f"over {lat['n']} new submissions (services' timestamps)")
-    if obs["n"]:
-        p(f"                submit -> final state observed: p50 {obs['p50']:.2f} s, p99 {obs['p99']:.2f} s "
-          f"(by polling, {rep['status_polls']} status requests, backing off to {rep['poll_max_s']} s)")
-    if dl["n"]:
-        p(f"                decision -> at the receiver: p50 {dl['p50']:.2f} s, p99 {dl['p99']:.2f} s")
-    if not obs["n"]:
-        p("  latency       n/a (no new submissions: all were replays of an earlier run)")
-    p(f"  this runner used {rep['runner_cpu_s']} s of CPU (it shares the machine with the services)")
-    if rep["errors"]:
-        p(f"  errors ({len(rep['errors'])}):")
-        for e in rep["errors"][:10]:
-            p(f"    {e}")
-    if rep["not_final"]:
-        p(f"  NOT FINAL ({len(rep['not_final'])}): {', '.join(rep['not_final'][:10])}")
-
-
-def _reachable(hostport: str) -> bool:
-    host, _, port = hostport.rpartition(":")
-    with socket.socket() as s:
-        s.settimeout(1.0)
-        return s.connect_ex((host or "127.0.0.1", int(port))) == 0
-
-
-def check_stack() -> None:
-    env = stack_env()
-    kafka = env["REGSOSEK_KAFKA_BOOTSTRAP"].split(",")[0]
-    pg = urlsplit(env["REGSOSEK_PG_URL_BASE"])
-    problems = []
-    if not _reachable(kafka):
-        problems.append(f"Kafka at {kafka}")
-    if not _reachable(f"{pg.hostname}:{pg.port or 5432}"):
-        problems.append(f"PostgreSQL at {pg.hostname}:{pg.port or 5432}")
-    if problems:
-        raise SetupError(f"the local stack is not up ({', '.join(problems)} not reachable); run: bash scripts/stack.sh up")
 
 
 def write_curl_material(sample: Sample) -> tuple[Path, FamilyInterview]:
@@ -598,21 +502,30 @@ def console_service(ep: Endpoints) -> list[str]:
     return ["console"] if ep.console else []
 
 
-async def ensure_console_database(ep: Endpoints) -> None:
-    """The console's own database on the local stack (scripts/stack.sh creates the pipeline's four)."""
-    if not ep.console:
-        return
-    conn = await asyncpg.connect(f"{stack_env()['REGSOSEK_PG_URL_BASE'].rstrip('/')}/postgres", timeout=10)
-    try:
-        if not await conn.fetchval("select 1 from pg_database where datname = 'console'"):
-            await conn.execute("create database console")
-    finally:
-        await conn.close()
-
-
 def print_console_address(ep: Endpoints) -> None:
     if ep.console:
         print(f"Console: {ep.console}/ (stopped with this run; `make serve` keeps it running)")
+
+
+def processes_to_start(a: argparse.Namespace, notify: bool, receiver_secret: str, ep: Endpoints) -> list[ServiceProcess]:
+    """The pipeline's processes on the shared stack (the services' own databases, unprefixed topics),
+    none with --no-start."""
+    if a.no_start:
+        return []
+    try:
+        Stack.from_env().check()
+    except StackDown as e:
+        raise SetupError(str(e)) from None
+    if notify and (importlib.util.find_spec("notify") is None or importlib.util.find_spec("notify.app") is None):
+        raise SetupError("the notify service is not available yet (no notify.app module); run with --no-notify")
+    # the services verify tokens against the local key pair's public keys (the runner signs)
+    env = local_auth_env()
+    # the console calls intake's and notify's APIs on behalf of the signed-in person
+    env.update({"REGSOSEK_INTAKE_URL": ep.intake, "REGSOSEK_NOTIFY_URL": ep.notify})
+    if a.env:
+        env.update(dict(kv.split("=", 1) for kv in a.env))
+    names = ["intake", "verify", "classify"] + (["notify", "receiver"] if notify else []) + console_service(ep)
+    return pipeline(names, port_offset=a.port_offset, env=env, receiver_env={"REGSOSEK_RECEIVER_SECRET": receiver_secret})
 
 
 async def run(a: argparse.Namespace) -> int:
@@ -628,24 +541,8 @@ async def run(a: argparse.Namespace) -> int:
         sample = Sample(seed=a.seed, rosters=sample.rosters, interviews=sample.interviews[:0], expected={})
     curl_sample = generate(a.seed, 1)
 
-    names = ["intake", "verify", "classify"] + (["notify", "receiver"] if notify else []) + console_service(ep)
-    procs = []
-    if not a.no_start:
-        check_stack()
-        await ensure_console_database(ep)
-        if notify:
-            if importlib.util.find_spec("notify") is None or importlib.util.find_spec("notify.app") is None:
-                raise SetupError("the notify service is not available yet (no notify.app module); "
-                                 "run with --no-notify")
-        # the services verify tokens against the local key pair's public keys (the runner signs)
-        env = {"REGSOSEK_AUTH_JWKS_FILE": str(local_jwks_file()),
-               # the console calls intake's and notify's APIs on behalf of the signed-in person
-               "REGSOSEK_INTAKE_URL": ep.intake, "REGSOSEK_NOTIFY_URL": ep.notify}
-        if a.env:
-            env.update(dict(kv.split("=", 1) for kv in a.env))
-        procs = pipeline(names, port_offset=a.port_offset, env=env,
-                         receiver_env={"REGSOSEK_RECEIVER_SECRET": receiver_secret})
-    elif notify and not port_in_use(port["receiver"]):
+    procs = processes_to_start(a, notify, receiver_secret, ep)
+    if a.no_start and notify and not port_in_use(port["receiver"]):
         raise SetupError(f"--no-start: nothing listens on the receiver port {port['receiver']}")
 
     tokens = Tokens()

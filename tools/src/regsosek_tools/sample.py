@@ -262,12 +262,7 @@ def _sls(rng: random.Random, k: int, reg: _Registry, previous: list[tuple[str, _
     officer = officer_for(sls_id)
     rt_head = f"Ketua RT {_name(rng, 'male' if rng.random() < 0.85 else 'female')}"
 
-    # The prelist (VK1) as confirmed with the RT head, then families added to it.
-    n_prelist = rng.randint(20, 36)
-    statuses = [_pick(rng, {"present": 0.86, "moved": 0.06, "dissolved": 0.03, "unknown": 0.05}) for _ in range(n_prelist)]
-    if k == 0 and "moved" not in statuses:
-        statuses[-1] = "moved"
-    statuses += ["added"] * rng.choices((0, 1, 2, 3), weights=(0.35, 0.35, 0.2, 0.1))[0]
+    statuses = _roster_statuses(rng, k)
 
     building = 0
     family_no = 0
@@ -317,22 +312,8 @@ def _sls(rng: random.Random, k: int, reg: _Registry, previous: list[tuple[str, _
         drafts.append((fid, d))
         expected[fid] = "not_on_roster"
 
-    # Duplicate NIK: a member of a verified family in the previous SLS is also listed here
-    # (e.g. an adult child registered with both households).
     if previous and (k == 1 or rng.random() < 0.3):
-        candidates = [(fid, d) for fid, d in drafts if expected[fid] == "verified"]
-        donors = [(fid, d, m) for fid, d in previous for m in d.members
-                  if m["nik"] and m["relationship"] != "head" and _age_on(date.fromisoformat(m["date_of_birth"]), COLLECTION_START) >= 15]
-        if candidates and donors:
-            fid, d = rng.choice(candidates)
-            donor_fid, _, m = rng.choice(donors)
-            copy = dict(m, line_no=len(d.members) + 1, relationship="other_relative", pregnant=False)
-            d.members.append(copy)
-            for e in entries:
-                if (e["building_no"], e["family_no"]) == (d.building_no, d.family_no):
-                    e["member_count"] = len(d.members)
-            expected[fid] = "duplicate_nik"
-            depends[fid] = donor_fid
+        _duplicate_nik(rng, previous, drafts, entries, expected, depends)
 
     rng.shuffle(drafts)  # officers do not visit in roster order
     roster = SlsRoster.model_validate({
@@ -340,6 +321,37 @@ def _sls(rng: random.Random, k: int, reg: _Registry, previous: list[tuple[str, _
         "confirmed_at": confirmed_at.isoformat(), "families": entries,
     })
     return roster, drafts, expected, depends
+
+
+def _roster_statuses(rng: random.Random, k: int) -> list[str]:
+    """The prelist (VK1) as confirmed with the RT head, then families added to it."""
+    n_prelist = rng.randint(20, 36)
+    statuses = [_pick(rng, {"present": 0.86, "moved": 0.06, "dissolved": 0.03, "unknown": 0.05}) for _ in range(n_prelist)]
+    if k == 0 and "moved" not in statuses:
+        statuses[-1] = "moved"
+    statuses += ["added"] * rng.choices((0, 1, 2, 3), weights=(0.35, 0.35, 0.2, 0.1))[0]
+    return statuses
+
+
+def _duplicate_nik(rng: random.Random, previous: list[tuple[str, _Draft]], drafts: list[tuple[str, _Draft]],
+                   entries: list[dict], expected: dict[str, str], depends: dict[str, str]) -> None:
+    """Duplicate NIK: a member of a verified family in the previous SLS is also listed in a verified family
+    here (e.g. an adult child registered with both households); that family depends on its donor."""
+    candidates = [(fid, d) for fid, d in drafts if expected[fid] == "verified"]
+    donors = [(fid, d, m) for fid, d in previous for m in d.members
+              if m["nik"] and m["relationship"] != "head"
+              and _age_on(date.fromisoformat(m["date_of_birth"]), COLLECTION_START) >= 15]
+    if not (candidates and donors):
+        return
+    fid, d = rng.choice(candidates)
+    donor_fid, _, m = rng.choice(donors)
+    copy = dict(m, line_no=len(d.members) + 1, relationship="other_relative", pregnant=False)
+    d.members.append(copy)
+    for e in entries:
+        if (e["building_no"], e["family_no"]) == (d.building_no, d.family_no):
+            e["member_count"] = len(d.members)
+    expected[fid] = "duplicate_nik"
+    depends[fid] = donor_fid
 
 
 def _fid(sls_id: str, d: _Draft) -> str:
@@ -491,35 +503,8 @@ def _member(rng: random.Random, reg: _Registry, p: dict, line_no: int, w: float,
     age, sex, rel = p["age"], p["sex"], p["rel"]
     dob = _dob(rng, age, day)
     school, diploma = _school(rng, w, age)
-    # Work last week.
-    if age < 10:
-        works = False
-    elif age < 15:
-        works = rng.random() < 0.03
-    elif school == "attending":
-        works = rng.random() < 0.08
-    elif rel == "head":
-        works = rng.random() < ((0.9 if sex == "male" else 0.65) if age < 60 else (0.6 if age < 70 else 0.3))
-    elif rel == "spouse":
-        works = rng.random() < (0.85 if sex == "male" else 0.4)
-    elif age >= 65:
-        works = rng.random() < 0.2
-    else:
-        works = rng.random() < 0.55
-    hours, industry, job_status, business = 0, None, None, False
-    if works:
-        industry = _pick(rng, INDUSTRY_URBAN if urban else INDUSTRY_RURAL)
-        if age < 15:
-            job_status = "family_worker"
-        elif _chance(rng, -0.2 + (0.5 if urban else 0.0), 1.0, w) and industry != "agriculture":
-            job_status = "employee"
-        elif w < -0.7 and rng.random() < 0.45:
-            job_status = "casual"
-        else:
-            job_status = _pick(rng, {"self_employed": 0.6, "employer_temporary": 0.2, "employer_permanent": 0.05 + max(0.0, 0.1 * w),
-                                     "family_worker": 0.15 if rel != "head" else 0.0})
-        hours = rng.randint(15, 40) if job_status in ("casual", "family_worker") else rng.randint(30, 60)
-        business = job_status in ("self_employed", "employer_temporary", "employer_permanent")
+    works = _works(rng, age, sex, rel, school)
+    hours, industry, job_status, business = _job(rng, age, rel, w, urban) if works else (0, None, None, False)
     pregnant = sex == "female" and p["marital"] == "married" and 17 <= age <= 42 and rng.random() < 0.06
     r = rng.random()
     if age >= 60:
@@ -558,13 +543,61 @@ def _member(rng: random.Random, reg: _Registry, p: dict, line_no: int, w: float,
     }
 
 
+def _works(rng: random.Random, age: int, sex: str, rel: str, school: str) -> bool:
+    """Worked last week."""
+    if age < 10:
+        return False
+    if age < 15:
+        return rng.random() < 0.03
+    if school == "attending":
+        return rng.random() < 0.08
+    if rel == "head":
+        return rng.random() < ((0.9 if sex == "male" else 0.65) if age < 60 else (0.6 if age < 70 else 0.3))
+    if rel == "spouse":
+        return rng.random() < (0.85 if sex == "male" else 0.4)
+    if age >= 65:
+        return rng.random() < 0.2
+    return rng.random() < 0.55
+
+
+def _job(rng: random.Random, age: int, rel: str, w: float, urban: bool) -> tuple[int, str, str, bool]:
+    """(hours worked, industry, job status, has a business) of someone who worked last week."""
+    industry = _pick(rng, INDUSTRY_URBAN if urban else INDUSTRY_RURAL)
+    if age < 15:
+        job_status = "family_worker"
+    elif _chance(rng, -0.2 + (0.5 if urban else 0.0), 1.0, w) and industry != "agriculture":
+        job_status = "employee"
+    elif w < -0.7 and rng.random() < 0.45:
+        job_status = "casual"
+    else:
+        job_status = _pick(rng, {"self_employed": 0.6, "employer_temporary": 0.2,
+                                 "employer_permanent": 0.05 + max(0.0, 0.1 * w),
+                                 "family_worker": 0.15 if rel != "head" else 0.0})
+    hours = rng.randint(15, 40) if job_status in ("casual", "family_worker") else rng.randint(30, 60)
+    business = job_status in ("self_employed", "employer_temporary", "employer_permanent")
+    return hours, industry, job_status, business
+
+
 def _housing(rng: random.Random, w: float, urban: bool, riverine: bool) -> dict:
+    # The draws happen in a fixed order (the sample is deterministic per seed): keep it.
     s = w + rng.gauss(0, 0.7)
     if urban:
         tenure = _pick(rng, {"owned": 0.68, "rented": 0.2, "rent_free": 0.1, "official": 0.02})
     else:
         tenure = _pick(rng, {"owned": 0.86, "rent_free": 0.1, "rented": 0.02, "official": 0.01, "other": 0.01})
     area = round(min(600.0, max(9.0, math.exp(rng.gauss(3.95 + 0.3 * w, 0.35)))))
+    floor, wall, roof = _building(rng, s)
+    water = _drinking_water(rng, s, urban, riverine)
+    lighting, power = _electricity(rng, s, urban)
+    fuel = _cooking_fuel(rng, s)
+    toilet, faeces = _sanitation(rng, s)
+    return {"tenure": tenure, "floor_area_m2": area, "floor": floor, "wall": wall, "roof": roof,
+            "drinking_water": water, "lighting": lighting, "installed_power": power, "cooking_fuel": fuel,
+            "toilet": toilet, "faeces_disposal": faeces}
+
+
+def _building(rng: random.Random, s: float) -> tuple[str, str, str]:
+    """(floor, wall, roof) for housing quality `s`."""
     if s > 1.2:
         floor = _pick(rng, {"marble_granite": 0.3, "ceramic": 0.7})
     elif s > 0:
@@ -578,59 +611,68 @@ def _housing(rng: random.Random, w: float, urban: bool, riverine: bool) -> dict:
     elif s > -0.8:
         wall = _pick(rng, {"masonry": 0.4, "wood_board": 0.6})
     else:
-        wall = _pick(rng, {"wood_board": 0.6, "woven_bamboo": 0.15, "bamboo": 0.1, "log": 0.05, "plaster_woven_bamboo": 0.1})
+        wall = _pick(rng, {"wood_board": 0.6, "woven_bamboo": 0.15, "bamboo": 0.1, "log": 0.05,
+                           "plaster_woven_bamboo": 0.1})
     if s > 1:
         roof = _pick(rng, {"concrete": 0.2, "clay_tile": 0.3, "zinc": 0.5})
     elif s > -1:
         roof = _pick(rng, {"zinc": 0.8, "asbestos": 0.15, "clay_tile": 0.05})
     else:
         roof = _pick(rng, {"zinc": 0.5, "wood_shingle": 0.2, "thatch": 0.2, "bamboo": 0.1})
+    return floor, wall, roof
+
+
+def _drinking_water(rng: random.Random, s: float, urban: bool, riverine: bool) -> str:
     if urban:
-        water = _pick(rng, {"bottled": 0.3, "refill": 0.4, "piped": 0.3} if s > 0.8 else
-                      {"refill": 0.5, "piped": 0.3, "drilled_well": 0.2})
-    elif s > 0:
-        water = _pick(rng, {"refill": 0.3, "piped": 0.3, "drilled_well": 0.2, "protected_well": 0.2})
-    elif s > -1:
-        water = _pick(rng, {"drilled_well": 0.3, "protected_well": 0.3, "rain": 0.2, "unprotected_well": 0.1,
-                            ("surface" if riverine else "protected_spring"): 0.1})
-    else:
-        water = _pick(rng, {("surface" if riverine else "unprotected_spring"): 0.45, "rain": 0.25,
-                            "unprotected_well": 0.2, "protected_well": 0.1})
+        return _pick(rng, {"bottled": 0.3, "refill": 0.4, "piped": 0.3} if s > 0.8 else
+                     {"refill": 0.5, "piped": 0.3, "drilled_well": 0.2})
+    if s > 0:
+        return _pick(rng, {"refill": 0.3, "piped": 0.3, "drilled_well": 0.2, "protected_well": 0.2})
+    if s > -1:
+        return _pick(rng, {"drilled_well": 0.3, "protected_well": 0.3, "rain": 0.2, "unprotected_well": 0.1,
+                           ("surface" if riverine else "protected_spring"): 0.1})
+    return _pick(rng, {("surface" if riverine else "unprotected_spring"): 0.45, "rain": 0.25,
+                       "unprotected_well": 0.2, "protected_well": 0.1})
+
+
+def _electricity(rng: random.Random, s: float, urban: bool) -> tuple[str, str | None]:
+    """(lighting, installed power of a PLN connection or None)."""
     if urban or s > -1:
         lighting = _pick(rng, {"pln_metered": 0.95, "pln_unmetered": 0.05})
     else:
         lighting = _pick(rng, {"pln_metered": 0.5, "pln_unmetered": 0.15, "non_pln": 0.25, "none": 0.1})
-    power = None
-    if lighting.startswith("pln"):
-        if s < -0.7:
-            power = _pick(rng, {"450": 0.7, "900": 0.3})
-        elif s < 0.3:
-            power = _pick(rng, {"450": 0.1, "900": 0.6, "1300": 0.3})
-        elif s < 1.2:
-            power = _pick(rng, {"900": 0.2, "1300": 0.5, "2200": 0.3})
-        else:
-            power = _pick(rng, {"2200": 0.4, ">2200": 0.6})
+    if not lighting.startswith("pln"):
+        return lighting, None
+    if s < -0.7:
+        return lighting, _pick(rng, {"450": 0.7, "900": 0.3})
+    if s < 0.3:
+        return lighting, _pick(rng, {"450": 0.1, "900": 0.6, "1300": 0.3})
+    if s < 1.2:
+        return lighting, _pick(rng, {"900": 0.2, "1300": 0.5, "2200": 0.3})
+    return lighting, _pick(rng, {"2200": 0.4, ">2200": 0.6})
+
+
+def _cooking_fuel(rng: random.Random, s: float) -> str:
     if s > 1.2:
-        fuel = _pick(rng, {"lpg_large": 0.5, "electricity": 0.15, "lpg_3kg": 0.35})
-    elif s > -0.8:
-        fuel = _pick(rng, {"lpg_3kg": 0.85, "lpg_large": 0.1, "kerosene": 0.05})
-    else:
-        fuel = _pick(rng, {"lpg_3kg": 0.5, "wood": 0.4, "kerosene": 0.05, "charcoal": 0.05})
+        return _pick(rng, {"lpg_large": 0.5, "electricity": 0.15, "lpg_3kg": 0.35})
+    if s > -0.8:
+        return _pick(rng, {"lpg_3kg": 0.85, "lpg_large": 0.1, "kerosene": 0.05})
+    return _pick(rng, {"lpg_3kg": 0.5, "wood": 0.4, "kerosene": 0.05, "charcoal": 0.05})
+
+
+def _sanitation(rng: random.Random, s: float) -> tuple[str, str]:
+    """(toilet, faeces disposal)."""
     if s > -0.5:
         toilet = _pick(rng, {"own": 0.95, "shared": 0.05})
     else:
         toilet = _pick(rng, {"own": 0.6, "shared": 0.15, "public": 0.1, "none": 0.15})
     if toilet == "none":
-        faeces = "open"
-    elif s > 0.5:
-        faeces = _pick(rng, {"septic_tank": 0.9, "ipal": 0.05, "pit": 0.05})
-    elif s > -0.8:
-        faeces = _pick(rng, {"septic_tank": 0.6, "pit": 0.3, "open": 0.1})
-    else:
-        faeces = _pick(rng, {"pit": 0.4, "open": 0.45, "septic_tank": 0.15})
-    return {"tenure": tenure, "floor_area_m2": area, "floor": floor, "wall": wall, "roof": roof,
-            "drinking_water": water, "lighting": lighting, "installed_power": power, "cooking_fuel": fuel,
-            "toilet": toilet, "faeces_disposal": faeces}
+        return toilet, "open"
+    if s > 0.5:
+        return toilet, _pick(rng, {"septic_tank": 0.9, "ipal": 0.05, "pit": 0.05})
+    if s > -0.8:
+        return toilet, _pick(rng, {"septic_tank": 0.6, "pit": 0.3, "open": 0.1})
+    return toilet, _pick(rng, {"pit": 0.4, "open": 0.45, "septic_tank": 0.15})
 
 
 ASSET_CHANCES = {  # asset: (base, slope on latent wealth)
@@ -642,6 +684,20 @@ ASSET_CHANCES = {  # asset: (base, slope on latent wealth)
 
 
 def _economy(rng: random.Random, w: float, urban: bool, riverine: bool, housing: dict, members: list[dict]) -> dict:
+    # The draws happen in a fixed order (the sample is deterministic per seed): keep it.
+    assets = _assets(rng, w, urban, riverine)
+    livestock = _livestock(rng, w) if not urban else {}
+    programmes = _programmes(rng, w, urban, housing, members)
+    return {
+        "programmes_received": programmes,
+        "assets": assets,
+        "livestock": livestock,
+        "internet_access": _chance(rng, 0.2 + (0.6 if urban else 0.0), 1.3, w),
+        "bank_account": _chance(rng, -0.3 + (0.4 if urban else 0.0), 1.4, w),
+    }
+
+
+def _assets(rng: random.Random, w: float, urban: bool, riverine: bool) -> list[str]:
     assets = [a for a, (b, s) in ASSET_CHANCES.items() if _chance(rng, b, s, w)]
     if not urban:
         if riverine and rng.random() < 0.35:
@@ -650,14 +706,22 @@ def _economy(rng: random.Random, w: float, urban: bool, riverine: bool, housing:
             assets.append("motorboat")
         if _chance(rng, -1.2, 0.6, w):
             assets.append("other_land")
+    return assets
+
+
+def _livestock(rng: random.Random, w: float) -> dict[str, int]:
     livestock = {}
-    if not urban:
-        if rng.random() < 0.08:
-            livestock["goat_sheep"] = rng.randint(2, 12)
-        if _chance(rng, -3.0, 0.6, w):
-            livestock["cattle"] = rng.randint(1, 6)
-        if rng.random() < 0.06:
-            livestock["pig"] = rng.randint(1, 5)
+    if rng.random() < 0.08:
+        livestock["goat_sheep"] = rng.randint(2, 12)
+    if _chance(rng, -3.0, 0.6, w):
+        livestock["cattle"] = rng.randint(1, 6)
+    if rng.random() < 0.06:
+        livestock["pig"] = rng.randint(1, 5)
+    return livestock
+
+
+def _programmes(rng: random.Random, w: float, urban: bool, housing: dict, members: list[dict]) -> list[str]:
+    """Programmes the family received, more likely the poorer it is (latent wealth `w`)."""
     programmes = []
     poor = _logistic(-1.0 - 1.6 * w)  # how likely targeted programmes reached this family
     if rng.random() < poor:
@@ -674,13 +738,7 @@ def _economy(rng: random.Random, w: float, urban: bool, riverine: bool, housing:
         programmes.append("regional_aid")
     if any(m["industry"] == "agriculture" for m in members) and rng.random() < 0.3:
         programmes.append("fertiliser_subsidy")
-    return {
-        "programmes_received": programmes,
-        "assets": assets,
-        "livestock": livestock,
-        "internet_access": _chance(rng, 0.2 + (0.6 if urban else 0.0), 1.3, w),
-        "bank_account": _chance(rng, -0.3 + (0.4 if urban else 0.0), 1.4, w),
-    }
+    return programmes
 
 
 # ---------------------------------------------------------------- command line

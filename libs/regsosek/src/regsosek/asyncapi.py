@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -40,14 +41,16 @@ from typing import Any
 import yaml
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from regsosek import contracts, examples
 from regsosek.contracts import EVENT_TYPES, Contract
 from regsosek.contracts.identifiers import SlsId
 from regsosek.envelope import CONTENT_TYPE, SPEC_VERSION
 from regsosek.pseudonyms import DEVELOPMENT_NIK_HASH_KEY
-from regsosek.settings import ServiceSettings
 from regsosek.topics import TopicSpec, specs
+from regsosek.topics import consumer_group as group_of
 
 ASYNCAPI_VERSION = "3.0.0"
 DOCUMENT_VERSION = "1.0.0"
@@ -90,13 +93,16 @@ def contract_of(spec: TopicSpec) -> type[Contract] | None:
 
 def subject_of(event: Contract) -> str:
     """The ce_subject producers set: the family id, or the SLS id for SLS-level events."""
-    family = getattr(event, "family_id", None)
-    return family if isinstance(family, str) else event.sls_id
+    subject = getattr(event, "family_id", None) or getattr(event, "sls_id", None)
+    if not isinstance(subject, str):
+        raise ValueError(f"{type(event).__name__} has neither a family_id nor an sls_id")
+    return subject
 
 
 def consumer_group(service: str, prefix: str = "") -> str:
-    """The group a service's consumer joins, computed by the same property the service uses."""
-    return ServiceSettings.model_construct(service_name=service, topic_prefix=prefix).consumer_group
+    """The group a service's consumer joins under `prefix`: the rule the service itself uses
+    (regsosek.topics.consumer_group)."""
+    return group_of(service, prefix)
 
 
 # --- samples ------------------------------------------------------------------------------
@@ -109,7 +115,8 @@ _SUBMISSION = _FAMILY["submission_id"]
 
 def _raw_samples() -> dict[type[Contract], dict]:
     """One small valid instance per event: the worked example of regsosek.examples where
-    one exists, else hand-made around the same family."""
+    one exists, else hand-made around the same family. (A table of data, one entry per event
+    type: longer than a function should be, and clearer whole.)"""
     return {
         # pseudonymised as intake publishes them, with the development NIK hash key (the example's values only)
         contracts.RosterSubmitted: contracts.pseudonymise_roster(contracts.SlsRoster.model_validate({
@@ -193,9 +200,31 @@ def samples() -> dict[type[Contract], dict]:
 # --- schemas -----------------------------------------------------------------------------
 
 
+def _paragraphs(text: str) -> str:
+    """Lines of a paragraph joined; paragraphs (blank-line separated) kept."""
+    return "\n\n".join(" ".join(p.split()) for p in re.split(r"\n\s*\n", text.strip()))
+
+
+def _unwrapped(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _paragraphs(v) if k == "description" and isinstance(v, str) else _unwrapped(v)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unwrapped(v) for v in node]
+    return node
+
+
+class SchemaGenerator(GenerateJsonSchema):
+    """pydantic's JSON Schema, with descriptions unwrapped: a docstring wrapped over several
+    lines in the source reads as paragraphs in the published schemas, not as broken lines."""
+
+    def generate(self, schema: CoreSchema, mode: JsonSchemaMode = "validation") -> JsonSchemaValue:
+        return _unwrapped(super().generate(schema, mode))
+
+
 def event_schema(model: type[Contract]) -> dict:
     """The standalone JSON Schema (2020-12) of one event's payload, `$defs` kept inside."""
-    schema = model.model_json_schema()
+    schema = model.model_json_schema(schema_generator=SchemaGenerator)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$comment": _GENERATED, **schema}
 
 
@@ -206,7 +235,7 @@ def _add_schema(schemas: dict, name: str, schema: dict) -> None:
 
 
 def _payload_schema(model: type[Contract], schemas: dict) -> dict:
-    schema = model.model_json_schema(ref_template=REF)
+    schema = model.model_json_schema(ref_template=REF, schema_generator=SchemaGenerator)
     for name, sub in schema.pop("$defs", {}).items():
         _add_schema(schemas, name, sub)
     _add_schema(schemas, model.__name__, schema)
@@ -450,6 +479,7 @@ def _served(prefix: str, fmt: str) -> str:
 
 
 def _prefix(request: Request) -> str:
+    """The serving service's prefix (its settings' `topic_prefix`, the one rule of regsosek.topics)."""
     runtime = getattr(request.app.state, "runtime", None)
     return getattr(getattr(runtime, "settings", None), "topic_prefix", "") or ""
 

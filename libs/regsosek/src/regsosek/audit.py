@@ -133,8 +133,12 @@ async def query(conn: asyncpg.Connection, *, since: datetime | None = None, unti
 
 def _verifier(request: Request):
     from regsosek.service import runtime_of
+    from regsosek.settings import TokenSettings
 
-    return runtime_of(request).settings.token_verifier()
+    settings = runtime_of(request).settings
+    if not isinstance(settings, TokenSettings):
+        raise TypeError("GET /v1/audit needs a service that verifies bearer tokens (TokenSettings)")
+    return settings.token_verifier()
 
 
 ADMIN = bearer(_verifier, Role.ADMIN)
@@ -148,7 +152,8 @@ async def audit_log(
     since: Annotated[datetime | None, Query(description="entries at or after this time (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="entries before this time")] = None,
     actor: Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,128}$", description="token subject")] = None,
-    object: Annotated[str | None, Query(pattern=_TOKEN.pattern, description="object id: submission, family, subscription")] = None,  # noqa: A002
+    object: Annotated[str | None,  # noqa: A002 - the query parameter's name
+                      Query(pattern=_TOKEN.pattern, description="object id: submission, family, subscription")] = None,
     action: Annotated[str | None, Query(pattern=r"^[a-z_.:-]{1,64}$")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_QUERY_ROWS)] = 100,
     principal: Principal = ADMIN,

@@ -187,7 +187,7 @@ class TokenVerifier:
         cached = self._jwk_cache.get((kid, alg))
         if cached is not None and cached[0] is jwk:
             return cached[1].key
-        if alg not in _ALGORITHMS_OF_KEY_TYPE.get(jwk.get("kty"), ()) or jwk.get("alg", alg) != alg:
+        if alg not in _ALGORITHMS_OF_KEY_TYPE.get(str(jwk.get("kty")), ()) or jwk.get("alg", alg) != alg:
             raise TokenRefused(f"algorithm {alg} does not match the type or algorithm of key {_safe(kid)}")
         try:
             pyjwk = jwt.PyJWK(jwk, algorithm=alg)
@@ -266,7 +266,8 @@ def bearer(verifier_of, *roles: Role):
         except (jwt.InvalidTokenError, KeysUnavailable, ValueError) as e:
             raise HTTPException(401, {"reason": refusal_reason(e)}, headers={"WWW-Authenticate": "Bearer"}) from None
         if roles and principal.role not in roles and principal.role is not Role.ADMIN:
-            raise HTTPException(403, {"reason": f"role {principal.role.value} may not do this; needs {', '.join(r.value for r in roles)}"})
+            needs = ", ".join(r.value for r in roles)
+            raise HTTPException(403, {"reason": f"role {principal.role.value} may not do this; needs {needs}"})
         return principal
 
     return Depends(dependency)

@@ -108,7 +108,8 @@ async def migrate(pool: asyncpg.Pool, service_migrations: Path) -> list[str]:
         await conn.execute("select pg_advisory_lock(7316001)")  # one instance migrates at a time
         try:
             await conn.execute(
-                "create table if not exists schema_migrations (name text primary key, applied_at timestamptz not null default now())"
+                "create table if not exists schema_migrations "
+                "(name text primary key, applied_at timestamptz not null default now())"
             )
             done = {r["name"] for r in await conn.fetch("select name from schema_migrations")}
             batches = [("messaging/", _migration_files(MESSAGING_MIGRATIONS)), ("", _migration_files(service_migrations))]

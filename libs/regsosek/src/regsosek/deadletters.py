@@ -44,7 +44,7 @@ from aiokafka.errors import KafkaError
 
 from regsosek.kafka_security import InsecureKafkaSettings, KafkaClientSettings, client_options
 from regsosek.settings import ServiceSettings
-from regsosek.topics import Topic
+from regsosek.topics import Topic, topic_prefix, wire_name
 
 log = logging.getLogger("regsosek.deadletters")
 
@@ -323,7 +323,7 @@ class Broker:
                  security: KafkaClientSettings | None = None) -> None:
         self.bootstrap, self.prefix, self.timeout_s = bootstrap, prefix, timeout_s
         self.security = security  # TLS and SASL (regsosek.kafka_security); None: from the environment
-        self.topic = Topic.DEAD_LETTER.wire
+        self.topic = wire_name(Topic.DEAD_LETTER.value, prefix)
         self.consumer: Any = None
         self.partitions: list[int] = []
         self.existing: set[str] = set()
@@ -558,7 +558,7 @@ async def run(a: argparse.Namespace) -> int:
         address = parse_address(a.address)
     else:
         filters = _filters(a)
-    async with Broker(settings.kafka_bootstrap, settings.topic_prefix, a.timeout, settings) as broker:
+    async with Broker(settings.kafka_bootstrap, topic_prefix(), a.timeout, settings) as broker:
         if a.cmd == "list":
             return await cmd_list(broker, filters, a.json)
         if a.cmd == "show":

@@ -35,10 +35,9 @@ class BodySizeLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         for k, v in scope.get("headers", ()):
-            if k.lower() == b"content-length":
-                # the server has already refused a malformed Content-Length; be safe anyway
-                if not (v.isdigit() and int(v) <= self.max_bytes):
-                    return await self._refuse(send)
+            # the server has already refused a malformed Content-Length; be safe anyway
+            if k.lower() == b"content-length" and not (v.isdigit() and int(v) <= self.max_bytes):
+                return await self._refuse(send)
         seen = 0
         exceeded = False
         started = False

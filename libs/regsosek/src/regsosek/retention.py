@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from regsosek import db, metrics
-from regsosek.background import run_forever
+from regsosek.background import periodic
 
 if TYPE_CHECKING:
     from regsosek.service import Runtime
@@ -122,7 +122,7 @@ async def prune_forever(runtime: Runtime) -> None:
         metrics.RETENTION_LAST_RUN.labels(s.service_name).set_to_current_time()
         if any(done.values()):
             log.info("retention pass", extra={"fields": {"pruned": done}})
-        await asyncio.sleep(s.retention_interval_s)
 
-    await run_forever("retention", attempt, backoff=db.Backoff(s.retry_initial_s, max(s.retry_max_s, 60.0)),
-                      expected=db.is_transient, logger=log)
+    await periodic("retention", s.retention_interval_s, attempt,
+                   backoff=db.Backoff(s.retry_initial_s, max(s.retry_max_s, 60.0)), expected=db.is_transient,
+                   logger=log, service=s.service_name)

@@ -37,9 +37,10 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import uvicorn
@@ -49,6 +50,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from regsosek import asyncapi, db, health, http_limits, kafka_security, retention, telemetry
+from regsosek.background import BackgroundTasks
 from regsosek.contracts import Contract
 from regsosek.envelope import source_of
 from regsosek.messaging import EventConsumer, Handler, Outbox, OutboxRelay, RelayWakeup, UnitOfWork
@@ -70,7 +72,9 @@ class ServiceDefinition:
     handlers: dict[type[Contract], Handler] = field(default_factory=dict)
     topics: Sequence[Topic] = ()
     routers: Sequence[APIRouter] = ()
-    background: Sequence[Callable[[Runtime], Awaitable[None]]] = ()
+    # Each runs as a task named after the function for the service's life: build its loop with
+    # regsosek.background.run_forever or periodic.
+    background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = ()
     # The service's own retention rules (SQL in its store.py); the shared ones (inbox,
     # outbox_rejected, audit_log) apply to every service: regsosek.retention.
     retention: Sequence[retention.Rule] = ()
@@ -91,7 +95,16 @@ class Runtime:
         self.fatal: str | None = None  # the start failed: liveness fails, the orchestrator restarts
         self.checks: dict[str, ReadinessCheck] = {}
         self.watchdog: health.LoopWatchdog | None = None
-        self.tasks: list[asyncio.Task] = []
+        self.background = BackgroundTasks(definition.settings.service_name, logger=log)
+
+    @property
+    def tasks(self) -> list[asyncio.Task]:
+        """The running background tasks (`background.tasks`)."""
+        return self.background.tasks
+
+    @tasks.setter
+    def tasks(self, tasks: list[asyncio.Task]) -> None:
+        self.background.tasks = list(tasks)
 
     def add_check(self, name: str, check: ReadinessCheck) -> None:
         """Adds a named readiness check; /healthz fails while it returns a reason."""
@@ -116,8 +129,7 @@ class Runtime:
 
     def tasks_check(self) -> str | None:
         """Readiness check: a background task that ended (they run forever) is a part that stopped."""
-        dead = [t.get_name() for t in self.tasks if t.done() and not t.cancelled()]
-        return f"background task(s) ended: {', '.join(dead)}" if dead else None
+        return self.background.check()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -136,12 +148,19 @@ class Runtime:
         self.wakeup.notify()
 
 
-def build_app(definition: ServiceDefinition) -> FastAPI:
-    s = definition.settings
-    runtime = Runtime(definition)
+class _Lifecycle:
+    """Start-up and shutdown of one service (the app's lifespan), in the order they must happen:
+    `open` (telemetry, watchdog, database pool, the database probe), `start` (migrations, the
+    schema wait, the relay, the consumer, the background tasks; then ready), `close`."""
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime, self.definition, self.s = runtime, runtime.definition, runtime.settings
+        self.broker: KafkaBroker | None = None
+        self.starter: asyncio.Task | None = None
+        self.schema_problem: str | None = "not checked yet"
+
+    async def open(self) -> None:
+        s, runtime = self.s, self.runtime
         telemetry.setup(s.service_name, s.log_level)
         kafka_security.check_production(s)  # production refuses Kafka in clear before anything starts
         runtime.watchdog = health.LoopWatchdog(s.service_name, beat_s=s.loop_beat_s, limit_s=s.loop_lag_limit_s,
@@ -149,92 +168,120 @@ def build_app(definition: ServiceDefinition) -> FastAPI:
         runtime.watchdog.start()
         runtime.starting = "connecting to the database"
         runtime._pool = await db.connect_pool(s.dsn(), max_size=s.db_pool_max)
-        probe_conn = health.DatabaseProbe(s.dsn(), timeout_s=s.probe_timeout_s)
-        database = health.Probe(s.service_name, "database", probe_conn.ping,
-                                interval_s=s.probe_interval_s, timeout_s=s.probe_timeout_s)
-        runtime.add_check("database", database.check)
+        self.probe_conn = health.DatabaseProbe(s.dsn(), timeout_s=s.probe_timeout_s)
+        self.database = health.Probe(s.service_name, "database", self.probe_conn.ping,
+                                     interval_s=s.probe_interval_s, timeout_s=s.probe_timeout_s)
+        runtime.add_check("database", self.database.check)
         runtime.add_check("tasks", runtime.tasks_check)
-        runtime.tasks.append(asyncio.create_task(database.run(), name="probe-database"))
-        schema_state: dict[str, str | None] = {"problem": "not checked yet"}
-        runtime.add_check("schema", lambda: schema_state["problem"])
-        relay = OutboxRelay(s, lambda: runtime.pool, runtime.wakeup)
-        broker: KafkaBroker | None = None
+        runtime.background.start("probe-database", self.database.run())
+        runtime.add_check("schema", lambda: self.schema_problem)
+        self.relay = OutboxRelay(s, lambda: runtime.pool, runtime.wakeup)
 
-        async def start() -> None:
-            nonlocal broker
-            if s.migrate_on_start:
-                runtime.starting = "applying migrations"
-                applied = await db.migrate(runtime.pool, definition.migrations)
-                if applied:
-                    log.info("migrations applied", extra={"fields": {"applied": applied}})
-            schema = health.Probe(s.service_name, "schema", lambda: probe_conn.pending(definition.migrations, definition.name),
-                                  interval_s=s.probe_interval_s, timeout_s=s.probe_timeout_s)
-            while (problem := await schema.run_once()) is not None:
-                schema_state["problem"] = runtime.starting = problem
-                log.warning("waiting for the schema", extra={"fields": {"reason": problem}})
-                await asyncio.sleep(s.probe_interval_s)
-            schema_state["problem"] = None  # a schema once current stays current for this code
-            runtime.add_check("relay", relay.health)
-            runtime.tasks += [asyncio.create_task(relay.run(), name="outbox-relay"),
-                              asyncio.create_task(relay.watch(), name="outbox-monitor")]
-            if definition.handlers:
-                runtime.starting = "connecting to Kafka"
-                broker = KafkaBroker(s.kafka_bootstrap_servers, logger=logging.getLogger("faststream"),
-                                     client_id=f"regsosek-{s.service_name}", security=s.kafka_faststream_security())
-                EventConsumer(s, lambda: runtime.pool, definition.handlers, definition.topics, runtime.wakeup).attach(broker)
-                await _start_broker(broker, s)
-                started = broker
-
-                async def broker_ping() -> str | None:
-                    return None if await started.ping(timeout=s.probe_timeout_s) else "no metadata from the brokers"
-
-                kafka = health.Probe(s.service_name, "broker", broker_ping,
-                                     interval_s=s.probe_interval_s, timeout_s=s.probe_timeout_s + 1)
-                runtime.add_check("broker", kafka.check)
-                await kafka.run_once()
-                runtime.tasks.append(asyncio.create_task(kafka.run(), name="probe-broker"))
-            for bg in (*definition.background, retention.prune_forever):  # every service prunes (RETENTION.md)
-                runtime.tasks.append(asyncio.create_task(bg(runtime), name=getattr(bg, "__name__", "background")))
-            await database.run_once()
-            runtime.ready = True
-            log.info("service started", extra={"fields": {"port": s.http_port}})
-
-        async def start_in_background() -> None:
-            try:
-                await start()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                runtime.fatal = f"start failed: {type(e).__name__}"
-                log.exception("service could not start; /livez fails so that it is restarted")
-
+    async def start(self) -> None:
+        s, runtime = self.s, self.runtime
         if s.migrate_on_start:
-            await start()  # the local stack: serve only once everything runs, as before
-            starter = None
+            runtime.starting = "applying migrations"
+            applied = await db.migrate(runtime.pool, self.definition.migrations)
+            if applied:
+                log.info("migrations applied", extra={"fields": {"applied": applied}})
+        await self._wait_for_schema()
+        runtime.add_check("relay", self.relay.health)
+        runtime.background.start("outbox-relay", self.relay.run())
+        runtime.background.start("outbox-monitor", self.relay.watch())
+        if self.definition.handlers:
+            await self._start_consumer()
+        for bg in (*self.definition.background, retention.prune_forever):  # every service prunes (RETENTION.md)
+            runtime.background.start(getattr(bg, "__name__", "background"), bg(runtime))
+        await self.database.run_once()
+        runtime.ready = True
+        log.info("service started", extra={"fields": {"port": s.http_port}})
+
+    async def _wait_for_schema(self) -> None:
+        """Until every migration this code needs is applied (production applies them in a step of its own)."""
+        s, definition = self.s, self.definition
+        schema = health.Probe(s.service_name, "schema",
+                              lambda: self.probe_conn.pending(definition.migrations, definition.name),
+                              interval_s=s.probe_interval_s, timeout_s=s.probe_timeout_s)
+        while (problem := await schema.run_once()) is not None:
+            self.schema_problem = self.runtime.starting = problem
+            log.warning("waiting for the schema", extra={"fields": {"reason": problem}})
+            await asyncio.sleep(s.probe_interval_s)
+        self.schema_problem = None  # a schema once current stays current for this code
+
+    async def _start_consumer(self) -> None:
+        s, runtime = self.s, self.runtime
+        runtime.starting = "connecting to Kafka"
+        broker = KafkaBroker(s.kafka_bootstrap_servers, logger=logging.getLogger("faststream"),
+                             client_id=f"regsosek-{s.service_name}", security=s.kafka_faststream_security())
+        self.broker = broker
+        EventConsumer(s, lambda: runtime.pool, self.definition.handlers, self.definition.topics,
+                      runtime.wakeup).attach(broker)
+        await _start_broker(broker, s)
+
+        async def broker_ping() -> str | None:
+            return None if await broker.ping(timeout=s.probe_timeout_s) else "no metadata from the brokers"
+
+        kafka = health.Probe(s.service_name, "broker", broker_ping,
+                             interval_s=s.probe_interval_s, timeout_s=s.probe_timeout_s + 1)
+        runtime.add_check("broker", kafka.check)
+        await kafka.run_once()
+        runtime.background.start("probe-broker", kafka.run())
+
+    async def _start_or_fail(self) -> None:
+        try:
+            await self.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.runtime.fatal = f"start failed: {type(e).__name__}"
+            log.exception("service could not start; /livez fails so that it is restarted")
+
+    async def begin(self) -> None:
+        """Locally (REGSOSEK_MIGRATE_ON_START) serve only once everything runs, as before; in
+        production serve /healthz (503 with the reason, e.g. the schema behind) and /livez while
+        the start waits."""
+        if self.s.migrate_on_start:
+            await self.start()
         else:
-            # Production: serve /healthz (503 with the reason, e.g. the schema behind) and /livez while waiting.
-            starter = asyncio.create_task(start_in_background(), name="start")
+            self.starter = asyncio.create_task(self._start_or_fail(), name="start")
+
+    async def close(self) -> None:
+        runtime = self.runtime
+        runtime.ready = False
+        runtime.starting = "stopping"
+        if self.starter is not None:
+            self.starter.cancel()
+            await asyncio.gather(self.starter, return_exceptions=True)
+        if self.broker is not None:
+            await self.broker.stop()
+        await runtime.background.stop(timeout_s=SHUTDOWN_TASKS_S)
+        await self.relay.stop()
+        await self.probe_conn.close()
+        await runtime.pool.close()
+        if runtime.watchdog is not None:
+            await runtime.watchdog.stop()
+
+
+# How long shutdown waits for the cancelled background tasks (uvicorn's graceful shutdown is 10 s).
+SHUTDOWN_TASKS_S = 10.0
+
+
+def _lifespan(runtime: Runtime) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        lifecycle = _Lifecycle(runtime)
+        await lifecycle.open()
+        await lifecycle.begin()
         try:
             yield
         finally:
-            runtime.ready = False
-            runtime.starting = "stopping"
-            if starter is not None:
-                starter.cancel()
-                await asyncio.gather(starter, return_exceptions=True)
-            if broker is not None:
-                await broker.stop()
-            for t in runtime.tasks:
-                t.cancel()
-            await asyncio.gather(*runtime.tasks, return_exceptions=True)
-            await relay.stop()
-            await probe_conn.close()
-            await runtime.pool.close()
-            await runtime.watchdog.stop()
+            await lifecycle.close()
 
-    app = FastAPI(title=definition.title or f"regsosek {definition.name}", description=definition.description,
-                  version="1", lifespan=lifespan)
-    app.state.runtime = runtime
+    return lifespan
+
+
+def _add_operations_routes(app: FastAPI, runtime: Runtime) -> None:
+    """/healthz and /readyz (readiness), /livez (liveness), /metrics (Prometheus)."""
 
     @app.get("/healthz", tags=["operations"], summary="Readiness: every check passes")
     @app.get("/readyz", tags=["operations"], summary="Readiness (same as /healthz)")
@@ -255,6 +302,8 @@ def build_app(definition: ServiceDefinition) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+
+def _add_error_handler(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unavailable(request: Request, exc: Exception) -> Response:
         # The database or broker is away: tell the device to retry (same submission id) later.
@@ -264,6 +313,18 @@ def build_app(definition: ServiceDefinition) -> FastAPI:
         log.error("unhandled error", extra={"fields": {"error": type(exc).__name__, "path": request.url.path}})
         return Response('{"reason": "internal error"}', status_code=500, media_type="application/json")
 
+
+def build_app(definition: ServiceDefinition) -> FastAPI:
+    """The service's FastAPI app: its lifespan starts and stops everything (`_Lifecycle`); the
+    operations routes, the error handler, the service's routers, /asyncapi.*, the body limit and
+    the HTTP observability."""
+    s = definition.settings
+    runtime = Runtime(definition)
+    app = FastAPI(title=definition.title or f"regsosek {definition.name}", description=definition.description,
+                  version="1", lifespan=_lifespan(runtime))
+    app.state.runtime = runtime
+    _add_operations_routes(app, runtime)
+    _add_error_handler(app)
     for r in definition.routers:
         app.include_router(r)
     app.include_router(asyncapi.router)  # GET /asyncapi.json|.yaml: the system's events

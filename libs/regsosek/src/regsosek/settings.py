@@ -6,7 +6,7 @@ from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from regsosek.auth import ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, LOCAL_ISSUER, TokenVerifier, audience_of, local_jwks_file
-from regsosek.jwks import MAX_JWKS_BYTES, JwksFile, JwksUrl
+from regsosek.jwks import MAX_JWKS_BYTES, JwksFile, JwksSource, JwksUrl
 from regsosek.kafka_security import KafkaClientSettings
 from regsosek.keys import InsecureSecret
 
@@ -17,7 +17,7 @@ class ServiceSettings(KafkaClientSettings):
     model_config = SettingsConfigDict(env_prefix="REGSOSEK_", extra="ignore", hide_input_in_errors=True)
 
     service_name: str = "regsosek"
-    env: str = Field("local", description="local | production")
+    env: str = Field(default="local", description="local | production")
     kafka_bootstrap: str = "127.0.0.1:19092"
     database_url: str = ""  # defaults to the service's own database on the local stack
     pg_url_base: str = "postgresql://regsosek@127.0.0.1:15432"
@@ -31,7 +31,7 @@ class ServiceSettings(KafkaClientSettings):
     consumer_partition_concurrency: int = 4
     # REGSOSEK_CONSUMER_MAX_RECORD_BYTES: a consumed record larger than this (key, value and
     # headers) is dead-lettered unread; the topics accept up to 2 MiB (topics.yaml).
-    consumer_max_record_bytes: int = Field(1024 * 1024, gt=0)
+    consumer_max_record_bytes: int = Field(default=1024 * 1024, gt=0)
     relay_batch_size: int = 1000
     relay_idle_poll_s: float = 0.05
     # The relay counts as stalled (readiness 503, regsosek_relay_stalled 1) when the outbox
@@ -49,40 +49,48 @@ class ServiceSettings(KafkaClientSettings):
     migrate_on_start: bool = True
     # Readiness probes that query (database `select 1`, broker metadata, schema version): run every
     # REGSOSEK_PROBE_INTERVAL_S, each bounded by REGSOSEK_PROBE_TIMEOUT_S; /healthz reads the last result.
-    probe_interval_s: float = Field(5.0, gt=0)
-    probe_timeout_s: float = Field(2.0, gt=0)
+    probe_interval_s: float = Field(default=5.0, gt=0)
+    probe_timeout_s: float = Field(default=2.0, gt=0)
     # Event-loop watchdog (regsosek.health): a heartbeat every REGSOSEK_LOOP_BEAT_S; a loop late by
     # REGSOSEK_LOOP_LAG_LOG_S is logged with where it is stuck; /livez fails beyond REGSOSEK_LOOP_LAG_LIMIT_S.
-    loop_beat_s: float = Field(0.5, gt=0)
-    loop_lag_log_s: float = Field(2.0, gt=0)
-    loop_lag_limit_s: float = Field(10.0, gt=0)
+    loop_beat_s: float = Field(default=0.5, gt=0)
+    loop_lag_log_s: float = Field(default=2.0, gt=0)
+    loop_lag_limit_s: float = Field(default=10.0, gt=0)
 
     log_level: str = "INFO"
     # REGSOSEK_HTTP_MAX_BODY_BYTES: larger request bodies get 413 before they are read (regsosek.http_limits).
     # 8 MiB fits intake's largest batch (500 interviews) at ~16 KiB each; a typical family is 1.5-3 KiB,
     # a 40-member family with every answer ~30 KiB.
-    http_max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    http_max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
 
     def dsn(self) -> str:
         return self.database_url or f"{self.pg_url_base}/{self.service_name}"
 
-    topic_prefix: str = ""  # REGSOSEK_TOPIC_PREFIX: isolates a test run's topics and groups on a shared broker
+    @property
+    def topic_prefix(self) -> str:
+        """REGSOSEK_TOPIC_PREFIX, through the one rule (regsosek.topics.topic_prefix): isolates a test
+        run's topics and groups on a shared broker."""
+        from regsosek.topics import topic_prefix
+
+        return topic_prefix()
 
     @property
     def consumer_group(self) -> str:
-        return f"{self.topic_prefix}regsosek-{self.service_name}"
+        from regsosek.topics import consumer_group
+
+        return consumer_group(self.service_name)
 
     # Retention of the service's own rows (regsosek.retention, docs/RETENTION.md), pruned by a
     # background task every REGSOSEK_RETENTION_INTERVAL_S in deletes of at most
     # REGSOSEK_RETENTION_BATCH_ROWS rows each (short statements, no long locks).
     # The inbox must outlive every record the service may read again: see _inbox_outlives_topics.
-    inbox_retention_days: int = Field(45, gt=0)
+    inbox_retention_days: int = Field(default=45, gt=0)
     # Rows the broker refused for good hold whole records (personal data): an operator has this long.
-    outbox_rejected_retention_days: int = Field(30, gt=0)
+    outbox_rejected_retention_days: int = Field(default=30, gt=0)
     # Who read or decided what (ids only, regsosek.audit).
-    audit_retention_days: int = Field(730, gt=0)
-    retention_interval_s: float = Field(3600.0, gt=0)
-    retention_batch_rows: int = Field(1000, gt=0)
+    audit_retention_days: int = Field(default=730, gt=0)
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+    retention_batch_rows: int = Field(default=1000, gt=0)
 
     @model_validator(mode="after")
     def _inbox_outlives_topics(self) -> ServiceSettings:
@@ -128,12 +136,12 @@ class TokenSettings(ServiceSettings):
     # Accepted JWS algorithms, comma separated; asymmetric only (HS* and none cannot be configured).
     auth_algorithms: str = ",".join(DEFAULT_ALGORITHMS)
     # exp - iat beyond this is refused (a long-lived token is a standing credential if it leaks).
-    auth_max_token_lifetime_s: int = Field(12 * 3600, gt=0)
-    auth_leeway_s: int = Field(30, ge=0, le=300)  # clock skew allowed on exp, iat, nbf
-    auth_jwks_refresh_s: float = Field(300.0, gt=0)  # the key set is read again this often
-    auth_jwks_min_refetch_s: float = Field(10.0, ge=0)  # an unknown kid fetches again at most this often
-    auth_jwks_timeout_s: float = Field(5.0, gt=0)
-    auth_jwks_max_bytes: int = Field(MAX_JWKS_BYTES, gt=0)
+    auth_max_token_lifetime_s: int = Field(default=12 * 3600, gt=0)
+    auth_leeway_s: int = Field(default=30, ge=0, le=300)  # clock skew allowed on exp, iat, nbf
+    auth_jwks_refresh_s: float = Field(default=300.0, gt=0)  # the key set is read again this often
+    auth_jwks_min_refetch_s: float = Field(default=10.0, ge=0)  # an unknown kid fetches again at most this often
+    auth_jwks_timeout_s: float = Field(default=5.0, gt=0)
+    auth_jwks_max_bytes: int = Field(default=MAX_JWKS_BYTES, gt=0)
     # HS256 shared secrets are not accepted anywhere any more. Kept only to refuse it in production,
     # where its presence means a deployment still hands every service a key that mints tokens.
     auth_secret: str = ""
@@ -187,12 +195,14 @@ class TokenSettings(ServiceSettings):
     def token_verifier(self) -> TokenVerifier:
         """The service's verifier, made on first use (locally, the local key pair too if missing)."""
         if self._verifier is None:
-            common = dict(refresh_s=self.auth_jwks_refresh_s, min_refetch_s=self.auth_jwks_min_refetch_s,
-                          max_bytes=self.auth_jwks_max_bytes)
+            keys: JwksSource
             if self.auth_jwks_url.strip():
-                keys = JwksUrl(self.auth_jwks_url.strip(), timeout_s=self.auth_jwks_timeout_s, **common)
+                keys = JwksUrl(self.auth_jwks_url.strip(), timeout_s=self.auth_jwks_timeout_s,
+                               refresh_s=self.auth_jwks_refresh_s, min_refetch_s=self.auth_jwks_min_refetch_s,
+                               max_bytes=self.auth_jwks_max_bytes)
             else:
-                keys = JwksFile(self.auth_jwks_file.strip() or local_jwks_file(), **common)
+                keys = JwksFile(self.auth_jwks_file.strip() or local_jwks_file(), refresh_s=self.auth_jwks_refresh_s,
+                                min_refetch_s=self.auth_jwks_min_refetch_s, max_bytes=self.auth_jwks_max_bytes)
             self._verifier = TokenVerifier(keys, issuer=self.token_issuer, audience=self.token_audience,
                                            algorithms=self.token_algorithms(),
                                            max_lifetime_s=self.auth_max_token_lifetime_s,

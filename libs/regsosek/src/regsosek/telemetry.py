@@ -134,7 +134,7 @@ def exception_fields(exc: BaseException) -> dict:
     of its causes, but never its message: the messages of database and validation errors
     can hold the offending values (a NIK, a name)."""
     fields: dict = {"exc_type": _type_name(exc), "exc_stack": _frames(exc)}
-    causes = []
+    causes: list[dict] = []
     seen = {id(exc)}
     current: BaseException | None = exc
     while current is not None and len(causes) < _MAX_CHAIN:

@@ -25,7 +25,7 @@ class Published:
 
 class FakeUnitOfWork(UnitOfWork):
     def __init__(self, service: str = "test") -> None:
-        super().__init__(conn=None, outbox=Outbox(source_of(service)))  # type: ignore[arg-type]
+        super().__init__(conn=None, outbox=Outbox(source_of(service)))
         self.committed = 0
 
     async def commit(self) -> None:

@@ -70,7 +70,7 @@ def compress(serials: list[int]) -> str:
 @cache
 def reference() -> AreaReference:
     ref = AreaReference()
-    for f in sorted(p for p in files("regsosek.areas").iterdir() if p.name.endswith(".yaml")):
+    for f in sorted((p for p in files("regsosek.areas").iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name):
         ref.add(yaml.safe_load(f.read_text()))
     for extra in filter(None, os.environ.get("REGSOSEK_AREA_FILES", "").split(":")):
         ref.add(yaml.safe_load(Path(extra).read_text()))

@@ -125,7 +125,8 @@ class VerificationResolved(Contract):
 
 
 class WelfareGroup(IntEnum):
-    """Welfare group (kelompok kesejahteraan): 1 sangat miskin (very/extreme poor); 2 miskin (poor); 3 rentan miskin (vulnerable); 4 tidak miskin (not poor)."""
+    """Welfare group (kelompok kesejahteraan): 1 sangat miskin (very/extreme poor); 2 miskin (poor); 3 rentan miskin
+    (vulnerable); 4 tidak miskin (not poor)."""
 
     SANGAT_MISKIN = 1  # very / extreme poor
     MISKIN = 2  # poor

@@ -2,7 +2,7 @@
 
 Coded answers are enumerations whose values are stable wire codes; each member's
 docstring-style comment gives the field meaning. Producers validate strictly
-(`extra="forbid"`); consumers tolerate unknown fields (see `regsosek.events`).
+(`extra="forbid"`); consumers tolerate unknown fields (`regsosek.envelope.decode`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from regsosek.contracts.identifiers import KkNumber, Nik, SlsId, SubmissionId, S
 
 
 class Tenure(StrEnum):
-    """Status of the dwelling (status penguasaan bangunan): owned = milik sendiri; rented = kontrak/sewa; rent_free = bebas sewa; official = dinas; other = lainnya."""
+    """Status of the dwelling (status penguasaan bangunan): owned = milik sendiri; rented = kontrak/sewa; rent_free =
+    bebas sewa; official = dinas; other = lainnya."""
 
     OWNED = "owned"  # milik sendiri
     CONTRACT_OR_RENT = "rented"  # kontrak/sewa
@@ -30,7 +31,8 @@ class Tenure(StrEnum):
 
 
 class LandTitle(StrEnum):
-    """Land title of an owned dwelling: shm = sertifikat hak milik; shgb = hak guna bangunan; other_letter = girik/letter C/other proof; none = no document."""
+    """Land title of an owned dwelling: shm = sertifikat hak milik; shgb = hak guna bangunan; other_letter = girik/letter
+    C/other proof; none = no document."""
 
     SHM = "shm"
     SHGB = "shgb"
@@ -39,7 +41,9 @@ class LandTitle(StrEnum):
 
 
 class FloorMaterial(StrEnum):
-    """Main floor material (jenis lantai terluas): marble_granite; ceramic; parquet_vinyl = parket/vinil/karpet; tile_terrazzo = ubin/tegel/teraso; wood_plank = kayu/papan; cement_brick = semen/bata merah; bamboo; earth = tanah; other."""
+    """Main floor material (jenis lantai terluas): marble_granite; ceramic; parquet_vinyl = parket/vinil/karpet;
+    tile_terrazzo = ubin/tegel/teraso; wood_plank = kayu/papan; cement_brick = semen/bata merah; bamboo; earth =
+    tanah; other."""
 
     MARBLE_GRANITE = "marble_granite"
     CERAMIC = "ceramic"
@@ -53,7 +57,8 @@ class FloorMaterial(StrEnum):
 
 
 class WallMaterial(StrEnum):
-    """Main wall material (dinding terluas): masonry = tembok; plaster_woven_bamboo = plesteran anyaman bambu/kawat; wood_board = kayu/papan/gypsum/GRC; woven_bamboo = anyaman bambu; log = batang kayu; bamboo; other."""
+    """Main wall material (dinding terluas): masonry = tembok; plaster_woven_bamboo = plesteran anyaman bambu/kawat;
+    wood_board = kayu/papan/gypsum/GRC; woven_bamboo = anyaman bambu; log = batang kayu; bamboo; other."""
 
     MASONRY = "masonry"  # tembok
     PLASTER_WOVEN_BAMBOO = "plaster_woven_bamboo"
@@ -65,7 +70,8 @@ class WallMaterial(StrEnum):
 
 
 class RoofMaterial(StrEnum):
-    """Main roof material (atap terluas): concrete = beton; clay_tile = genteng; asbestos; zinc = seng; bamboo; wood_shingle = kayu/sirap; thatch = jerami/ijuk/daun/rumbia; other."""
+    """Main roof material (atap terluas): concrete = beton; clay_tile = genteng; asbestos; zinc = seng; bamboo;
+    wood_shingle = kayu/sirap; thatch = jerami/ijuk/daun/rumbia; other."""
 
     CONCRETE = "concrete"
     CLAY_TILE = "clay_tile"
@@ -78,7 +84,9 @@ class RoofMaterial(StrEnum):
 
 
 class WaterSource(StrEnum):
-    """Main drinking-water source: bottled = air kemasan bermerk; refill = air isi ulang; piped = leding; drilled_well = sumur bor/pompa; protected_well; unprotected_well; protected_spring; unprotected_spring; surface = river, lake, reservoir; rain = air hujan; other."""
+    """Main drinking-water source: bottled = air kemasan bermerk; refill = air isi ulang; piped = leding; drilled_well =
+    sumur bor/pompa; protected_well; unprotected_well; protected_spring; unprotected_spring; surface = river, lake,
+    reservoir; rain = air hujan; other."""
 
     BOTTLED = "bottled"
     REFILL = "refill"  # air isi ulang
@@ -94,7 +102,8 @@ class WaterSource(StrEnum):
 
 
 class LightingSource(StrEnum):
-    """Main lighting source: pln_metered = PLN electricity with a meter; pln_unmetered = PLN without a meter; non_pln = generator, solar, village grid; none = no electricity."""
+    """Main lighting source: pln_metered = PLN electricity with a meter; pln_unmetered = PLN without a meter; non_pln =
+    generator, solar, village grid; none = no electricity."""
 
     PLN_METERED = "pln_metered"
     PLN_UNMETERED = "pln_unmetered"
@@ -113,7 +122,8 @@ class InstalledPower(StrEnum):
 
 
 class CookingFuel(StrEnum):
-    """Main cooking fuel: electricity; lpg_large = LPG 5.5 kg or 12 kg; lpg_3kg = subsidised 3 kg LPG; biogas; kerosene = minyak tanah; charcoal = arang/briket; wood = kayu bakar; none = does not cook at home; other."""
+    """Main cooking fuel: electricity; lpg_large = LPG 5.5 kg or 12 kg; lpg_3kg = subsidised 3 kg LPG; biogas; kerosene =
+    minyak tanah; charcoal = arang/briket; wood = kayu bakar; none = does not cook at home; other."""
 
     ELECTRICITY = "electricity"
     LPG_5_5_KG_OR_MORE = "lpg_large"  # LPG 5.5 kg / 12 kg
@@ -127,7 +137,8 @@ class CookingFuel(StrEnum):
 
 
 class ToiletFacility(StrEnum):
-    """Defecation facility (fasilitas BAB): own = sole use of the household; shared = with certain households; public = umum; none = tidak ada."""
+    """Defecation facility (fasilitas BAB): own = sole use of the household; shared = with certain households; public =
+    umum; none = tidak ada."""
 
     OWN = "own"
     SHARED = "shared"  # with certain households
@@ -136,7 +147,8 @@ class ToiletFacility(StrEnum):
 
 
 class FaecesDisposal(StrEnum):
-    """Final disposal of faeces: septic_tank = tangki septik; ipal = wastewater treatment plant; pit = lubang tanah; open = pond, river, field, beach; other."""
+    """Final disposal of faeces: septic_tank = tangki septik; ipal = wastewater treatment plant; pit = lubang tanah; open
+    = pond, river, field, beach; other."""
 
     SEPTIC_TANK = "septic_tank"
     WASTEWATER_TREATMENT = "ipal"
@@ -184,7 +196,9 @@ class Sex(StrEnum):
 
 
 class Relationship(StrEnum):
-    """Relationship to the family head: head = kepala keluarga; spouse = istri/suami; child = anak (incl. step/adopted); child_in_law = menantu; grandchild = cucu; parent = orang tua/mertua; other_relative = famili lain; other = lainnya."""
+    """Relationship to the family head: head = kepala keluarga; spouse = istri/suami; child = anak (incl. step/adopted);
+    child_in_law = menantu; grandchild = cucu; parent = orang tua/mertua; other_relative = famili lain; other =
+    lainnya."""
 
     HEAD = "head"  # kepala keluarga
     SPOUSE = "spouse"
@@ -206,7 +220,8 @@ class MaritalStatus(StrEnum):
 
 
 class SchoolParticipation(StrEnum):
-    """School participation: never = tidak/belum pernah sekolah; attending = masih sekolah; not_anymore = tidak bersekolah lagi."""
+    """School participation: never = tidak/belum pernah sekolah; attending = masih sekolah; not_anymore = tidak
+    bersekolah lagi."""
 
     NEVER = "never"
     ATTENDING = "attending"
@@ -214,7 +229,9 @@ class SchoolParticipation(StrEnum):
 
 
 class Diploma(StrEnum):
-    """Highest diploma held: none; sd = primary (SD/MI/Paket A); smp = junior secondary (SMP/MTs/Paket B); sma = senior secondary or vocational (SMA/SMK/MA/Paket C); d1_d3 = diploma I-III; d4_s1 = diploma IV / bachelor; s2_s3 = master or doctorate."""
+    """Highest diploma held: none; sd = primary (SD/MI/Paket A); smp = junior secondary (SMP/MTs/Paket B); sma = senior
+    secondary or vocational (SMA/SMK/MA/Paket C); d1_d3 = diploma I-III; d4_s1 = diploma IV / bachelor; s2_s3 = master
+    or doctorate."""
 
     NONE = "none"
     SD = "sd"  # primary
@@ -226,7 +243,9 @@ class Diploma(StrEnum):
 
 
 class JobStatus(StrEnum):
-    """Status in main job: self_employed = berusaha sendiri; employer_temporary = with temporary/unpaid workers; employer_permanent = with permanent paid workers; employee = buruh/karyawan/pegawai; casual = pekerja bebas; family_worker = pekerja keluarga/tidak dibayar."""
+    """Status in main job: self_employed = berusaha sendiri; employer_temporary = with temporary/unpaid workers;
+    employer_permanent = with permanent paid workers; employee = buruh/karyawan/pegawai; casual = pekerja bebas;
+    family_worker = pekerja keluarga/tidak dibayar."""
 
     SELF_EMPLOYED = "self_employed"
     EMPLOYER_WITH_TEMPORARY = "employer_temporary"
@@ -237,7 +256,8 @@ class JobStatus(StrEnum):
 
 
 class Industry(StrEnum):
-    """Industry of the main job (lapangan usaha): agriculture (incl. forestry, fishery); mining; manufacturing; construction; trade; transport; accommodation_food; public_administration; education; health; other_services."""
+    """Industry of the main job (lapangan usaha): agriculture (incl. forestry, fishery); mining; manufacturing;
+    construction; trade; transport; accommodation_food; public_administration; education; health; other_services."""
 
     AGRICULTURE = "agriculture"  # incl. forestry, fishery
     MINING = "mining"
@@ -253,7 +273,8 @@ class Industry(StrEnum):
 
 
 class DifficultyLevel(StrEnum):
-    """Degree of functional difficulty (Washington Group scale): none; some = sedikit kesulitan; a_lot = banyak kesulitan; cannot = tidak bisa sama sekali."""
+    """Degree of functional difficulty (Washington Group scale): none; some = sedikit kesulitan; a_lot = banyak
+    kesulitan; cannot = tidak bisa sama sekali."""
 
     NONE = "none"
     SOME = "some"
@@ -262,7 +283,8 @@ class DifficultyLevel(StrEnum):
 
 
 class HealthInsurance(StrEnum):
-    """Health insurance held: none; pbi_jkn = JKN with premium paid by the state (PBI); jkn_paid = JKN paid by self or employer; other = private or other."""
+    """Health insurance held: none; pbi_jkn = JKN with premium paid by the state (PBI); jkn_paid = JKN paid by self or
+    employer; other = private or other."""
 
     NONE = "none"
     PBI_JKN = "pbi_jkn"  # subsidised
@@ -271,7 +293,8 @@ class HealthInsurance(StrEnum):
 
 
 class IdDocument(StrEnum):
-    """Identity document held: ktp = electronic/other KTP; kia = child identity card; birth_certificate = akta kelahiran only; none."""
+    """Identity document held: ktp = electronic/other KTP; kia = child identity card; birth_certificate = akta kelahiran
+    only; none."""
 
     KTP = "ktp"
     KIA = "kia"
@@ -299,7 +322,8 @@ class Business(Contract):
 
 
 class Under5Nutrition(StrEnum):
-    """Growth of a child under five as recorded in the child's growth book (KMS/buku KIA): normal; underweight; stunted; wasted; not_recorded."""
+    """Growth of a child under five as recorded in the child's growth book (KMS/buku KIA): normal; underweight; stunted;
+    wasted; not_recorded."""
 
     NORMAL = "normal"
     UNDERWEIGHT = "underweight"
@@ -326,7 +350,8 @@ class FunctionalDifficulties(Contract):
 
 
 class MemberProgramme(StrEnum):
-    """Other programmes the member takes part in: prakerja = Kartu Prakerja; kur = Kredit Usaha Rakyat; umi = Ultra Mikro credit; pip = Program Indonesia Pintar; employment_insurance = BPJS Ketenagakerjaan."""
+    """Other programmes the member takes part in: prakerja = Kartu Prakerja; kur = Kredit Usaha Rakyat; umi = Ultra Mikro
+    credit; pip = Program Indonesia Pintar; employment_insurance = BPJS Ketenagakerjaan."""
 
     PRAKERJA = "prakerja"
     KUR = "kur"
@@ -388,7 +413,9 @@ class Member(Contract):
 
 
 class Programme(StrEnum):
-    """Programmes the family received Oct 2021 - Oct 2022: sembako = Sembako/BPNT food aid; pkh = Program Keluarga Harapan; blt_desa = village cash aid; electricity_subsidy; regional_aid = bantuan pemerintah daerah; fertiliser_subsidy; lpg_subsidy = subsidised 3 kg LPG."""
+    """Programmes the family received Oct 2021 - Oct 2022: sembako = Sembako/BPNT food aid; pkh = Program Keluarga
+    Harapan; blt_desa = village cash aid; electricity_subsidy; regional_aid = bantuan pemerintah daerah;
+    fertiliser_subsidy; lpg_subsidy = subsidised 3 kg LPG."""
 
     SEMBAKO = "sembako"  # BPNT food aid
     PKH = "pkh"
@@ -400,7 +427,10 @@ class Programme(StrEnum):
 
 
 class Asset(StrEnum):
-    """Assets the family owns: gas_cylinder_5_5kg = gas cylinder of 5.5 kg or more; refrigerator; air_conditioner; water_heater; landline; flat_tv = flat TV of at least 30 inch; gold_10g = gold/jewellery of at least 10 g; computer = computer/laptop/tablet; motorbike; bicycle; car; boat; motorboat; smartphone; other_land = land elsewhere; other_house = house elsewhere."""
+    """Assets the family owns: gas_cylinder_5_5kg = gas cylinder of 5.5 kg or more; refrigerator; air_conditioner;
+    water_heater; landline; flat_tv = flat TV of at least 30 inch; gold_10g = gold/jewellery of at least 10 g;
+    computer = computer/laptop/tablet; motorbike; bicycle; car; boat; motorboat; smartphone; other_land = land
+    elsewhere; other_house = house elsewhere."""
 
     GAS_CYLINDER_5_5KG = "gas_cylinder_5_5kg"
     REFRIGERATOR = "refrigerator"

@@ -166,7 +166,8 @@ def pseudonymise_roster(r: SlsRoster, key: str) -> RosterSubmitted:
 
 
 class ErasureReason(StrEnum):
-    """Why a family's identifiers were erased: data_subject_request = the family asked (Law 27/2022 art. 8/16); court_order; deceased_dissolved = the family no longer exists; registered_in_error; other."""
+    """Why a family's identifiers were erased: data_subject_request = the family asked (Law 27/2022 art. 8/16);
+    court_order; deceased_dissolved = the family no longer exists; registered_in_error; other."""
 
     DATA_SUBJECT_REQUEST = "data_subject_request"
     COURT_ORDER = "court_order"

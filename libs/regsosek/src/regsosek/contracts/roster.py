@@ -13,7 +13,8 @@ from regsosek.contracts.identifiers import KkNumber, SlsId, SubmissionId
 
 
 class RosterStatus(StrEnum):
-    """The RT head's confirmation of a prelisted family: present = masih tinggal di SLS; moved = pindah; dissolved = bubar/meninggal; unknown = tidak dikenal; added = not on the prelist, added with the RT head."""
+    """The RT head's confirmation of a prelisted family: present = masih tinggal di SLS; moved = pindah; dissolved =
+    bubar/meninggal; unknown = tidak dikenal; added = not on the prelist, added with the RT head."""
 
     PRESENT = "present"  # masih tinggal di SLS
     MOVED = "moved"  # pindah

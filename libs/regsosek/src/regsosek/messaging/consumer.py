@@ -292,7 +292,7 @@ class EventConsumer:
                 rows = await conn.fetch(
                     "insert into inbox (event_id, topic) select * from unnest($1::text[], $2::text[]) "
                     "on conflict do nothing returning event_id",
-                    [p.envelope.id for p in readable],
+                    [p.readable_envelope().id for p in readable],
                     [p.record.topic for p in readable],
                 )
                 fresh = {row["event_id"] for row in rows}
@@ -301,7 +301,7 @@ class EventConsumer:
                 if p.problem is not None:
                     self._dead_letter(outbox, p.record, p.problem)
                     continue
-                env = p.envelope
+                env = p.readable_envelope()
                 if env.id not in fresh:
                     continue  # already applied (redelivery) or repeated within this batch
                 fresh.discard(env.id)
@@ -322,7 +322,7 @@ class EventConsumer:
 
     async def _apply_one(self, uow: UnitOfWork, parsed: Parsed, isolate: bool) -> None:
         outbox = uow.outbox
-        record, env, data = parsed.record, parsed.envelope, parsed.data
+        record, env, data = parsed.record, parsed.readable_envelope(), parsed.data
         handler = self.handlers[env.type]  # parse_record dead-letters types without one
         with _tracer.start_as_current_span(
             f"{record.topic} process", context=parsed.context, kind=trace.SpanKind.CONSUMER,
@@ -386,6 +386,12 @@ class Parsed:
     data: Any = None
     context: otel_context.Context | None = None
     problem: str | None = None
+
+    def readable_envelope(self) -> Envelope:
+        """The envelope of a record that parsed (`problem` is None)."""
+        if self.envelope is None:
+            raise ValueError(f"record without an envelope has no event to apply ({self.problem})")
+        return self.envelope
 
 
 def parse_record(record: ConsumerRecord, *, handled_types: Container[str], max_bytes: int, service: str) -> Parsed:

@@ -44,6 +44,8 @@ class _LenientBuffer(bytearray):
 class _LenientRecordBatch(_DefaultRecordBatchPy):
     """aiokafka's pure-Python batch reader, keeping header keys that are not UTF-8."""
 
+    _buffer: bytearray
+
     def __init__(self, buffer: bytes) -> None:
         super().__init__(buffer)
         self._buffer = _LenientBuffer(self._buffer)

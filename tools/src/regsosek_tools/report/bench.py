@@ -1,0 +1,274 @@
+"""The bench's reports: the verdict against issue 7's targets, the row for BENCHMARKS.md, and
+the summary printed at the end of a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from regsosek_tools.processes import PIPELINE as SERVICES
+
+SCALED = ("verify", "classify")  # the services --instances multiplies
+
+TARGETS = {
+    "sustained_families_per_s": 5000.0,  # at least
+    "p99_s_at_1000": 1.0,  # at most, at 1,000 families/s offered
+    "replay_families_per_s": 20000.0,  # at least
+    "rss_mb": 200.0,  # at most, per service process
+    "ceiling_ratio": 0.5,  # at least
+}
+LATENCY_TARGET_RATE = 1000
+
+
+def sparkline(values: Sequence[float], width: int = 40) -> str:
+    if not values:
+        return ""
+    bars = "▁▂▃▄▅▆▇█"
+    if len(values) > width:  # max per bucket: a short spike stays visible
+        step = len(values) / width
+        values = [max(values[int(i * step):max(int(i * step) + 1, int((i + 1) * step))]) for i in range(width)]
+    top = max(values)
+    if top <= 0:
+        return bars[0] * len(values)
+    return "".join(bars[min(len(bars) - 1, int(v / top * (len(bars) - 1) + 0.5))] for v in values)
+
+
+def fnum(v: float | None, digits: int = 0) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:,.{digits}f}"
+
+
+def meets(value: float | None, target: float, *, at_least: bool) -> bool | None:
+    if value is None:
+        return None
+    return value >= target if at_least else value <= target
+
+
+def mark(ok: bool | None) -> str:
+    return {True: "✓", False: "✗", None: "–"}[ok]
+
+
+def rate_entry(result: dict, rate: int) -> dict | None:
+    return next((e for e in result.get("latency") or [] if e.get("rate") == rate), None)
+
+
+def target_figures(result: dict) -> dict:
+    """Each target's figure from a result, with whether it is met (None: not measured)."""
+    tp = result.get("throughput") or {}
+    sustained = tp.get("families_per_s")
+    lat = rate_entry(result, LATENCY_TARGET_RATE)
+    if "latency" not in result:
+        p99, p99_ok, p99_note = None, None, "not run"
+    elif lat is None:
+        p99, p99_ok, p99_note = None, None, f"not run: {LATENCY_TARGET_RATE}/s not in --rates"
+    elif lat.get("skipped"):
+        p99, p99_ok, p99_note = None, False, f"not run: {lat['skipped']}"
+    else:
+        p99 = (lat.get("latency_s") or {}).get("p99")
+        if lat.get("keeps_up"):
+            p99_ok, p99_note = meets(p99, TARGETS["p99_s_at_1000"], at_least=False), ""
+        else:
+            p99_ok = False
+            p99_note = (f"fell behind: {fnum(lat.get('accepted_rate'))}/s accepted, "
+                        f"{lat.get('undelivered', 0)} undelivered")
+    replay = result.get("replay") or {}
+    rfps = replay.get("families_per_s") if replay.get("available") else None
+    services = result.get("services") or {}
+    rss = [(s.get("max_rss_mb"), name) for name, s in services.items()
+           if name in SERVICES and s.get("max_rss_mb") is not None]
+    rss_max, rss_who = max(rss) if rss else (None, "")
+    ratio = (result.get("ceiling") or {}).get("ratio")
+    return {
+        "sustained": (sustained, meets(sustained, TARGETS["sustained_families_per_s"], at_least=True)),
+        "p99": (p99, p99_ok, p99_note),
+        "replay": (rfps, meets(rfps, TARGETS["replay_families_per_s"], at_least=True),
+                   "" if replay.get("available") else (replay.get("reason") or "not run")),
+        "rss": (rss_max, meets(rss_max, TARGETS["rss_mb"], at_least=False), rss_who),
+        "ratio": (ratio, meets(ratio, TARGETS["ceiling_ratio"], at_least=True)),
+    }
+
+
+MARKDOWN_HEADER = (
+    "| date | commit | machine | families | sustained families/s (≥ 5,000) | p99 at 1,000/s (≤ 1 s) "
+    "| replay families/s (≥ 20,000) | max RSS per service (≤ 200 MB) | pipeline / ceiling (≥ 50%) "
+    "| ceiling records/s | instances → families/s |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def markdown_row(result: dict) -> str:
+    """One row for BENCHMARKS.md (columns as MARKDOWN_HEADER)."""
+    b, m = result.get("bench") or {}, result.get("machine") or {}
+    f = target_figures(result)
+    sustained, ok = f["sustained"]
+    p99, p99_ok, p99_note = f["p99"]
+    replay, replay_ok, replay_note = f["replay"]
+    rss, rss_ok, rss_who = f["rss"]
+    ratio, ratio_ok = f["ratio"]
+    cells = [
+        b.get("date", ""),
+        b.get("commit", ""),
+        f"{m.get('nproc', '?')} CPU, {m.get('mem_gib', 0):.0f} GiB",
+        fnum((result.get("throughput") or {}).get("families")),
+        f"{fnum(sustained, 1)} {mark(ok)}",
+        (f"{p99:.2f} s {mark(p99_ok)}" if p99 is not None else "n/a") + (f" ({p99_note})" if p99_note else ""),
+        f"{fnum(replay)} {mark(replay_ok)}" if replay is not None else f"n/a ({replay_note})",
+        f"{rss:.0f} MB {mark(rss_ok)} ({rss_who})" if rss is not None else "n/a",
+        f"{ratio * 100:.1f}% {mark(ratio_ok)}" if ratio is not None else "n/a",
+        fnum((result.get("ceiling") or {}).get("records_per_s")),
+        ", ".join(f"{s['instances']} → {fnum(s.get('families_per_s'), 1)}" for s in result.get("scale") or []) or "n/a",
+    ]
+    return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
+
+
+def print_summary(r: dict) -> None:
+    p = print
+    b, m = r["bench"], r["machine"]
+    p()
+    p(f"Regsosek benchmark  {b['started_at']}  commit {b['commit']}  world {b.get('world')}")
+    p(f"  machine: {m['nproc']} CPU ({m['cpu']}), {m['mem_gib']:.1f} GiB, Python {m['python']}, Kafka {m['kafka']}; "
+      f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}")
+    if b.get("interrupted"):
+        p("  INTERRUPTED: partial results")
+    for section in (_print_throughput, _print_latency, _print_scale, _print_replay, _print_ceiling, _print_targets):
+        section(r)
+    if r.get("errors"):
+        p()
+        p(f"Problems ({len(r['errors'])}):")
+        for e in r["errors"][:10]:
+            p(f"  {e}")
+    p()
+    p("Row for BENCHMARKS.md:")
+    p(MARKDOWN_HEADER)
+    p(r["markdown_row"])
+
+
+def _print_throughput(r: dict) -> None:
+    p = print
+    tp = r.get("throughput")
+    if tp:
+        p()
+        p(f"Throughput: {tp['families']:,} families, POST /v1/interviews:batch ({tp['batch_size']} per request, "
+          f"{tp['devices']} devices)")
+        fps = tp.get("families_per_s") or tp.get("families_per_s_partial")
+        p(f"  end to end      {fnum(fps, 1)} families/s  (first request -> last of {tp['decided_delivered']:,}/"
+          f"{tp['decided_expected']:,} eligibility events at the receiver, {fnum(tp['span_s'], 1)} s"
+          f"{'' if tp.get('families_per_s') else ', INCOMPLETE: ' + tp['ended']})")
+        p(f"  intake accepted {fnum(tp.get('accepted_per_s'), 1)} families/s  ({tp['accepted']:,} accepted, "
+          f"{tp['refused']} refused, {tp['failed_requests']} failed requests; generator CPU {tp['generator_cpu_s']} s)")
+        _print_services(tp.get("per_service") or {}, r.get("services") or {})
+
+
+def _print_latency(r: dict) -> None:
+    p = print
+    if r.get("latency"):
+        p()
+        p("Latency at fixed offered rates (single POST /v1/interviews, open loop): send -> eligibility event at the receiver")
+        p(f"  {'offered':>8} {'sent/s':>8} {'accepted/s':>10} {'delivered':>13} {'p50':>7} {'p95':>7} {'p99':>7} "
+          f"{'max':>7} {'p99*':>7} {'backlog':>8}  keeps up")
+        for e in r["latency"]:
+            if e.get("skipped"):
+                p(f"  {e['rate']:>7}/s  skipped: {e['skipped']}")
+                continue
+            d = e["latency_s"]
+            p(f"  {e['rate']:>7}/s {e['sent_rate']:>8.0f} {fnum(e['accepted_rate']):>10} "
+              f"{e['delivered']:>6}/{e['decided_expected']:<6} {_s(d['p50']):>7} {_s(d['p95']):>7} {_s(d['p99']):>7} "
+              f"{_s(d['max']):>7} {_s(e['latency_from_schedule_s']['p99']):>7} {e['backlog_at_window_end']:>8}  "
+              + ("yes" if e["keeps_up"] else "NO: " + "; ".join(e["falls_behind_because"])))
+        p("  (p99*: from when the schedule said to send, so including any wait for one of the "
+          f"{r['bench']['args'].get('max_inflight')} connections;")
+        p("   backlog: families sent in the window whose event had not reached the receiver when the window closed)")
+
+
+def _print_scale(r: dict) -> None:
+    p = print
+    if r.get("scale"):
+        p()
+        p(f"Horizontal scale: instances of {' and '.join(SCALED)} ({r['scale'][0].get('partitions')} partitions per topic)")
+        for s in r["scale"]:
+            ps = s.get("per_service") or {}
+            per = ", ".join(f"{k} {fnum((ps.get(k) or {}).get('consumed_per_s'))}/s" for k in SCALED)
+            p(f"  {s['instances']} instance(s): {fnum(s.get('families_per_s') or s.get('families_per_s_partial'), 1)} "
+              f"families/s end to end ({s['families']:,} families{'' if s.get('families_per_s') else ', ' + s['ended']}"
+              f"); consumed {per}{'' if s.get('groups_stable', True) else '; groups did not settle'}")
+
+
+def _print_replay(r: dict) -> None:
+    p = print
+    rp = r.get("replay")
+    if rp:
+        p()
+        if not rp.get("available"):
+            p(f"Replay: not available ({rp.get('reason')})")
+        elif rp.get("error"):
+            p(f"Replay: FAILED ({rp['error']})")
+        else:
+            p(f"Replay (python -m classify.replay, rules version changed only): {fnum(rp['families_per_s'])} families/s "
+              f"({rp['examined']:,} examined, {rp['reclassified']} classified again, {rp['republished']} re-published "
+              f"in {rp['work_s']:.2f} s; {fnum(rp['families_per_s_wall'])}/s including {fnum(rp['startup_s'], 2)} s "
+              f"start-up)")
+
+
+def _print_ceiling(r: dict) -> None:
+    p = print
+    c = r.get("ceiling")
+    if c:
+        p()
+        if c.get("error"):
+            p(f"Ceiling: FAILED ({c['error']})")
+        else:
+            p(f"Ceiling (raw aiokafka, {c['records']:,} interview payloads, {c['hops']} hops, {c['partitions']} "
+              f"partitions): {fnum(c['records_per_s'])} records/s end to end (producer alone "
+              f"{fnum(c['produce_only_per_s'])}/s)")
+            if c.get("ratio") is not None:
+                p(f"  pipeline / ceiling = {fnum(c['pipeline_families_per_s'], 1)} / {fnum(c['records_per_s'])} = "
+                  f"{100 * c['ratio']:.1f}%")
+
+
+def _print_targets(r: dict) -> None:
+    p = print
+    p()
+    p("Targets (issue 7)")
+    f = target_figures(r)
+    sustained, ok = f["sustained"]
+    p(f"  {mark(ok)} sustained end to end ≥ 5,000 families/s: {fnum(sustained, 1)}")
+    p99, p99_ok, note = f["p99"]
+    p(f"  {mark(p99_ok)} p99 ≤ 1 s at 1,000 families/s: {_s(p99)}{' (' + note + ')' if note else ''}")
+    rps, rok, rnote = f["replay"]
+    p(f"  {mark(rok)} replay ≥ 20,000 families/s: {fnum(rps)}{' (' + rnote + ')' if rnote else ''}")
+    rss, rssok, who = f["rss"]
+    p(f"  {mark(rssok)} ≤ 200 MB RSS per service: max {fnum(rss)} MB ({who})")
+    ratio, ratio_ok = f["ratio"]
+    p(f"  {mark(ratio_ok)} pipeline ≥ 50% of the raw-Kafka ceiling: "
+      + (f"{100 * ratio:.1f}%" if ratio is not None else "n/a"))
+
+
+def _s(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}s"
+
+
+def _print_services(per: dict, mem: dict) -> None:
+    p = print
+    p(f"  {'service':<9} {'inst':>4} {'consumed/s':>11} {'peak 5s':>9} {'CPU %':>6} {'max RSS MB':>11} "
+      f"{'HWM MB':>7}  lag (max; over the phase)")
+    for svc in (*SERVICES, "receiver"):
+        s = per.get(svc) or {}
+        mm = mem.get(svc) or {}
+        p(f"  {svc:<9} {s.get('instances', 1):>4} {fnum(s.get('consumed_per_s')):>11} "
+          f"{fnum(s.get('peak_consumed_per_s_5s')):>9} {fnum(s.get('cpu_percent')):>6} "
+          f"{fnum(mm.get('max_rss_mb')):>11} {fnum(mm.get('max_hwm_mb')):>7}  "
+          + (f"{fnum(s.get('lag_max'))}" if s else ""))
+    mach = per.get("_machine") or {}
+    if mach.get("cpu_busy_percent_mean") is not None:
+        p(f"  machine CPU busy {mach['cpu_busy_percent_mean']:.0f}% on average over the phase "
+          "(everything: Kafka, PostgreSQL, services, generator)")
+
+
+def print_lag(r: dict, phase: str = "throughput") -> None:
+    series = r.get("lag_series") or {}
+    rows = {svc: [v or 0 for t, ph, v in pts if ph == phase] for svc, pts in series.items()}
+    if not any(rows.values()):
+        return
+    print(f"\nConsumer lag per group during {phase}, one sample a second (max):")
+    for svc, vals in rows.items():
+        print(f"  {svc:<9} {max(vals, default=0):>8,}  {sparkline(vals)}")
