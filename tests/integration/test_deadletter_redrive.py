@@ -46,8 +46,10 @@ pytestmark = pytest.mark.integration
 
 
 async def deadletters(world: World, *args: str) -> tuple[int, str, str]:
-    """The operator command as a process, in the world's environment."""
-    env = {**os.environ, "REGSOSEK_KAFKA_BOOTSTRAP": BOOTSTRAP, "REGSOSEK_TOPIC_PREFIX": world.prefix}
+    """The operator command as a process, in the world's environment: run by operator OPS-IT where verify
+    runs (its database takes the audit entries)."""
+    env = {**os.environ, "REGSOSEK_KAFKA_BOOTSTRAP": BOOTSTRAP, "REGSOSEK_TOPIC_PREFIX": world.prefix,
+           "REGSOSEK_DATABASE_URL": world.dsn("verify"), "REGSOSEK_OPERATOR": "OPS-IT"}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "regsosek.deadletters", *args, cwd=ROOT, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -124,5 +126,12 @@ async def test_dead_letter_redriven_after_fix_is_applied_exactly_once(stack, pro
         assert await world.fetchval("verify", "select count(*) from inbox where event_id = $1", roster_id) == 1
         assert len(await verified()) == 1, "the interview was published more than once"
         assert len(await dead_letters()) == 1, "the re-driven roster was dead-lettered again"
+
+        # Who looked at it and who re-drove it is in verify's audit log: the address, never a value.
+        audited = [(r["actor"], r["role"], r["action"], r["object_id"]) for r in await world.fetch(
+            "verify", "select actor, role, action, object_id from audit_log where object_type = 'dead_letter' order by id")]
+        assert audited == [("OPS-IT", "operator", "deadletter.show", address),
+                           ("OPS-IT", "operator", "deadletter.redrive", address),
+                           ("OPS-IT", "operator", "deadletter.redrive", address)], audited
     finally:
         await world.teardown()

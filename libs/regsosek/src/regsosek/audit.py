@@ -188,9 +188,9 @@ async def _cli(a: argparse.Namespace) -> list[dict]:
     dsn = a.dsn or ServiceSettings(service_name=a.service).dsn()
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        from regsosek.db import _init_connection
+        from regsosek.db import init_connection
 
-        await _init_connection(conn)
+        await init_connection(conn)
         return await query(conn, since=a.since, until=a.until, actor=a.actor, object_id=a.object, action=a.action,
                            limit=a.limit)
     finally:

@@ -57,7 +57,7 @@ class Backoff:
         self.delay = self.initial
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     import orjson
 
     for t in ("jsonb", "json"):
@@ -72,7 +72,7 @@ async def connect_pool(dsn: str, *, max_size: int = 8, wait_s: float = 120.0) ->
     while True:
         try:
             return await asyncpg.create_pool(
-                dsn, min_size=1, max_size=max_size, init=_init_connection, command_timeout=60
+                dsn, min_size=1, max_size=max_size, init=init_connection, command_timeout=60
             )
         except Exception as e:
             if not is_transient(e) or asyncio.get_running_loop().time() > deadline:

@@ -20,6 +20,13 @@ of long digit runs (NIK/KK are 16 digits). See docs/DEADLETTERS.md.
 
 Reads REGSOSEK_KAFKA_BOOTSTRAP, REGSOSEK_TOPIC_PREFIX and the TLS/SASL settings (REGSOSEK_KAFKA_SECURITY_PROTOCOL,
 REGSOSEK_KAFKA_SASL_*, REGSOSEK_KAFKA_SSL_*; regsosek.kafka_security) like the services.
+
+Audit: `show` and `redrive` touch citizens' records, so each is written to the audit log (regsosek.audit:
+actor, action `deadletter.show` / `deadletter.redrive`, the address, no values) of the database named by
+REGSOSEK_DATABASE_URL, before anything is shown or sent: the operator runs the command where the service
+whose dead letters they handle runs, with its database. The actor is `--actor` or REGSOSEK_OPERATOR.
+In production (REGSOSEK_ENV=production) both are required: no audit, no access. Locally, without them,
+the command says it is not audited.
 Exit codes: 0 done (also: nothing matched), 2 usage, 3 broker unavailable or topic
 missing (nothing or only the listed part re-driven; re-driving again is safe),
 4 no dead letter at an address, 5 refused (the dead letter names no known original topic).
@@ -31,6 +38,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -442,11 +450,12 @@ def _shown(dl: DeadLetter) -> dict[str, Any]:
     }
 
 
-async def cmd_show(broker: Broker, address: Address, as_json: bool) -> int:
+async def cmd_show(broker: Broker, address: Address, as_json: bool, auditor: Auditor) -> int:
     dl = (await broker.read_at([address]))[address]
     if dl is None:
         raise CommandError(f"no dead letter at {address[0]}:{address[1]} on {broker.topic} (see `list` for "
                            "addresses; retention may have removed it)", EXIT_NOT_FOUND)
+    await auditor.record("deadletter.show", [dl.address])
     shown = _shown(dl)
     if as_json:
         print(json.dumps(shown, ensure_ascii=False, indent=2))
@@ -461,7 +470,8 @@ async def cmd_show(broker: Broker, address: Address, as_json: bool) -> int:
     return EXIT_OK
 
 
-async def cmd_redrive(broker: Broker, addresses: list[Address], filters: Filters, dry_run: bool) -> int:
+async def cmd_redrive(broker: Broker, addresses: list[Address], filters: Filters, dry_run: bool,
+                      auditor: Auditor) -> int:
     if addresses:
         found = await broker.read_at(addresses)
         missing = [f"{p}:{o}" for (p, o), d in found.items() if d is None]
@@ -486,6 +496,7 @@ async def cmd_redrive(broker: Broker, addresses: list[Address], filters: Filters
             print(f"would re-drive {d.address} -> {topic}  {s['ce_type'] or '-'}  ce_id={s['ce_id'] or '-'}")
         print(f"dry run: {len(plan)} dead letter(s) would be re-driven", file=sys.stderr)
         return EXIT_OK
+    await auditor.record("deadletter.redrive", [d.address for d, _ in plan])
 
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=True, linger_ms=0,
                                 max_request_size=max([1_048_576] + [len(d.value or b"") + 65_536 for d, _ in plan]),
@@ -514,6 +525,54 @@ async def cmd_redrive(broker: Broker, addresses: list[Address], filters: Filters
 # ---------------------------------------------------------------- CLI
 
 
+class Auditor:
+    """Writes the command's audit entries into the audit_log of REGSOSEK_DATABASE_URL's database."""
+
+    def __init__(self, settings: ServiceSettings, actor: str | None) -> None:
+        self.settings, self.actor = settings, actor
+        self.conn: Any = None
+        production = settings.env.strip().lower() == "production"
+        if production and (not actor or not settings.database_url):
+            raise CommandError("in production, show and redrive are audited: give --actor (or REGSOSEK_OPERATOR) "
+                               "and run where REGSOSEK_DATABASE_URL names the service's database", EXIT_USAGE)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.actor and self.settings.database_url)
+
+    async def __aenter__(self) -> Auditor:
+        if not self.enabled:
+            print("not audited: no --actor / REGSOSEK_OPERATOR or no REGSOSEK_DATABASE_URL (required in production)",
+                  file=sys.stderr)
+            return self
+        import asyncpg
+
+        from regsosek.db import init_connection
+
+        try:
+            self.conn = await asyncpg.connect(self.settings.database_url, timeout=10)
+            await init_connection(self.conn)  # jsonb as the services write it
+        except (OSError, asyncpg.PostgresError) as e:
+            raise CommandError(f"the audit log's database is unreachable ({type(e).__name__}); nothing shown or "
+                               "re-driven", EXIT_BROKER) from e
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+
+    async def record(self, action: str, addresses: Iterable[str], **detail: Any) -> None:
+        """One entry per address, in one transaction, before the action happens."""
+        if self.conn is None:
+            return
+        from regsosek import audit
+
+        entries = [audit.entry(self.actor or "", "operator", action, "dead_letter", a, detail=detail) for a in addresses]
+        async with self.conn.transaction():
+            for e in entries:
+                await audit.record(self.conn, e)
+
+
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service", help="the service that dead-lettered it (dlq_service), e.g. verify")
     p.add_argument("--topic", help="its original topic, with or without the prefix, e.g. interview-submitted")
@@ -530,6 +589,8 @@ def parser() -> argparse.ArgumentParser:
                                 description="List, inspect (masked) and re-drive dead letters. Environment: "
                                             "REGSOSEK_KAFKA_BOOTSTRAP, REGSOSEK_TOPIC_PREFIX.")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
+    p.add_argument("--actor", default=os.environ.get("REGSOSEK_OPERATOR") or None,
+                   help="who runs the command, for the audit log (default REGSOSEK_OPERATOR)")
     sub = p.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser("list", help="dead letters with address, origin, type, id and reason")
     _add_filters(ls)
@@ -558,12 +619,14 @@ async def run(a: argparse.Namespace) -> int:
         address = parse_address(a.address)
     else:
         filters = _filters(a)
-    async with Broker(settings.kafka_bootstrap, topic_prefix(), a.timeout, settings) as broker:
-        if a.cmd == "list":
+    if a.cmd == "list":
+        async with Broker(settings.kafka_bootstrap, topic_prefix(), a.timeout, settings) as broker:
             return await cmd_list(broker, filters, a.json)
+    async with Auditor(settings, a.actor) as auditor, \
+            Broker(settings.kafka_bootstrap, topic_prefix(), a.timeout, settings) as broker:
         if a.cmd == "show":
-            return await cmd_show(broker, address, a.json)
-        return await cmd_redrive(broker, addresses, filters, a.dry_run)
+            return await cmd_show(broker, address, a.json, auditor)
+        return await cmd_redrive(broker, addresses, filters, a.dry_run, auditor)
 
 
 def main(argv: list[str] | None = None) -> int:
