@@ -167,6 +167,19 @@ async def _postgres(*args: str) -> None:
     assert proc.returncode == 0, f"scripts/postgres.sh {' '.join(args)} failed:\n{out.decode(errors='replace')}"
 
 
+class NotReady:
+    """A falsy probe result carrying the /healthz body (which check fails and why)."""
+
+    def __init__(self, body: str) -> None:
+        self.body = body
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return self.body
+
+
 async def test_postgres_restart_under_traffic(pipeline):
     world, procs, receiver = pipeline
     sample = generate(seed=SAMPLE_SEED, families=SAMPLE_FAMILIES)
@@ -213,11 +226,17 @@ async def test_postgres_restart_under_traffic(pipeline):
         finals = await eventually(all_final, timeout=120, interval=0.5, what="every family to reach a final state")
     assert finals == expected
 
-    # Services came back by themselves.
+    # Services came back by themselves: ready again once their probes (every REGSOSEK_PROBE_INTERVAL_S)
+    # have seen the database back; the reason is shown if one stays unready.
     async with httpx.AsyncClient(timeout=5) as client:
         for name, p in procs.items():
             assert p.alive, f"{name} died\n{p.log_tail()}"
-            assert (await client.get(p.url + "/healthz")).status_code == 200
+
+            async def ready(url=p.url):
+                r = await client.get(url + "/healthz")
+                return r.status_code == 200 or NotReady(r.text)
+
+            await eventually(ready, timeout=30, interval=0.5, what=f"{name} ready again after the outage")
 
     fids = set(expected)
     decided = {f for f, s in expected.items() if s == "decided"}
