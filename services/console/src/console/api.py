@@ -61,7 +61,7 @@ class Pages:
         self.settings, self.gateway, self.store_for = settings, gateway, store_for
         self.templates = Jinja2Templates(directory=str(TEMPLATES))
         self.templates.env.globals.update(area_name=area_name, level_name=domain.level_name, charts=charts,
-                                          group_keys=GROUP_KEYS)
+                                          group_keys=GROUP_KEYS, outcomes=domain.OUTCOMES)
 
     # ------------------------------------------------------------ shared
 
@@ -127,7 +127,7 @@ class Pages:
         v = await self.viewer(request, Page.OPERATIONS)
         area = self.area_of(v, area)
         data = await self.operations_data(request, v, area)
-        fields = ("area", "expected", "interviewed", "verified", "flagged", "absent")
+        fields = ("area", *domain.PROGRESS_FIELDS)
         return JSONResponse({"area": area, "total": {f: getattr(data["overall"], f) for f in fields},
                              "areas": [{**{f: getattr(r, f) for f in fields}, "completion": round(r.completion, 4)}
                                        for r in data["rows"]]})
