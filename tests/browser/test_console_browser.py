@@ -12,13 +12,28 @@ into docs/console/ (shown in the README).
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 
 import httpx
 import pytest
 from console_browser import Browser, chromium_driver
 
-from itkit import ROOT, Submitter, World, eventually, family, family_id_of, free_port, new_sls_id, roster, token
+from itkit import (
+    BOOTSTRAP,
+    ROOT,
+    Submitter,
+    World,
+    eventually,
+    family,
+    family_id_of,
+    free_port,
+    new_sls_id,
+    roster,
+    token,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +48,7 @@ async def world(stack):
         await w.start("intake", "verify", "classify", "notify")
         console = w.process("console", REGSOSEK_INTAKE_URL=f"http://127.0.0.1:{w.ports['intake']}",
                             REGSOSEK_NOTIFY_URL=f"http://127.0.0.1:{w.ports['notify']}",
+                            REGSOSEK_CLASSIFY_URL=f"http://127.0.0.1:{w.ports['classify']}",
                             REGSOSEK_LIVE_INTERVAL_S="1").start()
         await console.wait_ready()
         yield w
@@ -55,6 +71,15 @@ async def intake(world):
         yield Submitter(c)
 
 
+async def classify_command(world: World, module: str, *args: str) -> tuple[int, str]:
+    """An operator's classify command (python -m classify.rerank / .replay) on this world's classify database."""
+    env = {**os.environ, "REGSOSEK_DATABASE_URL": world.dsn("classify"), "REGSOSEK_TOPIC_PREFIX": world.prefix,
+           "REGSOSEK_KAFKA_BOOTSTRAP": BOOTSTRAP}
+    p = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", module, "--json", *args], env=env,
+                                capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout + p.stderr
+
+
 async def seen(browser: Browser, probe, what: str, timeout: float = 90):
     """Polls the browser (in a thread: Selenium blocks) until `probe(browser)` is truthy."""
     return await eventually(lambda: asyncio.to_thread(probe, browser), timeout=timeout, interval=0.5, what=what)
@@ -74,7 +99,10 @@ async def test_operations_sees_progress_move_while_families_are_submitted(world,
     regency = sls[:4]
     entries, interviews = zip(*(family(sls, b) for b in range(1, 7)), strict=True)
     await intake.submit("/v1/rosters", roster(sls, list(entries)))
-    await intake.submit("/v1/rosters", roster(behind, [family(behind, b)[0] for b in range(1, 5)]))
+    # the RT head confirmed one family of the other SLS moved and one unknown (field outcomes: moved, not found)
+    behind_entries = [{**family(behind, b)[0], "status": status}
+                      for b, status in enumerate(("present", "moved", "unknown", "present"), start=1)]
+    await intake.submit("/v1/rosters", roster(behind, behind_entries))
     browser.sign_in("admin", "OPS-IT", "64")
     browser.open(f"/operations?area={regency}")
     await seen(browser, lambda b: b.text("total-expected") == "10", "the rosters' ten expected families")
@@ -92,6 +120,7 @@ async def test_operations_sees_progress_move_while_families_are_submitted(world,
     assert shown == sorted(shown), f"progress never goes back: {shown}"
     assert browser.row_ids("table.progress") == [f"area-{behind[:7]}", f"area-{sls[:7]}"], \
         "the district falling behind (nothing interviewed) comes first"
+    assert (browser.text("total-moved"), browser.text("total-not_found"), browser.text("total-absent")) == ("1", "1", "2")
     browser.shot("operations")
     browser.open(f"/operations?area={sls}")
     assert browser.text("total-expected") == "6" and browser.text("total-verified") == "6"
@@ -147,7 +176,8 @@ async def test_scope_a_supervisor_sees_no_family_outside_their_areas(world, brow
     supervisor_view = await progress_of(world, browser.session_cookie(), "64")
     assert admin_view["total"]["interviewed"] >= 1 and admin_view["total"]["expected"] >= 1
     assert supervisor_view["total"] == {"area": "64", "expected": 0, "interviewed": 0, "verified": 0, "flagged": 0,
-                                        "absent": 0}, "progress counts only the supervisor's own areas"
+                                        "absent": 0, "refused": 0, "moved": 0, "dissolved": 0, "not_found": 0}, \
+        "progress counts only the supervisor's own areas"
     browser.open("/integrator")
     assert "403" in browser.title() or browser.exists_css("p[role=alert]"), "the integrator page is not a supervisor's"
 
@@ -169,9 +199,36 @@ async def test_village_official_records_a_consultation_decision(world, browser, 
     await seen(browser, lambda b: b.reload(f"/village?area={sls[:10]}") or b.exists_css(f"#fam-{fid} .tag"),
                "the family re-classified with the village's decision")
     browser.shot("village")
-    browser.sign_in("admin", "OPS-IT", "64")
-    browser.open("/policy?area=64")
-    assert browser.exists(f"regency-{sls[:4]}") and browser.exists("versions")
+
+
+async def test_policy_shows_the_model_lines_and_rules_in_force_and_a_replays_progress(world, browser, intake):
+    sls = new_sls_id("6472")
+    entries, interviews = zip(*(family(sls, b) for b in range(1, 3)), strict=True)
+    await intake.submit("/v1/rosters", roster(sls, list(entries)))
+    for iv in interviews:
+        await intake.submit("/v1/interviews", iv)
+    fids = [family_id_of(iv) for iv in interviews]
+    async def classified() -> bool:
+        n = await world.fetchval("classify", "select count(*) from families where family_id = any($1::text[])", fids)
+        return n == 2
+
+    await eventually(classified, timeout=90, what="both families classified")
+    # an operator's re-rank, then a replay stopped after its first batch (it resumes on the next run)
+    assert (await classify_command(world, "classify.rerank", "--scope", "national"))[0] == 0
+    assert (await classify_command(world, "classify.replay", "--batch-size", "1", "--max-batches", "1"))[0] == 0
+    browser.sign_in("supervisor", "SPV-POLICY", sls[:4])
+    browser.open(f"/policy?area={sls[:4]}")
+    assert browser.text("model-version") == "pmt-illustrative-2022.1"
+    assert browser.text("lines-version") == "lines-2022.1" and browser.text("rules-version") == "rules-2022.1"
+    assert "BPS" in browser.text("lines-source")
+    assert "pkh" in browser.text("rules")
+    replay = browser.driver.find_element("css selector", "#replays tbody tr")
+    assert replay.get_attribute("data-state") == "interrupted", replay.text
+    assert browser.exists_css("#rankings tbody tr")
+    assert browser.find("rerank-running").get_attribute("data-running") == "no"
+    await seen(browser, lambda b: b.reload(f"/policy?area={sls[:4]}") or b.exists(f"regency-{sls[:4]}"),
+               "the regency's distribution")
+    assert browser.exists("versions")
     browser.shot("policy")
 
 
@@ -206,6 +263,38 @@ async def test_programme_integrator_pauses_and_resumes_a_subscription(world, bro
         browser.click_css(f"#sub-{sub_id} button.redeliver")
         assert browser.text_of("css selector", "p.notice") in ("Surat mati dijadwalkan untuk dikirim ulang.",
                                                                "Dead letters queued for re-delivery.")
+
+
+async def test_programme_integrator_sends_a_test_event_that_reaches_the_receiver(world, browser):
+    secret = "receiver-secret-" + uuid.uuid4().hex
+    receiver = world.receiver(secret).start()
+    await receiver.wait_ready()
+    programme = {"authorization": f"Bearer {token('programme', 'PKH-TEST', ('64',), ('pkh',))}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{world.ports['notify']}", timeout=20) as c:
+        r = await c.post("/v1/subscriptions", headers=programme,
+                         json={"callback_url": receiver.url + "/notify", "secret": secret,
+                               "filters": {"area_prefixes": ["6499"]}})  # no family of the tests lives there
+        assert r.status_code == 201, r.text
+        sub_id = r.json()["id"]
+    browser.sign_in("programme", "PKH-TEST", "64", programme="pkh")
+    browser.open("/integrator")
+    browser.click_css(f"#sub-{sub_id} button.test-event")
+    assert browser.text_of("css selector", "p.notice") in (
+        "Peristiwa uji dijadwalkan: dikirim bersama pengiriman berikutnya langganan ini.",
+        "Test event queued: it goes out with the subscription's next delivery.")
+
+    async def received() -> list[dict]:
+        async with httpx.AsyncClient(base_url=receiver.url, timeout=10) as c:
+            return [e for e in (await c.get("/events", params={"with_data": "true"})).json()["events"]
+                    if e["event_type"] == "regsosek.test"]
+
+    (event,) = await eventually(received, timeout=60, what="the test event at the reference receiver")
+    assert event["data"]["test"] is True and event["data"]["subscription_id"] == sub_id
+    assert not {"family_id", "sls_id", "welfare_group", "decisions"} & set(event["data"])
+    await seen(browser, lambda b: b.reload("/integrator") or b.exists_css(f"#sub-{sub_id} table.attempts"),
+               "the test event's delivery among the attempts")
+    assert "delivered" in browser.text_of("css selector", f"#sub-{sub_id} table.attempts tbody tr")
+    browser.shot("integrator-test-event")
 
 
 async def test_the_journey_shows_a_programme_systems_acknowledgement(world, browser, intake):

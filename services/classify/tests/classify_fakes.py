@@ -119,3 +119,29 @@ class InMemoryClassifyStore:
 
     async def record_audit(self, entry: audit.Entry) -> None:
         self.audit.append(entry)
+
+
+class InMemoryStatusStore:
+    """The status API's store (classify.store.StatusStore) over plain lists: same public methods and signatures."""
+
+    def __init__(self) -> None:
+        self.versions: list[dict] = []
+        self.rankings: list[dict] = []  # oldest first, as inserted
+        self.areas: list[dict] = []
+        self.replays: list[dict] = []  # oldest first
+        self.running = False
+
+    async def families_by_versions(self) -> list[dict]:
+        return sorted(self.versions, key=lambda r: -r["families"])
+
+    async def recent_rankings(self, limit: int) -> list[dict]:
+        return list(reversed(self.rankings))[:limit]
+
+    async def areas_waiting(self) -> list[dict]:
+        return sorted(self.areas, key=lambda r: r["requested_at"])
+
+    async def recent_replays(self, limit: int) -> list[dict]:
+        return list(reversed(self.replays))[:limit]
+
+    async def rerank_running(self) -> bool:
+        return self.running

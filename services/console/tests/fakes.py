@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from console.domain import FamilyState, Progress, RosterCount, Step, VerifyState
+from console.domain import PROGRESS_FIELDS, CountsChange, FamilyState, Progress, RosterCount, Step, VerifyState
 from console.store import Scope
 from regsosek import audit
 
@@ -20,6 +20,8 @@ class InMemoryConsoleStore:
         self.families: dict[str, FamilyState] = {}
         self.steps: dict[str, tuple[str, Step]] = {}  # event id -> (family id, step)
         self.rosters: dict[str, RosterCount] = {}
+        self.counters: dict[str, dict[str, int]] = {}  # SLS -> interviewed, verified, flagged
+        self.days: dict[tuple[str, date], int] = {}  # (SLS, fieldwork day) -> interviews
         self.seen: dict[tuple[str, str], dict[str, Any]] = {}
         self.audit: list[audit.Entry] = []
 
@@ -37,6 +39,13 @@ class InMemoryConsoleStore:
 
     async def save_roster(self, r: RosterCount) -> None:
         self.rosters[r.sls_id] = r
+
+    async def change_counts(self, c: CountsChange) -> None:
+        row = self.counters.setdefault(c.sls_id, {"interviewed": 0, "verified": 0, "flagged": 0})
+        for f in row:
+            row[f] += getattr(c, f)
+        for day, n in c.days.items():
+            self.days[(c.sls_id, day)] = self.days.get((c.sls_id, day), 0) + n
 
     async def note_versions(self, at: datetime, versions: dict[str, str]) -> None:
         for kind, version in versions.items():
@@ -56,27 +65,30 @@ class InMemoryConsoleStore:
 
     async def progress(self, area: str, scope: Scope, code_length: int) -> list[Progress]:
         rows: dict[str, dict[str, int]] = {}
-        for f in self.families.values():
-            if f.sls_id.startswith(area) and _in(scope, f.sls_id):
-                r = rows.setdefault(f.sls_id[:code_length], dict.fromkeys(("expected", "interviewed", "verified",
-                                                                          "flagged", "absent"), 0))
-                r["interviewed"] += 1
-                r["verified"] += f.verify_state is VerifyState.VERIFIED
-                r["flagged"] += f.verify_state is VerifyState.FLAGGED
+
+        def row(sls_id: str) -> dict[str, int]:
+            return rows.setdefault(sls_id[:code_length], dict.fromkeys(PROGRESS_FIELDS, 0))
+
+        for sls_id, c in self.counters.items():
+            if sls_id.startswith(area) and _in(scope, sls_id) and c["interviewed"]:
+                r = row(sls_id)
+                for f, n in c.items():
+                    r[f] += n
         for c in self.rosters.values():
             if c.sls_id.startswith(area) and _in(scope, c.sls_id):
-                r = rows.setdefault(c.sls_id[:code_length], dict.fromkeys(("expected", "interviewed", "verified",
-                                                                          "flagged", "absent"), 0))
+                r = row(c.sls_id)
                 r["expected"] += c.expected
                 r["absent"] += c.absent
+                for o, n in (c.outcomes or {}).items():
+                    r[o] += n
         return [Progress(a, **r) for a, r in sorted(rows.items())]
 
     async def daily_interviews(self, area: str, scope: Scope) -> list[tuple[date, int]]:
         days: dict[date, int] = {}
-        for f in self.families.values():
-            if f.interviewed_at and f.sls_id.startswith(area) and _in(scope, f.sls_id):
-                days[f.interviewed_at.date()] = days.get(f.interviewed_at.date(), 0) + 1
-        return sorted(days.items())
+        for (sls_id, day), n in self.days.items():
+            if sls_id.startswith(area) and _in(scope, sls_id):
+                days[day] = days.get(day, 0) + n
+        return sorted((d, n) for d, n in days.items() if n)
 
     async def worklist(self, scope: Scope, limit: int = 200) -> list[FamilyState]:
         flagged = [f for f in self.families.values() if f.verify_state is VerifyState.FLAGGED

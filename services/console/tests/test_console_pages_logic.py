@@ -29,7 +29,7 @@ def test_the_local_token_is_for_the_console_and_the_services_it_calls(tmp_path, 
     token = local_token(settings, role=Role.PROGRAMME, subject="PKH", areas=["64"], programmes=["pkh"])
     from regsosek.auth import local_jwks_file
 
-    for audience in ("regsosek-console", "regsosek-intake", "regsosek-notify"):
+    for audience in ("regsosek-console", "regsosek-intake", "regsosek-notify", "regsosek-classify"):
         p = TokenVerifier(JwksFile(local_jwks_file()), issuer="regsosek-local", audience=audience).verify_sync(token)
         assert (p.subject, p.role, p.areas, p.programmes) == ("PKH", Role.PROGRAMME, ("64",), ("pkh",))
 

@@ -133,6 +133,17 @@ class InMemoryNotifyStore:
             self.subscriptions[sub_id]["next_attempt_at"] = _now()
         return n
 
+    async def queue_test_event(self, sub_id: UUID, event_id: str, event_type: str, payload: dict) -> bool:
+        s = self.subscriptions.get(sub_id)
+        if s is None or s["status"] == "deleted" or s["format"] != "webhook":
+            return False
+        self.deliveries.append({
+            "id": next(self._ids), "subscription_id": sub_id, "event_id": event_id, "event_type": event_type,
+            "family_id": "", "payload": payload, "traceparent": None, "status": "pending", "attempts": 0,
+            "last_status": None, "last_error": None, "created_at": _now(), "delivered_at": None})
+        s["next_attempt_at"] = min(s["next_attempt_at"], _now())
+        return True
+
     # ---------------------------------------------------------------- decisions in
 
     async def family_state(self, family_ids: Sequence[str]) -> FamilyState:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from classify.api import status_router
 from classify.domain import Config
 from classify.handlers import Classifier
 from classify.model import PmtModel, PovertyLines, RuleSet
@@ -46,6 +47,7 @@ def definition(settings: ClassifySettings | None = None) -> ServiceDefinition:
         name="classify", settings=settings, migrations=MIGRATIONS, handlers=classifier.handlers(),
         topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FKP_ADJUSTMENT, Topic.FAMILY_ERASED],
         title="Regsosek classify", background=[area_reranks(Reclassifier(config, publisher), settings)],
+        routers=[status_router(settings, config)],
     )
 
 

@@ -380,3 +380,40 @@ class RerankStore(ClassifyStore):
         """The area re-rank of `regency` asked for at `requested_at` is done (a later request stays)."""
         await self.conn.execute("delete from rerank_areas where regency = $1 and requested_at <= $2",
                                 regency, requested_at)
+
+
+class StatusStore:
+    """What classify's read-only status API (classify.api) shows of its own tables: how many families rest on
+    which versions, the recent rankings, the regencies waiting for an area re-rank, the replay runs, and
+    whether a re-rank or replay holds the lock now. Ids, versions, counts and times only."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def families_by_versions(self) -> list[dict]:
+        """Families per (model, poverty lines, rules) version they were classified with."""
+        rows = await self.conn.fetch("select model_version, lines_version, rule_version, count(*) families "
+                                     "from families group by 1, 2, 3 order by 4 desc")
+        return [dict(r) for r in rows]
+
+    async def recent_rankings(self, limit: int) -> list[dict]:
+        rows = await self.conn.fetch("select id, scope, partition, area, model_version, families, ranked_at "
+                                     "from rankings order by id desc limit $1", limit)
+        return [dict(r) for r in rows]
+
+    async def areas_waiting(self) -> list[dict]:
+        rows = await self.conn.fetch("select regency, reason, requested_at from rerank_areas order by requested_at")
+        return [dict(r) for r in rows]
+
+    async def recent_replays(self, limit: int) -> list[dict]:
+        rows = await self.conn.fetch(
+            "select id, model_version, lines_version, rule_version, examined, changed, started_at, updated_at, "
+            "finished_at, outcome from replay_runs order by id desc limit $1", limit)
+        return [dict(r) for r in rows]
+
+    async def rerank_running(self) -> bool:
+        """A re-rank or replay holds classify's lock (store.exclusive) in this database now."""
+        return await self.conn.fetchval(
+            "select exists (select 1 from pg_locks where locktype = 'advisory' and granted and classid = 0 "
+            "and objid = $1 and objsubid = 1 and database = (select oid from pg_database "
+            "where datname = current_database()))", LOCK)

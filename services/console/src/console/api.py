@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 
 from console import charts, domain, i18n
 from console.domain import Page
-from console.gateway import Gateway, Unavailable
+from console.gateway import Answer, Gateway, Unavailable
 from console.session import LANG_COOKIE, SignedOut, principal_of
 from console.settings import ConsoleSettings
 from console.store import ConsoleStore
@@ -30,6 +30,7 @@ from regsosek.service import runtime_of
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 GROUP_KEYS = ("group_1", "group_2", "group_3", "group_4")
+SUBSCRIPTION_ACTIONS = ("pause", "resume", "redeliver", "test-event")  # notify's, on one subscription
 
 
 def safe_next(value: str | None) -> str:
@@ -61,7 +62,7 @@ class Pages:
         self.settings, self.gateway, self.store_for = settings, gateway, store_for
         self.templates = Jinja2Templates(directory=str(TEMPLATES))
         self.templates.env.globals.update(area_name=area_name, level_name=domain.level_name, charts=charts,
-                                          group_keys=GROUP_KEYS)
+                                          group_keys=GROUP_KEYS, outcomes=domain.OUTCOMES)
 
     # ------------------------------------------------------------ shared
 
@@ -127,7 +128,7 @@ class Pages:
         v = await self.viewer(request, Page.OPERATIONS)
         area = self.area_of(v, area)
         data = await self.operations_data(request, v, area)
-        fields = ("area", "expected", "interviewed", "verified", "flagged", "absent")
+        fields = ("area", *domain.PROGRESS_FIELDS)
         return JSONResponse({"area": area, "total": {f: getattr(data["overall"], f) for f in fields},
                              "areas": [{**{f: getattr(r, f) for f in fields}, "completion": round(r.completion, 4)}
                                        for r in data["rows"]]})
@@ -157,6 +158,14 @@ class Pages:
                 "reason": domain.resolution_reason(kind, note)[:500], "decided_at": datetime.now(UTC).isoformat()}
         return await self.act(request, v, "/worklist", self.gateway.resolve(v.token, body), "notice.resolution_sent")
 
+    @staticmethod
+    def refusal(v: Viewer, answer: Answer) -> str:
+        """A service's refusal in the person's words: a refused token or permission says so (the console's
+        token for that service is wrong or lacks its audience), anything else gives the service's reason."""
+        if answer.denied:
+            return v.t("error.denied", service=answer.service, status=answer.status, reason=answer.reason())
+        return answer.reason()
+
     async def act(self, request: Request, v: Viewer, back: str, call, notice: str) -> Response:
         """Runs an action on a service and returns to the page with its outcome."""
         back += "&" if "?" in back else "?"
@@ -165,7 +174,7 @@ class Pages:
         except Unavailable as e:
             return RedirectResponse(f"{back}refused={quote(v.t('error.unavailable', service=e.service))}", 303)
         if not answer.ok:
-            return RedirectResponse(f"{back}refused={quote(answer.reason()[:300])}", 303)
+            return RedirectResponse(f"{back}refused={quote(self.refusal(v, answer)[:300])}", 303)
         return RedirectResponse(f"{back}notice={notice}", 303)
 
     # ------------------------------------------------------------ journey
@@ -208,9 +217,23 @@ class Pages:
         async def read(store: ConsoleStore):
             return await store.distributions(area, v.scope), await store.versions()
 
-        dist, versions = await self.store_read(request, read)
+        (dist, versions), (policy, reranks, problem) = await asyncio.gather(self.store_read(request, read),
+                                                                              self.classify_status(v))
         return self.render(request, "policy.html", viewer=v, page=Page.POLICY, area=area, dist=dist,
-                           versions=versions, colours=charts.GROUP_COLOURS)
+                           versions=versions, colours=charts.GROUP_COLOURS, policy=policy, reranks=reranks,
+                           problem=problem)
+
+    async def classify_status(self, v: Viewer) -> tuple[dict | None, dict | None, str | None]:
+        """classify's policy in force and its re-ranks and replays (its status API, with the person's token);
+        what it refused or that it is not answering, in words, instead."""
+        try:
+            policy, reranks = await asyncio.gather(self.gateway.policy(v.token), self.gateway.reranks(v.token))
+        except Unavailable as e:
+            return None, None, v.t("error.unavailable", service=e.service)
+        refused = next((a for a in (policy, reranks) if not a.ok), None)
+        if refused is not None:
+            return None, None, self.refusal(v, refused)
+        return policy.body, reranks.body, None
 
     # ------------------------------------------------------------ programme integrators
 
@@ -223,12 +246,14 @@ class Pages:
         except Unavailable as e:
             return self.render(request, "integrator.html", status=503, viewer=v, page=Page.INTEGRATOR, subs=[],
                                problem=v.t("error.unavailable", service=e.service))
-        problem = None if listing.ok else listing.reason()
-        return self.render(request, "integrator.html", viewer=v, page=Page.INTEGRATOR, subs=subs, problem=problem)
+        problem = None if listing.ok else self.refusal(v, listing)
+        status = 403 if listing.denied else 200  # notify refused the person's token: a refusal, not a fault
+        return self.render(request, "integrator.html", status=status, viewer=v, page=Page.INTEGRATOR, subs=subs,
+                           problem=problem)
 
     async def subscription_action(self, request: Request, sub_id: uuid.UUID, action: str):
         v = await self.viewer(request, Page.INTEGRATOR)
-        if action not in ("pause", "resume", "redeliver"):
+        if action not in SUBSCRIPTION_ACTIONS:
             raise HTTPException(404, v.t("error.field", field="action"))
         return await self.act(request, v, "/integrator", self.gateway.subscription_action(v.token, sub_id, action),
                               f"notice.{action}")

@@ -18,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from regsosek.auth import Principal, Role
 from regsosek.contracts import (
@@ -180,25 +181,70 @@ def on_delivered(s: FamilyState, e: EligibilityDelivered) -> Change:
 
 @dataclass(frozen=True)
 class RosterCount:
-    """An SLS's expected families (from its roster) and those the RT head confirmed absent."""
+    """An SLS's expected families (from its roster) and those the RT head confirmed absent; with the roster,
+    its families per field outcome (FIELD_OUTCOMES; None from sls-completed, which carries no breakdown)."""
 
     sls_id: str
     expected: int
     absent: int
     as_of: datetime
     revision: int = 0  # verify's roster revision when it comes from sls-completed; 0 from the roster itself
+    outcomes: dict[str, int] | None = None
 
 
 ABSENT = frozenset({RosterStatus.MOVED, RosterStatus.DISSOLVED, RosterStatus.UNKNOWN})
 
+# The outcomes of fieldwork the console counts per SLS, in the order pages show them.
+OUTCOMES = ("refused", "moved", "dissolved", "not_found")
+
+# Field outcome codes, as the events carry them, to the console's outcome. Today the roster's status of each
+# prelisted family (moved, dissolved, unknown); a roster entry's or an interview's own outcome code (refused,
+# not found, moved, ...) maps here as soon as the events carry one: add its code, nothing else changes.
+FIELD_OUTCOMES: dict[str, str] = {
+    RosterStatus.MOVED.value: "moved",
+    RosterStatus.DISSOLVED.value: "dissolved",
+    RosterStatus.UNKNOWN.value: "not_found",
+    "refused": "refused",
+    "not_found": "not_found",
+    "not_home": "not_found",
+    "deceased": "dissolved",
+}
+
+
+def field_outcome(entry: object) -> str | None:
+    """The console's outcome of a roster entry (or any event part): its own `outcome` code when it carries one,
+    else its roster `status`; None for a family present, added, or a code not (yet) mapped."""
+    for code in (getattr(entry, "outcome", None), getattr(entry, "status", None)):
+        if code is not None and str(getattr(code, "value", code)) in FIELD_OUTCOMES:
+            return FIELD_OUTCOMES[str(getattr(code, "value", code))]
+    return None
+
 
 def roster_count(e: RosterSubmitted) -> RosterCount:
     absent = sum(1 for f in e.families if f.status in ABSENT)
-    return RosterCount(e.sls_id, expected=len(e.families), absent=absent, as_of=e.confirmed_at)
+    outcomes = dict.fromkeys(OUTCOMES, 0)
+    for f in e.families:
+        if (o := field_outcome(f)) is not None:
+            outcomes[o] += 1
+    return RosterCount(e.sls_id, expected=len(e.families), absent=absent, as_of=e.confirmed_at, outcomes=outcomes)
 
 
 def completed_count(e: SlsCompleted) -> RosterCount:
     return RosterCount(e.sls_id, expected=e.expected, absent=e.absent, as_of=e.completed_at, revision=e.roster_revision)
+
+
+def merged_roster(current: RosterCount | None, incoming: RosterCount) -> RosterCount | None:
+    """What to keep of an SLS's roster count after `incoming` (None: nothing changes). The counts follow
+    newer_roster; the outcomes come from the latest roster confirmation (sls-completed carries none)."""
+    if current is None:
+        return incoming
+    newer = newer_roster(current, incoming)
+    if incoming.outcomes is None:
+        return dataclasses.replace(incoming, outcomes=current.outcomes) if newer else None
+    if newer:
+        return incoming
+    # an older count (verify's revision wins), but this roster's outcomes are newer than the kept ones
+    return dataclasses.replace(current, outcomes=incoming.outcomes)
 
 
 def newer_roster(current: RosterCount | None, incoming: RosterCount) -> bool:
@@ -292,6 +338,10 @@ class Progress:
     verified: int = 0
     flagged: int = 0
     absent: int = 0
+    refused: int = 0
+    moved: int = 0
+    dissolved: int = 0
+    not_found: int = 0
 
     @property
     def to_interview(self) -> int:
@@ -311,9 +361,60 @@ def behind_first(rows: list[Progress]) -> list[Progress]:
     return sorted(rows, key=lambda r: (r.completion, -r.to_interview, r.area))
 
 
+PROGRESS_FIELDS = ("expected", "interviewed", "verified", "flagged", "absent", *OUTCOMES)
+
+
 def total(area: str, rows: list[Progress]) -> Progress:
-    return Progress(area, *(sum(getattr(r, f) for r in rows)
-                            for f in ("expected", "interviewed", "verified", "flagged", "absent")))
+    return Progress(area, *(sum(getattr(r, f) for r in rows) for f in PROGRESS_FIELDS))
+
+
+# ---------------------------------------------------------------- per-SLS counters (maintained by the projection)
+
+FIELDWORK_ZONE = ZoneInfo("Asia/Makassar")  # the fieldwork day of an interview (WITA)
+
+
+@dataclass(frozen=True)
+class FamilyCounts:
+    """What one family adds to its SLS's counters: interviewed (every family the read model holds), verified or
+    flagged (its current verify state), and its interview's fieldwork day (for the daily chart)."""
+
+    interviewed: int = 0
+    verified: int = 0
+    flagged: int = 0
+    day: date | None = None
+
+
+def counts_of(s: FamilyState | None) -> FamilyCounts:
+    if s is None:
+        return FamilyCounts()
+    day = s.interviewed_at.astimezone(FIELDWORK_ZONE).date() if s.interviewed_at else None
+    return FamilyCounts(1, int(s.verify_state is VerifyState.VERIFIED), int(s.verify_state is VerifyState.FLAGGED), day)
+
+
+@dataclass(frozen=True)
+class CountsChange:
+    """The change of an SLS's counters (and of its interviews per day) when a family goes from one state to another."""
+
+    sls_id: str
+    interviewed: int
+    verified: int
+    flagged: int
+    days: dict[date, int]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.interviewed or self.verified or self.flagged or any(self.days.values()))
+
+
+def counts_change(sls_id: str, before: FamilyState | None, after: FamilyState | None) -> CountsChange:
+    b, a = counts_of(before), counts_of(after)
+    days: dict[date, int] = {}
+    if b.day != a.day:
+        if b.day is not None:
+            days[b.day] = -1
+        if a.day is not None:
+            days[a.day] = days.get(a.day, 0) + 1
+    return CountsChange(sls_id, a.interviewed - b.interviewed, a.verified - b.verified, a.flagged - b.flagged, days)
 
 
 def daily_series(days: list[tuple[date, int]], start: date, end: date) -> list[tuple[date, int]]:

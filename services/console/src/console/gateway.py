@@ -30,10 +30,16 @@ class Unavailable(Exception):
 class Answer:
     status: int
     body: Any
+    service: str = ""
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    @property
+    def denied(self) -> bool:
+        """The service refused the person's token (401) or what it allows (403): said as such, never a 500."""
+        return self.status in (401, 403)
 
     def reason(self) -> str:
         """The service's reason for a refusal (its `reason`, or each error's path and reason)."""
@@ -65,7 +71,9 @@ class Gateway:
             data = r.json()
         except ValueError:
             data = None
-        return Answer(r.status_code, data)
+        if r.status_code in (401, 403):  # the reason only (never the token)
+            log.warning("upstream refused the token", extra={"fields": {"service": service, "status": r.status_code}})
+        return Answer(r.status_code, data, service)
 
     # ------------------------------------------------------------ intake
 
@@ -74,6 +82,14 @@ class Gateway:
 
     async def fkp_decision(self, token: str, adjustment: dict) -> Answer:
         return await self._call("intake", self.settings.intake_url, "POST", "/v1/fkp-adjustments", token, adjustment)
+
+    # ------------------------------------------------------------ classify
+
+    async def policy(self, token: str) -> Answer:
+        return await self._call("classify", self.settings.classify_url, "GET", "/v1/policy", token)
+
+    async def reranks(self, token: str) -> Answer:
+        return await self._call("classify", self.settings.classify_url, "GET", "/v1/reranks", token)
 
     # ------------------------------------------------------------ notify
 
@@ -104,6 +120,9 @@ class Gateway:
         if action == "redeliver":
             return await self._call("notify", self.settings.notify_url, "POST", f"/v1/subscriptions/{sub_id}/redeliver",
                                     token, {"dead_letters": True})
+        if action == "test-event":
+            return await self._call("notify", self.settings.notify_url, "POST", f"/v1/subscriptions/{sub_id}/test-event",
+                                    token)
         if action not in ("pause", "resume"):
             raise ValueError(f"unknown subscription action {action!r}")
         return await self._call("notify", self.settings.notify_url, "POST", f"/v1/subscriptions/{sub_id}/{action}", token)

@@ -36,10 +36,14 @@ class ConsoleHandlers:
     async def _family_change(self, uow: UnitOfWork, msg: Incoming, family_id: str, sls_id: str,
                              decide: Callable[[FamilyState], Change]) -> None:
         store = self.store_for(uow)
-        state = await store.family(family_id) or FamilyState.new(family_id, sls_id)
-        change = decide(state)
+        before = await store.family(family_id)
+        change = decide(before or FamilyState.new(family_id, sls_id))
         if change.state is not None:
             await store.save_family(change.state)
+            # the SLS's counters move with the family's row, in the same transaction (progress at scale)
+            counts = domain.counts_change(change.state.sls_id, before, change.state)
+            if not counts.empty:
+                await store.change_counts(counts)
         if change.step is not None:
             await store.add_step(msg.envelope.id, family_id, change.step)
 
@@ -80,8 +84,9 @@ class ConsoleHandlers:
 
     async def _roster_count(self, uow: UnitOfWork, count: domain.RosterCount) -> None:
         store = self.store_for(uow)
-        if domain.newer_roster(await store.roster(count.sls_id), count):
-            await store.save_roster(count)
+        kept = domain.merged_roster(await store.roster(count.sls_id), count)
+        if kept is not None:
+            await store.save_roster(kept)
 
     async def on_roster(self, uow: UnitOfWork, msg: Incoming) -> None:
         await self._roster_count(uow, domain.roster_count(msg.data))
@@ -93,7 +98,10 @@ class ConsoleHandlers:
         """Erasure: the family leaves the read model (row and journey); audited with ids and counts."""
         e: FamilyErased = msg.data
         store = self.store_for(uow)
+        before = await store.family(e.family_id)
         counts = await store.erase_family(e.family_id)
+        if before is not None:
+            await store.change_counts(domain.counts_change(before.sls_id, before, None))
         await store.record_audit(audit.entry("intake", "service", "family.erase", "family", e.family_id,
                                              request_id=msg.envelope.id,
                                              detail={"erasure_id": str(e.erasure_id), "reason": e.reason.value, **counts}))

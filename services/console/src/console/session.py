@@ -3,7 +3,7 @@ every service verifies tokens, and the local sign-in that issues one.
 
 Local use: the sign-in page mints a token with the checkout's local key pair (regsosek.auth, what
 `make token` signs with) for the role, area and programme chosen, valid for the console and for the
-services it calls on the person's behalf (intake, verify, notify), and sets it in an HttpOnly,
+services it calls on the person's behalf (intake, verify, notify, classify), and sets it in an HttpOnly,
 SameSite=Strict cookie. Production (REGSOSEK_ENV=production): the local sign-in is refused; the
 identity provider's tokens are accepted (bearer header or the same cookie, set by the sign-in proxy)
 and verified against its JWK Set with this service's audience.
@@ -54,7 +54,7 @@ def local_token(settings: ConsoleSettings, *, role: Role, subject: str, areas: l
         raise PermissionError("local sign-in is refused in production: sign in through the identity provider")
     return mint(subject=subject, role=role, areas=areas, ttl_s=settings.session_ttl_s,
                 programmes=programmes if role is Role.PROGRAMME else None,
-                audience=[*LOCAL_AUDIENCES, audience_of(settings.service_name)])
+                audience=[*LOCAL_AUDIENCES, audience_of("classify"), audience_of(settings.service_name)])
 
 
 def cookie_options(settings: ConsoleSettings) -> dict:

@@ -15,6 +15,7 @@ class ConsoleSettings(TokenSettings):
     # The owning services' public APIs, called server-side with the signed-in person's token.
     intake_url: str = "http://127.0.0.1:8001"
     notify_url: str = "http://127.0.0.1:8004"
+    classify_url: str = "http://127.0.0.1:8003"  # its read-only status API: policy in force, re-ranks, replays
     upstream_timeout_s: float = Field(10.0, gt=0)
     # How often an open page asks for fresh numbers (progressive JavaScript; the page works without it).
     live_interval_s: float = Field(3.0, gt=0)

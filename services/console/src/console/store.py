@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from console.domain import FamilyState, Progress, RosterCount, Step, VerifyState
+from console.domain import OUTCOMES, PROGRESS_FIELDS, CountsChange, FamilyState, Progress, RosterCount, Step, VerifyState
 from regsosek import audit
 
 Scope = tuple[str, ...] | None
@@ -69,15 +69,33 @@ class ConsoleStore:
             event_id, family_id, step.submission_id, step.step, step.at, json.dumps(step.detail))
 
     async def roster(self, sls_id: str) -> RosterCount | None:
-        row = await self.conn.fetchrow("select sls_id, expected, absent, as_of, revision from sls_rosters "
+        row = await self.conn.fetchrow("select sls_id, expected, absent, as_of, revision, outcomes from sls_rosters "
                                        "where sls_id = $1", sls_id)
-        return RosterCount(**dict(row)) if row else None
+        if row is None:
+            return None
+        d = dict(row)
+        d["outcomes"] = json.loads(d["outcomes"]) if isinstance(d["outcomes"], str) else d["outcomes"]
+        return RosterCount(**d)
 
     async def save_roster(self, r: RosterCount) -> None:
         await self.conn.execute(
-            "insert into sls_rosters (sls_id, expected, absent, as_of, revision) values ($1, $2, $3, $4, $5) "
-            "on conflict (sls_id) do update set expected = excluded.expected, absent = excluded.absent, "
-            "as_of = excluded.as_of, revision = excluded.revision", r.sls_id, r.expected, r.absent, r.as_of, r.revision)
+            "insert into sls_rosters (sls_id, expected, absent, as_of, revision, outcomes) "
+            "values ($1, $2, $3, $4, $5, $6::jsonb) on conflict (sls_id) do update set expected = excluded.expected, "
+            "absent = excluded.absent, as_of = excluded.as_of, revision = excluded.revision, "
+            "outcomes = excluded.outcomes", r.sls_id, r.expected, r.absent, r.as_of, r.revision,
+            r.outcomes)  # the pool's jsonb codec encodes the dict
+
+    async def change_counts(self, c: CountsChange) -> None:
+        """Adds a family's change to its SLS's counters and interviews per day (the projection's transaction)."""
+        await self.conn.execute(
+            "insert into sls_progress (sls_id, interviewed, verified, flagged) values ($1, $2, $3, $4) "
+            "on conflict (sls_id) do update set interviewed = sls_progress.interviewed + excluded.interviewed, "
+            "verified = sls_progress.verified + excluded.verified, flagged = sls_progress.flagged + excluded.flagged",
+            c.sls_id, c.interviewed, c.verified, c.flagged)
+        for day, n in sorted(c.days.items()):
+            await self.conn.execute(
+                "insert into sls_days (sls_id, day, interviews) values ($1, $2, $3) on conflict (sls_id, day) "
+                "do update set interviews = sls_days.interviews + excluded.interviews", c.sls_id, day, n)
 
     async def note_versions(self, at: datetime, versions: dict[str, str]) -> None:
         for kind, version in versions.items():
@@ -102,28 +120,28 @@ class ConsoleStore:
     # ------------------------------------------------------------ reads (pages)
 
     async def progress(self, area: str, scope: Scope, code_length: int) -> list[Progress]:
-        """One row per area code of `code_length` digits within `area`."""
+        """One row per area code of `code_length` digits within `area`, summed from the per-SLS counters."""
+        outcomes = ", ".join(f"sum(coalesce((outcomes->>'{o}')::int, 0)) {o}" for o in OUTCOMES)
         rows = await self.conn.fetch(
-            f"""with f as (select substr(sls_id, 1, $3) area, count(*) interviewed,
-                       count(*) filter (where verify_state = 'verified') verified,
-                       count(*) filter (where verify_state = 'flagged') flagged
-                  from families where sls_id like $2 and {_IN_SCOPE} group by 1),
-                r as (select substr(sls_id, 1, $3) area, sum(expected) expected, sum(absent) absent
+            f"""with f as (select substr(sls_id, 1, $3) area, sum(interviewed) interviewed, sum(verified) verified,
+                       sum(flagged) flagged
+                  from sls_progress where sls_id like $2 and {_IN_SCOPE} group by 1),
+                r as (select substr(sls_id, 1, $3) area, sum(expected) expected, sum(absent) absent, {outcomes}
                   from sls_rosters where sls_id like $2 and {_IN_SCOPE} group by 1)
             select coalesce(f.area, r.area) area, coalesce(r.expected, 0) expected, coalesce(f.interviewed, 0) interviewed,
-                   coalesce(f.verified, 0) verified, coalesce(f.flagged, 0) flagged, coalesce(r.absent, 0) absent
-              from f full join r on f.area = r.area order by 1""",
+                   coalesce(f.verified, 0) verified, coalesce(f.flagged, 0) flagged, coalesce(r.absent, 0) absent,
+                   {", ".join(f"coalesce(r.{o}, 0) {o}" for o in OUTCOMES)}
+              from f full join r on f.area = r.area
+             where coalesce(f.interviewed, 0) <> 0 or r.area is not null order by 1""",
             _patterns(scope), area + "%", code_length)
-        return [Progress(r["area"], int(r["expected"]), int(r["interviewed"]), int(r["verified"]), int(r["flagged"]),
-                         int(r["absent"])) for r in rows]
+        return [Progress(r["area"], *(int(r[f]) for f in PROGRESS_FIELDS)) for r in rows]
 
     async def daily_interviews(self, area: str, scope: Scope) -> list[tuple[date, int]]:
-        """Interviews per fieldwork day (the interview's own date)."""
+        """Interviews per fieldwork day (the interview's own date, WITA), summed from the per-SLS day counters."""
         rows = await self.conn.fetch(
-            f"select (interviewed_at at time zone 'Asia/Makassar')::date d, count(*) n from families "
-            f"where interviewed_at is not null and sls_id like $2 and {_IN_SCOPE} group by 1 order by 1",
-            _patterns(scope), area + "%")
-        return [(r["d"], r["n"]) for r in rows]
+            f"select day d, sum(interviews) n from sls_days where sls_id like $2 and {_IN_SCOPE} group by 1 "
+            f"having sum(interviews) <> 0 order by 1", _patterns(scope), area + "%")
+        return [(r["d"], int(r["n"])) for r in rows]
 
     async def worklist(self, scope: Scope, limit: int = 200) -> list[FamilyState]:
         rows = await self.conn.fetch(

@@ -5,7 +5,7 @@ the store (notify.store); a re-send or replay only queues again: the delivery wo
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import UUID, uuid4
 
@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from notify.callbacks import callback_problem_now
 from notify.domain import Filters, Refusal, narrow, subscription_limit_problem
+from notify.publisher import TEST_EVENT_TYPE, test_event
 from notify.settings import NotifySettings
 from notify.store import Stores, pool_stores
 from regsosek import audit
@@ -102,6 +103,7 @@ def subscriptions_router(settings: NotifySettings, stores: Stores = pool_stores)
     _subscription_routes(router, programme, settings, stores)
     _status_routes(router, programme, stores)
     _delivery_routes(router, programme, stores)
+    _test_event_route(router, programme, stores)
     return router
 
 
@@ -220,3 +222,21 @@ def _delivery_routes(router: APIRouter, programme, stores: Stores) -> None:
             rows = await store.attempts_of(sub_id, limit)
             pending = await store.pending_count(sub_id)
         return {"pending": pending, "attempts": [{**r, "at": r["at"].isoformat()} for r in rows]}
+
+
+def _test_event_route(router: APIRouter, programme, stores: Stores) -> None:
+    @router.post("/{sub_id}/test-event", status_code=202,
+                 summary="Queue a test delivery (type regsosek.test, no personal data) through the normal delivery path")
+    async def send_test_event(request: Request, sub_id: UUID, principal: Principal = programme):
+        await _owned(stores, request, sub_id, principal)
+        event_id = f"test-{uuid4()}"
+        payload = test_event(event_id, sub_id, principal.subject, datetime.now(UTC))
+        async with stores(request, True) as store:
+            if not await store.queue_test_event(sub_id, event_id, TEST_EVENT_TYPE, payload):
+                raise HTTPException(409, {"errors": [{"path": "/format",
+                                                      "reason": "test events are for webhook subscriptions"}]})
+            await store.record_audit(audit.of_request(request, principal, "subscription.test_event", "subscription",
+                                                      sub_id, detail={"event_id": event_id}))
+        status = (await _owned(stores, request, sub_id, principal))["status"]
+        return {"event_id": event_id, "event_type": TEST_EVENT_TYPE, "status": status,
+                **({"note": f"the subscription is {status}: resume it to deliver"} if status != "active" else {})}

@@ -12,6 +12,17 @@ from regsosek.messaging import UnitOfWork
 from regsosek.telemetry import in_trace_of
 from regsosek.topics import Topic
 
+# A subscriber's test delivery (POST /v1/subscriptions/{id}/test-event): no family, no decision, nothing
+# to confirm on the topics.
+TEST_EVENT_TYPE = "regsosek.test"
+
+
+def test_event(event_id: str, sub_id: UUID, requested_by: str, now: datetime) -> dict:
+    """The payload of a test delivery: clearly marked, with no personal data (ids of the subscription only)."""
+    return {"event_id": event_id, "event_type": TEST_EVENT_TYPE, "subject": f"test-{sub_id}", "time": now.isoformat(),
+            "data": {"test": True, "subscription_id": str(sub_id), "requested_by": requested_by,
+                     "note": "A test delivery from Regsosek notify: no family, no eligibility decision."}}
+
 
 class Publisher:
     def delivered(self, uow: UnitOfWork, subscription_id: UUID, subscriber: str, deliveries: Iterable[dict],
@@ -19,6 +30,8 @@ class Publisher:
         """eligibility-delivered for each newly acknowledged delivery (its queued payload, event id and
         traceparent), keyed by SLS, in the trace of the submission."""
         for d in deliveries:
+            if d["payload"].get("event_type") == TEST_EVENT_TYPE:
+                continue  # a test delivery concerns no family
             data = d["payload"]["data"]
             with in_trace_of(d["traceparent"], "notify confirm"):
                 uow.outbox.publish(Topic.ELIGIBILITY_DELIVERED, data["sls_id"], EligibilityDelivered(

@@ -162,6 +162,18 @@ class NotifyStore:
             await self.conn.execute("update subscriptions set next_attempt_at = now() where id = $1", sub_id)
         return n
 
+    async def queue_test_event(self, sub_id: UUID, event_id: str, event_type: str, payload: dict) -> bool:
+        """Queues a test delivery behind the subscription's queue (the normal delivery path), due at once;
+        False when the subscription is not a live webhook one (a DCI subscriber's envelope holds records)."""
+        queued = await self.conn.fetchval(
+            "with s as (select id from subscriptions where id = $1 and status <> 'deleted' and format = 'webhook'), "
+            "d as (insert into deliveries (subscription_id, event_id, event_type, family_id, payload) "
+            "select id, $2, $3, '', $4 from s returning 1) select count(*) from d", sub_id, event_id, event_type, payload)
+        if queued:
+            await self.conn.execute("update subscriptions set next_attempt_at = least(next_attempt_at, now()) "
+                                    "where id = $1", sub_id)
+        return bool(queued)
+
     # ---------------------------------------------------------------- decisions in
 
     async def family_state(self, family_ids: Sequence[str]) -> FamilyState:
