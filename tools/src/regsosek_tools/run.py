@@ -90,6 +90,7 @@ class Endpoints:
     receiver: str
     callback: str
     console: str = ""
+    classify: str = ""
 
 
 class Tokens:
@@ -520,8 +521,9 @@ def processes_to_start(a: argparse.Namespace, notify: bool, receiver_secret: str
         raise SetupError("the notify service is not available yet (no notify.app module); run with --no-notify")
     # the services verify tokens against the local key pair's public keys (the runner signs)
     env = local_auth_env()
-    # the console calls intake's and notify's APIs on behalf of the signed-in person
-    env.update({"REGSOSEK_INTAKE_URL": ep.intake, "REGSOSEK_NOTIFY_URL": ep.notify})
+    # the console calls intake's, notify's and classify's APIs on behalf of the signed-in person
+    env.update({"REGSOSEK_INTAKE_URL": ep.intake, "REGSOSEK_NOTIFY_URL": ep.notify,
+                "REGSOSEK_CLASSIFY_URL": ep.classify})
     if a.env:
         env.update(dict(kv.split("=", 1) for kv in a.env))
     names = ["intake", "verify", "classify"] + (["notify", "receiver"] if notify else []) + console_service(ep)
@@ -534,7 +536,8 @@ async def run(a: argparse.Namespace) -> int:
     port = {n: p + a.port_offset for n, p in DEFAULT_PORTS.items()}
     ep = Endpoints(intake=f"http://127.0.0.1:{port['intake']}", notify=f"http://127.0.0.1:{port['notify']}",
                    receiver=f"http://127.0.0.1:{port['receiver']}",
-                   callback=f"http://127.0.0.1:{port['receiver']}/notify")
+                   callback=f"http://127.0.0.1:{port['receiver']}/notify",
+                   classify=f"http://127.0.0.1:{port['classify']}")
     ep.console = console_endpoint(port["console"])
     sample = generate(a.seed, max(a.families, 1))
     if a.families == 0:
