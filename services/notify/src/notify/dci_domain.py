@@ -75,8 +75,56 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class AnyOf:
+    """At least one of its parts holds (the spec's or: $or, predicate condition or)."""
+
+    parts: tuple[Term, ...]
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Every part holds (a branch of an or made of several conditions)."""
+
+    parts: tuple[Term, ...]
+
+
+@dataclass(frozen=True)
+class Negation:
+    """Its part does not hold (the spec's not: $not, $nor, predicate condition not)."""
+
+    part: Term
+
+
+Term = Condition | AnyOf | AllOf | Negation
+
+
+def leaves(terms) -> list[Condition]:
+    """The conditions a query is made of, whatever combines them."""
+    out: list[Condition] = []
+    for t in terms:
+        if isinstance(t, Condition):
+            out.append(t)
+        elif isinstance(t, Negation):
+            out += leaves((t.part,))
+        else:
+            out += leaves(t.parts)
+    return out
+
+
+def holds(term: Term, meets) -> bool:
+    """Whether `term` holds for a record, `meets(condition)` telling each condition."""
+    if isinstance(term, Condition):
+        return meets(term)
+    if isinstance(term, Negation):
+        return not holds(term.part, meets)
+    if isinstance(term, AnyOf):
+        return any(holds(p, meets) for p in term.parts)
+    return all(holds(p, meets) for p in term.parts)
+
+
+@dataclass(frozen=True)
 class Criteria:
-    conditions: tuple[Condition, ...]
+    conditions: tuple[Term, ...]  # all of them hold
     sort: tuple[tuple[str, str], ...] = (("family_id", "asc"),)
     page_size: int = DEFAULT_PAGE_SIZE
     page_number: int = 1
@@ -269,7 +317,8 @@ def parse_criteria(criteria: object, *, token_programmes: tuple[str, ...], token
     return Criteria(conditions, _sort(criteria.get("sort")), *_pagination(criteria.get("pagination")), locale)
 
 
-def conditions_of(query_type: object, query: object, where: str, code: str) -> tuple[Condition, ...]:
+def conditions_of(query_type: object, query: object, where: str, code: str) -> tuple[Term, ...]:
+    """The terms (all of which must hold) of an idtype-value, expression or predicate query; Rejected else."""
     if query_type == "idtype-value":
         if not isinstance(query, dict) or not isinstance(query.get("type"), str):
             raise Rejected(code, f"{where}.query: idtype-value needs type and value")
@@ -287,60 +336,100 @@ def conditions_of(query_type: object, query: object, where: str, code: str) -> t
             raise Rejected(code, f"{where}.query.value.expression: needs a query object")
         if expression.get("collection", RECORD_TYPE) != RECORD_TYPE:
             raise Rejected(code, f"{where}.query.value.expression.collection: only {RECORD_TYPE}")
-        conds = tuple(_mongo(expression["query"], f"{where}.query.value.expression.query", code))
+        conds = tuple(_mongo(expression["query"], f"{where}.query.value.expression.query", code, 0))
     elif query_type == "predicate":
         if not isinstance(query, list) or not query:
             raise Rejected(code, f"{where}.query: predicate needs a non-empty list of expressions")
         conds = tuple(_predicates(query, f"{where}.query", code))
     else:
         raise Rejected(code, f"{where}.query_type: one of idtype-value, expression, predicate")
-    if not conds or len(conds) > MAX_CONDITIONS:
+    if not conds or not 1 <= len(leaves(conds)) <= MAX_CONDITIONS:
         raise Rejected(code, f"{where}.query: 1 to {MAX_CONDITIONS} conditions")
     return conds
 
 
-def _mongo(q: dict, where: str, code: str) -> list[Condition]:
-    if set(q) == {"$and"}:
-        if not isinstance(q["$and"], list) or not q["$and"]:
-            raise Rejected(code, f"{where}.$and: a non-empty list")
-        out = []
-        for i, part in enumerate(q["$and"]):
-            if not isinstance(part, dict):
-                raise Rejected(code, f"{where}.$and[{i}]: an object")
-            out += _mongo(part, f"{where}.$and[{i}]", code)
-        return out
-    out = []
-    for attr, spec in q.items():
-        if attr.startswith("$"):
-            raise Rejected(code, f"{where}.{attr}: only $and combines conditions")
-        if not isinstance(spec, dict):
-            spec = {"$eq": spec}
-        for op, v in spec.items():
-            if op not in _MONGO_OPS:
-                raise Rejected(code, f"{where}.{attr}.{op}: operators are {', '.join(sorted(_MONGO_OPS))}")
-            out.append(_condition(attr, _MONGO_OPS[op], v, f"{where}.{attr}.{op}", code))
+_MAX_DEPTH = 5  # nested $and / $or / $nor / $not
+
+
+def _conjunction(terms: list[Term]) -> Term:
+    return terms[0] if len(terms) == 1 else AllOf(tuple(terms))
+
+
+def _mongo(q: dict, where: str, code: str, depth: int) -> list[Term]:
+    """A MongoDB-style query object (the spec's expression example): fields with $eq, $in, $lt, $lte,
+    $gt, $gte or $not of those; $and, $or and $nor of such objects. Every key holds (and)."""
+    if depth > _MAX_DEPTH:
+        raise Rejected(code, f"{where}: nested deeper than {_MAX_DEPTH} levels")
+    if not q:
+        raise Rejected(code, f"{where}: an empty query")
+    out: list[Term] = []
+    for key, spec in q.items():
+        if key in ("$and", "$or", "$nor"):
+            if not isinstance(spec, list) or not spec or not all(isinstance(p, dict) for p in spec):
+                raise Rejected(code, f"{where}.{key}: a non-empty list of objects")
+            branches = [_mongo(p, f"{where}.{key}[{i}]", code, depth + 1) for i, p in enumerate(spec)]
+            if key == "$and":
+                out += [t for b in branches for t in b]
+            else:
+                either = AnyOf(tuple(_conjunction(b) for b in branches))
+                out.append(either if key == "$or" else Negation(either))
+        elif key.startswith("$"):
+            raise Rejected(code, f"{where}.{key}: $and, $or and $nor combine conditions")
+        else:
+            out += _field(key, spec, f"{where}.{key}", code)
     return out
 
 
-def _predicates(items: list, where: str, code: str) -> list[Condition]:
-    out = []
+def _field(attr: str, spec: object, where: str, code: str) -> list[Term]:
+    if not isinstance(spec, dict):
+        spec = {"$eq": spec}
+    if not spec:
+        raise Rejected(code, f"{where}: an empty condition")
+    out: list[Term] = []
+    for op, v in spec.items():
+        if op == "$not":
+            if not isinstance(v, dict) or not v or "$not" in v:
+                raise Rejected(code, f"{where}.$not: an object of operators")
+            out.append(Negation(_conjunction(_field(attr, v, f"{where}.$not", code))))
+        elif op in _MONGO_OPS:
+            out.append(_condition(attr, _MONGO_OPS[op], v, f"{where}.{op}", code))
+        else:
+            raise Rejected(code, f"{where}.{op}: operators are {', '.join(sorted(_MONGO_OPS))} and $not")
+    return out
+
+
+def _predicates(items: list, where: str, code: str) -> list[Term]:
+    """The predicate list, in seq_num order; every item holds (and). An item is expression1 alone,
+    `not` expression1, or expression1 `and` / `or` / `and not` (condition not) expression2."""
+    out: list[Term] = []
     ordered = sorted(enumerate(items), key=lambda p: (p[1].get("seq_num", 0) if isinstance(p[1], dict) else 0, p[0]))
     for i, p in ordered:
         w = f"{where}[{i}]"
-        if not isinstance(p, dict) or not isinstance(p.get("expression1"), dict):
-            raise Rejected(code, f"{w}.expression1: required")
-        exprs = [("expression1", p["expression1"])]
-        if "expression2" in p:
-            if p.get("condition") != "and":
-                raise Rejected(code, f"{w}.condition: only and is supported")
-            exprs.append(("expression2", p["expression2"]))
-        elif p.get("condition") not in (None, "and"):
-            raise Rejected(code, f"{w}.condition: only and is supported")
-        for name, e in exprs:
-            if not isinstance(e, dict):
-                raise Rejected(code, f"{w}.{name}: an object")
-            out.append(_condition(e.get("attribute_name"), e.get("operator"), e.get("attribute_value"), f"{w}.{name}", code))
+        if not isinstance(p, dict):
+            raise Rejected(code, f"{w}: an object")
+        condition = p.get("condition")
+        if condition not in (None, "and", "or", "not"):
+            raise Rejected(code, f"{w}.condition: and, or or not")
+        first = _expression(p.get("expression1"), f"{w}.expression1", code)
+        if "expression2" not in p:
+            if condition == "or":
+                raise Rejected(code, f"{w}.expression2: required with condition or")
+            out.append(Negation(first) if condition == "not" else first)
+            continue
+        second = _expression(p.get("expression2"), f"{w}.expression2", code)
+        if condition in (None, "and"):
+            out += [first, second]
+        elif condition == "or":
+            out.append(AnyOf((first, second)))
+        else:
+            out += [first, Negation(second)]  # expression1 and not expression2
     return out
+
+
+def _expression(e: object, where: str, code: str) -> Condition:
+    if not isinstance(e, dict):
+        raise Rejected(code, f"{where}: required, an object")
+    return _condition(e.get("attribute_name"), e.get("operator"), e.get("attribute_value"), where, code)
 
 
 def _condition(attr: object, op: object, value: object, where: str, code: str) -> Condition:
@@ -374,11 +463,11 @@ def _value(kind: str, v: object, attr: str, where: str, code: str):
     return v
 
 
-def check_scope(conditions: tuple[Condition, ...], token_programmes: tuple[str, ...], token_areas: tuple[str, ...],
+def check_scope(conditions: tuple[Term, ...], token_programmes: tuple[str, ...], token_areas: tuple[str, ...],
                 code: str) -> None:
     """Refuses conditions naming a programme the token does not, or an area wholly outside its areas
     (results are bounded by the token's areas and programmes in any case)."""
-    for c in conditions:
+    for c in leaves(conditions):
         values = c.value if isinstance(c.value, tuple) else (c.value,)
         if c.attribute == "eligible_programme":
             for v in values:
@@ -484,6 +573,9 @@ def subscription_filters(criteria: object) -> Filters:
     groups: set[int] | None = None
     programmes: list[str] = []
     for c in conds:
+        if not isinstance(c, Condition):
+            raise Rejected(code, "subscribe_criteria.filter: conditions joined by and only (or and not are for "
+                                 "searches; in takes several values)")
         values = c.value if isinstance(c.value, tuple) else (c.value,)
         if c.attribute == "area_code":
             if areas:
