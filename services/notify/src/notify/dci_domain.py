@@ -16,7 +16,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -52,11 +52,13 @@ _LOCALE = re.compile(r"^[a-z]{3}$")
 
 
 class DciError(Exception):
-    """The whole message is refused: the spec's Error code (err.*), a message naming the field."""
+    """The whole message is refused: the spec's Error code (err.*), a message naming the field, and
+    the spec's header status reason code (rjct.*) when it names the problem more precisely (the
+    answer of a synchronous endpoint carries it)."""
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(self, code: str, message: str, status: int = 400, reason_code: str | None = None) -> None:
         super().__init__(message)
-        self.code, self.message, self.status = code, message[:999], status
+        self.code, self.message, self.status, self.reason_code = code, message[:999], status, reason_code
 
 
 class Rejected(Exception):
@@ -168,6 +170,20 @@ def check_envelope(body: object, action: str) -> tuple[dict, dict, str | None]:
     if signature is not None and not isinstance(signature, str):
         raise DciError("err.signature.invalid", "signature: must be a string")
     return header, message, signature
+
+
+def check_message_ts(header: dict, now: datetime, window: timedelta) -> None:
+    """Refuses a message whose message_ts is further than `window` from now, in the past (a stale or
+    replayed message) or the future."""
+    ts = _timestamp(header["message_ts"])
+    if ts is None or abs(now - ts) > window:
+        raise DciError("err.request.bad", f"header.message_ts: more than {window.total_seconds():g} s from the "
+                                          "registry's clock (rjct.message_ts.invalid)", reason_code="rjct.message_ts.invalid")
+
+
+def duplicate_message() -> DciError:
+    return DciError("err.request.bad", "header.message_id: already received from this sender "
+                                       "(rjct.message_id.duplicate)", status=409, reason_code="rjct.message_id.duplicate")
 
 
 def _timestamp(v: object) -> datetime | None:
