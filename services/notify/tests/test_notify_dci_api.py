@@ -258,6 +258,16 @@ async def test_txn_status_tells_a_pending_then_a_given_up_search(client, store):
     item = await status()
     assert item["status"] == "rjct" and "ERR err.signature.invalid" in item["status_reason_message"]
 
+    # the asynchronous form queues the same answer for txn/on-status
+    r = await client.post("/dci/registry/txn/status", headers=bearer(), json=signed("txn-status", {
+        "transaction_id": "st-async", "txnstatus_request": {
+            "reference_id": "r", "txn_type": "search", "attribute_type": "correlation_id", "attribute_value": cid}},
+        sender_uri=URI))
+    assert r.status_code == 200 and r.json()["message"]["ack_status"] == "ACK", r.text
+    (queued,) = [c for c in store.dci_callbacks if c["action"] == "txn-on-status"]
+    assert queued["url"] == URI + "/registry/txn/on-status"
+    assert queued["message"]["txnstatus_response"]["txn_status"]["search_response"][0]["status"] == "rjct"
+
 
 # ---------------------------------------------------------------- one requester never sees another's
 

@@ -313,7 +313,7 @@ class DciApi:
         correlation_id = str(uuid4())
         out, n = await self._status_message(call, correlation_id)
         url = await self._callback_url(call, "/registry/txn/on-status")
-        return self._call_back(call, url, "txn-on-status", out, n, correlation_id)
+        return await self._call_back(call, url, "txn-on-status", out, n, correlation_id)
 
     # ---------------------------------------------------------------- subscribe, unsubscribe
 
