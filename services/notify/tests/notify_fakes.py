@@ -349,6 +349,9 @@ class InMemoryNotifyStore:
             t["detail"] = {**t["detail"], "callback_error": error}
         t["updated_at"] = _now()
 
+    async def erased_among(self, family_ids: list[str]) -> set[str]:
+        return {f for f in family_ids if f in self.erased}
+
     async def remember_dci_message(self, sender_id: str, message_id: str, window: timedelta) -> bool:
         now = _now()
         self.dci_messages = {k: t for k, t in self.dci_messages.items() if t >= now - window}

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
-from test_notify_handlers import ACCESS, FAMILY, SLS, apply, decided
+from test_notify_handlers import ACCESS, FAMILY, SLS, apply, decided, erased
 
 from notify import dci_domain as dd
 from notify.dci import DciApi, DciCallbackWorker
@@ -216,6 +216,18 @@ async def test_async_search_is_queued_with_its_transaction_and_sent_signed_when_
         "identifier_value"] == FAMILY
     assert (cb["status"], cb["message"]) == ("delivered", None)  # the results are not kept once acknowledged
     assert store.dci_transactions[cid]["status"] == "succ"
+
+
+async def test_a_family_erased_before_its_on_search_callback_is_sent_is_not_in_it(client, store):
+    await async_search(client, store)
+    await apply(NotifyHandlers(ACCESS, store_for=lambda uow: store), erased())
+    receiver = Receiver((200, "ACK"))
+    await send_due(store, receiver)
+    ((_, body),) = receiver.received
+    assert notify_verifies(body)  # signed as sent, without the family
+    (item,) = body["message"]["search_response"]
+    assert item["data"]["reg_records"] == [] and item["pagination"]["total_count"] == 0
+    assert FAMILY not in orjson.dumps(body).decode()
 
 
 async def test_a_failing_callback_is_retried_with_the_same_message_id_then_given_up(client, store):

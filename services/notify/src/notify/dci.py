@@ -393,7 +393,8 @@ class DciCallbackWorker:
     """Sends the queued DCI callbacks (on-search, on-subscribe, on-unsubscribe, txn/on-status): a
     background loop of notify (app.py) like the delivery worker, over the same store. Each due callback
     is leased (one instance sends it), POSTed signed (the same message_id on every attempt, the
-    signature made when sent), and its outcome recorded: acknowledged; refused (an ERR answer or a 4xx
+    signature made when sent; an on-search without the families erased since the search ran), and its
+    outcome recorded: acknowledged; refused (an ERR answer or a 4xx
     other than 408/429: given up at once, not retried as a network failure); else retried with
     exponential backoff and jitter until `dci_callback_attempts`, then given up. A given-up search
     callback turns the transaction rjct with the reason (txn/status tells it)."""
@@ -424,6 +425,10 @@ class DciCallbackWorker:
 
     async def _deliver(self, pool: Any, client: httpx.AsyncClient, cb: dict) -> None:
         s = self.settings
+        if cb["action"] == "on-search" and (families := dd.families_in(cb["message"])):
+            async with self.stores(pool) as store:  # a family erased since the search is not sent
+                if erased := await store.erased_among(families):
+                    cb = {**cb, "message": dd.without_families(cb["message"], erased)}
         outcome, status, error, retry_after = await self._post(client, cb)
         if outcome is Outcome.RETRY and cb["attempts"] + 1 >= s.dci_callback_attempts:
             outcome, error = Outcome.REFUSED, f"given up after {cb['attempts'] + 1} attempts: {error}"

@@ -561,6 +561,30 @@ def search_item(reference_id: str, now: datetime, criteria: Criteria, records: l
     return item
 
 
+def families_in(message: dict) -> list[str]:
+    """The family ids of the records of an on-search message."""
+    return [r["group_identifier"][0]["identifier_value"] for it in message.get("search_response", [])
+            for r in (it.get("data") or {}).get("reg_records", [])]
+
+
+def without_families(message: dict, erased: set[str]) -> dict:
+    """An on-search message without the records of `erased` families (erased after the search ran, before
+    its callback was sent); each item's total_count lessened by the records taken out."""
+    items = []
+    for it in message.get("search_response", []):
+        records = (it.get("data") or {}).get("reg_records")
+        if records is None:
+            items.append(it)
+            continue
+        kept = [r for r in records if r["group_identifier"][0]["identifier_value"] not in erased]
+        item = {**it, "data": {**it["data"], "reg_records": kept}}
+        if "pagination" in it:
+            item["pagination"] = {**it["pagination"],
+                                  "total_count": max(0, it["pagination"]["total_count"] - (len(records) - len(kept)))}
+        items.append(item)
+    return {**message, "search_response": items}
+
+
 def rejected_item(reference_id: str, now: datetime, r: Rejected) -> dict:
     return {"reference_id": reference_id, "timestamp": now.isoformat(), "status": "rjct",
             "status_reason_code": r.code, "status_reason_message": r.message}

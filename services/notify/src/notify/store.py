@@ -455,6 +455,12 @@ class NotifyStore:
             "detail = case when $2::text is null then detail else detail || jsonb_build_object('callback_error', $2::text) "
             "end, updated_at = now() where correlation_id = $1", correlation_id, error)
 
+    async def erased_among(self, family_ids: list[str]) -> set[str]:
+        """Which of these families were erased (a queued on-search callback must not carry them)."""
+        rows = await self.conn.fetch("select family_id from erased_families where family_id = any($1::text[])",
+                                     family_ids)
+        return {r["family_id"] for r in rows}
+
     async def remember_dci_message(self, sender_id: str, message_id: str, window: timedelta) -> bool:
         """Takes the sender's message_id; False when it was taken before (a replay). Ids older than
         `window` are forgotten (their message_ts is refused by then)."""
