@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from notify import dci_domain as dd
@@ -226,7 +227,7 @@ def test_signature_round_trip_and_tampering():
     (lambda b: b["header"].update(action="subscribe"), "err.request.bad", "header.action"),
     (lambda b: b["header"].update(version="2.0.0"), "err.version.not_supported", "header.version"),
     (lambda b: b["header"].update(total_count="1"), "err.request.bad", "header.total_count"),
-    (lambda b: b["header"].update(is_msg_encrypted=True), "err.encryption.invalid", "is_msg_encrypted"),
+    (lambda b: b["header"].update(is_msg_encrypted="yes"), "err.encryption.invalid", "is_msg_encrypted"),
     (lambda b: b.update(message=[]), "err.request.bad", "message"),
 ])
 def test_malformed_envelopes(mutate, code, needle):
@@ -333,3 +334,55 @@ def test_an_err_answer_is_a_refusal_not_a_network_failure():
     assert err_answer(200, b'{"message":{"ack_status":"ACK"}}') is None
     assert err_answer(500, b'{"message":{"ack_status":"ERR"}}') is None
     assert err_answer(200, b"not json") is None
+
+
+# ---------------------------------------------------------------- encrypted messages
+
+
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def test_an_encrypted_message_round_trips_and_is_valid_against_the_spec():
+    env = envelope(is_msg_encrypted=True)
+    sealed = dd.encrypt_message(RSA_KEY.public_key(), env["message"])
+    dci_spec.schema("EncryptedMessage", sealed)
+    dci_spec.request("/registry/sync/search", {**env, "message": sealed})
+    assert sealed["header"] == {"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": dd.rsa_jwk(RSA_KEY.public_key())["kid"]}
+    assert "search_request" not in str(sealed)
+    assert dd.decrypt_message(RSA_KEY, sealed) == env["message"]
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda m: m.update(tag=m["ciphertext"][:22]), "does not decrypt"),  # another 16 bytes
+    (lambda m: m.update(ciphertext="A" + m["ciphertext"][1:]), "does not decrypt"),
+    (lambda m: m["header"].update(kid="someone-else"), "not this registry's encryption key"),
+    (lambda m: m["header"].update(alg="RSA1_5"), "alg RSA-OAEP-256"),
+    (lambda m: m.update(iv="!!"), "message.iv: base64url"),
+    (lambda m: m.pop("header"), "an EncryptedMessage"),
+])
+def test_a_bad_encrypted_message_is_refused_with_why(mutate, needle):
+    sealed = dd.encrypt_message(RSA_KEY.public_key(), {"transaction_id": "t"})
+    mutate(sealed)
+    with pytest.raises(dd.DciError) as e:
+        dd.decrypt_message(RSA_KEY, sealed)
+    assert e.value.code == "err.encryption.invalid" and needle in e.value.message
+
+
+def test_a_message_for_another_key_does_not_decrypt():
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sealed = dd.encrypt_message(other.public_key(), {"transaction_id": "t"})
+    sealed["header"]["kid"] = dd.rsa_jwk(RSA_KEY.public_key())["kid"]
+    with pytest.raises(dd.DciError, match="does not decrypt"):
+        dd.decrypt_message(RSA_KEY, sealed)
+
+
+def test_requester_encryption_keys_are_rsa_jwks_of_2048_bits_or_more():
+    x = base64.urlsafe_b64encode(Ed25519PrivateKey.generate().public_key().public_bytes_raw()).decode()
+    jwk = dd.rsa_jwk(RSA_KEY.public_key())
+    (r,) = dd.parse_requesters({"requesters": {"a": {"subject": "A", "public_key": x, "encryption_key": jwk}}}).values()
+    assert dd.rsa_jwk(r.encryption_key) == jwk
+    small = dd.rsa_jwk(rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key())
+    for bad, needle in ((small, "2048 bits"), ({"kty": "EC"}, "an RSA JWK")):
+        with pytest.raises(ValueError, match=needle):
+            dd.parse_requesters({"requesters": {"a": {"subject": "A", "public_key": x, "encryption_key": bad}}})
+

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from test_notify_handlers import ACCESS, FAMILY, SLS, apply, decided, erased
@@ -39,6 +41,11 @@ OTHER_SENDER, OTHER_SUBJECT, OTHER_SLS = "sembako-mis", "SEMBAKO-DCI", "31710100
 OTHER_KEY = Ed25519PrivateKey.generate()
 SETTINGS = NotifySettings(retry_base_s=0.01, retry_cap_s=0.02, dci_callback_attempts=3)
 URI = "http://programme.example/dci"
+# the registry's decryption key, and requester A's encryption key (B registered none)
+REGISTRY_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+ENCRYPTION_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+REQUESTERS = {SENDER: dd.Requester(SENDER, SUBJECT, KEY.public_key(), ENCRYPTION_KEY.public_key()),
+              OTHER_SENDER: dd.Requester(OTHER_SENDER, OTHER_SUBJECT, OTHER_KEY.public_key())}
 
 
 @pytest.fixture
@@ -46,16 +53,24 @@ def store() -> InMemoryNotifyStore:
     return InMemoryNotifyStore()
 
 
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory) -> NotifySettings:
+    """SETTINGS with the registry's decryption key (same signing key and retries)."""
+    pem = tmp_path_factory.mktemp("dci") / "registry-encryption-key.pem"
+    pem.write_bytes(REGISTRY_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return NotifySettings(retry_base_s=0.01, retry_cap_s=0.02, dci_callback_attempts=3,
+                          dci_encryption_key_file=str(pem))
+
+
 @pytest.fixture
-async def client(store):
+async def client(store, settings):
     @contextlib.asynccontextmanager
     async def stores(request, transaction: bool = False):
         yield store
 
     app = FastAPI()
-    requesters = {SENDER: dd.Requester(SENDER, SUBJECT, KEY.public_key()),
-                  OTHER_SENDER: dd.Requester(OTHER_SENDER, OTHER_SUBJECT, OTHER_KEY.public_key())}
-    app.include_router(DciApi(SETTINGS, ACCESS, requesters, stores=stores).router())
+    app.include_router(DciApi(settings, ACCESS, REQUESTERS, stores=stores).router())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notify") as c:
         yield c
 
@@ -189,7 +204,7 @@ async def send_due(store, receiver: Receiver, rounds: int = 1) -> None:
         for c in store.dci_callbacks:  # the backoff waits are the worker's business, not this test's
             c["next_attempt_at"] = min(c["next_attempt_at"], datetime.now(UTC))
         async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as http:
-            await DciCallbackWorker(SETTINGS, stores=stores).deliver_due(None, http)
+            await DciCallbackWorker(SETTINGS, REQUESTERS, stores=stores).deliver_due(None, http)
 
 
 async def async_search(client, store) -> tuple[str, str]:
@@ -335,3 +350,83 @@ async def test_requesters_are_isolated(client, store):
                for c in store.dci_callbacks if c["requester"] == OTHER_SUBJECT)
     assert [(c["requester"], c["url"]) for c in store.dci_callbacks
             if c["requester"] == OTHER_SUBJECT] == [(OTHER_SUBJECT, URI + "/b/registry/on-unsubscribe")]
+
+
+# ---------------------------------------------------------------- encrypted messages
+
+
+def encrypted(action: str, message: dict, registry_jwk: dict, key: Ed25519PrivateKey = KEY, **header) -> dict:
+    """A request whose message is encrypted to the registry's published key, signed as sent."""
+    sealed = dd.encrypt_message(dd.rsa_public_key(registry_jwk), message)
+    h = {"version": "1.0.0", "message_id": str(uuid.uuid4()), "message_ts": datetime.now(UTC).isoformat(),
+         "action": action, "sender_id": SENDER, "receiver_id": "regsosek", "total_count": 1, "is_msg_encrypted": True,
+         **header}
+    return {"signature": dd.sign_envelope(key, h["sender_id"], h, sealed), "header": h, "message": sealed}
+
+
+async def test_an_encrypted_request_is_answered_encrypted_to_the_requester(client, store):
+    await apply(NotifyHandlers(ACCESS, store_for=lambda uow: store), decided(1, {"pkh": True}))
+    (jwk,) = (await client.get("/dci/registry/encryption-keys")).json()["keys"]
+    assert (jwk["kty"], jwk["alg"], jwk["use"]) == ("RSA", "RSA-OAEP-256", "enc") and "d" not in jwk
+    body = encrypted("search", search(SLS[:4]), jwk)
+    dci_spec.request("/registry/sync/search", body)
+    r = await client.post("/dci/registry/sync/search", json=body, headers=bearer())
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    dci_spec.response("/registry/sync/search", 200, answer)
+    assert answer["header"]["is_msg_encrypted"] is True and notify_verifies(answer)  # signed over the sealed form
+    assert FAMILY not in r.text
+    message = dd.decrypt_message(ENCRYPTION_KEY, answer["message"])
+    assert message["search_response"][0]["data"]["reg_records"][0]["group_identifier"][0][
+        "identifier_value"] == FAMILY
+
+
+async def test_an_encrypted_async_search_is_called_back_encrypted(client, store):
+    await apply(NotifyHandlers(ACCESS, store_for=lambda uow: store), decided(1, {"pkh": True}))
+    (jwk,) = (await client.get("/dci/registry/encryption-keys")).json()["keys"]
+    r = await client.post("/dci/registry/search", json=encrypted("search", search(SLS[:4], "t-enc"), jwk,
+                                                                 sender_uri=URI), headers=bearer())
+    assert r.status_code == 200 and r.json()["message"]["ack_status"] == "ACK", r.text
+    receiver = Receiver((200, "ACK"))
+    await send_due(store, receiver)
+    ((_, body),) = receiver.received
+    assert body["header"]["is_msg_encrypted"] is True and notify_verifies(body)
+    dci_spec.request("/registry/on-search", body)
+    message = dd.decrypt_message(ENCRYPTION_KEY, body["message"])
+    assert message["transaction_id"] == "t-enc" and FAMILY in orjson.dumps(message).decode()
+
+
+async def test_encrypted_requests_are_refused_with_why(client, store):
+    (jwk,) = (await client.get("/dci/registry/encryption-keys")).json()["keys"]
+    # B registered no encryption key: it could not read an encrypted answer
+    r = await client.post("/dci/registry/sync/search", headers=other_bearer(), json=encrypted(
+        "search", search("3171"), jwk, OTHER_KEY, sender_id=OTHER_SENDER))
+    assert r.status_code == 400 and "register an encryption_key" in r.json()["header"]["status_reason_message"]
+    # made to another key
+    elsewhere = dd.rsa_jwk(rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key())
+    r = await client.post("/dci/registry/search", headers=bearer(), json=encrypted(
+        "search", search("6472"), elsewhere, sender_uri=URI))
+    assert r.status_code == 400 and r.json()["message"]["error"]["code"] == "err.encryption.invalid"
+    # a ciphertext changed after signing: the signature refuses it first
+    body = encrypted("search", search("6472"), jwk, sender_uri=URI)
+    body["message"]["ciphertext"] = "A" + body["message"]["ciphertext"][1:]
+    r = await client.post("/dci/registry/search", headers=bearer(), json=body)
+    assert r.status_code == 401 and r.json()["errors"][0]["code"] == "err.signature.invalid"
+    assert store.dci_callbacks == [] and store.dci_transactions == {}
+
+
+async def test_a_registry_without_a_decryption_key_refuses_encrypted_messages(store):
+    @contextlib.asynccontextmanager
+    async def stores(request, transaction: bool = False):
+        yield store
+
+    app = FastAPI()
+    app.include_router(DciApi(SETTINGS, ACCESS, REQUESTERS, stores=stores).router())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notify") as c:
+        assert (await c.get("/dci/registry/encryption-keys")).json() == {"keys": []}
+        jwk = dd.rsa_jwk(REGISTRY_KEY.public_key())
+        r = await c.post("/dci/registry/search", headers=bearer(), json=encrypted("search", search("6472"), jwk,
+                                                                                  sender_uri=URI))
+        assert r.status_code == 400 and r.json()["message"]["error"]["code"] == "err.encryption.invalid"
+        assert "no encryption key configured" in r.json()["message"]["error"]["message"]
+

@@ -45,7 +45,7 @@ def definition(settings: NotifySettings | None = None) -> ServiceDefinition:
         routers=[subscriptions_router(settings, stores=store.pool_stores), webhook_keys_router(settings), audit.router,
                  DciApi(settings, access, requesters, stores=store.pool_stores).router()],
         background=[worker.deliver_forever, worker.publish_lag_forever,
-                    DciCallbackWorker(settings, stores=store.open_store).deliver_forever],
+                    DciCallbackWorker(settings, requesters, stores=store.open_store).deliver_forever],
         retention=[Rule("delivery_payload", settings.delivery_payload_retention_days, store.expire_delivered_payloads)],
         title="Regsosek notify", description="Programme systems subscribe to eligibility events and receive them, signed.",
     )

@@ -33,6 +33,8 @@ import httpx
 import jwt
 import orjson
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -56,6 +58,20 @@ def load_requesters(path: str) -> dict[str, dd.Requester]:
     return dd.parse_requesters(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
 
 
+def load_encryption_key(path: str) -> RSAPrivateKey | None:
+    """The registry's DCI decryption key (PEM, RSA of 2048 bits or more), None when not configured;
+    refuses (ValueError) a bad one, naming no key material."""
+    if not path:
+        return None
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"REGSOSEK_DCI_ENCRYPTION_KEY_FILE cannot be loaded ({type(e).__name__})") from None
+    if not isinstance(key, RSAPrivateKey) or key.key_size < 2048:
+        raise ValueError("REGSOSEK_DCI_ENCRYPTION_KEY_FILE must hold an RSA private key of 2048 bits or more")
+    return key
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -64,8 +80,12 @@ def _json(status: int, body: dict) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-def signed_envelope(settings: NotifySettings, header: dict, message: dict | None) -> dict:
-    """A DCI envelope signed with notify's current webhook key (GET /v1/webhook-keys)."""
+def signed_envelope(settings: NotifySettings, header: dict, message: dict | None,
+                    encrypt_to: RSAPublicKey | None = None) -> dict:
+    """A DCI envelope signed with notify's current webhook key (GET /v1/webhook-keys), its message
+    encrypted to `encrypt_to` first when given (the signature covers the encrypted message)."""
+    if encrypt_to is not None and message is not None:
+        message = dd.encrypt_message(encrypt_to, message)
     key = settings.webhook_signing_keys()[0]
     out: dict[str, Any] = {"signature": dd.sign_envelope(key.key, key.kid, header, message or {}), "header": header}
     if message is not None:
@@ -85,7 +105,8 @@ class DciCall:
     request: Request
     principal: Principal
     header: dict
-    message: dict
+    message: dict  # decrypted, when it came encrypted
+    encrypt_to: RSAPublicKey | None = None  # the requester's key, when it wrote encrypted: answers are too
 
     @property
     def sender(self) -> str:
@@ -101,7 +122,8 @@ class DciApi:
         self.settings = settings
         self.stores = stores  # stores(request, transaction=False): the store a request reads and writes through
         self.access = access  # what each programme may receive (the Group records are narrowed with it)
-        self.requesters = requesters  # sender_id -> token subject and Ed25519 public key
+        self.requesters = requesters  # sender_id -> token subject, Ed25519 public key, encryption key
+        self.encryption_key = load_encryption_key(settings.dci_encryption_key_file)
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/dci", tags=["DCI Social Registry"])
@@ -122,7 +144,12 @@ class DciApi:
         for path, action, sync_action, endpoint, summary in routes:
             router.add_api_route(path, self._endpoint(action, sync_action, endpoint), methods=["POST"],
                                  summary=summary, name=endpoint.__name__)
+        router.add_api_route("/registry/encryption-keys", self.encryption_keys, methods=["GET"],
+                             summary="The public key encrypted DCI requests are made to (JWKS; empty: none taken)")
         return router
+
+    async def encryption_keys(self) -> dict:
+        return {"keys": [dd.rsa_jwk(self.encryption_key.public_key())] if self.encryption_key else []}
 
     def _endpoint(self, action: str, sync_action: str | None, endpoint: Endpoint):
         """The route of one endpoint: the request accepted (else refused), then the endpoint; a DciError
@@ -168,12 +195,21 @@ class DciApi:
             raise dd.DciError("err.signature.invalid", "signature: does not verify with the sender's key", 401)
         if header.get("receiver_id") not in (None, s.dci_sender_id):
             raise dd.DciError("err.receiver_id.invalid", f"header.receiver_id: this registry is {s.dci_sender_id}")
+        encrypt_to = None
+        if header.get("is_msg_encrypted"):
+            if self.encryption_key is None:
+                raise dd.DciError("err.encryption.invalid", "header.is_msg_encrypted: this registry takes no "
+                                                            "encrypted messages (no encryption key configured)")
+            if requester.encryption_key is None:
+                raise dd.DciError("err.encryption.invalid", "header.is_msg_encrypted: register an encryption_key "
+                                                            "for this sender_id to receive encrypted answers")
+            message, encrypt_to = dd.decrypt_message(self.encryption_key, message), requester.encryption_key
         window = timedelta(seconds=s.dci_message_window_s)
         dd.check_message_ts(header, _now(), window)
         async with self.stores(request) as store:  # ids kept twice the window: a future-dated replay is caught too
             if not await store.remember_dci_message(header["sender_id"], header["message_id"], 2 * window):
                 raise dd.duplicate_message()
-        return DciCall(request, principal, header, message)
+        return DciCall(request, principal, header, message, encrypt_to)
 
     def _refusal(self, e: dd.DciError, sync_action: str | None) -> JSONResponse:
         """An envelope the registry will not take: the ack Response with ERR (async endpoints), or a
@@ -197,8 +233,9 @@ class DciApi:
     def _answer(self, call: DciCall, action: str, message: dict, total: int) -> JSONResponse:
         """The signed answer of a synchronous endpoint."""
         header = dd.callback_header(action, message_id=str(uuid4()), now=_now(), sender_id=self.settings.dci_sender_id,
-                                    receiver_id=call.sender, total_count=total, completed_count=total)
-        return _json(200, self._signed(header, message))
+                                    receiver_id=call.sender, total_count=total, completed_count=total,
+                                    encrypted=call.encrypt_to is not None)
+        return _json(200, signed_envelope(self.settings, header, message, call.encrypt_to))
 
     async def _callback_url(self, call: DciCall, path: str) -> str:
         base = call.header.get("sender_uri")
@@ -215,7 +252,8 @@ class DciApi:
         """Queues the signed callback `message` for the requester (DciCallbackWorker sends it), in the
         caller's transaction: it survives a restart and is retried until acknowledged or given up."""
         header = dd.callback_header(action, message_id=str(uuid4()), now=_now(), sender_id=self.settings.dci_sender_id,
-                                    receiver_id=call.sender, total_count=total, completed_count=total)
+                                    receiver_id=call.sender, total_count=total, completed_count=total,
+                                    encrypted=call.encrypt_to is not None)  # encrypted when sent
         await store.enqueue_dci_callback(correlation_id=correlation_id, requester=call.principal.subject, url=url,
                                          action=action, header=header, message=message)
 
@@ -399,9 +437,10 @@ class DciCallbackWorker:
     exponential backoff and jitter until `dci_callback_attempts`, then given up. A given-up search
     callback turns the transaction rjct with the reason (txn/status tells it)."""
 
-    def __init__(self, settings: NotifySettings,
+    def __init__(self, settings: NotifySettings, requesters: dict[str, dd.Requester],
                  stores: Callable[..., contextlib.AbstractAsyncContextManager[NotifyStore]] = open_store) -> None:
         self.settings = settings
+        self.requesters = requesters  # the encryption key of a requester that wrote encrypted
         self.stores = stores  # a store on a connection of the pool: stores(pool, transaction=False)
 
     async def deliver_forever(self, runtime: Runtime) -> None:
@@ -449,10 +488,16 @@ class DciCallbackWorker:
     async def _post(self, client: httpx.AsyncClient, cb: dict) -> tuple[Outcome, int | None, str | None, str | None]:
         """(outcome, HTTP status, error, Retry-After) of one POST of the callback."""
         s = self.settings
+        encrypt_to = None
+        if cb["header"].get("is_msg_encrypted"):
+            requester = self.requesters.get(cb["header"]["receiver_id"])
+            if requester is None or requester.encryption_key is None:
+                return Outcome.REFUSED, None, "the receiver has no encryption key registered any more", None
+            encrypt_to = requester.encryption_key
         problem = await callback_problem_now(cb["url"], s.env == "production", s.resolve_timeout_s)
         if problem:
             return Outcome.RETRY, None, problem, None
-        body = orjson.dumps(signed_envelope(s, cb["header"], cb["message"]))
+        body = orjson.dumps(signed_envelope(s, cb["header"], cb["message"], encrypt_to))
         try:
             async with asyncio.timeout(s.delivery_timeout_s):
                 status, retry_after, reply, refused_reply = await post_capped(

@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from notify.domain import AccessRules, Filters, payload_for
 
@@ -161,8 +167,8 @@ def check_envelope(body: object, action: str) -> tuple[dict, dict, str | None]:
         raise DciError("err.request.bad", "header.total_count: required, a non-negative integer")
     if _timestamp(header["message_ts"]) is None:
         raise DciError("err.request.bad", "header.message_ts: must be an ISO 8601 date-time with a time zone")
-    if header.get("is_msg_encrypted", False) is not False:
-        raise DciError("err.encryption.invalid", "header.is_msg_encrypted: encrypted messages are not supported")
+    if not isinstance(header.get("is_msg_encrypted", False), bool):
+        raise DciError("err.encryption.invalid", "header.is_msg_encrypted: true or false")
     if (uri := header.get("sender_uri")) is not None and (not isinstance(uri, str) or len(uri) > 2000):
         raise DciError("err.sender_uri.invalid", "header.sender_uri: must be a URL")
     if not isinstance(message, dict):
@@ -261,6 +267,90 @@ class Requester:
     sender_id: str
     subject: str  # the bearer token's sub that may send as this sender_id
     public_key: Ed25519PublicKey
+    encryption_key: RSAPublicKey | None = None  # encrypts answers and callbacks to it (RSA-OAEP-256)
+
+
+# ---------------------------------------------------------------- encrypted messages (the spec's EncryptedMessage)
+#
+# An EncryptedMessage is a JWE (RFC 7516) in the flattened JSON form whose only header is the
+# unprotected `header` {alg, enc, kid}: key management RSA-OAEP-256, content A256GCM (RFC 7518), no
+# additional authenticated data (nothing is protected; the envelope's signature covers header and the
+# encrypted message). Requests are encrypted to the registry's key (GET /dci/registry/encryption-keys),
+# answers and callbacks to the requester's registered encryption key.
+
+JWE_ALG, JWE_ENC = "RSA-OAEP-256", "A256GCM"
+_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(v: object, name: str) -> bytes:
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", v):
+        raise DciError("err.encryption.invalid", f"message.{name}: base64url")
+    return base64.urlsafe_b64decode(v + "=" * (-len(v) % 4))
+
+
+def rsa_jwk(key: RSAPublicKey) -> dict:
+    """The public key as a JWK with its RFC 7638 thumbprint as kid."""
+    numbers = key.public_numbers()
+    n = _b64(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"))
+    e = _b64(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))
+    kid = _b64(hashlib.sha256(json.dumps({"e": e, "kty": "RSA", "n": n}, separators=(",", ":")).encode()).digest())
+    return {"kty": "RSA", "n": n, "e": e, "kid": kid, "use": "enc", "alg": JWE_ALG}
+
+
+def rsa_public_key(jwk: object) -> RSAPublicKey:
+    """An RSA public key (2048 bits or more) from a JWK {kty: RSA, n, e}; ValueError otherwise."""
+    if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
+        raise ValueError("an RSA JWK (kty RSA, n, e)")
+    try:
+        n = int.from_bytes(_unb64(jwk.get("n"), "n"), "big")
+        e = int.from_bytes(_unb64(jwk.get("e"), "e"), "big")
+        key = rsa.RSAPublicNumbers(e, n).public_key()
+    except (DciError, ValueError) as err:
+        raise ValueError("an RSA JWK (kty RSA, n, e)") from err
+    if key.key_size < 2048:
+        raise ValueError("an RSA key of 2048 bits or more")
+    return key
+
+
+def encrypt_message(key: RSAPublicKey, message: dict) -> dict:
+    """`message` as an EncryptedMessage to `key`."""
+    cek, iv = os.urandom(32), os.urandom(12)
+    sealed = AESGCM(cek).encrypt(iv, canonical_message(message), b"")
+    return {"header": {"alg": JWE_ALG, "enc": JWE_ENC, "kid": rsa_jwk(key)["kid"]},
+            "encrypted_key": _b64(key.encrypt(cek, _OAEP)), "iv": _b64(iv), "ciphertext": _b64(sealed[:-16]),
+            "tag": _b64(sealed[-16:])}
+
+
+def decrypt_message(key: RSAPrivateKey, encrypted: object) -> dict:
+    """The message inside an EncryptedMessage made to `key`; DciError err.encryption.invalid and why."""
+    code = "err.encryption.invalid"
+    if not isinstance(encrypted, dict) or not isinstance(encrypted.get("header"), dict):
+        raise DciError(code, "message: an EncryptedMessage (header, encrypted_key, iv, ciphertext, tag)")
+    h = encrypted["header"]
+    if (h.get("alg"), h.get("enc")) != (JWE_ALG, JWE_ENC):
+        raise DciError(code, f"message.header: alg {JWE_ALG} and enc {JWE_ENC} only")
+    if h.get("kid") != rsa_jwk(key.public_key())["kid"]:
+        raise DciError(code, "message.header.kid: not this registry's encryption key (GET /dci/registry/encryption-keys)")
+    iv, tag = _unb64(encrypted.get("iv"), "iv"), _unb64(encrypted.get("tag"), "tag")
+    if len(iv) != 12 or len(tag) != 16:
+        raise DciError(code, "message.iv / message.tag: 96-bit iv and 128-bit tag (A256GCM)")
+    try:
+        cek = key.decrypt(_unb64(encrypted.get("encrypted_key"), "encrypted_key"), _OAEP)
+        plain = AESGCM(cek).decrypt(iv, _unb64(encrypted.get("ciphertext"), "ciphertext") + tag, b"")
+        message = json.loads(plain)
+    except (ValueError, InvalidTag, UnicodeDecodeError):
+        raise DciError(code, "message: does not decrypt with this registry's key") from None
+    if not isinstance(message, dict):
+        raise DciError(code, "message: the decrypted message must be an object")
+    return message
+
+
+def canonical_message(message: dict) -> bytes:
+    return json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def parse_requesters(doc: object) -> dict[str, Requester]:
@@ -278,7 +368,13 @@ def parse_requesters(doc: object) -> dict[str, Requester]:
             key = Ed25519PublicKey.from_public_bytes(raw)
         except (KeyError, TypeError, ValueError, binascii.Error):
             raise ValueError(f"DCI requester {sender}: public_key must be base64url of an Ed25519 public key") from None
-        out[sender] = Requester(sender, e["subject"], key)
+        encryption_key = None
+        if "encryption_key" in e:
+            try:
+                encryption_key = rsa_public_key(e["encryption_key"])
+            except ValueError as err:
+                raise ValueError(f"DCI requester {sender}: encryption_key must be {err}") from None
+        out[sender] = Requester(sender, e["subject"], key, encryption_key)
     return out
 
 
@@ -298,10 +394,10 @@ def http_error(code: str, message: str) -> dict:
 
 def callback_header(action: str, *, message_id: str, now: datetime, sender_id: str, receiver_id: str,
                     total_count: int, completed_count: int, status: str = "succ",
-                    reason_code: str | None = None, reason: str | None = None) -> dict:
+                    reason_code: str | None = None, reason: str | None = None, encrypted: bool = False) -> dict:
     h = {"version": VERSION, "message_id": message_id, "message_ts": now.isoformat(), "action": action,
          "status": status, "total_count": total_count, "completed_count": completed_count,
-         "sender_id": sender_id, "receiver_id": receiver_id, "is_msg_encrypted": False}
+         "sender_id": sender_id, "receiver_id": receiver_id, "is_msg_encrypted": encrypted}
     if reason_code:
         h["status_reason_code"] = reason_code
     if reason:

@@ -48,6 +48,9 @@ class NotifySettings(TokenSettings):
     dci_callback_attempts: int = Field(12, ge=1, le=30)
     # a request's header.message_ts may be this far from now (either way); a message_id is taken once
     dci_message_window_s: float = Field(300.0, gt=0, le=86400)
+    # PEM of the RSA private key (2048 bits or more) encrypted DCI requests are made to (docs/DCI.md);
+    # empty: encrypted messages are refused (err.encryption.invalid)
+    dci_encryption_key_file: str = ""
 
     # Ed25519 key that signs webhooks (Standard Webhooks v1a): whsk_<base64 of a 32-byte seed>, or a
     # file holding it (_FILE wins). Production refuses a missing or development key. The public half
