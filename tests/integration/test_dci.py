@@ -21,6 +21,8 @@ import httpx
 import pytest
 import uvicorn
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -45,6 +47,9 @@ KEY = Ed25519PrivateKey.generate()
 # a second programme system (requester B): its own sender, token subject and key
 OTHER_SUBJECT, OTHER_SENDER = "SEMBAKO-MIS-IT", "sembako-mis-it"
 OTHER_KEY = Ed25519PrivateKey.generate()
+# encrypted messages: the registry's decryption key, and A's (B registered none)
+REGISTRY_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+ENCRYPTION_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 _districts = itertools.count(random.randint(100, 600))
 
 
@@ -107,9 +112,12 @@ class Callbacks:
 async def dci_world(stack, tmp_path_factory):
     def x(key: Ed25519PrivateKey) -> str:
         return base64.urlsafe_b64encode(key.public_key().public_bytes_raw()).rstrip(b"=").decode()
-    requesters = tmp_path_factory.mktemp("dci") / "requesters.yaml"
+    folder = tmp_path_factory.mktemp("dci")
+    requesters, registry_key = folder / "requesters.yaml", folder / "registry-encryption-key.pem"
+    registry_key.write_bytes(REGISTRY_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
     requesters.write_text(yaml.safe_dump({"requesters": {
-        SENDER: {"subject": SUBJECT, "public_key": x(KEY)},
+        SENDER: {"subject": SUBJECT, "public_key": x(KEY), "encryption_key": dd.rsa_jwk(ENCRYPTION_KEY.public_key())},
         OTHER_SENDER: {"subject": OTHER_SUBJECT, "public_key": x(OTHER_KEY)}}}))
     callbacks = Callbacks()
     port = free_port()
@@ -121,7 +129,8 @@ async def dci_world(stack, tmp_path_factory):
         (notify,) = await world.start("notify", REGSOSEK_DCI_REQUESTERS_FILE=str(requesters),
                                       REGSOSEK_RETRY_BASE_S="0.05", REGSOSEK_RETRY_CAP_S="1.0",
                                       REGSOSEK_RETRY_MAX_S="1.0", REGSOSEK_DELIVERY_TIMEOUT_S="2.0",
-                                      REGSOSEK_DCI_CALLBACK_ATTEMPTS="30")
+                                      REGSOSEK_DCI_CALLBACK_ATTEMPTS="30",
+                                      REGSOSEK_DCI_ENCRYPTION_KEY_FILE=str(registry_key))
         async with httpx.AsyncClient(base_url=notify.url, timeout=10) as client:
             keys = (await client.get("/v1/webhook-keys")).json()["keys"]
             notify_key = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(keys[0]["x"] + "=="))
@@ -296,7 +305,7 @@ async def test_async_search_calls_back_on_search_and_txn_status(dci_world, produ
                                                             sender_uri=uri), bearer())
     assert ack["message"]["ack_status"] == "ACK"
     cid = ack["message"]["correlation_id"]
-    body = verified(await callbacks.wait("/registry/on-search", lambda b: b["message"]["transaction_id"] == tid),
+    body = verified(await callbacks.wait("/registry/on-search", lambda b: b["message"].get("transaction_id") == tid),
                     notify_key)
     dci_spec.request("/registry/on-search", body)
     assert body["message"]["correlation_id"] == cid
@@ -314,7 +323,7 @@ async def test_async_search_calls_back_on_search_and_txn_status(dci_world, produ
     # the async form answers on txn/on-status
     ack = await post(client, "/dci/registry/txn/status", signed("txn-status", status_msg, sender_uri=uri), bearer())
     on_status = await callbacks.wait("/registry/txn/on-status",
-                                     lambda b: b["message"]["transaction_id"] == status_msg["transaction_id"])
+                                     lambda b: b["message"].get("transaction_id") == status_msg["transaction_id"])
     dci_spec.request("/registry/txn/on-status", verified(on_status, notify_key))
     assert on_status["message"]["correlation_id"] == ack["message"]["correlation_id"]
     assert on_status["message"]["txnstatus_response"]["txn_status"]["search_response"][0]["reference_id"] == "ref-0"
@@ -335,7 +344,7 @@ async def subscribe(client, callbacks, uri, prefix, notify_key) -> tuple[str, di
     ack = await post(client, "/dci/registry/subscribe", signed("subscribe", msg, sender_uri=uri), bearer())
     assert ack["message"]["ack_status"] == "ACK"
     on_sub = verified(await callbacks.wait("/registry/on-subscribe",
-                                           lambda b: b["message"]["transaction_id"] == msg["transaction_id"]),
+                                           lambda b: b["message"].get("transaction_id") == msg["transaction_id"]),
                       notify_key)
     dci_spec.request("/registry/on-subscribe", on_sub)
     assert on_sub["message"]["correlation_id"] == ack["message"]["correlation_id"]
@@ -372,7 +381,7 @@ async def test_subscribe_notify_unsubscribe(dci_world, producer):
             "subscription_codes": [code]}
     ack = await post(client, "/dci/registry/unsubscribe", signed("unsubscribe", umsg, sender_uri=uri), bearer())
     on_uns = verified(await callbacks.wait("/registry/on-unsubscribe",
-                                           lambda b: b["message"]["transaction_id"] == umsg["transaction_id"]),
+                                           lambda b: b["message"].get("transaction_id") == umsg["transaction_id"]),
                       notify_key)
     dci_spec.request("/registry/on-unsubscribe", on_uns)
     assert on_uns["message"]["status"] == "succ"
@@ -389,7 +398,7 @@ async def test_subscribe_notify_unsubscribe(dci_world, producer):
     umsg2 = {**umsg, "transaction_id": "uns-" + uuid.uuid4().hex}
     await post(client, "/dci/registry/unsubscribe", signed("unsubscribe", umsg2, sender_uri=uri), bearer())
     again = await callbacks.wait("/registry/on-unsubscribe",
-                                 lambda b: b["message"]["transaction_id"] == umsg2["transaction_id"])
+                                 lambda b: b["message"].get("transaction_id") == umsg2["transaction_id"])
     assert again["message"]["status_reason_code"] == "rjct.event.already_unsubscribed"
 
 
@@ -491,7 +500,7 @@ async def test_one_requester_never_sees_anothers_subscriptions_results_or_callba
     tid = "txn-" + uuid.uuid4().hex
     await post(client, "/dci/registry/search", signed("search", search_message(area_query(prefix), tid=tid),
                                                       sender_uri=uri), bearer())
-    await callbacks.wait("/prog/registry/on-search", lambda b: b["message"]["transaction_id"] == tid)
+    await callbacks.wait("/prog/registry/on-search", lambda b: b["message"].get("transaction_id") == tid)
     b_uri, b_token = uri + "/b", other_bearer(areas=("31",))  # B (sembako, areas 31)
 
     # B cannot read A's transactions
@@ -509,7 +518,7 @@ async def test_one_requester_never_sees_anothers_subscriptions_results_or_callba
             "subscription_codes": [code]}
     await post(client, "/dci/registry/unsubscribe", other_signed("unsubscribe", umsg, sender_uri=b_uri), b_token)
     on_uns = await callbacks.wait("/prog/b/registry/on-unsubscribe",
-                                  lambda b: b["message"]["transaction_id"] == umsg["transaction_id"])
+                                  lambda b: b["message"].get("transaction_id") == umsg["transaction_id"])
     assert on_uns["message"]["status_reason_code"] == "rjct.subscription_code.invalid"
     assert on_uns["header"]["receiver_id"] == OTHER_SENDER
 
@@ -520,6 +529,42 @@ async def test_one_requester_never_sees_anothers_subscriptions_results_or_callba
     to_b = [b for p, b in callbacks.received if p.startswith("/prog/b/")]
     assert to_b and all(b["header"]["receiver_id"] == OTHER_SENDER for b in to_b)
     assert not any(prefix in str(b) for b in to_b)
+
+
+async def test_encrypted_search_answered_and_called_back_encrypted(dci_world, producer):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    prefix = area()
+    fid = f"{prefix}0070001-0001-001"
+    await feed(producer, world, [decision(f"{prefix}0070001", fid, 1, 1, 1)])
+    await eventually(lambda: world.fetchval("notify", "select 1 from registry_families where family_id = $1", fid),
+                     timeout=30, what="the family in the read model")
+    (jwk,) = (await client.get("/dci/registry/encryption-keys")).json()["keys"]
+    assert dd.rsa_jwk(REGISTRY_KEY.public_key()) == jwk
+
+    def sealed(message: dict, **header) -> dict:
+        enc = dd.encrypt_message(dd.rsa_public_key(jwk), message)
+        body = signed("search", message, is_msg_encrypted=True, **header)
+        h = body["header"]
+        return {"signature": dd.sign_envelope(KEY, SENDER, h, enc), "header": h, "message": enc}
+
+    answer = verified(await post(client, "/dci/registry/sync/search", sealed(search_message(area_query(prefix))),
+                                 bearer()), notify_key)
+    assert answer["header"]["is_msg_encrypted"] is True and fid not in str(answer)
+    found = dd.decrypt_message(ENCRYPTION_KEY, answer["message"])
+    assert family_ids(found["search_response"][0]) == [fid]
+
+    tid = "txn-" + uuid.uuid4().hex
+    ack = await post(client, "/dci/registry/search", sealed(search_message(area_query(prefix), tid=tid),
+                                                            sender_uri=uri), bearer())
+    cid = ack["message"]["correlation_id"]
+
+    def ours(b: dict) -> bool:
+        return b["header"].get("is_msg_encrypted") and dd.decrypt_message(
+            ENCRYPTION_KEY, b["message"])["transaction_id"] == tid
+    body = verified(await callbacks.wait("/prog/registry/on-search", ours), notify_key)
+    dci_spec.request("/registry/on-search", body)
+    message = dd.decrypt_message(ENCRYPTION_KEY, body["message"])
+    assert message["correlation_id"] == cid and family_ids(message["search_response"][0]) == [fid]
 
 
 async def test_a_callback_queued_while_the_requester_is_down_arrives_after_notify_restarts(dci_world, producer):
@@ -543,7 +588,7 @@ async def test_a_callback_queued_while_the_requester_is_down_arrives_after_notif
         if not notify.alive:
             notify.start()
             await notify.wait_ready()
-    body = verified(await callbacks.wait("/prog/registry/on-search", lambda b: b["message"]["transaction_id"] == tid),
+    body = verified(await callbacks.wait("/prog/registry/on-search", lambda b: b["message"].get("transaction_id") == tid),
                     notify_key)
     dci_spec.request("/registry/on-search", body)
     assert body["message"]["correlation_id"] == cid
