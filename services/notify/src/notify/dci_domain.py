@@ -272,8 +272,8 @@ class Requester:
 
 # ---------------------------------------------------------------- encrypted messages (the spec's EncryptedMessage)
 #
-# An EncryptedMessage is a JWE (RFC 7516) in the flattened JSON form whose only header is the
-# unprotected `header` {alg, enc, kid}: key management RSA-OAEP-256, content A256GCM (RFC 7518), no
+# An EncryptedMessage is a JWE (JSON Web Encryption) in the flattened JSON form whose only header is the
+# unprotected `header` {alg, enc, kid}: key management RSA-OAEP-256, content A256GCM, no
 # additional authenticated data (nothing is protected; the envelope's signature covers header and the
 # encrypted message). Requests are encrypted to the registry's key (GET /dci/registry/encryption-keys),
 # answers and callbacks to the requester's registered encryption key.
@@ -293,7 +293,7 @@ def _unb64(v: object, name: str) -> bytes:
 
 
 def rsa_jwk(key: RSAPublicKey) -> dict:
-    """The public key as a JWK with its RFC 7638 thumbprint as kid."""
+    """The public key as a JWK with its JWK thumbprint (SHA-256) as kid."""
     numbers = key.public_numbers()
     n = _b64(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"))
     e = _b64(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))
