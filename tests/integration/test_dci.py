@@ -130,7 +130,8 @@ async def dci_world(stack, tmp_path_factory):
                                       REGSOSEK_RETRY_BASE_S="0.05", REGSOSEK_RETRY_CAP_S="1.0",
                                       REGSOSEK_RETRY_MAX_S="1.0", REGSOSEK_DELIVERY_TIMEOUT_S="2.0",
                                       REGSOSEK_DCI_CALLBACK_ATTEMPTS="30",
-                                      REGSOSEK_DCI_ENCRYPTION_KEY_FILE=str(registry_key))
+                                      REGSOSEK_DCI_ENCRYPTION_KEY_FILE=str(registry_key),
+                                      REGSOSEK_RETENTION_INTERVAL_S="0.5")
         async with httpx.AsyncClient(base_url=notify.url, timeout=10) as client:
             keys = (await client.get("/v1/webhook-keys")).json()["keys"]
             notify_key = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(keys[0]["x"] + "=="))
@@ -565,6 +566,35 @@ async def test_encrypted_search_answered_and_called_back_encrypted(dci_world, pr
     dci_spec.request("/registry/on-search", body)
     message = dd.decrypt_message(ENCRYPTION_KEY, body["message"])
     assert message["correlation_id"] == cid and family_ids(message["search_response"][0]) == [fid]
+
+
+async def test_finished_dci_bookkeeping_is_pruned_after_its_retention(dci_world):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    tag = uuid.uuid4().hex[:8]
+    OLD, RECENT = timedelta(days=100), timedelta(days=1)  # the default retention is 90 days
+    for name, status, age in (("old-done", "delivered", OLD), ("old-dead", "dead", OLD),
+                              ("new-done", "delivered", RECENT), ("old-pending", "pending", OLD)):
+        # not due (next_attempt_at ahead): the callback worker leaves these rows alone
+        await world.fetch("notify", "insert into dci_callbacks (correlation_id, requester, url, action, header, status, "
+                                    "created_at, finished_at, next_attempt_at) values ($1, 'IT', "
+                                    "'http://127.0.0.1:9/x', 'on-search', '{}', $2, now() - interval '100 days', "
+                                    "now() - $3::interval, now() + interval '1 day')",
+                          f"{tag}-{name}", status, age)
+    for name, status, age in (("old-succ", "succ", OLD), ("new-succ", "succ", RECENT),
+                              ("old-pdng", "pdng", OLD)):
+        await world.fetch("notify", "insert into dci_transactions (correlation_id, requester, kind, transaction_id, "
+                                    "status, updated_at) values ($1, 'IT', 'search', 't', $2, now() - $3::interval)",
+                          f"{tag}-{name}", status, age)
+
+    async def left() -> set[str] | None:
+        rows = await world.fetch("notify", "select correlation_id from dci_callbacks where correlation_id like $1 "
+                                           "union all select correlation_id from dci_transactions "
+                                           "where correlation_id like $1", tag + "-%")
+        names = {r["correlation_id"].removeprefix(tag + "-") for r in rows}
+        return names if not names & {"old-done", "old-dead", "old-succ"} else None
+    # what is still pending stays, however old its times
+    assert await eventually(left, timeout=30, what="the retention task") == {
+        "new-done", "old-pending", "new-succ", "old-pdng"}
 
 
 async def test_a_callback_queued_while_the_requester_is_down_arrives_after_notify_restarts(dci_world, producer):

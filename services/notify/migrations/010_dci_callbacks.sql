@@ -22,6 +22,9 @@ create table dci_callbacks (
 );
 create index dci_callbacks_due on dci_callbacks (next_attempt_at) where status = 'pending';
 create index dci_callbacks_requester on dci_callbacks (requester, correlation_id);
+-- retention (REGSOSEK_DCI_BOOKKEEPING_RETENTION_DAYS): finished callbacks and settled transactions go
+create index dci_callbacks_finished on dci_callbacks (finished_at) where status <> 'pending';
+create index dci_transactions_updated on dci_transactions (updated_at) where status <> 'pdng';
 
 -- Replay protection: each sender's message_id is taken once (within the accepted message_ts window;
 -- older rows are forgotten, a message that old is refused by its timestamp anyway).

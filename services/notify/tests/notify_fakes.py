@@ -352,6 +352,16 @@ class InMemoryNotifyStore:
     async def erased_among(self, family_ids: list[str]) -> set[str]:
         return {f for f in family_ids if f in self.erased}
 
+    async def expire_dci_bookkeeping(self, before: datetime, limit: int) -> int:
+        old_cbs = sorted((c for c in self.dci_callbacks if c["status"] != "pending" and c["finished_at"] < before),
+                         key=lambda c: c["finished_at"])[:limit]
+        old_txns = sorted((t for t in self.dci_transactions.values() if t["status"] != "pdng"
+                           and t["updated_at"] < before), key=lambda t: t["updated_at"])[:limit]
+        self.dci_callbacks = [c for c in self.dci_callbacks if c not in old_cbs]
+        for t in old_txns:
+            del self.dci_transactions[t["correlation_id"]]
+        return len(old_cbs) + len(old_txns)
+
     async def remember_dci_message(self, sender_id: str, message_id: str, window: timedelta) -> bool:
         now = _now()
         self.dci_messages = {k: t for k, t in self.dci_messages.items() if t >= now - window}

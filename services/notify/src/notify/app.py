@@ -46,7 +46,8 @@ def definition(settings: NotifySettings | None = None) -> ServiceDefinition:
                  DciApi(settings, access, requesters, stores=store.pool_stores).router()],
         background=[worker.deliver_forever, worker.publish_lag_forever,
                     DciCallbackWorker(settings, requesters, stores=store.open_store).deliver_forever],
-        retention=[Rule("delivery_payload", settings.delivery_payload_retention_days, store.expire_delivered_payloads)],
+        retention=[Rule("delivery_payload", settings.delivery_payload_retention_days, store.expire_delivered_payloads),
+                   Rule("dci_bookkeeping", settings.dci_bookkeeping_retention_days, store.expire_dci_bookkeeping)],
         title="Regsosek notify", description="Programme systems subscribe to eligibility events and receive them, signed.",
     )
 

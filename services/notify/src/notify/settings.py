@@ -51,6 +51,8 @@ class NotifySettings(TokenSettings):
     # PEM of the RSA private key (2048 bits or more) encrypted DCI requests are made to (docs/DCI.md);
     # empty: encrypted messages are refused (err.encryption.invalid)
     dci_encryption_key_file: str = ""
+    # finished DCI callbacks and settled DCI transactions (ids and statuses) are deleted after this
+    dci_bookkeeping_retention_days: int = Field(90, gt=0)
 
     # Ed25519 key that signs webhooks (Standard Webhooks v1a): whsk_<base64 of a 32-byte seed>, or a
     # file holding it (_FILE wins). Production refuses a missing or development key. The public half

@@ -461,6 +461,17 @@ class NotifyStore:
                                      family_ids)
         return {r["family_id"] for r in rows}
 
+    async def expire_dci_bookkeeping(self, before: datetime, limit: int) -> int:
+        """Retention: at most `limit` finished callbacks (delivered or given up) and `limit` settled
+        transactions (not pdng) last changed before `before`, oldest first, deleted; how many."""
+        callbacks = await self.conn.execute(
+            "delete from dci_callbacks where id in (select id from dci_callbacks where status <> 'pending' "
+            "and finished_at < $1 order by finished_at limit $2)", before, limit)
+        transactions = await self.conn.execute(
+            "delete from dci_transactions where correlation_id in (select correlation_id from dci_transactions "
+            "where status <> 'pdng' and updated_at < $1 order by updated_at limit $2)", before, limit)
+        return _count(callbacks) + _count(transactions)
+
     async def remember_dci_message(self, sender_id: str, message_id: str, window: timedelta) -> bool:
         """Takes the sender's message_id; False when it was taken before (a replay). Ids older than
         `window` are forgotten (their message_ts is refused by then)."""
@@ -498,3 +509,8 @@ def pool_stores(request, transaction: bool = False) -> contextlib.AbstractAsyncC
 async def expire_delivered_payloads(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
     """The payload retention rule's statement (regsosek.retention.Rule)."""
     return await NotifyStore(conn).expire_delivered_payloads(before, limit)
+
+
+async def expire_dci_bookkeeping(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
+    """The DCI bookkeeping retention rule's statement (regsosek.retention.Rule)."""
+    return await NotifyStore(conn).expire_dci_bookkeeping(before, limit)
