@@ -170,7 +170,8 @@ class DciApi:
     # ---------------------------------------------------------------- what every endpoint shares
 
     async def _accept(self, request: Request, action: str, sync_action: str | None) -> DciCall:
-        """The request, once its token, envelope, sender and signature are checked; _Answer otherwise."""
+        """The request, once its token, envelope, sender, signature, encryption, message_ts and message_id
+        are checked; _Answer or DciError otherwise."""
         s = self.settings
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -195,21 +196,25 @@ class DciApi:
             raise dd.DciError("err.signature.invalid", "signature: does not verify with the sender's key", 401)
         if header.get("receiver_id") not in (None, s.dci_sender_id):
             raise dd.DciError("err.receiver_id.invalid", f"header.receiver_id: this registry is {s.dci_sender_id}")
-        encrypt_to = None
-        if header.get("is_msg_encrypted"):
-            if self.encryption_key is None:
-                raise dd.DciError("err.encryption.invalid", "header.is_msg_encrypted: this registry takes no "
-                                                            "encrypted messages (no encryption key configured)")
-            if requester.encryption_key is None:
-                raise dd.DciError("err.encryption.invalid", "header.is_msg_encrypted: register an encryption_key "
-                                                            "for this sender_id to receive encrypted answers")
-            message, encrypt_to = dd.decrypt_message(self.encryption_key, message), requester.encryption_key
+        message, encrypt_to = self._opened(header, message, requester)
         window = timedelta(seconds=s.dci_message_window_s)
         dd.check_message_ts(header, _now(), window)
         async with self.stores(request) as store:  # ids kept twice the window: a future-dated replay is caught too
             if not await store.remember_dci_message(header["sender_id"], header["message_id"], 2 * window):
                 raise dd.duplicate_message()
         return DciCall(request, principal, header, message, encrypt_to)
+
+    def _opened(self, header: dict, message: dict, requester: dd.Requester) -> tuple[dict, RSAPublicKey | None]:
+        """(the message, decrypted when it came encrypted; the key its answers are encrypted to, if so)."""
+        if not header.get("is_msg_encrypted"):
+            return message, None
+        if self.encryption_key is None:
+            raise dd.DciError("err.encryption.invalid", "header.is_msg_encrypted: this registry takes no "
+                                                        "encrypted messages (no encryption key configured)")
+        if requester.encryption_key is None:
+            raise dd.DciError("err.encryption.invalid", "header.is_msg_encrypted: register an encryption_key "
+                                                        "for this sender_id to receive encrypted answers")
+        return dd.decrypt_message(self.encryption_key, message), requester.encryption_key
 
     def _refusal(self, e: dd.DciError, sync_action: str | None) -> JSONResponse:
         """An envelope the registry will not take: the ack Response with ERR (async endpoints), or a
