@@ -21,8 +21,11 @@ import httpx
 import pytest
 import uvicorn
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from regsosek.contracts import EligibilityDecided
 from regsosek.envelope import encode, new_envelope
@@ -41,6 +44,12 @@ SUBJECT = "PKH-MIS-IT"
 SENDER = "pkh-mis-it"
 PROGRAMMES = ("pkh", "sembako", "pbi_jkn", "blt_desa", "pip")
 KEY = Ed25519PrivateKey.generate()
+# a second programme system (requester B): its own sender, token subject and key
+OTHER_SUBJECT, OTHER_SENDER = "SEMBAKO-MIS-IT", "sembako-mis-it"
+OTHER_KEY = Ed25519PrivateKey.generate()
+# encrypted messages: the registry's decryption key, and A's (B registered none)
+REGISTRY_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+ENCRYPTION_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 _districts = itertools.count(random.randint(100, 600))
 
 
@@ -74,11 +83,14 @@ class Callbacks:
     def __init__(self) -> None:
         self.received: list[tuple[str, dict]] = []
         self.err_on_notify = False
+        self.unavailable = False  # every POST answered 503 (a programme system that is down)
         self.app = FastAPI()
 
         @self.app.post("/{path:path}")
         async def receive(path: str, request: Request):
             body = await request.json()
+            if self.unavailable:
+                return JSONResponse({"detail": "down"}, status_code=503)
             self.received.append(("/" + path, body))
             cid = body.get("header", {}).get("message_id", "x")
             if path.endswith("registry/notify") and self.err_on_notify:
@@ -98,9 +110,15 @@ class Callbacks:
 
 @pytest.fixture(scope="module")
 async def dci_world(stack, tmp_path_factory):
-    x = base64.urlsafe_b64encode(KEY.public_key().public_bytes_raw()).rstrip(b"=").decode()
-    requesters = tmp_path_factory.mktemp("dci") / "requesters.yaml"
-    requesters.write_text(yaml.safe_dump({"requesters": {SENDER: {"subject": SUBJECT, "public_key": x}}}))
+    def x(key: Ed25519PrivateKey) -> str:
+        return base64.urlsafe_b64encode(key.public_key().public_bytes_raw()).rstrip(b"=").decode()
+    folder = tmp_path_factory.mktemp("dci")
+    requesters, registry_key = folder / "requesters.yaml", folder / "registry-encryption-key.pem"
+    registry_key.write_bytes(REGISTRY_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
+    requesters.write_text(yaml.safe_dump({"requesters": {
+        SENDER: {"subject": SUBJECT, "public_key": x(KEY), "encryption_key": dd.rsa_jwk(ENCRYPTION_KEY.public_key())},
+        OTHER_SENDER: {"subject": OTHER_SUBJECT, "public_key": x(OTHER_KEY)}}}))
     callbacks = Callbacks()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(callbacks.app, host="127.0.0.1", port=port, log_level="warning",
@@ -110,7 +128,10 @@ async def dci_world(stack, tmp_path_factory):
     try:
         (notify,) = await world.start("notify", REGSOSEK_DCI_REQUESTERS_FILE=str(requesters),
                                       REGSOSEK_RETRY_BASE_S="0.05", REGSOSEK_RETRY_CAP_S="1.0",
-                                      REGSOSEK_RETRY_MAX_S="1.0", REGSOSEK_DELIVERY_TIMEOUT_S="2.0")
+                                      REGSOSEK_RETRY_MAX_S="1.0", REGSOSEK_DELIVERY_TIMEOUT_S="2.0",
+                                      REGSOSEK_DCI_CALLBACK_ATTEMPTS="30",
+                                      REGSOSEK_DCI_ENCRYPTION_KEY_FILE=str(registry_key),
+                                      REGSOSEK_RETENTION_INTERVAL_S="0.5")
         async with httpx.AsyncClient(base_url=notify.url, timeout=10) as client:
             keys = (await client.get("/v1/webhook-keys")).json()["keys"]
             notify_key = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(keys[0]["x"] + "=="))
@@ -130,7 +151,16 @@ def signed(action: str, message: dict, sender_uri: str | None = None, key=KEY, *
     h = {"version": "1.0.0", "message_id": str(uuid.uuid4()), "message_ts": datetime.now(UTC).isoformat(),
          "action": action, "sender_id": SENDER, "receiver_id": "regsosek", "total_count": 1, "is_msg_encrypted": False,
          **({"sender_uri": sender_uri} if sender_uri else {}), **header}
-    return {"signature": dd.sign_envelope(key, SENDER, h, message), "header": h, "message": message}
+    return {"signature": dd.sign_envelope(key, h["sender_id"], h, message), "header": h, "message": message}
+
+
+def other_bearer(**kw) -> dict:
+    kw.setdefault("programmes", ("sembako",))
+    return {"authorization": "Bearer " + token("programme", OTHER_SUBJECT, **kw)}
+
+
+def other_signed(action: str, message: dict, sender_uri: str | None = None) -> dict:
+    return signed(action, message, sender_uri, OTHER_KEY, sender_id=OTHER_SENDER)
 
 
 def search_message(*criteria: dict, tid: str | None = None) -> dict:
@@ -276,7 +306,7 @@ async def test_async_search_calls_back_on_search_and_txn_status(dci_world, produ
                                                             sender_uri=uri), bearer())
     assert ack["message"]["ack_status"] == "ACK"
     cid = ack["message"]["correlation_id"]
-    body = verified(await callbacks.wait("/registry/on-search", lambda b: b["message"]["transaction_id"] == tid),
+    body = verified(await callbacks.wait("/registry/on-search", lambda b: b["message"].get("transaction_id") == tid),
                     notify_key)
     dci_spec.request("/registry/on-search", body)
     assert body["message"]["correlation_id"] == cid
@@ -294,7 +324,7 @@ async def test_async_search_calls_back_on_search_and_txn_status(dci_world, produ
     # the async form answers on txn/on-status
     ack = await post(client, "/dci/registry/txn/status", signed("txn-status", status_msg, sender_uri=uri), bearer())
     on_status = await callbacks.wait("/registry/txn/on-status",
-                                     lambda b: b["message"]["transaction_id"] == status_msg["transaction_id"])
+                                     lambda b: b["message"].get("transaction_id") == status_msg["transaction_id"])
     dci_spec.request("/registry/txn/on-status", verified(on_status, notify_key))
     assert on_status["message"]["correlation_id"] == ack["message"]["correlation_id"]
     assert on_status["message"]["txnstatus_response"]["txn_status"]["search_response"][0]["reference_id"] == "ref-0"
@@ -315,7 +345,7 @@ async def subscribe(client, callbacks, uri, prefix, notify_key) -> tuple[str, di
     ack = await post(client, "/dci/registry/subscribe", signed("subscribe", msg, sender_uri=uri), bearer())
     assert ack["message"]["ack_status"] == "ACK"
     on_sub = verified(await callbacks.wait("/registry/on-subscribe",
-                                           lambda b: b["message"]["transaction_id"] == msg["transaction_id"]),
+                                           lambda b: b["message"].get("transaction_id") == msg["transaction_id"]),
                       notify_key)
     dci_spec.request("/registry/on-subscribe", on_sub)
     assert on_sub["message"]["correlation_id"] == ack["message"]["correlation_id"]
@@ -352,7 +382,7 @@ async def test_subscribe_notify_unsubscribe(dci_world, producer):
             "subscription_codes": [code]}
     ack = await post(client, "/dci/registry/unsubscribe", signed("unsubscribe", umsg, sender_uri=uri), bearer())
     on_uns = verified(await callbacks.wait("/registry/on-unsubscribe",
-                                           lambda b: b["message"]["transaction_id"] == umsg["transaction_id"]),
+                                           lambda b: b["message"].get("transaction_id") == umsg["transaction_id"]),
                       notify_key)
     dci_spec.request("/registry/on-unsubscribe", on_uns)
     assert on_uns["message"]["status"] == "succ"
@@ -369,7 +399,7 @@ async def test_subscribe_notify_unsubscribe(dci_world, producer):
     umsg2 = {**umsg, "transaction_id": "uns-" + uuid.uuid4().hex}
     await post(client, "/dci/registry/unsubscribe", signed("unsubscribe", umsg2, sender_uri=uri), bearer())
     again = await callbacks.wait("/registry/on-unsubscribe",
-                                 lambda b: b["message"]["transaction_id"] == umsg2["transaction_id"])
+                                 lambda b: b["message"].get("transaction_id") == umsg2["transaction_id"])
     assert again["message"]["status_reason_code"] == "rjct.event.already_unsubscribed"
 
 
@@ -389,3 +419,211 @@ async def test_an_err_answer_dead_letters_without_retrying(dci_world, producer):
     log = await world.fetch("notify", "select outcome, error from delivery_attempts where subscription_id = $1::uuid",
                             code)
     assert [r["outcome"] for r in log] == ["refused"]
+
+
+# ---------------------------------------------------------------- or / not, replay, isolation, restart
+
+
+def family_ids(item: dict) -> list[str]:
+    return [r["group_identifier"][0]["identifier_value"] for r in item["data"]["reg_records"]]
+
+
+async def three_families(world, producer) -> tuple[str, list[str]]:
+    """Three families in a new area: welfare groups 1, 2, 3 and deciles 2, 5, 8; once searchable."""
+    prefix = area()
+    fams = [(f"{prefix}{i:03d}0001", f"{prefix}{i:03d}0001-0001-001") for i in range(1, 4)]
+    await feed(producer, world, [decision(s, f, 1, group=1 + i, decile=2 + 3 * i) for i, (s, f) in enumerate(fams)])
+    await eventually(lambda: world.fetchval(
+        "notify", "select nullif(count(*), 0) from registry_families where sls_id like $1 having count(*) = 3",
+        prefix + "%"), timeout=30, what="3 families in the read model")
+    return prefix, [f for _, f in fams]
+
+
+async def test_or_and_not_in_expression_and_predicate_queries(dci_world, producer):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    prefix, fams = await three_families(world, producer)
+
+    def expression(q: dict) -> dict:
+        return {"reg_type": dd.REG_TYPE, "reg_record_type": "Group", "query_type": "expression",
+                "query": {"type": "expression", "value": {"expression": {"collection": "Group", "query": q}}}}
+
+    def e(attr: str, op: str, value) -> dict:
+        return {"attribute_name": attr, "operator": op, "attribute_value": value}
+
+    b = await post(client, "/dci/registry/sync/search", signed("search", search_message(
+        expression({"area_code": prefix, "$or": [{"decile": {"$le": 2}}, {"decile": {"$ge": 8}}]}),
+        expression({"area_code": prefix, "$nor": [{"welfare_group": 1}]}),
+        expression({"area_code": prefix, "decile": {"$not": {"$in": ["2", "8"]}}}),
+        {"query_type": "predicate", "query": [
+            {"seq_num": 1, "expression1": e("area_code", "eq", prefix)},
+            {"seq_num": 2, "expression1": e("welfare_group", "ge", "1"), "condition": "not",
+             "expression2": e("decile", "eq", "5")}]},
+        {"query_type": "predicate", "query": [
+            {"seq_num": 1, "expression1": e("area_code", "eq", prefix)},
+            {"seq_num": 2, "expression1": e("welfare_group", "eq", "1"), "condition": "or",
+             "expression2": e("decile", "eq", "5")}]},
+        {"query_type": "predicate", "query": [
+            {"seq_num": 1, "expression1": e("area_code", "eq", prefix)},
+            {"seq_num": 2, "condition": "not", "expression1": e("welfare_group", "le", "2")}]},
+    )), bearer())
+    or_, nor, not_in, and_not, pred_or, pred_not = b["message"]["search_response"]
+    assert family_ids(or_) == [fams[0], fams[2]]
+    assert family_ids(nor) == [fams[1], fams[2]]
+    assert family_ids(not_in) == [fams[1]]
+    assert family_ids(and_not) == [fams[0], fams[2]]
+    assert family_ids(pred_or) == [fams[0], fams[1]]
+    assert family_ids(pred_not) == [fams[2]]
+
+
+async def test_a_replayed_or_stale_message_is_refused(dci_world):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    once = signed("search", search_message(area_query("6472")))
+    await post(client, "/dci/registry/sync/search", once, bearer())
+    again = verified(await post(client, "/dci/registry/sync/search", once, bearer(), 409), notify_key)
+    assert (again["header"]["status"], again["header"]["status_reason_code"]) == ("rjct", "rjct.message_id.duplicate")
+
+    async_once = signed("search", search_message(area_query("6472")), sender_uri=uri)
+    assert (await post(client, "/dci/registry/search", async_once, bearer()))["message"]["ack_status"] == "ACK"
+    refused = await post(client, "/dci/registry/search", async_once, bearer(), 409)
+    assert refused["message"]["ack_status"] == "ERR" and "rjct.message_id.duplicate" in refused["message"]["error"][
+        "message"]
+
+    stale = signed("search", search_message(area_query("6472")),
+                   message_ts=(datetime.now(UTC) - timedelta(minutes=10)).isoformat())
+    b = await post(client, "/dci/registry/sync/search", stale, bearer(), 400)
+    assert b["header"]["status_reason_code"] == "rjct.message_ts.invalid"
+
+
+async def test_one_requester_never_sees_anothers_subscriptions_results_or_callbacks(dci_world, producer):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    prefix = area()
+    code, sub_msg = await subscribe(client, callbacks, uri, prefix, notify_key)  # A (pkh, areas 64)
+    tid = "txn-" + uuid.uuid4().hex
+    await post(client, "/dci/registry/search", signed("search", search_message(area_query(prefix), tid=tid),
+                                                      sender_uri=uri), bearer())
+    await callbacks.wait("/prog/registry/on-search", lambda b: b["message"].get("transaction_id") == tid)
+    b_uri, b_token = uri + "/b", other_bearer(areas=("31",))  # B (sembako, areas 31)
+
+    # B cannot read A's transactions
+    for txn_type, value in (("search", tid), ("subscribe", sub_msg["transaction_id"])):
+        b = await post(client, "/dci/registry/sync/txn/status", other_signed("txn-status", {
+            "transaction_id": "st-" + uuid.uuid4().hex, "txnstatus_request": {
+                "reference_id": "r", "txn_type": txn_type, "attribute_type": "transaction_id",
+                "attribute_value": value}}), b_token)
+        assert b["message"]["txnstatus_response"]["txn_status"]["search_response"] == []
+    # B cannot search A's area, nor unsubscribe A's subscription
+    b = await post(client, "/dci/registry/sync/search", other_signed("search", search_message(area_query(prefix))),
+                   b_token)
+    assert b["message"]["search_response"][0]["status_reason_code"] == "rjct.search_criteria.invalid"
+    umsg = {"transaction_id": "uns-" + uuid.uuid4().hex, "timestamp": datetime.now(UTC).isoformat(),
+            "subscription_codes": [code]}
+    await post(client, "/dci/registry/unsubscribe", other_signed("unsubscribe", umsg, sender_uri=b_uri), b_token)
+    on_uns = await callbacks.wait("/prog/b/registry/on-unsubscribe",
+                                  lambda b: b["message"].get("transaction_id") == umsg["transaction_id"])
+    assert on_uns["message"]["status_reason_code"] == "rjct.subscription_code.invalid"
+    assert on_uns["header"]["receiver_id"] == OTHER_SENDER
+
+    # A's subscription still delivers, to A; none of A's callbacks reached B's address
+    fid = f"{prefix}0050001-0001-001"
+    await feed(producer, world, [decision(f"{prefix}0050001", fid, 1, 2, 3)])
+    await callbacks.wait("/prog/registry/notify", lambda b: fid in str(b["message"]))
+    to_b = [b for p, b in callbacks.received if p.startswith("/prog/b/")]
+    assert to_b and all(b["header"]["receiver_id"] == OTHER_SENDER for b in to_b)
+    assert not any(prefix in str(b) for b in to_b)
+
+
+async def test_encrypted_search_answered_and_called_back_encrypted(dci_world, producer):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    prefix = area()
+    fid = f"{prefix}0070001-0001-001"
+    await feed(producer, world, [decision(f"{prefix}0070001", fid, 1, 1, 1)])
+    await eventually(lambda: world.fetchval("notify", "select 1 from registry_families where family_id = $1", fid),
+                     timeout=30, what="the family in the read model")
+    (jwk,) = (await client.get("/dci/registry/encryption-keys")).json()["keys"]
+    assert dd.rsa_jwk(REGISTRY_KEY.public_key()) == jwk
+
+    def sealed(message: dict, **header) -> dict:
+        enc = dd.encrypt_message(dd.rsa_public_key(jwk), message)
+        body = signed("search", message, is_msg_encrypted=True, **header)
+        h = body["header"]
+        return {"signature": dd.sign_envelope(KEY, SENDER, h, enc), "header": h, "message": enc}
+
+    answer = verified(await post(client, "/dci/registry/sync/search", sealed(search_message(area_query(prefix))),
+                                 bearer()), notify_key)
+    assert answer["header"]["is_msg_encrypted"] is True and fid not in str(answer)
+    found = dd.decrypt_message(ENCRYPTION_KEY, answer["message"])
+    assert family_ids(found["search_response"][0]) == [fid]
+
+    tid = "txn-" + uuid.uuid4().hex
+    ack = await post(client, "/dci/registry/search", sealed(search_message(area_query(prefix), tid=tid),
+                                                            sender_uri=uri), bearer())
+    cid = ack["message"]["correlation_id"]
+
+    def ours(b: dict) -> bool:
+        return b["header"].get("is_msg_encrypted") and dd.decrypt_message(
+            ENCRYPTION_KEY, b["message"])["transaction_id"] == tid
+    body = verified(await callbacks.wait("/prog/registry/on-search", ours), notify_key)
+    dci_spec.request("/registry/on-search", body)
+    message = dd.decrypt_message(ENCRYPTION_KEY, body["message"])
+    assert message["correlation_id"] == cid and family_ids(message["search_response"][0]) == [fid]
+
+
+async def test_finished_dci_bookkeeping_is_pruned_after_its_retention(dci_world):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    tag = uuid.uuid4().hex[:8]
+    OLD, RECENT = timedelta(days=100), timedelta(days=1)  # the default retention is 90 days
+    for name, status, age in (("old-done", "delivered", OLD), ("old-dead", "dead", OLD),
+                              ("new-done", "delivered", RECENT), ("old-pending", "pending", OLD)):
+        # not due (next_attempt_at ahead): the callback worker leaves these rows alone
+        await world.fetch("notify", "insert into dci_callbacks (correlation_id, requester, url, action, header, status, "
+                                    "created_at, finished_at, next_attempt_at) values ($1, 'IT', "
+                                    "'http://127.0.0.1:9/x', 'on-search', '{}', $2, now() - interval '100 days', "
+                                    "now() - $3::interval, now() + interval '1 day')",
+                          f"{tag}-{name}", status, age)
+    for name, status, age in (("old-succ", "succ", OLD), ("new-succ", "succ", RECENT),
+                              ("old-pdng", "pdng", OLD)):
+        await world.fetch("notify", "insert into dci_transactions (correlation_id, requester, kind, transaction_id, "
+                                    "status, updated_at) values ($1, 'IT', 'search', 't', $2, now() - $3::interval)",
+                          f"{tag}-{name}", status, age)
+
+    async def left() -> set[str] | None:
+        rows = await world.fetch("notify", "select correlation_id from dci_callbacks where correlation_id like $1 "
+                                           "union all select correlation_id from dci_transactions "
+                                           "where correlation_id like $1", tag + "-%")
+        names = {r["correlation_id"].removeprefix(tag + "-") for r in rows}
+        return names if not names & {"old-done", "old-dead", "old-succ"} else None
+    # what is still pending stays, however old its times
+    assert await eventually(left, timeout=30, what="the retention task") == {
+        "new-done", "old-pending", "new-succ", "old-pdng"}
+
+
+async def test_a_callback_queued_while_the_requester_is_down_arrives_after_notify_restarts(dci_world, producer):
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    prefix = area()
+    await feed(producer, world, [decision(f"{prefix}0060001", f"{prefix}0060001-0001-001", 1, 1, 1)])
+    await eventually(lambda: world.fetchval("notify", "select 1 from registry_families where sls_id like $1",
+                                            prefix + "%"), timeout=30, what="the family in the read model")
+    tid = "txn-" + uuid.uuid4().hex
+    callbacks.unavailable = True
+    try:
+        ack = await post(client, "/dci/registry/search", signed(
+            "search", search_message(area_query(prefix), tid=tid), sender_uri=uri), bearer())
+        cid = ack["message"]["correlation_id"]
+        await eventually(lambda: world.fetchval(
+            "notify", "select 1 from dci_callbacks where correlation_id = $1 and status = 'pending' "
+                      "and attempts >= 1 and last_status = 503", cid), timeout=30, what="a failed callback attempt")
+        await notify.stop()
+    finally:
+        callbacks.unavailable = False
+        if not notify.alive:
+            notify.start()
+            await notify.wait_ready()
+    body = verified(await callbacks.wait("/prog/registry/on-search", lambda b: b["message"].get("transaction_id") == tid),
+                    notify_key)
+    dci_spec.request("/registry/on-search", body)
+    assert body["message"]["correlation_id"] == cid
+    assert family_ids(body["message"]["search_response"][0]) == [f"{prefix}0060001-0001-001"]
+    (row,) = await eventually(lambda: world.fetch(
+        "notify", "select status, attempts, message from dci_callbacks where correlation_id = $1 "
+                  "and status = 'delivered'", cid), timeout=15, what="the callback marked delivered")
+    assert row["attempts"] >= 2 and row["message"] is None

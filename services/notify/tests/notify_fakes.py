@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+from notify.dci_domain import holds
 from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription
 from regsosek import audit
 
@@ -29,6 +30,8 @@ class InMemoryNotifyStore:
         self.attempts: list[dict] = []
         self.audit: list[audit.Entry] = []
         self.dci_transactions: dict[str, dict] = {}
+        self.dci_callbacks: list[dict] = []
+        self.dci_messages: dict[tuple[str, str], datetime] = {}
         self.calls: list[str] = []  # the methods called, in order (a test counts reads per batch)
         self._ids = itertools.count(1)
 
@@ -272,9 +275,9 @@ class InMemoryNotifyStore:
     async def search_registry(self, conditions, areas: tuple[str, ...], sort, limit: int,
                               offset: int) -> tuple[list[dict], int]:
         rows = [d for _, _, d in self.registry.values() if any(d["sls_id"].startswith(a) for a in areas)]
-        for c in conditions:
-            values = list(c.value) if isinstance(c.value, tuple) else [c.value]
-            rows = [d for d in rows if _meets(d, c.attribute, c.op, values)]
+        for t in conditions:
+            rows = [d for d in rows if holds(t, lambda c, d=d: _meets(
+                d, c.attribute, c.op, list(c.value) if isinstance(c.value, tuple) else [c.value]))]
         for attribute, order in reversed(sort):
             rows.sort(key=lambda d, a=attribute: d[a], reverse=order == "desc")
         return rows[offset:offset + limit], len(rows)
@@ -313,6 +316,70 @@ class InMemoryNotifyStore:
                 s.update(status="deleted", updated_at=_now())
                 out[code] = "unsubscribe"
         return out
+
+    async def enqueue_dci_callback(self, *, correlation_id: str, requester: str, url: str, action: str, header: dict,
+                                   message: dict) -> int:
+        cb_id = next(self._ids)
+        self.dci_callbacks.append({
+            "id": cb_id, "correlation_id": correlation_id, "requester": requester, "url": url, "action": action,
+            "header": header, "message": message, "status": "pending", "attempts": 0, "next_attempt_at": _now(),
+            "lease_until": None, "last_status": None, "last_error": None, "created_at": _now(), "finished_at": None})
+        return cb_id
+
+    async def claim_dci_callbacks(self, limit: int, lease: timedelta) -> list[dict]:
+        now = _now()
+        due = [c for c in self.dci_callbacks if c["status"] == "pending" and c["next_attempt_at"] <= now
+               and (c["lease_until"] is None or c["lease_until"] < now)][:limit]
+        for c in due:
+            c["lease_until"] = now + lease
+        return [{k: c[k] for k in ("id", "correlation_id", "requester", "url", "action", "header", "message",
+                                   "attempts")} for c in due]
+
+    async def finish_dci_callback(self, cb_id: int, *, outcome: str, status: int | None, error: str | None,
+                                  wait: timedelta | None = None) -> None:
+        (c,) = [c for c in self.dci_callbacks if c["id"] == cb_id]
+        c.update(attempts=c["attempts"] + 1, last_status=status, last_error=error[:1000] if error else None,
+                 lease_until=None)
+        if outcome == "retry":
+            c["next_attempt_at"] = _now() + (wait or timedelta(0))
+        else:
+            c.update(status=outcome, message=None, finished_at=_now())
+
+    async def dci_callbacks_of(self, requester: str, correlation_id: str) -> list[dict]:
+        return [{k: c[k] for k in ("id", "action", "status", "attempts", "last_status", "last_error", "created_at",
+                                   "finished_at")}
+                for c in self.dci_callbacks if c["requester"] == requester and c["correlation_id"] == correlation_id]
+
+    async def settle_dci_transaction(self, correlation_id: str, *, error: str | None) -> None:
+        t = self.dci_transactions.get(correlation_id)
+        if t is None:
+            return
+        if t["status"] == "pdng":
+            t["status"] = "succ" if error is None else "rjct"
+        if error is not None:
+            t["detail"] = {**t["detail"], "callback_error": error}
+        t["updated_at"] = _now()
+
+    async def erased_among(self, family_ids: list[str]) -> set[str]:
+        return {f for f in family_ids if f in self.erased}
+
+    async def expire_dci_bookkeeping(self, before: datetime, limit: int) -> int:
+        old_cbs = sorted((c for c in self.dci_callbacks if c["status"] != "pending" and c["finished_at"] < before),
+                         key=lambda c: c["finished_at"])[:limit]
+        old_txns = sorted((t for t in self.dci_transactions.values() if t["status"] != "pdng"
+                           and t["updated_at"] < before), key=lambda t: t["updated_at"])[:limit]
+        self.dci_callbacks = [c for c in self.dci_callbacks if c not in old_cbs]
+        for t in old_txns:
+            del self.dci_transactions[t["correlation_id"]]
+        return len(old_cbs) + len(old_txns)
+
+    async def remember_dci_message(self, sender_id: str, message_id: str, window: timedelta) -> bool:
+        now = _now()
+        self.dci_messages = {k: t for k, t in self.dci_messages.items() if t >= now - window}
+        if (sender_id, message_id) in self.dci_messages:
+            return False
+        self.dci_messages[(sender_id, message_id)] = now
+        return True
 
 
 def _meets(d: dict, attribute: str, op: str, values: list) -> bool:

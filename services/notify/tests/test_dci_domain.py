@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from notify import dci_domain as dd
@@ -78,17 +79,75 @@ def test_predicate_list_with_and():
                             dd.Condition("decile", "lt", 4))
 
 
+
+def test_expression_or_nor_and_not():
+    c = dd.parse_criteria(expr({"$or": [{"decile": {"$le": 2}}, {"welfare_group": 1, "area_code": "6472010"}],
+                                "$nor": [{"eligible_programme": "sembako"}],
+                                "decile": {"$not": {"$in": ["7", "8"]}}}), **TOKEN)
+    D = dd.Condition
+    assert c.conditions == (
+        dd.AnyOf((D("decile", "le", 2), dd.AllOf((D("welfare_group", "eq", 1), D("area_code", "eq", "6472010"))))),
+        dd.Negation(dd.AnyOf((D("eligible_programme", "eq", "sembako"),))),
+        dd.Negation(D("decile", "in", (7, 8))))
+
+
+def test_predicate_or_and_not():
+    def e(a, op, v):
+        return {"attribute_name": a, "operator": op, "attribute_value": v}
+    c = dd.parse_criteria(crit("predicate", [
+        {"seq_num": 1, "expression1": e("decile", "eq", "1"), "condition": "or", "expression2": e("decile", "eq", "9")},
+        {"seq_num": 2, "expression1": e("welfare_group", "le", "2"), "condition": "not",
+         "expression2": e("eligible_programme", "eq", "pkh")},
+        {"seq_num": 3, "condition": "not", "expression1": e("area_code", "eq", "6472010")},
+    ]), **TOKEN)
+    D = dd.Condition
+    assert c.conditions == (dd.AnyOf((D("decile", "eq", 1), D("decile", "eq", 9))), D("welfare_group", "le", 2),
+                            dd.Negation(D("eligible_programme", "eq", "pkh")), dd.Negation(D("area_code", "eq", "6472010")))
+
+
+@pytest.mark.parametrize("query, holds_for", [
+    ({"$or": [{"decile": 1}, {"decile": 3}]}, {1, 3}),
+    ({"$nor": [{"decile": {"$lt": 3}}, {"decile": {"$gt": 4}}]}, {3, 4}),
+    ({"decile": {"$not": {"$in": ["2", "3"]}}}, {1, 4, 5}),
+    ({"$and": [{"decile": {"$ge": 2}}], "$or": [{"decile": {"$not": {"$eq": "2"}}}, {"welfare_group": 1}]}, {3, 4, 5}),
+])
+def test_or_and_not_mean_what_they_say(query, holds_for):
+    c = dd.parse_criteria(expr(query), **TOKEN)
+
+    def meets(decile: int, x: dd.Condition) -> bool:  # families of welfare group 2, deciles 1 to 5
+        v = decile if x.attribute == "decile" else 2
+        if x.op == "in":
+            return v in x.value
+        return {"eq": v == x.value, "lt": v < x.value, "le": v <= x.value, "gt": v > x.value,
+                "ge": v >= x.value}[x.op]
+
+    found = {d for d in range(1, 6) if all(dd.holds(t, lambda x, d=d: meets(d, x)) for t in c.conditions)}
+    assert found == holds_for
+
+
+def test_scope_applies_inside_or_and_not():
+    assert "not among your token's programmes" in rejected(
+        expr({"$or": [{"decile": 1}, {"eligible_programme": {"$not": {"$eq": "pbi_jkn"}}}]}),
+        "rjct.search_criteria.invalid")
+
+
 @pytest.mark.parametrize("criteria, needle", [
     (crit("predicate", [{"expression1": {"attribute_name": "decile", "operator": "eq", "attribute_value": 1},
-                         "condition": "or",
+                         "condition": "xor",
                          "expression2": {"attribute_name": "decile", "operator": "eq", "attribute_value": 2}}]),
-     "only and"),
+     "and, or or not"),
+    (crit("predicate", [{"expression1": {"attribute_name": "decile", "operator": "eq", "attribute_value": 1},
+                         "condition": "or"}]), "expression2: required with condition or"),
     (expr({"income": {"$lt": 5}}), "attribute 'income' is not searchable"),
     (expr({"welfare_group": {"$eq": 5}}), "integer from 1 to 4"),
     (expr({"decile": {"$eq": True}}), "integer from 1 to 10"),
     (expr({"area_code": {"$eq": "64a"}}), "SLS id prefix"),
     (expr({"area_code": {"$lt": "64"}}), "takes the operators eq, in"),
-    (expr({"$or": [{"decile": 1}]}), "only $and"),
+    (expr({"$where": [{"decile": 1}]}), "$and, $or and $nor combine conditions"),
+    (expr({"$or": []}), "$or: a non-empty list of objects"),
+    (expr({"decile": {"$not": 3}}), "$not: an object of operators"),
+    (expr({"decile": {"$regex": "1"}}), "and $not"),
+    (expr({"$or": [{"$or": [{"$or": [{"$or": [{"$or": [{"$or": [{"decile": 1}]}]}]}]}]}]}), "nested deeper"),
     (crit("graphql", {}), "query_type"),
     (crit("expression", {"value": {}}), "needs a query object"),
     ({"query_type": "idtype-value", "query": {"type": "family_id", "value": "x"}, "response_entity": "Member"},
@@ -168,7 +227,7 @@ def test_signature_round_trip_and_tampering():
     (lambda b: b["header"].update(action="subscribe"), "err.request.bad", "header.action"),
     (lambda b: b["header"].update(version="2.0.0"), "err.version.not_supported", "header.version"),
     (lambda b: b["header"].update(total_count="1"), "err.request.bad", "header.total_count"),
-    (lambda b: b["header"].update(is_msg_encrypted=True), "err.encryption.invalid", "is_msg_encrypted"),
+    (lambda b: b["header"].update(is_msg_encrypted="yes"), "err.encryption.invalid", "is_msg_encrypted"),
     (lambda b: b.update(message=[]), "err.request.bad", "message"),
 ])
 def test_malformed_envelopes(mutate, code, needle):
@@ -258,6 +317,12 @@ def test_subscription_filters():
         dd.subscription_filters({"notify_record_type": "Group", "filter_type": "predicate", "filter": [
             {"expression1": {"attribute_name": "decile", "operator": "eq", "attribute_value": 1}}]})
     assert e.value.code == "rjct.notify_details.invalid"
+    with pytest.raises(dd.Rejected) as e:  # a subscription's filter is a conjunction
+        dd.subscription_filters({"notify_record_type": "Group", "filter_type": "predicate", "filter": [
+            {"expression1": {"attribute_name": "area_code", "operator": "eq", "attribute_value": "6472010"},
+             "condition": "or",
+             "expression2": {"attribute_name": "welfare_group", "operator": "le", "attribute_value": 2}}]})
+    assert e.value.code == "rjct.notify_details.invalid" and "and only" in e.value.message
     with pytest.raises(dd.Rejected) as e:
         dd.subscription_filters({"notify_record_type": "Member", "filter": []})
     assert e.value.code == "rjct.notify_types.invalid"
@@ -269,3 +334,55 @@ def test_an_err_answer_is_a_refusal_not_a_network_failure():
     assert err_answer(200, b'{"message":{"ack_status":"ACK"}}') is None
     assert err_answer(500, b'{"message":{"ack_status":"ERR"}}') is None
     assert err_answer(200, b"not json") is None
+
+
+# ---------------------------------------------------------------- encrypted messages
+
+
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def test_an_encrypted_message_round_trips_and_is_valid_against_the_spec():
+    env = envelope(is_msg_encrypted=True)
+    sealed = dd.encrypt_message(RSA_KEY.public_key(), env["message"])
+    dci_spec.schema("EncryptedMessage", sealed)
+    dci_spec.request("/registry/sync/search", {**env, "message": sealed})
+    assert sealed["header"] == {"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": dd.rsa_jwk(RSA_KEY.public_key())["kid"]}
+    assert "search_request" not in str(sealed)
+    assert dd.decrypt_message(RSA_KEY, sealed) == env["message"]
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda m: m.update(tag=m["ciphertext"][:22]), "does not decrypt"),  # another 16 bytes
+    (lambda m: m.update(ciphertext="A" + m["ciphertext"][1:]), "does not decrypt"),
+    (lambda m: m["header"].update(kid="someone-else"), "not this registry's encryption key"),
+    (lambda m: m["header"].update(alg="RSA1_5"), "alg RSA-OAEP-256"),
+    (lambda m: m.update(iv="!!"), "message.iv: base64url"),
+    (lambda m: m.pop("header"), "an EncryptedMessage"),
+])
+def test_a_bad_encrypted_message_is_refused_with_why(mutate, needle):
+    sealed = dd.encrypt_message(RSA_KEY.public_key(), {"transaction_id": "t"})
+    mutate(sealed)
+    with pytest.raises(dd.DciError) as e:
+        dd.decrypt_message(RSA_KEY, sealed)
+    assert e.value.code == "err.encryption.invalid" and needle in e.value.message
+
+
+def test_a_message_for_another_key_does_not_decrypt():
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sealed = dd.encrypt_message(other.public_key(), {"transaction_id": "t"})
+    sealed["header"]["kid"] = dd.rsa_jwk(RSA_KEY.public_key())["kid"]
+    with pytest.raises(dd.DciError, match="does not decrypt"):
+        dd.decrypt_message(RSA_KEY, sealed)
+
+
+def test_requester_encryption_keys_are_rsa_jwks_of_2048_bits_or_more():
+    x = base64.urlsafe_b64encode(Ed25519PrivateKey.generate().public_key().public_bytes_raw()).decode()
+    jwk = dd.rsa_jwk(RSA_KEY.public_key())
+    (r,) = dd.parse_requesters({"requesters": {"a": {"subject": "A", "public_key": x, "encryption_key": jwk}}}).values()
+    assert dd.rsa_jwk(r.encryption_key) == jwk
+    small = dd.rsa_jwk(rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key())
+    for bad, needle in ((small, "2048 bits"), ({"kty": "EC"}, "an RSA JWK")):
+        with pytest.raises(ValueError, match=needle):
+            dd.parse_requesters({"requesters": {"a": {"subject": "A", "public_key": x, "encryption_key": bad}}})
+

@@ -11,7 +11,7 @@ import yaml
 
 from notify import store
 from notify.api import subscriptions_router
-from notify.dci import DciApi, load_requesters
+from notify.dci import DciApi, DciCallbackWorker, load_requesters
 from notify.delivery import DeliveryWorker
 from notify.domain import AccessRules, parse_access
 from notify.handlers import NotifyHandlers
@@ -44,8 +44,10 @@ def definition(settings: NotifySettings | None = None) -> ServiceDefinition:
         topics=[Topic.ELIGIBILITY_DECIDED, Topic.FAMILY_ERASED],
         routers=[subscriptions_router(settings, stores=store.pool_stores), webhook_keys_router(settings), audit.router,
                  DciApi(settings, access, requesters, stores=store.pool_stores).router()],
-        background=[worker.deliver_forever, worker.publish_lag_forever],
-        retention=[Rule("delivery_payload", settings.delivery_payload_retention_days, store.expire_delivered_payloads)],
+        background=[worker.deliver_forever, worker.publish_lag_forever,
+                    DciCallbackWorker(settings, requesters, stores=store.open_store).deliver_forever],
+        retention=[Rule("delivery_payload", settings.delivery_payload_retention_days, store.expire_delivered_payloads),
+                   Rule("dci_bookkeeping", settings.dci_bookkeeping_retention_days, store.expire_dci_bookkeeping)],
         title="Regsosek notify", description="Programme systems subscribe to eligibility events and receive them, signed.",
     )
 

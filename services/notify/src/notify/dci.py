@@ -4,10 +4,13 @@ sync and async search, transaction status, subscribe and unsubscribe. README "DC
 Every request: a programme bearer token (its areas and programmes bound what it sees), a DCI envelope
 whose header.sender_id is registered in the requester key registry for the token's subject, and a
 `signature` over header and message made with that sender's Ed25519 key. Answers and callbacks are
-signed with notify's webhook key (GET /v1/webhook-keys). Callbacks go to header.sender_uri followed by
-the specification's path (/registry/on-search, /registry/on-subscribe, /registry/on-unsubscribe,
-/registry/txn/on-status); notify events of a DCI subscription to {sender_uri}/registry/notify, through
-the delivery queue (notify.delivery). No 5xx for a bad request: the spec's ERR answer or item status.
+signed with notify's webhook key (GET /v1/webhook-keys). A header.message_ts further than
+dci_message_window_s from now, or a message_id the sender used before, is refused (replay protection).
+Callbacks go to header.sender_uri followed by the specification's path (/registry/on-search,
+/registry/on-subscribe, /registry/on-unsubscribe, /registry/txn/on-status): queued in the request's
+transaction and sent by `DciCallbackWorker` (retried with backoff, kept across restarts); notify events
+of a DCI subscription go to {sender_uri}/registry/notify through the delivery queue (notify.delivery).
+No 5xx for a bad request: the spec's ERR answer or item status. docs/DCI.md.
 
 Every endpoint is one `DciApi` method taking the accepted request (`DciCall`); what they share (token,
 envelope, sender and signature checks; the refusal of a message; signed answers; callbacks) is written
@@ -17,10 +20,11 @@ once in `DciApi`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -29,16 +33,22 @@ import httpx
 import jwt
 import orjson
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from notify import dci_domain as dd
-from notify.callbacks import acked, callback_problem_now, err_status, make_client
-from notify.domain import AccessRules, Refusal, narrow, subscription_limit_problem
+from notify.callbacks import acked, callback_problem_now, err_answer, make_client, post_capped
+from notify.delivery import lease_for
+from notify.domain import AccessRules, Outcome, Refusal, narrow, outcome_of, retry_delay, subscription_limit_problem
 from notify.settings import NotifySettings
-from notify.store import Stores, pool_stores
+from notify.store import NotifyStore, Stores, open_store, pool_stores
 from regsosek import audit
 from regsosek.auth import KeysUnavailable, Principal, Role, refusal_reason
+from regsosek.background import run_forever
+from regsosek.db import Backoff, is_transient
+from regsosek.service import Runtime
 
 log = logging.getLogger("notify.dci")
 
@@ -48,12 +58,39 @@ def load_requesters(path: str) -> dict[str, dd.Requester]:
     return dd.parse_requesters(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
 
 
+def load_encryption_key(path: str) -> RSAPrivateKey | None:
+    """The registry's DCI decryption key (PEM, RSA of 2048 bits or more), None when not configured;
+    refuses (ValueError) a bad one, naming no key material."""
+    if not path:
+        return None
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"REGSOSEK_DCI_ENCRYPTION_KEY_FILE cannot be loaded ({type(e).__name__})") from None
+    if not isinstance(key, RSAPrivateKey) or key.key_size < 2048:
+        raise ValueError("REGSOSEK_DCI_ENCRYPTION_KEY_FILE must hold an RSA private key of 2048 bits or more")
+    return key
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 def _json(status: int, body: dict) -> JSONResponse:
     return JSONResponse(body, status_code=status)
+
+
+def signed_envelope(settings: NotifySettings, header: dict, message: dict | None,
+                    encrypt_to: RSAPublicKey | None = None) -> dict:
+    """A DCI envelope signed with notify's current webhook key (GET /v1/webhook-keys), its message
+    encrypted to `encrypt_to` first when given (the signature covers the encrypted message)."""
+    if encrypt_to is not None and message is not None:
+        message = dd.encrypt_message(encrypt_to, message)
+    key = settings.webhook_signing_keys()[0]
+    out: dict[str, Any] = {"signature": dd.sign_envelope(key.key, key.kid, header, message or {}), "header": header}
+    if message is not None:
+        out["message"] = message
+    return out
 
 
 class _Answer(Exception):
@@ -68,7 +105,8 @@ class DciCall:
     request: Request
     principal: Principal
     header: dict
-    message: dict
+    message: dict  # decrypted, when it came encrypted
+    encrypt_to: RSAPublicKey | None = None  # the requester's key, when it wrote encrypted: answers are too
 
     @property
     def sender(self) -> str:
@@ -84,8 +122,8 @@ class DciApi:
         self.settings = settings
         self.stores = stores  # stores(request, transaction=False): the store a request reads and writes through
         self.access = access  # what each programme may receive (the Group records are narrowed with it)
-        self.requesters = requesters  # sender_id -> token subject and Ed25519 public key
-        self._background: set[asyncio.Task] = set()  # callbacks in flight (kept referenced until done)
+        self.requesters = requesters  # sender_id -> token subject, Ed25519 public key, encryption key
+        self.encryption_key = load_encryption_key(settings.dci_encryption_key_file)
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/dci", tags=["DCI Social Registry"])
@@ -106,7 +144,12 @@ class DciApi:
         for path, action, sync_action, endpoint, summary in routes:
             router.add_api_route(path, self._endpoint(action, sync_action, endpoint), methods=["POST"],
                                  summary=summary, name=endpoint.__name__)
+        router.add_api_route("/registry/encryption-keys", self.encryption_keys, methods=["GET"],
+                             summary="The public key encrypted DCI requests are made to (JWKS; empty: none taken)")
         return router
+
+    async def encryption_keys(self) -> dict:
+        return {"keys": [dd.rsa_jwk(self.encryption_key.public_key())] if self.encryption_key else []}
 
     def _endpoint(self, action: str, sync_action: str | None, endpoint: Endpoint):
         """The route of one endpoint: the request accepted (else refused), then the endpoint; a DciError
@@ -127,7 +170,8 @@ class DciApi:
     # ---------------------------------------------------------------- what every endpoint shares
 
     async def _accept(self, request: Request, action: str, sync_action: str | None) -> DciCall:
-        """The request, once its token, envelope, sender and signature are checked; _Answer otherwise."""
+        """The request, once its token, envelope, sender, signature, encryption, message_ts and message_id
+        are checked; _Answer or DciError otherwise."""
         s = self.settings
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -152,7 +196,25 @@ class DciApi:
             raise dd.DciError("err.signature.invalid", "signature: does not verify with the sender's key", 401)
         if header.get("receiver_id") not in (None, s.dci_sender_id):
             raise dd.DciError("err.receiver_id.invalid", f"header.receiver_id: this registry is {s.dci_sender_id}")
-        return DciCall(request, principal, header, message)
+        message, encrypt_to = self._opened(header, message, requester)
+        window = timedelta(seconds=s.dci_message_window_s)
+        dd.check_message_ts(header, _now(), window)
+        async with self.stores(request) as store:  # ids kept twice the window: a future-dated replay is caught too
+            if not await store.remember_dci_message(header["sender_id"], header["message_id"], 2 * window):
+                raise dd.duplicate_message()
+        return DciCall(request, principal, header, message, encrypt_to)
+
+    def _opened(self, header: dict, message: dict, requester: dd.Requester) -> tuple[dict, RSAPublicKey | None]:
+        """(the message, decrypted when it came encrypted; the key its answers are encrypted to, if so)."""
+        if not header.get("is_msg_encrypted"):
+            return message, None
+        if self.encryption_key is None:
+            raise dd.DciError("err.encryption.invalid", "header.is_msg_encrypted: this registry takes no "
+                                                        "encrypted messages (no encryption key configured)")
+        if requester.encryption_key is None:
+            raise dd.DciError("err.encryption.invalid", "header.is_msg_encrypted: register an encryption_key "
+                                                        "for this sender_id to receive encrypted answers")
+        return dd.decrypt_message(self.encryption_key, message), requester.encryption_key
 
     def _refusal(self, e: dd.DciError, sync_action: str | None) -> JSONResponse:
         """An envelope the registry will not take: the ack Response with ERR (async endpoints), or a
@@ -161,7 +223,7 @@ class DciApi:
             return _json(e.status, dd.http_error(e.code, e.message))
         if sync_action is None:
             return _json(e.status, dd.err_ack(e, str(uuid4()), _now()))
-        reason_code = {"err.version.not_supported": "rjct.version.invalid"}.get(e.code)
+        reason_code = e.reason_code or {"err.version.not_supported": "rjct.version.invalid"}.get(e.code)
         if e.message.startswith("header.action"):
             reason_code = "rjct.action.invalid"
         header = dd.callback_header(sync_action, message_id=str(uuid4()), now=_now(),
@@ -171,17 +233,14 @@ class DciApi:
         return _json(e.status, self._signed(header, None))
 
     def _signed(self, header: dict, message: dict | None) -> dict:
-        key = self.settings.webhook_signing_keys()[0]
-        out: dict[str, Any] = {"signature": dd.sign_envelope(key.key, key.kid, header, message or {}), "header": header}
-        if message is not None:
-            out["message"] = message
-        return out
+        return signed_envelope(self.settings, header, message)
 
     def _answer(self, call: DciCall, action: str, message: dict, total: int) -> JSONResponse:
         """The signed answer of a synchronous endpoint."""
         header = dd.callback_header(action, message_id=str(uuid4()), now=_now(), sender_id=self.settings.dci_sender_id,
-                                    receiver_id=call.sender, total_count=total, completed_count=total)
-        return _json(200, self._signed(header, message))
+                                    receiver_id=call.sender, total_count=total, completed_count=total,
+                                    encrypted=call.encrypt_to is not None)
+        return _json(200, signed_envelope(self.settings, header, message, call.encrypt_to))
 
     async def _callback_url(self, call: DciCall, path: str) -> str:
         base = call.header.get("sender_uri")
@@ -193,51 +252,26 @@ class DciApi:
             raise dd.DciError("err.sender_uri.invalid", f"header.sender_uri: {problem}")
         return url
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    async def _queue_callback(self, store: NotifyStore, call: DciCall, url: str, action: str, message: dict,
+                              total: int, correlation_id: str) -> None:
+        """Queues the signed callback `message` for the requester (DciCallbackWorker sends it), in the
+        caller's transaction: it survives a restart and is retried until acknowledged or given up."""
+        header = dd.callback_header(action, message_id=str(uuid4()), now=_now(), sender_id=self.settings.dci_sender_id,
+                                    receiver_id=call.sender, total_count=total, completed_count=total,
+                                    encrypted=call.encrypt_to is not None)  # encrypted when sent
+        await store.enqueue_dci_callback(correlation_id=correlation_id, requester=call.principal.subject, url=url,
+                                         action=action, header=header, message=message)
 
-    def _call_back(self, call: DciCall, url: str, action: str, message: dict, total: int,
-                   correlation_id: str) -> JSONResponse:
-        """Sends `message` to the requester's callback in the background; the ACK answered now."""
-        self._spawn(self._post_callback(url, action, call.sender, message, total))
+    async def _call_back(self, call: DciCall, url: str, action: str, message: dict, total: int,
+                         correlation_id: str) -> JSONResponse:
+        """Queues `message` for the requester's callback; the ACK answered now."""
+        async with self.stores(call.request, True) as store:
+            await self._queue_callback(store, call, url, action, message, total, correlation_id)
         return _json(200, dd.ack(correlation_id, _now()))
-
-    async def _post_callback(self, url: str, action: str, receiver_id: str, message: dict, total: int) -> str | None:
-        """POSTs a signed callback envelope, retrying network failures and 5xx; None when acknowledged,
-        else why not (an ERR answer is not retried)."""
-        s = self.settings
-        header = dd.callback_header(action, message_id=str(uuid4()), now=_now(), sender_id=s.dci_sender_id,
-                                    receiver_id=receiver_id, total_count=total, completed_count=total)
-        body = orjson.dumps(self._signed(header, message))
-        error = None
-        async with make_client(s) as client:
-            for attempt in range(s.dci_callback_attempts):
-                if attempt:
-                    await asyncio.sleep(min(s.retry_cap_s, s.retry_base_s * 2 ** attempt))
-                try:
-                    r = await client.post(url, content=body, headers={"content-type": "application/json"})
-                except httpx.HTTPError as e:
-                    error = type(e).__name__
-                    continue
-                if acked(r.status_code, r.content):
-                    return None
-                error = f"HTTP {r.status_code} without ACK"
-                if 400 <= r.status_code < 500 and r.status_code not in (408, 429) or err_status(r.content):
-                    return error
-        return error
-
-    async def _save_transaction(self, call: DciCall, correlation_id: str, kind: str, transaction_id: str,
-                                reference_ids: list[str], status: str, detail: dict) -> None:
-        async with self.stores(call.request) as store:
-            await store.save_dci_transaction(correlation_id=correlation_id, requester=call.principal.subject,
-                                             kind=kind, transaction_id=transaction_id, reference_ids=reference_ids,
-                                             status=status, detail=detail)
 
     # ---------------------------------------------------------------- search
 
-    async def _run_search(self, call: DciCall) -> tuple[list[dict], dict]:
+    async def _run_search(self, call: DciCall, store: NotifyStore) -> tuple[list[dict], dict]:
         """The search_response items of a search message, and per reference id what txn status tells."""
         principal = call.principal
         items = dd.items_of(call.message, "search_request")
@@ -255,9 +289,8 @@ class DciApi:
             if not principal.areas or not principal.programmes:
                 decisions, total = [], 0  # a token without areas or programmes sees nothing
             else:
-                async with self.stores(call.request) as store:
-                    decisions, total = await store.search_registry(criteria.conditions, principal.areas,
-                                                                   criteria.sort, criteria.page_size, criteria.offset)
+                decisions, total = await store.search_registry(criteria.conditions, principal.areas,
+                                                               criteria.sort, criteria.page_size, criteria.offset)
             records = [dd.record_of(d, principal.programmes, self.access) for d in decisions]
             out.append(dd.search_item(ref, now, criteria, records, total))
             detail[ref] = {"status": "succ", "total_count": total, "returned": len(records)}
@@ -269,44 +302,35 @@ class DciApi:
                 "search_response": items}
 
     async def sync_search(self, call: DciCall) -> JSONResponse:
-        items, detail = await self._run_search(call)
         correlation_id = str(uuid4())
-        await self._save_transaction(call, correlation_id, "search", call.message["transaction_id"], list(detail),
-                                     "succ", detail)
-        async with self.stores(call.request) as store:  # a read of personal data, audited
-            await store.record_audit(audit.of_request(
+        async with self.stores(call.request, True) as store:
+            items, detail = await self._run_search(call, store)
+            await store.save_dci_transaction(
+                correlation_id=correlation_id, requester=call.principal.subject, kind="search",
+                transaction_id=call.message["transaction_id"], reference_ids=list(detail), status="succ", detail=detail)
+            await store.record_audit(audit.of_request(  # a read of personal data, audited
                 call.request, call.principal, "dci.search", "dci_transaction", correlation_id,
                 detail={"rows": sum(d.get("returned", 0) for d in detail.values())}))
         return self._answer(call, "on-search", self._search_message(call, correlation_id, items), len(items))
 
     async def search(self, call: DciCall) -> JSONResponse:
-        items = dd.items_of(call.message, "search_request")
+        """Runs the search now and queues its results for {sender_uri}/registry/on-search, in one
+        transaction; the transaction stays pdng until the callback is acknowledged (then succ) or
+        given up (then rjct, with why)."""
+        dd.items_of(call.message, "search_request")
         url = await self._callback_url(call, "/registry/on-search")
         correlation_id = str(uuid4())
-        refs = [it["reference_id"] for it in items]
-        await self._save_transaction(call, correlation_id, "search", call.message["transaction_id"], refs, "pdng",
-                                     {r: {"status": "pdng"} for r in refs})
-        entry = audit.of_request(call.request, call.principal, "dci.search", "dci_transaction", correlation_id)
-        self._spawn(self._search_then_callback(call, correlation_id, url, entry))
+        async with self.stores(call.request, True) as store:
+            items, detail = await self._run_search(call, store)
+            await store.save_dci_transaction(
+                correlation_id=correlation_id, requester=call.principal.subject, kind="search",
+                transaction_id=call.message["transaction_id"], reference_ids=list(detail), status="pdng", detail=detail)
+            await self._queue_callback(store, call, url, "on-search", self._search_message(call, correlation_id, items),
+                                       len(items), correlation_id)
+            await store.record_audit(audit.of_request(
+                call.request, call.principal, "dci.search", "dci_transaction", correlation_id,
+                detail={"rows": sum(d.get("returned", 0) for d in detail.values()), "callback": "queued"}))
         return _json(200, dd.ack(correlation_id, _now()))
-
-    async def _search_then_callback(self, call: DciCall, correlation_id: str, url: str, entry: audit.Entry) -> None:
-        try:
-            items, detail = await self._run_search(call)
-            out = self._search_message(call, correlation_id, items)
-            error = await self._post_callback(url, "on-search", call.sender, out, len(items))
-            async with self.stores(call.request) as store:
-                await store.save_dci_transaction(
-                    correlation_id=correlation_id, requester=call.principal.subject, kind="search",
-                    transaction_id=call.message["transaction_id"], reference_ids=list(detail),
-                    status="succ" if error is None else "rjct",
-                    detail={**detail, **({"callback_error": error} if error else {})})
-                await store.record_audit(dataclasses.replace(entry, detail={
-                    "rows": sum(d.get("returned", 0) for d in detail.values()), "callback": error or "acknowledged"}))
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - logged without personal data; txn status stays pdng
-            log.exception("DCI search callback failed", extra={"fields": {"correlation_id": correlation_id}})
 
     # ---------------------------------------------------------------- transaction status
 
@@ -332,7 +356,7 @@ class DciApi:
         correlation_id = str(uuid4())
         out, n = await self._status_message(call, correlation_id)
         url = await self._callback_url(call, "/registry/txn/on-status")
-        return self._call_back(call, url, "txn-on-status", out, n, correlation_id)
+        return await self._call_back(call, url, "txn-on-status", out, n, correlation_id)
 
     # ---------------------------------------------------------------- subscribe, unsubscribe
 
@@ -354,11 +378,14 @@ class DciApi:
                 {"version": dd.VERSION, "code": code, "status": "subscribe", "timestamp": now.isoformat(),
                  "reg_type": dd.REG_TYPE, "reg_event_type": "REGISTER", "notify_record_type": dd.RECORD_TYPE}]})
             detail[ref] = {"status": "succ", "subscription": code}
-        await self._save_transaction(call, correlation_id, "subscribe", call.message["transaction_id"], list(detail),
-                                     "succ", detail)
         out = {"transaction_id": call.message["transaction_id"], "correlation_id": correlation_id,
                "subscribe_response": out_items}
-        return self._call_back(call, url, "on-subscribe", out, len(out_items), correlation_id)
+        async with self.stores(call.request, True) as store:
+            await store.save_dci_transaction(
+                correlation_id=correlation_id, requester=call.principal.subject, kind="subscribe",
+                transaction_id=call.message["transaction_id"], reference_ids=list(detail), status="succ", detail=detail)
+            await self._queue_callback(store, call, url, "on-subscribe", out, len(out_items), correlation_id)
+        return _json(200, dd.ack(correlation_id, _now()))
 
     async def _subscribe_one(self, call: DciCall, item: dict, notify_url: str) -> str:
         """One subscribe item made a (DCI format) subscription, narrowed to the token: its code; Rejected else."""
@@ -401,7 +428,97 @@ class DciApi:
                 transaction_id=tid, reference_ids=[tid], status=out["status"],
                 detail={tid: {"status": out["status"],
                               **({"code": out["status_reason_code"]} if "status_reason_code" in out else {})}})
-        return self._call_back(call, url, "on-unsubscribe", out, 1, correlation_id)
+            await self._queue_callback(store, call, url, "on-unsubscribe", out, 1, correlation_id)
+        return _json(200, dd.ack(correlation_id, _now()))
+
+
+class DciCallbackWorker:
+    """Sends the queued DCI callbacks (on-search, on-subscribe, on-unsubscribe, txn/on-status): a
+    background loop of notify (app.py) like the delivery worker, over the same store. Each due callback
+    is leased (one instance sends it), POSTed signed (the same message_id on every attempt, the
+    signature made when sent; an on-search without the families erased since the search ran), and its
+    outcome recorded: acknowledged; refused (an ERR answer or a 4xx
+    other than 408/429: given up at once, not retried as a network failure); else retried with
+    exponential backoff and jitter until `dci_callback_attempts`, then given up. A given-up search
+    callback turns the transaction rjct with the reason (txn/status tells it)."""
+
+    def __init__(self, settings: NotifySettings, requesters: dict[str, dd.Requester],
+                 stores: Callable[..., contextlib.AbstractAsyncContextManager[NotifyStore]] = open_store) -> None:
+        self.settings = settings
+        self.requesters = requesters  # the encryption key of a requester that wrote encrypted
+        self.stores = stores  # a store on a connection of the pool: stores(pool, transaction=False)
+
+    async def deliver_forever(self, runtime: Runtime) -> None:
+        s = self.settings
+        async with make_client(s) as client:
+
+            async def once() -> None:
+                if not await self.deliver_due(runtime.pool, client):
+                    await asyncio.sleep(s.delivery_idle_poll_s)
+
+            await run_forever("dci callbacks", once, backoff=Backoff(s.retry_initial_s, s.retry_max_s),
+                              expected=is_transient, logger=log)
+
+    async def deliver_due(self, pool: Any, client: httpx.AsyncClient) -> int:
+        """Sends the callbacks due now (at most delivery_concurrency, at the same time); how many."""
+        s = self.settings
+        async with self.stores(pool) as store:
+            due = await store.claim_dci_callbacks(s.delivery_concurrency, lease_for(s))
+        await asyncio.gather(*(self._deliver(pool, client, cb) for cb in due))
+        return len(due)
+
+    async def _deliver(self, pool: Any, client: httpx.AsyncClient, cb: dict) -> None:
+        s = self.settings
+        if cb["action"] == "on-search" and (families := dd.families_in(cb["message"])):
+            async with self.stores(pool) as store:  # a family erased since the search is not sent
+                if erased := await store.erased_among(families):
+                    cb = {**cb, "message": dd.without_families(cb["message"], erased)}
+        outcome, status, error, retry_after = await self._post(client, cb)
+        if outcome is Outcome.RETRY and cb["attempts"] + 1 >= s.dci_callback_attempts:
+            outcome, error = Outcome.REFUSED, f"given up after {cb['attempts'] + 1} attempts: {error}"
+        async with self.stores(pool, transaction=True) as store:
+            if outcome is Outcome.RETRY:
+                wait = retry_delay(cb["attempts"] + 1, s.retry_base_s, s.retry_cap_s, retry_after)
+                await store.finish_dci_callback(cb["id"], outcome="retry", status=status, error=error,
+                                                wait=timedelta(seconds=wait))
+                return
+            delivered = outcome is Outcome.DELIVERED
+            await store.finish_dci_callback(cb["id"], outcome="delivered" if delivered else "dead", status=status,
+                                            error=error)
+            await store.settle_dci_transaction(cb["correlation_id"], error=None if delivered else error)
+        if not delivered:
+            log.warning("DCI callback given up", extra={"fields": {
+                "correlation_id": cb["correlation_id"], "action": cb["action"], "status": status}})
+
+    async def _post(self, client: httpx.AsyncClient, cb: dict) -> tuple[Outcome, int | None, str | None, str | None]:
+        """(outcome, HTTP status, error, Retry-After) of one POST of the callback."""
+        s = self.settings
+        encrypt_to = None
+        if cb["header"].get("is_msg_encrypted"):
+            requester = self.requesters.get(cb["header"]["receiver_id"])
+            if requester is None or requester.encryption_key is None:
+                return Outcome.REFUSED, None, "the receiver has no encryption key registered any more", None
+            encrypt_to = requester.encryption_key
+        problem = await callback_problem_now(cb["url"], s.env == "production", s.resolve_timeout_s)
+        if problem:
+            return Outcome.RETRY, None, problem, None
+        body = orjson.dumps(signed_envelope(s, cb["header"], cb["message"], encrypt_to))
+        try:
+            async with asyncio.timeout(s.delivery_timeout_s):
+                status, retry_after, reply, refused_reply = await post_capped(
+                    client, cb["url"], body, {"content-type": "application/json"}, s.max_reply_bytes)
+        except (TimeoutError, httpx.TimeoutException):
+            return Outcome.RETRY, None, f"no answer within {s.delivery_timeout_s:g} s", None
+        except httpx.HTTPError as e:
+            return Outcome.RETRY, None, type(e).__name__, None
+        if refused_reply:
+            return Outcome.RETRY, status, f"HTTP {status}: {refused_reply}", retry_after
+        if acked(status, reply):
+            return Outcome.DELIVERED, status, None, retry_after
+        if refused := err_answer(status, reply):  # the requester says ERR: given up, not retried
+            return Outcome.REFUSED, status, refused, retry_after
+        outcome = outcome_of(status, False)
+        return outcome, status, f"HTTP {status}" + ("" if status >= 300 else " without ACK"), retry_after
 
 
 def _txn_status(message: dict) -> tuple[str, str, Any, str]:
@@ -429,10 +546,16 @@ def _txn_status(message: dict) -> tuple[str, str, Any, str]:
 def _status_item(r: dict, ref: str) -> dict:
     """One reference id of a stored transaction, as a txn status item."""
     d = r["detail"].get(ref, {})
-    item = {"reference_id": ref, "timestamp": r["updated_at"].isoformat(), "status": d.get("status", r["status"])}
+    callback_error = r["detail"].get("callback_error")
+    # a search is pdng until its on-search callback is acknowledged, rjct when the callback was given up
+    status = r["status"] if r["status"] == "pdng" or callback_error and r["status"] == "rjct" else d.get(
+        "status", r["status"])
+    item = {"reference_id": ref, "timestamp": r["updated_at"].isoformat(), "status": status}
     if d.get("code"):
         item["status_reason_code"] = d["code"]
     note = {k: v for k, v in d.items() if k not in ("status", "code")}
+    if callback_error:
+        note["callback"] = callback_error
     note_text = f"{r['kind']} {r['transaction_id']} (correlation_id {r['correlation_id']})" + (
         "".join(f", {k} {v}" for k, v in note.items()))
     item["status_reason_message"] = note_text[:999]

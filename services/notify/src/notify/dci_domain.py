@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from notify.domain import AccessRules, Filters, payload_for
 
@@ -52,11 +58,13 @@ _LOCALE = re.compile(r"^[a-z]{3}$")
 
 
 class DciError(Exception):
-    """The whole message is refused: the spec's Error code (err.*), a message naming the field."""
+    """The whole message is refused: the spec's Error code (err.*), a message naming the field, and
+    the spec's header status reason code (rjct.*) when it names the problem more precisely (the
+    answer of a synchronous endpoint carries it)."""
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(self, code: str, message: str, status: int = 400, reason_code: str | None = None) -> None:
         super().__init__(message)
-        self.code, self.message, self.status = code, message[:999], status
+        self.code, self.message, self.status, self.reason_code = code, message[:999], status, reason_code
 
 
 class Rejected(Exception):
@@ -75,8 +83,56 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class AnyOf:
+    """At least one of its parts holds (the spec's or: $or, predicate condition or)."""
+
+    parts: tuple[Term, ...]
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Every part holds (a branch of an or made of several conditions)."""
+
+    parts: tuple[Term, ...]
+
+
+@dataclass(frozen=True)
+class Negation:
+    """Its part does not hold (the spec's not: $not, $nor, predicate condition not)."""
+
+    part: Term
+
+
+Term = Condition | AnyOf | AllOf | Negation
+
+
+def leaves(terms) -> list[Condition]:
+    """The conditions a query is made of, whatever combines them."""
+    out: list[Condition] = []
+    for t in terms:
+        if isinstance(t, Condition):
+            out.append(t)
+        elif isinstance(t, Negation):
+            out += leaves((t.part,))
+        else:
+            out += leaves(t.parts)
+    return out
+
+
+def holds(term: Term, meets) -> bool:
+    """Whether `term` holds for a record, `meets(condition)` telling each condition."""
+    if isinstance(term, Condition):
+        return meets(term)
+    if isinstance(term, Negation):
+        return not holds(term.part, meets)
+    if isinstance(term, AnyOf):
+        return any(holds(p, meets) for p in term.parts)
+    return all(holds(p, meets) for p in term.parts)
+
+
+@dataclass(frozen=True)
 class Criteria:
-    conditions: tuple[Condition, ...]
+    conditions: tuple[Term, ...]  # all of them hold
     sort: tuple[tuple[str, str], ...] = (("family_id", "asc"),)
     page_size: int = DEFAULT_PAGE_SIZE
     page_number: int = 1
@@ -111,8 +167,8 @@ def check_envelope(body: object, action: str) -> tuple[dict, dict, str | None]:
         raise DciError("err.request.bad", "header.total_count: required, a non-negative integer")
     if _timestamp(header["message_ts"]) is None:
         raise DciError("err.request.bad", "header.message_ts: must be an ISO 8601 date-time with a time zone")
-    if header.get("is_msg_encrypted", False) is not False:
-        raise DciError("err.encryption.invalid", "header.is_msg_encrypted: encrypted messages are not supported")
+    if not isinstance(header.get("is_msg_encrypted", False), bool):
+        raise DciError("err.encryption.invalid", "header.is_msg_encrypted: true or false")
     if (uri := header.get("sender_uri")) is not None and (not isinstance(uri, str) or len(uri) > 2000):
         raise DciError("err.sender_uri.invalid", "header.sender_uri: must be a URL")
     if not isinstance(message, dict):
@@ -120,6 +176,20 @@ def check_envelope(body: object, action: str) -> tuple[dict, dict, str | None]:
     if signature is not None and not isinstance(signature, str):
         raise DciError("err.signature.invalid", "signature: must be a string")
     return header, message, signature
+
+
+def check_message_ts(header: dict, now: datetime, window: timedelta) -> None:
+    """Refuses a message whose message_ts is further than `window` from now, in the past (a stale or
+    replayed message) or the future."""
+    ts = _timestamp(header["message_ts"])
+    if ts is None or abs(now - ts) > window:
+        raise DciError("err.request.bad", f"header.message_ts: more than {window.total_seconds():g} s from the "
+                                          "registry's clock (rjct.message_ts.invalid)", reason_code="rjct.message_ts.invalid")
+
+
+def duplicate_message() -> DciError:
+    return DciError("err.request.bad", "header.message_id: already received from this sender "
+                                       "(rjct.message_id.duplicate)", status=409, reason_code="rjct.message_id.duplicate")
 
 
 def _timestamp(v: object) -> datetime | None:
@@ -197,6 +267,90 @@ class Requester:
     sender_id: str
     subject: str  # the bearer token's sub that may send as this sender_id
     public_key: Ed25519PublicKey
+    encryption_key: RSAPublicKey | None = None  # encrypts answers and callbacks to it (RSA-OAEP-256)
+
+
+# ---------------------------------------------------------------- encrypted messages (the spec's EncryptedMessage)
+#
+# An EncryptedMessage is a JWE (JSON Web Encryption) in the flattened JSON form whose only header is the
+# unprotected `header` {alg, enc, kid}: key management RSA-OAEP-256, content A256GCM, no
+# additional authenticated data (nothing is protected; the envelope's signature covers header and the
+# encrypted message). Requests are encrypted to the registry's key (GET /dci/registry/encryption-keys),
+# answers and callbacks to the requester's registered encryption key.
+
+JWE_ALG, JWE_ENC = "RSA-OAEP-256", "A256GCM"
+_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(v: object, name: str) -> bytes:
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", v):
+        raise DciError("err.encryption.invalid", f"message.{name}: base64url")
+    return base64.urlsafe_b64decode(v + "=" * (-len(v) % 4))
+
+
+def rsa_jwk(key: RSAPublicKey) -> dict:
+    """The public key as a JWK with its JWK thumbprint (SHA-256) as kid."""
+    numbers = key.public_numbers()
+    n = _b64(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"))
+    e = _b64(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))
+    kid = _b64(hashlib.sha256(json.dumps({"e": e, "kty": "RSA", "n": n}, separators=(",", ":")).encode()).digest())
+    return {"kty": "RSA", "n": n, "e": e, "kid": kid, "use": "enc", "alg": JWE_ALG}
+
+
+def rsa_public_key(jwk: object) -> RSAPublicKey:
+    """An RSA public key (2048 bits or more) from a JWK {kty: RSA, n, e}; ValueError otherwise."""
+    if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
+        raise ValueError("an RSA JWK (kty RSA, n, e)")
+    try:
+        n = int.from_bytes(_unb64(jwk.get("n"), "n"), "big")
+        e = int.from_bytes(_unb64(jwk.get("e"), "e"), "big")
+        key = rsa.RSAPublicNumbers(e, n).public_key()
+    except (DciError, ValueError) as err:
+        raise ValueError("an RSA JWK (kty RSA, n, e)") from err
+    if key.key_size < 2048:
+        raise ValueError("an RSA key of 2048 bits or more")
+    return key
+
+
+def encrypt_message(key: RSAPublicKey, message: dict) -> dict:
+    """`message` as an EncryptedMessage to `key`."""
+    cek, iv = os.urandom(32), os.urandom(12)
+    sealed = AESGCM(cek).encrypt(iv, canonical_message(message), b"")
+    return {"header": {"alg": JWE_ALG, "enc": JWE_ENC, "kid": rsa_jwk(key)["kid"]},
+            "encrypted_key": _b64(key.encrypt(cek, _OAEP)), "iv": _b64(iv), "ciphertext": _b64(sealed[:-16]),
+            "tag": _b64(sealed[-16:])}
+
+
+def decrypt_message(key: RSAPrivateKey, encrypted: object) -> dict:
+    """The message inside an EncryptedMessage made to `key`; DciError err.encryption.invalid and why."""
+    code = "err.encryption.invalid"
+    if not isinstance(encrypted, dict) or not isinstance(encrypted.get("header"), dict):
+        raise DciError(code, "message: an EncryptedMessage (header, encrypted_key, iv, ciphertext, tag)")
+    h = encrypted["header"]
+    if (h.get("alg"), h.get("enc")) != (JWE_ALG, JWE_ENC):
+        raise DciError(code, f"message.header: alg {JWE_ALG} and enc {JWE_ENC} only")
+    if h.get("kid") != rsa_jwk(key.public_key())["kid"]:
+        raise DciError(code, "message.header.kid: not this registry's encryption key (GET /dci/registry/encryption-keys)")
+    iv, tag = _unb64(encrypted.get("iv"), "iv"), _unb64(encrypted.get("tag"), "tag")
+    if len(iv) != 12 or len(tag) != 16:
+        raise DciError(code, "message.iv / message.tag: 96-bit iv and 128-bit tag (A256GCM)")
+    try:
+        cek = key.decrypt(_unb64(encrypted.get("encrypted_key"), "encrypted_key"), _OAEP)
+        plain = AESGCM(cek).decrypt(iv, _unb64(encrypted.get("ciphertext"), "ciphertext") + tag, b"")
+        message = json.loads(plain)
+    except (ValueError, InvalidTag, UnicodeDecodeError):
+        raise DciError(code, "message: does not decrypt with this registry's key") from None
+    if not isinstance(message, dict):
+        raise DciError(code, "message: the decrypted message must be an object")
+    return message
+
+
+def canonical_message(message: dict) -> bytes:
+    return json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def parse_requesters(doc: object) -> dict[str, Requester]:
@@ -214,7 +368,13 @@ def parse_requesters(doc: object) -> dict[str, Requester]:
             key = Ed25519PublicKey.from_public_bytes(raw)
         except (KeyError, TypeError, ValueError, binascii.Error):
             raise ValueError(f"DCI requester {sender}: public_key must be base64url of an Ed25519 public key") from None
-        out[sender] = Requester(sender, e["subject"], key)
+        encryption_key = None
+        if "encryption_key" in e:
+            try:
+                encryption_key = rsa_public_key(e["encryption_key"])
+            except ValueError as err:
+                raise ValueError(f"DCI requester {sender}: encryption_key must be {err}") from None
+        out[sender] = Requester(sender, e["subject"], key, encryption_key)
     return out
 
 
@@ -234,10 +394,10 @@ def http_error(code: str, message: str) -> dict:
 
 def callback_header(action: str, *, message_id: str, now: datetime, sender_id: str, receiver_id: str,
                     total_count: int, completed_count: int, status: str = "succ",
-                    reason_code: str | None = None, reason: str | None = None) -> dict:
+                    reason_code: str | None = None, reason: str | None = None, encrypted: bool = False) -> dict:
     h = {"version": VERSION, "message_id": message_id, "message_ts": now.isoformat(), "action": action,
          "status": status, "total_count": total_count, "completed_count": completed_count,
-         "sender_id": sender_id, "receiver_id": receiver_id, "is_msg_encrypted": False}
+         "sender_id": sender_id, "receiver_id": receiver_id, "is_msg_encrypted": encrypted}
     if reason_code:
         h["status_reason_code"] = reason_code
     if reason:
@@ -269,7 +429,8 @@ def parse_criteria(criteria: object, *, token_programmes: tuple[str, ...], token
     return Criteria(conditions, _sort(criteria.get("sort")), *_pagination(criteria.get("pagination")), locale)
 
 
-def conditions_of(query_type: object, query: object, where: str, code: str) -> tuple[Condition, ...]:
+def conditions_of(query_type: object, query: object, where: str, code: str) -> tuple[Term, ...]:
+    """The terms (all of which must hold) of an idtype-value, expression or predicate query; Rejected else."""
     if query_type == "idtype-value":
         if not isinstance(query, dict) or not isinstance(query.get("type"), str):
             raise Rejected(code, f"{where}.query: idtype-value needs type and value")
@@ -287,60 +448,100 @@ def conditions_of(query_type: object, query: object, where: str, code: str) -> t
             raise Rejected(code, f"{where}.query.value.expression: needs a query object")
         if expression.get("collection", RECORD_TYPE) != RECORD_TYPE:
             raise Rejected(code, f"{where}.query.value.expression.collection: only {RECORD_TYPE}")
-        conds = tuple(_mongo(expression["query"], f"{where}.query.value.expression.query", code))
+        conds = tuple(_mongo(expression["query"], f"{where}.query.value.expression.query", code, 0))
     elif query_type == "predicate":
         if not isinstance(query, list) or not query:
             raise Rejected(code, f"{where}.query: predicate needs a non-empty list of expressions")
         conds = tuple(_predicates(query, f"{where}.query", code))
     else:
         raise Rejected(code, f"{where}.query_type: one of idtype-value, expression, predicate")
-    if not conds or len(conds) > MAX_CONDITIONS:
+    if not conds or not 1 <= len(leaves(conds)) <= MAX_CONDITIONS:
         raise Rejected(code, f"{where}.query: 1 to {MAX_CONDITIONS} conditions")
     return conds
 
 
-def _mongo(q: dict, where: str, code: str) -> list[Condition]:
-    if set(q) == {"$and"}:
-        if not isinstance(q["$and"], list) or not q["$and"]:
-            raise Rejected(code, f"{where}.$and: a non-empty list")
-        out = []
-        for i, part in enumerate(q["$and"]):
-            if not isinstance(part, dict):
-                raise Rejected(code, f"{where}.$and[{i}]: an object")
-            out += _mongo(part, f"{where}.$and[{i}]", code)
-        return out
-    out = []
-    for attr, spec in q.items():
-        if attr.startswith("$"):
-            raise Rejected(code, f"{where}.{attr}: only $and combines conditions")
-        if not isinstance(spec, dict):
-            spec = {"$eq": spec}
-        for op, v in spec.items():
-            if op not in _MONGO_OPS:
-                raise Rejected(code, f"{where}.{attr}.{op}: operators are {', '.join(sorted(_MONGO_OPS))}")
-            out.append(_condition(attr, _MONGO_OPS[op], v, f"{where}.{attr}.{op}", code))
+_MAX_DEPTH = 5  # nested $and / $or / $nor / $not
+
+
+def _conjunction(terms: list[Term]) -> Term:
+    return terms[0] if len(terms) == 1 else AllOf(tuple(terms))
+
+
+def _mongo(q: dict, where: str, code: str, depth: int) -> list[Term]:
+    """A MongoDB-style query object (the spec's expression example): fields with $eq, $in, $lt, $lte,
+    $gt, $gte or $not of those; $and, $or and $nor of such objects. Every key holds (and)."""
+    if depth > _MAX_DEPTH:
+        raise Rejected(code, f"{where}: nested deeper than {_MAX_DEPTH} levels")
+    if not q:
+        raise Rejected(code, f"{where}: an empty query")
+    out: list[Term] = []
+    for key, spec in q.items():
+        if key in ("$and", "$or", "$nor"):
+            if not isinstance(spec, list) or not spec or not all(isinstance(p, dict) for p in spec):
+                raise Rejected(code, f"{where}.{key}: a non-empty list of objects")
+            branches = [_mongo(p, f"{where}.{key}[{i}]", code, depth + 1) for i, p in enumerate(spec)]
+            if key == "$and":
+                out += [t for b in branches for t in b]
+            else:
+                either = AnyOf(tuple(_conjunction(b) for b in branches))
+                out.append(either if key == "$or" else Negation(either))
+        elif key.startswith("$"):
+            raise Rejected(code, f"{where}.{key}: $and, $or and $nor combine conditions")
+        else:
+            out += _field(key, spec, f"{where}.{key}", code)
     return out
 
 
-def _predicates(items: list, where: str, code: str) -> list[Condition]:
-    out = []
+def _field(attr: str, spec: object, where: str, code: str) -> list[Term]:
+    if not isinstance(spec, dict):
+        spec = {"$eq": spec}
+    if not spec:
+        raise Rejected(code, f"{where}: an empty condition")
+    out: list[Term] = []
+    for op, v in spec.items():
+        if op == "$not":
+            if not isinstance(v, dict) or not v or "$not" in v:
+                raise Rejected(code, f"{where}.$not: an object of operators")
+            out.append(Negation(_conjunction(_field(attr, v, f"{where}.$not", code))))
+        elif op in _MONGO_OPS:
+            out.append(_condition(attr, _MONGO_OPS[op], v, f"{where}.{op}", code))
+        else:
+            raise Rejected(code, f"{where}.{op}: operators are {', '.join(sorted(_MONGO_OPS))} and $not")
+    return out
+
+
+def _predicates(items: list, where: str, code: str) -> list[Term]:
+    """The predicate list, in seq_num order; every item holds (and). An item is expression1 alone,
+    `not` expression1, or expression1 `and` / `or` / `and not` (condition not) expression2."""
+    out: list[Term] = []
     ordered = sorted(enumerate(items), key=lambda p: (p[1].get("seq_num", 0) if isinstance(p[1], dict) else 0, p[0]))
     for i, p in ordered:
         w = f"{where}[{i}]"
-        if not isinstance(p, dict) or not isinstance(p.get("expression1"), dict):
-            raise Rejected(code, f"{w}.expression1: required")
-        exprs = [("expression1", p["expression1"])]
-        if "expression2" in p:
-            if p.get("condition") != "and":
-                raise Rejected(code, f"{w}.condition: only and is supported")
-            exprs.append(("expression2", p["expression2"]))
-        elif p.get("condition") not in (None, "and"):
-            raise Rejected(code, f"{w}.condition: only and is supported")
-        for name, e in exprs:
-            if not isinstance(e, dict):
-                raise Rejected(code, f"{w}.{name}: an object")
-            out.append(_condition(e.get("attribute_name"), e.get("operator"), e.get("attribute_value"), f"{w}.{name}", code))
+        if not isinstance(p, dict):
+            raise Rejected(code, f"{w}: an object")
+        condition = p.get("condition")
+        if condition not in (None, "and", "or", "not"):
+            raise Rejected(code, f"{w}.condition: and, or or not")
+        first = _expression(p.get("expression1"), f"{w}.expression1", code)
+        if "expression2" not in p:
+            if condition == "or":
+                raise Rejected(code, f"{w}.expression2: required with condition or")
+            out.append(Negation(first) if condition == "not" else first)
+            continue
+        second = _expression(p.get("expression2"), f"{w}.expression2", code)
+        if condition in (None, "and"):
+            out += [first, second]
+        elif condition == "or":
+            out.append(AnyOf((first, second)))
+        else:
+            out += [first, Negation(second)]  # expression1 and not expression2
     return out
+
+
+def _expression(e: object, where: str, code: str) -> Condition:
+    if not isinstance(e, dict):
+        raise Rejected(code, f"{where}: required, an object")
+    return _condition(e.get("attribute_name"), e.get("operator"), e.get("attribute_value"), where, code)
 
 
 def _condition(attr: object, op: object, value: object, where: str, code: str) -> Condition:
@@ -374,11 +575,11 @@ def _value(kind: str, v: object, attr: str, where: str, code: str):
     return v
 
 
-def check_scope(conditions: tuple[Condition, ...], token_programmes: tuple[str, ...], token_areas: tuple[str, ...],
+def check_scope(conditions: tuple[Term, ...], token_programmes: tuple[str, ...], token_areas: tuple[str, ...],
                 code: str) -> None:
     """Refuses conditions naming a programme the token does not, or an area wholly outside its areas
     (results are bounded by the token's areas and programmes in any case)."""
-    for c in conditions:
+    for c in leaves(conditions):
         values = c.value if isinstance(c.value, tuple) else (c.value,)
         if c.attribute == "eligible_programme":
             for v in values:
@@ -456,6 +657,30 @@ def search_item(reference_id: str, now: datetime, criteria: Criteria, records: l
     return item
 
 
+def families_in(message: dict) -> list[str]:
+    """The family ids of the records of an on-search message."""
+    return [r["group_identifier"][0]["identifier_value"] for it in message.get("search_response", [])
+            for r in (it.get("data") or {}).get("reg_records", [])]
+
+
+def without_families(message: dict, erased: set[str]) -> dict:
+    """An on-search message without the records of `erased` families (erased after the search ran, before
+    its callback was sent); each item's total_count lessened by the records taken out."""
+    items = []
+    for it in message.get("search_response", []):
+        records = (it.get("data") or {}).get("reg_records")
+        if records is None:
+            items.append(it)
+            continue
+        kept = [r for r in records if r["group_identifier"][0]["identifier_value"] not in erased]
+        item = {**it, "data": {**it["data"], "reg_records": kept}}
+        if "pagination" in it:
+            item["pagination"] = {**it["pagination"],
+                                  "total_count": max(0, it["pagination"]["total_count"] - (len(records) - len(kept)))}
+        items.append(item)
+    return {**message, "search_response": items}
+
+
 def rejected_item(reference_id: str, now: datetime, r: Rejected) -> dict:
     return {"reference_id": reference_id, "timestamp": now.isoformat(), "status": "rjct",
             "status_reason_code": r.code, "status_reason_message": r.message}
@@ -484,6 +709,9 @@ def subscription_filters(criteria: object) -> Filters:
     groups: set[int] | None = None
     programmes: list[str] = []
     for c in conds:
+        if not isinstance(c, Condition):
+            raise Rejected(code, "subscribe_criteria.filter: conditions joined by and only (or and not are for "
+                                 "searches; in takes several values)")
         values = c.value if isinstance(c.value, tuple) else (c.value,)
         if c.attribute == "area_code":
             if areas:

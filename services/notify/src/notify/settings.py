@@ -44,7 +44,15 @@ class NotifySettings(TokenSettings):
     # key registry: sender_id -> token subject and the Ed25519 public key that signs its requests.
     dci_sender_id: str = "regsosek"
     dci_requesters_file: str = str(Path(__file__).resolve().parent / "data" / "dci-requesters.yaml")
-    dci_callback_attempts: int = Field(4, ge=1, le=20)  # on-search, on-subscribe, ... POSTs before giving up
+    # on-search, on-subscribe, ... POSTs before a queued callback is given up (backoff retry_base_s..retry_cap_s)
+    dci_callback_attempts: int = Field(12, ge=1, le=30)
+    # a request's header.message_ts may be this far from now (either way); a message_id is taken once
+    dci_message_window_s: float = Field(300.0, gt=0, le=86400)
+    # PEM of the RSA private key (2048 bits or more) encrypted DCI requests are made to (docs/DCI.md);
+    # empty: encrypted messages are refused (err.encryption.invalid)
+    dci_encryption_key_file: str = ""
+    # finished DCI callbacks and settled DCI transactions (ids and statuses) are deleted after this
+    dci_bookkeeping_retention_days: int = Field(90, gt=0)
 
     # Ed25519 key that signs webhooks (Standard Webhooks v1a): whsk_<base64 of a 32-byte seed>, or a
     # file holding it (_FILE wins). Production refuses a missing or development key. The public half

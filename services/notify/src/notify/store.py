@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
+from notify.dci_domain import AnyOf, Condition, Negation, Term
 from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription
 from regsosek import audit
 from regsosek.messaging import UnitOfWork
@@ -38,6 +39,28 @@ _DCI_COLUMNS = {"family_id": "family_id", "sls_id": "sls_id", "welfare_group": "
                 "decided_at": "decided_at"}
 _DCI_OPS = {"eq": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
+
+def _dci_term(term: Term, args: list) -> str:
+    """The SQL of one search term over registry_families, its values appended to `args` as parameters
+    (attributes and operators come from notify.dci_domain's fixed lists, never from the request)."""
+    if isinstance(term, Negation):
+        return f"not ({_dci_term(term.part, args)})"
+    if not isinstance(term, Condition):  # AnyOf, AllOf
+        joiner = " or " if isinstance(term, AnyOf) else " and "
+        return "(" + joiner.join(f"({_dci_term(p, args)})" for p in term.parts) + ")"
+    values = list(term.value) if isinstance(term.value, tuple) else [term.value]
+    if term.attribute == "area_code":
+        args.append([v + "%" for v in values])
+        return f"sls_id like any(${len(args)}::text[])"
+    if term.attribute == "eligible_programme":
+        args.append(values)
+        return f"eligible && ${len(args)}::text[]"
+    if term.op == "in":
+        cast = "int[]" if term.attribute in ("welfare_group", "decile") else "text[]"
+        args.append(values)
+        return f"{_DCI_COLUMNS[term.attribute]} = any(${len(args)}::{cast})"
+    args.append(values[0])
+    return f"{_DCI_COLUMNS[term.attribute]} {_DCI_OPS[term.op]} ${len(args)}"
 
 def _count(status: str) -> int:
     """The row count of a command status ("UPDATE 3")."""
@@ -347,24 +370,9 @@ class NotifyStore:
     async def search_registry(self, conditions, areas: tuple[str, ...], sort, limit: int,
                               offset: int) -> tuple[list[dict], int]:
         """(decisions of one page, total matching) of the families in `areas` (SLS id prefixes) meeting every
-        condition (notify.dci_domain.Condition, checked there), in `sort` order."""
+        term (notify.dci_domain: Condition, AnyOf, AllOf, Negation; checked there), in `sort` order."""
         args: list = [[a + "%" for a in areas]]
-        where = ["sls_id like any($1::text[])"]
-        for c in conditions:
-            values = list(c.value) if isinstance(c.value, tuple) else [c.value]
-            if c.attribute == "area_code":
-                args.append([v + "%" for v in values])
-                where.append(f"sls_id like any(${len(args)}::text[])")
-            elif c.attribute == "eligible_programme":
-                args.append(values)
-                where.append(f"eligible && ${len(args)}::text[]")
-            elif c.op == "in":
-                cast = "int[]" if c.attribute in ("welfare_group", "decile") else "text[]"
-                args.append(values)
-                where.append(f"{_DCI_COLUMNS[c.attribute]} = any(${len(args)}::{cast})")
-            else:
-                args.append(values[0])
-                where.append(f"{_DCI_COLUMNS[c.attribute]} {_DCI_OPS[c.op]} ${len(args)}")
+        where = ["sls_id like any($1::text[])"] + [_dci_term(t, args) for t in conditions]
         order = ", ".join(f"{_DCI_COLUMNS[a]} {'desc' if o == 'desc' else 'asc'}" for a, o in sort)
         cond = " and ".join(where)
         total = await self.conn.fetchval(f"select count(*) from registry_families where {cond}", *args)
@@ -413,6 +421,77 @@ class NotifyStore:
                 out[code] = "unsubscribe"
         return out
 
+    async def enqueue_dci_callback(self, *, correlation_id: str, requester: str, url: str, action: str, header: dict,
+                                   message: dict) -> int:
+        """A callback to send (notify.dci.DciCallbackWorker), in the caller's transaction: its id."""
+        return await self.conn.fetchval(
+            "insert into dci_callbacks (correlation_id, requester, url, action, header, message) "
+            "values ($1, $2, $3, $4, $5, $6) returning id", correlation_id, requester, url, action, header, message)
+
+    async def claim_dci_callbacks(self, limit: int, lease: timedelta) -> list[dict]:
+        """At most `limit` due callbacks no instance is sending, oldest first, leased for `lease`."""
+        rows = await self.conn.fetch(
+            "update dci_callbacks set lease_until = now() + $2::interval where id in ("
+            "select id from dci_callbacks where status = 'pending' and next_attempt_at <= now() "
+            "and (lease_until is null or lease_until < now()) order by id limit $1 for update skip locked) "
+            "returning id, correlation_id, requester, url, action, header, message, attempts", limit, lease)
+        return sorted((dict(r) for r in rows), key=lambda r: r["id"])
+
+    async def finish_dci_callback(self, cb_id: int, *, outcome: str, status: int | None, error: str | None,
+                                  wait: timedelta | None = None) -> None:
+        """One attempt's outcome: 'delivered' or 'dead' (the message emptied), else 'retry' after `wait`."""
+        if outcome == "retry":
+            await self.conn.execute(
+                "update dci_callbacks set attempts = attempts + 1, last_status = $2, last_error = $3, "
+                "next_attempt_at = now() + $4::interval, lease_until = null where id = $1",
+                cb_id, status, error[:1000] if error else None, wait or timedelta(0))
+            return
+        await self.conn.execute(
+            "update dci_callbacks set status = $2, attempts = attempts + 1, last_status = $3, last_error = $4, "
+            "message = null, lease_until = null, finished_at = now() where id = $1",
+            cb_id, outcome, status, error[:1000] if error else None)
+
+    async def dci_callbacks_of(self, requester: str, correlation_id: str) -> list[dict]:
+        """The requester's callbacks of one transaction (status, attempts, last error), oldest first."""
+        rows = await self.conn.fetch(
+            "select id, action, status, attempts, last_status, last_error, created_at, finished_at "
+            "from dci_callbacks where requester = $1 and correlation_id = $2 order by id", requester, correlation_id)
+        return [dict(r) for r in rows]
+
+    async def settle_dci_transaction(self, correlation_id: str, *, error: str | None) -> None:
+        """The transaction whose callback was acknowledged (error None) or given up (why): a pending
+        search becomes succ, or rjct with the callback's error; other kinds keep their status."""
+        await self.conn.execute(
+            "update dci_transactions set status = case when status = 'pdng' then "
+            "(case when $2::text is null then 'succ' else 'rjct' end) else status end, "
+            "detail = case when $2::text is null then detail else detail || jsonb_build_object('callback_error', $2::text) "
+            "end, updated_at = now() where correlation_id = $1", correlation_id, error)
+
+    async def erased_among(self, family_ids: list[str]) -> set[str]:
+        """Which of these families were erased (a queued on-search callback must not carry them)."""
+        rows = await self.conn.fetch("select family_id from erased_families where family_id = any($1::text[])",
+                                     family_ids)
+        return {r["family_id"] for r in rows}
+
+    async def expire_dci_bookkeeping(self, before: datetime, limit: int) -> int:
+        """Retention: at most `limit` finished callbacks (delivered or given up) and `limit` settled
+        transactions (not pdng) last changed before `before`, oldest first, deleted; how many."""
+        callbacks = await self.conn.execute(
+            "delete from dci_callbacks where id in (select id from dci_callbacks where status <> 'pending' "
+            "and finished_at < $1 order by finished_at limit $2)", before, limit)
+        transactions = await self.conn.execute(
+            "delete from dci_transactions where correlation_id in (select correlation_id from dci_transactions "
+            "where status <> 'pdng' and updated_at < $1 order by updated_at limit $2)", before, limit)
+        return _count(callbacks) + _count(transactions)
+
+    async def remember_dci_message(self, sender_id: str, message_id: str, window: timedelta) -> bool:
+        """Takes the sender's message_id; False when it was taken before (a replay). Ids older than
+        `window` are forgotten (their message_ts is refused by then)."""
+        await self.conn.execute("delete from dci_messages where received_at < now() - $1::interval", window)
+        return bool(await self.conn.fetchval(
+            "insert into dci_messages (sender_id, message_id) values ($1, $2) on conflict do nothing returning true",
+            sender_id, message_id))
+
 
 def store_in(uow: UnitOfWork) -> NotifyStore:
     """The store of a unit of work: its connection, in its transaction."""
@@ -442,3 +521,8 @@ def pool_stores(request, transaction: bool = False) -> contextlib.AbstractAsyncC
 async def expire_delivered_payloads(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
     """The payload retention rule's statement (regsosek.retention.Rule)."""
     return await NotifyStore(conn).expire_delivered_payloads(before, limit)
+
+
+async def expire_dci_bookkeeping(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
+    """The DCI bookkeeping retention rule's statement (regsosek.retention.Rule)."""
+    return await NotifyStore(conn).expire_dci_bookkeeping(before, limit)
