@@ -169,13 +169,3 @@ def make_client(s: NotifySettings) -> httpx.AsyncClient:
     transport = _PublicOnlyTransport(s.resolve_timeout_s) if s.env == "production" else None
     return httpx.AsyncClient(timeout=s.delivery_timeout_s, follow_redirects=False, transport=transport,
                              trust_env=s.env != "production")
-
-
-
-
-def err_status(reply: bytes) -> bool:
-    """Whether a reply is the DCI Response with ack_status ERR."""
-    try:
-        return orjson.loads(reply).get("message", {}).get("ack_status") == "ERR"
-    except (ValueError, AttributeError):
-        return False
