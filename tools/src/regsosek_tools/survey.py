@@ -11,7 +11,7 @@ monthly per-capita consumption drawn as
     log(consumption) = intercept + sum(coefficient * feature) + regency effect + e,   e ~ Normal(0, noise)
 
 with the intercept, coefficients and regency effects of the --truth model file (by default
-the shipped illustrative model). Calibrating on the file (python -m classify.calibrate)
+the shipped illustrative model). Calibrating on the file (python -m regsosek_tools.calibration)
 should recover those numbers within their standard errors; only the level is shared
 between the intercept and the regency effects (their sums are what is identified).
 
