@@ -185,8 +185,13 @@ def test_each_service_reaches_kafka_and_only_its_own_database():
         pg = policies[f"pg-{svc}"]["spec"]["ingress"]
         apps = {p["podSelector"]["matchLabels"].get("app.kubernetes.io/name") for r in pg for p in r["from"]
                 if "podSelector" in p} - {None}
-        # classify's replay/re-rank Jobs (classify-jobs.yaml) write to classify's database too
-        assert apps == ({svc, "classify-job"} if svc == "classify" else {svc}), f"pg-{svc} admits {sorted(apps)}"
+        # classify's replay/re-rank Jobs (classify-jobs.yaml) write to classify's database too; the operators'
+        # dead-letter pod of this service writes its audit log (services/deadletters.yaml)
+        assert apps == ({svc, "classify-job", "deadletters"} if svc == "classify" else {svc, "deadletters"}), \
+            f"pg-{svc} admits {sorted(apps)}"
+        components = {p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for r in pg for p in r["from"]
+                      if p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "deadletters"}
+        assert components == {svc}, f"pg-{svc} admits the dead-letter pods of {sorted(components, key=str)}"
     for svc in ("intake", "notify", "console"):  # reached by people and devices through the ingress controller
         ingress = policies[svc]["spec"]["ingress"]
         assert any(p.get("namespaceSelector") for r in ingress for p in r["from"]), svc
@@ -240,3 +245,23 @@ def test_users_file_names_the_registry_topics_only():
     text = (DEPLOY / "kafka" / "users.yaml").read_text()
     names = set(re.findall(r"type: topic\n\s+name: (\S+)", text))
     assert names <= {s.name for s in specs()}, sorted(names - {s.name for s in specs()})
+
+
+def test_each_dead_letter_producer_has_an_audited_operator_shell():
+    """docs/DEADLETTERS.md: in production show and redrive are audited in the database of the service whose
+    dead letters are handled. Each service that writes dead letters (topics.yaml) has a template pod with the
+    operator's Kafka user and that service's database (and its CA) only."""
+    jobs = _kind("CronJob")
+    writers = [s for s in SERVICES if "dead-letter" in produced_by(s)]
+    assert writers, "no service writes dead letters?"
+    for svc in writers:
+        job = jobs[f"deadletters-{svc}"]
+        assert job["spec"]["suspend"] is True, svc
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["REGSOSEK_KAFKA_SASL_USERNAME"]["value"] == "regsosek-operator", svc
+        assert env["REGSOSEK_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": f"pg-{svc}-app", "key": "uri"}, svc
+        secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        assert secrets == {"regsosek-operator", "regsosek-cluster-ca-cert", f"pg-{svc}-ca"}, svc
+    assert {n for n in jobs if n.startswith("deadletters-")} == {f"deadletters-{s}" for s in writers}
