@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# One image for all four regsosek services, topic-init and the reference
+# One image for all five regsosek services, topic-init and the reference
 # programme receiver; the command picks what runs:
-#   regsosek-intake | regsosek-verify | regsosek-classify | regsosek-notify
+#   regsosek-intake | regsosek-verify | regsosek-classify | regsosek-notify | regsosek-console
 #   python -m regsosek.topics create ... | python -m regsosek_tools.receiver
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -28,6 +28,7 @@ COPY services/intake/pyproject.toml services/intake/pyproject.toml
 COPY services/verify/pyproject.toml services/verify/pyproject.toml
 COPY services/classify/pyproject.toml services/classify/pyproject.toml
 COPY services/notify/pyproject.toml services/notify/pyproject.toml
+COPY services/console/pyproject.toml services/console/pyproject.toml
 COPY tools/pyproject.toml tools/pyproject.toml
 RUN uv sync --frozen --no-dev --no-install-workspace
 
@@ -55,5 +56,5 @@ ENV PATH=/app/.venv/bin:$PATH \
     REGSOSEK_HTTP_HOST=0.0.0.0
 # Numeric so Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
-EXPOSE 8001 8002 8003 8004 8009
+EXPOSE 8001 8002 8003 8004 8005 8009
 CMD ["regsosek-intake"]

@@ -1,4 +1,4 @@
--- docker-compose only: one PostgreSQL server standing in for the four that
+-- docker-compose only: one PostgreSQL server standing in for the five that
 -- production runs (deploy/postgres/clusters.yaml). Each service gets its own
 -- database and its own login role owning it, so a service cannot read or
 -- write another's store, as in production.
@@ -14,3 +14,6 @@ CREATE DATABASE classify OWNER classify;
 
 CREATE ROLE notify LOGIN PASSWORD 'notify';
 CREATE DATABASE notify OWNER notify;
+
+CREATE ROLE console LOGIN PASSWORD 'console';
+CREATE DATABASE console OWNER console;

@@ -6,15 +6,17 @@ No Docker and no cluster needed: these read the files only.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from compose_services import SERVICES, http_port, mints_local_tokens, settings_class, verifies_tokens
 from jsonschema import Draft7Validator
 
 from regsosek.settings import ServiceSettings
@@ -27,14 +29,10 @@ VERSIONS_ENV = ROOT / "scripts" / "versions.env"
 DEPLOY = ROOT / "deploy"
 STRIMZI_TOPICS = DEPLOY / "kafka" / "topics.yaml"
 
-# service -> (HTTP port, verifies bearer tokens). Consumer groups and consumed topics
-# are not listed here: they come from the code (test_each_service_scales_on_its_consumer_group_lag).
-SERVICES = {
-    "intake": (8001, True),
-    "verify": (8002, True),  # GET /v1/progress takes bearer tokens
-    "classify": (8003, False),
-    "notify": (8004, True),
-}
+IMAGES_ENV = DEPLOY / "images.env"
+# The services, their ports and whether they verify bearer tokens come from the code
+# (compose_services: the topic registry and each service's settings class), and so do consumer
+# groups and consumed topics (test_each_service_scales_on_its_consumer_group_lag).
 REGENERATE = (
     "python -m regsosek.topics render-strimzi --profile production --namespace regsosek > deploy/kafka/topics.yaml"
 )
@@ -73,7 +71,7 @@ def _command(service: dict) -> list[str]:
 
 
 def _regsosek_services(compose: dict) -> dict[str, dict]:
-    """Compose services that run one of the four console scripts, by service name."""
+    """Compose services that run one of the services' console scripts, by service name."""
     found = {}
     for svc in compose["services"].values():
         cmd = _command(svc)
@@ -115,8 +113,8 @@ def test_compose_file_is_valid_against_the_compose_spec(compose):
 
 def test_kafka_image_default_is_the_pinned_version(compose, versions):
     image = compose["services"]["kafka"]["image"]
-    m = re.fullmatch(r"apache/kafka:\$\{KAFKA_VERSION:-([^}]+)\}", image)
-    assert m, f"kafka image must be apache/kafka:${{KAFKA_VERSION:-<version>}}, got {image!r}"
+    m = re.fullmatch(r"apache/kafka:\$\{KAFKA_VERSION:-([^}]+)\}\$\{KAFKA_IMAGE_DIGEST:-\}", image)
+    assert m, f"kafka image must be apache/kafka:${{KAFKA_VERSION:-<version>}}${{KAFKA_IMAGE_DIGEST:-}}, got {image!r}"
     assert m.group(1) == versions["KAFKA_VERSION"], (
         f"docker-compose.yml defaults Kafka to {m.group(1)} but scripts/versions.env pins {versions['KAFKA_VERSION']}"
     )
@@ -166,7 +164,7 @@ def test_every_service_uses_its_own_database(compose):
 
 def test_every_service_is_wired_the_same_way(compose):
     for name, svc in _regsosek_services(compose).items():
-        port, needs_auth = SERVICES[name]
+        port, needs_auth = http_port(name), verifies_tokens(name)
         env = _environment(svc)
         assert env["REGSOSEK_HTTP_PORT"] == str(port), name
         assert env["REGSOSEK_HTTP_HOST"] == "0.0.0.0", name
@@ -177,16 +175,45 @@ def test_every_service_is_wired_the_same_way(compose):
         # no shared token secret anywhere: tokens are verified against public keys only
         assert "REGSOSEK_AUTH_SECRET" not in env, name
         assert ("REGSOSEK_AUTH_JWKS_FILE" in env) == needs_auth, name
-        if needs_auth:  # the local key pair's public half, never its private key
+        if needs_auth and not mints_local_tokens(name):  # the local key pair's public half, never its private key
             (mount,) = [v for v in svc.get("volumes", []) if isinstance(v, dict) and "auth" in v.get("target", "")]
             assert mount["source"] == "./.local/auth/jwks.json" and mount["read_only"] is True, name
             assert mount["target"] == env["REGSOSEK_AUTH_JWKS_FILE"], name
             assert mount["bind"]["create_host_path"] is False, name
+        elif needs_auth:  # signs local sign-ins: the whole key folder, where the code looks for it
+            (mount,) = [v for v in svc.get("volumes", []) if isinstance(v, dict) and "auth" in v.get("target", "")]
+            assert mount["source"] == "./.local/auth" and mount["bind"]["create_host_path"] is False, name
+            assert env["REGSOSEK_LOCAL_AUTH_DIR"] == mount["target"], name
+            assert env["REGSOSEK_AUTH_JWKS_FILE"] == f"{mount['target']}/jwks.json", name
         assert f"127.0.0.1:{port}/healthz" in " ".join(_command({"command": svc["healthcheck"]["test"]})), name
         conditions = {dep: spec["condition"] for dep, spec in svc["depends_on"].items()}
         assert conditions["kafka"] == "service_healthy", name
         assert conditions["topic-init"] == "service_completed_successfully", name
         assert conditions["postgres"] == "service_healthy", name
+
+
+def test_only_a_service_that_signs_local_tokens_gets_the_private_key(compose):
+    for name, svc in _regsosek_services(compose).items():
+        sources = [v["source"] if isinstance(v, dict) else v.split(":", 1)[0] for v in svc.get("volumes", [])]
+        if "./.local/auth" in sources:
+            assert mints_local_tokens(name), f"{name} gets the local private key but signs nothing"
+
+
+def test_console_calls_intake_and_notify_by_their_compose_names(compose):
+    running = _regsosek_services(compose)
+    env = _environment(running["console"])
+    for upstream in ("intake", "notify"):
+        field = f"{upstream}_url"
+        assert field in settings_class("console").model_fields, field
+        assert env[f"REGSOSEK_{field.upper()}"] == f"http://{upstream}:{http_port(upstream)}"
+
+
+def test_postgres_is_healthy_only_once_the_last_database_exists(compose):
+    """init.sql runs in the image's temporary server; the healthcheck must ask for the database it
+    creates last, or a service could start before its database exists."""
+    created = re.findall(r"CREATE DATABASE (\w+)", (DEPLOY / "postgres" / "init.sql").read_text(), re.I)
+    check = " ".join(_command({"command": compose["services"]["postgres"]["healthcheck"]["test"]}))
+    assert f"-d {created[-1]} " in check, f"the healthcheck should query {created[-1]}: {check}"
 
 
 def test_mounted_files_exist(compose):
@@ -249,7 +276,7 @@ def test_each_deployment_is_probed_bounded_and_configured():
     services = _by_kind("Service")
     assert set(deployments) == set(SERVICES)
     for name, dep in deployments.items():
-        port, needs_auth = SERVICES[name]
+        port, needs_auth = http_port(name), verifies_tokens(name)
         pod = dep["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         assert container["command"] == [f"regsosek-{name}"]
@@ -277,13 +304,9 @@ def test_each_deployment_is_probed_bounded_and_configured():
         assert services[name]["spec"]["ports"][0]["port"] == port, name
 
 
-def _default_settings(service: str):
+def _default_settings(service: str) -> ServiceSettings:
     """The service's own settings class (e.g. intake.settings.IntakeSettings), with defaults."""
-    module = importlib.import_module(f"{service}.settings")
-    classes = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, ServiceSettings)
-               and v.__module__ == module.__name__]
-    assert len(classes) == 1, f"{module.__name__} should define one settings class, found {classes}"
-    return classes[0]()
+    return settings_class(service)()
 
 
 def test_each_service_scales_on_its_consumer_group_lag(monkeypatch):
@@ -347,16 +370,103 @@ def _images() -> list[tuple[str, str]]:
 
 
 def test_every_image_is_pinned_to_an_exact_version():
-    """No :latest, no bare name, no floating major-only tag. Digests (@sha256:...) are to be added by
-    the release pipeline, which can resolve them; a tag with a digest is accepted too."""
+    """No :latest, no bare name, no floating major-only tag, in what is committed. Digests (@sha256:...)
+    are added by the release pipeline, which can resolve them (test_a_release_is_refused_without_digests
+    below); a tag with a digest is accepted too."""
     images = _images()
     assert any("postgres" in i for _, i in images) and any("kafka" in i for _, i in images)
     problems = []
     for where, image in images:
-        image = re.sub(r"\$\{[A-Z_]+:-([^}]+)\}", r"\1", image)  # compose defaults, e.g. ${KAFKA_VERSION:-4.3.1}
+        image = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", image)  # compose defaults, e.g. ${KAFKA_VERSION:-4.3.1}
         m = IMAGE_RE.match(image)
         tag = m and m.group("tag")
         pinned_tag = bool(tag) and tag != "latest" and re.fullmatch(r"v?\d+\.\d+(\.\d+)?[-.\w]*", tag)
         if m is None or (not m.group("digest") and not pinned_tag):
             problems.append(f"{where}: {image}")
     assert not problems, "unpinned images:\n" + "\n".join(problems)
+
+
+# --- images by digest: one place each, and a release refused without them ----------------------------
+
+
+def _check_images():
+    """deploy/check_images.py, the release pipeline's gate, loaded from its file."""
+    spec = importlib.util.spec_from_file_location("check_images", DEPLOY / "check_images.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _kustomize() -> None:
+    if not (shutil.which("kustomize") or shutil.which("kubectl")):
+        pytest.skip("neither kustomize nor kubectl installed: the manifests cannot be rendered here")
+
+
+DIGEST = "sha256:" + "0" * 64  # a well-formed digest for the test's copy only, never written to deploy/
+
+
+def test_the_digest_pattern_needs_a_full_sha256():
+    ok = _check_images().DIGESTED.match
+    assert ok(f"registry.example.org/regsosek:0.1.0@{DIGEST}") and ok(f"postgres@{DIGEST}")
+    for bad in ("registry.example.org/regsosek:0.1.0", "postgres:15.18@sha256:abc", f"postgres:15.18@{DIGEST}x",
+                "postgres:latest", f"postgres:15.18@md5:{'0' * 64}"):
+        assert not ok(bad), bad
+
+
+def test_a_release_is_refused_without_digests():
+    """As committed, deploy/ names its images by tag only (no digest is guessed): the gate refuses it,
+    naming every image of every workload, the operators' resources (CloudNativePG) included."""
+    _kustomize()
+    check = _check_images()
+    rendered = check.render(DEPLOY)
+    missing = check.without_digest(rendered)
+    assert missing and missing == check.images(rendered)
+    kinds = {where.split("/")[0] for where, _ in missing}
+    assert {"Deployment", "CronJob", "Cluster"} <= kinds, kinds
+    assert check.main([str(DEPLOY)]) == 1
+
+
+def test_a_release_with_the_digests_set_in_the_one_list_passes(tmp_path: Path):
+    """The release pipeline's step: digests written into deploy/kustomization.yaml's `images` (one
+    entry per image, as `kustomize edit set image NAME=...@sha256:...` writes them) pin every image the
+    manifests render, the CloudNativePG clusters' imageName too."""
+    _kustomize()
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    kust_path = copy / "kustomization.yaml"
+    kust = yaml.safe_load(kust_path.read_text())
+    for entry in kust["images"]:
+        entry["digest"] = DIGEST
+    kust_path.write_text(yaml.safe_dump(kust, sort_keys=False))
+    check = _check_images()
+    rendered = check.render(copy)
+    assert check.without_digest(rendered) == []
+    refs = {image for _, image in check.images(rendered)}
+    names = {e.get("newName", e["name"]) for e in kust["images"]}
+    assert {r.split("@")[0].rsplit(":", 1)[0] for r in refs} == names, "an image outside the one list"
+    assert check.main([str(copy)]) == 0
+
+
+def test_compose_takes_third_party_digests_from_one_file(compose):
+    """Each third-party image of docker-compose.yml is its exact tag followed by a variable of
+    deploy/images.env (empty until resolved; `docker compose --env-file deploy/images.env up`), and a
+    value set there is a digest."""
+    env = {}
+    for line in IMAGES_ENV.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+            assert value.strip() == "" or re.fullmatch(r"@sha256:[0-9a-f]{64}", value.strip()), key
+    used = set()
+    for name, svc in compose["services"].items():
+        if "image" in svc and "build" not in svc:
+            m = re.fullmatch(r"[^$@]+(?:\$\{KAFKA_VERSION:-[^}]+\})?\$\{([A-Z_]+_DIGEST):-\}", svc["image"])
+            assert m, f"docker-compose.yml {name}: {svc['image']} does not end with its digest variable"
+            assert m.group(1) in env, f"{m.group(1)} is not in deploy/images.env"
+            used.add(m.group(1))
+    assert used == set(env), f"deploy/images.env names images compose does not run: {sorted(set(env) - used)}"
+    filled = {k: "@" + DIGEST for k in env}
+    for name, svc in compose["services"].items():
+        if "image" in svc and "build" not in svc:
+            image = re.sub(r"\$\{([A-Z_]+):-([^}]*)\}", lambda m: filled.get(m.group(1), m.group(2)), svc["image"])
+            assert _check_images().DIGESTED.match(image), f"{name}: {image}"

@@ -15,12 +15,12 @@ import re
 from pathlib import Path
 
 import yaml
+from compose_services import SERVICES, http_port
 
-from regsosek.topics import consumed_by, produced_by, specs
+from regsosek.topics import consumed_by, consumer_group, produced_by, specs
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SERVICES = ("intake", "verify", "classify", "notify")
 
 
 def _docs() -> list[dict]:
@@ -78,12 +78,25 @@ def test_each_service_user_may_do_exactly_what_the_registry_says():
         assert all(p == "literal" for t, n, p, op in acls if t == "topic"), f"{svc}: topic ACLs must name topics"
         assert {n for t, n, p, op in acls if t == "topic"} <= topics, svc
         groups = {(n, p, op) for t, n, p, op in acls if t == "group"}
-        assert groups == {(f"regsosek-{svc}", "prefix", "Read"), (f"regsosek-{svc}", "prefix", "Describe")}, svc
+        group = consumer_group(svc, prefix="")  # as deployed: no topic prefix
+        assert groups == {(group, "prefix", "Read"), (group, "prefix", "Describe")}, svc
         ops = {op for *_, op in acls}
         assert ops <= {"Read", "Write", "Describe"}, f"{svc} has {sorted(ops - {'Read', 'Write', 'Describe'})}"
         assert not [a for a in acls if a[0] not in ("topic", "group")], f"{svc}: cluster or other ACLs"
         describe = {n for t, n, p, op in acls if t == "topic" and op == "Describe"}
         assert describe == read | write, svc
+
+
+def test_keda_may_describe_every_topic_and_group_a_scaled_object_watches():
+    """A trigger on a topic KEDA may not describe yields no lag: the service would never scale on it."""
+    keda = _acls("keda")
+    topics = {n for t, n, p, op in keda if t == "topic" and op == "Describe" and p == "literal"}
+    prefixes = [n for t, n, p, op in keda if t == "group" and op == "Describe" and p == "prefix"]
+    for name, obj in _kind("ScaledObject").items():
+        for t in obj["spec"]["triggers"]:
+            if t["type"] == "kafka":
+                assert t["metadata"]["topic"] in topics, f"{name}: keda may not describe {t['metadata']['topic']}"
+                assert any(t["metadata"]["consumerGroup"].startswith(p) for p in prefixes), name
 
 
 def test_the_keda_and_operator_users_stay_narrow():
@@ -172,14 +185,83 @@ def test_each_service_reaches_kafka_and_only_its_own_database():
         pg = policies[f"pg-{svc}"]["spec"]["ingress"]
         apps = {p["podSelector"]["matchLabels"].get("app.kubernetes.io/name") for r in pg for p in r["from"]
                 if "podSelector" in p} - {None}
-        # classify's replay/re-rank Jobs (classify-jobs.yaml) write to classify's database too
-        assert apps == ({svc, "classify-job"} if svc == "classify" else {svc}), f"pg-{svc} admits {sorted(apps)}"
-    for svc in ("intake", "notify"):
+        # classify's replay/re-rank Jobs (classify-jobs.yaml) write to classify's database too; the operators'
+        # dead-letter pod of this service writes its audit log (services/deadletters.yaml)
+        assert apps == ({svc, "classify-job", "deadletters"} if svc == "classify" else {svc, "deadletters"}), \
+            f"pg-{svc} admits {sorted(apps)}"
+        components = {p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for r in pg for p in r["from"]
+                      if p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "deadletters"}
+        assert components == {svc}, f"pg-{svc} admits the dead-letter pods of {sorted(components, key=str)}"
+    for svc in ("intake", "notify", "console"):  # reached by people and devices through the ingress controller
         ingress = policies[svc]["spec"]["ingress"]
         assert any(p.get("namespaceSelector") for r in ingress for p in r["from"]), svc
+
+
+def _pod_peers(rules: list[dict], side: str) -> set[tuple[str, int]]:
+    """(app name, port) pairs a policy's rules admit to or from pods of this namespace."""
+    out = set()
+    for rule in rules:
+        for peer in rule.get(side, []):
+            app = peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+            if app:
+                out |= {(app, port["port"]) for port in rule.get("ports", [])}
+    return out
+
+
+def test_the_console_reaches_the_apis_it_calls_and_they_admit_it():
+    """The console calls intake's and notify's HTTP APIs (REGSOSEK_INTAKE_URL, REGSOSEK_NOTIFY_URL): its
+    egress allows exactly those Services' ports, and their ingress admits the console's pods there."""
+    policies = _kind("NetworkPolicy")
+    (container,) = _kind("Deployment")["console"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value", "") for e in container["env"]}
+    called = {}
+    for var in ("REGSOSEK_INTAKE_URL", "REGSOSEK_NOTIFY_URL"):
+        m = re.fullmatch(r"http://(\w+)\.regsosek\.svc:(\d+)", env[var])
+        assert m, f"{var}={env[var]!r}: the Service of a service in namespace regsosek"
+        called[m.group(1)] = int(m.group(2))
+    services = _kind("Service")
+    for svc, port in called.items():
+        assert services[svc]["spec"]["ports"][0]["port"] == port == http_port(svc), svc
+    egress = _pod_peers(policies["console"]["spec"]["egress"], "to")
+    assert egress == set(called.items()), f"console may reach pods {sorted(egress)}"
+    for svc, port in called.items():
+        assert ("console", port) in _pod_peers(policies[svc]["spec"]["ingress"], "from"), f"{svc} does not admit console"
+    others = [n for n in SERVICES if n not in called and n != "console"]
+    for n in others:
+        assert "console" not in {a for a, _ in _pod_peers(policies[n]["spec"].get("ingress", []), "from")}, n
+
+
+def test_the_kafka_listener_and_policy_admit_every_service():
+    kafka = _kind("Kafka")["regsosek"]["spec"]["kafka"]
+    for listener in kafka["listeners"]:
+        apps = {p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+                for p in listener["networkPolicyPeers"]}
+        assert set(SERVICES) <= apps, f"listener {listener['name']} leaves out {sorted(set(SERVICES) - apps)}"
+    admitted = {a for a, _ in _pod_peers(_kind("NetworkPolicy")["kafka"]["spec"]["ingress"], "from")}
+    assert set(SERVICES) <= admitted, sorted(set(SERVICES) - admitted)
 
 
 def test_users_file_names_the_registry_topics_only():
     text = (DEPLOY / "kafka" / "users.yaml").read_text()
     names = set(re.findall(r"type: topic\n\s+name: (\S+)", text))
     assert names <= {s.name for s in specs()}, sorted(names - {s.name for s in specs()})
+
+
+def test_each_dead_letter_producer_has_an_audited_operator_shell():
+    """docs/DEADLETTERS.md: in production show and redrive are audited in the database of the service whose
+    dead letters are handled. Each service that writes dead letters (topics.yaml) has a template pod with the
+    operator's Kafka user and that service's database (and its CA) only."""
+    jobs = _kind("CronJob")
+    writers = [s for s in SERVICES if "dead-letter" in produced_by(s)]
+    assert writers, "no service writes dead letters?"
+    for svc in writers:
+        job = jobs[f"deadletters-{svc}"]
+        assert job["spec"]["suspend"] is True, svc
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["REGSOSEK_KAFKA_SASL_USERNAME"]["value"] == "regsosek-operator", svc
+        assert env["REGSOSEK_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": f"pg-{svc}-app", "key": "uri"}, svc
+        secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        assert secrets == {"regsosek-operator", "regsosek-cluster-ca-cert", f"pg-{svc}-ca"}, svc
+    assert {n for n in jobs if n.startswith("deadletters-")} == {f"deadletters-{s}" for s in writers}

@@ -3,6 +3,9 @@ and every alert and dashboard query names metrics that something really exports:
 code's prometheus_client definitions, or the exporters deploy/ configures.
 
 promtool comes with the Debian package `prometheus`; scripts/bootstrap.sh installs it.
+The dashboard is type-checked against Grafana's published dashboard schema: the `Dashboard` type that
+@grafana/schema generates from it, with TypeScript's compiler (pinned in
+deploy/monitoring/dashboard-schema/, installed from the npm registry into .local/ on first use).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ RULES = MONITORING / "prometheus-rules.yaml"
 RULE_TESTS = MONITORING / "rules-tests.yaml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 RUNBOOK = ROOT / "RUNBOOK.md"
+SCHEMA_CHECK = MONITORING / "dashboard-schema"
+SCHEMA_INSTALL = ROOT / ".local" / "dashboard-schema"
 
 # Metrics from exporters that deploy/ turns on, by name prefix: Strimzi's Kafka Exporter
 # (kafkaExporter in deploy/kafka/kafka.yaml).
@@ -162,3 +167,49 @@ def test_promtool_fails_a_broken_rule(tmp_path: Path):
         {"groups": [{"name": "x", "rules": [{"alert": "Bad", "expr": "sum by (service (regsosek_relay_stalled)"}]}]}))
     check = subprocess.run([tool, "check", "rules", "bad.yaml"], cwd=tmp_path, capture_output=True, text=True)
     assert check.returncode != 0
+
+
+def _schema_checker() -> Path:
+    """The pinned @grafana/schema and TypeScript (deploy/monitoring/dashboard-schema), installed with
+    `npm ci` into .local/dashboard-schema once, and again whenever the pins change."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        pytest.skip("node and npm not installed (Debian: apt-get install nodejs npm): the dashboard cannot be "
+                    "checked against Grafana's schema here")
+    SCHEMA_INSTALL.mkdir(parents=True, exist_ok=True)
+    lock = (SCHEMA_CHECK / "package-lock.json").read_text()
+    installed = SCHEMA_INSTALL / "node_modules" / ".package-lock.json"
+    if not installed.is_file() or (SCHEMA_INSTALL / "package-lock.json").read_text() != lock:
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy(SCHEMA_CHECK / name, SCHEMA_INSTALL / name)
+        done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=SCHEMA_INSTALL,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"npm ci of the pinned schema checker failed:\n{done.stdout}{done.stderr}"
+    return SCHEMA_INSTALL
+
+
+def _type_check(dashboard: dict, folder: Path) -> subprocess.CompletedProcess:
+    """tsc on `const dashboard: Dashboard = <the JSON>`: every field must exist in Grafana's schema
+    (excess properties of an object literal are errors) with the schema's type."""
+    tool = _schema_checker()
+    (folder / "node_modules").symlink_to(tool / "node_modules", target_is_directory=True)
+    shutil.copy(SCHEMA_CHECK / "tsconfig.json", folder / "tsconfig.json")
+    (folder / "dashboard.ts").write_text(
+        "import type { Dashboard } from '@grafana/schema/dist/esm/raw/dashboard/x/Dashboard_types.gen';\n\n"
+        f"export const dashboard: Dashboard = {json.dumps(dashboard, indent=1)};\n")
+    return subprocess.run(["node", str(tool / "node_modules" / "typescript" / "bin" / "tsc"), "-p", "."],
+                          cwd=folder, capture_output=True, text=True, timeout=300)
+
+
+def test_dashboard_passes_grafanas_published_schema(tmp_path: Path):
+    result = _type_check(json.loads(DASHBOARD.read_text()), tmp_path)
+    assert result.returncode == 0, f"grafana-dashboard.json breaks Grafana's dashboard schema:\n{result.stdout}"
+
+
+def test_the_schema_check_catches_a_wrong_type_and_an_unknown_field(tmp_path: Path):
+    doc = json.loads(DASHBOARD.read_text())
+    doc["refresh"] = 30  # a string in the schema ("30s")
+    doc["panels"][0]["gridPos"]["w"] = "12"  # a number
+    doc["panels"][1]["queries"] = []  # no such field of a panel (targets is)
+    result = _type_check(doc, tmp_path)
+    assert result.returncode != 0
+    assert result.stdout.count("error TS") == 3, result.stdout

@@ -25,7 +25,7 @@ from regsosek.settings import ServiceSettings
 
 log = logging.getLogger("regsosek.migrate")
 
-SERVICES = ("intake", "verify", "classify", "notify")
+SERVICES = ("intake", "verify", "classify", "notify", "console")
 EXIT_PENDING = 3
 
 
