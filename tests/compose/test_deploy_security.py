@@ -209,13 +209,14 @@ def _pod_peers(rules: list[dict], side: str) -> set[tuple[str, int]]:
 
 
 def test_the_console_reaches_the_apis_it_calls_and_they_admit_it():
-    """The console calls intake's and notify's HTTP APIs (REGSOSEK_INTAKE_URL, REGSOSEK_NOTIFY_URL): its
-    egress allows exactly those Services' ports, and their ingress admits the console's pods there."""
+    """The console calls intake's, notify's and classify's HTTP APIs (REGSOSEK_INTAKE_URL, REGSOSEK_NOTIFY_URL,
+    REGSOSEK_CLASSIFY_URL): its egress allows exactly those Services' ports, and their ingress admits the
+    console's pods there."""
     policies = _kind("NetworkPolicy")
     (container,) = _kind("Deployment")["console"]["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value", "") for e in container["env"]}
     called = {}
-    for var in ("REGSOSEK_INTAKE_URL", "REGSOSEK_NOTIFY_URL"):
+    for var in ("REGSOSEK_INTAKE_URL", "REGSOSEK_NOTIFY_URL", "REGSOSEK_CLASSIFY_URL"):
         m = re.fullmatch(r"http://(\w+)\.regsosek\.svc:(\d+)", env[var])
         assert m, f"{var}={env[var]!r}: the Service of a service in namespace regsosek"
         called[m.group(1)] = int(m.group(2))

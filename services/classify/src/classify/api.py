@@ -12,14 +12,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from classify.domain import Config
 from classify.settings import ClassifySettings
 from classify.store import StatusStore
 from regsosek.auth import Role, TokenVerifier, bearer
 from regsosek.service import runtime_of
-from regsosek.settings import InsecureAuthConfig, TokenSettings
 
 log = logging.getLogger("classify.api")
 
@@ -71,30 +70,11 @@ def replay_state(run: dict, running: bool) -> str:
     return "running" if running else "interrupted"
 
 
-class Verifier:
-    """Bearer tokens for classify's audience (REGSOSEK_AUTH_*, as every service verifies them), set up on first
-    use: a deployment without its token settings answers 503 with the reason rather than not starting."""
-
-    def __init__(self, settings: ClassifySettings) -> None:
-        self.settings = settings
-        self._verifier: TokenVerifier | None = None
-
-    def __call__(self, _request: Request) -> TokenVerifier:
-        if self._verifier is None:
-            try:
-                self._verifier = TokenSettings(service_name=self.settings.service_name,
-                                               env=self.settings.env).token_verifier()
-            except InsecureAuthConfig as e:
-                log.error("classify's status API has no token settings", exc_info=True)
-                raise HTTPException(503, {"reason": f"classify's bearer token settings: {e}"}) from None
-        return self._verifier
-
-
 def status_router(settings: ClassifySettings, config: Config, stores: Stores = pool_stores,
                   verifier: Callable[[Request], TokenVerifier] | None = None) -> APIRouter:
     """GET /v1/policy and GET /v1/reranks, for any signed-in role (nothing personal)."""
     router = APIRouter(prefix="/v1", tags=["policy"])
-    signed_in = bearer(verifier or Verifier(settings), *Role)
+    signed_in = bearer(verifier or (lambda _request: settings.token_verifier()), *Role)
 
     @router.get("/policy", summary="The PMT model, poverty lines and eligibility rules in force, and the families "
                                    "classified with each set of versions")

@@ -3,10 +3,10 @@
 from pathlib import Path
 
 from classify.model import DATA
-from regsosek.settings import ServiceSettings
+from regsosek.settings import TokenSettings
 
 
-class ClassifySettings(ServiceSettings):
+class ClassifySettings(TokenSettings):  # bearer tokens: the status API, GET /v1/policy and /v1/reranks (REGSOSEK_AUTH_*)
     service_name: str = "classify"
     http_port: int = 8003
     pmt_model_file: Path = DATA / "pmt-illustrative-2022.1.yaml"
