@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -78,10 +78,16 @@ class Browser:
         return bool(self.driver.find_elements(By.CSS_SELECTOR, selector))
 
     def text(self, element_id: str) -> str:
-        try:
-            return self.find(element_id).text.strip()
-        except NoSuchElementException:
-            return ""
+        """The element's text; "" when it is not on the page. The live page replaces its numbers in place,
+        so an element found may be replaced before it is read: then it is found again (a few times)."""
+        for _ in range(5):
+            try:
+                return self.find(element_id).text.strip()
+            except NoSuchElementException:
+                return ""
+            except StaleElementReferenceException:
+                continue
+        return self.find(element_id).text.strip()
 
     def text_of(self, by: str, selector: str) -> str:
         return self.driver.find_element(by, selector).text.strip()
