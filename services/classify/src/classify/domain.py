@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from classify.model import PmtModel, PovertyLines, RuleSet, components, features
@@ -24,6 +24,7 @@ from regsosek.contracts import (
     HouseholdProfile,
     InterviewFlagged,
     InterviewVerified,
+    MemberDecision,
     ProgrammeDecision,
     WelfareGroup,
 )
@@ -48,6 +49,7 @@ class Classification:
     adjusted_by_fkp: bool
     rank_value: float = 0.0
     decile_basis: str = ""
+    member_decisions: list[MemberDecision] = field(default_factory=list)  # individual programmes, per member
 
     @property
     def eligibility(self) -> dict[str, bool]:
@@ -71,13 +73,23 @@ def classify(p: HouseholdProfile, model: PmtModel, lines: PovertyLines, rules: R
     top = sorted(((k, v) for k, v in contrib.items() if v != 0.0), key=lambda kv: -abs(kv[1]))[:TOP_FACTORS]
     explanation = [Contribution(factor=k, effect=round(v, 4)) for k, v in top]
     comps = components(p)
+    fkp_reason = [] if fkp_group is None else [f"welfare group {int(fkp_group)} set by village consultation (FKP)"]
     decisions = []
     for rule in rules.rules:
         ok, reasons = rule.decide(decile, group, comps)
-        if fkp_group is not None:
-            reasons.append(f"welfare group {int(fkp_group)} set by village consultation (FKP)")
-        decisions.append(ProgrammeDecision(programme=rule.programme, eligible=ok, rule_version=rules.version, reasons=reasons))
-    return Classification(predicted, group, decile, explanation, decisions, fkp_group is not None, value, basis)
+        decisions.append(ProgrammeDecision(programme=rule.programme, eligible=ok, rule_version=rules.version,
+                                           reasons=reasons + fkp_reason))
+    return Classification(predicted, group, decile, explanation, decisions, fkp_group is not None, value, basis,
+                          per_member_decisions(p, decile, group, rules, fkp_reason))
+
+
+def per_member_decisions(p: HouseholdProfile, decile: int, group: WelfareGroup, rules: RuleSet,
+                     extra_reasons: list[str]) -> list[MemberDecision]:
+    """Each member's decision for each individual programme (PBI-JKN, PIP: rules with `per_member`),
+    in member order, with the member's own reasons."""
+    return [MemberDecision(line_no=line_no, programme=rule.programme, eligible=ok, rule_version=rules.version,
+                           reasons=reasons + extra_reasons)
+            for rule in rules.rules for line_no, ok, reasons in rule.decide_members(p, decile, group)]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from regsosek.contracts import HouseholdProfile, WelfareGroup
+from regsosek.contracts.household import ProfileMember
 from regsosek.contracts.interview import (
     Asset,
     CookingFuel,
@@ -199,12 +200,47 @@ class PovertyLines:
 
 
 @dataclass(frozen=True)
+class MemberRule:
+    """Who in an eligible family an individual programme (PBI-JKN, PIP) covers: members within the age
+    range, and attending school when `school` lists participations. No condition: every member."""
+
+    min_age: int | None = None
+    max_age: int | None = None
+    school: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, d: dict) -> MemberRule:
+        school = tuple(str(s) for s in d.get("school", ()))
+        if unknown := [s for s in school if s not in {x.value for x in SchoolParticipation}]:
+            raise ValueError(f"per_member.school: unknown school participation {unknown}")
+        return cls(d.get("min_age"), d.get("max_age"), school)
+
+    def decide(self, m: ProfileMember) -> tuple[bool, list[str]]:
+        """Whether the member is covered, and why (coded facts only: age band, school participation)."""
+        ok, reasons = True, []
+        if self.min_age is not None or self.max_age is not None:
+            lo, hi = self.min_age or 0, self.max_age if self.max_age is not None else 150
+            passed = lo <= m.age <= hi
+            ok &= passed
+            reasons.append(f"age {'within' if passed else 'outside'} {lo}-{hi}")
+        if self.school:
+            passed = m.school.value in self.school
+            ok &= passed
+            reasons.append(f"school participation {m.school.value} {'in' if passed else 'not in'} "
+                           f"{', '.join(self.school)}")
+        if not reasons:
+            reasons.append("every member of an eligible family")
+        return ok, reasons
+
+
+@dataclass(frozen=True)
 class Rule:
     programme: str
     name: str
     max_decile: int | None
     max_welfare_group: int | None
     requires_any: tuple[str, ...]
+    per_member: MemberRule | None = None  # an individual programme: decided per member too
 
     def decide(self, decile: int, group: WelfareGroup, comps: dict[str, bool]) -> tuple[bool, list[str]]:
         ok, reasons = True, []
@@ -223,6 +259,19 @@ class Rule:
                            else f"none of the components: {', '.join(self.requires_any)}")
         return ok, reasons
 
+    def decide_members(self, p: HouseholdProfile, decile: int, group: WelfareGroup) -> list[tuple[int, bool, list[str]]]:
+        """An individual programme's decision per member (line number, eligible, reasons): the family's
+        decile and welfare group thresholds, then the member's own conditions. [] for a family programme."""
+        if self.per_member is None:
+            return []
+        family_ok, family_reasons = self.decide(decile, group, {c: True for c in self.requires_any})
+        family_reasons = [r for r in family_reasons if not r.startswith("components present")]
+        out = []
+        for line_no, m in enumerate(p.members, start=1):
+            ok, reasons = self.per_member.decide(m)
+            out.append((line_no, family_ok and ok, family_reasons + reasons))
+        return out
+
 
 @dataclass(frozen=True)
 class RuleSet:
@@ -233,7 +282,8 @@ class RuleSet:
     def load(cls, path: Path) -> RuleSet:
         d = yaml.safe_load(path.read_text())
         rules = tuple(
-            Rule(k, v.get("name", k), v.get("max_decile"), v.get("max_welfare_group"), tuple(v.get("requires_any", ())))
+            Rule(k, v.get("name", k), v.get("max_decile"), v.get("max_welfare_group"), tuple(v.get("requires_any", ())),
+                 MemberRule.parse(v["per_member"]) if isinstance(v.get("per_member"), dict) else None)
             for k, v in d["programmes"].items()
         )
         return cls(d["version"], rules)
