@@ -64,8 +64,8 @@ def classify(p: HouseholdProfile, model: PmtModel, lines: PovertyLines, rules: R
              fkp_group: WelfareGroup | None = None, placement: Placement | None = None) -> Classification:
     regency = p.regency
     predicted, contrib = model.predict(features(p), regency)
-    group = fkp_group if fkp_group is not None else lines.group(predicted, regency)
-    value = rank_value(predicted, fkp_group, regency, lines)
+    group = fkp_group if fkp_group is not None else lines.group(predicted, p.sls_id)
+    value = rank_value(predicted, fkp_group, p.sls_id, lines)
     placement = placement or reference_placement(model.version, model.decile_cutpoints)
     decile, basis = placement.place(value)
     if fkp_group is not None:
