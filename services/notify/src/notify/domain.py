@@ -345,3 +345,16 @@ def plan_deliveries(decisions: list[DecisionReceived], live: list[LiveSubscripti
                 told.add(sub_id)
                 newly_informed.add((sub_id, d.family_id))
     return DeliveryPlan(newest, registry, sorted(newly_informed, key=lambda p: (str(p[0]), p[1])), deliveries)
+
+
+# ---------------------------------------------------------------- erasure notices
+
+
+def erasure_notice(*, event_id: str, event_type: str, family_id: str, erasure_id: str, erased_at: str) -> dict:
+    """What a subscription told about a family receives when the family is erased (family-erased): that
+    every decision it received about the family is withdrawn and to be erased. No personal data: the
+    family id the programme already holds, the erasure's id and time; not the reason (a death, say, is
+    personal) nor anything of the decisions."""
+    return {"event_id": event_id, "event_type": event_type, "subject": family_id, "time": erased_at,
+            "data": {"family_id": family_id, "erasure_id": erasure_id, "erased_at": erased_at,
+                     "action": "erase", "decisions_withdrawn": True}}
