@@ -274,6 +274,21 @@ def comps(**present) -> dict[str, bool]:
     return {**NO_COMPONENTS, **present}
 
 
+def test_programme_targeting_follows_the_domain_notes():
+    """docs/DOMAIN.md, Classification: PKH deciles 1-4 with a component, Sembako deciles 1-5 (the
+    guideline's "poorest quarter" is marked weak there and not applied), BLT-Desa the extreme poor,
+    PBI-JKN the poor and vulnerable per person, PIP per student."""
+    domain = (DATA.parents[4] / "docs" / "DOMAIN.md").read_text()
+    text = " ".join(domain.split())
+    assert "PKH conditional cash transfer deciles 1–4" in text and "Sembako food aid deciles 1–5" in text
+    assert (RULE["pkh"].max_decile, RULE["sembako"].max_decile) == (4, 5)
+    assert RULE["blt_desa"].max_welfare_group == int(WelfareGroup.SANGAT_MISKIN)
+    assert RULE["pbi_jkn"].max_welfare_group == int(WelfareGroup.RENTAN_MISKIN)
+    assert RULE["pbi_jkn"].per_member is not None and RULE["pip"].per_member is not None
+    assert all(RULE[p].per_member is None for p in ("pkh", "sembako", "blt_desa"))
+    assert "Sembako" in RULES_FILE.read_text() and "weak source" in RULES_FILE.read_text()
+
+
 def test_rules_mirror_the_file():
     for name, spec in RAW_RULES["programmes"].items():
         r = RULE[name]

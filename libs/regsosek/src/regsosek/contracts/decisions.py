@@ -195,7 +195,8 @@ class EligibilityDecided(Contract):
     decision_seq: DecisionSeq = 0
     # Additive, optional: the per-member decisions of individual programmes (PBI-JKN, PIP), in member
     # order; empty for events from before them (readers that do not know the field ignore it). A
-    # programme's family-level entry in `decisions` says whether any member is eligible.
+    # programme's family-level entry in `decisions` says whether any member is eligible; a withdrawal
+    # (every programme not eligible) carries none: its family-level decisions cover every member.
     member_decisions: list[MemberDecision] = Field(default_factory=list, max_length=400)
 
 
