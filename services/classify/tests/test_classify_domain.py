@@ -139,3 +139,14 @@ def test_no_member_is_covered_when_the_family_is_above_the_threshold():
     assert by_member(c, "pbi_jkn") == [(1, False), (2, False)]
     assert all(FKP_TEXT in m.reasons[-1] for m in c.member_decisions)
     assert decisions(c)["pbi_jkn"] is False
+
+
+def test_a_members_change_alone_changes_the_outcome_that_re_rank_and_replay_compare():
+    two_pupils = with_members({"relationship": "head", "age": 40}, {"relationship": "child", "age": 10, "school": "attending"},
+                              {"relationship": "child", "age": 12, "school": "attending"})
+    one_pupil = with_members({"relationship": "head", "age": 40}, {"relationship": "child", "age": 10, "school": "attending"},
+                             {"relationship": "child", "age": 12, "school": "not_anymore"})
+    a, b = classify(two_pupils, MODEL, LINES, RULES), classify(one_pupil, MODEL, LINES, RULES)
+    assert a.decile == b.decile and a.eligibility == b.eligibility  # the family-level decisions are the same
+    assert a.member_eligibility["pip:3"] is True and b.member_eligibility["pip:3"] is False
+    assert a.outcome() != b.outcome()

@@ -55,9 +55,15 @@ class Classification:
     def eligibility(self) -> dict[str, bool]:
         return {d.programme: d.eligible for d in self.decisions}
 
-    def outcome(self) -> tuple[int, int, dict[str, bool]]:
-        """What a re-rank or replay compares: a family is re-published only when this changes."""
-        return int(self.welfare_group), self.decile, self.eligibility
+    @property
+    def member_eligibility(self) -> dict[str, bool]:
+        """The member-level decisions as "programme:line_no" -> eligible (stored with the family)."""
+        return {f"{m.programme}:{m.line_no}": m.eligible for m in self.member_decisions}
+
+    def outcome(self) -> tuple[int, int, dict[str, bool], dict[str, bool]]:
+        """What a re-rank or replay compares: a family is re-published only when this changes (a
+        member's eligibility included)."""
+        return int(self.welfare_group), self.decile, self.eligibility, self.member_eligibility
 
 
 def classify(p: HouseholdProfile, model: PmtModel, lines: PovertyLines, rules: RuleSet,
@@ -202,10 +208,11 @@ class StoredFamily:
     welfare_group: int
     eligibility: dict[str, bool]
     versions: tuple[str, str, str]  # model, lines, rules
+    member_eligibility: dict[str, bool] = field(default_factory=dict)  # "programme:line_no" -> eligible
 
-    def outcome(self) -> tuple[int, int, dict[str, bool]]:
+    def outcome(self) -> tuple[int, int, dict[str, bool], dict[str, bool]]:
         """As `Classification.outcome`: a family is re-published only when this changes."""
-        return self.welfare_group, self.decile, self.eligibility
+        return self.welfare_group, self.decile, self.eligibility, self.member_eligibility
 
 
 @dataclass(frozen=True)
