@@ -233,9 +233,15 @@ async def test_an_erased_family_leaves_no_identifier_anywhere(decided):
     assert await world.fetchval("verify", "select count(*) from nik_claims") == 2 * len(others)
     assert await world.fetchval("verify", "select body is null from interviews where family_id = $1", fid)
     assert await world.fetchval("classify", "select count(*) from families where family_id = $1", fid) == 0
-    # notify: the delivery figures stay, the payload is gone
-    rows = await world.fetch("notify", "select status, payload from deliveries where family_id = $1", fid)
+    # notify: the delivery figures stay, the payload is gone; the subscription told about the family
+    # gets an erasure notice (ids only) instead
+    rows = await world.fetch("notify", "select status, payload from deliveries where family_id = $1 "
+                             "and event_type = 'eligibility-decided'", fid)
     assert rows and all(r["payload"] is None for r in rows)
+    notices = await world.fetch("notify", "select status, payload from deliveries where family_id = $1 "
+                                "and event_type = 'family-erased'", fid)
+    assert len(notices) == 1 and set(orjson.loads(notices[0]["payload"])["data"]) == {
+        "family_id", "erasure_id", "erased_at", "action", "decisions_withdrawn"}
 
 
 async def test_logs_and_dead_letters_hold_no_identifier(decided):

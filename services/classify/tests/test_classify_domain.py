@@ -91,3 +91,62 @@ def test_fkp_same_group_still_marked_adjusted():
     assert c.rank_value == base.rank_value == base.predicted  # already inside group 2's range: rank unchanged
     assert c.decile == base.decile
     assert all(FKP_TEXT in d.reasons[-1] for d in c.decisions)
+
+
+# ------------------------------------------------------------------ individual programmes, per member
+
+
+def with_members(*members: dict) -> HouseholdProfile:
+    """The smoke family's profile with these members (ProfileMember fields over a default adult)."""
+    base = smoke().model_dump()
+    adult = {**base["members"][0]}
+    base["members"] = [{**adult, **m} for m in members]
+    return HouseholdProfile.model_validate(base)
+
+
+def by_member(c, programme: str) -> list[tuple[int, bool]]:
+    return [(m.line_no, m.eligible) for m in c.member_decisions if m.programme == programme]
+
+
+def test_pbi_jkn_is_decided_for_every_member_of_a_poor_family_with_their_reasons():
+    p = smoke()
+    c = classify(p, MODEL, LINES, RULES)
+    assert c.welfare_group is WelfareGroup.MISKIN
+    assert by_member(c, "pbi_jkn") == [(n, True) for n in range(1, len(p.members) + 1)]
+    assert c.member_decisions[0].reasons == ["welfare group 2 <= 3", "every member of an eligible family"]
+    assert {m.programme for m in c.member_decisions} == {"pbi_jkn", "pip"}  # family programmes have none
+    assert all(m.rule_version == RULES.version for m in c.member_decisions)
+
+
+def test_pip_covers_only_members_of_school_age_attending_school():
+    p = with_members({"relationship": "head", "age": 40, "school": "not_anymore"},
+                     {"relationship": "child", "age": 10, "school": "attending"},
+                     {"relationship": "child", "age": 16, "school": "not_anymore"},
+                     {"relationship": "child", "age": 4, "school": "never"})
+    c = classify(p, MODEL, LINES, RULES)
+    assert c.decile <= 4
+    assert by_member(c, "pip") == [(1, False), (2, True), (3, False), (4, False)]
+    assert decisions(c)["pip"] is True  # the family-level decision: some member is covered
+    second = next(m for m in c.member_decisions if m.programme == "pip" and m.line_no == 2)
+    assert second.reasons == [f"decile {c.decile} <= 4", "age within 6-21", "school participation attending in attending"]
+    third = next(m for m in c.member_decisions if m.programme == "pip" and m.line_no == 3)
+    assert "school participation not_anymore not in attending" in third.reasons
+
+
+def test_no_member_is_covered_when_the_family_is_above_the_threshold():
+    p = with_members({"relationship": "head", "age": 40}, {"relationship": "child", "age": 10, "school": "attending"})
+    c = classify(p, MODEL, LINES, RULES, fkp_group=WelfareGroup.TIDAK_MISKIN)
+    assert by_member(c, "pbi_jkn") == [(1, False), (2, False)]
+    assert all(FKP_TEXT in m.reasons[-1] for m in c.member_decisions)
+    assert decisions(c)["pbi_jkn"] is False
+
+
+def test_a_members_change_alone_changes_the_outcome_that_re_rank_and_replay_compare():
+    two_pupils = with_members({"relationship": "head", "age": 40}, {"relationship": "child", "age": 10, "school": "attending"},
+                              {"relationship": "child", "age": 12, "school": "attending"})
+    one_pupil = with_members({"relationship": "head", "age": 40}, {"relationship": "child", "age": 10, "school": "attending"},
+                             {"relationship": "child", "age": 12, "school": "not_anymore"})
+    a, b = classify(two_pupils, MODEL, LINES, RULES), classify(one_pupil, MODEL, LINES, RULES)
+    assert a.decile == b.decile and a.eligibility == b.eligibility  # the family-level decisions are the same
+    assert a.member_eligibility["pip:3"] is True and b.member_eligibility["pip:3"] is False
+    assert a.outcome() != b.outcome()

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classify.model import DATA, PmtModel, PovertyLines, RuleSet, components, features, is_urban
+from classify.model import DATA, PmtModel, PovertyLines, RuleSet, components, features
 from regsosek.contracts import FamilyInterview, HouseholdProfile, WelfareGroup, household_profile
 from regsosek.contracts.interview import Asset
 from regsosek.examples import family_interview
@@ -82,15 +82,29 @@ def test_regency_effects_cover_the_intake_reference():
     from intake.domain import area_reference
 
     assert set(MODEL.regency_effects) == set(area_reference()["regencies"])
-    assert set(LINES.regencies) == set(area_reference()["regencies"])
+    assert LINES.regencies == {}  # no regency line is in the repository: each uses the province's
 
 
 def test_lines_and_rules_load():
-    assert LINES.version == "lines-2022.1"
+    assert LINES.version == "lines-2022.2"
     assert LINES.extreme_poor == 322170
     assert LINES.vulnerable_multiple == 1.5
-    assert RULES.version == RAW_RULES["version"] == "rules-2022.1"
+    assert RULES.version == RAW_RULES["version"] == "rules-2022.2"
     assert [r.programme for r in RULES.rules] == list(RAW_RULES["programmes"])
+
+
+def test_published_lines_and_their_source():
+    """docs/DOMAIN.md: BPS, East Kalimantan, per capita per month: Rp728,208 (March 2022) and
+    Rp768,120 (September 2022); extreme poverty Rp322,170/month. The data file cites only it."""
+    assert RAW_LINES["provinces"]["64"] == {"march_2022": 728208, "september_2022": 768120}
+    assert RAW_LINES["in_force"] == LINES.in_force == "september_2022"
+    assert LINES.provinces == {"64": 768120}
+    domain = (DATA.parents[4] / "docs" / "DOMAIN.md").read_text()
+    for figure in ("Rp728,208", "Rp768,120", "Rp322,170/month", "Rp10,739/day"):
+        assert figure in domain
+    assert RAW_LINES["source"].startswith("docs/DOMAIN.md") and RAW_LINES["extreme_poor_source"].startswith("docs/DOMAIN.md")
+    text = LINES_FILE.read_text() + RULES_FILE.read_text()
+    assert "http" not in text and "ILLUSTRATIVE" not in text
 
 
 # ------------------------------------------------------------------ golden case
@@ -112,8 +126,8 @@ def test_smoke_family_prediction_golden():
     assert contrib["regency_6472"] == 0.05
     assert contrib["asset_motorbike"] == coef["asset_motorbike"]
     assert contrib["asset_car"] == 0.0
-    # welfare group from the poverty-lines file: Samarinda is urban, line 790000
-    assert RAW_LINES["extreme_poor"] <= predicted < RAW_LINES["regencies"]["6472"]["urban"]
+    # welfare group from the poverty-lines file: East Kalimantan's September 2022 line, 768120
+    assert RAW_LINES["extreme_poor"] <= predicted < RAW_LINES["provinces"]["64"]["september_2022"]
     assert LINES.group(predicted, "6472") is WelfareGroup.MISKIN
     # just under the first decile cut-point (520000)
     assert predicted <= RAW_MODEL["decile_cutpoints"][0]
@@ -199,24 +213,37 @@ def test_decile_extremes(c, decile):
 EXTREME = RAW_LINES["extreme_poor"]
 
 
-@pytest.mark.parametrize(
-    "regency,urban,line",
-    [
-        ("6472", True, 790000),  # Samarinda, own urban line
-        ("6471", True, 800000),
-        ("6474", True, 810000),
-        ("6403", False, 700000),  # Kutai Kartanegara, own rural line
-        ("6411", False, 780000),
-        ("6401", False, 690000),
-        ("6410", False, 700000),  # not listed: default rural
-        ("6499", True, 760000),  # not listed: default urban
-    ],
-)
-def test_poverty_line_per_regency(regency, urban, line):
-    assert is_urban(regency) is urban
-    assert LINES.poverty_line(regency) == line
-    kind = "urban" if urban else "rural"
-    assert line == RAW_LINES["regencies"].get(regency, {}).get(kind, RAW_LINES["default"][kind])
+@pytest.mark.parametrize("area", ["6472", "6471", "6474", "6403", "6411", "6401", "6410", "6472010001",
+                                  "64720100010001"])
+def test_every_area_of_the_province_has_its_published_line(area):
+    assert LINES.poverty_line(area) == 768120
+
+
+def test_urban_and_rural_lines_follow_the_village_not_the_regency(monkeypatch):
+    """A regency's urban and rural lines, where the file has them, apply per village as the area
+    reference classifies it: a rural village in a kota gets the rural line, an urban one in a
+    kabupaten the urban line; a village it does not classify gets the province's line."""
+    from regsosek import areas
+
+    ref = areas.AreaReference()
+    ref.add({"province": {"code": "64", "name": "KT"},
+             "villages": {"6472010": "001-003", "6403010": "001-002"},
+             "urban": {"6403010": "001"}, "rural": {"6472010": "002"}})
+    monkeypatch.setattr(areas, "reference", lambda: ref)
+    lines = PovertyLines(LINES.version, LINES.extreme_poor, LINES.vulnerable_multiple, LINES.provinces,
+                         {"6472": {"urban": 800000, "rural": 700000}, "6403": {"urban": 790000, "rural": 690000}})
+    assert lines.poverty_line("64720100020001") == 700000  # rural village of Samarinda (a kota)
+    assert lines.poverty_line("64030100010001") == 790000  # urban village of Kutai Kartanegara
+    assert lines.poverty_line("64720100030001") == 768120  # not classified: the province's line
+    assert lines.poverty_line("6472") == 768120  # no village: the province's line
+    assert features(smoke())["urban"] == 1.0  # the smoke family's village is not classified: the kota proxy
+    rural_in_kota = smoke().model_copy(update={"sls_id": "64720100020001"})
+    assert features(rural_in_kota)["urban"] == 0.0
+
+
+def test_a_province_without_a_published_line_is_refused():
+    with pytest.raises(ValueError, match="no poverty line for province 65"):
+        LINES.poverty_line("6501")
 
 
 @pytest.mark.parametrize("regency", ["6472", "6403", "6411", "6499"])
@@ -245,6 +272,21 @@ NO_COMPONENTS = {k: False for k in components(smoke())}
 
 def comps(**present) -> dict[str, bool]:
     return {**NO_COMPONENTS, **present}
+
+
+def test_programme_targeting_follows_the_domain_notes():
+    """docs/DOMAIN.md, Classification: PKH deciles 1-4 with a component, Sembako deciles 1-5 (the
+    guideline's "poorest quarter" is marked weak there and not applied), BLT-Desa the extreme poor,
+    PBI-JKN the poor and vulnerable per person, PIP per student."""
+    domain = (DATA.parents[4] / "docs" / "DOMAIN.md").read_text()
+    text = " ".join(domain.split())
+    assert "PKH conditional cash transfer deciles 1–4" in text and "Sembako food aid deciles 1–5" in text
+    assert (RULE["pkh"].max_decile, RULE["sembako"].max_decile) == (4, 5)
+    assert RULE["blt_desa"].max_welfare_group == int(WelfareGroup.SANGAT_MISKIN)
+    assert RULE["pbi_jkn"].max_welfare_group == int(WelfareGroup.RENTAN_MISKIN)
+    assert RULE["pbi_jkn"].per_member is not None and RULE["pip"].per_member is not None
+    assert all(RULE[p].per_member is None for p in ("pkh", "sembako", "blt_desa"))
+    assert "Sembako" in RULES_FILE.read_text() and "weak source" in RULES_FILE.read_text()
 
 
 def test_rules_mirror_the_file():

@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
-from console_events import FAMILY, SLS, SUBMITTED, at, classified, eligibility, flagged, resolution, verified
-
 from console import domain
 from console.domain import FamilyState, Progress, VerifyState
 from regsosek.auth import Principal, Role
 from regsosek.contracts import RosterSubmitted
 from regsosek.contracts.pseudonymous import PseudonymousRosterFamily
+
+from console_events import FAMILY, SLS, SUBMITTED, at, classified, eligibility, flagged, resolution, verified
 
 
 def fresh() -> FamilyState:

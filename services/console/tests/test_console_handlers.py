@@ -7,9 +7,6 @@ import dataclasses
 import random
 import uuid
 
-from console_events import FAMILY, SLS, SUBMITTED, at, classified, eligibility, flagged, resolution, verified
-from console_fakes import InMemoryConsoleStore
-
 from console import domain
 from console.domain import VerifyState
 from console.handlers import ConsoleHandlers
@@ -17,6 +14,9 @@ from regsosek.contracts import Contract, FamilyErased
 from regsosek.envelope import new_envelope
 from regsosek.messaging import Incoming
 from regsosek.testing import FakeUnitOfWork
+
+from console_events import FAMILY, SLS, SUBMITTED, at, classified, eligibility, flagged, resolution, verified
+from console_fakes import InMemoryConsoleStore
 
 
 def incoming(e: Contract) -> Incoming:

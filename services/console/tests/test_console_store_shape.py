@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import inspect
 
-from console_fakes import InMemoryConsoleStore
-
 from console.store import ConsoleStore
+
+from console_fakes import InMemoryConsoleStore
 
 
 def _public(cls) -> dict[str, inspect.Signature]:

@@ -180,7 +180,7 @@ class InMemoryNotifyStore:
     async def erase_family(self, e) -> dict[str, int]:
         pending = emptied = 0
         for d in self.deliveries:
-            if d["family_id"] != e.family_id:
+            if d["family_id"] != e.family_id or d["event_type"] == "family-erased":
                 continue
             if d["status"] == "pending":
                 d["status"] = "erased"
@@ -192,6 +192,22 @@ class InMemoryNotifyStore:
                                              "reason": e.reason.value, "erased_at": e.erased_at})
         self.registry.pop(e.family_id, None)
         return {"pending_deliveries": pending, "payloads": emptied}
+
+    async def queue_erasure_notices(self, family_id: str, event_id: str, event_type: str, payload: dict) -> int:
+        n = 0
+        for sub_id, fid in sorted(self.informed, key=lambda p: (str(p[0]), p[1])):
+            s = self.subscriptions.get(sub_id)
+            if fid != family_id or s is None or s["status"] == "deleted" or s.get("format", "webhook") != "webhook":
+                continue
+            if any(d["subscription_id"] == sub_id and d["event_id"] == event_id for d in self.deliveries):
+                continue
+            self.deliveries.append({"id": next(self._ids), "subscription_id": sub_id, "event_id": event_id,
+                                    "event_type": event_type, "family_id": family_id, "payload": payload,
+                                    "traceparent": None, "status": "pending", "attempts": 0,
+                                    "created_at": _now(), "delivered_at": None, "last_status": None,
+                                    "last_error": None})
+            n += 1
+        return n
 
     # ---------------------------------------------------------------- the delivery worker
 
@@ -213,7 +229,7 @@ class InMemoryNotifyStore:
             s["lease_owner"] = None
 
     async def pending_batch(self, sub_id: UUID, limit: int) -> list[dict]:
-        return [{k: d[k] for k in ("id", "event_id", "payload", "traceparent", "attempts")}
+        return [{k: d[k] for k in ("id", "event_id", "event_type", "payload", "traceparent", "attempts")}
                 for d in self._of(sub_id, "pending")][:limit]
 
     async def log_attempt(self, sub_id: UUID, message_id: str, events: int, status: int | None, latency_ms: float,

@@ -183,17 +183,39 @@ async def test_erasure_empties_the_familys_deliveries_and_stops_later_ones(store
     erasure = erased()
 
     await apply(handlers, erasure)
-    (gone,) = [d for d in queued(store, sub) if d["family_id"] == FAMILY]
+    gone, notice = [d for d in queued(store, sub) if d["family_id"] == FAMILY]
     assert gone["status"] == "erased" and gone["payload"] is None
+    assert notice["status"] == "pending" and notice["event_type"] == "family-erased"
     assert FAMILY not in store.registry and other in store.registry
     (entry,) = store.audit
     assert (entry.action, entry.object_id, entry.request_id) == ("family.erase", FAMILY, erasure.envelope.id)
     assert entry.detail == {"erasure_id": str(erasure.data.erasure_id), "reason": "data_subject_request",
-                            "pending_deliveries": 1, "payloads": 1}
+                            "pending_deliveries": 1, "payloads": 1, "erasure_notices": 1}
 
     await apply(handlers, decided(9, {"pkh": True}))  # a later decision about the erased family
-    assert [d["family_id"] for d in queued(store, sub) if d["status"] == "pending"] == [other]
+    assert [(d["family_id"], d["event_type"]) for d in queued(store, sub) if d["status"] == "pending"] == [
+        (other, "eligibility-decided"), (FAMILY, "family-erased")]
     assert FAMILY not in store.registry
+
+
+async def test_the_subscriptions_told_about_an_erased_family_get_a_notice_without_personal_data(store, handlers):
+    told, never_told, deleted = (await subscribe(store, ("pkh",)), await subscribe(store, ("pkh",), area_prefixes=("3171",)),
+                                 await subscribe(store, ("pbi_jkn",)))
+    await apply(handlers, decided(1, {"pkh": True, "pbi_jkn": True}))
+    await store.set_status(deleted, "deleted")
+    erasure = erased()
+
+    await apply(handlers, erasure)
+    await apply(handlers, erasure)  # redelivered: one notice per subscription and erasure
+    assert queued(store, never_told) == [] and [d for d in queued(store, deleted) if d["status"] == "pending"] == []
+    (notice,) = [d for d in queued(store, told) if d["status"] == "pending"]
+    assert notice["event_id"] == erasure.envelope.id and notice["family_id"] == FAMILY
+    assert notice["payload"] == {
+        "event_id": erasure.envelope.id, "event_type": erasure.envelope.type, "subject": FAMILY,
+        "time": "2022-12-01T00:00:00+00:00",
+        "data": {"family_id": FAMILY, "erasure_id": str(erasure.data.erasure_id), "erased_at": "2022-12-01T00:00:00+00:00",
+                 "action": "erase", "decisions_withdrawn": True}}
+    assert "data_subject_request" not in repr(notice)  # not the erasure's reason
 
 
 async def test_an_erasure_in_the_same_batch_stops_the_batchs_decisions_about_the_family(store, handlers):

@@ -73,6 +73,32 @@ def test_fields_not_granted_never_get_in_and_unknown_fields_are_dropped():
     assert "decile" in payload_for(d, ("pkh",), rules)
 
 
+def with_members() -> dict:
+    """decision() with member-level decisions: PBI-JKN for both members, PIP for neither."""
+    members = [{"line_no": n, "programme": p, "eligible": p == "pbi_jkn", "rule_version": "rules-2022.2",
+                "reasons": ["welfare group 1 <= 3", "every member of an eligible family"]}
+               for p in ("pbi_jkn", "pip") for n in (1, 2)]
+    return {**decision(), "member_decisions": members}
+
+
+def test_a_by_name_programme_gets_its_own_member_decisions_only():
+    p = payload_for(with_members(), ("pbi_jkn",), ACCESS)
+    assert [(m["programme"], m["line_no"], m["eligible"]) for m in p["member_decisions"]] == [
+        ("pbi_jkn", 1, True), ("pbi_jkn", 2, True)]
+
+
+def test_a_programme_without_the_by_name_grant_gets_no_member_decisions():
+    assert "member_decisions" not in payload_for(with_members(), ("pkh",), ACCESS)
+    doc = _doc()
+    doc["programmes"]["pbi_jkn"]["member_identifiers"] = False
+    rules = parse_access(doc, PROGRAMME_CODES)
+    p = payload_for(with_members(), ("pbi_jkn",), rules)
+    assert "member_decisions" not in p and "line_no" not in repr(p)
+    assert [d["programme"] for d in p["decisions"]] == ["pbi_jkn"]  # the family-level decision still comes
+    both = payload_for(with_members(), ("pbi_jkn", "pip"), rules)  # pip keeps its grant, pbi_jkn has none
+    assert {m["programme"] for m in both["member_decisions"]} == {"pip"}
+
+
 def test_a_subscription_without_programmes_gets_no_decision():
     p = payload_for(decision(), (), ACCESS)
     assert p["decisions"] == [] and "decile" not in p and p["family_id"] == decision()["family_id"]
@@ -85,14 +111,15 @@ def _doc() -> dict:
     return yaml.safe_load(Path(NotifySettings().programme_access_file).read_text())
 
 
-def test_shipped_access_file_covers_every_programme_without_member_identifiers():
+def test_shipped_access_file_grants_member_decisions_to_the_individual_programmes_only():
     assert set(ACCESS.programmes) == set(PROGRAMME_CODES)
-    assert all(a.legal_basis and not a.member_identifiers for a in ACCESS.programmes.values())
+    assert all(a.legal_basis for a in ACCESS.programmes.values())
+    assert {p for p, a in ACCESS.programmes.items() if a.member_identifiers} == {"pbi_jkn", "pip"}
 
 
 @pytest.mark.parametrize("change,needle", [
-    (lambda d: d["programmes"]["pkh"].update(member_identifiers=True), "member_identifiers must be false"),
-    (lambda d: d["programmes"]["pkh"].update(member_identifiers="yes"), "member_identifiers must be false"),
+    (lambda d: d["programmes"]["pkh"].update(member_identifiers="yes"), "member_identifiers must be true or false"),
+    (lambda d: d["programmes"]["pkh"].update(member_identifiers=1), "member_identifiers must be true or false"),
     (lambda d: d["programmes"].pop("pip"), "missing ['pip']"),
     (lambda d: d["programmes"].update(kur={**d["programmes"]["pkh"]}), "unknown ['kur']"),
     (lambda d: d["programmes"]["pkh"]["fields"].append("members"), "unknown fields"),

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from classify.model import PmtModel, PovertyLines, RuleSet, components, features
@@ -24,6 +24,7 @@ from regsosek.contracts import (
     HouseholdProfile,
     InterviewFlagged,
     InterviewVerified,
+    MemberDecision,
     ProgrammeDecision,
     WelfareGroup,
 )
@@ -48,22 +49,29 @@ class Classification:
     adjusted_by_fkp: bool
     rank_value: float = 0.0
     decile_basis: str = ""
+    member_decisions: list[MemberDecision] = field(default_factory=list)  # individual programmes, per member
 
     @property
     def eligibility(self) -> dict[str, bool]:
         return {d.programme: d.eligible for d in self.decisions}
 
-    def outcome(self) -> tuple[int, int, dict[str, bool]]:
-        """What a re-rank or replay compares: a family is re-published only when this changes."""
-        return int(self.welfare_group), self.decile, self.eligibility
+    @property
+    def member_eligibility(self) -> dict[str, bool]:
+        """The member-level decisions as "programme:line_no" -> eligible (stored with the family)."""
+        return {f"{m.programme}:{m.line_no}": m.eligible for m in self.member_decisions}
+
+    def outcome(self) -> tuple[int, int, dict[str, bool], dict[str, bool]]:
+        """What a re-rank or replay compares: a family is re-published only when this changes (a
+        member's eligibility included)."""
+        return int(self.welfare_group), self.decile, self.eligibility, self.member_eligibility
 
 
 def classify(p: HouseholdProfile, model: PmtModel, lines: PovertyLines, rules: RuleSet,
              fkp_group: WelfareGroup | None = None, placement: Placement | None = None) -> Classification:
     regency = p.regency
     predicted, contrib = model.predict(features(p), regency)
-    group = fkp_group if fkp_group is not None else lines.group(predicted, regency)
-    value = rank_value(predicted, fkp_group, regency, lines)
+    group = fkp_group if fkp_group is not None else lines.group(predicted, p.sls_id)
+    value = rank_value(predicted, fkp_group, p.sls_id, lines)
     placement = placement or reference_placement(model.version, model.decile_cutpoints)
     decile, basis = placement.place(value)
     if fkp_group is not None:
@@ -71,13 +79,23 @@ def classify(p: HouseholdProfile, model: PmtModel, lines: PovertyLines, rules: R
     top = sorted(((k, v) for k, v in contrib.items() if v != 0.0), key=lambda kv: -abs(kv[1]))[:TOP_FACTORS]
     explanation = [Contribution(factor=k, effect=round(v, 4)) for k, v in top]
     comps = components(p)
+    fkp_reason = [] if fkp_group is None else [f"welfare group {int(fkp_group)} set by village consultation (FKP)"]
     decisions = []
     for rule in rules.rules:
         ok, reasons = rule.decide(decile, group, comps)
-        if fkp_group is not None:
-            reasons.append(f"welfare group {int(fkp_group)} set by village consultation (FKP)")
-        decisions.append(ProgrammeDecision(programme=rule.programme, eligible=ok, rule_version=rules.version, reasons=reasons))
-    return Classification(predicted, group, decile, explanation, decisions, fkp_group is not None, value, basis)
+        decisions.append(ProgrammeDecision(programme=rule.programme, eligible=ok, rule_version=rules.version,
+                                           reasons=reasons + fkp_reason))
+    return Classification(predicted, group, decile, explanation, decisions, fkp_group is not None, value, basis,
+                          per_member_decisions(p, decile, group, rules, fkp_reason))
+
+
+def per_member_decisions(p: HouseholdProfile, decile: int, group: WelfareGroup, rules: RuleSet,
+                     extra_reasons: list[str]) -> list[MemberDecision]:
+    """Each member's decision for each individual programme (PBI-JKN, PIP: rules with `per_member`),
+    in member order, with the member's own reasons."""
+    return [MemberDecision(line_no=line_no, programme=rule.programme, eligible=ok, rule_version=rules.version,
+                           reasons=reasons + extra_reasons)
+            for rule in rules.rules for line_no, ok, reasons in rule.decide_members(p, decile, group)]
 
 
 @dataclass(frozen=True)
@@ -190,10 +208,11 @@ class StoredFamily:
     welfare_group: int
     eligibility: dict[str, bool]
     versions: tuple[str, str, str]  # model, lines, rules
+    member_eligibility: dict[str, bool] = field(default_factory=dict)  # "programme:line_no" -> eligible
 
-    def outcome(self) -> tuple[int, int, dict[str, bool]]:
+    def outcome(self) -> tuple[int, int, dict[str, bool], dict[str, bool]]:
         """As `Classification.outcome`: a family is re-published only when this changes."""
-        return self.welfare_group, self.decile, self.eligibility
+        return self.welfare_group, self.decile, self.eligibility, self.member_eligibility
 
 
 @dataclass(frozen=True)

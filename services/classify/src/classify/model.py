@@ -12,7 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from regsosek import areas
 from regsosek.contracts import HouseholdProfile, WelfareGroup
+from regsosek.contracts.household import ProfileMember
 from regsosek.contracts.interview import (
     Asset,
     CookingFuel,
@@ -37,8 +39,25 @@ DATA = Path(__file__).resolve().parent / "data"
 
 
 def is_urban(regency: str) -> bool:
-    """BPS regency part 71-99 is a kota (city)."""
+    """BPS regency part 71-99 is a kota (city). Only the illustrative PMT's `urban` feature falls back
+    to it, for a village the area reference does not classify (see `urban_feature`); poverty lines
+    never use it."""
     return int(regency[2:4]) >= 71
+
+
+def village_kind(area: str) -> str | None:
+    """"urban" or "rural" as BPS classifies the village of `area` (a village code or an SLS id) in
+    the area reference (regsosek.areas); None when the reference does not classify it."""
+    urban = areas.reference().is_urban(area)
+    return None if urban is None else ("urban" if urban else "rural")
+
+
+def urban_feature(sls_id: str) -> float:
+    """The PMT's `urban` feature: the village's classification in the area reference; a village it
+    does not classify (the shipped East Kalimantan list carries no classification) falls back to the
+    regency being a kota, the proxy the illustrative model was written with."""
+    urban = areas.reference().is_urban(sls_id)
+    return float(is_urban(sls_id[:4]) if urban is None else urban)
 
 
 def features(p: HouseholdProfile) -> dict[str, float]:
@@ -98,7 +117,7 @@ def features(p: HouseholdProfile) -> dict[str, float]:
         "livestock_small": float(min(e.livestock.goat_sheep + e.livestock.pig, 50)),
         "internet": float(e.internet_access),
         "bank_account": float(e.bank_account),
-        "urban": float(is_urban(p.regency)),
+        "urban": urban_feature(p.sls_id),
     }
     return f
 
@@ -164,31 +183,47 @@ class PmtModel:
 
 @dataclass(frozen=True)
 class PovertyLines:
+    """The published poverty lines (data/poverty-lines-*.yaml): the province's line in force, a
+    regency's urban or rural line where the file has one, the extreme-poverty line."""
+
     version: str
     extreme_poor: float
     vulnerable_multiple: float
-    default: dict[str, float]
-    regencies: dict[str, dict[str, float]]
+    provinces: dict[str, float]  # province code -> the line in force (urban and rural together)
+    regencies: dict[str, dict[str, float]]  # regency code -> {"urban": line, "rural": line}, where published
+    in_force: str = ""
+    source: str = ""
 
     @classmethod
     def load(cls, path: Path) -> PovertyLines:
         d = yaml.safe_load(path.read_text())
-        return cls(d["version"], float(d["extreme_poor"]), float(d["vulnerable_multiple"]),
-                   {k: float(v) for k, v in d["default"].items()},
-                   {str(k): {a: float(b) for a, b in v.items()} for k, v in d.get("regencies", {}).items()})
+        in_force = str(d["in_force"])
+        provinces = {str(k): float(v[in_force]) for k, v in d["provinces"].items()}
+        return cls(d["version"], float(d["extreme_poor"]), float(d["vulnerable_multiple"]), provinces,
+                   {str(k): {a: float(b) for a, b in v.items()} for k, v in (d.get("regencies") or {}).items()},
+                   in_force, str(d.get("source", "")))
 
-    def poverty_line(self, regency: str) -> float:
-        kind = "urban" if is_urban(regency) else "rural"
-        return self.regencies.get(regency, {}).get(kind, self.default[kind])
+    def poverty_line(self, area: str) -> float:
+        """The poverty line of an area (a regency code, a village code or an SLS id): the regency's
+        urban or rural line when the file has one and the area reference classifies the village,
+        otherwise the province's published line. ValueError for a province without a line (the
+        event is dead-lettered with that reason, never classified against another province's line)."""
+        kind = village_kind(area)
+        regency = self.regencies.get(area[:4], {})
+        if kind is not None and kind in regency:
+            return regency[kind]
+        if area[:2] not in self.provinces:
+            raise ValueError(f"no poverty line for province {area[:2]} in {self.version}")
+        return self.provinces[area[:2]]
 
-    def band(self, group: WelfareGroup, regency: str) -> tuple[float, float]:
-        """The consumption range [low, high) that `group` means in `regency`."""
-        line = self.poverty_line(regency)
+    def band(self, group: WelfareGroup, area: str) -> tuple[float, float]:
+        """The consumption range [low, high) that `group` means in `area` (see poverty_line)."""
+        line = self.poverty_line(area)
         edges = (0.0, self.extreme_poor, line, line * self.vulnerable_multiple, math.inf)
         return edges[int(group) - 1], edges[int(group)]
 
-    def group(self, consumption: float, regency: str) -> WelfareGroup:
-        line = self.poverty_line(regency)
+    def group(self, consumption: float, area: str) -> WelfareGroup:
+        line = self.poverty_line(area)
         if consumption < self.extreme_poor:
             return WelfareGroup.SANGAT_MISKIN
         if consumption < line:
@@ -199,12 +234,47 @@ class PovertyLines:
 
 
 @dataclass(frozen=True)
+class MemberRule:
+    """Who in an eligible family an individual programme (PBI-JKN, PIP) covers: members within the age
+    range, and attending school when `school` lists participations. No condition: every member."""
+
+    min_age: int | None = None
+    max_age: int | None = None
+    school: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, d: dict) -> MemberRule:
+        school = tuple(str(s) for s in d.get("school", ()))
+        if unknown := [s for s in school if s not in {x.value for x in SchoolParticipation}]:
+            raise ValueError(f"per_member.school: unknown school participation {unknown}")
+        return cls(d.get("min_age"), d.get("max_age"), school)
+
+    def decide(self, m: ProfileMember) -> tuple[bool, list[str]]:
+        """Whether the member is covered, and why (coded facts only: age band, school participation)."""
+        ok, reasons = True, []
+        if self.min_age is not None or self.max_age is not None:
+            lo, hi = self.min_age or 0, self.max_age if self.max_age is not None else 150
+            passed = lo <= m.age <= hi
+            ok &= passed
+            reasons.append(f"age {'within' if passed else 'outside'} {lo}-{hi}")
+        if self.school:
+            passed = m.school.value in self.school
+            ok &= passed
+            reasons.append(f"school participation {m.school.value} {'in' if passed else 'not in'} "
+                           f"{', '.join(self.school)}")
+        if not reasons:
+            reasons.append("every member of an eligible family")
+        return ok, reasons
+
+
+@dataclass(frozen=True)
 class Rule:
     programme: str
     name: str
     max_decile: int | None
     max_welfare_group: int | None
     requires_any: tuple[str, ...]
+    per_member: MemberRule | None = None  # an individual programme: decided per member too
 
     def decide(self, decile: int, group: WelfareGroup, comps: dict[str, bool]) -> tuple[bool, list[str]]:
         ok, reasons = True, []
@@ -223,6 +293,19 @@ class Rule:
                            else f"none of the components: {', '.join(self.requires_any)}")
         return ok, reasons
 
+    def decide_members(self, p: HouseholdProfile, decile: int, group: WelfareGroup) -> list[tuple[int, bool, list[str]]]:
+        """An individual programme's decision per member (line number, eligible, reasons): the family's
+        decile and welfare group thresholds, then the member's own conditions. [] for a family programme."""
+        if self.per_member is None:
+            return []
+        family_ok, family_reasons = self.decide(decile, group, {c: True for c in self.requires_any})
+        family_reasons = [r for r in family_reasons if not r.startswith("components present")]
+        out = []
+        for line_no, m in enumerate(p.members, start=1):
+            ok, reasons = self.per_member.decide(m)
+            out.append((line_no, family_ok and ok, family_reasons + reasons))
+        return out
+
 
 @dataclass(frozen=True)
 class RuleSet:
@@ -233,7 +316,8 @@ class RuleSet:
     def load(cls, path: Path) -> RuleSet:
         d = yaml.safe_load(path.read_text())
         rules = tuple(
-            Rule(k, v.get("name", k), v.get("max_decile"), v.get("max_welfare_group"), tuple(v.get("requires_any", ())))
+            Rule(k, v.get("name", k), v.get("max_decile"), v.get("max_welfare_group"), tuple(v.get("requires_any", ())),
+                 MemberRule.parse(v["per_member"]) if isinstance(v.get("per_member"), dict) else None)
             for k, v in d["programmes"].items()
         )
         return cls(d["version"], rules)

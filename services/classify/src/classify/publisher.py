@@ -32,7 +32,8 @@ class Publisher:
         outbox.publish(Topic.ELIGIBILITY_DECIDED, sls, EligibilityDecided(
             family_id=p.family_id, sls_id=sls, submission_id=p.submission_id, version=p.version,
             welfare_group=c.welfare_group, decile=c.decile, model_version=cfg.model.version,
-            rule_version=cfg.rules.version, decisions=c.decisions, decided_at=now, decision_seq=decision_seq),
+            rule_version=cfg.rules.version, decisions=c.decisions, decided_at=now, decision_seq=decision_seq,
+            member_decisions=c.member_decisions),
             subject=p.family_id)
 
     def withdrawn(self, outbox: Outbox, w: Withdrawal, decision_seq: int) -> None:

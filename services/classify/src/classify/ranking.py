@@ -34,11 +34,11 @@ SCOPES = ("national", "province")
 NATIONAL = "ID"  # the partition of the national scope
 
 
-def rank_value(predicted: float, fkp_group: WelfareGroup | None, regency: str, lines: PovertyLines) -> float:
+def rank_value(predicted: float, fkp_group: WelfareGroup | None, area: str, lines: PovertyLines) -> float:
     """The predicted consumption, moved into the FKP group's consumption range if there is one."""
     if fkp_group is None:
         return predicted
-    low, high = lines.band(fkp_group, regency)
+    low, high = lines.band(fkp_group, area)
     if predicted < low:
         return low
     if predicted >= high:

@@ -58,15 +58,16 @@ def _aware(at: datetime) -> datetime:
 
 _SAVE = """insert into families (family_id, sls_id, submission_id, version, profile, predicted, welfare_group,
                                  decile, model_version, rule_version, eligible, rank_value, decile_basis,
-                                 lines_version, eligibility, ranking_id)
-           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                                 lines_version, eligibility, ranking_id, member_eligibility)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
            on conflict (family_id) do update set submission_id = excluded.submission_id,
              version = excluded.version, profile = excluded.profile, predicted = excluded.predicted,
              welfare_group = excluded.welfare_group, decile = excluded.decile,
              model_version = excluded.model_version, rule_version = excluded.rule_version,
              eligible = excluded.eligible, rank_value = excluded.rank_value, decile_basis = excluded.decile_basis,
              lines_version = excluded.lines_version, eligibility = excluded.eligibility,
-             ranking_id = excluded.ranking_id, updated_at = now()"""
+             ranking_id = excluded.ranking_id, member_eligibility = excluded.member_eligibility,
+             updated_at = now()"""
 
 
 def _row(p: HouseholdProfile, c: Classification, cfg: Config, ranking_id: int | None,
@@ -76,7 +77,7 @@ def _row(p: HouseholdProfile, c: Classification, cfg: Config, ranking_id: int | 
             profile_doc if profile_doc is not None else p.model_dump(mode="json"),
             c.predicted, int(c.welfare_group), c.decile, cfg.model.version, cfg.rules.version,
             [d.programme for d in c.decisions if d.eligible], c.rank_value, c.decile_basis, cfg.lines.version,
-            c.eligibility, ranking_id)
+            c.eligibility, ranking_id, c.member_eligibility)
 
 
 _LATEST_FKP = """select submission_id::text, welfare_group, decided_at from fkp_adjustments where family_id = $1
@@ -229,13 +230,13 @@ class ClassifyStore:
 
 
 _STORED = ("select family_id, sls_id, version, rank_value, decile, decile_basis, ranking_id, welfare_group, "
-           "eligibility, model_version, lines_version, rule_version from families")
+           "eligibility, model_version, lines_version, rule_version, member_eligibility from families")
 
 
 def _stored(r: asyncpg.Record) -> StoredFamily:
     return StoredFamily(r["family_id"], r["sls_id"], r["rank_value"], r["decile"], r["decile_basis"], r["ranking_id"],
                         r["welfare_group"], dict(r["eligibility"]),
-                        (r["model_version"], r["lines_version"], r["rule_version"]))
+                        (r["model_version"], r["lines_version"], r["rule_version"]), dict(r["member_eligibility"]))
 
 
 @contextlib.asynccontextmanager

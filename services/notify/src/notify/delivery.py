@@ -42,6 +42,7 @@ from regsosek.db import Backoff, is_transient
 from regsosek.messaging import UnitOfWork
 from regsosek.service import Runtime
 from regsosek.telemetry import context_from_headers
+from regsosek.topics import Topic
 
 log = logging.getLogger("notify.delivery")
 _tracer = trace.get_tracer("notify.delivery")
@@ -219,7 +220,8 @@ class DeliveryWorker:
             await store.log_attempt(sub_id, message_id, len(rows), a.status, latency_ms, a.error, a.outcome.value)
             if a.outcome is Outcome.DELIVERED:
                 done, owner = await store.mark_delivered(sub_id, ids, a.status)
-                self.publisher.delivered(uow, sub_id, owner, [r for r in rows if r["id"] in done], datetime.now(UTC))
+                decisions = [r for r in rows if r["id"] in done and r["event_type"] == Topic.ELIGIBILITY_DECIDED.value]
+                self.publisher.delivered(uow, sub_id, owner, decisions, datetime.now(UTC))  # not erasure notices
                 DELIVERED.labels(str(sub_id)).inc(len(done))
             elif a.outcome is Outcome.REFUSED:
                 await store.mark_dead(ids, a.status, a.error)

@@ -142,7 +142,7 @@ class ProgrammeAccess:
     programme: str
     legal_basis: str
     fields: frozenset[str]
-    member_identifiers: bool = False
+    member_identifiers: bool = False  # receives its member-level decisions with members' line numbers
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,8 @@ class AccessRules:
 def parse_access(doc: object, known: tuple[str, ...]) -> AccessRules:
     """The access rules of a programme-access file; ValueError (naming the entry) when it is not one
     entry per known programme, with a legal basis and known fields including the required ones.
-    `member_identifiers: true` is refused: no event carries members' identifiers by name yet, so
-    there is nothing such a grant could safely mean."""
+    `member_identifiers` (default false) must be a boolean: whether the programme receives its member-level
+    decisions with the members' line numbers (payload_for)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("version"), str) or not isinstance(doc.get("programmes"), dict):
         raise ValueError("programme access file needs a version and a programmes mapping")
     entries: dict = doc["programmes"]
@@ -186,20 +186,27 @@ def parse_access(doc: object, known: tuple[str, ...]) -> AccessRules:
         if missing := [f for f in REQUIRED_FIELDS if f not in fields]:
             raise ValueError(f"programme access {code}: required fields missing {missing}")
         member_ids = e.get("member_identifiers", False)
-        if member_ids is not False:
-            raise ValueError(f"programme access {code}: member_identifiers must be false: no event carries "
-                             "members' identifiers by name yet")
-        out[code] = ProgrammeAccess(code, e["legal_basis"].strip(), frozenset(fields), False)
+        if not isinstance(member_ids, bool):
+            raise ValueError(f"programme access {code}: member_identifiers must be true or false")
+        out[code] = ProgrammeAccess(code, e["legal_basis"].strip(), frozenset(fields), member_ids)
     return AccessRules(doc["version"], out)
 
 
 def payload_for(decision: dict, programmes: tuple[str, ...], access: AccessRules) -> dict:
     """What one subscription receives of an eligibility decision (its JSON form): the fields its
     programmes may receive, and the decisions, with their reasons, of its programmes only. Another
-    programme's decision or reasons (a PBI-JKN health reason for a PKH subscription) never get in."""
+    programme's decision or reasons (a PBI-JKN health reason for a PKH subscription) never get in.
+    Member-level decisions (individual programmes: PBI-JKN, PIP) go only to a programme whose access
+    entry grants `member_identifiers` (its legal basis allows by-name data), and only its own; a
+    programme without that grant gets none (its family-level decision says whether any member is
+    covered), so no member's line number reaches it."""
     wanted = set(programmes)
     out = {f: decision[f] for f in access.fields_for(programmes) if f in decision}
     out["decisions"] = [d for d in decision.get("decisions", []) if d.get("programme") in wanted]
+    by_name = {p for p in wanted if p in access.programmes and access.programmes[p].member_identifiers}
+    members = [m for m in decision.get("member_decisions", []) if m.get("programme") in by_name]
+    if members:
+        out["member_decisions"] = members
     return out
 
 
@@ -338,3 +345,16 @@ def plan_deliveries(decisions: list[DecisionReceived], live: list[LiveSubscripti
                 told.add(sub_id)
                 newly_informed.add((sub_id, d.family_id))
     return DeliveryPlan(newest, registry, sorted(newly_informed, key=lambda p: (str(p[0]), p[1])), deliveries)
+
+
+# ---------------------------------------------------------------- erasure notices
+
+
+def erasure_notice(*, event_id: str, event_type: str, family_id: str, erasure_id: str, erased_at: str) -> dict:
+    """What a subscription told about a family receives when the family is erased (family-erased): that
+    every decision it received about the family is withdrawn and to be erased. No personal data: the
+    family id the programme already holds, the erasure's id and time; not the reason (a death, say, is
+    personal) nor anything of the decisions."""
+    return {"event_id": event_id, "event_type": event_type, "subject": family_id, "time": erased_at,
+            "data": {"family_id": family_id, "erasure_id": erasure_id, "erased_at": erased_at,
+                     "action": "erase", "decisions_withdrawn": True}}

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from notify.domain import AccessRules, DecisionReceived, plan_deliveries
+from notify.domain import AccessRules, DecisionReceived, erasure_notice, plan_deliveries
 from notify.store import NotifyStore, store_in
 from regsosek import audit
 from regsosek.contracts import Contract, EligibilityDecided, FamilyErased
 from regsosek.messaging import Handler, Incoming, UnitOfWork
 from regsosek.telemetry import current_trace_headers
+from regsosek.topics import Topic
 
 _PENDING = "notify.decisions"  # uow.cache key: the batch's decisions, weighed at commit
 
@@ -54,11 +55,16 @@ class NotifyHandlers:
 
     async def on_erased(self, uow: UnitOfWork, msg: Incoming) -> None:
         """Erasure: the family's delivery payloads are emptied (not-yet-sent ones are not sent), the
-        delivery figures stay; later decisions about it are not queued; it leaves the DCI read model;
-        audited (ids and counts)."""
+        delivery figures stay; later decisions about it are not queued; it leaves the DCI read model; every
+        subscription told about it is sent an erasure notice (domain.erasure_notice: ids only); audited
+        (ids and counts)."""
         e: FamilyErased = msg.data
         store = self.store_for(uow)
         counts = await store.erase_family(e)
+        notice = erasure_notice(event_id=msg.envelope.id, event_type=msg.envelope.type, family_id=e.family_id,
+                                erasure_id=str(e.erasure_id), erased_at=e.erased_at.isoformat())
+        counts["erasure_notices"] = await store.queue_erasure_notices(
+            e.family_id, msg.envelope.id, Topic.FAMILY_ERASED.value, notice)
         await store.record_audit(audit.entry(
             "intake", "service", "family.erase", "family", e.family_id, request_id=msg.envelope.id,
             detail={"erasure_id": str(e.erasure_id), "reason": e.reason.value, **counts}))

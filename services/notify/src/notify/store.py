@@ -18,6 +18,7 @@ from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription
 from regsosek import audit
 from regsosek.messaging import UnitOfWork
 from regsosek.service import runtime_of
+from regsosek.topics import Topic
 
 SUB_COLUMNS = ("id, owner, callback_url, secret, scope_programmes, programmes, area_prefixes, welfare_groups, "
                "event_types, status, "
@@ -61,6 +62,9 @@ def _dci_term(term: Term, args: list) -> str:
         return f"{_DCI_COLUMNS[term.attribute]} = any(${len(args)}::{cast})"
     args.append(values[0])
     return f"{_DCI_COLUMNS[term.attribute]} {_DCI_OPS[term.op]} ${len(args)}"
+
+ERASURE_NOTICE = Topic.FAMILY_ERASED.value  # deliveries.event_type of an erasure notice
+
 
 def _count(status: str) -> int:
     """The row count of a command status ("UPDATE 3")."""
@@ -257,20 +261,33 @@ class NotifyStore:
         """Erasure (e: regsosek.contracts.FamilyErased): the family's ordering row is locked; the payload of
         every delivery of the family is emptied and those not sent yet are not sent any more (status
         'erased'); rows and attempts stay (delivery figures); the family is remembered erased and leaves
-        the DCI read model. The counts, for the audit entry."""
+        the DCI read model. Its erasure notices (queue_erasure_notices) are left to be sent, also when the
+        erasure is applied again. The counts, for the audit entry."""
         await self.conn.fetch("select family_id from family_decisions where family_id = $1 for update", e.family_id)
         pending = await self.conn.execute(
             "update deliveries set status = 'erased', payload = null, payload_expired_at = now() "
-            "where family_id = $1 and status = 'pending'", e.family_id)
+            "where family_id = $1 and status = 'pending' and event_type <> $2", e.family_id, ERASURE_NOTICE)
         emptied = await self.conn.execute(
             "update deliveries set payload = null, payload_expired_at = now() where family_id = $1 "
-            "and payload is not null", e.family_id)
+            "and payload is not null and event_type <> $2", e.family_id, ERASURE_NOTICE)
         await self.conn.execute(
             "insert into erased_families (family_id, sls_id, erasure_id, reason, erased_at) "
             "values ($1, $2, $3, $4, $5) on conflict (family_id) do nothing",
             e.family_id, e.sls_id, e.erasure_id, e.reason.value, e.erased_at)
         await self.conn.execute("delete from registry_families where family_id = $1", e.family_id)
         return {"pending_deliveries": _count(pending), "payloads": _count(emptied)}
+
+    async def queue_erasure_notices(self, family_id: str, event_id: str, event_type: str, payload: dict) -> int:
+        """The erasure notice (domain.erasure_notice) queued for every webhook subscription told about the
+        family that is not deleted (once per subscription and erasure event); how many. A DCI subscription
+        gets none here: its notify envelope has a shape of its own (notify.dci)."""
+        status = await self.conn.execute(
+            "insert into deliveries (subscription_id, event_id, event_type, family_id, payload) "
+            "select sf.subscription_id, $2::text, $3::text, $1::text, $4::jsonb from subscription_families sf "
+            "join subscriptions s on s.id = sf.subscription_id "
+            "where sf.family_id = $1 and s.status <> 'deleted' and s.format = 'webhook' "
+            "on conflict (subscription_id, event_id) do nothing", family_id, event_id, event_type, payload)
+        return _count(status)
 
     # ---------------------------------------------------------------- the delivery worker
 
@@ -299,9 +316,9 @@ class NotifyStore:
                                 "where id = $1 and lease_owner = $2", sub_id, worker)
 
     async def pending_batch(self, sub_id: UUID, limit: int) -> list[dict]:
-        """The subscription's oldest queued deliveries (id, event_id, payload, traceparent, attempts)."""
+        """The subscription's oldest queued deliveries (id, event_id, event_type, payload, traceparent, attempts)."""
         rows = await self.conn.fetch(
-            "select id, event_id, payload, traceparent, attempts from deliveries "
+            "select id, event_id, event_type, payload, traceparent, attempts from deliveries "
             "where subscription_id = $1 and status = 'pending' order by id limit $2", sub_id, limit)
         return [dict(r) for r in rows]
 

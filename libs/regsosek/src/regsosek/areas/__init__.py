@@ -29,6 +29,11 @@ class AreaReference:
     provinces: dict[str, str] = field(default_factory=dict)
     regencies: dict[str, str] = field(default_factory=dict)
     villages: set[str] = field(default_factory=set)
+    # BPS's urban/rural classification, per village (docs/DOMAIN.md: classified per village, not by
+    # whether the regency is a city); a village in neither set is not classified in the reference
+    urban: set[str] = field(default_factory=set)
+    rural: set[str] = field(default_factory=set)
+    official_villages: dict[str, int] = field(default_factory=dict)  # province -> official village count
 
     def add(self, doc: dict) -> None:
         p = doc["province"]
@@ -36,6 +41,21 @@ class AreaReference:
         self.regencies.update({str(k): v for k, v in doc.get("regencies", {}).items()})
         for district, serials in doc.get("villages", {}).items():
             self.villages.update(f"{district}{s:03d}" for s in expand(str(serials)))
+        for kind, into in (("urban", self.urban), ("rural", self.rural)):
+            for district, serials in (doc.get(kind) or {}).items():
+                into.update(f"{district}{s:03d}" for s in expand(str(serials)))
+        if isinstance(p.get("official_villages"), int):
+            self.official_villages[str(p["code"])] = p["official_villages"]
+
+    def is_urban(self, area: str) -> bool | None:
+        """Whether BPS classifies the village of `area` (a village code or an SLS id) as urban; None
+        when the reference does not classify it (or `area` names no village)."""
+        village = area[:10]
+        if len(village) < 10:
+            return None
+        if village in self.urban:
+            return True
+        return False if village in self.rural else None
 
     def has_village(self, village: str) -> bool:
         return village in self.villages
@@ -77,17 +97,29 @@ def reference() -> AreaReference:
     return ref
 
 
+URBAN_CODES = {"1": "urban", "2": "rural"}  # BPS's classification column: 1 perkotaan, 2 perdesaan
+
+
 def from_csv(path: Path, province: str, name: str) -> dict:
+    """A reference file from CSV rows `village_id,district_id,name[,classification]`; the optional
+    fourth column is BPS's urban/rural classification of the village (1 urban, 2 rural)."""
     by_district: dict[str, list[int]] = defaultdict(list)
+    by_kind: dict[str, dict[str, list[int]]] = {"urban": defaultdict(list), "rural": defaultdict(list)}
     with path.open(newline="") as fh:
         for row in csv.reader(fh):
             # ASCII digits only: str.isdigit() and int() also take fullwidth and other Unicode digits
             if row and len(row[0]) == 10 and row[0].isascii() and row[0].isdigit() and row[0].startswith(province):
                 by_district[row[0][:7]].append(int(row[0][7:]))
+                if len(row) > 3 and (kind := URBAN_CODES.get(row[3].strip())):
+                    by_kind[kind][row[0][:7]].append(int(row[0][7:]))
     regencies = sorted({d[:4] for d in by_district})
-    return {"province": {"code": province, "name": name},
-            "regencies": {r: r for r in regencies},  # names: fill in from the regency list
-            "villages": {d: compress(s) for d, s in sorted(by_district.items())}}
+    doc = {"province": {"code": province, "name": name},
+           "regencies": {r: r for r in regencies},  # names: fill in from the regency list
+           "villages": {d: compress(s) for d, s in sorted(by_district.items())}}
+    for kind, districts in by_kind.items():
+        if districts:
+            doc[kind] = {d: compress(s) for d, s in sorted(districts.items())}
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         ref = reference()
         for code, name in sorted(ref.regencies.items()):
             print(f"{code} {name}: {len(ref.villages_of(code))} villages")
+        for code, official in sorted(ref.official_villages.items()):
+            listed = sum(v.startswith(code) for v in ref.villages)
+            print(f"province {code}: {listed} villages listed, {official} in the official count")
     return 0
 
 

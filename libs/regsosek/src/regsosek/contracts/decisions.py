@@ -162,6 +162,22 @@ class ProgrammeDecision(Contract):
     reasons: list[Text]
 
 
+class MemberDecision(Contract):
+    """One member's decision for an individual programme (PBI-JKN is decided per person, PIP per
+    student: docs/DOMAIN.md), with the member's own reasons.
+
+    The member is named by `line_no`, the member's row in Block IV of the family's form (its 1-based
+    position among the profile's members), which with the event's family id points at one person
+    without carrying a name, NIK or birth date. Reasons hold coded facts (age bands, school
+    participation, welfare group), never identifiers."""
+
+    line_no: Annotated[int, Field(ge=1, le=40)]
+    programme: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    eligible: bool
+    rule_version: str
+    reasons: list[Text]
+
+
 class EligibilityDecided(Contract):
     family_id: FamilyId
     sls_id: SlsId
@@ -177,6 +193,11 @@ class EligibilityDecided(Contract):
     # (re-classification, re-rank, replay and withdrawal each take the next); same value as the
     # family-classified published with it
     decision_seq: DecisionSeq = 0
+    # Additive, optional: the per-member decisions of individual programmes (PBI-JKN, PIP), in member
+    # order; empty for events from before them (readers that do not know the field ignore it). A
+    # programme's family-level entry in `decisions` says whether any member is eligible; a withdrawal
+    # (every programme not eligible) carries none: its family-level decisions cover every member.
+    member_decisions: list[MemberDecision] = Field(default_factory=list, max_length=400)
 
 
 class FkpAdjustment(Contract):
