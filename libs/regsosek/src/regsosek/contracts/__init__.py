@@ -19,7 +19,15 @@ from regsosek.contracts.decisions import (
     WelfareGroup,
 )
 from regsosek.contracts.household import HouseholdProfile, household_profile
-from regsosek.contracts.interview import FamilyInterview, family_id
+from regsosek.contracts.interview import (
+    FamilyInterview,
+    InterviewResult,
+    KkStatus,
+    MemberPresence,
+    SupervisorCheck,
+    SupervisorCheckOutcome,
+    family_id,
+)
 from regsosek.contracts.pseudonymous import (
     ErasureReason,
     FamilyErased,
@@ -80,6 +88,9 @@ __all__ = [
     "InterviewSubmitted",
     "InterviewVerified",
     "InterviewVerifiedV1",
+    "InterviewResult",
+    "KkStatus",
+    "MemberPresence",
     "ProgrammeDecision",
     "RosterFamily",
     "RosterStatus",
@@ -87,6 +98,8 @@ __all__ = [
     "PseudonymousMember",
     "SlsCompleted",
     "SlsRoster",
+    "SupervisorCheck",
+    "SupervisorCheckOutcome",
     "SupervisorDecision",
     "VerificationOutcome",
     "VerificationResolved",

@@ -196,18 +196,46 @@ class Sex(StrEnum):
 
 
 class Relationship(StrEnum):
-    """Relationship to the family head: head = kepala keluarga; spouse = istri/suami; child = anak (incl. step/adopted);
-    child_in_law = menantu; grandchild = cucu; parent = orang tua/mertua; other_relative = famili lain; other =
-    lainnya."""
+    """Relationship to the family head (form item 406, code in brackets): head = kepala keluarga (1); spouse =
+    istri/suami (2); child = anak, incl. step/adopted (3); child_in_law = menantu (4); grandchild = cucu (5); parent =
+    orang tua/mertua (6); domestic_worker = household helper or driver, pembantu/sopir (7); other = lainnya (8);
+    other_relative = famili lain, an earlier code of this system kept so that earlier submissions stay valid (the
+    form counts other relatives under 8)."""
 
-    HEAD = "head"  # kepala keluarga
-    SPOUSE = "spouse"
-    CHILD = "child"  # including step/adopted
-    CHILD_IN_LAW = "child_in_law"
-    GRANDCHILD = "grandchild"
-    PARENT_OR_IN_LAW = "parent"
-    OTHER_RELATIVE = "other_relative"
-    OTHER = "other"
+    HEAD = "head"  # kepala keluarga (1)
+    SPOUSE = "spouse"  # (2)
+    CHILD = "child"  # including step/adopted (3)
+    CHILD_IN_LAW = "child_in_law"  # (4)
+    GRANDCHILD = "grandchild"  # (5)
+    PARENT_OR_IN_LAW = "parent"  # (6)
+    DOMESTIC_WORKER = "domestic_worker"  # pembantu/sopir (7)
+    OTHER = "other"  # lainnya (8)
+    OTHER_RELATIVE = "other_relative"  # earlier code; the form counts it under 8
+
+
+class MemberPresence(StrEnum):
+    """Member presence (keberadaan anggota keluarga, item 404), against the prelisted family: lives_here = tinggal
+    bersama keluarga (1); died = meninggal (2); moved_within_indonesia = pindah dalam negeri (3); moved_abroad =
+    pindah ke luar negeri (4); new_member = anggota keluarga baru (5); not_found = tidak ditemukan (6). Members coded
+    2, 3, 4 or 6 were on the prelist but no longer live with the family: they explain a member count that differs
+    from the roster and are left out of the household's size."""
+
+    LIVES_HERE = "lives_here"  # (1)
+    DIED = "died"  # (2)
+    MOVED_WITHIN_INDONESIA = "moved_within_indonesia"  # (3)
+    MOVED_ABROAD = "moved_abroad"  # (4)
+    NEW_MEMBER = "new_member"  # (5)
+    NOT_FOUND = "not_found"  # (6)
+
+    @property
+    def resident(self) -> bool:
+        """Lives with the family now (counted in the household)."""
+        return self in (MemberPresence.LIVES_HERE, MemberPresence.NEW_MEMBER)
+
+    @property
+    def prelisted(self) -> bool:
+        """Was one of the prelisted family's members (everyone but a new member)."""
+        return self is not MemberPresence.NEW_MEMBER
 
 
 class MaritalStatus(StrEnum):
@@ -366,8 +394,10 @@ class Member(Contract):
     line_no: Annotated[int, Field(ge=1, le=99)]
     name: Annotated[str, StringConstraints(min_length=1, max_length=120, strip_whitespace=True)]
     nik: Nik | None = None  # members without a NIK exist (newborns, undocumented)
+    presence: MemberPresence = MemberPresence.LIVES_HERE
     sex: Sex
-    date_of_birth: date
+    date_of_birth: date | None = None  # unknown to the family: then `age` is asked instead
+    age: Annotated[int, Field(ge=0, le=150)] | None = None  # completed years, when the birth date is unknown
     relationship: Relationship
     marital_status: MaritalStatus
     pregnant: bool = False
@@ -390,6 +420,8 @@ class Member(Contract):
 
     @model_validator(mode="after")
     def _coherent(self) -> Member:
+        if self.date_of_birth is None and self.age is None:
+            raise ValueError("date_of_birth or, when it is unknown, age is required")
         if self.pregnant and self.sex is not Sex.FEMALE:
             raise ValueError("only a female member can be pregnant")
         if not self.worked_last_week and (self.hours_worked or self.job_status or self.industry):
@@ -403,10 +435,18 @@ class Member(Contract):
         return self
 
     def age_on(self, day: date) -> int:
-        years = day.year - self.date_of_birth.year
-        if (day.month, day.day) < (self.date_of_birth.month, self.date_of_birth.day):
-            years -= 1
-        return years
+        return completed_years(self.date_of_birth, self.age, day)
+
+
+def completed_years(date_of_birth: date | None, age: int | None, day: date) -> int:
+    """Age in completed years on `day` (the interview date): from the birth date, or the age the
+    family gave when the birth date is unknown."""
+    if date_of_birth is None:
+        return age if age is not None else 0
+    years = day.year - date_of_birth.year
+    if (day.month, day.day) < (date_of_birth.month, date_of_birth.day):
+        years -= 1
+    return years
 
 
 # ---------------------------------------------------------------- Block V family
@@ -483,6 +523,21 @@ class Gps(Contract):
     lon: Annotated[float, Field(ge=94.5, le=141.5)]
 
 
+class KkStatus(StrEnum):
+    """Status of the family's KK (item 115) against the prelist: as_prelisted = KK as on the prelist (1);
+    parent_family = keluarga induk, the family a split-off family left (2); split_off = keluarga pecahan, a family
+    split from a prelisted KK (3), matched to that KK on the roster (give `parent_kk_number`)."""
+
+    AS_PRELISTED = "as_prelisted"  # (1)
+    PARENT_FAMILY = "parent_family"  # keluarga induk (2)
+    SPLIT_OFF = "split_off"  # keluarga pecahan (3)
+
+
+def check_parent_kk(status: KkStatus, parent: object) -> None:
+    if parent is not None and status is not KkStatus.SPLIT_OFF:
+        raise ValueError("the parent family's KK applies only to a split-off family")
+
+
 class Location(Contract):
     """Block I: pengenalan tempat."""
 
@@ -491,8 +546,15 @@ class Location(Contract):
     building_no: Annotated[int, Field(ge=1, le=9999)]  # nomor urut bangunan (WS sketch map)
     family_no: Annotated[int, Field(ge=1, le=999)]  # nomor urut keluarga (VK1)
     kk_number: KkNumber | None = None  # a married person without a KK is a family too
+    kk_status: KkStatus = KkStatus.AS_PRELISTED
+    parent_kk_number: KkNumber | None = None  # a split-off family: the prelisted KK it split from
     address: Annotated[str, StringConstraints(max_length=300)] = ""
     gps: Gps | None = None
+
+    @model_validator(mode="after")
+    def _parent_only_when_split(self) -> Location:
+        check_parent_kk(self.kk_status, self.parent_kk_number)
+        return self
 
     @property
     def family_id(self) -> str:
@@ -504,6 +566,59 @@ def family_id(sls_id: str, building_no: int, family_no: int) -> str:
     return f"{sls_id}-{building_no:04d}-{family_no:03d}"
 
 
+class InterviewResult(StrEnum):
+    """Result of the family's interview (hasil pendataan keluarga, Block II): complete = selesai dicacah (1);
+    partly_complete = sebagian dicacah (2); no_competent_respondent = tidak ada ART/responden yang dapat memberi
+    jawaban sampai akhir masa pencacahan (3); refused = menolak (4); moved = keluarga pindah (5); not_found = tidak
+    ditemukan (6). Codes 3-6 are non-responses: the form carries no housing or members, and the family is still
+    accounted for when its SLS is completed."""
+
+    COMPLETE = "complete"  # (1)
+    PARTLY_COMPLETE = "partly_complete"  # (2)
+    NO_COMPETENT_RESPONDENT = "no_competent_respondent"  # (3)
+    REFUSED = "refused"  # (4)
+    MOVED = "moved"  # (5)
+    NOT_FOUND = "not_found"  # (6)
+
+    @property
+    def responded(self) -> bool:
+        """The family answered (fully or in part): the form carries housing and members."""
+        return self in (InterviewResult.COMPLETE, InterviewResult.PARTLY_COMPLETE)
+
+
+class SupervisorCheckOutcome(StrEnum):
+    """The supervisor's (PML) check of the form: approved = form consistent, accepted; corrected = errors corrected
+    with the officer before submission; revisit_needed = returned for a revisit (submit the revisit as a new
+    version)."""
+
+    APPROVED = "approved"
+    CORRECTED = "corrected"
+    REVISIT_NEEDED = "revisit_needed"
+
+
+class SupervisorCheck(Contract):
+    """Block II: the supervisor's (PML, pengawas) check of this form, a recorded step."""
+
+    supervisor_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]  # the PML's officer code
+    checked_on: date
+    outcome: SupervisorCheckOutcome
+
+
+NOTES_MAX = 2000
+
+
+def check_result_shape(result: InterviewResult, has_housing: bool, residents: int) -> None:
+    """A responded family's form carries its housing and at least one member living with it; a
+    non-response's carries neither."""
+    if result.responded:
+        if not has_housing:
+            raise ValueError(f"housing is required when the result is {result.value}")
+        if residents == 0:
+            raise ValueError(f"at least one member living with the family is required when the result is {result.value}")
+    elif has_housing or residents:
+        raise ValueError(f"a {result.value} form carries no housing and no members living with the family")
+
+
 class FamilyInterview(Contract):
     """Form REGSOSEK22-K: one family's interview as submitted by the officer's device."""
 
@@ -511,15 +626,28 @@ class FamilyInterview(Contract):
     version: Annotated[int, Field(ge=1, le=1000)] = 1  # a correction of the same family gets a higher version
     officer_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     interviewed_at: datetime
+    result: InterviewResult = InterviewResult.COMPLETE
+    supervisor_check: SupervisorCheck | None = None
     location: Location
-    housing: Housing
-    members: Annotated[list[Member], Field(min_length=1, max_length=40)]
+    housing: Housing | None = None  # required unless the result is a non-response
+    members: Annotated[list[Member], Field(max_length=40)]  # prelisted members (with presence) and new ones
     economy: FamilyEconomy = Field(default_factory=FamilyEconomy)
+    notes: Annotated[str, StringConstraints(max_length=NOTES_MAX)] = ""  # catatan; stays with intake
+
+    @model_validator(mode="after")
+    def _result_shape(self) -> FamilyInterview:
+        check_result_shape(self.result, self.housing is not None, len(self.residents))
+        return self
 
     @property
     def family_id(self) -> str:
         return self.location.family_id
 
     @property
+    def residents(self) -> list[Member]:
+        """Members living with the family now (not died, moved or not found)."""
+        return [m for m in self.members if m.presence.resident]
+
+    @property
     def head(self) -> Member | None:
-        return next((m for m in self.members if m.relationship is Relationship.HEAD), None)
+        return next((m for m in self.residents if m.relationship is Relationship.HEAD), None)
