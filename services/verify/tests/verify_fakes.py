@@ -186,7 +186,7 @@ class InMemoryVerifyStore:
         return [(r.family_id, r.sls_id) for r in held[:limit]]
 
     async def decided_in(self, sls_id: str) -> list[Decided]:
-        return [Decided(r.state == "verified", r.matched) for r in self.interviews.values()
+        return [Decided(r.state == "verified", r.matched, r.state == "non_response") for r in self.interviews.values()
                 if r.sls_id == sls_id and r.state != "held"]
 
     async def save_progress(self, roster: Roster, p: Progress) -> bool:
@@ -199,7 +199,7 @@ class InMemoryVerifyStore:
     async def progress_by_prefix(self, prefix: str, length: int) -> list[dict[str, str | int]]:
         groups: dict[str, dict[str, str | int]] = {}
         names = ("sls", "sls_complete", "expected", "interviewed", "verified", "flagged", "absent", "outstanding",
-                 "held")
+                 "non_response", "held")
 
         def group(sls_id: str) -> dict[str, str | int]:
             return groups.setdefault(sls_id[:length], {"grp": sls_id[:length], **dict.fromkeys(names, 0)})
@@ -209,7 +209,7 @@ class InMemoryVerifyStore:
                 g = group(sls_id)
                 g["sls"] += 1
                 g["sls_complete"] += p.complete
-                for k in ("expected", "interviewed", "verified", "flagged", "absent", "outstanding"):
+                for k in ("expected", "interviewed", "verified", "flagged", "absent", "outstanding", "non_response"):
                     g[k] += getattr(p, k)
         for r in self.interviews.values():
             if r.state == "held" and r.sls_id.startswith(prefix):

@@ -5,6 +5,12 @@ The field procedure: the officer confirms the prelist with the RT head first
 in the SLS are verified. Everything else is flagged with a reason a supervisor
 can act on. No personal data goes into the `detail` text.
 
+What the form itself records is taken as the field found it (docs/DOMAIN.md, field outcomes):
+a non-response (refused, moved, not found, no competent respondent) accounts for its roster
+family without being verified or flagged (state `non_response`, nothing published); a family
+split off a prelisted KK (keluarga pecahan) is matched to that KK; members who died, moved or
+were not found explain a member count smaller than the roster's, new members a larger one.
+
 Each handler loads one state value from the store (`InterviewState`, `RosterState`,
 `ResolutionState`, `HoldState`) and one function here decides on it (`on_interview`,
 `on_roster`, `on_resolution`, `on_hold_expired`), returning an `Outcome`: what to store
@@ -21,7 +27,9 @@ from uuid import UUID
 
 from regsosek.contracts import (
     FlagReason,
+    InterviewResult,
     InterviewSubmitted,
+    KkStatus,
     RosterStatus,
     RosterSubmitted,
     SupervisorDecision,
@@ -62,23 +70,30 @@ class Roster:
     entries: list[RosterEntry]
 
 
+NON_RESPONSE = "non_response"  # the stored state of a family accounted for by a non-response
+
+
 @dataclass(frozen=True)
 class Decision:
     verified: bool
     outcome: VerificationOutcome | None = None
     reason: FlagReason | None = None
     detail: str = ""
+    non_response: InterviewResult | None = None  # the form's result when the family did not respond
 
     @property
     def state(self) -> str:
-        """The family's state in verify's store: verified, flagged, or rejected (by a supervisor)."""
+        """The family's state in verify's store: verified, flagged, rejected (by a supervisor), or
+        non_response (accounted for, neither verified nor flagged)."""
         if self.verified:
             return "verified"
+        if self.non_response is not None:
+            return NON_RESPONSE
         return "rejected" if self.reason is FlagReason.REJECTED_BY_SUPERVISOR else "flagged"
 
     @property
     def code(self) -> str:
-        return (self.outcome or self.reason).value
+        return (self.outcome or self.reason or self.non_response).value
 
 
 _STATUS_FLAGS = {
@@ -88,10 +103,20 @@ _STATUS_FLAGS = {
 }
 
 
+_NON_RESPONSE_DETAIL = {
+    InterviewResult.NO_COMPETENT_RESPONDENT: "no competent respondent until the end of the collection period",
+    InterviewResult.REFUSED: "the family refused the interview",
+    InterviewResult.MOVED: "the officer found the family moved",
+    InterviewResult.NOT_FOUND: "the officer did not find the family",
+}
+
+
 def find_entry(iv: Interview, roster: list[RosterEntry]) -> RosterEntry | None:
-    """Match by KK number (its keyed hash) first, else by building and family serials."""
-    kk = iv.location.kk_hash
-    if kk:
+    """Match by KK number (its keyed hash) first; a family split off a prelisted KK (keluarga
+    pecahan) by the KK it split from; else by building and family serials."""
+    loc = iv.location
+    kks = [loc.kk_hash, loc.parent_kk_hash if loc.kk_status is KkStatus.SPLIT_OFF else None]
+    for kk in filter(None, kks):
         for e in roster:
             if e.kk_hash == kk:
                 return e
@@ -101,7 +126,32 @@ def find_entry(iv: Interview, roster: list[RosterEntry]) -> RosterEntry | None:
     return None
 
 
+def split_off(iv: Interview, entry: RosterEntry) -> bool:
+    """The interview is a family split from this (prelisted) roster entry's KK."""
+    loc = iv.location
+    return loc.kk_status is KkStatus.SPLIT_OFF and loc.parent_kk_hash is not None and entry.kk_hash == loc.parent_kk_hash \
+        and entry.kk_hash != loc.kk_hash
+
+
+def member_count_problem(iv: Interview, entry: RosterEntry) -> str | None:
+    """The roster counts the prelisted family's members; the form lists each of them with its
+    presence (lives here, died, moved, not found) and adds new members. A count that differs
+    only by these codes is explained; a split-off family's count is not the roster entry's
+    (that is its parent family's)."""
+    if split_off(iv, entry):
+        return None
+    prelisted = sum(1 for m in iv.members if m.presence.prelisted)
+    if entry.member_count == prelisted:
+        return None
+    if prelisted == len(iv.members) and len(iv.residents) == len(iv.members):
+        return f"roster lists {entry.member_count} members, interview has {len(iv.members)}"
+    return (f"roster lists {entry.member_count} members, interview lists {prelisted} prelisted members "
+            f"({len(iv.residents)} living with the family)")
+
+
 def decide(iv: Interview, roster: list[RosterEntry]) -> Decision:
+    if not iv.result.responded:
+        return Decision(False, detail=_NON_RESPONSE_DETAIL[iv.result], non_response=iv.result)
     entry = find_entry(iv, roster)
     if entry is None:
         return Decision(False, reason=FlagReason.NOT_ON_ROSTER,
@@ -110,9 +160,9 @@ def decide(iv: Interview, roster: list[RosterEntry]) -> Decision:
     if entry.status in _STATUS_FLAGS:
         reason, detail = _STATUS_FLAGS[entry.status]
         return Decision(False, reason=reason, detail=detail)
-    if entry.member_count != len(iv.members):
-        return Decision(False, reason=FlagReason.MEMBER_COUNT_DIFFERS,
-                        detail=f"roster lists {entry.member_count} members, interview has {len(iv.members)}")
+    problem = member_count_problem(iv, entry)
+    if problem is not None:
+        return Decision(False, reason=FlagReason.MEMBER_COUNT_DIFFERS, detail=problem)
     if entry.status is RosterStatus.ADDED:
         return Decision(True, outcome=VerificationOutcome.VERIFIED_ADDED)
     return Decision(True, outcome=VerificationOutcome.VERIFIED)
@@ -189,6 +239,9 @@ def resolve(state: str, r: VerificationResolved) -> Decision | None:
     (verify on a verified family, reject on a rejected one). The resolution is kept either way."""
     if state == "held":
         raise NotResolvable(f"family {r.family_id} is held (no roster yet), not decided; nothing to resolve")
+    if state == NON_RESPONSE:
+        raise NotResolvable(f"family {r.family_id} did not respond (accounted for, not decided); "
+                            "a revisit is submitted as a new interview version")
     if r.decision is SupervisorDecision.VERIFY:
         if state == "verified":
             return None
@@ -209,6 +262,7 @@ class Decided:
 
     verified: bool
     matched: Key | None  # the roster entry it accounts for; None when not on the roster
+    non_response: bool = False  # refused, moved, not found, no competent respondent
 
 
 @dataclass(frozen=True)
@@ -218,7 +272,8 @@ class Progress:
     verified: int
     flagged: int  # flagged or rejected
     absent: int  # roster families confirmed moved/dissolved/unknown and not interviewed
-    outstanding: int  # roster families neither interviewed nor confirmed absent
+    outstanding: int  # roster families neither interviewed nor confirmed absent nor non-responding
+    non_response: int = 0  # roster families accounted for only by a non-response (refused, moved, not found, ...)
 
     @property
     def complete(self) -> bool:
@@ -227,20 +282,27 @@ class Progress:
 
 def progress(roster: list[RosterEntry], decided: Iterable[Decided]) -> Progress:
     """Every roster family is accounted for when it was interviewed (verified or flagged, by
-    whichever interview matched it) or the RT head confirmed it absent and nobody interviewed it."""
+    whichever interview matched it), when its form records a non-response (refused, moved, not
+    found, no competent respondent), or when the RT head confirmed it absent and nobody
+    interviewed it."""
     decided = list(decided)
-    interviewed_keys = {d.matched for d in decided if d.matched is not None}
-    verified = sum(1 for d in decided if d.verified)
-    absent = outstanding = 0
+    responded = [d for d in decided if not d.non_response]
+    interviewed_keys = {d.matched for d in responded if d.matched is not None}
+    non_response_keys = {d.matched for d in decided if d.non_response and d.matched is not None}
+    verified = sum(1 for d in responded if d.verified)
+    absent = outstanding = non_response = 0
     for e in roster:
         if e.key in interviewed_keys:
             continue
-        if e.status in ABSENT:
+        if e.key in non_response_keys:
+            non_response += 1
+        elif e.status in ABSENT:
             absent += 1
         else:
             outstanding += 1
-    return Progress(expected=len(roster), interviewed=len(decided), verified=verified,
-                    flagged=len(decided) - verified, absent=absent, outstanding=outstanding)
+    return Progress(expected=len(roster), interviewed=len(responded), verified=verified,
+                    flagged=len(responded) - verified, absent=absent, outstanding=outstanding,
+                    non_response=non_response)
 
 
 # ---------------------------------------------------------------- state in, outcome out

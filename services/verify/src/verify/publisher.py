@@ -38,7 +38,11 @@ class Publisher:
                 self.verdict(uow, v, now)
 
     def verdict(self, uow: UnitOfWork, v: Verdict, now: datetime) -> None:
+        """A verified family's profile or a flag. A non-response is neither: it is stored and
+        counted in its SLS's progress, and nothing is published about the family."""
         iv, d = v.interview, v.decision
+        if d.non_response is not None:
+            return
         if d.verified:
             uow.outbox.publish(Topic.INTERVIEW_VERIFIED, iv.location.sls_id,
                                verified_event(iv, d, now, v.decision_seq), subject=iv.family_id)
@@ -47,7 +51,10 @@ class Publisher:
                                flagged_event(iv, d, now, v.decision_seq), subject=iv.family_id)
 
     def sls_completed(self, uow: UnitOfWork, roster: Roster, p: Progress, now: datetime) -> None:
+        """`absent` of the event counts every roster family accounted for without an interview:
+        confirmed absent by the RT head, or recorded as a non-response on its form (the event
+        has no separate figure for the latter; verify's progress API has)."""
         uow.outbox.publish(Topic.SLS_COMPLETED, roster.sls_id, SlsCompleted(
             sls_id=roster.sls_id, roster_revision=roster.revision, roster_submission_id=roster.submission_id,
             expected=p.expected, interviewed=p.interviewed, verified=p.verified, flagged=p.flagged,
-            absent=p.absent, completed_at=now), subject=roster.sls_id)
+            absent=p.absent + p.non_response, completed_at=now), subject=roster.sls_id)

@@ -26,6 +26,7 @@ from regsosek.contracts import (
 )
 from regsosek.messaging import PermanentError
 from verify.domain import (
+    NON_RESPONSE,
     Claim,
     ClaimsRaced,
     Decided,
@@ -308,28 +309,29 @@ class VerifyStore:
             "select state, roster_building_no, roster_family_no from interviews where sls_id = $1 and state <> 'held'",
             sls_id)
         return [Decided(r["state"] == "verified",
-                        None if r["roster_building_no"] is None else (r["roster_building_no"], r["roster_family_no"]))
+                        None if r["roster_building_no"] is None else (r["roster_building_no"], r["roster_family_no"]),
+                        r["state"] == NON_RESPONSE)
                 for r in rows]
 
     async def save_progress(self, roster: Roster, p: Progress) -> bool:
         """The SLS's counts under this roster revision; True the first time it is complete under it."""
         await self.conn.execute(
             """insert into sls_progress (sls_id, roster_revision, expected, interviewed, verified, flagged, absent,
-                                         outstanding, complete)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                         outstanding, complete, non_response)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                on conflict (sls_id) do update set roster_revision = excluded.roster_revision, expected = excluded.expected,
                  interviewed = excluded.interviewed, verified = excluded.verified, flagged = excluded.flagged,
                  absent = excluded.absent, outstanding = excluded.outstanding, complete = excluded.complete,
-                 updated_at = now()""",
+                 non_response = excluded.non_response, updated_at = now()""",
             roster.sls_id, roster.revision, p.expected, p.interviewed, p.verified, p.flagged, p.absent, p.outstanding,
-            p.complete,
+            p.complete, p.non_response,
         )
         if not p.complete:
             return False
         return bool(await self.conn.fetchval(
-            "insert into sls_completions (sls_id, roster_revision, expected, interviewed, verified, flagged, absent) "
-            "values ($1, $2, $3, $4, $5, $6, $7) on conflict do nothing returning true",
-            roster.sls_id, roster.revision, p.expected, p.interviewed, p.verified, p.flagged, p.absent,
+            "insert into sls_completions (sls_id, roster_revision, expected, interviewed, verified, flagged, absent, "
+            "non_response) values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict do nothing returning true",
+            roster.sls_id, roster.revision, p.expected, p.interviewed, p.verified, p.flagged, p.absent, p.non_response,
         ))
 
     async def progress_by_prefix(self, prefix: str, length: int) -> list[dict[str, str | int]]:
@@ -339,7 +341,8 @@ class VerifyStore:
             """with p as (
                  select left(sls_id, $2) as grp, count(*) as sls, count(*) filter (where complete) as sls_complete,
                         sum(expected) as expected, sum(interviewed) as interviewed, sum(verified) as verified,
-                        sum(flagged) as flagged, sum(absent) as absent, sum(outstanding) as outstanding
+                        sum(flagged) as flagged, sum(absent) as absent, sum(outstanding) as outstanding,
+                        sum(non_response) as non_response
                  from sls_progress where sls_id like $1 || '%' group by 1),
                h as (
                  select left(sls_id, $2) as grp, count(*) as held
@@ -349,7 +352,7 @@ class VerifyStore:
                       coalesce(p.expected, 0) as expected, coalesce(p.interviewed, 0) as interviewed,
                       coalesce(p.verified, 0) as verified, coalesce(p.flagged, 0) as flagged,
                       coalesce(p.absent, 0) as absent, coalesce(p.outstanding, 0) as outstanding,
-                      coalesce(h.held, 0) as held
+                      coalesce(p.non_response, 0) as non_response, coalesce(h.held, 0) as held
                from p full join h on p.grp = h.grp order by 1""",
             prefix, length,
         )

@@ -8,7 +8,8 @@ address, GPS), and classify kept it in its database. Classify needs none of that
 keys and publishes by) and nothing else:
 
 - per member living with the family (item 404: lives here or new member; members who died,
-  moved or were not found are left out of the household), in the interview's order: the **age in completed years on the interview date**
+  moved or were not found are left out of the household), in the interview's order: the
+  **age in completed years on the interview date**
   (computed by verify when it builds the event, `household_profile`; never the birth date),
   sex, relationship to the head, pregnancy, school participation, highest diploma, work
   last week with industry and status, and the worst functional difficulty;

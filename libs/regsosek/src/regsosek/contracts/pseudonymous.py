@@ -3,7 +3,8 @@ identifiers (issue 11: pseudonymised events).
 
 `interview.submitted.v2` (`InterviewSubmitted`) and `sls.roster.v2` (`RosterSubmitted`) carry, in
 place of each NIK and KK number, its keyed hash (`regsosek.pseudonyms`, HMAC-SHA256 under intake's
-NIK hash key), and no names, address, GPS or the form's free-text notes (which may name people). Birth dates stay: verify computes the ages of
+NIK hash key), and no names, address, GPS or the form's free-text notes (which may name people).
+Birth dates stay: verify computes the ages of
 classify's household profile from them (a birth date alone does not identify a person; with
 the family id it is personal data and protected as such, docs/DATA_INVENTORY.md).
 
@@ -142,8 +143,10 @@ class InterviewSubmitted(Contract):
         return [m for m in self.members if m.presence.resident]
 
     def nik_hashes(self) -> dict[bytes, int]:
-        """Each member's NIK hash (as stored in verify's nik_claims) -> its line number."""
-        return {bytes.fromhex(m.nik_hash): m.line_no for m in self.members if m.nik_hash}
+        """Each member's NIK hash (as stored in verify's nik_claims) -> its line number, of the
+        members living with the family (one who died, moved or was not found claims no NIK: a
+        member who moved may be on another family's form)."""
+        return {bytes.fromhex(m.nik_hash): m.line_no for m in self.residents if m.nik_hash}
 
 
 def pseudonymise_interview(iv: FamilyInterview, key: str) -> InterviewSubmitted:
