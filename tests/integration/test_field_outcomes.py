@@ -1,0 +1,108 @@
+"""Field outcomes on the real stack (intake's HTTP API, Kafka, verify on PostgreSQL), as the
+form records them (docs/DOMAIN.md):
+
+- a refusal is accepted without housing or members, and its SLS completes (the refused
+  family accounted for, neither verified nor flagged);
+- a family split off a prelisted KK (keluarga pecahan) is matched to that KK and verified,
+  not flagged "not on roster";
+- a member who died explains a household smaller than the roster's: verified, and the
+  household profile classify receives holds only the members living with the family.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from regsosek.topics import Topic
+
+from itkit import Submitter, World, eventually, family, family_id_of, new_sls_id, read_topic, roster
+
+pytestmark = pytest.mark.integration
+
+WAIT = 60  # seconds any one expected effect may take on a busy two-core machine
+
+
+@pytest.fixture(scope="module")
+async def census(stack):
+    world = await World(["intake", "verify"]).setup()
+    try:
+        intake, _verify = await world.start("intake", "verify")
+        async with httpx.AsyncClient(base_url=intake.url, timeout=10) as c:
+            yield world, Submitter(c)
+    finally:
+        await world.teardown()
+
+
+async def published(world: World, topic: Topic, key: str) -> list[dict]:
+    return [json.loads(r.value) for r in await read_topic(world.topic(topic)) if r.key == key.encode()]
+
+
+async def verified(world: World, family_id: str) -> dict | None:
+    for e in await published(world, Topic.INTERVIEW_VERIFIED, family_id[:14]):
+        if e["family_id"] == family_id:
+            return e
+    return None
+
+
+async def verify_state(world: World, family_id: str) -> tuple[str, str] | None:
+    rows = await world.fetch("verify", "select state, outcome from interviews where family_id = $1", family_id)
+    return (rows[0]["state"], rows[0]["outcome"]) if rows else None
+
+
+async def test_a_refusal_completes_its_sls(census):
+    world, s = census
+    sls = new_sls_id()
+    (e1, iv1), (e2, iv2) = family(sls, 1), family(sls, 2)
+    await s.submit("/v1/rosters", roster(sls, [e1, e2]), retry_for=30)
+    await s.submit("/v1/interviews", iv1, retry_for=30)
+    refusal = {k: v for k, v in iv2.items() if k != "housing"} | {"result": "refused", "members": []}
+    receipt = await s.submit("/v1/interviews", refusal, retry_for=30)
+    assert receipt["status"] == "accepted", receipt
+
+    async def completed():
+        return await published(world, Topic.SLS_COMPLETED, sls) or None
+
+    (done,) = await eventually(completed, timeout=WAIT, what="the SLS with a refusal to complete")
+    assert {k: done[k] for k in ("expected", "interviewed", "verified", "flagged", "absent")} == {
+        "expected": 2, "interviewed": 1, "verified": 1, "flagged": 0, "absent": 1}
+    assert await verify_state(world, family_id_of(iv2)) == ("non_response", "refused")
+    flags = await published(world, Topic.INTERVIEW_FLAGGED, sls)
+    assert [f for f in flags if f["family_id"] == family_id_of(iv2)] == []
+    (progress,) = await world.fetch("verify", "select non_response, outstanding, complete from sls_progress "
+                                              "where sls_id = $1", sls)
+    assert dict(progress) == {"non_response": 1, "outstanding": 0, "complete": True}
+
+
+async def test_a_split_off_family_is_matched_to_its_prelisted_kk(census):
+    world, s = census
+    sls = new_sls_id()
+    (parent_entry, parent), (_, child) = family(sls, 1), family(sls, 2)
+    await s.submit("/v1/rosters", roster(sls, [parent_entry]), retry_for=30)
+    child["location"].update(kk_status="split_off", parent_kk_number=parent_entry["kk_number"])
+    assert child["location"]["kk_number"] != parent_entry["kk_number"]
+    await s.submit("/v1/interviews", child, retry_for=30)
+    e = await eventually(lambda: verified(world, family_id_of(child)), timeout=WAIT,
+                         what="the split-off family to be verified")
+    assert e["outcome"] == "verified"
+    (row,) = await world.fetch("verify", "select roster_building_no, roster_family_no from interviews "
+                                         "where family_id = $1", family_id_of(child))
+    assert (row["roster_building_no"], row["roster_family_no"]) == (1, 1)  # the parent family's roster entry
+    await s.submit("/v1/interviews", parent, retry_for=30)
+    await eventually(lambda: verified(world, family_id_of(parent)), timeout=WAIT, what="the parent family verified")
+
+
+async def test_a_member_who_died_explains_a_smaller_member_count(census):
+    world, s = census
+    sls = new_sls_id()
+    entry, iv = family(sls, 1)
+    assert entry["member_count"] == len(iv["members"]) == 3
+    iv["members"][2]["presence"] = "died"
+    await s.submit("/v1/rosters", roster(sls, [entry]), retry_for=30)
+    await s.submit("/v1/interviews", iv, retry_for=30)
+    e = await eventually(lambda: verified(world, family_id_of(iv)), timeout=WAIT,
+                         what="the family with a member who died to be verified")
+    assert e["outcome"] == "verified"
+    assert len(e["profile"]["members"]) == 2  # the household is who lives with the family now
