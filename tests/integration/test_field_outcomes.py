@@ -6,17 +6,21 @@ form records them (docs/DOMAIN.md):
 - a family split off a prelisted KK (keluarga pecahan) is matched to that KK and verified,
   not flagged "not on roster";
 - a member who died explains a household smaller than the roster's: verified, and the
-  household profile classify receives holds only the members living with the family.
+  household profile classify receives holds only the members living with the family;
+- verify's retention rule empties final interview bodies and keeps flagged ones.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import httpx
 import pytest
 
 from regsosek.topics import Topic
+from verify.store import VerifyStore
 
 from itkit import Submitter, World, eventually, family, family_id_of, new_sls_id, read_topic, roster
 
@@ -106,3 +110,33 @@ async def test_a_member_who_died_explains_a_smaller_member_count(census):
                          what="the family with a member who died to be verified")
     assert e["outcome"] == "verified"
     assert len(e["profile"]["members"]) == 2  # the household is who lives with the family now
+
+
+async def test_final_interview_bodies_expire_and_flagged_ones_stay(census):
+    """Verify's retention rule (its SQL, run as the retention task runs it, with a cut-off in the
+    future standing in for REGSOSEK_INTERVIEW_BODY_RETENTION_DAYS having passed)."""
+    world, s = census
+    sls = new_sls_id()
+    (e1, iv1), (e2, iv2) = family(sls, 1), family(sls, 2)
+    e2["member_count"] = 5  # the interview lists 3: flagged, waiting for a supervisor
+    await s.submit("/v1/rosters", roster(sls, [e1, e2]), retry_for=30)
+    for doc in (iv1, iv2):
+        await s.submit("/v1/interviews", doc, retry_for=30)
+
+    async def decided():
+        rows = await world.fetch("verify", "select family_id, state from interviews where sls_id = $1", sls)
+        states = {r["family_id"]: r["state"] for r in rows}
+        return states if sorted(states.values()) == ["flagged", "verified"] else None
+
+    await eventually(decided, timeout=WAIT, what="one family verified and one flagged")
+    conn = await asyncpg.connect(world.dsn("verify"), timeout=10)
+    try:
+        while await VerifyStore(conn).expire_bodies(datetime.now(UTC) + timedelta(days=1), 1000):
+            pass
+    finally:
+        await conn.close()
+    rows = await world.fetch("verify", "select family_id, state, outcome, body is null as emptied, "
+                                       "body_expired_at is not null as stamped from interviews where sls_id = $1", sls)
+    got = {r["family_id"]: (r["state"], r["outcome"], r["emptied"], r["stamped"]) for r in rows}
+    assert got == {family_id_of(iv1): ("verified", "verified", True, True),
+                   family_id_of(iv2): ("flagged", "member_count_differs", False, False)}

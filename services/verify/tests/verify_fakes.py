@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 
 from regsosek import audit
 from regsosek.contracts import FamilyErased, RosterSubmitted, VerificationResolved
 from verify.domain import (
+    FINAL_STATES,
     Claim,
     ClaimsRaced,
     Decided,
@@ -55,6 +57,7 @@ class Row:
     traceparent: str | None = None
     matched: Key | None = None
     roster_revision: int | None = None
+    decided_at: float | None = None  # the store's clock (seconds) when last decided
 
     def stored(self, *, with_body: bool = True) -> Stored:
         return Stored(self.family_id, self.sls_id, self.version, self.submission_id, self.state, self.outcome,
@@ -175,7 +178,7 @@ class InMemoryVerifyStore:
             return
         row = self.interviews[v.interview.family_id]
         row.state, row.outcome, row.detail, row.decision_seq = d.state, d.code, d.detail, v.decision_seq
-        row.held_since, row.arrival = None, next(self._order)
+        row.held_since, row.arrival, row.decided_at = None, next(self._order), self.now
         row.matched, row.roster_revision = v.matched, v.roster_revision
 
     # ---------------------------------------------------------------- holds and progress
@@ -217,6 +220,13 @@ class InMemoryVerifyStore:
         return [groups[k] for k in sorted(groups)]
 
     # ---------------------------------------------------------------- erasure and the audit log
+
+    async def expire_bodies(self, before: datetime, limit: int) -> int:
+        due = sorted((r for r in self.interviews.values() if r.interview is not None and r.state in FINAL_STATES
+                      and r.decided_at is not None and r.decided_at < before.timestamp()), key=lambda r: r.decided_at)
+        for r in due[:limit]:
+            r.interview, r.traceparent = None, None
+        return len(due[:limit])
 
     async def erase_family(self, e: FamilyErased) -> dict[str, int]:
         key = (int(e.family_id[15:19]), int(e.family_id[20:23]))

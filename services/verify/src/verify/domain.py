@@ -71,6 +71,10 @@ class Roster:
 
 
 NON_RESPONSE = "non_response"  # the stored state of a family accounted for by a non-response
+# States after which nothing is decided on the interview's body any more but a new version:
+# its body may be emptied once old (REGSOSEK_INTERVIEW_BODY_RETENTION_DAYS). A flagged family
+# waits for its supervisor, a held one for its roster: they keep it.
+FINAL_STATES = ("verified", "rejected", NON_RESPONSE)
 
 
 @dataclass(frozen=True)
@@ -510,7 +514,7 @@ def on_resolution(state: ResolutionState, r: VerificationResolved) -> Outcome:
         raise NotResolvable(f"no interview for family {r.family_id} to resolve")
     d = resolve(stored.state, r)
     if stored.interview is None:
-        raise NotResolvable(f"family {r.family_id} was erased; nothing to resolve")
+        raise NotResolvable(f"family {r.family_id} was erased or its interview expired; nothing to resolve")
     iv = stored.interview
     if d is None:
         return Outcome(resolution=(r, iv.version))  # already so; the resolution is kept

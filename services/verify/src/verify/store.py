@@ -12,6 +12,8 @@ address or GPS), and an erased family keeps only ids and outcomes (`erase_family
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
 from regsosek import audit
@@ -26,6 +28,7 @@ from regsosek.contracts import (
 )
 from regsosek.messaging import PermanentError
 from verify.domain import (
+    FINAL_STATES,
     NON_RESPONSE,
     Claim,
     ClaimsRaced,
@@ -357,6 +360,19 @@ class VerifyStore:
             prefix, length,
         )
         return [{k: (v if k == "grp" else int(v)) for k, v in r.items()} for r in rows]
+
+    # ---------------------------------------------------------------- retention
+
+    async def expire_bodies(self, before: datetime, limit: int) -> int:
+        """Empties up to `limit` interview bodies decided before `before` whose state is final
+        (domain.FINAL_STATES), oldest first; rows a handler holds are skipped (the next pass takes
+        them). The row stays: ids, outcome, roster match (progress figures), `body_expired_at`."""
+        return int((await self.conn.execute(
+            """update interviews set body = null, traceparent = null, body_expired_at = now()
+               where family_id in (select family_id from interviews
+                                   where body is not null and state = any($3::text[]) and decided_at < $1
+                                   order by decided_at limit $2 for update skip locked)""",
+            before, limit, list(FINAL_STATES))).split()[-1])
 
     # ---------------------------------------------------------------- erasure and the audit log
 
