@@ -20,7 +20,10 @@ from pydantic import ValidationError
 
 from regsosek import areas
 from regsosek.contracts import Contract, FamilyInterview, FkpAdjustment, SlsRoster, VerificationResolved
-from regsosek.contracts.interview import Member, Relationship, Sex
+from regsosek.contracts.interview import DifficultyLevel, Member, Relationship, Sex
+
+# A disability in the Washington Group sense: a lot of difficulty, or cannot, in some domain.
+DISABILITY = frozenset({DifficultyLevel.A_LOT, DifficultyLevel.CANNOT})
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,9 @@ def _member_problems(m: Member, p: str, day: date, head_age: int | None) -> tupl
         errors.append(Problem(f"{p}/pregnant", "pregnancy outside ages 10-55"))
     if m.under5_nutrition is not None and age >= 5:
         errors.append(Problem(f"{p}/under5_nutrition", "applies only to children under five"))
+    if m.has_caregiver is not None and age < 60 and m.difficulty not in DISABILITY:
+        errors.append(Problem(f"{p}/has_caregiver", "asked only of members aged 60+ or with a disability "
+                                                    "(a lot of difficulty, or cannot, in a functional domain)"))
     if head_age is not None:
         if m.relationship in (Relationship.CHILD, Relationship.GRANDCHILD) and age >= head_age:
             errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} not younger than the head"))

@@ -146,6 +146,26 @@ class ToiletFacility(StrEnum):
     NONE = "none"
 
 
+class ToiletType(StrEnum):
+    """Type of the toilet bowl (jenis kloset): gooseneck = leher angsa (1); plengsengan = plengsengan with a lid (2);
+    plengsengan_open = plengsengan without a lid (3); cemplung = cemplung/cubluk, a drop pit (4). Asked when the
+    family has a defecation facility."""
+
+    GOOSENECK = "gooseneck"  # leher angsa (1)
+    PLENGSENGAN = "plengsengan"  # with a lid (2)
+    PLENGSENGAN_OPEN = "plengsengan_open"  # without a lid (3)
+    CEMPLUNG = "cemplung"  # cemplung/cubluk (4)
+
+
+class SepticDistance(StrEnum):
+    """Distance from the drinking-water source to the septic tank or faeces pit: lt_10m = under 10 m (1); ge_10m = 10 m
+    or more (2); dont_know = tidak tahu (3)."""
+
+    LT_10M = "lt_10m"
+    GE_10M = "ge_10m"
+    DONT_KNOW = "dont_know"
+
+
 class FaecesDisposal(StrEnum):
     """Final disposal of faeces: septic_tank = tangki septik; ipal = wastewater treatment plant; pit = lubang tanah; open
     = pond, river, field, beach; other."""
@@ -171,10 +191,17 @@ class Housing(Contract):
     installed_power: InstalledPower | None = None
     cooking_fuel: CookingFuel
     toilet: ToiletFacility
+    toilet_type: ToiletType | None = None  # asked when there is a facility
     faeces_disposal: FaecesDisposal
+    septic_distance: SepticDistance | None = None  # asked when faeces go to a septic tank or a pit
 
     @model_validator(mode="after")
     def _power_only_with_pln(self) -> Housing:
+        if self.toilet_type is not None and self.toilet is ToiletFacility.NONE:
+            raise ValueError("toilet_type applies only when there is a defecation facility")
+        if self.septic_distance is not None and self.faeces_disposal not in (FaecesDisposal.SEPTIC_TANK,
+                                                                             FaecesDisposal.PIT):
+            raise ValueError("septic_distance applies only to a septic tank or a pit")
         if self.land_title is not None and self.tenure is not Tenure.OWNED:
             raise ValueError("land_title applies only to an owned dwelling")
         if self.lighting in (LightingSource.PLN_METERED, LightingSource.PLN_UNMETERED):
@@ -272,13 +299,15 @@ class Diploma(StrEnum):
 
 class JobStatus(StrEnum):
     """Status in main job: self_employed = berusaha sendiri; employer_temporary = with temporary/unpaid workers;
-    employer_permanent = with permanent paid workers; employee = buruh/karyawan/pegawai; casual = pekerja bebas;
-    family_worker = pekerja keluarga/tidak dibayar."""
+    employer_permanent = with permanent paid workers; employee = buruh/karyawan/pegawai swasta (private employee);
+    civil_servant = PNS/TNI/Polri/BUMN/BUMD/pejabat negara (civil servant, military, police, state enterprise or state
+    official); casual = pekerja bebas; family_worker = pekerja keluarga/tidak dibayar."""
 
     SELF_EMPLOYED = "self_employed"
     EMPLOYER_WITH_TEMPORARY = "employer_temporary"
     EMPLOYER_WITH_PERMANENT = "employer_permanent"
     EMPLOYEE = "employee"
+    CIVIL_SERVANT = "civil_servant"  # PNS/TNI/Polri/BUMN/BUMD/pejabat negara
     CASUAL_WORKER = "casual"
     UNPAID_FAMILY_WORKER = "family_worker"
 
@@ -350,14 +379,16 @@ class Business(Contract):
 
 
 class Under5Nutrition(StrEnum):
-    """Growth of a child under five as recorded in the child's growth book (KMS/buku KIA): normal; underweight; stunted;
-    wasted; not_recorded."""
+    """Nutrition of a child under five as the form codes it from the growth record (KMS/buku KIA): wasted = gizi
+    kurang/buruk, wasting; stunted = pendek, stunting; not_recorded = no record (tidak ada catatan); dont_know = tidak
+    tahu; normal and underweight are earlier codes of this system, kept so that earlier submissions stay valid."""
 
-    NORMAL = "normal"
-    UNDERWEIGHT = "underweight"
-    STUNTED = "stunted"
-    WASTED = "wasted"
-    NOT_RECORDED = "not_recorded"
+    WASTED = "wasted"  # wasting
+    STUNTED = "stunted"  # stunting
+    NOT_RECORDED = "not_recorded"  # no record
+    DONT_KNOW = "dont_know"
+    NORMAL = "normal"  # earlier code
+    UNDERWEIGHT = "underweight"  # earlier code
 
 
 class FunctionalDifficulties(Contract):
@@ -375,6 +406,44 @@ class FunctionalDifficulties(Contract):
     def worst(self) -> DifficultyLevel:
         order = list(DifficultyLevel)
         return max((getattr(self, f) for f in type(self).model_fields), key=order.index)
+
+
+class ChronicDisease(StrEnum):
+    """Chronic diseases (penyakit kronis/menahun) the member has: hypertension; rheumatism; asthma; heart = heart
+    disease; diabetes; tuberculosis; stroke; cancer; kidney_failure = gagal ginjal; haemophilia; hiv_aids;
+    cholesterol; liver_cirrhosis; thalassaemia; leukaemia; alzheimer; other."""
+
+    HYPERTENSION = "hypertension"
+    RHEUMATISM = "rheumatism"
+    ASTHMA = "asthma"
+    HEART = "heart"
+    DIABETES = "diabetes"
+    TUBERCULOSIS = "tuberculosis"
+    STROKE = "stroke"
+    CANCER = "cancer"
+    KIDNEY_FAILURE = "kidney_failure"
+    HAEMOPHILIA = "haemophilia"
+    HIV_AIDS = "hiv_aids"
+    CHOLESTEROL = "cholesterol"
+    LIVER_CIRRHOSIS = "liver_cirrhosis"
+    THALASSAEMIA = "thalassaemia"
+    LEUKAEMIA = "leukaemia"
+    ALZHEIMER = "alzheimer"
+    OTHER = "other"
+
+
+class SocialSecurity(StrEnum):
+    """Employment social security held (jaminan sosial ketenagakerjaan, several may apply): jkk = BPJS work-accident
+    insurance (Jaminan Kecelakaan Kerja); jkm = death benefit (Jaminan Kematian); jht = old-age savings (Jaminan Hari
+    Tua); jp = pension (Jaminan Pensiun); civil_pension = Taspen/Asabri pension of civil servants, military and
+    police; private = private pension or insurance."""
+
+    JKK = "jkk"
+    JKM = "jkm"
+    JHT = "jht"
+    JP = "jp"
+    CIVIL_PENSION = "civil_pension"
+    PRIVATE = "private"
 
 
 class MemberProgramme(StrEnum):
@@ -412,14 +481,17 @@ class Member(Contract):
     business: Business | None = None  # details when has_business
     difficulty: DifficultyLevel = DifficultyLevel.NONE  # worst functional difficulty across domains
     difficulties: FunctionalDifficulties | None = None  # per domain, when asked
-    has_caregiver: bool | None = None  # asked of members with a disability or chronic disease
+    has_caregiver: bool | None = None  # asked of members aged 60+ or with a disability
     chronic_disease: bool = False
+    chronic_diseases: list[ChronicDisease] = Field(default_factory=list, max_length=len(ChronicDisease))
     under5_nutrition: Under5Nutrition | None = None  # children under five only
     health_insurance: HealthInsurance = HealthInsurance.NONE
+    social_security: list[SocialSecurity] = Field(default_factory=list, max_length=len(SocialSecurity))
     programmes: list[MemberProgramme] = Field(default_factory=list, max_length=len(MemberProgramme))
 
     @model_validator(mode="after")
     def _coherent(self) -> Member:
+        check_member_lists(self.chronic_disease, self.chronic_diseases, self.social_security)
         if self.date_of_birth is None and self.age is None:
             raise ValueError("date_of_birth or, when it is unknown, age is required")
         if self.pregnant and self.sex is not Sex.FEMALE:
@@ -436,6 +508,14 @@ class Member(Contract):
 
     def age_on(self, day: date) -> int:
         return completed_years(self.date_of_birth, self.age, day)
+
+
+def check_member_lists(chronic: bool, diseases: list, social_security: list) -> None:
+    if diseases and not chronic:
+        raise ValueError("chronic_diseases apply only when chronic_disease is true")
+    for name, codes in (("chronic_diseases", diseases), ("social_security", social_security)):
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"each code of {name} may appear once")
 
 
 def completed_years(date_of_birth: date | None, age: int | None, day: date) -> int:
@@ -490,6 +570,33 @@ class Asset(StrEnum):
     OTHER_HOUSE = "other_house"
 
 
+class ProgrammeReceipt(Contract):
+    """The month and year the family last received a programme (bulan dan tahun terakhir menerima)."""
+
+    programme: Programme
+    month: Annotated[int, Field(ge=1, le=12)]
+    year: Annotated[int, Field(ge=2000, le=2100)]
+
+
+class InternetType(StrEnum):
+    """How the family reaches the internet (several may apply): fixed = fixed line or home wifi; mobile = mobile data;
+    public_wifi = public or shared wifi."""
+
+    FIXED = "fixed"
+    MOBILE = "mobile"
+    PUBLIC_WIFI = "public_wifi"
+
+
+class AccountType(StrEnum):
+    """Active accounts a family member holds (several may apply): bank; cooperative = koperasi; other_institution = other
+    financial institution (pegadaian, microfinance); e_wallet = dompet digital."""
+
+    BANK = "bank"
+    COOPERATIVE = "cooperative"
+    OTHER_INSTITUTION = "other_institution"
+    E_WALLET = "e_wallet"
+
+
 class Livestock(Contract):
     cattle: Annotated[int, Field(ge=0, le=10_000)] = 0
     buffalo: Annotated[int, Field(ge=0, le=10_000)] = 0
@@ -504,15 +611,29 @@ class FamilyEconomy(Contract):
     programmes_received: list[Programme] = Field(default_factory=list, max_length=len(Programme))
     assets: list[Asset] = Field(default_factory=list, max_length=len(Asset))
     livestock: Livestock = Field(default_factory=Livestock)
+    last_receipts: list[ProgrammeReceipt] = Field(default_factory=list, max_length=len(Programme))
     internet_access: bool = False
-    bank_account: bool = False
+    internet_types: list[InternetType] = Field(default_factory=list, max_length=len(InternetType))
+    bank_account: bool = False  # an active account or e-wallet
+    account_types: list[AccountType] = Field(default_factory=list, max_length=len(AccountType))
 
-    @field_validator("programmes_received", "assets")
+    @field_validator("programmes_received", "assets", "internet_types", "account_types")
     @classmethod
     def _no_repeats(cls, v: list) -> list:
         if len(set(v)) != len(v):
             raise ValueError("each code may appear once")
         return v
+
+    @model_validator(mode="after")
+    def _details_follow_answers(self) -> FamilyEconomy:
+        received = [r.programme for r in self.last_receipts]
+        if len(set(received)) != len(received) or not set(received) <= set(self.programmes_received):
+            raise ValueError("last_receipts: one per programme, and only for programmes received")
+        if self.internet_types and not self.internet_access:
+            raise ValueError("internet_types apply only when internet_access is true")
+        if self.account_types and not self.bank_account:
+            raise ValueError("account_types apply only when bank_account is true")
+        return self
 
 
 # ---------------------------------------------------------------- Block I + the form

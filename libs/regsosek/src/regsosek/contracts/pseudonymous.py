@@ -25,6 +25,7 @@ from regsosek.contracts.base import Contract
 from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId, SubSls
 from regsosek.contracts.interview import (
     Business,
+    ChronicDisease,
     DifficultyLevel,
     Diploma,
     FamilyEconomy,
@@ -43,6 +44,7 @@ from regsosek.contracts.interview import (
     Relationship,
     SchoolParticipation,
     Sex,
+    SocialSecurity,
     SupervisorCheck,
     Under5Nutrition,
     check_parent_kk,
@@ -79,8 +81,10 @@ class PseudonymousMember(Contract):
     difficulties: FunctionalDifficulties | None = None
     has_caregiver: bool | None = None
     chronic_disease: bool = False
+    chronic_diseases: list[ChronicDisease] = Field(default_factory=list, max_length=len(ChronicDisease))
     under5_nutrition: Under5Nutrition | None = None
     health_insurance: HealthInsurance = HealthInsurance.NONE
+    social_security: list[SocialSecurity] = Field(default_factory=list, max_length=len(SocialSecurity))
     programmes: list[MemberProgramme] = Field(default_factory=list, max_length=len(MemberProgramme))
 
     @model_validator(mode="after")
