@@ -140,3 +140,34 @@ async def test_final_interview_bodies_expire_and_flagged_ones_stay(census):
     got = {r["family_id"]: (r["state"], r["outcome"], r["emptied"], r["stamped"]) for r in rows}
     assert got == {family_id_of(iv1): ("verified", "verified", True, True),
                    family_id_of(iv2): ("flagged", "member_count_differs", False, False)}
+
+
+async def test_an_sls_split_during_listing_keeps_the_families_already_verified(census):
+    """PSLS: after two families of an SLS were verified, the SLS is split: a new SLS of the same
+    village lists one of them (same KK), and the old SLS's roster is revised without it."""
+    world, s = census
+    sls = new_sls_id()
+    new_sls = sls[:10] + ("0001" if sls[10:] != "0001" else "0002")
+    (e1, iv1), (e2, iv2) = family(sls, 1), family(sls, 2)
+    await s.submit("/v1/rosters", roster(sls, [e1, e2]), retry_for=30)
+    for doc in (iv1, iv2):
+        await s.submit("/v1/interviews", doc, retry_for=30)
+    await eventually(lambda: verified(world, family_id_of(iv2)), timeout=WAIT, what="family 2 verified")
+    await s.submit("/v1/rosters", roster(new_sls, [e2 | {"building_no": 7}]), retry_for=30)
+
+    async def completed(sls_id: str):
+        return await published(world, Topic.SLS_COMPLETED, sls_id) or None
+
+    (done,) = await eventually(lambda: completed(new_sls), timeout=WAIT, what="the new SLS to complete")
+    assert (done["expected"], done["interviewed"], done["absent"]) == (1, 0, 1)
+    await s.submit("/v1/rosters", roster(sls, [e1]), retry_for=30)  # the old SLS revised without family 2
+
+    async def revised():
+        rows = await world.fetch("verify", "select roster_revision from interviews where family_id = $1",
+                                 family_id_of(iv1))
+        return rows and rows[0]["roster_revision"] == 2
+
+    await eventually(revised, timeout=WAIT, what="the old SLS's revision to be applied")
+    assert await verify_state(world, family_id_of(iv2)) == ("verified", "verified")
+    flags = await published(world, Topic.INTERVIEW_FLAGGED, sls)
+    assert [f for f in flags if f["family_id"] == family_id_of(iv2)] == []

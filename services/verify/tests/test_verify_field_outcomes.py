@@ -172,3 +172,48 @@ def test_progress_counts_a_non_response_apart_and_an_interview_over_it_wins():
 def test_a_non_response_is_decided_without_a_roster_entry():
     d = decide(refusal(9), [])
     assert (d.verified, d.state, d.code) == (False, "non_response", "refused")
+
+
+# ---------------------------------------------------------------- SLS changes (PSLS: splits, merges, renames)
+
+NEW_SLS = SLS[:10] + "0077"  # another SLS of the same village
+
+
+def moved_family(building: int, *, to_building: int, members: int = 2):
+    """The roster entry, on the new SLS's roster, of the family prelisted in `building` of SLS."""
+    e = family(building, members=members)
+    return e.model_copy(update={"building_no": to_building})
+
+
+async def test_an_sls_split_keeps_families_already_verified(verify):
+    await verify.send(roster(family(1), family(2)))
+    first, second = submitted(document(building=1)), submitted(document(building=2))
+    for iv in (first, second):
+        await verify.send(iv)
+    uow = await verify.send(roster(moved_family(2, to_building=1), sls=NEW_SLS))  # split: family 2 moves
+    assert only(uow, SlsCompleted).absent == 1  # accounted for by its interview under the old SLS
+    uow = await verify.send(roster(family(1)))  # the old SLS's revision without family 2
+    assert uow.events(InterviewFlagged) == [] and uow.events(InterviewVerified) == []
+    assert verify.state(second.family_id) == ("verified", "verified", 1)
+    assert verify.store.interviews[second.family_id].matched is None  # no longer on its old SLS's roster
+    (_, p) = verify.store.progress[NEW_SLS]
+    assert (p.expected, p.relocated, p.outstanding, p.complete) == (1, 1, 0, True)
+
+
+async def test_a_family_interviewed_under_its_old_sls_after_a_merge_is_matched_on_the_new_roster(verify):
+    await verify.send(roster(moved_family(3, to_building=9), moved_family(4, to_building=10), sls=NEW_SLS))
+    iv = submitted(document(building=3))  # the officer still used the old SLS: no roster there
+    uow = await verify.send(iv)
+    assert uow.events(InterviewVerified) == []  # held: its own SLS has no roster
+    await verify.send(roster(family(5)))  # the old SLS's roster, without families 3 and 4
+    assert verify.state(iv.family_id) == ("verified", "verified", 1)
+    (_, p) = verify.store.progress[NEW_SLS]
+    assert (p.relocated, p.outstanding) == (1, 1)  # family 4 still to be interviewed
+
+
+async def test_a_family_moved_to_another_village_is_not_matched_by_kk(verify):
+    other_village = "6472010002" + "0001"
+    await verify.send(roster(moved_family(2, to_building=1), sls=other_village))
+    await verify.send(roster(family(1)))
+    uow = await verify.send(submitted(document(building=2)))
+    assert only(uow, InterviewFlagged).reason is FlagReason.NOT_ON_ROSTER

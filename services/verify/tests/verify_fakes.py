@@ -10,7 +10,7 @@ and the save, as another instance's transaction can."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import asyncpg
@@ -36,6 +36,7 @@ from verify.domain import (
     RosterState,
     Stored,
     Verdict,
+    VillageEntry,
 )
 
 
@@ -97,7 +98,7 @@ class InMemoryVerifyStore:
         if iv.family_id in self.erased:
             return InterviewState(erased=True, stored=None, roster=None)
         row = self.interviews.get(iv.family_id)
-        roster = self.rosters.get(iv.location.sls_id)
+        roster = self._current(iv.location.sls_id)
         holders = self._holders(iv.nik_hashes()) if roster is not None else {}
         return InterviewState(False, None if row is None else row.stored(with_body=False), roster, holders)
 
@@ -108,21 +109,30 @@ class InMemoryVerifyStore:
         interviews = tuple(row.stored() for row in rows)
         holders = self._holders({h: 0 for s in interviews for h in s.interview.nik_hashes()})
         return RosterState(r.sls_id, current.revision if current else 0,
-                           frozenset(f for f, sls in self.erased.items() if sls == r.sls_id), interviews, holders)
+                           frozenset(f for f, sls in self.erased.items() if sls == r.sls_id), interviews, holders,
+                           self._village(r.sls_id))
 
     async def resolution_state(self, r: VerificationResolved) -> ResolutionState:
         row = self.interviews.get(r.family_id)
-        return ResolutionState(None if row is None else row.stored(), self.rosters.get(r.family_id[:14]))
+        return ResolutionState(None if row is None else row.stored(), self._current(r.family_id[:14]))
 
     async def hold_state(self, family_id: FamilyId, sls_id: str, timeout_s: float) -> HoldState:
         row = self.interviews.get(family_id)
         if row is None or row.state != "held" or row.interview is None or row.held_since >= self.now - timeout_s:
             return HoldState(None, None)
-        roster = self.rosters.get(sls_id)
+        roster = self._current(sls_id)
         return HoldState(row.stored(), roster, self._holders(row.interview.nik_hashes()) if roster else {})
 
     async def roster(self, sls_id: str) -> Roster | None:
-        return self.rosters.get(sls_id)
+        return self._current(sls_id)
+
+    def _current(self, sls_id: str) -> Roster | None:
+        roster = self.rosters.get(sls_id)
+        return None if roster is None else replace(roster, village=self._village(sls_id))
+
+    def _village(self, sls_id: str) -> tuple[VillageEntry, ...]:
+        return tuple(VillageEntry(other, e) for other, r in sorted(self.rosters.items())
+                     if other != sls_id and other[:10] == sls_id[:10] for e in r.entries if e.kk_hash)
 
     def _holders(self, niks: dict[NikHash, int]) -> dict[NikHash, FamilyId]:
         return {h: self.claims[h] for h in niks if h in self.claims}
@@ -191,6 +201,12 @@ class InMemoryVerifyStore:
     async def decided_in(self, sls_id: str) -> list[Decided]:
         return [Decided(r.state == "verified", r.matched, r.state == "non_response") for r in self.interviews.values()
                 if r.sls_id == sls_id and r.state != "held"]
+
+    async def relocated_in(self, sls_id: str) -> list[Key]:
+        roster = self.rosters.get(sls_id)
+        kks = {r.interview.location.kk_hash for r in self.interviews.values() if r.state != "held" and r.interview
+               and r.sls_id != sls_id and r.sls_id[:10] == sls_id[:10]}
+        return [e.key for e in (roster.entries if roster else []) if e.kk_hash and e.kk_hash in kks]
 
     async def save_progress(self, roster: Roster, p: Progress) -> bool:
         self.progress[roster.sls_id] = (roster.revision, p)

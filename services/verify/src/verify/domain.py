@@ -21,7 +21,7 @@ refreshed roster matches, a kept resolution) and what to publish.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from uuid import UUID
 
@@ -61,13 +61,24 @@ class RosterEntry:
 
 
 @dataclass(frozen=True)
+class VillageEntry:
+    """A roster entry with a KK of another SLS of the same village (as its current roster lists it)."""
+
+    sls_id: str
+    entry: RosterEntry
+
+
+@dataclass(frozen=True)
 class Roster:
-    """The current revision of an SLS roster."""
+    """The current revision of an SLS roster, with the KK-bearing entries of the other SLS of its
+    village: an SLS split, merged or renamed during listing (form PSLS) moves families to another
+    SLS's roster, where a family interviewed under its old SLS is still matched by its KK."""
 
     sls_id: str
     revision: int
     submission_id: UUID
     entries: list[RosterEntry]
+    village: tuple[VillageEntry, ...] = ()
 
 
 NON_RESPONSE = "non_response"  # the stored state of a family accounted for by a non-response
@@ -84,6 +95,7 @@ class Decision:
     reason: FlagReason | None = None
     detail: str = ""
     non_response: InterviewResult | None = None  # the form's result when the family did not respond
+    roster_sls: str | None = None  # matched on the roster of this other SLS of the village (SLS changed)
 
     @property
     def state(self) -> str:
@@ -115,15 +127,24 @@ _NON_RESPONSE_DETAIL = {
 }
 
 
-def find_entry(iv: Interview, roster: list[RosterEntry]) -> RosterEntry | None:
-    """Match by KK number (its keyed hash) first; a family split off a prelisted KK (keluarga
-    pecahan) by the KK it split from; else by building and family serials."""
+def entry_by_kk(iv: Interview, roster: Iterable[RosterEntry]) -> RosterEntry | None:
+    """The entry listing the family's KK (its keyed hash), else, for a family split off a
+    prelisted KK (keluarga pecahan), the KK it split from."""
     loc = iv.location
+    roster = list(roster)
     kks = [loc.kk_hash, loc.parent_kk_hash if loc.kk_status is KkStatus.SPLIT_OFF else None]
     for kk in filter(None, kks):
         for e in roster:
             if e.kk_hash == kk:
                 return e
+    return None
+
+
+def find_entry(iv: Interview, roster: list[RosterEntry]) -> RosterEntry | None:
+    """Match by KK (entry_by_kk) first, else by building and family serials."""
+    entry = entry_by_kk(iv, roster)
+    if entry is not None:
+        return entry
     for e in roster:
         if (e.building_no, e.family_no) == (iv.location.building_no, iv.location.family_no):
             return e
@@ -153,11 +174,22 @@ def member_count_problem(iv: Interview, entry: RosterEntry) -> str | None:
             f"({len(iv.residents)} living with the family)")
 
 
-def decide(iv: Interview, roster: list[RosterEntry]) -> Decision:
+def village_entry(iv: Interview, village: Iterable[VillageEntry]) -> VillageEntry | None:
+    """The entry of another SLS of the village that lists the family's KK (or the KK it split
+    from): where an SLS split, merge or rename moved the family. By KK only: serials are per SLS."""
+    village = list(village)
+    found = entry_by_kk(iv, [v.entry for v in village])
+    return next((v for v in village if v.entry is found), None)
+
+
+def decide(iv: Interview, roster: list[RosterEntry], village: Iterable[VillageEntry] = ()) -> Decision:
     if not iv.result.responded:
         return Decision(False, detail=_NON_RESPONSE_DETAIL[iv.result], non_response=iv.result)
     entry = find_entry(iv, roster)
     if entry is None:
+        moved = village_entry(iv, village)
+        if moved is not None:  # decided as on its own roster: a re-check after the SLS change changes nothing
+            return replace(decide(iv, [moved.entry]), roster_sls=moved.sls_id)
         return Decision(False, reason=FlagReason.NOT_ON_ROSTER,
                         detail=f"building {iv.location.building_no} family {iv.location.family_no} "
                                "and its KK are not on the SLS roster")
@@ -278,27 +310,32 @@ class Progress:
     absent: int  # roster families confirmed moved/dissolved/unknown and not interviewed
     outstanding: int  # roster families neither interviewed nor confirmed absent nor non-responding
     non_response: int = 0  # roster families accounted for only by a non-response (refused, moved, not found, ...)
+    relocated: int = 0  # roster families accounted for by an interview under another SLS of the village (SLS changes)
 
     @property
     def complete(self) -> bool:
         return self.outstanding == 0
 
 
-def progress(roster: list[RosterEntry], decided: Iterable[Decided]) -> Progress:
+def progress(roster: list[RosterEntry], decided: Iterable[Decided], relocated: Iterable[Key] = ()) -> Progress:
     """Every roster family is accounted for when it was interviewed (verified or flagged, by
     whichever interview matched it), when its form records a non-response (refused, moved, not
-    found, no competent respondent), or when the RT head confirmed it absent and nobody
-    interviewed it."""
+    found, no competent respondent), when a decided interview under another SLS of the village
+    carries its KK (`relocated`: the SLS was split, merged or renamed after the interview), or
+    when the RT head confirmed it absent and nobody interviewed it."""
     decided = list(decided)
+    relocated = set(relocated)
     responded = [d for d in decided if not d.non_response]
     interviewed_keys = {d.matched for d in responded if d.matched is not None}
     non_response_keys = {d.matched for d in decided if d.non_response and d.matched is not None}
     verified = sum(1 for d in responded if d.verified)
-    absent = outstanding = non_response = 0
+    absent = outstanding = non_response = moved_here = 0
     for e in roster:
         if e.key in interviewed_keys:
             continue
-        if e.key in non_response_keys:
+        if e.key in relocated:
+            moved_here += 1
+        elif e.key in non_response_keys:
             non_response += 1
         elif e.status in ABSENT:
             absent += 1
@@ -306,7 +343,7 @@ def progress(roster: list[RosterEntry], decided: Iterable[Decided]) -> Progress:
             outstanding += 1
     return Progress(expected=len(roster), interviewed=len(responded), verified=verified,
                     flagged=len(responded) - verified, absent=absent, outstanding=outstanding,
-                    non_response=non_response)
+                    non_response=non_response, relocated=moved_here)
 
 
 # ---------------------------------------------------------------- state in, outcome out
@@ -414,6 +451,7 @@ class RosterState:
     erased: frozenset[FamilyId]
     interviews: tuple[Stored, ...]
     nik_holders: Mapping[NikHash, FamilyId] = field(default_factory=dict)
+    village: tuple[VillageEntry, ...] = ()  # the other SLS's KK-bearing entries (Roster.village)
 
 
 @dataclass(frozen=True)
@@ -446,7 +484,7 @@ def judge(iv: Interview, roster: Roster, holders: dict[NikHash, FamilyId]) -> tu
     clashes = tuple(sorted(line for h, line in niks.items() if holders.get(h, iv.family_id) != iv.family_id))
     for h in niks:
         holders.setdefault(h, iv.family_id)
-    decision = duplicate_nik(list(clashes)) if clashes else decide(iv, roster.entries)
+    decision = duplicate_nik(list(clashes)) if clashes else decide(iv, roster.entries, roster.village)
     return Claim(iv.family_id, niks, clashes), decision
 
 
@@ -482,7 +520,7 @@ def on_roster(state: RosterState, received: RosterSubmitted) -> Outcome:
         received = received.model_copy(update={"families": [
             f.model_copy(update={"kk_hash": None}) if family_id(received.sls_id, f.building_no, f.family_no)
             in state.erased else f for f in received.families]})
-    roster = roster_of(received, state.revision + 1)
+    roster = replace(roster_of(received, state.revision + 1), village=state.village)
     holders = dict(state.nik_holders)
     claims: list[Claim] = []
     verdicts: list[Verdict] = []

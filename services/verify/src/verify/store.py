@@ -37,6 +37,7 @@ from verify.domain import (
     HoldState,
     Interview,
     InterviewState,
+    Key,
     NewRoster,
     NikHash,
     Outcome,
@@ -48,6 +49,7 @@ from verify.domain import (
     RosterState,
     Stored,
     Verdict,
+    VillageEntry,
 )
 
 SLS_LOCK = 7316003  # advisory lock namespace: one SLS's rosters, interviews and resolutions apply one at a time
@@ -112,7 +114,8 @@ class VerifyStore:
             "order by state <> 'held', held_since, decided_at, family_id for update", r.sls_id)
         interviews = tuple(self._stored(row) for row in rows)
         holders = await self._nik_holders({h: 0 for s in interviews for h in s.interview.nik_hashes()})
-        return RosterState(r.sls_id, revision or 0, frozenset(e["family_id"] for e in erased), interviews, holders)
+        return RosterState(r.sls_id, revision or 0, frozenset(e["family_id"] for e in erased), interviews, holders,
+                           await self._village(r.sls_id))
 
     async def resolution_state(self, r: VerificationResolved) -> ResolutionState:
         """Under the SLS's lock (the family id begins with its SLS id): the family's stored
@@ -151,7 +154,16 @@ class VerifyStore:
             "order by building_no, family_no", sls_id)
         entries = [RosterEntry(r["building_no"], r["family_no"], r["kk_hash"], r["member_count"],
                                RosterStatus(r["status"])) for r in rows]
-        return Roster(sls_id, head["revision"], head["submission_id"], entries)
+        return Roster(sls_id, head["revision"], head["submission_id"], entries, await self._village(sls_id))
+
+    async def _village(self, sls_id: str) -> tuple[VillageEntry, ...]:
+        """The KK-bearing roster entries of the other SLS of the village (SLS changes)."""
+        rows = await self.conn.fetch(
+            "select sls_id, building_no, family_no, kk_hash, member_count, status from roster_families "
+            "where left(sls_id, 10) = $1 and sls_id <> $2 and kk_hash is not null order by sls_id, building_no, "
+            "family_no", sls_id[:10], sls_id)
+        return tuple(VillageEntry(r["sls_id"], RosterEntry(r["building_no"], r["family_no"], r["kk_hash"],
+                                                           r["member_count"], RosterStatus(r["status"]))) for r in rows)
 
     async def _nik_holders(self, niks: dict[NikHash, int]) -> dict[NikHash, FamilyId]:
         """The family holding each of these NIKs (hashes), where one does."""
@@ -218,13 +230,16 @@ class VerifyStore:
 
     async def _save_held(self, iv: Interview, traceparent: str | None) -> None:
         await self.conn.execute(
-            """insert into interviews (family_id, sls_id, submission_id, version, body, state, held_since, traceparent)
-               values ($1, $2, $3, $4, $5, 'held', now(), $6)
+            """insert into interviews (family_id, sls_id, submission_id, version, body, state, held_since, traceparent,
+                                      kk_hash)
+               values ($1, $2, $3, $4, $5, 'held', now(), $6, $7)
                on conflict (family_id) do update set submission_id = excluded.submission_id, version = excluded.version,
                  body = excluded.body, state = 'held', outcome = null, detail = null, held_since = now(),
+                 kk_hash = excluded.kk_hash,
                  decided_at = null, updated_at = now(), traceparent = excluded.traceparent,
                  roster_building_no = null, roster_family_no = null, roster_revision = null""",
             iv.family_id, iv.location.sls_id, iv.submission_id, iv.version, iv.model_dump(mode="json"), traceparent,
+            iv.location.kk_hash,
         )
 
     async def _save_roster(self, new: NewRoster) -> None:
@@ -316,6 +331,16 @@ class VerifyStore:
                         r["state"] == NON_RESPONSE)
                 for r in rows]
 
+    async def relocated_in(self, sls_id: str) -> list[Key]:
+        """Entries of the SLS's roster whose KK a decided interview under another SLS of the village
+        carries (the SLS was split, merged or renamed after it was interviewed)."""
+        rows = await self.conn.fetch(
+            """select distinct rf.building_no, rf.family_no from roster_families rf
+               join interviews i on i.kk_hash = rf.kk_hash and i.state <> 'held' and i.sls_id <> rf.sls_id
+                                 and left(i.sls_id, 10) = left(rf.sls_id, 10)
+               where rf.sls_id = $1 and rf.kk_hash is not null""", sls_id)
+        return [(r["building_no"], r["family_no"]) for r in rows]
+
     async def save_progress(self, roster: Roster, p: Progress) -> bool:
         """The SLS's counts under this roster revision; True the first time it is complete under it."""
         await self.conn.execute(
@@ -388,7 +413,8 @@ class VerifyStore:
         building, family = int(e.family_id[15:19]), int(e.family_id[20:23])
         claims = await self.conn.execute("delete from nik_claims where family_id = $1", e.family_id)
         held = await self.conn.execute("delete from interviews where family_id = $1 and state = 'held'", e.family_id)
-        bodies = await self.conn.execute("update interviews set body = null, erased_at = now(), traceparent = null "
+        bodies = await self.conn.execute("update interviews set body = null, erased_at = now(), traceparent = null, "
+                                         "kk_hash = null "
                                          "where family_id = $1 and body is not null", e.family_id)
         entries = await self.conn.execute(
             "update roster_families set kk_hash = null, kk_number = null where sls_id = $1 and building_no = $2 "
