@@ -21,7 +21,9 @@ def full_form() -> dict:
     doc["housing"]["land_title"] = "shm"
     head = doc["members"][0]
     head |= {"id_document": "ktp", "has_business": True, "programmes": ["kur", "employment_insurance"],
-             "business": {"workers": 2, "licensed": True, "turnover": "5m_15m", "uses_internet": True},
+             "business": {"workers": 2, "paid_workers": 1, "industry": "trade", "licensed": True,
+                          "turnover": "5m_15m", "uses_internet": True},
+             "school_level": "sma", "school_class": 3, "has_npwp": True,
              "difficulty": "a_lot", "has_caregiver": False, "chronic_disease": True,
              "chronic_diseases": ["hypertension", "diabetes"], "social_security": ["jkk", "jht"],
              "difficulties": {"seeing": "a_lot", "hearing": "none", "walking": "some"}}
@@ -48,6 +50,9 @@ def test_full_form_is_accepted():
     (lambda d: d["housing"].update(tenure="rented"), "land_title applies only"),
     (lambda d: d["members"][0]["business"].update(turnover="lots"), "Input should be"),
     (lambda d: d["members"][0].update(chronic_disease=False), "chronic_diseases apply only"),
+    (lambda d: d["members"][2].update(school="never", school_level="paud"), "school_level applies only"),
+    (lambda d: d["members"][0].update(school_level=None), "school_class is given with"),
+    (lambda d: d["members"][0]["business"].update(paid_workers=3), "paid_workers cannot exceed"),
     (lambda d: d["members"][0].update(social_security=["jkk", "jkk"]), "each code of social_security"),
     (lambda d: d["housing"].update(toilet="none", toilet_type="gooseneck"), "toilet_type applies only"),
     (lambda d: d["housing"].update(faeces_disposal="open"), "septic_distance applies only"),
@@ -105,7 +110,7 @@ def test_openapi_documents_every_block_and_code_meaning():
     assert "milik sendiri" in schemas["Tenure"]["description"]
     assert "pembantu/sopir" in schemas["Relationship"]["description"]
     assert "PNS/TNI/Polri/BUMN" in schemas["JobStatus"]["description"]
-    for enum in ("InterviewResult", "MemberPresence", "KkStatus", "SupervisorCheckOutcome", "ToiletType",
+    for enum in ("InterviewResult", "MemberPresence", "KkStatus", "SupervisorCheckOutcome", "ToiletType", "SchoolLevel",
                  "SepticDistance", "ChronicDisease", "SocialSecurity", "InternetType", "AccountType"):
         assert schemas[enum].get("description"), enum
     member = schemas["Member"]["properties"]

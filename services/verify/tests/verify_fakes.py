@@ -59,6 +59,7 @@ class Row:
     matched: Key | None = None
     roster_revision: int | None = None
     decided_at: float | None = None  # the store's clock (seconds) when last decided
+    kk_hash: str | None = None  # the interview's KK hash, kept when the body expires (not when erased)
 
     def stored(self, *, with_body: bool = True) -> Stored:
         return Stored(self.family_id, self.sls_id, self.version, self.submission_id, self.state, self.outcome,
@@ -147,7 +148,8 @@ class InMemoryVerifyStore:
             before = self.interviews.get(iv.family_id)
             self.interviews[iv.family_id] = Row(
                 iv.family_id, iv.location.sls_id, iv.version, str(iv.submission_id), iv, held_since=self.now,
-                arrival=next(self._order), traceparent=traceparent, decision_seq=before.decision_seq if before else 0)
+                arrival=next(self._order), traceparent=traceparent, decision_seq=before.decision_seq if before else 0,
+                kk_hash=iv.location.kk_hash)
         if outcome.roster is not None:
             self._save_roster(outcome.roster)
         for v in outcome.verdicts:
@@ -204,7 +206,7 @@ class InMemoryVerifyStore:
 
     async def relocated_in(self, sls_id: str) -> list[Key]:
         roster = self.rosters.get(sls_id)
-        kks = {r.interview.location.kk_hash for r in self.interviews.values() if r.state != "held" and r.interview
+        kks = {r.kk_hash for r in self.interviews.values() if r.state != "held" and r.kk_hash
                and r.sls_id != sls_id and r.sls_id[:10] == sls_id[:10]}
         return [e.key for e in (roster.entries if roster else []) if e.kk_hash and e.kk_hash in kks]
 
@@ -255,7 +257,7 @@ class InMemoryVerifyStore:
             del self.interviews[e.family_id]
             counts["held"] = 1
         elif row is not None and row.interview is not None:
-            row.interview, row.traceparent = None, None
+            row.interview, row.traceparent, row.kk_hash = None, None, None
             counts["bodies"] = 1
         roster = self.rosters.get(e.sls_id)
         if roster is not None and any(x.key == key and x.kk_hash for x in roster.entries):

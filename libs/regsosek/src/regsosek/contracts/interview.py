@@ -283,6 +283,22 @@ class SchoolParticipation(StrEnum):
     NOT_ANYMORE = "not_anymore"
 
 
+class SchoolLevel(StrEnum):
+    """Level of the school attended now, or last attended (jenjang pendidikan): paud = early childhood (PAUD/TK/RA);
+    sd = primary (SD/MI/SDLB/Paket A); smp = junior secondary (SMP/MTs/SMPLB/Paket B); sma = senior secondary (SMA/MA/
+    SMALB/Paket C); smk = vocational secondary (SMK/MAK); d1_d3 = diploma I-III; d4_s1 = diploma IV / bachelor;
+    s2_s3 = master or doctorate."""
+
+    PAUD = "paud"
+    SD = "sd"
+    SMP = "smp"
+    SMA = "sma"
+    SMK = "smk"
+    D1_D3 = "d1_d3"
+    D4_S1 = "d4_s1"
+    S2_S3 = "s2_s3"
+
+
 class Diploma(StrEnum):
     """Highest diploma held: none; sd = primary (SD/MI/Paket A); smp = junior secondary (SMP/MTs/Paket B); sma = senior
     secondary or vocational (SMA/SMK/MA/Paket C); d1_d3 = diploma I-III; d4_s1 = diploma IV / bachelor; s2_s3 = master
@@ -373,9 +389,17 @@ class Business(Contract):
     """The member's own business (usaha sendiri)."""
 
     workers: Annotated[int, Field(ge=0, le=10_000)] = 0  # paid and unpaid, excluding the owner
+    paid_workers: Annotated[int, Field(ge=0, le=10_000)] | None = None  # of `workers`, those paid
+    industry: Industry | None = None  # the business's industry (lapangan usaha)
     licensed: bool = False  # NIB/IUMK or other permit
     turnover: TurnoverBand
     uses_internet: bool = False  # for marketing or sales
+
+    @model_validator(mode="after")
+    def _paid_among_workers(self) -> Business:
+        if self.paid_workers is not None and self.paid_workers > self.workers:
+            raise ValueError("paid_workers cannot exceed workers")
+        return self
 
 
 class Under5Nutrition(StrEnum):
@@ -471,7 +495,10 @@ class Member(Contract):
     marital_status: MaritalStatus
     pregnant: bool = False
     school: SchoolParticipation
+    school_level: SchoolLevel | None = None  # attended now or last attended; not asked of those never in school
+    school_class: Annotated[int, Field(ge=1, le=8)] | None = None  # highest class reached at that level (kelas)
     highest_diploma: Diploma
+    has_npwp: bool | None = None  # holds a tax number (NPWP); the number itself is not collected
     worked_last_week: bool
     hours_worked: Annotated[int, Field(ge=0, le=168)] = 0
     industry: Industry | None = None
@@ -492,6 +519,7 @@ class Member(Contract):
     @model_validator(mode="after")
     def _coherent(self) -> Member:
         check_member_lists(self.chronic_disease, self.chronic_diseases, self.social_security)
+        check_schooling(self.school, self.school_level, self.school_class)
         if self.date_of_birth is None and self.age is None:
             raise ValueError("date_of_birth or, when it is unknown, age is required")
         if self.pregnant and self.sex is not Sex.FEMALE:
@@ -516,6 +544,13 @@ def check_member_lists(chronic: bool, diseases: list, social_security: list) -> 
     for name, codes in (("chronic_diseases", diseases), ("social_security", social_security)):
         if len(set(codes)) != len(codes):
             raise ValueError(f"each code of {name} may appear once")
+
+
+def check_schooling(school: SchoolParticipation, level: SchoolLevel | None, school_class: int | None) -> None:
+    if level is not None and school is SchoolParticipation.NEVER:
+        raise ValueError("school_level applies only to members who attend or attended school")
+    if school_class is not None and level is None:
+        raise ValueError("school_class is given with its school_level")
 
 
 def completed_years(date_of_birth: date | None, age: int | None, day: date) -> int:

@@ -42,6 +42,7 @@ from regsosek.contracts.interview import (
     MemberPresence,
     MemberProgramme,
     Relationship,
+    SchoolLevel,
     SchoolParticipation,
     Sex,
     SocialSecurity,
@@ -69,7 +70,10 @@ class PseudonymousMember(Contract):
     marital_status: MaritalStatus
     pregnant: bool = False
     school: SchoolParticipation
+    school_level: SchoolLevel | None = None
+    school_class: Annotated[int, Field(ge=1, le=8)] | None = None
     highest_diploma: Diploma
+    has_npwp: bool | None = None
     worked_last_week: bool
     hours_worked: Annotated[int, Field(ge=0, le=168)] = 0
     industry: Industry | None = None
