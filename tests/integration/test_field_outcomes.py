@@ -171,3 +171,31 @@ async def test_an_sls_split_during_listing_keeps_the_families_already_verified(c
     assert await verify_state(world, family_id_of(iv2)) == ("verified", "verified")
     flags = await published(world, Topic.INTERVIEW_FLAGGED, sls)
     assert [f for f in flags if f["family_id"] == family_id_of(iv2)] == []
+
+
+async def test_a_family_flagged_by_the_old_sls_revision_is_verified_when_the_new_sls_roster_comes(census):
+    world, s = census
+    sls = new_sls_id()
+    new_sls = sls[:10] + ("0001" if sls[10:] != "0001" else "0002")
+    (e1, _), (e2, iv2) = family(sls, 1), family(sls, 2)
+    await s.submit("/v1/rosters", roster(sls, [e1, e2]), retry_for=30)
+    await s.submit("/v1/interviews", iv2, retry_for=30)
+    await eventually(lambda: verified(world, family_id_of(iv2)), timeout=WAIT, what="family 2 verified")
+    await s.submit("/v1/rosters", roster(sls, [e1]), retry_for=30)  # revised before the new SLS's roster came
+
+    async def flagged():
+        return await verify_state(world, family_id_of(iv2)) == ("flagged", "not_on_roster")
+
+    await eventually(flagged, timeout=WAIT, what="family 2 flagged not on roster meanwhile")
+    await s.submit("/v1/rosters", roster(new_sls, [e2 | {"building_no": 3}]), retry_for=30)
+
+    async def verified_again():
+        return await verify_state(world, family_id_of(iv2)) == ("verified", "verified")
+
+    await eventually(verified_again, timeout=WAIT, what="family 2 verified on the new SLS's roster")
+    (done,) = await eventually(lambda: published_or_none(world, new_sls), timeout=WAIT, what="the new SLS complete")
+    assert (done["expected"], done["absent"]) == (1, 1)
+
+
+async def published_or_none(world: World, sls_id: str) -> list[dict] | None:
+    return await published(world, Topic.SLS_COMPLETED, sls_id) or None

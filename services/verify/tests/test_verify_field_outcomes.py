@@ -217,3 +217,30 @@ async def test_a_family_moved_to_another_village_is_not_matched_by_kk(verify):
     await verify.send(roster(family(1)))
     uow = await verify.send(submitted(document(building=2)))
     assert only(uow, InterviewFlagged).reason is FlagReason.NOT_ON_ROSTER
+
+
+async def test_a_new_roster_after_the_old_sls_revision_verifies_the_family_flagged_meanwhile(verify):
+    await verify.send(roster(family(1), family(2)))
+    second = submitted(document(building=2))
+    await verify.send(second)
+    uow = await verify.send(roster(family(1)))  # the old SLS revised first: family 2 is on no roster yet
+    assert only(uow, InterviewFlagged).reason is FlagReason.NOT_ON_ROSTER
+    uow = await verify.send(roster(moved_family(2, to_building=4), sls=NEW_SLS))
+    e = only(uow, InterviewVerified)
+    assert (e.family_id, e.outcome, e.decision_seq) == (second.family_id, "verified", 3)
+    assert verify.causes(second.family_id)[-1] == ("sls_change", "verified", 3)
+    (_, p) = verify.store.progress[NEW_SLS]
+    assert (p.relocated, p.complete) == (1, True)
+
+
+async def test_the_old_sls_is_recounted_when_its_family_is_verified_on_a_new_roster(verify):
+    await verify.send(roster(family(1), family(2)))
+    second = submitted(document(building=2))
+    await verify.send(submitted(document(building=1)))
+    await verify.send(second)
+    await verify.send(roster(family(1)))
+    (_, before) = verify.store.progress[SLS]
+    await verify.send(roster(moved_family(2, to_building=4), sls=NEW_SLS))
+    (_, after) = verify.store.progress[SLS]
+    assert (before.verified, before.flagged) == (1, 1)
+    assert (after.verified, after.flagged) == (2, 0)

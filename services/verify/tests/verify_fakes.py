@@ -109,9 +109,14 @@ class InMemoryVerifyStore:
                       key=lambda row: (row.state != "held", row.arrival, row.family_id))
         interviews = tuple(row.stored() for row in rows)
         holders = self._holders({h: 0 for s in interviews for h in s.interview.nik_hashes()})
+        kks = {f.kk_hash for f in r.families if f.kk_hash}
+        strays = tuple(row.stored() for row in sorted(self.interviews.values(), key=lambda row: row.family_id)
+                       if row.kk_hash in kks and row.sls_id[:10] == r.sls_id[:10] and row.sls_id != r.sls_id
+                       and row.state == "flagged" and row.outcome == "not_on_roster" and row.interview)
+        holders = self._holders({h: 0 for s in interviews + strays for h in s.interview.nik_hashes()})
         return RosterState(r.sls_id, current.revision if current else 0,
                            frozenset(f for f, sls in self.erased.items() if sls == r.sls_id), interviews, holders,
-                           self._village(r.sls_id))
+                           self._village(r.sls_id), strays)
 
     async def resolution_state(self, r: VerificationResolved) -> ResolutionState:
         row = self.interviews.get(r.family_id)

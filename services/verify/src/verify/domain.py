@@ -452,6 +452,9 @@ class RosterState:
     interviews: tuple[Stored, ...]
     nik_holders: Mapping[NikHash, FamilyId] = field(default_factory=dict)
     village: tuple[VillageEntry, ...] = ()  # the other SLS's KK-bearing entries (Roster.village)
+    # families of other SLS of the village flagged "not on roster" whose KK this roster lists: an SLS
+    # change whose new roster came after the old SLS's revision (locked like the SLS's own)
+    strays: tuple[Stored, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -540,6 +543,12 @@ def on_roster(state: RosterState, received: RosterSubmitted) -> Outcome:
                 verdicts.append(Verdict(iv, d, "roster_revision", s.decision_seq + 1, matched, roster.revision))
                 continue
         rematches.append(Rematch(s.family_id, matched, roster.revision))
+    moved_here = tuple(VillageEntry(roster.sls_id, e) for e in roster.entries if e.kk_hash)
+    for s in state.strays:  # flagged under their old SLS before this roster listed them
+        claim, d = judge(s.interview, Roster(s.sls_id, 0, roster.submission_id, [], moved_here), holders)
+        claims.append(claim)
+        if changed(s.state, s.outcome, s.detail, d):
+            verdicts.append(Verdict(s.interview, d, "sls_change", s.decision_seq + 1))
     return Outcome(claims=tuple(claims), roster=NewRoster(received, roster), verdicts=tuple(verdicts),
                    rematches=tuple(rematches), recount=roster.sls_id)
 

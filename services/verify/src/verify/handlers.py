@@ -140,9 +140,10 @@ class VerifyHandlers:
                 log.info("a NIK was claimed by a concurrent family; deciding again",
                          extra={"fields": {"family_id": str(e), "attempt": attempt + 1}})
         self.publisher.outcome(uow, outcome, self.clock())
-        # the SLS decided on, and any other SLS of the village whose roster a family was matched on
-        # after an SLS change (its progress counts the family too)
+        # the SLS decided on, and after an SLS change the other SLS of the village concerned: the one
+        # whose roster a family was matched on (it counts the family too), the family's own
         others = {v.decision.roster_sls for v in outcome.verdicts if v.decision.roster_sls}
+        others |= {v.interview.location.sls_id for v in outcome.verdicts if v.changes_family and outcome.recount}
         for sls_id in sorted(others | ({outcome.recount} if outcome.recount else set())):
             uow.defer(("progress", sls_id), lambda sls_id=sls_id: self.recount(uow, sls_id))
         return outcome

@@ -20,6 +20,7 @@ from regsosek import audit
 from regsosek.contracts import (
     FamilyErased,
     FamilyInterview,
+    FlagReason,
     InterviewSubmitted,
     RosterStatus,
     RosterSubmitted,
@@ -113,9 +114,14 @@ class VerifyStore:
             _STORED + " where sls_id = $1 and body is not null "
             "order by state <> 'held', held_since, decided_at, family_id for update", r.sls_id)
         interviews = tuple(self._stored(row) for row in rows)
-        holders = await self._nik_holders({h: 0 for s in interviews for h in s.interview.nik_hashes()})
+        kks = sorted({f.kk_hash for f in r.families if f.kk_hash})
+        strays = tuple(self._stored(row) for row in await self.conn.fetch(
+            _STORED + " where kk_hash = any($1::text[]) and left(sls_id, 10) = $2 and sls_id <> $3 and state = 'flagged' "
+            "and outcome = $4 and body is not null order by family_id for update",
+            kks, r.sls_id[:10], r.sls_id, FlagReason.NOT_ON_ROSTER.value)) if kks else ()
+        holders = await self._nik_holders({h: 0 for s in interviews + strays for h in s.interview.nik_hashes()})
         return RosterState(r.sls_id, revision or 0, frozenset(e["family_id"] for e in erased), interviews, holders,
-                           await self._village(r.sls_id))
+                           await self._village(r.sls_id), strays)
 
     async def resolution_state(self, r: VerificationResolved) -> ResolutionState:
         """Under the SLS's lock (the family id begins with its SLS id): the family's stored
