@@ -11,6 +11,13 @@ family without being verified or flagged (state `non_response`, nothing publishe
 split off a prelisted KK (keluarga pecahan) is matched to that KK; members who died, moved or
 were not found explain a member count smaller than the roster's, new members a larger one.
 
+SLS changes during listing (form PSLS: a split, merge or rename) move families to the roster of
+another SLS of the same village. A family whose own SLS's roster no longer lists it is matched by
+its KK on that other roster (`Roster.village`), whichever of the two rosters comes first: the
+new roster re-checks the families its KKs name that were flagged "not on roster" meanwhile
+(`RosterState.strays`), and its progress counts them (`Progress.relocated`). The family keeps
+its family id (its old SLS's) everywhere downstream.
+
 Each handler loads one state value from the store (`InterviewState`, `RosterState`,
 `ResolutionState`, `HoldState`) and one function here decides on it (`on_interview`,
 `on_roster`, `on_resolution`, `on_hold_expired`), returning an `Outcome`: what to store
