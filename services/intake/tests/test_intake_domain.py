@@ -273,11 +273,20 @@ def test_a_refusal_carries_no_housing_or_members_and_needs_no_head():
 
 def test_a_split_off_family_may_name_its_parent_kk_and_no_other_family_may():
     d = valid_family()
-    d["location"].update(kk_status="split_off", parent_kk_number="6472010101220001")
+    d["location"].update(kk_status="split_off", parent_kk_number="6472010101229999")
     assert check(d)[0] == []
     d["location"]["kk_status"] = "as_prelisted"
     with pytest.raises(ValueError, match="split-off"):
         FamilyInterview.model_validate(d)
+
+
+def test_a_split_off_family_without_its_parent_kk_is_a_warning_and_its_own_kk_an_error():
+    d = valid_family()
+    d["location"]["kk_status"] = "split_off"
+    errors, warnings = check(d)
+    assert errors == [] and [w.path for w in warnings] == ["/location/parent_kk_number"]
+    d["location"]["parent_kk_number"] = d["location"]["kk_number"]
+    assert [e.path for e in check(d)[0]] == ["/location/parent_kk_number"]
 
 
 def test_a_supervisor_check_before_the_interview_is_an_error():

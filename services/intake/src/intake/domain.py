@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from regsosek import areas
 from regsosek.contracts import Contract, FamilyInterview, FkpAdjustment, SlsRoster, VerificationResolved
-from regsosek.contracts.interview import DifficultyLevel, Member, Relationship, Sex
+from regsosek.contracts.interview import DifficultyLevel, KkStatus, Member, Relationship, Sex
 
 # A disability in the Washington Group sense: a lot of difficulty, or cannot, in some domain.
 DISABILITY = frozenset({DifficultyLevel.A_LOT, DifficultyLevel.CANNOT})
@@ -74,6 +74,11 @@ def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tu
     day = iv.interviewed_at.date()
     if not (collection[0] <= day <= collection[1]):
         errors.append(Problem("/interviewed_at", f"outside the collection period {collection[0]}..{collection[1]}"))
+    if loc.kk_status is KkStatus.SPLIT_OFF and loc.parent_kk_number is None:
+        warnings.append(Problem("/location/parent_kk_number", "a split-off family without the KK it split from "
+                                                              "cannot be matched to the prelist"))
+    if loc.parent_kk_number is not None and loc.parent_kk_number == loc.kk_number:
+        errors.append(Problem("/location/parent_kk_number", "a split-off family has a KK of its own"))
     if iv.supervisor_check is not None and iv.supervisor_check.checked_on < day:
         errors.append(Problem("/supervisor_check/checked_on", "before the interview date"))
     # the head among the members living with the family (a prelisted head who died or moved is not)
