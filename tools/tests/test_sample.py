@@ -20,23 +20,23 @@ COLLECTION = (date(2022, 10, 15), date(2022, 11, 20))
 
 @pytest.fixture(scope="module")
 def sample():
-    return generate(20221015, 500)
+    return generate(20221015, 500, field_outcomes=True)
 
 
 def dump(s):
     return ([r.model_dump(mode="json") for r in s.rosters], [iv.model_dump(mode="json") for iv in s.interviews],
-            s.expected, s.depends_on)
+            s.expected, s.depends_on, s.situations)
 
 
 def test_same_seed_same_sample_and_other_seed_differs(sample):
-    assert dump(generate(20221015, 500)) == dump(sample)
+    assert dump(generate(20221015, 500, field_outcomes=True)) == dump(sample)
     other = generate(20221016, 500)
     assert {iv.submission_id for iv in other.interviews}.isdisjoint({iv.submission_id for iv in sample.interviews})
     assert dump(other) != dump(sample)
 
 
 def test_a_smaller_sample_is_a_prefix_of_a_larger_one(sample):
-    small = generate(20221015, 120)
+    small = generate(20221015, 120, field_outcomes=True)
     big = {iv.submission_id: iv for iv in sample.interviews}
     assert all(big[iv.submission_id] == iv for iv in small.interviews)
     assert small.rosters == sample.rosters[: len(small.rosters)]
@@ -85,6 +85,8 @@ def test_nik_digits_agree_with_member(sample):
 
 def test_members_are_realistic(sample):
     for iv in sample.interviews:
+        if not iv.result.responded:
+            continue
         day = iv.interviewed_at.date()
         head = iv.head
         assert head is not None and 20 <= head.age_on(day) <= 80
@@ -115,7 +117,7 @@ def test_expected_outcomes_follow_verify_rules(sample):
     for iv in sample.interviews:
         want = sample.expected[iv.family_id]
         d = decide(pseudonymise_interview(iv, key), rosters[iv.location.sls_id])
-        got = (d.outcome or d.reason).value
+        got = d.code
         assert got == ("verified" if want == "duplicate_nik" else want), iv.family_id
 
 
@@ -146,7 +148,7 @@ def test_pmt_groups_and_deciles_spread(sample):
     model = PmtModel.load(DATA / "pmt-illustrative-2022.1.yaml")
     lines = PovertyLines.load(DATA / "poverty-lines-2022.yaml")
     rules = RuleSet.load(DATA / "eligibility-2022.1.yaml")
-    results = [classify(household_profile(iv), model, lines, rules) for iv in sample.interviews]
+    results = [classify(household_profile(iv), model, lines, rules) for iv in sample.interviews if iv.result.responded]
     groups = Counter(int(c.welfare_group) for c in results)
     deciles = Counter(c.decile for c in results)
     assert set(groups) == {1, 2, 3, 4}, groups
@@ -154,6 +156,50 @@ def test_pmt_groups_and_deciles_spread(sample):
     assert max(deciles.values()) < 0.4 * len(results)
     eligible = Counter(d.programme for c in results for d in c.decisions if d.eligible)
     assert all(eligible[p] > 0 for p in ("pkh", "sembako", "pbi_jkn", "blt_desa", "pip")), eligible
+
+
+def test_field_situations_are_a_small_deterministic_share(sample):
+    seen = Counter(sample.situations.values())
+    assert set(seen) == {"refused", "split_off", "member_died"}, seen
+    assert sum(seen.values()) < 0.05 * len(sample.interviews)
+    assert generate(7, 500, field_outcomes=True).situations != sample.situations
+
+
+def test_without_field_outcomes_every_form_is_complete_as_before(sample):
+    plain = generate(20221015, 500)
+    assert plain.situations == {} and plain.rosters[0] == sample.rosters[0]
+    assert all(iv.result.value == "complete" and iv.supervisor_check is None for iv in plain.interviews)
+    assert all(m.presence.value == "lives_here" for iv in plain.interviews for m in iv.members)
+
+
+def test_each_field_situation_is_on_the_form_as_verify_reads_it(sample):
+    by_id = {iv.family_id: iv for iv in sample.interviews}
+    rostered_kks = {f.kk_number for r in sample.rosters for f in r.families}
+    for fid, situation in sample.situations.items():
+        iv = by_id[fid]
+        if situation == "refused":
+            assert (iv.result.value, iv.housing, iv.members, sample.expected[fid]) == ("refused", None, [], "refused")
+        elif situation == "split_off":
+            loc = iv.location
+            assert loc.kk_status.value == "split_off" and loc.parent_kk_number in rostered_kks
+            assert loc.kk_number not in rostered_kks and sample.expected[fid] == "verified"
+        else:
+            assert [m.presence.value for m in iv.members].count("died") == 1
+            assert iv.head is not None and sample.expected[fid] == "verified"
+
+
+def test_every_responded_form_carries_its_supervisor_check(sample):
+    for iv in sample.interviews:
+        check = iv.supervisor_check
+        assert (check is not None) == iv.result.responded
+        if check:
+            assert check.checked_on >= iv.interviewed_at.date()
+
+
+def test_two_sls_show_every_field_situation():
+    s = generate(5, 60, field_outcomes=True)
+    assert len(s.rosters) >= 2
+    assert set(s.situations.values()) == {"refused", "split_off", "member_died"}
 
 
 def test_tiny_sample():

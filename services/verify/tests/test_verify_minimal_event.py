@@ -133,8 +133,11 @@ def test_the_profile_keeps_what_classify_reads():
              m.job_status, m.difficulty) for m in p.members] == [
         (m.sex, m.relationship, m.pregnant, m.school, m.highest_diploma, m.worked_last_week, m.industry,
          m.job_status, m.difficulty) for m in iv.members]
-    assert p.housing.model_dump() == iv.housing.model_dump(exclude={"tenure", "land_title"})
-    assert p.economy.model_dump() == iv.economy.model_dump(exclude={"programmes_received"})
+    # the form's answers the PMT does not read stay with verify (household.py: a model that needs one adds it there)
+    assert p.housing.model_dump() == iv.housing.model_dump(exclude={"tenure", "land_title", "toilet_type",
+                                                                    "septic_distance"})
+    assert p.economy.model_dump() == iv.economy.model_dump(exclude={"programmes_received", "last_receipts",
+                                                                    "internet_types", "account_types"})
 
 
 def test_verified_event_carries_the_decision():

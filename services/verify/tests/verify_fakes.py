@@ -10,13 +10,15 @@ and the save, as another instance's transaction can."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import asyncpg
 
 from regsosek import audit
 from regsosek.contracts import FamilyErased, RosterSubmitted, VerificationResolved
 from verify.domain import (
+    FINAL_STATES,
     Claim,
     ClaimsRaced,
     Decided,
@@ -34,6 +36,7 @@ from verify.domain import (
     RosterState,
     Stored,
     Verdict,
+    VillageEntry,
 )
 
 
@@ -55,6 +58,8 @@ class Row:
     traceparent: str | None = None
     matched: Key | None = None
     roster_revision: int | None = None
+    decided_at: float | None = None  # the store's clock (seconds) when last decided
+    kk_hash: str | None = None  # the interview's KK hash, kept when the body expires (not when erased)
 
     def stored(self, *, with_body: bool = True) -> Stored:
         return Stored(self.family_id, self.sls_id, self.version, self.submission_id, self.state, self.outcome,
@@ -94,7 +99,7 @@ class InMemoryVerifyStore:
         if iv.family_id in self.erased:
             return InterviewState(erased=True, stored=None, roster=None)
         row = self.interviews.get(iv.family_id)
-        roster = self.rosters.get(iv.location.sls_id)
+        roster = self._current(iv.location.sls_id)
         holders = self._holders(iv.nik_hashes()) if roster is not None else {}
         return InterviewState(False, None if row is None else row.stored(with_body=False), roster, holders)
 
@@ -104,22 +109,36 @@ class InMemoryVerifyStore:
                       key=lambda row: (row.state != "held", row.arrival, row.family_id))
         interviews = tuple(row.stored() for row in rows)
         holders = self._holders({h: 0 for s in interviews for h in s.interview.nik_hashes()})
+        kks = {f.kk_hash for f in r.families if f.kk_hash}
+        strays = tuple(row.stored() for row in sorted(self.interviews.values(), key=lambda row: row.family_id)
+                       if row.kk_hash in kks and row.sls_id[:10] == r.sls_id[:10] and row.sls_id != r.sls_id
+                       and row.state == "flagged" and row.outcome == "not_on_roster" and row.interview)
+        holders = self._holders({h: 0 for s in interviews + strays for h in s.interview.nik_hashes()})
         return RosterState(r.sls_id, current.revision if current else 0,
-                           frozenset(f for f, sls in self.erased.items() if sls == r.sls_id), interviews, holders)
+                           frozenset(f for f, sls in self.erased.items() if sls == r.sls_id), interviews, holders,
+                           self._village(r.sls_id), strays)
 
     async def resolution_state(self, r: VerificationResolved) -> ResolutionState:
         row = self.interviews.get(r.family_id)
-        return ResolutionState(None if row is None else row.stored(), self.rosters.get(r.family_id[:14]))
+        return ResolutionState(None if row is None else row.stored(), self._current(r.family_id[:14]))
 
     async def hold_state(self, family_id: FamilyId, sls_id: str, timeout_s: float) -> HoldState:
         row = self.interviews.get(family_id)
         if row is None or row.state != "held" or row.interview is None or row.held_since >= self.now - timeout_s:
             return HoldState(None, None)
-        roster = self.rosters.get(sls_id)
+        roster = self._current(sls_id)
         return HoldState(row.stored(), roster, self._holders(row.interview.nik_hashes()) if roster else {})
 
     async def roster(self, sls_id: str) -> Roster | None:
-        return self.rosters.get(sls_id)
+        return self._current(sls_id)
+
+    def _current(self, sls_id: str) -> Roster | None:
+        roster = self.rosters.get(sls_id)
+        return None if roster is None else replace(roster, village=self._village(sls_id))
+
+    def _village(self, sls_id: str) -> tuple[VillageEntry, ...]:
+        return tuple(VillageEntry(other, e) for other, r in sorted(self.rosters.items())
+                     if other != sls_id and other[:10] == sls_id[:10] for e in r.entries if e.kk_hash)
 
     def _holders(self, niks: dict[NikHash, int]) -> dict[NikHash, FamilyId]:
         return {h: self.claims[h] for h in niks if h in self.claims}
@@ -134,7 +153,8 @@ class InMemoryVerifyStore:
             before = self.interviews.get(iv.family_id)
             self.interviews[iv.family_id] = Row(
                 iv.family_id, iv.location.sls_id, iv.version, str(iv.submission_id), iv, held_since=self.now,
-                arrival=next(self._order), traceparent=traceparent, decision_seq=before.decision_seq if before else 0)
+                arrival=next(self._order), traceparent=traceparent, decision_seq=before.decision_seq if before else 0,
+                kk_hash=iv.location.kk_hash)
         if outcome.roster is not None:
             self._save_roster(outcome.roster)
         for v in outcome.verdicts:
@@ -175,7 +195,7 @@ class InMemoryVerifyStore:
             return
         row = self.interviews[v.interview.family_id]
         row.state, row.outcome, row.detail, row.decision_seq = d.state, d.code, d.detail, v.decision_seq
-        row.held_since, row.arrival = None, next(self._order)
+        row.held_since, row.arrival, row.decided_at = None, next(self._order), self.now
         row.matched, row.roster_revision = v.matched, v.roster_revision
 
     # ---------------------------------------------------------------- holds and progress
@@ -186,8 +206,14 @@ class InMemoryVerifyStore:
         return [(r.family_id, r.sls_id) for r in held[:limit]]
 
     async def decided_in(self, sls_id: str) -> list[Decided]:
-        return [Decided(r.state == "verified", r.matched) for r in self.interviews.values()
+        return [Decided(r.state == "verified", r.matched, r.state == "non_response") for r in self.interviews.values()
                 if r.sls_id == sls_id and r.state != "held"]
+
+    async def relocated_in(self, sls_id: str) -> list[Key]:
+        roster = self.rosters.get(sls_id)
+        kks = {r.kk_hash for r in self.interviews.values() if r.state != "held" and r.kk_hash
+               and r.sls_id != sls_id and r.sls_id[:10] == sls_id[:10]}
+        return [e.key for e in (roster.entries if roster else []) if e.kk_hash and e.kk_hash in kks]
 
     async def save_progress(self, roster: Roster, p: Progress) -> bool:
         self.progress[roster.sls_id] = (roster.revision, p)
@@ -199,7 +225,7 @@ class InMemoryVerifyStore:
     async def progress_by_prefix(self, prefix: str, length: int) -> list[dict[str, str | int]]:
         groups: dict[str, dict[str, str | int]] = {}
         names = ("sls", "sls_complete", "expected", "interviewed", "verified", "flagged", "absent", "outstanding",
-                 "held")
+                 "non_response", "held")
 
         def group(sls_id: str) -> dict[str, str | int]:
             return groups.setdefault(sls_id[:length], {"grp": sls_id[:length], **dict.fromkeys(names, 0)})
@@ -209,7 +235,7 @@ class InMemoryVerifyStore:
                 g = group(sls_id)
                 g["sls"] += 1
                 g["sls_complete"] += p.complete
-                for k in ("expected", "interviewed", "verified", "flagged", "absent", "outstanding"):
+                for k in ("expected", "interviewed", "verified", "flagged", "absent", "outstanding", "non_response"):
                     g[k] += getattr(p, k)
         for r in self.interviews.values():
             if r.state == "held" and r.sls_id.startswith(prefix):
@@ -217,6 +243,13 @@ class InMemoryVerifyStore:
         return [groups[k] for k in sorted(groups)]
 
     # ---------------------------------------------------------------- erasure and the audit log
+
+    async def expire_bodies(self, before: datetime, limit: int) -> int:
+        due = sorted((r for r in self.interviews.values() if r.interview is not None and r.state in FINAL_STATES
+                      and r.decided_at is not None and r.decided_at < before.timestamp()), key=lambda r: r.decided_at)
+        for r in due[:limit]:
+            r.interview, r.traceparent = None, None
+        return len(due[:limit])
 
     async def erase_family(self, e: FamilyErased) -> dict[str, int]:
         key = (int(e.family_id[15:19]), int(e.family_id[20:23]))
@@ -229,7 +262,7 @@ class InMemoryVerifyStore:
             del self.interviews[e.family_id]
             counts["held"] = 1
         elif row is not None and row.interview is not None:
-            row.interview, row.traceparent = None, None
+            row.interview, row.traceparent, row.kk_hash = None, None, None
             counts["bodies"] = 1
         roster = self.rosters.get(e.sls_id)
         if roster is not None and any(x.key == key and x.kk_hash for x in roster.entries):

@@ -62,7 +62,7 @@ class Track:
     sent_at: float | None = None
     receipt: str | None = None  # accepted | duplicate_of_earlier_receipt | error
     error: str | None = None
-    final: str | None = None  # decided | flagged
+    final: str | None = None  # decided | flagged | accounted (a non-response: no verdict by design)
     final_at: float | None = None
     outcome: str | None = None  # verification outcome or flag reason
     welfare_group: int | None = None
@@ -91,6 +91,7 @@ class Endpoints:
     callback: str
     console: str = ""
     classify: str = ""
+    verify: str = ""
 
 
 class Tokens:
@@ -218,6 +219,9 @@ class Runner:
         if status in (200, 202):
             t.receipt = body.get("status", "accepted")
             t.next_poll = time.monotonic() + self.poll_interval
+            if not t.iv.result.responded:
+                # a refusal (moved, not found, ...) gets no verdict: verify counts it in its SLS's progress
+                t.final, t.final_at, t.outcome, t.complete = "accounted", time.monotonic(), t.iv.result.value, True
         else:
             t.receipt, t.error = "error", f"HTTP {status}: {json.dumps(body)[:400]}"
             t.complete = True
@@ -386,6 +390,31 @@ class Runner:
 
     # ------------------------------------------------------------ report
 
+    def field_outcomes(self) -> dict[str, dict[str, int]]:
+        """Per field situation of the sample (refused, split_off, member_died): families and those
+        that came out as expected (a refusal accounted for, the others verified)."""
+        rows: dict[str, dict[str, int]] = {}
+        for fid, situation in sorted(self.sample.situations.items()):
+            t = self.by_family.get(fid)
+            if t is None:
+                continue
+            row = rows.setdefault(situation, {"families": 0, "as_expected": 0})
+            row["families"] += 1
+            row["as_expected"] += t.outcome == t.expected
+        return rows
+
+    async def verify_non_responses(self, client: httpx.AsyncClient) -> int | None:
+        """Roster families verify counts as accounted for by a non-response, province-wide (None
+        when unknown or withheld for small counts)."""
+        if not self.ep.verify:
+            return None
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            r = await client.get(f"{self.ep.verify}/v1/progress", params={"prefix": "64"},
+                                 headers=_auth(self.tokens.admin))
+            if r.status_code == 200:
+                return r.json()["totals"].get("non_response")
+        return None
+
     def report(self) -> dict:
         ts = list(self.tracks.values())
         outcome_rows = {}
@@ -438,6 +467,7 @@ class Runner:
             "poll_max_s": self.poll_max,
             "errors": self.errors,
         }
+        rep["field_outcomes"] = self.field_outcomes()
         if self.notify:
             got = set(self.receiver_families)
             rep["receiver"] = {**self.receiver_stats, "new_decided_families": len(new_decided),
@@ -447,6 +477,20 @@ class Runner:
                 p for fid, rec in self.receiver_families.items() if fid in self.by_family
                 for p in rec.get("eligible", [])).items()))
         return rep
+
+
+def print_field_outcomes(rep: dict) -> None:
+    """The sample's field situations and how they came out (docs/DOMAIN.md, field outcomes)."""
+    rows = rep.get("field_outcomes") or {}
+    if not rows:
+        return
+    print("  field outcomes (families: as expected) "
+          + ", ".join(f"{k} {v['families']}: {v['as_expected']}" for k, v in rows.items()))
+    print("    refused: accounted for without a verdict; split_off: matched to the prelisted KK and verified; "
+          "member_died: a smaller household explained and verified")
+    n = rep.get("verify_non_response_families")
+    print(f"    verify's progress, province 64: {'withheld or unavailable' if n is None else n} roster families "
+          "accounted for by a non-response")
 
 
 def write_curl_material(sample: Sample) -> tuple[Path, FamilyInterview]:
@@ -539,7 +583,8 @@ async def run(a: argparse.Namespace) -> int:
                    callback=f"http://127.0.0.1:{port['receiver']}/notify",
                    classify=f"http://127.0.0.1:{port['classify']}")
     ep.console = console_endpoint(port["console"])
-    sample = generate(a.seed, max(a.families, 1))
+    ep.verify = f"http://127.0.0.1:{port['verify']}"
+    sample = generate(a.seed, max(a.families, 1), field_outcomes=True)
     if a.families == 0:
         sample = Sample(seed=a.seed, rosters=sample.rosters, interviews=sample.interviews[:0], expected={})
     curl_sample = generate(a.seed, 1)
@@ -574,7 +619,9 @@ async def run(a: argparse.Namespace) -> int:
                         if notify:
                             await runner.follow_receiver(client, a.receiver_wait)
                         rep = runner.report()
+                        rep["verify_non_response_families"] = await runner.verify_non_responses(client)
                         print_report(rep, notify)
+                        print_field_outcomes(rep)
                         if a.report:
                             Path(a.report).write_text(json.dumps(rep, indent=1, default=str))
                     if a.serve:

@@ -156,6 +156,8 @@ class Sample:
     # family id -> the family whose interview must reach a final state first. A duplicate
     # NIK is flagged on the family that claims it second, so the copy goes in a second wave.
     depends_on: dict[str, str] = field(default_factory=dict)
+    # family id -> the field outcome its form records (FIELD_SITUATIONS), for a small share of families
+    situations: dict[str, str] = field(default_factory=dict)
 
     @property
     def officers(self) -> dict[str, list[str]]:
@@ -180,6 +182,7 @@ class Sample:
             "interviews": len(self.interviews),
             "members": sum(len(iv.members) for iv in self.interviews),
             "expected": dict(Counter(self.expected.values())),
+            "field_situations": dict(sorted(Counter(self.situations.values()).items())),
             "regencies": dict(sorted(Counter(r.sls_id[:4] for r in self.rosters).items())),
             "officers": len(self.officers),
         }
@@ -206,8 +209,11 @@ class _Registry:
         self.sls: set[str] = set()
 
 
-def generate(seed: int, families: int) -> Sample:
-    """`families` interviews over as many SLS as it takes (20-40 families each)."""
+def generate(seed: int, families: int, *, field_outcomes: bool = False) -> Sample:
+    """`families` interviews over as many SLS as it takes (20-40 families each). With
+    `field_outcomes`, a small share of families carry what the form records beyond a complete
+    interview (`_field_outcomes`: refusals, split-off families, members who died) and every
+    responded form its supervisor's check; without, the sample is what it was before them."""
     if families < 1:
         raise ValueError("families must be at least 1")
     reg = _Registry()
@@ -215,11 +221,15 @@ def generate(seed: int, families: int) -> Sample:
     interviews: list[FamilyInterview] = []
     expected: dict[str, str] = {}
     depends_on: dict[str, str] = {}
+    situations: dict[str, str] = {}
     previous: list[tuple[str, _Draft]] = []  # verified families of the previous SLS (donors of duplicate NIKs)
     k = 0
     while len(interviews) < families:
         rng = random.Random(f"regsosek-sample:{seed}:{k}")
         roster, drafts, sls_expected, sls_depends = _sls(rng, k, reg, previous)
+        # a second stream, so that the SLS drawn above stay what they were before field outcomes existed
+        sls_situations = _field_outcomes(random.Random(f"regsosek-sample-field:{seed}:{k}"), k, reg, drafts,
+                                         sls_expected) if field_outcomes else {}
         rosters.append(roster)
         room = families - len(interviews)
         for fid, d in drafts[:room]:
@@ -228,9 +238,58 @@ def generate(seed: int, families: int) -> Sample:
             expected[fid] = sls_expected[fid]
             if fid in sls_depends:
                 depends_on[fid] = sls_depends[fid]
-        previous = [(fid, d) for fid, d in drafts if sls_expected[fid] == "verified"]
+            if fid in sls_situations:
+                situations[fid] = sls_situations[fid]
+        previous = [(fid, d) for fid, d in drafts if sls_expected[fid] == "verified" and fid not in sls_situations]
         k += 1
-    return Sample(seed=seed, rosters=rosters, interviews=interviews, expected=expected, depends_on=depends_on)
+    return Sample(seed=seed, rosters=rosters, interviews=interviews, expected=expected, depends_on=depends_on,
+                  situations=situations)
+
+
+# ---------------------------------------------------------------- field outcomes (docs/DOMAIN.md)
+
+# What the form records beyond a complete interview, and the share of SLS showing each (the second
+# SLS, k = 1, shows each one it can: a split-off needs a family the RT head did not list there).
+FIELD_SITUATIONS = {"refused": 0.15, "split_off": 0.25, "member_died": 0.2}
+SUPERVISOR_CORRECTED = 0.1  # share of forms the PML corrected with the officer before submission
+
+
+def _field_outcomes(rng: random.Random, k: int, reg: _Registry, drafts: list[tuple[str, _Draft]],
+                    expected: dict[str, str]) -> dict[str, str]:
+    """Field outcomes for a small share of one SLS's families, with what verify concludes on each:
+    a refusal (accounted for, `refused`), a family split off a prelisted KK (matched to it:
+    `verified`), a member who died (explains a household smaller than the roster's: `verified`).
+    Every responded form gets its supervisor's (PML) check. Returns family id -> situation."""
+    situations: dict[str, str] = {}
+    verified = [(fid, d) for fid, d in drafts if expected[fid] == "verified"]
+    if verified and (k == 1 or rng.random() < FIELD_SITUATIONS["refused"]):
+        fid, d = rng.choice(verified)
+        d.members = []
+        d.doc = {key: v for key, v in d.doc.items() if key not in ("housing", "economy")} | {"result": "refused"}
+        situations[fid] = expected[fid] = "refused"
+    free = [(fid, d) for fid, d in verified if fid not in situations]
+    unlisted = [(fid, d) for fid, d in drafts if expected[fid] == "not_on_roster"]
+    parents = [(fid, d) for fid, d in free if d.kk_number]
+    if unlisted and parents and (k == 1 or rng.random() < FIELD_SITUATIONS["split_off"]):
+        (fid, d), (_, parent) = rng.choice(unlisted), rng.choice(parents)
+        loc = d.doc["location"]
+        loc.update(kk_status="split_off", parent_kk_number=parent.kk_number,
+                   kk_number=loc["kk_number"] or _kk(rng, reg, parent.kk_number[:6]))
+        expected[fid] = "verified"
+        situations[fid] = "split_off"
+    households = [(fid, d) for fid, d in free if len(d.members) >= 2]
+    if households and (k == 1 or rng.random() < FIELD_SITUATIONS["member_died"]):
+        fid, d = rng.choice(households)
+        rng.choice(d.members[1:])["presence"] = "died"  # the head (line 1) lives; the roster still counts the member
+        situations[fid] = "member_died"
+    for _, d in drafts:
+        if d.members:
+            day = datetime.fromisoformat(d.doc["interviewed_at"]).date()
+            d.doc["supervisor_check"] = {
+                "supervisor_id": f"PML-{d.doc['location']['sls_id'][:7]}",
+                "checked_on": (day + timedelta(days=rng.randint(0, 3))).isoformat(),
+                "outcome": "corrected" if rng.random() < SUPERVISOR_CORRECTED else "approved"}
+    return situations
 
 
 @cache
@@ -747,14 +806,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m regsosek_tools.sample", description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--families", type=int, default=100)
+    p.add_argument("--field-outcomes", action="store_true",
+                   help="refusals, split-off families, members who died and the supervisor's check, as `make run` sends")
     p.add_argument("--json", action="store_true", help="print rosters, interviews and expectations as JSON")
     a = p.parse_args(argv)
-    s = generate(a.seed, a.families)
+    s = generate(a.seed, a.families, field_outcomes=a.field_outcomes)
     if a.json:
         print(json.dumps({
             "rosters": [r.model_dump(mode="json") for r in s.rosters],
             "interviews": [iv.model_dump(mode="json") for iv in s.interviews],
-            "expected": s.expected, "depends_on": s.depends_on,
+            "expected": s.expected, "depends_on": s.depends_on, "situations": s.situations,
         }, indent=1))
     else:
         print(json.dumps(s.summary(), indent=1))

@@ -136,7 +136,14 @@ def _submission_routes(r: APIRouter, handlers: IntakeHandlers, settings: IntakeS
         return _reply(await handlers.submit(runtime_of(request).unit_of_work, data, caller(request, principal)))
 
     @r.post("/interviews", status_code=202, responses=RESPONSES, response_model=ReceiptOut,
-            summary="Submit one family interview (form REGSOSEK22-K)")
+            summary="Submit one family interview (form REGSOSEK22-K)",
+            description="The form as the field found the family. A non-response (`result` refused, moved, not_found "
+            "or no_competent_respondent) carries no housing and no member living with the family: it accounts for "
+            "its roster family in the SLS's progress and gets no verification outcome, so its journey shows no "
+            "verified or flagged step. Members keep their presence code (died, moved, not found, new member), which "
+            "explains a member count that differs from the roster; a family split off a prelisted KK gives "
+            "`kk_status` split_off and the `parent_kk_number` it is matched by. Warnings (not errors): NIK area or "
+            "birth-date digits that differ from the form.")
     async def submit_interview(request: Request, interview: FamilyInterview, principal: Principal = officer):
         return await submitted(request, interview, principal)
 

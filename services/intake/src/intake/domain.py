@@ -20,7 +20,10 @@ from pydantic import ValidationError
 
 from regsosek import areas
 from regsosek.contracts import Contract, FamilyInterview, FkpAdjustment, SlsRoster, VerificationResolved
-from regsosek.contracts.interview import Member, Relationship, Sex
+from regsosek.contracts.interview import DifficultyLevel, KkStatus, Member, Relationship, Sex
+
+# A disability in the Washington Group sense: a lot of difficulty, or cannot, in some domain.
+DISABILITY = frozenset({DifficultyLevel.A_LOT, DifficultyLevel.CANNOT})
 
 
 @dataclass(frozen=True)
@@ -43,18 +46,22 @@ def known_sls_area(sls_id: str) -> bool:
 
 
 def nik_problems(m: Member, path: str) -> tuple[list[Problem], list[Problem]]:
-    """NIK = area(6) + DDMMYY (DD + 40 for women) + serial(4)."""
+    """NIK = area(6) + DDMMYY (DD + 40 for women) + serial(4). Sex digits that disagree are an
+    error; birth-date digits that disagree are a warning (the civil registry's date and the one
+    the family gives differ in real data: a late registration, a date estimated at issue)."""
     errors: list[Problem] = []
+    warnings: list[Problem] = []
     if m.nik is None:
-        return errors, []
+        return errors, warnings
     dd, mm, yy = int(m.nik[6:8]), int(m.nik[8:10]), int(m.nik[10:12])
     female = dd > 40
     day = dd - 40 if female else dd
     if female != (m.sex is Sex.FEMALE):
         errors.append(Problem(f"{path}/nik", "NIK sex digits (day + 40 for women) disagree with sex"))
-    if (day, mm, yy) != (m.date_of_birth.day, m.date_of_birth.month, m.date_of_birth.year % 100):
-        errors.append(Problem(f"{path}/nik", "NIK birth-date digits disagree with date_of_birth"))
-    return errors, []
+    dob = m.date_of_birth
+    if dob is not None and (day, mm, yy) != (dob.day, dob.month, dob.year % 100):
+        warnings.append(Problem(f"{path}/nik", "NIK birth-date digits disagree with date_of_birth"))
+    return errors, warnings
 
 
 def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tuple[list[Problem], list[Problem]]:
@@ -67,12 +74,22 @@ def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tu
     day = iv.interviewed_at.date()
     if not (collection[0] <= day <= collection[1]):
         errors.append(Problem("/interviewed_at", f"outside the collection period {collection[0]}..{collection[1]}"))
-    heads = [i for i, m in enumerate(iv.members) if m.relationship is Relationship.HEAD]
+    if loc.kk_status is KkStatus.SPLIT_OFF and loc.parent_kk_number is None:
+        warnings.append(Problem("/location/parent_kk_number", "a split-off family without the KK it split from "
+                                                              "cannot be matched to the prelist"))
+    if loc.parent_kk_number is not None and loc.parent_kk_number == loc.kk_number:
+        errors.append(Problem("/location/parent_kk_number", "a split-off family has a KK of its own"))
+    if iv.supervisor_check is not None and iv.supervisor_check.checked_on < day:
+        errors.append(Problem("/supervisor_check/checked_on", "before the interview date"))
+    # the head among the members living with the family (a prelisted head who died or moved is not)
+    heads = [i for i, m in enumerate(iv.members) if m.relationship is Relationship.HEAD and m.presence.resident]
     errors += _family_problems(iv, heads)
     head_age = iv.members[heads[0]].age_on(day) if len(heads) == 1 else None
     for i, m in enumerate(iv.members):
         p = f"/members/{i}"
-        errors += _member_problems(m, p, day, head_age)
+        e, w = _member_problems(m, p, day, head_age)
+        errors += e
+        warnings += w
         if m.nik and m.nik[:4] != loc.sls_id[:4]:
             warnings.append(Problem(f"{p}/nik", "NIK area digits differ from the SLS regency (registered elsewhere)"))
     return errors, warnings
@@ -80,7 +97,7 @@ def check_interview(iv: FamilyInterview, *, collection: tuple[date, date]) -> tu
 
 def _family_problems(iv: FamilyInterview, heads: list[int]) -> list[Problem]:
     errors: list[Problem] = []
-    if len(heads) != 1:
+    if iv.result.responded and len(heads) != 1:
         errors.append(Problem("/members", f"exactly one family head required, found {len(heads)}"))
     lines = [m.line_no for m in iv.members]
     if len(set(lines)) != len(lines):
@@ -91,10 +108,12 @@ def _family_problems(iv: FamilyInterview, heads: list[int]) -> list[Problem]:
     return errors
 
 
-def _member_problems(m: Member, p: str, day: date, head_age: int | None) -> list[Problem]:
-    if m.date_of_birth > day:
-        return [Problem(f"{p}/date_of_birth", "after the interview date")]
+def _member_problems(m: Member, p: str, day: date, head_age: int | None) -> tuple[list[Problem], list[Problem]]:
+    if m.date_of_birth is not None and m.date_of_birth > day:
+        return [Problem(f"{p}/date_of_birth", "after the interview date")], []
     errors: list[Problem] = []
+    if m.date_of_birth is not None and m.age is not None and m.age != m.age_on(day):
+        errors.append(Problem(f"{p}/age", "disagrees with date_of_birth (give age only when the birth date is unknown)"))
     age = m.age_on(day)
     if age > 120:
         errors.append(Problem(f"{p}/date_of_birth", "age over 120"))
@@ -106,13 +125,16 @@ def _member_problems(m: Member, p: str, day: date, head_age: int | None) -> list
         errors.append(Problem(f"{p}/pregnant", "pregnancy outside ages 10-55"))
     if m.under5_nutrition is not None and age >= 5:
         errors.append(Problem(f"{p}/under5_nutrition", "applies only to children under five"))
+    if m.has_caregiver is not None and age < 60 and m.difficulty not in DISABILITY:
+        errors.append(Problem(f"{p}/has_caregiver", "asked only of members aged 60+ or with a disability "
+                                                    "(a lot of difficulty, or cannot, in a functional domain)"))
     if head_age is not None:
         if m.relationship in (Relationship.CHILD, Relationship.GRANDCHILD) and age >= head_age:
             errors.append(Problem(f"{p}/date_of_birth", f"{m.relationship.value} not younger than the head"))
         if m.relationship is Relationship.PARENT_OR_IN_LAW and age <= head_age:
             errors.append(Problem(f"{p}/date_of_birth", "parent not older than the head"))
-    e, _ = nik_problems(m, p)
-    return errors + e
+    e, w = nik_problems(m, p)
+    return errors + e, w
 
 
 def content_hash(document: dict) -> bytes:

@@ -30,7 +30,11 @@ class Counts(BaseModel):
     absent: int | None = Field(
         description="roster families confirmed moved, dissolved or unknown and not interviewed; null when 1-4 in one SLS")
     outstanding: int | None = Field(
-        description="roster families neither interviewed nor confirmed absent; null when withheld with `absent`")
+        description="roster families neither interviewed nor confirmed absent nor recorded as a non-response; null "
+                    "when withheld with `absent` or `non_response`")
+    non_response: int | None = Field(
+        default=0, description="roster families whose form records a non-response (refused, moved, not found, no "
+                               "competent respondent) and that no other interview accounts for; null when 1-4 in one SLS")
     held: int = Field(description="interviews waiting for their SLS roster")
     suppressed: list[str] = Field(default_factory=list,
                                   description="figures withheld (null) because they could single out a household")
@@ -43,7 +47,8 @@ class ProgressOut(BaseModel):
     groups: list[Counts] = Field(description="one entry per area at the level of `by` (empty without `by`)")
 
 
-_COUNTS = ("sls", "sls_complete", "expected", "interviewed", "verified", "flagged", "absent", "outstanding", "held")
+_COUNTS = ("sls", "sls_complete", "expected", "interviewed", "verified", "flagged", "absent", "outstanding",
+           "non_response", "held")
 
 
 def progress_router(settings: VerifySettings,

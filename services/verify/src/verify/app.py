@@ -15,6 +15,7 @@ import asyncpg
 from regsosek.background import run_forever
 from regsosek.db import Backoff, is_transient
 from regsosek.messaging import UnitOfWork
+from regsosek.retention import Rule
 from regsosek.service import Runtime, ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 from verify import pseudonymise
@@ -83,6 +84,8 @@ def definition(settings: VerifySettings | None = None) -> ServiceDefinition:
         name="verify", settings=verify.settings, migrations=MIGRATIONS, handlers=verify.handlers.by_event_type(),
         topics=TOPICS, routers=[progress_router(verify.settings, verify.store_of)],
         background=[hold_sweep(verify), pseudonymise.at_start_up(verify.settings, verify.store_of)],
+        retention=[Rule("interview_body", verify.settings.interview_body_retention_days,
+                        lambda conn, before, limit: verify.store_of(conn).expire_bodies(before, limit))],
         title="Regsosek verify",
         description="Matches each interview to its SLS roster (VK1); progress per SLS, village and regency.",
     )

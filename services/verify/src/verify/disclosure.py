@@ -2,9 +2,10 @@
 is not shown.
 
 Rule: in a cell that covers one SLS (an SLS-level group, the totals of a full SLS id, or any area
-where only one SLS has a roster), `flagged` and `absent` between 1 and 4 are withheld (null), and with
-them the figure they could be recomputed from (`verified`, as interviewed - flagged; `outstanding`,
-as expected - interviewed - absent). The cell lists what was withheld in `suppressed`. 0 is shown
+where only one SLS has a roster), `flagged`, `absent` and `non_response` (a refusal singles out a
+household too) between 1 and 4 are withheld (null), and with them the figure they could be
+recomputed from (`verified`, as interviewed - flagged; `outstanding`, as expected - interviewed -
+absent - non_response). The cell lists what was withheld in `suppressed`. 0 is shown
 (nobody is singled out by it), and so is 5 or more. The totals of a breakdown also withhold a figure
 when exactly one of its groups withheld it (else totals minus the other groups would give it back).
 Known limit: figures of the same area asked for separately (the totals without `by`, then the
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 SMALL = range(1, 5)
 # a withheld figure -> the figures it could be recomputed from, withheld with it
-COMPLEMENTS: dict[str, tuple[str, ...]] = {"flagged": ("verified",), "absent": ("outstanding",)}
+COMPLEMENTS: dict[str, tuple[str, ...]] = {"flagged": ("verified",), "absent": ("outstanding",),
+                                           "non_response": ("outstanding",)}
 SLS_DIGITS = 14
 
 

@@ -5,6 +5,19 @@ The field procedure: the officer confirms the prelist with the RT head first
 in the SLS are verified. Everything else is flagged with a reason a supervisor
 can act on. No personal data goes into the `detail` text.
 
+What the form itself records is taken as the field found it (docs/DOMAIN.md, field outcomes):
+a non-response (refused, moved, not found, no competent respondent) accounts for its roster
+family without being verified or flagged (state `non_response`, nothing published); a family
+split off a prelisted KK (keluarga pecahan) is matched to that KK; members who died, moved or
+were not found explain a member count smaller than the roster's, new members a larger one.
+
+SLS changes during listing (form PSLS: a split, merge or rename) move families to the roster of
+another SLS of the same village. A family whose own SLS's roster no longer lists it is matched by
+its KK on that other roster (`Roster.village`), whichever of the two rosters comes first: the
+new roster re-checks the families its KKs name that were flagged "not on roster" meanwhile
+(`RosterState.strays`), and its progress counts them (`Progress.relocated`). The family keeps
+its family id (its old SLS's) everywhere downstream.
+
 Each handler loads one state value from the store (`InterviewState`, `RosterState`,
 `ResolutionState`, `HoldState`) and one function here decides on it (`on_interview`,
 `on_roster`, `on_resolution`, `on_hold_expired`), returning an `Outcome`: what to store
@@ -15,13 +28,15 @@ refreshed roster matches, a kept resolution) and what to publish.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from uuid import UUID
 
 from regsosek.contracts import (
     FlagReason,
+    InterviewResult,
     InterviewSubmitted,
+    KkStatus,
     RosterStatus,
     RosterSubmitted,
     SupervisorDecision,
@@ -53,13 +68,31 @@ class RosterEntry:
 
 
 @dataclass(frozen=True)
+class VillageEntry:
+    """A roster entry with a KK of another SLS of the same village (as its current roster lists it)."""
+
+    sls_id: str
+    entry: RosterEntry
+
+
+@dataclass(frozen=True)
 class Roster:
-    """The current revision of an SLS roster."""
+    """The current revision of an SLS roster, with the KK-bearing entries of the other SLS of its
+    village: an SLS split, merged or renamed during listing (form PSLS) moves families to another
+    SLS's roster, where a family interviewed under its old SLS is still matched by its KK."""
 
     sls_id: str
     revision: int
     submission_id: UUID
     entries: list[RosterEntry]
+    village: tuple[VillageEntry, ...] = ()
+
+
+NON_RESPONSE = "non_response"  # the stored state of a family accounted for by a non-response
+# States after which nothing is decided on the interview's body any more but a new version:
+# its body may be emptied once old (REGSOSEK_INTERVIEW_BODY_RETENTION_DAYS). A flagged family
+# waits for its supervisor, a held one for its roster: they keep it.
+FINAL_STATES = ("verified", "rejected", NON_RESPONSE)
 
 
 @dataclass(frozen=True)
@@ -68,17 +101,22 @@ class Decision:
     outcome: VerificationOutcome | None = None
     reason: FlagReason | None = None
     detail: str = ""
+    non_response: InterviewResult | None = None  # the form's result when the family did not respond
+    roster_sls: str | None = None  # matched on the roster of this other SLS of the village (SLS changed)
 
     @property
     def state(self) -> str:
-        """The family's state in verify's store: verified, flagged, or rejected (by a supervisor)."""
+        """The family's state in verify's store: verified, flagged, rejected (by a supervisor), or
+        non_response (accounted for, neither verified nor flagged)."""
         if self.verified:
             return "verified"
+        if self.non_response is not None:
+            return NON_RESPONSE
         return "rejected" if self.reason is FlagReason.REJECTED_BY_SUPERVISOR else "flagged"
 
     @property
     def code(self) -> str:
-        return (self.outcome or self.reason).value
+        return (self.outcome or self.reason or self.non_response).value
 
 
 _STATUS_FLAGS = {
@@ -88,31 +126,86 @@ _STATUS_FLAGS = {
 }
 
 
-def find_entry(iv: Interview, roster: list[RosterEntry]) -> RosterEntry | None:
-    """Match by KK number (its keyed hash) first, else by building and family serials."""
-    kk = iv.location.kk_hash
-    if kk:
+_NON_RESPONSE_DETAIL = {
+    InterviewResult.NO_COMPETENT_RESPONDENT: "no competent respondent until the end of the collection period",
+    InterviewResult.REFUSED: "the family refused the interview",
+    InterviewResult.MOVED: "the officer found the family moved",
+    InterviewResult.NOT_FOUND: "the officer did not find the family",
+}
+
+
+def entry_by_kk(iv: Interview, roster: Iterable[RosterEntry]) -> RosterEntry | None:
+    """The entry listing the family's KK (its keyed hash), else, for a family split off a
+    prelisted KK (keluarga pecahan), the KK it split from."""
+    loc = iv.location
+    roster = list(roster)
+    kks = [loc.kk_hash, loc.parent_kk_hash if loc.kk_status is KkStatus.SPLIT_OFF else None]
+    for kk in filter(None, kks):
         for e in roster:
             if e.kk_hash == kk:
                 return e
+    return None
+
+
+def find_entry(iv: Interview, roster: list[RosterEntry]) -> RosterEntry | None:
+    """Match by KK (entry_by_kk) first, else by building and family serials."""
+    entry = entry_by_kk(iv, roster)
+    if entry is not None:
+        return entry
     for e in roster:
         if (e.building_no, e.family_no) == (iv.location.building_no, iv.location.family_no):
             return e
     return None
 
 
-def decide(iv: Interview, roster: list[RosterEntry]) -> Decision:
+def split_off(iv: Interview, entry: RosterEntry) -> bool:
+    """The interview is a family split from this (prelisted) roster entry's KK."""
+    loc = iv.location
+    return loc.kk_status is KkStatus.SPLIT_OFF and loc.parent_kk_hash is not None and entry.kk_hash == loc.parent_kk_hash \
+        and entry.kk_hash != loc.kk_hash
+
+
+def member_count_problem(iv: Interview, entry: RosterEntry) -> str | None:
+    """The roster counts the prelisted family's members; the form lists each of them with its
+    presence (lives here, died, moved, not found) and adds new members. A count that differs
+    only by these codes is explained; a split-off family's count is not the roster entry's
+    (that is its parent family's)."""
+    if split_off(iv, entry):
+        return None
+    prelisted = sum(1 for m in iv.members if m.presence.prelisted)
+    if entry.member_count == prelisted:
+        return None
+    if prelisted == len(iv.members) and len(iv.residents) == len(iv.members):
+        return f"roster lists {entry.member_count} members, interview has {len(iv.members)}"
+    return (f"roster lists {entry.member_count} members, interview lists {prelisted} prelisted members "
+            f"({len(iv.residents)} living with the family)")
+
+
+def village_entry(iv: Interview, village: Iterable[VillageEntry]) -> VillageEntry | None:
+    """The entry of another SLS of the village that lists the family's KK (or the KK it split
+    from): where an SLS split, merge or rename moved the family. By KK only: serials are per SLS."""
+    village = list(village)
+    found = entry_by_kk(iv, [v.entry for v in village])
+    return next((v for v in village if v.entry is found), None)
+
+
+def decide(iv: Interview, roster: list[RosterEntry], village: Iterable[VillageEntry] = ()) -> Decision:
+    if not iv.result.responded:
+        return Decision(False, detail=_NON_RESPONSE_DETAIL[iv.result], non_response=iv.result)
     entry = find_entry(iv, roster)
     if entry is None:
+        moved = village_entry(iv, village)
+        if moved is not None:  # decided as on its own roster: a re-check after the SLS change changes nothing
+            return replace(decide(iv, [moved.entry]), roster_sls=moved.sls_id)
         return Decision(False, reason=FlagReason.NOT_ON_ROSTER,
                         detail=f"building {iv.location.building_no} family {iv.location.family_no} "
                                "and its KK are not on the SLS roster")
     if entry.status in _STATUS_FLAGS:
         reason, detail = _STATUS_FLAGS[entry.status]
         return Decision(False, reason=reason, detail=detail)
-    if entry.member_count != len(iv.members):
-        return Decision(False, reason=FlagReason.MEMBER_COUNT_DIFFERS,
-                        detail=f"roster lists {entry.member_count} members, interview has {len(iv.members)}")
+    problem = member_count_problem(iv, entry)
+    if problem is not None:
+        return Decision(False, reason=FlagReason.MEMBER_COUNT_DIFFERS, detail=problem)
     if entry.status is RosterStatus.ADDED:
         return Decision(True, outcome=VerificationOutcome.VERIFIED_ADDED)
     return Decision(True, outcome=VerificationOutcome.VERIFIED)
@@ -189,6 +282,9 @@ def resolve(state: str, r: VerificationResolved) -> Decision | None:
     (verify on a verified family, reject on a rejected one). The resolution is kept either way."""
     if state == "held":
         raise NotResolvable(f"family {r.family_id} is held (no roster yet), not decided; nothing to resolve")
+    if state == NON_RESPONSE:
+        raise NotResolvable(f"family {r.family_id} did not respond (accounted for, not decided); "
+                            "a revisit is submitted as a new interview version")
     if r.decision is SupervisorDecision.VERIFY:
         if state == "verified":
             return None
@@ -209,6 +305,7 @@ class Decided:
 
     verified: bool
     matched: Key | None  # the roster entry it accounts for; None when not on the roster
+    non_response: bool = False  # refused, moved, not found, no competent respondent
 
 
 @dataclass(frozen=True)
@@ -218,29 +315,42 @@ class Progress:
     verified: int
     flagged: int  # flagged or rejected
     absent: int  # roster families confirmed moved/dissolved/unknown and not interviewed
-    outstanding: int  # roster families neither interviewed nor confirmed absent
+    outstanding: int  # roster families neither interviewed nor confirmed absent nor non-responding
+    non_response: int = 0  # roster families accounted for only by a non-response (refused, moved, not found, ...)
+    relocated: int = 0  # roster families accounted for by an interview under another SLS of the village (SLS changes)
 
     @property
     def complete(self) -> bool:
         return self.outstanding == 0
 
 
-def progress(roster: list[RosterEntry], decided: Iterable[Decided]) -> Progress:
+def progress(roster: list[RosterEntry], decided: Iterable[Decided], relocated: Iterable[Key] = ()) -> Progress:
     """Every roster family is accounted for when it was interviewed (verified or flagged, by
-    whichever interview matched it) or the RT head confirmed it absent and nobody interviewed it."""
+    whichever interview matched it), when its form records a non-response (refused, moved, not
+    found, no competent respondent), when a decided interview under another SLS of the village
+    carries its KK (`relocated`: the SLS was split, merged or renamed after the interview), or
+    when the RT head confirmed it absent and nobody interviewed it."""
     decided = list(decided)
-    interviewed_keys = {d.matched for d in decided if d.matched is not None}
-    verified = sum(1 for d in decided if d.verified)
-    absent = outstanding = 0
+    relocated = set(relocated)
+    responded = [d for d in decided if not d.non_response]
+    interviewed_keys = {d.matched for d in responded if d.matched is not None}
+    non_response_keys = {d.matched for d in decided if d.non_response and d.matched is not None}
+    verified = sum(1 for d in responded if d.verified)
+    absent = outstanding = non_response = moved_here = 0
     for e in roster:
         if e.key in interviewed_keys:
             continue
-        if e.status in ABSENT:
+        if e.key in relocated:
+            moved_here += 1
+        elif e.key in non_response_keys:
+            non_response += 1
+        elif e.status in ABSENT:
             absent += 1
         else:
             outstanding += 1
-    return Progress(expected=len(roster), interviewed=len(decided), verified=verified,
-                    flagged=len(decided) - verified, absent=absent, outstanding=outstanding)
+    return Progress(expected=len(roster), interviewed=len(responded), verified=verified,
+                    flagged=len(responded) - verified, absent=absent, outstanding=outstanding,
+                    non_response=non_response, relocated=moved_here)
 
 
 # ---------------------------------------------------------------- state in, outcome out
@@ -348,6 +458,10 @@ class RosterState:
     erased: frozenset[FamilyId]
     interviews: tuple[Stored, ...]
     nik_holders: Mapping[NikHash, FamilyId] = field(default_factory=dict)
+    village: tuple[VillageEntry, ...] = ()  # the other SLS's KK-bearing entries (Roster.village)
+    # families of other SLS of the village flagged "not on roster" whose KK this roster lists: an SLS
+    # change whose new roster came after the old SLS's revision (locked like the SLS's own)
+    strays: tuple[Stored, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -380,7 +494,7 @@ def judge(iv: Interview, roster: Roster, holders: dict[NikHash, FamilyId]) -> tu
     clashes = tuple(sorted(line for h, line in niks.items() if holders.get(h, iv.family_id) != iv.family_id))
     for h in niks:
         holders.setdefault(h, iv.family_id)
-    decision = duplicate_nik(list(clashes)) if clashes else decide(iv, roster.entries)
+    decision = duplicate_nik(list(clashes)) if clashes else decide(iv, roster.entries, roster.village)
     return Claim(iv.family_id, niks, clashes), decision
 
 
@@ -416,7 +530,7 @@ def on_roster(state: RosterState, received: RosterSubmitted) -> Outcome:
         received = received.model_copy(update={"families": [
             f.model_copy(update={"kk_hash": None}) if family_id(received.sls_id, f.building_no, f.family_no)
             in state.erased else f for f in received.families]})
-    roster = roster_of(received, state.revision + 1)
+    roster = replace(roster_of(received, state.revision + 1), village=state.village)
     holders = dict(state.nik_holders)
     claims: list[Claim] = []
     verdicts: list[Verdict] = []
@@ -436,6 +550,12 @@ def on_roster(state: RosterState, received: RosterSubmitted) -> Outcome:
                 verdicts.append(Verdict(iv, d, "roster_revision", s.decision_seq + 1, matched, roster.revision))
                 continue
         rematches.append(Rematch(s.family_id, matched, roster.revision))
+    moved_here = tuple(VillageEntry(roster.sls_id, e) for e in roster.entries if e.kk_hash)
+    for s in state.strays:  # flagged under their old SLS before this roster listed them
+        claim, d = judge(s.interview, Roster(s.sls_id, 0, roster.submission_id, [], moved_here), holders)
+        claims.append(claim)
+        if changed(s.state, s.outcome, s.detail, d):
+            verdicts.append(Verdict(s.interview, d, "sls_change", s.decision_seq + 1))
     return Outcome(claims=tuple(claims), roster=NewRoster(received, roster), verdicts=tuple(verdicts),
                    rematches=tuple(rematches), recount=roster.sls_id)
 
@@ -448,7 +568,7 @@ def on_resolution(state: ResolutionState, r: VerificationResolved) -> Outcome:
         raise NotResolvable(f"no interview for family {r.family_id} to resolve")
     d = resolve(stored.state, r)
     if stored.interview is None:
-        raise NotResolvable(f"family {r.family_id} was erased; nothing to resolve")
+        raise NotResolvable(f"family {r.family_id} was erased or its interview expired; nothing to resolve")
     iv = stored.interview
     if d is None:
         return Outcome(resolution=(r, iv.version))  # already so; the resolution is kept

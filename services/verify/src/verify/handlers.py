@@ -140,9 +140,12 @@ class VerifyHandlers:
                 log.info("a NIK was claimed by a concurrent family; deciding again",
                          extra={"fields": {"family_id": str(e), "attempt": attempt + 1}})
         self.publisher.outcome(uow, outcome, self.clock())
-        if outcome.recount is not None:
-            sls_id = outcome.recount
-            uow.defer(("progress", sls_id), lambda: self.recount(uow, sls_id))
+        # the SLS decided on, and after an SLS change the other SLS of the village concerned: the one
+        # whose roster a family was matched on (it counts the family too), the family's own
+        others = {v.decision.roster_sls for v in outcome.verdicts if v.decision.roster_sls}
+        others |= {v.interview.location.sls_id for v in outcome.verdicts if v.changes_family and outcome.recount}
+        for sls_id in sorted(others | ({outcome.recount} if outcome.recount else set())):
+            uow.defer(("progress", sls_id), lambda sls_id=sls_id: self.recount(uow, sls_id))
         return outcome
 
     async def recount(self, uow: UnitOfWork, sls_id: str) -> None:
@@ -150,7 +153,7 @@ class VerifyHandlers:
         time it is complete under its roster revision, says so."""
         store = self.store_for(uow)
         roster = await store.roster(sls_id)
-        p = domain.progress(roster.entries, await store.decided_in(sls_id))
+        p = domain.progress(roster.entries, await store.decided_in(sls_id), await store.relocated_in(sls_id))
         if await store.save_progress(roster, p):
             self.publisher.sls_completed(uow, roster, p, self.clock())
 

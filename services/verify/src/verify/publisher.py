@@ -38,7 +38,11 @@ class Publisher:
                 self.verdict(uow, v, now)
 
     def verdict(self, uow: UnitOfWork, v: Verdict, now: datetime) -> None:
+        """A verified family's profile or a flag. A non-response is neither: it is stored and
+        counted in its SLS's progress, and nothing is published about the family."""
         iv, d = v.interview, v.decision
+        if d.non_response is not None:
+            return
         if d.verified:
             uow.outbox.publish(Topic.INTERVIEW_VERIFIED, iv.location.sls_id,
                                verified_event(iv, d, now, v.decision_seq), subject=iv.family_id)
@@ -47,7 +51,11 @@ class Publisher:
                                flagged_event(iv, d, now, v.decision_seq), subject=iv.family_id)
 
     def sls_completed(self, uow: UnitOfWork, roster: Roster, p: Progress, now: datetime) -> None:
+        """`absent` of the event counts every roster family accounted for without an interview
+        under this SLS: confirmed absent by the RT head, recorded as a non-response on its form,
+        or interviewed under another SLS of the village before an SLS change moved it here (the
+        event has no separate figures for these; verify's progress API has the non-responses)."""
         uow.outbox.publish(Topic.SLS_COMPLETED, roster.sls_id, SlsCompleted(
             sls_id=roster.sls_id, roster_revision=roster.revision, roster_submission_id=roster.submission_id,
             expected=p.expected, interviewed=p.interviewed, verified=p.verified, flagged=p.flagged,
-            absent=p.absent, completed_at=now), subject=roster.sls_id)
+            absent=p.absent + p.non_response + p.relocated, completed_at=now), subject=roster.sls_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from regsosek.keys import require_strong_secret
 from regsosek.pseudonyms import DEVELOPMENT_NIK_HASH_KEY
@@ -15,6 +15,10 @@ class VerifySettings(TokenSettings):  # bearer tokens: GET /v1/progress (REGSOSE
     # An interview whose SLS roster has not arrived after this long is flagged "no roster".
     hold_timeout_s: float = 3 * 24 * 3600
     hold_sweep_interval_s: float = 60.0
+    # Retention (docs/RETENTION.md): a decided family's interview body (pseudonymised answers, birth
+    # dates, NIK hashes) is emptied this many days after the decision once its state is final
+    # (domain.FINAL_STATES); ids, outcome and roster match stay. Intake keeps what it received longer.
+    interview_body_retention_days: int = Field(90, gt=0)
     # Verify needs no NIK hash key: intake publishes NIKs and KK numbers as keyed hashes and verify
     # compares those (regsosek.pseudonyms). Only records of the v1 shapes (identifiers in clear,
     # from before pseudonymised events: retained on the topics, re-driven dead letters, rows stored

@@ -12,12 +12,15 @@ address or GPS), and an erased family keeps only ids and outcomes (`erase_family
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
 from regsosek import audit
 from regsosek.contracts import (
     FamilyErased,
     FamilyInterview,
+    FlagReason,
     InterviewSubmitted,
     RosterStatus,
     RosterSubmitted,
@@ -26,6 +29,8 @@ from regsosek.contracts import (
 )
 from regsosek.messaging import PermanentError
 from verify.domain import (
+    FINAL_STATES,
+    NON_RESPONSE,
     Claim,
     ClaimsRaced,
     Decided,
@@ -33,6 +38,7 @@ from verify.domain import (
     HoldState,
     Interview,
     InterviewState,
+    Key,
     NewRoster,
     NikHash,
     Outcome,
@@ -44,6 +50,7 @@ from verify.domain import (
     RosterState,
     Stored,
     Verdict,
+    VillageEntry,
 )
 
 SLS_LOCK = 7316003  # advisory lock namespace: one SLS's rosters, interviews and resolutions apply one at a time
@@ -107,8 +114,14 @@ class VerifyStore:
             _STORED + " where sls_id = $1 and body is not null "
             "order by state <> 'held', held_since, decided_at, family_id for update", r.sls_id)
         interviews = tuple(self._stored(row) for row in rows)
-        holders = await self._nik_holders({h: 0 for s in interviews for h in s.interview.nik_hashes()})
-        return RosterState(r.sls_id, revision or 0, frozenset(e["family_id"] for e in erased), interviews, holders)
+        kks = sorted({f.kk_hash for f in r.families if f.kk_hash})
+        strays = tuple(self._stored(row) for row in await self.conn.fetch(
+            _STORED + " where kk_hash = any($1::text[]) and left(sls_id, 10) = $2 and sls_id <> $3 and state = 'flagged' "
+            "and outcome = $4 and body is not null order by family_id for update",
+            kks, r.sls_id[:10], r.sls_id, FlagReason.NOT_ON_ROSTER.value)) if kks else ()
+        holders = await self._nik_holders({h: 0 for s in interviews + strays for h in s.interview.nik_hashes()})
+        return RosterState(r.sls_id, revision or 0, frozenset(e["family_id"] for e in erased), interviews, holders,
+                           await self._village(r.sls_id), strays)
 
     async def resolution_state(self, r: VerificationResolved) -> ResolutionState:
         """Under the SLS's lock (the family id begins with its SLS id): the family's stored
@@ -147,7 +160,16 @@ class VerifyStore:
             "order by building_no, family_no", sls_id)
         entries = [RosterEntry(r["building_no"], r["family_no"], r["kk_hash"], r["member_count"],
                                RosterStatus(r["status"])) for r in rows]
-        return Roster(sls_id, head["revision"], head["submission_id"], entries)
+        return Roster(sls_id, head["revision"], head["submission_id"], entries, await self._village(sls_id))
+
+    async def _village(self, sls_id: str) -> tuple[VillageEntry, ...]:
+        """The KK-bearing roster entries of the other SLS of the village (SLS changes)."""
+        rows = await self.conn.fetch(
+            "select sls_id, building_no, family_no, kk_hash, member_count, status from roster_families "
+            "where left(sls_id, 10) = $1 and sls_id <> $2 and kk_hash is not null order by sls_id, building_no, "
+            "family_no", sls_id[:10], sls_id)
+        return tuple(VillageEntry(r["sls_id"], RosterEntry(r["building_no"], r["family_no"], r["kk_hash"],
+                                                           r["member_count"], RosterStatus(r["status"]))) for r in rows)
 
     async def _nik_holders(self, niks: dict[NikHash, int]) -> dict[NikHash, FamilyId]:
         """The family holding each of these NIKs (hashes), where one does."""
@@ -214,13 +236,16 @@ class VerifyStore:
 
     async def _save_held(self, iv: Interview, traceparent: str | None) -> None:
         await self.conn.execute(
-            """insert into interviews (family_id, sls_id, submission_id, version, body, state, held_since, traceparent)
-               values ($1, $2, $3, $4, $5, 'held', now(), $6)
+            """insert into interviews (family_id, sls_id, submission_id, version, body, state, held_since, traceparent,
+                                      kk_hash)
+               values ($1, $2, $3, $4, $5, 'held', now(), $6, $7)
                on conflict (family_id) do update set submission_id = excluded.submission_id, version = excluded.version,
                  body = excluded.body, state = 'held', outcome = null, detail = null, held_since = now(),
+                 kk_hash = excluded.kk_hash,
                  decided_at = null, updated_at = now(), traceparent = excluded.traceparent,
                  roster_building_no = null, roster_family_no = null, roster_revision = null""",
             iv.family_id, iv.location.sls_id, iv.submission_id, iv.version, iv.model_dump(mode="json"), traceparent,
+            iv.location.kk_hash,
         )
 
     async def _save_roster(self, new: NewRoster) -> None:
@@ -308,28 +333,39 @@ class VerifyStore:
             "select state, roster_building_no, roster_family_no from interviews where sls_id = $1 and state <> 'held'",
             sls_id)
         return [Decided(r["state"] == "verified",
-                        None if r["roster_building_no"] is None else (r["roster_building_no"], r["roster_family_no"]))
+                        None if r["roster_building_no"] is None else (r["roster_building_no"], r["roster_family_no"]),
+                        r["state"] == NON_RESPONSE)
                 for r in rows]
+
+    async def relocated_in(self, sls_id: str) -> list[Key]:
+        """Entries of the SLS's roster whose KK a decided interview under another SLS of the village
+        carries (the SLS was split, merged or renamed after it was interviewed)."""
+        rows = await self.conn.fetch(
+            """select distinct rf.building_no, rf.family_no from roster_families rf
+               join interviews i on i.kk_hash = rf.kk_hash and i.state <> 'held' and i.sls_id <> rf.sls_id
+                                 and left(i.sls_id, 10) = left(rf.sls_id, 10)
+               where rf.sls_id = $1 and rf.kk_hash is not null""", sls_id)
+        return [(r["building_no"], r["family_no"]) for r in rows]
 
     async def save_progress(self, roster: Roster, p: Progress) -> bool:
         """The SLS's counts under this roster revision; True the first time it is complete under it."""
         await self.conn.execute(
             """insert into sls_progress (sls_id, roster_revision, expected, interviewed, verified, flagged, absent,
-                                         outstanding, complete)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                         outstanding, complete, non_response)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                on conflict (sls_id) do update set roster_revision = excluded.roster_revision, expected = excluded.expected,
                  interviewed = excluded.interviewed, verified = excluded.verified, flagged = excluded.flagged,
                  absent = excluded.absent, outstanding = excluded.outstanding, complete = excluded.complete,
-                 updated_at = now()""",
+                 non_response = excluded.non_response, updated_at = now()""",
             roster.sls_id, roster.revision, p.expected, p.interviewed, p.verified, p.flagged, p.absent, p.outstanding,
-            p.complete,
+            p.complete, p.non_response,
         )
         if not p.complete:
             return False
         return bool(await self.conn.fetchval(
-            "insert into sls_completions (sls_id, roster_revision, expected, interviewed, verified, flagged, absent) "
-            "values ($1, $2, $3, $4, $5, $6, $7) on conflict do nothing returning true",
-            roster.sls_id, roster.revision, p.expected, p.interviewed, p.verified, p.flagged, p.absent,
+            "insert into sls_completions (sls_id, roster_revision, expected, interviewed, verified, flagged, absent, "
+            "non_response) values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict do nothing returning true",
+            roster.sls_id, roster.revision, p.expected, p.interviewed, p.verified, p.flagged, p.absent, p.non_response,
         ))
 
     async def progress_by_prefix(self, prefix: str, length: int) -> list[dict[str, str | int]]:
@@ -339,7 +375,8 @@ class VerifyStore:
             """with p as (
                  select left(sls_id, $2) as grp, count(*) as sls, count(*) filter (where complete) as sls_complete,
                         sum(expected) as expected, sum(interviewed) as interviewed, sum(verified) as verified,
-                        sum(flagged) as flagged, sum(absent) as absent, sum(outstanding) as outstanding
+                        sum(flagged) as flagged, sum(absent) as absent, sum(outstanding) as outstanding,
+                        sum(non_response) as non_response
                  from sls_progress where sls_id like $1 || '%' group by 1),
                h as (
                  select left(sls_id, $2) as grp, count(*) as held
@@ -349,11 +386,24 @@ class VerifyStore:
                       coalesce(p.expected, 0) as expected, coalesce(p.interviewed, 0) as interviewed,
                       coalesce(p.verified, 0) as verified, coalesce(p.flagged, 0) as flagged,
                       coalesce(p.absent, 0) as absent, coalesce(p.outstanding, 0) as outstanding,
-                      coalesce(h.held, 0) as held
+                      coalesce(p.non_response, 0) as non_response, coalesce(h.held, 0) as held
                from p full join h on p.grp = h.grp order by 1""",
             prefix, length,
         )
         return [{k: (v if k == "grp" else int(v)) for k, v in r.items()} for r in rows]
+
+    # ---------------------------------------------------------------- retention
+
+    async def expire_bodies(self, before: datetime, limit: int) -> int:
+        """Empties up to `limit` interview bodies decided before `before` whose state is final
+        (domain.FINAL_STATES), oldest first; rows a handler holds are skipped (the next pass takes
+        them). The row stays: ids, outcome, roster match (progress figures), `body_expired_at`."""
+        return int((await self.conn.execute(
+            """update interviews set body = null, traceparent = null, body_expired_at = now()
+               where family_id in (select family_id from interviews
+                                   where body is not null and state = any($3::text[]) and decided_at < $1
+                                   order by decided_at limit $2 for update skip locked)""",
+            before, limit, list(FINAL_STATES))).split()[-1])
 
     # ---------------------------------------------------------------- erasure and the audit log
 
@@ -369,7 +419,8 @@ class VerifyStore:
         building, family = int(e.family_id[15:19]), int(e.family_id[20:23])
         claims = await self.conn.execute("delete from nik_claims where family_id = $1", e.family_id)
         held = await self.conn.execute("delete from interviews where family_id = $1 and state = 'held'", e.family_id)
-        bodies = await self.conn.execute("update interviews set body = null, erased_at = now(), traceparent = null "
+        bodies = await self.conn.execute("update interviews set body = null, erased_at = now(), traceparent = null, "
+                                         "kk_hash = null "
                                          "where family_id = $1 and body is not null", e.family_id)
         entries = await self.conn.execute(
             "update roster_families set kk_hash = null, kk_number = null where sls_id = $1 and building_no = $2 "

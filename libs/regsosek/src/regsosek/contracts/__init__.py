@@ -20,7 +20,15 @@ from regsosek.contracts.decisions import (
     WelfareGroup,
 )
 from regsosek.contracts.household import HouseholdProfile, household_profile
-from regsosek.contracts.interview import FamilyInterview, family_id
+from regsosek.contracts.interview import (
+    FamilyInterview,
+    InterviewResult,
+    KkStatus,
+    MemberPresence,
+    SupervisorCheck,
+    SupervisorCheckOutcome,
+    family_id,
+)
 from regsosek.contracts.pseudonymous import (
     ErasureReason,
     FamilyErased,
@@ -81,7 +89,10 @@ __all__ = [
     "InterviewSubmitted",
     "InterviewVerified",
     "InterviewVerifiedV1",
+    "InterviewResult",
+    "KkStatus",
     "MemberDecision",
+    "MemberPresence",
     "ProgrammeDecision",
     "RosterFamily",
     "RosterStatus",
@@ -89,6 +100,8 @@ __all__ = [
     "PseudonymousMember",
     "SlsCompleted",
     "SlsRoster",
+    "SupervisorCheck",
+    "SupervisorCheckOutcome",
     "SupervisorDecision",
     "VerificationOutcome",
     "VerificationResolved",

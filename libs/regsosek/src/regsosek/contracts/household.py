@@ -7,7 +7,9 @@ address, GPS), and classify kept it in its database. Classify needs none of that
 `components()`, the area for the regency's poverty line and `is_urban`, and the ids it
 keys and publishes by) and nothing else:
 
-- per member, in the interview's order: the **age in completed years on the interview date**
+- per member living with the family (item 404: lives here or new member; members who died,
+  moved or were not found are left out of the household), in the interview's order: the
+  **age in completed years on the interview date**
   (computed by verify when it builds the event, `household_profile`; never the birth date),
   sex, relationship to the head, pregnancy, school participation, highest diploma, work
   last week with industry and status, and the worst functional difficulty;
@@ -132,10 +134,13 @@ def age_in_years(member: Member, day: date) -> int:
 
 
 def household_profile(iv: FamilyInterview) -> HouseholdProfile:
-    """The PMT view of an interview: ages at the interview date (the interview's own local
-    date), every identifying field left out. Pure."""
+    """The PMT view of an interview: its members living with the family, ages at the interview
+    date (the interview's own local date; the age given when the birth date is unknown), every
+    identifying field left out. Pure. A non-response (no housing) has no profile: ValueError."""
     day = iv.interviewed_at.date()
     h, e = iv.housing, iv.economy
+    if h is None:
+        raise ValueError(f"a {iv.result.value} interview has no household profile")
     return HouseholdProfile(
         family_id=iv.family_id,
         sls_id=iv.location.sls_id,
@@ -147,7 +152,7 @@ def household_profile(iv: FamilyInterview) -> HouseholdProfile:
                 school=m.school, highest_diploma=m.highest_diploma, worked_last_week=m.worked_last_week,
                 industry=m.industry, job_status=m.job_status, difficulty=m.difficulty,
             )
-            for m in iv.members
+            for m in iv.residents
         ],
         housing=ProfileHousing(
             floor_area_m2=h.floor_area_m2, floor=h.floor, wall=h.wall, roof=h.roof,

@@ -146,6 +146,26 @@ class ToiletFacility(StrEnum):
     NONE = "none"
 
 
+class ToiletType(StrEnum):
+    """Type of the toilet bowl (jenis kloset): gooseneck = leher angsa (1); plengsengan = plengsengan with a lid (2);
+    plengsengan_open = plengsengan without a lid (3); cemplung = cemplung/cubluk, a drop pit (4). Asked when the
+    family has a defecation facility."""
+
+    GOOSENECK = "gooseneck"  # leher angsa (1)
+    PLENGSENGAN = "plengsengan"  # with a lid (2)
+    PLENGSENGAN_OPEN = "plengsengan_open"  # without a lid (3)
+    CEMPLUNG = "cemplung"  # cemplung/cubluk (4)
+
+
+class SepticDistance(StrEnum):
+    """Distance from the drinking-water source to the septic tank or faeces pit: lt_10m = under 10 m (1); ge_10m = 10 m
+    or more (2); dont_know = tidak tahu (3)."""
+
+    LT_10M = "lt_10m"
+    GE_10M = "ge_10m"
+    DONT_KNOW = "dont_know"
+
+
 class FaecesDisposal(StrEnum):
     """Final disposal of faeces: septic_tank = tangki septik; ipal = wastewater treatment plant; pit = lubang tanah; open
     = pond, river, field, beach; other."""
@@ -171,10 +191,17 @@ class Housing(Contract):
     installed_power: InstalledPower | None = None
     cooking_fuel: CookingFuel
     toilet: ToiletFacility
+    toilet_type: ToiletType | None = None  # asked when there is a facility
     faeces_disposal: FaecesDisposal
+    septic_distance: SepticDistance | None = None  # asked when faeces go to a septic tank or a pit
 
     @model_validator(mode="after")
     def _power_only_with_pln(self) -> Housing:
+        if self.toilet_type is not None and self.toilet is ToiletFacility.NONE:
+            raise ValueError("toilet_type applies only when there is a defecation facility")
+        if self.septic_distance is not None and self.faeces_disposal not in (FaecesDisposal.SEPTIC_TANK,
+                                                                             FaecesDisposal.PIT):
+            raise ValueError("septic_distance applies only to a septic tank or a pit")
         if self.land_title is not None and self.tenure is not Tenure.OWNED:
             raise ValueError("land_title applies only to an owned dwelling")
         if self.lighting in (LightingSource.PLN_METERED, LightingSource.PLN_UNMETERED):
@@ -196,18 +223,46 @@ class Sex(StrEnum):
 
 
 class Relationship(StrEnum):
-    """Relationship to the family head: head = kepala keluarga; spouse = istri/suami; child = anak (incl. step/adopted);
-    child_in_law = menantu; grandchild = cucu; parent = orang tua/mertua; other_relative = famili lain; other =
-    lainnya."""
+    """Relationship to the family head (form item 406, code in brackets): head = kepala keluarga (1); spouse =
+    istri/suami (2); child = anak, incl. step/adopted (3); child_in_law = menantu (4); grandchild = cucu (5); parent =
+    orang tua/mertua (6); domestic_worker = household helper or driver, pembantu/sopir (7); other = lainnya (8);
+    other_relative = famili lain, an earlier code of this system kept so that earlier submissions stay valid (the
+    form counts other relatives under 8)."""
 
-    HEAD = "head"  # kepala keluarga
-    SPOUSE = "spouse"
-    CHILD = "child"  # including step/adopted
-    CHILD_IN_LAW = "child_in_law"
-    GRANDCHILD = "grandchild"
-    PARENT_OR_IN_LAW = "parent"
-    OTHER_RELATIVE = "other_relative"
-    OTHER = "other"
+    HEAD = "head"  # kepala keluarga (1)
+    SPOUSE = "spouse"  # (2)
+    CHILD = "child"  # including step/adopted (3)
+    CHILD_IN_LAW = "child_in_law"  # (4)
+    GRANDCHILD = "grandchild"  # (5)
+    PARENT_OR_IN_LAW = "parent"  # (6)
+    DOMESTIC_WORKER = "domestic_worker"  # pembantu/sopir (7)
+    OTHER = "other"  # lainnya (8)
+    OTHER_RELATIVE = "other_relative"  # earlier code; the form counts it under 8
+
+
+class MemberPresence(StrEnum):
+    """Member presence (keberadaan anggota keluarga, item 404), against the prelisted family: lives_here = tinggal
+    bersama keluarga (1); died = meninggal (2); moved_within_indonesia = pindah dalam negeri (3); moved_abroad =
+    pindah ke luar negeri (4); new_member = anggota keluarga baru (5); not_found = tidak ditemukan (6). Members coded
+    2, 3, 4 or 6 were on the prelist but no longer live with the family: they explain a member count that differs
+    from the roster and are left out of the household's size."""
+
+    LIVES_HERE = "lives_here"  # (1)
+    DIED = "died"  # (2)
+    MOVED_WITHIN_INDONESIA = "moved_within_indonesia"  # (3)
+    MOVED_ABROAD = "moved_abroad"  # (4)
+    NEW_MEMBER = "new_member"  # (5)
+    NOT_FOUND = "not_found"  # (6)
+
+    @property
+    def resident(self) -> bool:
+        """Lives with the family now (counted in the household)."""
+        return self in (MemberPresence.LIVES_HERE, MemberPresence.NEW_MEMBER)
+
+    @property
+    def prelisted(self) -> bool:
+        """Was one of the prelisted family's members (everyone but a new member)."""
+        return self is not MemberPresence.NEW_MEMBER
 
 
 class MaritalStatus(StrEnum):
@@ -228,6 +283,22 @@ class SchoolParticipation(StrEnum):
     NOT_ANYMORE = "not_anymore"
 
 
+class SchoolLevel(StrEnum):
+    """Level of the school attended now, or last attended (jenjang pendidikan): paud = early childhood (PAUD/TK/RA);
+    sd = primary (SD/MI/SDLB/Paket A); smp = junior secondary (SMP/MTs/SMPLB/Paket B); sma = senior secondary (SMA/MA/
+    SMALB/Paket C); smk = vocational secondary (SMK/MAK); d1_d3 = diploma I-III; d4_s1 = diploma IV / bachelor;
+    s2_s3 = master or doctorate."""
+
+    PAUD = "paud"
+    SD = "sd"
+    SMP = "smp"
+    SMA = "sma"
+    SMK = "smk"
+    D1_D3 = "d1_d3"
+    D4_S1 = "d4_s1"
+    S2_S3 = "s2_s3"
+
+
 class Diploma(StrEnum):
     """Highest diploma held: none; sd = primary (SD/MI/Paket A); smp = junior secondary (SMP/MTs/Paket B); sma = senior
     secondary or vocational (SMA/SMK/MA/Paket C); d1_d3 = diploma I-III; d4_s1 = diploma IV / bachelor; s2_s3 = master
@@ -244,13 +315,15 @@ class Diploma(StrEnum):
 
 class JobStatus(StrEnum):
     """Status in main job: self_employed = berusaha sendiri; employer_temporary = with temporary/unpaid workers;
-    employer_permanent = with permanent paid workers; employee = buruh/karyawan/pegawai; casual = pekerja bebas;
-    family_worker = pekerja keluarga/tidak dibayar."""
+    employer_permanent = with permanent paid workers; employee = buruh/karyawan/pegawai swasta (private employee);
+    civil_servant = PNS/TNI/Polri/BUMN/BUMD/pejabat negara (civil servant, military, police, state enterprise or state
+    official); casual = pekerja bebas; family_worker = pekerja keluarga/tidak dibayar."""
 
     SELF_EMPLOYED = "self_employed"
     EMPLOYER_WITH_TEMPORARY = "employer_temporary"
     EMPLOYER_WITH_PERMANENT = "employer_permanent"
     EMPLOYEE = "employee"
+    CIVIL_SERVANT = "civil_servant"  # PNS/TNI/Polri/BUMN/BUMD/pejabat negara
     CASUAL_WORKER = "casual"
     UNPAID_FAMILY_WORKER = "family_worker"
 
@@ -316,20 +389,30 @@ class Business(Contract):
     """The member's own business (usaha sendiri)."""
 
     workers: Annotated[int, Field(ge=0, le=10_000)] = 0  # paid and unpaid, excluding the owner
+    paid_workers: Annotated[int, Field(ge=0, le=10_000)] | None = None  # of `workers`, those paid
+    industry: Industry | None = None  # the business's industry (lapangan usaha)
     licensed: bool = False  # NIB/IUMK or other permit
     turnover: TurnoverBand
     uses_internet: bool = False  # for marketing or sales
 
+    @model_validator(mode="after")
+    def _paid_among_workers(self) -> Business:
+        if self.paid_workers is not None and self.paid_workers > self.workers:
+            raise ValueError("paid_workers cannot exceed workers")
+        return self
+
 
 class Under5Nutrition(StrEnum):
-    """Growth of a child under five as recorded in the child's growth book (KMS/buku KIA): normal; underweight; stunted;
-    wasted; not_recorded."""
+    """Nutrition of a child under five as the form codes it from the growth record (KMS/buku KIA): wasted = gizi
+    kurang/buruk, wasting; stunted = pendek, stunting; not_recorded = no record (tidak ada catatan); dont_know = tidak
+    tahu; normal and underweight are earlier codes of this system, kept so that earlier submissions stay valid."""
 
-    NORMAL = "normal"
-    UNDERWEIGHT = "underweight"
-    STUNTED = "stunted"
-    WASTED = "wasted"
-    NOT_RECORDED = "not_recorded"
+    WASTED = "wasted"  # wasting
+    STUNTED = "stunted"  # stunting
+    NOT_RECORDED = "not_recorded"  # no record
+    DONT_KNOW = "dont_know"
+    NORMAL = "normal"  # earlier code
+    UNDERWEIGHT = "underweight"  # earlier code
 
 
 class FunctionalDifficulties(Contract):
@@ -349,6 +432,44 @@ class FunctionalDifficulties(Contract):
         return max((getattr(self, f) for f in type(self).model_fields), key=order.index)
 
 
+class ChronicDisease(StrEnum):
+    """Chronic diseases (penyakit kronis/menahun) the member has: hypertension; rheumatism; asthma; heart = heart
+    disease; diabetes; tuberculosis; stroke; cancer; kidney_failure = gagal ginjal; haemophilia; hiv_aids;
+    cholesterol; liver_cirrhosis; thalassaemia; leukaemia; alzheimer; other."""
+
+    HYPERTENSION = "hypertension"
+    RHEUMATISM = "rheumatism"
+    ASTHMA = "asthma"
+    HEART = "heart"
+    DIABETES = "diabetes"
+    TUBERCULOSIS = "tuberculosis"
+    STROKE = "stroke"
+    CANCER = "cancer"
+    KIDNEY_FAILURE = "kidney_failure"
+    HAEMOPHILIA = "haemophilia"
+    HIV_AIDS = "hiv_aids"
+    CHOLESTEROL = "cholesterol"
+    LIVER_CIRRHOSIS = "liver_cirrhosis"
+    THALASSAEMIA = "thalassaemia"
+    LEUKAEMIA = "leukaemia"
+    ALZHEIMER = "alzheimer"
+    OTHER = "other"
+
+
+class SocialSecurity(StrEnum):
+    """Employment social security held (jaminan sosial ketenagakerjaan, several may apply): jkk = BPJS work-accident
+    insurance (Jaminan Kecelakaan Kerja); jkm = death benefit (Jaminan Kematian); jht = old-age savings (Jaminan Hari
+    Tua); jp = pension (Jaminan Pensiun); civil_pension = Taspen/Asabri pension of civil servants, military and
+    police; private = private pension or insurance."""
+
+    JKK = "jkk"
+    JKM = "jkm"
+    JHT = "jht"
+    JP = "jp"
+    CIVIL_PENSION = "civil_pension"
+    PRIVATE = "private"
+
+
 class MemberProgramme(StrEnum):
     """Other programmes the member takes part in: prakerja = Kartu Prakerja; kur = Kredit Usaha Rakyat; umi = Ultra Mikro
     credit; pip = Program Indonesia Pintar; employment_insurance = BPJS Ketenagakerjaan."""
@@ -366,13 +487,18 @@ class Member(Contract):
     line_no: Annotated[int, Field(ge=1, le=99)]
     name: Annotated[str, StringConstraints(min_length=1, max_length=120, strip_whitespace=True)]
     nik: Nik | None = None  # members without a NIK exist (newborns, undocumented)
+    presence: MemberPresence = MemberPresence.LIVES_HERE
     sex: Sex
-    date_of_birth: date
+    date_of_birth: date | None = None  # unknown to the family: then `age` is asked instead
+    age: Annotated[int, Field(ge=0, le=150)] | None = None  # completed years, when the birth date is unknown
     relationship: Relationship
     marital_status: MaritalStatus
     pregnant: bool = False
     school: SchoolParticipation
+    school_level: SchoolLevel | None = None  # attended now or last attended; not asked of those never in school
+    school_class: Annotated[int, Field(ge=1, le=8)] | None = None  # highest class reached at that level (kelas)
     highest_diploma: Diploma
+    has_npwp: bool | None = None  # holds a tax number (NPWP); the number itself is not collected
     worked_last_week: bool
     hours_worked: Annotated[int, Field(ge=0, le=168)] = 0
     industry: Industry | None = None
@@ -382,14 +508,20 @@ class Member(Contract):
     business: Business | None = None  # details when has_business
     difficulty: DifficultyLevel = DifficultyLevel.NONE  # worst functional difficulty across domains
     difficulties: FunctionalDifficulties | None = None  # per domain, when asked
-    has_caregiver: bool | None = None  # asked of members with a disability or chronic disease
+    has_caregiver: bool | None = None  # asked of members aged 60+ or with a disability
     chronic_disease: bool = False
+    chronic_diseases: list[ChronicDisease] = Field(default_factory=list, max_length=len(ChronicDisease))
     under5_nutrition: Under5Nutrition | None = None  # children under five only
     health_insurance: HealthInsurance = HealthInsurance.NONE
+    social_security: list[SocialSecurity] = Field(default_factory=list, max_length=len(SocialSecurity))
     programmes: list[MemberProgramme] = Field(default_factory=list, max_length=len(MemberProgramme))
 
     @model_validator(mode="after")
     def _coherent(self) -> Member:
+        check_member_lists(self.chronic_disease, self.chronic_diseases, self.social_security)
+        check_schooling(self.school, self.school_level, self.school_class)
+        if self.date_of_birth is None and self.age is None:
+            raise ValueError("date_of_birth or, when it is unknown, age is required")
         if self.pregnant and self.sex is not Sex.FEMALE:
             raise ValueError("only a female member can be pregnant")
         if not self.worked_last_week and (self.hours_worked or self.job_status or self.industry):
@@ -403,10 +535,33 @@ class Member(Contract):
         return self
 
     def age_on(self, day: date) -> int:
-        years = day.year - self.date_of_birth.year
-        if (day.month, day.day) < (self.date_of_birth.month, self.date_of_birth.day):
-            years -= 1
-        return years
+        return completed_years(self.date_of_birth, self.age, day)
+
+
+def check_member_lists(chronic: bool, diseases: list, social_security: list) -> None:
+    if diseases and not chronic:
+        raise ValueError("chronic_diseases apply only when chronic_disease is true")
+    for name, codes in (("chronic_diseases", diseases), ("social_security", social_security)):
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"each code of {name} may appear once")
+
+
+def check_schooling(school: SchoolParticipation, level: SchoolLevel | None, school_class: int | None) -> None:
+    if level is not None and school is SchoolParticipation.NEVER:
+        raise ValueError("school_level applies only to members who attend or attended school")
+    if school_class is not None and level is None:
+        raise ValueError("school_class is given with its school_level")
+
+
+def completed_years(date_of_birth: date | None, age: int | None, day: date) -> int:
+    """Age in completed years on `day` (the interview date): from the birth date, or the age the
+    family gave when the birth date is unknown."""
+    if date_of_birth is None:
+        return age if age is not None else 0
+    years = day.year - date_of_birth.year
+    if (day.month, day.day) < (date_of_birth.month, date_of_birth.day):
+        years -= 1
+    return years
 
 
 # ---------------------------------------------------------------- Block V family
@@ -450,6 +605,33 @@ class Asset(StrEnum):
     OTHER_HOUSE = "other_house"
 
 
+class ProgrammeReceipt(Contract):
+    """The month and year the family last received a programme (bulan dan tahun terakhir menerima)."""
+
+    programme: Programme
+    month: Annotated[int, Field(ge=1, le=12)]
+    year: Annotated[int, Field(ge=2000, le=2100)]
+
+
+class InternetType(StrEnum):
+    """How the family reaches the internet (several may apply): fixed = fixed line or home wifi; mobile = mobile data;
+    public_wifi = public or shared wifi."""
+
+    FIXED = "fixed"
+    MOBILE = "mobile"
+    PUBLIC_WIFI = "public_wifi"
+
+
+class AccountType(StrEnum):
+    """Active accounts a family member holds (several may apply): bank; cooperative = koperasi; other_institution = other
+    financial institution (pegadaian, microfinance); e_wallet = dompet digital."""
+
+    BANK = "bank"
+    COOPERATIVE = "cooperative"
+    OTHER_INSTITUTION = "other_institution"
+    E_WALLET = "e_wallet"
+
+
 class Livestock(Contract):
     cattle: Annotated[int, Field(ge=0, le=10_000)] = 0
     buffalo: Annotated[int, Field(ge=0, le=10_000)] = 0
@@ -464,15 +646,29 @@ class FamilyEconomy(Contract):
     programmes_received: list[Programme] = Field(default_factory=list, max_length=len(Programme))
     assets: list[Asset] = Field(default_factory=list, max_length=len(Asset))
     livestock: Livestock = Field(default_factory=Livestock)
+    last_receipts: list[ProgrammeReceipt] = Field(default_factory=list, max_length=len(Programme))
     internet_access: bool = False
-    bank_account: bool = False
+    internet_types: list[InternetType] = Field(default_factory=list, max_length=len(InternetType))
+    bank_account: bool = False  # an active account or e-wallet
+    account_types: list[AccountType] = Field(default_factory=list, max_length=len(AccountType))
 
-    @field_validator("programmes_received", "assets")
+    @field_validator("programmes_received", "assets", "internet_types", "account_types")
     @classmethod
     def _no_repeats(cls, v: list) -> list:
         if len(set(v)) != len(v):
             raise ValueError("each code may appear once")
         return v
+
+    @model_validator(mode="after")
+    def _details_follow_answers(self) -> FamilyEconomy:
+        received = [r.programme for r in self.last_receipts]
+        if len(set(received)) != len(received) or not set(received) <= set(self.programmes_received):
+            raise ValueError("last_receipts: one per programme, and only for programmes received")
+        if self.internet_types and not self.internet_access:
+            raise ValueError("internet_types apply only when internet_access is true")
+        if self.account_types and not self.bank_account:
+            raise ValueError("account_types apply only when bank_account is true")
+        return self
 
 
 # ---------------------------------------------------------------- Block I + the form
@@ -483,6 +679,21 @@ class Gps(Contract):
     lon: Annotated[float, Field(ge=94.5, le=141.5)]
 
 
+class KkStatus(StrEnum):
+    """Status of the family's KK (item 115) against the prelist: as_prelisted = KK as on the prelist (1);
+    parent_family = keluarga induk, the family a split-off family left (2); split_off = keluarga pecahan, a family
+    split from a prelisted KK (3), matched to that KK on the roster (give `parent_kk_number`)."""
+
+    AS_PRELISTED = "as_prelisted"  # (1)
+    PARENT_FAMILY = "parent_family"  # keluarga induk (2)
+    SPLIT_OFF = "split_off"  # keluarga pecahan (3)
+
+
+def check_parent_kk(status: KkStatus, parent: object) -> None:
+    if parent is not None and status is not KkStatus.SPLIT_OFF:
+        raise ValueError("the parent family's KK applies only to a split-off family")
+
+
 class Location(Contract):
     """Block I: pengenalan tempat."""
 
@@ -491,8 +702,15 @@ class Location(Contract):
     building_no: Annotated[int, Field(ge=1, le=9999)]  # nomor urut bangunan (WS sketch map)
     family_no: Annotated[int, Field(ge=1, le=999)]  # nomor urut keluarga (VK1)
     kk_number: KkNumber | None = None  # a married person without a KK is a family too
+    kk_status: KkStatus = KkStatus.AS_PRELISTED
+    parent_kk_number: KkNumber | None = None  # a split-off family: the prelisted KK it split from
     address: Annotated[str, StringConstraints(max_length=300)] = ""
     gps: Gps | None = None
+
+    @model_validator(mode="after")
+    def _parent_only_when_split(self) -> Location:
+        check_parent_kk(self.kk_status, self.parent_kk_number)
+        return self
 
     @property
     def family_id(self) -> str:
@@ -504,6 +722,59 @@ def family_id(sls_id: str, building_no: int, family_no: int) -> str:
     return f"{sls_id}-{building_no:04d}-{family_no:03d}"
 
 
+class InterviewResult(StrEnum):
+    """Result of the family's interview (hasil pendataan keluarga, Block II): complete = selesai dicacah (1);
+    partly_complete = sebagian dicacah (2); no_competent_respondent = tidak ada ART/responden yang dapat memberi
+    jawaban sampai akhir masa pencacahan (3); refused = menolak (4); moved = keluarga pindah (5); not_found = tidak
+    ditemukan (6). Codes 3-6 are non-responses: the form carries no housing or members, and the family is still
+    accounted for when its SLS is completed."""
+
+    COMPLETE = "complete"  # (1)
+    PARTLY_COMPLETE = "partly_complete"  # (2)
+    NO_COMPETENT_RESPONDENT = "no_competent_respondent"  # (3)
+    REFUSED = "refused"  # (4)
+    MOVED = "moved"  # (5)
+    NOT_FOUND = "not_found"  # (6)
+
+    @property
+    def responded(self) -> bool:
+        """The family answered (fully or in part): the form carries housing and members."""
+        return self in (InterviewResult.COMPLETE, InterviewResult.PARTLY_COMPLETE)
+
+
+class SupervisorCheckOutcome(StrEnum):
+    """The supervisor's (PML) check of the form: approved = form consistent, accepted; corrected = errors corrected
+    with the officer before submission; revisit_needed = returned for a revisit (submit the revisit as a new
+    version)."""
+
+    APPROVED = "approved"
+    CORRECTED = "corrected"
+    REVISIT_NEEDED = "revisit_needed"
+
+
+class SupervisorCheck(Contract):
+    """Block II: the supervisor's (PML, pengawas) check of this form, a recorded step."""
+
+    supervisor_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]  # the PML's officer code
+    checked_on: date
+    outcome: SupervisorCheckOutcome
+
+
+NOTES_MAX = 2000
+
+
+def check_result_shape(result: InterviewResult, has_housing: bool, residents: int) -> None:
+    """A responded family's form carries its housing and at least one member living with it; a
+    non-response's carries neither."""
+    if result.responded:
+        if not has_housing:
+            raise ValueError(f"housing is required when the result is {result.value}")
+        if residents == 0:
+            raise ValueError(f"at least one member living with the family is required when the result is {result.value}")
+    elif has_housing or residents:
+        raise ValueError(f"a {result.value} form carries no housing and no members living with the family")
+
+
 class FamilyInterview(Contract):
     """Form REGSOSEK22-K: one family's interview as submitted by the officer's device."""
 
@@ -511,15 +782,28 @@ class FamilyInterview(Contract):
     version: Annotated[int, Field(ge=1, le=1000)] = 1  # a correction of the same family gets a higher version
     officer_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     interviewed_at: datetime
+    result: InterviewResult = InterviewResult.COMPLETE
+    supervisor_check: SupervisorCheck | None = None
     location: Location
-    housing: Housing
-    members: Annotated[list[Member], Field(min_length=1, max_length=40)]
+    housing: Housing | None = None  # required unless the result is a non-response
+    members: Annotated[list[Member], Field(max_length=40)]  # prelisted members (with presence) and new ones
     economy: FamilyEconomy = Field(default_factory=FamilyEconomy)
+    notes: Annotated[str, StringConstraints(max_length=NOTES_MAX)] = ""  # catatan; stays with intake
+
+    @model_validator(mode="after")
+    def _result_shape(self) -> FamilyInterview:
+        check_result_shape(self.result, self.housing is not None, len(self.residents))
+        return self
 
     @property
     def family_id(self) -> str:
         return self.location.family_id
 
     @property
+    def residents(self) -> list[Member]:
+        """Members living with the family now (not died, moved or not found)."""
+        return [m for m in self.members if m.presence.resident]
+
+    @property
     def head(self) -> Member | None:
-        return next((m for m in self.members if m.relationship is Relationship.HEAD), None)
+        return next((m for m in self.residents if m.relationship is Relationship.HEAD), None)

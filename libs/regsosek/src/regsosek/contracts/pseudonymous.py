@@ -3,7 +3,8 @@ identifiers (issue 11: pseudonymised events).
 
 `interview.submitted.v2` (`InterviewSubmitted`) and `sls.roster.v2` (`RosterSubmitted`) carry, in
 place of each NIK and KK number, its keyed hash (`regsosek.pseudonyms`, HMAC-SHA256 under intake's
-NIK hash key), and no names, address or GPS. Birth dates stay: verify computes the ages of
+NIK hash key), and no names, address, GPS or the form's free-text notes (which may name people).
+Birth dates stay: verify computes the ages of
 classify's household profile from them (a birth date alone does not identify a person; with
 the family id it is personal data and protected as such, docs/DATA_INVENTORY.md).
 
@@ -24,6 +25,7 @@ from regsosek.contracts.base import Contract
 from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId, SubSls
 from regsosek.contracts.interview import (
     Business,
+    ChronicDisease,
     DifficultyLevel,
     Diploma,
     FamilyEconomy,
@@ -33,13 +35,22 @@ from regsosek.contracts.interview import (
     Housing,
     IdDocument,
     Industry,
+    InterviewResult,
     JobStatus,
+    KkStatus,
     MaritalStatus,
+    MemberPresence,
     MemberProgramme,
     Relationship,
+    SchoolLevel,
     SchoolParticipation,
     Sex,
+    SocialSecurity,
+    SupervisorCheck,
     Under5Nutrition,
+    check_parent_kk,
+    check_result_shape,
+    completed_years,
     family_id,
 )
 from regsosek.contracts.roster import RosterStatus, SlsRoster
@@ -51,13 +62,18 @@ class PseudonymousMember(Contract):
 
     line_no: Annotated[int, Field(ge=1, le=99)]
     nik_hash: HexHash | None = None  # HMAC-SHA256 of the NIK under intake's key; None: no NIK
+    presence: MemberPresence = MemberPresence.LIVES_HERE
     sex: Sex
-    date_of_birth: date
+    date_of_birth: date | None = None  # unknown to the family: then `age`
+    age: Annotated[int, Field(ge=0, le=150)] | None = None
     relationship: Relationship
     marital_status: MaritalStatus
     pregnant: bool = False
     school: SchoolParticipation
+    school_level: SchoolLevel | None = None
+    school_class: Annotated[int, Field(ge=1, le=8)] | None = None
     highest_diploma: Diploma
+    has_npwp: bool | None = None
     worked_last_week: bool
     hours_worked: Annotated[int, Field(ge=0, le=168)] = 0
     industry: Industry | None = None
@@ -69,15 +85,20 @@ class PseudonymousMember(Contract):
     difficulties: FunctionalDifficulties | None = None
     has_caregiver: bool | None = None
     chronic_disease: bool = False
+    chronic_diseases: list[ChronicDisease] = Field(default_factory=list, max_length=len(ChronicDisease))
     under5_nutrition: Under5Nutrition | None = None
     health_insurance: HealthInsurance = HealthInsurance.NONE
+    social_security: list[SocialSecurity] = Field(default_factory=list, max_length=len(SocialSecurity))
     programmes: list[MemberProgramme] = Field(default_factory=list, max_length=len(MemberProgramme))
 
+    @model_validator(mode="after")
+    def _birth_date_or_age(self) -> PseudonymousMember:
+        if self.date_of_birth is None and self.age is None:
+            raise ValueError("date_of_birth or, when it is unknown, age is required")
+        return self
+
     def age_on(self, day: date) -> int:
-        years = day.year - self.date_of_birth.year
-        if (day.month, day.day) < (self.date_of_birth.month, self.date_of_birth.day):
-            years -= 1
-        return years
+        return completed_years(self.date_of_birth, self.age, day)
 
 
 class PseudonymousLocation(Contract):
@@ -88,6 +109,13 @@ class PseudonymousLocation(Contract):
     building_no: Annotated[int, Field(ge=1, le=9999)]
     family_no: Annotated[int, Field(ge=1, le=999)]
     kk_hash: HexHash | None = None
+    kk_status: KkStatus = KkStatus.AS_PRELISTED
+    parent_kk_hash: HexHash | None = None  # a split-off family: the keyed hash of the prelisted KK it split from
+
+    @model_validator(mode="after")
+    def _parent_only_when_split(self) -> PseudonymousLocation:
+        check_parent_kk(self.kk_status, self.parent_kk_hash)
+        return self
 
     @property
     def family_id(self) -> str:
@@ -101,18 +129,32 @@ class InterviewSubmitted(Contract):
     version: Annotated[int, Field(ge=1, le=1000)] = 1
     officer_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     interviewed_at: datetime
+    result: InterviewResult = InterviewResult.COMPLETE
+    supervisor_check: SupervisorCheck | None = None
     location: PseudonymousLocation
-    housing: Housing
-    members: Annotated[list[PseudonymousMember], Field(min_length=1, max_length=40)]
+    housing: Housing | None = None  # None only for a non-response (see InterviewResult)
+    members: Annotated[list[PseudonymousMember], Field(max_length=40)]
     economy: FamilyEconomy = Field(default_factory=FamilyEconomy)
+
+    @model_validator(mode="after")
+    def _result_shape(self) -> InterviewSubmitted:
+        check_result_shape(self.result, self.housing is not None, len(self.residents))
+        return self
 
     @property
     def family_id(self) -> str:
         return self.location.family_id
 
+    @property
+    def residents(self) -> list[PseudonymousMember]:
+        """Members living with the family now (not died, moved or not found)."""
+        return [m for m in self.members if m.presence.resident]
+
     def nik_hashes(self) -> dict[bytes, int]:
-        """Each member's NIK hash (as stored in verify's nik_claims) -> its line number."""
-        return {bytes.fromhex(m.nik_hash): m.line_no for m in self.members if m.nik_hash}
+        """Each member's NIK hash (as stored in verify's nik_claims) -> its line number, of the
+        members living with the family (one who died, moved or was not found claims no NIK: a
+        member who moved may be on another family's form)."""
+        return {bytes.fromhex(m.nik_hash): m.line_no for m in self.residents if m.nik_hash}
 
 
 def pseudonymise_interview(iv: FamilyInterview, key: str) -> InterviewSubmitted:
@@ -125,8 +167,10 @@ def pseudonymise_interview(iv: FamilyInterview, key: str) -> InterviewSubmitted:
         members.append(PseudonymousMember(**doc, nik_hash=nik_hash_hex(key, m.nik)))
     return InterviewSubmitted(
         submission_id=iv.submission_id, version=iv.version, officer_id=iv.officer_id, interviewed_at=iv.interviewed_at,
+        result=iv.result, supervisor_check=iv.supervisor_check,
         location=PseudonymousLocation(sls_id=loc.sls_id, sub_sls=loc.sub_sls, building_no=loc.building_no,
-                                      family_no=loc.family_no, kk_hash=kk_hash_hex(key, loc.kk_number)),
+                                      family_no=loc.family_no, kk_hash=kk_hash_hex(key, loc.kk_number),
+                                      kk_status=loc.kk_status, parent_kk_hash=kk_hash_hex(key, loc.parent_kk_number)),
         housing=iv.housing, members=members, economy=iv.economy)
 
 
