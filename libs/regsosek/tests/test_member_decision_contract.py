@@ -41,3 +41,16 @@ def test_an_old_reader_reads_an_event_with_member_decisions():
 def test_a_member_decision_names_a_member_by_line_number_only(change):
     with pytest.raises(ValidationError):
         MemberDecision.model_validate({**MEMBER, **change})
+
+
+def test_profile_members_keep_their_form_row_when_an_earlier_member_has_left() -> None:
+    """A member-level decision names the member by the form's row: a member who died before them does
+    not shift it (the profile holds only the members living with the family)."""
+    from regsosek.contracts import FamilyInterview, household_profile
+    from regsosek.examples import family_interview
+
+    doc = family_interview()
+    assert len(doc["members"]) >= 3
+    doc["members"][1]["presence"] = "died"
+    p = household_profile(FamilyInterview.model_validate(doc))
+    assert [m.line_no for m in p.members] == [1] + list(range(3, len(doc["members"]) + 1))

@@ -100,7 +100,7 @@ def with_members(*members: dict) -> HouseholdProfile:
     """The smoke family's profile with these members (ProfileMember fields over a default adult)."""
     base = smoke().model_dump()
     adult = {**base["members"][0]}
-    base["members"] = [{**adult, **m} for m in members]
+    base["members"] = [{**adult, "line_no": row, **m} for row, m in enumerate(members, start=1)]
     return HouseholdProfile.model_validate(base)
 
 

@@ -301,9 +301,10 @@ class Rule:
         family_ok, family_reasons = self.decide(decile, group, {c: True for c in self.requires_any})
         family_reasons = [r for r in family_reasons if not r.startswith("components present")]
         out = []
-        for line_no, m in enumerate(p.members, start=1):
+        for position, m in enumerate(p.members, start=1):
             ok, reasons = self.per_member.decide(m)
-            out.append((line_no, family_ok and ok, family_reasons + reasons))
+            # the member's row on the form (members who died or moved keep theirs), else the position
+            out.append((m.line_no or position, family_ok and ok, family_reasons + reasons))
         return out
 
 

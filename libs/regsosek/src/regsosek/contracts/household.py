@@ -75,6 +75,9 @@ class ProfileMember(Contract):
     industry: Industry | None = None
     job_status: JobStatus | None = None
     difficulty: DifficultyLevel = DifficultyLevel.NONE  # worst functional difficulty across domains
+    # The member's row on the form (Block IV, 1-based), counting members who died or moved: how a
+    # member-level decision names the member to a programme. None in profiles stored before it existed.
+    line_no: Annotated[int, Field(ge=1, le=40)] | None = None
 
 
 class ProfileHousing(Contract):
@@ -111,6 +114,13 @@ class HouseholdProfile(Contract):
     members: Annotated[list[ProfileMember], Field(min_length=1, max_length=40)]
     housing: ProfileHousing
     economy: ProfileEconomy = Field(default_factory=ProfileEconomy)
+
+    @model_validator(mode="after")
+    def _members_rows_unique(self) -> HouseholdProfile:
+        rows = [m.line_no for m in self.members if m.line_no is not None]
+        if len(rows) != len(set(rows)):
+            raise ValueError("two members cannot share a form row (line_no)")
+        return self
 
     @model_validator(mode="after")
     def _family_in_sls(self) -> HouseholdProfile:
@@ -150,9 +160,9 @@ def household_profile(iv: FamilyInterview) -> HouseholdProfile:
             ProfileMember(
                 age=age_in_years(m, day), sex=m.sex, relationship=m.relationship, pregnant=m.pregnant,
                 school=m.school, highest_diploma=m.highest_diploma, worked_last_week=m.worked_last_week,
-                industry=m.industry, job_status=m.job_status, difficulty=m.difficulty,
+                industry=m.industry, job_status=m.job_status, difficulty=m.difficulty, line_no=line_no,
             )
-            for m in iv.residents
+            for line_no, m in enumerate(iv.members, start=1) if m.presence.resident
         ],
         housing=ProfileHousing(
             floor_area_m2=h.floor_area_m2, floor=h.floor, wall=h.wall, roof=h.roof,
