@@ -87,6 +87,9 @@ def test_comparison_rows_name_each_configuration_and_its_ratio():
     assert "Kafka brokers" in brokers and "1 broker(s) → 100.0, 3 broker(s) → 80.0" in brokers
     assert "1: 1.00, 3: 0.80" in brokers and "4.2 at start" in brokers
     assert "instances of every service" in scale and "2: n/a" in scale
+    ended = _result()
+    ended["machine"]["loadavg_at_end"] = [9.6, 5.0, 3.0]
+    assert "4.2 → 9.6" in comparison_rows(ended)[0]
     columns = COMPARISON_HEADER.splitlines()[0].count("|")
     assert all(r.count("|") == columns for r in rows)
 

@@ -17,6 +17,7 @@ TARGETS = {
     "ceiling_ratio": 0.5,  # at least
 }
 LATENCY_TARGET_RATE = 1000
+MAIN_PHASES = ("throughput", "latency", "scale", "replay", "ceiling")  # in the run's main world (not brokers)
 
 
 def sparkline(values: Sequence[float], width: int = 40) -> str:
@@ -129,7 +130,7 @@ def ratios(figures: Sequence[tuple[int, float | None]]) -> list[dict]:
 
 
 COMPARISON_HEADER = (
-    "| date | commit | machine | compared | families each | families/s | ratio to the first | load average |\n"
+    "| date | commit | machine | compared | families each | families/s | ratio to the first | load average (1 min) |\n"
     "|---|---|---|---|---|---|---|---|"
 )
 
@@ -150,33 +151,43 @@ def comparison_rows(result: dict) -> list[str]:
             fnum(runs[0].get("families")),
             ", ".join(f"{r['n']} {unit} → {fnum(r['families_per_s'], 1)}" for r in rs),
             ", ".join(f"{r['n']}: {r['ratio']:.2f}" if r["ratio"] is not None else f"{r['n']}: n/a" for r in rs),
-            f"{load[0]:.1f} at start" if load else "n/a",
+            _load(load, m.get("loadavg_at_end") or []),
         ]
         rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return rows
+
+
+def _load(start: Sequence[float], end: Sequence[float]) -> str:
+    """The 1-minute load average at the start of the run, and at its end when known."""
+    if not start:
+        return "n/a"
+    return f"{start[0]:.1f} → {end[0]:.1f}" if end else f"{start[0]:.1f} at start"
 
 
 def print_summary(r: dict) -> None:
     p = print
     b, m = r["bench"], r["machine"]
     p()
-    p(f"Regsosek benchmark  {b['started_at']}  commit {b['commit']}  world {b.get('world')}")
+    world = b.get("world") or "one per broker count"
+    p(f"Regsosek benchmark  {b['started_at']}  commit {b['commit']}  world {world}")
     p(f"  machine: {m['nproc']} CPU ({m['cpu']}), {m['mem_gib']:.1f} GiB, Python {m['python']}, Kafka {m['kafka']}; "
       f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}")
     if b.get("interrupted"):
         p("  INTERRUPTED: partial results")
+    main = any(k in r for k in MAIN_PHASES)
     for section in (_print_throughput, _print_latency, _print_scale, _print_brokers, _print_replay, _print_ceiling,
-                    _print_targets):
+                    *((_print_targets,) if main else ())):
         section(r)
     if r.get("errors"):
         p()
         p(f"Problems ({len(r['errors'])}):")
         for e in r["errors"][:10]:
             p(f"  {e}")
-    p()
-    p("Row for BENCHMARKS.md:")
-    p(MARKDOWN_HEADER)
-    p(r["markdown_row"])
+    if main:
+        p()
+        p("Row for BENCHMARKS.md:")
+        p(MARKDOWN_HEADER)
+        p(r["markdown_row"])
     if r.get("comparison_rows"):
         p()
         p("Comparisons for BENCHMARKS.md:")
