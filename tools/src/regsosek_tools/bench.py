@@ -3,6 +3,8 @@
     python -m regsosek_tools.bench                      # the full run (20,000 families; ~10-30 min)
     python -m regsosek_tools.bench --quick              # smaller and shorter, to try the harness
     python -m regsosek_tools.bench --families 50000 --rates 100,500,1000,2000 --duration 30 --instances 1,2,3
+    python -m regsosek_tools.bench --quick --phases scale --instances 1,2,3   # every service ×1, ×2, ×3
+    python -m regsosek_tools.bench --quick --brokers 1,3    # on the three-broker stack (REGSOSEK_KAFKA_BROKERS=3)
 
 Needs the local stack (bash scripts/stack.sh up). One run is one isolated world on the
 shared broker and database server: a fresh topic prefix (bench<id>.), fresh databases
@@ -23,8 +25,13 @@ after a failure or Ctrl-C. It measures, in that one run:
  5. the ceiling: the same payload bytes through three topic hops with raw aiokafka
     (producer -> relay -> relay -> sink, each its own process; consumer groups, batch
     getmany, idempotent acks=all producers, commit after the produce is acknowledged);
- 6. horizontal scale: the throughput measurement with 1, 2, ... instances of verify and
-    classify in their consumer groups.
+ 6. horizontal scale: the throughput measurement with 1, 2, ... instances of every service
+    in their consumer groups, intake's instances behind a round-robin spread in the load
+    generator (load.http.Spread), each count's families/s as a ratio to the first's;
+ 7. brokers (`--brokers 1,3`, on the three-broker stack only): the same families through a
+    fresh world per count whose topics are placed on that many brokers (1: every partition on
+    one broker, no replication; 3: on all three, min.insync.replicas 2, leaders spread;
+    world.create_placed_topics), as ratios. Only with --brokers or --phases brokers.
 
 Prints a summary, a Markdown row for BENCHMARKS.md, and writes everything (time series
 included) as JSON to --out (default .local/bench/<UTC time>.json). Figures are
@@ -47,7 +54,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,7 +62,7 @@ from typing import Any
 from regsosek_tools.load.ceiling import HOPS, CeilingFailed, ceiling_figures, write_payload
 from regsosek_tools.load.ceiling import stage_main as ceiling_stage_main
 from regsosek_tools.load.families import Family, Pool, build_pool
-from regsosek_tools.load.http import RawHttp
+from regsosek_tools.load.http import RawHttp, Spread
 from regsosek_tools.load.pacing import schedule
 from regsosek_tools.load.submit import BatchUpload, OpenLoop, post_with_retry
 from regsosek_tools.measure.delivery import Deliveries
@@ -64,8 +71,17 @@ from regsosek_tools.measure.proc import git_commit, machine_info
 from regsosek_tools.measure.sampler import Instance, Sampler
 from regsosek_tools.processes import PIPELINE as SERVICES
 from regsosek_tools.processes import ROOT, ServiceNotReady, ServiceProcess
-from regsosek_tools.report.bench import SCALED, TARGETS, fnum, markdown_row, print_lag, print_summary
-from regsosek_tools.world import Stack, StackDown, World, free_port
+from regsosek_tools.report.bench import (
+    SCALED,
+    TARGETS,
+    comparison_rows,
+    fnum,
+    markdown_row,
+    print_lag,
+    print_summary,
+    ratios,
+)
+from regsosek_tools.world import Stack, StackDown, World, broker_ids, free_port, min_insync
 
 # Topics each service's consumer group reads (services/<name>/src/<name>/app.py); the lag
 # sampler adds any other topic a group turns out to have committed offsets for.
@@ -97,9 +113,9 @@ class Bench:
     """One bench run: its world (regsosek_tools.world), the processes in it, the sampler, and the
     phases (upload, open loop, scale, replay, ceiling)."""
 
-    def __init__(self, a: argparse.Namespace) -> None:
+    def __init__(self, a: argparse.Namespace, *, brokers: int | None = None) -> None:
         self.a = a
-        self.world = World(SERVICES, kind="bench")
+        self.world = World(SERVICES, kind="bench", brokers=brokers)
         self.bootstrap = self.world.bootstrap
         self.tag = self.world.tag
         self.prefix = self.world.prefix
@@ -120,7 +136,7 @@ class Bench:
         self.http: Any = None  # httpx.AsyncClient for control calls
         self.sampler = Sampler(self.instances, self.lags, None, now=self.now, log=self.log, errors=self.errors)
         self._sampler: asyncio.Task | None = None
-        self.intake: RawHttp | None = None
+        self.intake: Spread | None = None  # every intake instance, in turn
         self.subscription_id: str | None = None
         self.receiver_url = ""
         self.notify_url = ""
@@ -193,10 +209,13 @@ class Bench:
                                      stall_timeout=self.a.stall_timeout, latest_lag=self.latest_lag, log=self.log,
                                      progress_every=self.progress_every)
         self.notify_url = self.instances["notify"].proc.url
-        self.intake = RawHttp("127.0.0.1", self.instances["intake"].proc.port, connections=self.a.max_inflight)
+        self.intake = Spread([self._intake_client(self.instances["intake"])])
         self._sampler = asyncio.create_task(self.sampler.run())
         await self.subscribe()
         await self.submit_rosters(pool)
+
+    def _intake_client(self, inst: Instance) -> RawHttp:
+        return RawHttp("127.0.0.1", inst.proc.port, connections=self.a.max_inflight)
 
     def _instance(self, key: str, service: str, extra: dict[str, str] | None = None) -> Instance:
         port = free_port()
@@ -423,15 +442,22 @@ class Bench:
                     extra.append(self._instance(f"{s}#{j}", s))
             if extra:
                 await self.start_instances(extra)
+                for i in extra:
+                    if i.service == "intake":
+                        self.intake.add(self._intake_client(i))
             stable = await self.wait_members({s: k for s in SCALED})
             if not stable:
                 self.log(f"WARNING: consumer groups did not settle on {k} members each")
             res = await self.upload(pool.take(n), f"scale-{k}")
             res.update({"instances": k, "scaled_services": list(SCALED), "groups_stable": stable,
+                        "intake_instances": len(self.intake.clients),
                         "partitions": self.partitions.get(self.prefix + "interview-submitted")})
             res["per_service"] = self.phase_services(f"scale-{k}")
             out.append(res)
             if extra:
+                for i in extra:
+                    if i.service == "intake":
+                        await self.intake.remove(i.proc.port)
                 await self.stop_instances(extra)
                 await self.wait_members({s: 1 for s in SCALED}, timeout=60)
         return out
@@ -684,11 +710,84 @@ async def latency_phases(b: Bench, pool: Pool) -> list[dict]:
     return out
 
 
-async def run(a: argparse.Namespace) -> dict:
+async def interruptible(work: Awaitable[None], b: Bench) -> bool:
+    """Runs `work`; True when it was interrupted (Ctrl-C, SIGTERM), after which clean-up can wait and
+    time out normally."""
     try:
-        Stack.from_env().check()
+        await work
+        return False
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        b.log("interrupted: cleaning up")
+        return True
+
+
+async def setup_and_measure(b: Bench, pool: Pool, result: dict) -> None:
+    await b.setup(pool)
+    await measure(b, pool, result)
+
+
+async def one_broker_count(b: Bench, n: int, pool: Pool, warm: list[Family], fams: list[Family], out: list[dict]) -> None:
+    await b.setup(pool)
+    if warm:
+        await b.upload(warm, f"brokers-{n}-warmup")
+    res = await b.upload(fams, f"brokers-{n}")
+    res.update({"brokers": n, "replication_factor": n, "min_insync": min_insync(n), "world": b.tag,
+                "per_service": b.phase_services(f"brokers-{n}"), "services": b.memory()})
+    out.append(res)
+
+
+async def compare_brokers(a: argparse.Namespace, pool: Pool, errors: list[str], out: list[dict]) -> bool:
+    """The same families, after the same warm-up, through one fresh world per broker count in
+    --brokers (world.create_placed_topics), one after another on the cluster, into `out`. True when
+    interrupted."""
+    warm, fams = pool.take(a.warmup), pool.take(a.scale_families)
+    for n in a.brokers:
+        b = Bench(a, brokers=n)
+        b.log(f"brokers-{n}: world {b.tag}, topics on {n} broker(s), min.insync.replicas {min_insync(n)}")
+        try:
+            interrupted = await interruptible(one_broker_count(b, n, pool, warm, fams, out), b)
+        finally:
+            errors.extend(f"brokers-{n}: {e}" for e in b.errors)
+            b.log(f"brokers-{n}: stopping the services, dropping the databases and topics")
+            await b.teardown()
+        if interrupted:
+            return True
+    return False
+
+
+async def check_stack(a: argparse.Namespace) -> None:
+    """The stack answers, and has the brokers --brokers asks for."""
+    try:
+        stack = Stack.from_env()
+        stack.check()
+        if "brokers" in a.phases:
+            nodes = await broker_ids(stack.bootstrap)
+            if max(a.brokers) > len(nodes):
+                raise StackDown(f"--brokers {','.join(map(str, a.brokers))} needs {max(a.brokers)} brokers, the "
+                                f"stack at {stack.bootstrap} has {len(nodes)}: start the three-broker stack "
+                                "(REGSOSEK_KAFKA_BROKERS=3 make stack-up, or REGSOSEK_KAFKA_BROKERS=3 make bench ...)")
     except StackDown as e:
         raise SetupError(str(e)) from None
+
+
+def families_needed(a: argparse.Namespace) -> int:
+    """Families the phases asked for take from the pool."""
+    latency_n = sum(len(schedule(r, a.duration)) for r in a.rates) if "latency" in a.phases else 0
+    main = [p for p in a.phases if p != "brokers"]
+    need = ((a.warmup if main else 0) + (a.families if "throughput" in a.phases else 0) + latency_n
+            + (a.scale_families * len(a.instances) if "scale" in a.phases else 0))
+    if "ceiling" in a.phases:
+        need = max(need, a.warmup + a.families)
+    if "brokers" in a.phases:
+        need += a.warmup + a.scale_families  # the same families in every broker configuration
+    return need
+
+
+async def run(a: argparse.Namespace) -> dict:
+    await check_stack(a)
     commit, dirty = git_commit()
     started = datetime.now(UTC)
     result: dict = {
@@ -697,14 +796,10 @@ async def run(a: argparse.Namespace) -> dict:
         "machine": machine_info(),
         "targets": TARGETS,
     }
-    b = Bench(a)
-    result["bench"]["world"] = b.tag
-    scale_n = a.scale_families
-    latency_n = sum(len(schedule(r, a.duration)) for r in a.rates) if "latency" in a.phases else 0
-    need = (a.warmup + (a.families if "throughput" in a.phases else 0) + latency_n
-            + (scale_n * len(a.instances) if "scale" in a.phases else 0))
-    if "ceiling" in a.phases:
-        need = max(need, a.warmup + a.families)
+    b = Bench(a)  # the world of every phase but brokers (set up only when one of them runs)
+    main_phases = [p for p in a.phases if p != "brokers"]
+    result["bench"]["world"] = b.tag if main_phases else None
+    need = families_needed(a)
     b.log(f"generating {need} families (seed {a.seed})")
     pool = build_pool(a.seed, max(need, 1))
     result["bench"]["families_generated"] = len(pool.families)
@@ -720,25 +815,31 @@ async def run(a: argparse.Namespace) -> dict:
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     interrupted = False
     try:
-        await b.setup(pool)
-        await measure(b, pool, result)
-    except asyncio.CancelledError:
-        interrupted = True
-        main_task.uncancel()  # the clean-up below must be able to wait and time out normally
-        b.log("interrupted: cleaning up")
+        if main_phases:
+            try:
+                interrupted = await interruptible(setup_and_measure(b, pool, result), b)
+            finally:
+                result["services"] = b.memory()
+                result["lag_series"] = b.lag_series()
+                result["samples"] = [s.__dict__ for s in b.samples]
+                b.log("stopping the services, dropping the databases and topics")
+                await b.teardown()
+        if "brokers" in a.phases and not interrupted:
+            result["brokers"] = []
+            interrupted = await compare_brokers(a, pool, b.errors, result["brokers"])
     finally:
-        result["services"] = b.memory()
-        result["lag_series"] = b.lag_series()
-        result["samples"] = [s.__dict__ for s in b.samples]
         result["errors"] = b.errors
-        b.log("stopping the services, dropping the databases and topics")
-        await b.teardown()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGTERM)
     result["bench"]["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     result["bench"]["interrupted"] = interrupted
     result["machine"]["loadavg_at_end"] = os.getloadavg()
+    if result.get("scale"):
+        result["scale_ratios"] = ratios([(s["instances"], s.get("families_per_s")) for s in result["scale"]])
+    if result.get("brokers"):
+        result["brokers_ratios"] = ratios([(s["brokers"], s.get("families_per_s")) for s in result["brokers"]])
     result["markdown_row"] = markdown_row(result)
+    result["comparison_rows"] = comparison_rows(result)
     return result
 
 
@@ -749,7 +850,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rates", type=parse_list, default=[100, 500, 1000], help="offered rates, families/s")
     p.add_argument("--duration", type=float, help="seconds per offered rate (default 20; --quick 8)")
     p.add_argument("--instances", type=parse_list, default=[1, 2],
-                   help="instances of verify and classify to compare (default 1,2)")
+                   help="instances of every service to compare in the scale phase (default 1,2)")
+    p.add_argument("--brokers", type=parse_list,
+                   help="broker counts to compare (e.g. 1,3) on the three-broker stack; adds the brokers phase "
+                        "(default 1,3 when --phases names it)")
     p.add_argument("--scale-families", type=int, help="families per scale configuration (default families/4)")
     p.add_argument("--quick", action="store_true", help="2,000 families, 8 s per rate: to try the harness")
     p.add_argument("--out", help="JSON result (default .local/bench/<UTC time>.json)")
@@ -763,7 +867,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--all-rates", action="store_true",
                    help="run every rate even after the pipeline fell behind at a lower one")
     p.add_argument("--phases", default="throughput,latency,scale,replay,ceiling",
-                   help="which measurements (default all: throughput,latency,scale,replay,ceiling)")
+                   help="which measurements (default throughput,latency,scale,replay,ceiling; also: brokers)")
     p.add_argument("--env", action="append", metavar="KEY=VALUE", help="extra environment for the services")
     p.add_argument("--settle-timeout", type=float, help="seconds to wait for consumer lag to clear after a phase")
     p.add_argument("--phase-timeout", type=float, help="seconds a phase may take at most")
@@ -779,9 +883,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = parser()
     a = p.parse_args(argv)
     a.phases = [x.strip() for x in a.phases.split(",") if x.strip()]
-    unknown = set(a.phases) - {"throughput", "latency", "scale", "replay", "ceiling"}
+    unknown = set(a.phases) - {"throughput", "latency", "scale", "replay", "ceiling", "brokers"}
     if unknown:
         p.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    if a.brokers and "brokers" not in a.phases:
+        a.phases.append("brokers")
+    a.brokers = a.brokers or ([1, 3] if "brokers" in a.phases else [])
     a.families = a.families or (2000 if a.quick else 20000)
     a.duration = a.duration or (8.0 if a.quick else 20.0)
     a.warmup = a.warmup if a.warmup is not None else (100 if a.quick else 200)

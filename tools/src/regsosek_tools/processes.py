@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def stack_env() -> dict[str, str]:
             if line.startswith("export ") and "=" in line:
                 k, _, v = line.removeprefix("export ").partition("=")
                 if k in env:
-                    env[k] = v.strip("'\"")
+                    env[k] = "".join(shlex.split(v))  # written with printf %q: a list's commas come escaped
     for k in env:
         if os.environ.get(k):
             env[k] = os.environ[k]

@@ -12,6 +12,11 @@ regsosek.topics), consumer groups under that prefix, one database per service
     ...
     await world.destroy()                     # databases, topics and groups (bounded, best effort for groups)
 
+On the three-broker cluster (REGSOSEK_KAFKA_BROKERS=3) `World(..., brokers=1)` places every
+partition of the world's topics on one broker alone, `brokers=3` on all three (leaders spread,
+min.insync.replicas 2): the bench compares the two in one run (python -m regsosek_tools.bench
+--brokers 1,3).
+
 `make run` does not build an isolated world: it runs the services on their own databases and
 unprefixed topics, and uses `Stack.check()` and `local_auth_env()` from here.
 """
@@ -155,6 +160,57 @@ async def delete_topics_and_groups(bootstrap: str, topics: Iterable[str], groups
             await admin.close()
 
 
+def placement(partitions: int, brokers: Sequence[int]) -> dict[int, list[int]]:
+    """Replicas of each partition on `brokers` (node ids): every partition on all of them, partition
+    p led by brokers[p % n] and followed by the next ones in turn, so leaders spread evenly."""
+    n = len(brokers)
+    if n < 1 or partitions < 1:
+        raise ValueError(f"need at least one partition and one broker, got {partitions} and {n}")
+    return {p: [brokers[(p + i) % n] for i in range(n)] for p in range(partitions)}
+
+
+def min_insync(replicas: int) -> int:
+    """Production's rule (3 replicas, 2 in sync: one broker may be lost) on fewer replicas."""
+    return max(1, min(2, replicas - 1))
+
+
+async def broker_ids(bootstrap: str) -> list[int]:
+    """Node ids of the cluster's brokers, in order."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000, **client_options())
+    await asyncio.wait_for(admin.start(), 20)
+    try:
+        return sorted(b["node_id"] for b in (await admin.describe_cluster())["brokers"])
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+async def create_placed_topics(bootstrap: str, prefix: str, brokers: int) -> list[str]:
+    """The registry's topics (local profile's partitions and retention) under `prefix`, each partition
+    replicated on `brokers` of the cluster's brokers (`placement`), min.insync.replicas by `min_insync`."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    nodes = await broker_ids(bootstrap)
+    if brokers > len(nodes):
+        raise StackDown(f"{brokers} brokers asked for, the cluster at {bootstrap} has {len(nodes)}; "
+                        "start the three-broker stack: REGSOSEK_KAFKA_BROKERS=3 bash scripts/stack.sh up")
+    chosen = nodes[:brokers]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000, **client_options())
+    await asyncio.wait_for(admin.start(), 20)
+    try:
+        topics = [NewTopic(name=prefix + s.name, num_partitions=-1, replication_factor=-1,
+                           replica_assignments=placement(s.partitions, chosen),
+                           topic_configs={**s.config, "min.insync.replicas": str(min_insync(brokers))})
+                  for s in specs("local")]
+        await admin.create_topics(topics)
+        return [t.name for t in topics]
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
 # ---------------------------------------------------------------- a world
 
 
@@ -164,8 +220,9 @@ class World:
     caller (regsosek_tools.processes), which knows its ports and log files."""
 
     def __init__(self, services: Sequence[str] = PIPELINE, *, tag: str | None = None, kind: str = "world",
-                 stack: Stack | None = None) -> None:
+                 stack: Stack | None = None, brokers: int | None = None) -> None:
         self.services = list(services)
+        self.brokers = brokers  # None: topics by the stack's profile; n: on n brokers (create_placed_topics)
         self.tag = tag or f"{kind}{uuid.uuid4().hex[:8]}"
         self.stack = stack or Stack.from_env()
         self.extra_topics: list[str] = []  # made by the caller under this world's prefix; deleted with it
@@ -221,7 +278,10 @@ class World:
     async def create(self, *, timeout_s: float = 60.0) -> World:
         """Creates the world's databases (empty: services migrate them) and topics."""
         await create_databases(self.stack.pg_base, [self.database(s) for s in self.services])
-        await asyncio.wait_for(create_topics(self.stack.bootstrap, prefix=self.prefix), timeout_s)
+        if self.brokers is None:
+            await asyncio.wait_for(create_topics(self.stack.bootstrap, prefix=self.prefix), timeout_s)
+        else:
+            await asyncio.wait_for(create_placed_topics(self.stack.bootstrap, self.prefix, self.brokers), timeout_s)
         return self
 
     async def destroy(self, *, timeout_s: float = 60.0) -> None:

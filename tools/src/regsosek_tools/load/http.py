@@ -105,3 +105,56 @@ class RawHttp:
     async def close(self) -> None:
         while self._idle:
             self._close(self._idle.pop())
+
+
+class Spread:
+    """Several intake instances behind one client, as a load balancer would put them: each request
+    goes to the next instance in turn (round robin). Same interface as `RawHttp`; instances can be
+    added and removed between requests (an instance scaled in is removed before it stops)."""
+
+    def __init__(self, clients: list[RawHttp] | None = None) -> None:
+        self.clients: list[RawHttp] = list(clients or [])
+        self._turn = 0
+        self.busy = 0
+        self.busy_max = 0
+
+    @property
+    def connections(self) -> int:
+        return sum(c.connections for c in self.clients)
+
+    def add(self, client: RawHttp) -> None:
+        self.clients.append(client)
+
+    async def remove(self, port: int) -> None:
+        """Stops sending to the instance on `port` and closes its idle connections."""
+        gone = [c for c in self.clients if c.port == port]
+        self.clients = [c for c in self.clients if c.port != port]
+        for c in gone:
+            await c.close()
+
+    def next_client(self) -> RawHttp:
+        if not self.clients:
+            raise ConnectionError("no intake instance to send to")
+        client = self.clients[self._turn % len(self.clients)]
+        self._turn += 1
+        return client
+
+    def build(self, method: str, path: str, body: bytes = b"", token: str | None = None) -> bytes:
+        """The request as bytes (the Host header names the first instance; intake does not read it)."""
+        return self.clients[0].build(method, path, body, token)
+
+    async def request(self, raw: bytes) -> tuple[int, bytes, float]:
+        client = self.next_client()
+        self.busy += 1
+        self.busy_max = max(self.busy_max, self.busy)
+        try:
+            return await client.request(raw)
+        finally:
+            self.busy -= 1
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.close()
+
+
+Intake = RawHttp | Spread  # what the load generator sends submissions through

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import orjson
 
 from regsosek_tools.load.families import Family
-from regsosek_tools.load.http import RawHttp
+from regsosek_tools.load.http import Intake
 from regsosek_tools.load.pacing import due
 from regsosek_tools.measure.stats import distribution, percentile
 
@@ -22,7 +22,7 @@ Post = Callable[[bytes], Awaitable[tuple[int, bytes, float]]]
 _RETRIED = (TimeoutError, OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
 
 
-async def post_with_retry(intake: RawHttp, raw: bytes, attempts: int = 6) -> tuple[int, bytes, float]:
+async def post_with_retry(intake: Intake, raw: bytes, attempts: int = 6) -> tuple[int, bytes, float]:
     """A submission (idempotent by its id), repeated through 5xx, 429 and connection errors; returns
     (last status, last body, when it was first sent)."""
     delay, first_sent = 0.2, None
@@ -46,7 +46,7 @@ class BatchUpload:
     """`devices` devices upload the families in batches (POST /v1/interviews:batch), each device one
     batch after another. `expected` (the families to be decided) loses those intake does not take."""
 
-    def __init__(self, intake: RawHttp, post: Post, token: Callable[[int], str], fams: list[Family], *,
+    def __init__(self, intake: Intake, post: Post, token: Callable[[int], str], fams: list[Family], *,
                  batch_size: int, devices: int) -> None:
         self.intake, self.post, self.token = intake, post, token
         self.fams, self.batch_size, self.devices = fams, batch_size, devices
@@ -133,7 +133,7 @@ class OpenLoop:
     """Single submissions (POST /v1/interviews) sent at the offsets of `schedule`, each when it is due
     whatever intake answers to the earlier ones (no coordinated omission)."""
 
-    def __init__(self, intake: RawHttp, post: Post, fams: list[Family], offsets: Sequence[float],
+    def __init__(self, intake: Intake, post: Post, fams: list[Family], offsets: Sequence[float],
                  token: Callable[[str], str]) -> None:
         self.intake, self.post, self.offsets = intake, post, offsets
         self.fams = fams[:len(offsets)]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from regsosek_tools.processes import PIPELINE as SERVICES
 
-SCALED = ("verify", "classify")  # the services --instances multiplies
+SCALED = SERVICES  # the services --instances multiplies (intake's instances behind load.http.Spread)
 
 TARGETS = {
     "sustained_families_per_s": 5000.0,  # at least
@@ -17,6 +17,7 @@ TARGETS = {
     "ceiling_ratio": 0.5,  # at least
 }
 LATENCY_TARGET_RATE = 1000
+MAIN_PHASES = ("throughput", "latency", "scale", "replay", "ceiling")  # in the run's main world (not brokers)
 
 
 def sparkline(values: Sequence[float], width: int = 40) -> str:
@@ -121,26 +122,78 @@ def markdown_row(result: dict) -> str:
     return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
 
 
+def ratios(figures: Sequence[tuple[int, float | None]]) -> list[dict]:
+    """Each configuration's families/s against the first one's, measured in the same run (the
+    machine is shared: absolute figures drift between runs, ratios within one run much less)."""
+    base = figures[0][1] if figures else None
+    return [{"n": n, "families_per_s": fps, "ratio": fps / base if fps and base else None} for n, fps in figures]
+
+
+COMPARISON_HEADER = (
+    "| date | commit | machine | compared | families each | families/s | ratio to the first | load average (1 min) |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
+
+
+def comparison_rows(result: dict) -> list[str]:
+    """Rows for BENCHMARKS.md (COMPARISON_HEADER): brokers 1 against 3, instances 1, 2, 3."""
+    b, m = result.get("bench") or {}, result.get("machine") or {}
+    rows = []
+    for key, what, unit in (("brokers", "Kafka brokers", "broker(s)"), ("scale", "instances of every service",
+                                                                          "instance(s)")):
+        runs = result.get(key) or []
+        rs = result.get(f"{key}_ratios") or []
+        if not runs or not rs:
+            continue
+        load = m.get("loadavg_at_start") or []
+        cells = [
+            b.get("date", ""), b.get("commit", ""), f"{m.get('nproc', '?')} CPU, {m.get('mem_gib', 0):.0f} GiB", what,
+            fnum(runs[0].get("families")),
+            ", ".join(f"{r['n']} {unit} → {fnum(r['families_per_s'], 1)}" for r in rs),
+            ", ".join(f"{r['n']}: {r['ratio']:.2f}" if r["ratio"] is not None else f"{r['n']}: n/a" for r in rs),
+            _load(load, m.get("loadavg_at_end") or []),
+        ]
+        rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return rows
+
+
+def _load(start: Sequence[float], end: Sequence[float]) -> str:
+    """The 1-minute load average at the start of the run, and at its end when known."""
+    if not start:
+        return "n/a"
+    return f"{start[0]:.1f} → {end[0]:.1f}" if end else f"{start[0]:.1f} at start"
+
+
 def print_summary(r: dict) -> None:
     p = print
     b, m = r["bench"], r["machine"]
     p()
-    p(f"Regsosek benchmark  {b['started_at']}  commit {b['commit']}  world {b.get('world')}")
+    world = b.get("world") or "one per broker count"
+    p(f"Regsosek benchmark  {b['started_at']}  commit {b['commit']}  world {world}")
     p(f"  machine: {m['nproc']} CPU ({m['cpu']}), {m['mem_gib']:.1f} GiB, Python {m['python']}, Kafka {m['kafka']}; "
       f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}")
     if b.get("interrupted"):
         p("  INTERRUPTED: partial results")
-    for section in (_print_throughput, _print_latency, _print_scale, _print_replay, _print_ceiling, _print_targets):
+    main = any(k in r for k in MAIN_PHASES)
+    for section in (_print_throughput, _print_latency, _print_scale, _print_brokers, _print_replay, _print_ceiling,
+                    *((_print_targets,) if main else ())):
         section(r)
     if r.get("errors"):
         p()
         p(f"Problems ({len(r['errors'])}):")
         for e in r["errors"][:10]:
             p(f"  {e}")
-    p()
-    p("Row for BENCHMARKS.md:")
-    p(MARKDOWN_HEADER)
-    p(r["markdown_row"])
+    if main:
+        p()
+        p("Row for BENCHMARKS.md:")
+        p(MARKDOWN_HEADER)
+        p(r["markdown_row"])
+    if r.get("comparison_rows"):
+        p()
+        p("Comparisons for BENCHMARKS.md:")
+        p(COMPARISON_HEADER)
+        for row in r["comparison_rows"]:
+            p(row)
 
 
 def _print_throughput(r: dict) -> None:
@@ -184,13 +237,30 @@ def _print_scale(r: dict) -> None:
     p = print
     if r.get("scale"):
         p()
-        p(f"Horizontal scale: instances of {' and '.join(SCALED)} ({r['scale'][0].get('partitions')} partitions per topic)")
+        p(f"Horizontal scale: instances of {', '.join(SCALED)} (intake's behind a round-robin spread; "
+          f"{r['scale'][0].get('partitions')} partitions per topic)")
+        rs = {q["n"]: q.get("ratio") for q in r.get("scale_ratios") or []}
         for s in r["scale"]:
             ps = s.get("per_service") or {}
             per = ", ".join(f"{k} {fnum((ps.get(k) or {}).get('consumed_per_s'))}/s" for k in SCALED)
+            ratio = rs.get(s["instances"])
             p(f"  {s['instances']} instance(s): {fnum(s.get('families_per_s') or s.get('families_per_s_partial'), 1)} "
               f"families/s end to end ({s['families']:,} families{'' if s.get('families_per_s') else ', ' + s['ended']}"
-              f"); consumed {per}{'' if s.get('groups_stable', True) else '; groups did not settle'}")
+              f"{'' if ratio is None else f'; {ratio:.2f} of the first'}); consumed {per}"
+              f"{'' if s.get('groups_stable', True) else '; groups did not settle'}")
+
+
+def _print_brokers(r: dict) -> None:
+    p = print
+    if r.get("brokers"):
+        p()
+        p("Brokers: the same families through a fresh world whose topics are on 1 or on all brokers of the cluster")
+        for s, q in zip(r["brokers"], r.get("brokers_ratios") or [], strict=False):
+            fps = s.get("families_per_s") or s.get("families_per_s_partial")
+            p(f"  {s['brokers']} broker(s) (replication {s['brokers']}, min.insync.replicas {s['min_insync']}): "
+              f"{fnum(fps, 1)} families/s end to end ({s['families']:,} families"
+              f"{'' if s.get('families_per_s') else ', ' + s['ended']}); "
+              + (f"{q['ratio']:.2f} of the first" if q.get("ratio") is not None else "no ratio"))
 
 
 def _print_replay(r: dict) -> None:

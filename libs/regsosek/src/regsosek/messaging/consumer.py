@@ -47,6 +47,9 @@ from typing import Any
 
 import asyncpg
 from aiokafka import ConsumerRecord
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -133,6 +136,20 @@ _MAX_LINKS = 32  # a batch may hold hundreds of an SLS's families; the trace nee
 
 Handler = Callable[[UnitOfWork, Incoming], Awaitable[None]]
 
+# How a consumer group shares its topics' partitions among instances (docs/ORDERING.md,
+# "Instances and partition assignment"). Range gives partition N of every subscribed topic to
+# the same instance when all instances subscribe to the same topics and the topics have the
+# same partition count (the registry's profiles): an SLS's roster, interviews and resolutions
+# then meet in one instance and one fetched batch, and the per-SLS locks are not contended.
+# Round robin (aiokafka's and FastStream's default) is listed second only for rolling
+# deploys: a group uses the first strategy every member offers, so new instances join a
+# group of old ones (round robin only) instead of being refused, and the group moves to
+# range once the last old instance has left.
+PARTITION_ASSIGNMENT: tuple[type[AbstractPartitionAssignor], ...] = (
+    RangePartitionAssignor,
+    RoundRobinPartitionAssignor,
+)
+
 
 class EventConsumer:
     def __init__(
@@ -178,6 +195,7 @@ class EventConsumer:
             max_records=s.consumer_max_records,
             batch_timeout_ms=s.consumer_batch_timeout_ms,
             auto_offset_reset="earliest",
+            partition_assignment_strategy=PARTITION_ASSIGNMENT,
             ack_policy=AckPolicy.MANUAL,
             parser=keep_raw,
             decoder=no_decode,
