@@ -43,6 +43,7 @@ env_lines() {
     printf 'export REGSOSEK_TOPIC_PROFILE=%q\n' "$(clustered && echo cluster || echo local)"
     printf 'export REGSOSEK_PG_URL_BASE=%q\n' "$pg_base"
     printf 'export REGSOSEK_KAFKA_PORT=%q\n' "$KAFKA_PORT"
+    printf 'export REGSOSEK_KAFKA_CONTROLLER_PORT=%q\n' "${REGSOSEK_KAFKA_CONTROLLER_PORT:-19093}"
     [[ -n "${REGSOSEK_PG_EXTERNAL_URL:-}" ]] || printf 'export REGSOSEK_PG_PORT=%q\n' "$PG_PORT"
 }
 
