@@ -209,6 +209,32 @@ def render_strimzi(profile: str = "production", namespace: str = "regsosek", clu
     return header + yaml.safe_dump_all(docs, sort_keys=True)
 
 
+async def warm_group_coordinator(bootstrap: str, timeout_s: float = 120.0,
+                                 security: KafkaClientSettings | None = None) -> float:
+    """Waits until the brokers can coordinate consumer groups; returns the seconds it took. A fresh
+    cluster creates its offsets topic on the first group look-up; consumers that race that creation
+    (several services starting at once) were seen to wait minutes before they could join, so a fresh
+    stack does it once, before any service starts."""
+    import time
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    started = time.monotonic()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(security))
+    await admin.start()
+    try:
+        while True:
+            try:
+                await admin.find_coordinator("regsosek-coordinator-check")
+                return time.monotonic() - started
+            except Exception:  # noqa: BLE001 - not coordinating yet (the offsets topic is being created)
+                if time.monotonic() - started > timeout_s:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m regsosek.topics")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -223,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "create":
         created = asyncio.run(create_topics(a.bootstrap, a.profile))
         print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
+        waited = asyncio.run(warm_group_coordinator(a.bootstrap))
+        print(f"consumer groups can be coordinated (after {waited:.1f} s)")
     elif a.cmd == "render-strimzi":
         sys.stdout.write(render_strimzi(a.profile, a.namespace))
     else:
