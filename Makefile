@@ -44,12 +44,12 @@ lint: setup
 
 # Lint first (a finding fails the target before anything starts), then unit tests, then
 # integration tests (the console's browser tests among them) against the real broker and
-# database, then the scale-out run on the three-broker cluster (make test-cluster).
+# database. The scale-out run on the three-broker cluster is its own target (make test-cluster):
+# its set-up still sees consumer-group joins that take minutes now and then (README, Scale-out).
 test: lint stack-up browser-deps
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 0 ]; then . .local/stack.env && $(PY) -m pytest -q -m "integration and not cluster" $(PYTEST_ARGS); rc=$$?; fi; \
-	bash scripts/stack.sh down; \
-	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory test-cluster; rc=$$?; fi; exit $$rc
+	bash scripts/stack.sh down; exit $$rc
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)

@@ -39,7 +39,7 @@ from itkit import ServiceProcess, Submitter, World, by_subject, eventually, head
 SERVICES = ("intake", "verify", "classify", "notify")
 CONCURRENCY = 8  # devices uploading at once
 RETRY_FOR = 240.0  # how long one device keeps retrying one submission
-READY_S = 120.0  # a (re)started service on a loaded machine
+READY_S = 240.0  # a (re)started service on a loaded machine (a consumer-group join has taken 2 minutes)
 DRAIN_S = 300.0  # after the last submission: everything final, delivered
 
 
