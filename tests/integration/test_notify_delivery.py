@@ -22,9 +22,11 @@ pipeline.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import itertools
 import json
+import os
 import random
 import re
 import shutil
@@ -487,6 +489,7 @@ async def production_world(stack, tmp_path_factory):
                                       REGSOSEK_AUTH_JWKS_FILE=str(idp_dir / "jwks.json"),
                                       REGSOSEK_AUTH_ISSUER=signer.issuer, REGSOSEK_AUTH_AUDIENCE="regsosek-notify",
                                       REGSOSEK_WEBHOOK_SIGNING_KEY=generate_signing_key(),
+                                      REGSOSEK_IDENTITY_KEYS="feed1:" + base64.b64encode(os.urandom(32)).decode(),
                                       **{**NOTIFY_ENV, "REGSOSEK_SUSPEND_AFTER_FAILURES": "3"})
         yield world, notify, signer
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from intake import app, store
-from intake.rotate_keys import KeyRotation
 from intake.settings import IntakeSettings
 from regsosek.contracts import (
     EligibilityDecided,
@@ -16,6 +15,7 @@ from regsosek.contracts import (
     InterviewVerified,
     InterviewVerifiedV1,
 )
+from regsosek.key_rotation import KeyRotation
 
 from intake_fakes import InMemoryIntakeStore
 
@@ -63,9 +63,14 @@ class _Stale(InMemoryIntakeStore):
         return n
 
 
+def rotation_of(stale: _Stale, lines: list[str]) -> KeyRotation:
+    return KeyRotation("bodies", lambda conn: stale.unsealed_or_stale(),
+                       lambda conn, batch: stale.reseal_batch(batch), "k2", lines.append)
+
+
 async def test_key_rotation_reseals_batch_by_batch_and_reports_progress():
     stale, lines = _Stale(), []
-    left = await KeyRotation(lambda conn: stale, "k2", lines.append).run(_Pool(), 2)
+    left = await rotation_of(stale, lines).run(_Pool(), 2)
     assert left == 0 and stale.left == 0
     assert lines[0] == "current key k2: 5 bodies to seal or re-seal"
     assert [line.split(" (")[0] for line in lines[1:-1]] == ["re-sealed 2/5", "re-sealed 4/5", "re-sealed 5/5"]
@@ -74,5 +79,5 @@ async def test_key_rotation_reseals_batch_by_batch_and_reports_progress():
 
 async def test_a_dry_run_only_counts():
     stale, lines = _Stale(), []
-    assert await KeyRotation(lambda conn: stale, "k2", lines.append).run(_Pool(), 2, dry_run=True) == 5
+    assert await rotation_of(stale, lines).run(_Pool(), 2, dry_run=True) == 5
     assert stale.left == 5 and len(lines) == 1

@@ -5,6 +5,7 @@ through HTTP in tests/integration (test_intake_api, test_actor_from_token, test_
 
 from __future__ import annotations
 
+import base64
 import inspect
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -28,11 +29,14 @@ from regsosek.contracts import (
     InterviewFlagged,
     InterviewSubmitted,
     InterviewVerified,
+    MemberIdentities,
     RosterSubmitted,
     SlsRoster,
     VerificationResolved,
     household_profile,
 )
+from regsosek.contracts.identities import identity_aad, parse_identity_plaintext, unb64
+from regsosek.crypto import CannotOpen, parse_keys
 from regsosek.examples import family_interview
 from regsosek.testing import FakeUnitOfWork
 
@@ -42,6 +46,7 @@ SLS = "64720100010001"
 FAMILY = f"{SLS}-0001-001"
 NIK_KEY = "test-nik-hash-key-of-at-least-32-bytes"
 T0 = datetime(2022, 10, 20, 3, 0, tzinfo=UTC)
+IDENTITY_KEYS = parse_keys("feed1:" + base64.b64encode(b"i" * 32).decode())
 
 
 class World:
@@ -49,7 +54,8 @@ class World:
 
     def __init__(self) -> None:
         self.store = InMemoryIntakeStore(now=lambda: T0)
-        self.handlers = IntakeHandlers(IntakeSettings(env="local"), lambda uow: self.store, IntakePublisher(NIK_KEY))
+        publisher = IntakePublisher(NIK_KEY, IDENTITY_KEYS)
+        self.handlers = IntakeHandlers(IntakeSettings(env="local"), lambda uow: self.store, publisher)
         self.uows: list[FakeUnitOfWork] = []
 
     def transaction(self):
@@ -124,7 +130,7 @@ async def test_a_new_interview_is_stored_and_published_once_pseudonymised():
     iv = interview()
     r = await w.submit(iv)
     assert isinstance(r, Receipt) and not r.replayed and r.as_dict()["status"] == "accepted"
-    (p,) = w.published
+    p, ids = w.published
     assert (p.topic.endswith("interview-submitted"), p.key, p.subject) == (True, SLS, iv.family_id)
     assert isinstance(p.event, InterviewSubmitted) and p.event.submission_id == iv.submission_id
     wire = orjson.dumps(p.event.model_dump(mode="json"))
@@ -132,6 +138,15 @@ async def test_a_new_interview_is_stored_and_published_once_pseudonymised():
     kept = w.store.submissions[iv.submission_id]
     assert kept.document == iv.model_dump(mode="json") and kept.received.event_id == r.event_id
     assert w.uows[0].published[0].event.location.kk_hash is not None
+    # the members' NIKs go to the identity feed only, sealed under its key and bound to the submission
+    assert (ids.topic.endswith("member-identities"), ids.key, ids.subject) == (True, SLS, iv.family_id)
+    assert isinstance(ids.event, MemberIdentities) and ids.event.submission_id == iv.submission_id
+    assert b"6472010505800001" not in orjson.dumps(ids.event.model_dump(mode="json"))
+    opened = IDENTITY_KEYS.open(unb64(ids.event.sealed), identity_aad(iv.family_id, iv.submission_id))
+    assert parse_identity_plaintext(opened) == {m.line_no: m.nik for m in iv.members if m.nik}
+    assert ids.event.members == len([m for m in iv.members if m.nik]) > 0
+    with pytest.raises(CannotOpen):  # bound to its family and submission: not replayable onto another
+        IDENTITY_KEYS.open(unb64(ids.event.sealed), identity_aad(iv.family_id, uuid.uuid4()))
 
 
 async def test_the_same_id_and_body_again_is_a_replay_with_the_first_receipt_and_no_second_event():

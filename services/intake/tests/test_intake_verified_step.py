@@ -18,9 +18,13 @@ from intake_fakes import InMemoryIntakeStore
 AT = datetime(2022, 10, 20, 2, 0, 5, tzinfo=UTC)
 
 
+def publisher() -> IntakePublisher:
+    return IntakePublisher("k" * 32, IntakeSettings(env="local").identity_keyring())
+
+
 async def _steps(handler_of, event) -> list[tuple]:
     store = InMemoryIntakeStore()
-    h = IntakeHandlers(IntakeSettings(env="local"), lambda uow: store, IntakePublisher("k" * 32))
+    h = IntakeHandlers(IntakeSettings(env="local"), lambda uow: store, publisher())
     uow = FakeUnitOfWork("intake")
     await handler_of(h)(uow, SimpleNamespace(data=event, envelope=SimpleNamespace(id="evt-1")))
     await uow.commit()
@@ -37,5 +41,5 @@ async def test_verified_step_holds_outcome_time_and_ids_only():
     for handler_of, event in ((lambda h: h.on_verified, v2), (lambda h: h.on_verified_v1, v1)):
         (step,) = await _steps(handler_of, event)
         assert step == expected  # (submission id, step, data, event id, decision sequence)
-    h = IntakeHandlers(IntakeSettings(env="local"), lambda uow: InMemoryIntakeStore(), IntakePublisher("k" * 32))
+    h = IntakeHandlers(IntakeSettings(env="local"), lambda uow: InMemoryIntakeStore(), publisher())
     assert h.consumers()[InterviewVerifiedV1] == h.on_verified_v1

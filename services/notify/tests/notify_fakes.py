@@ -5,14 +5,17 @@ goes backwards; one delivery per subscription and event; erased payloads emptied
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from notify.dci_domain import holds
-from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription
+from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription, SealedIdentities
 from regsosek import audit
+from regsosek.contracts.identities import identity_aad
+from regsosek.crypto import Keyring
 
 
 def _now() -> datetime:
@@ -32,6 +35,7 @@ class InMemoryNotifyStore:
         self.dci_transactions: dict[str, dict] = {}
         self.dci_callbacks: list[dict] = []
         self.dci_messages: dict[tuple[str, str], datetime] = {}
+        self.identities: dict[tuple[str, UUID], SealedIdentities] = {}
         self.calls: list[str] = []  # the methods called, in order (a test counts reads per batch)
         self._ids = itertools.count(1)
 
@@ -191,7 +195,33 @@ class InMemoryNotifyStore:
         self.erased.setdefault(e.family_id, {"sls_id": e.sls_id, "erasure_id": e.erasure_id,
                                              "reason": e.reason.value, "erased_at": e.erased_at})
         self.registry.pop(e.family_id, None)
-        return {"pending_deliveries": pending, "payloads": emptied}
+        gone = [k for k in self.identities if k[0] == e.family_id]
+        for k in gone:
+            del self.identities[k]
+        return {"pending_deliveries": pending, "payloads": emptied, "identity_lists": len(gone)}
+
+    # ---------------------------------------------------------------- the identity feed
+
+    async def save_member_identities(self, lists: Sequence[SealedIdentities]) -> None:
+        for x in lists:
+            if x.family_id not in self.erased:
+                self.identities.setdefault((x.family_id, x.submission_id), x)
+
+    async def member_identities(self, keys: Sequence[tuple[str, UUID]]) -> dict[tuple[str, UUID], bytes]:
+        return {k: self.identities[k].sealed for k in keys if k in self.identities}
+
+    async def reseal_identity_batch(self, ring: Keyring, limit: int) -> int:
+        stale = [x for x in self.identities.values() if x.kid != ring.current_kid][:limit]
+        for x in stale:
+            sealed = ring.reseal(x.sealed, identity_aad(x.family_id, x.submission_id))
+            self.identities[(x.family_id, x.submission_id)] = dataclasses.replace(x, sealed=sealed, kid=ring.current_kid)
+        return len(stale)
+
+    async def count_identities_not_under(self, kid: str) -> int:
+        return sum(1 for x in self.identities.values() if x.kid != kid)
+
+    async def expire_superseded_identities(self, before: datetime, limit: int) -> int:
+        return 0  # no receipt times kept in memory: the rule is proven on the real store
 
     async def queue_erasure_notices(self, family_id: str, event_id: str, event_type: str, payload: dict) -> int:
         n = 0
@@ -229,7 +259,7 @@ class InMemoryNotifyStore:
             s["lease_owner"] = None
 
     async def pending_batch(self, sub_id: UUID, limit: int) -> list[dict]:
-        return [{k: d[k] for k in ("id", "event_id", "event_type", "payload", "traceparent", "attempts")}
+        return [{k: d[k] for k in ("id", "event_id", "event_type", "payload", "traceparent", "attempts", "created_at")}
                 for d in self._of(sub_id, "pending")][:limit]
 
     async def log_attempt(self, sub_id: UUID, message_id: str, events: int, status: int | None, latency_ms: float,

@@ -190,7 +190,7 @@ async def test_erasure_empties_the_familys_deliveries_and_stops_later_ones(store
     (entry,) = store.audit
     assert (entry.action, entry.object_id, entry.request_id) == ("family.erase", FAMILY, erasure.envelope.id)
     assert entry.detail == {"erasure_id": str(erasure.data.erasure_id), "reason": "data_subject_request",
-                            "pending_deliveries": 1, "payloads": 1, "erasure_notices": 1}
+                            "pending_deliveries": 1, "payloads": 1, "identity_lists": 0, "erasure_notices": 1}
 
     await apply(handlers, decided(9, {"pkh": True}))  # a later decision about the erased family
     assert [(d["family_id"], d["event_type"]) for d in queued(store, sub) if d["status"] == "pending"] == [

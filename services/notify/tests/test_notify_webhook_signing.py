@@ -15,6 +15,7 @@ from standardwebhooks import Webhook
 from notify.callbacks import batch_key, signature_headers
 from notify.settings import NotifySettings
 from notify.webhook_keys import webhook_keys_router
+from regsosek.crypto import DEVELOPMENT_DATA_KEY, DEVELOPMENT_IDENTITY_KEY
 from regsosek.keys import InsecureSecret
 from regsosek.signing import HEADER as LEGACY_HEADER
 from regsosek.signing import verify as verify_legacy
@@ -32,7 +33,8 @@ from regsosek.standard_webhooks import (
 
 # production needs the identity provider's keys, issuer and audience for bearer tokens
 PROD_AUTH = {"REGSOSEK_AUTH_JWKS_URL": "https://idp.example.go.id/jwks", "REGSOSEK_AUTH_ISSUER": "https://idp.example.go.id",
-             "REGSOSEK_AUTH_AUDIENCE": "regsosek-notify"}
+             "REGSOSEK_AUTH_AUDIENCE": "regsosek-notify",
+             "REGSOSEK_IDENTITY_KEYS": "feed1:" + base64.b64encode(b"f" * 32).decode()}  # the identity feed's
 SECRET = "subscription-secret-0123456789abcdef"
 BODY = b'{"header":{"message_id":"m"},"message":{"notify_event":[]}}'
 
@@ -186,3 +188,17 @@ def test_an_hmac_subscription_without_a_secret_or_an_unknown_scheme_is_an_error(
         _headers("hmac", None, NotifySettings())
     with pytest.raises(ValueError):
         _headers("rsa", SECRET, NotifySettings())
+
+
+@pytest.mark.parametrize("value", ["", f"feed1:{DEVELOPMENT_IDENTITY_KEY}", f"feed1:{DEVELOPMENT_DATA_KEY}",
+                                   "feed1:" + base64.b64encode(b"short").decode()])
+def test_production_refuses_missing_development_or_short_identity_feed_keys(monkeypatch, value):
+    monkeypatch.setenv("REGSOSEK_ENV", "production")
+    for k, v in PROD_AUTH.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("REGSOSEK_WEBHOOK_SIGNING_KEY", generate_signing_key())
+    monkeypatch.setenv("REGSOSEK_IDENTITY_KEYS", value)
+    with pytest.raises(InsecureSecret) as e:
+        NotifySettings()
+    assert "REGSOSEK_IDENTITY_KEYS" in str(e.value)
+    assert not value or value.partition(":")[2] not in str(e.value)

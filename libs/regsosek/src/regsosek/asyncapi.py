@@ -184,6 +184,11 @@ def _raw_samples() -> dict[type[Contract], dict]:
             "erasure_id": "6e5d4c3b-2a19-4807-b6f5-e4d3c2b1a006", "family_id": _FAMILY_ID, "sls_id": _SLS,
             "reason": "data_subject_request", "erased_at": "2023-01-10T09:00:00+08:00",
         },
+        contracts.MemberIdentities: {  # an illustrative ciphertext (regsosek.crypto's format), not this family's
+            "family_id": _FAMILY_ID, "sls_id": _SLS, "submission_id": _SUBMISSION, "members": 1,
+            "sealed": "UlNFMQ1kZXYtaWRlbnRpdHkxDHWlDPQKe6r2KrIjNrAEWNbovR+ZW36DXYKYyXVzeahXZAWbXeYuqTML9WXHrCp5QPrg"
+                      "HS/q71ywILYWTpGc+jKsZjQ=",
+        },
     }
 
 

@@ -39,6 +39,10 @@ _KID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # The development key set used when none is configured outside production. Public: refused in production.
 DEVELOPMENT_DATA_KEY_ID = "dev1"
 DEVELOPMENT_DATA_KEY = base64.b64encode(b"regsosek-local-development-key!!").decode()  # 32 bytes
+# The identity feed's (regsosek.contracts.identities) development key: a set of its own, so that a
+# service holding only data keys cannot open the feed. Public: refused in production.
+DEVELOPMENT_IDENTITY_KEY_ID = "dev-identity1"
+DEVELOPMENT_IDENTITY_KEY = base64.b64encode(b"regsosek-local-identity-feed-key").decode()  # 32 bytes
 
 
 class DataKeyError(InsecureSecret):
@@ -112,26 +116,37 @@ def parse_keys(text: str, *, source: str = "REGSOSEK_DATA_KEYS") -> Keyring:
     return Keyring(tuple(keys))
 
 
-def load_keyring(keys: str, keys_file: str, env: str) -> Keyring:
-    """The service's data keys from REGSOSEK_DATA_KEYS or REGSOSEK_DATA_KEYS_FILE (not both).
-    Outside production, none configured means the development key; in production it is refused,
-    as is the development key among the configured ones."""
+def load_keyring(keys: str, keys_file: str, env: str, *, name: str = "REGSOSEK_DATA_KEYS",
+                 development: tuple[str, str] = (DEVELOPMENT_DATA_KEY_ID, DEVELOPMENT_DATA_KEY)) -> Keyring:
+    """A key set from `name` or `name`_FILE (not both): the service's data keys (REGSOSEK_DATA_KEYS)
+    or another set, such as the identity feed's (REGSOSEK_IDENTITY_KEYS). Outside production, none
+    configured means the set's development key; in production it is refused, as is a development
+    key among the configured ones."""
     production = env.strip().lower() == "production"
     if keys.strip() and keys_file.strip():
-        raise DataKeyError("set REGSOSEK_DATA_KEYS or REGSOSEK_DATA_KEYS_FILE, not both")
+        raise DataKeyError(f"set {name} or {name}_FILE, not both")
     if keys_file.strip():
         try:
             text = Path(keys_file.strip()).read_text(encoding="utf-8")
         except OSError as e:
-            raise DataKeyError(f"REGSOSEK_DATA_KEYS_FILE cannot be read ({type(e).__name__})") from None
-        ring = parse_keys(text, source="REGSOSEK_DATA_KEYS_FILE")
+            raise DataKeyError(f"{name}_FILE cannot be read ({type(e).__name__})") from None
+        ring = parse_keys(text, source=f"{name}_FILE")
     elif keys.strip():
-        ring = parse_keys(keys)
+        ring = parse_keys(keys, source=name)
     elif production:
-        raise DataKeyError("REGSOSEK_DATA_KEYS (or REGSOSEK_DATA_KEYS_FILE) must be set in production")
+        raise DataKeyError(f"{name} (or {name}_FILE) must be set in production")
     else:
-        ring = parse_keys(f"{DEVELOPMENT_DATA_KEY_ID}:{DEVELOPMENT_DATA_KEY}")
-    if production and any(k == base64.b64decode(DEVELOPMENT_DATA_KEY) for _, k in ring.keys):
-        raise DataKeyError("a data key is the development key published in this repository; "
+        ring = parse_keys(f"{development[0]}:{development[1]}", source=name)
+    published = {base64.b64decode(DEVELOPMENT_DATA_KEY), base64.b64decode(development[1])}
+    if production and any(k in published for _, k in ring.keys):
+        raise DataKeyError(f"a key of {name} is a development key published in this repository; "
                            "set secret ones in production")
     return ring
+
+
+def identity_keyring(keys: str, keys_file: str, env: str) -> Keyring:
+    """The identity feed's key set (regsosek.contracts.identities): REGSOSEK_IDENTITY_KEYS or
+    REGSOSEK_IDENTITY_KEYS_FILE, held by intake (seals) and notify (opens) only; the same rules as
+    the data keys, with a development key of its own."""
+    return load_keyring(keys, keys_file, env, name="REGSOSEK_IDENTITY_KEYS",
+                        development=(DEVELOPMENT_IDENTITY_KEY_ID, DEVELOPMENT_IDENTITY_KEY))

@@ -66,6 +66,7 @@ class Topic(StrEnum):
     SLS_COMPLETED = "sls-completed"
     ELIGIBILITY_DELIVERED = "eligibility-delivered"
     FAMILY_ERASED = "family-erased"
+    MEMBER_IDENTITIES = "member-identities"
     DEAD_LETTER = "dead-letter"
 
     @property

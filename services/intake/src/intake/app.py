@@ -16,11 +16,11 @@ from fastapi.responses import JSONResponse
 from intake import api, erasure
 from intake.handlers import IntakeHandlers
 from intake.publisher import IntakePublisher
-from intake.rotate_keys import KeyRotation
 from intake.settings import IntakeSettings
 from intake.store import IntakeStore
 from regsosek import audit, db
 from regsosek.background import run_forever
+from regsosek.key_rotation import KeyRotation
 from regsosek.retention import Rule
 from regsosek.service import Runtime, ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
@@ -36,11 +36,14 @@ def store_on(settings: IntakeSettings) -> Callable[[asyncpg.Connection], IntakeS
 
 def handlers(settings: IntakeSettings) -> IntakeHandlers:
     stores = store_on(settings)
-    return IntakeHandlers(settings, lambda uow: stores(uow.conn), IntakePublisher(settings.nik_hash_key))
+    publisher = IntakePublisher(settings.nik_hash_key, settings.identity_keyring())
+    return IntakeHandlers(settings, lambda uow: stores(uow.conn), publisher)
 
 
 def key_rotation(settings: IntakeSettings, report: Callable[[str], None]) -> KeyRotation:
-    return KeyRotation(store_on(settings), settings.keyring().current_kid, report)
+    stores = store_on(settings)
+    return KeyRotation("bodies", lambda conn: stores(conn).unsealed_or_stale(),
+                       lambda conn, batch: stores(conn).reseal_batch(batch), settings.keyring().current_kid, report)
 
 
 def sealing_task(settings: IntakeSettings) -> Callable[[Runtime], object]:

@@ -19,8 +19,10 @@ import orjson
 from pydantic import ValidationError
 
 from regsosek import areas
-from regsosek.contracts import Contract, FamilyInterview, FkpAdjustment, SlsRoster, VerificationResolved
+from regsosek.contracts import Contract, FamilyInterview, FkpAdjustment, MemberIdentities, SlsRoster, VerificationResolved
+from regsosek.contracts.identities import b64, identity_aad, identity_plaintext
 from regsosek.contracts.interview import DifficultyLevel, KkStatus, Member, Relationship, Sex
+from regsosek.crypto import Keyring
 
 # A disability in the Washington Group sense: a lot of difficulty, or cannot, in some domain.
 DISABILITY = frozenset({DifficultyLevel.A_LOT, DifficultyLevel.CANNOT})
@@ -210,6 +212,17 @@ def event_of(data, nik_hash_key: str):
     if isinstance(data, SlsRoster):
         return pseudonymise_roster(data, nik_hash_key)
     return data
+
+
+def member_identities(interview: FamilyInterview, identity_keys: Keyring) -> MemberIdentities:
+    """The identity-feed record of an accepted interview: its members' NIKs by form line, sealed under
+    the identity feed's current key and bound to the family and submission
+    (regsosek.contracts.identities); only notify can open it."""
+    niks = {m.line_no: m.nik for m in interview.members if m.nik}
+    fid = interview.family_id
+    sealed = identity_keys.seal(identity_plaintext(niks), identity_aad(fid, interview.submission_id))
+    return MemberIdentities(family_id=fid, sls_id=interview.location.sls_id, submission_id=interview.submission_id,
+                            members=len(niks), sealed=b64(sealed))
 
 
 _INTERVIEW_LOCATION_IDENTIFIERS = ("kk_number", "address", "gps")

@@ -7,7 +7,8 @@ from datetime import datetime
 
 from intake import domain
 from intake.domain import Erasure, Submission
-from regsosek.contracts import ErasureReason, FamilyErased
+from regsosek.contracts import ErasureReason, FamilyErased, FamilyInterview
+from regsosek.crypto import Keyring
 from regsosek.messaging import UnitOfWork
 from regsosek.topics import Topic
 
@@ -16,8 +17,9 @@ TOPIC_OF_KIND = {"interview": Topic.INTERVIEW_SUBMITTED, "roster": Topic.SLS_ROS
 
 
 class IntakePublisher:
-    def __init__(self, nik_hash_key: str) -> None:
+    def __init__(self, nik_hash_key: str, identity_keys: Keyring) -> None:
         self._nik_hash_key = nik_hash_key
+        self._identity_keys = identity_keys  # the identity feed's: seals members' NIKs for notify
 
     def submission_accepted(self, uow: UnitOfWork, s: Submission, event_id: str) -> None:
         """An accepted submission on its kind's topic, keyed by its SLS, with the event id its receipt
@@ -25,6 +27,9 @@ class IntakePublisher:
         result as received. The subject is the family, or the SLS for a roster."""
         uow.outbox.publish(TOPIC_OF_KIND[s.kind], s.sls_id, domain.event_of(s.contract, self._nik_hash_key),
                            subject=s.sls_id if s.kind == "roster" else (s.family_id or s.sls_id), event_id=event_id)
+        if isinstance(s.contract, FamilyInterview):
+            uow.outbox.publish(Topic.MEMBER_IDENTITIES, s.sls_id,
+                               domain.member_identities(s.contract, self._identity_keys), subject=s.family_id)
 
     def family_erased(self, uow: UnitOfWork, erasure: Erasure, erased_at: datetime) -> None:
         """family-erased, keyed by the family's SLS: verify, classify and notify erase what they hold of it."""

@@ -4,7 +4,7 @@ from datetime import date
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from regsosek.crypto import Keyring, load_keyring
+from regsosek.crypto import Keyring, identity_keyring, load_keyring
 from regsosek.keys import require_strong_secret
 from regsosek.pseudonyms import DEVELOPMENT_NIK_HASH_KEY
 from regsosek.settings import TokenSettings
@@ -29,15 +29,26 @@ class IntakeSettings(TokenSettings):
     data_keys: str = ""
     data_keys_file: str = ""
     seal_batch_rows: int = Field(500, gt=0)  # rows per transaction when sealing or re-sealing bodies
+    # Keys of the identity feed (member-identities: members' NIKs sealed for notify only,
+    # regsosek.contracts.identities): REGSOSEK_IDENTITY_KEYS or REGSOSEK_IDENTITY_KEYS_FILE, the same
+    # set as notify's; a set of its own, not the data keys.
+    identity_keys: str = ""
+    identity_keys_file: str = ""
 
     _keyring: Keyring | None = PrivateAttr(default=None)
+    _identity_keyring: Keyring | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _keys_in_production(self) -> "IntakeSettings":
         require_strong_secret("REGSOSEK_NIK_HASH_KEY", self.nik_hash_key, self.env)
         self._keyring = load_keyring(self.data_keys, self.data_keys_file, self.env)
+        self._identity_keyring = identity_keyring(self.identity_keys, self.identity_keys_file, self.env)
         return self
 
     def keyring(self) -> Keyring:
         assert self._keyring is not None
         return self._keyring
+
+    def identity_keyring(self) -> Keyring:
+        assert self._identity_keyring is not None
+        return self._identity_keyring

@@ -33,11 +33,13 @@ from prometheus_client import Counter, Gauge
 
 from notify import dci_domain
 from notify.callbacks import acked, batch_key, callback_problem_now, err_answer, make_client, post_capped, signature_headers
-from notify.domain import Outcome, outcome_of, retry_delay
+from notify.domain import NamedBatch, Outcome, identity_key, name_members, outcome_of, retry_delay
 from notify.publisher import Publisher
 from notify.settings import NotifySettings
 from notify.store import NotifyStore, open_store, store_in
 from regsosek.background import run_forever
+from regsosek.contracts.identities import identity_aad, parse_identity_plaintext
+from regsosek.crypto import CannotOpen, kid_of
 from regsosek.db import Backoff, is_transient
 from regsosek.messaging import UnitOfWork
 from regsosek.service import Runtime
@@ -150,8 +152,14 @@ class DeliveryWorker:
             if not rows:
                 await store.release(sub_id, worker)
                 return False
-        first = rows[0]["attempts"]
-        rows = list(takewhile(lambda r: r["attempts"] == first, rows))  # a retried batch stays apart from new ones
+            first = rows[0]["attempts"]
+            rows = list(takewhile(lambda r: r["attempts"] == first, rows))  # a retried batch stays apart from new ones
+            named = await self._name_members(store, rows)
+            if named.wait:  # the first delivery's identity list has not arrived yet: look again shortly
+                await store.retry_after(sub_id, timedelta(seconds=s.identity_retry_s))
+                await store.release(sub_id, worker)
+                return False
+        rows = [{**r, "payload": p} for r, p in zip(rows[:len(named.payloads)], named.payloads, strict=True)]
         message_id = str(uuid4())
         started = time.perf_counter()
         with _tracer.start_as_current_span("notify deliver", context=context_from_headers(
@@ -162,6 +170,18 @@ class DeliveryWorker:
         latency_ms = (time.perf_counter() - started) * 1000
         await self._record(runtime, sub_id, worker, rows, message_id, attempt, latency_ms)
         return attempt.outcome is not Outcome.RETRY
+
+    async def _name_members(self, store: NotifyStore, rows: list[dict]) -> NamedBatch:
+        """The batch's member-level decisions with each member's NIK from the identity feed
+        (domain.name_members), opened here, at sending time: a stored payload never holds a NIK."""
+        keys = list(dict.fromkeys(k for r in rows if (k := identity_key(r["payload"])) is not None))
+        niks: dict[tuple[str, UUID], dict[int, str]] = {}
+        for key, sealed in (await store.member_identities(keys)).items():
+            try:
+                niks[key] = parse_identity_plaintext(self.settings.identity_keyring().open(sealed, identity_aad(*key)))
+            except (CannotOpen, ValueError):  # a key dropped too early: sent without NIKs after the wait
+                log.warning("an identity list does not open", exc_info=True, extra={"fields": {"kid": kid_of(sealed)}})
+        return name_members(rows, niks, now=datetime.now(UTC), wait_s=self.settings.identity_wait_s)
 
     def _body(self, sub: dict, rows: list[dict], message_id: str) -> bytes:
         s = self.settings

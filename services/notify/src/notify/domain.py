@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
+from uuid import UUID
 
 from regsosek.topics import Topic
 
@@ -358,3 +360,59 @@ def erasure_notice(*, event_id: str, event_type: str, family_id: str, erasure_id
     return {"event_id": event_id, "event_type": event_type, "subject": family_id, "time": erased_at,
             "data": {"family_id": family_id, "erasure_id": erasure_id, "erased_at": erased_at,
                      "action": "erase", "decisions_withdrawn": True}}
+
+
+# ---------------------------------------------------------------- members by name (the identity feed)
+
+
+@dataclass(frozen=True)
+class SealedIdentities:
+    """One interview's member NIKs as intake sealed them (regsosek.contracts.identities), kept as received."""
+
+    family_id: str
+    submission_id: UUID
+    sealed: bytes
+    kid: str
+    members: int
+
+
+def identity_key(payload: dict | None) -> tuple[str, UUID] | None:
+    """The (family, submission) whose identity list a queued payload (an event envelope with its
+    narrowed `data`) needs: only one carrying member-level decisions (payload_for gives them only to
+    programmes granted member_identifiers)."""
+    data = (payload or {}).get("data") or {}
+    if not data.get("member_decisions") or not data.get("submission_id"):
+        return None
+    return data["family_id"], UUID(str(data["submission_id"]))
+
+
+@dataclass(frozen=True)
+class NamedBatch:
+    """What of a queued batch may be sent now: the payloads to send (member-level decisions with their
+    `nik` filled in where the identity list has arrived), or nothing yet (`wait`: the first delivery's
+    list has not arrived and it has waited less than the limit). The batch is cut before the first
+    later delivery still waiting, so the subscription's order is kept."""
+
+    payloads: list[dict]
+    wait: bool
+
+
+def name_members(rows: Sequence[dict], niks: Mapping[tuple[str, UUID], Mapping[int, str]], *,
+                 now: datetime, wait_s: float) -> NamedBatch:
+    """Puts each member's NIK into the member-level decisions of queued payloads (pure: `niks` are the
+    opened identity lists by (family, submission)). A payload whose list has not arrived waits up to
+    `wait_s` from its queueing; after that it is sent with `nik` null (an interview from before the feed,
+    or a list dead-lettered): late, never lost."""
+    out: list[dict] = []
+    for r in rows:
+        key = identity_key(r["payload"])
+        if key is None:
+            out.append(r["payload"])
+            continue
+        found = niks.get(key)
+        if found is None and (now - r["created_at"]).total_seconds() < wait_s:
+            return NamedBatch(out, wait=not out)
+        data = r["payload"]["data"]
+        members = [{**m, "nik": (found or {}).get(m.get("line_no"))} for m in data["member_decisions"]]
+        out.append({**r["payload"], "data": {**data, "member_decisions": members}})
+    return NamedBatch(out, wait=False)

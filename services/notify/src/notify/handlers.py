@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from notify.domain import AccessRules, DecisionReceived, erasure_notice, plan_deliveries
+from notify.domain import AccessRules, DecisionReceived, SealedIdentities, erasure_notice, plan_deliveries
 from notify.store import NotifyStore, store_in
 from regsosek import audit
-from regsosek.contracts import Contract, EligibilityDecided, FamilyErased
+from regsosek.contracts import Contract, EligibilityDecided, FamilyErased, MemberIdentities
+from regsosek.contracts.identities import identity_aad, parse_identity_plaintext, unb64
+from regsosek.crypto import CannotOpen, Keyring, kid_of
 from regsosek.messaging import Handler, Incoming, UnitOfWork
 from regsosek.telemetry import current_trace_headers
 from regsosek.topics import Topic
@@ -23,12 +25,29 @@ _PENDING = "notify.decisions"  # uow.cache key: the batch's decisions, weighed a
 
 
 class NotifyHandlers:
-    def __init__(self, access: AccessRules, store_for: Callable[[UnitOfWork], NotifyStore] = store_in) -> None:
+    def __init__(self, access: AccessRules, store_for: Callable[[UnitOfWork], NotifyStore] = store_in, *,
+                 identity_keys: Keyring | None = None) -> None:
         self.access = access  # what each programme may receive (data/programme-access-*.yaml)
+        self.identity_keys = identity_keys  # opens the identity feed (member-identities); app.py passes the settings'
+
         self.store_for = store_for
 
     def handlers(self) -> dict[type[Contract], Handler]:
-        return {EligibilityDecided: self.on_eligibility, FamilyErased: self.on_erased}
+        return {EligibilityDecided: self.on_eligibility, FamilyErased: self.on_erased,
+                MemberIdentities: self.on_member_identities}
+
+    async def on_member_identities(self, uow: UnitOfWork, msg: Incoming) -> None:
+        """An interview's sealed member NIKs (member-identities), kept as received for the deliveries
+        that may carry them. It must open with the feed's keys: one that does not (a key notify lacks,
+        or altered or moved to another family) raises regsosek.crypto.CannotOpen, whose message names
+        the key id only, and is dead-lettered with it."""
+        e: MemberIdentities = msg.data
+        if self.identity_keys is None:
+            raise CannotOpen("notify was built without the identity feed's keys")
+        sealed = unb64(e.sealed)
+        parse_identity_plaintext(self.identity_keys.open(sealed, identity_aad(e.family_id, e.submission_id)))
+        await self.store_for(uow).save_member_identities(
+            [SealedIdentities(e.family_id, e.submission_id, sealed, kid_of(sealed), e.members)])
 
     async def on_eligibility(self, uow: UnitOfWork, msg: Incoming) -> None:
         e: EligibilityDecided = msg.data

@@ -8,6 +8,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, PrivateAttr, model_validator
 
+from regsosek.crypto import Keyring, identity_keyring
 from regsosek.keys import InsecureSecret, require_strong_secret
 from regsosek.settings import TokenSettings
 from regsosek.standard_webhooks import LOCAL_DEVELOPMENT_SIGNING_KEY, MalformedKey, load_signing_key, thumbprint
@@ -65,8 +66,21 @@ class NotifySettings(TokenSettings):
     webhook_previous_signing_key: str = ""
     webhook_previous_signing_key_file: str = ""
     webhook_previous_signing_key_id: str = ""
+    # The identity feed (member-identities, regsosek.contracts.identities): the keys that open the
+    # members' NIKs intake seals (REGSOSEK_IDENTITY_KEYS or _FILE, the same set as intake's; production
+    # refuses none or a development key), and how long a delivery with member-level decisions for a
+    # programme granted member_identifiers waits for its family's identity list when it has not arrived
+    # yet (topics are read independently); after that it is sent without NIKs (`nik` null), never lost.
+    identity_keys: str = ""
+    identity_keys_file: str = ""
+    identity_wait_s: float = Field(300.0, ge=0)
+    identity_retry_s: float = Field(2.0, gt=0)  # a waiting subscription is looked at again after this
+    # Retention: an identity list superseded by a newer one of its family is deleted this many days after
+    # it arrived (the family's latest list is kept while the family is registered; erasure deletes all).
+    identity_superseded_retention_days: int = Field(30, gt=0)
 
     _signing_keys: tuple[SigningKey, ...] = PrivateAttr(default=())
+    _identity_keyring: Keyring | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _load_webhook_keys(self) -> NotifySettings:
@@ -80,7 +94,12 @@ class NotifySettings(TokenSettings):
                 raise InsecureSecret("REGSOSEK_WEBHOOK_PREVIOUS_SIGNING_KEY has the same key id as the current key")
             keys.append(previous)
         self._signing_keys = tuple(keys)
+        self._identity_keyring = identity_keyring(self.identity_keys, self.identity_keys_file, self.env)
         return self
+
+    def identity_keyring(self) -> Keyring:
+        assert self._identity_keyring is not None
+        return self._identity_keyring
 
     def webhook_signing_keys(self) -> tuple[SigningKey, ...]:
         """The current key first, then the previous one during a rotation."""

@@ -14,8 +14,10 @@ from uuid import UUID
 import asyncpg
 
 from notify.dci_domain import AnyOf, Condition, Negation, Term
-from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription
+from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription, SealedIdentities
 from regsosek import audit
+from regsosek.contracts.identities import identity_aad
+from regsosek.crypto import Keyring
 from regsosek.messaging import UnitOfWork
 from regsosek.service import runtime_of
 from regsosek.topics import Topic
@@ -275,7 +277,57 @@ class NotifyStore:
             "values ($1, $2, $3, $4, $5) on conflict (family_id) do nothing",
             e.family_id, e.sls_id, e.erasure_id, e.reason.value, e.erased_at)
         await self.conn.execute("delete from registry_families where family_id = $1", e.family_id)
-        return {"pending_deliveries": _count(pending), "payloads": _count(emptied)}
+        identities = await self.conn.execute("delete from member_identities where family_id = $1", e.family_id)
+        return {"pending_deliveries": _count(pending), "payloads": _count(emptied),
+                "identity_lists": _count(identities)}
+
+    # ---------------------------------------------------------------- the identity feed
+
+    async def save_member_identities(self, lists: Sequence[SealedIdentities]) -> None:
+        """The sealed identity lists of a batch, as received (kept once per family and submission);
+        none for a family already erased (a list arriving after its family's erasure is not kept)."""
+        await self.conn.executemany(
+            "insert into member_identities (family_id, submission_id, sealed, kid, members) "
+            "select $1, $2, $3, $4, $5 where not exists (select 1 from erased_families where family_id = $1) "
+            "on conflict (family_id, submission_id) do nothing",
+            [(x.family_id, x.submission_id, x.sealed, x.kid, x.members) for x in lists])
+
+    async def member_identities(self, keys: Sequence[tuple[str, UUID]]) -> dict[tuple[str, UUID], bytes]:
+        """The sealed identity lists of these (family, submission) pairs that have arrived."""
+        if not keys:
+            return {}
+        rows = await self.conn.fetch(
+            "select m.family_id, m.submission_id, m.sealed from member_identities m "
+            "join unnest($1::text[], $2::uuid[]) k(family_id, submission_id) using (family_id, submission_id)",
+            [k[0] for k in keys], [k[1] for k in keys])
+        return {(r["family_id"], r["submission_id"]): bytes(r["sealed"]) for r in rows}
+
+    async def reseal_identity_batch(self, ring: Keyring, limit: int) -> int:
+        """Re-seals at most `limit` identity lists sealed under another key than the ring's current one,
+        in one transaction; rows another copy is working on are skipped. Lists done."""
+        async with self.conn.transaction():
+            rows = await self.conn.fetch(
+                "select family_id, submission_id, sealed from member_identities where kid <> $1 "
+                "order by family_id, submission_id limit $2 for update skip locked", ring.current_kid, limit)
+            await self.conn.executemany(
+                "update member_identities set sealed = $3, kid = $4 where family_id = $1 and submission_id = $2",
+                [(r["family_id"], r["submission_id"],
+                  ring.reseal(bytes(r["sealed"]), identity_aad(r["family_id"], r["submission_id"])), ring.current_kid)
+                 for r in rows])
+            return len(rows)
+
+    async def count_identities_not_under(self, kid: str) -> int:
+        return int(await self.conn.fetchval("select count(*) from member_identities where kid <> $1", kid))
+
+    async def expire_superseded_identities(self, before: datetime, limit: int) -> int:
+        """Retention: deletes at most `limit` identity lists received before `before` for which a
+        newer list of the same family exists (a family's latest list stays while it is registered:
+        re-ranks decide again on it years later); oldest first."""
+        return _count(await self.conn.execute(
+            "delete from member_identities where (family_id, submission_id) in ("
+            "select m.family_id, m.submission_id from member_identities m where m.received_at < $1 and exists ("
+            "select 1 from member_identities n where n.family_id = m.family_id and n.received_at > m.received_at) "
+            "order by m.received_at limit $2)", before, limit))
 
     async def queue_erasure_notices(self, family_id: str, event_id: str, event_type: str, payload: dict) -> int:
         """The erasure notice (domain.erasure_notice) queued for every webhook subscription told about the
@@ -316,9 +368,10 @@ class NotifyStore:
                                 "where id = $1 and lease_owner = $2", sub_id, worker)
 
     async def pending_batch(self, sub_id: UUID, limit: int) -> list[dict]:
-        """The subscription's oldest queued deliveries (id, event_id, event_type, payload, traceparent, attempts)."""
+        """The subscription's oldest queued deliveries (id, event_id, event_type, payload, traceparent, attempts,
+        created_at)."""
         rows = await self.conn.fetch(
-            "select id, event_id, event_type, payload, traceparent, attempts from deliveries "
+            "select id, event_id, event_type, payload, traceparent, attempts, created_at from deliveries "
             "where subscription_id = $1 and status = 'pending' order by id limit $2", sub_id, limit)
         return [dict(r) for r in rows]
 
@@ -538,6 +591,11 @@ def pool_stores(request, transaction: bool = False) -> contextlib.AbstractAsyncC
 async def expire_delivered_payloads(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
     """The payload retention rule's statement (regsosek.retention.Rule)."""
     return await NotifyStore(conn).expire_delivered_payloads(before, limit)
+
+
+async def expire_superseded_identities(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
+    """The identity lists' retention rule's statement (regsosek.retention.Rule)."""
+    return await NotifyStore(conn).expire_superseded_identities(before, limit)
 
 
 async def expire_dci_bookkeeping(conn: asyncpg.Connection, before: datetime, limit: int) -> int:

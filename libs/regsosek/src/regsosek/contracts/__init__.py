@@ -20,6 +20,7 @@ from regsosek.contracts.decisions import (
     WelfareGroup,
 )
 from regsosek.contracts.household import HouseholdProfile, household_profile
+from regsosek.contracts.identities import MemberIdentities
 from regsosek.contracts.interview import (
     FamilyInterview,
     InterviewResult,
@@ -55,6 +56,7 @@ EVENT_TYPES: dict[type[Contract], str] = {
     SlsCompleted: f"{_PREFIX}.sls.completed.v1",
     EligibilityDelivered: f"{_PREFIX}.eligibility.delivered.v1",
     FamilyErased: f"{_PREFIX}.family.erased.v1",
+    MemberIdentities: f"{_PREFIX}.member.identities.v1",  # sealed member NIKs, for notify only
 }
 # Types no service produces any more but consumers still read (records retained on a topic,
 # re-driven dead letters); each is converted on arrival. See InterviewVerified's docstring.
@@ -92,6 +94,7 @@ __all__ = [
     "InterviewResult",
     "KkStatus",
     "MemberDecision",
+    "MemberIdentities",
     "MemberPresence",
     "ProgrammeDecision",
     "RosterFamily",
