@@ -627,3 +627,54 @@ async def test_a_callback_queued_while_the_requester_is_down_arrives_after_notif
         "notify", "select status, attempts, message from dci_callbacks where correlation_id = $1 "
                   "and status = 'delivered'", cid), timeout=15, what="the callback marked delivered")
     assert row["attempts"] >= 2 and row["message"] is None
+
+
+# ---------------------------------------------------------------- a family found by a member's NIK
+
+
+async def test_a_by_name_requester_finds_a_family_by_a_members_nik_and_others_cannot(dci_world, producer):
+    """A requester whose programme is granted member identifiers (PBI-JKN) searches by a member's NIK
+    (issue 14 item 2): notify's member index (keyed hashes of intake's sealed identity feed) finds the
+    family, and the record carries its own programme's member-level decisions with each member's NIK.
+    A PKH requester's search by NIK is refused, and a NIK of no current member finds nothing."""
+    from regsosek.contracts import MemberIdentities
+    from regsosek.contracts.identities import b64, identity_aad, identity_plaintext
+    from regsosek.crypto import identity_keyring
+
+    world, notify, client, callbacks, uri, notify_key = dci_world
+    prefix = area()
+    sls, fid = f"{prefix}0010001", f"{prefix}0010001-0001-001"
+    d = EligibilityDecided.model_validate({**decision(sls, fid, 1, group=1, decile=1).model_dump(mode="json"),
+                                           "member_decisions": [
+        {"line_no": n, "programme": "pbi_jkn", "eligible": True, "rule_version": "rules-it", "reasons": ["r"]}
+        for n in (1, 2)]})
+    niks = {1: f"{prefix}0101800001"[:16], 2: f"{prefix}0101900002"[:16]}
+    sealed = identity_keyring("", "", "local").seal(identity_plaintext(niks), identity_aad(fid, d.submission_id))
+    ids = MemberIdentities(family_id=fid, sls_id=sls, submission_id=d.submission_id, members=2, sealed=b64(sealed))
+    env = new_envelope(ids, source="/regsosek/intake", subject=fid)
+    await producer.send_and_wait(world.topic(Topic.MEMBER_IDENTITIES), encode(ids), key=sls.encode(),
+                                 headers=env.headers())
+    await feed(producer, world, [d])
+
+    def by_nik(nik: str) -> dict:
+        return {"query_type": "idtype-value", "query": {"type": "NIK", "value": nik}}
+
+    async def found():
+        b = await post(client, "/dci/registry/sync/search", signed("search", search_message(by_nik(niks[2]))),
+                       bearer(programmes=("pbi_jkn",)))
+        return b if b["message"]["search_response"][0]["pagination"]["total_count"] == 1 else None
+
+    body = verified(await eventually(found, timeout=30, what="the family found by a member's NIK"), notify_key)
+    (record,) = body["message"]["search_response"][0]["data"]["reg_records"]
+    assert record["group_identifier"][0]["identifier_value"] == fid
+    assert [(m["line_no"], m["member_identifier"][0]["identifier_value"], m["programme"])
+            for m in record["member_decisions"]] == [(1, niks[1], "pbi_jkn"), (2, niks[2], "pbi_jkn")]
+
+    nobody = await post(client, "/dci/registry/sync/search", signed("search", search_message(
+        by_nik(f"{prefix}9999999999"[:16]))), bearer(programmes=("pbi_jkn",)))
+    assert nobody["message"]["search_response"][0]["pagination"]["total_count"] == 0
+
+    pkh = await post(client, "/dci/registry/sync/search", signed("search", search_message(by_nik(niks[2]))), bearer())
+    item = pkh["message"]["search_response"][0]
+    assert (item["status"], item["status_reason_code"]) == ("rjct", "rjct.search_criteria.invalid")
+    assert niks[2] not in str(pkh)

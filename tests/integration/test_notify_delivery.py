@@ -490,6 +490,7 @@ async def production_world(stack, tmp_path_factory):
                                       REGSOSEK_AUTH_ISSUER=signer.issuer, REGSOSEK_AUTH_AUDIENCE="regsosek-notify",
                                       REGSOSEK_WEBHOOK_SIGNING_KEY=generate_signing_key(),
                                       REGSOSEK_IDENTITY_KEYS="feed1:" + base64.b64encode(os.urandom(32)).decode(),
+                                      REGSOSEK_NIK_LOOKUP_KEY=base64.b64encode(os.urandom(48)).decode(),
                                       **{**NOTIFY_ENV, "REGSOSEK_SUSPEND_AFTER_FAILURES": "3"})
         yield world, notify, signer
     finally:

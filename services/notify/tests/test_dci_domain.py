@@ -57,9 +57,21 @@ def test_idtype_value_is_a_family_id_lookup():
 
 
 @pytest.mark.parametrize("id_type", ["NIK", "UIN", "ns:org:IdType:NationalID"])
-def test_member_identifiers_are_not_searchable(id_type):
-    assert "member identifiers are not searchable" in rejected(
-        crit("idtype-value", {"type": id_type, "value": "3171000000000001"}), "rjct.search_criteria.invalid")
+def test_a_requester_without_member_identifiers_cannot_search_by_a_persons_identifier(id_type):
+    why = rejected(crit("idtype-value", {"type": id_type, "value": "3171000000000001"}), "rjct.search_criteria.invalid")
+    assert ("NIK identifies a person" in why) if id_type == "NIK" else ("a member is searched by NIK only" in why)
+    assert "3171000000000001" not in why
+
+
+def test_a_requester_granted_member_identifiers_searches_by_nik_and_only_its_keyed_hash_goes_on():
+    lookup = {"3171000000000001": "ab" * 32}.__getitem__
+    c = dd.parse_criteria(crit("idtype-value", {"type": "NIK", "value": "3171000000000001"}), **TOKEN,
+                          nik_lookup=lookup)
+    assert c.conditions == (dd.Condition(dd.MEMBER_NIK, "eq", "ab" * 32),)
+    for bad in ("３１７１000000000001", "317100000000001", 3171000000000001):  # fullwidth, short, not a string
+        why = rejected(crit("idtype-value", {"type": "NIK", "value": bad}), "rjct.search_criteria.invalid",
+                       nik_lookup=lookup)
+        assert "16 ASCII digits" in why and str(bad) not in why
 
 
 def test_expression_and_of_area_group_decile_programme():

@@ -60,7 +60,8 @@ async def test_production_client_refuses_private_addresses_when_it_connects():
     async with make_client(NotifySettings(env="production", auth_jwks_url="https://idp.example.go.id/jwks",
                                               auth_issuer="https://idp.example.go.id", auth_audience="regsosek-notify",
                                               webhook_signing_key=generate_signing_key(),
-                                              identity_keys="feed1:" + "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=")) as client:
+                                              identity_keys="feed1:" + "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=",
+                                              nik_lookup_key="n" * 40)) as client:
         for url in ("https://localhost:9/hook", "https://127.0.0.1:9/hook", "https://[::1]:9/hook",
                     "https://10.1.2.3:9/hook"):
             with pytest.raises(httpx.ConnectError, match="non-public address"):

@@ -34,7 +34,8 @@ from regsosek.standard_webhooks import (
 # production needs the identity provider's keys, issuer and audience for bearer tokens
 PROD_AUTH = {"REGSOSEK_AUTH_JWKS_URL": "https://idp.example.go.id/jwks", "REGSOSEK_AUTH_ISSUER": "https://idp.example.go.id",
              "REGSOSEK_AUTH_AUDIENCE": "regsosek-notify",
-             "REGSOSEK_IDENTITY_KEYS": "feed1:" + base64.b64encode(b"f" * 32).decode()}  # the identity feed's
+             "REGSOSEK_IDENTITY_KEYS": "feed1:" + base64.b64encode(b"f" * 32).decode(),  # the identity feed's
+             "REGSOSEK_NIK_LOOKUP_KEY": "member-index-key-" + "x" * 32}
 SECRET = "subscription-secret-0123456789abcdef"
 BODY = b'{"header":{"message_id":"m"},"message":{"notify_event":[]}}'
 
@@ -202,3 +203,14 @@ def test_production_refuses_missing_development_or_short_identity_feed_keys(monk
         NotifySettings()
     assert "REGSOSEK_IDENTITY_KEYS" in str(e.value)
     assert not value or value.partition(":")[2] not in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["", "local-development-notify-nik-lookup-key", "short"])
+def test_production_refuses_a_missing_development_or_short_member_index_key(monkeypatch, value):
+    monkeypatch.setenv("REGSOSEK_ENV", "production")
+    for k, v in PROD_AUTH.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("REGSOSEK_WEBHOOK_SIGNING_KEY", generate_signing_key())
+    monkeypatch.setenv("REGSOSEK_NIK_LOOKUP_KEY", value)
+    with pytest.raises(InsecureSecret, match="REGSOSEK_NIK_LOOKUP_KEY"):
+        NotifySettings()

@@ -18,6 +18,7 @@ DEVELOPMENT_KEYS = frozenset({
     "local-development-secret-change-me-0123456789",  # the HS256 token key regsosek.auth once shipped
     "local-only-signing-key-not-for-production",  # docker-compose.yml
     "local-development-nik-key",  # the NIK hash key default (regsosek.pseudonyms, intake)
+    "local-development-notify-nik-lookup-key",  # notify's member index key default (notify.settings)
     "whsk_cmVnc29zZWstbG9jYWwtZGV2LXdlYmhvb2sta2V5ISE=",  # regsosek.standard_webhooks.LOCAL_DEVELOPMENT_SIGNING_KEY
 })
 

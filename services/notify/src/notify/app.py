@@ -47,7 +47,8 @@ def definition(settings: NotifySettings | None = None) -> ServiceDefinition:
     access = load_access(settings.programme_access_file)
     requesters = load_requesters(settings.dci_requesters_file)  # the DCI requester key registry
     publisher = Publisher()
-    handlers = NotifyHandlers(access, store_for=store.store_in, identity_keys=settings.identity_keyring())
+    handlers = NotifyHandlers(access, store_for=store.store_in, identity_keys=settings.identity_keyring(),
+                              nik_lookup_key=settings.nik_lookup_key)
     worker = DeliveryWorker(settings, publisher, store_for=store.store_in, stores=store.open_store)
     return ServiceDefinition(
         name="notify", settings=settings, migrations=MIGRATIONS, handlers=handlers.handlers(),

@@ -41,13 +41,26 @@ from fastapi.responses import JSONResponse
 from notify import dci_domain as dd
 from notify.callbacks import acked, callback_problem_now, err_answer, make_client, post_capped
 from notify.delivery import lease_for
-from notify.domain import AccessRules, Outcome, Refusal, narrow, outcome_of, retry_delay, subscription_limit_problem
+from notify.domain import (
+    AccessRules,
+    Outcome,
+    Refusal,
+    identity_key,
+    narrow,
+    open_lists,
+    outcome_of,
+    payload_for,
+    retry_delay,
+    subscription_limit_problem,
+    with_niks,
+)
 from notify.settings import NotifySettings
 from notify.store import NotifyStore, Stores, open_store, pool_stores
 from regsosek import audit
 from regsosek.auth import KeysUnavailable, Principal, Role, refusal_reason
 from regsosek.background import run_forever
 from regsosek.db import Backoff, is_transient
+from regsosek.pseudonyms import nik_hash
 from regsosek.service import Runtime
 
 log = logging.getLogger("notify.dci")
@@ -281,7 +294,8 @@ class DciApi:
             ref = it["reference_id"]
             try:
                 criteria = dd.parse_criteria(it.get("search_criteria"), token_programmes=principal.programmes,
-                                             token_areas=principal.areas, locale=it.get("locale"))
+                                             token_areas=principal.areas, locale=it.get("locale"),
+                                             nik_lookup=self._nik_lookup(principal))
             except dd.Rejected as r:
                 out.append(dd.rejected_item(ref, now, r))
                 detail[ref] = {"status": "rjct", "code": r.code}
@@ -291,10 +305,31 @@ class DciApi:
             else:
                 decisions, total = await store.search_registry(criteria.conditions, principal.areas,
                                                                criteria.sort, criteria.page_size, criteria.offset)
-            records = [dd.record_of(d, principal.programmes, self.access) for d in decisions]
+            records = await self._records(store, decisions, principal.programmes)
             out.append(dd.search_item(ref, now, criteria, records, total))
             detail[ref] = {"status": "succ", "total_count": total, "returned": len(records)}
         return out, detail
+
+    def _nik_lookup(self, principal: Principal) -> dd.NikLookup | None:
+        """The member index's keyed hash, for a requester one of whose programmes is granted member
+        identifiers (it may search by a member's NIK); None for any other."""
+        if not any(p in self.access.programmes and self.access.programmes[p].member_identifiers
+                   for p in principal.programmes):
+            return None
+        key = self.settings.nik_lookup_key
+        return lambda nik: nik_hash(key, nik).hex()
+
+    async def _records(self, store: NotifyStore, decisions: list[dict], programmes: tuple[str, ...]) -> list[dict]:
+        """The Group records of a page of decisions, narrowed for the requester's programmes; member-level
+        decisions (a requester granted member identifiers) carry each member's NIK from the identity feed."""
+        narrowed = [payload_for(d, programmes, self.access) for d in decisions]
+        keys = [k for n in narrowed if (k := identity_key({"data": n})) is not None]
+        niks, failed = open_lists(await store.member_identities(keys), self.settings.identity_keyring()) \
+            if keys else ({}, [])
+        if failed:
+            log.warning("identity lists do not open", extra={"fields": {"kids": sorted(set(failed))}})
+        return [dd.group_record(with_niks(n, niks.get(k, {})) if (k := identity_key({"data": n})) else n)
+                for n in narrowed]
 
     @staticmethod
     def _search_message(call: DciCall, correlation_id: str, items: list[dict]) -> dict:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,6 +52,9 @@ ATTRIBUTES: dict[str, tuple[frozenset[str], str]] = {
 }
 SORTABLE = ("family_id", "sls_id", "welfare_group", "decile", "decided_at")
 MEMBER_ID_TYPES = frozenset({"nik", "uin", "nationalid", "national_id", "member_id"})
+MEMBER_NIK_TYPE = "NIK"  # idtype-value type of a member search (requesters granted member identifiers)
+MEMBER_NIK = "member_nik"  # the condition's attribute: its value is the NIK's keyed hash (hex), never the NIK
+NikLookup = Callable[[str], str]  # a NIK -> its keyed hash in the member index (hex)
 _RANGES = {"welfare_group": (1, 4), "decile": (1, 10)}
 _MONGO_OPS = {"$eq": "eq", "$in": "in", "$lt": "lt", "$lte": "le", "$le": "le", "$gt": "gt", "$gte": "ge", "$ge": "ge"}
 _AREA = re.compile(r"^[0-9]{2,14}$")
@@ -409,9 +413,11 @@ def callback_header(action: str, *, message_id: str, now: datetime, sender_id: s
 
 
 def parse_criteria(criteria: object, *, token_programmes: tuple[str, ...], token_areas: tuple[str, ...],
-                   locale: object = None) -> Criteria:
+                   locale: object = None, nik_lookup: NikLookup | None = None) -> Criteria:
     """A search item's criteria as conditions; Rejected (rjct.search_criteria/sort/pagination.invalid
-    and why) for what this registry does not answer."""
+    and why) for what this registry does not answer. `nik_lookup` (the member index's keyed hash) is
+    given only for a requester whose programmes are granted member identifiers: it alone may search
+    by a member's NIK, and the NIK goes no further than this function (the condition holds its hash)."""
     if not isinstance(criteria, dict):
         raise Rejected("rjct.search_criteria.invalid", "search_criteria: required, an object")
     if criteria.get("version", VERSION) != VERSION:
@@ -422,25 +428,26 @@ def parse_criteria(criteria: object, *, token_programmes: tuple[str, ...], token
         raise Rejected("rjct.search_criteria.invalid", "search_criteria.response_entity: only Group (families); "
                                                        "members are not returned")
     conditions = conditions_of(criteria.get("query_type"), criteria.get("query"), "search_criteria",
-                               "rjct.search_criteria.invalid")
+                               "rjct.search_criteria.invalid", nik_lookup)
     check_scope(conditions, token_programmes, token_areas, "rjct.search_criteria.invalid")
     if locale is not None and (not isinstance(locale, str) or not _LOCALE.match(locale)):
         raise Rejected("rjct.search_criteria.invalid", "locale: an ISO 639-3 code (three lower-case letters)")
     return Criteria(conditions, _sort(criteria.get("sort")), *_pagination(criteria.get("pagination")), locale)
 
 
-def conditions_of(query_type: object, query: object, where: str, code: str) -> tuple[Term, ...]:
+def conditions_of(query_type: object, query: object, where: str, code: str,
+                  nik_lookup: NikLookup | None = None) -> tuple[Term, ...]:
     """The terms (all of which must hold) of an idtype-value, expression or predicate query; Rejected else."""
     if query_type == "idtype-value":
         if not isinstance(query, dict) or not isinstance(query.get("type"), str):
             raise Rejected(code, f"{where}.query: idtype-value needs type and value")
         id_type = query["type"].rsplit(":", 1)[-1]
         if id_type.lower() in MEMBER_ID_TYPES:
-            raise Rejected(code, f"{where}.query.type: {id_type} identifies a person; member identifiers are "
-                                 "not searchable here (families by family_id)")
-        if id_type != FAMILY_ID_TYPE:
-            raise Rejected(code, f"{where}.query.type: only {FAMILY_ID_TYPE}")
-        conds = (_condition(FAMILY_ID_TYPE, "eq", query.get("value"), f"{where}.query.value", code),)
+            conds = (_member_condition(id_type, query.get("value"), f"{where}.query", code, nik_lookup),)
+        elif id_type != FAMILY_ID_TYPE:
+            raise Rejected(code, f"{where}.query.type: {FAMILY_ID_TYPE} (a family) or {MEMBER_NIK_TYPE} (a member)")
+        else:
+            conds = (_condition(FAMILY_ID_TYPE, "eq", query.get("value"), f"{where}.query.value", code),)
     elif query_type == "expression":
         value = query.get("value") if isinstance(query, dict) else None
         expression = value.get("expression") if isinstance(value, dict) else None
@@ -461,6 +468,19 @@ def conditions_of(query_type: object, query: object, where: str, code: str) -> t
 
 
 _MAX_DEPTH = 5  # nested $and / $or / $nor / $not
+_NIK = re.compile(r"^[0-9]{16}$", re.ASCII)
+
+
+def _member_condition(id_type: str, value: object, where: str, code: str, nik_lookup: NikLookup | None) -> Condition:
+    """The family of a member with this NIK (MEMBER_NIK over the member index, by keyed hash)."""
+    if id_type.lower() != MEMBER_NIK_TYPE.lower():
+        raise Rejected(code, f"{where}.type: a member is searched by {MEMBER_NIK_TYPE} only")
+    if nik_lookup is None:
+        raise Rejected(code, f"{where}.type: {MEMBER_NIK_TYPE} identifies a person: only a search by a requester "
+                             "whose programmes are granted member identifiers may use it")
+    if not isinstance(value, str) or not _NIK.fullmatch(value):
+        raise Rejected(code, f"{where}.value: a NIK is 16 ASCII digits")  # the value is never echoed
+    return Condition(MEMBER_NIK, "eq", nik_lookup(value))
 
 
 def _conjunction(terms: list[Term]) -> Term:
@@ -626,7 +646,9 @@ def _pagination(p: object) -> tuple[int, int]:
 
 def group_record(narrowed: dict) -> dict:
     """A family as the spec's Group record, from its decision narrowed for the requester (payload_for):
-    identifiers are the family id only (no member identifiers: no event carries them)."""
+    the family id as its identifier; for a requester granted member identifiers, its programmes'
+    member-level decisions, each member named by form row and (when notify.domain.with_niks put it in)
+    NIK as a member identifier."""
     rec: dict[str, Any] = {
         "@type": "spdci:Group",
         "group_identifier": [{"@type": "Identifier", "identifier_type": FAMILY_ID_TYPE,
@@ -641,7 +663,15 @@ def group_record(narrowed: dict) -> dict:
     rec["programme_decisions"] = [{"programme": d["programme"], "eligible": d["eligible"],
                                    "rule_version": d.get("rule_version"), "reasons": d.get("reasons", [])}
                                   for d in narrowed.get("decisions", [])]
+    if narrowed.get("member_decisions"):
+        rec["member_decisions"] = [_member_record(m) for m in narrowed["member_decisions"]]
     return rec
+
+
+def _member_record(m: dict) -> dict:
+    ids = [{"@type": "Identifier", "identifier_type": MEMBER_NIK_TYPE, "identifier_value": m["nik"]}] if m.get("nik") else []
+    return {"line_no": m["line_no"], "member_identifier": ids, "programme": m["programme"], "eligible": m["eligible"],
+            "rule_version": m.get("rule_version"), "reasons": m.get("reasons", [])}
 
 
 def record_of(decision: dict, programmes: tuple[str, ...], access: AccessRules) -> dict:

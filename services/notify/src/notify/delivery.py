@@ -33,13 +33,11 @@ from prometheus_client import Counter, Gauge
 
 from notify import dci_domain
 from notify.callbacks import acked, batch_key, callback_problem_now, err_answer, make_client, post_capped, signature_headers
-from notify.domain import NamedBatch, Outcome, identity_key, name_members, outcome_of, retry_delay
+from notify.domain import NamedBatch, Outcome, identity_key, name_members, open_lists, outcome_of, retry_delay
 from notify.publisher import Publisher
 from notify.settings import NotifySettings
 from notify.store import NotifyStore, open_store, store_in
 from regsosek.background import run_forever
-from regsosek.contracts.identities import identity_aad, parse_identity_plaintext
-from regsosek.crypto import CannotOpen, kid_of
 from regsosek.db import Backoff, is_transient
 from regsosek.messaging import UnitOfWork
 from regsosek.service import Runtime
@@ -175,12 +173,9 @@ class DeliveryWorker:
         """The batch's member-level decisions with each member's NIK from the identity feed
         (domain.name_members), opened here, at sending time: a stored payload never holds a NIK."""
         keys = list(dict.fromkeys(k for r in rows if (k := identity_key(r["payload"])) is not None))
-        niks: dict[tuple[str, UUID], dict[int, str]] = {}
-        for key, sealed in (await store.member_identities(keys)).items():
-            try:
-                niks[key] = parse_identity_plaintext(self.settings.identity_keyring().open(sealed, identity_aad(*key)))
-            except (CannotOpen, ValueError):  # a key dropped too early: sent without NIKs after the wait
-                log.warning("an identity list does not open", exc_info=True, extra={"fields": {"kid": kid_of(sealed)}})
+        niks, failed = open_lists(await store.member_identities(keys), self.settings.identity_keyring())
+        if failed:  # a key dropped too early: sent without NIKs after the wait
+            log.warning("identity lists do not open", extra={"fields": {"kids": sorted(set(failed))}})
         return name_members(rows, niks, now=datetime.now(UTC), wait_s=self.settings.identity_wait_s)
 
     def _body(self, sub: dict, rows: list[dict], message_id: str) -> bytes:

@@ -14,6 +14,8 @@ from enum import StrEnum
 from urllib.parse import urlsplit
 from uuid import UUID
 
+from regsosek.contracts.identities import identity_aad, parse_identity_plaintext
+from regsosek.crypto import CannotOpen, Keyring, kid_of
 from regsosek.topics import Topic
 
 
@@ -374,6 +376,22 @@ class SealedIdentities:
     sealed: bytes
     kid: str
     members: int
+    nik_hashes: tuple[tuple[int, bytes], ...] = ()  # (form row, keyed hash): the member index (DCI search by NIK)
+
+
+IdentityKey = tuple[str, UUID]  # (family id, submission id) of an identity list
+
+
+def open_lists(sealed: Mapping[IdentityKey, bytes], ring: Keyring) -> tuple[dict[IdentityKey, dict[int, str]], list[str]]:
+    """The identity lists opened (NIKs by form row, per (family, submission)), and the key ids of those
+    that did not open (a key dropped too early, an altered row): left out, for the caller to log."""
+    opened, failed = {}, []
+    for key, blob in sealed.items():
+        try:
+            opened[key] = parse_identity_plaintext(ring.open(blob, identity_aad(*key)))
+        except (CannotOpen, ValueError):
+            failed.append(kid_of(blob))
+    return opened, failed
 
 
 def identity_key(payload: dict | None) -> tuple[str, UUID] | None:
@@ -412,7 +430,11 @@ def name_members(rows: Sequence[dict], niks: Mapping[tuple[str, UUID], Mapping[i
         found = niks.get(key)
         if found is None and (now - r["created_at"]).total_seconds() < wait_s:
             return NamedBatch(out, wait=not out)
-        data = r["payload"]["data"]
-        members = [{**m, "nik": (found or {}).get(m.get("line_no"))} for m in data["member_decisions"]]
-        out.append({**r["payload"], "data": {**data, "member_decisions": members}})
+        out.append({**r["payload"], "data": with_niks(r["payload"]["data"], found or {})})
     return NamedBatch(out, wait=False)
+
+
+def with_niks(data: dict, niks: Mapping[int, str]) -> dict:
+    """A narrowed decision whose member-level decisions carry each member's NIK (`nik`, None for a
+    member without one or whose list is missing), by form row."""
+    return {**data, "member_decisions": [{**m, "nik": niks.get(m.get("line_no"))} for m in data["member_decisions"]]}

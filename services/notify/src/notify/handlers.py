@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from notify.domain import AccessRules, DecisionReceived, SealedIdentities, erasure_notice, plan_deliveries
+from notify.settings import DEVELOPMENT_NIK_LOOKUP_KEY
 from notify.store import NotifyStore, store_in
 from regsosek import audit
 from regsosek.contracts import Contract, EligibilityDecided, FamilyErased, MemberIdentities
 from regsosek.contracts.identities import identity_aad, parse_identity_plaintext, unb64
 from regsosek.crypto import CannotOpen, Keyring, kid_of
 from regsosek.messaging import Handler, Incoming, UnitOfWork
+from regsosek.pseudonyms import nik_hash
 from regsosek.telemetry import current_trace_headers
 from regsosek.topics import Topic
 
@@ -26,11 +28,12 @@ _PENDING = "notify.decisions"  # uow.cache key: the batch's decisions, weighed a
 
 class NotifyHandlers:
     def __init__(self, access: AccessRules, store_for: Callable[[UnitOfWork], NotifyStore] = store_in, *,
-                 identity_keys: Keyring | None = None) -> None:
+                 identity_keys: Keyring | None = None, nik_lookup_key: str = DEVELOPMENT_NIK_LOOKUP_KEY) -> None:
         self.access = access  # what each programme may receive (data/programme-access-*.yaml)
         self.identity_keys = identity_keys  # opens the identity feed (member-identities); app.py passes the settings'
 
         self.store_for = store_for
+        self.nik_lookup_key = nik_lookup_key  # the member index's keyed hashes (DCI search by NIK)
 
     def handlers(self) -> dict[type[Contract], Handler]:
         return {EligibilityDecided: self.on_eligibility, FamilyErased: self.on_erased,
@@ -45,9 +48,10 @@ class NotifyHandlers:
         if self.identity_keys is None:
             raise CannotOpen("notify was built without the identity feed's keys")
         sealed = unb64(e.sealed)
-        parse_identity_plaintext(self.identity_keys.open(sealed, identity_aad(e.family_id, e.submission_id)))
+        niks = parse_identity_plaintext(self.identity_keys.open(sealed, identity_aad(e.family_id, e.submission_id)))
+        index = tuple((line, nik_hash(self.nik_lookup_key, nik)) for line, nik in sorted(niks.items()))
         await self.store_for(uow).save_member_identities(
-            [SealedIdentities(e.family_id, e.submission_id, sealed, kid_of(sealed), e.members)])
+            [SealedIdentities(e.family_id, e.submission_id, sealed, kid_of(sealed), e.members, index)])
 
     async def on_eligibility(self, uow: UnitOfWork, msg: Incoming) -> None:
         e: EligibilityDecided = msg.data

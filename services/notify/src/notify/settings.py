@@ -21,6 +21,10 @@ class SigningKey:
     status: str  # current | previous
 
 
+# notify's member index key in local use; published here, so refused in production (regsosek.keys)
+DEVELOPMENT_NIK_LOOKUP_KEY = "local-development-notify-nik-lookup-key"
+
+
 class NotifySettings(TokenSettings):
     service_name: str = "notify"
     http_port: int = 8004
@@ -78,6 +82,9 @@ class NotifySettings(TokenSettings):
     # Retention: an identity list superseded by a newer one of its family is deleted this many days after
     # it arrived (the family's latest list is kept while the family is registered; erasure deletes all).
     identity_superseded_retention_days: int = Field(30, gt=0)
+    # Key of the member index (DCI search by a member's NIK, for requesters granted member_identifiers):
+    # HMAC-SHA256 of each NIK, notify's own key (not intake's). Production: set, secret, 32 bytes or more.
+    nik_lookup_key: str = DEVELOPMENT_NIK_LOOKUP_KEY
 
     _signing_keys: tuple[SigningKey, ...] = PrivateAttr(default=())
     _identity_keyring: Keyring | None = PrivateAttr(default=None)
@@ -95,6 +102,7 @@ class NotifySettings(TokenSettings):
             keys.append(previous)
         self._signing_keys = tuple(keys)
         self._identity_keyring = identity_keyring(self.identity_keys, self.identity_keys_file, self.env)
+        require_strong_secret("REGSOSEK_NIK_LOOKUP_KEY", self.nik_lookup_key, self.env)
         return self
 
     def identity_keyring(self) -> Keyring:

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from notify.dci_domain import AnyOf, Condition, Negation, Term
+from notify.dci_domain import MEMBER_NIK, AnyOf, Condition, Negation, Term
 from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription, SealedIdentities
 from regsosek import audit
 from regsosek.contracts.identities import identity_aad
@@ -55,6 +55,11 @@ def _dci_term(term: Term, args: list) -> str:
     if term.attribute == "area_code":
         args.append([v + "%" for v in values])
         return f"sls_id like any(${len(args)}::text[])"
+    if term.attribute == MEMBER_NIK:  # a member of the family's current decision has this NIK (keyed hash)
+        args.append(bytes.fromhex(values[0]))
+        return (f"exists (select 1 from member_index mi where mi.nik_hash = ${len(args)} "
+                "and mi.family_id = registry_families.family_id "
+                "and mi.submission_id = (registry_families.decision->>'submission_id')::uuid)")
     if term.attribute == "eligible_programme":
         args.append(values)
         return f"eligible && ${len(args)}::text[]"
@@ -291,6 +296,11 @@ class NotifyStore:
             "select $1, $2, $3, $4, $5 where not exists (select 1 from erased_families where family_id = $1) "
             "on conflict (family_id, submission_id) do nothing",
             [(x.family_id, x.submission_id, x.sealed, x.kid, x.members) for x in lists])
+        await self.conn.executemany(  # the member index goes with its list (not kept for an erased family)
+            "insert into member_index (nik_hash, family_id, submission_id, line_no) "
+            "select $1, $2, $3, $4 where exists (select 1 from member_identities where family_id = $2 "
+            "and submission_id = $3) on conflict do nothing",
+            [(h, x.family_id, x.submission_id, line) for x in lists for line, h in x.nik_hashes])
 
     async def member_identities(self, keys: Sequence[tuple[str, UUID]]) -> dict[tuple[str, UUID], bytes]:
         """The sealed identity lists of these (family, submission) pairs that have arrived."""
