@@ -89,6 +89,26 @@ class Browser:
                 continue
         return self.find(element_id).text.strip()
 
+    def withheld(self, element_id: str) -> bool:
+        """A progress figure the page withholds (a small count: shown as a mark, never its number)."""
+        def read() -> bool:
+            found = self.driver.find_elements(By.ID, element_id)
+            return bool(found) and found[0].get_attribute("data-withheld") == "1"
+        return self._fresh(read)
+
+    def cell(self, row_id: str, column: str) -> str:
+        """The text of a progress table's cell (row by id, column by its data-col)."""
+        return self._fresh(lambda: self.find(row_id).find_element(By.CSS_SELECTOR, f"td[data-col={column}]").text.strip())
+
+    def _fresh(self, read):
+        """`read()` again when the live page replaced what it found before reading it (a few times)."""
+        for _ in range(5):
+            try:
+                return read()
+            except StaleElementReferenceException:
+                continue
+        return read()
+
     def text_of(self, by: str, selector: str) -> str:
         return self.driver.find_element(by, selector).text.strip()
 
@@ -153,10 +173,15 @@ class Browser:
         self.submit_and_wait(self.driver.find_element(By.CSS_SELECTOR, selector))
 
     def resolve(self, family_id: str, kind: str, note: str) -> None:
-        card = self.find(f"flag-{family_id}")
-        Select(card.find_element(By.NAME, "kind")).select_by_value(kind)
-        card.find_element(By.NAME, "note").send_keys(note)
-        self.submit_and_wait(card.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+        def fill() -> WebElement:
+            card = self.find(f"flag-{family_id}")
+            field = card.find_element(By.NAME, "note")
+            field.click()  # the focus in the work list: its live refresh leaves it alone from now on
+            field.send_keys(note)
+            Select(card.find_element(By.NAME, "kind")).select_by_value(kind)
+            return card.find_element(By.CSS_SELECTOR, "button[type=submit]")
+
+        self.submit_and_wait(self._fresh(fill))
 
     def record_fkp(self, family_id: str, group: str, reason: str) -> None:
         row = self.find(f"fam-{family_id}")

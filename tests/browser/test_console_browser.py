@@ -112,21 +112,47 @@ async def test_operations_sees_progress_move_while_families_are_submitted(world,
     browser.mark_document()
     assert browser.text("total-interviewed") == "0"
 
+    # the family of building 6 refuses: its form records the refusal (no housing, no members living with it)
+    refusal = {k: v for k, v in interviews[-1].items() if k not in ("housing", "economy")} | {"result": "refused",
+                                                                                             "members": []}
     shown: list[int] = []
-    for iv in interviews:
+    for iv in (*interviews[:-1], refusal):
         await intake.submit("/v1/interviews", iv)
         shown.append(int(await asyncio.to_thread(browser.text, "total-interviewed")))
         await asyncio.sleep(0.7)
-    await seen(browser, lambda b: b.text("total-verified") == "6", "six verified families on the live page")
-    assert browser.text("total-interviewed") == "6"
+    await seen(browser, lambda b: b.text("total-verified") == "5" and b.text("total-refused") == "1",
+               "five verified families and one refusal on the live page")
+    assert browser.text("total-interviewed") == "5", "a refused family is counted under refused, not interviewed"
     assert browser.document_marked(), "the numbers must change in place (live update), not by reloading the page"
     assert shown == sorted(shown), f"progress never goes back: {shown}"
     assert browser.row_ids("table.progress") == [f"area-{behind[:7]}", f"area-{sls[:7]}"], \
         "the district falling behind (nothing interviewed) comes first"
-    assert (browser.text("total-moved"), browser.text("total-not_found"), browser.text("total-absent")) == ("1", "1", "2")
+    # the RT head's moved and unknown families are not reached (the regency's totals cover two SLS: exact)
+    assert (browser.text("total-not_reached"), browser.text("total-moved"), browser.text("total-not_found"),
+            browser.text("total-absent")) == ("2", "1", "1", "2")
+    assert browser.text("total-completion") == "80%", "interviewed, refused and not reached: 8 of 10 accounted for"
     browser.shot("operations")
+    # one SLS: operations sees the small counts withheld, the SLS's supervisor the exact figures
     browser.open(f"/operations?area={sls}")
-    assert browser.text("total-expected") == "6" and browser.text("total-verified") == "6"
+    assert browser.text("total-expected") == "6" and browser.text("total-verified") == "5"
+    assert browser.text("total-interviewed") == "5" and browser.withheld("total-refused")
+    assert "1" not in browser.text("total-refused") and browser.withheld("total-completion")
+    browser.shot("operations-sls-withheld")
+    browser.sign_in("supervisor", "SPV-OPS", regency)
+    browser.open(f"/operations?area={sls}")
+    assert (browser.text("total-interviewed"), browser.text("total-refused"), browser.text("total-completion")) == \
+        ("5", "1", "100%")
+    assert not browser.withheld("total-refused")
+    browser.open(f"/operations?area={regency}")
+    assert browser.cell(f"area-{sls[:7]}", "refused") == "1"
+    browser.shot("operations-supervisor")
+    shown_json = (await progress_of(world, browser.session_cookie(), sls))["total"]
+    assert (shown_json["interviewed"], shown_json["refused"], shown_json["suppressed"]) == (5, 1, [])
+    refused_id = family_id_of(refusal)
+    await seen(browser, lambda b: b.reload(f"/journey?id={refused_id}") or b.exists("journey-result"),
+               "the refused family's journey")
+    assert browser.find("journey-result").get_attribute("data-code") == "refused"
+    assert browser.steps() == {"received"}, "a refusal is neither verified nor flagged"
 
 
 async def test_supervisor_resolves_a_flagged_family_and_sees_it_verified(world, browser, intake):
@@ -179,7 +205,8 @@ async def test_scope_a_supervisor_sees_no_family_outside_their_areas(world, brow
     supervisor_view = await progress_of(world, browser.session_cookie(), "64")
     assert admin_view["total"]["interviewed"] >= 1 and admin_view["total"]["expected"] >= 1
     assert supervisor_view["total"] == {"area": "64", "expected": 0, "interviewed": 0, "verified": 0, "flagged": 0,
-                                        "absent": 0, "refused": 0, "moved": 0, "dissolved": 0, "not_found": 0}, \
+                                        "refused": 0, "not_reached": 0, "absent": 0, "moved": 0, "dissolved": 0,
+                                        "not_found": 0, "no_respondent": 0, "completion": 0.0, "suppressed": []}, \
         "progress counts only the supervisor's own areas"
     browser.open("/integrator")
     assert "403" in browser.title() or browser.exists_css("p[role=alert]"), "the integrator page is not a supervisor's"

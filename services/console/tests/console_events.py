@@ -10,6 +10,7 @@ from regsosek.contracts import (
     FamilyClassified,
     FamilyInterview,
     InterviewFlagged,
+    InterviewSubmitted,
     InterviewVerified,
     ProgrammeDecision,
     VerificationResolved,
@@ -58,3 +59,10 @@ def eligibility(seq: int, group: int = 2, minutes: int = 2) -> EligibilityDecide
                                          ProgrammeDecision(programme="pip", eligible=False, rule_version="rules-1",
                                                            reasons=["no school-age child"])],
                               decided_at=at(minutes), decision_seq=seq)
+
+
+def non_response(result: str = "refused", version: int = 2) -> InterviewSubmitted:
+    """The family's form recording a non-response (no housing, no members living with it)."""
+    doc = SUBMITTED.model_dump(mode="json") | {"result": result, "housing": None, "members": [], "version": version,
+                                                 "submission_id": str(uuid.uuid4())}
+    return InterviewSubmitted.model_validate(doc)

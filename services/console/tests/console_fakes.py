@@ -6,7 +6,17 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from console.domain import PROGRESS_FIELDS, CountsChange, FamilyState, Progress, RosterCount, Step, VerifyState
+from console.domain import (
+    FAMILY_FIGURES,
+    FORM_NOT_REACHED,
+    PROGRESS_FIELDS,
+    CountsChange,
+    FamilyState,
+    Progress,
+    RosterCount,
+    Step,
+    VerifyState,
+)
 from console.store import Scope
 from regsosek import audit
 
@@ -20,7 +30,7 @@ class InMemoryConsoleStore:
         self.families: dict[str, FamilyState] = {}
         self.steps: dict[str, tuple[str, Step]] = {}  # event id -> (family id, step)
         self.rosters: dict[str, RosterCount] = {}
-        self.counters: dict[str, dict[str, int]] = {}  # SLS -> interviewed, verified, flagged
+        self.counters: dict[str, dict[str, int]] = {}  # SLS -> FAMILY_FIGURES
         self.days: dict[tuple[str, date], int] = {}  # (SLS, fieldwork day) -> interviews
         self.seen: dict[tuple[str, str], dict[str, Any]] = {}
         self.audit: list[audit.Entry] = []
@@ -41,9 +51,9 @@ class InMemoryConsoleStore:
         self.rosters[r.sls_id] = r
 
     async def change_counts(self, c: CountsChange) -> None:
-        row = self.counters.setdefault(c.sls_id, {"interviewed": 0, "verified": 0, "flagged": 0})
+        row = self.counters.setdefault(c.sls_id, dict.fromkeys(FAMILY_FIGURES, 0))
         for f in row:
-            row[f] += getattr(c, f)
+            row[f] += c.figures.get(f, 0)
         for day, n in c.days.items():
             self.days[(c.sls_id, day)] = self.days.get((c.sls_id, day), 0) + n
 
@@ -65,23 +75,30 @@ class InMemoryConsoleStore:
 
     async def progress(self, area: str, scope: Scope, code_length: int) -> list[Progress]:
         rows: dict[str, dict[str, int]] = {}
+        sls: dict[str, list[int]] = {}  # area -> [SLS with counters, SLS with a roster]
 
-        def row(sls_id: str) -> dict[str, int]:
+        def row(sls_id: str, source: int) -> dict[str, int]:
+            sls.setdefault(sls_id[:code_length], [0, 0])[source] += 1
             return rows.setdefault(sls_id[:code_length], dict.fromkeys(PROGRESS_FIELDS, 0))
 
         for sls_id, c in self.counters.items():
-            if sls_id.startswith(area) and _in(scope, sls_id) and c["interviewed"]:
-                r = row(sls_id)
-                for f, n in c.items():
-                    r[f] += n
+            if sls_id.startswith(area) and _in(scope, sls_id):
+                r = row(sls_id, 0)
+                for f in ("interviewed", "verified", "flagged", "refused", *FORM_NOT_REACHED):
+                    r[f] += c[f]
+                r["not_reached"] += sum(c[f] for f in FORM_NOT_REACHED)
         for c in self.rosters.values():
             if c.sls_id.startswith(area) and _in(scope, c.sls_id):
-                r = row(c.sls_id)
+                r = row(c.sls_id, 1)
                 r["expected"] += c.expected
-                r["absent"] += c.absent
+                r["absent"] += c.confirmed_absent
+                r["not_reached"] += c.confirmed_absent
                 for o, n in (c.outcomes or {}).items():
-                    r[o] += n
-        return [Progress(a, **r) for a, r in sorted(rows.items())]
+                    if o in r and o != "refused":  # rosters from before migration 003 listed a refused count (0)
+                        r[o] += n
+        kept = {a: r for a, r in rows.items()
+                if sls[a][1] or r["interviewed"] + r["refused"] + sum(r[f] for f in FORM_NOT_REACHED)}
+        return [Progress(a, **r, sls=max(sls[a])) for a, r in sorted(kept.items())]
 
     async def daily_interviews(self, area: str, scope: Scope) -> list[tuple[date, int]]:
         days: dict[date, int] = {}

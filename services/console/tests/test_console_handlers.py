@@ -10,12 +10,12 @@ import uuid
 from console import domain
 from console.domain import VerifyState
 from console.handlers import ConsoleHandlers
-from regsosek.contracts import Contract, FamilyErased
+from regsosek.contracts import Contract, FamilyErased, SlsCompleted
 from regsosek.envelope import new_envelope
 from regsosek.messaging import Incoming
 from regsosek.testing import FakeUnitOfWork
 
-from console_events import FAMILY, SLS, SUBMITTED, at, classified, eligibility, flagged, resolution, verified
+from console_events import FAMILY, SLS, SUBMITTED, at, classified, eligibility, flagged, non_response, resolution, verified
 from console_fakes import InMemoryConsoleStore
 
 
@@ -78,10 +78,9 @@ def _recount(store: InMemoryConsoleStore) -> tuple[dict, dict]:
     days: dict = {}
     for f in store.families.values():
         c = domain.counts_of(f)
-        row = counters.setdefault(f.sls_id, {"interviewed": 0, "verified": 0, "flagged": 0})
-        row["interviewed"] += c.interviewed
-        row["verified"] += c.verified
-        row["flagged"] += c.flagged
+        row = counters.setdefault(f.sls_id, dict.fromkeys(domain.FAMILY_FIGURES, 0))
+        for figure, n in c.figures.items():
+            row[figure] += n
         if c.day is not None:
             days[(f.sls_id, c.day)] = days.get((f.sls_id, c.day), 0) + 1
     return counters, days
@@ -90,7 +89,9 @@ def _recount(store: InMemoryConsoleStore) -> tuple[dict, dict]:
 def _of(e: Contract, family_id: str, sls_id: str) -> Contract:
     update: dict = {"family_id": family_id}
     if hasattr(e, "location"):
-        update["location"] = e.location.model_copy(update={"sls_id": sls_id})
+        _, building, number = family_id.rsplit("-", 2)  # an interview names its family by its location
+        update["location"] = e.location.model_copy(update={"sls_id": sls_id, "building_no": int(building),
+                                                           "family_no": int(number)})
     else:
         update["sls_id"] = sls_id
     return e.model_copy(update=update)
@@ -106,7 +107,8 @@ async def test_the_per_sls_counters_equal_a_recount_whatever_the_order_of_events
         sls = (SLS, other_sls)[n % 2]
         fid = f"{sls}-{n + 1:04d}-001"
         story = [SUBMITTED, flagged(seq=1, minutes=n % 7), verified(seq=2, minutes=n % 5 + 1),
-                 flagged(seq=3, minutes=9, reason="duplicate_interview"), resolution(minutes=4)]
+                 flagged(seq=3, minutes=9, reason="duplicate_interview"), resolution(minutes=4),
+                 non_response(("refused", "moved", "not_found", "no_competent_respondent")[n % 4], version=1 + n % 3)]
         events += [_of(e, fid, sls) for e in rng.sample(story, rng.randint(1, len(story)))]
     rng.shuffle(events)
     await feed(handlers, *events)
@@ -117,7 +119,25 @@ async def test_the_per_sls_counters_equal_a_recount_whatever_the_order_of_events
     counters, days = _recount(store)
     assert {k: v for k, v in store.counters.items() if any(v.values())} == counters
     assert {k: v for k, v in store.days.items() if v} == days
-    assert sum(c["verified"] for c in counters.values()) > 0 and sum(c["flagged"] for c in counters.values()) > 0
+    assert all(sum(c[f] for c in counters.values()) > 0 for f in domain.FAMILY_FIGURES)
     # and the progress read from the counters is the recount's
     (row,) = await store.progress(SLS[:10], None, 10)
     assert row.interviewed == sum(c["interviewed"] for c in counters.values())
+    assert row.refused == sum(c["refused"] for c in counters.values())
+    assert row.not_reached == sum(c[f] for c in counters.values() for f in domain.FORM_NOT_REACHED)
+
+
+async def test_a_refused_family_is_counted_under_refused_and_completes_its_sls():
+    store = InMemoryConsoleStore()
+    handlers = ConsoleHandlers(store_for=lambda uow: store)
+    others = [_of(SUBMITTED, f"{SLS}-{b:04d}-001", SLS) for b in (2, 3)]
+    await feed(handlers, non_response("refused", version=1), *others,
+               _of(non_response("moved", version=1), f"{SLS}-0004-001", SLS))
+    (row,) = await store.progress(SLS, None, len(SLS))
+    assert (row.interviewed, row.refused, row.not_reached, row.moved) == (2, 1, 1, 1)
+    # verify completes the SLS: its `absent` holds the two non-responses and one family the RT head confirmed absent
+    await feed(handlers, SlsCompleted(sls_id=SLS, roster_revision=1, roster_submission_id=uuid.uuid4(), expected=5,
+                                      interviewed=2, verified=2, flagged=0, absent=3, non_response=2, completed_at=at(9)))
+    (row,) = await store.progress(SLS, None, len(SLS))
+    assert (row.expected, row.interviewed, row.refused, row.absent, row.not_reached) == (5, 2, 1, 1, 2)
+    assert row.completion == 1.0

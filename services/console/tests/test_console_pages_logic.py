@@ -95,3 +95,40 @@ def test_local_sign_in_sets_a_strict_http_only_cookie_and_refuses_bad_fields(tmp
     away = client.post("/signin", data={"role": "admin", "subject": "A", "area": "64", "next": "//evil.example/"},
                        follow_redirects=False)
     assert away.headers["location"] == "/operations"
+
+
+def _render(name: str, **context) -> str:
+    from console.api import Pages
+    from console.gateway import Gateway
+
+    settings = ConsoleSettings()
+    pages = Pages(settings, Gateway(settings))
+    return pages.templates.get_template(name).render(t=i18n.Words("en"), **context)
+
+
+def test_the_progress_shows_a_withheld_figure_as_withheld_never_its_number():
+    from console import domain
+
+    one = domain.Progress("64720100010001", expected=9, interviewed=6, verified=6, refused=3, sls=1)
+    big = domain.Progress("64720100010002", expected=9, interviewed=9, verified=9, sls=1)
+    overall = domain.total("6472010001", [one, big])
+    context = {"area": "6472010001", "overall": overall, "rows": [one, big], "days": [], "plan": 0.0,
+               "child_level": "sls", "updated": "now", "charts": charts, "area_name": lambda a: "",
+               "outcomes": domain.OUTCOMES}
+    withheld = _render("_progress.html", withheld=domain.disclosure(overall, [one, big], exact=False), **context)
+    assert 'id="total-refused" data-withheld="1"' in withheld and 'id="withheld-note"' in withheld
+    row = withheld.split('id="area-64720100010001"')[1].split("</tr>")[0]
+    assert '<td data-col="refused"><span class="withheld"' in row and '<td data-col="interviewed">6</td>' in row
+    assert "33%" not in row and "100%" not in row, "the completion would give the refusals back"
+    exact = _render("_progress.html", withheld=domain.disclosure(overall, [one, big], exact=True), **context)
+    assert '<dd id="total-refused">3</dd>' in exact and 'class="withheld"' not in exact
+
+
+def test_the_journey_shows_the_familys_result():
+    from console import domain
+
+    family = domain.FamilyState("64720100010001-0002-001", "64720100010001", result="refused")
+    html = _render("journey.html", family=family, steps=[], wanted=family.family_id, responded=domain.responded,
+                   lang="en", nav=[], me=None, path="/journey", query="", live_ms=3000, notice=None, refused=None)
+    assert 'id="journey-result" data-code="refused">Refused<' in html
+    assert "Accounted for without an interview" in html

@@ -65,6 +65,7 @@ async def test_a_non_response_completes_its_sls_without_a_verdict(verify, result
     assert uow.events(InterviewVerified) == [] and uow.events(InterviewFlagged) == []
     done = only(uow, SlsCompleted)
     assert (done.expected, done.interviewed, done.verified, done.flagged, done.absent) == (2, 1, 1, 0, 1)
+    assert done.non_response == 1  # of absent: the console counts it by the form's result instead
     assert verify.state(iv.family_id) == ("non_response", result, 1)
     (revision, p) = verify.store.progress[SLS]
     assert (p.non_response, p.absent, p.outstanding, p.complete) == (1, 0, 0, True)
@@ -93,7 +94,8 @@ async def test_a_later_roster_keeps_a_non_response_accounted_for(verify):
     await verify.send(iv)
     uow = await verify.send(roster(family(2), family(3, RosterStatus.MOVED)))
     assert uow.events(InterviewFlagged) == [] and uow.events(InterviewVerified) == []
-    assert only(uow, SlsCompleted).absent == 2  # one confirmed moved by the RT head, one refusal
+    done = only(uow, SlsCompleted)
+    assert (done.absent, done.non_response) == (2, 1)  # one confirmed moved by the RT head, one refusal
     assert verify.state(iv.family_id) == ("non_response", "refused", 1)
 
 

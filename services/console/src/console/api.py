@@ -62,7 +62,8 @@ class Pages:
         self.settings, self.gateway, self.store_for = settings, gateway, store_for
         self.templates = Jinja2Templates(directory=str(TEMPLATES))
         self.templates.env.globals.update(area_name=area_name, level_name=domain.level_name, charts=charts,
-                                          group_keys=GROUP_KEYS, outcomes=domain.OUTCOMES)
+                                          group_keys=GROUP_KEYS, outcomes=domain.OUTCOMES,
+                                          responded=domain.responded)
 
     # ------------------------------------------------------------ shared
 
@@ -108,8 +109,9 @@ class Pages:
         overall = domain.total(area, rows)
         start, end = self.settings.collection_start, self.settings.collection_end
         plan = domain.plan_per_day(overall.expected, start, end)
-        return {"area": area, "rows": domain.behind_first(rows) if domain.child_length(area) else [],
-                "overall": overall, "days": domain.daily_series(days, start, end), "plan": plan,
+        rows = domain.behind_first(rows) if domain.child_length(area) else []
+        return {"area": area, "rows": rows, "overall": overall, "days": domain.daily_series(days, start, end),
+                "plan": plan, "withheld": domain.disclosure(overall, rows, domain.exact_counts(viewer.principal)),
                 "child_level": domain.child_level_name(area),
                 "updated": datetime.now(UTC).strftime("%H:%M:%S UTC")}
 
@@ -128,10 +130,13 @@ class Pages:
         v = await self.viewer(request, Page.OPERATIONS)
         area = self.area_of(v, area)
         data = await self.operations_data(request, v, area)
-        fields = ("area", *domain.PROGRESS_FIELDS)
-        return JSONResponse({"area": area, "total": {f: getattr(data["overall"], f) for f in fields},
-                             "areas": [{**{f: getattr(r, f) for f in fields}, "completion": round(r.completion, 4)}
-                                       for r in data["rows"]]})
+        withheld: domain.Disclosure = data["withheld"]
+
+        def cell(p: domain.Progress, hidden: frozenset[str]) -> dict[str, Any]:
+            return {"area": p.area, **domain.shown(p, hidden), "suppressed": sorted(hidden)}
+
+        return JSONResponse({"area": area, "total": cell(data["overall"], withheld.total),
+                             "areas": [cell(r, withheld.of(r.area)) for r in data["rows"]]})
 
     # ------------------------------------------------------------ supervisors
 

@@ -28,6 +28,7 @@ from regsosek.contracts import (
     FkpAdjustment,
     FlagReason,
     InterviewFlagged,
+    InterviewResult,
     InterviewSubmitted,
     InterviewVerified,
     RosterStatus,
@@ -62,6 +63,7 @@ class FamilyState:
     submission_id: str | None = None
     version: int | None = None
     interviewed_at: datetime | None = None
+    result: str | None = None  # the latest interview's result (InterviewResult): complete ... not_found
     verify_seq: int = NEVER
     verify_state: VerifyState | None = None
     verify_outcome: str | None = None  # verified / verified_added / verified_by_supervisor, or the flag reason
@@ -109,11 +111,11 @@ class Change:
 
 
 def on_interview(s: FamilyState, e: InterviewSubmitted, received_at: datetime) -> Change:
-    step = Step("received", received_at, str(e.submission_id), {"version": e.version})
+    step = Step("received", received_at, str(e.submission_id), {"version": e.version, "result": e.result.value})
     if s.version is not None and e.version < s.version:
         return Change(None, step)
     return Change(dataclasses.replace(s, submission_id=str(e.submission_id), version=e.version,
-                                      interviewed_at=e.interviewed_at), step)
+                                      interviewed_at=e.interviewed_at, result=e.result.value), step)
 
 
 def on_verified(s: FamilyState, e: InterviewVerified) -> Change:
@@ -182,7 +184,9 @@ def on_delivered(s: FamilyState, e: EligibilityDelivered) -> Change:
 @dataclass(frozen=True)
 class RosterCount:
     """An SLS's expected families (from its roster) and those the RT head confirmed absent; with the roster,
-    its families per field outcome (FIELD_OUTCOMES; None from sls-completed, which carries no breakdown)."""
+    its absent families per reason (ROSTER_OUTCOMES; None from sls-completed, which carries no breakdown).
+    `non_response`: of `absent`, the families verify found accounted for by a non-response form (sls-completed
+    only), which the console counts by the forms' results instead."""
 
     sls_id: str
     expected: int
@@ -190,39 +194,50 @@ class RosterCount:
     as_of: datetime
     revision: int = 0  # verify's roster revision when it comes from sls-completed; 0 from the roster itself
     outcomes: dict[str, int] | None = None
+    non_response: int = 0
+
+    @property
+    def confirmed_absent(self) -> int:
+        """Roster families not reached by any form: confirmed absent by the RT head (or relocated by an SLS change)."""
+        return max(0, self.absent - self.non_response)
 
 
 ABSENT = frozenset({RosterStatus.MOVED, RosterStatus.DISSOLVED, RosterStatus.UNKNOWN})
 
-# The outcomes of fieldwork the console counts per SLS, in the order pages show them.
-OUTCOMES = ("refused", "moved", "dissolved", "not_found")
-
-# Field outcome codes, as the events carry them, to the console's outcome. Today the roster's status of each
-# prelisted family (moved, dissolved, unknown); a roster entry's or an interview's own outcome code (refused,
-# not found, moved, ...) maps here as soon as the events carry one: add its code, nothing else changes.
-FIELD_OUTCOMES: dict[str, str] = {
+# Why the RT head confirmed a prelisted family absent (its roster status), as the console names it.
+ROSTER_OUTCOMES: dict[str, str] = {
     RosterStatus.MOVED.value: "moved",
     RosterStatus.DISSOLVED.value: "dissolved",
     RosterStatus.UNKNOWN.value: "not_found",
-    "refused": "refused",
-    "not_found": "not_found",
-    "not_home": "not_found",
-    "deceased": "dissolved",
 }
+
+# The family's result on its latest form (InterviewResult, docs/DOMAIN.md) to the progress figure it counts in:
+# interviewed = complete or partly complete; a refusal is `refused`; a family moved, not found or without a
+# competent respondent is not reached (each its own figure, part of `not_reached`).
+RESULT_FIGURES: dict[str, str] = {
+    InterviewResult.COMPLETE.value: "interviewed",
+    InterviewResult.PARTLY_COMPLETE.value: "interviewed",
+    InterviewResult.REFUSED.value: "refused",
+    InterviewResult.MOVED.value: "moved",
+    InterviewResult.NOT_FOUND.value: "not_found",
+    InterviewResult.NO_COMPETENT_RESPONDENT.value: "no_respondent",
+}
+FORM_NOT_REACHED = ("moved", "not_found", "no_respondent")  # a form's results counted as not reached
+
+# The reasons a family was not reached, in the order pages show them: the RT head's (moved, dissolved, unknown)
+# and the forms' (moved, not found, no competent respondent).
+OUTCOMES = ("moved", "dissolved", "not_found", "no_respondent")
 
 
 def field_outcome(entry: object) -> str | None:
-    """The console's outcome of a roster entry (or any event part): its own `outcome` code when it carries one,
-    else its roster `status`; None for a family present, added, or a code not (yet) mapped."""
-    for code in (getattr(entry, "outcome", None), getattr(entry, "status", None)):
-        if code is not None and str(getattr(code, "value", code)) in FIELD_OUTCOMES:
-            return FIELD_OUTCOMES[str(getattr(code, "value", code))]
-    return None
+    """The reason a roster entry was not reached (its status as confirmed by the RT head); None when present or added."""
+    code = getattr(entry, "status", None)
+    return ROSTER_OUTCOMES.get(str(getattr(code, "value", code)))
 
 
 def roster_count(e: RosterSubmitted) -> RosterCount:
     absent = sum(1 for f in e.families if f.status in ABSENT)
-    outcomes = dict.fromkeys(OUTCOMES, 0)
+    outcomes = dict.fromkeys(ROSTER_OUTCOMES.values(), 0)
     for f in e.families:
         if (o := field_outcome(f)) is not None:
             outcomes[o] += 1
@@ -230,7 +245,8 @@ def roster_count(e: RosterSubmitted) -> RosterCount:
 
 
 def completed_count(e: SlsCompleted) -> RosterCount:
-    return RosterCount(e.sls_id, expected=e.expected, absent=e.absent, as_of=e.completed_at, revision=e.roster_revision)
+    return RosterCount(e.sls_id, expected=e.expected, absent=e.absent, as_of=e.completed_at, revision=e.roster_revision,
+                       non_response=e.non_response)
 
 
 def merged_roster(current: RosterCount | None, incoming: RosterCount) -> RosterCount | None:
@@ -332,28 +348,40 @@ def valid_area(area: str) -> bool:
 
 @dataclass(frozen=True)
 class Progress:
+    """An area's figures (README, "Field outcomes", says how each is counted). `absent`: roster families the RT
+    head confirmed absent that no form accounts for; `not_reached` = absent + forms moved, not found or without
+    a competent respondent; the reasons (OUTCOMES) add the RT head's and the forms'. `sls`: SLS counted."""
+
     area: str
     expected: int = 0
     interviewed: int = 0
     verified: int = 0
     flagged: int = 0
-    absent: int = 0
     refused: int = 0
+    not_reached: int = 0
+    absent: int = 0
     moved: int = 0
     dissolved: int = 0
     not_found: int = 0
+    no_respondent: int = 0
+    sls: int = 0
+
+    @property
+    def accounted_for(self) -> int:
+        """Families interviewed, refused or not reached."""
+        return self.interviewed + self.refused + self.not_reached
 
     @property
     def to_interview(self) -> int:
-        """Roster families still to interview: expected, less confirmed absent, less interviewed."""
-        return max(0, self.expected - self.absent - self.interviewed)
+        """Roster families still to visit: expected, less those accounted for."""
+        return max(0, self.expected - self.accounted_for)
 
     @property
     def completion(self) -> float:
-        """Share of the roster accounted for (interviewed or confirmed absent), 0..1; 0 without a roster."""
+        """Share of the roster accounted for (interviewed, refused or not reached), 0..1; 0 without a roster."""
         if self.expected <= 0:
-            return 1.0 if self.interviewed else 0.0
-        return min(1.0, (self.interviewed + self.absent) / self.expected)
+            return 1.0 if self.accounted_for else 0.0
+        return min(1.0, self.accounted_for / self.expected)
 
 
 def behind_first(rows: list[Progress]) -> list[Progress]:
@@ -361,34 +389,106 @@ def behind_first(rows: list[Progress]) -> list[Progress]:
     return sorted(rows, key=lambda r: (r.completion, -r.to_interview, r.area))
 
 
-PROGRESS_FIELDS = ("expected", "interviewed", "verified", "flagged", "absent", *OUTCOMES)
+PROGRESS_FIELDS = ("expected", "interviewed", "verified", "flagged", "refused", "not_reached", "absent", *OUTCOMES)
 
 
 def total(area: str, rows: list[Progress]) -> Progress:
-    return Progress(area, *(sum(getattr(r, f) for r in rows) for f in PROGRESS_FIELDS))
+    return Progress(area, *(sum(getattr(r, f) for r in rows) for f in PROGRESS_FIELDS), sls=sum(r.sls for r in rows))
+
+
+# ---------------------------------------------------------------- small counts (who sees exact figures)
+
+SMALL = range(1, 5)
+SLS_DIGITS = 14
+# A figure that singles out a household when it is small in a cell of one SLS, and the figures withheld with it
+# (those it could be recomputed from): flagged with verified (= interviewed - flagged); any non-response figure with
+# all of them and the completion (the reasons add up to not_reached; completion x expected gives the sum back).
+NON_RESPONSE = ("refused", "not_reached", "absent", *OUTCOMES, "completion")
+WITHHELD_WITH: dict[str, tuple[str, ...]] = {"flagged": ("flagged", "verified"),
+                                             **{f: NON_RESPONSE for f in NON_RESPONSE if f != "completion"}}
+
+
+def exact_counts(p: Principal) -> bool:
+    """Supervisors see exact figures: every read is already limited to their token's areas, where they assign and
+    check the families' visits. Everyone else (operations, officers, village officials) gets small counts withheld."""
+    return p.role is Role.SUPERVISOR
+
+
+def covers_one_sls(p: Progress) -> bool:
+    return len(p.area) >= SLS_DIGITS or p.sls <= 1
+
+
+def withheld(p: Progress, also: frozenset[str] = frozenset()) -> frozenset[str]:
+    """The figures of one cell not shown: in a cell covering one SLS, each figure of WITHHELD_WITH between 1 and 4
+    with its companions; `also`, whatever their values (a total that would give back one row's withheld figure)."""
+    out = set(also)
+    if covers_one_sls(p):
+        for f, companions in WITHHELD_WITH.items():
+            if getattr(p, f) in SMALL:
+                out.update(companions)
+    return frozenset(out)
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """What a page withholds: of the area's totals, and of each row (by area code)."""
+
+    total: frozenset[str] = frozenset()
+    rows: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def of(self, area: str) -> frozenset[str]:
+        return self.rows.get(area, frozenset())
+
+
+def disclosure(overall: Progress, rows: list[Progress], exact: bool) -> Disclosure:
+    """Small counts withheld for a reader without exact counts; the totals also withhold a figure exactly one row
+    withheld (else the totals less the other rows give it back)."""
+    if exact:
+        return Disclosure()
+    per_row = {r.area: withheld(r) for r in rows}
+    once = frozenset(f for f in {*NON_RESPONSE, "flagged", "verified"} if sum(f in w for w in per_row.values()) == 1)
+    return Disclosure(withheld(overall, once), per_row)
+
+
+def shown(p: Progress, hidden: frozenset[str]) -> dict[str, float | int | None]:
+    """A cell's figures for the JSON answer: a withheld figure is null."""
+    values: dict[str, float | int | None] = {f: getattr(p, f) for f in PROGRESS_FIELDS}
+    values["completion"] = round(p.completion, 4)
+    return {f: None if f in hidden else v for f, v in values.items()}
 
 
 # ---------------------------------------------------------------- per-SLS counters (maintained by the projection)
 
 FIELDWORK_ZONE = ZoneInfo("Asia/Makassar")  # the fieldwork day of an interview (WITA)
+FAMILY_FIGURES = ("interviewed", "verified", "flagged", "refused", *FORM_NOT_REACHED)  # columns of sls_progress
 
 
 @dataclass(frozen=True)
 class FamilyCounts:
-    """What one family adds to its SLS's counters: interviewed (every family the read model holds), verified or
-    flagged (its current verify state), and its interview's fieldwork day (for the daily chart)."""
+    """What one family adds to its SLS's counters: one for the figure its latest form's result counts in
+    (RESULT_FIGURES; a family known only from verify's or classify's events responded, for verify decides only on
+    those), verified or flagged when it responded (its current verify state), and its form's fieldwork day (for the
+    daily chart: every visit whatever its result)."""
 
-    interviewed: int = 0
-    verified: int = 0
-    flagged: int = 0
+    figures: dict[str, int] = field(default_factory=dict)
     day: date | None = None
+
+
+def responded(s: FamilyState) -> bool:
+    """The family answered (complete or partly complete), or is known only from verify's or classify's events."""
+    return RESULT_FIGURES.get(s.result or "", "interviewed") == "interviewed"
 
 
 def counts_of(s: FamilyState | None) -> FamilyCounts:
     if s is None:
         return FamilyCounts()
+    figure = RESULT_FIGURES.get(s.result or "", "interviewed")
+    figures = {figure: 1}
+    if responded(s):
+        figures["verified"] = int(s.verify_state is VerifyState.VERIFIED)
+        figures["flagged"] = int(s.verify_state is VerifyState.FLAGGED)
     day = s.interviewed_at.astimezone(FIELDWORK_ZONE).date() if s.interviewed_at else None
-    return FamilyCounts(1, int(s.verify_state is VerifyState.VERIFIED), int(s.verify_state is VerifyState.FLAGGED), day)
+    return FamilyCounts(figures, day)
 
 
 @dataclass(frozen=True)
@@ -396,25 +496,24 @@ class CountsChange:
     """The change of an SLS's counters (and of its interviews per day) when a family goes from one state to another."""
 
     sls_id: str
-    interviewed: int
-    verified: int
-    flagged: int
+    figures: dict[str, int]  # FAMILY_FIGURES -> change
     days: dict[date, int]
 
     @property
     def empty(self) -> bool:
-        return not (self.interviewed or self.verified or self.flagged or any(self.days.values()))
+        return not (any(self.figures.values()) or any(self.days.values()))
 
 
 def counts_change(sls_id: str, before: FamilyState | None, after: FamilyState | None) -> CountsChange:
     b, a = counts_of(before), counts_of(after)
+    figures = {f: a.figures.get(f, 0) - b.figures.get(f, 0) for f in FAMILY_FIGURES}
     days: dict[date, int] = {}
     if b.day != a.day:
         if b.day is not None:
             days[b.day] = -1
         if a.day is not None:
             days[a.day] = days.get(a.day, 0) + 1
-    return CountsChange(sls_id, a.interviewed - b.interviewed, a.verified - b.verified, a.flagged - b.flagged, days)
+    return CountsChange(sls_id, figures, days)
 
 
 def daily_series(days: list[tuple[date, int]], start: date, end: date) -> list[tuple[date, int]]:

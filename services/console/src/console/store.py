@@ -13,7 +13,17 @@ from typing import Any
 
 import asyncpg
 
-from console.domain import OUTCOMES, PROGRESS_FIELDS, CountsChange, FamilyState, Progress, RosterCount, Step, VerifyState
+from console.domain import (
+    FAMILY_FIGURES,
+    PROGRESS_FIELDS,
+    ROSTER_OUTCOMES,
+    CountsChange,
+    FamilyState,
+    Progress,
+    RosterCount,
+    Step,
+    VerifyState,
+)
 from regsosek import audit
 
 Scope = tuple[str, ...] | None
@@ -69,8 +79,8 @@ class ConsoleStore:
             event_id, family_id, step.submission_id, step.step, step.at, json.dumps(step.detail))
 
     async def roster(self, sls_id: str) -> RosterCount | None:
-        row = await self.conn.fetchrow("select sls_id, expected, absent, as_of, revision, outcomes from sls_rosters "
-                                       "where sls_id = $1", sls_id)
+        row = await self.conn.fetchrow("select sls_id, expected, absent, as_of, revision, outcomes, non_response "
+                                       "from sls_rosters where sls_id = $1", sls_id)
         if row is None:
             return None
         d = dict(row)
@@ -79,19 +89,20 @@ class ConsoleStore:
 
     async def save_roster(self, r: RosterCount) -> None:
         await self.conn.execute(
-            "insert into sls_rosters (sls_id, expected, absent, as_of, revision, outcomes) "
-            "values ($1, $2, $3, $4, $5, $6::jsonb) on conflict (sls_id) do update set expected = excluded.expected, "
+            "insert into sls_rosters (sls_id, expected, absent, as_of, revision, outcomes, non_response) "
+            "values ($1, $2, $3, $4, $5, $6::jsonb, $7) on conflict (sls_id) do update set expected = excluded.expected, "
             "absent = excluded.absent, as_of = excluded.as_of, revision = excluded.revision, "
-            "outcomes = excluded.outcomes", r.sls_id, r.expected, r.absent, r.as_of, r.revision,
-            r.outcomes)  # the pool's jsonb codec encodes the dict
+            "outcomes = excluded.outcomes, non_response = excluded.non_response", r.sls_id, r.expected, r.absent,
+            r.as_of, r.revision, r.outcomes, r.non_response)  # the pool's jsonb codec encodes the dict
 
     async def change_counts(self, c: CountsChange) -> None:
         """Adds a family's change to its SLS's counters and interviews per day (the projection's transaction)."""
+        columns = ", ".join(FAMILY_FIGURES)
+        params = ", ".join(f"${i}" for i in range(2, len(FAMILY_FIGURES) + 2))
+        adds = ", ".join(f"{f} = sls_progress.{f} + excluded.{f}" for f in FAMILY_FIGURES)
         await self.conn.execute(
-            "insert into sls_progress (sls_id, interviewed, verified, flagged) values ($1, $2, $3, $4) "
-            "on conflict (sls_id) do update set interviewed = sls_progress.interviewed + excluded.interviewed, "
-            "verified = sls_progress.verified + excluded.verified, flagged = sls_progress.flagged + excluded.flagged",
-            c.sls_id, c.interviewed, c.verified, c.flagged)
+            f"insert into sls_progress (sls_id, {columns}) values ($1, {params}) on conflict (sls_id) do update set {adds}",
+            c.sls_id, *(c.figures.get(f, 0) for f in FAMILY_FIGURES))
         for day, n in sorted(c.days.items()):
             await self.conn.execute(
                 "insert into sls_days (sls_id, day, interviews) values ($1, $2, $3) on conflict (sls_id, day) "
@@ -120,21 +131,32 @@ class ConsoleStore:
     # ------------------------------------------------------------ reads (pages)
 
     async def progress(self, area: str, scope: Scope, code_length: int) -> list[Progress]:
-        """One row per area code of `code_length` digits within `area`, summed from the per-SLS counters."""
-        outcomes = ", ".join(f"sum(coalesce((outcomes->>'{o}')::int, 0)) {o}" for o in OUTCOMES)
+        """One row per area code of `code_length` digits within `area`, summed from the per-SLS counters
+        (README, "Field outcomes": how each figure is counted)."""
+        reasons = sorted(set(ROSTER_OUTCOMES.values()))
+        roster_reasons = ", ".join(f"sum(coalesce((outcomes->>'{o}')::int, 0)) r_{o}" for o in reasons)
         rows = await self.conn.fetch(
-            f"""with f as (select substr(sls_id, 1, $3) area, sum(interviewed) interviewed, sum(verified) verified,
-                       sum(flagged) flagged
+            f"""with f as (select substr(sls_id, 1, $3) area, count(*) sls, sum(interviewed) interviewed,
+                       sum(verified) verified, sum(flagged) flagged, sum(refused) refused, sum(moved) moved,
+                       sum(not_found) not_found, sum(no_respondent) no_respondent
                   from sls_progress where sls_id like $2 and {_IN_SCOPE} group by 1),
-                r as (select substr(sls_id, 1, $3) area, sum(expected) expected, sum(absent) absent, {outcomes}
-                  from sls_rosters where sls_id like $2 and {_IN_SCOPE} group by 1)
-            select coalesce(f.area, r.area) area, coalesce(r.expected, 0) expected, coalesce(f.interviewed, 0) interviewed,
-                   coalesce(f.verified, 0) verified, coalesce(f.flagged, 0) flagged, coalesce(r.absent, 0) absent,
-                   {", ".join(f"coalesce(r.{o}, 0) {o}" for o in OUTCOMES)}
-              from f full join r on f.area = r.area
-             where coalesce(f.interviewed, 0) <> 0 or r.area is not null order by 1""",
+                r as (select substr(sls_id, 1, $3) area, count(*) sls, sum(expected) expected,
+                       sum(greatest(absent - non_response, 0)) absent, {roster_reasons}
+                  from sls_rosters where sls_id like $2 and {_IN_SCOPE} group by 1),
+                j as (select coalesce(f.area, r.area) area, greatest(f.sls, r.sls, 0) sls, coalesce(r.expected, 0) expected,
+                       coalesce(f.interviewed, 0) interviewed, coalesce(f.verified, 0) verified,
+                       coalesce(f.flagged, 0) flagged, coalesce(f.refused, 0) refused, coalesce(r.absent, 0) absent,
+                       coalesce(f.moved, 0) f_moved, coalesce(f.not_found, 0) f_not_found,
+                       coalesce(f.no_respondent, 0) no_respondent, coalesce(r.r_moved, 0) r_moved,
+                       coalesce(r.r_dissolved, 0) dissolved, coalesce(r.r_not_found, 0) r_not_found
+                  from f full join r on f.area = r.area
+                 where r.area is not null or f.interviewed + f.refused + f.moved + f.not_found + f.no_respondent <> 0)
+            select area, sls, expected, interviewed, verified, flagged, refused,
+                   absent + f_moved + f_not_found + no_respondent not_reached, absent, r_moved + f_moved moved,
+                   dissolved, r_not_found + f_not_found not_found, no_respondent
+              from j order by 1""",
             _patterns(scope), area + "%", code_length)
-        return [Progress(r["area"], *(int(r[f]) for f in PROGRESS_FIELDS)) for r in rows]
+        return [Progress(r["area"], *(int(r[f]) for f in PROGRESS_FIELDS), sls=int(r["sls"])) for r in rows]
 
     async def daily_interviews(self, area: str, scope: Scope) -> list[tuple[date, int]]:
         """Interviews per fieldwork day (the interview's own date, WITA), summed from the per-SLS day counters."""

@@ -53,9 +53,11 @@ class Publisher:
     def sls_completed(self, uow: UnitOfWork, roster: Roster, p: Progress, now: datetime) -> None:
         """`absent` of the event counts every roster family accounted for without an interview
         under this SLS: confirmed absent by the RT head, recorded as a non-response on its form,
-        or interviewed under another SLS of the village before an SLS change moved it here (the
-        event has no separate figures for these; verify's progress API has the non-responses)."""
+        or interviewed under another SLS of the village before an SLS change moved it here;
+        `non_response` says how many of `absent` were non-responses (the console counts those by the
+        forms' results, so it takes them out of `absent`)."""
         uow.outbox.publish(Topic.SLS_COMPLETED, roster.sls_id, SlsCompleted(
             sls_id=roster.sls_id, roster_revision=roster.revision, roster_submission_id=roster.submission_id,
             expected=p.expected, interviewed=p.interviewed, verified=p.verified, flagged=p.flagged,
-            absent=p.absent + p.non_response + p.relocated, completed_at=now), subject=roster.sls_id)
+            absent=p.absent + p.non_response + p.relocated, non_response=p.non_response,
+            completed_at=now), subject=roster.sls_id)

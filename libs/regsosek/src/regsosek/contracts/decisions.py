@@ -220,6 +220,8 @@ class SlsCompleted(Contract):
     `interviewed` = `verified` + `flagged` counts the decided interviews of the SLS (families
     interviewed but not on the roster included); `absent` counts roster families confirmed
     absent that were not interviewed. Village and regency progress are prefixes of `sls_id`.
+    `non_response`: of `absent`, the roster families accounted for by a form recording a
+    non-response (refused, moved, not found, no competent respondent); 0 on events from before.
     """
 
     sls_id: SlsId
@@ -231,6 +233,7 @@ class SlsCompleted(Contract):
     flagged: Annotated[int, Field(ge=0)]
     absent: Annotated[int, Field(ge=0)]
     completed_at: datetime
+    non_response: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _counts_add_up(self) -> SlsCompleted:
@@ -238,6 +241,8 @@ class SlsCompleted(Contract):
             raise ValueError("verified + flagged must equal interviewed")
         if self.absent > self.expected:
             raise ValueError("absent cannot exceed expected")
+        if self.non_response > self.absent:
+            raise ValueError("non_response is part of absent and cannot exceed it")
         return self
 
 

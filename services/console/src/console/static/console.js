@@ -8,13 +8,16 @@
     var url = region.getAttribute("data-live-url");
     var every = parseInt(region.getAttribute("data-live-ms"), 10) || 3000;
     var busy = false;
+    function inUse() {
+      return region.contains(document.activeElement) && document.activeElement !== document.body;
+    }
     function refresh() {
-      if (busy || document.hidden) { return; }
-      if (region.contains(document.activeElement) && document.activeElement !== document.body) { return; }
+      if (busy || document.hidden || inUse()) { return; }
       busy = true;
       fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
         .then(function (r) { return r.ok ? r.text() : null; })
-        .then(function (html) { if (html !== null) { region.innerHTML = html; } })
+        // someone may have started filling a form while the request was under way: keep what they typed
+        .then(function (html) { if (html !== null && !inUse()) { region.innerHTML = html; } })
         .catch(function () { /* offline for a moment: the next tick tries again */ })
         .then(function () { busy = false; });
     }
