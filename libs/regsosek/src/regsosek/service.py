@@ -264,6 +264,8 @@ class _Lifecycle:
 
 # How long shutdown waits for the cancelled background tasks (uvicorn's graceful shutdown is 10 s).
 SHUTDOWN_TASKS_S = 10.0
+# How long a worker process (REGSOSEK_HTTP_WORKERS > 1) may leave the supervisor's ping unanswered.
+WORKER_PING_S = 60
 
 
 def _lifespan(runtime: Runtime) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
@@ -423,8 +425,25 @@ def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def serve(app: FastAPI) -> None:
+def serve(app: FastAPI, *, factory: str | None = None) -> None:
+    """Serves the app on REGSOSEK_HTTP_HOST:REGSOSEK_HTTP_PORT. With REGSOSEK_HTTP_WORKERS above 1,
+    uvicorn's supervisor starts that many worker processes on the one listening socket (a dead worker
+    is replaced; SIGTERM stops them all gracefully); each builds its app with `factory` (an import
+    path, "intake.app:create_app") and runs as a whole instance: its own pool and consumer, and a
+    candidate for the outbox relay, which one process per database publishes at a time (advisory
+    lock, regsosek.messaging.relay). A service that gives no factory serves with one process."""
     s = app.state.runtime.settings
     telemetry.setup(s.service_name, s.log_level)
-    uvicorn.run(app, host=s.http_host, port=s.http_port, loop="uvloop",
-                log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+    options: dict[str, Any] = {"host": s.http_host, "port": s.http_port, "loop": "uvloop", "log_level": "warning",
+                               "access_log": False, "timeout_graceful_shutdown": 10}
+    if s.http_workers == 1:
+        uvicorn.run(app, **options)
+    elif factory is None:
+        raise SystemExit(f"REGSOSEK_HTTP_WORKERS={s.http_workers}: {s.service_name} serves with one process "
+                         "(run more instances instead)")
+    else:
+        log.info("serving with worker processes", extra={"fields": {"workers": s.http_workers}})
+        # a worker that does not answer the supervisor's ping for this long is replaced: generous, since
+        # a worker still importing on a busy machine does not answer yet
+        uvicorn.run(factory, factory=True, workers=s.http_workers, timeout_worker_healthcheck=WORKER_PING_S,
+                    **options)

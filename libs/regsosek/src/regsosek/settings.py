@@ -31,6 +31,10 @@ class ServiceSettings(KafkaClientSettings):
     pg_url_base: str = "postgresql://regsosek@127.0.0.1:15432"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # REGSOSEK_HTTP_WORKERS: processes serving HTTP on the one port (uvicorn workers); each is a whole
+    # instance (its own pool, consumer and relay candidate). Only services that hand `serve` their app
+    # factory take more than 1 (intake); README "Scale-out and sizing" says how to choose it.
+    http_workers: int = Field(default=1, ge=1)
     db_pool_max: int = 12
 
     consumer_max_records: int = 500
