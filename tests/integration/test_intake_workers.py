@@ -1,14 +1,18 @@
 """Intake with several worker processes on one port (REGSOSEK_HTTP_WORKERS): every worker answers
 requests, exactly one of them publishes the outbox (the relay's advisory lock), every accepted
 submission is published exactly once whichever worker took it, and a repeated submission gets the
-original receipt (or 409 for different content) from whichever worker answers."""
+original receipt (or 409 for different content) from whichever worker answers. And a submission
+that waits for its SLS's erasure lock while the erasure commits is refused, not stored (intake
+reads its state in the statement that takes the lock, with a snapshot from before the wait)."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import uuid
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -23,7 +27,7 @@ WORKERS = 2
 SUBMISSIONS = 24
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def intake_workers(stack):
     world = await World(["intake"]).setup()
     try:
@@ -93,3 +97,36 @@ async def test_workers_share_the_port_one_relay_publishes_each_submission_once(i
     records = await eventually(published, timeout=60, what="every interview's event on the topic")
     assert sorted((header(r, "ce_subject"), header(r, "ce_id")) for r in records) == sorted(expected.items())
     assert await world.fetchval("intake", "select count(*) from outbox") == 0
+
+
+ERASURE_LOCK = 7316010  # intake.store's advisory lock class for an SLS's erasure
+
+
+async def test_a_submission_waiting_for_an_erasure_of_its_family_is_refused(intake_workers):
+    world, _ = intake_workers
+    sls = new_sls_id()
+    _, iv = family(sls, 1)
+    fid = family_id_of(iv)
+    officer = {"authorization": f"Bearer {token('officer', 'OFC-IT', (sls,))}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{world.ports['intake']}", timeout=60) as c:
+        erasure = await asyncpg.connect(world.dsn("intake"))
+        try:
+            tx = erasure.transaction()  # an erasure in progress: it holds the SLS's lock exclusively
+            await tx.start()
+            await erasure.execute("select pg_advisory_xact_lock($1, hashtext($2))", ERASURE_LOCK, sls)
+            answer = asyncio.create_task(c.post("/v1/interviews", json=iv, headers=officer))
+
+            async def waiting() -> bool:  # the submission's statement waits for the lock
+                return bool(await erasure.fetchval(
+                    "select count(*) from pg_locks where locktype = 'advisory' and not granted and objsubid = 2 "
+                    "and classid = $1 and objid = hashtext($2)::oid", ERASURE_LOCK, sls))
+
+            await eventually(waiting, timeout=60, what="the submission waiting for the erasure lock")
+            await erasure.execute("insert into erased_families (family_id, sls_id, erasure_id, reason, erased_by) "
+                                  "values ($1, $2, $3, 'court_order', 'ADM-IT')", fid, sls, uuid.uuid4())
+            await tx.commit()  # the erasure commits while the submission waits
+            r = await answer
+        finally:
+            await erasure.close()
+    assert r.status_code == 410, r.text
+    assert await world.fetchval("intake", "select count(*) from submissions where family_id = $1", fid) == 0
