@@ -27,7 +27,8 @@ HTTP: server spans named by route template (`GET /v1/submissions/{submission_id}
 with status codes from the OpenTelemetry FastAPI instrumentation (the raw path, which
 may hold an id, is replaced by the template on the span), and
 `regsosek_http_requests_total` / `regsosek_http_request_duration_seconds` by route
-template and status on /metrics.
+template and status on /metrics. REGSOSEK_HTTP_WORKERS > 1 serves one port from that many
+worker processes, each a whole instance (`serve`; intake only, it hands over its app factory).
 """
 
 from __future__ import annotations
