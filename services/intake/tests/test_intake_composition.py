@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-import pytest
 import uvicorn
 
 from intake import app, store
@@ -99,8 +98,11 @@ def test_main_serves_with_the_workers_the_settings_ask_for(monkeypatch):
     assert kw3["port"] == kw1["port"] and kw3["timeout_worker_healthcheck"] == service.WORKER_PING_S
 
 
-def test_a_service_without_a_factory_refuses_more_than_one_worker(monkeypatch):
+def test_a_service_without_a_factory_serves_with_one_process_whatever_the_setting(monkeypatch):
+    runs: list[tuple[object, dict]] = []
     monkeypatch.setattr(telemetry, "setup", lambda *a, **kw: None)
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("served"))
-    with pytest.raises(SystemExit, match="REGSOSEK_HTTP_WORKERS=2"):
-        service.serve(service.build_app(app.definition(IntakeSettings(env="local", http_workers=2))))
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: runs.append((target, kw)))
+    built = service.build_app(app.definition(IntakeSettings(env="local", http_workers=2)))
+    service.serve(built)
+    ((target, kw),) = runs
+    assert target is built and "workers" not in kw and "factory" not in kw

@@ -28,7 +28,8 @@ with status codes from the OpenTelemetry FastAPI instrumentation (the raw path, 
 may hold an id, is replaced by the template on the span), and
 `regsosek_http_requests_total` / `regsosek_http_request_duration_seconds` by route
 template and status on /metrics. REGSOSEK_HTTP_WORKERS > 1 serves one port from that many
-worker processes, each a whole instance (`serve`; intake only, it hands over its app factory).
+worker processes, each a whole instance (`serve`: services that hand over their app factory, intake;
+the others log that they ignore it).
 """
 
 from __future__ import annotations
@@ -432,16 +433,17 @@ def serve(app: FastAPI, *, factory: str | None = None) -> None:
     is replaced; SIGTERM stops them all gracefully); each builds its app with `factory` (an import
     path, "intake.app:create_app") and runs as a whole instance: its own pool and consumer, and a
     candidate for the outbox relay, which one process per database publishes at a time (advisory
-    lock, regsosek.messaging.relay). A service that gives no factory serves with one process."""
+    lock, regsosek.messaging.relay). A service that gives no factory serves with one process (and
+    says so in its log)."""
     s = app.state.runtime.settings
     telemetry.setup(s.service_name, s.log_level)
     options: dict[str, Any] = {"host": s.http_host, "port": s.http_port, "loop": "uvloop", "log_level": "warning",
                                "access_log": False, "timeout_graceful_shutdown": 10}
-    if s.http_workers == 1:
+    if s.http_workers > 1 and factory is None:  # one environment may be shared by every service
+        log.warning("REGSOSEK_HTTP_WORKERS ignored: this service serves with one process (run more instances)",
+                    extra={"fields": {"workers": s.http_workers}})
+    if s.http_workers == 1 or factory is None:
         uvicorn.run(app, **options)
-    elif factory is None:
-        raise SystemExit(f"REGSOSEK_HTTP_WORKERS={s.http_workers}: {s.service_name} serves with one process "
-                         "(run more instances instead)")
     else:
         log.info("serving with worker processes", extra={"fields": {"workers": s.http_workers}})
         # a worker that does not answer the supervisor's ping for this long is replaced: generous, since
