@@ -276,3 +276,86 @@ def test_mint_command_takes_programmes(capsys, monkeypatch, tmp_path):
     assert p.programmes == ("pkh", "pip") and p.areas == ("64", "65")
     with pytest.raises(SystemExit):
         main(["--role", "programme", "--sub", "PKH", "--programme", "health"])
+
+
+# ------------------------------------------------------------------ verified tokens remembered
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _caching(path: Path = JWKS_PATH, size: int = 16) -> tuple[TokenVerifier, Clock]:
+    clock = Clock()
+    return TokenVerifier(JwksFile(path), issuer=ISSUER, audience=AUDIENCE, cache_size=size, clock=clock), clock
+
+
+async def test_a_verified_token_is_accepted_again_without_its_signature_checked(monkeypatch):
+    v, _ = _caching()
+    tok = sign(subject="OFC-1", role=Role.OFFICER, areas=["6472"])
+    first = await v.verify(tok)
+    decoded = []
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(a) or pytest.fail("signature checked again"))
+    assert await v.verify(tok) == first == Principal("OFC-1", Role.OFFICER, ("6472",))
+    assert v.cache_hits == 1 and decoded == []
+
+
+async def test_a_remembered_token_is_not_taken_from_the_cache_past_its_exp(monkeypatch):
+    v, clock = _caching()
+    tok = sign(subject="OFC-1", role=Role.OFFICER, areas=["6472"], ttl_s=600)
+    await v.verify(tok)
+    clock.now = jwt.decode(tok, options={"verify_signature": False})["exp"]  # the verifier's clock reaches exp
+    checked = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: checked.append(1) or real_decode(*a, **k))
+    await v.verify(tok)  # every check again (the signature library's clock, still before exp, accepts it)
+    assert checked == [1] and v.cache_hits == 0
+
+
+async def test_a_remembered_token_is_refused_once_its_key_leaves_the_key_set(tmp_path):
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(SIGNER.jwks()))
+    clock = Clock()
+    v = TokenVerifier(JwksFile(path, refresh_s=0.0, min_refetch_s=0.0), issuer=ISSUER, audience=AUDIENCE,
+                      clock=clock)
+    tok = sign(subject="OFC-1", role=Role.OFFICER, areas=["6472"])
+    await v.verify(tok)
+    other = Signer(key=ed25519.Ed25519PrivateKey.generate(), kid="ed-test-2", issuer=ISSUER)
+    path.write_text(json.dumps(other.jwks()))  # the provider rotated: ed-test-1 is gone
+    with pytest.raises(jwt.InvalidTokenError, match="unknown signing key"):
+        await v.verify(tok)
+    assert v.cache_hits == 0
+
+
+async def test_a_forged_signature_is_refused_while_the_genuine_token_is_remembered():
+    v, _ = _caching()
+    tok = sign(subject="OFC-1", role=Role.OFFICER, areas=["6472"])
+    await v.verify(tok)
+    head, body, sig = tok.split(".")
+    forged = ".".join((head, body, ("A" if sig[0] != "A" else "B") + sig[1:]))
+    with pytest.raises(jwt.InvalidSignatureError):
+        await v.verify(forged)
+
+
+async def test_the_cache_is_bounded_least_recently_used_first():
+    v, _ = _caching(size=2)
+    a, b, c = (sign(subject=f"OFC-{i}", role=Role.OFFICER, areas=["6472"]) for i in range(3))
+    for t in (a, b, a, c):  # a used again, so b is the least recently used when c arrives
+        await v.verify(t)
+    assert len(v._verified) == 2 and v.cache_hits == 1
+    await v.verify(a)
+    assert v.cache_hits == 2
+    await v.verify(b)  # forgotten: verified again
+    assert v.cache_hits == 2
+
+
+async def test_a_cache_size_of_zero_remembers_nothing():
+    v, _ = _caching(size=0)
+    tok = sign(subject="OFC-1", role=Role.OFFICER, areas=["6472"])
+    await v.verify(tok)
+    await v.verify(tok)
+    assert v.cache_hits == 0 and not v._verified

@@ -54,11 +54,15 @@ class InMemoryIntakeStore:
                      for s in subs if s.submission_id in self.submissions},
             erased_families=frozenset(f for f in self.erasures if f in families or f[:14] in roster_sls))
 
-    async def save_submissions(self, subs: Sequence[Submission]) -> dict[UUID, Received]:
+    async def save_submissions(self, subs: Sequence[Submission],
+                               erased_known: frozenset[str] = frozenset()) -> dict[UUID, Received]:
         saved = {}
         for s in subs:
             if s.submission_id in self.submissions:
                 continue
+            if any(f not in erased_known and (f == s.family_id or (s.kind == "roster" and f[:14] == s.sls_id))
+                   for f in self.erasures):
+                continue  # an erasure the decision did not know of
             r = Received(s.submission_id, s.kind, s.sls_id, s.family_id, s.version, s.content_hash, str(uuid4()),
                          self.now(), s.warnings)
             self.submissions[s.submission_id] = Kept(r, s.document, s.submitted_by)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
+import uvicorn
+
 from intake import app, store
 from intake.settings import IntakeSettings
+from regsosek import service, telemetry
 from regsosek.contracts import (
     EligibilityDecided,
     EligibilityDelivered,
@@ -81,3 +84,30 @@ async def test_a_dry_run_only_counts():
     stale, lines = _Stale(), []
     assert await rotation_of(stale, lines).run(_Pool(), 2, dry_run=True) == 5
     assert stale.left == 5 and len(lines) == 1
+
+
+def test_main_serves_with_the_workers_the_settings_ask_for(monkeypatch):
+    """REGSOSEK_HTTP_WORKERS: one process serves the app it was given; more start that many
+    workers, each building its own app from the factory (tests/integration/test_intake_workers.py
+    runs two)."""
+    runs: list[tuple[object, dict]] = []
+    monkeypatch.setattr(telemetry, "setup", lambda *a, **kw: None)  # no process-wide logging or tracing set-up
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: runs.append((target, kw)))
+    monkeypatch.setenv("REGSOSEK_HTTP_WORKERS", "1")
+    app.main()
+    monkeypatch.setenv("REGSOSEK_HTTP_WORKERS", "3")
+    app.main()
+    (one, kw1), (many, kw3) = runs
+    assert not isinstance(one, str) and "workers" not in kw1
+    assert many == "intake.app:create_app" and kw3["factory"] is True and kw3["workers"] == 3
+    assert kw3["port"] == kw1["port"] and kw3["timeout_worker_healthcheck"] == service.WORKER_PING_S
+
+
+def test_a_service_without_a_factory_serves_with_one_process_whatever_the_setting(monkeypatch):
+    runs: list[tuple[object, dict]] = []
+    monkeypatch.setattr(telemetry, "setup", lambda *a, **kw: None)
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: runs.append((target, kw)))
+    built = service.build_app(app.definition(IntakeSettings(env="local", http_workers=2)))
+    service.serve(built)
+    ((target, kw),) = runs
+    assert target is built and "workers" not in kw and "factory" not in kw

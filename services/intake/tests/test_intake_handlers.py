@@ -354,6 +354,37 @@ async def test_a_roster_after_an_erasure_is_stored_without_the_erased_family():
     assert (await w.submit(SlsRoster.model_validate(ro.model_dump(mode="json")))).replayed  # same content hash
 
 
+def erasure_while_waiting(w: World) -> None:
+    """The family's erasure commits after a submission's state was read (the state's statement
+    waited for the erasure's lock and reads with its earlier snapshot): the state is stale."""
+    read = w.store.intake_state
+
+    async def stale_state(subs):
+        state = await read(subs)
+        if not w.store.erasures:
+            await w.handlers.erase_family(w.transaction(), FAMILY, "court_order", None, caller("ADM-1", Role.ADMIN))
+        return state
+
+    w.store.intake_state = stale_state
+
+
+async def test_an_interview_whose_family_is_erased_while_it_waits_is_refused_not_stored():
+    w = World()
+    erasure_while_waiting(w)
+    iv = interview()
+    assert await w.submit(iv) == Erased(FAMILY)
+    assert iv.submission_id not in w.store.submissions and not w.events(InterviewSubmitted)
+
+
+async def test_a_roster_whose_family_is_erased_while_it_waits_is_stored_without_it():
+    w = World()
+    erasure_while_waiting(w)
+    ro = roster()
+    assert isinstance(await w.submit(ro), Receipt)
+    family = w.store.submissions[ro.submission_id].document["families"][0]
+    assert "kk_number" not in family and "head_name" not in family
+
+
 # ---------------------------------------------------------------- retention
 
 

@@ -16,6 +16,11 @@ its `kid` names a key of the JWK Set whose type fits that algorithm; the signatu
 are present, `exp - iat` is at most the maximum lifetime, and the time is within them (small
 leeway); and the claims are well formed (`principal_of`). Anything else is a 401 with the reason.
 
+A token that passed every check is remembered (a bounded LRU, keyed by the SHA-256 of the whole
+token, signature included) until its `exp`: a device sends the same token with every request, and
+the signature check is the costly part. A remembered token is accepted again only while its key is
+still in the key set unchanged; an expired one goes through every check again (and is refused).
+
 Only the identity provider holds a private key; services hold public keys, so no service can mint
 a token (which any holder of an HS256 shared secret could: hence no HS256).
 
@@ -36,7 +41,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -61,6 +67,8 @@ MIN_RSA_BITS = 2048
 MAX_TOKEN_BYTES = 32 * 1024  # room for MAX_AREAS full SLS ids
 DEFAULT_MAX_LIFETIME_S = 12 * 3600
 DEFAULT_LEEWAY_S = 30
+DEFAULT_TOKEN_CACHE_SIZE = 4096  # verified tokens remembered (REGSOSEK_AUTH_TOKEN_CACHE_SIZE)
+CACHED_AREAS_MAX = 100  # a token with more areas is verified every time (bounds the cache's memory)
 
 LOCAL_ISSUER = "regsosek-local"
 TOKEN_SERVICES = ("intake", "verify", "notify")
@@ -147,12 +155,24 @@ def _safe(value: Any) -> str:
     return repr(value) if isinstance(value, str) and len(value) <= 32 and value.isprintable() else "(unprintable)"
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token that passed every check: its principal, the key it was verified with, its `exp`."""
+
+    principal: Principal
+    kid: str
+    jwk: dict
+    expires: float
+
+
 class TokenVerifier:
-    """Verifies bearer tokens against a JWK Set (see the module docstring for every check)."""
+    """Verifies bearer tokens against a JWK Set (see the module docstring for every check); remembers
+    up to `cache_size` verified tokens (0: none) until they expire."""
 
     def __init__(self, keys: JwksSource, *, issuer: str, audience: str,
                  algorithms: Iterable[str] = DEFAULT_ALGORITHMS, max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S,
-                 leeway_s: int = DEFAULT_LEEWAY_S) -> None:
+                 leeway_s: int = DEFAULT_LEEWAY_S, cache_size: int = DEFAULT_TOKEN_CACHE_SIZE,
+                 clock: Callable[[], float] = time.time) -> None:
         self.algorithms = tuple(algorithms)
         bad = [a for a in self.algorithms if a not in ASYMMETRIC_ALGORITHMS]
         if not self.algorithms or bad:
@@ -160,11 +180,14 @@ class TokenVerifier:
                              f"(symmetric HS* and none are never accepted); got {', '.join(bad) or 'none'}")
         if not issuer or not audience:
             raise ValueError("a token verifier needs an issuer and an audience")
-        if max_lifetime_s <= 0 or leeway_s < 0:
-            raise ValueError("max_lifetime_s must be positive and leeway_s not negative")
+        if max_lifetime_s <= 0 or leeway_s < 0 or cache_size < 0:
+            raise ValueError("max_lifetime_s must be positive, leeway_s and cache_size not negative")
         self.keys, self.issuer, self.audience = keys, issuer, audience
         self.max_lifetime_s, self.leeway_s = max_lifetime_s, leeway_s
         self._jwk_cache: dict[tuple[str, str], tuple[dict, jwt.PyJWK]] = {}
+        self.cache_size, self._clock = cache_size, clock
+        self._verified: OrderedDict[bytes, _Verified] = OrderedDict()
+        self.cache_hits = 0  # tokens accepted from the cache (tests, metrics)
 
     def _header(self, token: str) -> tuple[str, str]:
         if len(token) > MAX_TOKEN_BYTES:
@@ -198,7 +221,7 @@ class TokenVerifier:
         self._jwk_cache[(kid, alg)] = (jwk, pyjwk)
         return pyjwk.key
 
-    def _claims(self, token: str, alg: str, key: Any) -> Principal:
+    def _claims(self, token: str, alg: str, key: Any) -> tuple[Principal, float]:
         claims = jwt.decode(token, key, algorithms=[alg], audience=self.audience, issuer=self.issuer,
                             leeway=self.leeway_s,
                             options={"require": ["exp", "iat", "iss", "aud", "sub", "role"]})
@@ -211,20 +234,34 @@ class TokenVerifier:
                                f"{self.max_lifetime_s}s")
         if lifetime <= 0:
             raise TokenRefused("token exp is not after its iat")
-        return principal_of(claims)
+        return principal_of(claims), float(claims["exp"])
 
     async def verify(self, token: str) -> Principal:
         """The principal of a valid token; raises jwt.InvalidTokenError (reason in TokenRefused and
         InvalidClaims) or KeysUnavailable (the key set cannot be read or fetched)."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest() \
+            if self.cache_size and len(token) <= MAX_TOKEN_BYTES else None
+        if digest is not None and (known := self._verified.get(digest)) is not None:
+            if self._clock() < known.expires and await self.keys.key(known.kid) == known.jwk:
+                self._verified.move_to_end(digest)
+                self.cache_hits += 1
+                return known.principal
+            self._verified.pop(digest, None)  # expired, or its key left or changed: every check again
         alg, kid = self._header(token)
-        return self._claims(token, alg, self._key(alg, kid, await self.keys.key(kid)))
+        jwk = await self.keys.key(kid)
+        principal, expires = self._claims(token, alg, self._key(alg, kid, jwk))
+        if digest is not None and jwk is not None and len(principal.areas) <= CACHED_AREAS_MAX:
+            self._verified[digest] = _Verified(principal, kid, jwk, expires)
+            if len(self._verified) > self.cache_size:
+                self._verified.popitem(last=False)
+        return principal
 
     def verify_sync(self, token: str) -> Principal:
         """`verify` for synchronous callers (tools, tests); a key set from a file only."""
         if not isinstance(self.keys, JwksFile):
             raise TypeError("verify_sync needs a JWKS file; use `await verify(token)`")
         alg, kid = self._header(token)
-        return self._claims(token, alg, self._key(alg, kid, self.keys.key_sync(kid)))
+        return self._claims(token, alg, self._key(alg, kid, self.keys.key_sync(kid)))[0]
 
 
 def refusal_reason(e: Exception) -> str:

@@ -27,7 +27,9 @@ HTTP: server spans named by route template (`GET /v1/submissions/{submission_id}
 with status codes from the OpenTelemetry FastAPI instrumentation (the raw path, which
 may hold an id, is replaced by the template on the span), and
 `regsosek_http_requests_total` / `regsosek_http_request_duration_seconds` by route
-template and status on /metrics.
+template and status on /metrics. REGSOSEK_HTTP_WORKERS > 1 serves one port from that many
+worker processes, each a whole instance (`serve`: services that hand over their app factory, intake;
+the others log that they ignore it).
 """
 
 from __future__ import annotations
@@ -264,6 +266,8 @@ class _Lifecycle:
 
 # How long shutdown waits for the cancelled background tasks (uvicorn's graceful shutdown is 10 s).
 SHUTDOWN_TASKS_S = 10.0
+# How long a worker process (REGSOSEK_HTTP_WORKERS > 1) may leave the supervisor's ping unanswered.
+WORKER_PING_S = 60
 
 
 def _lifespan(runtime: Runtime) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
@@ -423,8 +427,26 @@ def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def serve(app: FastAPI) -> None:
+def serve(app: FastAPI, *, factory: str | None = None) -> None:
+    """Serves the app on REGSOSEK_HTTP_HOST:REGSOSEK_HTTP_PORT. With REGSOSEK_HTTP_WORKERS above 1,
+    uvicorn's supervisor starts that many worker processes on the one listening socket (a dead worker
+    is replaced; SIGTERM stops them all gracefully); each builds its app with `factory` (an import
+    path, "intake.app:create_app") and runs as a whole instance: its own pool and consumer, and a
+    candidate for the outbox relay, which one process per database publishes at a time (advisory
+    lock, regsosek.messaging.relay). A service that gives no factory serves with one process (and
+    says so in its log)."""
     s = app.state.runtime.settings
     telemetry.setup(s.service_name, s.log_level)
-    uvicorn.run(app, host=s.http_host, port=s.http_port, loop="uvloop",
-                log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+    options: dict[str, Any] = {"host": s.http_host, "port": s.http_port, "loop": "uvloop", "log_level": "warning",
+                               "access_log": False, "timeout_graceful_shutdown": 10}
+    if s.http_workers > 1 and factory is None:  # one environment may be shared by every service
+        log.warning("REGSOSEK_HTTP_WORKERS ignored: this service serves with one process (run more instances)",
+                    extra={"fields": {"workers": s.http_workers}})
+    if s.http_workers == 1 or factory is None:
+        uvicorn.run(app, **options)
+    else:
+        log.info("serving with worker processes", extra={"fields": {"workers": s.http_workers}})
+        # a worker that does not answer the supervisor's ping for this long is replaced: generous, since
+        # a worker still importing on a busy machine does not answer yet
+        uvicorn.run(factory, factory=True, workers=s.http_workers, timeout_worker_healthcheck=WORKER_PING_S,
+                    **options)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from regsosek.auth import ASYMMETRIC_ALGORITHMS, DEFAULT_ALGORITHMS, LOCAL_ISSUER, TokenVerifier, audience_of, local_jwks_file
+from regsosek.auth import (
+    ASYMMETRIC_ALGORITHMS,
+    DEFAULT_ALGORITHMS,
+    DEFAULT_TOKEN_CACHE_SIZE,
+    LOCAL_ISSUER,
+    TokenVerifier,
+    audience_of,
+    local_jwks_file,
+)
 from regsosek.jwks import MAX_JWKS_BYTES, JwksFile, JwksSource, JwksUrl
 from regsosek.kafka_security import KafkaClientSettings
 from regsosek.keys import InsecureSecret
@@ -23,6 +31,10 @@ class ServiceSettings(KafkaClientSettings):
     pg_url_base: str = "postgresql://regsosek@127.0.0.1:15432"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # REGSOSEK_HTTP_WORKERS: processes serving HTTP on the one port (uvicorn workers); each is a whole
+    # instance (its own pool, consumer and relay candidate). Only services that hand `serve` their app
+    # factory take more than 1 (intake); README "Scale-out and sizing" says how to choose it.
+    http_workers: int = Field(default=1, ge=1)
     db_pool_max: int = 12
 
     consumer_max_records: int = 500
@@ -142,6 +154,8 @@ class TokenSettings(ServiceSettings):
     auth_jwks_min_refetch_s: float = Field(default=10.0, ge=0)  # an unknown kid fetches again at most this often
     auth_jwks_timeout_s: float = Field(default=5.0, gt=0)
     auth_jwks_max_bytes: int = Field(default=MAX_JWKS_BYTES, gt=0)
+    # verified tokens remembered until they expire (regsosek.auth.TokenVerifier); 0 verifies every request
+    auth_token_cache_size: int = Field(default=DEFAULT_TOKEN_CACHE_SIZE, ge=0)
     # HS256 shared secrets are not accepted anywhere any more. Kept only to refuse it in production,
     # where its presence means a deployment still hands every service a key that mints tokens.
     auth_secret: str = ""
@@ -206,5 +220,5 @@ class TokenSettings(ServiceSettings):
             self._verifier = TokenVerifier(keys, issuer=self.token_issuer, audience=self.token_audience,
                                            algorithms=self.token_algorithms(),
                                            max_lifetime_s=self.auth_max_token_lifetime_s,
-                                           leeway_s=self.auth_leeway_s)
+                                           leeway_s=self.auth_leeway_s, cache_size=self.auth_token_cache_size)
         return self._verifier

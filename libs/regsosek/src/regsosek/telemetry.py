@@ -1,6 +1,15 @@
 """Tracing (W3C trace context over HTTP and Kafka headers, OTLP export when
 configured) and structured JSON logs. Personal identifiers never go into spans
 or logs: callers pass pseudonyms (see `contracts.identifiers.pseudonym`).
+
+Spans are recorded only when something receives them (OTEL_EXPORTER_OTLP_ENDPOINT,
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or REGSOSEK_TRACE_FILE set) or OTEL_TRACES_SAMPLER
+asks for them; otherwise a request or batch still gets its trace context (ids in logs,
+stored rows and Kafka headers, a caller's trace continued), but no span is recorded
+(ParentBased(ALWAYS_OFF): a caller's sampled trace is still recorded): a span with
+nowhere to go was a tenth of intake's CPU per request. With an exporter, the sampler is
+the SDK's (OTEL_TRACES_SAMPLER, default parent-based always-on; at national scale e.g.
+`parentbased_traceidratio` with OTEL_TRACES_SAMPLER_ARG=0.01).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
 from opentelemetry.trace import Status
 
 _configured = False
@@ -29,7 +39,8 @@ def setup(service_name: str, log_level: str = "INFO") -> None:
     if _configured:
         return
     _configured = True
-    provider = TracerProvider(resource=Resource.create({"service.name": f"regsosek-{service_name}"}))
+    provider = TracerProvider(resource=Resource.create({"service.name": f"regsosek-{service_name}"}),
+                              sampler=default_sampler())
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -51,6 +62,14 @@ def setup(service_name: str, log_level: str = "INFO") -> None:
     root.setLevel(log_level)
     for noisy in ("aiokafka", "faststream", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def default_sampler() -> Sampler | None:
+    """ParentBased(ALWAYS_OFF) when no span would be exported and OTEL_TRACES_SAMPLER is unset; else
+    None (the SDK's sampler from the environment)."""
+    exporting = any(os.environ.get(v) for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                                                "REGSOSEK_TRACE_FILE", "OTEL_TRACES_SAMPLER"))
+    return None if exporting else ParentBased(ALWAYS_OFF)
 
 
 _EXCEPTION_TEXT = ("exception.message", "exception.stacktrace")  # the stacktrace ends with the message

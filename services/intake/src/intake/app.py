@@ -99,7 +99,8 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    serve(create_app())
+    # REGSOSEK_HTTP_WORKERS > 1: every worker process builds its own app with create_app
+    serve(create_app(), factory="intake.app:create_app")
 
 
 if __name__ == "__main__":

@@ -131,12 +131,13 @@ class IntakeHandlers:
         """Decides on each submission (domain.decide_submissions), stores and publishes the new ones;
         for each, in order, its receipt (the first one again for a repeat), a Conflict or Erased."""
         store = self.store_for(uow)
-        outcomes = domain.decide_submissions(subs, await store.intake_state(subs))
+        state = await store.intake_state(subs)
+        outcomes = domain.decide_submissions(subs, state)
         new = [o.submission for o in outcomes if o.decision is Decision.NEW]
-        saved = await store.save_submissions(new)
+        saved = await store.save_submissions(new, state.erased_families)
         lost = {s.submission_id for s in new if s.submission_id not in saved}
         again: Iterator[Receipt | Conflict | Erased] = iter(())
-        if lost:  # a concurrent request with the same id committed first: decided again against it
+        if lost:  # a concurrent request with the same id, or an erasure, committed first: decided again
             again = iter(await self.accept(uow, [s for s in subs if s.submission_id in lost]))
         for s in new:
             if s.submission_id in saved:

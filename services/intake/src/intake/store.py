@@ -33,19 +33,34 @@ from regsosek import audit
 from regsosek.crypto import Keyring
 from regsosek.telemetry import current_trace_headers, trace_id_of
 
-# jsonb values travel as text (asyncpg would read a list of lists as a 2-D array)
+# jsonb values travel as text (asyncpg would read a list of lists as a 2-D array). A row is not
+# stored when an erasure its decision did not know of ($13: the erased families it knew) concerns it
+# (its family, or for a roster a family of its SLS): see intake_state.
 _INSERT_MANY = """
 insert into submissions (submission_id, kind, sls_id, family_id, version, content_hash, body_enc, body_kid, warnings,
                          event_id, trace_id, submitted_by)
 select id, kind, sls, fam, ver, hash, body, $12, warn::jsonb, ev, tr, sub
 from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::bytea[],
             $8::text[], $9::text[], $10::text[], $11::text[]) as t(id, kind, sls, fam, ver, hash, body, warn, ev, tr, sub)
+where not exists (select 1 from erased_families e where (e.family_id = t.fam or (t.kind = 'roster' and e.sls_id = t.sls))
+                  and e.family_id <> all($13::text[]))
 on conflict (submission_id) do nothing
 returning submission_id, event_id, received_at
 """
 
-_EARLIER = ("select submission_id, kind, sls_id, family_id, version, content_hash, event_id, received_at, warnings "
-            "from submissions where submission_id = any($1::uuid[])")
+# One round trip: the shared erasure locks of the SLS (in one order, so submissions never wait for
+# each other), the erased families among the submissions' and their rosters' SLS, and the stored
+# submissions with their ids (none: one row of nulls). The locked side is the preserved side of the
+# left join, so the locks are taken whether or not anything is stored.
+_STATE = """
+select l.locks, e.erased, s.submission_id, s.kind, s.sls_id, s.family_id, s.version, s.content_hash, s.event_id,
+       s.received_at, s.warnings
+from (select count(pg_advisory_xact_lock_shared($1, hashtext(x))) as locks
+      from (select distinct x from unnest($2::text[]) x order by x) ordered) l
+cross join (select array(select family_id from erased_families where family_id = any($3::text[])
+                         or left(family_id, 14) = any($4::text[])) as erased) e
+left join submissions s on s.submission_id = any($5::uuid[])
+"""
 
 _ERASURE_LOCK = 7316010  # advisory lock class: (this, hashtext(sls_id))
 
@@ -74,24 +89,23 @@ class IntakeStore:
 
     async def intake_state(self, subs: Sequence[Submission]) -> IntakeState:
         """What deciding on these submissions needs: the stored ones with their ids and the erased
-        families among theirs and their rosters' SLS. First takes shared locks on their SLS (in one
-        order, so submissions never wait for each other) so that an erasure cannot commit between
-        this read and their insert (lock_sls_for_erasure)."""
-        await self.conn.execute(
-            "select count(pg_advisory_xact_lock_shared($1, hashtext(s))) from (select distinct s from unnest($2::text[]) s "
-            "order by s) ordered", _ERASURE_LOCK, [s.sls_id for s in subs])
-        families = [s.family_id for s in subs if s.family_id]
-        roster_sls = sorted({s.sls_id for s in subs if s.kind == "roster"})
-        erased = await self.conn.fetch(
-            "select family_id from erased_families where family_id = any($1::text[]) "
-            "or left(family_id, 14) = any($2::text[])", families, roster_sls) if families or roster_sls else []
-        earlier = await self.conn.fetch(_EARLIER, [s.submission_id for s in subs])
-        return IntakeState(earlier={r["submission_id"]: _received(r) for r in earlier},
-                           erased_families=frozenset(r["family_id"] for r in erased))
+        families among theirs and their rosters' SLS, in one statement that also takes shared locks
+        on their SLS, so that no erasure commits between here and their insert (erasure_state).
+        The statement reads with the snapshot it started with, from before an erasure it waited for
+        committed: save_submissions does not store what such an erasure concerns, and the handler
+        decides on it again (then with the erasure in view)."""
+        rows = await self.conn.fetch(
+            _STATE, _ERASURE_LOCK, [s.sls_id for s in subs], [s.family_id for s in subs if s.family_id],
+            sorted({s.sls_id for s in subs if s.kind == "roster"}), [s.submission_id for s in subs])
+        return IntakeState(earlier={r["submission_id"]: _received(r) for r in rows if r["submission_id"] is not None},
+                           erased_families=frozenset(rows[0]["erased"]))
 
-    async def save_submissions(self, subs: Sequence[Submission]) -> dict[UUID, Received]:
-        """Stores new submissions (body sealed) in one round trip; what was stored, by id. An id
-        already stored (a concurrent request with it committed first) is left out."""
+    async def save_submissions(self, subs: Sequence[Submission],
+                               erased_known: frozenset[str] = frozenset()) -> dict[UUID, Received]:
+        """Stores new submissions (body sealed) in one round trip; what was stored, by id. Left out:
+        an id already stored (a concurrent request with it committed first), and a submission that
+        an erasure concerns which its decision did not know of (`erased_known`: the erased families
+        its state held)."""
         if not subs:
             return {}
         trace_id = trace_id_of(current_trace_headers().get("traceparent"))
@@ -100,7 +114,7 @@ class IntakeStore:
             [s.family_id for s in subs], [s.version for s in subs], [s.content_hash for s in subs],
             [self._seal(s.submission_id, s.document) for s in subs], [_json(s.warnings) for s in subs],
             [str(uuid4()) for _ in subs], [trace_id] * len(subs), [s.submitted_by for s in subs],
-            self._ring.current_kid)
+            self._ring.current_kid, sorted(erased_known))
         by_id = {s.submission_id: s for s in subs}
         return {r["submission_id"]: _received_new(by_id[r["submission_id"]], r["event_id"], r["received_at"])
                 for r in rows}
