@@ -184,6 +184,11 @@ def _raw_samples() -> dict[type[Contract], dict]:
             "erasure_id": "6e5d4c3b-2a19-4807-b6f5-e4d3c2b1a006", "family_id": _FAMILY_ID, "sls_id": _SLS,
             "reason": "data_subject_request", "erased_at": "2023-01-10T09:00:00+08:00",
         },
+        contracts.FamilyUpdated: {
+            "submission_id": "5d4c3b2a-1908-47f6-a5e4-d3c2b1a0f007", "family_id": _FAMILY_ID, "sls_id": _SLS,
+            "occurred_on": "2023-07-02", "basis": "field_check", "confirmed_on": "2023-07-10",
+            "change": {"kind": "death", "line_no": 2},
+        },
     }
 
 

@@ -67,6 +67,7 @@ class Topic(StrEnum):
     ELIGIBILITY_DELIVERED = "eligibility-delivered"
     FAMILY_ERASED = "family-erased"
     DEAD_LETTER = "dead-letter"
+    FAMILY_UPDATE = "family-update"
 
     @property
     def wire(self) -> str:

@@ -39,6 +39,7 @@ from regsosek.contracts.pseudonymous import (
     pseudonymise_roster,
 )
 from regsosek.contracts.roster import RosterFamily, RosterStatus, SlsRoster
+from regsosek.contracts.updates import FamilyUpdated
 
 _PREFIX = "id.go.bps.regsosek"
 
@@ -55,6 +56,7 @@ EVENT_TYPES: dict[type[Contract], str] = {
     SlsCompleted: f"{_PREFIX}.sls.completed.v1",
     EligibilityDelivered: f"{_PREFIX}.eligibility.delivered.v1",
     FamilyErased: f"{_PREFIX}.family.erased.v1",
+    FamilyUpdated: f"{_PREFIX}.family.updated.v1",  # a field-checked update or a complaint's correction
 }
 # Types no service produces any more but consumers still read (records retained on a topic,
 # re-driven dead letters); each is converted on arrival. See InterviewVerified's docstring.
@@ -82,6 +84,7 @@ __all__ = [
     "FamilyErased",
     "FamilyClassified",
     "FamilyInterview",
+    "FamilyUpdated",
     "FkpAdjustment",
     "FlagReason",
     "HouseholdProfile",
