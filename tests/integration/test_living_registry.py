@@ -20,6 +20,8 @@ import pytest
 from test_notify_delivery import NOTIFY_ENV, Receiver, new_receiver
 
 from regsosek.topics import Topic
+from regsosek_tools import living
+from regsosek_tools.sample import generate
 
 from itkit import Submitter, World, eventually, family, family_id_of, new_sls_id, read_topic, roster, token
 
@@ -213,3 +215,26 @@ async def test_a_complaint_leading_to_a_correction(registry):
     profile = (await world.fetch("classify", "select profile from families where family_id = $1", fid))[0][0]
     profile = json.loads(profile) if isinstance(profile, str) else profile
     assert profile["housing"]["floor_area_m2"] == 12 and profile["housing"]["floor"] == "earth"
+
+
+async def test_the_samples_living_registry_situations_come_out_as_make_run_expects(registry):
+    """What `make run` sends after the census (regsosek_tools.living), on the families it picks."""
+    world, s, _notify = registry
+    sample = generate(7, 120, field_outcomes=True)
+    picked = living.situations(sample)
+    assert [p.name for p in picked] == ["death_confirmed", "birth_confirmed", "housing_not_confirmed",
+                                        "complaint_corrected"]
+    families = {p.family_id for p in picked}
+    for iv in sample.interviews:
+        if iv.family_id in families:
+            officer = {"authorization": f"Bearer {token('officer', 'OFC-IT', (iv.location.sls_id,))}"}
+            ro = next(r for r in sample.rosters if r.sls_id == iv.location.sls_id)
+            await s.submit("/v1/rosters", ro.model_dump(mode="json"), headers=officer)
+            await s.submit("/v1/interviews", iv.model_dump(mode="json"), headers=officer)
+    for fid in families:
+        await eventually(lambda fid=fid: classified(world, fid, 1), timeout=WAIT, what="the census decision")
+    result = await living.run(s.client, str(s.client.base_url).rstrip("/"), sample, timeout=WAIT)
+    assert living.problems(result) == []
+    assert {name: row["actual"] for name, row in result["situations"].items()} == {
+        "death_confirmed": "decided", "birth_confirmed": "decided", "housing_not_confirmed": "not_confirmed",
+        "complaint_corrected": "corrected"}
