@@ -22,7 +22,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from regsosek.contracts.base import Contract
 from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId
-from regsosek.contracts.interview import FamilyEconomy, FamilyInterview, Housing, Location, Member
+from regsosek.contracts.interview import FamilyEconomy, FamilyInterview, Housing, Location, Member, MemberPresence
 from regsosek.contracts.pseudonymous import InterviewSubmitted, PseudonymousMember, pseudonymise_interview
 from regsosek.pseudonyms import nik_hash_hex
 
@@ -210,7 +210,7 @@ def pseudonymise_change(change: FamilyChange, *, submission_id: SubmissionId, re
     member = None
     if change.member is not None:
         m = change.member
-        member = PseudonymousMember(**m.model_dump(exclude={"name", "nik", "presence"}), presence="new_member",
+        member = PseudonymousMember(**m.model_dump(exclude={"name", "nik", "presence"}), presence=MemberPresence.NEW_MEMBER,
                                     nik_hash=nik_hash_hex(key, m.nik))
     family = None
     if change.family is not None:
