@@ -122,8 +122,8 @@ async def run(client: httpx.AsyncClient, intake: str, sample: Sample, timeout: f
     admin = {"authorization": "Bearer " + mint(subject="pipeline-runner", role=Role.ADMIN, areas=[])}
     rows: dict[str, dict] = {}
     errors: list[str] = []
-    todo = situations(sample)
-    for s in todo:
+    picked = situations(sample)
+    for s in picked:
         receipts = []
         for role, path, body in s.submissions:
             token = mint(subject=body.get("reported_by") or body.get("checked_by") or body.get("filed_by")
@@ -134,8 +134,8 @@ async def run(client: httpx.AsyncClient, intake: str, sample: Sample, timeout: f
                 errors.append(f"{s.name} {path}: {r.status_code} {r.text[:200]}")
         rows[s.name] = {"family_id": s.family_id, "expected": s.expected, "actual": None, "receipts": receipts}
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(rows[s.name]["actual"] is None for s in todo):
-        for s in todo:
+    while time.monotonic() < deadline and any(rows[s.name]["actual"] is None for s in picked):
+        for s in picked:
             if rows[s.name]["actual"] is None:
                 rows[s.name]["actual"] = await _final(client, intake, s, admin)
         await asyncio.sleep(0.5)
