@@ -49,7 +49,7 @@ async def test_fuzz_run_finds_no_server_error(intake_world):
             [str(ST), "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
              "-H", f"Authorization: Bearer {bearer}", "--max-examples", "25", "--seed", "2022",
              "--request-timeout", "20", "--no-color"],
-            capture_output=True, text=True, timeout=400, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"},
+            capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"},
         )
         tail = run.stdout[-3000:] + run.stderr[-2000:]
         assert run.returncode == 0, f"fuzz run as {role} found failures:\n{tail}"

@@ -72,6 +72,7 @@ def test_events_without_a_sequence_order_by_version_then_time():
     assert not supersedes(flagged(0, version=1, at=T0 + timedelta(days=1)), verified(0, version=2))
 
 
-def test_a_duplicate_interview_flag_is_not_a_decision_about_the_family():
-    assert not is_family_decision(FlagReason.DUPLICATE_INTERVIEW)
-    assert all(is_family_decision(r) for r in FlagReason if r is not FlagReason.DUPLICATE_INTERVIEW)
+def test_a_duplicate_interview_or_update_not_applicable_flag_is_not_a_decision_about_the_family():
+    about_a_submission = (FlagReason.DUPLICATE_INTERVIEW, FlagReason.UPDATE_NOT_APPLICABLE)
+    assert not any(is_family_decision(r) for r in about_a_submission)
+    assert all(is_family_decision(r) for r in FlagReason if r not in about_a_submission)

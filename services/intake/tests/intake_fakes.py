@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
@@ -27,7 +27,10 @@ from intake.domain import (
     Submission,
     SubmissionRecord,
 )
+from intake.registry_domain import ComplaintRecord, ComplaintView, RecordedOutcome, UpdateRecord
 from regsosek import audit
+from regsosek.contracts.complaints import Complaint, ComplaintOutcome
+from regsosek.contracts.updates import FieldCheck
 from regsosek.messaging import UnitOfWork
 
 
@@ -45,6 +48,9 @@ class InMemoryIntakeStore:
         self.steps: list[JourneyEntry] = []
         self.erasures: dict[str, tuple[Erasure, datetime]] = {}
         self.audit_log: list[audit.Entry] = []
+        self.update_checks: dict[UUID, FieldCheck] = {}
+        self.complaints: dict[UUID, ComplaintRecord] = {}
+        self.complaint_outcomes: list[tuple[ComplaintOutcome, str]] = []
 
     async def intake_state(self, subs: Sequence[Submission]) -> IntakeState:
         families = {s.family_id for s in subs if s.family_id}
@@ -127,6 +133,55 @@ class InMemoryIntakeStore:
         for b in redacted:
             self.submissions[b.submission_id].document = b.document
         return at
+
+    async def family_member_niks(self, family_id: str) -> dict[int, str]:
+        kept = [k for k in self.submissions.values() if k.received.family_id == family_id
+                and k.received.kind == "interview" and k.document is not None]
+        if not kept:
+            return {}
+        latest = max(kept, key=lambda k: (k.received.version or 0, k.received.received_at))
+        return {m["line_no"]: m["nik"] for m in latest.document.get("members", []) if m.get("nik")}
+
+    async def update_record(self, update_id: UUID) -> UpdateRecord | None:
+        kept = self.submissions.get(update_id)
+        if kept is None or kept.received.kind != "update":
+            return None
+        check = self.update_checks.get(update_id)
+        return UpdateRecord(update_id, kept.received.family_id, kept.document,
+                            None if check is None else check.submission_id)
+
+    async def save_field_check(self, check: FieldCheck) -> None:
+        if check.update_id in self.update_checks:
+            raise ValueError("the update has a field check already (primary key)")
+        self.update_checks[check.update_id] = check
+
+    async def save_complaint(self, c: Complaint) -> None:
+        self.complaints.setdefault(c.submission_id, ComplaintRecord(
+            c.submission_id, c.family_id, c.sls_id, c.complainant.value, c.subject.value, c.programme, "filed",
+            c.filed_at))
+
+    async def complaint_record(self, complaint_id: UUID, *, lock: bool = True) -> ComplaintRecord | None:
+        c = self.complaints.get(complaint_id)
+        if c is None:
+            return None
+        ids = tuple(o.submission_id for o, _ in self.complaint_outcomes if o.complaint_id == complaint_id)
+        return replace(c, outcome_ids=ids)
+
+    async def save_complaint_outcome(self, o: ComplaintOutcome, status: str) -> None:
+        self.complaint_outcomes.append((o, status))
+        self.complaints[o.complaint_id] = replace(self.complaints[o.complaint_id], status=status)
+
+    async def complaint_view(self, complaint_id: UUID) -> ComplaintView | None:
+        record = await self.complaint_record(complaint_id, lock=False)
+        if record is None:
+            return None
+        outcomes = []
+        for o, _ in self.complaint_outcomes:
+            if o.complaint_id == complaint_id:
+                doc = self.submissions[o.submission_id].document or {}
+                outcomes.append(RecordedOutcome(o.submission_id, o.outcome.value, o.decided_on, doc.get("reason", ""),
+                                                [{"step": e.step, **e.detail} for e in self._steps_of(o.submission_id)]))
+        return ComplaintView(record, outcomes)
 
     def _steps_of(self, submission_id: UUID) -> list[JourneyEntry]:
         return [e for e in self.steps if e.submission_id == submission_id]

@@ -17,6 +17,7 @@ import asyncpg
 
 from regsosek import audit
 from regsosek.contracts import FamilyErased, RosterSubmitted, VerificationResolved
+from regsosek.contracts.updates import FamilyUpdated
 from verify.domain import (
     FINAL_STATES,
     Claim,
@@ -38,6 +39,7 @@ from verify.domain import (
     Verdict,
     VillageEntry,
 )
+from verify.updates import UpdateState, claimed_niks
 
 
 @dataclass
@@ -75,6 +77,7 @@ class History:
     cause: str
     roster_revision: int | None
     decision_seq: int
+    submission_id: str = ""
 
 
 @dataclass
@@ -128,6 +131,12 @@ class InMemoryVerifyStore:
             return HoldState(None, None)
         roster = self._current(sls_id)
         return HoldState(row.stored(), roster, self._holders(row.interview.nik_hashes()) if roster else {})
+
+    async def update_state(self, e: FamilyUpdated) -> UpdateState:
+        row = self.interviews.get(e.family_id)
+        applied = any(h.family_id == e.family_id and h.submission_id == str(e.submission_id) for h in self.history)
+        return UpdateState(e.family_id in self.erased, None if row is None else row.stored(), applied,
+                           self._current(e.sls_id), self._holders(dict.fromkeys(claimed_niks(e), 0)))
 
     async def roster(self, sls_id: str) -> Roster | None:
         return self._current(sls_id)
@@ -190,7 +199,7 @@ class InMemoryVerifyStore:
     def _verdict(self, v: Verdict) -> None:
         d = v.decision
         self.history.append(History(v.interview.family_id, d.state, d.code, d.detail, v.cause, v.roster_revision,
-                                    v.decision_seq))
+                                    v.decision_seq, str(v.interview.submission_id)))
         if not v.changes_family:
             return
         row = self.interviews[v.interview.family_id]

@@ -39,6 +39,7 @@ from regsosek.auth import Role, mint
 from regsosek.contracts import FamilyInterview
 from regsosek.programmes import PROGRAMME_CODES
 from regsosek.progress import Progress
+from regsosek_tools import living
 from regsosek_tools import receiver as receiver_mod
 from regsosek_tools.processes import DEFAULT_PORTS, ROOT, ServiceNotReady, ServiceProcess, pipeline, port_in_use, running
 from regsosek_tools.report.run import dist, print_report
@@ -622,6 +623,9 @@ async def run(a: argparse.Namespace) -> int:
                         rep["verify_non_response_families"] = await runner.verify_non_responses(client)
                         print_report(rep, notify)
                         print_field_outcomes(rep)
+                        rep["living_registry"] = await living.run(client, ep.intake, sample)  # after the census
+                        living.print_summary(rep["living_registry"])
+                        rep["errors"] += living.problems(rep["living_registry"])
                         if a.report:
                             Path(a.report).write_text(json.dumps(rep, indent=1, default=str))
                     if a.serve:

@@ -189,6 +189,11 @@ def _raw_samples() -> dict[type[Contract], dict]:
             "sealed": "UlNFMQ1kZXYtaWRlbnRpdHkxDHWlDPQKe6r2KrIjNrAEWNbovR+ZW36DXYKYyXVzeahXZAWbXeYuqTML9WXHrCp5QPrg"
                       "HS/q71ywILYWTpGc+jKsZjQ=",
         },
+        contracts.FamilyUpdated: {
+            "submission_id": "5d4c3b2a-1908-47f6-a5e4-d3c2b1a0f007", "family_id": _FAMILY_ID, "sls_id": _SLS,
+            "occurred_on": "2023-07-02", "basis": "field_check", "confirmed_on": "2023-07-10",
+            "change": {"kind": "death", "line_no": 2},
+        },
     }
 
 

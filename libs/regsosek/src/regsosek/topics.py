@@ -68,6 +68,7 @@ class Topic(StrEnum):
     FAMILY_ERASED = "family-erased"
     MEMBER_IDENTITIES = "member-identities"
     DEAD_LETTER = "dead-letter"
+    FAMILY_UPDATE = "family-update"
 
     @property
     def wire(self) -> str:

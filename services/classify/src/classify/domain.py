@@ -143,9 +143,10 @@ def supersedes(incoming: VerifyDecision, stored: VerifyDecision | None) -> bool:
 
 
 def is_family_decision(reason: FlagReason) -> bool:
-    """A duplicate-interview flag is about a second submission of the version already decided,
-    not about the family: it never changes the family's verification."""
-    return reason is not FlagReason.DUPLICATE_INTERVIEW
+    """A duplicate-interview flag is about a second submission of the version already decided, and an
+    update-not-applicable flag about an update verify could not apply, not about the family: neither
+    changes the family's verification."""
+    return reason not in (FlagReason.DUPLICATE_INTERVIEW, FlagReason.UPDATE_NOT_APPLICABLE)
 
 
 def verification(e: InterviewVerified) -> VerifyDecision:

@@ -13,9 +13,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from intake import api, erasure
+from intake import api, erasure, registry
 from intake.handlers import IntakeHandlers
 from intake.publisher import IntakePublisher
+from intake.registry_handlers import RegistryHandlers
 from intake.settings import IntakeSettings
 from intake.store import IntakeStore
 from regsosek import audit, db
@@ -72,7 +73,8 @@ def definition(settings: IntakeSettings | None = None) -> ServiceDefinition:
         name="intake", settings=settings, migrations=MIGRATIONS, handlers=h.consumers(),
         topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FAMILY_CLASSIFIED, Topic.ELIGIBILITY_DECIDED,
                 Topic.ELIGIBILITY_DELIVERED],
-        routers=[api.router(h, settings), erasure.router(h, settings), audit.router], title="Regsosek intake",
+        routers=[api.router(h, settings), erasure.router(h, settings),
+                 registry.router(RegistryHandlers(h), settings), audit.router], title="Regsosek intake",
         background=[sealing_task(settings)],
         retention=[Rule("submission_body", settings.submission_body_retention_days,
                         lambda conn, before, limit: h.expire_bodies(stores(conn), before, limit))],

@@ -20,8 +20,10 @@ from pydantic import ValidationError
 
 from regsosek import areas
 from regsosek.contracts import Contract, FamilyInterview, FkpAdjustment, MemberIdentities, SlsRoster, VerificationResolved
+from regsosek.contracts.complaints import Complaint, ComplaintOutcome
 from regsosek.contracts.identities import b64, identity_aad, identity_plaintext
 from regsosek.contracts.interview import DifficultyLevel, KkStatus, Member, Relationship, Sex
+from regsosek.contracts.updates import FamilyUpdate, FieldCheck
 from regsosek.crypto import Keyring
 
 # A disability in the Washington Group sense: a lot of difficulty, or cannot, in some domain.
@@ -180,8 +182,13 @@ def final_state(kind: str, steps: list[Step]) -> str | None:
     (a flag that arrived before the verification it withdrew still stands; an older flag arriving
     after a supervisor's verification does not). Steps without a sequence (0) are older than any
     with one and count in arrival order among themselves."""
-    if kind != "interview":
-        return "accepted"
+    if kind == "update":  # counts only once field-checked (intake.registry_domain)
+        if any(s.step == "not_confirmed" for s in steps):
+            return "not_confirmed"
+        if not any(s.step == "field_checked" for s in steps):
+            return None
+    elif kind != "interview" and not (kind == "complaint_outcome" and any(s.step in VERDICTS for s in steps)):
+        return "accepted"  # a complaint's correction is decided like an update once verify answered
     verdicts = [(s.decision_seq, i, s.step) for i, s in enumerate(steps) if s.step in VERDICTS]
     if verdicts and max(verdicts)[2] == "flagged":
         return "flagged"  # never verified, or verification withdrawn later
@@ -252,20 +259,45 @@ def redact_family(kind: str, document: dict, family_id: str) -> dict:
                     f.pop("head_name", None)
     elif kind in ("resolution", "fkp") and doc.get("family_id") == family_id and doc.get("reason"):
         doc["reason"] = ""
+    elif kind in REGISTRY_KINDS:
+        _redact_registry(doc)
     return doc
+
+
+# The living registry's submissions (intake.registry_domain): updates, their field checks, complaints
+# and complaint outcomes.
+REGISTRY_KINDS = ("update", "field_check", "complaint", "complaint_outcome")
+
+
+def _redact_registry(doc: dict) -> None:
+    """An update's or a correction's change loses names, NIKs, KK numbers, address and GPS; a complaint
+    its description and an outcome its reason (free text may name people)."""
+    for key in ("description", "reason"):
+        if doc.get(key):
+            doc[key] = ""
+    change = doc.get("change") or doc.get("correction") or {}
+    family = change.get("family") or {}
+    for k in ("kk_number", "parent_kk_number", "address", "gps"):
+        family.get("location", {}).pop(k, None)
+    for m in [change.get("member") or {}, *family.get("members", [])]:
+        for k in _MEMBER_IDENTIFIERS:
+            m.pop(k, None)
 
 
 # ---------------------------------------------------------------- what a submission is, once checked
 
 
-KIND_OF = {FamilyInterview: "interview", SlsRoster: "roster", VerificationResolved: "resolution", FkpAdjustment: "fkp"}
+KIND_OF = {FamilyInterview: "interview", SlsRoster: "roster", VerificationResolved: "resolution", FkpAdjustment: "fkp",
+           FamilyUpdate: "update", FieldCheck: "field_check", Complaint: "complaint", ComplaintOutcome: "complaint_outcome"}
 
 # Who did it is the token's subject, never the body's word: the officer of an interview or a roster,
 # the supervisor of a resolution, the village official of an FKP decision. The body field stays
 # (the contract requires it, so existing clients keep working) but its value is not trusted: a
 # different value is replaced by the token's subject before anything is stored or published, and
 # the receipt says so in a warning at the field's pointer.
-ACTOR_FIELDS = {"interview": "officer_id", "roster": "officer_id", "resolution": "supervisor_id", "fkp": "decided_by"}
+ACTOR_FIELDS = {"interview": "officer_id", "roster": "officer_id", "resolution": "supervisor_id", "fkp": "decided_by",
+                "update": "reported_by", "field_check": "checked_by", "complaint": "filed_by",
+                "complaint_outcome": "decided_by"}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,10 @@ from intake.domain import (
     Submission,
     SubmissionRecord,
 )
+from intake.registry_domain import ComplaintRecord, ComplaintView, RecordedOutcome, UpdateRecord
 from regsosek import audit
+from regsosek.contracts.complaints import Complaint, ComplaintOutcome
+from regsosek.contracts.updates import FieldCheck
 from regsosek.crypto import Keyring
 from regsosek.telemetry import current_trace_headers, trace_id_of
 
@@ -238,6 +241,82 @@ class IntakeStore:
                 "where submission_id = $1",
                 [(b.submission_id, self._seal(b.submission_id, b.document), self._ring.current_kid) for b in redacted])
         return erased_at
+
+
+    # ------------------------------------------------------------ the living registry (intake.registry_domain)
+
+    async def family_member_niks(self, family_id: str) -> dict[int, str]:
+        """The NIKs by form row of the family's latest interview kept with its body (opened): the base of
+        the identity list an update of the family gets (intake.domain.update_identities)."""
+        row = await self.conn.fetchrow(
+            "select submission_id, body, body_enc from submissions where family_id = $1 and kind = 'interview' "
+            "and (body is not null or body_enc is not null) order by version desc, received_at desc limit 1", family_id)
+        if row is None:
+            return {}
+        doc = row["body"] if row["body"] is not None else self._open(row["submission_id"], row["body_enc"])
+        if isinstance(doc, str):
+            doc = orjson.loads(doc)
+        return {m["line_no"]: m["nik"] for m in doc.get("members", []) if m.get("nik")}
+
+    async def update_record(self, update_id: UUID) -> UpdateRecord | None:
+        """An update (its row locked: two checks of one update are decided one after the other), its body
+        opened, and its field check's id if it had one."""
+        row = await self.conn.fetchrow(
+            "select s.family_id, s.body, s.body_enc, c.check_id from submissions s left join update_checks c "
+            "on c.update_id = s.submission_id where s.submission_id = $1 and s.kind = 'update' for update of s",
+            update_id)
+        if row is None:
+            return None
+        return UpdateRecord(update_id, row["family_id"], self._body(update_id, row), row["check_id"])
+
+    async def save_field_check(self, check: FieldCheck) -> None:
+        await self.conn.execute(
+            "insert into update_checks (update_id, check_id, family_id, outcome, checked_on, checked_by) "
+            "values ($1, $2, $3, $4, $5, $6)", check.update_id, check.submission_id, check.family_id,
+            check.outcome.value, check.checked_on, check.checked_by)
+
+    async def save_complaint(self, c: Complaint) -> None:
+        await self.conn.execute(
+            "insert into complaints (complaint_id, family_id, sls_id, complainant, subject, programme, status, "
+            "filed_at) values ($1, $2, $3, $4, $5, $6, 'filed', $7) on conflict do nothing", c.submission_id,
+            c.family_id, c.sls_id, c.complainant.value, c.subject.value, c.programme, c.filed_at)
+
+    async def complaint_record(self, complaint_id: UUID, *, lock: bool = True) -> ComplaintRecord | None:
+        """A complaint and its outcomes' ids; locked for the transaction unless only read."""
+        row = await self.conn.fetchrow(
+            "select complaint_id, family_id, sls_id, complainant, subject, programme, status, filed_at, "
+            "array(select o.submission_id from complaint_outcomes o where o.complaint_id = c.complaint_id "
+            "order by o.recorded_at) as outcome_ids from complaints c where complaint_id = $1"
+            + (" for update" if lock else ""), complaint_id)
+        return None if row is None else ComplaintRecord(**{**dict(row), "outcome_ids": tuple(row["outcome_ids"])})
+
+    async def save_complaint_outcome(self, o: ComplaintOutcome, status: str) -> None:
+        await self.conn.execute(
+            "with o as (insert into complaint_outcomes (submission_id, complaint_id, outcome, decided_on) "
+            "values ($1, $2, $3, $4)) update complaints set status = $5, updated_at = now() where complaint_id = $2",
+            o.submission_id, o.complaint_id, o.outcome.value, o.decided_on, status)
+
+    async def complaint_view(self, complaint_id: UUID) -> ComplaintView | None:
+        """A complaint's status: its record, and each outcome with its reason (from the sealed body) and,
+        for a correction, the journey of the change."""
+        record = await self.complaint_record(complaint_id, lock=False)
+        if record is None:
+            return None
+        rows = await self.conn.fetch(
+            "select o.submission_id, o.outcome, o.decided_on, s.body, s.body_enc from complaint_outcomes o "
+            "join submissions s using (submission_id) where o.complaint_id = $1 order by o.recorded_at", complaint_id)
+        outcomes = []
+        for r in rows:
+            journey = await self.journey(r["submission_id"])
+            outcomes.append(RecordedOutcome(
+                r["submission_id"], r["outcome"], r["decided_on"], (self._body(r["submission_id"], r) or {}).get(
+                    "reason", ""), [{"step": s.step, **s.detail} for s in journey.steps] if journey else []))
+        return ComplaintView(record, outcomes)
+
+    def _body(self, submission_id: UUID, row: asyncpg.Record) -> dict | None:
+        if row["body_enc"] is not None:
+            return self._open(submission_id, row["body_enc"])
+        return row["body"]
 
 
 def _received(r: asyncpg.Record) -> Received:

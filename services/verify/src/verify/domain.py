@@ -386,6 +386,10 @@ class Claim:
     clashes: tuple[int, ...]
 
 
+# Causes of a published flag that decides nothing about the family (history only, current sequence).
+NO_FAMILY_DECISION = ("duplicate_interview", "update_not_applicable")
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One decision about a family: stored under `decision_seq` with its history line (`cause`)
@@ -402,7 +406,7 @@ class Verdict:
 
     @property
     def changes_family(self) -> bool:
-        return self.cause != "duplicate_interview"
+        return self.cause not in NO_FAMILY_DECISION
 
 
 @dataclass(frozen=True)

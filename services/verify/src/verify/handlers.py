@@ -26,9 +26,10 @@ from regsosek.contracts import (
     pseudonymise_interview,
     pseudonymise_roster,
 )
+from regsosek.contracts.updates import FamilyUpdated
 from regsosek.messaging import Handler, Incoming, PermanentError, UnitOfWork
 from regsosek.telemetry import current_trace_headers
-from verify import domain
+from verify import domain, updates
 from verify.publisher import Publisher
 from verify.settings import VerifySettings
 from verify.store import VerifyStore
@@ -61,6 +62,7 @@ class VerifyHandlers:
             RosterSubmitted: self.on_roster,
             VerificationResolved: self.on_resolution,
             FamilyErased: self.on_erased,
+            FamilyUpdated: self.on_update,
             # legacy types (read only): v1 records retained on the topics or re-driven
             FamilyInterview: self.on_interview_v1,
             SlsRoster: self.on_roster_v1,
@@ -102,6 +104,13 @@ class VerifyHandlers:
             await self._decide(uow, lambda: store.resolution_state(r), lambda state: domain.on_resolution(state, r))
         except domain.NotResolvable as e:
             raise PermanentError(str(e)) from None
+
+    async def on_update(self, uow: UnitOfWork, msg: Incoming) -> None:
+        """A field-checked update or a complaint's correction: applied to the family's stored interview
+        and decided again (verify.updates.on_update)."""
+        e: FamilyUpdated = msg.data
+        store = self.store_for(uow)
+        await self._decide(uow, lambda: store.update_state(e), lambda state: updates.on_update(state, e))
 
     async def on_hold_expired(self, uow: UnitOfWork, family_id: str, sls_id: str) -> bool:
         """The hold sweep for one family: flagged "no roster" if still held past the timeout (decided

@@ -27,6 +27,7 @@ from regsosek.contracts import (
     VerificationResolved,
     pseudonymise_interview,
 )
+from regsosek.contracts.updates import FamilyUpdated
 from regsosek.messaging import PermanentError
 from verify.domain import (
     FINAL_STATES,
@@ -52,6 +53,7 @@ from verify.domain import (
     Verdict,
     VillageEntry,
 )
+from verify.updates import UpdateState, claimed_niks
 
 SLS_LOCK = 7316003  # advisory lock namespace: one SLS's rosters, interviews and resolutions apply one at a time
 TABLES_WITH_LEGACY_ROWS = ("interviews", "roster_history", "roster_families", "rosters")
@@ -143,6 +145,20 @@ class VerifyStore:
         stored, roster = self._stored(row), await self.roster(sls_id)
         holders = await self._nik_holders(stored.interview.nik_hashes()) if roster is not None else {}
         return HoldState(stored, roster, holders)
+
+    async def update_state(self, e: FamilyUpdated) -> UpdateState:
+        """Under the SLS's lock: whether the family was erased, its stored interview (locked, with its
+        body), whether this update was applied already (a line of the family's history carries its id),
+        the SLS's roster and who holds the NIKs the update brings."""
+        await self._lock_sls(e.sls_id)
+        roster = await self.roster(e.sls_id)
+        row = await self.conn.fetchrow(_STORED + " where family_id = $1 for update", e.family_id)
+        flags = await self.conn.fetchrow(
+            "select exists (select 1 from erased_families where family_id = $1) as erased, exists (select 1 from "
+            "verification_history where family_id = $1 and submission_id = $2) as applied", e.family_id, e.submission_id)
+        holders = await self._nik_holders(dict.fromkeys(claimed_niks(e), 0))
+        return UpdateState(flags["erased"], None if row is None else self._stored(row), flags["applied"], roster,
+                           holders)
 
     async def roster(self, sls_id: str) -> Roster | None:
         """The SLS's current roster, read once per transaction."""

@@ -40,6 +40,7 @@ from regsosek.contracts.pseudonymous import (
     pseudonymise_roster,
 )
 from regsosek.contracts.roster import RosterFamily, RosterStatus, SlsRoster
+from regsosek.contracts.updates import FamilyUpdated
 
 _PREFIX = "id.go.bps.regsosek"
 
@@ -57,6 +58,7 @@ EVENT_TYPES: dict[type[Contract], str] = {
     EligibilityDelivered: f"{_PREFIX}.eligibility.delivered.v1",
     FamilyErased: f"{_PREFIX}.family.erased.v1",
     MemberIdentities: f"{_PREFIX}.member.identities.v1",  # sealed member NIKs, for notify only
+    FamilyUpdated: f"{_PREFIX}.family.updated.v1",  # a field-checked update or a complaint's correction
 }
 # Types no service produces any more but consumers still read (records retained on a topic,
 # re-driven dead letters); each is converted on arrival. See InterviewVerified's docstring.
@@ -84,6 +86,7 @@ __all__ = [
     "FamilyErased",
     "FamilyClassified",
     "FamilyInterview",
+    "FamilyUpdated",
     "FkpAdjustment",
     "FlagReason",
     "HouseholdProfile",

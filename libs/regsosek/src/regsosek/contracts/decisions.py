@@ -28,6 +28,7 @@ class VerificationOutcome(StrEnum):
     VERIFIED = "verified"  # on the roster, confirmed present
     VERIFIED_ADDED = "verified_added"  # added to the roster by the RT head
     VERIFIED_BY_SUPERVISOR = "verified_by_supervisor"
+    UPDATED = "updated"  # a registered family changed by a field-checked update or a complaint's correction
 
 
 class FlagReason(StrEnum):
@@ -40,6 +41,9 @@ class FlagReason(StrEnum):
     DUPLICATE_INTERVIEW = "duplicate_interview"
     NO_ROSTER = "no_roster"
     REJECTED_BY_SUPERVISOR = "rejected_by_supervisor"
+    # an update (or a complaint's correction) that cannot apply to the family as verify holds it: no
+    # decision about the family (it carries the family's current sequence; consumers leave the family as it is)
+    UPDATE_NOT_APPLICABLE = "update_not_applicable"
 
 
 class InterviewVerified(Contract):

@@ -1,0 +1,176 @@
+"""Updates of a registered family (pemutakhiran, docs/DOMAIN.md), pure: a field-checked update or a
+complaint's correction (`FamilyUpdated`) applied to the family's stored interview, and the
+re-verification that follows.
+
+What verify holds of a family is its latest interview, pseudonymised. An update changes that
+stored state: a death or a member who moved keeps the member on the form with the new presence
+code (so the household, the profile and classify's features drop them, and the member count still
+reads against the roster as the field procedure explains it); a birth adds a new member; a housing
+change replaces Block III; a family missed by the census arrives as its whole form. The changed
+interview takes the update's submission id, the next version and the date the change occurred
+(`interviewed_at` is the date the stored state describes: the profile's ages are counted on it),
+and is decided again:
+
+- verified (`updated`) when the change applies and its NIKs are free: classify re-classifies the
+  family from the new profile, and the programmes get its new decision;
+- flagged when the family no longer lives in its SLS (the whole family moved; nobody left living
+  with it): classify withdraws its eligibility;
+- an `update_not_applicable` flag when the update cannot apply to the family as verify holds it
+  (no such family or member, not verified, a new family's id already taken, a NIK held by another
+  family): no decision about the family, which stays as it was; the update's journey shows why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+
+from regsosek.contracts import FlagReason, MemberPresence, VerificationOutcome
+from regsosek.contracts.interview import Relationship
+from regsosek.contracts.updates import FamilyUpdated, MovedTo, UpdateKind
+from verify.domain import (
+    Claim,
+    Decision,
+    FamilyId,
+    Interview,
+    NikHash,
+    Outcome,
+    Roster,
+    Stored,
+    Verdict,
+    matched_key,
+)
+
+_MOVED = {MovedTo.WITHIN_INDONESIA: MemberPresence.MOVED_WITHIN_INDONESIA, MovedTo.ABROAD: MemberPresence.MOVED_ABROAD}
+
+
+@dataclass(frozen=True)
+class UpdateState:
+    """What an update is decided on: whether the family was erased, its stored interview (locked, with
+    its body), whether this update was applied already, the SLS's roster and who holds the NIKs the
+    changed family would claim."""
+
+    erased: bool
+    stored: Stored | None
+    applied: bool
+    roster: Roster | None
+    nik_holders: Mapping[NikHash, FamilyId] = field(default_factory=dict)
+
+
+def claimed_niks(e: FamilyUpdated) -> list[NikHash]:
+    """The NIKs (keyed hashes) an update brings to the family: the new-born's, or a new family's members'."""
+    if e.change.member is not None and e.change.member.nik_hash:
+        return [bytes.fromhex(e.change.member.nik_hash)]
+    return sorted(e.change.family.nik_hashes()) if e.change.family is not None else []
+
+
+class NotApplicable(Exception):
+    """The update cannot apply to the family as verify holds it (the message says why; no identifier)."""
+
+
+def _new_head(members: list, day: date) -> list:
+    """After the head died or moved, the spouse living with the family heads it, else its oldest member
+    living with it (the KK changes: a later interview or update gives the new relationships)."""
+    residents = [m for m in members if m.presence.resident]
+    if not residents or any(m.relationship is Relationship.HEAD for m in residents):
+        return members
+    spouse = next((m for m in residents if m.relationship is Relationship.SPOUSE), None)
+    head = spouse or max(residents, key=lambda m: m.age_on(day))
+    return [m.model_copy(update={"relationship": Relationship.HEAD}) if m is head else m for m in members]
+
+
+def _leaves(iv: Interview, line_no: int, presence: MemberPresence, day: date) -> list:
+    member = next((m for m in iv.members if m.line_no == line_no and m.presence.resident), None)
+    if member is None:
+        raise NotApplicable(f"no member on line {line_no} lives with the family")
+    return _new_head([m.model_copy(update={"presence": presence}) if m is member else m for m in iv.members], day)
+
+
+def changed_interview(iv: Interview, e: FamilyUpdated) -> Interview:
+    """The family's stored interview with the change applied (pure); NotApplicable when it cannot apply."""
+    c = e.change
+    update: dict = {"submission_id": e.submission_id, "version": iv.version + 1,
+                    "interviewed_at": datetime.combine(e.occurred_on, time(12), tzinfo=UTC)}
+    if c.kind is UpdateKind.DEATH:
+        update["members"] = _leaves(iv, c.line_no, MemberPresence.DIED, e.occurred_on)
+    elif c.kind is UpdateKind.MEMBER_MOVED:
+        update["members"] = _leaves(iv, c.line_no, _MOVED[c.moved_to], e.occurred_on)
+    elif c.kind is UpdateKind.BIRTH:
+        if any(m.line_no == c.member.line_no for m in iv.members):
+            raise NotApplicable(f"line {c.member.line_no} is another member's row on the family's form")
+        update["members"] = [*iv.members, c.member]
+    elif c.kind is UpdateKind.HOUSING_CHANGE:
+        update["housing"] = c.housing
+    if iv.version >= 1000:
+        raise NotApplicable("the family's form has reached its last version")
+    return iv.model_copy(update=update)
+
+
+def not_applicable(iv: Interview, stored: Stored | None, why: str) -> Outcome:
+    """A flag about the update only: history in verify, the family's current sequence, nothing changed."""
+    d = Decision(False, reason=FlagReason.UPDATE_NOT_APPLICABLE, detail=f"update not applied: {why}"[:500])
+    return Outcome(verdicts=(Verdict(iv, d, "update_not_applicable", stored.decision_seq if stored else 0),))
+
+
+def _placeholder(e: FamilyUpdated, stored: Stored | None) -> Interview:
+    """The interview a refused update is reported against: the stored one under the update's id, else the
+    new family's form, else a form with nothing but the ids (the flag carries only ids and the version)."""
+    if stored is not None and stored.interview is not None:
+        return stored.interview.model_copy(update={"submission_id": e.submission_id})
+    if e.change.family is not None:
+        return e.change.family
+    return Interview.model_validate({
+        "submission_id": e.submission_id, "officer_id": "update", "result": "not_found", "members": [],
+        "interviewed_at": datetime.combine(e.occurred_on, time(12), tzinfo=UTC).isoformat(),
+        "location": {"sls_id": e.sls_id, "building_no": int(e.family_id[15:19]), "family_no": int(e.family_id[20:23])}})
+
+
+def on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
+    """An update that counts: applied to the family's stored interview and decided again (see the module
+    docstring). Ignored when the family was erased or the update was applied already (a redelivery)."""
+    stored = state.stored
+    if state.erased or state.applied:
+        return Outcome()
+    if e.change.kind is UpdateKind.NEW_FAMILY:
+        if stored is not None:
+            return not_applicable(_placeholder(e, stored), stored, "a family with this id is registered already")
+        return _decided(e.change.family, None, state, "a family missed by the census, field-checked")
+    if stored is None or stored.interview is None or stored.state != "verified":
+        why = "the family is not registered" if stored is None else (
+            "the family's form is no longer kept" if stored.interview is None
+            else f"the family is {stored.state}, not verified")
+        return not_applicable(_placeholder(e, stored), stored, why)
+    try:
+        iv = changed_interview(stored.interview, e)
+    except NotApplicable as why:
+        return not_applicable(_placeholder(e, stored), stored, str(why))
+    if e.change.kind is UpdateKind.FAMILY_MOVED:
+        d = Decision(False, reason=FlagReason.ROSTER_SAYS_MOVED, detail="the family moved out of its SLS (update)")
+        return _outcome(iv, d, stored, state)
+    if not iv.residents:
+        d = Decision(False, reason=FlagReason.ROSTER_SAYS_DISSOLVED,
+                     detail="no member lives with the family any more (update)")
+        return _outcome(iv, d, stored, state)
+    return _decided(iv, stored, state, f"{e.change.kind.value} applied ({e.basis.value})")
+
+
+def _decided(iv: Interview, stored: Stored | None, state: UpdateState, detail: str) -> Outcome:
+    """The changed family re-verified: its NIKs claimed (a NIK another family holds refuses the update,
+    the family stays as it was), then verified as updated."""
+    niks = iv.nik_hashes()
+    clashes = sorted(line for h, line in niks.items() if state.nik_holders.get(h, iv.family_id) != iv.family_id)
+    if clashes:
+        lines = ", ".join(str(n) for n in clashes)
+        return not_applicable(iv, stored, f"NIK of member line(s) {lines} already belongs to another family")
+    d = Decision(True, outcome=VerificationOutcome.UPDATED, detail=detail)
+    return _outcome(iv, d, stored, state, Claim(iv.family_id, niks, ()))
+
+
+def _outcome(iv: Interview, d: Decision, stored: Stored | None, state: UpdateState,
+             claim: Claim | None = None) -> Outcome:
+    roster = state.roster
+    seq = (stored.decision_seq if stored else 0) + 1
+    matched = matched_key(iv, roster.entries) if roster is not None and stored is not None else None
+    verdict = Verdict(iv, d, "update", seq, matched, roster.revision if matched else None)
+    return Outcome(claims=(claim,) if claim else (), held=iv, verdicts=(verdict,))
