@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
-from test_intake_handlers import FAMILY, NIK_KEY, SLS, World, caller
+from test_intake_handlers import FAMILY, IDENTITY_KEYS, NIK_KEY, SLS, World, caller, interview
 
 from intake import domain
 from intake.domain import Conflict, Invalid, Receipt, Step
@@ -16,7 +16,9 @@ from intake.handlers import Caller
 from intake.registry_domain import update_problems
 from intake.registry_handlers import Closed, RegistryHandlers
 from regsosek.auth import Principal, Role
+from regsosek.contracts import MemberIdentities
 from regsosek.contracts.complaints import Complaint, ComplaintOutcome
+from regsosek.contracts.identities import identity_aad, parse_identity_plaintext, unb64
 from regsosek.contracts.updates import FamilyUpdate, FamilyUpdated, FieldCheck
 from regsosek.pseudonyms import nik_hash_hex
 
@@ -192,3 +194,18 @@ def test_an_update_is_final_once_not_confirmed_or_decided():
     assert domain.final_state("update", []) is None
     assert domain.final_state("update", [Step("not_confirmed")]) == "not_confirmed"
     assert domain.final_state("update", [Step("field_checked"), Step("verified", 2), Step("eligibility", 2)]) == "decided"
+
+
+async def test_a_counted_update_brings_the_familys_identity_list_under_its_own_id():
+    """Its decision carries the update's submission id: notify's by-name programmes get the NIKs of the
+    family's latest interview with the new-born's, sealed for notify under that id."""
+    w = Registry()
+    iv = interview()
+    await w.submit(iv)
+    u = update()
+    await w.registry.report_update(w.transaction(), u, VILLAGE)
+    await w.registry.check_update(w.transaction(), check(u), PML)
+    lists = w.events(MemberIdentities)
+    assert [x.submission_id for x in lists] == [iv.submission_id, u.submission_id]
+    opened = IDENTITY_KEYS.open(unb64(lists[1].sealed), identity_aad(FAMILY, u.submission_id))
+    assert parse_identity_plaintext(opened) == {**{m.line_no: m.nik for m in iv.members if m.nik}, 4: NEWBORN["nik"]}
