@@ -48,6 +48,8 @@ class InMemoryClassifyStore:
         self.areas: dict[str, str] = {}
         self.audit: list[audit.Entry] = []
         self.placement = placement  # the latest ranking's placement (None: the model's reference)
+        self.preloaded: dict[str, FamilyState] = {}  # preload_verification_states, each taken once
+        self.flushes = 0  # writes are made at once here; `flush` only counts
 
     def _latest_fkp(self, family_id: str) -> FkpDecision | None:
         kept = [(a.decided_at, i, a) for i, a in enumerate(self.fkp) if a.family_id == family_id]
@@ -56,7 +58,15 @@ class InMemoryClassifyStore:
         a = max(kept, key=lambda t: (t[0], t[1]))[2]
         return FkpDecision(str(a.submission_id), a.welfare_group, a.decided_at)
 
+    async def preload_verification_states(self, family_ids: Sequence[str]) -> None:
+        for family_id in family_ids:
+            self.preloaded[family_id] = self._state_for_verification(family_id)
+
     async def state_for_verification(self, family_id: str) -> FamilyState:
+        preloaded = self.preloaded.pop(family_id, None)
+        return preloaded if preloaded is not None else self._state_for_verification(family_id)
+
+    def _state_for_verification(self, family_id: str) -> FamilyState:
         if family_id in self.erased:
             return FamilyState(family_id, erased=True)
         return FamilyState(family_id, fkp=self._latest_fkp(family_id),
@@ -97,6 +107,9 @@ class InMemoryClassifyStore:
     async def save_classification(self, p: HouseholdProfile, c: Classification, cfg: Config,
                                   ranking_id: int | None) -> None:
         self.families[p.family_id] = Row(p, c, cfg.versions, ranking_id)
+
+    async def flush(self) -> None:
+        self.flushes += 1
 
     async def withdraw(self, w: Withdrawal) -> None:
         del self.families[w.flag.family_id]

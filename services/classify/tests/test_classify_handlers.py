@@ -231,3 +231,27 @@ async def test_erasure_deletes_what_classify_holds_audits_counts_and_stays_erase
     assert (await handle(classifier, verified(seq=2))).published == []
     assert (await handle(classifier, fkp(WelfareGroup.MISKIN))).published == []
     assert FAMILY not in store.families and store.fkp == []
+
+
+# ---------------------------------------------------------------- a batch's verified families, loaded together
+
+
+def test_only_verified_families_no_other_event_of_the_batch_is_about_are_loaded_together():
+    from classify.handlers import preloadable
+
+    other = profile().model_copy(update={"family_id": FAMILY[:-1] + "9"})
+    alone = InterviewVerified(family_id=other.family_id, sls_id=SLS, outcome="verified", verified_at=T0,
+                              profile=other, decision_seq=1)
+    assert preloadable([incoming(verified(seq=1)), incoming(alone)]) == [FAMILY, alone.family_id]
+    # the family's flag in the same batch: its verification is decided on what the flag saved
+    assert preloadable([incoming(verified(seq=1)), incoming(flagged(seq=2)), incoming(alone)]) == [alone.family_id]
+    assert preloadable([incoming(verified(seq=1)), incoming(verified(seq=2, version=2))]) == []
+
+
+async def test_a_batch_of_verified_families_is_decided_on_states_loaded_together(classifier, store):
+    uow = FakeUnitOfWork("classify")
+    uow.batch = (incoming(verified(seq=1)),)
+    await classifier.handlers()[InterviewVerified](uow, uow.batch[0])
+    assert store.preloaded == {}  # loaded, then taken by the one verification
+    await uow.commit()
+    assert store.flushes == 1 and [e.decision_seq for e in uow.events(FamilyClassified)] == [1]

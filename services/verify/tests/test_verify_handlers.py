@@ -384,3 +384,37 @@ async def test_without_the_legacy_key_a_v1_interview_is_a_permanent_error(verify
     with pytest.raises(PermanentError, match="REGSOSEK_LEGACY_NIK_HASH_KEY"):
         await verify.send(FamilyInterview.model_validate(document()))
     assert verify.store.interviews == {}
+
+
+# ---------------------------------------------------------------- a batch's interviews, loaded together
+
+
+def as_incoming(data) -> Incoming:
+    return Incoming(new_envelope(data, source="/test", subject=data.family_id), data, None)  # type: ignore[arg-type]
+
+
+def test_only_a_batch_of_interviews_each_family_once_is_loaded_together():
+    from verify.handlers import preloadable
+
+    a, b = interview(), interview(building=2)
+    assert preloadable([as_incoming(a), as_incoming(b)]) == [a, b]
+    assert preloadable([as_incoming(a), as_incoming(again(a, version=2)), as_incoming(b)]) == [b]
+    assert preloadable([as_incoming(a), Incoming(new_envelope(roster(family(1)), source="/test", subject=SLS),
+                                                 roster(family(1)), None)]) == []  # type: ignore[arg-type]
+
+
+async def test_families_of_one_batch_sharing_a_nik_are_decided_in_order_on_states_loaded_together(verify, caplog):
+    caplog.set_level(logging.INFO, logger="verify")
+    await verify.send(roster(family(1), family(2)))
+    first = interview()
+    second = interview(building=2, niks=(nik(SLS, 1, 1), nik(SLS, 2, 2)))
+    uow = FakeUnitOfWork("verify")
+    uow.batch = (as_incoming(first), as_incoming(second))
+    for m in uow.batch:
+        await verify.handlers.by_event_type()[InterviewSubmitted](uow, m)
+    await uow.commit()
+    # loaded before the first claimed it, the shared NIK looked free to the second: its claim finds it
+    # taken, and it is decided again on fresh state
+    assert [r.getMessage() for r in caplog.records] == ["a NIK was claimed by a concurrent family; deciding again"]
+    assert only(uow, InterviewFlagged).reason == FlagReason.DUPLICATE_NIK
+    assert verify.state(first.family_id)[0] == "verified" and verify.state(second.family_id)[0] == "flagged"

@@ -10,6 +10,7 @@ and the save, as another instance's transaction can."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -94,11 +95,20 @@ class InMemoryVerifyStore:
     erased: dict[FamilyId, str] = field(default_factory=dict)
     audit_log: list[audit.Entry] = field(default_factory=list)
     taken_meanwhile: dict[NikHash, FamilyId] = field(default_factory=dict)
+    preloaded: dict[tuple[FamilyId, str], InterviewState] = field(default_factory=dict)
     _order: itertools.count = field(default_factory=itertools.count)
 
     # ---------------------------------------------------------------- loading one state value
 
+    async def preload_interview_states(self, interviews: Sequence[Interview]) -> None:
+        for iv in interviews:
+            self.preloaded[(iv.family_id, iv.submission_id)] = self._interview_state(iv)
+
     async def interview_state(self, iv: Interview) -> InterviewState:
+        preloaded = self.preloaded.pop((iv.family_id, iv.submission_id), None)
+        return preloaded if preloaded is not None else self._interview_state(iv)
+
+    def _interview_state(self, iv: Interview) -> InterviewState:
         if iv.family_id in self.erased:
             return InterviewState(erased=True, stored=None, roster=None)
         row = self.interviews.get(iv.family_id)

@@ -5,7 +5,8 @@ family's state once (store), lets the domain decide in one call, saves (store) a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 
 from classify.domain import Config, Decision, decide_fkp, decide_flag, decide_verification
 from classify.publisher import Publisher
@@ -23,10 +24,25 @@ from regsosek.contracts import (
 )
 from regsosek.messaging import Incoming, UnitOfWork
 
+_PRELOADED = "classify.preloaded"  # uow.cache key and deferred work: the batch's verified families
+
+
+def family_of(event: Incoming) -> str | None:
+    return getattr(event.data, "family_id", None)
+
+
+def preloadable(batch: Sequence[Incoming]) -> list[str]:
+    """The verified families whose state can be loaded, and whose writes made, together: those
+    no other event of the batch is about (each event of a family is decided on what the one
+    before it saved)."""
+    events = Counter(family_of(m) for m in batch)
+    return [m.data.family_id for m in batch if isinstance(m.data, InterviewVerified) and events[m.data.family_id] == 1]
+
 
 class Classifier:
     def __init__(self, settings: ClassifySettings, config: Config, publisher: Publisher,
-                 store_for: Callable[[UnitOfWork], ClassifyStore] = lambda uow: ClassifyStore(uow.conn)) -> None:
+                 store_for: Callable[[UnitOfWork], ClassifyStore] = lambda uow: ClassifyStore(uow.conn,
+                                                                                              cache=uow.cache)) -> None:
         self.settings = settings
         self.config = config
         self.publisher = publisher
@@ -52,6 +68,10 @@ class Classifier:
 
     async def _verified(self, uow: UnitOfWork, e: InterviewVerified) -> None:
         store = self.store_for(uow)
+        if _PRELOADED not in uow.cache:  # the batch's verified families, in one go (its first verification)
+            uow.cache[_PRELOADED] = True
+            await store.preload_verification_states(preloadable(uow.batch))
+            uow.defer(_PRELOADED, store.flush)
         state = await store.state_for_verification(e.family_id)
         placement = await self._placement(uow, store, e.profile.sls_id)
         await self._carry_out(uow, store, decide_verification(self.config, state, e, placement), e.family_id,

@@ -11,7 +11,8 @@ transaction, just before it commits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -39,6 +40,19 @@ Clock = Callable[[], datetime]
 State = TypeVar("State")
 log = logging.getLogger("verify")
 CLAIM_ATTEMPTS = 5  # a NIK lost to a concurrent family more often than this in a row: the batch is retried
+
+
+_PRELOADED = "verify.preloaded"  # uow.cache key: the batch's interview states were loaded
+
+
+def preloadable(batch: Sequence[Incoming]) -> list[InterviewSubmitted]:
+    """The interviews whose states can be loaded together before the first is decided: all of a
+    batch's interviews when it holds nothing else (a roster, a resolution or an erasure changes
+    other families' rows) and no family twice (the second is decided on what the first saved)."""
+    if not all(isinstance(m.data, InterviewSubmitted) for m in batch):
+        return []
+    families = Counter(m.data.family_id for m in batch)
+    return [m.data for m in batch if families[m.data.family_id] == 1]
 
 
 def utc_now() -> datetime:
@@ -80,6 +94,9 @@ class VerifyHandlers:
 
     async def interview(self, uow: UnitOfWork, iv: InterviewSubmitted) -> None:
         store = self.store_for(uow)
+        if _PRELOADED not in uow.cache:  # the batch's interviews' states, in one go (first interview of a batch)
+            uow.cache[_PRELOADED] = True
+            await store.preload_interview_states(preloadable(uow.batch))
         traceparent = current_trace_headers().get("traceparent")  # a held interview is decided later in its trace
         await self._decide(uow, lambda: store.interview_state(iv), lambda state: domain.on_interview(state, iv),
                            traceparent)

@@ -12,6 +12,7 @@ address or GPS), and an erased family keeps only ids and outcomes (`erase_family
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -62,6 +63,19 @@ _STORED = ("select family_id, sls_id, submission_id, version, state, outcome, de
            "from interviews")
 
 
+def _decided_on_arrival(outcome: Outcome) -> Verdict | None:
+    """The verdict of an outcome that claims an arriving interview's NIKs, stores it and decides it,
+    and nothing else."""
+    if outcome.held is None or outcome.roster is not None or outcome.rematches or outcome.resolution is not None:
+        return None
+    if len(outcome.verdicts) != 1:
+        return None
+    v = outcome.verdicts[0]
+    if len(outcome.claims) != 1 or outcome.claims[0].family_id != v.interview.family_id:
+        return None
+    return v if v.interview is outcome.held and v.changes_family else None
+
+
 class VerifyStore:
     """Verify's tables over one connection (a unit of work's, inside its transaction). `cache`
     lives as long as the transaction (the unit of work's): the SLS locks taken and the SLS
@@ -86,10 +100,22 @@ class VerifyStore:
             await self.conn.execute("select pg_advisory_xact_lock($1, hashtext($2))", SLS_LOCK, sls_id)
             self.cache[key] = True
 
+    async def _lock_slss(self, sls_ids: Sequence[str]) -> None:
+        """`_lock_sls` for several SLS in one statement, in the order given (sorted by the caller)."""
+        todo = [s for s in sls_ids if ("sls_lock", s) not in self.cache]
+        if todo:
+            await self.conn.execute("select pg_advisory_xact_lock($1, hashtext(s)) from unnest($2::text[]) "
+                                    "with ordinality as t(s, n) order by n", SLS_LOCK, todo)
+            self.cache.update({("sls_lock", s): True for s in todo})
+
     async def interview_state(self, iv: Interview) -> InterviewState:
         """Under the SLS's lock: whether the family was erased, its stored interview (locked; no
         body: an arriving interview needs its version, submission and sequence), the SLS's roster,
-        and who holds the interview's NIKs (one statement after the lock and the roster)."""
+        and who holds the interview's NIKs (one statement after the lock and the roster). Taken
+        from `preload_interview_states` once (a second load of the family reads again)."""
+        preloaded = self.cache.pop(("interview_state", iv.family_id, iv.submission_id), None)
+        if preloaded is not None:
+            return preloaded
         await self._lock_sls(iv.location.sls_id)
         roster = await self.roster(iv.location.sls_id)
         niks = sorted(iv.nik_hashes()) if roster is not None else []  # held without a roster: no claim to weigh
@@ -105,6 +131,39 @@ class VerifyStore:
             return InterviewState(erased=True, stored=None, roster=None)
         holders = {bytes(h): f for h, f in row["holders"]}
         return InterviewState(False, None if row["family_id"] is None else self._stored(row), roster, holders)
+
+    async def preload_interview_states(self, interviews: Sequence[Interview]) -> None:
+        """What `interview_state` reads, for many families at once (a batch's interviews, each
+        family once): their SLS locked (in one order), each SLS's roster read once, then their
+        erasures, stored rows (locked, in family order) and their NIKs' holders in three
+        statements, where one event took three. Each state is then `interview_state`'s once.
+
+        The NIK holders are those before any of these interviews is saved; a claim that finds
+        them changed raises ClaimsRaced as it would between any load and save, and the family is
+        decided again on a fresh `interview_state`."""
+        if not interviews:
+            return
+        slss = sorted({iv.location.sls_id for iv in interviews})
+        await self._lock_slss(slss)
+        rosters = {sls_id: await self.roster(sls_id) for sls_id in slss}
+        ids = sorted({iv.family_id for iv in interviews})
+        erased = {r["family_id"] for r in await self.conn.fetch(
+            "select family_id from erased_families where family_id = any($1::text[])", ids)}
+        rows = {r["family_id"]: r for r in await self.conn.fetch(
+            "select family_id, sls_id, submission_id, version, state, outcome, detail, decision_seq, "
+            "null::jsonb as body, traceparent from interviews where family_id = any($1::text[]) "
+            "order by family_id for update", ids)}
+        niks = sorted({h for iv in interviews if rosters[iv.location.sls_id] is not None for h in iv.nik_hashes()})
+        holders = await self._nik_holders(dict.fromkeys(niks, 0))
+        for iv in interviews:
+            if iv.family_id in erased:
+                state = InterviewState(erased=True, stored=None, roster=None)
+            else:
+                roster = rosters[iv.location.sls_id]
+                mine = {h: holders[h] for h in iv.nik_hashes() if h in holders} if roster is not None else {}
+                row = rows.get(iv.family_id)
+                state = InterviewState(False, None if row is None else self._stored(row), roster, mine)
+            self.cache[("interview_state", iv.family_id, iv.submission_id)] = state
 
     async def roster_state(self, r: RosterSubmitted) -> RosterState:
         """Under the SLS's lock: its roster's revision, its erased families, every interview of it
@@ -217,6 +276,10 @@ class VerifyStore:
         """Saves what one event decided, claims first: ClaimsRaced (nothing else written yet) when
         another family took one of the NIKs since they were loaded. `traceparent`: the trace a
         held interview resumes in when decided later."""
+        arriving = _decided_on_arrival(outcome)
+        if arriving is not None:  # the usual case, in one statement
+            await self._claim_and_save_decided(outcome.claims[0], arriving, traceparent)
+            return
         for claim in outcome.claims:
             await self._claim_niks(claim)
         if outcome.held is not None:
@@ -263,6 +326,49 @@ class VerifyStore:
             iv.family_id, iv.location.sls_id, iv.submission_id, iv.version, iv.model_dump(mode="json"), traceparent,
             iv.location.kk_hash,
         )
+
+    async def _claim_and_save_decided(self, claim: Claim, v: Verdict, traceparent: str | None) -> None:
+        """An arriving interview decided at once, in one statement: its NIKs claimed as `_claim_niks`
+        does and, only when the claim leaves the NIKs held as the decision took them, the interview
+        stored with its outcome and a line in its history (what `_save_held` and `_save_verdict`
+        write). Otherwise ClaimsRaced, with nothing but the claim written (as `_claim_niks`)."""
+        iv, d = v.interview, v.decision
+        building, family = v.matched or (None, None)
+        niks = sorted(claim.niks)  # one lock order for every family (see _claim_niks)
+        expected_held = sorted(h for h, line in claim.niks.items() if line not in claim.clashes)
+        ok = await self.conn.fetchval(
+            """with mine as (select nik_hash from nik_claims where family_id = $1),
+                    dropped as (delete from nik_claims where family_id = $1 and not (nik_hash = any($16::bytea[]))),
+                    claimed as (insert into nik_claims (nik_hash, family_id) select unnest($16::bytea[]), $1
+                                on conflict do nothing returning nik_hash),
+                    verdict as (
+                      select coalesce(array_agg(h order by h), '{}') = $17::bytea[] as ok from unnest($16::bytea[]) h
+                      where h in (select nik_hash from mine union select nik_hash from claimed)),
+                    upd as (
+                 insert into interviews (family_id, sls_id, submission_id, version, body, state, outcome, detail,
+                                         held_since, decided_at, traceparent, kk_hash, roster_building_no,
+                                         roster_family_no, roster_revision, decision_seq)
+                 select $1::text, $2::text, $3::uuid, $4::int, $5::jsonb, $6::text, $7::text, $8::text, null, now(),
+                        $9::text, $10::text, $11::int, $12::int, $13::int, $14::bigint
+                 where (select ok from verdict)
+                 on conflict (family_id) do update set submission_id = excluded.submission_id,
+                   version = excluded.version, body = excluded.body, state = excluded.state,
+                   outcome = excluded.outcome, detail = excluded.detail, held_since = null, decided_at = now(),
+                   updated_at = now(), traceparent = excluded.traceparent, kk_hash = excluded.kk_hash,
+                   roster_building_no = excluded.roster_building_no, roster_family_no = excluded.roster_family_no,
+                   roster_revision = excluded.roster_revision, decision_seq = excluded.decision_seq
+                 returning decision_seq),
+                    hist as (
+                 insert into verification_history (family_id, sls_id, submission_id, version, state, outcome, detail,
+                                                   cause, roster_revision, decision_seq)
+                 select $1, $2, $3, $4, $6, $7, $8, $15, $13, upd.decision_seq from upd)
+               select ok from verdict""",
+            iv.family_id, iv.location.sls_id, iv.submission_id, iv.version, iv.model_dump(mode="json"),
+            d.state, d.code, d.detail, traceparent, iv.location.kk_hash, building, family, v.roster_revision,
+            v.decision_seq, v.cause, niks, expected_held,
+        )
+        if not ok:
+            raise ClaimsRaced(claim.family_id)
 
     async def _save_roster(self, new: NewRoster) -> None:
         """The roster revision as received (history) and as matched against (its entries). The

@@ -109,12 +109,17 @@ class UnitOfWork:
 
     Deferred work runs in the trace of the event that last asked for it, with links to
     every other event that asked for it, so what it publishes (e.g. `sls-completed`)
-    carries the trace of the events that caused it rather than none."""
+    carries the trace of the events that caused it rather than none.
+
+    `batch`: every event this transaction applies, in order (one partition's share of a
+    fetched batch; empty outside the consumer), so that a handler can load the state of
+    all of them in one statement instead of one per event."""
 
     conn: asyncpg.Connection
     outbox: Outbox
     cache: dict = field(default_factory=dict)
     deferred: dict[Hashable, _Deferred] = field(default_factory=dict)
+    batch: tuple[Incoming, ...] = ()
 
     def defer(self, key: Hashable, work: Callable[[], Awaitable[None]]) -> None:
         cause = trace.get_current_span().get_span_context()
@@ -314,19 +319,17 @@ class EventConsumer:
                     [p.record.topic for p in readable],
                 )
                 fresh = {row["event_id"] for row in rows}
+            todo = _fresh_in_order(readable, fresh)
+            uow.batch = tuple(Incoming(p.readable_envelope(), p.data, p.record) for p in todo)
             dead_ids: list[str] = []
             for p in parsed:
                 if p.problem is not None:
                     self._dead_letter(outbox, p.record, p.problem)
-                    continue
-                env = p.readable_envelope()
-                if env.id not in fresh:
-                    continue  # already applied (redelivery) or repeated within this batch
-                fresh.discard(env.id)
+            for p, incoming in zip(todo, uow.batch, strict=True):
                 before = len(outbox.pending)
-                await self._apply_one(uow, p, isolate)
+                await self._apply_one(uow, p, isolate, incoming)
                 if any(o.topic == Topic.DEAD_LETTER.wire for o in outbox.pending[before:]):
-                    dead_ids.append(env.id)
+                    dead_ids.append(incoming.envelope.id)
             if dead_ids:
                 # A dead-lettered event was not applied: forget its id, so that re-driving it
                 # (same ce_id, python -m regsosek.deadletters) applies it instead of skipping it.
@@ -338,9 +341,11 @@ class EventConsumer:
         if dead:
             EVENTS_DEAD_LETTERED.labels(self.settings.service_name).inc(dead)
 
-    async def _apply_one(self, uow: UnitOfWork, parsed: Parsed, isolate: bool) -> None:
+    async def _apply_one(self, uow: UnitOfWork, parsed: Parsed, isolate: bool, incoming: Incoming | None = None) -> None:
         outbox = uow.outbox
-        record, env, data = parsed.record, parsed.readable_envelope(), parsed.data
+        record = parsed.record
+        incoming = incoming or Incoming(parsed.readable_envelope(), parsed.data, record)
+        env = incoming.envelope
         handler = self.handlers[env.type]  # parse_record dead-letters types without one
         with _tracer.start_as_current_span(
             f"{record.topic} process", context=parsed.context, kind=trace.SpanKind.CONSUMER,
@@ -358,9 +363,9 @@ class EventConsumer:
                     lengths = {k: len(v) for k, v in cached.items() if isinstance(v, list)}
                     deferred = dict(uow.deferred)
                     async with uow.conn.transaction():  # savepoint: a failing event undoes only itself
-                        await handler(uow, Incoming(env, data, record))
+                        await handler(uow, incoming)
                 else:
-                    await handler(uow, Incoming(env, data, record))
+                    await handler(uow, incoming)
             except Exception as e:
                 if is_transient(e):
                     raise
@@ -392,6 +397,18 @@ class EventConsumer:
             ("dlq_offset", str(record.offset).encode()),
         ]
         outbox.add_raw(OutgoingRecord(Topic.DEAD_LETTER.wire, record.key, record.value, headers))
+
+
+def _fresh_in_order(readable: Sequence[Parsed], fresh: set[str]) -> list[Parsed]:
+    """The records whose event ids the inbox took just now, in order; an id repeated within the
+    batch counts once (its first record)."""
+    left, todo = set(fresh), []
+    for p in readable:
+        event_id = p.readable_envelope().id
+        if event_id in left:
+            left.discard(event_id)
+            todo.append(p)
+    return todo
 
 
 @dataclass(slots=True)
