@@ -67,6 +67,9 @@ class Topic(StrEnum):
     ELIGIBILITY_DELIVERED = "eligibility-delivered"
     FAMILY_ERASED = "family-erased"
     DEAD_LETTER = "dead-letter"
+    FKP_FORUM = "fkp-forum"
+    FKP_DECISION = "fkp-decision"
+    FKP_GROUND_CHECK = "fkp-ground-check"
 
     @property
     def wire(self) -> str:

@@ -1,6 +1,16 @@
 """Event contracts shared by every service, and the CloudEvents type of each."""
 
 from regsosek.contracts.base import Contract
+from regsosek.contracts.consultation import (
+    FkpDecisionKind,
+    FkpDecisionRecorded,
+    FkpForum,
+    FkpGroundChecked,
+    ForumStatus,
+    GroundCheckOutcome,
+    ParticipantRole,
+    Participants,
+)
 from regsosek.contracts.decisions import (
     Contribution,
     EligibilityDecided,
@@ -55,6 +65,10 @@ EVENT_TYPES: dict[type[Contract], str] = {
     SlsCompleted: f"{_PREFIX}.sls.completed.v1",
     EligibilityDelivered: f"{_PREFIX}.eligibility.delivered.v1",
     FamilyErased: f"{_PREFIX}.family.erased.v1",
+    # the village consultation as held (contracts/consultation.py)
+    FkpForum: f"{_PREFIX}.fkp.forum.v1",
+    FkpDecisionRecorded: f"{_PREFIX}.fkp.decision.v1",
+    FkpGroundChecked: f"{_PREFIX}.fkp.groundchecked.v1",
 }
 # Types no service produces any more but consumers still read (records retained on a topic,
 # re-driven dead letters); each is converted on arrival. See InterviewVerified's docstring.
@@ -83,6 +97,14 @@ __all__ = [
     "FamilyClassified",
     "FamilyInterview",
     "FkpAdjustment",
+    "FkpDecisionKind",
+    "FkpDecisionRecorded",
+    "FkpForum",
+    "FkpGroundChecked",
+    "ForumStatus",
+    "GroundCheckOutcome",
+    "ParticipantRole",
+    "Participants",
     "FlagReason",
     "HouseholdProfile",
     "InterviewFlagged",
