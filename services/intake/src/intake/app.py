@@ -13,7 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from intake import api, erasure
+from intake import api, consultation_api, erasure
+from intake.consultation_handlers import ConsultationHandlers
+from intake.consultation_store import ConsultationStore
 from intake.handlers import IntakeHandlers
 from intake.publisher import IntakePublisher
 from intake.rotate_keys import KeyRotation
@@ -37,6 +39,13 @@ def store_on(settings: IntakeSettings) -> Callable[[asyncpg.Connection], IntakeS
 def handlers(settings: IntakeSettings) -> IntakeHandlers:
     stores = store_on(settings)
     return IntakeHandlers(settings, lambda uow: stores(uow.conn), IntakePublisher(settings.nik_hash_key))
+
+
+def consultation_handlers(settings: IntakeSettings) -> ConsultationHandlers:
+    """The village consultation's commands (FKP forums, decisions, ground checks)."""
+    stores = store_on(settings)
+    return ConsultationHandlers(lambda uow: ConsultationStore(uow.conn), lambda uow: stores(uow.conn),
+                               settings.nik_hash_key)
 
 
 def key_rotation(settings: IntakeSettings, report: Callable[[str], None]) -> KeyRotation:
@@ -69,7 +78,8 @@ def definition(settings: IntakeSettings | None = None) -> ServiceDefinition:
         name="intake", settings=settings, migrations=MIGRATIONS, handlers=h.consumers(),
         topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FAMILY_CLASSIFIED, Topic.ELIGIBILITY_DECIDED,
                 Topic.ELIGIBILITY_DELIVERED],
-        routers=[api.router(h, settings), erasure.router(h, settings), audit.router], title="Regsosek intake",
+        routers=[api.router(h, settings), erasure.router(h, settings),
+                 consultation_api.router(consultation_handlers(settings), settings), audit.router], title="Regsosek intake",
         background=[sealing_task(settings)],
         retention=[Rule("submission_body", settings.submission_body_retention_days,
                         lambda conn, before, limit: h.expire_bodies(stores(conn), before, limit))],
