@@ -26,7 +26,8 @@ from verify.settings import VerifySettings
 from verify.store import VerifyStore
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
-TOPICS = (Topic.SLS_ROSTER, Topic.INTERVIEW_SUBMITTED, Topic.VERIFICATION_RESOLVED, Topic.FAMILY_ERASED)
+TOPICS = (Topic.SLS_ROSTER, Topic.INTERVIEW_SUBMITTED, Topic.VERIFICATION_RESOLVED, Topic.FAMILY_ERASED,
+          Topic.FKP_GROUND_CHECK)
 log = logging.getLogger("verify")
 
 Background = Callable[[Runtime], Awaitable[None]]
