@@ -38,7 +38,8 @@ def store_on(settings: IntakeSettings) -> Callable[[asyncpg.Connection], IntakeS
 
 def handlers(settings: IntakeSettings) -> IntakeHandlers:
     stores = store_on(settings)
-    return IntakeHandlers(settings, lambda uow: stores(uow.conn), IntakePublisher(settings.nik_hash_key))
+    return IntakeHandlers(settings, lambda uow: stores(uow.conn), IntakePublisher(settings.nik_hash_key),
+                          also_erase=lambda uow, family_id: ConsultationStore(uow.conn).erase_reasons(family_id))
 
 
 def consultation_handlers(settings: IntakeSettings) -> ConsultationHandlers:
