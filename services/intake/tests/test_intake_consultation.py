@@ -199,3 +199,13 @@ async def test_an_erasure_empties_the_forums_reasons(world_with_forum):
     await w.handlers.record_decision(w.tx(), o.forum_id, decision(f"{SLS}-0001-001", "confirmed"), official())
     assert await w.store.erase_reasons(f"{SLS}-0001-001") == 1
     assert [d.reason for d in await w.store.decisions_of(o.forum_id)] == [""]
+
+
+async def test_reading_a_forum_is_for_its_village_and_audited(world_with_forum):
+    w, o = world_with_forum
+    view = await w.handlers.forum_view(w.tx(), o.forum_id, official())
+    assert not isinstance(view, Refused) and view[0].forum_id == o.forum_id
+    other = official(areas=("6401",))
+    assert (await w.handlers.forum_view(w.tx(), o.forum_id, other)).status == 403
+    assert [(e.action, e.outcome) for e in w.intake.audit_log if e.action == "fkp.forum.read"] == [
+        ("fkp.forum.read", "ok"), ("fkp.forum.read", "denied")]

@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 
 from intake.domain import Invalid, Problem, content_hash, text_problems
 from regsosek.contracts import FamilyInterview, FkpDecisionKind, GroundCheckOutcome, Participants, WelfareGroup
-from regsosek.contracts.consultation import MAX_SLS_PER_FORUM, Reason, VillageId
-from regsosek.contracts.identifiers import FamilyId, SlsId
+from regsosek.contracts.consultation import MAX_SLS_PER_FORUM, Reason
+from regsosek.contracts.identifiers import FamilyId, SlsId, VillageId
 
 # ---------------------------------------------------------------- what the village official and the officer send
 

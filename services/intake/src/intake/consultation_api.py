@@ -92,11 +92,10 @@ def router(handlers: ConsultationHandlers, settings: IntakeSettings) -> APIRoute
     @r.get("/{forum_id}", responses={k: RESPONSES[k] for k in (401, 403, 404)},
            summary="The forum, its decisions and each added family's ground check")
     async def forum(request: Request, forum_id: UUID, principal: Principal = staff):
-        view = await handlers.forum_view(tx(request), forum_id)
-        if view is None:
-            raise HTTPException(404, {"reason": "no such forum"})
+        view = await handlers.forum_view(tx(request), forum_id, caller(request, principal))
+        if isinstance(view, Refused):
+            raise HTTPException(view.status, {"reason": view.reason})
         record, decisions = view
-        _authorise(principal, record.village_id)
         return {**forum_out(record), "decision_list": decisions}
 
     return r

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from intake import domain
 from intake.consultation import (
+    NO_FORUM,
     CheckRecord,
     Decided,
     DecisionIn,
@@ -106,13 +107,20 @@ class ConsultationHandlers:
             await self._audit(uow, caller, "fkp.forum.close", "fkp_forum", forum_id, decided)
         return Recorded(forum_out(forum), decided.verdict is Verdict.REPEAT)
 
-    async def forum_view(self, transaction: Transaction, forum_id: UUID) -> tuple[ForumRecord, list[dict]] | None:
-        """The forum and its decisions (each added family with its ground check)."""
+    async def forum_view(self, transaction: Transaction, forum_id: UUID,
+                         caller: Caller) -> tuple[ForumRecord, list[dict]] | Refused:
+        """The forum and its decisions (each added family with its ground check), for a caller of its
+        village; the read is audited, and so is a refusal."""
         async with transaction() as uow:
             store = self.store_for(uow)
             forum = await store.forum(forum_id)
             if forum is None:
-                return None
+                return NO_FORUM
+            audit = self.intake_store_for(uow).record_audit
+            if not caller.principal.may_act_for(forum.village_id):
+                await audit(caller.audit("fkp.forum.read", "fkp_forum", forum_id, outcome="denied"))
+                return Refused(403, f"village {forum.village_id} is not in the areas assigned to the caller")
+            await audit(caller.audit("fkp.forum.read", "fkp_forum", forum_id))
             return forum, [decision_out(d) for d in await store.decisions_of(forum_id)]
 
     def _publish_forum(self, uow: UnitOfWork, f: ForumRecord, recorded_by: str) -> None:

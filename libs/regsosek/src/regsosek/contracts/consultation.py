@@ -18,10 +18,9 @@ from pydantic import Field, StringConstraints, model_validator
 
 from regsosek.contracts.base import Contract
 from regsosek.contracts.decisions import WelfareGroup
-from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId, _digits_type
+from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId, VillageId
 from regsosek.contracts.pseudonymous import InterviewSubmitted
 
-VillageId = _digits_type("village id", 10, description="BPS village code: province 2, regency 2, district 3, village 3")
 Actor = Annotated[str, StringConstraints(min_length=1, max_length=120)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 MAX_SLS_PER_FORUM = 60  # a forum covers up to ~12 SLS as held; room for large villages
