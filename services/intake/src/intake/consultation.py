@@ -7,7 +7,7 @@ and publish), a repeat of what was recorded (the same answer again), or refused 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from uuid import UUID
@@ -146,7 +146,6 @@ class Decided:
     verdict: Verdict
     content_hash: bytes = b""
     earlier: object | None = None
-    extra: dict = field(default_factory=dict)
 
 
 NO_FORUM = Refused(404, "no such forum")

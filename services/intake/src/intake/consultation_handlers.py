@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from uuid import UUID
 
 from intake import domain
@@ -60,18 +59,12 @@ class Recorded:
 Answer = Recorded | Refused | Invalid
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class ConsultationHandlers:
     def __init__(self, store_for: Callable[[UnitOfWork], ConsultationStore],
-                 intake_store_for: Callable[[UnitOfWork], IntakeStore], nik_hash_key: str,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 intake_store_for: Callable[[UnitOfWork], IntakeStore], nik_hash_key: str) -> None:
         self.store_for = store_for
         self.intake_store_for = intake_store_for
         self.nik_hash_key = nik_hash_key
-        self.clock = clock
 
     # ------------------------------------------------------------ the forum
 
