@@ -228,6 +228,24 @@ async def test_village_official_records_a_consultation_decision(world, browser, 
     assert browser.exists_css("p.notice"), browser.page_source()[-3000:]
     await seen(browser, lambda b: b.reload(f"/village?area={sls[:10]}") or b.exists_css(f"#fam-{fid} .tag"),
                "the family re-classified with the village's decision")
+
+    # the village's forum as held: opened, a decision by consensus and a family the census missed
+    forum_id = str(uuid.uuid4())
+    village = {"authorization": f"Bearer {token('village_official', 'DESA-IT', (sls[:10],))}"}
+    opened = await intake.client.post("/v1/fkp-forums", headers=village, json={
+        "forum_id": forum_id, "village_id": sls[:10], "sls_ids": [sls], "held_on": "2023-05-08",
+        "participants": [{"role": "village_head", "count": 1}, {"role": "sls_head", "count": 3}]})
+    assert opened.status_code == 202, opened.text
+    for body in ({"family_id": fid, "kind": "confirmed", "reason": "as the consultation saw it"},
+                 {"family_id": f"{sls}-0099-001", "kind": "added", "reason": "missed by the census"}):
+        r = await intake.client.post(f"/v1/fkp-forums/{forum_id}/decisions", headers=village,
+                                     json={"decision_id": str(uuid.uuid4()), **body})
+        assert r.status_code == 202, r.text
+    await seen(browser, lambda b: b.reload(f"/village?area={sls[:10]}")
+               or len(b.driver.find_elements("css selector", f"#forum-{forum_id} table.forum-decisions tbody tr")) == 2,
+               "the forum and its two decisions on the village page")
+    checks = [c.text.strip() for c in browser.driver.find_elements("css selector", f"#forum-{forum_id} td.check")]
+    assert "—" in checks and {"menunggu", "pending"} & set(checks), checks  # the added family waits for its check
     browser.shot("village")
 
 

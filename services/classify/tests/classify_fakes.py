@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from classify.consultation import ForumTally
 from classify.domain import (
     Classification,
     Classified,
@@ -19,7 +20,7 @@ from classify.domain import (
 from classify.model import PmtModel
 from classify.ranking import Placement, reference_placement
 from regsosek import audit
-from regsosek.contracts import FamilyErased, FkpAdjustment, HouseholdProfile
+from regsosek.contracts import FamilyErased, FkpAdjustment, FkpDecisionRecorded, HouseholdProfile
 
 
 @dataclass
@@ -50,6 +51,8 @@ class InMemoryClassifyStore:
         self.placement = placement  # the latest ranking's placement (None: the model's reference)
         self.preloaded: dict[str, FamilyState] = {}  # preload_verification_states, each taken once
         self.flushes = 0  # writes are made at once here; `flush` only counts
+        self.forums: dict[str, ForumTally] = {}  # forum id -> tally (counted: False)
+        self.forum_decisions: dict[str, tuple[str, str]] = {}  # decision id -> (forum id, kind)
 
     def _latest_fkp(self, family_id: str) -> FkpDecision | None:
         kept = [(a.decided_at, i, a) for i, a in enumerate(self.fkp) if a.family_id == family_id]
@@ -84,6 +87,28 @@ class InMemoryClassifyStore:
         row = self.families.get(family_id)
         return FamilyState(family_id, profile=None if row is None else row.profile, fkp=self._latest_fkp(family_id),
                            fkp_kept=any(str(a.submission_id) == submission_id for a in self.fkp))
+
+    async def state_for_forum_decision(self, family_id: str, decision_id: str) -> FamilyState:
+        if family_id in self.erased:
+            return FamilyState(family_id, erased=True)
+        row = self.families.get(family_id)
+        kept = any(str(a.submission_id) == decision_id for a in self.fkp)
+        if row is None:
+            return FamilyState(family_id, fkp=self._latest_fkp(family_id), fkp_kept=kept)
+        c = row.classification
+        return FamilyState(family_id, classified=Classified(row.profile.sls_id, c.welfare_group, c.decile),
+                           profile=row.profile, fkp=self._latest_fkp(family_id), fkp_kept=kept)
+
+    async def forum_tally(self, forum_id: str, regency: str, decision_id: str | None) -> ForumTally:
+        t = self.forums.setdefault(forum_id, ForumTally(forum_id, regency, None, 0))
+        applied = sum(f == forum_id for f, _ in self.forum_decisions.values())
+        return ForumTally(forum_id, t.regency, t.expected, applied, decision_id in self.forum_decisions, t.rerank_asked)
+
+    async def save_forum_tally(self, t: ForumTally, decision: FkpDecisionRecorded | None) -> None:
+        if decision is not None:
+            self.forum_decisions.setdefault(str(decision.decision_id), (str(decision.forum_id), decision.kind.value))
+        old = self.forums[t.forum_id]
+        self.forums[t.forum_id] = ForumTally(t.forum_id, old.regency, t.expected, 0, False, t.rerank_asked)
 
     async def placement_for(self, sls_id: str, model: PmtModel) -> Placement:
         return self.placement or reference_placement(model.version, model.decile_cutpoints)

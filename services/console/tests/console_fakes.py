@@ -3,9 +3,11 @@ store (test_console_store_shape keeps them equal), the same answers on the same 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
+from console.consultation import CheckRow, DecisionRow, ForumRow, ForumView
 from console.domain import (
     FAMILY_FIGURES,
     FORM_NOT_REACHED,
@@ -34,6 +36,9 @@ class InMemoryConsoleStore:
         self.days: dict[tuple[str, date], int] = {}  # (SLS, fieldwork day) -> interviews
         self.seen: dict[tuple[str, str], dict[str, Any]] = {}
         self.audit: list[audit.Entry] = []
+        self.forums: dict[str, ForumRow] = {}
+        self.forum_decisions: dict[str, DecisionRow] = {}
+        self.ground_checks: dict[tuple[str, str], CheckRow] = {}
 
     async def family(self, family_id: str) -> FamilyState | None:
         return self.families.get(family_id)
@@ -63,6 +68,40 @@ class InMemoryConsoleStore:
                                                          "last_seen": at, "decisions": 0})
             row.update(decisions=row["decisions"] + 1, first_seen=min(row["first_seen"], at),
                        last_seen=max(row["last_seen"], at))
+
+    async def forum(self, forum_id: str) -> ForumRow | None:
+        return self.forums.get(forum_id)
+
+    async def save_forum(self, f: ForumRow) -> None:
+        self.forums[f.forum_id] = f
+
+    async def save_forum_decision(self, d: DecisionRow) -> None:
+        self.forum_decisions.setdefault(d.decision_id, d)
+
+    async def save_ground_check(self, c: CheckRow) -> None:
+        self.ground_checks.setdefault((c.forum_id, c.family_id), c)
+
+    async def forums_of(self, area: str, scope: Scope) -> list[ForumView]:
+        forums = sorted((f for f in self.forums.values() if f.village_id.startswith(area[:10])
+                         and (scope is None or any(_in(scope, s) for s in f.sls_ids))),
+                        key=lambda f: (f.held_on, f.forum_id))
+        out = []
+        for f in forums:
+            rows = sorted((d for d in self.forum_decisions.values() if d.forum_id == f.forum_id and _in(scope, d.sls_id)),
+                          key=lambda d: (d.decided_at, d.decision_id))
+            checks = [self.ground_checks.get((d.forum_id, d.family_id)) for d in rows]
+            out.append(ForumView(f, [replace(d, ground_check=None if c is None else c.outcome)
+                                     for d, c in zip(rows, checks, strict=True)]))
+        return out
+
+    async def erase_forum_decisions(self, family_id: str) -> int:
+        gone = [k for k, d in self.forum_decisions.items() if d.family_id == family_id]
+        checks = [k for k in self.ground_checks if k[1] == family_id]
+        for k in gone:
+            del self.forum_decisions[k]
+        for c in checks:
+            del self.ground_checks[c]
+        return len(gone) + len(checks)
 
     async def erase_family(self, family_id: str) -> dict[str, int]:
         families = int(self.families.pop(family_id, None) is not None)

@@ -12,6 +12,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
+from intake.consultation import (
+    CheckRecord,
+    CheckState,
+    DecisionIn,
+    DecisionRecord,
+    DecisionState,
+    ForumOpening,
+    ForumRecord,
+    GroundCheckIn,
+)
 from intake.domain import (
     EarlierErasure,
     Erasure,
@@ -29,6 +39,7 @@ from intake.domain import (
 )
 from intake.registry_domain import ComplaintRecord, ComplaintView, RecordedOutcome, UpdateRecord
 from regsosek import audit
+from regsosek.contracts import FkpDecisionKind
 from regsosek.contracts.complaints import Complaint, ComplaintOutcome
 from regsosek.contracts.updates import FieldCheck
 from regsosek.messaging import UnitOfWork
@@ -197,3 +208,88 @@ def transaction_of(uow: UnitOfWork):
         await uow.commit()
 
     return transaction
+
+
+class InMemoryConsultationStore:
+    """intake.consultation_store.ConsultationStore on dictionaries (same public methods and signatures;
+    test_intake_consultation checks it). `interviewed` holds the family ids the census interviewed."""
+
+    def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.now = now
+        self.forums: dict[UUID, ForumRecord] = {}
+        self.decisions: dict[UUID, DecisionRecord] = {}
+        self.checks: dict[tuple[UUID, str], CheckRecord] = {}
+        self.interviewed: set[str] = set()
+
+    def _counted(self, f: ForumRecord) -> ForumRecord:
+        mine = [d for d in self.decisions.values() if d.forum_id == f.forum_id]
+        added = [d for d in mine if d.kind is FkpDecisionKind.ADDED]
+        pending = [d for d in added if (d.forum_id, d.family_id) not in self.checks]
+        return replace(f, decisions=len(mine), added_families=len(added), pending_ground_checks=len(pending))
+
+    def _decision(self, d: DecisionRecord) -> DecisionRecord:
+        check = self.checks.get((d.forum_id, d.family_id))
+        return replace(d, ground_check=None if check is None else check.outcome.value)
+
+    async def forum(self, forum_id: UUID) -> ForumRecord | None:
+        f = self.forums.get(forum_id)
+        return None if f is None else self._counted(f)
+
+    async def forum_for_update(self, forum_id: UUID) -> ForumRecord | None:
+        return await self.forum(forum_id)
+
+    async def opening_state(self, forum_id: UUID, village_id: str) -> tuple[ForumRecord | None, ForumRecord | None]:
+        of_village = next((f for f in self.forums.values() if f.village_id == village_id), None)
+        return await self.forum(forum_id), None if of_village is None else self._counted(of_village)
+
+    async def save_forum(self, o: ForumOpening, content_hash: bytes, opened_by: str) -> ForumRecord:
+        self.forums[o.forum_id] = ForumRecord(o.forum_id, o.village_id, list(o.sls_ids), o.held_on,
+                                              [p.model_dump(mode="json") for p in o.participants], content_hash,
+                                              opened_by, self.now())
+        return self._counted(self.forums[o.forum_id])
+
+    async def close_forum(self, forum_id: UUID, closed_by: str) -> ForumRecord:
+        f = self.forums[forum_id]
+        if f.closed_at is None:
+            self.forums[forum_id] = replace(f, closed_at=self.now(), closed_by=closed_by)
+        return self._counted(self.forums[forum_id])
+
+    async def decision_state(self, forum_id: UUID, decision_id: UUID, family_id: str) -> DecisionState:
+        forum = await self.forum(forum_id)
+        if forum is None:
+            return DecisionState(None)
+        same_id = self.decisions.get(decision_id)
+        same_family = next((d for d in self.decisions.values() if d.forum_id == forum_id and d.family_id == family_id),
+                           None)
+        return DecisionState(forum, same_id and self._decision(same_id), same_family and self._decision(same_family),
+                             family_id in self.interviewed)
+
+    async def save_decision(self, forum_id: UUID, d: DecisionIn, content_hash: bytes, decided_by: str) -> DecisionRecord:
+        self.decisions[d.decision_id] = DecisionRecord(
+            d.decision_id, forum_id, d.family_id, d.family_id[:14], d.kind,
+            None if d.welfare_group is None else int(d.welfare_group), d.reason, content_hash, decided_by, self.now())
+        return self._decision(self.decisions[d.decision_id])
+
+    async def decisions_of(self, forum_id: UUID) -> list[DecisionRecord]:
+        return [self._decision(d) for d in sorted(self.decisions.values(), key=lambda d: (d.decided_at, d.decision_id))
+                if d.forum_id == forum_id]
+
+    async def check_state(self, forum_id: UUID, family_id: str) -> CheckState:
+        forum = await self.forum(forum_id)
+        if forum is None:
+            return CheckState(None)
+        added = next((d for d in self.decisions.values() if d.forum_id == forum_id and d.family_id == family_id
+                      and d.kind is FkpDecisionKind.ADDED), None)
+        return CheckState(forum, added and self._decision(added), self.checks.get((forum_id, family_id)))
+
+    async def save_check(self, forum_id: UUID, family_id: str, c: GroundCheckIn, content_hash: bytes,
+                         checked_by: str, submission_id: UUID | None) -> CheckRecord:
+        self.checks[(forum_id, family_id)] = CheckRecord(forum_id, family_id, c.outcome, c.checked_on, checked_by,
+                                                         content_hash, submission_id, self.now())
+        return self.checks[(forum_id, family_id)]
+
+    async def erase_reasons(self, family_id: str) -> int:
+        erased = [k for k, d in self.decisions.items() if d.family_id == family_id and d.reason]
+        for k in erased:
+            self.decisions[k] = replace(self.decisions[k], reason="")
+        return len(erased)

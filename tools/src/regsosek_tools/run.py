@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from regsosek.programmes import PROGRAMME_CODES
 from regsosek.progress import Progress
 from regsosek_tools import living
 from regsosek_tools import receiver as receiver_mod
+from regsosek_tools.consultation import consultation_ok, forum_plans, hold_forums, print_consultation
 from regsosek_tools.processes import DEFAULT_PORTS, ROOT, ServiceNotReady, ServiceProcess, pipeline, port_in_use, running
 from regsosek_tools.report.run import dist, print_report
 from regsosek_tools.sample import Sample, generate, officer_areas, officer_for
@@ -626,6 +627,12 @@ async def run(a: argparse.Namespace) -> int:
                         rep["living_registry"] = await living.run(client, ep.intake, sample)  # after the census
                         living.print_summary(rep["living_registry"])
                         rep["errors"] += living.problems(rep["living_registry"])
+                        forums = await hold_forums(client, ep.intake, ep.classify, tokens.admin, forum_plans(
+                            sample, {t.family_id: t.welfare_group for t in runner.tracks.values()
+                                     if t.final == "decided" and t.welfare_group}))
+                        rep["consultation"] = [asdict(f) for f in forums]
+                        rep["consultation_ok"] = consultation_ok(forums)
+                        print_consultation(forums)
                         if a.report:
                             Path(a.report).write_text(json.dumps(rep, indent=1, default=str))
                     if a.serve:
@@ -638,7 +645,7 @@ async def run(a: argparse.Namespace) -> int:
         raise SetupError(str(e)) from None
     if rep is None:
         return 0
-    ok = (not rep["not_final"] and not rep["mismatches"] and not rep["errors"]
+    ok = (not rep["not_final"] and not rep["mismatches"] and not rep["errors"] and rep["consultation_ok"]
           and (not notify or not rep["receiver"]["new_decided_missing"]))
     print(f"\nRESULT: {'OK' if ok else 'FAILED'}")
     print_console_address(ep)

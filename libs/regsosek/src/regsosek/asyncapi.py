@@ -197,10 +197,33 @@ def _raw_samples() -> dict[type[Contract], dict]:
     }
 
 
+def _consultation_samples() -> dict[type[Contract], dict]:
+    """The village consultation's events (contracts/consultation.py), around the same family."""
+    forum = {"forum_id": "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b07", "village_id": _SLS[:10], "sls_id": _SLS,
+             "sls_ids": [_SLS], "held_on": "2023-05-08",
+             "participants": [{"role": "village_head", "count": 1}, {"role": "sls_head", "count": 4}],
+             "status": "closed", "decisions": 2, "added_families": 1, "pending_ground_checks": 0,
+             "recorded_by": "VIL-1", "at": "2023-05-08T15:00:00+08:00"}
+    interview = contracts.pseudonymise_interview(contracts.FamilyInterview.model_validate(
+        examples.family_interview()), DEVELOPMENT_NIK_HASH_KEY).model_dump(mode="json")
+    return {
+        contracts.FkpForum: forum,
+        contracts.FkpDecisionRecorded: {
+            "forum_id": forum["forum_id"], "decision_id": "1e2d3c4b-5a69-4788-97a6-b5c4d3e2f108",
+            "family_id": _FAMILY_ID, "sls_id": _SLS, "kind": "group_change", "welfare_group": 1,
+            "reason": "No regular income since the harvest failed.", "decided_by": "VIL-1",
+            "decided_at": "2023-05-08T11:00:00+08:00"},
+        contracts.FkpGroundChecked: {
+            "forum_id": forum["forum_id"], "family_id": _FAMILY_ID, "sls_id": _SLS, "outcome": "found",
+            "checked_on": "2023-05-12", "checked_by": "OFC-1", "checked_at": "2023-05-12T10:00:00+08:00",
+            "interview": interview},
+    }
+
+
 def samples() -> dict[type[Contract], dict]:
     """A valid payload per event, exactly as a producer serialises it (defaults included).
     Each is validated by its model, so a contract change that breaks one fails here."""
-    raw = _raw_samples()
+    raw = {**_raw_samples(), **_consultation_samples()}
     missing = set(EVENT_TYPES) - set(raw)
     if missing:
         raise ValueError(f"no sample for {sorted(m.__name__ for m in missing)}: add one to regsosek.asyncapi")

@@ -69,6 +69,9 @@ class Topic(StrEnum):
     MEMBER_IDENTITIES = "member-identities"
     DEAD_LETTER = "dead-letter"
     FAMILY_UPDATE = "family-update"
+    FKP_FORUM = "fkp-forum"
+    FKP_DECISION = "fkp-decision"
+    FKP_GROUND_CHECK = "fkp-ground-check"
 
     @property
     def wire(self) -> str:

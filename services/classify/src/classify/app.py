@@ -45,7 +45,8 @@ def definition(settings: ClassifySettings | None = None) -> ServiceDefinition:
     classifier = Classifier(settings, config, publisher)
     return ServiceDefinition(
         name="classify", settings=settings, migrations=MIGRATIONS, handlers=classifier.handlers(),
-        topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FKP_ADJUSTMENT, Topic.FAMILY_ERASED],
+        topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FKP_ADJUSTMENT, Topic.FAMILY_ERASED,
+                Topic.FKP_FORUM, Topic.FKP_DECISION],
         title="Regsosek classify", background=[area_reranks(Reclassifier(config, publisher), settings)],
         routers=[status_router(settings, config)],
     )

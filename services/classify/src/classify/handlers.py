@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from classify import consultation
 from classify.domain import Config, Decision, decide_fkp, decide_flag, decide_verification
 from classify.publisher import Publisher
 from classify.ranking import Placement
@@ -17,6 +18,9 @@ from regsosek import audit
 from regsosek.contracts import (
     FamilyErased,
     FkpAdjustment,
+    FkpDecisionRecorded,
+    FkpForum,
+    ForumStatus,
     HouseholdProfile,
     InterviewFlagged,
     InterviewVerified,
@@ -95,6 +99,34 @@ class Classifier:
         await self._carry_out(uow, store, decide_fkp(self.config, state, a, placement), a.family_id,
                               state.profile, placement)
 
+    async def on_forum_decision(self, uow: UnitOfWork, msg: Incoming) -> None:
+        """A village consultation forum's decision about a family (classify.consultation): a group change
+        classifies it again, moved or died takes it out of the ranking; the forum's regency is re-ranked
+        once, after the forum closed and its last decision was applied."""
+        e: FkpDecisionRecorded = msg.data
+        store = self.store_for(uow)
+        tally = await store.forum_tally(str(e.forum_id), e.sls_id[:4], str(e.decision_id))  # the forum's lock first
+        state = await store.state_for_forum_decision(e.family_id, str(e.decision_id))
+        placement = await self._placement(uow, store, e.sls_id)
+        d, after, area = consultation.decide_forum_decision(self.config, state, tally, e, placement)
+        await store.save_forum_tally(after, e)
+        await self._carry_out(uow, store, d, e.family_id, state.profile, placement)
+        if area is not None:
+            await store.mark_area(*area)
+
+    async def on_forum(self, uow: UnitOfWork, msg: Incoming) -> None:
+        """A forum opened (nothing to do) or closed: its regency's re-rank is asked for once every
+        decision it counts was applied (classify.consultation)."""
+        e: FkpForum = msg.data
+        if e.status is not ForumStatus.CLOSED:
+            return
+        store = self.store_for(uow)
+        after, area = consultation.decide_forum_close(
+            await store.forum_tally(str(e.forum_id), e.village_id[:4], None), e.decisions)
+        await store.save_forum_tally(after, None)
+        if area is not None:
+            await store.mark_area(*area)
+
     async def _carry_out(self, uow: UnitOfWork, store: ClassifyStore, d: Decision, family_id: str,
                          profile: HouseholdProfile | None = None, placement: Placement | None = None) -> None:
         """Saves and publishes a decision (see `Decision` for the order)."""
@@ -130,4 +162,5 @@ class Classifier:
 
     def handlers(self) -> dict:
         return {InterviewVerified: self.on_verified, InterviewVerifiedV1: self.on_verified_v1,
-                InterviewFlagged: self.on_flagged, FkpAdjustment: self.on_fkp, FamilyErased: self.on_erased}
+                InterviewFlagged: self.on_flagged, FkpAdjustment: self.on_fkp, FamilyErased: self.on_erased,
+                FkpDecisionRecorded: self.on_forum_decision, FkpForum: self.on_forum}

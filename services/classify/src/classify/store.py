@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from classify.consultation import ForumTally
 from classify.domain import (
     Classification,
     Classified,
@@ -32,7 +33,7 @@ from classify.domain import (
 from classify.model import PmtModel
 from classify.ranking import NATIONAL, CutPoints, Placement, reference_placement
 from regsosek import audit
-from regsosek.contracts import FamilyErased, FkpAdjustment, HouseholdProfile, WelfareGroup
+from regsosek.contracts import FamilyErased, FkpAdjustment, FkpDecisionRecorded, HouseholdProfile, WelfareGroup
 
 LOCK = 7316101  # one re-rank or replay at a time in a classify database
 
@@ -187,6 +188,49 @@ class ClassifyStore:
             return FamilyState(family_id, erased=True)
         profile = None if r["profile"] is None else HouseholdProfile.model_validate(r["profile"])
         return FamilyState(family_id, profile=profile, fkp=_fkp(r), fkp_kept=r["kept"])
+
+    async def state_for_forum_decision(self, family_id: str, decision_id: str) -> FamilyState:
+        """A village consultation decision's family: whether it is erased, its stored profile and
+        classification (None: not classified; its row locked), its latest FKP decision and whether
+        the decision `decision_id` is kept already."""
+        r = await self.conn.fetchrow(
+            f"""with cur as (select profile, sls_id, welfare_group, decile from families where family_id = $1 for update),
+                     fkp as ({_LATEST_FKP})
+                select exists (select 1 from erased_families where family_id = $1) as erased,
+                       (select profile from cur) as profile, (select sls_id from cur) as sls_id,
+                       (select welfare_group from cur) as welfare_group, (select decile from cur) as decile,
+                       (select submission_id from fkp) as fkp_id, (select welfare_group from fkp) as fkp_group,
+                       (select decided_at from fkp) as fkp_at,
+                       exists (select 1 from fkp_adjustments where submission_id = $2::uuid) as kept""",
+            family_id, decision_id)
+        if r["erased"]:
+            return FamilyState(family_id, erased=True)
+        if r["profile"] is None:
+            return FamilyState(family_id, fkp=_fkp(r), fkp_kept=r["kept"])
+        return FamilyState(family_id, classified=Classified(r["sls_id"], WelfareGroup(r["welfare_group"]), r["decile"]),
+                           profile=HouseholdProfile.model_validate(r["profile"]), fkp=_fkp(r), fkp_kept=r["kept"])
+
+    async def forum_tally(self, forum_id: str, regency: str, decision_id: str | None) -> ForumTally:
+        """A forum's tally, its row locked first (created if missing): a forum's decisions and its close
+        wait for each other, so the last of them sees every other one."""
+        r = await self.conn.fetchrow(
+            "insert into fkp_forums (forum_id, regency) values ($1::uuid, $2) on conflict (forum_id) do update "
+            "set updated_at = now() returning expected, rerank_asked", forum_id, regency)
+        applied = await self.conn.fetchval("select count(*) from fkp_forum_decisions where forum_id = $1::uuid",
+                                           forum_id)
+        counted = decision_id is not None and await self.conn.fetchval(
+            "select exists (select 1 from fkp_forum_decisions where decision_id = $1::uuid)", decision_id)
+        return ForumTally(forum_id, regency, r["expected"], applied, bool(counted), r["rerank_asked"])
+
+    async def save_forum_tally(self, t: ForumTally, decision: FkpDecisionRecorded | None) -> None:
+        """The tally after a decision (recorded as applied) or the close."""
+        if decision is not None:
+            await self.conn.execute(
+                "insert into fkp_forum_decisions (decision_id, forum_id, family_id, kind) values ($1, $2, $3, $4) "
+                "on conflict do nothing", decision.decision_id, decision.forum_id, decision.family_id,
+                decision.kind.value)
+        await self.conn.execute("update fkp_forums set expected = $2, rerank_asked = $3, updated_at = now() "
+                                "where forum_id = $1::uuid", t.forum_id, t.expected, t.rerank_asked)
 
     async def _verify_order(self, family_id: str) -> VerifyDecision | None:
         """The newest of verify's decisions applied for the family (None: none yet), its row locked

@@ -203,7 +203,9 @@ class Pages:
         v = await self.viewer(request, Page.VILLAGE)
         area = self.area_of(v, area)
         families = await self.store_read(request, lambda s: s.families_of(area, v.scope)) if len(area) >= 10 else []
-        return self.render(request, "village.html", viewer=v, page=Page.VILLAGE, area=area, families=families)
+        forums = await self.store_read(request, lambda s: s.forums_of(area, v.scope)) if len(area) >= 10 else []
+        return self.render(request, "village.html", viewer=v, page=Page.VILLAGE, area=area, families=families,
+                           forums=forums)
 
     async def fkp(self, request: Request, family_id: str, sls_id: str, welfare_group: int, reason: str):
         v = await self.viewer(request, Page.VILLAGE)

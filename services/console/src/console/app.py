@@ -24,7 +24,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"console.css": "text/css", "console.js": "text/javascript"}
 TOPICS = [Topic.SLS_ROSTER, Topic.INTERVIEW_SUBMITTED, Topic.VERIFICATION_RESOLVED, Topic.FKP_ADJUSTMENT,
           Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FAMILY_CLASSIFIED, Topic.ELIGIBILITY_DECIDED,
-          Topic.SLS_COMPLETED, Topic.ELIGIBILITY_DELIVERED, Topic.FAMILY_ERASED]
+          Topic.SLS_COMPLETED, Topic.ELIGIBILITY_DELIVERED, Topic.FAMILY_ERASED,
+          Topic.FKP_FORUM, Topic.FKP_DECISION, Topic.FKP_GROUND_CHECK]
 
 
 def assets_router() -> APIRouter:

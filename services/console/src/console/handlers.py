@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from console import domain
+from console import consultation, domain
 from console.domain import Change, FamilyState
 from console.store import ConsoleStore
 from regsosek import audit
@@ -17,6 +17,9 @@ from regsosek.contracts import (
     FamilyErased,
     FamilyInterview,
     FkpAdjustment,
+    FkpDecisionRecorded,
+    FkpForum,
+    FkpGroundChecked,
     InterviewFlagged,
     InterviewSubmitted,
     InterviewVerified,
@@ -82,6 +85,22 @@ class ConsoleHandlers:
         e: EligibilityDelivered = msg.data
         await self._family_change(uow, msg, e.family_id, e.sls_id, lambda s: domain.on_delivered(s, e))
 
+    async def on_forum(self, uow: UnitOfWork, msg: Incoming) -> None:
+        """A village's forum opened or closed (console.consultation)."""
+        store = self.store_for(uow)
+        row = consultation.forum_row(msg.data)
+        if consultation.newer_forum(await store.forum(row.forum_id), row):
+            await store.save_forum(row)
+
+    async def on_forum_decision(self, uow: UnitOfWork, msg: Incoming) -> None:
+        e: FkpDecisionRecorded = msg.data
+        await self.store_for(uow).save_forum_decision(consultation.decision_row(e))
+
+    async def on_ground_check(self, uow: UnitOfWork, msg: Incoming) -> None:
+        """Only the check's outcome and day: the found family's interview is not kept here."""
+        e: FkpGroundChecked = msg.data
+        await self.store_for(uow).save_ground_check(consultation.check_row(e))
+
     async def _roster_count(self, uow: UnitOfWork, count: domain.RosterCount) -> None:
         store = self.store_for(uow)
         kept = domain.merged_roster(await store.roster(count.sls_id), count)
@@ -100,6 +119,7 @@ class ConsoleHandlers:
         store = self.store_for(uow)
         before = await store.family(e.family_id)
         counts = await store.erase_family(e.family_id)
+        counts["fkp_forum_rows"] = await store.erase_forum_decisions(e.family_id)
         if before is not None:
             await store.change_counts(domain.counts_change(before.sls_id, before, None))
         await store.record_audit(audit.entry("intake", "service", "family.erase", "family", e.family_id,
@@ -116,4 +136,5 @@ class ConsoleHandlers:
             InterviewVerified: self.on_verified, InterviewFlagged: self.on_flagged,
             FamilyClassified: self.on_classified, EligibilityDecided: self.on_eligibility,
             SlsCompleted: self.on_completed, EligibilityDelivered: self.on_delivered, FamilyErased: self.on_erased,
+            FkpForum: self.on_forum, FkpDecisionRecorded: self.on_forum_decision, FkpGroundChecked: self.on_ground_check,
         }

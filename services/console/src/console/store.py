@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from console.consultation import CheckRow, DecisionRow, ForumRow, ForumView
 from console.domain import (
     FAMILY_FIGURES,
     PROGRESS_FIELDS,
@@ -44,6 +45,18 @@ def _family(row: asyncpg.Record) -> FamilyState:
     d["verify_state"] = VerifyState(d["verify_state"]) if d["verify_state"] else None
     d["eligible_programmes"] = tuple(d["eligible_programmes"] or ())
     return FamilyState(**d)
+
+
+_FORUM = ("select forum_id, village_id, sls_ids, held_on, participants, status, decisions, added_families, at "
+          "from fkp_forums")
+
+
+def _forum(row: asyncpg.Record) -> ForumRow:
+    participants = row["participants"]
+    participants = json.loads(participants) if isinstance(participants, str) else participants
+    return ForumRow(row["forum_id"], row["village_id"], tuple(row["sls_ids"]), row["held_on"],
+                    tuple((role, int(n)) for role, n in participants), row["status"], row["decisions"],
+                    row["added_families"], row["at"])
 
 
 def _values(s: FamilyState) -> list[Any]:
@@ -123,6 +136,57 @@ class ConsoleStore:
         families = await self.conn.fetchval("with d as (delete from families where family_id = $1 returning 1) "
                                             "select count(*) from d", family_id)
         return {"families": families, "journey_steps": steps}
+
+    # ------------------------------------------------------------ village consultation (console.consultation)
+
+    async def forum(self, forum_id: str) -> ForumRow | None:
+        row = await self.conn.fetchrow(f"{_FORUM} where forum_id = $1", forum_id)
+        return None if row is None else _forum(row)
+
+    async def save_forum(self, f: ForumRow) -> None:
+        await self.conn.execute(
+            "insert into fkp_forums (forum_id, village_id, sls_ids, held_on, participants, status, decisions, "
+            "added_families, at) values ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9) on conflict (forum_id) do update "
+            "set sls_ids = excluded.sls_ids, held_on = excluded.held_on, participants = excluded.participants, "
+            "status = excluded.status, decisions = excluded.decisions, added_families = excluded.added_families, "
+            "at = excluded.at", f.forum_id, f.village_id, list(f.sls_ids), f.held_on,
+            [list(p) for p in f.participants], f.status, f.decisions, f.added_families, f.at)
+
+    async def save_forum_decision(self, d: DecisionRow) -> None:
+        await self.conn.execute(
+            "insert into fkp_forum_decisions (decision_id, forum_id, family_id, sls_id, kind, welfare_group, reason, "
+            "decided_at) values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict do nothing", d.decision_id, d.forum_id,
+            d.family_id, d.sls_id, d.kind, d.welfare_group, d.reason, d.decided_at)
+
+    async def save_ground_check(self, c: CheckRow) -> None:
+        await self.conn.execute(
+            "insert into fkp_ground_checks (forum_id, family_id, outcome, checked_on) values ($1, $2, $3, $4) "
+            "on conflict do nothing", c.forum_id, c.family_id, c.outcome, c.checked_on)
+
+    async def forums_of(self, area: str, scope: Scope) -> list[ForumView]:
+        """The forums of the villages within `area` that cover an SLS of the reader's areas, each with its
+        decisions about families of those areas (oldest first), an added family with its ground check."""
+        forums = await self.conn.fetch(
+            f"{_FORUM} where village_id like $2 || '%' and ($1::text[] is null or exists "
+            f"(select 1 from unnest(sls_ids) s where s like any($1::text[]))) order by held_on, forum_id",
+            _patterns(scope), area[:10])
+        rows = await self.conn.fetch(
+            f"select d.decision_id, d.forum_id, d.family_id, d.sls_id, d.kind, d.welfare_group, d.reason, d.decided_at, "
+            f"c.outcome ground_check from fkp_forum_decisions d left join fkp_ground_checks c "
+            f"on c.forum_id = d.forum_id and c.family_id = d.family_id where d.forum_id = any($2::text[]) "
+            f"and {_IN_SCOPE} order by d.decided_at, d.decision_id", _patterns(scope), [f["forum_id"] for f in forums])
+        views = {f["forum_id"]: ForumView(_forum(f)) for f in forums}
+        for r in rows:
+            views[r["forum_id"]].decisions.append(DecisionRow(**dict(r)))
+        return list(views.values())
+
+    async def erase_forum_decisions(self, family_id: str) -> int:
+        """An erased family's forum decisions and ground check leave the read model; how many rows went."""
+        decisions = await self.conn.fetchval("with d as (delete from fkp_forum_decisions where family_id = $1 "
+                                             "returning 1) select count(*) from d", family_id)
+        checks = await self.conn.fetchval("with d as (delete from fkp_ground_checks where family_id = $1 "
+                                          "returning 1) select count(*) from d", family_id)
+        return decisions + checks
 
     async def record_audit(self, entry: audit.Entry) -> None:
         """Who read or erased what (ids only), in the shared audit_log (regsosek.audit)."""

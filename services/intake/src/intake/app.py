@@ -13,7 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from intake import api, erasure, registry
+from intake import api, consultation_api, erasure, registry
+from intake.consultation_handlers import ConsultationHandlers
+from intake.consultation_store import ConsultationStore
 from intake.handlers import IntakeHandlers
 from intake.publisher import IntakePublisher
 from intake.registry_handlers import RegistryHandlers
@@ -38,7 +40,15 @@ def store_on(settings: IntakeSettings) -> Callable[[asyncpg.Connection], IntakeS
 def handlers(settings: IntakeSettings) -> IntakeHandlers:
     stores = store_on(settings)
     publisher = IntakePublisher(settings.nik_hash_key, settings.identity_keyring())
-    return IntakeHandlers(settings, lambda uow: stores(uow.conn), publisher)
+    return IntakeHandlers(settings, lambda uow: stores(uow.conn), publisher,
+                          also_erase=lambda uow, family_id: ConsultationStore(uow.conn).erase_reasons(family_id))
+
+
+def consultation_handlers(settings: IntakeSettings) -> ConsultationHandlers:
+    """The village consultation's commands (FKP forums, decisions, ground checks)."""
+    stores = store_on(settings)
+    return ConsultationHandlers(lambda uow: ConsultationStore(uow.conn), lambda uow: stores(uow.conn),
+                                settings.nik_hash_key, IntakePublisher(settings.nik_hash_key, settings.identity_keyring()))
 
 
 def key_rotation(settings: IntakeSettings, report: Callable[[str], None]) -> KeyRotation:
@@ -74,7 +84,8 @@ def definition(settings: IntakeSettings | None = None) -> ServiceDefinition:
         topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FAMILY_CLASSIFIED, Topic.ELIGIBILITY_DECIDED,
                 Topic.ELIGIBILITY_DELIVERED],
         routers=[api.router(h, settings), erasure.router(h, settings),
-                 registry.router(RegistryHandlers(h), settings), audit.router], title="Regsosek intake",
+                 registry.router(RegistryHandlers(h), settings),
+                 consultation_api.router(consultation_handlers(settings), settings), audit.router], title="Regsosek intake",
         background=[sealing_task(settings)],
         retention=[Rule("submission_body", settings.submission_body_retention_days,
                         lambda conn, before, limit: h.expire_bodies(stores(conn), before, limit))],

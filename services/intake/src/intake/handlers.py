@@ -10,7 +10,7 @@ not by arrival (docs/ORDERING.md)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -89,10 +89,12 @@ class IntakeHandlers:
     consumers of the downstream decisions that make up a submission's journey."""
 
     def __init__(self, settings: IntakeSettings, store_for: Callable[[UnitOfWork], IntakeStore],
-                 publisher: IntakePublisher) -> None:
+                 publisher: IntakePublisher, also_erase: Callable[[UnitOfWork, str], Awaitable[int]] | None = None) -> None:
         self.settings = settings
         self.store_for = store_for
         self.publisher = publisher
+        # what other parts of intake keep of a family and an erasure empties (the FKP forum's reasons)
+        self.also_erase = also_erase
 
     @property
     def collection(self) -> tuple:
@@ -179,11 +181,12 @@ class IntakeHandlers:
                 return ErasureDone(earlier.erasure_id, family_id, earlier.reason, earlier.erased_at, True)
             erasure = Erasure(uuid.uuid4(), family_id, family_id[:14], reason, reference, caller.principal.subject)
             erased_at = await store.save_erasure(erasure, decision.redacted)
+            others = {} if self.also_erase is None else {"fkp_reasons": await self.also_erase(uow, family_id)}
             self.publisher.family_erased(uow, erasure, erased_at)
             await store.record_audit(caller.audit(
                 "family.erase", "family", family_id,
                 detail={"erasure_id": str(erasure.erasure_id), "reason": reason, "reference": reference,
-                        **{f"{k}_bodies": v for k, v in sorted(decision.changed.items())}}))
+                        **{f"{k}_bodies": v for k, v in sorted(decision.changed.items())}, **others}))
         return ErasureDone(erasure.erasure_id, family_id, reason, erased_at, False)
 
     # ------------------------------------------------------------ retention

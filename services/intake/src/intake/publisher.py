@@ -32,8 +32,13 @@ class IntakePublisher:
         uow.outbox.publish(TOPIC_OF_KIND[s.kind], s.sls_id, domain.event_of(s.contract, self._nik_hash_key),
                            subject=s.sls_id if s.kind == "roster" else (s.family_id or s.sls_id), event_id=event_id)
         if isinstance(s.contract, FamilyInterview):
-            uow.outbox.publish(Topic.MEMBER_IDENTITIES, s.sls_id,
-                               domain.member_identities(s.contract, self._identity_keys), subject=s.family_id)
+            self.member_identities(uow, s.contract)
+
+    def member_identities(self, uow: UnitOfWork, interview: FamilyInterview) -> None:
+        """An accepted interview's members' NIKs, sealed for notify alone (member-identities; also for an
+        interview a forum's ground check brings)."""
+        uow.outbox.publish(Topic.MEMBER_IDENTITIES, interview.location.sls_id,
+                           domain.member_identities(interview, self._identity_keys), subject=interview.family_id)
 
     def family_updated(self, uow: UnitOfWork, u: CountedUpdate, base_niks: dict[int, str]) -> None:
         """An update that counts (field-checked, or a complaint's correction) on family-update, keyed by

@@ -27,7 +27,8 @@ from verify.store import VerifyStore
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 TOPICS = (Topic.SLS_ROSTER, Topic.INTERVIEW_SUBMITTED, Topic.VERIFICATION_RESOLVED, Topic.FAMILY_ERASED,
-          Topic.FAMILY_UPDATE)
+          Topic.FAMILY_UPDATE,
+          Topic.FKP_GROUND_CHECK)
 log = logging.getLogger("verify")
 
 Background = Callable[[Runtime], Awaitable[None]]

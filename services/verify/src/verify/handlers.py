@@ -20,6 +20,7 @@ from regsosek import audit
 from regsosek.contracts import (
     FamilyErased,
     FamilyInterview,
+    FkpGroundChecked,
     InterviewSubmitted,
     RosterSubmitted,
     SlsRoster,
@@ -30,7 +31,7 @@ from regsosek.contracts import (
 from regsosek.contracts.updates import FamilyUpdated
 from regsosek.messaging import Handler, Incoming, PermanentError, UnitOfWork
 from regsosek.telemetry import current_trace_headers
-from verify import domain, updates
+from verify import consultation, domain, updates
 from verify.publisher import Publisher
 from verify.settings import VerifySettings
 from verify.store import VerifyStore
@@ -77,6 +78,7 @@ class VerifyHandlers:
             VerificationResolved: self.on_resolution,
             FamilyErased: self.on_erased,
             FamilyUpdated: self.on_update,
+            FkpGroundChecked: self.on_ground_check,
             # legacy types (read only): v1 records retained on the topics or re-driven
             FamilyInterview: self.on_interview_v1,
             SlsRoster: self.on_roster_v1,
@@ -100,6 +102,17 @@ class VerifyHandlers:
         traceparent = current_trace_headers().get("traceparent")  # a held interview is decided later in its trace
         await self._decide(uow, lambda: store.interview_state(iv), lambda state: domain.on_interview(state, iv),
                            traceparent)
+
+    async def on_ground_check(self, uow: UnitOfWork, msg: Incoming) -> None:
+        """A family added at a village consultation and ground-checked: a found family's interview is
+        decided as a family added to its SLS (verify.consultation); a family not found changes nothing."""
+        check: FkpGroundChecked = msg.data
+        if check.interview is None:
+            return
+        store = self.store_for(uow)
+        await self._decide(uow, lambda: store.interview_state(check.interview),
+                           lambda state: consultation.on_ground_check(state, check),
+                           current_trace_headers().get("traceparent"))
 
     async def on_roster(self, uow: UnitOfWork, msg: Incoming) -> None:
         """Stores the roster revision, decides the interviews held for it, and re-verifies the

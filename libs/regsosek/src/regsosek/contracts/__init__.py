@@ -1,6 +1,16 @@
 """Event contracts shared by every service, and the CloudEvents type of each."""
 
 from regsosek.contracts.base import Contract
+from regsosek.contracts.consultation import (
+    FkpDecisionKind,
+    FkpDecisionRecorded,
+    FkpForum,
+    FkpGroundChecked,
+    ForumStatus,
+    GroundCheckOutcome,
+    ParticipantRole,
+    Participants,
+)
 from regsosek.contracts.decisions import (
     Contribution,
     EligibilityDecided,
@@ -59,6 +69,10 @@ EVENT_TYPES: dict[type[Contract], str] = {
     FamilyErased: f"{_PREFIX}.family.erased.v1",
     MemberIdentities: f"{_PREFIX}.member.identities.v1",  # sealed member NIKs, for notify only
     FamilyUpdated: f"{_PREFIX}.family.updated.v1",  # a field-checked update or a complaint's correction
+    # the village consultation as held (contracts/consultation.py)
+    FkpForum: f"{_PREFIX}.fkp.forum.v1",
+    FkpDecisionRecorded: f"{_PREFIX}.fkp.decision.v1",
+    FkpGroundChecked: f"{_PREFIX}.fkp.groundchecked.v1",
 }
 # Types no service produces any more but consumers still read (records retained on a topic,
 # re-driven dead letters); each is converted on arrival. See InterviewVerified's docstring.
@@ -88,6 +102,14 @@ __all__ = [
     "FamilyInterview",
     "FamilyUpdated",
     "FkpAdjustment",
+    "FkpDecisionKind",
+    "FkpDecisionRecorded",
+    "FkpForum",
+    "FkpGroundChecked",
+    "ForumStatus",
+    "GroundCheckOutcome",
+    "ParticipantRole",
+    "Participants",
     "FlagReason",
     "HouseholdProfile",
     "InterviewFlagged",

@@ -50,6 +50,7 @@ Nik = _digits_type("NIK", 16)
 KkNumber = _digits_type("KK number", 16)
 # SLS id = village (10 digits: province 2, regency 2, district 3, village 3) + SLS (4).
 SlsId = _digits_type("SLS id", 14)
+VillageId = _digits_type("village id", 10, description="BPS village code: province 2, regency 2, district 3, village 3")
 SubSls = _digits_type("sub-SLS", 2)
 # An area an actor may act for: province (2), regency (4), district (7), village (10) or SLS (14) prefix.
 AreaPrefix = _digits_type("area prefix", 2, 14)
