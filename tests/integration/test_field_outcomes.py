@@ -112,23 +112,26 @@ async def test_a_member_who_died_explains_a_smaller_member_count(census):
     assert len(e["profile"]["members"]) == 2  # the household is who lives with the family now
 
 
-async def test_final_interview_bodies_expire_and_flagged_ones_stay(census):
+async def test_non_response_bodies_expire_and_verified_and_flagged_ones_stay(census):
     """Verify's retention rule (its SQL, run as the retention task runs it, with a cut-off in the
-    future standing in for REGSOSEK_INTERVIEW_BODY_RETENTION_DAYS having passed)."""
+    future standing in for REGSOSEK_INTERVIEW_BODY_RETENTION_DAYS having passed): a non-response
+    form's body goes; a verified family's stays while it is registered (updates apply to it), and a
+    flagged one's until it is final."""
     world, s = census
     sls = new_sls_id()
-    (e1, iv1), (e2, iv2) = family(sls, 1), family(sls, 2)
+    (e1, iv1), (e2, iv2), (e3, iv3) = family(sls, 1), family(sls, 2), family(sls, 3)
     e2["member_count"] = 5  # the interview lists 3: flagged, waiting for a supervisor
-    await s.submit("/v1/rosters", roster(sls, [e1, e2]), retry_for=30)
-    for doc in (iv1, iv2):
+    refusal = {k: v for k, v in iv3.items() if k != "housing"} | {"result": "refused", "members": []}
+    await s.submit("/v1/rosters", roster(sls, [e1, e2, e3]), retry_for=30)
+    for doc in (iv1, iv2, refusal):
         await s.submit("/v1/interviews", doc, retry_for=30)
 
     async def decided():
         rows = await world.fetch("verify", "select family_id, state from interviews where sls_id = $1", sls)
         states = {r["family_id"]: r["state"] for r in rows}
-        return states if sorted(states.values()) == ["flagged", "verified"] else None
+        return states if sorted(states.values()) == ["flagged", "non_response", "verified"] else None
 
-    await eventually(decided, timeout=WAIT, what="one family verified and one flagged")
+    await eventually(decided, timeout=WAIT, what="one family verified, one flagged, one refusal")
     conn = await asyncpg.connect(world.dsn("verify"), timeout=10)
     try:
         while await VerifyStore(conn).expire_bodies(datetime.now(UTC) + timedelta(days=1), 1000):
@@ -138,8 +141,9 @@ async def test_final_interview_bodies_expire_and_flagged_ones_stay(census):
     rows = await world.fetch("verify", "select family_id, state, outcome, body is null as emptied, "
                                        "body_expired_at is not null as stamped from interviews where sls_id = $1", sls)
     got = {r["family_id"]: (r["state"], r["outcome"], r["emptied"], r["stamped"]) for r in rows}
-    assert got == {family_id_of(iv1): ("verified", "verified", True, True),
-                   family_id_of(iv2): ("flagged", "member_count_differs", False, False)}
+    assert got == {family_id_of(iv1): ("verified", "verified", False, False),
+                   family_id_of(iv2): ("flagged", "member_count_differs", False, False),
+                   family_id_of(iv3): ("non_response", "refused", True, True)}
 
 
 async def test_an_sls_split_during_listing_keeps_the_families_already_verified(census):

@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 from test_verify_field_outcomes import refusal
-from test_verify_handlers import Verify, family, interview, resolution, roster
+from test_verify_handlers import Verify, family, interview, roster
 
-from regsosek.contracts import RosterStatus, SupervisorDecision
-from regsosek.messaging import PermanentError
+from regsosek.contracts import RosterStatus
 from verify.settings import VerifySettings
 
 DAY = 24 * 3600.0
@@ -20,11 +19,13 @@ def at(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-async def test_final_bodies_expire_once_old_and_flagged_or_held_ones_stay():
+async def test_non_response_bodies_expire_once_old_and_verified_flagged_or_held_ones_stay():
+    """A verified family's body stays while it is registered (updates apply to it: verify.updates);
+    a non-response form's goes after the retention; flagged and held ones stay until final."""
     v = Verify()
-    await v.send(roster(family(1), family(2, RosterStatus.MOVED), family(3)))
-    verified, flagged, refused = interview(building=1), interview(building=2), refusal(3)
-    for iv in (verified, flagged, refused):
+    await v.send(roster(family(1), family(2, RosterStatus.MOVED), family(3), family(4)))
+    verified, flagged, refused, refused2 = interview(building=1), interview(building=2), refusal(3), refusal(4)
+    for iv in (verified, flagged, refused, refused2):
         await v.send(iv)
     held = interview("64720100010009", 1)
     await v.send(held)
@@ -34,11 +35,9 @@ async def test_final_bodies_expire_once_old_and_flagged_or_held_ones_stay():
     assert await v.store.expire_bodies(at(90 * DAY), 100) == 1
     assert await v.store.expire_bodies(at(90 * DAY), 100) == 0
     bodies = {fid: row.interview is not None for fid, row in v.store.interviews.items()}
-    assert bodies == {verified.family_id: False, refused.family_id: False, flagged.family_id: True,
-                      held.family_id: True}
-    assert v.state(verified.family_id) == ("verified", "verified", 1)  # the outcome stays
-    with pytest.raises(PermanentError, match="expired"):
-        await v.send(resolution(verified.family_id, SupervisorDecision.REJECT))
+    assert bodies == {verified.family_id: True, refused.family_id: False, refused2.family_id: False,
+                      flagged.family_id: True, held.family_id: True}
+    assert v.state(refused.family_id)[0] == "non_response"  # the outcome stays
 
 
 def test_the_retention_is_a_positive_setting_with_a_default():

@@ -20,7 +20,7 @@ from regsosek import audit
 from regsosek.contracts import FamilyErased, RosterSubmitted, VerificationResolved
 from regsosek.contracts.updates import FamilyUpdated
 from verify.domain import (
-    FINAL_STATES,
+    BODY_EXPIRES,
     Claim,
     ClaimsRaced,
     Decided,
@@ -264,7 +264,7 @@ class InMemoryVerifyStore:
     # ---------------------------------------------------------------- erasure and the audit log
 
     async def expire_bodies(self, before: datetime, limit: int) -> int:
-        due = sorted((r for r in self.interviews.values() if r.interview is not None and r.state in FINAL_STATES
+        due = sorted((r for r in self.interviews.values() if r.interview is not None and r.state in BODY_EXPIRES
                       and r.decided_at is not None and r.decided_at < before.timestamp()), key=lambda r: r.decided_at)
         for r in due[:limit]:
             r.interview, r.traceparent = None, None

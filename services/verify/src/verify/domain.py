@@ -93,6 +93,11 @@ NON_RESPONSE = "non_response"  # the stored state of a family accounted for by a
 # its body may be emptied once old (REGSOSEK_INTERVIEW_BODY_RETENTION_DAYS). A flagged family
 # waits for its supervisor, a held one for its roster: they keep it.
 FINAL_STATES = ("verified", "rejected", NON_RESPONSE)
+# Whose interview body the retention rule empties (REGSOSEK_INTERVIEW_BODY_RETENTION_DAYS after the
+# decision): a supervisor's rejection and a non-response form. A verified family's body stays while the
+# family is registered: the living registry's updates and complaints' corrections apply to it
+# (verify.updates), as classify keeps its profile; erasure removes it.
+BODY_EXPIRES = ("rejected", NON_RESPONSE)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ class VerifySettings(TokenSettings):  # bearer tokens: GET /v1/progress (REGSOSE
     hold_sweep_interval_s: float = 60.0
     # Retention (docs/RETENTION.md): a decided family's interview body (pseudonymised answers, birth
     # dates, NIK hashes) is emptied this many days after the decision once its state is final
-    # (domain.FINAL_STATES); ids, outcome and roster match stay. Intake keeps what it received longer.
+    # (domain.BODY_EXPIRES: rejected and non-response forms; a verified family's stays while it is
+    # registered, for updates); ids, outcome and roster match stay. Intake keeps what it received longer.
     interview_body_retention_days: int = Field(90, gt=0)
     # Verify needs no NIK hash key: intake publishes NIKs and KK numbers as keyed hashes and verify
     # compares those (regsosek.pseudonyms). Only records of the v1 shapes (identifiers in clear,

@@ -31,7 +31,7 @@ from regsosek.contracts import (
 from regsosek.contracts.updates import FamilyUpdated
 from regsosek.messaging import PermanentError
 from verify.domain import (
-    FINAL_STATES,
+    BODY_EXPIRES,
     NON_RESPONSE,
     Claim,
     ClaimsRaced,
@@ -518,14 +518,15 @@ class VerifyStore:
 
     async def expire_bodies(self, before: datetime, limit: int) -> int:
         """Empties up to `limit` interview bodies decided before `before` whose state is final
-        (domain.FINAL_STATES), oldest first; rows a handler holds are skipped (the next pass takes
+        (domain.BODY_EXPIRES: rejected or non-response; a verified family's body stays while it is registered),
+        oldest first; rows a handler holds are skipped (the next pass takes
         them). The row stays: ids, outcome, roster match (progress figures), `body_expired_at`."""
         return int((await self.conn.execute(
             """update interviews set body = null, traceparent = null, body_expired_at = now()
                where family_id in (select family_id from interviews
                                    where body is not null and state = any($3::text[]) and decided_at < $1
                                    order by decided_at limit $2 for update skip locked)""",
-            before, limit, list(FINAL_STATES))).split()[-1])
+            before, limit, list(BODY_EXPIRES))).split()[-1])
 
     # ---------------------------------------------------------------- erasure and the audit log
 
