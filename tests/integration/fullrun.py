@@ -39,7 +39,9 @@ from itkit import ServiceProcess, Submitter, World, by_subject, eventually, head
 SERVICES = ("intake", "verify", "classify", "notify")
 CONCURRENCY = 8  # devices uploading at once
 RETRY_FOR = 240.0  # how long one device keeps retrying one submission
-READY_S = 240.0  # a (re)started service on a loaded machine (a consumer-group join has taken 2 minutes)
+# A (re)started service on a loaded machine: its process start took up to ~55 s at a load of 35 on 2 cores;
+# its consumer-group join under a second (docs/ORDERING.md, "Joining and leaving a group").
+READY_S = 240.0
 DRAIN_S = 300.0  # after the last submission: everything final, delivered
 
 
