@@ -126,6 +126,7 @@ async def _scale_out(f: Fleet, receiver) -> None:
          f"instances {START}; steps: {', '.join(STEPS)}")
 
     during: list[str] = []  # the steps that began while interviews were still being submitted
+    begun = asyncio.Condition()
 
     async def steps(run: Run, t_submit: float) -> None:
         slot = SUBMIT_S * 0.7 / len(STEPS)  # from 10% to 80% of the submissions; a slow step delays the next
@@ -133,15 +134,26 @@ async def _scale_out(f: Fleet, receiver) -> None:
             await asyncio.sleep(max(0.0, t_submit + SUBMIT_S * 0.1 + slot * i - time.monotonic()))
             if len(run.receipts) < len(sample.interviews):
                 during.append(what)
+            async with begun:
+                begun.notify_all()
             began = time.monotonic()
             await _step(f, what)
             _log(f"step {i + 1}/{len(STEPS)}: {what} in {time.monotonic() - began:.1f}s "
                  f"({len(run.receipts)} interviews accepted so far; instances "
                  f"{ {n: len(f.live(n)) for n in SERVICES} })")
 
+    async def in_step(share: float) -> None:
+        # The interviews (10% to 90% of the submission time) keep pace with the steps (10% to 80%): on a
+        # loaded machine a broker's restart took 2.5 minutes and a roll 1.5, and without this the later
+        # steps began after the last interview, on an idle pipeline. An interview waits until every
+        # step due before its time has begun, so each step happens while families still arrive.
+        due = sum(1 for i in range(len(STEPS)) if 0.7 * i / len(STEPS) < 0.8 * share)
+        async with begun:
+            await begun.wait_for(lambda: len(during) >= due)
+
     async with httpx.AsyncClient(base_url=f.first("intake").url, transport=Balancer(f, "intake"),
                                  timeout=15) as client:
-        run = await run_sample(f.world, client, sample, SUBMIT_S, steps, _log)
+        run = await run_sample(f.world, client, sample, SUBMIT_S, steps, _log, gate=in_step)
         _log(f"submissions and steps done after {time.monotonic() - t0:.0f}s; devices retried {run.retries} times")
         assert f.restarts["intake"] >= 2 and f.restarts["notify"] >= 2 and f.restarts["classify"] >= 2, f.restarts
         assert len(f.live("verify")) == 1
