@@ -39,7 +39,9 @@ from itkit import ServiceProcess, Submitter, World, by_subject, eventually, head
 SERVICES = ("intake", "verify", "classify", "notify")
 CONCURRENCY = 8  # devices uploading at once
 RETRY_FOR = 240.0  # how long one device keeps retrying one submission
-READY_S = 240.0  # a (re)started service on a loaded machine (a consumer-group join has taken 2 minutes)
+# A (re)started service on a loaded machine: its process start took up to ~55 s at a load of 35 on 2 cores;
+# its consumer-group join under a second (docs/ORDERING.md, "Joining and leaving a group").
+READY_S = 240.0
 DRAIN_S = 300.0  # after the last submission: everything final, delivered
 
 
@@ -162,6 +164,9 @@ async def subscribe(notify_url: str, receiver: ServiceProcess, secret: str, prog
 # ---------------------------------------------------------------- the submissions
 
 
+Gate = Callable[[float], Awaitable[None]]  # waits until a share (0..1) of the documents may be sent
+
+
 @dataclass
 class Run:
     """What the devices did: receipts by family id, and how often they had to retry."""
@@ -185,8 +190,10 @@ class Run:
                                                                             tuple(officer_areas(officer_id))))
         return self.devices[officer_id]
 
-    async def upload(self, docs: list[tuple[str, str, dict, str | None]], seconds: float) -> None:
-        """(path, officer, document, family id) by CONCURRENCY devices, paced over `seconds`."""
+    async def upload(self, docs: list[tuple[str, str, dict, str | None]], seconds: float,
+                     gate: Gate | None = None) -> None:
+        """(path, officer, document, family id) by CONCURRENCY devices, paced over `seconds`; with a
+        `gate`, each document waits for `gate(share of the documents sent before it)` too."""
         queue: asyncio.Queue = asyncio.Queue()
         for d in docs:
             queue.put_nowait(d)
@@ -197,6 +204,8 @@ class Run:
                 i = len(docs) - queue.qsize()
                 path, officer, doc, fid = queue.get_nowait()
                 await asyncio.sleep(max(0.0, start + i * gap - time.monotonic()))
+                if gate is not None:
+                    await gate(i / len(docs))
                 receipt = await self.device(officer).submit(path, doc, retry_for=RETRY_FOR)
                 if fid is not None:
                     self.receipts[fid] = receipt
@@ -209,10 +218,12 @@ def _interview_docs(ivs: list[FamilyInterview]) -> list:
 
 
 async def run_sample(world: World, client: httpx.AsyncClient, sample: Sample, submit_s: float,
-                     disruptions: Callable[[Run, float], Awaitable[None]], log: Callable[[str], None]) -> Run:
+                     disruptions: Callable[[Run, float], Awaitable[None]], log: Callable[[str], None],
+                     gate: Gate | None = None) -> Run:
     """Submits the sample over `submit_s` seconds (rosters in the first 10%, most interviews over the
     next 80%, the families claiming a duplicate NIK once their donors are final) while
-    `disruptions(run, t_submit)` runs alongside."""
+    `disruptions(run, t_submit)` runs alongside. `gate` (optional) holds each of those interviews until
+    the disruptions have caught up with it (see `Run.upload`)."""
     run = Run(sample, client)
     first, second = sample.waves()
     t_submit = time.monotonic()
@@ -221,7 +232,7 @@ async def run_sample(world: World, client: httpx.AsyncClient, sample: Sample, su
         try:
             await run.upload([("/v1/rosters", r.officer_id, r.model_dump(mode="json"), None) for r in sample.rosters],
                              submit_s * 0.1)
-            await run.upload(_interview_docs(first), submit_s * 0.8)
+            await run.upload(_interview_docs(first), submit_s * 0.8, gate)
             # A duplicate NIK is flagged on the family claiming it second: its donor must be final first.
             donors = sorted(set(sample.depends_on.values()))
             await eventually(lambda: all_final(world, [run.sub_ids[f] for f in donors]), timeout=DRAIN_S,

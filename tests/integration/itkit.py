@@ -259,9 +259,11 @@ def stack_env() -> dict[str, str]:
     return env
 
 
-async def stack_script(script: str, *args: str, timeout: float = 180.0) -> str:
-    """Runs scripts/<script> of this checkout (e.g. "kafka.sh", "start") on the tests' stack; its output."""
-    proc = await asyncio.create_subprocess_exec("bash", f"scripts/{script}", *args, cwd=ROOT, env=stack_env(),
+async def stack_script(script: str, *args: str, timeout: float = 180.0, env: dict[str, str] | None = None) -> str:
+    """Runs scripts/<script> of this checkout (e.g. "kafka.sh", "start") on the tests' stack, with `env`
+    added to its environment; its output."""
+    proc = await asyncio.create_subprocess_exec("bash", f"scripts/{script}", *args, cwd=ROOT,
+                                                env=stack_env() | (env or {}),
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)

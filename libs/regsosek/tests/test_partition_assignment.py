@@ -5,8 +5,14 @@ partition counts."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.errors import KafkaConnectionError, MemberIdRequired
+from aiokafka.protocol.group import JoinGroupRequest, JoinGroupRequest_v5
 from faststream.kafka import KafkaBroker
 
 from regsosek.messaging.consumer import PARTITION_ASSIGNMENT, EventConsumer
@@ -89,10 +95,54 @@ def test_round_robin_would_split_an_sls_between_instances() -> None:
     assert split, "round robin kept every partition number together"
 
 
-def test_round_robin_stays_offered_for_rolling_deploys() -> None:
-    # The group uses a strategy every member offers: range first, round robin so that new instances
-    # can join a group whose older instances offer only round robin.
-    assert [a.name for a in PARTITION_ASSIGNMENT] == ["range", "roundrobin"]
+def test_range_is_the_only_strategy_offered() -> None:
+    # One assignor: aiokafka joins once per assignor offered (next test), and every extra join of a
+    # member with another protocol list starts another rebalance of the whole group.
+    assert [a.name for a in PARTITION_ASSIGNMENT] == ["range"]
+
+
+class _Subscription:
+    topics = {"t"}
+    active = True
+
+
+class _Coordinator:
+    """What aiokafka's join reads of its group coordinator; counts the JoinGroup requests it sends."""
+
+    def __init__(self) -> None:
+        self.member_id, self.generation, self._group_instance_id = "", -1, None
+        self._rebalance_timeout_ms = 30_000
+        self.joins: list[list[str]] = []
+
+    async def _send_req(self, request):
+        if isinstance(request, JoinGroupRequest):
+            wire = request.build(JoinGroupRequest_v5)  # the request as the broker reads it
+            self.joins.append([name for name, _ in wire.group_protocols])
+            # first a member id (KIP-394), then a generation in which another member leads
+            if not self.member_id:
+                return SimpleNamespace(error_code=MemberIdRequired.errno, member_id="m-1")
+            return SimpleNamespace(error_code=0, member_id="m-1", generation_id=1, group_protocol="range",
+                                   leader_id="m-0")
+        raise KafkaConnectionError("no SyncGroup in this test")
+
+    def request_rejoin(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("assignors", "joins"), [
+    (PARTITION_ASSIGNMENT, [["range"], ["range"]]),
+    # what round robin offered second did: one join per assignor, the first with range alone
+    ((RangePartitionAssignor, RoundRobinPartitionAssignor), [["range"], ["range"], ["range", "roundrobin"]]),
+])
+async def test_aiokafka_joins_once_per_assignor_offered(assignors, joins) -> None:
+    # aiokafka's own join (CoordinatorGroupRebalance.perform_group_join), against a coordinator that asks
+    # for a member id first. If an upgrade makes the second case send one join with both protocols, a
+    # second strategy (for rolling deploys from another one) can be offered again: docs/ORDERING.md.
+    coordinator = _Coordinator()
+    rebalance = CoordinatorGroupRebalance(coordinator, "g", 0, _Subscription(), [a() for a in assignors],
+                                          10_000, 100)
+    await rebalance.perform_group_join()
+    assert coordinator.joins == joins
 
 
 def test_the_subscriber_is_given_the_assignment() -> None:
@@ -103,3 +153,18 @@ def test_the_subscriber_is_given_the_assignment() -> None:
     (subscriber,) = broker.subscribers
     # FastStream keeps the aiokafka consumer's arguments on the subscriber until it starts it.
     assert subscriber._connection_args["partition_assignment_strategy"] == PARTITION_ASSIGNMENT
+
+
+def test_the_subscriber_is_given_the_group_timeouts() -> None:
+    s = ServiceSettings(service_name="verify")
+    broker = KafkaBroker("127.0.0.1:1")
+    EventConsumer(s, lambda: None, {}, [Topic.SLS_ROSTER], RelayWakeup()).attach(broker)
+    (subscriber,) = broker.subscribers
+    args = subscriber._connection_args
+    assert (args["session_timeout_ms"], args["heartbeat_interval_ms"], args["rebalance_timeout_ms"],
+            args["max_poll_interval_ms"]) == (s.consumer_session_timeout_ms, s.consumer_heartbeat_interval_ms,
+                                              s.consumer_rebalance_timeout_ms, s.consumer_max_poll_interval_ms)
+    # members notice a rebalance within a third of the session, and the broker holds a join no longer
+    # than the client waits for the answer (40 s)
+    assert s.consumer_heartbeat_interval_ms * 3 <= s.consumer_session_timeout_ms
+    assert s.consumer_rebalance_timeout_ms < 40_000

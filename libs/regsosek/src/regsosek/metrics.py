@@ -6,6 +6,11 @@ EVENTS_CONSUMED = Counter("regsosek_events_consumed_total", "Kafka records consu
 EVENTS_DEAD_LETTERED = Counter("regsosek_events_dead_lettered_total", "Records sent to the dead-letter topic", ["service"])
 EVENTS_PUBLISHED = Counter("regsosek_events_published_total", "Outbox records published to Kafka", ["service"])
 BATCH_SECONDS = Histogram("regsosek_batch_seconds", "Time to apply one consumed batch", ["service"])
+# One observation per consumer-group rebalance this instance went through: from giving up its
+# partitions to getting the new ones (a new instance: its whole join).
+REBALANCE_SECONDS = Histogram("regsosek_consumer_rebalance_seconds",
+                              "Time an instance held no partitions during a consumer-group rebalance", ["service"],
+                              buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300))
 
 # The outbox and its relay. Every instance counts the outbox (it is shared through the
 # database), so these read the same on every instance whether or not it is the relay.

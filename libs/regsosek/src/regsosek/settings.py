@@ -39,6 +39,26 @@ class ServiceSettings(KafkaClientSettings):
 
     consumer_max_records: int = 500
     consumer_batch_timeout_ms: int = 50
+    # Consumer-group membership (docs/ORDERING.md, "Joining and leaving a group"). aiokafka keeps
+    # the membership (heartbeats, rejoining) in a background task of its own, so a batch being
+    # applied never delays a rebalance; these bound how fast the group notices a change.
+    # Session: an instance that dies without leaving (SIGKILL, a lost node) is removed, and its
+    # partitions move, after this long without a heartbeat (aiokafka's default, stated here).
+    consumer_session_timeout_ms: int = Field(default=10_000, ge=6_000)  # the broker's minimum is 6 s
+    # Heartbeat: members learn that a rebalance started (an instance joined or left) from their next
+    # heartbeat, and every member must rejoin before anyone gets partitions; at aiokafka's 3 s a join
+    # waited up to 3 s for that alone. 1 s costs one small request per second per instance.
+    consumer_heartbeat_interval_ms: int = Field(default=1_000, gt=0)
+    # Rebalance: how long the broker waits for every member to rejoin before it drops the late ones
+    # (who then join again as new members, which starts another rebalance). aiokafka's default is the
+    # session timeout (10 s); an instance whose event loop is busy on a loaded machine (the watchdog
+    # tolerates 10 s) could miss that. Must stay below the client's 40 s request timeout, which
+    # bounds the join request the broker holds for this long.
+    consumer_rebalance_timeout_ms: int = Field(default=30_000, gt=0, lt=40_000)
+    # Poll interval: an instance that fetched nothing for this long (a batch retried through a long
+    # database outage) leaves the group so that others can take its partitions, and joins again on
+    # its next fetch (aiokafka's default, stated here).
+    consumer_max_poll_interval_ms: int = Field(default=300_000, gt=0)
     # partitions of one fetched batch applied at the same time, each on its own connection
     consumer_partition_concurrency: int = 4
     # REGSOSEK_CONSUMER_MAX_RECORD_BYTES: a consumed record larger than this (key, value and

@@ -41,15 +41,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Container, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.errors import CommitFailedError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -63,7 +64,7 @@ from regsosek.envelope import Envelope, EnvelopeError, decode, read_headers, saf
 from regsosek.messaging import tolerant_fetch  # noqa: F401  (installs the tolerant fetcher)
 from regsosek.messaging.faults import FaultPoint, reject_event_types
 from regsosek.messaging.outbox import Outbox, OutgoingRecord, RelayWakeup, header_key_bytes
-from regsosek.metrics import BATCH_SECONDS, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
+from regsosek.metrics import BATCH_SECONDS, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, REBALANCE_SECONDS
 from regsosek.settings import ServiceSettings
 from regsosek.telemetry import context_from_headers
 from regsosek.topics import Topic
@@ -146,14 +147,34 @@ Handler = Callable[[UnitOfWork, Incoming], Awaitable[None]]
 # the same instance when all instances subscribe to the same topics and the topics have the
 # same partition count (the registry's profiles): an SLS's roster, interviews and resolutions
 # then meet in one instance and one fetched batch, and the per-SLS locks are not contended.
-# Round robin (aiokafka's and FastStream's default) is listed second only for rolling
-# deploys: a group uses the first strategy every member offers, so new instances join a
-# group of old ones (round robin only) instead of being refused, and the group moves to
-# range once the last old instance has left.
-PARTITION_ASSIGNMENT: tuple[type[AbstractPartitionAssignor], ...] = (
-    RangePartitionAssignor,
-    RoundRobinPartitionAssignor,
-)
+# Range alone: aiokafka (0.14.0) sends one JoinGroup per configured assignor on every join (its
+# `CoordinatorGroupRebalance.perform_group_join` sends the request inside the loop that lists
+# the assignors' protocols), so with round robin offered second every member joined each
+# rebalance twice, the second time with another protocol list, which starts a rebalance of its
+# own; on a loaded machine members fell out of step and a new instance needed up to two
+# minutes to join (the scale-out run's set-up). libs/regsosek/tests/test_partition_assignment.py
+# shows the library's behaviour, so an upgrade that fixes it is noticed.
+PARTITION_ASSIGNMENT: tuple[type[AbstractPartitionAssignor], ...] = (RangePartitionAssignor,)
+
+
+class RebalanceLog(ConsumerRebalanceListener):
+    """Logs every rebalance as one instance sees it: the partitions it gave up, then the ones it
+    got and how long it held none in between (for a new instance: how long its join took)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.revoked_at: float | None = None
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.revoked_at = time.monotonic()
+        log.info("rebalance: partitions revoked", extra={"fields": {"partitions": len(revoked)}})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        waited = time.monotonic() - self.revoked_at if self.revoked_at is not None else 0.0
+        REBALANCE_SECONDS.labels(self.service).observe(waited)
+        log.info("rebalance: partitions assigned", extra={"fields": {
+            "partitions": len(assigned), "topics": len({tp.topic for tp in assigned}),
+            "without_partitions_s": round(waited, 2)}})
 
 
 class EventConsumer:
@@ -201,6 +222,11 @@ class EventConsumer:
             batch_timeout_ms=s.consumer_batch_timeout_ms,
             auto_offset_reset="earliest",
             partition_assignment_strategy=PARTITION_ASSIGNMENT,
+            session_timeout_ms=s.consumer_session_timeout_ms,
+            heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
+            rebalance_timeout_ms=s.consumer_rebalance_timeout_ms,
+            max_poll_interval_ms=s.consumer_max_poll_interval_ms,
+            listener=RebalanceLog(s.service_name),
             ack_policy=AckPolicy.MANUAL,
             parser=keep_raw,
             decoder=no_decode,
@@ -217,7 +243,14 @@ class EventConsumer:
                 return
             if self.exit_after_commit.hit():
                 self.exit_after_commit.crash()
-            await msg.ack()
+            try:
+                await msg.ack()
+            except CommitFailedError:
+                # The group rebalanced while the batch was applied: its partitions may be another
+                # instance's now. The database committed; the records come again to whoever owns
+                # the partitions and the inbox skips them.
+                log.warning("batch applied but its offsets not committed: the group rebalanced meanwhile",
+                            extra={"fields": {"records": len(msg.raw_message)}})
 
     # ---------------------------------------------------------------- processing
 
