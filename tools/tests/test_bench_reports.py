@@ -53,6 +53,15 @@ def test_rerank_points_read_either_format(doc):
     assert plots.rss_spread(points) == pytest.approx(20 / 120)
 
 
+def test_rerank_bench_output_gives_one_line_per_scope_and_replay():
+    doc = [{"what": "rerank", "families": 100_000, "scope": "national", "seconds": 6.0, "peak_rss_mib": 90.0},
+           {"what": "rerank", "families": 1_000_000, "scope": "national", "seconds": 58.0, "peak_rss_mib": 95.0},
+           {"what": "replay", "families": 100_000, "processes": 2, "seconds": 9.0, "peak_rss_mib": 120.0}]
+    points = plots.rerank_points(doc)
+    assert {p.series for p in points} == {"re-rank national", "replay ×2 processes"}
+    assert plots.rss_spread(points, "re-rank national") == pytest.approx(5 / 90)
+
+
 def test_rerank_point_without_size_is_refused():
     with pytest.raises(ValueError, match="scope size"):
         plots.rerank_points([{"seconds": 1.0}])

@@ -7,11 +7,13 @@
     python -m regsosek_tools.report.plots --bench .local/bench/20261201T060000Z.json --out docs/bench
     python -m regsosek_tools.report.plots --rerank .local/bench/rerank.json --out docs/bench
 
-The re-rank JSON is a list of points, or an object with a "points" (or "scopes", "runs",
-"results") list; each point gives the scope's size ("families", "scope_families", "scope_size" or
-"n"), the re-rank's duration in seconds ("seconds", "rerank_s", "elapsed_s", "wall_s" or
-"duration_s") and classify's peak RSS in MB ("max_rss_mb", "rss_mb", "peak_rss_mb",
-"rss_peak_mb"; or "max_rss_kb", "rss_kb" in kB); optionally "label", "commit", "date".
+The re-rank JSON is what `python -m classify.rerank_bench --json FILE` writes: a list of
+measurements, or an object with a "points" (or "scopes", "runs", "results") list. Each gives the
+scope's size ("families", "scope_families", "scope_size" or "n"), the duration in seconds
+("seconds", "rerank_s", "elapsed_s", "wall_s" or "duration_s") and the peak RSS in MiB
+("peak_rss_mib", "max_rss_mb", "rss_mb", "peak_rss_mb", "rss_peak_mb"; or "max_rss_kb", "rss_kb"
+in KiB); optionally "what" ("rerank" or "replay"), "scope" and "processes", which name the line a
+point belongs to. An object may add "label", "commit" and "date" for the title.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ RERANK_PNG = "rerank-vs-scope.png"
 
 SIZE_KEYS = ("families", "scope_families", "scope_size", "n")
 SECONDS_KEYS = ("seconds", "rerank_s", "elapsed_s", "wall_s", "duration_s")
-RSS_MB_KEYS = ("max_rss_mb", "rss_mb", "peak_rss_mb", "rss_peak_mb")
+RSS_MB_KEYS = ("peak_rss_mib", "max_rss_mb", "rss_mb", "peak_rss_mb", "rss_peak_mb")
 RSS_KB_KEYS = ("max_rss_kb", "rss_kb")
 
 
@@ -45,6 +47,7 @@ class RerankPoint:
     families: int
     seconds: float | None
     rss_mb: float | None
+    series: str = "re-rank"  # e.g. "re-rank national", "replay ×4 processes"
 
 
 def stored_series(result: dict) -> tuple[str, list[StoredPoint]]:
@@ -72,13 +75,21 @@ def rerank_points(doc: dict | list) -> list[RerankPoint]:
         rss = _first(p, RSS_MB_KEYS)
         if rss is None and (kb := _first(p, RSS_KB_KEYS)) is not None:
             rss = kb / 1024
-        out.append(RerankPoint(int(size), _first(p, SECONDS_KEYS), rss))
-    return sorted(out, key=lambda p: p.families)
+        out.append(RerankPoint(int(size), _first(p, SECONDS_KEYS), rss, _series(p)))
+    return sorted(out, key=lambda p: (p.series, p.families))
 
 
-def rss_spread(points: Sequence[RerankPoint]) -> float | None:
-    """(largest RSS - smallest) / smallest over the points: target 3 wants at most 0.2."""
-    rss = [p.rss_mb for p in points if p.rss_mb]
+def _series(p: dict) -> str:
+    what = {"rerank": "re-rank", "replay": "replay"}.get(str(p.get("what") or "rerank"), str(p.get("what")))
+    parts = [what] + ([str(p["scope"])] if p.get("scope") and what == "re-rank" else [])
+    if p.get("processes") and what == "replay":
+        parts.append(f"×{p['processes']} processes")
+    return " ".join(parts)
+
+
+def rss_spread(points: Sequence[RerankPoint], series: str | None = None) -> float | None:
+    """(largest RSS - smallest) / smallest over the points (of one series): target 3 wants at most 0.2."""
+    rss = [p.rss_mb for p in points if p.rss_mb and (series is None or p.series == series)]
     return (max(rss) - min(rss)) / min(rss) if len(rss) >= 2 else None
 
 
@@ -119,28 +130,30 @@ def plot_throughput_vs_stored(series: Sequence[tuple[str, Sequence[StoredPoint]]
 def plot_rerank(points: Sequence[RerankPoint], path: Path, *, label: str = "") -> Path:
     """Re-rank duration and classify's peak RSS against the scope's size (log scale), side by side."""
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
-    xs = [p.families for p in points]
-    timed = [(p.families, p.seconds) for p in points if p.seconds is not None]
-    left.plot([x for x, _ in timed], [s for _, s in timed], marker="o")
-    left.set_ylabel("re-rank seconds")
-    rss = [(p.families, p.rss_mb) for p in points if p.rss_mb is not None]
-    right.plot([x for x, _ in rss], [m for _, m in rss], marker="o", color="tab:red")
-    if rss:
-        base = rss[0][1]
-        right.axhspan(base * (1 - RSS_SPREAD_TARGET), base * (1 + RSS_SPREAD_TARGET), color="tab:red", alpha=0.08,
-                      label=f"±{RSS_SPREAD_TARGET:.0%} of the smallest scope's")
-        right.legend(fontsize=8)
-    right.set_ylabel("classify peak RSS (MB)")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
+    xs = sorted({p.families for p in points})
+    for name in dict.fromkeys(p.series for p in points):
+        mine = [p for p in points if p.series == name]
+        timed = [(p.families, p.seconds) for p in mine if p.seconds is not None]
+        left.plot([x for x, _ in timed], [s for _, s in timed], marker="o", label=name)
+        rss = [(p.families, p.rss_mb) for p in mine if p.rss_mb is not None]
+        line, = right.plot([x for x, _ in rss], [m for _, m in rss], marker="o", label=name)
+        if rss and name.startswith("re-rank"):
+            base = rss[0][1]
+            right.axhspan(base * (1 - RSS_SPREAD_TARGET), base * (1 + RSS_SPREAD_TARGET), color=line.get_color(),
+                          alpha=0.08, label=f"{name}: ±{RSS_SPREAD_TARGET:.0%} of the smallest scope's")
+    left.set_ylabel("seconds (wall)")
+    right.set_ylabel("peak RSS (MiB)")
     right.set_ylim(bottom=0)
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_xlabel("families in the scope")
         ax.grid(True, alpha=0.3, which="both")
+        ax.legend(fontsize=7)
         if xs:
             ax.set_xticks(xs)
             ax.xaxis.set_major_formatter(_thousands())
-    fig.suptitle("Re-rank against scope size" + (f" ({label})" if label else ""), fontsize=10)
+    fig.suptitle("Re-rank (and replay) against scope size" + (f" ({label})" if label else ""), fontsize=10)
     return _save(fig, plt, path)
 
 
