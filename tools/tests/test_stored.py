@@ -14,10 +14,10 @@ from regsosek_tools.load.stored import (
     Clone,
     Column,
     Templates,
-    TemplateTooSmall,
-    max_rounds,
+    Villages,
     new_hash,
     new_uuid,
+    reads_between,
     sls_numbers,
 )
 from regsosek_tools.report.bench import comparison_rows, ratios, stored_verdict
@@ -53,7 +53,7 @@ def test_column_kinds_follow_names_and_types():
 
 def test_a_round_moves_every_identifier_and_keeps_the_decision():
     t = interviews()
-    sls = sls_numbers([SLS_A], 1)
+    sls = sls_numbers([SLS_A], 1, Villages([SLS_A[:10]]))
     (row,) = list(t.records(1, sls))
     family, sls_id, sub, version, body, state, kk, seq = row
     new_sls = sls[SLS_A]
@@ -85,25 +85,31 @@ def test_serial_columns_are_left_to_their_sequence():
 def test_rows_without_an_sls_keep_their_text_and_kept_uuids():
     cols = [Column("subscription_id", "uuid"), Column("family_id", "text")]
     t = Clone("subscription_families", cols, [(SUBSCRIPTION, f"{SLS_C}-0002-003")])
-    sls = sls_numbers([SLS_C], 4)
+    sls = sls_numbers([SLS_C], 4, Villages([SLS_C[:10]]))
     (row,) = list(t.records(4, sls))
     assert tuple(row) == (SUBSCRIPTION, f"{sls[SLS_C]}-0002-003")
 
 
-def test_sls_numbers_are_new_distinct_and_in_the_same_village():
+def test_stored_sls_fill_the_template_villages_then_others_then_other_provinces():
     template = [SLS_A, SLS_B, SLS_C]
-    seen = set(template)
-    for k in range(1, 50):
-        m = sls_numbers(template, k)
-        assert all(m[s][:10] == s[:10] and len(m[s]) == 14 and 1000 <= int(m[s][10:]) <= 9999 for s in template)
+    villages = Villages([s[:10] for s in template], others=["6401010002"], per_village=4)
+    seen: set[str] = set(template)
+    per_village: dict[str, int] = {}
+    for k in range(1, 7):  # 18 slots: 2 template villages x 4, 1 other x 4, then 6 made up
+        m = sls_numbers(template, k, villages)
+        assert all(len(v) == 14 and v.isdigit() and int(v[10:]) >= 1000 for v in m.values())
         assert not seen & set(m.values())
         seen |= set(m.values())
+        for v in m.values():
+            per_village[v[:10]] = per_village.get(v[:10], 0) + 1
+    assert per_village[SLS_A[:10]] == 4 and per_village[SLS_C[:10]] == 4 and per_village["6401010002"] == 4
+    elsewhere = [v for v in per_village if v[:2] != "64"]
+    assert len(elsewhere) == 2 and max(per_village.values()) == 4
 
 
-def test_sls_numbers_run_out_per_village():
-    assert max_rounds([SLS_A, SLS_B, SLS_C]) == 4500  # two template SLS in village 6401010001
-    with pytest.raises(TemplateTooSmall):
-        sls_numbers([SLS_A, SLS_B], 4501)
+def test_the_same_round_gets_the_same_sls():
+    villages = Villages([SLS_A[:10]])
+    assert sls_numbers([SLS_A, SLS_C], 9, villages) == sls_numbers([SLS_C, SLS_A], 9, villages)
 
 
 def test_rounds_for_whole_rounds_of_the_template():
@@ -115,6 +121,7 @@ def test_rounds_write_one_copy_per_round():
     t = interviews()
     tpl = Templates([], families_per_round=1)
     tpl.template_sls = [SLS_A]
+    tpl.villages = Villages([SLS_A[:10]])
     rows = list(t.rounds(range(1, 4), tpl.sls_of))
     assert len(rows) == 3 and len({r[0] for r in rows}) == 3
 
@@ -155,3 +162,14 @@ def test_comparison_row_for_stored():
          "stored_ratios": ratios([(150, 100.0), (20150, 90.0)])}
     (row,) = comparison_rows(r)
     assert "families already stored" in row and "150 stored → 100.0" in row and "20,150: 0.90" in row
+
+
+def test_reads_between_names_the_tables_read_whole_most_rows_first():
+    before = {"verify.roster_families": {"seq_scan": 10, "seq_tup_read": 1000, "idx_scan": 5},
+              "verify.interviews": {"seq_scan": 1, "seq_tup_read": 50, "idx_scan": 100}}
+    after = {"verify.roster_families": {"seq_scan": 30, "seq_tup_read": 901000, "idx_scan": 5},
+             "verify.interviews": {"seq_scan": 1, "seq_tup_read": 50, "idx_scan": 900},
+             "classify.families": {"seq_scan": 2, "seq_tup_read": 70, "idx_scan": 0}}
+    assert reads_between(before, after) == [
+        {"table": "verify.roster_families", "seq_scan": 20, "seq_tup_read": 900000, "idx_scan": 0},
+        {"table": "classify.families", "seq_scan": 2, "seq_tup_read": 70, "idx_scan": 0}]

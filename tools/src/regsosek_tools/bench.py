@@ -423,7 +423,14 @@ class Bench:
     async def stored(self, pool: Pool) -> list[dict]:
         """For each N of --stored (ascending): at least N families stored (load.stored, COPY), a
         warm-up, then the throughput measurement of --stored-families new families."""
-        from regsosek_tools.load.stored import Templates, TemplateTooSmall, count_families, database_sizes
+        from regsosek_tools.load.stored import (
+            Templates,
+            TemplateTooSmall,
+            count_families,
+            database_sizes,
+            reads_between,
+            table_reads,
+        )
 
         dsns = {s: self.world.dsn(s) for s in SERVICES}
         templates: Templates | None = None
@@ -453,9 +460,11 @@ class Bench:
             stored_now = await count_families(dsns["verify"])
             if self.a.warmup:
                 await self.upload(pool.take(self.a.warmup), f"{label}-warmup")
+            reads = await table_reads(dsns)
             res = await self.upload(pool.take(self.a.stored_families), label)
             res.update({"stored_target": n, "stored_families": stored_now, "load": load,
-                        "database_bytes": await database_sizes(dsns), "per_service": self.phase_services(label)})
+                        "database_bytes": await database_sizes(dsns), "per_service": self.phase_services(label),
+                        "sequential_reads": reads_between(reads, await table_reads(dsns))})
             out.append(res)
         return out
 

@@ -13,13 +13,16 @@ world:
    and every service's inbox. Not cloned: what is not per family (schema_migrations, the outboxes,
    subscriptions, rankings, replay runs, areas waiting for a re-rank).
 2. Each round k writes one copy of those rows under new identifiers (`Clone`): every template SLS
-   becomes another SLS *of the same village* (SLS numbers 1000-9999; the sample draws 0001-0999),
-   so family ids, prefix look-ups (progress by area, the village's KK index) and every index see a
-   registry of that size; submission, event and erasure ids (UUIDs) and keyed hashes (NIK claims, KK
-   hashes, content hashes) become new values derived from the old one and k, the same in every table
-   and database, so what refers to what still does. Text and JSON holding the old SLS id get the new
-   one. Serial ids are left to their sequences; other columns are copied as they are (decisions,
-   versions, sealed bodies, times).
+   becomes a new SLS (numbered from 1000; the sample draws 0001-0999) in a village `Villages`
+   assigns, SLS_PER_VILLAGE to a village: first the villages the bench's own families live in (so
+   their village-wide look-ups, e.g. verify's KK matching across the village's SLS, see a village's
+   worth of stored neighbours, no more), then the province's other villages, then villages of other
+   provinces (a national registry: most of it lies elsewhere). Family ids, prefix look-ups and every
+   index thus see a registry of that size with a village's realistic density. Submission, event and
+   erasure ids (UUIDs) and keyed hashes (NIK claims, KK hashes, content hashes) become new values
+   derived from the old one and k, the same in every table and database, so what refers to what
+   still does. Text and JSON holding the old SLS id get the new one. Serial ids are left to their
+   sequences; other columns are copied as they are (decisions, versions, sealed bodies, times).
 
 The families measured after a load are the bench's own new families in the bench's SLSes: their
 rosters, NIK look-ups, SLS recounts, inbox checks and per-family rows land among the stored ones.
@@ -44,12 +47,15 @@ KEPT_UUIDS = frozenset({"subscription_id"})  # refer to rows that are not cloned
 EVENT_ID_COLUMNS = frozenset({"event_id", "message_id"})
 SLS_DIGITS = 14  # 10-digit BPS village code + 4-digit SLS number
 FIRST_STORED_SLS = 1000  # the sample's SLS numbers are 0001-0999 (regsosek_tools.sample)
-LAST_STORED_SLS = 9999
+SLS_PER_VILLAGE = 20  # stored SLS given to one village (Indonesia: ~1.3 M SLS in ~84,000 villages, ~16 each)
+# BPS province codes; villages of those other than the sample's (64) are made up: prov+regency+district+village
+PROVINCES = ("11", "12", "13", "14", "15", "16", "17", "18", "19", "21", "31", "32", "33", "34", "35", "36", "51",
+             "52", "53", "61", "62", "63", "65", "71", "72", "73", "74", "75", "76", "81", "82", "91", "92", "94")
 COUNTED = ("verify", "interviews")  # one row per family interviewed: what "families stored" counts
 
 
 class TemplateTooSmall(RuntimeError):
-    """The world does not hold enough to clone from, or a village would run out of SLS numbers."""
+    """The world holds no family to clone from."""
 
 
 # ---------------------------------------------------------------- what each column becomes
@@ -105,30 +111,41 @@ def new_hash(old: bytes | str, k: int) -> bytes | str:
     return hashlib.blake2b(old.encode() + _salt(k), digest_size=size).hexdigest()
 
 
-def sls_numbers(template_sls: Sequence[str], k: int) -> dict[str, str]:
-    """Round k's SLS for each template SLS: another SLS of the same village, numbered from 1000 up
-    by round and by the template SLS's place among its village's ones."""
-    villages: dict[str, list[str]] = {}
-    for s in sorted(set(template_sls)):
-        villages.setdefault(s[:10], []).append(s)
-    out = {}
-    for village, members in villages.items():
-        for i, s in enumerate(members):
-            number = FIRST_STORED_SLS + (k - 1) * len(members) + i
-            if number > LAST_STORED_SLS:
-                raise TemplateTooSmall(f"village {village} has no SLS number left for round {k} (its "
-                                       f"{len(members)} template SLS take {len(members)} numbers a round); "
-                                       "a larger warm-up gives each round more families")
-            out[s] = f"{village}{number:04d}"
-    return out
+class Villages:
+    """Where stored SLS go: the template's villages first, then `others` (the province's other
+    villages), then made-up villages of the other provinces; SLS_PER_VILLAGE in each."""
+
+    def __init__(self, template_villages: Sequence[str], others: Sequence[str] = (),
+                 per_village: int = SLS_PER_VILLAGE) -> None:
+        first = sorted(set(template_villages))
+        self.known = first + sorted(set(others) - set(first))
+        self.per_village = per_village
+        self._elsewhere = _made_up_villages()
+        self._list = list(self.known)
+
+    def village(self, i: int) -> str:
+        while i >= len(self._list):
+            self._list.append(next(self._elsewhere))
+        return self._list[i]
+
+    def sls(self, slot: int) -> str:
+        """The stored SLS of a slot (0, 1, ...): SLS_PER_VILLAGE consecutive slots share a village."""
+        return f"{self.village(slot // self.per_village)}{FIRST_STORED_SLS + slot % self.per_village:04d}"
 
 
-def max_rounds(template_sls: Sequence[str]) -> int:
-    """Rounds the SLS numbers allow: the village with the most template SLSes decides."""
-    per_village: dict[str, int] = {}
-    for s in set(template_sls):
-        per_village[s[:10]] = per_village.get(s[:10], 0) + 1
-    return min(((LAST_STORED_SLS - FIRST_STORED_SLS + 1) // n for n in per_village.values()), default=0)
+def _made_up_villages() -> Iterator[str]:
+    for prov in PROVINCES:
+        for regency in range(1, 80):
+            for district in range(10, 1000, 10):
+                for village in range(1, 1000):
+                    yield f"{prov}{regency:02d}{district:03d}{village:03d}"
+
+
+def sls_numbers(template_sls: Sequence[str], k: int, villages: Villages) -> dict[str, str]:
+    """Round k's SLS for each template SLS: the next len(template_sls) slots of `villages`."""
+    ordered = sorted(set(template_sls))
+    base = (k - 1) * len(ordered)
+    return {s: villages.sls(base + i) for i, s in enumerate(ordered)}
 
 
 class Clone:
@@ -220,6 +237,7 @@ class Templates:
         self.families_per_round = families_per_round
         self.template_sls = sorted({s for d in self.databases for t in d.tables for r in t.rows
                                     if (s := t.template_sls(r)) and len(s) == SLS_DIGITS and s.isdigit()})
+        self.villages = Villages([s[:10] for s in self.template_sls], _province_villages())
         self.next_round = 1
         self.sls_of = functools.lru_cache(maxsize=16)(self._sls_of)  # the databases load the same rounds at once
 
@@ -253,7 +271,7 @@ class Templates:
         return cls(databases, per_round)
 
     def _sls_of(self, k: int) -> dict[str, str]:
-        return sls_numbers(self.template_sls, k)
+        return sls_numbers(self.template_sls, k, self.villages)
 
     def rounds_for(self, families: int) -> int:
         """Rounds that add at least `families` families."""
@@ -266,10 +284,6 @@ class Templates:
         n = self.rounds_for(families)
         if n == 0:
             return {"rounds": 0, "families": 0, "rows": 0, "seconds": 0.0, "databases": {}}
-        if self.next_round + n - 1 > max_rounds(self.template_sls):
-            raise TemplateTooSmall(f"{n} more rounds of {self.families_per_round} families do not fit the SLS "
-                                   f"numbers of the template's villages ({max_rounds(self.template_sls)} rounds in "
-                                   f"all): a larger warm-up gives each round more families")
         ks = range(self.next_round, self.next_round + n)
         self.next_round += n
         log(f"stored: writing {n} round(s) of {self.families_per_round} families with COPY "
@@ -306,6 +320,13 @@ class Templates:
         return out
 
 
+def _province_villages() -> list[str]:
+    """The villages of the area reference the sample draws from (regsosek.areas)."""
+    from regsosek import areas
+
+    return sorted(areas.reference().villages)
+
+
 async def count_families(dsn: str) -> int:
     """Families stored in a world (rows of verify's interviews, one per family interviewed)."""
     import asyncpg
@@ -329,6 +350,36 @@ async def database_sizes(dsns: dict[str, str]) -> dict[str, int]:
         finally:
             await conn.close()
     return out
+
+
+async def table_reads(dsns: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Per "service.table", the server's counters of sequential scans and rows they read, and of
+    index scans (pg_stat_user_tables): the difference over a measured step says which tables were
+    read whole while the registry grew."""
+    import asyncpg
+
+    out: dict[str, dict[str, int]] = {}
+    for service, dsn in dsns.items():
+        conn = await asyncpg.connect(dsn, timeout=30)
+        try:
+            for r in await conn.fetch("select relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0) idx_scan "
+                                      "from pg_stat_user_tables"):
+                out[f"{service}.{r['relname']}"] = {"seq_scan": r["seq_scan"], "seq_tup_read": r["seq_tup_read"],
+                                                    "idx_scan": r["idx_scan"]}
+        finally:
+            await conn.close()
+    return out
+
+
+def reads_between(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], top: int = 6) -> list[dict]:
+    """The tables read most by sequential scans between two `table_reads`, most rows first."""
+    rows = []
+    for table, a in after.items():
+        b = before.get(table, {})
+        d = {k: a[k] - b.get(k, 0) for k in a}
+        if d["seq_tup_read"] > 0:
+            rows.append({"table": table, **d})
+    return sorted(rows, key=lambda r: -r["seq_tup_read"])[:top]
 
 
 def _q(name: str) -> str:

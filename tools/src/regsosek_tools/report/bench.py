@@ -328,6 +328,10 @@ def _print_stored(r: dict) -> None:
         p(f"  {fnum(s['stored_families']):>10} stored: {fnum(fps, 1)} families/s end to end ({s['families']:,} families"
           f"{'' if s.get('families_per_s') else ', ' + s['ended']}"
           f"{'' if ratio is None else f'; {ratio:.2f} of the first'}); databases {size:.2f} GiB{loaded}")
+        seq = ", ".join(f"{q['table']} {fnum(q['seq_tup_read'])} rows in {q['seq_scan']}"
+                        for q in (s.get("sequential_reads") or [])[:4])
+        if seq:
+            p(f"  {'':>10}   read by sequential scans during the step: {seq}")
     ratio, n, ok = stored_verdict(r)
     if ratio is not None:
         p(f"  {mark(ok)} target 4 (≥ {TARGETS['stored_ratio']:.0%} at {STORED_TARGET_FAMILIES:,} stored): {ratio:.0%} at "
