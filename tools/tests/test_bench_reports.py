@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from regsosek_tools.bench import profiled_phase
-from regsosek_tools.measure.profile import flame_name, record_command
+from regsosek_tools.measure.profile import flame_name, record_command, without_checkout
 from regsosek_tools.report import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -98,3 +98,10 @@ def test_py_spy_records_one_process_and_its_workers_until_interrupted(tmp_path: 
 def test_profiled_phases_are_the_measured_ones():
     assert profiled_phase("throughput") and profiled_phase("stored-2000000")
     assert not profiled_phase("stored-0-warmup") and not profiled_phase("warmup") and not profiled_phase("scale-2")
+
+
+def test_flame_graphs_do_not_carry_the_checkouts_path(tmp_path: Path):
+    svg = tmp_path / "f.svg"
+    svg.write_text('<text>/srv/co/.venv/bin/py-spy record --pid 1</text><title>process 1:"/srv/co/.venv/bin/python"</title>')
+    without_checkout(svg, Path("/srv/co"))
+    assert "/srv/co" not in svg.read_text() and ".venv/bin/py-spy record" in svg.read_text()

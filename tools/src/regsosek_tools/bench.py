@@ -914,7 +914,7 @@ async def run(a: argparse.Namespace) -> dict:
     b = Bench(a)  # the world of every phase but brokers (set up only when one of them runs)
     if a.profile:
         b.flames = FlameGraphs(a.report_dir, date=result["bench"]["date"], commit=result["bench"]["commit"],
-                               rate=a.profile_rate, log_dir=b.log_dir, log=b.log)
+                               rate=a.profile_rate, log_dir=b.log_dir, log=b.log, checkout=ROOT)
     main_phases = [p for p in a.phases if p != "brokers"]
     result["bench"]["world"] = b.tag if main_phases else None
     need = families_needed(a)

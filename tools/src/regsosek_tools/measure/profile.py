@@ -43,6 +43,12 @@ def record_command(exe: str, pid: int, svg: Path, rate: int) -> list[str]:
             "--subprocesses", "--nonblocking"]
 
 
+def without_checkout(svg: Path, checkout: Path) -> None:
+    """The flame graph with the checkout's absolute path cut out of the command lines it shows."""
+    text = svg.read_text(errors="replace")
+    svg.write_text(text.replace(f"{checkout}/", ""))
+
+
 def _log_file(path: Path):
     """py-spy's own output, appended to (opened once at its start)."""
     return open(path, "ab")  # noqa: SIM115 - closed by the caller's with
@@ -61,8 +67,9 @@ class FlameGraphs:
     """py-spy on a set of processes for one phase at a time: `start` before, `stop` after."""
 
     def __init__(self, out_dir: Path, *, date: str, commit: str, rate: int = 100, log_dir: Path,
-                 log: Callable[[str], None] = lambda _: None) -> None:
+                 log: Callable[[str], None] = lambda _: None, checkout: Path | None = None) -> None:
         self.out_dir, self.date, self.commit, self.rate, self.log_dir, self.log = out_dir, date, commit, rate, log_dir, log
+        self.checkout = checkout  # its path is cut from the SVGs' command lines (they go into the repository)
         self.exe = py_spy()
         self.running: list[Recording] = []
         self.phase = ""
@@ -104,6 +111,8 @@ class FlameGraphs:
                         rec.proc.kill()
                     rc = await rec.proc.wait()
             written = rec.svg.exists() and rec.svg.stat().st_size > 0
+            if written and self.checkout is not None:
+                without_checkout(rec.svg, self.checkout)
             out.append({"phase": self.phase, "instance": rec.instance, "svg": str(rec.svg) if written else None,
                         "rc": rc, "log": str(rec.log)})
         self.running = []
