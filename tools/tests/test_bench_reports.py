@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from regsosek_tools.bench import profiled_phase
+from regsosek_tools.measure.delivery import stalled
 from regsosek_tools.measure.profile import flame_name, record_command, without_checkout
 from regsosek_tools.report import plots
 
@@ -105,3 +106,11 @@ def test_flame_graphs_do_not_carry_the_checkouts_path(tmp_path: Path):
     svg.write_text('<text>/srv/co/.venv/bin/py-spy record --pid 1</text><title>process 1:"/srv/co/.venv/bin/python"</title>')
     without_checkout(svg, Path("/srv/co"))
     assert "/srv/co" not in svg.read_text() and ".venv/bin/py-spy record" in svg.read_text()
+
+
+def test_a_phase_is_stalled_early_only_once_events_flow():
+    assert stalled(25.0, True, {"verify": 0, "notify": 0}, 120.0)
+    assert not stalled(25.0, False, {"verify": 0, "notify": 0}, 120.0)  # may still be in intake's outbox
+    assert not stalled(25.0, True, {"verify": 3}, 120.0)
+    assert not stalled(25.0, True, None, 120.0)
+    assert stalled(121.0, False, None, 120.0)
