@@ -47,7 +47,7 @@ KEPT_UUIDS = frozenset({"subscription_id"})  # refer to rows that are not cloned
 EVENT_ID_COLUMNS = frozenset({"event_id", "message_id"})
 SLS_DIGITS = 14  # 10-digit BPS village code + 4-digit SLS number
 FIRST_STORED_SLS = 1000  # the sample's SLS numbers are 0001-0999 (regsosek_tools.sample)
-SLS_PER_VILLAGE = 20  # stored SLS given to one village (Indonesia: ~1.3 M SLS in ~84,000 villages, ~16 each)
+SLS_PER_VILLAGE = 20  # stored SLS given to one village (assumed; Indonesia has ~84,000 villages)
 # BPS province codes; villages of those other than the sample's (64) are made up: prov+regency+district+village
 PROVINCES = ("11", "12", "13", "14", "15", "16", "17", "18", "19", "21", "31", "32", "33", "34", "35", "36", "51",
              "52", "53", "61", "62", "63", "65", "71", "72", "73", "74", "75", "76", "81", "82", "91", "92", "94")
