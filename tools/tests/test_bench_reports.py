@@ -19,7 +19,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def bench_result() -> dict:
     return {"bench": {"date": "2026-12-01", "commit": "abc1234"}, "machine": {"nproc": 2},
-            "stored": [{"stored_families": 450, "families_per_s": 120.0},
+            "stored": [{"stored_families": 450, "families_per_s": 120.0,
+                        "per_service": {"intake": {"cpu_percent": 20.0}, "verify": {"cpu_percent": 30.0},
+                                        "classify": {"cpu_percent": 30.0}, "notify": {"cpu_percent": 20.0},
+                                        "receiver": {"cpu_percent": 50.0}}},
                        {"stored_families": 200_450, "families_per_s": 110.0},
                        {"stored_families": 2_000_450, "families_per_s": None}]}  # not completed: not plotted
 
@@ -28,6 +31,7 @@ def test_stored_series_keeps_completed_steps_in_order():
     label, points = plots.stored_series(bench_result())
     assert label == "2026-12-01 abc1234"
     assert [(p.stored, p.families_per_s) for p in points] == [(450, 120.0), (200_450, 110.0)]
+    assert points[0].per_core == pytest.approx(120.0) and points[1].per_core is None  # the services' CPU only
 
 
 def test_throughput_plot_is_a_png(tmp_path: Path):
@@ -114,3 +118,7 @@ def test_a_phase_is_stalled_early_only_once_events_flow():
     assert not stalled(25.0, True, {"verify": 3}, 120.0)
     assert not stalled(25.0, True, None, 120.0)
     assert stalled(121.0, False, None, 120.0)
+
+
+def test_axis_labels_are_compact():
+    assert [plots.compact(v) for v in (0, 500, 50_000, 2_000_000, 2_500_000)] == ["0", "500", "50k", "2M", "2.5M"]

@@ -40,6 +40,7 @@ RSS_KB_KEYS = ("max_rss_kb", "rss_kb")
 class StoredPoint:
     stored: int
     families_per_s: float
+    per_core: float | None = None  # families/s per core of service CPU (the four services summed)
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,18 @@ class RerankPoint:
 def stored_series(result: dict) -> tuple[str, list[StoredPoint]]:
     """A bench result's stored phase as (label, points by families stored)."""
     b = result.get("bench") or {}
-    points = [StoredPoint(int(s["stored_families"]), float(s["families_per_s"]))
+    points = [StoredPoint(int(s["stored_families"]), float(s["families_per_s"]), per_service_core(s))
               for s in result.get("stored") or [] if s.get("families_per_s") and s.get("stored_families") is not None]
     return f"{b.get('date', '?')} {b.get('commit', '?')}", sorted(points, key=lambda p: p.stored)
+
+
+def per_service_core(step: dict) -> float | None:
+    """A step's families/s per core of service CPU: on a shared machine, what a family costs the
+    services, whatever share of the CPU they got."""
+    from regsosek_tools.processes import PIPELINE
+
+    cpu = sum((step.get("per_service") or {}).get(s, {}).get("cpu_percent") or 0.0 for s in PIPELINE)
+    return step["families_per_s"] / (cpu / 100) if cpu > 0 and step.get("families_per_s") else None
 
 
 def _first(d: dict, keys: Sequence[str]) -> float | None:
@@ -107,7 +117,9 @@ def plot_throughput_vs_stored(series: Sequence[tuple[str, Sequence[StoredPoint]]
     """Sustained families/s against families already stored, one line per run, with the target
     (80% of that run's empty-store figure) dashed."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    with_cost = any(p.per_core for _, points in series for p in points)
+    fig, axes = plt.subplots(1, 2 if with_cost else 1, figsize=(12 if with_cost else 8, 4.5), dpi=110, squeeze=False)
+    ax = axes[0][0]
     for label, points in series:
         if not points:
             continue
@@ -124,6 +136,18 @@ def plot_throughput_vs_stored(series: Sequence[tuple[str, Sequence[StoredPoint]]
     ax.set_title("Throughput against families stored" + (f" ({machine})" if machine else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    if with_cost:
+        cost = axes[0][1]
+        for label, points in series:
+            pts = [p for p in points if p.per_core]
+            cost.plot([p.stored for p in pts], [p.per_core for p in pts], marker="o", label=label)
+        cost.set_xlabel("families already stored")
+        cost.set_ylabel("families/s per core of service CPU")
+        cost.set_ylim(bottom=0)
+        cost.xaxis.set_major_formatter(_thousands())
+        cost.set_title("What a family costs the services (their CPU)", fontsize=10)
+        cost.grid(True, alpha=0.3)
+        cost.legend(fontsize=8)
     return _save(fig, plt, path)
 
 
@@ -151,16 +175,28 @@ def plot_rerank(points: Sequence[RerankPoint], path: Path, *, label: str = "") -
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=7)
         if xs:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xticks(xs)
             ax.xaxis.set_major_formatter(_thousands())
+            ax.xaxis.set_minor_formatter(NullFormatter())  # the scopes' sizes only, not 3×10⁴ between them
     fig.suptitle("Re-rank (and replay) against scope size" + (f" ({label})" if label else ""), fontsize=10)
     return _save(fig, plt, path)
+
+
+def compact(v: float) -> str:
+    """A family count as an axis label: 0, 500, 50k, 2M, 2.5M."""
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:g}M"
+    if abs(v) >= 1e3:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
 
 
 def _thousands():
     from matplotlib.ticker import FuncFormatter
 
-    return FuncFormatter(lambda v, _: f"{v:,.0f}")
+    return FuncFormatter(lambda v, _: compact(v))
 
 
 def _save(fig, plt, path: Path) -> Path:
