@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from regsosek_tools.bench import families_needed, parse_args, parse_counts
+from regsosek_tools.bench import disk_shortfall, families_needed, parse_args, parse_counts
 from regsosek_tools.load.stored import (
     Clone,
     Column,
@@ -173,3 +173,10 @@ def test_reads_between_names_the_tables_read_whole_most_rows_first():
     assert reads_between(before, after) == [
         {"table": "verify.roster_families", "seq_scan": 20, "seq_tup_read": 900000, "idx_scan": 0},
         {"table": "classify.families", "seq_scan": 2, "seq_tup_read": 70, "idx_scan": 0}]
+
+
+def test_a_load_that_would_fill_the_disk_is_refused_with_the_figures():
+    kib17 = 17 * 1024
+    assert disk_shortfall(kib17, 200_000, 76 * 2**30) is None  # ~4.9 GiB of 76
+    reason = disk_shortfall(kib17, 2_000_000, 40 * 2**30)  # ~48.6 GiB of 40
+    assert reason is not None and "2,000,000 more families" in reason and "40.0 GiB free" in reason

@@ -72,6 +72,7 @@ from collections.abc import Awaitable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from regsosek_tools.load.ceiling import HOPS, CeilingFailed, ceiling_figures, write_payload
 from regsosek_tools.load.ceiling import stage_main as ceiling_stage_main
@@ -738,26 +739,32 @@ def profiled_phase(label: str) -> bool:
 
 
 async def disk_problem(dsns: dict[str, str], have: int, more: int) -> str | None:
-    """Why `more` families would not fit on the database server's disk (None when they fit with a
-    fifth of the free space to spare), from the bytes per family stored so far. Only known when the
-    server's data directory is on this machine."""
+    """Why `more` families would not fit on the database server's disk (None when they fit, or when
+    that cannot be known: a server on another machine, a user who may not read its data directory),
+    from the bytes per family stored so far."""
     import asyncpg
 
     from regsosek_tools.load.stored import database_sizes
 
-    if have <= 0:
+    dsn = next(iter(dsns.values()))
+    if have <= 0 or urlsplit(dsn).hostname not in (None, "", "127.0.0.1", "localhost", "::1"):
         return None
     try:
-        conn = await asyncpg.connect(next(iter(dsns.values())), timeout=30)
+        conn = await asyncpg.connect(dsn, timeout=30)
         try:
             data_dir = await conn.fetchval("show data_directory")
         finally:
             await conn.close()
         free = shutil.disk_usage(data_dir).free
-    except Exception:  # noqa: BLE001 - not a superuser, or the server is elsewhere: nothing to check against
+    except Exception:  # noqa: BLE001 - not a superuser, or not readable from here: nothing to check against
         return None
-    per_family = sum((await database_sizes(dsns)).values()) / have
-    need = per_family * more * 1.5  # indexes grow faster than the tables while loading, and WAL
+    return disk_shortfall(sum((await database_sizes(dsns)).values()) / have, more, free)
+
+
+def disk_shortfall(per_family: float, more: int, free: int) -> str | None:
+    """The reason `more` families of `per_family` bytes do not fit in `free` bytes (with 1.5× for
+    indexes growing faster than tables while loading, and WAL; a fifth of the free space kept)."""
+    need = per_family * more * 1.5
     if need > 0.8 * free:
         return (f"{more:,} more families need about {need / 2**30:.1f} GiB ({per_family / 1024:.1f} KiB each, "
                 f"with indexes and WAL); {free / 2**30:.1f} GiB free on the database server's disk")
