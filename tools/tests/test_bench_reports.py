@@ -122,3 +122,31 @@ def test_a_phase_is_stalled_early_only_once_events_flow():
 
 def test_axis_labels_are_compact():
     assert [plots.compact(v) for v in (0, 500, 50_000, 2_000_000, 2_500_000)] == ["0", "500", "50k", "2M", "2.5M"]
+
+
+async def test_py_spy_records_a_running_process_into_an_svg(tmp_path: Path):
+    """The real py-spy on a real process: attached, stopped by SIGINT, the SVG written."""
+    import asyncio
+    import os
+    import sys
+
+    from regsosek_tools.measure.profile import FlameGraphs, py_spy
+
+    if py_spy() is None:
+        pytest.skip("py-spy is not installed (root dev dependency): uv sync")
+    if os.geteuid() != 0 and Path("/proc/sys/kernel/yama/ptrace_scope").read_text().strip() != "0":
+        pytest.skip("py-spy needs ptrace: root, CAP_SYS_PTRACE or kernel.yama.ptrace_scope=0")
+    busy = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: sum(range(10000))")
+    try:
+        flames = FlameGraphs(tmp_path / "out", date="2026-12-01", commit="abc1234", rate=50, log_dir=tmp_path,
+                             checkout=tmp_path)
+        assert await flames.start("throughput", [("busy", busy.pid)]) == []
+        await asyncio.sleep(2.0)
+        (entry,) = await flames.stop(timeout=60)
+    finally:
+        busy.kill()
+        await busy.wait()
+    assert entry["instance"] == "busy" and entry["svg"], entry
+    svg = Path(entry["svg"])
+    assert svg.name == "flame-2026-12-01-abc1234-throughput-busy.svg"
+    assert "<svg" in svg.read_text()[:2000]
