@@ -115,5 +115,11 @@ async def test_clones_keep_every_reference_across_tables_and_databases():
         finally:
             await v.close()
             await c.close()
+
+        # a world holding more than a round needs: whole SLS up to the limit, the same share of the rest
+        part = await Templates.read(dsns, max_families=1)
+        assert part.families_per_round == 2 and part.template_sls == [SLS]
+        inbox = next(t for d in part.databases if d.service == "verify" for t in d.tables if t.table == "inbox")
+        assert len(inbox.rows) == 2  # 2 of the 10 families, 2 of the 10 inbox rows
     finally:
         await drop_databases(stack.pg_base, [f"{tag}_{s}" for s in SERVICES])

@@ -52,6 +52,7 @@ SLS_PER_VILLAGE = 20  # stored SLS given to one village (assumed; Indonesia has 
 PROVINCES = ("11", "12", "13", "14", "15", "16", "17", "18", "19", "21", "31", "32", "33", "34", "35", "36", "51",
              "52", "53", "61", "62", "63", "65", "71", "72", "73", "74", "75", "76", "81", "82", "91", "92", "94")
 COUNTED = ("verify", "interviews")  # one row per family interviewed: what "families stored" counts
+MAX_TEMPLATE_FAMILIES = 3_000  # a round's families at most (whole SLS): what one round holds in memory
 
 
 class TemplateTooSmall(RuntimeError):
@@ -242,10 +243,14 @@ class Templates:
         self.sls_of = functools.lru_cache(maxsize=16)(self._sls_of)  # the databases load the same rounds at once
 
     @classmethod
-    async def read(cls, dsns: dict[str, str]) -> Templates:
-        """Every cloned table's rows of each service database (`dsns`: service -> DSN)."""
+    async def read(cls, dsns: dict[str, str], *, max_families: int = MAX_TEMPLATE_FAMILIES) -> Templates:
+        """The cloned tables' rows of each service database (`dsns`: service -> DSN), of whole SLS
+        holding at most about `max_families` families (after a long run the world holds more than a
+        round needs in memory); tables whose rows name no SLS or family (inboxes, the journey) give
+        the same share of their rows."""
         import asyncpg
 
+        sls, share = await _template_sls(dsns[COUNTED[0]], max_families)
         databases = []
         for service, dsn in dsns.items():
             conn = await asyncpg.connect(dsn, timeout=30)
@@ -256,10 +261,7 @@ class Templates:
                                                                           r["column_default"]))
                 db = Database(service, dsn)
                 for table, cols in sorted(columns.items()):
-                    if table in NOT_CLONED:
-                        continue
-                    rows = await conn.fetch(f'select {", ".join(_q(c.name) for c in cols)} from {_q(table)}')
-                    if rows:
+                    if table not in NOT_CLONED and (rows := await _template_rows(conn, table, cols, sls, share)):
                         db.tables.append(Clone(table, cols, rows))
                 databases.append(db)
             finally:
@@ -325,6 +327,36 @@ def _province_villages() -> list[str]:
     from regsosek import areas
 
     return sorted(areas.reference().villages)
+
+
+async def _template_sls(dsn: str, max_families: int) -> tuple[list[str], float]:
+    """Whole SLS (in id order) until they hold `max_families` families, and their share of all families."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        counts = await conn.fetch(f"select sls_id, count(*) n from {_q(COUNTED[1])} group by sls_id order by sls_id")
+    finally:
+        await conn.close()
+    chosen, families = [], 0
+    for r in counts:
+        if families >= max_families:
+            break
+        chosen.append(r["sls_id"])
+        families += r["n"]
+    total = sum(r["n"] for r in counts)
+    return chosen, (families / total if total else 0.0)
+
+
+async def _template_rows(conn, table: str, cols: Sequence[Column], sls: list[str], share: float) -> list:
+    names = {c.name for c in cols}
+    select = f'select {", ".join(_q(c.name) for c in cols)} from {_q(table)}'
+    if "sls_id" in names:
+        return await conn.fetch(f"{select} where sls_id = any($1::text[])", sls)
+    if "family_id" in names:
+        return await conn.fetch(f"{select} where left(family_id, {SLS_DIGITS}) = any($1::text[])", sls)
+    total = await conn.fetchval(f"select count(*) from {_q(table)}")
+    return await conn.fetch(f"{select} limit $1", round(total * share))
 
 
 async def count_families(dsn: str) -> int:
