@@ -101,8 +101,26 @@ calibrate-demo: setup
 # The national-scale benchmark (issue 7): throughput, latency at fixed offered rates,
 # per-service throughput, consumer lag and RSS, replay, the raw-Kafka ceiling and
 # horizontal scale, in one isolated run; prints a row for BENCHMARKS.md, writes JSON to
-# .local/bench/. `make bench BENCH_ARGS=--quick` for a short run.
+# .local/bench/. `make bench BENCH_ARGS=--quick` for a short run; BENCH_ARGS=--profile adds
+# flame graphs of every service (py-spy) and BENCH_ARGS=--plots the PNGs, both under docs/bench/.
 BENCH_ARGS ?=
+.PHONY: bench-stored bench-plots
 bench: stack-up
 	. .local/stack.env && $(PY) -m regsosek_tools.bench $(BENCH_ARGS); rc=$$?; \
 	  bash scripts/stack.sh down; exit $$rc
+
+# Cost as the registry grows (issue 16, target 4): throughput with STORED families already in
+# every service's database (bulk-loaded with COPY), as ratios to the empty store, and the plot
+# docs/bench/throughput-vs-stored.png. 2,000,000 stored take ~30 GiB of disk (BENCHMARKS.md).
+STORED ?= 0,200000,2000000
+bench-stored:
+	$(MAKE) bench BENCH_ARGS="--phases stored --stored $(STORED) --plots $(BENCH_ARGS)"
+
+# The PNGs again from saved results: BENCH_JSON (bench results with a stored phase, several
+# allowed) and RERANK_JSON (re-rank time and RSS per scope size; format in
+# tools/src/regsosek_tools/report/plots.py), into docs/bench/.
+BENCH_JSON ?=
+RERANK_JSON ?=
+bench-plots: setup
+	$(PY) -m regsosek_tools.report.plots $(foreach f,$(BENCH_JSON),--bench $(f)) \
+	  $(if $(RERANK_JSON),--rerank $(RERANK_JSON)) --out docs/bench

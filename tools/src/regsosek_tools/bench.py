@@ -5,6 +5,8 @@
     python -m regsosek_tools.bench --families 50000 --rates 100,500,1000,2000 --duration 30 --instances 1,2,3
     python -m regsosek_tools.bench --quick --phases scale --instances 1,2,3   # every service ×1, ×2, ×3
     python -m regsosek_tools.bench --quick --brokers 1,3    # on the three-broker stack (REGSOSEK_KAFKA_BROKERS=3)
+    python -m regsosek_tools.bench --phases stored --stored 0,200000,2000000 --plots   # cost as the registry grows
+    python -m regsosek_tools.bench --quick --phases throughput --profile               # flame graphs (py-spy)
 
 Needs the local stack (bash scripts/stack.sh up). One run is one isolated world on the
 shared broker and database server: a fresh topic prefix (bench<id>.), fresh databases
@@ -32,6 +34,17 @@ after a failure or Ctrl-C. It measures, in that one run:
     fresh world per count whose topics are placed on that many brokers (1: every partition on
     one broker, no replication; 3: on all three, min.insync.replicas 2, leaders spread;
     world.create_placed_topics), as ratios. Only with --brokers or --phases brokers.
+ 8. stored (`--stored 0,200000,2000000`): the throughput measurement again (same families per
+    step, devices and batches, after a short warm-up) with N families already stored in every
+    service's database, written with PostgreSQL COPY in the shape the services wrote them
+    (load.stored: cloned from this world's own rows under new SLS, family, submission and event
+    ids and keyed hashes); each N's families/s as a ratio to the first's (issue 16, target 4:
+    >= 0.8 at 2,000,000). Only with --stored or --phases stored.
+
+--profile records a flame graph of every service during the throughput phase and every stored
+step (py-spy record, regsosek_tools.measure.profile) into docs/bench/flame-<date>-<commit>-<phase>-
+<instance>.svg; --plots draws docs/bench/throughput-vs-stored.png from the stored phase and, with
+--rerank-json, docs/bench/rerank-vs-scope.png (regsosek_tools.report.plots).
 
 Prints a summary, a Markdown row for BENCHMARKS.md, and writes everything (time series
 included) as JSON to --out (default .local/bench/<UTC time>.json). Figures are
@@ -50,6 +63,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,6 +72,7 @@ from collections.abc import Awaitable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from regsosek_tools.load.ceiling import HOPS, CeilingFailed, ceiling_figures, write_payload
 from regsosek_tools.load.ceiling import stage_main as ceiling_stage_main
@@ -68,6 +83,7 @@ from regsosek_tools.load.submit import BatchUpload, OpenLoop, post_with_retry
 from regsosek_tools.measure.delivery import Deliveries
 from regsosek_tools.measure.kafka import Offsets, group_lag
 from regsosek_tools.measure.proc import git_commit, machine_info
+from regsosek_tools.measure.profile import FlameGraphs
 from regsosek_tools.measure.sampler import Instance, Sampler
 from regsosek_tools.processes import PIPELINE as SERVICES
 from regsosek_tools.processes import ROOT, ServiceNotReady, ServiceProcess
@@ -141,6 +157,8 @@ class Bench:
         self.receiver_url = ""
         self.notify_url = ""
         self.progress_every = 2.0 if sys.stderr.isatty() else 5.0
+        self.flames: FlameGraphs | None = None  # --profile
+        self.profiles: list[dict] = []
 
     # ------------------------------------------------------------ small things
 
@@ -368,6 +386,7 @@ class Bench:
         done = asyncio.Event()
         self.log(f"{label}: {len(fams)} families ({len(up.expected)} to be decided) in {len(up.batches)} batches "
                  f"of {up.batch_size}, {up.devices} devices")
+        profiled = await self.start_profile(label)
         cpu0 = time.process_time()
         sender = asyncio.create_task(up.run(done))
         try:
@@ -376,6 +395,8 @@ class Bench:
             if not sender.done():
                 sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
+            if profiled:
+                self.profiles += await self.flames.stop()
         res = up.figures(got, ended, cpu0=cpu0, bench_now=self.now())
         if res["undelivered"]:
             self.errors.append(f"{label}: {res['undelivered']} of {len(up.expected)} expected decisions never reached "
@@ -387,6 +408,66 @@ class Bench:
                  f"to end ({res['ended']}), intake accepted {fnum(res['accepted_per_s'], 1)}/s")
         res["settle"] = await self.settle(label)
         return res
+
+    async def start_profile(self, label: str) -> bool:
+        """With --profile, py-spy on every service instance during the throughput phase and each
+        stored step; True when recording."""
+        if self.flames is None or not profiled_phase(label):
+            return False
+        pids = [(k, i.proc.pid) for k, i in self.instances.items() if i.service in SERVICES and i.proc.pid]
+        problems = await self.flames.start(label, pids)
+        self.errors += [f"profile {label}: {p}" for p in problems]
+        return bool(self.flames.running)
+
+    # ------------------------------------------------------------ phase: stored (cost as the registry grows)
+
+    async def stored(self, pool: Pool) -> list[dict]:
+        """For each N of --stored (ascending): at least N families stored (load.stored, COPY), a
+        warm-up, then the throughput measurement of --stored-families new families."""
+        from regsosek_tools.load.stored import (
+            Templates,
+            TemplateTooSmall,
+            count_families,
+            database_sizes,
+            reads_between,
+            table_reads,
+        )
+
+        dsns = {s: self.world.dsn(s) for s in SERVICES}
+        templates: Templates | None = None
+        out: list[dict] = []
+        for n in self.a.stored:
+            label = f"stored-{n}"
+            self.phase = f"load:{label}"
+            have = await count_families(dsns["verify"])
+            load = None
+            if n > have:
+                try:
+                    if templates is None:
+                        templates = await Templates.read(dsns)
+                        rows = sum(len(t.rows) for d in templates.databases for t in d.tables)
+                        self.log(f"stored: template of {templates.families_per_round} families in "
+                                 f"{len(templates.template_sls)} SLS ({rows:,} rows)")
+                    problem = await disk_problem(dsns, have, n - have)
+                    if problem:
+                        self.errors.append(f"{label}: {problem}")
+                        self.log(f"stored: {problem}; stopping the stored phase here")
+                        break
+                    load = await templates.load(n - have, log=self.log)
+                except TemplateTooSmall as e:
+                    self.errors.append(f"{label}: {e}")
+                    break
+                self.log(f"stored: +{load['families']:,} families ({load['rows']:,} rows) in {load['seconds']:.1f} s")
+            stored_now = await count_families(dsns["verify"])
+            if self.a.warmup:
+                await self.upload(pool.take(self.a.warmup), f"{label}-warmup")
+            reads = await table_reads(dsns)
+            res = await self.upload(pool.take(self.a.stored_families), label)
+            res.update({"stored_target": n, "stored_families": stored_now, "load": load,
+                        "database_bytes": await database_sizes(dsns), "per_service": self.phase_services(label),
+                        "sequential_reads": reads_between(reads, await table_reads(dsns))})
+            out.append(res)
+        return out
 
     # ------------------------------------------------------------ phase: latency (open loop)
 
@@ -652,6 +733,44 @@ def falls_behind_because(res: dict, rate: int, connections: int) -> list[str]:
     return reasons
 
 
+def profiled_phase(label: str) -> bool:
+    """--profile records the throughput phase and each stored step, not their warm-ups."""
+    return label == "throughput" or (label.startswith("stored-") and not label.endswith("-warmup"))
+
+
+async def disk_problem(dsns: dict[str, str], have: int, more: int) -> str | None:
+    """Why `more` families would not fit on the database server's disk (None when they fit, or when
+    that cannot be known: a server on another machine, a user who may not read its data directory),
+    from the bytes per family stored so far."""
+    import asyncpg
+
+    from regsosek_tools.load.stored import database_sizes
+
+    dsn = next(iter(dsns.values()))
+    if have <= 0 or urlsplit(dsn).hostname not in (None, "", "127.0.0.1", "localhost", "::1"):
+        return None
+    try:
+        conn = await asyncpg.connect(dsn, timeout=30)
+        try:
+            data_dir = await conn.fetchval("show data_directory")
+        finally:
+            await conn.close()
+        free = shutil.disk_usage(data_dir).free
+    except Exception:  # noqa: BLE001 - not a superuser, or not readable from here: nothing to check against
+        return None
+    return disk_shortfall(sum((await database_sizes(dsns)).values()) / have, more, free)
+
+
+def disk_shortfall(per_family: float, more: int, free: int) -> str | None:
+    """The reason `more` families of `per_family` bytes do not fit in `free` bytes (with 1.5× for
+    indexes growing faster than tables while loading, and WAL; a fifth of the free space kept)."""
+    need = per_family * more * 1.5
+    if need > 0.8 * free:
+        return (f"{more:,} more families need about {need / 2**30:.1f} GiB ({per_family / 1024:.1f} KiB each, "
+                f"with indexes and WAL); {free / 2**30:.1f} GiB free on the database server's disk")
+    return None
+
+
 def _log_file(path: Path):
     """A child process's log, appended to (opened once at its start)."""
     return open(path, "ab")  # noqa: SIM115 - closed by the caller's with
@@ -687,6 +806,8 @@ async def measure(b: Bench, pool: Pool, result: dict) -> None:
         if tp and cr:
             result["ceiling"]["pipeline_families_per_s"] = tp
             result["ceiling"]["ratio"] = tp / cr
+    if "stored" in a.phases:  # last: it leaves millions of families in the world
+        result["stored"] = await b.stored(pool)
 
 
 async def latency_phases(b: Bench, pool: Pool) -> list[dict]:
@@ -778,7 +899,8 @@ def families_needed(a: argparse.Namespace) -> int:
     latency_n = sum(len(schedule(r, a.duration)) for r in a.rates) if "latency" in a.phases else 0
     main = [p for p in a.phases if p != "brokers"]
     need = ((a.warmup if main else 0) + (a.families if "throughput" in a.phases else 0) + latency_n
-            + (a.scale_families * len(a.instances) if "scale" in a.phases else 0))
+            + (a.scale_families * len(a.instances) if "scale" in a.phases else 0)
+            + ((a.warmup + a.stored_families) * len(a.stored) if "stored" in a.phases else 0))
     if "ceiling" in a.phases:
         need = max(need, a.warmup + a.families)
     if "brokers" in a.phases:
@@ -797,6 +919,9 @@ async def run(a: argparse.Namespace) -> dict:
         "targets": TARGETS,
     }
     b = Bench(a)  # the world of every phase but brokers (set up only when one of them runs)
+    if a.profile:
+        b.flames = FlameGraphs(a.report_dir, date=result["bench"]["date"], commit=result["bench"]["commit"],
+                               rate=a.profile_rate, log_dir=b.log_dir, log=b.log, checkout=ROOT)
     main_phases = [p for p in a.phases if p != "brokers"]
     result["bench"]["world"] = b.tag if main_phases else None
     need = families_needed(a)
@@ -838,9 +963,38 @@ async def run(a: argparse.Namespace) -> dict:
         result["scale_ratios"] = ratios([(s["instances"], s.get("families_per_s")) for s in result["scale"]])
     if result.get("brokers"):
         result["brokers_ratios"] = ratios([(s["brokers"], s.get("families_per_s")) for s in result["brokers"]])
+    if result.get("stored"):
+        result["stored_ratios"] = ratios([(s["stored_families"], s.get("families_per_s")) for s in result["stored"]])
+    result["profiles"] = b.profiles
+    if a.plots:
+        result["plots"] = write_plots(a, result)
     result["markdown_row"] = markdown_row(result)
     result["comparison_rows"] = comparison_rows(result)
     return result
+
+
+def write_plots(a: argparse.Namespace, result: dict) -> list[str]:
+    """--plots: the PNGs of this run (and of --rerank-json) into --report-dir."""
+    from regsosek_tools.report.plots import write_bench_plots, write_rerank_plot
+
+    written = [str(p) for p in write_bench_plots([result], a.report_dir)]
+    if a.rerank_json:
+        try:
+            written.append(str(write_rerank_plot(json.loads(Path(a.rerank_json).read_text()), a.report_dir)))
+        except (OSError, ValueError) as e:
+            result["errors"].append(f"plots: {a.rerank_json}: {type(e).__name__}: {e}")
+    return written
+
+
+def parse_counts(text: str) -> list[int]:
+    """Non-negative integers separated by commas, ascending (families stored: 0 is the empty store)."""
+    try:
+        out = sorted({int(x) for x in text.replace(" ", "").replace("_", "").split(",") if x})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not out or out[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers separated by commas, got {text!r}")
+    return out
 
 
 def parser() -> argparse.ArgumentParser:
@@ -867,7 +1021,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--all-rates", action="store_true",
                    help="run every rate even after the pipeline fell behind at a lower one")
     p.add_argument("--phases", default="throughput,latency,scale,replay,ceiling",
-                   help="which measurements (default throughput,latency,scale,replay,ceiling; also: brokers)")
+                   help="which measurements (default throughput,latency,scale,replay,ceiling; also: brokers, stored)")
+    p.add_argument("--stored", type=parse_counts,
+                   help="families already stored to measure throughput at (e.g. 0,200000,2000000); adds the stored "
+                        "phase (default 0,200000,2000000 when --phases names it)")
+    p.add_argument("--stored-families", type=int, help="families measured at each stored size (default --families)")
+    p.add_argument("--profile", action="store_true",
+                   help="flame graphs (py-spy record) of every service during throughput and each stored step")
+    p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
+    p.add_argument("--plots", action="store_true",
+                   help="PNG plots of this run into --report-dir (throughput against families stored; re-rank with "
+                        "--rerank-json)")
+    p.add_argument("--rerank-json", help="a re-rank measurement (time and RSS per scope size) to plot with --plots")
+    p.add_argument("--report-dir", type=Path, default=ROOT / "docs" / "bench",
+                   help="where --plots and --profile write (default docs/bench)")
     p.add_argument("--env", action="append", metavar="KEY=VALUE", help="extra environment for the services")
     p.add_argument("--settle-timeout", type=float, help="seconds to wait for consumer lag to clear after a phase")
     p.add_argument("--phase-timeout", type=float, help="seconds a phase may take at most")
@@ -883,16 +1050,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = parser()
     a = p.parse_args(argv)
     a.phases = [x.strip() for x in a.phases.split(",") if x.strip()]
-    unknown = set(a.phases) - {"throughput", "latency", "scale", "replay", "ceiling", "brokers"}
+    unknown = set(a.phases) - {"throughput", "latency", "scale", "replay", "ceiling", "brokers", "stored"}
     if unknown:
         p.error(f"unknown phases: {', '.join(sorted(unknown))}")
     if a.brokers and "brokers" not in a.phases:
         a.phases.append("brokers")
     a.brokers = a.brokers or ([1, 3] if "brokers" in a.phases else [])
+    if a.stored and "stored" not in a.phases:
+        a.phases.append("stored")
+    a.stored = a.stored or ([0, 200_000, 2_000_000] if "stored" in a.phases else [])
     a.families = a.families or (2000 if a.quick else 20000)
     a.duration = a.duration or (8.0 if a.quick else 20.0)
     a.warmup = a.warmup if a.warmup is not None else (100 if a.quick else 200)
     a.scale_families = a.scale_families or max(200, a.families // 4)
+    a.stored_families = a.stored_families or a.families
     a.settle_timeout = a.settle_timeout or (180.0 if a.quick else 600.0)
     a.phase_timeout = a.phase_timeout or (600.0 if a.quick else 1800.0)
     if a.families < 1 or a.duration <= 0 or a.devices < 1 or not 1 <= a.batch_size <= 500:

@@ -13,6 +13,16 @@ from typing import Any
 from regsosek.progress import Progress, progress
 
 
+def stalled(quiet_s: float, flowing: bool, lag: dict[str, int] | None, stall_timeout: float) -> bool:
+    """Whether a phase whose sending is done has stopped delivering: nothing new at the receiver for
+    `stall_timeout` s, or for 20 s with no consumer group behind once events have started to arrive
+    (`flowing`). Before the first event they may still sit in intake's outbox, which no lag shows: a
+    busy machine delayed a phase's first events by more than 20 s."""
+    if quiet_s > stall_timeout:
+        return True
+    return quiet_s > 20 and flowing and lag is not None and not any(lag.values())
+
+
 class Deliveries:
     """The receiver at `receiver_url`, read with `http` (an httpx.AsyncClient). A wait ends
     complete, stalled (nothing new for `stall_timeout` s, or 20 s with no consumer lag left) or
@@ -80,8 +90,7 @@ class Deliveries:
             lag = self.latest_lag()
             if sending_done.is_set() and not expected:
                 return {}, "complete"
-            if sending_done.is_set() and ((quiet > 20 and lag is not None and not any(lag.values()))
-                                          or quiet > self.stall_timeout):
+            if sending_done.is_set() and stalled(quiet, last_unique > base, lag, self.stall_timeout):
                 fams = await self.receiver_families()
                 return {f: fams[f] for f in expected if f in fams}, "stalled"
             if now > deadline:

@@ -15,7 +15,9 @@ TARGETS = {
     "replay_families_per_s": 20000.0,  # at least
     "rss_mb": 200.0,  # at most, per service process
     "ceiling_ratio": 0.5,  # at least
+    "stored_ratio": 0.8,  # at least: families/s with 2,000,000 stored against the empty store's (issue 16)
 }
+STORED_TARGET_FAMILIES = 2_000_000
 LATENCY_TARGET_RATE = 1000
 MAIN_PHASES = ("throughput", "latency", "scale", "replay", "ceiling")  # in the run's main world (not brokers)
 
@@ -139,8 +141,9 @@ def comparison_rows(result: dict) -> list[str]:
     """Rows for BENCHMARKS.md (COMPARISON_HEADER): brokers 1 against 3, instances 1, 2, 3."""
     b, m = result.get("bench") or {}, result.get("machine") or {}
     rows = []
-    for key, what, unit in (("brokers", "Kafka brokers", "broker(s)"), ("scale", "instances of every service",
-                                                                          "instance(s)")):
+    for key, what, unit in (("brokers", "Kafka brokers", "broker(s)"),
+                            ("scale", "instances of every service", "instance(s)"),
+                            ("stored", "families already stored", "stored")):
         runs = result.get(key) or []
         rs = result.get(f"{key}_ratios") or []
         if not runs or not rs:
@@ -149,8 +152,9 @@ def comparison_rows(result: dict) -> list[str]:
         cells = [
             b.get("date", ""), b.get("commit", ""), f"{m.get('nproc', '?')} CPU, {m.get('mem_gib', 0):.0f} GiB", what,
             fnum(runs[0].get("families")),
-            ", ".join(f"{r['n']} {unit} → {fnum(r['families_per_s'], 1)}" for r in rs),
-            ", ".join(f"{r['n']}: {r['ratio']:.2f}" if r["ratio"] is not None else f"{r['n']}: n/a" for r in rs),
+            ", ".join(f"{fnum(r['n'])} {unit} → {fnum(r['families_per_s'], 1)}" for r in rs),
+            ", ".join(f"{fnum(r['n'])}: {r['ratio']:.2f}" if r["ratio"] is not None else f"{fnum(r['n'])}: n/a"
+                      for r in rs),
             _load(load, m.get("loadavg_at_end") or []),
         ]
         rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
@@ -176,7 +180,7 @@ def print_summary(r: dict) -> None:
         p("  INTERRUPTED: partial results")
     main = any(k in r for k in MAIN_PHASES)
     for section in (_print_throughput, _print_latency, _print_scale, _print_brokers, _print_replay, _print_ceiling,
-                    *((_print_targets,) if main else ())):
+                    _print_stored, _print_profiles, *((_print_targets,) if main else ())):
         section(r)
     if r.get("errors"):
         p()
@@ -293,6 +297,56 @@ def _print_ceiling(r: dict) -> None:
             if c.get("ratio") is not None:
                 p(f"  pipeline / ceiling = {fnum(c['pipeline_families_per_s'], 1)} / {fnum(c['records_per_s'])} = "
                   f"{100 * c['ratio']:.1f}%")
+
+
+def stored_verdict(result: dict) -> tuple[float | None, int | None, bool | None]:
+    """Target 4: (ratio, families stored) of the largest stored step against the first (the empty
+    store), and whether it is met; met is None when the largest step is below 2,000,000 stored."""
+    rs = [q for q in result.get("stored_ratios") or [] if q.get("ratio") is not None]
+    if len(rs) < 2:
+        return None, None, None
+    last = rs[-1]
+    if last["n"] < STORED_TARGET_FAMILIES:
+        return last["ratio"], last["n"], None
+    return last["ratio"], last["n"], last["ratio"] >= TARGETS["stored_ratio"]
+
+
+def _print_stored(r: dict) -> None:
+    p = print
+    if not r.get("stored"):
+        return
+    p()
+    p("Families already stored (load.stored: COPY into every service's tables), then the throughput measurement")
+    rs = {q["n"]: q.get("ratio") for q in r.get("stored_ratios") or []}
+    for s in r["stored"]:
+        fps = s.get("families_per_s") or s.get("families_per_s_partial")
+        ratio = rs.get(s["stored_families"])
+        load = s.get("load") or {}
+        size = sum((s.get("database_bytes") or {}).values()) / 2**30
+        loaded = (f"; loaded +{fnum(load['families'])} families, {fnum(load['rows'])} rows in {load['seconds']:.0f} s "
+                  f"({fnum(load.get('rows_per_s'))} rows/s)" if load else "")
+        p(f"  {fnum(s['stored_families']):>10} stored: {fnum(fps, 1)} families/s end to end ({s['families']:,} families"
+          f"{'' if s.get('families_per_s') else ', ' + s['ended']}"
+          f"{'' if ratio is None else f'; {ratio:.2f} of the first'}); databases {size:.2f} GiB{loaded}")
+        seq = ", ".join(f"{q['table']} {fnum(q['seq_tup_read'])} rows in {q['seq_scan']}"
+                        for q in (s.get("sequential_reads") or [])[:4])
+        if seq:
+            p(f"  {'':>10}   read by sequential scans during the step: {seq}")
+    ratio, n, ok = stored_verdict(r)
+    if ratio is not None:
+        p(f"  {mark(ok)} target 4 (≥ {TARGETS['stored_ratio']:.0%} at {STORED_TARGET_FAMILIES:,} stored): {ratio:.0%} at "
+          f"{n:,} stored" + ("" if ok is not None else " (below 2,000,000 stored: no verdict)"))
+
+
+def _print_profiles(r: dict) -> None:
+    if r.get("profiles"):
+        print()
+        print("Flame graphs (py-spy record):")
+        for e in r["profiles"]:
+            where = e["svg"] or f"not written (rc {e['rc']}, see {e['log']})"
+            print(f"  {e['phase']:<16} {e['instance']:<10} {where}")
+    for path in r.get("plots") or []:
+        print(f"Plot: {path}")
 
 
 def _print_targets(r: dict) -> None:
