@@ -27,8 +27,10 @@ create table rerank_runs (
 create index rerank_runs_unfinished on rerank_runs (scope, area) where finished_at is null;
 
 -- A run's snapshot: each family the run applies to, its partition, its rank value when ranked and
--- its ranked decile. Emptied when the run finishes.
-create table rerank_members (
+-- its ranked decile. Emptied when the run finishes. Unlogged (no WAL for millions of rows written
+-- once): a database crash empties it, and the run it belonged to is then ranked afresh
+-- (reclassify.py); a killed re-rank process loses nothing.
+create unlogged table rerank_members (
     run_id      bigint not null,
     family_id   text not null,
     partition   text not null,
@@ -36,6 +38,10 @@ create table rerank_members (
     decile      int not null,
     primary key (run_id, family_id)
 );
+
+-- A re-rank rewrites every family's decile basis: room on each page lets those updates stay on
+-- the page (no index entries to add), which is most of their cost.
+alter table families set (fillfactor = 80);
 
 -- Which run took a ranking, and its decile basis ("ranked: ... among n families").
 alter table rankings add column run_id bigint, add column basis text, add column decile_sizes int[];

@@ -197,7 +197,8 @@ class Reclassifier:
         if stale:
             raise StaleVersions(stale, self.config.versions)
         run = await store.unfinished_rerank(scope, area)
-        if run is not None and (restart or run.model_version != self.config.model.version):
+        if run is not None and (restart or run.model_version != self.config.model.version
+                                or await store.rerank_snapshot_lost(run.id)):
             await store.close_rerank(run.id, "superseded")
             run = None
         return run or await store.start_rerank(scope, area, reason, self.config.model.version)

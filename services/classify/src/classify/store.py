@@ -63,7 +63,7 @@ def scope_words(partition: str) -> str:
 # The partition of a family's row in each scope, and its ranked decile over that partition (window w: the
 # partition ordered by rank value, family id): the family at 0-based position i of n gets decile
 # i * 10 // n + 1, as ranking.rank_deciles.
-_PARTITION = {"national": f"'{NATIONAL}'::text", **{scope: f"substr(sls_id, 1, {n})"
+PARTITION_SQL = {"national": f"'{NATIONAL}'::text", **{scope: f"substr(sls_id, 1, {n})"
                                                    for scope, n in PARTITION_LENGTH.items()}}
 RANKED_DECILE = f"((row_number() over w - 1) * {DECILES} / count(*) over (partition by {{p}}) + 1)::int as decile"
 
@@ -330,8 +330,8 @@ class PartitionRanking:
 
 @dataclass(frozen=True)
 class RerankPage:
-    """One page of a re-rank's snapshot, its families' rows locked. The families whose decile stays already
-    have the new basis; `moved` are those to classify again with their ranked decile."""
+    """One page of a re-rank's snapshot. The families whose decile stays already
+    have the new basis; `moved` are those to classify again with their ranked decile, their rows locked."""
 
     last: str  # the page's last family id: the run's cursor once the page commits
     unchanged: int  # same rank value, same decile: new basis only
@@ -340,16 +340,16 @@ class RerankPage:
 
 
 _FKP_NOTE_START = FKP_NOTE.split("{}")[0]
-# The page of a run: members after the cursor up to the page's last family id, joined with their rows
-# and the ranking of their partition.
+# The page of a run: members after the cursor up to the page's last family id (a range of the members'
+# key: the page's members only are read), joined with their rows and the ranking of their partition.
 _PAGE = ("from families f join rerank_members m on m.run_id = $1 and m.family_id = f.family_id "
          "join rankings r on r.run_id = m.run_id and r.partition = m.partition "
-         "where f.family_id > $2 and f.family_id <= $3")
+         "where m.family_id > $2 and m.family_id <= $3")
 
 
 def _ranked_sql(scope: str, where: str) -> str:
     """Every family of `where` with its partition in `scope` and its ranked decile there."""
-    p = _PARTITION[scope]
+    p = PARTITION_SQL[scope]
     return (f"select family_id, sls_id, {p} as partition, rank_value, {RANKED_DECILE} from families {where} "
             f"window w as (partition by {p} order by rank_value, family_id)").replace("{p}", p)
 
@@ -390,7 +390,7 @@ class RerankStore(ClassifyStore):
         where = kept = ""
         if area is not None:
             args += [partition_of(scope, area), area]
-            where = f"where {_PARTITION[scope]} = $2"
+            where = f"where {PARTITION_SQL[scope]} = $2"
             kept = f"where substr(sls_id, 1, {PARTITION_LENGTH['regency']}) = $3"
         deciles = await self.conn.fetch(
             f"with ranked as materialized ({_ranked_sql(scope, where)}), "
@@ -424,33 +424,33 @@ class RerankStore(ClassifyStore):
                                  {d: n for d, n in enumerate(r["decile_sizes"], 1) if n}) for r in rows]
 
     async def rerank_page(self, run_id: int, after: str, limit: int) -> RerankPage | None:
-        """The next `limit` families of the run's snapshot after `after` (None: none left), their rows locked
-        in family id order; those whose decile stays get the ranking's basis (and keep an FKP note)."""
-        last = await self.conn.fetchval(
-            "select max(family_id) from (select family_id from rerank_members where run_id = $1 and family_id > $2 "
-            "order by family_id limit $3) page", run_id, after, limit)
-        if last is None:
+        """The next `limit` families of the run's snapshot after `after` (None: none left). Those whose decile
+        stays get the ranking's basis (and keep an FKP note) in one statement; those whose decile moved are
+        returned, their rows locked; those whose rank value changed since the ranking are only counted."""
+        page = await self.conn.fetchrow(
+            "select max(m.family_id) as last, count(*) filter (where f.rank_value <> m.rank_value) as skipped "
+            "from (select family_id, rank_value from rerank_members where run_id = $1 and family_id > $2 "
+            "order by family_id limit $3) m left join families f using (family_id)", run_id, after, limit)
+        if page["last"] is None:
             return None
+        status = await self.conn.execute(
+            "update families f set ranking_id = r.id, updated_at = now(), decile_basis = r.basis || "
+            "case when strpos(f.decile_basis, $4) > 0 then substr(f.decile_basis, strpos(f.decile_basis, $4)) "
+            "else '' end from rerank_members m join rankings r on r.run_id = m.run_id and r.partition = m.partition "
+            "where m.run_id = $1 and m.family_id = f.family_id and m.family_id > $2 and m.family_id <= $3 "
+            "and f.rank_value = m.rank_value and f.decile = m.decile", run_id, after, page["last"], _FKP_NOTE_START)
         rows = await self.conn.fetch(
-            f"select f.family_id, f.rank_value = m.rank_value as same_value, f.decile = m.decile as same_decile "
-            f"{_PAGE} order by f.family_id for update of f", run_id, after, last)
-        skipped = sum(1 for r in rows if not r["same_value"])
-        unchanged = sum(1 for r in rows if r["same_value"] and r["same_decile"])
-        if unchanged:
-            await self.conn.execute(
-                "update families f set ranking_id = r.id, updated_at = now(), decile_basis = r.basis || "
-                "case when strpos(f.decile_basis, $4) > 0 then substr(f.decile_basis, strpos(f.decile_basis, $4)) "
-                "else '' end from rerank_members m join rankings r on r.run_id = m.run_id and r.partition = m.partition "
-                "where m.run_id = $1 and m.family_id = f.family_id and f.family_id > $2 and f.family_id <= $3 "
-                "and f.rank_value = m.rank_value and f.decile = m.decile", run_id, after, last, _FKP_NOTE_START)
-        moved: list[tuple[StoredFamily, Ranked]] = []
-        if len(rows) - skipped - unchanged:
-            for r in await self.conn.fetch(
-                    f"{_STORED_OF_F}, m.decile as ranked_decile, r.id as ranked_id, r.basis as ranked_basis {_PAGE} "
-                    "and f.rank_value = m.rank_value and f.decile <> m.decile order by f.family_id",
-                    run_id, after, last):
-                moved.append((_stored(r), Ranked(r["ranked_decile"], r["ranked_basis"], r["ranked_id"])))
-        return RerankPage(last, unchanged, skipped, moved)
+            f"{_STORED_OF_F}, m.decile as ranked_decile, r.id as ranked_id, r.basis as ranked_basis {_PAGE} "
+            "and f.rank_value = m.rank_value and f.decile <> m.decile order by f.family_id for update of f",
+            run_id, after, page["last"])
+        moved = [(_stored(r), Ranked(r["ranked_decile"], r["ranked_basis"], r["ranked_id"])) for r in rows]
+        return RerankPage(page["last"], int(status.rsplit(" ", 1)[-1]), page["skipped"], moved)
+
+    async def rerank_snapshot_lost(self, run_id: int) -> bool:
+        """Whether a run that ranked families has lost its snapshot (a database crash empties unlogged tables)."""
+        return await self.conn.fetchval(
+            "select ranked > 0 and not exists (select 1 from rerank_members m where m.run_id = r.id) "
+            "from rerank_runs r where id = $1", run_id)
 
     async def advance_rerank(self, run_id: int, cursor: str, examined: int, changed: int, unchanged: int,
                              skipped: int) -> None:
