@@ -602,9 +602,10 @@ _REPLAY_TOTAL = ("coalesce((select sum(s.{0}) from replay_slices s where s.run_i
 
 
 class StatusStore:
-    """What classify's read-only status API (classify.api) shows of its own tables: how many families rest on
-    which versions, the recent rankings, the regencies waiting for an area re-rank, the replay runs, and
-    whether a re-rank or replay holds the lock now. Ids, versions, counts and times only."""
+    """What classify's status API (classify.api) shows of its own tables: how many families rest on which
+    versions, the recent rankings and re-rank runs, the re-ranks and regencies waiting, the replay runs, and
+    whether a re-rank or replay holds the lock now (ids, versions, counts and times only); and the one thing
+    it writes: a request for a re-rank."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -630,6 +631,24 @@ class StatusStore:
             f"{_REPLAY_TOTAL.format('changed')} as changed, started_at, updated_at, finished_at, outcome "
             "from replay_runs r order by id desc limit $1", limit)
         return [dict(r) for r in rows]
+
+    async def recent_reranks(self, limit: int) -> list[dict]:
+        rows = await self.conn.fetch(
+            "select id, scope, area, reason, model_version, ranked, examined, changed, skipped, started_at, "
+            "updated_at, finished_at, outcome from rerank_runs order by id desc limit $1", limit)
+        return [dict(r) for r in rows]
+
+    async def reranks_waiting(self) -> list[dict]:
+        """Re-ranks asked for (or scheduled) and not done yet."""
+        rows = await self.conn.fetch("select id, scope, reason, requested_at from rerank_requests "
+                                     "where done_at is null order by id")
+        return [dict(r) for r in rows]
+
+    async def request_rerank(self, scope: str, requested_by: str) -> int:
+        """Asks the service for a re-rank of `scope` (its re-rank task does it); returns the request's id."""
+        return await self.conn.fetchval(
+            "insert into rerank_requests (scope, reason, requested_by) values ($1, 'request', $2) returning id",
+            scope, requested_by)
 
     async def rerank_running(self) -> bool:
         """A re-rank or replay holds classify's lock (store.exclusive) in this database now."""
