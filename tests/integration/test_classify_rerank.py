@@ -24,6 +24,7 @@ import yaml
 
 from classify.model import DATA
 from classify.ranking import rank_deciles
+from regsosek.auth import Role, mint
 from regsosek.contracts import (
     EligibilityDecided,
     FamilyClassified,
@@ -35,7 +36,7 @@ from regsosek.contracts import (
 from regsosek.topics import Topic
 from regsosek_tools.sample import generate
 
-from itkit import BOOTSTRAP, World, by_subject, cloud_event, eventually, read_topic, token
+from itkit import BOOTSTRAP, World, by_subject, cloud_event, eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +55,11 @@ async def _command(world: World, module: str, *args: str, env: dict[str, str] | 
     if p.returncode == 0:
         return 0, json.loads(p.stdout.strip().splitlines()[-1])
     return p.returncode, p.stderr
+
+
+def _bearer(role: Role) -> dict[str, str]:
+    """A token for classify's API (signed with the local key pair the world's services accept)."""
+    return {"authorization": "Bearer " + mint(subject="IT", role=role, areas=["64"], audience="regsosek-classify")}
 
 
 async def _records(world: World) -> tuple[dict, dict]:
@@ -260,10 +266,10 @@ async def test_rerank_fkp_area_and_replay_publish_only_changes(classify_world, p
     counts = _counts(fc)
     async with httpx.AsyncClient(base_url=proc.url, timeout=30) as http:
         refused = await http.post("/v1/reranks", json={"scope": "regency"},
-                                  headers={"authorization": f"Bearer {token('supervisor')}"})
+                                  headers=_bearer(Role.SUPERVISOR))
         assert refused.status_code == 403
         asked = await http.post("/v1/reranks", json={"scope": "regency"},
-                                headers={"authorization": f"Bearer {token('admin')}"})
+                                headers=_bearer(Role.ADMIN))
         assert asked.status_code == 202, asked.text
         request_id = asked.json()["request_id"]
 
@@ -274,6 +280,6 @@ async def test_rerank_fkp_area_and_replay_publish_only_changes(classify_world, p
         run = (await world.fetch("classify", "select * from rerank_runs where id = $1", run_id))[0]
         assert run["reason"] == "request" and run["outcome"] == "finished" and run["scope"] == "regency"
         assert run["examined"] == FAMILIES and run["changed"] == 0  # the same ranking: nothing to re-publish
-        shown = (await http.get("/v1/reranks", headers={"authorization": f"Bearer {token('supervisor')}"})).json()
+        shown = (await http.get("/v1/reranks", headers=_bearer(Role.SUPERVISOR))).json()
         assert shown["reranks"][0]["id"] == run_id and shown["reranks"][0]["state"] == "finished"
     assert _counts((await _records(world))[0]) == counts

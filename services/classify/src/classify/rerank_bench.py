@@ -18,8 +18,9 @@ Peak RSS is the command's: the kernel's high-water mark (VmHWM) of the process, 
 replay worker, read every 0.2 s while it runs (the largest of them). Output: one JSON object
 per measurement (printed, and as a list in --json):
 {"what": "rerank"|"replay", "families": N, "scope", "processes", "seconds", "families_per_s",
-"peak_rss_mib", "changed", "moved_share", "load_average"} (the machine's 1-minute load
-average when the command ended: the share of the cores it had). `bench_rerank(sizes, ...)` is the same from Python.
+"peak_rss_mib", "changed", "moved_share", "load_average", "cpu_seconds"} (the machine's
+1-minute load average when the command ended: the share of the cores it had; the command's own
+CPU time, its workers' included, the database's not). `bench_rerank(sizes, ...)` is the same from Python.
 The load generator needs the sample generator (regsosek_tools), so this runs from the
 repository's environment, not from the service's image.
 """
@@ -121,6 +122,18 @@ def peak_rss_mib(pid: int) -> float:
     return peak / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process and its children (a replay's workers) so far."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -129,15 +142,17 @@ def _children(pid: int) -> list[int]:
 
 
 def timed(args: list[str], env: dict[str, str]) -> tuple[float, float, dict]:
-    """Runs a command; (wall seconds, peak RSS MiB, its JSON report). The peak is the kernel's high-water mark
-    of each process, read every RSS_POLL_S while it runs (the last reading before it exits counts)."""
+    """Runs a command; (wall seconds, peak RSS MiB, its JSON report with "cpu_seconds" added). The peak is the
+    kernel's high-water mark of each process, read every RSS_POLL_S while it runs (the last reading before
+    it exits counts), as is the CPU time (that of the database's backends is not included)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", *args, "--json", "--outbox-only"], env=env, stdout=out,
                                 stderr=err)
-        rss = 0.0
+        rss = cpu = 0.0
         while proc.poll() is None:
             rss = max(rss, peak_rss_mib(proc.pid))
+            cpu = max(cpu, cpu_seconds(proc.pid))
             time.sleep(RSS_POLL_S)
         seconds = time.perf_counter() - start
         out.seek(0)
@@ -145,7 +160,7 @@ def timed(args: list[str], env: dict[str, str]) -> tuple[float, float, dict]:
         if proc.returncode != 0:
             raise RuntimeError(f"{args[0]} exited {proc.returncode}: {err.read().decode()[-2000:]}")
         report = json.loads(out.read().decode().strip().splitlines()[-1])
-    return seconds, rss, report
+    return seconds, rss, {**report, "cpu_seconds": round(cpu, 1)}
 
 
 async def _database(base: str, name: str, create: bool) -> None:
@@ -182,7 +197,7 @@ def measure(n: int, *, scope: str, moved_share: float, replay: bool, processes: 
         seconds, rss, r = timed(["classify.rerank", "--scope", scope], env)
         out.append({"what": "rerank", "families": n, "scope": scope, "processes": 1, "seconds": round(seconds, 2),
                     "families_per_s": round(n / seconds), "peak_rss_mib": round(rss, 1), "changed": r["changed"],
-                    "moved_share": moved_share, "load_average": os.getloadavg()[0]})
+                    "moved_share": moved_share, "load_average": os.getloadavg()[0], "cpu_seconds": r["cpu_seconds"]})
         if replay:
             with tempfile.TemporaryDirectory() as tmp:
                 rules = yaml.safe_load(settings.rules_file.read_text(encoding="utf-8"))
@@ -194,7 +209,7 @@ def measure(n: int, *, scope: str, moved_share: float, replay: bool, processes: 
             out.append({"what": "replay", "families": n, "scope": None, "processes": processes,
                         "seconds": round(seconds, 2), "families_per_s": round(n / seconds),
                         "peak_rss_mib": round(rss, 1), "changed": r["changed"], "moved_share": None,
-                        "load_average": os.getloadavg()[0]})
+                        "load_average": os.getloadavg()[0], "cpu_seconds": r["cpu_seconds"]})
     finally:
         if not keep:
             asyncio.run(_database(base, name, False))
