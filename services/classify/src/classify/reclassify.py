@@ -53,13 +53,14 @@ import asyncpg
 from classify import schedule
 from classify import store as stores
 from classify.domain import Config, StoredFamily
+from classify.model import features
 from classify.publisher import Publisher
-from classify.ranking import Placement, Ranked, partition_of
+from classify.ranking import Placement, Ranked, partition_of, rank_value
 from classify.settings import ClassifySettings
 from classify.store import ReplaySlice, RerankRun, RerankStore
 from regsosek.background import run_forever
 from regsosek.composition import unit_of_work
-from regsosek.contracts import HouseholdProfile
+from regsosek.contracts import HouseholdProfile, WelfareGroup
 from regsosek.db import Backoff, is_transient
 from regsosek.messaging import Outbox
 
@@ -121,6 +122,13 @@ class ReplayReport:
             setattr(self, k, getattr(self, k) + getattr(part, k))
 
 
+def value_of(cfg: Config, p: HouseholdProfile, group: WelfareGroup | None) -> float:
+    """The family's rank value under `cfg` (what `Config.classify` ranks it by), without classifying it: a
+    replay classifies each family once, with its placement decided first."""
+    predicted, _ = cfg.model.predict(features(p), p.regency)
+    return rank_value(predicted, group, p.sls_id, cfg.lines)
+
+
 class Reclassifier:
     """Re-rank and replay with the configured model, lines and rules."""
 
@@ -146,17 +154,16 @@ class Reclassifier:
             p = HouseholdProfile.model_validate(docs[r.family_id])
             group = fkp.get(r.family_id)
             if placement_of is None:
-                regency = r.sls_id[:4]
-                if regency not in by_regency:
-                    by_regency[regency] = await store.placement_for(r.sls_id, cfg.model)
-                placement = by_regency[regency]
-                c = cfg.classify(p, group, placement)
-                if c.rank_value == r.rank_value:  # same place among the others: keep its decile and basis
+                if value_of(cfg, p, group) == r.rank_value:  # same place among the others: keep decile and basis
                     placement = Ranked(r.decile, r.decile_basis, r.ranking_id)
-                    c = cfg.classify(p, group, placement)
+                else:
+                    regency = r.sls_id[:4]
+                    if regency not in by_regency:
+                        by_regency[regency] = await store.placement_for(r.sls_id, cfg.model)
+                    placement = by_regency[regency]
             else:
                 placement = placement_of(r)
-                c = cfg.classify(p, group, placement)
+            c = cfg.classify(p, group, placement)
             saves.append((p, c, placement.ranking_id, docs[r.family_id]))
             if c.outcome() != r.outcome():
                 changed.append((p, c))
