@@ -117,3 +117,29 @@ async def test_a_killed_rerank_resumes_after_its_last_committed_page(world):
     assert await world.fetchval("classify", "select count(*) from rankings") == len(by_regency)  # ranked once
     assert await world.fetchval("classify", "select count(*) from rerank_members") == 0
     assert await world.fetchval("classify", "select outcome from rerank_runs where id = $1", run["id"]) == "finished"
+
+
+async def test_the_service_reranks_on_its_schedule_at_its_scope(world):
+    rows = await world.fetch("classify", "select family_id, sls_id, rank_value from families")
+    by_regency: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for r in rows:
+        by_regency[r["sls_id"][:4]].append((r["family_id"], r["rank_value"]))
+    expected = {fid: d for values in by_regency.values() for fid, d in rank_deciles(values).items()}
+
+    # a quarterly schedule that never asked is due at once; the service ranks per regency/city
+    (proc,) = await world.start("classify", REGSOSEK_RERANK_SCHEDULE="quarterly", REGSOSEK_DECILE_SCOPE="regency",
+                                REGSOSEK_AREA_RERANK_POLL_S="0.2")
+    try:
+        async def scheduled_run():
+            return await world.fetchval(
+                "classify", "select q.run_id from rerank_requests q join rerank_runs r on r.id = q.run_id "
+                            "where q.reason = 'schedule' and q.done_at is not null and r.outcome = 'finished'")
+        run_id = await eventually(scheduled_run, timeout=300, what="the scheduled re-rank done")
+    finally:
+        await proc.stop()
+    run = (await world.fetch("classify", "select * from rerank_runs where id = $1", run_id))[0]
+    assert run["scope"] == "regency" and run["reason"] == "schedule" and run["examined"] == FAMILIES
+    deciles = {r["family_id"]: r["decile"] for r in await world.fetch("classify", "select family_id, decile "
+                                                                               "from families")}
+    assert deciles == expected
+    assert await world.fetchval("classify", "select count(*) from rerank_requests where reason = 'schedule'") == 1
