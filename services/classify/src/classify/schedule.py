@@ -53,6 +53,12 @@ def due(schedule: str, last: datetime | None, now: datetime) -> bool:
         return True
     if s in PERIODS:
         return last < period_start(s, now)
-    m = _INTERVAL.fullmatch(s)
-    assert m is not None
-    return now - last >= timedelta(**{_UNIT[m.group(2)]: int(m.group(1))})
+    return now - last >= interval(s)
+
+
+def interval(schedule: str) -> timedelta:
+    """The length of an interval schedule (``every 90d``)."""
+    m = _INTERVAL.fullmatch(check(schedule))
+    if m is None:
+        raise ValueError(f"re-rank schedule {schedule!r} is not an interval")
+    return timedelta(**{_UNIT[m.group(2)]: int(m.group(1))})
