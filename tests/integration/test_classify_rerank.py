@@ -18,11 +18,13 @@ import sys
 import uuid
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 import yaml
 
 from classify.model import DATA
 from classify.ranking import rank_deciles
+from regsosek.auth import Role, mint
 from regsosek.contracts import (
     EligibilityDecided,
     FamilyClassified,
@@ -44,14 +46,20 @@ RULES_FILE = DATA / "eligibility-2022.1.yaml"
 EXTREME_POOR = yaml.safe_load((DATA / "poverty-lines-2022.yaml").read_text())["extreme_poor"]
 
 
-async def _command(world: World, module: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict | str]:
+async def _command(world: World, module: str, *args: str, env: dict[str, str] | None = None,
+                   timeout: float = 120) -> tuple[int, dict | str]:
     full_env = {**os.environ, "REGSOSEK_DATABASE_URL": world.dsn("classify"), "REGSOSEK_TOPIC_PREFIX": world.prefix,
                 "REGSOSEK_KAFKA_BOOTSTRAP": BOOTSTRAP, **(env or {})}
     p = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", module, "--json", *args], env=full_env,
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=timeout)
     if p.returncode == 0:
         return 0, json.loads(p.stdout.strip().splitlines()[-1])
     return p.returncode, p.stderr
+
+
+def _bearer(role: Role) -> dict[str, str]:
+    """A token for classify's API (signed with the local key pair the world's services accept)."""
+    return {"authorization": "Bearer " + mint(subject="IT", role=role, areas=["64"], audience="regsosek-classify")}
 
 
 async def _records(world: World) -> tuple[dict, dict]:
@@ -209,7 +217,7 @@ async def test_rerank_fkp_area_and_replay_publish_only_changes(classify_world, p
     counts = _counts(fc)
     rc, first = await _command(world, "classify.replay", "--batch-size", "20", "--max-batches", "2", env=env)
     assert rc == 0 and first["finished"] is False and first["examined"] == 40, first
-    assert await world.fetchval("classify", "select cursor from replay_runs where id = $1", first["run_id"]) \
+    assert await world.fetchval("classify", "select cursor from replay_slices where run_id = $1", first["run_id"]) \
         == sorted(state)[39]
     rc, second = await _command(world, "classify.replay", "--batch-size", "20", env=env)
     assert rc == 0 and second["resumed"] is True and second["finished"] is True, second
@@ -227,8 +235,51 @@ async def test_rerank_fkp_area_and_replay_publish_only_changes(classify_world, p
     assert all(s["rule_version"] == "rules-it.2" for s in replayed.values())
     assert {f: s["decile"] for f, s in replayed.items()} == {f: s["decile"] for f, s in state.items()}
 
-    # replaying the same versions again finds nothing to publish
+    # replaying the same versions again, spread over two processes, finds nothing to publish
     counts = _counts(fc)
-    rc, third = await _command(world, "classify.replay", env=env)
+    rc, third = await _command(world, "classify.replay", "--processes", "2", "--batch-size", "20", env=env,
+                               timeout=600)  # two more interpreters to start on shared cores
     assert rc == 0 and third["resumed"] is False and third["changed"] == 0 and third["reclassified"] == 0, third
+    assert third["slices"] == 2 and third["examined"] == FAMILIES and third["finished"] is True, third
+    slices = await world.fetch("classify", "select examined, finished_at from replay_slices where run_id = $1",
+                               third["run_id"])
+    assert len(slices) == 2 and all(s["examined"] > 0 and s["finished_at"] for s in slices)
+    assert _counts((await _records(world))[0]) == counts
+
+    # ------------------------------------------------ the final ranking: per regency/city
+    state = await _state(world)
+    by_regency: dict[str, list] = {}
+    for fid, s in state.items():
+        by_regency.setdefault(fid[:4], []).append((fid, s["rank_value"]))
+    per_regency = {fid: d for values in by_regency.values() for fid, d in rank_deciles(values).items()}
+    moving = {fid for fid, d in per_regency.items() if d != state[fid]["decile"]}
+    assert len(by_regency) > 1 and moving
+    rc, report = await _command(world, "classify.rerank", "--scope", "regency", env=env)
+    assert rc == 0 and report["changed"] == len(moving) and len(report["partitions"]) == len(by_regency), report
+    fc, ed = await _records(world)
+    assert set(_new_since(counts, fc)) == moving and set(_new_since(counts, ed)) == moving
+    regency_ranked = await _state(world)
+    assert {f: s["decile"] for f, s in regency_ranked.items()} == per_regency
+    assert all(s["decile_basis"].startswith(f"ranked: regency {f[:4]} at ") for f, s in regency_ranked.items())
+
+    # ------------------------------------------------ on demand through the API: the service re-ranks
+    counts = _counts(fc)
+    async with httpx.AsyncClient(base_url=proc.url, timeout=30) as http:
+        refused = await http.post("/v1/reranks", json={"scope": "regency"},
+                                  headers=_bearer(Role.SUPERVISOR))
+        assert refused.status_code == 403
+        asked = await http.post("/v1/reranks", json={"scope": "regency"},
+                                headers=_bearer(Role.ADMIN))
+        assert asked.status_code == 202, asked.text
+        request_id = asked.json()["request_id"]
+
+        async def requested_rerank_done():
+            return await world.fetchval("classify", "select run_id from rerank_requests where id = $1 "
+                                                    "and done_at is not null", request_id)
+        run_id = await eventually(requested_rerank_done, timeout=120, what="the requested re-rank done")
+        run = (await world.fetch("classify", "select * from rerank_runs where id = $1", run_id))[0]
+        assert run["reason"] == "request" and run["outcome"] == "finished" and run["scope"] == "regency"
+        assert run["examined"] == FAMILIES and run["changed"] == 0  # the same ranking: nothing to re-publish
+        shown = (await http.get("/v1/reranks", headers=_bearer(Role.SUPERVISOR))).json()
+        assert shown["reranks"][0]["id"] == run_id and shown["reranks"][0]["state"] == "finished"
     assert _counts((await _records(world))[0]) == counts

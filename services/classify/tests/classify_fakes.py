@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from classify.consultation import ForumTally
 from classify.domain import (
@@ -167,6 +168,8 @@ class InMemoryStatusStore:
         self.rankings: list[dict] = []  # oldest first, as inserted
         self.areas: list[dict] = []
         self.replays: list[dict] = []  # oldest first
+        self.reranks: list[dict] = []  # oldest first
+        self.requests: list[dict] = []  # oldest first
         self.running = False
 
     async def families_by_versions(self) -> list[dict]:
@@ -180,6 +183,17 @@ class InMemoryStatusStore:
 
     async def recent_replays(self, limit: int) -> list[dict]:
         return list(reversed(self.replays))[:limit]
+
+    async def recent_reranks(self, limit: int) -> list[dict]:
+        return list(reversed(self.reranks))[:limit]
+
+    async def reranks_waiting(self) -> list[dict]:
+        return [r for r in self.requests if r.get("done_at") is None]
+
+    async def request_rerank(self, scope: str, requested_by: str) -> int:
+        self.requests.append({"id": len(self.requests) + 1, "scope": scope, "reason": "request",
+                              "requested_by": requested_by, "requested_at": datetime.now(UTC)})
+        return len(self.requests)
 
     async def rerank_running(self) -> bool:
         return self.running

@@ -93,8 +93,9 @@ def test_small_populations_leave_some_deciles_empty():
 def test_partitions():
     assert partition_of("national", "64720100010001") == NATIONAL
     assert partition_of("province", "64720100010001") == "64"
+    assert partition_of("regency", "64720100010001") == "6472"  # the final ranking is per regency/city
     with pytest.raises(ValueError):
-        partition_of("regency", "6472")
+        partition_of("district", "6472")
 
 
 # ------------------------------------------------------------------ FKP bounds the rank value

@@ -91,3 +91,34 @@ async def test_tokens_for_another_audience_or_none_are_refused(api):
     assert (await api.get("/v1/policy")).status_code == 401
     assert (await api.get("/v1/policy", headers=token("regsosek-intake"))).status_code == 401
     assert (await api.get("/v1/reranks", headers=token(), params={"limit": 0})).status_code == 422
+
+
+def admin_token() -> dict[str, str]:
+    return {"authorization": "Bearer " + mint(subject="ADM-1", role=Role.ADMIN, areas=["64"],
+                                              audience=["regsosek-classify"])}
+
+
+async def test_an_administrator_asks_for_a_rerank_of_a_scope_and_sees_it_waiting(api, status):
+    r = await api.post("/v1/reranks", headers=admin_token(), json={"scope": "regency"})
+    assert r.status_code == 202, r.text
+    assert r.json()["request_id"] == 1 and r.json()["scope"] == "regency"
+    assert status.requests[0]["scope"] == "regency" and status.requests[0]["requested_by"] == "ADM-1"
+    body = (await api.get("/v1/reranks", headers=token())).json()
+    assert [w["scope"] for w in body["reranks_waiting"]] == ["regency"]
+    assert body["schedule"] == SETTINGS.rerank_schedule and body["scope"] == SETTINGS.decile_scope
+
+
+async def test_only_administrators_ask_for_a_rerank_and_only_of_a_known_scope(api, status):
+    assert (await api.post("/v1/reranks", headers=token(), json={"scope": "national"})).status_code == 403
+    r = await api.post("/v1/reranks", headers=admin_token(), json={"scope": "district"})
+    assert r.status_code == 422 and "scope" in r.text
+    assert (await api.post("/v1/reranks", headers=admin_token(), json={"scope": "national", "x": 1})).status_code == 422
+    assert status.requests == []
+
+
+async def test_a_rerank_run_shows_how_far_it_went(api, status):
+    status.reranks = [{"id": 5, "scope": "regency", "area": None, "reason": "schedule", "model_version": "m",
+                       "ranked": 400, "examined": 100, "changed": 7, "skipped": 0, "started_at": AT,
+                       "updated_at": AT, "finished_at": None, "outcome": None}]
+    body = (await api.get("/v1/reranks", headers=token())).json()
+    assert body["reranks"][0]["progress"] == 0.25 and body["reranks"][0]["state"] == "interrupted"

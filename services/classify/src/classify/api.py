@@ -1,7 +1,8 @@
-"""Classify's read-only status API: which model, poverty lines and rules are in force, and the state of
-re-ranks and replays. What no event carries (the policy files are classify's configuration; rankings
+"""Classify's status API: which model, poverty lines and rules are in force, and the state of re-ranks
+and replays. What no event carries (the policy files are classify's configuration; rankings, re-rank
 and replay runs are its own tables), for the operations console and operators. No family data:
-versions, coefficients, lines, counts and times only. Reads go through the store (classify.store)."""
+versions, coefficients, lines, counts and times only. One write: an administrator asks for a re-rank
+(POST /v1/reranks), which the service's re-rank task does. All SQL is the store's (classify.store)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict
 
 from classify.domain import Config
 from classify.settings import ClassifySettings
@@ -70,11 +72,26 @@ def replay_state(run: dict, running: bool) -> str:
     return "running" if running else "interrupted"
 
 
+def run_state(run: dict, running: bool) -> str:
+    """A re-rank run's state: as a replay's (an interrupted one resumes with the next re-rank of its scope)."""
+    return replay_state(run, running)
+
+
+class RerankRequest(BaseModel):
+    """A re-rank to do now: national, each province, or each regency/city (the final ranking)."""
+
+    model_config = ConfigDict(extra="forbid")
+    scope: Literal["national", "province", "regency"]
+
+
 def status_router(settings: ClassifySettings, config: Config, stores: Stores = pool_stores,
                   verifier: Callable[[Request], TokenVerifier] | None = None) -> APIRouter:
-    """GET /v1/policy and GET /v1/reranks, for any signed-in role (nothing personal)."""
+    """GET /v1/policy and GET /v1/reranks, for any signed-in role (nothing personal); POST /v1/reranks for
+    administrators."""
     router = APIRouter(prefix="/v1", tags=["policy"])
-    signed_in = bearer(verifier or (lambda _request: settings.token_verifier()), *Role)
+    token_verifier = verifier or (lambda _request: settings.token_verifier())
+    signed_in = bearer(token_verifier, *Role)
+    admin = bearer(token_verifier, Role.ADMIN)
 
     @router.get("/policy", summary="The PMT model, poverty lines and eligibility rules in force, and the families "
                                    "classified with each set of versions")
@@ -88,20 +105,35 @@ def status_router(settings: ClassifySettings, config: Config, stores: Stores = p
                 "families": {"total": sum(r["families"] for r in by_versions), "on_other_versions": on_other,
                              "by_versions": by_versions}}
 
-    @router.get("/reranks", summary="Re-ranks and replays: running or not, recent rankings, replay runs with "
-                                    "their progress, regencies waiting for an area re-rank")
+    @router.get("/reranks", summary="Re-ranks and replays: running or not, recent re-rank runs and rankings, "
+                                    "replay runs with their progress, re-ranks and regencies waiting, the schedule")
     async def reranks(request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 10, _principal=signed_in):
         async with stores(request) as store:
             running = await store.rerank_running()
             replays = await store.recent_replays(limit)
+            runs = await store.recent_reranks(limit)
             rankings = await store.recent_rankings(limit)
             waiting = await store.areas_waiting()
+            requested = await store.reranks_waiting()
             total = sum(r["families"] for r in await store.families_by_versions())
-        return {"running": running, "families": total,
+        return {"running": running, "families": total, "schedule": settings.rerank_schedule,
+                "scope": settings.decile_scope,
                 "replays": [{**_json(r), "state": replay_state(r, running),
                              "progress": round(min(1.0, r["examined"] / total), 4) if total else None}
                             for r in replays],
+                "reranks": [{**_json(r), "state": run_state(r, running),
+                             "progress": round(min(1.0, r["examined"] / r["ranked"]), 4) if r["ranked"] else None}
+                            for r in runs],
                 "rankings": [_json(r) for r in rankings],
+                "reranks_waiting": [_json(r) for r in requested],
                 "areas_waiting": [_json(r) for r in waiting]}
+
+    @router.post("/reranks", status_code=202, summary="Ask for a re-rank of a scope now (administrators); the "
+                                                      "service does it after those asked before, one at a time")
+    async def request_rerank(body: RerankRequest, request: Request, principal=admin):
+        async with stores(request) as store:
+            request_id = await store.request_rerank(body.scope, principal.subject)
+        log.info("re-rank requested", extra={"fields": {"scope": body.scope, "request_id": request_id}})
+        return {"request_id": request_id, "scope": body.scope, "status_url": "/v1/reranks"}
 
     return router

@@ -11,7 +11,7 @@ from classify.domain import Config
 from classify.handlers import Classifier
 from classify.model import PmtModel, PovertyLines, RuleSet
 from classify.publisher import Publisher
-from classify.reclassify import AreaReranks, Reclassifier
+from classify.reclassify import Reclassifier, RerankTasks
 from classify.settings import ClassifySettings
 from regsosek.service import Runtime, ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
@@ -29,13 +29,13 @@ def reclassifier(config: Config) -> Reclassifier:
     return Reclassifier(config, Publisher(config))
 
 
-def area_reranks(reclassify: Reclassifier, settings: ClassifySettings):
-    tasks = AreaReranks(reclassify, settings)
+def rerank_tasks(reclassify: Reclassifier, settings: ClassifySettings):
+    tasks = RerankTasks(reclassify, settings)
 
-    async def area_reranks(runtime: Runtime) -> None:
+    async def rerank_tasks(runtime: Runtime) -> None:
         await tasks.run(runtime.pool, runtime.wakeup.notify)
 
-    return area_reranks
+    return rerank_tasks
 
 
 def definition(settings: ClassifySettings | None = None) -> ServiceDefinition:
@@ -47,7 +47,7 @@ def definition(settings: ClassifySettings | None = None) -> ServiceDefinition:
         name="classify", settings=settings, migrations=MIGRATIONS, handlers=classifier.handlers(),
         topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FKP_ADJUSTMENT, Topic.FAMILY_ERASED,
                 Topic.FKP_FORUM, Topic.FKP_DECISION],
-        title="Regsosek classify", background=[area_reranks(Reclassifier(config, publisher), settings)],
+        title="Regsosek classify", background=[rerank_tasks(Reclassifier(config, publisher), settings)],
         routers=[status_router(settings, config)],
     )
 

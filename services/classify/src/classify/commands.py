@@ -26,8 +26,8 @@ from regsosek.composition import open_command
 from regsosek.progress import Progress, progress
 
 
-def common_arguments(parser: argparse.ArgumentParser, settings: ClassifySettings) -> None:
-    parser.add_argument("--batch-size", type=int, default=settings.rerank_batch_size,
+def common_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    parser.add_argument("--batch-size", type=int, default=batch_size,
                         help="families per transaction (default %(default)s)")
     parser.add_argument("--outbox-only", action="store_true",
                         help="leave the events in the outbox for the running service's relay instead of "
@@ -35,7 +35,8 @@ def common_arguments(parser: argparse.ArgumentParser, settings: ClassifySettings
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-Work = Callable[[Reclassifier, asyncpg.Pool, Callable[[], None]], Awaitable[Any]]
+# (reclassifier, pool, on_commit: after each committed batch, progress display)
+Work = Callable[[Reclassifier, asyncpg.Pool, Callable[[], None], Progress], Awaitable[Any]]
 # (families to go through in all, of which already done) for the progress display
 Count = Callable[[RerankStore, Config], Awaitable[tuple[int, int]]]
 
@@ -46,8 +47,8 @@ async def count_families(store: RerankStore, cfg: Config) -> tuple[int, int]:
 
 def run(settings: ClassifySettings, args: argparse.Namespace, work: Work, show: Callable[[Any], None],
         *, what: str = "families", count: Count = count_families) -> int:
-    """Runs `work(reclassifier, pool, on_commit)`; `on_commit` is called after each committed batch of
-    `args.batch_size` families and advances the progress display."""
+    """Runs `work(reclassifier, pool, on_commit, progress)`; `on_commit` is called after each committed batch
+    of `args.batch_size` families and advances the progress display."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     for noisy in ("aiokafka", "regsosek.messaging", "regsosek.relay", "classify"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -58,7 +59,7 @@ def run(settings: ClassifySettings, args: argparse.Namespace, work: Work, show: 
             async with root.pool.acquire() as conn:
                 total, done = await count(RerankStore(conn), config)
             with progress(what, total, unit="families", initial=min(done, total)) as p:
-                report = await work(app.reclassifier(config), root.pool, batch_counter(p, args.batch_size))
+                report = await work(app.reclassifier(config), root.pool, batch_counter(p, args.batch_size), p)
             if not args.outbox_only:
                 await root.drain()
             return report

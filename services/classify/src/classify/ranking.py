@@ -10,10 +10,13 @@ programmes that target by decile.
 
 Two ways to turn a rank value into a decile:
 
-- **ranked** (`rank_deciles`): everyone of a scope (the nation, or one province) sorted
-  by (rank value, family id); the family at 0-based position i of n gets decile
-  ``i * 10 // n + 1``. Every decile then holds n/10 families, rounded down or up; ties
-  in rank value are split by family id so the sizes hold exactly.
+- **ranked** (`rank_deciles`): everyone of a scope (the nation, one province or one
+  regency/city: the final ranking is per regency/city) sorted by (rank value, family id);
+  the family at 0-based position i of n gets decile ``i * 10 // n + 1``. Every decile
+  then holds n/10 families, rounded down or up; ties in rank value are split by family id
+  so the sizes hold exactly. A re-rank computes the same in the database (store.py,
+  `RANKED_DECILE`) so that no scope is ever held in memory; `rank_deciles` is the
+  definition the tests check it against.
 - **provisional** (`CutPoints`): one family placed against nine cut-points, the upper
   bounds of deciles 1..9: the model's reference cut-points before any ranking, the
   cut-points of the latest ranking of the family's scope after one.
@@ -30,8 +33,9 @@ from classify.model import PovertyLines
 from regsosek.contracts import WelfareGroup
 
 DECILES = 10
-SCOPES = ("national", "province")
+SCOPES = ("national", "province", "regency")
 NATIONAL = "ID"  # the partition of the national scope
+PARTITION_LENGTH = {"province": 2, "regency": 4}  # BPS code digits of a province, a regency/city
 
 
 def rank_value(predicted: float, fkp_group: WelfareGroup | None, area: str, lines: PovertyLines) -> float:
@@ -64,10 +68,16 @@ def cutpoints(values: Iterable[tuple[str, float]], deciles: dict[str, int]) -> l
     """Upper bounds of deciles 1..9 of a ranking: the largest rank value in each decile
     or below it (so placing one of the ranked values with `CutPoints` gives its decile,
     ties across a boundary aside)."""
-    top = [-math.inf] * DECILES
+    top: dict[int, float] = {}
     for fid, v in values:
         d = deciles[fid]
-        top[d - 1] = max(top[d - 1], v)
+        top[d] = max(top.get(d, -math.inf), v)
+    return cutpoints_of_tops(top)
+
+
+def cutpoints_of_tops(tops: dict[int, float]) -> list[float]:
+    """The cut-points of a ranking from the largest rank value of each (non-empty) decile."""
+    top = [tops.get(d, -math.inf) for d in range(1, DECILES + 1)]
     out: list[float] = []
     running = -math.inf
     for d in range(DECILES - 1):
@@ -77,11 +87,12 @@ def cutpoints(values: Iterable[tuple[str, float]], deciles: dict[str, int]) -> l
 
 
 def partition_of(scope: str, sls_id: str) -> str:
-    """Which ranking a family belongs to: the nation, or its province (BPS code, 2 digits)."""
+    """Which ranking a family belongs to: the nation, its province (BPS code, 2 digits) or its
+    regency/city (4 digits)."""
     if scope == "national":
         return NATIONAL
-    if scope == "province":
-        return sls_id[:2]
+    if scope in PARTITION_LENGTH:
+        return sls_id[:PARTITION_LENGTH[scope]]
     raise ValueError(f"unknown scope {scope!r}; one of {', '.join(SCOPES)}")
 
 

@@ -1,53 +1,66 @@
 """Re-rank and replay over the stored families, publishing only what changed.
 
-**Re-rank** (`rerank`): ranks every stored family of a scope (the nation, or each
-province) by rank value into deciles of 10% each (ranking.py), records the ranking
-and its cut-points, then walks the families in batches of one transaction each:
+**Re-rank** (`rerank`): ranks every stored family of a scope (the nation, each province or
+each regency/city: the final ranking is per regency/city) by rank value into deciles of 10%
+each. The ranking is taken by the database (window functions over the scope: store.py,
+`RerankStore.start_rerank`) in one transaction that records a run, one ranking per partition
+with its cut-points, and the snapshot of every family's ranked decile; Python never holds the
+scope, only one page of it. The run then walks the snapshot in pages of family ids, one
+transaction each:
 
-- a family whose decile is unchanged gets the new decile basis, nothing is published;
+- a family whose decile is unchanged gets the new decile basis, in one statement per page,
+  nothing is published;
 - a family whose decile moved is classified again with the ranked decile (welfare group
   and every programme decision recomputed) and, since its decile changed, its
   family-classified and eligibility-decided go out through the outbox;
 - a family whose rank value changed after the ranking was taken (a new interview
   version or an FKP decision arrived meanwhile) is left as its handler placed it.
 
-An *area* re-rank (after an FKP adjustment) ranks the whole scope the same way but
+Each page commits its rows, its events and the run's cursor together: a re-rank killed
+mid-way is taken up by the next re-rank of the same scope (and area) after its last
+committed page, with the same ranking (`restart` drops it and ranks afresh instead).
+
+An *area* re-rank (after an FKP adjustment) ranks the area's whole partition the same way but
 applies the result to one regency's families only; the rest keep theirs until the
 next full re-rank. A re-rank refuses to run while any family was classified with
 another model, lines or rules version than the configured ones: replay first.
 
-**Replay** (`replay`): after the model, poverty lines or rules files change, classifies
-again, in family id order and in batches, every family computed with other versions.
-A family keeps its decile when its rank value did not change, else it is placed against
-the cut-points of the latest ranking (or the model's reference). Only families whose
-welfare group, decile or any programme's eligibility changed are published; every row
-records the new versions. Each batch commits its rows, its events and the run's
-cursor together, so an interrupted replay resumes after the last committed batch.
+**Replay** (`replay`, `replay_slice`): after the model, poverty lines or rules files change,
+classifies again, in family id order and in batches, every family computed with other
+versions. The run's families are split by family id into slices (one per process the
+command spreads it over); each slice has its own cursor. A family keeps its decile when its
+rank value did not change, else it is placed against the cut-points of the latest ranking
+(or the model's reference). Only families whose welfare group, decile or any programme's
+eligibility changed are published; every row records the new versions. Each batch commits
+its rows, its events and its slice's cursor together, so an interrupted replay resumes
+every slice after its last committed batch.
 
 One re-rank or replay runs at a time per database (an advisory lock). The commands
-(rerank.py, replay.py) and the service's area re-rank task run them through the same
-`Reclassifier`, built by app.py; all SQL is the store's (`RerankStore`).
+(rerank.py, replay.py) and the service's re-rank task (asked for, scheduled, FKP areas) run
+them through the same `Reclassifier`, built by app.py; all SQL is the store's (`RerankStore`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import asyncpg
 
+from classify import schedule
 from classify import store as stores
-from classify.domain import Config, StoredFamily, fkp_note
+from classify.domain import Config, StoredFamily
+from classify.model import features
 from classify.publisher import Publisher
-from classify.ranking import NATIONAL, Placement, Ranked, cutpoints, partition_of, rank_deciles
+from classify.ranking import Placement, Ranked, partition_of, rank_value
 from classify.settings import ClassifySettings
-from classify.store import RerankStore
+from classify.store import ReplaySlice, RerankRun, RerankStore
 from regsosek.background import run_forever
 from regsosek.composition import unit_of_work
-from regsosek.contracts import HouseholdProfile
+from regsosek.contracts import HouseholdProfile, WelfareGroup
 from regsosek.db import Backoff, is_transient
 from regsosek.messaging import Outbox
 
@@ -67,21 +80,20 @@ class StaleVersions(Exception):
         self.count = count
 
 
-def chunks(items: Sequence[str], size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
 @dataclass
 class RerankReport:
     scope: str
     area: str | None = None
+    run_id: int | None = None
+    resumed: bool = False  # an interrupted run taken up again (its ranking as taken then)
+    finished: bool = False
     partitions: list[dict] = field(default_factory=list)
     ranked: int = 0  # families in the rankings
-    examined: int = 0  # families the ranking was applied to
+    examined: int = 0  # families the ranking was applied to (by this invocation)
     changed: int = 0  # re-published
     unchanged: int = 0
     skipped: int = 0  # rank value changed after the ranking was taken
+    pages: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -99,32 +111,22 @@ class ReplayReport:
     finished: bool = False
     total_examined: int = 0  # over the whole run, resumed invocations included
     total_changed: int = 0
+    slices: int = 1
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
-
-@dataclass(frozen=True)
-class Ranking:
-    """One partition's ranking as a batch applies it."""
-
-    id: int
-    basis: str
-    snapshot: dict[str, float]  # rank value of each family when ranked
-    deciles: dict[str, int]
+    def add(self, part: ReplayReport) -> None:
+        """Counts of one slice's work (another process's) added to this run's report."""
+        for k in ("examined", "reclassified", "changed", "batches", "total_examined", "total_changed"):
+            setattr(self, k, getattr(self, k) + getattr(part, k))
 
 
-def sort_for_ranking(rows: Sequence[StoredFamily], ranking: Ranking) -> tuple[list[StoredFamily], list[StoredFamily], int]:
-    """(same decile, moved, skipped: rank value changed after the ranking was taken)."""
-    same, moved, skipped = [], [], 0
-    for r in rows:
-        if r.rank_value != ranking.snapshot[r.family_id]:
-            skipped += 1
-        elif ranking.deciles[r.family_id] == r.decile:
-            same.append(r)
-        else:
-            moved.append(r)
-    return same, moved, skipped
+def value_of(cfg: Config, p: HouseholdProfile, group: WelfareGroup | None) -> float:
+    """The family's rank value under `cfg` (what `Config.classify` ranks it by), without classifying it: a
+    replay classifies each family once, with its placement decided first."""
+    predicted, _ = cfg.model.predict(features(p), p.regency)
+    return rank_value(predicted, group, p.sls_id, cfg.lines)
 
 
 class Reclassifier:
@@ -146,23 +148,22 @@ class Reclassifier:
         ids = [r.family_id for r in rows]
         docs = await store.profiles(ids)
         fkp = await store.fkp_groups(ids)
-        by_province: dict[str, Placement] = {}
+        by_regency: dict[str, Placement] = {}
         saves, changed = [], []
         for r in rows:
             p = HouseholdProfile.model_validate(docs[r.family_id])
             group = fkp.get(r.family_id)
             if placement_of is None:
-                province = r.sls_id[:2]
-                if province not in by_province:
-                    by_province[province] = await store.placement_for(r.sls_id, cfg.model)
-                placement = by_province[province]
-                c = cfg.classify(p, group, placement)
-                if c.rank_value == r.rank_value:  # same place among the others: keep its decile and basis
+                if value_of(cfg, p, group) == r.rank_value:  # same place among the others: keep decile and basis
                     placement = Ranked(r.decile, r.decile_basis, r.ranking_id)
-                    c = cfg.classify(p, group, placement)
+                else:
+                    regency = r.sls_id[:4]
+                    if regency not in by_regency:
+                        by_regency[regency] = await store.placement_for(r.sls_id, cfg.model)
+                    placement = by_regency[regency]
             else:
                 placement = placement_of(r)
-                c = cfg.classify(p, group, placement)
+            c = cfg.classify(p, group, placement)
             saves.append((p, c, placement.ranking_id, docs[r.family_id]))
             if c.outcome() != r.outcome():
                 changed.append((p, c))
@@ -174,88 +175,111 @@ class Reclassifier:
 
     # ------------------------------------------------------------ re-rank
 
-    async def rerank(self, pool: asyncpg.Pool, scope: str, *, area: str | None = None, batch_size: int = 500,
-                     wait: bool = True, on_commit: Callable[[], None] | None = None) -> RerankReport:
-        partition_of(scope, "00")  # validates the scope
-        report = RerankReport(scope=scope, area=area)
+    async def rerank(self, pool: asyncpg.Pool, scope: str, *, area: str | None = None, batch_size: int = 2000,
+                     wait: bool = True, on_commit: Callable[[], None] | None = None, reason: str = "command",
+                     restart: bool = False, max_pages: int | None = None) -> RerankReport:
+        """Ranks the scope (or takes up its interrupted run) and applies the ranking in pages of
+        `batch_size` families; stops after `max_pages` pages if given (the next re-rank resumes)."""
+        partition_of(scope, area or "0000")  # validates the scope
         async with stores.exclusive(pool, wait=wait) as held:
             if not held:
                 raise Busy()
-            async with pool.acquire() as conn:
-                store = self.store_for(conn)
-                stale = await store.stale_count(self.config.versions)
-                if stale:
-                    raise StaleVersions(stale, self.config.versions)
-                if area is not None:
-                    partitions = [partition_of(scope, area)]
-                elif scope == "national":
-                    partitions = [NATIONAL]
-                else:
-                    partitions = await store.provinces()
-            for p in partitions:
-                await self._rerank_partition(pool, scope, p, area, batch_size, report, on_commit)
+            async with unit_of_work(pool, "classify") as uow:
+                run = await self._start(self.store_for(uow.conn), scope, area, reason, restart)
+                rankings = await self.store_for(uow.conn).rerank_rankings(run.id)
+            report = RerankReport(scope=scope, area=area, run_id=run.id, resumed=run.resumed, ranked=run.ranked)
+            report.partitions = [{"partition": r.partition, "ranking_id": r.ranking_id, "families": r.families,
+                                  "decile_sizes": r.decile_sizes} for r in rankings]
+            cursor: str | None = run.cursor
+            while cursor is not None and (max_pages is None or report.pages < max_pages):
+                async with unit_of_work(pool, "classify", on_commit) as uow:
+                    cursor = await self._apply_page(self.store_for(uow.conn), uow.outbox, run, cursor, batch_size,
+                                                    report)
+            report.finished = cursor is None
         return report
 
-    async def _rerank_partition(self, pool: asyncpg.Pool, scope: str, partition: str, area: str | None,
-                                batch_size: int, report: RerankReport, on_commit: Callable[[], None] | None) -> None:
-        async with pool.acquire() as conn:
-            store = self.store_for(conn)
-            values = await store.rank_values(partition)
-            if not values:
-                return
-            deciles = rank_deciles(values)
-            ranking_id, ranked_at = await store.save_ranking(scope, partition, area, self.config.model.version,
-                                                             len(values), cutpoints(values, deciles))
-        ranking = Ranking(ranking_id, stores.ranked_basis(partition, ranked_at, len(values), area), dict(values), deciles)
-        targets = sorted(fid for fid in ranking.snapshot if area is None or fid.startswith(area))
-        report.ranked += len(values)
-        report.partitions.append({"partition": partition, "ranking_id": ranking_id, "families": len(values),
-                                  "applied_to": len(targets),
-                                  "decile_sizes": dict(sorted(Counter(deciles.values()).items()))})
-        for batch in chunks(targets, batch_size):
-            async with unit_of_work(pool, "classify", on_commit) as uow:
-                await self._apply_ranking(self.store_for(uow.conn), uow.outbox, batch, ranking, report)
+    async def _start(self, store: RerankStore, scope: str, area: str | None, reason: str, restart: bool) -> RerankRun:
+        """The interrupted run of the scope and area to take up, or a new run with its ranking taken."""
+        stale = await store.stale_count(self.config.versions)
+        if stale:
+            raise StaleVersions(stale, self.config.versions)
+        run = await store.unfinished_rerank(scope, area)
+        if run is not None and (restart or run.model_version != self.config.model.version
+                                or await store.rerank_snapshot_lost(run.id)):
+            await store.close_rerank(run.id, "superseded")
+            run = None
+        return run or await store.start_rerank(scope, area, reason, self.config.model.version)
 
-    async def _apply_ranking(self, store: RerankStore, outbox: Outbox, batch: Sequence[str], ranking: Ranking,
-                             report: RerankReport) -> None:
-        same, moved, skipped = sort_for_ranking(await store.families_for_update(batch), ranking)
-        # Same decile, same everything else (versions are the configured ones): only the basis is new.
-        await store.set_bases([(r.family_id, ranking.basis + fkp_note(r.decile_basis)) for r in same], ranking.id)
-        changed = await self._reclassify(store, outbox, moved, lambda r: Ranked(ranking.deciles[r.family_id],
-                                                                                ranking.basis, ranking.id))
-        report.skipped += skipped
-        report.examined += len(same) + len(moved)
+    async def _apply_page(self, store: RerankStore, outbox: Outbox, run: RerankRun, cursor: str, batch_size: int,
+                          report: RerankReport) -> str | None:
+        """Applies the page after `cursor`; returns the new cursor (None: the run is finished)."""
+        page = await store.rerank_page(run.id, cursor, batch_size)
+        if page is None:
+            await store.close_rerank(run.id, "finished")
+            return None
+        ranked = {r.family_id: placement for r, placement in page.moved}
+        changed = await self._reclassify(store, outbox, [r for r, _ in page.moved], lambda r: ranked[r.family_id])
+        examined = page.unchanged + len(page.moved)
+        await store.advance_rerank(run.id, page.last, examined, changed, examined - changed, page.skipped)
+        report.pages += 1
+        report.skipped += page.skipped
+        report.examined += examined
         report.changed += changed
-        report.unchanged += len(same) + len(moved) - changed
+        report.unchanged += examined - changed
+        return page.last
 
     # ------------------------------------------------------------ replay
 
+    async def start_replay(self, pool: asyncpg.Pool, processes: int) -> tuple[ReplayReport, list[ReplaySlice]]:
+        """The replay run to the configured versions (resumed, or new and split into `processes` slices)
+        and its slices. Call holding the lock (`stores.exclusive`)."""
+        async with unit_of_work(pool, "classify") as uow:
+            store = self.store_for(uow.conn)
+            run = await store.start_replay(self.config.versions)
+            slices = await store.replay_slices(run.id, processes)
+        report = ReplayReport(run_id=run.id, resumed=run.resumed, versions=self.config.versions,
+                              total_examined=run.examined, total_changed=run.changed, slices=len(slices))
+        return report, slices
+
+    async def finish_replay(self, pool: asyncpg.Pool, report: ReplayReport) -> None:
+        async with pool.acquire() as conn:
+            report.finished = await self.store_for(conn).finish_replay(report.run_id)
+
     async def replay(self, pool: asyncpg.Pool, *, batch_size: int = 500, max_batches: int | None = None,
                      on_commit: Callable[[], None] | None = None) -> ReplayReport:
-        versions = self.config.versions
+        """A replay in this process: every slice of the run in turn."""
         async with stores.exclusive(pool):
-            async with unit_of_work(pool, "classify") as uow:
-                run = await self.store_for(uow.conn).start_replay(versions)
-            report = ReplayReport(run_id=run.id, resumed=run.resumed, versions=versions,
-                                  total_examined=run.examined, total_changed=run.changed)
-            cursor = run.cursor
-            while (max_batches is None or report.batches < max_batches) and not report.finished:
-                async with unit_of_work(pool, "classify", on_commit) as uow:
-                    cursor = await self._replay_batch(self.store_for(uow.conn), uow.outbox, cursor, batch_size, report)
+            report, slices = await self.start_replay(pool, 1)
+            for s in slices:
+                if not s.finished:
+                    report.add(await self.replay_slice(pool, report, s, batch_size=batch_size,
+                                                       max_batches=max_batches, on_commit=on_commit))
+            await self.finish_replay(pool, report)
         return report
 
-    async def _replay_batch(self, store: RerankStore, outbox: Outbox, cursor: str, batch_size: int,
-                            report: ReplayReport) -> str:
-        """One batch after `cursor`, its progress recorded with it; returns the new cursor."""
-        rows = await store.families_after_for_update(cursor, batch_size)
+    async def replay_slice(self, pool: asyncpg.Pool, run: ReplayReport, s: ReplaySlice, *, batch_size: int,
+                           max_batches: int | None = None, on_commit: Callable[[], None] | None = None) -> ReplayReport:
+        """Goes through one slice of the run (in the process the command gave it to; the command holds the
+        lock); returns this slice's counts."""
+        part = ReplayReport(run_id=run.run_id, resumed=run.resumed, versions=run.versions)
+        cursor: str | None = s.cursor
+        while cursor is not None and (max_batches is None or part.batches < max_batches):
+            async with unit_of_work(pool, "classify", on_commit) as uow:
+                cursor = await self._replay_batch(self.store_for(uow.conn), uow.outbox, s, cursor, batch_size, part)
+        return part
+
+    async def _replay_batch(self, store: RerankStore, outbox: Outbox, s: ReplaySlice, cursor: str, batch_size: int,
+                            report: ReplayReport) -> str | None:
+        """One batch of the slice after `cursor`, its progress recorded with it; returns the new cursor
+        (None: the slice is finished)."""
+        rows = await store.families_after_for_update(cursor, batch_size, s.upper)
         if not rows:
-            await store.finish_replay(report.run_id)
-            report.finished = True
-            return cursor
+            await store.finish_replay_slice(s.run_id, s.slice)
+            return None
         stale = [r for r in rows if r.versions != self.config.versions]
         changed = await self._reclassify(store, outbox, stale, None)
         cursor = rows[-1].family_id
-        await store.advance_replay(report.run_id, cursor, len(rows), changed)
+        await store.advance_replay(s.run_id, s.slice, cursor, len(rows), changed)
         report.batches += 1
         report.examined += len(rows)
         report.reclassified += len(stale)
@@ -265,38 +289,71 @@ class Reclassifier:
         return cursor
 
 
-# ---------------------------------------------------------------- area re-ranks (the service's background task)
+# ---------------------------------------------------------------- the service's re-ranks (its background task)
 
 
-class AreaReranks:
-    """Re-ranks, one at a time, the regencies FKP adjustments marked (rerank_areas)."""
+class RerankTasks:
+    """The service's re-ranks, one at a time: those asked for (POST /v1/reranks), the schedule's
+    (`rerank_schedule`, at `decile_scope`) and the area re-ranks FKP adjustments marked (rerank_areas).
+    A re-rank interrupted (the service stopped, the pod killed) is taken up by the next one of its scope."""
 
-    def __init__(self, reclassifier: Reclassifier, settings: ClassifySettings) -> None:
+    def __init__(self, reclassifier: Reclassifier, settings: ClassifySettings,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.reclassifier = reclassifier
         self.settings = settings
+        self.clock = clock
 
     async def run(self, pool: asyncpg.Pool, on_commit: Callable[[], None]) -> None:
         s = self.settings
-        await run_forever("area re-rank", lambda: self.next_area(pool, on_commit),
+        await run_forever("re-rank", lambda: self.next_rerank(pool, on_commit),
                           backoff=Backoff(s.retry_initial_s, s.retry_max_s), expected=is_transient, logger=log)
 
-    async def next_area(self, pool: asyncpg.Pool, on_commit: Callable[[], None]) -> None:
-        """After a poll interval, re-ranks the regency marked longest ago, if any."""
+    async def next_rerank(self, pool: asyncpg.Pool, on_commit: Callable[[], None]) -> None:
+        """After a poll interval: asks for the scheduled re-rank if due, then does the re-rank asked for longest
+        ago, else the area re-rank of the regency marked longest ago, if any."""
         s = self.settings
         await asyncio.sleep(s.area_rerank_poll_s)
+        async with unit_of_work(pool, "classify") as uow:
+            store = self.reclassifier.store_for(uow.conn)
+            if schedule.due(s.rerank_schedule, await store.last_scheduled(), self.clock()):
+                await store.request_rerank(s.decile_scope, "schedule", "schedule")
+            request = await store.next_request()
+        if request is not None:
+            await self.requested(pool, on_commit, *request)
+        else:
+            await self.next_area(pool, on_commit)
+
+    async def _rerank(self, pool: asyncpg.Pool, on_commit: Callable[[], None], **how) -> RerankReport | None:
+        """A re-rank at `decile_scope` unless `how` says otherwise; None when it cannot run now."""
+        s = self.settings
+        try:
+            return await self.reclassifier.rerank(pool, how.pop("scope", s.decile_scope), wait=False,
+                                                  batch_size=s.rerank_page_size, on_commit=on_commit, **how)
+        except Busy:
+            return None  # a re-rank or replay is running; try again later
+        except StaleVersions as e:
+            log.warning("re-rank waits for a replay", extra={"fields": {"stale": e.count}})
+            await asyncio.sleep(30 * s.area_rerank_poll_s)
+            return None
+
+    async def requested(self, pool: asyncpg.Pool, on_commit: Callable[[], None], request_id: int, scope: str,
+                        reason: str) -> None:
+        report = await self._rerank(pool, on_commit, scope=scope, reason=reason)
+        if report is None:
+            return
+        async with pool.acquire() as conn:
+            await self.reclassifier.store_for(conn).request_done(request_id, report.run_id)
+        log.info("re-ranked", extra={"fields": {"scope": scope, "reason": reason, "changed": report.changed,
+                                                "examined": report.examined, "resumed": report.resumed}})
+
+    async def next_area(self, pool: asyncpg.Pool, on_commit: Callable[[], None]) -> None:
         async with pool.acquire() as conn:
             marked = await self.reclassifier.store_for(conn).next_area()
         if marked is None:
             return
         regency, requested_at = marked
-        try:
-            report = await self.reclassifier.rerank(pool, s.decile_scope, area=regency, batch_size=s.rerank_batch_size,
-                                                    wait=False, on_commit=on_commit)
-        except Busy:
-            return  # a re-rank or replay is running; try again later
-        except StaleVersions as e:
-            log.warning("area re-rank waits for a replay", extra={"fields": {"regency": regency, "stale": e.count}})
-            await asyncio.sleep(30 * s.area_rerank_poll_s)
+        report = await self._rerank(pool, on_commit, area=regency, reason="fkp")
+        if report is None:
             return
         async with pool.acquire() as conn:
             await self.reclassifier.store_for(conn).area_done(regency, requested_at)

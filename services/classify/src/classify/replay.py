@@ -1,47 +1,105 @@
 """Replay the stored families with the configured model, poverty lines and rules.
 
-    python -m classify.replay [--batch-size N] [--max-batches K] [--outbox-only] [--json]
+    python -m classify.replay [--processes P] [--batch-size N] [--max-batches K] [--outbox-only] [--json]
 
 After pointing REGSOSEK_PMT_MODEL_FILE / POVERTY_LINES_FILE / RULES_FILE at new files
 (and restarting the service with them), this classifies again every family computed
 with other versions and publishes family-classified and eligibility-decided only for
-those whose welfare group, decile or any programme's eligibility changed. It walks the
-families in id order, one transaction per batch, with its cursor in the database
-(replay_runs): interrupted (or stopped by --max-batches), the next invocation with the
-same versions resumes after the last committed batch. Decile placement stays
-provisional; run `python -m classify.rerank` afterwards for ranked deciles.
+those whose welfare group, decile or any programme's eligibility changed. A new replay
+splits the families by family id into --processes slices of about as many families
+(default REGSOSEK_REPLAY_PROCESSES); one process goes through each slice in id order, one
+transaction per batch, with the slice's cursor in the database (replay_slices):
+interrupted (or stopped by --max-batches, per process), the next invocation with the same
+versions resumes every slice after its last committed batch (with the slices it had).
+Decile placement stays provisional; run `python -m classify.rerank` afterwards for ranked
+deciles.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
+import asyncpg
+
+from classify import app
+from classify import store as stores
 from classify.commands import common_arguments, run
 from classify.domain import Config
-from classify.reclassify import ReplayReport
+from classify.reclassify import Reclassifier, ReplayReport
 from classify.settings import ClassifySettings
-from classify.store import RerankStore
+from classify.store import ReplaySlice, RerankStore
+from regsosek import db
+from regsosek.progress import Progress
+
+PROGRESS_POLL_S = 2.0
 
 
 def show(r: ReplayReport) -> None:
     state = "finished" if r.finished else "stopped (run again to resume)"
-    print(f"replay #{r.run_id} to {', '.join(r.versions)}{' (resumed)' if r.resumed else ''}: {state}")
+    print(f"replay #{r.run_id} to {', '.join(r.versions)}{' (resumed)' if r.resumed else ''} "
+          f"in {r.slices} slice(s): {state}")
     print(f"  this run: {r.examined} families examined, {r.reclassified} classified again, "
           f"{r.changed} re-published (group, decile or eligibility changed)")
     print(f"  whole replay: {r.total_examined} examined, {r.total_changed} re-published")
 
 
+async def in_processes(settings: ClassifySettings, reclassify: Reclassifier, pool: asyncpg.Pool, p: Progress,
+                       processes: int, batch_size: int, max_batches: int | None) -> ReplayReport:
+    """The replay with its unfinished slices spread over up to `processes` processes; this one holds the lock,
+    follows the progress in the database and finishes the run when every slice is done."""
+    async with stores.exclusive(pool):
+        report, slices = await reclassify.start_replay(pool, processes)
+        todo = [s for s in slices if not s.finished]
+        loop = asyncio.get_running_loop()
+        with ProcessPoolExecutor(max_workers=max(1, min(processes, len(todo))),
+                                 mp_context=multiprocessing.get_context("spawn")) as workers:
+            parts = asyncio.gather(*(loop.run_in_executor(workers, replay_slice, settings, report, s, batch_size,
+                                                          max_batches) for s in todo))
+            while not parts.done():
+                await asyncio.wait([parts], timeout=PROGRESS_POLL_S)
+                async with pool.acquire() as conn:
+                    p.advance_to(await RerankStore(conn).replay_examined(reclassify.config.versions))
+            for part in parts.result():
+                report.add(part)
+        await reclassify.finish_replay(pool, report)
+    return report
+
+
+def replay_slice(settings: ClassifySettings, run: ReplayReport, s: ReplaySlice, batch_size: int,
+                 max_batches: int | None) -> ReplayReport:
+    """One slice, in a process of its own (its own pool, configuration and event loop)."""
+    async def main() -> ReplayReport:
+        pool = await db.connect_pool(settings.dsn(), max_size=1)
+        try:
+            return await app.reclassifier(app.load_config(settings)).replay_slice(
+                pool, run, s, batch_size=batch_size, max_batches=max_batches)
+        finally:
+            await pool.close()
+    return asyncio.run(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = ClassifySettings()
     parser = argparse.ArgumentParser(prog="python -m classify.replay", description=__doc__.split("\n\n")[0])
-    common_arguments(parser, settings)
+    common_arguments(parser, settings.rerank_batch_size)
     parser.add_argument("--max-batches", type=int, default=None,
-                        help="stop after this many batches (the next run resumes)")
+                        help="stop after this many batches per process (the next run resumes)")
+    parser.add_argument("--processes", type=int, default=settings.replay_processes,
+                        help="processes a new replay is split over, by family id range (default %(default)s)")
     args = parser.parse_args(argv)
-    return run(settings, args, lambda reclassify, pool, on_commit: reclassify.replay(
-                   pool, batch_size=args.batch_size, max_batches=args.max_batches, on_commit=on_commit),
-               show, what="replay", count=families_and_resumed)
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
+
+    def work(reclassify: Reclassifier, pool: asyncpg.Pool, on_commit, p: Progress):
+        if args.processes == 1:
+            return reclassify.replay(pool, batch_size=args.batch_size, max_batches=args.max_batches,
+                                     on_commit=on_commit)
+        return in_processes(settings, reclassify, pool, p, args.processes, args.batch_size, args.max_batches)
+    return run(settings, args, work, show, what="replay", count=families_and_resumed)
 
 
 async def families_and_resumed(store: RerankStore, cfg: Config) -> tuple[int, int]:

@@ -21,6 +21,7 @@ import asyncpg
 
 from classify.consultation import ForumTally
 from classify.domain import (
+    FKP_NOTE,
     Classification,
     Classified,
     Config,
@@ -31,11 +32,23 @@ from classify.domain import (
     Withdrawal,
 )
 from classify.model import PmtModel
-from classify.ranking import NATIONAL, CutPoints, Placement, reference_placement
+from classify.ranking import (
+    DECILES,
+    NATIONAL,
+    PARTITION_LENGTH,
+    CutPoints,
+    Placement,
+    Ranked,
+    cutpoints_of_tops,
+    partition_of,
+    reference_placement,
+)
 from regsosek import audit
 from regsosek.contracts import FamilyErased, FkpAdjustment, FkpDecisionRecorded, HouseholdProfile, WelfareGroup
 
 LOCK = 7316101  # one re-rank or replay at a time in a classify database
+SCHEDULE_LOCK = 7316102  # one instance at a time asks for the scheduled re-rank
+LONG_STATEMENT_S = 3600.0  # statements over a whole scope (taking a ranking): beyond the pool's command timeout
 
 
 def _iso(at: datetime) -> str:
@@ -43,7 +56,17 @@ def _iso(at: datetime) -> str:
 
 
 def scope_words(partition: str) -> str:
-    return "national" if partition == NATIONAL else f"province {partition}"
+    if partition == NATIONAL:
+        return "national"
+    return f"province {partition}" if len(partition) == PARTITION_LENGTH["province"] else f"regency {partition}"
+
+
+# The partition of a family's row in each scope, and its ranked decile over that partition (window w: the
+# partition ordered by rank value, family id): the family at 0-based position i of n gets decile
+# i * 10 // n + 1, as ranking.rank_deciles.
+PARTITION_SQL = {"national": f"'{NATIONAL}'::text", **{scope: f"substr(sls_id, 1, {n})"
+                                                   for scope, n in PARTITION_LENGTH.items()}}
+RANKED_DECILE = f"((row_number() over w - 1) * {DECILES} / count(*) over (partition by {{p}}) + 1)::int as decile"
 
 
 def ranked_basis(partition: str, ranked_at: datetime, families: int, area: str | None) -> str:
@@ -241,10 +264,11 @@ class ClassifyStore:
         return _order(row)
 
     async def placement_for(self, sls_id: str, model: PmtModel) -> Placement:
-        """Cut-points of the latest ranking covering the family's province, else the model's reference."""
+        """Cut-points of the latest ranking covering the family (national, its province or its regency),
+        else the model's reference."""
         r = await self.conn.fetchrow(
             "select id, partition, families, cutpoints, ranked_at from rankings where partition = any($1::text[]) "
-            "order by id desc limit 1", [NATIONAL, sls_id[:2]],
+            "order by id desc limit 1", [NATIONAL, sls_id[:2], sls_id[:4]],
         )
         if r is None:
             return reference_placement(model.version, model.decile_cutpoints)
@@ -353,6 +377,11 @@ _STORED = ("select family_id, sls_id, version, rank_value, decile, decile_basis,
            "eligibility, model_version, lines_version, rule_version, member_eligibility from families")
 
 
+_STORED_OF_F = ("select f.family_id, f.sls_id, f.version, f.rank_value, f.decile, f.decile_basis, f.ranking_id, "
+                "f.welfare_group, f.eligibility, f.model_version, f.lines_version, f.rule_version, "
+                "f.member_eligibility")
+
+
 def _stored(r: asyncpg.Record) -> StoredFamily:
     return StoredFamily(r["family_id"], r["sls_id"], r["rank_value"], r["decile"], r["decile_basis"], r["ranking_id"],
                         r["welfare_group"], dict(r["eligibility"]),
@@ -381,14 +410,73 @@ class ReplayRun:
     """A replay to one set of versions, as far as its committed batches went."""
 
     id: int
-    cursor: str  # the last family id gone through
     examined: int
     changed: int
     resumed: bool  # an unfinished run taken up again
 
 
+@dataclass(frozen=True)
+class ReplaySlice:
+    """The families (lower, upper] of a replay, which one process goes through in id order."""
+
+    run_id: int
+    slice: int
+    cursor: str  # the last family id gone through (the lower bound before the first batch)
+    upper: str | None  # None: no upper bound
+    finished: bool
+
+
+@dataclass(frozen=True)
+class RerankRun:
+    """A re-rank as far as its committed pages went: its ranking is taken, its cursor is the last family applied."""
+
+    id: int
+    scope: str
+    area: str | None
+    model_version: str
+    ranked: int
+    cursor: str
+    totals: dict[str, int]  # examined, changed, unchanged, skipped over the whole run
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class PartitionRanking:
+    partition: str
+    ranking_id: int
+    families: int
+    decile_sizes: dict[int, int]
+
+
+@dataclass(frozen=True)
+class RerankPage:
+    """One page of a re-rank's snapshot. The families whose decile stays already
+    have the new basis; `moved` are those to classify again with their ranked decile, their rows locked."""
+
+    last: str  # the page's last family id: the run's cursor once the page commits
+    unchanged: int  # same rank value, same decile: new basis only
+    skipped: int  # rank value changed after the ranking was taken: left as their handler placed them
+    moved: list[tuple[StoredFamily, Ranked]]
+
+
+_FKP_NOTE_START = FKP_NOTE.split("{}")[0]
+# The page of a run: members after the cursor up to the page's last family id (a range of the members'
+# key: the page's members only are read), joined with their rows and the ranking of their partition.
+_PAGE = ("from families f join rerank_members m on m.run_id = $1 and m.family_id = f.family_id "
+         "join rankings r on r.run_id = m.run_id and r.partition = m.partition "
+         "where m.family_id > $2 and m.family_id <= $3")
+
+
+def _ranked_sql(scope: str, where: str) -> str:
+    """Every family of `where` with its partition in `scope` and its ranked decile there."""
+    p = PARTITION_SQL[scope]
+    return (f"select family_id, sls_id, {p} as partition, rank_value, {RANKED_DECILE} from families {where} "
+            f"window w as (partition by {p} order by rank_value, family_id)").replace("{p}", p)
+
+
 class RerankStore(ClassifyStore):
-    """What re-rank, replay and the area re-rank queue add: families in batches, rankings, replay runs."""
+    """What re-rank, replay and the area re-rank queue add: rankings taken in the database and applied in
+    pages, families in batches, replay runs and their slices, re-rank requests."""
 
     async def family_count(self) -> int:
         return await self.conn.fetchval("select count(*) from families")
@@ -399,44 +487,108 @@ class RerankStore(ClassifyStore):
             "select count(*) from families where model_version <> $1 or lines_version <> $2 or rule_version <> $3",
             *versions)
 
-    async def provinces(self) -> list[str]:
-        return [r[0] for r in await self.conn.fetch("select distinct substr(sls_id, 1, 2) from families order by 1")]
+    # ------------------------------------------------------------ re-rank runs
 
-    async def rank_values(self, partition: str) -> list[tuple[str, float]]:
-        """(family id, rank value) of every family of the partition (the nation, or a province)."""
-        if partition == NATIONAL:
-            rows = await self.conn.fetch("select family_id, rank_value from families")
-        else:
-            rows = await self.conn.fetch("select family_id, rank_value from families where substr(sls_id, 1, 2) = $1",
-                                         partition)
-        return [(r[0], r[1]) for r in rows]
-
-    async def save_ranking(self, scope: str, partition: str, area: str | None, model_version: str, families: int,
-                           cuts: list[float]) -> tuple[int, datetime]:
-        """Records a ranking and its cut-points; returns its id and time."""
+    async def unfinished_rerank(self, scope: str, area: str | None) -> RerankRun | None:
+        """The re-rank of `scope` (and `area`) interrupted after taking its ranking, if any."""
         r = await self.conn.fetchrow(
-            "insert into rankings (scope, partition, area, model_version, families, cutpoints) "
-            "values ($1, $2, $3, $4, $5, $6) returning id, ranked_at",
-            scope, partition, area, model_version, families, cuts)
-        return r["id"], r["ranked_at"]
+            "select * from rerank_runs where finished_at is null and scope = $1 and area is not distinct from $2 "
+            "order by id desc limit 1", scope, area)
+        if r is None:
+            return None
+        totals = {k: r[k] for k in ("examined", "changed", "unchanged", "skipped")}
+        return RerankRun(r["id"], scope, area, r["model_version"], r["ranked"], r["cursor"], totals, True)
 
-    async def families_for_update(self, family_ids: Sequence[str]) -> list[StoredFamily]:
-        rows = await self.conn.fetch(_STORED + " where family_id = any($1::text[]) order by family_id for update",
-                                     list(family_ids))
-        return [_stored(r) for r in rows]
+    async def start_rerank(self, scope: str, area: str | None, reason: str, model_version: str) -> RerankRun:
+        """A new run with its ranking taken: every family of the scope (of the area's partition for an area
+        re-rank) ranked by the database, the snapshot of the families it applies to kept (rerank_members),
+        one ranking per partition with its cut-points and decile sizes. Call in one transaction."""
+        run = await self.conn.fetchrow(
+            "insert into rerank_runs (scope, area, reason, model_version) values ($1, $2, $3, $4) "
+            "returning id, started_at", scope, area, reason, model_version)
+        args: list = [run["id"]]
+        where = kept = ""
+        if area is not None:
+            args += [partition_of(scope, area), area]
+            where = f"where {PARTITION_SQL[scope]} = $2"
+            kept = f"where substr(sls_id, 1, {PARTITION_LENGTH['regency']}) = $3"
+        deciles = await self.conn.fetch(
+            f"with ranked as materialized ({_ranked_sql(scope, where)}), "
+            f"kept as (insert into rerank_members (run_id, family_id, partition, rank_value, decile) "
+            f"select $1, family_id, partition, rank_value, decile from ranked {kept}) "
+            "select partition, decile, count(*)::int as families, max(rank_value) as top "
+            "from ranked group by 1, 2 order by 1, 2", *args, timeout=LONG_STATEMENT_S)
+        by_partition: dict[str, dict[int, tuple[int, float]]] = {}
+        for d in deciles:
+            by_partition.setdefault(d["partition"], {})[d["decile"]] = (d["families"], d["top"])
+        rows = []
+        for partition, tops in by_partition.items():
+            families = sum(n for n, _ in tops.values())
+            rows.append((scope, partition, area, model_version, families,
+                         cutpoints_of_tops({d: top for d, (_, top) in tops.items()}), run["id"],
+                         ranked_basis(partition, run["started_at"], families, area),
+                         [tops.get(d, (0, 0.0))[0] for d in range(1, DECILES + 1)], run["started_at"]))
+        await self.conn.executemany(
+            "insert into rankings (scope, partition, area, model_version, families, cutpoints, run_id, basis, "
+            "decile_sizes, ranked_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", rows)
+        ranked = sum(r[4] for r in rows)
+        await self.conn.execute("update rerank_runs set ranked = $2 where id = $1", run["id"], ranked)
+        totals = {"examined": 0, "changed": 0, "unchanged": 0, "skipped": 0}
+        return RerankRun(run["id"], scope, area, model_version, ranked, "", totals, False)
 
-    async def families_after_for_update(self, cursor: str, limit: int) -> list[StoredFamily]:
-        """The next `limit` families in id order after `cursor`, their rows locked."""
-        rows = await self.conn.fetch(_STORED + " where family_id > $1 order by family_id limit $2 for update",
-                                     cursor, limit)
-        return [_stored(r) for r in rows]
+    async def rerank_rankings(self, run_id: int) -> list[PartitionRanking]:
+        """The rankings (one per partition) a run took."""
+        rows = await self.conn.fetch("select partition, id, families, decile_sizes from rankings where run_id = $1 "
+                                     "order by partition", run_id)
+        return [PartitionRanking(r["partition"], r["id"], r["families"],
+                                 {d: n for d, n in enumerate(r["decile_sizes"], 1) if n}) for r in rows]
 
-    async def set_bases(self, bases: Sequence[tuple[str, str]], ranking_id: int) -> None:
-        """A new decile basis (and ranking) for families whose classification is otherwise unchanged."""
-        if bases:
-            await self.conn.executemany(
-                "update families set decile_basis = $2, ranking_id = $3, updated_at = now() where family_id = $1",
-                [(fid, basis, ranking_id) for fid, basis in bases])
+    async def rerank_page(self, run_id: int, after: str, limit: int) -> RerankPage | None:
+        """The next `limit` families of the run's snapshot after `after` (None: none left). Those whose decile
+        stays get the ranking's basis (and keep an FKP note) in one statement; those whose decile moved are
+        returned, their rows locked; those whose rank value changed since the ranking are only counted."""
+        page = await self.conn.fetchrow(
+            "select max(m.family_id) as last, count(*) filter (where f.rank_value <> m.rank_value) as skipped "
+            "from (select family_id, rank_value from rerank_members where run_id = $1 and family_id > $2 "
+            "order by family_id limit $3) m left join families f using (family_id)", run_id, after, limit)
+        if page["last"] is None:
+            return None
+        status = await self.conn.execute(
+            "update families f set ranking_id = r.id, updated_at = now(), decile_basis = r.basis || "
+            "case when strpos(f.decile_basis, $4) > 0 then substr(f.decile_basis, strpos(f.decile_basis, $4)) "
+            "else '' end from rerank_members m join rankings r on r.run_id = m.run_id and r.partition = m.partition "
+            "where m.run_id = $1 and m.family_id = f.family_id and m.family_id > $2 and m.family_id <= $3 "
+            "and f.rank_value = m.rank_value and f.decile = m.decile", run_id, after, page["last"], _FKP_NOTE_START)
+        rows = await self.conn.fetch(
+            f"{_STORED_OF_F}, m.decile as ranked_decile, r.id as ranked_id, r.basis as ranked_basis {_PAGE} "
+            "and f.rank_value = m.rank_value and f.decile <> m.decile order by f.family_id for update of f",
+            run_id, after, page["last"])
+        moved = [(_stored(r), Ranked(r["ranked_decile"], r["ranked_basis"], r["ranked_id"])) for r in rows]
+        return RerankPage(page["last"], int(status.rsplit(" ", 1)[-1]), page["skipped"], moved)
+
+    async def rerank_snapshot_lost(self, run_id: int) -> bool:
+        """Whether a run that ranked families has lost its snapshot (a database crash empties unlogged tables)."""
+        return await self.conn.fetchval(
+            "select ranked > 0 and not exists (select 1 from rerank_members m where m.run_id = r.id) "
+            "from rerank_runs r where id = $1", run_id)
+
+    async def advance_rerank(self, run_id: int, cursor: str, examined: int, changed: int, unchanged: int,
+                             skipped: int) -> None:
+        await self.conn.execute(
+            "update rerank_runs set cursor = $2, examined = examined + $3, changed = changed + $4, "
+            "unchanged = unchanged + $5, skipped = skipped + $6, updated_at = now() where id = $1",
+            run_id, cursor, examined, changed, unchanged, skipped)
+
+    async def close_rerank(self, run_id: int, outcome: str) -> None:
+        """The run is finished (or superseded): its snapshot goes (at once when no other run is unfinished)."""
+        await self.conn.execute("update rerank_runs set finished_at = now(), updated_at = now(), outcome = $2 "
+                                "where id = $1", run_id, outcome)
+        if await self.conn.fetchval("select exists (select 1 from rerank_runs where finished_at is null)"):
+            await self.conn.execute("delete from rerank_members where run_id = $1", run_id, timeout=LONG_STATEMENT_S)
+        else:
+            await self.conn.execute("truncate rerank_members")
+
+    # ------------------------------------------------------------ classifying again
 
     async def profiles(self, family_ids: Sequence[str]) -> dict[str, dict]:
         """The stored profiles (as documents) of these families."""
@@ -473,24 +625,63 @@ class RerankStore(ClassifyStore):
             run = await self.conn.fetchrow(
                 "insert into replay_runs (model_version, lines_version, rule_version) values ($1, $2, $3) "
                 "returning *", *versions)
-        return ReplayRun(run["id"], run["cursor"], run["examined"], run["changed"], resumed)
+        examined, changed = await self.conn.fetchrow(
+            f"select {_REPLAY_TOTAL.format('examined')}, {_REPLAY_TOTAL.format('changed')} "
+            "from replay_runs r where id = $1", run["id"])
+        return ReplayRun(run["id"], examined, changed, resumed)
+
+    async def replay_slices(self, run_id: int, processes: int) -> list[ReplaySlice]:
+        """The run's slices; a run without any is split now into `processes` slices of about as many families
+        (a run from before slices: one slice from its cursor)."""
+        rows = await self.conn.fetch("select * from replay_slices where run_id = $1 order by slice", run_id)
+        if not rows:
+            cursor = await self.conn.fetchval("select cursor from replay_runs where id = $1", run_id)
+            bounds: list[str] = []
+            if processes > 1:
+                bounds = await self.conn.fetchval(
+                    "select percentile_disc($2::float8[]) within group (order by family_id) from families "
+                    "where family_id > $1", cursor, [k / processes for k in range(1, processes)],
+                    timeout=LONG_STATEMENT_S) or []
+            lowers, uppers = [cursor, *bounds], [*bounds, None]
+            await self.conn.executemany(
+                "insert into replay_slices (run_id, slice, lower_id, upper_id, cursor) values ($1, $2, $3, $4, $3)",
+                [(run_id, i, lo, up) for i, (lo, up) in enumerate(zip(lowers, uppers, strict=True))])
+            rows = await self.conn.fetch("select * from replay_slices where run_id = $1 order by slice", run_id)
+        return [ReplaySlice(run_id, r["slice"], r["cursor"], r["upper_id"], r["finished_at"] is not None)
+                for r in rows]
 
     async def replay_examined(self, versions: tuple[str, str, str]) -> int:
         """Families an unfinished replay to `versions` already went through."""
         return await self.conn.fetchval(
-            "select coalesce(max(examined), 0) from replay_runs where finished_at is null "
-            "and (model_version, lines_version, rule_version) = ($1, $2, $3)", *versions)
+            f"select coalesce(max({_REPLAY_TOTAL.format('examined')}), 0) from replay_runs r "
+            "where finished_at is null and (model_version, lines_version, rule_version) = ($1, $2, $3)", *versions)
 
-    async def advance_replay(self, run_id: int, cursor: str, examined: int, changed: int) -> None:
+    async def families_after_for_update(self, cursor: str, limit: int, upper: str | None = None) -> list[StoredFamily]:
+        """The next `limit` families in id order after `cursor` (up to `upper`, if given), their rows locked."""
+        rows = await self.conn.fetch(
+            _STORED + " where family_id > $1 and ($3::text is null or family_id <= $3) order by family_id limit $2 "
+            "for update", cursor, limit, upper)
+        return [_stored(r) for r in rows]
+
+    async def advance_replay(self, run_id: int, slice_no: int, cursor: str, examined: int, changed: int) -> None:
         await self.conn.execute(
-            "update replay_runs set cursor = $2, examined = examined + $3, changed = changed + $4, "
-            "updated_at = now() where id = $1", run_id, cursor, examined, changed)
+            "update replay_slices set cursor = $3, examined = examined + $4, changed = changed + $5 "
+            "where run_id = $1 and slice = $2", run_id, slice_no, cursor, examined, changed)
 
-    async def finish_replay(self, run_id: int) -> None:
-        await self.conn.execute("update replay_runs set finished_at = now(), updated_at = now(), "
-                                "outcome = 'finished' where id = $1", run_id)
+    async def finish_replay_slice(self, run_id: int, slice_no: int) -> None:
+        await self.conn.execute("update replay_slices set finished_at = now() where run_id = $1 and slice = $2",
+                                run_id, slice_no)
 
-    # ------------------------------------------------------------ the area re-rank queue
+    async def finish_replay(self, run_id: int) -> bool:
+        """The run is finished when all its slices are (returns whether it is)."""
+        status = await self.conn.execute(
+            f"update replay_runs r set finished_at = now(), updated_at = now(), outcome = 'finished', "
+            f"examined = {_REPLAY_TOTAL.format('examined')}, changed = {_REPLAY_TOTAL.format('changed')} "
+            "where id = $1 and finished_at is null and not exists "
+            "(select 1 from replay_slices s where s.run_id = r.id and s.finished_at is null)", run_id)
+        return status.endswith(" 1")
+
+    # ------------------------------------------------------------ the area re-rank queue and re-rank requests
 
     async def next_area(self) -> tuple[str, datetime] | None:
         """The regency marked longest ago for an area re-rank, and when it was marked."""
@@ -502,11 +693,39 @@ class RerankStore(ClassifyStore):
         await self.conn.execute("delete from rerank_areas where regency = $1 and requested_at <= $2",
                                 regency, requested_at)
 
+    async def next_request(self) -> tuple[int, str, str] | None:
+        """The re-rank asked for longest ago and not done yet: (request id, scope, reason)."""
+        r = await self.conn.fetchrow("select id, scope, reason from rerank_requests where done_at is null "
+                                     "order by id limit 1")
+        return None if r is None else (r["id"], r["scope"], r["reason"])
+
+    async def request_done(self, request_id: int, run_id: int | None) -> None:
+        await self.conn.execute("update rerank_requests set done_at = now(), run_id = $2 where id = $1",
+                                request_id, run_id)
+
+    async def last_scheduled(self) -> datetime | None:
+        """When the schedule last asked for a re-rank; holds the schedule's lock until the transaction ends,
+        so that two instances of the service do not both ask."""
+        await self.conn.execute("select pg_advisory_xact_lock($1)", SCHEDULE_LOCK)
+        return await self.conn.fetchval("select max(requested_at) from rerank_requests where reason = 'schedule'")
+
+    async def request_rerank(self, scope: str, reason: str, requested_by: str) -> int:
+        return await self.conn.fetchval(
+            "insert into rerank_requests (scope, reason, requested_by) values ($1, $2, $3) returning id",
+            scope, reason, requested_by)
+
+
+# A replay run's families gone through (or re-published) so far: the sum over its slices (runs from before
+# slices: their own counter).
+_REPLAY_TOTAL = ("coalesce((select sum(s.{0}) from replay_slices s where s.run_id = r.id), 0)::bigint "
+                 "+ case when exists (select 1 from replay_slices s where s.run_id = r.id) then 0 else r.{0} end")
+
 
 class StatusStore:
-    """What classify's read-only status API (classify.api) shows of its own tables: how many families rest on
-    which versions, the recent rankings, the regencies waiting for an area re-rank, the replay runs, and
-    whether a re-rank or replay holds the lock now. Ids, versions, counts and times only."""
+    """What classify's status API (classify.api) shows of its own tables: how many families rest on which
+    versions, the recent rankings and re-rank runs, the re-ranks and regencies waiting, the replay runs, and
+    whether a re-rank or replay holds the lock now (ids, versions, counts and times only); and the one thing
+    it writes: a request for a re-rank."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -528,9 +747,28 @@ class StatusStore:
 
     async def recent_replays(self, limit: int) -> list[dict]:
         rows = await self.conn.fetch(
-            "select id, model_version, lines_version, rule_version, examined, changed, started_at, updated_at, "
-            "finished_at, outcome from replay_runs order by id desc limit $1", limit)
+            f"select id, model_version, lines_version, rule_version, {_REPLAY_TOTAL.format('examined')} as examined, "
+            f"{_REPLAY_TOTAL.format('changed')} as changed, started_at, updated_at, finished_at, outcome "
+            "from replay_runs r order by id desc limit $1", limit)
         return [dict(r) for r in rows]
+
+    async def recent_reranks(self, limit: int) -> list[dict]:
+        rows = await self.conn.fetch(
+            "select id, scope, area, reason, model_version, ranked, examined, changed, skipped, started_at, "
+            "updated_at, finished_at, outcome from rerank_runs order by id desc limit $1", limit)
+        return [dict(r) for r in rows]
+
+    async def reranks_waiting(self) -> list[dict]:
+        """Re-ranks asked for (or scheduled) and not done yet."""
+        rows = await self.conn.fetch("select id, scope, reason, requested_at from rerank_requests "
+                                     "where done_at is null order by id")
+        return [dict(r) for r in rows]
+
+    async def request_rerank(self, scope: str, requested_by: str) -> int:
+        """Asks the service for a re-rank of `scope` (its re-rank task does it); returns the request's id."""
+        return await self.conn.fetchval(
+            "insert into rerank_requests (scope, reason, requested_by) values ($1, 'request', $2) returning id",
+            scope, requested_by)
 
     async def rerank_running(self) -> bool:
         """A re-rank or replay holds classify's lock (store.exclusive) in this database now."""

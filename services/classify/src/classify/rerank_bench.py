@@ -1,0 +1,254 @@
+"""Re-rank and replay at scale: families/s and peak RSS against the number of stored families.
+
+    python -m classify.rerank_bench --sizes 100000,1000000 [--replay-sizes 100000] [--scope regency]
+                                    [--moved-share 0.05] [--processes 2] [--json out.json]
+
+For each size: a database of its own on the PostgreSQL of REGSOSEK_PG_URL_BASE (created, given
+classify's migrations, dropped afterwards unless --keep), N classified families bulk-loaded
+with COPY (copies of a few hundred sample families with ids of their own, so their profiles
+classify as real ones do), their deciles settled to the scope's ranking, then `--moved-share`
+of them moved one decile (what a re-rank has to put back and re-publish). Then, each timed
+as an operator runs it (a process of its own, events left in the outbox: --outbox-only):
+
+- `python -m classify.rerank --scope <scope>`: families/s = families ranked / wall time;
+- for sizes in --replay-sizes, `python -m classify.replay --processes P` to a new rules
+  version (every family classified again): families/s = families / wall time.
+
+Peak RSS is the command's: the kernel's high-water mark (VmHWM) of the process, and of each
+replay worker, read every 0.2 s while it runs (the largest of them). Output: one JSON object
+per measurement (printed, and as a list in --json):
+{"what": "rerank"|"replay", "families": N, "scope", "processes", "seconds", "families_per_s",
+"peak_rss_mib", "changed", "moved_share", "load_average", "cpu_seconds"} (the machine's
+1-minute load average when the command ended: the share of the cores it had; the command's own
+CPU time, its workers' included, the database's not). `bench_rerank(sizes, ...)` is the same from Python.
+The load generator needs the sample generator (regsosek_tools), so this runs from the
+repository's environment, not from the service's image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import orjson
+import yaml
+
+from classify import app
+from classify.domain import Config
+from classify.ranking import reference_placement
+from classify.settings import ClassifySettings
+from classify.store import PARTITION_SQL
+from regsosek import db
+
+TEMPLATES = 400  # distinct sample families the loaded ones are copies of
+COPY_CHUNK = 50_000
+RSS_POLL_S = 0.2
+_COLUMNS = ("family_id", "sls_id", "submission_id", "version", "profile", "predicted", "welfare_group", "decile",
+            "model_version", "rule_version", "eligible", "rank_value", "decile_basis", "lines_version",
+            "eligibility", "ranking_id", "member_eligibility")
+_MARK = "99999999999999-9999-999"  # a template's family id, replaced by each copy's
+
+
+def templates(cfg: Config, seed: int = 16) -> list[tuple[str, str, tuple]]:
+    """(sls id, profile JSON with _MARK as family id, the classification's columns) of sample families."""
+    from regsosek.contracts import household_profile
+    from regsosek_tools.sample import generate
+
+    placement = reference_placement(cfg.model.version, cfg.model.decile_cutpoints)
+    out = []
+    for iv in generate(seed, TEMPLATES).interviews:
+        p = household_profile(iv)
+        c = cfg.classify(p, None, placement)
+        doc = p.model_dump(mode="json")
+        doc["family_id"] = _MARK
+        cols = (c.predicted, int(c.welfare_group), c.decile, cfg.model.version, cfg.rules.version,
+                [d.programme for d in c.decisions if d.eligible], c.rank_value, c.decile_basis, cfg.lines.version,
+                orjson.dumps(c.eligibility).decode(), None, orjson.dumps(c.member_eligibility).decode())
+        out.append((p.sls_id, orjson.dumps(doc).decode(), cols))
+    return out
+
+
+def family_rows(n: int, tpl: list[tuple[str, str, tuple]]) -> Iterator[tuple]:
+    """`n` families, copies of the templates in turn, each with a family id of its own in its template's SLS."""
+    per_sls: dict[str, int] = {}
+    for i in range(n):
+        sls, profile, cols = tpl[i % len(tpl)]
+        j = per_sls.get(sls, 0)
+        per_sls[sls] = j + 1
+        fid = f"{sls}-{j // 999 + 1:04d}-{j % 999 + 1:03d}"
+        yield (fid, sls, uuid.UUID(int=i + 1), 1, profile.replace(_MARK, fid), *cols)
+
+
+async def load(dsn: str, n: int, scope: str, moved_share: float, cfg: Config) -> None:
+    """N families by COPY, their deciles settled to the scope's ranking, then `moved_share` of them moved."""
+    tpl = templates(cfg)
+    conn = await asyncpg.connect(dsn)  # jsonb as text: the profiles are JSON already
+    try:
+        rows = family_rows(n, tpl)
+        while chunk := [r for _, r in zip(range(COPY_CHUNK), rows, strict=False)]:
+            await conn.copy_records_to_table("families", records=chunk, columns=_COLUMNS)
+        p = PARTITION_SQL[scope]
+        await conn.execute(
+            f"update families f set decile = r.decile from (select family_id, ((row_number() over w - 1) * 10 "
+            f"/ count(*) over (partition by {p}) + 1)::int as decile from families "
+            f"window w as (partition by {p} order by rank_value, family_id)) r "
+            "where f.family_id = r.family_id and f.decile <> r.decile", timeout=7200)
+        await conn.execute("update families set decile = case when decile = 10 then 9 else decile + 1 end "
+                           "where (hashtext(family_id) & 1023) < $1", round(moved_share * 1024), timeout=7200)
+        await conn.execute("vacuum analyze families", timeout=7200)
+    finally:
+        await conn.close()
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The largest peak RSS (VmHWM) among the process and its children (a replay's workers), in MiB."""
+    peak = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        peak = max(peak, next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0))
+    return peak / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process and its children (a replay's workers) so far."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def timed(args: list[str], env: dict[str, str]) -> tuple[float, float, dict]:
+    """Runs a command; (wall seconds, peak RSS MiB, its JSON report with "cpu_seconds" added). The peak is the
+    kernel's high-water mark of each process, read every RSS_POLL_S while it runs (the last reading before
+    it exits counts), as is the CPU time (that of the database's backends is not included)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", *args, "--json", "--outbox-only"], env=env, stdout=out,
+                                stderr=err)
+        rss = cpu = 0.0
+        while proc.poll() is None:
+            rss = max(rss, peak_rss_mib(proc.pid))
+            cpu = max(cpu, cpu_seconds(proc.pid))
+            time.sleep(RSS_POLL_S)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{args[0]} exited {proc.returncode}: {err.read().decode()[-2000:]}")
+        report = json.loads(out.read().decode().strip().splitlines()[-1])
+    return seconds, rss, {**report, "cpu_seconds": round(cpu, 1)}
+
+
+async def _database(base: str, name: str, create: bool) -> None:
+    conn = await asyncpg.connect(f"{base}/postgres")
+    try:
+        await conn.execute(f'drop database if exists "{name}" with (force)')
+        if create:
+            await conn.execute(f'create database "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _migrate(dsn: str) -> None:
+    pool = await db.connect_pool(dsn, max_size=1)
+    try:
+        await db.migrate(pool, app.MIGRATIONS)
+    finally:
+        await pool.close()
+
+
+def measure(n: int, *, scope: str, moved_share: float, replay: bool, processes: int, keep: bool = False) -> list[dict]:
+    """The measurements of one size (see the module's docstring)."""
+    settings = ClassifySettings()
+    cfg = app.load_config(settings)
+    base = settings.pg_url_base.rstrip("/")
+    name = f"classify_rerank_bench_{n}_{os.getpid()}"
+    dsn = f"{base}/{name}"
+    env = {**os.environ, "REGSOSEK_DATABASE_URL": dsn}
+    asyncio.run(_database(base, name, True))
+    out = []
+    try:
+        asyncio.run(_migrate(dsn))
+        asyncio.run(load(dsn, n, scope, moved_share, cfg))
+        seconds, rss, r = timed(["classify.rerank", "--scope", scope], env)
+        out.append({"what": "rerank", "families": n, "scope": scope, "processes": 1, "seconds": round(seconds, 2),
+                    "families_per_s": round(n / seconds), "peak_rss_mib": round(rss, 1), "changed": r["changed"],
+                    "moved_share": moved_share, "load_average": os.getloadavg()[0], "cpu_seconds": r["cpu_seconds"]})
+        if replay:
+            with tempfile.TemporaryDirectory() as tmp:
+                rules = yaml.safe_load(settings.rules_file.read_text(encoding="utf-8"))
+                rules["version"] = f"{rules['version']}-bench"
+                path = Path(tmp) / "rules-bench.yaml"
+                path.write_text(yaml.safe_dump(rules), encoding="utf-8")
+                seconds, rss, r = timed(["classify.replay", "--processes", str(processes)],
+                                        {**env, "REGSOSEK_RULES_FILE": str(path)})
+            out.append({"what": "replay", "families": n, "scope": None, "processes": processes,
+                        "seconds": round(seconds, 2), "families_per_s": round(n / seconds),
+                        "peak_rss_mib": round(rss, 1), "changed": r["changed"], "moved_share": None,
+                        "load_average": os.getloadavg()[0], "cpu_seconds": r["cpu_seconds"]})
+    finally:
+        if not keep:
+            asyncio.run(_database(base, name, False))
+    return out
+
+
+def bench_rerank(sizes: list[int], *, replay_sizes: list[int] | None = None, scope: str = "regency",
+                 moved_share: float = 0.05, processes: int = 2) -> list[dict]:
+    """Every measurement of every size, smallest first."""
+    replay_sizes = sizes if replay_sizes is None else replay_sizes
+    results = []
+    for n in sorted(sizes):
+        for m in measure(n, scope=scope, moved_share=moved_share, replay=n in replay_sizes, processes=processes):
+            print(json.dumps(m), flush=True)
+            results.append(m)
+    return results
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m classify.rerank_bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=_sizes, default=[100_000, 1_000_000], help="families stored, comma-separated")
+    parser.add_argument("--replay-sizes", type=_sizes, default=None,
+                        help="sizes at which to time a replay too (default: every size)")
+    parser.add_argument("--scope", default="regency", choices=sorted(PARTITION_SQL))
+    parser.add_argument("--moved-share", type=float, default=0.05,
+                        help="share of families a re-rank moves back (and re-publishes)")
+    parser.add_argument("--processes", type=int, default=2, help="processes the replay is spread over")
+    parser.add_argument("--json", type=Path, default=None, help="write the measurements here as a JSON list")
+    args = parser.parse_args(argv)
+    results = bench_rerank(args.sizes, replay_sizes=args.replay_sizes, scope=args.scope,
+                           moved_share=args.moved_share, processes=args.processes)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""A re-rank killed mid-way resumes where its last committed page ended, on the real database:
+families bulk-loaded into a classify database of its own (the benchmark's loader: COPY), a
+per-regency re-rank run as an operator runs it (python -m classify.rerank), held up by a row
+lock on one family of a later page, killed (SIGKILL) once the pages before it committed, then
+run again. The expected deciles are worked out independently (ranking.rank_deciles over the
+stored rank values per regency); the events are counted in classify's outbox (--outbox-only):
+every moved family exactly once across the kill, nothing for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections import Counter, defaultdict
+
+import asyncpg
+import pytest
+
+from classify import app
+from classify.ranking import rank_deciles
+from classify.rerank_bench import load
+from classify.settings import ClassifySettings
+from regsosek import db
+from regsosek.topics import Topic
+
+from itkit import World, eventually
+
+pytestmark = pytest.mark.integration
+
+FAMILIES = 3000
+PAGE = 100
+HELD = 1550  # the family (by id order) whose row the test holds: pages up to id #1499 commit first
+
+
+async def _rerank(world: World, *args: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "REGSOSEK_DATABASE_URL": world.dsn("classify"), "REGSOSEK_TOPIC_PREFIX": world.prefix}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "classify.rerank", "--scope", "regency", "--batch-size", str(PAGE), "--outbox-only",
+        "--json", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def _events(world: World) -> Counter:
+    """Family-classified events in the outbox per family."""
+    rows = await world.fetch("classify", "select convert_from(value, 'UTF8')::jsonb ->> 'family_id' as family_id "
+                                         "from outbox where topic = $1", world.topic(Topic.FAMILY_CLASSIFIED))
+    return Counter(r["family_id"] for r in rows)
+
+
+@pytest.fixture
+async def world(stack):
+    w = await World(["classify"]).setup()
+    try:
+        pool = await db.connect_pool(w.dsn("classify"), max_size=1)
+        try:
+            await db.migrate(pool, app.MIGRATIONS)
+        finally:
+            await pool.close()
+        await load(w.dsn("classify"), FAMILIES, "regency", 0.2, app.load_config(ClassifySettings()))
+        yield w
+    finally:
+        await w.teardown()
+
+
+async def test_a_killed_rerank_resumes_after_its_last_committed_page(world):
+    rows = await world.fetch("classify", "select family_id, sls_id, rank_value, decile from families order by 1")
+    ids = [r["family_id"] for r in rows]
+    by_regency: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for r in rows:
+        by_regency[r["sls_id"][:4]].append((r["family_id"], r["rank_value"]))
+    expected = {fid: d for values in by_regency.values() for fid, d in rank_deciles(values).items()}
+    moved = {r["family_id"] for r in rows if r["decile"] != expected[r["family_id"]]}
+    assert len(by_regency) > 1 and moved
+
+    holder = await asyncpg.connect(world.dsn("classify"))
+    tx = holder.transaction()
+    await tx.start()
+    await holder.execute("select 1 from families where family_id = $1 for update", ids[HELD])
+    proc = await _rerank(world)
+    try:
+        async def stuck_at_the_held_page():
+            cursor = await world.fetchval("classify", "select cursor from rerank_runs where finished_at is null")
+            waiting = await world.fetchval(
+                "classify", "select count(*) from pg_stat_activity where datname = current_database() "
+                            "and wait_event_type = 'Lock'")
+            return cursor == ids[HELD // PAGE * PAGE - 1] and waiting == 1
+        await eventually(stuck_at_the_held_page, timeout=120, what="the pages before the held family committed")
+        proc.send_signal(signal.SIGKILL)
+        assert await proc.wait() == -signal.SIGKILL
+    finally:
+        await tx.rollback()
+        await holder.close()
+
+    run = (await world.fetch("classify", "select * from rerank_runs"))[0]
+    assert run["finished_at"] is None and run["examined"] == HELD // PAGE * PAGE and run["ranked"] == FAMILIES
+    half = await _events(world)
+    assert set(half) == {f for f in moved if f <= run["cursor"]} and set(half.values()) == {1}
+    applied = {r["family_id"]: r["decile"] for r in await world.fetch("classify", "select family_id, decile "
+                                                                                   "from families")}
+    assert all(applied[f] == expected[f] for f in ids[:HELD // PAGE * PAGE])
+
+    again = await _rerank(world)
+    out, err = await again.communicate()
+    assert again.returncode == 0, err.decode()[-2000:]
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["run_id"] == run["id"] and report["resumed"] is True and report["finished"] is True
+    assert report["examined"] == FAMILIES - run["examined"]  # only the pages not committed before the kill
+
+    final = {r["family_id"]: (r["decile"], r["decile_basis"]) for r in
+             await world.fetch("classify", "select family_id, decile, decile_basis from families")}
+    assert {f: d for f, (d, _) in final.items()} == expected
+    assert all(b.startswith(f"ranked: regency {f[:4]} at ") for f, (_, b) in final.items())
+    events = await _events(world)
+    assert set(events) == moved and set(events.values()) == {1}  # each moved family once, across the kill
+    assert await world.fetchval("classify", "select count(*) from rankings") == len(by_regency)  # ranked once
+    assert await world.fetchval("classify", "select count(*) from rerank_members") == 0
+    assert await world.fetchval("classify", "select outcome from rerank_runs where id = $1", run["id"]) == "finished"
+
+
+async def test_the_service_reranks_on_its_schedule_at_its_scope(world):
+    rows = await world.fetch("classify", "select family_id, sls_id, rank_value from families")
+    by_regency: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for r in rows:
+        by_regency[r["sls_id"][:4]].append((r["family_id"], r["rank_value"]))
+    expected = {fid: d for values in by_regency.values() for fid, d in rank_deciles(values).items()}
+
+    # a quarterly schedule that never asked is due at once; the service ranks per regency/city
+    (proc,) = await world.start("classify", REGSOSEK_RERANK_SCHEDULE="quarterly", REGSOSEK_DECILE_SCOPE="regency",
+                                REGSOSEK_AREA_RERANK_POLL_S="0.2")
+    try:
+        async def scheduled_run():
+            return await world.fetchval(
+                "classify", "select q.run_id from rerank_requests q join rerank_runs r on r.id = q.run_id "
+                            "where q.reason = 'schedule' and q.done_at is not null and r.outcome = 'finished'")
+        run_id = await eventually(scheduled_run, timeout=300, what="the scheduled re-rank done")
+    finally:
+        await proc.stop()
+    run = (await world.fetch("classify", "select * from rerank_runs where id = $1", run_id))[0]
+    assert run["scope"] == "regency" and run["reason"] == "schedule" and run["examined"] == FAMILIES
+    deciles = {r["family_id"]: r["decile"] for r in await world.fetch("classify", "select family_id, decile "
+                                                                               "from families")}
+    assert deciles == expected
+    assert await world.fetchval("classify", "select count(*) from rerank_requests where reason = 'schedule'") == 1
