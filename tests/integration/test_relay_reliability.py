@@ -68,7 +68,9 @@ async def test_relay_crash_mid_batch(stack):
                     receipt = await submitter.submit("/v1/interviews", families[s][i][1])
                     assert receipt["status"] == "accepted"
                     expected.setdefault((world.topic(Topic.INTERVIEW_SUBMITTED), s), []).append(receipt["event_id"])
-        backlog = sum(len(v) for v in expected.values())
+        # each interview also puts its members' sealed NIKs on member-identities (one relay batch with the rest)
+        interviews = SLS_COUNT * FAMILIES_PER_SLS
+        backlog = sum(len(v) for v in expected.values()) + interviews
         assert await world.fetchval("intake", "select count(*) from outbox") == backlog
         assert backlog > SENDS_BEFORE_CRASH
 
@@ -77,7 +79,8 @@ async def test_relay_crash_mid_batch(stack):
         assert rc == FAULT_EXIT_CODE, f"intake should die at the relay fault point\n{intake.log_tail()}"
 
         async def published() -> list:
-            return [r for t in (Topic.SLS_ROSTER, Topic.INTERVIEW_SUBMITTED) for r in await read_topic(world.topic(t))]
+            return [r for t in (Topic.SLS_ROSTER, Topic.INTERVIEW_SUBMITTED, Topic.MEMBER_IDENTITIES)
+                    for r in await read_topic(world.topic(t))]
 
         # Died mid-batch: part of it is on Kafka, yet every row is still in the outbox.
         assert len(await published()) == SENDS_BEFORE_CRASH
