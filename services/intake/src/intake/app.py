@@ -44,11 +44,11 @@ def handlers(settings: IntakeSettings) -> IntakeHandlers:
                           also_erase=lambda uow, family_id: ConsultationStore(uow.conn).erase_reasons(family_id))
 
 
-def consultation_handlers(settings: IntakeSettings) -> ConsultationHandlers:
-    """The village consultation's commands (FKP forums, decisions, ground checks)."""
+def consultation_handlers(settings: IntakeSettings, publisher: IntakePublisher) -> ConsultationHandlers:
+    """The village consultation's commands (FKP forums, decisions, ground checks), with intake's one publisher."""
     stores = store_on(settings)
     return ConsultationHandlers(lambda uow: ConsultationStore(uow.conn), lambda uow: stores(uow.conn),
-                                settings.nik_hash_key, IntakePublisher(settings.nik_hash_key, settings.identity_keyring()))
+                                settings.nik_hash_key, publisher)
 
 
 def key_rotation(settings: IntakeSettings, report: Callable[[str], None]) -> KeyRotation:
@@ -85,7 +85,8 @@ def definition(settings: IntakeSettings | None = None) -> ServiceDefinition:
                 Topic.ELIGIBILITY_DELIVERED],
         routers=[api.router(h, settings), erasure.router(h, settings),
                  registry.router(RegistryHandlers(h), settings),
-                 consultation_api.router(consultation_handlers(settings), settings), audit.router], title="Regsosek intake",
+                 consultation_api.router(consultation_handlers(settings, h.publisher), settings), audit.router],
+        title="Regsosek intake",
         background=[sealing_task(settings)],
         retention=[Rule("submission_body", settings.submission_body_retention_days,
                         lambda conn, before, limit: h.expire_bodies(stores(conn), before, limit))],
