@@ -23,6 +23,7 @@ from console_browser import Browser, chromium_driver
 
 from classify.app import load_config
 from classify.settings import ClassifySettings
+from regsosek import areas
 
 from itkit import (
     BOOTSTRAP,
@@ -271,6 +272,10 @@ async def test_policy_shows_the_model_lines_and_rules_in_force_and_a_replays_pro
     assert browser.text("lines-version") == in_force.lines.version
     assert browser.text("rules-version") == in_force.rules.version
     assert "BPS" in browser.text("lines-source")
+    coverage = areas.reference().urban_coverage()  # what the page says of per-village urban/rural
+    said = browser.text("urban-coverage")  # Indonesian by default, English when chosen
+    classified, villages = coverage["urban"] + coverage["rural"], coverage["villages"]
+    assert f"{classified} dari {villages}" in said or f"{classified} of {villages}" in said, said
     assert "pkh" in browser.text("rules")
     replay = browser.driver.find_element("css selector", "#replays tbody tr")
     assert replay.get_attribute("data-state") == "interrupted", replay.text

@@ -35,6 +35,7 @@ def test_urban_and_rural_are_per_village_and_unclassified_villages_say_so():
     assert ref.is_urban("6472010003") is None
     assert ref.is_urban("6472") is None
     assert areas.reference().is_urban("6472") is None
+    assert ref.urban_coverage() == {"villages": 3, "urban": 1, "rural": 1, "unclassified": 1}
 
 
 def test_a_village_list_with_the_classification_column_converts_to_urban_and_rural(tmp_path):

@@ -63,6 +63,10 @@ async def test_policy_names_the_model_lines_and_rules_in_force_with_the_lines_so
     assert p["poverty_lines"]["extreme_poor"] == 322170 and "BPS" in p["poverty_lines"]["extreme_poor_source"]
     assert {x["programme"] for x in p["rules"]["programmes"]} >= {"pkh", "sembako"}
     assert p["families"]["total"] == 10 and p["families"]["on_other_versions"] == 3
+    # the shipped East Kalimantan list classifies no village, so every one of them falls back
+    uc = p["urban_classification"]
+    assert uc["villages"] == 1032 and uc["unclassified"] == 1032 and uc["urban"] == uc["rural"] == 0
+    assert uc["pmt_fallback"] == "regency_is_kota" and uc["poverty_line_fallback"] == "province"
 
 
 async def test_reranks_show_a_running_replays_progress_rankings_and_waiting_areas(api, status):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from classify.domain import Config
 from classify.settings import ClassifySettings
 from classify.store import StatusStore
+from regsosek import areas
 from regsosek.auth import Role, TokenVerifier, bearer
 from regsosek.service import runtime_of
 
@@ -58,6 +59,10 @@ def policy_of(config: Config, settings: ClassifySettings) -> dict[str, Any]:
                                   "max_welfare_group": r.max_welfare_group, "requires_any": list(r.requires_any)}
                                  for r in rules.rules]},
         "decile_scope": settings.decile_scope,
+        # per-village urban/rural (docs/DOMAIN.md): how much of the area reference BPS's classification
+        # covers, and what the illustrative PMT's `urban` feature does for a village it does not
+        "urban_classification": {**areas.reference().urban_coverage(),
+                                 "pmt_fallback": "regency_is_kota", "poverty_line_fallback": "province"},
     }
 
 

@@ -57,6 +57,13 @@ class AreaReference:
             return True
         return False if village in self.rural else None
 
+    def urban_coverage(self) -> dict[str, int]:
+        """How many of the reference's villages BPS's urban/rural classification covers: the policy
+        page shows it, so a reader sees how often the PMT's `urban` feature had to fall back."""
+        urban, rural = len(self.villages & self.urban), len(self.villages & self.rural)
+        return {"villages": len(self.villages), "urban": urban, "rural": rural,
+                "unclassified": len(self.villages) - urban - rural}
+
     def has_village(self, village: str) -> bool:
         return village in self.villages
 
