@@ -367,7 +367,7 @@ class Industry(StrEnum):
     penunjang usaha lainnya (N); public_administration = administrasi pemerintahan, pertahanan dan jaminan sosial
     wajib (O); education = jasa pendidikan (P); health = jasa kesehatan dan kegiatan sosial (Q); arts_recreation =
     kesenian, hiburan dan rekreasi (R); other_services = kegiatan jasa lainnya (S); households_as_employers = jasa
-    perorangan yang melayani rumah tangga, kegiatan rumah tangga sebagai pemberi kerja, e.g. a household helper or
+    perorangan yang melayani rumah tangga, kegiatan rumah tangga sebagai pemberi kerja, e.g. a domestic worker or
     driver (T); extraterritorial = badan internasional dan badan ekstra internasional (U). Earlier code of this
     system, still accepted: agriculture = any of section A (before its split; other_services then stood for
     sections D, E, J-N, R-U as well)."""
