@@ -207,3 +207,18 @@ def test_tiny_sample():
     assert len(s.interviews) == 1 and len(s.rosters) == 1
     with pytest.raises(ValueError):
         generate(3, 0)
+
+
+def test_the_sample_sends_the_forms_full_code_lists(sample):
+    """Diplomas, industries (jobs and own businesses) and difficulty domains from docs/FORM.md's lists,
+    never this system's earlier codes (intake's checks, the age filters included, pass above)."""
+    from regsosek.contracts.interview import DIFFICULTY_MIN_AGE, EARLIER_CODES, Diploma, Industry, current_codes
+
+    codes = sample.form_codes()
+    assert set(codes["diploma"]) == {c.value for c in current_codes(Diploma)}
+    assert {c.value for c in Industry if c.agricultural} - {"agriculture"} <= set(codes["industry"])
+    assert len(codes["industry"]) >= 20
+    assert set(codes["difficulty_domain"]) == set(DIFFICULTY_MIN_AGE)
+    assert not {c.value for c in EARLIER_CODES} & (set(codes["diploma"]) | set(codes["industry"]))
+    businesses = [m.business for iv in sample.interviews for m in iv.members if m.has_business]
+    assert businesses and all(b is not None and b.industry is not None for b in businesses)

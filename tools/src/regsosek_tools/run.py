@@ -37,6 +37,7 @@ import httpx
 
 from regsosek.auth import Role, mint
 from regsosek.contracts import FamilyInterview
+from regsosek.contracts.interview import DIFFICULTY_MIN_AGE, Diploma, Industry, current_codes
 from regsosek.programmes import PROGRAMME_CODES
 from regsosek.progress import Progress
 from regsosek_tools import living
@@ -470,6 +471,7 @@ class Runner:
             "errors": self.errors,
         }
         rep["field_outcomes"] = self.field_outcomes()
+        rep["form_codes"] = self.sample.form_codes()
         if self.notify:
             got = set(self.receiver_families)
             rep["receiver"] = {**self.receiver_stats, "new_decided_families": len(new_decided),
@@ -493,6 +495,17 @@ def print_field_outcomes(rep: dict) -> None:
     n = rep.get("verify_non_response_families")
     print(f"    verify's progress, province 64: {'withheld or unavailable' if n is None else n} roster families "
           "accounted for by a non-response")
+
+
+def print_form_codes(rep: dict) -> None:
+    """How much of the form's full code lists the sample sent (docs/FORM.md)."""
+    codes = rep.get("form_codes") or {}
+    if not codes:
+        return
+    lists = {"diploma": current_codes(Diploma), "industry": current_codes(Industry),
+             "difficulty_domain": list(DIFFICULTY_MIN_AGE)}
+    print("  form codes sent (distinct of the list: docs/FORM.md) "
+          + ", ".join(f"{k} {len(v)} of {len(lists[k])}" for k, v in codes.items()))
 
 
 def write_curl_material(sample: Sample) -> tuple[Path, FamilyInterview]:
@@ -624,6 +637,7 @@ async def run(a: argparse.Namespace) -> int:
                         rep["verify_non_response_families"] = await runner.verify_non_responses(client)
                         print_report(rep, notify)
                         print_field_outcomes(rep)
+                        print_form_codes(rep)
                         rep["living_registry"] = await living.run(client, ep.intake, sample)  # after the census
                         living.print_summary(rep["living_registry"])
                         rep["errors"] += living.problems(rep["living_registry"])

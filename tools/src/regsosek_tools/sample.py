@@ -29,6 +29,7 @@ from functools import cache
 
 from regsosek import areas
 from regsosek.contracts import FamilyInterview, SlsRoster
+from regsosek.contracts.interview import DIFFICULTY_ASKED_FROM, DIFFICULTY_MIN_AGE, Industry
 
 WITA = timezone(timedelta(hours=8), "WITA")  # East Kalimantan local time
 COLLECTION_START = date(2022, 10, 15)
@@ -173,6 +174,17 @@ class Sample:
         second = [iv for iv in self.interviews if iv.family_id in self.depends_on]
         return first, second
 
+    def form_codes(self) -> dict[str, dict[str, int]]:
+        """How often each code of the form's full lists (docs/FORM.md) appears in the sample: highest
+        diploma, industry of a job or an own business, functional-difficulty domain answered."""
+        members = [m for iv in self.interviews for m in iv.members]
+        industries = [m.industry for m in members if m.industry] + [
+            m.business.industry for m in members if m.business and m.business.industry]
+        domains = [d for m in members if m.difficulties for d in m.difficulties.answered()]
+        return {"diploma": dict(sorted(Counter(m.highest_diploma.value for m in members).items())),
+                "industry": dict(sorted(Counter(i.value for i in industries).items())),
+                "difficulty_domain": dict(sorted(Counter(domains).items()))}
+
     def summary(self) -> dict:
         return {
             "seed": self.seed,
@@ -183,6 +195,7 @@ class Sample:
             "members": sum(len(iv.members) for iv in self.interviews),
             "expected": dict(Counter(self.expected.values())),
             "field_situations": dict(sorted(Counter(self.situations.values()).items())),
+            "form_codes": self.form_codes(),
             "regencies": dict(sorted(Counter(r.sls_id[:4] for r in self.rosters).items())),
             "officers": len(self.officers),
         }
@@ -227,7 +240,9 @@ def generate(seed: int, families: int, *, field_outcomes: bool = False) -> Sampl
     while len(interviews) < families:
         rng = random.Random(f"regsosek-sample:{seed}:{k}")
         roster, drafts, sls_expected, sls_depends = _sls(rng, k, reg, previous)
-        # a second stream, so that the SLS drawn above stay what they were before field outcomes existed
+        # further streams, so that the SLS drawn above stay what they were before the form's full code
+        # lists and field outcomes existed
+        _form_codes(random.Random(f"regsosek-sample-form:{seed}:{k}"), drafts)
         sls_situations = _field_outcomes(random.Random(f"regsosek-sample-field:{seed}:{k}"), k, reg, drafts,
                                          sls_expected) if field_outcomes else {}
         rosters.append(roster)
@@ -244,6 +259,72 @@ def generate(seed: int, families: int, *, field_outcomes: bool = False) -> Sampl
         k += 1
     return Sample(seed=seed, rosters=rosters, interviews=interviews, expected=expected, depends_on=depends_on,
                   situations=situations)
+
+
+# ---------------------------------------------------------------- the form's full code lists (docs/FORM.md)
+
+# The main stream draws a coarse code; its own stream refines it into the form's full list. Shares are
+# illustrative (East Kalimantan's agriculture is mostly oil palm and other plantations, then food crops
+# and fisheries), not statistics.
+DIPLOMA_DETAIL = {"sma": {"sma": 0.62, "smk": 0.38}, "d1_d3": {"d1_d2": 0.3, "d3": 0.7},
+                  "s2_s3": {"s2": 0.9, "s3": 0.1}}
+INDUSTRY_DETAIL = {
+    "agriculture": {"plantation": 0.4, "food_crops": 0.22, "fisheries": 0.16, "horticulture": 0.08,
+                    "livestock": 0.06, "forestry_other_agriculture": 0.08},
+    "other_services": {"other_services": 0.3, "business_support": 0.12, "households_as_employers": 0.1,
+                       "finance_insurance": 0.1, "information_communication": 0.08, "professional_services": 0.06,
+                       "water_waste": 0.06, "electricity_gas": 0.05, "arts_recreation": 0.05, "real_estate": 0.05,
+                       "extraterritorial": 0.03},
+}
+# Domains more likely among the elderly (eyes, ears, legs), and among younger members.
+DOMAIN_WEIGHTS_ELDERLY = {"walking": 0.3, "seeing": 0.25, "hearing": 0.2, "remembering": 0.1, "self_care": 0.06,
+                          "using_hands": 0.05, "communicating": 0.02, "behaviour": 0.02}
+DOMAIN_WEIGHTS_YOUNGER = {"walking": 0.2, "seeing": 0.15, "communicating": 0.14, "remembering": 0.12,
+                          "behaviour": 0.12, "hearing": 0.1, "using_hands": 0.09, "self_care": 0.08}
+LESSER = {"some": (), "a_lot": ("some",), "cannot": ("some", "a_lot")}
+
+
+def _form_codes(rng: random.Random, drafts: list[tuple[str, _Draft]]) -> None:
+    """The form's full code lists on one SLS's families: a diploma and an industry refined from the
+    coarse code drawn (job and own business on the same list), the functional-difficulty domains of a
+    member with a difficulty (only those asked at the member's age; none below age 2), and the own
+    business's details. Verification outcomes do not change; the PMT reads the refined codes as the
+    coarse ones (classify.model)."""
+    for _, d in drafts:
+        day = datetime.fromisoformat(d.doc["interviewed_at"]).date()
+        for m in d.members:
+            detail = DIPLOMA_DETAIL.get(m["highest_diploma"])
+            if detail:
+                m["highest_diploma"] = _pick(rng, detail)
+            if m["industry"] in INDUSTRY_DETAIL:
+                m["industry"] = _pick(rng, INDUSTRY_DETAIL[m["industry"]])
+            _difficulties(rng, m, _age_on(date.fromisoformat(m["date_of_birth"]), day))
+            if m["has_business"]:
+                workers = 0 if m["job_status"] == "self_employed" else rng.randint(1, 6)
+                m["business"] = {"industry": m["industry"], "workers": workers,
+                                 "paid_workers": workers if m["job_status"] == "employer_permanent" else 0,
+                                 "licensed": rng.random() < 0.35,
+                                 "turnover": _pick(rng, {"lt_5m": 0.6, "5m_15m": 0.25, "15m_25m": 0.08,
+                                                         "25m_50m": 0.05, "50m_plus": 0.02}),
+                                 "uses_internet": rng.random() < 0.3}
+
+
+def _difficulties(rng: random.Random, m: dict, age: int) -> None:
+    """Per-domain difficulties whose worst is the member's drawn difficulty, in domains asked at `age`."""
+    if age < DIFFICULTY_ASKED_FROM:
+        m["difficulty"] = "none"  # the question is not asked of a child under 2
+        return
+    if m["difficulty"] == "none":
+        return
+    weights = {k: v for k, v in (DOMAIN_WEIGHTS_ELDERLY if age >= 60 else DOMAIN_WEIGHTS_YOUNGER).items()
+               if age >= DIFFICULTY_MIN_AGE[k]}
+    main = _pick(rng, weights)
+    answers = {main: m["difficulty"]}
+    others = [k for k in weights if k != main]
+    for k in rng.sample(others, rng.randint(0, 2)):
+        if LESSER[m["difficulty"]]:
+            answers[k] = rng.choice(LESSER[m["difficulty"]])
+    m["difficulties"] = answers
 
 
 # ---------------------------------------------------------------- field outcomes (docs/DOMAIN.md)
@@ -795,7 +876,7 @@ def _programmes(rng: random.Random, w: float, urban: bool, housing: dict, member
         programmes.append("lpg_subsidy")
     if rng.random() < poor * 0.15:
         programmes.append("regional_aid")
-    if any(m["industry"] == "agriculture" for m in members) and rng.random() < 0.3:
+    if any(m["industry"] and Industry(m["industry"]).agricultural for m in members) and rng.random() < 0.3:
         programmes.append("fertiliser_subsidy")
     return programmes
 

@@ -16,7 +16,7 @@ FAMILY_INTERVIEW: dict = {
     "members": [
         {"line_no": 1, "name": "Budi", "nik": "6472010505800001", "sex": "male", "date_of_birth": "1980-05-05",
          "relationship": "head", "marital_status": "married", "school": "not_anymore", "highest_diploma": "sd",
-         "worked_last_week": True, "hours_worked": 40, "industry": "agriculture", "job_status": "casual"},
+         "worked_last_week": True, "hours_worked": 40, "industry": "food_crops", "job_status": "casual"},
         {"line_no": 2, "name": "Siti", "nik": "6472014506850002", "sex": "female", "date_of_birth": "1985-06-05",
          "relationship": "spouse", "marital_status": "married", "school": "not_anymore", "highest_diploma": "sd",
          "worked_last_week": False, "pregnant": True},

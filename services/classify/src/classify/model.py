@@ -18,11 +18,9 @@ from regsosek.contracts.household import ProfileMember
 from regsosek.contracts.interview import (
     Asset,
     CookingFuel,
-    DifficultyLevel,
     Diploma,
     FaecesDisposal,
     FloorMaterial,
-    Industry,
     InstalledPower,
     JobStatus,
     LightingSource,
@@ -78,11 +76,11 @@ def features(p: HouseholdProfile) -> dict[str, float]:
         "head_female": float(head.sex is Sex.FEMALE),
         "head_diploma_sd": float(dip is Diploma.SD),
         "head_diploma_smp": float(dip is Diploma.SMP),
-        "head_diploma_sma": float(dip is Diploma.SMA),
-        "head_diploma_tertiary": float(dip in (Diploma.D1_D3, Diploma.D4_S1, Diploma.S2_S3)),
+        "head_diploma_sma": float(dip.senior_secondary),  # general or vocational (SMA/MA/Paket C/SMLB, SMK/MAK)
+        "head_diploma_tertiary": float(dip.tertiary),  # D1 to S3
         "head_works": float(head.worked_last_week),
         "head_employee": float(head.job_status is JobStatus.EMPLOYEE),
-        "head_agriculture": float(head.industry is Industry.AGRICULTURE),
+        "head_agriculture": float(head.industry is not None and head.industry.agricultural),  # KBLI section A
         "share_working": sum(m.worked_last_week for m in members) / n,
         "log_floor_area_per_capita": math.log(max(h.floor_area_m2 / n, 1.0)),
         "floor_earth": float(h.floor is FloorMaterial.EARTH),
@@ -146,7 +144,7 @@ def components(p: HouseholdProfile) -> dict[str, bool]:
         "school_age_child": any(6 <= a <= 21 and m.relationship is not Relationship.HEAD for m, a in ages),
         "school_age_child_attending": any(6 <= a <= 21 and m.school is SchoolParticipation.ATTENDING for m, a in ages),
         "member_60_plus": any(a >= 60 for _, a in ages),
-        "severe_disability": any(m.difficulty in (DifficultyLevel.A_LOT, DifficultyLevel.CANNOT) for m, _ in ages),
+        "severe_disability": any(m.difficulty.disability for m, _ in ages),  # a lot of difficulty, or cannot
     }
 
 

@@ -22,12 +22,17 @@ from regsosek import areas
 from regsosek.contracts import Contract, FamilyInterview, FkpAdjustment, MemberIdentities, SlsRoster, VerificationResolved
 from regsosek.contracts.complaints import Complaint, ComplaintOutcome
 from regsosek.contracts.identities import b64, identity_aad, identity_plaintext
-from regsosek.contracts.interview import DifficultyLevel, KkStatus, Member, Relationship, Sex
+from regsosek.contracts.interview import (
+    DIFFICULTY_ASKED_FROM,
+    DIFFICULTY_MIN_AGE,
+    DifficultyLevel,
+    KkStatus,
+    Member,
+    Relationship,
+    Sex,
+)
 from regsosek.contracts.updates import FamilyUpdate, FieldCheck
 from regsosek.crypto import Keyring
-
-# A disability in the Washington Group sense: a lot of difficulty, or cannot, in some domain.
-DISABILITY = frozenset({DifficultyLevel.A_LOT, DifficultyLevel.CANNOT})
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,8 @@ def _member_problems(m: Member, p: str, day: date, head_age: int | None) -> tupl
         errors.append(Problem(f"{p}/pregnant", "pregnancy outside ages 10-55"))
     if m.under5_nutrition is not None and age >= 5:
         errors.append(Problem(f"{p}/under5_nutrition", "applies only to children under five"))
-    if m.has_caregiver is not None and age < 60 and m.difficulty not in DISABILITY:
+    errors += difficulty_problems(m, p, age)
+    if m.has_caregiver is not None and age < 60 and not m.difficulty.disability:
         errors.append(Problem(f"{p}/has_caregiver", "asked only of members aged 60+ or with a disability "
                                                     "(a lot of difficulty, or cannot, in a functional domain)"))
     if head_age is not None:
@@ -139,6 +145,23 @@ def _member_problems(m: Member, p: str, day: date, head_age: int | None) -> tupl
             errors.append(Problem(f"{p}/date_of_birth", "parent not older than the head"))
     e, w = nik_problems(m, p)
     return errors + e, w
+
+
+def difficulty_problems(m: Member, path: str, age: int) -> list[Problem]:
+    """The functional-difficulty questions are asked only from the ages docs/FORM.md gives (the block
+    from age 2; remembering and self-care from age 5): a difficulty other than none answered for a
+    younger member is an error at its field. None is accepted at any age (it is also the default)."""
+    errors: list[Problem] = []
+    if age < DIFFICULTY_ASKED_FROM and m.difficulty is not DifficultyLevel.NONE:
+        errors.append(Problem(f"{path}/difficulty", f"functional difficulty is asked only of members aged "
+                                                    f"{DIFFICULTY_ASKED_FROM} or more (this member is {age})"))
+    if m.difficulties is not None:
+        for domain in m.difficulties.answered():
+            if age < DIFFICULTY_MIN_AGE[domain]:
+                errors.append(Problem(f"{path}/difficulties/{domain}",
+                                      f"{domain} difficulty is asked only of members aged {DIFFICULTY_MIN_AGE[domain]} "
+                                      f"or more (this member is {age})"))
+    return errors
 
 
 def content_hash(document: dict) -> bytes:

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from intake.domain import Problem, check_interview, known_sls_area
+from intake.domain import Problem, check_interview, difficulty_problems, known_sls_area
 from regsosek.auth import Role
 from regsosek.contracts import FamilyInterview, MemberIdentities
 from regsosek.contracts.complaints import Complainant, Complaint, ComplaintOutcome, ComplaintResolution
@@ -54,7 +54,8 @@ class CountedUpdate:
 def update_problems(u: FamilyUpdate, role: Role, collection_end: date) -> list[Problem]:
     """An update's problems beyond its contract: its village is in the area reference; it happened after the
     collection period (changes until then are recorded on the form); a village official reports through the
-    village; a birth happened on the new member's birth date; a new family's form passes the interview's checks."""
+    village; a birth happened on the new member's birth date (and a newborn is not asked about functional
+    difficulty); a new family's form passes the interview's checks."""
     problems = []
     if not known_sls_area(u.sls_id):
         problems.append(Problem("/sls_id", "SLS id's village is not in the area reference"))
@@ -66,6 +67,8 @@ def update_problems(u: FamilyUpdate, role: Role, collection_end: date) -> list[P
     change = u.change
     if change.kind is UpdateKind.BIRTH and change.member.date_of_birth not in (None, u.occurred_on):
         problems.append(Problem("/change/member/date_of_birth", "a birth occurs on the new member's birth date"))
+    if change.kind is UpdateKind.BIRTH:
+        problems += difficulty_problems(change.member, "/change/member", max(change.member.age_on(u.occurred_on), 0))
     if change.family is not None:
         f = change.family
         day = datetime.combine(u.occurred_on, time(12), tzinfo=UTC)

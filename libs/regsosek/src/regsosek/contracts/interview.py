@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
@@ -300,17 +300,40 @@ class SchoolLevel(StrEnum):
 
 
 class Diploma(StrEnum):
-    """Highest diploma held: none; sd = primary (SD/MI/Paket A); smp = junior secondary (SMP/MTs/Paket B); sma = senior
-    secondary or vocational (SMA/SMK/MA/Paket C); d1_d3 = diploma I-III; d4_s1 = diploma IV / bachelor; s2_s3 = master
-    or doctorate."""
+    """Highest diploma held (ijazah/STTB tertinggi yang dimiliki), in the order of the Indonesian school system
+    (docs/FORM.md): none = no diploma, tidak punya ijazah (also: left primary school before finishing it); sd =
+    primary, SD/MI/Paket A/SDLB; smp = junior secondary, SMP/MTs/Paket B/SMPLB; sma = general senior secondary,
+    SMA/MA/Paket C/SMLB; smk = vocational senior secondary, SMK/MAK; d1_d2 = diploma I or II; d3 = diploma III
+    (sarjana muda); d4_s1 = diploma IV or bachelor (S1); s2 = master (S2, incl. applied and professional); s3 =
+    doctorate (S3). Earlier codes of this system, still accepted: d1_d3 = diploma I-III, s2_s3 = master or
+    doctorate (before smk existed, vocational senior secondary was coded sma)."""
 
-    NONE = "none"
-    SD = "sd"  # primary
-    SMP = "smp"  # junior secondary
-    SMA = "sma"  # senior secondary / vocational
-    D1_D3 = "d1_d3"
+    NONE = "none"  # tidak punya ijazah
+    SD = "sd"  # SD/MI/Paket A/SDLB
+    SMP = "smp"  # SMP/MTs/Paket B/SMPLB
+    SMA = "sma"  # SMA/MA/Paket C/SMLB
+    SMK = "smk"  # SMK/MAK
+    D1_D2 = "d1_d2"
+    D3 = "d3"
     D4_S1 = "d4_s1"
-    S2_S3 = "s2_s3"
+    S2 = "s2"
+    S3 = "s3"
+    D1_D3 = "d1_d3"  # earlier code: diploma I-III
+    S2_S3 = "s2_s3"  # earlier code: master or doctorate
+
+    @property
+    def senior_secondary(self) -> bool:
+        """A senior secondary diploma, general or vocational (SMA/MA/Paket C/SMLB, SMK/MAK)."""
+        return self in (Diploma.SMA, Diploma.SMK)
+
+    @property
+    def tertiary(self) -> bool:
+        """A higher-education diploma (D1 to S3, the earlier codes included)."""
+        return self in _TERTIARY
+
+
+_TERTIARY = frozenset({Diploma.D1_D2, Diploma.D3, Diploma.D4_S1, Diploma.S2, Diploma.S3, Diploma.D1_D3,
+                       Diploma.S2_S3})
 
 
 class JobStatus(StrEnum):
@@ -329,30 +352,103 @@ class JobStatus(StrEnum):
 
 
 class Industry(StrEnum):
-    """Industry of the main job (lapangan usaha): agriculture (incl. forestry, fishery); mining; manufacturing;
-    construction; trade; transport; accommodation_food; public_administration; education; health; other_services."""
+    """Industry (lapangan usaha) of the main job, and of an own business: the KBLI 2020 sections A-U with section A
+    split into its six agricultural sub-sectors (docs/FORM.md). food_crops = padi dan palawija, rice and secondary
+    food crops (A); horticulture = hortikultura, vegetables, fruit, ornamental and medicinal plants (A); plantation =
+    perkebunan, e.g. oil palm, rubber, coconut, cocoa (A); fisheries = perikanan, capture and aquaculture (A);
+    livestock = peternakan (A); forestry_other_agriculture = kehutanan dan pertanian lainnya, forestry, hunting and
+    agricultural services (A); mining = pertambangan dan penggalian (B); manufacturing = industri pengolahan (C);
+    electricity_gas = pengadaan listrik, gas, uap/air panas dan udara dingin (D); water_waste = pengelolaan air, air
+    limbah dan daur ulang sampah, remediasi (E); construction = konstruksi (F); trade = perdagangan besar dan eceran,
+    reparasi mobil dan sepeda motor (G); transport = pengangkutan dan pergudangan (H); accommodation_food =
+    penyediaan akomodasi dan makan minum (I); information_communication = informasi dan komunikasi (J);
+    finance_insurance = jasa keuangan dan asuransi (K); real_estate = real estat (L); professional_services =
+    jasa profesional, ilmiah dan teknis (M); business_support = jasa persewaan, ketenagakerjaan, agen perjalanan dan
+    penunjang usaha lainnya (N); public_administration = administrasi pemerintahan, pertahanan dan jaminan sosial
+    wajib (O); education = jasa pendidikan (P); health = jasa kesehatan dan kegiatan sosial (Q); arts_recreation =
+    kesenian, hiburan dan rekreasi (R); other_services = kegiatan jasa lainnya (S); households_as_employers = jasa
+    perorangan yang melayani rumah tangga, kegiatan rumah tangga sebagai pemberi kerja, e.g. a domestic worker or
+    driver (T); extraterritorial = badan internasional dan badan ekstra internasional (U). Earlier code of this
+    system, still accepted: agriculture = any of section A (before its split; other_services then stood for
+    sections D, E, J-N, R-U as well)."""
 
-    AGRICULTURE = "agriculture"  # incl. forestry, fishery
-    MINING = "mining"
-    MANUFACTURING = "manufacturing"
-    CONSTRUCTION = "construction"
-    TRADE = "trade"
-    TRANSPORT = "transport"
-    ACCOMMODATION_FOOD = "accommodation_food"
-    PUBLIC_ADMINISTRATION = "public_administration"
-    EDUCATION = "education"
-    HEALTH = "health"
-    OTHER_SERVICES = "other_services"
+    FOOD_CROPS = "food_crops"  # A: padi dan palawija
+    HORTICULTURE = "horticulture"  # A
+    PLANTATION = "plantation"  # A: perkebunan
+    FISHERIES = "fisheries"  # A
+    LIVESTOCK = "livestock"  # A: peternakan
+    FORESTRY_OTHER_AGRICULTURE = "forestry_other_agriculture"  # A: kehutanan dan pertanian lainnya
+    MINING = "mining"  # B
+    MANUFACTURING = "manufacturing"  # C
+    ELECTRICITY_GAS = "electricity_gas"  # D
+    WATER_WASTE = "water_waste"  # E
+    CONSTRUCTION = "construction"  # F
+    TRADE = "trade"  # G
+    TRANSPORT = "transport"  # H
+    ACCOMMODATION_FOOD = "accommodation_food"  # I
+    INFORMATION_COMMUNICATION = "information_communication"  # J
+    FINANCE_INSURANCE = "finance_insurance"  # K
+    REAL_ESTATE = "real_estate"  # L
+    PROFESSIONAL_SERVICES = "professional_services"  # M
+    BUSINESS_SUPPORT = "business_support"  # N
+    PUBLIC_ADMINISTRATION = "public_administration"  # O
+    EDUCATION = "education"  # P
+    HEALTH = "health"  # Q: health and social work
+    ARTS_RECREATION = "arts_recreation"  # R
+    OTHER_SERVICES = "other_services"  # S
+    HOUSEHOLDS_AS_EMPLOYERS = "households_as_employers"  # T
+    EXTRATERRITORIAL = "extraterritorial"  # U
+    AGRICULTURE = "agriculture"  # earlier code: any of section A
+
+    @property
+    def kbli_section(self) -> str:
+        """The KBLI 2020 section letter (A-U)."""
+        return _KBLI_SECTION[self]
+
+    @property
+    def agricultural(self) -> bool:
+        """Agriculture, forestry or fishing (KBLI section A), whichever sub-sector."""
+        return self.kbli_section == "A"
+
+
+_KBLI_SECTION: dict[Industry, str] = {
+    **dict.fromkeys((Industry.FOOD_CROPS, Industry.HORTICULTURE, Industry.PLANTATION, Industry.FISHERIES,
+                     Industry.LIVESTOCK, Industry.FORESTRY_OTHER_AGRICULTURE, Industry.AGRICULTURE), "A"),
+    Industry.MINING: "B", Industry.MANUFACTURING: "C", Industry.ELECTRICITY_GAS: "D", Industry.WATER_WASTE: "E",
+    Industry.CONSTRUCTION: "F", Industry.TRADE: "G", Industry.TRANSPORT: "H", Industry.ACCOMMODATION_FOOD: "I",
+    Industry.INFORMATION_COMMUNICATION: "J", Industry.FINANCE_INSURANCE: "K", Industry.REAL_ESTATE: "L",
+    Industry.PROFESSIONAL_SERVICES: "M", Industry.BUSINESS_SUPPORT: "N", Industry.PUBLIC_ADMINISTRATION: "O",
+    Industry.EDUCATION: "P", Industry.HEALTH: "Q", Industry.ARTS_RECREATION: "R", Industry.OTHER_SERVICES: "S",
+    Industry.HOUSEHOLDS_AS_EMPLOYERS: "T", Industry.EXTRATERRITORIAL: "U",
+}
+
+# Codes of this system from before the form's full lists: still accepted, no longer produced (docs/FORM.md).
+EARLIER_CODES: frozenset[StrEnum] = frozenset({Diploma.D1_D3, Diploma.S2_S3, Industry.AGRICULTURE})
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def current_codes(codes: type[E]) -> list[E]:
+    """A code list as the form has it, without this system's earlier codes."""
+    return [c for c in codes if c not in EARLIER_CODES]
 
 
 class DifficultyLevel(StrEnum):
-    """Degree of functional difficulty (Washington Group scale): none; some = sedikit kesulitan; a_lot = banyak
-    kesulitan; cannot = tidak bisa sama sekali."""
+    """Degree of functional difficulty in a domain, the Washington Group scale in its order 1-4 (docs/FORM.md): none
+    = no difficulty, tidak mengalami kesulitan; some = some difficulty, sedikit kesulitan; a_lot = a lot of
+    difficulty, banyak kesulitan; cannot = cannot do it at all, tidak bisa sama sekali. A lot of difficulty or
+    cannot, in any domain, is a disability (disabilitas)."""
 
-    NONE = "none"
-    SOME = "some"
-    A_LOT = "a_lot"
-    CANNOT = "cannot"
+    NONE = "none"  # 1
+    SOME = "some"  # 2
+    A_LOT = "a_lot"  # 3
+    CANNOT = "cannot"  # 4
+
+    @property
+    def disability(self) -> bool:
+        """A lot of difficulty, or cannot at all: a disability in the Washington Group sense."""
+        return self in (DifficultyLevel.A_LOT, DifficultyLevel.CANNOT)
 
 
 class HealthInsurance(StrEnum):
@@ -390,7 +486,7 @@ class Business(Contract):
 
     workers: Annotated[int, Field(ge=0, le=10_000)] = 0  # paid and unpaid, excluding the owner
     paid_workers: Annotated[int, Field(ge=0, le=10_000)] | None = None  # of `workers`, those paid
-    industry: Industry | None = None  # the business's industry (lapangan usaha)
+    industry: Industry | None = None  # the business's industry (lapangan usaha), on the same list as a job's
     licensed: bool = False  # NIB/IUMK or other permit
     turnover: TurnoverBand
     uses_internet: bool = False  # for marketing or sales
@@ -415,21 +511,39 @@ class Under5Nutrition(StrEnum):
     UNDERWEIGHT = "underweight"  # earlier code
 
 
-class FunctionalDifficulties(Contract):
-    """Difficulty in each functional domain (Washington Group short set plus self-care and mood)."""
+# The age (completed years at the interview) from which each functional-difficulty domain is asked
+# (docs/FORM.md): the six domains a young child's functioning is assessed by from age 2, remembering or
+# concentrating and self-care from age 5, as the Washington Group's child functioning questions do.
+DIFFICULTY_MIN_AGE: dict[str, int] = {
+    "seeing": 2, "hearing": 2, "walking": 2, "using_hands": 2, "communicating": 2, "behaviour": 2,
+    "remembering": 5, "self_care": 5,
+}
+DIFFICULTY_ASKED_FROM = min(DIFFICULTY_MIN_AGE.values())  # the question block is skipped below this age
 
-    seeing: DifficultyLevel = DifficultyLevel.NONE
-    hearing: DifficultyLevel = DifficultyLevel.NONE
-    walking: DifficultyLevel = DifficultyLevel.NONE  # walking or climbing steps
-    using_hands: DifficultyLevel = DifficultyLevel.NONE
-    remembering: DifficultyLevel = DifficultyLevel.NONE  # remembering or concentrating
-    communicating: DifficultyLevel = DifficultyLevel.NONE
-    self_care: DifficultyLevel = DifficultyLevel.NONE
-    behaviour: DifficultyLevel = DifficultyLevel.NONE  # emotional or behavioural
+
+class FunctionalDifficulties(Contract):
+    """Difficulty in each functional domain (kesulitan fungsional), each on the Washington Group scale
+    (DifficultyLevel), asked from the age docs/FORM.md gives: seeing (even with glasses), hearing (even with a
+    hearing aid), walking or climbing stairs, using hands and fingers, communicating (understanding and being
+    understood), behaviour (behavioural or emotional difficulty): from age 2; remembering or concentrating, self-care
+    (washing, dressing, eating): from age 5. A difficulty other than none for a younger member is refused (422)."""
+
+    seeing: DifficultyLevel = DifficultyLevel.NONE  # melihat, from age 2
+    hearing: DifficultyLevel = DifficultyLevel.NONE  # mendengar, from age 2
+    walking: DifficultyLevel = DifficultyLevel.NONE  # berjalan atau naik tangga, from age 2
+    using_hands: DifficultyLevel = DifficultyLevel.NONE  # menggunakan tangan/jari, from age 2
+    remembering: DifficultyLevel = DifficultyLevel.NONE  # mengingat atau berkonsentrasi, from age 5
+    communicating: DifficultyLevel = DifficultyLevel.NONE  # berbicara/berkomunikasi, from age 2
+    self_care: DifficultyLevel = DifficultyLevel.NONE  # mengurus diri sendiri, from age 5
+    behaviour: DifficultyLevel = DifficultyLevel.NONE  # perilaku/emosional, from age 2
 
     def worst(self) -> DifficultyLevel:
         order = list(DifficultyLevel)
         return max((getattr(self, f) for f in type(self).model_fields), key=order.index)
+
+    def answered(self) -> dict[str, DifficultyLevel]:
+        """The domains with a difficulty (other than none), in field order."""
+        return {f: v for f in type(self).model_fields if (v := getattr(self, f)) is not DifficultyLevel.NONE}
 
 
 class ChronicDisease(StrEnum):
@@ -497,17 +611,23 @@ class Member(Contract):
     school: SchoolParticipation
     school_level: SchoolLevel | None = None  # attended now or last attended; not asked of those never in school
     school_class: Annotated[int, Field(ge=1, le=8)] | None = None  # highest class reached at that level (kelas)
-    highest_diploma: Diploma
+    highest_diploma: Annotated[Diploma, Field(description="Highest diploma held (ijazah tertinggi): the codes of "
+                                                          "Diploma, docs/FORM.md.")]
     has_npwp: bool | None = None  # holds a tax number (NPWP); the number itself is not collected
     worked_last_week: bool
     hours_worked: Annotated[int, Field(ge=0, le=168)] = 0
-    industry: Industry | None = None
+    industry: Annotated[Industry | None, Field(description="Industry of the main job (lapangan usaha): the codes of "
+                                                          "Industry, docs/FORM.md; for members who worked.")] = None
     job_status: JobStatus | None = None
     id_document: IdDocument | None = None
     has_business: bool = False
     business: Business | None = None  # details when has_business
-    difficulty: DifficultyLevel = DifficultyLevel.NONE  # worst functional difficulty across domains
-    difficulties: FunctionalDifficulties | None = None  # per domain, when asked
+    difficulty: Annotated[DifficultyLevel, Field(
+        description="The worst functional difficulty across the domains; asked of members aged 2 or more (a "
+                    "difficulty other than none for a younger member is refused, docs/FORM.md).")] = DifficultyLevel.NONE
+    difficulties: Annotated[FunctionalDifficulties | None, Field(
+        description="The difficulty in each domain, when asked: seeing, hearing, walking, using hands, communicating "
+                    "and behaviour from age 2; remembering and self-care from age 5 (docs/FORM.md).")] = None
     has_caregiver: bool | None = None  # asked of members aged 60+ or with a disability
     chronic_disease: bool = False
     chronic_diseases: list[ChronicDisease] = Field(default_factory=list, max_length=len(ChronicDisease))
