@@ -47,8 +47,7 @@ def handlers(settings: IntakeSettings) -> IntakeHandlers:
 def consultation_handlers(settings: IntakeSettings, publisher: IntakePublisher) -> ConsultationHandlers:
     """The village consultation's commands (FKP forums, decisions, ground checks), with intake's one publisher."""
     stores = store_on(settings)
-    return ConsultationHandlers(lambda uow: ConsultationStore(uow.conn), lambda uow: stores(uow.conn),
-                                settings.nik_hash_key, publisher)
+    return ConsultationHandlers(lambda uow: ConsultationStore(uow.conn), lambda uow: stores(uow.conn), publisher)
 
 
 def key_rotation(settings: IntakeSettings, report: Callable[[str], None]) -> KeyRotation:
