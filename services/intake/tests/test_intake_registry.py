@@ -13,8 +13,8 @@ from test_intake_handlers import FAMILY, IDENTITY_KEYS, NIK_KEY, SLS, World, cal
 from intake import domain
 from intake.domain import Conflict, Invalid, Receipt, Step
 from intake.handlers import Caller
-from intake.registry_domain import update_problems
-from intake.registry_handlers import Closed, RegistryHandlers
+from intake.registry_domain import Closed, update_problems
+from intake.registry_handlers import RegistryHandlers
 from regsosek.auth import Principal, Role
 from regsosek.contracts import MemberIdentities
 from regsosek.contracts.complaints import Complaint, ComplaintOutcome

@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 
 from intake.api import RESPONSES, ReceiptOut, _authorise, _forbidden, _reply, caller
 from intake.handlers import Denied
-from intake.registry_handlers import Closed, RegistryHandlers, RegistryResult
+from intake.registry_domain import Closed
+from intake.registry_handlers import RegistryHandlers, RegistryResult
 from intake.settings import IntakeSettings
 from regsosek.auth import Principal, Role, bearer
 from regsosek.contracts.complaints import Complaint, ComplaintOutcome
