@@ -15,15 +15,21 @@ and is decided again:
   family from the new profile, and the programmes get its new decision;
 - flagged when the family no longer lives in its SLS (the whole family moved; nobody left living
   with it): classify withdraws its eligibility;
+- kept (`Outcome.held_update`, nothing published) while the family is not verified yet: not
+  registered yet (its interview still on its way), its interview held for the SLS roster, or
+  flagged until a supervisor or a later roster decides it. The update is applied, as if it arrived
+  then, in the transaction that verifies the family (VerifyHandlers.release_updates); one still
+  waiting after the update hold timeout gets an `update_not_applicable` flag (`on_hold_expired`);
 - an `update_not_applicable` flag when the update cannot apply to the family as verify holds it
-  (no such family or member, not verified, a new family's id already taken, a NIK held by another
-  family): no decision about the family, which stays as it was; the update's journey shows why.
+  (no such member, the family rejected by a supervisor or not responding, its form no longer kept, a
+  new family's id already taken, a NIK held by another family): no decision about the family, which
+  stays as it was; the update's journey shows why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 
 from regsosek.contracts import FlagReason, MemberPresence, VerificationOutcome
@@ -113,6 +119,18 @@ def not_applicable(iv: Interview, stored: Stored | None, why: str) -> Outcome:
     return Outcome(verdicts=(Verdict(iv, d, "update_not_applicable", stored.decision_seq if stored else 0),))
 
 
+# The states in which a family may still be verified: an update about it waits for that.
+WAITS_IN = {"held": "its interview waits for the SLS roster", "flagged": "it is flagged until a supervisor or a "
+            "later roster decides it"}
+
+
+def waits(stored: Stored | None) -> str | None:
+    """Why an update about this family waits (it is not verified yet but may be), or None."""
+    if stored is None:
+        return "the family is not registered yet"
+    return WAITS_IN.get(stored.state) if stored.interview is not None else None
+
+
 def _placeholder(e: FamilyUpdated, stored: Stored | None) -> Interview:
     """The interview a refused update is reported against: the stored one under the update's id, else the
     new family's form, else a form with nothing but the ids (the flag carries only ids and the version)."""
@@ -127,8 +145,14 @@ def _placeholder(e: FamilyUpdated, stored: Stored | None) -> Interview:
 
 
 def on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
-    """An update that counts: applied to the family's stored interview and decided again (see the module
-    docstring). Ignored when the family was erased or the update was applied already (a redelivery)."""
+    """An update that counts: applied to the family's stored interview and decided again, or kept until
+    the family is verified (see the module docstring). Ignored when the family was erased or the update
+    was applied already (a redelivery). Unless kept, the update waits no longer (`update_done`)."""
+    outcome = _on_update(state, e)
+    return outcome if outcome.held_update is not None else replace(outcome, update_done=e.submission_id)
+
+
+def _on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
     stored = state.stored
     if state.erased or state.applied:
         return Outcome()
@@ -137,9 +161,10 @@ def on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
             return not_applicable(_placeholder(e, stored), stored, "a family with this id is registered already")
         return _decided(e.change.family, None, state, "a family missed by the census, field-checked")
     if stored is None or stored.interview is None or stored.state != "verified":
-        why = "the family is not registered" if stored is None else (
-            "the family's form is no longer kept" if stored.interview is None
-            else f"the family is {stored.state}, not verified")
+        if (why := waits(stored)) is not None:
+            return Outcome(held_update=(e, why))  # applied once the family is verified
+        why = "the family's form is no longer kept" if stored is None or stored.interview is None \
+            else f"the family is {stored.state}, not verified"
         return not_applicable(_placeholder(e, stored), stored, why)
     try:
         iv = changed_interview(stored.interview, e)
@@ -153,6 +178,18 @@ def on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
                      detail="no member lives with the family any more (update)")
         return _outcome(iv, d, stored, state)
     return _decided(iv, stored, state, f"{e.change.kind.value} applied ({e.basis.value})")
+
+
+def on_hold_expired(state: UpdateState, e: FamilyUpdated, timeout_s: float) -> Outcome:
+    """A kept update whose family was not verified within the update hold timeout: decided as on arrival
+    should the family be verified after all (or erased, or the update applied meanwhile), else an
+    `update_not_applicable` flag saying why it waited; either way it waits no longer."""
+    stored = state.stored
+    if state.erased or state.applied or (stored is not None and stored.state == "verified"):
+        return replace(on_update(state, e), update_done=e.submission_id)
+    why = waits(stored) or "the family is not verified"
+    flag = not_applicable(_placeholder(e, stored), stored, f"{why}; not verified within {timeout_s / 86400:g} days")
+    return replace(flag, update_done=e.submission_id)
 
 
 def _decided(iv: Interview, stored: Stored | None, state: UpdateState, detail: str) -> Outcome:
