@@ -6,7 +6,7 @@ and PostgreSQL: tests/integration/test_living_registry.py."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from test_verify_handlers import (
     HOUSING,
@@ -32,7 +32,7 @@ from regsosek.contracts import (
     pseudonymise_interview,
 )
 from regsosek.contracts.pseudonymous import PseudonymousMember
-from regsosek.contracts.updates import FamilyUpdated, PseudonymousChange
+from regsosek.contracts.updates import FamilyUpdated, PseudonymousChange, UpdateHeld
 from regsosek.pseudonyms import nik_hash_hex
 from regsosek.testing import FakeUnitOfWork
 
@@ -148,8 +148,12 @@ async def test_an_update_before_the_family_is_known_is_kept_and_applied_when_it_
     iv = interview(members=2)
     e = updated(iv.family_id, "death", line_no=2)
     uow = await v.send(e)  # the family's interview is still on its way
-    assert uow.published == [] and list(v.store.updates_held) == [str(e.submission_id)]
-    assert v.store.updates_held[str(e.submission_id)][1] == "the family is not registered yet"
+    held = only(uow, UpdateHeld)
+    assert (held.submission_id, held.waits_for.value) == (e.submission_id, "family_not_registered")
+    assert held.expires_at - held.held_at == timedelta(days=30)
+    assert uow.events(InterviewVerified) == uow.events(InterviewFlagged) == []
+    assert list(v.store.updates_held) == [str(e.submission_id)]
+    assert (await v.send(e.model_copy())).published == [], "a redelivery of a kept update changes nothing"
     await v.send(roster(family(1, members=2)))
     uow = await v.send(iv)  # verified, and in the same transaction the kept death applied
     census, death = uow.events(InterviewVerified)
@@ -166,8 +170,7 @@ async def test_an_update_of_a_held_family_waits_for_the_roster_and_two_apply_in_
     first, second = updated(iv.family_id, "death", line_no=2), updated(iv.family_id, "housing_change",
                                                                           housing={**HOUSING, "floor_area_m2": 12})
     for e in (first, second):
-        assert (await v.send(e)).published == []
-    assert [k[1] for k in v.store.updates_held.values()] == ["its interview waits for the SLS roster"] * 2
+        assert only(await v.send(e), UpdateHeld).waits_for.value == "interview_held"
     uow = await v.send(roster(family(1, members=2)))
     assert [(e.outcome.value, e.decision_seq) for e in uow.events(InterviewVerified)] == [
         ("verified", 1), ("updated", 2), ("updated", 3)]
@@ -184,7 +187,7 @@ async def test_an_update_of_a_flagged_family_applies_when_a_supervisor_verifies_
     await v.send(iv)
     assert v.state(iv.family_id)[0] == "flagged"
     e = updated(iv.family_id, "death", line_no=2)
-    assert (await v.send(e)).published == [] and str(e.submission_id) in v.store.updates_held
+    assert only(await v.send(e), UpdateHeld).waits_for.value == "family_flagged"
     uow = await v.send(resolution(iv.family_id, SupervisorDecision.VERIFY))
     assert [(x.outcome.value, x.decision_seq) for x in uow.events(InterviewVerified)] == [
         ("verified_by_supervisor", 2), ("updated", 3)]
@@ -202,7 +205,7 @@ async def test_a_kept_update_is_flagged_once_the_update_hold_timeout_passed_and_
         await uow.commit()
         flag = only(uow, InterviewFlagged)
         assert flag.reason.value == "update_not_applicable" and flag.submission_id == waiting.submission_id
-        assert "not registered yet; not verified within" in flag.detail
+        assert "never reached verify; not verified within 0.0416667 days" in flag.detail
     assert v.store.updates_held == {}
 
     iv = interview(members=2)

@@ -18,7 +18,7 @@ import asyncpg
 
 from regsosek import audit
 from regsosek.contracts import FamilyErased, RosterSubmitted, VerificationResolved
-from regsosek.contracts.updates import FamilyUpdated
+from regsosek.contracts.updates import FamilyUpdated, UpdateWait
 from verify.domain import (
     BODY_EXPIRES,
     Claim,
@@ -97,7 +97,7 @@ class InMemoryVerifyStore:
     taken_meanwhile: dict[NikHash, FamilyId] = field(default_factory=dict)
     preloaded: dict[tuple[FamilyId, str], InterviewState] = field(default_factory=dict)
     # updates kept until their family is verified: id -> (update, why, held since, order)
-    updates_held: dict[str, tuple[FamilyUpdated, str, float, int]] = field(default_factory=dict)
+    updates_held: dict[str, tuple[FamilyUpdated, UpdateWait, float, int]] = field(default_factory=dict)
     _order: itertools.count = field(default_factory=itertools.count)
 
     # ---------------------------------------------------------------- loading one state value
@@ -148,7 +148,8 @@ class InMemoryVerifyStore:
         row = self.interviews.get(e.family_id)
         applied = any(h.family_id == e.family_id and h.submission_id == str(e.submission_id) for h in self.history)
         return UpdateState(e.family_id in self.erased, None if row is None else row.stored(), applied,
-                           self._current(e.sls_id), self._holders(dict.fromkeys(claimed_niks(e), 0)))
+                           self._current(e.sls_id), self._holders(dict.fromkeys(claimed_niks(e), 0)),
+                           str(e.submission_id) in self.updates_held)
 
     async def roster(self, sls_id: str) -> Roster | None:
         return self._current(sls_id)

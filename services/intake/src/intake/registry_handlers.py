@@ -10,13 +10,13 @@ from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from intake import domain, registry_domain
-from intake.domain import Conflict, Invalid, Problem, Receipt, Submission
+from intake.domain import Conflict, Invalid, JourneyEntry, Problem, Receipt, Submission
 from intake.handlers import Caller, Denied, IntakeHandlers, Result, Transaction
 from intake.registry_domain import Checked, Closed, ComplaintView, Resolved
 from intake.store import IntakeStore
 from regsosek.contracts.complaints import Complaint, ComplaintOutcome
-from regsosek.contracts.updates import FamilyUpdate, FieldCheck, FieldCheckOutcome
-from regsosek.messaging import UnitOfWork
+from regsosek.contracts.updates import FamilyUpdate, FieldCheck, FieldCheckOutcome, UpdateHeld
+from regsosek.messaging import Handler, Incoming, UnitOfWork
 
 __all__ = ["Closed", "RegistryHandlers", "RegistryResult"]
 
@@ -103,6 +103,19 @@ class RegistryHandlers:
             await store.record_audit(caller.audit("complaint.read", "complaint", complaint_id,
                                                   outcome="ok" if allowed else "denied"))
         return view if allowed else Denied(view.complaint.sls_id)
+
+    # ------------------------------------------------------------ downstream events: the journey
+
+    def consumers(self) -> dict[type, Handler]:
+        return {UpdateHeld: self.on_update_held}
+
+    async def on_update_held(self, uow: UnitOfWork, msg: Incoming) -> None:
+        """Verify keeps an update that counts until its family is verified: a step of the update's journey
+        (what it waits for and until when), recorded with the journey's other steps."""
+        e: UpdateHeld = msg.data
+        self.intake.record_step(uow, JourneyEntry(e.submission_id, "held", {
+            "waits_for": e.waits_for.value, "at": e.held_at.isoformat(), "expires_at": e.expires_at.isoformat()},
+            msg.envelope.id))
 
     # ------------------------------------------------------------ the shared steps
 

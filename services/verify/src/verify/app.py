@@ -55,7 +55,7 @@ def compose(settings: VerifySettings | None = None) -> Verify:
     def store_of(conn: asyncpg.Connection) -> VerifyStore:
         return VerifyStore(conn, legacy_key=legacy_key)
 
-    publisher = Publisher()
+    publisher = Publisher(settings.update_hold_timeout_s)
     return Verify(settings, store_for, store_of, publisher, VerifyHandlers(settings, store_for, publisher))
 
 

@@ -210,16 +210,17 @@ class VerifyStore:
     async def update_state(self, e: FamilyUpdated) -> UpdateState:
         """Under the SLS's lock: whether the family was erased, its stored interview (locked, with its
         body), whether this update was applied already (a line of the family's history carries its id),
-        the SLS's roster and who holds the NIKs the update brings."""
+        the SLS's roster, who holds the NIKs the update brings and whether the update is kept already."""
         await self._lock_sls(e.sls_id)
         roster = await self.roster(e.sls_id)
         row = await self.conn.fetchrow(_STORED + " where family_id = $1 for update", e.family_id)
         flags = await self.conn.fetchrow(
             "select exists (select 1 from erased_families where family_id = $1) as erased, exists (select 1 from "
-            "verification_history where family_id = $1 and submission_id = $2) as applied", e.family_id, e.submission_id)
+            "verification_history where family_id = $1 and submission_id = $2) as applied, "
+            "exists (select 1 from held_updates where submission_id = $2) as kept", e.family_id, e.submission_id)
         holders = await self._nik_holders(dict.fromkeys(claimed_niks(e), 0))
         return UpdateState(flags["erased"], None if row is None else self._stored(row), flags["applied"], roster,
-                           holders)
+                           holders, flags["kept"])
 
     async def roster(self, sls_id: str) -> Roster | None:
         """The SLS's current roster, read once per transaction."""
@@ -299,7 +300,7 @@ class VerifyStore:
             await self.conn.execute(
                 "insert into held_updates (submission_id, family_id, sls_id, body, why) values ($1, $2, $3, $4::jsonb, $5) "
                 "on conflict (submission_id) do nothing", e.submission_id, e.family_id, e.sls_id,
-                e.model_dump(mode="json"), why)
+                e.model_dump(mode="json"), why.value)
         if outcome.update_done is not None:
             await self.conn.execute("delete from held_updates where submission_id = $1", outcome.update_done)
 

@@ -34,7 +34,7 @@ from datetime import UTC, date, datetime, time
 
 from regsosek.contracts import FlagReason, MemberPresence, VerificationOutcome
 from regsosek.contracts.interview import Relationship
-from regsosek.contracts.updates import FamilyUpdated, MovedTo, UpdateKind
+from regsosek.contracts.updates import FamilyUpdated, MovedTo, UpdateKind, UpdateWait
 from verify.domain import (
     Claim,
     Decision,
@@ -54,14 +54,15 @@ _MOVED = {MovedTo.WITHIN_INDONESIA: MemberPresence.MOVED_WITHIN_INDONESIA, Moved
 @dataclass(frozen=True)
 class UpdateState:
     """What an update is decided on: whether the family was erased, its stored interview (locked, with
-    its body), whether this update was applied already, the SLS's roster and who holds the NIKs the
-    changed family would claim."""
+    its body), whether this update was applied already, the SLS's roster, who holds the NIKs the
+    changed family would claim, and whether the update is kept already (waiting for the family)."""
 
     erased: bool
     stored: Stored | None
     applied: bool
     roster: Roster | None
     nik_holders: Mapping[NikHash, FamilyId] = field(default_factory=dict)
+    kept: bool = False  # this update is kept already, waiting for the family to be verified
 
 
 def claimed_niks(e: FamilyUpdated) -> list[NikHash]:
@@ -120,14 +121,13 @@ def not_applicable(iv: Interview, stored: Stored | None, why: str) -> Outcome:
 
 
 # The states in which a family may still be verified: an update about it waits for that.
-WAITS_IN = {"held": "its interview waits for the SLS roster", "flagged": "it is flagged until a supervisor or a "
-            "later roster decides it"}
+WAITS_IN = {"held": UpdateWait.INTERVIEW_HELD, "flagged": UpdateWait.FAMILY_FLAGGED}
 
 
-def waits(stored: Stored | None) -> str | None:
+def waits(stored: Stored | None) -> UpdateWait | None:
     """Why an update about this family waits (it is not verified yet but may be), or None."""
     if stored is None:
-        return "the family is not registered yet"
+        return UpdateWait.FAMILY_NOT_REGISTERED
     return WAITS_IN.get(stored.state) if stored.interview is not None else None
 
 
@@ -148,8 +148,10 @@ def on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
     """An update that counts: applied to the family's stored interview and decided again, or kept until
     the family is verified (see the module docstring). Ignored when the family was erased or the update
     was applied already (a redelivery). Unless kept, the update waits no longer (`update_done`)."""
-    outcome = _on_update(state, e)
-    return outcome if outcome.held_update is not None else replace(outcome, update_done=e.submission_id)
+    why = None if state.erased or state.applied or e.change.kind is UpdateKind.NEW_FAMILY else waits(state.stored)
+    if why is not None:  # kept (once: a redelivery of a kept update changes nothing)
+        return Outcome() if state.kept else Outcome(held_update=(e, why))
+    return replace(_on_update(state, e), update_done=e.submission_id)
 
 
 def _on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
@@ -161,8 +163,6 @@ def _on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
             return not_applicable(_placeholder(e, stored), stored, "a family with this id is registered already")
         return _decided(e.change.family, None, state, "a family missed by the census, field-checked")
     if stored is None or stored.interview is None or stored.state != "verified":
-        if (why := waits(stored)) is not None:
-            return Outcome(held_update=(e, why))  # applied once the family is verified
         why = "the family's form is no longer kept" if stored is None or stored.interview is None \
             else f"the family is {stored.state}, not verified"
         return not_applicable(_placeholder(e, stored), stored, why)
@@ -180,6 +180,11 @@ def _on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
     return _decided(iv, stored, state, f"{e.change.kind.value} applied ({e.basis.value})")
 
 
+WAITED = {UpdateWait.FAMILY_NOT_REGISTERED: "the family's interview never reached verify",
+          UpdateWait.INTERVIEW_HELD: "the family's interview still waits for the SLS roster",
+          UpdateWait.FAMILY_FLAGGED: "the family is still flagged"}
+
+
 def on_hold_expired(state: UpdateState, e: FamilyUpdated, timeout_s: float) -> Outcome:
     """A kept update whose family was not verified within the update hold timeout: decided as on arrival
     should the family be verified after all (or erased, or the update applied meanwhile), else an
@@ -187,7 +192,7 @@ def on_hold_expired(state: UpdateState, e: FamilyUpdated, timeout_s: float) -> O
     stored = state.stored
     if state.erased or state.applied or (stored is not None and stored.state == "verified"):
         return replace(on_update(state, e), update_done=e.submission_id)
-    why = waits(stored) or "the family is not verified"
+    why = WAITED.get(waits(stored), "the family is not verified")
     flag = not_applicable(_placeholder(e, stored), stored, f"{why}; not verified within {timeout_s / 86400:g} days")
     return replace(flag, update_done=e.submission_id)
 
