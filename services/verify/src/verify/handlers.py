@@ -5,7 +5,8 @@ Each handler loads one state value from the store, lets the domain decide on it 
 saves the outcome through the store and publishes it through the publisher. Should another
 family take one of the NIKs between the load and the claim (`ClaimsRaced`, nothing else saved
 yet), the event is decided again on fresh state. Each SLS's progress is recounted once per
-transaction, just before it commits.
+transaction, just before it commits; before that, the updates kept for the families the transaction
+verified are decided, each as its own event through the same steps (release_updates).
 """
 
 from __future__ import annotations
