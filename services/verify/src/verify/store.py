@@ -459,7 +459,11 @@ class VerifyStore:
         return [(r["family_id"], r["sls_id"]) for r in rows]
 
     async def held_updates(self, families: Sequence[FamilyId]) -> list[FamilyUpdated]:
-        """The updates kept for these families until they are verified, in the order they were kept."""
+        """The updates kept for these families until they are verified, in the order they were kept. Asked
+        after every transaction that verifies families: a table with no kept update (the census itself:
+        updates come after it) is answered by one cheap probe, not by matching the batch's families."""
+        if not await self.conn.fetchval("select exists (select 1 from held_updates)"):
+            return []
         rows = await self.conn.fetch("select body from held_updates where family_id = any($1::text[]) "
                                      "order by held_since, submission_id", list(families))
         return [FamilyUpdated.model_validate(r["body"]) for r in rows]
