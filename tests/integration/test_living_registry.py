@@ -5,6 +5,10 @@ PostgreSQL, a programme's webhook receiver), after the census (docs/DOMAIN.md):
   field; verify applies it to the family's stored state, classify re-classifies the smaller household
   (member count and per-capita features change), and a subscribed programme gets the new decision;
   the update's journey shows every step, and the update travels pseudonymised;
+- an update before its family is verified is kept: a death confirmed in the field while the family's
+  interview still waits for its SLS roster shows "held" in its journey (what it waits for, until when);
+  once the roster comes and the family is verified, the death applies and the family is classified
+  from the smaller household;
 - a complaint leading to a correction: filed by the village, a re-visit keeps it open, a correction
   (the family's housing as found) closes it and re-classifies the family; its status shows the
   correction's journey; a closed complaint takes no further outcome.
@@ -166,6 +170,40 @@ async def test_an_update_not_confirmed_in_the_field_does_not_count(registry):
     assert await world.fetchval("intake", "select count(*) from update_checks where update_id = $1",
                                 uuid.UUID(update["submission_id"])) == 1
     assert not [r for r in await read_topic(world.topic(Topic.FAMILY_UPDATE), timeout=5) if r.key == sls.encode()]
+
+
+async def test_an_update_before_the_family_is_verified_is_kept_and_applied_once_it_is(registry):
+    world, s, _notify = registry
+    sls = new_sls_id("6472")
+    entry, iv = family(sls, 1)
+    await s.submit("/v1/interviews", iv)  # no roster yet: verify holds the interview
+    fid = family_id_of(iv)
+    update = death(sls, fid, 2)
+    village, pml = bearer("village_official", "VIL-IT", sls), bearer("supervisor", "PML-IT", sls)
+    assert (await s.client.post("/v1/updates", json=update, headers=village)).status_code == 202
+    check = {"submission_id": str(uuid.uuid4()), "update_id": update["submission_id"], "family_id": fid,
+             "sls_id": sls, "outcome": "confirmed", "checked_on": "2023-03-06", "checked_by": "PML-IT"}
+    assert (await s.client.post("/v1/field-checks", json=check, headers=pml)).status_code == 202
+
+    j = await eventually(lambda: journey(s, update["submission_id"], "field_checked", "held"), timeout=WAIT,
+                         what="the update kept until its family is verified")
+    held = next(x for x in j["journey"] if x["step"] == "held")
+    assert held["waits_for"] == "interview_held" and held["expires_at"] > held["at"]
+    assert j["final"] is None and not {"verified", "flagged"} & {x["step"] for x in j["journey"]}
+    assert await world.fetchval("verify", "select count(*) from held_updates where family_id = $1", fid) == 1
+
+    await s.submit("/v1/rosters", roster(sls, [entry]))  # the family is verified, and the death applied
+    census, after = await eventually(lambda: classified(world, fid, 2), timeout=WAIT, what="classified twice")
+    assert census["submission_id"] == iv["submission_id"] and after["submission_id"] == update["submission_id"]
+    assert after["decision_seq"] > census["decision_seq"]
+    profile = (await world.fetch("classify", "select profile from families where family_id = $1", fid))[0][0]
+    profile = json.loads(profile) if isinstance(profile, str) else profile
+    assert [m["line_no"] for m in profile["members"]] == [1, 3]  # the spouse who died left the household
+    j = await eventually(lambda: journey(s, update["submission_id"], "verified", "classified", "eligibility"),
+                         timeout=WAIT, what="the update's journey after its family was verified")
+    assert j["final"] == "decided"
+    assert next(x for x in j["journey"] if x["step"] == "verified")["outcome"] == "updated"
+    assert await world.fetchval("verify", "select count(*) from held_updates where family_id = $1", fid) == 0
 
 
 async def test_a_complaint_leading_to_a_correction(registry):

@@ -17,6 +17,7 @@ from regsosek.contracts import (
     InterviewFlagged,
     InterviewVerified,
     InterviewVerifiedV1,
+    UpdateHeld,
 )
 from regsosek.key_rotation import KeyRotation
 
@@ -28,7 +29,7 @@ def test_definition_wires_consumers_routes_background_and_retention_from_the_set
     d = app.definition(settings)
     assert d.settings is settings
     assert set(d.handlers) == {InterviewVerified, InterviewVerifiedV1, InterviewFlagged, FamilyClassified,
-                               EligibilityDecided, EligibilityDelivered}
+                               EligibilityDecided, EligibilityDelivered, UpdateHeld}
     assert [bg.__name__ for bg in d.background] == ["seal_clear_bodies"]
     assert [(r.name, r.days) for r in d.retention] == [("submission_body", 30)]
     paths = {route.path for r in d.routers for route in r.routes}

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from intake import domain
 from intake.consultation import DecisionIn, ForumOpening, GroundCheckIn, Refused
 from intake.consultation_handlers import ConsultationHandlers, Recorded
 from intake.consultation_store import ConsultationStore
@@ -22,6 +23,7 @@ from intake.publisher import IntakePublisher
 from regsosek.auth import Principal, Role
 from regsosek.contracts import FamilyInterview, FkpDecisionRecorded, FkpForum, FkpGroundChecked, ForumStatus, MemberIdentities
 from regsosek.contracts.identities import identity_aad, parse_identity_plaintext, unb64
+from regsosek.contracts.interview import Relationship
 from regsosek.crypto import parse_keys
 from regsosek.examples import family_interview
 from regsosek.testing import FakeUnitOfWork
@@ -39,7 +41,7 @@ class World:
     def __init__(self) -> None:
         self.store = InMemoryConsultationStore(now=lambda: T0)
         self.intake = InMemoryIntakeStore(now=lambda: T0)
-        self.handlers = ConsultationHandlers(lambda uow: self.store, lambda uow: self.intake, NIK_KEY,
+        self.handlers = ConsultationHandlers(lambda uow: self.store, lambda uow: self.intake,
                                              IntakePublisher(NIK_KEY, IDENTITY_KEYS))
         self.uows: list[FakeUnitOfWork] = []
 
@@ -186,6 +188,26 @@ async def test_a_ground_check_is_refused_with_its_pointer(world_with_forum, chan
     answer = await w.handlers.ground_check(w.tx(), o.forum_id, iv.family_id, check, officer)
     assert isinstance(answer, Invalid) and path in [p.path for p in answer.problems]
     assert w.events(FkpGroundChecked) == []
+
+
+async def test_a_found_familys_interview_is_checked_as_every_interview_and_needs_an_unused_id(world_with_forum):
+    w, o = world_with_forum
+    iv = added_interview()
+    officer = Caller(Principal("OFC-1", Role.OFFICER, (SLS,)), "req-2", None)
+    await w.handlers.record_decision(w.tx(), o.forum_id, decision(iv.family_id, "added"), official())
+    no_head = iv.model_copy(update={"members": [m for m in iv.members if m.relationship is not Relationship.HEAD]})
+    bad = await w.handlers.ground_check(w.tx(), o.forum_id, iv.family_id,
+                                        GroundCheckIn(outcome="found", checked_on=date(2023, 5, 10),
+                                                      interview=no_head), officer)
+    assert isinstance(bad, Invalid) and all(p.path.startswith("/interview/") for p in bad.problems), bad
+    earlier = family_interview()
+    earlier["submission_id"] = str(iv.submission_id)  # an id a census interview used
+    sub = domain.checked_submission(FamilyInterview.model_validate(earlier), "OFC-9", collection=(date.min, date.max))
+    assert not isinstance(sub, Invalid) and await w.intake.save_submissions([sub])
+    used = await w.handlers.ground_check(w.tx(), o.forum_id, iv.family_id, GroundCheckIn(
+        outcome="found", checked_on=date(2023, 5, 10), interview=iv), officer)
+    assert isinstance(used, Refused) and used.status == 409, used
+    assert w.events(FkpGroundChecked) == [] and (await w.store.forum(o.forum_id)).pending_ground_checks == 1
 
 
 async def test_closing_counts_the_decisions_once_and_refuses_later_ones(world_with_forum):

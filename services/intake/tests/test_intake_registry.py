@@ -13,13 +13,13 @@ from test_intake_handlers import FAMILY, IDENTITY_KEYS, NIK_KEY, SLS, World, cal
 from intake import domain
 from intake.domain import Conflict, Invalid, Receipt, Step
 from intake.handlers import Caller
-from intake.registry_domain import update_problems
-from intake.registry_handlers import Closed, RegistryHandlers
+from intake.registry_domain import Closed, update_problems
+from intake.registry_handlers import RegistryHandlers
 from regsosek.auth import Principal, Role
 from regsosek.contracts import MemberIdentities
 from regsosek.contracts.complaints import Complaint, ComplaintOutcome
 from regsosek.contracts.identities import identity_aad, parse_identity_plaintext, unb64
-from regsosek.contracts.updates import FamilyUpdate, FamilyUpdated, FieldCheck
+from regsosek.contracts.updates import FamilyUpdate, FamilyUpdated, FieldCheck, UpdateHeld
 from regsosek.pseudonyms import nik_hash_hex
 
 VILLAGE = caller("VIL-1", Role.VILLAGE_OFFICIAL)
@@ -76,6 +76,14 @@ async def test_an_update_counts_only_once_confirmed_in_the_field_and_travels_pse
     assert e.change.member.nik_hash == nik_hash_hex(NIK_KEY, NEWBORN["nik"]) and "Bayi" not in e.model_dump_json()
     journey = await w.store.journey(u.submission_id)
     assert [s.step for s in journey.steps] == ["field_checked"] and journey.final is None  # verify has not answered
+
+    # verify keeps it until the family is verified: the journey says so, still in progress
+    held = UpdateHeld(submission_id=u.submission_id, family_id=FAMILY, sls_id=SLS, waits_for="interview_held",
+                      held_at="2023-02-10T09:00:00+08:00", expires_at="2023-03-12T09:00:00+08:00")
+    await w.consume(w.registry.consumers()[UpdateHeld], held, "held-1")
+    journey = await w.store.journey(u.submission_id)
+    assert [(s.step, s.detail.get("waits_for")) for s in journey.steps] == [
+        ("field_checked", None), ("held", "interview_held")] and journey.final is None
 
     again = await w.registry.check_update(w.transaction(), check(u), PML)  # another check of the same update
     assert isinstance(again, Closed) and len(w.events(FamilyUpdated)) == 1

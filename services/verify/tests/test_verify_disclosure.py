@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from verify.disclosure import covers_one_sls, suppress, suppress_breakdown
+from verify.disclosure import covers_one_sls, progress_figures, suppress, suppress_breakdown
 
 SLS = "64720100010001"
 
@@ -49,3 +49,15 @@ def test_totals_stay_when_two_groups_withheld_a_figure():
     groups = [cell(flagged=1, absent=0), cell(prefix="64720100010002", flagged=2, absent=0)]
     t, _ = suppress_breakdown(cell(prefix="6472010001", sls=2, flagged=3, absent=0), groups)
     assert t["flagged"] == 3 and t["suppressed"] == []
+
+
+def test_progress_figures_add_the_groups_up_and_withhold_what_one_group_withheld():
+    row = dict.fromkeys(("sls", "sls_complete", "expected", "interviewed", "verified", "flagged", "absent",
+                         "outstanding", "non_response", "held"), 0)
+    rows = [{**row, "grp": "64720100010001", "sls": 1, "expected": 10, "interviewed": 10, "verified": 8, "flagged": 2},
+            {**row, "grp": "64720100010002", "sls": 1, "expected": 5, "interviewed": 5, "verified": 5}]
+    totals, groups = progress_figures(rows, "6472010001", True)
+    assert totals["expected"] == 15 and totals["interviewed"] == 15
+    assert groups[0]["flagged"] is None and totals["flagged"] is None  # else totals minus group 2 gives it back
+    alone, none = progress_figures(rows, "6472010001", False)
+    assert none == [] and alone["flagged"] == 2  # two SLS: nobody singled out

@@ -105,8 +105,9 @@ class Verify:
 
     def __init__(self, **settings) -> None:
         self.store = InMemoryVerifyStore()
-        self.handlers = VerifyHandlers(VerifySettings(env="local", hold_timeout_s=HOLD_S, **settings),
-                                       lambda uow: self.store, Publisher(), clock=lambda: AT)
+        config = VerifySettings(env="local", hold_timeout_s=HOLD_S, **settings)
+        self.handlers = VerifyHandlers(config, lambda uow: self.store, Publisher(config.update_hold_timeout_s),
+                                       clock=lambda: AT)
 
     async def send(self, data) -> FakeUnitOfWork:
         uow = FakeUnitOfWork("verify")

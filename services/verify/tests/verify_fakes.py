@@ -18,7 +18,7 @@ import asyncpg
 
 from regsosek import audit
 from regsosek.contracts import FamilyErased, RosterSubmitted, VerificationResolved
-from regsosek.contracts.updates import FamilyUpdated
+from regsosek.contracts.updates import FamilyUpdated, UpdateWait
 from verify.domain import (
     BODY_EXPIRES,
     Claim,
@@ -96,6 +96,8 @@ class InMemoryVerifyStore:
     audit_log: list[audit.Entry] = field(default_factory=list)
     taken_meanwhile: dict[NikHash, FamilyId] = field(default_factory=dict)
     preloaded: dict[tuple[FamilyId, str], InterviewState] = field(default_factory=dict)
+    # updates kept until their family is verified: id -> (update, why, held since, order)
+    updates_held: dict[str, tuple[FamilyUpdated, UpdateWait, float, int]] = field(default_factory=dict)
     _order: itertools.count = field(default_factory=itertools.count)
 
     # ---------------------------------------------------------------- loading one state value
@@ -146,7 +148,8 @@ class InMemoryVerifyStore:
         row = self.interviews.get(e.family_id)
         applied = any(h.family_id == e.family_id and h.submission_id == str(e.submission_id) for h in self.history)
         return UpdateState(e.family_id in self.erased, None if row is None else row.stored(), applied,
-                           self._current(e.sls_id), self._holders(dict.fromkeys(claimed_niks(e), 0)))
+                           self._current(e.sls_id), self._holders(dict.fromkeys(claimed_niks(e), 0)),
+                           str(e.submission_id) in self.updates_held)
 
     async def roster(self, sls_id: str) -> Roster | None:
         return self._current(sls_id)
@@ -184,6 +187,11 @@ class InMemoryVerifyStore:
         if outcome.resolution is not None:
             r, version = outcome.resolution
             self.resolutions.setdefault(str(r.submission_id), (r, version))
+        if outcome.held_update is not None:
+            e, why = outcome.held_update
+            self.updates_held.setdefault(str(e.submission_id), (e, why, self.now, next(self._order)))
+        if outcome.update_done is not None:
+            self.updates_held.pop(str(outcome.update_done), None)
 
     def _claim(self, claim: Claim) -> None:
         for h, family in list(self.taken_meanwhile.items()):
@@ -223,6 +231,14 @@ class InMemoryVerifyStore:
         held = sorted((r for r in self.interviews.values() if r.state == "held" and r.held_since < self.now - timeout_s),
                       key=lambda r: r.held_since)
         return [(r.family_id, r.sls_id) for r in held[:limit]]
+
+    async def held_updates(self, families: Sequence[FamilyId]) -> list[FamilyUpdated]:
+        kept = sorted(self.updates_held.values(), key=lambda k: (k[2], k[3]))
+        return [e for e, _why, _since, _n in kept if e.family_id in families]
+
+    async def expired_update_holds(self, timeout_s: float, limit: int = 500) -> list[FamilyUpdated]:
+        kept = sorted(self.updates_held.values(), key=lambda k: (k[2], k[3]))
+        return [e for e, _why, since, _n in kept if since < self.now - timeout_s][:limit]
 
     async def decided_in(self, sls_id: str) -> list[Decided]:
         return [Decided(r.state == "verified", r.matched, r.state == "non_response") for r in self.interviews.values()
@@ -272,7 +288,8 @@ class InMemoryVerifyStore:
 
     async def erase_family(self, e: FamilyErased) -> dict[str, int]:
         key = (int(e.family_id[15:19]), int(e.family_id[20:23]))
-        counts = dict.fromkeys(("nik_claims", "held", "bodies", "roster_entries", "roster_revisions", "resolutions"), 0)
+        counts = dict.fromkeys(("nik_claims", "held", "bodies", "roster_entries", "roster_revisions", "resolutions",
+                                "held_updates"), 0)
         for h in [h for h, f in self.claims.items() if f == e.family_id]:
             del self.claims[h]
             counts["nik_claims"] += 1
@@ -299,6 +316,9 @@ class InMemoryVerifyStore:
             if res.family_id == e.family_id and res.reason:
                 self.resolutions[sid] = (res.model_copy(update={"reason": ""}), version)
                 counts["resolutions"] += 1
+        for sid in [sid for sid, kept in self.updates_held.items() if kept[0].family_id == e.family_id]:
+            del self.updates_held[sid]
+            counts["held_updates"] += 1
         self.erased.setdefault(e.family_id, e.sls_id)
         return counts
 

@@ -194,6 +194,11 @@ def _raw_samples() -> dict[type[Contract], dict]:
             "occurred_on": "2023-07-02", "basis": "field_check", "confirmed_on": "2023-07-10",
             "change": {"kind": "death", "line_no": 2},
         },
+        contracts.UpdateHeld: {
+            "submission_id": "5d4c3b2a-1908-47f6-a5e4-d3c2b1a0f007", "family_id": _FAMILY_ID, "sls_id": _SLS,
+            "waits_for": "interview_held", "held_at": "2023-07-10T10:00:00+08:00",
+            "expires_at": "2023-08-09T10:00:00+08:00",
+        },
     }
 
 

@@ -69,6 +69,7 @@ class Topic(StrEnum):
     MEMBER_IDENTITIES = "member-identities"
     DEAD_LETTER = "dead-letter"
     FAMILY_UPDATE = "family-update"
+    UPDATE_HELD = "update-held"
     FKP_FORUM = "fkp-forum"
     FKP_DECISION = "fkp-decision"
     FKP_GROUND_CHECK = "fkp-ground-check"

@@ -47,8 +47,7 @@ def handlers(settings: IntakeSettings) -> IntakeHandlers:
 def consultation_handlers(settings: IntakeSettings, publisher: IntakePublisher) -> ConsultationHandlers:
     """The village consultation's commands (FKP forums, decisions, ground checks), with intake's one publisher."""
     stores = store_on(settings)
-    return ConsultationHandlers(lambda uow: ConsultationStore(uow.conn), lambda uow: stores(uow.conn),
-                                settings.nik_hash_key, publisher)
+    return ConsultationHandlers(lambda uow: ConsultationStore(uow.conn), lambda uow: stores(uow.conn), publisher)
 
 
 def key_rotation(settings: IntakeSettings, report: Callable[[str], None]) -> KeyRotation:
@@ -78,13 +77,14 @@ def sealing_task(settings: IntakeSettings) -> Callable[[Runtime], object]:
 def definition(settings: IntakeSettings | None = None) -> ServiceDefinition:
     settings = settings or IntakeSettings()
     h = handlers(settings)
+    living = RegistryHandlers(h)
     stores = store_on(settings)
     return ServiceDefinition(
-        name="intake", settings=settings, migrations=MIGRATIONS, handlers=h.consumers(),
+        name="intake", settings=settings, migrations=MIGRATIONS, handlers={**h.consumers(), **living.consumers()},
         topics=[Topic.INTERVIEW_VERIFIED, Topic.INTERVIEW_FLAGGED, Topic.FAMILY_CLASSIFIED, Topic.ELIGIBILITY_DECIDED,
-                Topic.ELIGIBILITY_DELIVERED],
+                Topic.ELIGIBILITY_DELIVERED, Topic.UPDATE_HELD],
         routers=[api.router(h, settings), erasure.router(h, settings),
-                 registry.router(RegistryHandlers(h), settings),
+                 registry.router(living, settings),
                  consultation_api.router(consultation_handlers(settings, h.publisher), settings), audit.router],
         title="Regsosek intake",
         background=[sealing_task(settings)],

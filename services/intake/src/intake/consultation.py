@@ -14,7 +14,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from intake.domain import Invalid, Problem, content_hash, text_problems
+from intake import domain
+from intake.domain import Decision, IntakeState, Invalid, Problem, Submission, content_hash, text_problems
 from regsosek.contracts import FamilyInterview, FkpDecisionKind, GroundCheckOutcome, Participants, WelfareGroup
 from regsosek.contracts.consultation import MAX_SLS_PER_FORUM, Reason
 from regsosek.contracts.identifiers import FamilyId, SlsId, VillageId
@@ -141,11 +142,13 @@ class Refused:
 
 @dataclass(frozen=True)
 class Decided:
-    """NEW: store it and publish; REPEAT: answer with what was recorded (`earlier`)."""
+    """NEW: store it and publish; REPEAT: answer with what was recorded (`earlier`). A new ground check
+    of a found family carries its interview, to store as an interview submission (`interview`)."""
 
     verdict: Verdict
     content_hash: bytes = b""
     earlier: object | None = None
+    interview: Submission | None = None
 
 
 NO_FORUM = Refused(404, "no such forum")
@@ -249,9 +252,21 @@ def check_problems(c: GroundCheckIn, family_id: str, forum: ForumRecord) -> list
     return problems
 
 
-def decide_ground_check(c: GroundCheckIn, family_id: str, state: CheckState) -> Decided | Refused | Invalid:
+def found_interview(c: GroundCheckIn, actor: str) -> Submission | Invalid | None:
+    """A found family's interview, checked as every interview is (before anything is loaded). Its date
+    is the ground check's rule, not the census window: on the day of the check, on or after the forum
+    (check_problems)."""
+    if c.interview is None:
+        return None
+    return domain.checked_submission(c.interview, actor, collection=(date.min, date.max))
+
+
+def decide_ground_check(c: GroundCheckIn, family_id: str, state: CheckState, interview: Submission | Invalid | None,
+                        submissions: IntakeState) -> Decided | Refused | Invalid:
     """The one ground check of a family the forum added (also after the forum closed); the same
-    check again is a repeat. The interview itself is checked as any interview is (intake.domain)."""
+    check again is a repeat. A found family's interview (`found_interview`) is decided as any
+    submission is on what intake holds (`submissions`): an erased family's is refused (410), a
+    submission id used before too (409: a ground check brings a new interview)."""
     if state.forum is None:
         return NO_FORUM
     if state.added is None:
@@ -263,12 +278,19 @@ def decide_ground_check(c: GroundCheckIn, family_id: str, state: CheckState) -> 
         return Decided(Verdict.REPEAT, digest, state.earlier)
     if problems := check_problems(c, family_id, state.forum):
         return Invalid(problems)
-    return Decided(Verdict.NEW, digest)
+    if isinstance(interview, Invalid):
+        return Invalid(prefixed(interview.problems, "/interview"))
+    if interview is None:
+        return Decided(Verdict.NEW, digest)
+    (outcome,) = domain.decide_submissions([interview], submissions)
+    if outcome.decision is Decision.ERASED:
+        return Refused(410, "this family's identifiers were erased; its submissions are no longer accepted")
+    if outcome.decision is not Decision.NEW:
+        return INTERVIEW_ID_USED
+    return Decided(Verdict.NEW, digest, interview=outcome.submission)
 
 
-def interview_window(forum: ForumRecord) -> tuple[date, date]:
-    """A ground check's interview is dated on or after its forum (not within the census window)."""
-    return forum.held_on, date.max
+INTERVIEW_ID_USED = Refused(409, "the interview's submission_id was used before: a ground check brings a new interview")
 
 
 def prefixed(problems: list[Problem], prefix: str) -> list[Problem]:

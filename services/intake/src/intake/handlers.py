@@ -260,6 +260,8 @@ class IntakeHandlers:
 
         uow.defer("journey", write)
 
+    record_step = _record  # for the living registry's consumer (RegistryHandlers.on_update_held)
+
 
 def _answer(o: Outcome, outcomes: Sequence[Outcome], saved: dict[UUID, Received]) -> Receipt | Conflict | Erased:
     s = o.submission

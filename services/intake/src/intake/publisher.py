@@ -6,9 +6,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from intake import domain
+from intake.consultation import CheckRecord, DecisionRecord, ForumRecord
 from intake.domain import Erasure, Submission
 from intake.registry_domain import CountedUpdate, update_identities
-from regsosek.contracts import ErasureReason, FamilyErased, FamilyInterview
+from regsosek.contracts import (
+    ErasureReason,
+    FamilyErased,
+    FamilyInterview,
+    FkpDecisionRecorded,
+    FkpForum,
+    FkpGroundChecked,
+    ForumStatus,
+    Participants,
+)
 from regsosek.contracts.updates import FamilyUpdated, pseudonymise_change
 from regsosek.crypto import Keyring
 from regsosek.messaging import UnitOfWork
@@ -52,6 +62,38 @@ class IntakePublisher:
             basis=u.basis, confirmed_on=u.confirmed_on, change=change), subject=u.family_id)
         uow.outbox.publish(Topic.MEMBER_IDENTITIES, u.sls_id, update_identities(u, base_niks, self._identity_keys),
                            subject=u.family_id)
+
+    # ------------------------------------------------------------ the village consultation (FKP)
+
+    def forum_recorded(self, uow: UnitOfWork, f: ForumRecord, recorded_by: str) -> None:
+        """A forum opened or closed, on fkp-forum keyed by its first SLS, with the counts of what it recorded."""
+        uow.outbox.publish(Topic.FKP_FORUM, f.sls_ids[0], FkpForum(
+            forum_id=f.forum_id, village_id=f.village_id, sls_id=f.sls_ids[0], sls_ids=f.sls_ids, held_on=f.held_on,
+            participants=[Participants.model_validate(p) for p in f.participants],
+            status=ForumStatus.CLOSED if f.closed else ForumStatus.OPEN, decisions=f.decisions,
+            added_families=f.added_families, pending_ground_checks=f.pending_ground_checks,
+            recorded_by=recorded_by, at=f.closed_at or f.opened_at), subject=f.sls_ids[0])
+
+    def decision_recorded(self, uow: UnitOfWork, d: DecisionRecord) -> None:
+        """A forum's decision about a family, on fkp-decision keyed by the family's SLS."""
+        uow.outbox.publish(Topic.FKP_DECISION, d.sls_id, FkpDecisionRecorded(
+            forum_id=d.forum_id, decision_id=d.decision_id, family_id=d.family_id, sls_id=d.sls_id, kind=d.kind,
+            welfare_group=d.welfare_group, reason=d.reason, decided_by=d.decided_by, decided_at=d.decided_at),
+            subject=d.family_id)
+
+    def ground_checked(self, uow: UnitOfWork, c: CheckRecord, interview: Submission | None) -> None:
+        """An added family's ground check on fkp-ground-check, keyed by its SLS; a found family's interview
+        rides in it pseudonymised (published once, here, not on interview-submitted: verify decides it as a
+        family added to its SLS), and its members' NIKs go sealed to notify (member_identities)."""
+        iv = None if interview is None else domain.event_of(interview.contract, self._nik_hash_key)
+        sls_id = c.family_id[:14]
+        uow.outbox.publish(Topic.FKP_GROUND_CHECK, sls_id, FkpGroundChecked(
+            forum_id=c.forum_id, family_id=c.family_id, sls_id=sls_id, outcome=c.outcome, checked_on=c.checked_on,
+            checked_by=c.checked_by, checked_at=c.checked_at, interview=iv), subject=c.family_id)
+        if interview is not None and isinstance(interview.contract, FamilyInterview):
+            self.member_identities(uow, interview.contract)
+
+    # ------------------------------------------------------------ erasure
 
     def family_erased(self, uow: UnitOfWork, erasure: Erasure, erased_at: datetime) -> None:
         """family-erased, keyed by the family's SLS: verify, classify and notify erase what they hold of it."""

@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 
 from intake.api import RESPONSES, ReceiptOut, _authorise, _forbidden, _reply, caller
 from intake.handlers import Denied
-from intake.registry_handlers import Closed, RegistryHandlers, RegistryResult
+from intake.registry_domain import Closed
+from intake.registry_handlers import RegistryHandlers, RegistryResult
 from intake.settings import IntakeSettings
 from regsosek.auth import Principal, Role, bearer
 from regsosek.contracts.complaints import Complaint, ComplaintOutcome
@@ -41,7 +42,10 @@ def router(handlers: RegistryHandlers, settings: IntakeSettings) -> APIRouter:
             description="Through the village (village official) or the social affairs office (supervisor's token). "
             "It counts only once a supervisor confirms it in the field (POST /v1/field-checks); its journey "
             "(GET /v1/submissions/{id}) shows the check, then the family's re-verification, classification, "
-            "eligibility and delivery. Changes that occurred during the collection period are recorded on the form.")
+            "eligibility and delivery. About a family not verified yet (its interview not arrived, waiting for its "
+            "roster, or flagged) a confirmed update is kept: the journey shows `held` (waits_for, expires_at) and it "
+            "applies once the family is verified. Changes that occurred during the collection period are recorded "
+            "on the form.")
     async def report_update(request: Request, update: FamilyUpdate, principal: Principal = reporter):
         _authorise(principal, update.sls_id)
         return _answer(await handlers.report_update(uow(request), update, caller(request, principal)))

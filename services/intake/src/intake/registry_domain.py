@@ -17,7 +17,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from intake.domain import Problem, check_interview, difficulty_problems, known_sls_area
+from intake.domain import Invalid, JourneyEntry, Problem, check_interview, difficulty_problems, known_sls_area
 from regsosek.auth import Role
 from regsosek.contracts import FamilyInterview, MemberIdentities
 from regsosek.contracts.complaints import Complainant, Complaint, ComplaintOutcome, ComplaintResolution
@@ -105,40 +105,55 @@ class UpdateRecord:
     check_id: UUID | None = None
 
 
-class Refusal(StrEnum):
-    CONFLICT = "conflict"
+@dataclass(frozen=True)
+class Closed:
+    """Refused (409) as in conflict with what is recorded: the update was checked already by another
+    field check, or the complaint is closed."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
 class Checked:
-    """The field check may be accepted; `counted` is what it makes count (None: not confirmed, or a repeat)."""
+    """The field check may be accepted: the step it adds to the update's journey, and what it makes count
+    (None: not confirmed, or a repeat)."""
 
+    step: JourneyEntry
     counted: CountedUpdate | None
     repeat: bool = False
 
 
-def decide_field_check(update: UpdateRecord | None, check: FieldCheck) -> Checked | list[Problem] | Refusal:
+def check_step(check: FieldCheck) -> JourneyEntry:
+    """The field check as a step of the update's journey: checked (it counts) or not confirmed (it ends)."""
+    step = "field_checked" if check.outcome is FieldCheckOutcome.CONFIRMED else "not_confirmed"
+    return JourneyEntry(check.update_id, step, {"outcome": check.outcome.value, "checked_on": check.checked_on.isoformat(),
+                                                "check_id": str(check.submission_id)}, str(check.submission_id))
+
+
+def decide_field_check(update: UpdateRecord | None, check: FieldCheck) -> Checked | Invalid | Closed:
     """A field check of an update: problems (no such update of this family; checked before the change
     occurred; checked by whoever reported it), a conflict (the update was checked already, by another
     check), or accepted: a confirmed check makes the update count."""
     if update is None or update.family_id != check.family_id:
-        return [Problem("/update_id", "no update of this family has this id")]
+        return Invalid([Problem("/update_id", "no update of this family has this id")])
     if update.check_id is not None:
-        return Checked(None, repeat=True) if update.check_id == check.submission_id else Refusal.CONFLICT
+        if update.check_id != check.submission_id:
+            return Closed("the update was checked already (by another field check)")
+        return Checked(check_step(check), None, repeat=True)
     if update.document is None:
-        return [Problem("/update_id", "the update's content is no longer kept")]
+        return Invalid([Problem("/update_id", "the update's content is no longer kept")])
     try:
         u = FamilyUpdate.model_validate(update.document)
     except ValidationError:  # an erased family's update lost its identifiers
-        return [Problem("/update_id", "the update's content is no longer kept in full")]
+        return Invalid([Problem("/update_id", "the update's content is no longer kept in full")])
     if check.checked_on < u.occurred_on:
-        return [Problem("/checked_on", "before the change occurred")]
+        return Invalid([Problem("/checked_on", "before the change occurred")])
     if check.checked_by == u.reported_by:
-        return [Problem("/checked_by", "the field check is made by someone other than who reported the update")]
+        return Invalid([Problem("/checked_by", "the field check is made by someone other than who reported the update")])
     if check.outcome is not FieldCheckOutcome.CONFIRMED:
-        return Checked(None)
-    return Checked(CountedUpdate(u.submission_id, u.family_id, u.sls_id, u.change, u.reported_by, u.occurred_on,
-                                 UpdateBasis.FIELD_CHECK, check.checked_on))
+        return Checked(check_step(check), None)
+    return Checked(check_step(check), CountedUpdate(u.submission_id, u.family_id, u.sls_id, u.change, u.reported_by,
+                                                    u.occurred_on, UpdateBasis.FIELD_CHECK, check.checked_on))
 
 
 # ---------------------------------------------------------------- complaints
@@ -182,18 +197,18 @@ class Resolved:
     repeat: bool = False
 
 
-def decide_complaint_outcome(c: ComplaintRecord | None, o: ComplaintOutcome) -> Resolved | list[Problem] | Refusal:
+def decide_complaint_outcome(c: ComplaintRecord | None, o: ComplaintOutcome) -> Resolved | Invalid | Closed:
     """An outcome of a complaint: problems (no such complaint of this family; decided before it was filed),
     a conflict (the complaint is closed: corrected or rejected), or accepted with the complaint's new status;
     a correction's change counts like a field-checked update of the family."""
     if c is None or c.family_id != o.family_id:
-        return [Problem("/complaint_id", "no complaint about this family has this id")]
+        return Invalid([Problem("/complaint_id", "no complaint about this family has this id")])
     if o.submission_id in c.outcome_ids:
         return Resolved(ComplaintStatus(c.status), None, repeat=True)
     if c.status in (ComplaintStatus.CORRECTED, ComplaintStatus.REJECTED):
-        return Refusal.CONFLICT
+        return Closed("the complaint is closed (corrected or rejected)")
     if o.decided_on < c.filed_at.date():
-        return [Problem("/decided_on", "before the complaint was filed")]
+        return Invalid([Problem("/decided_on", "before the complaint was filed")])
     counted = None
     if o.correction is not None:
         counted = CountedUpdate(o.submission_id, o.family_id, o.sls_id, o.correction, o.decided_by, o.decided_on,

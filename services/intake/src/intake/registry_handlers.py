@@ -1,31 +1,26 @@
 """Intake's commands of the living registry: updates, field checks, complaints and complaint outcomes
 (intake.registry_domain decides; IntakeHandlers.accept keeps each as a submission, idempotent and
-sealed, like any other). Each command is one transaction: load (store) → decide (domain) → accept
-and save (store) → publish (publisher: family-update, for what counts) → audit."""
+sealed, like any other). Each command is one transaction: load what the decision needs (store, once)
+→ decide (registry_domain) → accept and save (store) → hand what counts to intake's one publisher
+(family-update) → audit."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from intake import domain, registry_domain
 from intake.domain import Conflict, Invalid, JourneyEntry, Problem, Receipt, Submission
 from intake.handlers import Caller, Denied, IntakeHandlers, Result, Transaction
-from intake.registry_domain import ComplaintView, CountedUpdate, Refusal
+from intake.registry_domain import Checked, Closed, ComplaintView, Resolved
+from intake.store import IntakeStore
 from regsosek.contracts.complaints import Complaint, ComplaintOutcome
-from regsosek.contracts.updates import FamilyUpdate, FieldCheck, FieldCheckOutcome
-from regsosek.messaging import UnitOfWork
+from regsosek.contracts.updates import FamilyUpdate, FieldCheck, FieldCheckOutcome, UpdateHeld
+from regsosek.messaging import Handler, Incoming, UnitOfWork
 
-
-@dataclass(frozen=True)
-class Closed:
-    """The complaint is closed, or the update checked already (409, with why)."""
-
-    reason: str
-
+__all__ = ["Closed", "RegistryHandlers", "RegistryResult"]
 
 RegistryResult = Result | Closed
-
 
 class RegistryHandlers:
     """Built by intake.app on the service's IntakeHandlers (their settings, store factory and publisher)."""
@@ -39,10 +34,6 @@ class RegistryHandlers:
             return Invalid([*(checked.problems if isinstance(checked, Invalid) else []), *extra])
         return checked
 
-    async def _accept(self, uow: UnitOfWork, checked: Submission) -> Receipt | Conflict | domain.Erased:
-        (result,) = await self.intake.accept(uow, [checked])
-        return result
-
     async def report_update(self, transaction: Transaction, u: FamilyUpdate, caller: Caller) -> RegistryResult:
         """An update, kept until its field check (it does not count before)."""
         checked = self._checked(u, caller, registry_domain.update_problems(
@@ -50,9 +41,7 @@ class RegistryHandlers:
         if isinstance(checked, Invalid):
             return checked
         async with transaction() as uow:
-            result = await self._accept(uow, checked)
-            await self._audit(uow, caller, "update.report", checked, result)
-        return result
+            return await self._record(uow, caller, "update.report", checked)
 
     async def check_update(self, transaction: Transaction, check: FieldCheck, caller: Caller) -> RegistryResult:
         """A field check: a confirmed one makes the update count (family-update); either way it is a step
@@ -63,21 +52,17 @@ class RegistryHandlers:
         check = checked.contract  # the actor recorded is the caller
         async with transaction() as uow:
             store = self.intake.store_for(uow)
-            decision = registry_domain.decide_field_check(await store.update_record(check.update_id), check)
-            if isinstance(decision, list):
-                return Invalid(decision)
-            if decision is Refusal.CONFLICT:
-                return Closed("the update was checked already (by another field check)")
-            result = await self._accept(uow, checked)
-            if isinstance(result, Receipt) and not result.replayed:
+            update = await store.update_record(check.update_id)
+            base = await self._base_niks(store, check.family_id, check.outcome is FieldCheckOutcome.CONFIRMED)
+            decision = registry_domain.decide_field_check(update, check)
+            if not isinstance(decision, Checked):
+                return decision
+
+            async def save() -> None:
                 await store.save_field_check(check)
-                step = "field_checked" if check.outcome is FieldCheckOutcome.CONFIRMED else "not_confirmed"
-                await store.save_steps([JourneyEntry(check.update_id, step, {
-                    "outcome": check.outcome.value, "checked_on": check.checked_on.isoformat(),
-                    "check_id": str(check.submission_id)}, str(check.submission_id))])
-                await self._count(uow, decision.counted)
-            await self._audit(uow, caller, "update.field_check", checked, result)
-        return result
+                await store.save_steps([decision.step])
+
+            return await self._record(uow, caller, "update.field_check", checked, save, decision, base)
 
     async def file_complaint(self, transaction: Transaction, c: Complaint, caller: Caller) -> RegistryResult:
         """A complaint, tracked from now on (status filed)."""
@@ -86,11 +71,9 @@ class RegistryHandlers:
         if isinstance(checked, Invalid):
             return checked
         async with transaction() as uow:
-            result = await self._accept(uow, checked)
-            if isinstance(result, Receipt) and not result.replayed:
-                await self.intake.store_for(uow).save_complaint(checked.contract)
-            await self._audit(uow, caller, "complaint.file", checked, result)
-        return result
+            store = self.intake.store_for(uow)
+            return await self._record(uow, caller, "complaint.file", checked,
+                                      lambda: store.save_complaint(checked.contract))
 
     async def decide_complaint(self, transaction: Transaction, o: ComplaintOutcome, caller: Caller) -> RegistryResult:
         """A complaint's outcome: its status moves on; a correction's change counts (family-update)."""
@@ -100,17 +83,13 @@ class RegistryHandlers:
         o = checked.contract
         async with transaction() as uow:
             store = self.intake.store_for(uow)
-            decision = registry_domain.decide_complaint_outcome(await store.complaint_record(o.complaint_id), o)
-            if isinstance(decision, list):
-                return Invalid(decision)
-            if decision is Refusal.CONFLICT:
-                return Closed("the complaint is closed (corrected or rejected)")
-            result = await self._accept(uow, checked)
-            if isinstance(result, Receipt) and not result.replayed:
-                await store.save_complaint_outcome(o, decision.status.value)
-                await self._count(uow, decision.counted)
-            await self._audit(uow, caller, "complaint.outcome", checked, result)
-        return result
+            complaint = await store.complaint_record(o.complaint_id)
+            base = await self._base_niks(store, o.family_id, o.correction is not None)
+            decision = registry_domain.decide_complaint_outcome(complaint, o)
+            if not isinstance(decision, Resolved):
+                return decision
+            return await self._record(uow, caller, "complaint.outcome", checked,
+                                      lambda: store.save_complaint_outcome(o, decision.status.value), decision, base)
 
     async def complaint(self, transaction: Transaction, complaint_id: UUID, caller: Caller
                         ) -> ComplaintView | Denied | None:
@@ -125,12 +104,44 @@ class RegistryHandlers:
                                                   outcome="ok" if allowed else "denied"))
         return view if allowed else Denied(view.complaint.sls_id)
 
-    async def _count(self, uow: UnitOfWork, counted: CountedUpdate | None) -> None:
-        if counted is not None:
-            base = await self.intake.store_for(uow).family_member_niks(counted.family_id)
-            self.intake.publisher.family_updated(uow, counted, base)
+    # ------------------------------------------------------------ downstream events: the journey
 
-    async def _audit(self, uow: UnitOfWork, caller: Caller, action: str, s: Submission, result: Result) -> None:
+    def consumers(self) -> dict[type, Handler]:
+        return {UpdateHeld: self.on_update_held}
+
+    async def on_update_held(self, uow: UnitOfWork, msg: Incoming) -> None:
+        """Verify keeps an update that counts until its family is verified: a step of the update's journey
+        (what it waits for and until when), recorded with the journey's other steps."""
+        e: UpdateHeld = msg.data
+        self.intake.record_step(uow, JourneyEntry(e.submission_id, "held", {
+            "waits_for": e.waits_for.value, "at": e.held_at.isoformat(), "expires_at": e.expires_at.isoformat()},
+            msg.envelope.id))
+
+    # ------------------------------------------------------------ the shared steps
+
+    @staticmethod
+    async def _base_niks(store: IntakeStore, family_id: str, may_count: bool) -> dict[int, str]:
+        """The NIKs of the family's latest interview, loaded with the decision's state when the command
+        may make a change count (its identity list is built on them), else nothing."""
+        return await store.family_member_niks(family_id) if may_count else {}
+
+    async def _record(self, uow: UnitOfWork, caller: Caller, action: str, checked: Submission,
+                      save: Callable[[], Awaitable[None]] | None = None,
+                      decision: Checked | Resolved | None = None, base_niks: dict[int, str] | None = None) -> Result:
+        """Every registry command's end: the submission accepted (idempotent: a repeat answers with its
+        first receipt); a new one saved (`save`) and the change it makes count handed to the publisher
+        (family-update, with the family's identity list); the decision audited about the family."""
+        (result,) = await self.intake.accept(uow, [checked])
+        if isinstance(result, Receipt) and not result.replayed:
+            if save is not None:
+                await save()
+            if decision is not None and decision.counted is not None:
+                self.intake.publisher.family_updated(uow, decision.counted, base_niks or {})
+        await self._audit(uow, caller, action, checked, result)
+        return result
+
+    async def _audit(self, uow: UnitOfWork, caller: Caller, action: str, s: Submission,
+                     result: Receipt | Conflict | domain.Erased) -> None:
         """A decision about a family, audited with it in its transaction (replayed or ok)."""
         if isinstance(result, Receipt):
             await self.intake.store_for(uow).record_audit(caller.audit(

@@ -14,7 +14,7 @@ from regsosek.auth import Principal, Role, bearer
 from regsosek.contracts.identifiers import AreaPrefixOrEmpty
 from regsosek.service import runtime_of
 from verify import domain
-from verify.disclosure import suppress_breakdown
+from verify.disclosure import progress_figures
 from verify.settings import VerifySettings
 from verify.store import VerifyStore
 
@@ -47,10 +47,6 @@ class ProgressOut(BaseModel):
     groups: list[Counts] = Field(description="one entry per area at the level of `by` (empty without `by`)")
 
 
-_COUNTS = ("sls", "sls_complete", "expected", "interviewed", "verified", "flagged", "absent", "outstanding",
-           "non_response", "held")
-
-
 def progress_router(settings: VerifySettings,
                     store_of: Callable[[asyncpg.Connection], VerifyStore] = VerifyStore) -> APIRouter:
     """GET /v1/progress, with the service's settings (its token verifier) and store."""
@@ -73,9 +69,7 @@ def progress_router(settings: VerifySettings,
             raise HTTPException(422, str(e)) from None
         async with runtime_of(request).pool.acquire() as conn:
             rows = await store_of(conn).progress_by_prefix(prefix, length)
-        groups = [{"prefix": r["grp"], **{k: int(r[k]) for k in _COUNTS}} for r in rows]
-        totals = {"prefix": prefix, **{k: sum(g[k] for g in groups) for k in _COUNTS}}
-        totals, groups = suppress_breakdown(totals, groups if by else [])
+        totals, groups = progress_figures(rows, prefix, by is not None)
         return ProgressOut(prefix=prefix, by=by, totals=Counts(**totals), groups=[Counts(**g) for g in groups])
 
     return router

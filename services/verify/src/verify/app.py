@@ -55,13 +55,15 @@ def compose(settings: VerifySettings | None = None) -> Verify:
     def store_of(conn: asyncpg.Connection) -> VerifyStore:
         return VerifyStore(conn, legacy_key=legacy_key)
 
-    publisher = Publisher()
+    publisher = Publisher(settings.update_hold_timeout_s)
     return Verify(settings, store_for, store_of, publisher, VerifyHandlers(settings, store_for, publisher))
 
 
 def hold_sweep(verify: Verify) -> Background:
     """Interviews whose roster never came are flagged "no roster" after the hold timeout (one
-    transaction per family, under its SLS lock; decided normally if the roster came after all).
+    transaction per family, under its SLS lock; decided normally if the roster came after all); updates
+    kept for a family that was not verified within the update hold timeout get an update_not_applicable
+    flag (one transaction per update).
     A roster arriving later still decides them (domain.on_roster)."""
     s = verify.settings
 
@@ -73,6 +75,11 @@ def hold_sweep(verify: Verify) -> Background:
             for family_id, sls_id in expired:
                 async with runtime.unit_of_work() as uow:
                     await verify.handlers.on_hold_expired(uow, family_id, sls_id)
+            async with runtime.pool.acquire() as conn:
+                waited = await verify.store_of(conn).expired_update_holds(s.update_hold_timeout_s)
+            for update in waited:
+                async with runtime.unit_of_work() as uow:
+                    await verify.handlers.on_update_hold_expired(uow, update)
 
         await run_forever("hold sweep", sweep, backoff=Backoff(1.0, max(1.0, s.hold_sweep_interval_s)),
                           expected=is_transient, logger=log)

@@ -15,11 +15,17 @@ these households anyway.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 SMALL = range(1, 5)
 # a withheld figure -> the figures it could be recomputed from, withheld with it
 COMPLEMENTS: dict[str, tuple[str, ...]] = {"flagged": ("verified",), "absent": ("outstanding",),
                                            "non_response": ("outstanding",)}
 SLS_DIGITS = 14
+# the figures of a progress cell, as VerifyStore.progress_by_prefix counts them per group
+FIGURES = ("sls", "sls_complete", "expected", "interviewed", "verified", "flagged", "absent", "outstanding",
+           "non_response", "held")
 
 
 def covers_one_sls(prefix: str, sls: int) -> bool:
@@ -44,3 +50,11 @@ def suppress_breakdown(totals: dict, groups: list[dict]) -> tuple[dict, list[dic
     shown = [suppress(g, one_sls=covers_one_sls(g["prefix"], g["sls"])) for g in groups]
     once = frozenset(f for f in COMPLEMENTS if sum(f in g["suppressed"] for g in shown) == 1)
     return suppress(totals, one_sls=covers_one_sls(totals["prefix"], totals["sls"]), also=once), shown
+
+
+def progress_figures(rows: list[Mapping[str, Any]], prefix: str, broken_down: bool) -> tuple[dict, list[dict]]:
+    """The area's totals and (`broken_down`) its groups from the store's rows (one per group, `grp` its
+    prefix), with small counts withheld (suppress_breakdown)."""
+    groups = [{"prefix": r["grp"], **{k: int(r[k]) for k in FIGURES}} for r in rows]
+    totals = {"prefix": prefix, **{k: sum(g[k] for g in groups) for k in FIGURES}}
+    return suppress_breakdown(totals, groups if broken_down else [])

@@ -44,6 +44,7 @@ from regsosek.contracts import (
     VerificationResolved,
     family_id,
 )
+from regsosek.contracts.updates import FamilyUpdated, UpdateWait
 
 # What verify decides on: the pseudonymised interview (v2): NIK and KK as keyed hashes, no names
 Interview = InterviewSubmitted
@@ -445,6 +446,10 @@ class Outcome:
     rematches: tuple[Rematch, ...] = ()
     resolution: tuple[VerificationResolved, int] | None = None  # with the version it resolved
     recount: str | None = None  # the SLS whose progress to recount before commit
+    # the living registry (verify.updates): an update kept until its family is verified, with why it
+    # waits; and the update decided now (applied or not), no longer waiting
+    held_update: tuple[FamilyUpdated, UpdateWait] | None = None
+    update_done: UUID | None = None
 
 
 @dataclass(frozen=True)

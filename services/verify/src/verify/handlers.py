@@ -5,7 +5,8 @@ Each handler loads one state value from the store, lets the domain decide on it 
 saves the outcome through the store and publishes it through the publisher. Should another
 family take one of the NIKs between the load and the claim (`ClaimsRaced`, nothing else saved
 yet), the event is decided again on fresh state. Each SLS's progress is recounted once per
-transaction, just before it commits.
+transaction, just before it commits; before that, the updates kept for the families the transaction
+verified are decided, each as its own event through the same steps (release_updates).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ CLAIM_ATTEMPTS = 5  # a NIK lost to a concurrent family more often than this in 
 
 
 _PRELOADED = "verify.preloaded"  # uow.cache key: the batch's interview states were loaded
+_VERIFIED = "verify.verified"  # uow.cache key: families verified in this transaction (their kept updates apply)
 
 
 def preloadable(batch: Sequence[Incoming]) -> list[InterviewSubmitted]:
@@ -142,6 +144,22 @@ class VerifyHandlers:
         store = self.store_for(uow)
         await self._decide(uow, lambda: store.update_state(e), lambda state: updates.on_update(state, e))
 
+    async def release_updates(self, uow: UnitOfWork) -> None:
+        """Deferred to the end of a transaction that verified families: the updates kept for them
+        (verify.updates: an update that came before its family was verified), each decided as on
+        arrival, in the order they came (an update applied here verifies its family again: a later
+        one kept for it follows in the next pass)."""
+        families = sorted(set(uow.cache.pop(_VERIFIED, [])))
+        store = self.store_for(uow)
+        for e in await store.held_updates(families):
+            await self._decide(uow, lambda e=e: store.update_state(e), lambda state, e=e: updates.on_update(state, e))
+
+    async def on_update_hold_expired(self, uow: UnitOfWork, e: FamilyUpdated) -> None:
+        """The hold sweep for one kept update: its family not verified within the update hold timeout,
+        it gets an update_not_applicable flag (applied instead, should the family be verified after all)."""
+        store, timeout_s = self.store_for(uow), self.settings.update_hold_timeout_s
+        await self._decide(uow, lambda: store.update_state(e), lambda state: updates.on_hold_expired(state, e, timeout_s))
+
     async def on_hold_expired(self, uow: UnitOfWork, family_id: str, sls_id: str) -> bool:
         """The hold sweep for one family: flagged "no roster" if still held past the timeout (decided
         against its roster should that be there after all). False when it was not held any more."""
@@ -185,6 +203,10 @@ class VerifyHandlers:
         others |= {v.interview.location.sls_id for v in outcome.verdicts if v.changes_family and outcome.recount}
         for sls_id in sorted(others | ({outcome.recount} if outcome.recount else set())):
             uow.defer(("progress", sls_id), lambda sls_id=sls_id: self.recount(uow, sls_id))
+        verified = [v.interview.family_id for v in outcome.verdicts if v.decision.verified and v.changes_family]
+        if verified:  # the updates kept for them apply before commit (release_updates)
+            uow.cache.setdefault(_VERIFIED, []).extend(verified)
+            uow.defer(_VERIFIED, lambda: self.release_updates(uow))
         return outcome
 
     async def recount(self, uow: UnitOfWork, sls_id: str) -> None:

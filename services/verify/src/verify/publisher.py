@@ -4,9 +4,9 @@ SLS's events stay in order on one partition), subject (the family, or the SLS) a
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from regsosek.contracts import InterviewFlagged, InterviewVerified, SlsCompleted, household_profile
+from regsosek.contracts import InterviewFlagged, InterviewVerified, SlsCompleted, UpdateHeld, household_profile
 from regsosek.messaging import UnitOfWork
 from regsosek.telemetry import in_trace_of
 from regsosek.topics import Topic
@@ -30,12 +30,20 @@ def flagged_event(iv: Interview, d: Decision, at: datetime, decision_seq: int) -
 
 
 class Publisher:
+    def __init__(self, update_hold_timeout_s: float) -> None:
+        self._update_hold = timedelta(seconds=update_hold_timeout_s)  # when a kept update stops waiting
+
     def outcome(self, uow: UnitOfWork, outcome: Outcome, now: datetime) -> None:
         """Every decision of the outcome, each in the trace of the interview it decides (a held
-        interview's, else the current one)."""
+        interview's, else the current one); an update kept until its family is verified."""
         for v in outcome.verdicts:
             with in_trace_of(v.traceparent):
                 self.verdict(uow, v, now)
+        if outcome.held_update is not None:
+            e, waits_for = outcome.held_update
+            uow.outbox.publish(Topic.UPDATE_HELD, e.sls_id, UpdateHeld(
+                submission_id=e.submission_id, family_id=e.family_id, sls_id=e.sls_id, waits_for=waits_for,
+                held_at=now, expires_at=now + self._update_hold), subject=e.family_id)
 
     def verdict(self, uow: UnitOfWork, v: Verdict, now: datetime) -> None:
         """A verified family's profile or a flag. A non-response is neither: it is stored and

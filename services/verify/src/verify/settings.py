@@ -15,6 +15,10 @@ class VerifySettings(TokenSettings):  # bearer tokens: GET /v1/progress (REGSOSE
     # An interview whose SLS roster has not arrived after this long is flagged "no roster".
     hold_timeout_s: float = 3 * 24 * 3600
     hold_sweep_interval_s: float = 60.0
+    # An update that counts about a family not verified yet (not registered yet, held for its roster, or
+    # flagged) is kept and applied once the family is verified; still waiting after this long, it gets an
+    # update_not_applicable flag (verify.updates). The same sweep looks for both.
+    update_hold_timeout_s: float = Field(30 * 24 * 3600, gt=0)
     # Retention (docs/RETENTION.md): a decided family's interview body (pseudonymised answers, birth
     # dates, NIK hashes) is emptied this many days after the decision once its state is final
     # (domain.BODY_EXPIRES: rejected and non-response forms; a verified family's stays while it is

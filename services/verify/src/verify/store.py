@@ -68,6 +68,8 @@ def _decided_on_arrival(outcome: Outcome) -> Verdict | None:
     and nothing else."""
     if outcome.held is None or outcome.roster is not None or outcome.rematches or outcome.resolution is not None:
         return None
+    if outcome.held_update is not None or outcome.update_done is not None:
+        return None
     if len(outcome.verdicts) != 1:
         return None
     v = outcome.verdicts[0]
@@ -208,16 +210,17 @@ class VerifyStore:
     async def update_state(self, e: FamilyUpdated) -> UpdateState:
         """Under the SLS's lock: whether the family was erased, its stored interview (locked, with its
         body), whether this update was applied already (a line of the family's history carries its id),
-        the SLS's roster and who holds the NIKs the update brings."""
+        the SLS's roster, who holds the NIKs the update brings and whether the update is kept already."""
         await self._lock_sls(e.sls_id)
         roster = await self.roster(e.sls_id)
         row = await self.conn.fetchrow(_STORED + " where family_id = $1 for update", e.family_id)
         flags = await self.conn.fetchrow(
             "select exists (select 1 from erased_families where family_id = $1) as erased, exists (select 1 from "
-            "verification_history where family_id = $1 and submission_id = $2) as applied", e.family_id, e.submission_id)
+            "verification_history where family_id = $1 and submission_id = $2) as applied, "
+            "exists (select 1 from held_updates where submission_id = $2) as kept", e.family_id, e.submission_id)
         holders = await self._nik_holders(dict.fromkeys(claimed_niks(e), 0))
         return UpdateState(flags["erased"], None if row is None else self._stored(row), flags["applied"], roster,
-                           holders)
+                           holders, flags["kept"])
 
     async def roster(self, sls_id: str) -> Roster | None:
         """The SLS's current roster, read once per transaction."""
@@ -292,6 +295,14 @@ class VerifyStore:
             await self._set_match(m)
         if outcome.resolution is not None:
             await self._save_resolution(*outcome.resolution)
+        if outcome.held_update is not None:
+            e, why = outcome.held_update
+            await self.conn.execute(
+                "insert into held_updates (submission_id, family_id, sls_id, body, why) values ($1, $2, $3, $4::jsonb, $5) "
+                "on conflict (submission_id) do nothing", e.submission_id, e.family_id, e.sls_id,
+                e.model_dump(mode="json"), why.value)
+        if outcome.update_done is not None:
+            await self.conn.execute("delete from held_updates where submission_id = $1", outcome.update_done)
 
     async def _claim_niks(self, claim: Claim) -> None:
         """Claims each NIK for the family (dropping the ones it no longer lists); ClaimsRaced when
@@ -447,6 +458,23 @@ class VerifyStore:
             "and held_since < now() - make_interval(secs => $1) order by held_since limit $2", timeout_s, limit)
         return [(r["family_id"], r["sls_id"]) for r in rows]
 
+    async def held_updates(self, families: Sequence[FamilyId]) -> list[FamilyUpdated]:
+        """The updates kept for these families until they are verified, in the order they were kept. Asked
+        after every transaction that verifies families: a table with no kept update (the census itself:
+        updates come after it) is answered by one cheap probe, not by matching the batch's families."""
+        if not await self.conn.fetchval("select exists (select 1 from held_updates)"):
+            return []
+        rows = await self.conn.fetch("select body from held_updates where family_id = any($1::text[]) "
+                                     "order by held_since, submission_id", list(families))
+        return [FamilyUpdated.model_validate(r["body"]) for r in rows]
+
+    async def expired_update_holds(self, timeout_s: float, limit: int = 500) -> list[FamilyUpdated]:
+        """Updates kept for longer than `timeout_s` (their family still not verified), longest first."""
+        rows = await self.conn.fetch(
+            "select body from held_updates where held_since < now() - make_interval(secs => $1) "
+            "order by held_since, submission_id limit $2", timeout_s, limit)
+        return [FamilyUpdated.model_validate(r["body"]) for r in rows]
+
     # ---------------------------------------------------------------- progress
 
     async def decided_in(self, sls_id: str) -> list[Decided]:
@@ -560,12 +588,13 @@ class VerifyStore:
                    and (f ? 'kk_hash' or f ? 'kk_number' or f ? 'head_name'))""", e.sls_id, building, family)
         reasons = await self.conn.execute("update resolutions set reason = '' where family_id = $1 and reason <> ''",
                                           e.family_id)
+        updates = await self.conn.execute("delete from held_updates where family_id = $1", e.family_id)
         await self.conn.execute(
             "insert into erased_families (family_id, sls_id, erasure_id, reason, erased_at) values ($1, $2, $3, $4, $5) "
             "on conflict (family_id) do nothing", e.family_id, e.sls_id, e.erasure_id, e.reason.value, e.erased_at)
         return {name: int(status.rsplit(" ", 1)[-1]) for name, status in (
             ("nik_claims", claims), ("held", held), ("bodies", bodies), ("roster_entries", entries),
-            ("roster_revisions", history), ("resolutions", reasons))}
+            ("roster_revisions", history), ("resolutions", reasons), ("held_updates", updates))}
 
     async def record_audit(self, entry: audit.Entry) -> None:
         """An audit log entry, in this transaction (regsosek.audit)."""

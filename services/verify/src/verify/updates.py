@@ -15,20 +15,26 @@ and is decided again:
   family from the new profile, and the programmes get its new decision;
 - flagged when the family no longer lives in its SLS (the whole family moved; nobody left living
   with it): classify withdraws its eligibility;
+- kept (`Outcome.held_update`, nothing published) while the family is not verified yet: not
+  registered yet (its interview still on its way), its interview held for the SLS roster, or
+  flagged until a supervisor or a later roster decides it. The update is applied, as if it arrived
+  then, in the transaction that verifies the family (VerifyHandlers.release_updates); one still
+  waiting after the update hold timeout gets an `update_not_applicable` flag (`on_hold_expired`);
 - an `update_not_applicable` flag when the update cannot apply to the family as verify holds it
-  (no such family or member, not verified, a new family's id already taken, a NIK held by another
-  family): no decision about the family, which stays as it was; the update's journey shows why.
+  (no such member, the family rejected by a supervisor or not responding, its form no longer kept, a
+  new family's id already taken, a NIK held by another family): no decision about the family, which
+  stays as it was; the update's journey shows why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 
 from regsosek.contracts import FlagReason, MemberPresence, VerificationOutcome
 from regsosek.contracts.interview import Relationship
-from regsosek.contracts.updates import FamilyUpdated, MovedTo, UpdateKind
+from regsosek.contracts.updates import FamilyUpdated, MovedTo, UpdateKind, UpdateWait
 from verify.domain import (
     Claim,
     Decision,
@@ -48,14 +54,15 @@ _MOVED = {MovedTo.WITHIN_INDONESIA: MemberPresence.MOVED_WITHIN_INDONESIA, Moved
 @dataclass(frozen=True)
 class UpdateState:
     """What an update is decided on: whether the family was erased, its stored interview (locked, with
-    its body), whether this update was applied already, the SLS's roster and who holds the NIKs the
-    changed family would claim."""
+    its body), whether this update was applied already, the SLS's roster, who holds the NIKs the
+    changed family would claim, and whether the update is kept already (waiting for the family)."""
 
     erased: bool
     stored: Stored | None
     applied: bool
     roster: Roster | None
     nik_holders: Mapping[NikHash, FamilyId] = field(default_factory=dict)
+    kept: bool = False  # this update is kept already, waiting for the family to be verified
 
 
 def claimed_niks(e: FamilyUpdated) -> list[NikHash]:
@@ -113,6 +120,17 @@ def not_applicable(iv: Interview, stored: Stored | None, why: str) -> Outcome:
     return Outcome(verdicts=(Verdict(iv, d, "update_not_applicable", stored.decision_seq if stored else 0),))
 
 
+# The states in which a family may still be verified: an update about it waits for that.
+WAITS_IN = {"held": UpdateWait.INTERVIEW_HELD, "flagged": UpdateWait.FAMILY_FLAGGED}
+
+
+def waits(stored: Stored | None) -> UpdateWait | None:
+    """Why an update about this family waits (it is not verified yet but may be), or None."""
+    if stored is None:
+        return UpdateWait.FAMILY_NOT_REGISTERED
+    return WAITS_IN.get(stored.state) if stored.interview is not None else None
+
+
 def _placeholder(e: FamilyUpdated, stored: Stored | None) -> Interview:
     """The interview a refused update is reported against: the stored one under the update's id, else the
     new family's form, else a form with nothing but the ids (the flag carries only ids and the version)."""
@@ -127,8 +145,16 @@ def _placeholder(e: FamilyUpdated, stored: Stored | None) -> Interview:
 
 
 def on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
-    """An update that counts: applied to the family's stored interview and decided again (see the module
-    docstring). Ignored when the family was erased or the update was applied already (a redelivery)."""
+    """An update that counts: applied to the family's stored interview and decided again, or kept until
+    the family is verified (see the module docstring). Ignored when the family was erased or the update
+    was applied already (a redelivery). Unless kept, the update waits no longer (`update_done`)."""
+    why = None if state.erased or state.applied or e.change.kind is UpdateKind.NEW_FAMILY else waits(state.stored)
+    if why is not None:  # kept (once: a redelivery of a kept update changes nothing)
+        return Outcome() if state.kept else Outcome(held_update=(e, why))
+    return replace(_on_update(state, e), update_done=e.submission_id)
+
+
+def _on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
     stored = state.stored
     if state.erased or state.applied:
         return Outcome()
@@ -137,9 +163,8 @@ def on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
             return not_applicable(_placeholder(e, stored), stored, "a family with this id is registered already")
         return _decided(e.change.family, None, state, "a family missed by the census, field-checked")
     if stored is None or stored.interview is None or stored.state != "verified":
-        why = "the family is not registered" if stored is None else (
-            "the family's form is no longer kept" if stored.interview is None
-            else f"the family is {stored.state}, not verified")
+        why = "the family's form is no longer kept" if stored is None or stored.interview is None \
+            else f"the family is {stored.state}, not verified"
         return not_applicable(_placeholder(e, stored), stored, why)
     try:
         iv = changed_interview(stored.interview, e)
@@ -153,6 +178,23 @@ def on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
                      detail="no member lives with the family any more (update)")
         return _outcome(iv, d, stored, state)
     return _decided(iv, stored, state, f"{e.change.kind.value} applied ({e.basis.value})")
+
+
+WAITED = {UpdateWait.FAMILY_NOT_REGISTERED: "the family's interview never reached verify",
+          UpdateWait.INTERVIEW_HELD: "the family's interview still waits for the SLS roster",
+          UpdateWait.FAMILY_FLAGGED: "the family is still flagged"}
+
+
+def on_hold_expired(state: UpdateState, e: FamilyUpdated, timeout_s: float) -> Outcome:
+    """A kept update whose family was not verified within the update hold timeout: decided as on arrival
+    should the family be verified after all (or erased, or the update applied meanwhile), else an
+    `update_not_applicable` flag saying why it waited; either way it waits no longer."""
+    stored = state.stored
+    if state.erased or state.applied or (stored is not None and stored.state == "verified"):
+        return replace(on_update(state, e), update_done=e.submission_id)
+    why = WAITED.get(waits(stored), "the family is not verified")
+    flag = not_applicable(_placeholder(e, stored), stored, f"{why}; not verified within {timeout_s / 86400:g} days")
+    return replace(flag, update_done=e.submission_id)
 
 
 def _decided(iv: Interview, stored: Stored | None, state: UpdateState, detail: str) -> Outcome:

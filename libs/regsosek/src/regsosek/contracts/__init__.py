@@ -50,7 +50,7 @@ from regsosek.contracts.pseudonymous import (
     pseudonymise_roster,
 )
 from regsosek.contracts.roster import RosterFamily, RosterStatus, SlsRoster
-from regsosek.contracts.updates import FamilyUpdated
+from regsosek.contracts.updates import FamilyUpdated, UpdateHeld
 
 _PREFIX = "id.go.bps.regsosek"
 
@@ -69,6 +69,7 @@ EVENT_TYPES: dict[type[Contract], str] = {
     FamilyErased: f"{_PREFIX}.family.erased.v1",
     MemberIdentities: f"{_PREFIX}.member.identities.v1",  # sealed member NIKs, for notify only
     FamilyUpdated: f"{_PREFIX}.family.updated.v1",  # a field-checked update or a complaint's correction
+    UpdateHeld: f"{_PREFIX}.family.update.held.v1",  # such an update kept by verify until the family is verified
     # the village consultation as held (contracts/consultation.py)
     FkpForum: f"{_PREFIX}.fkp.forum.v1",
     FkpDecisionRecorded: f"{_PREFIX}.fkp.decision.v1",
@@ -101,6 +102,7 @@ __all__ = [
     "FamilyClassified",
     "FamilyInterview",
     "FamilyUpdated",
+    "UpdateHeld",
     "FkpAdjustment",
     "FkpDecisionKind",
     "FkpDecisionRecorded",

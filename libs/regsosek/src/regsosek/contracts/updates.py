@@ -203,6 +203,35 @@ class FamilyUpdated(Contract):
         return self
 
 
+class UpdateWait(StrEnum):
+    """Why verify keeps an update that counts instead of applying it: the family is not verified yet.
+    family_not_registered = its interview has not reached verify yet; interview_held = its interview waits
+    for the SLS roster; family_flagged = it is flagged until a supervisor (or a later roster) decides it."""
+
+    FAMILY_NOT_REGISTERED = "family_not_registered"
+    INTERVIEW_HELD = "interview_held"
+    FAMILY_FLAGGED = "family_flagged"
+
+
+class UpdateHeld(Contract):
+    """`family.update.held.v1`: verify keeps an update that counts (`submission_id`, the update's or the
+    complaint outcome's) until its family is verified, and applies it then (interview-verified with outcome
+    `updated`, under the same submission id). Still waiting at `expires_at`, it gets an
+    `update_not_applicable` flag instead. For the update's journey at intake; ids and codes only."""
+
+    submission_id: SubmissionId
+    family_id: FamilyId
+    sls_id: SlsId
+    waits_for: UpdateWait
+    held_at: datetime
+    expires_at: datetime
+
+    @model_validator(mode="after")
+    def _family_in_sls(self) -> UpdateHeld:
+        check_family_in_sls(self.family_id, self.sls_id)
+        return self
+
+
 def pseudonymise_change(change: FamilyChange, *, submission_id: SubmissionId, reported_by: str,
                         occurred_on: date, key: str) -> PseudonymousChange:
     """The change as verify receives it (pure): names left out, NIK and KK numbers as keyed hashes. A new
