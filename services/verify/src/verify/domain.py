@@ -27,7 +27,7 @@ refreshed roster matches, a kept resolution) and what to publish.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from uuid import UUID
@@ -507,9 +507,10 @@ def judge(iv: Interview, roster: Roster, holders: dict[NikHash, FamilyId]) -> tu
     return Claim(iv.family_id, niks, clashes), decision
 
 
-def on_interview(state: InterviewState, iv: Interview) -> Outcome:
+def on_interview(state: InterviewState, iv: Interview, holders: dict[NikHash, FamilyId] | None = None) -> Outcome:
     """An arriving interview: ignored (erased family, older version, redelivery), flagged alone
-    (another submission of the stored version), held (no roster yet), or decided."""
+    (another submission of the stored version), held (no roster yet), or decided. `holders`: the
+    NIK holders to judge on and update (`on_interviews`), else the state's own."""
     stored = state.stored
     if state.erased:
         return Outcome()  # intake refuses its later submissions; an older record changes nothing
@@ -521,9 +522,21 @@ def on_interview(state: InterviewState, iv: Interview) -> Outcome:
     if state.roster is None:
         return Outcome(held=iv)  # until the roster arrives (or the hold times out)
     seq = stored.decision_seq if stored is not None else 0
-    claim, d = judge(iv, state.roster, dict(state.nik_holders))
+    claim, d = judge(iv, state.roster, dict(state.nik_holders) if holders is None else holders)
     verdict = Verdict(iv, d, "interview", seq + 1, matched_key(iv, state.roster.entries), state.roster.revision)
     return Outcome(claims=(claim,), held=iv, verdicts=(verdict,), recount=state.roster.sls_id)
+
+
+def on_interviews(arrivals: Sequence[tuple[InterviewState, Interview]]) -> list[Outcome]:
+    """A batch's arriving interviews (each family once, states loaded together), decided in order
+    as one outcome: the NIK holders carried from family to family, as a roster revision does
+    (`on_roster`), so that a NIK claimed by an earlier family of the batch is taken for a later
+    one. One outcome per interview, in order; each as `on_interview` decides it on the states'
+    holders as the earlier families' claims leave them."""
+    holders: dict[NikHash, FamilyId] = {}
+    for state, _ in arrivals:
+        holders.update(state.nik_holders)
+    return [on_interview(state, iv, holders) for state, iv in arrivals]
 
 
 def roster_of(r: RosterSubmitted, revision: int) -> Roster:
