@@ -493,12 +493,15 @@ class ClaimsRaced(Exception):
     decided again on fresh state (the other family's claim is then committed and seen)."""
 
 
-def judge(iv: Interview, roster: Roster, holders: dict[NikHash, FamilyId]) -> tuple[Claim, Decision]:
+def judge(iv: Interview, roster: Roster, holders: dict[NikHash, FamilyId],
+          held: Iterable[NikHash] | None = None) -> tuple[Claim, Decision]:
     """The interview against its roster after claiming its members' NIKs; `holders` is updated
     as the store's claim will leave it (this family's NIKs it no longer lists released, the
-    free ones taken), so that later families judged in the same outcome see it."""
+    free ones taken), so that later families judged in the same outcome see it. `held`: the NIKs
+    of `holders` this family holds, when the caller knows them (else `holders` is searched)."""
     niks = iv.nik_hashes()
-    for h in [h for h, f in holders.items() if f == iv.family_id and h not in niks]:
+    held = [h for h, f in holders.items() if f == iv.family_id] if held is None else held
+    for h in [h for h in held if h not in niks and holders.get(h) == iv.family_id]:
         del holders[h]
     clashes = tuple(sorted(line for h, line in niks.items() if holders.get(h, iv.family_id) != iv.family_id))
     for h in niks:
@@ -507,10 +510,12 @@ def judge(iv: Interview, roster: Roster, holders: dict[NikHash, FamilyId]) -> tu
     return Claim(iv.family_id, niks, clashes), decision
 
 
-def on_interview(state: InterviewState, iv: Interview, holders: dict[NikHash, FamilyId] | None = None) -> Outcome:
+def on_interview(state: InterviewState, iv: Interview, holders: dict[NikHash, FamilyId] | None = None,
+                 held: Iterable[NikHash] | None = None) -> Outcome:
     """An arriving interview: ignored (erased family, older version, redelivery), flagged alone
     (another submission of the stored version), held (no roster yet), or decided. `holders`: the
-    NIK holders to judge on and update (`on_interviews`), else the state's own."""
+    NIK holders to judge on and update (`on_interviews`), else the state's own; `held`: the NIKs of
+    `holders` the family holds (see `judge`)."""
     stored = state.stored
     if state.erased:
         return Outcome()  # intake refuses its later submissions; an older record changes nothing
@@ -522,7 +527,7 @@ def on_interview(state: InterviewState, iv: Interview, holders: dict[NikHash, Fa
     if state.roster is None:
         return Outcome(held=iv)  # until the roster arrives (or the hold times out)
     seq = stored.decision_seq if stored is not None else 0
-    claim, d = judge(iv, state.roster, dict(state.nik_holders) if holders is None else holders)
+    claim, d = judge(iv, state.roster, dict(state.nik_holders) if holders is None else holders, held)
     verdict = Verdict(iv, d, "interview", seq + 1, matched_key(iv, state.roster.entries), state.roster.revision)
     return Outcome(claims=(claim,), held=iv, verdicts=(verdict,), recount=state.roster.sls_id)
 
@@ -536,7 +541,12 @@ def on_interviews(arrivals: Sequence[tuple[InterviewState, Interview]]) -> list[
     holders: dict[NikHash, FamilyId] = {}
     for state, _ in arrivals:
         holders.update(state.nik_holders)
-    return [on_interview(state, iv, holders) for state, iv in arrivals]
+    # who held what before the batch: only a family's own judgement changes what it holds (each
+    # family is in the batch once), so this stays true until it is judged; no search per family
+    held: dict[FamilyId, list[NikHash]] = {}
+    for h, f in holders.items():
+        held.setdefault(f, []).append(h)
+    return [on_interview(state, iv, holders, held.get(iv.family_id, ())) for state, iv in arrivals]
 
 
 def roster_of(r: RosterSubmitted, revision: int) -> Roster:
