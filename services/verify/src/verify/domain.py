@@ -499,15 +499,13 @@ def judge(iv: Interview, roster: Roster, holders: dict[NikHash, FamilyId],
     as the store's claim will leave it (this family's NIKs it no longer lists released, the
     free ones taken), so that later families judged in the same outcome see it. `held`: the NIKs
     of `holders` this family holds, when the caller knows them (else `holders` is searched)."""
-    niks = iv.nik_hashes()
-    held = [h for h, f in holders.items() if f == iv.family_id] if held is None else held
-    for h in [h for h in held if h not in niks and holders.get(h) == iv.family_id]:
+    niks, me = iv.nik_hashes(), iv.family_id
+    held = [h for h, f in holders.items() if f == me] if held is None else held
+    for h in [h for h in held if h not in niks and holders.get(h) == me]:
         del holders[h]
-    clashes = tuple(sorted(line for h, line in niks.items() if holders.get(h, iv.family_id) != iv.family_id))
-    for h in niks:
-        holders.setdefault(h, iv.family_id)
+    clashes = tuple(sorted(line for h, line in niks.items() if holders.setdefault(h, me) != me))
     decision = duplicate_nik(list(clashes)) if clashes else decide(iv, roster.entries, roster.village)
-    return Claim(iv.family_id, niks, clashes), decision
+    return Claim(me, niks, clashes), decision
 
 
 def on_interview(state: InterviewState, iv: Interview, holders: dict[NikHash, FamilyId] | None = None,

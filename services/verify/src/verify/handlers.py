@@ -60,6 +60,15 @@ def preloadable(batch: Sequence[Incoming]) -> list[Incoming]:
     return [m for m in batch if families[m.data.family_id] == 1]
 
 
+def _held_in(outcome: domain.Outcome, msg: Incoming) -> str | None:
+    """The trace an interview the outcome holds (no roster yet) is decided in later: the one its
+    record arrived in (a batch decides before the event's own span). None for an interview
+    decided at once: nothing resumes its trace."""
+    if outcome.held is None or outcome.verdicts or msg.record is None:
+        return None
+    return traceparent_of(msg.record.headers)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -123,8 +132,7 @@ class VerifyHandlers:
             return
         states = [await store.interview_state(iv) for iv in interviews]
         outcomes = domain.on_interviews(list(zip(states, interviews, strict=True)))
-        raced = await store.save_together([(o, traceparent_of(m.record.headers if m.record is not None else None))
-                                           for o, m in zip(outcomes, batch, strict=True)])
+        raced = await store.save_together([(o, _held_in(o, m)) for o, m in zip(outcomes, batch, strict=True)])
         if raced:
             log.info("a NIK was claimed by a concurrent family; deciding again",
                      extra={"fields": {"families": len(raced)}})
