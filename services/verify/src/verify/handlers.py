@@ -4,8 +4,10 @@ interviews and completed SLS out (one DB transaction per batch, see regsosek.mes
 Each handler loads one state value from the store, lets the domain decide on it in one call,
 saves the outcome through the store and publishes it through the publisher. Should another
 family take one of the NIKs between the load and the claim (`ClaimsRaced`, nothing else saved
-yet), the event is decided again on fresh state. Each SLS's progress is recounted once per
-transaction, just before it commits.
+yet), the event is decided again on fresh state. A batch of interviews only (each family once)
+is loaded, decided and saved together by its first interview's handler (`_decide_together`); each
+interview's handler still publishes its own decision. Each SLS's progress is recounted once per
+transaction, just before it commits, all of a transaction's SLS at once.
 """
 
 from __future__ import annotations
