@@ -6,6 +6,7 @@ interview, its outcome and its history line are stored together."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import uuid
 
@@ -104,3 +105,47 @@ async def test_a_nik_taken_after_the_states_were_loaded_stops_the_save(verify_db
         await store.save(again)
     row = await verify_db.fetchrow("select state, outcome from interviews where family_id = $1", iv.family_id)
     assert (row["state"], row["outcome"]) == ("flagged", "duplicate_nik")
+
+
+async def test_a_batch_decided_together_is_claimed_stored_and_decided_in_one_statement(verify_db):
+    a, b, c = interview(building=21), interview(building=22), interview(building=23)
+    shared = sorted(a.nik_hashes())[0]  # b lists one of a's NIKs too
+    b = b.model_copy(update={"members": [b.members[0].model_copy(update={"nik_hash": shared.hex()}),
+                                         *b.members[1:]]})
+    await rostered(verify_db, a, b, c)
+    taken = sorted(c.nik_hashes())[-1]
+    async with verify_db.transaction():
+        store = VerifyStore(verify_db)
+        await store.preload_interview_states([a, b, c])
+        states = [await store.interview_state(iv) for iv in (a, b, c)]
+        outcomes = domain.on_interviews(list(zip(states, (a, b, c), strict=True)))
+        # the holders carried from a to b: b is flagged for the NIK a claims first, not decided on it as free
+        assert outcomes[1].claims[0].clashes == (b.members[0].line_no,)
+        assert outcomes[2].claims[0].clashes == ()
+        # meanwhile another instance's family takes one of c's NIKs
+        await verify_db.execute("insert into nik_claims (nik_hash, family_id) values ($1, $2)",
+                                taken, c.family_id[:14] + "-0999-001")
+        statements = []
+        verify_db.add_query_logger(statements.append)
+        try:
+            raced = await store.save_together([(o, None) for o in outcomes])
+            await asyncio.sleep(0.1)  # asyncpg calls its query loggers soon after, not at once
+        finally:
+            verify_db.remove_query_logger(statements.append)
+        # one statement of verify's (asyncpg may introspect the array types the first time)
+        assert len([q for q in statements if "nik_claims" in q.query or "interviews" in q.query]) == 1
+        assert raced == {c.family_id}
+    rows = {r["family_id"]: (r["state"], r["outcome"], r["decision_seq"]) for r in await verify_db.fetch(
+        "select family_id, state, outcome, decision_seq from interviews where family_id = any($1::text[])",
+        [a.family_id, b.family_id, c.family_id])}
+    assert rows == {a.family_id: ("verified", "verified", 1), b.family_id: ("flagged", "duplicate_nik", 1)}
+    history = await verify_db.fetch("select family_id, cause from verification_history where family_id = any($1::text[]) "
+                                    "order by family_id", [a.family_id, b.family_id, c.family_id])
+    assert [(h["family_id"], h["cause"]) for h in history] == [(a.family_id, "interview"), (b.family_id, "interview")]
+    holders = {bytes(r["nik_hash"]): r["family_id"] for r in await verify_db.fetch(
+        "select nik_hash, family_id from nik_claims where family_id = any($1::text[])",
+        [a.family_id, b.family_id, c.family_id])}
+    assert holders[shared] == a.family_id  # the family the decision gave it to
+    assert {h for h, f in holders.items() if f == b.family_id} == set(b.nik_hashes()) - {shared}
+    # c: nothing but its claim written (its free NIKs), to be decided again on fresh state
+    assert {h for h, f in holders.items() if f == c.family_id} == set(c.nik_hashes()) - {taken}

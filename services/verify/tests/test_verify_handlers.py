@@ -398,24 +398,73 @@ def test_only_a_batch_of_interviews_each_family_once_is_loaded_together():
     from verify.handlers import preloadable
 
     a, b = interview(), interview(building=2)
-    assert preloadable([as_incoming(a), as_incoming(b)]) == [a, b]
-    assert preloadable([as_incoming(a), as_incoming(again(a, version=2)), as_incoming(b)]) == [b]
+    assert [m.data for m in preloadable([as_incoming(a), as_incoming(b)])] == [a, b]
+    assert [m.data for m in preloadable([as_incoming(a), as_incoming(again(a, version=2)), as_incoming(b)])] == [b]
     assert preloadable([as_incoming(a), Incoming(new_envelope(roster(family(1)), source="/test", subject=SLS),
                                                  roster(family(1)), None)]) == []  # type: ignore[arg-type]
 
 
-async def test_families_of_one_batch_sharing_a_nik_are_decided_in_order_on_states_loaded_together(verify, caplog):
+async def apply_batch(verify: Verify, *events, isolated: bool = False) -> FakeUnitOfWork:
+    """The events as one fetched batch in one unit of work, as the consumer applies them."""
+    uow = FakeUnitOfWork("verify")
+    uow.batch, uow.isolated = tuple(as_incoming(e) for e in events), isolated
+    for m in uow.batch:
+        await verify.handlers.by_event_type()[type(m.data)](uow, m)
+    await uow.commit()
+    return uow
+
+
+async def test_families_of_one_batch_sharing_a_nik_are_decided_in_order_as_one_outcome(verify, caplog):
     caplog.set_level(logging.INFO, logger="verify")
     await verify.send(roster(family(1), family(2)))
     first = interview()
     second = interview(building=2, niks=(nik(SLS, 1, 1), nik(SLS, 2, 2)))
-    uow = FakeUnitOfWork("verify")
-    uow.batch = (as_incoming(first), as_incoming(second))
-    for m in uow.batch:
-        await verify.handlers.by_event_type()[InterviewSubmitted](uow, m)
-    await uow.commit()
-    # loaded before the first claimed it, the shared NIK looked free to the second: its claim finds it
-    # taken, and it is decided again on fresh state
-    assert [r.getMessage() for r in caplog.records] == ["a NIK was claimed by a concurrent family; deciding again"]
+    uow = await apply_batch(verify, first, second)
+    # decided together, the NIK holders carried from the first family to the second: the second sees
+    # the shared NIK taken by the first without a claim that fails and a second decision
+    assert [r.getMessage() for r in caplog.records] == []
     assert only(uow, InterviewFlagged).reason == FlagReason.DUPLICATE_NIK
+    assert only(uow, InterviewVerified).family_id == first.family_id
     assert verify.state(first.family_id)[0] == "verified" and verify.state(second.family_id)[0] == "flagged"
+    assert verify.store.claims[bytes.fromhex(first.members[0].nik_hash)] == first.family_id
+
+
+async def test_a_family_of_a_batch_whose_nik_another_instance_took_is_decided_again_alone(verify, caplog):
+    caplog.set_level(logging.INFO, logger="verify")
+    await verify.send(roster(family(1), family(2), family(3)))
+    a, b, c = interview(), interview(building=2), interview(building=3)
+    verify.store.taken_meanwhile[bytes.fromhex(b.members[1].nik_hash)] = "64720100010009-0001-001"
+    uow = await apply_batch(verify, a, b, c)
+    assert "a NIK was claimed by a concurrent family; deciding again" in [r.getMessage() for r in caplog.records]
+    assert {e.family_id for e in uow.events(InterviewVerified)} == {a.family_id, c.family_id}
+    flagged = only(uow, InterviewFlagged)
+    assert (flagged.family_id, flagged.reason) == (b.family_id, FlagReason.DUPLICATE_NIK)
+    assert [cause for cause, _, _ in verify.causes(b.family_id)] == ["interview"]  # decided once, on fresh state
+
+
+async def test_an_isolated_batch_decides_each_interview_alone(verify):
+    await verify.send(roster(family(1), family(2)))
+    first = interview()
+    second = interview(building=2, niks=(nik(SLS, 1, 1), nik(SLS, 2, 2)))
+    saved_together = []
+    real = verify.store.save_together
+
+    async def spy(outcomes):
+        saved_together.append(len(outcomes))
+        return await real(outcomes)
+
+    verify.store.save_together = spy  # type: ignore[method-assign]
+    uow = await apply_batch(verify, first, second, isolated=True)
+    assert saved_together == []
+    assert only(uow, InterviewFlagged).reason == FlagReason.DUPLICATE_NIK
+    await apply_batch(verify, interview(building=3), interview(building=4))
+    assert saved_together == [2]
+
+
+async def test_every_sls_of_a_batch_is_recounted_at_once_and_each_completion_published(verify):
+    await verify.send(roster(family(1)))
+    await verify.send(roster(family(1, sls=OTHER_SLS), sls=OTHER_SLS))
+    uow = await apply_batch(verify, interview(), interview(sls=OTHER_SLS))
+    assert sorted(e.sls_id for e in uow.events(SlsCompleted)) == [SLS, OTHER_SLS]
+    assert all(e.expected == e.verified == 1 for e in uow.events(SlsCompleted))
+    assert sorted(verify.store.progress) == [SLS, OTHER_SLS]

@@ -154,6 +154,9 @@ class InMemoryVerifyStore:
     async def roster(self, sls_id: str) -> Roster | None:
         return self._current(sls_id)
 
+    async def rosters_of(self, sls_ids: Sequence[str]) -> dict[str, Roster | None]:
+        return {s: self._current(s) for s in sls_ids}
+
     def _current(self, sls_id: str) -> Roster | None:
         roster = self.rosters.get(sls_id)
         return None if roster is None else replace(roster, village=self._village(sls_id))
@@ -192,6 +195,15 @@ class InMemoryVerifyStore:
             self.updates_held.setdefault(str(e.submission_id), (e, why, self.now, next(self._order)))
         if outcome.update_done is not None:
             self.updates_held.pop(str(outcome.update_done), None)
+
+    async def save_together(self, outcomes: Sequence[tuple[Outcome, str | None]]) -> set[FamilyId]:
+        raced: set[FamilyId] = set()
+        for outcome, traceparent in outcomes:
+            try:
+                await self.save(outcome, traceparent=traceparent)
+            except ClaimsRaced as e:  # only the claims are written (as the real store's one statement)
+                raced.add(str(e))
+        return raced
 
     def _claim(self, claim: Claim) -> None:
         for h, family in list(self.taken_meanwhile.items()):
@@ -240,22 +252,27 @@ class InMemoryVerifyStore:
         kept = sorted(self.updates_held.values(), key=lambda k: (k[2], k[3]))
         return [e for e, _why, since, _n in kept if since < self.now - timeout_s][:limit]
 
-    async def decided_in(self, sls_id: str) -> list[Decided]:
-        return [Decided(r.state == "verified", r.matched, r.state == "non_response") for r in self.interviews.values()
-                if r.sls_id == sls_id and r.state != "held"]
+    async def decided_in(self, sls_ids: Sequence[str]) -> dict[str, list[Decided]]:
+        return {s: [Decided(r.state == "verified", r.matched, r.state == "non_response")
+                    for r in self.interviews.values() if r.sls_id == s and r.state != "held"] for s in sls_ids}
 
-    async def relocated_in(self, sls_id: str) -> list[Key]:
-        roster = self.rosters.get(sls_id)
-        kks = {r.kk_hash for r in self.interviews.values() if r.state != "held" and r.kk_hash
-               and r.sls_id != sls_id and r.sls_id[:10] == sls_id[:10]}
-        return [e.key for e in (roster.entries if roster else []) if e.kk_hash and e.kk_hash in kks]
+    async def relocated_in(self, sls_ids: Sequence[str]) -> dict[str, list[Key]]:
+        out: dict[str, list[Key]] = {}
+        for sls_id in sls_ids:
+            roster = self.rosters.get(sls_id)
+            kks = {r.kk_hash for r in self.interviews.values() if r.state != "held" and r.kk_hash
+                   and r.sls_id != sls_id and r.sls_id[:10] == sls_id[:10]}
+            out[sls_id] = [e.key for e in (roster.entries if roster else []) if e.kk_hash and e.kk_hash in kks]
+        return out
 
-    async def save_progress(self, roster: Roster, p: Progress) -> bool:
-        self.progress[roster.sls_id] = (roster.revision, p)
-        if not p.complete or (roster.sls_id, roster.revision) in self.completions:
-            return False
-        self.completions.add((roster.sls_id, roster.revision))
-        return True
+    async def save_progress(self, counts: Sequence[tuple[Roster, Progress]]) -> set[str]:
+        first = set()
+        for roster, p in counts:
+            self.progress[roster.sls_id] = (roster.revision, p)
+            if p.complete and (roster.sls_id, roster.revision) not in self.completions:
+                self.completions.add((roster.sls_id, roster.revision))
+                first.add(roster.sls_id)
+        return first
 
     async def progress_by_prefix(self, prefix: str, length: int) -> list[dict[str, str | int]]:
         groups: dict[str, dict[str, str | int]] = {}

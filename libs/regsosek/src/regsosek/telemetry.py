@@ -212,6 +212,14 @@ def context_from_headers(headers: Iterable[tuple[object, object]] | Mapping[str,
         return otel_context.Context()
 
 
+def traceparent_of(headers: Iterable[tuple[object, object]] | Mapping[str, object] | None) -> str | None:
+    """The W3C traceparent that `headers` carry, as read by `context_from_headers` (None when they
+    carry none that can be read): the trace a record arrived in, before any span of its own."""
+    carrier: dict[str, str] = {}
+    inject(carrier, context=context_from_headers(headers))
+    return carrier.get("traceparent")
+
+
 def current_trace_headers() -> dict[str, str]:
     carrier: dict[str, str] = {}
     inject(carrier)

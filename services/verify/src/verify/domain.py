@@ -27,7 +27,7 @@ refreshed roster matches, a kept resolution) and what to publish.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from uuid import UUID
@@ -498,23 +498,27 @@ class ClaimsRaced(Exception):
     decided again on fresh state (the other family's claim is then committed and seen)."""
 
 
-def judge(iv: Interview, roster: Roster, holders: dict[NikHash, FamilyId]) -> tuple[Claim, Decision]:
+def judge(iv: Interview, roster: Roster, holders: dict[NikHash, FamilyId],
+          held: Iterable[NikHash] | None = None) -> tuple[Claim, Decision]:
     """The interview against its roster after claiming its members' NIKs; `holders` is updated
     as the store's claim will leave it (this family's NIKs it no longer lists released, the
-    free ones taken), so that later families judged in the same outcome see it."""
-    niks = iv.nik_hashes()
-    for h in [h for h, f in holders.items() if f == iv.family_id and h not in niks]:
+    free ones taken), so that later families judged in the same outcome see it. `held`: the NIKs
+    of `holders` this family holds, when the caller knows them (else `holders` is searched)."""
+    niks, me = iv.nik_hashes(), iv.family_id
+    held = [h for h, f in holders.items() if f == me] if held is None else held
+    for h in [h for h in held if h not in niks and holders.get(h) == me]:
         del holders[h]
-    clashes = tuple(sorted(line for h, line in niks.items() if holders.get(h, iv.family_id) != iv.family_id))
-    for h in niks:
-        holders.setdefault(h, iv.family_id)
+    clashes = tuple(sorted(line for h, line in niks.items() if holders.setdefault(h, me) != me))
     decision = duplicate_nik(list(clashes)) if clashes else decide(iv, roster.entries, roster.village)
-    return Claim(iv.family_id, niks, clashes), decision
+    return Claim(me, niks, clashes), decision
 
 
-def on_interview(state: InterviewState, iv: Interview) -> Outcome:
+def on_interview(state: InterviewState, iv: Interview, holders: dict[NikHash, FamilyId] | None = None,
+                 held: Iterable[NikHash] | None = None) -> Outcome:
     """An arriving interview: ignored (erased family, older version, redelivery), flagged alone
-    (another submission of the stored version), held (no roster yet), or decided."""
+    (another submission of the stored version), held (no roster yet), or decided. `holders`: the
+    NIK holders to judge on and update (`on_interviews`), else the state's own; `held`: the NIKs of
+    `holders` the family holds (see `judge`)."""
     stored = state.stored
     if state.erased:
         return Outcome()  # intake refuses its later submissions; an older record changes nothing
@@ -526,9 +530,26 @@ def on_interview(state: InterviewState, iv: Interview) -> Outcome:
     if state.roster is None:
         return Outcome(held=iv)  # until the roster arrives (or the hold times out)
     seq = stored.decision_seq if stored is not None else 0
-    claim, d = judge(iv, state.roster, dict(state.nik_holders))
+    claim, d = judge(iv, state.roster, dict(state.nik_holders) if holders is None else holders, held)
     verdict = Verdict(iv, d, "interview", seq + 1, matched_key(iv, state.roster.entries), state.roster.revision)
     return Outcome(claims=(claim,), held=iv, verdicts=(verdict,), recount=state.roster.sls_id)
+
+
+def on_interviews(arrivals: Sequence[tuple[InterviewState, Interview]]) -> list[Outcome]:
+    """A batch's arriving interviews (each family once, states loaded together), decided in order
+    as one outcome: the NIK holders carried from family to family, as a roster revision does
+    (`on_roster`), so that a NIK claimed by an earlier family of the batch is taken for a later
+    one. One outcome per interview, in order; each as `on_interview` decides it on the states'
+    holders as the earlier families' claims leave them."""
+    holders: dict[NikHash, FamilyId] = {}
+    for state, _ in arrivals:
+        holders.update(state.nik_holders)
+    # who held what before the batch: only a family's own judgement changes what it holds (each
+    # family is in the batch once), so this stays true until it is judged; no search per family
+    held: dict[FamilyId, list[NikHash]] = {}
+    for h, f in holders.items():
+        held.setdefault(f, []).append(h)
+    return [on_interview(state, iv, holders, held.get(iv.family_id, ())) for state, iv in arrivals]
 
 
 def roster_of(r: RosterSubmitted, revision: int) -> Roster:

@@ -4,9 +4,12 @@ interviews and completed SLS out (one DB transaction per batch, see regsosek.mes
 Each handler loads one state value from the store, lets the domain decide on it in one call,
 saves the outcome through the store and publishes it through the publisher. Should another
 family take one of the NIKs between the load and the claim (`ClaimsRaced`, nothing else saved
-yet), the event is decided again on fresh state. Each SLS's progress is recounted once per
-transaction, just before it commits; before that, the updates kept for the families the transaction
-verified are decided, each as its own event through the same steps (release_updates).
+yet), the event is decided again on fresh state. A batch of interviews only (each family once)
+is loaded, decided and saved together by its first interview's handler (`_decide_together`); each
+interview's handler still publishes its own decision. Each SLS's progress is recounted once per
+transaction, just before it commits, all of a transaction's SLS at once; before that, the updates
+kept for the families the transaction verified are decided, each as its own event through the same
+steps (release_updates).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from regsosek.contracts import (
 )
 from regsosek.contracts.updates import FamilyUpdated
 from regsosek.messaging import Handler, Incoming, PermanentError, UnitOfWork
-from regsosek.telemetry import current_trace_headers
+from regsosek.telemetry import current_trace_headers, traceparent_of
 from verify import consultation, domain, updates
 from verify.publisher import Publisher
 from verify.settings import VerifySettings
@@ -46,16 +49,29 @@ CLAIM_ATTEMPTS = 5  # a NIK lost to a concurrent family more often than this in 
 
 _PRELOADED = "verify.preloaded"  # uow.cache key: the batch's interview states were loaded
 _VERIFIED = "verify.verified"  # uow.cache key: families verified in this transaction (their kept updates apply)
+_DECIDED = "verify.decided"  # uow.cache key: outcomes decided and saved together, not yet published
+_PROGRESS = "progress"  # uow.defer key (with the SLS id): the SLS's recount before commit
+_RECOUNTED = "verify.recounted"  # uow.cache key: SLS counted and saved, their completions not yet published
 
 
-def preloadable(batch: Sequence[Incoming]) -> list[InterviewSubmitted]:
-    """The interviews whose states can be loaded together before the first is decided: all of a
-    batch's interviews when it holds nothing else (a roster, a resolution or an erasure changes
-    other families' rows) and no family twice (the second is decided on what the first saved)."""
+def preloadable(batch: Sequence[Incoming]) -> list[Incoming]:
+    """The interviews whose states can be loaded (and which can be decided) together before the
+    first is decided: all of a batch's interviews when it holds nothing else (a roster, a
+    resolution or an erasure changes other families' rows) and no family twice (the second is
+    decided on what the first saved)."""
     if not all(isinstance(m.data, InterviewSubmitted) for m in batch):
         return []
     families = Counter(m.data.family_id for m in batch)
-    return [m.data for m in batch if families[m.data.family_id] == 1]
+    return [m for m in batch if families[m.data.family_id] == 1]
+
+
+def _held_in(outcome: domain.Outcome, msg: Incoming) -> str | None:
+    """The trace an interview the outcome holds (no roster yet) is decided in later: the one its
+    record arrived in (a batch decides before the event's own span). None for an interview
+    decided at once: nothing resumes its trace."""
+    if outcome.held is None or outcome.verdicts or msg.record is None:
+        return None
+    return traceparent_of(msg.record.headers)
 
 
 def utc_now() -> datetime:
@@ -98,12 +114,35 @@ class VerifyHandlers:
 
     async def interview(self, uow: UnitOfWork, iv: InterviewSubmitted) -> None:
         store = self.store_for(uow)
-        if _PRELOADED not in uow.cache:  # the batch's interviews' states, in one go (first interview of a batch)
+        if _PRELOADED not in uow.cache:  # the batch's interviews, in one go (first interview of a batch)
             uow.cache[_PRELOADED] = True
-            await store.preload_interview_states(preloadable(uow.batch))
+            await self._decide_together(uow, store, preloadable(uow.batch))
+        outcome = uow.cache.get(_DECIDED, {}).pop((iv.family_id, iv.submission_id), None)
+        if outcome is not None:  # decided and saved with the batch's other interviews: published in its own trace
+            self._published(uow, outcome)
+            return
         traceparent = current_trace_headers().get("traceparent")  # a held interview is decided later in its trace
         await self._decide(uow, lambda: store.interview_state(iv), lambda state: domain.on_interview(state, iv),
                            traceparent)
+
+    async def _decide_together(self, uow: UnitOfWork, store: VerifyStore, batch: list[Incoming]) -> None:
+        """A batch's interviews (`preloadable`): their states loaded together, then, unless the unit
+        of work is isolated, decided as one outcome (`domain.on_interviews`) and saved together
+        (`VerifyStore.save_together`), each held in the trace it arrived in; each interview's
+        handler then publishes its own decision. A family whose NIK claim another instance's family
+        raced is left out, and decided again alone by its handler on fresh state."""
+        interviews = [m.data for m in batch]
+        await store.preload_interview_states(interviews)
+        if uow.isolated or len(interviews) < 2:
+            return
+        states = [await store.interview_state(iv) for iv in interviews]
+        outcomes = domain.on_interviews(list(zip(states, interviews, strict=True)))
+        raced = await store.save_together([(o, _held_in(o, m)) for o, m in zip(outcomes, batch, strict=True)])
+        if raced:
+            log.info("a NIK was claimed by a concurrent family; deciding again",
+                     extra={"fields": {"families": len(raced)}})
+        uow.cache[_DECIDED] = {(iv.family_id, iv.submission_id): o for iv, o in zip(interviews, outcomes, strict=True)
+                               if iv.family_id not in raced}
 
     async def on_ground_check(self, uow: UnitOfWork, msg: Incoming) -> None:
         """A family added at a village consultation and ground-checked: a found family's interview is
@@ -196,27 +235,48 @@ class VerifyHandlers:
                     raise
                 log.info("a NIK was claimed by a concurrent family; deciding again",
                          extra={"fields": {"family_id": str(e), "attempt": attempt + 1}})
+        self._published(uow, outcome)
+        return outcome
+
+    def _published(self, uow: UnitOfWork, outcome: domain.Outcome) -> None:
+        """The outcome published, and its SLS recounted before commit."""
         self.publisher.outcome(uow, outcome, self.clock())
         # the SLS decided on, and after an SLS change the other SLS of the village concerned: the one
         # whose roster a family was matched on (it counts the family too), the family's own
         others = {v.decision.roster_sls for v in outcome.verdicts if v.decision.roster_sls}
         others |= {v.interview.location.sls_id for v in outcome.verdicts if v.changes_family and outcome.recount}
         for sls_id in sorted(others | ({outcome.recount} if outcome.recount else set())):
-            uow.defer(("progress", sls_id), lambda sls_id=sls_id: self.recount(uow, sls_id))
+            uow.defer((_PROGRESS, sls_id), lambda sls_id=sls_id: self.recount(uow, sls_id))
         verified = [v.interview.family_id for v in outcome.verdicts if v.decision.verified and v.changes_family]
         if verified:  # the updates kept for them apply before commit (release_updates)
             uow.cache.setdefault(_VERIFIED, []).extend(verified)
             uow.defer(_VERIFIED, lambda: self.release_updates(uow))
-        return outcome
 
     async def recount(self, uow: UnitOfWork, sls_id: str) -> None:
         """Recounts the SLS once per transaction, after all of the batch's decisions on it; the first
-        time it is complete under its roster revision, says so."""
-        store = self.store_for(uow)
-        roster = await store.roster(sls_id)
-        p = domain.progress(roster.entries, await store.decided_in(sls_id), await store.relocated_in(sls_id))
-        if await store.save_progress(roster, p):
+        time it is complete under its roster revision, says so. The first recount of a transaction
+        counts and saves every SLS still to be recounted in it (the other deferred recounts) at once,
+        in one statement per table; each SLS's completion is published by its own recount, in the
+        trace of the events that decided on it."""
+        while uow.deferred.pop(_VERIFIED, None) is not None:  # kept updates first: they change what is counted
+            await self.release_updates(uow)
+        counted: dict[str, tuple[domain.Roster, domain.Progress, bool]] | None = uow.cache.get(_RECOUNTED)
+        if counted is None or sls_id not in counted:
+            pending = {key[1] for key in uow.deferred if isinstance(key, tuple) and key[0] == _PROGRESS}
+            counted = uow.cache[_RECOUNTED] = await self._count(self.store_for(uow), sorted(pending | {sls_id}))
+        roster, p, first = counted.pop(sls_id, (None, None, False))
+        if first and roster is not None and p is not None:
             self.publisher.sls_completed(uow, roster, p, self.clock())
+
+    @staticmethod
+    async def _count(store: VerifyStore, sls_ids: list[str]) -> dict[str, tuple[domain.Roster, domain.Progress, bool]]:
+        """Each SLS's progress under its current roster, saved; with whether it is complete under
+        that revision for the first time. An SLS without a roster has nothing to count."""
+        rosters = {s: r for s, r in (await store.rosters_of(sls_ids)).items() if r is not None}
+        decided, relocated = await store.decided_in(sorted(rosters)), await store.relocated_in(sorted(rosters))
+        counts = {s: (r, domain.progress(r.entries, decided[s], relocated[s])) for s, r in rosters.items()}
+        first = await store.save_progress(list(counts.values()))
+        return {s: (r, p, s in first) for s, (r, p) in counts.items()}
 
     def _legacy_key(self, what: str) -> str:
         key = self.settings.legacy_key()

@@ -147,7 +147,7 @@ class VerifyStore:
             return
         slss = sorted({iv.location.sls_id for iv in interviews})
         await self._lock_slss(slss)
-        rosters = {sls_id: await self.roster(sls_id) for sls_id in slss}
+        rosters = await self.rosters_of(slss)
         ids = sorted({iv.family_id for iv in interviews})
         erased = {r["family_id"] for r in await self.conn.fetch(
             "select family_id from erased_families where family_id = any($1::text[])", ids)}
@@ -229,6 +229,43 @@ class VerifyStore:
             self.cache[key] = await self._read_roster(sls_id)
         return self.cache[key]
 
+    async def rosters_of(self, sls_ids: Sequence[str]) -> dict[str, Roster | None]:
+        """`roster` for many SLS: those not read yet in this transaction in three statements (their
+        heads, their entries, the KK-bearing entries of their villages), whatever their number."""
+        todo = sorted({s for s in sls_ids if ("roster", s) not in self.cache})
+        if len(todo) == 1:
+            await self.roster(todo[0])
+        elif todo:
+            heads = {r["sls_id"]: r for r in await self.conn.fetch(
+                "select sls_id, revision, submission_id from rosters where sls_id = any($1::text[])", todo)}
+            entries: dict[str, list[RosterEntry]] = {}
+            for r in await self.conn.fetch(
+                    "select sls_id, building_no, family_no, kk_hash, member_count, status from roster_families "
+                    "where sls_id = any($1::text[]) order by sls_id, building_no, family_no", sorted(heads)):
+                entries.setdefault(r["sls_id"], []).append(self._entry(r))
+            village = await self._villages(sorted({s[:10] for s in heads}))
+            for sls_id in todo:
+                head = heads.get(sls_id)
+                self.cache[("roster", sls_id)] = None if head is None else Roster(
+                    sls_id, head["revision"], head["submission_id"], entries.get(sls_id, []),
+                    tuple(v for v in village.get(sls_id[:10], ()) if v.sls_id != sls_id))
+        return {s: self.cache[("roster", s)] for s in sls_ids}
+
+    @staticmethod
+    def _entry(r: asyncpg.Record) -> RosterEntry:
+        return RosterEntry(r["building_no"], r["family_no"], r["kk_hash"], r["member_count"], RosterStatus(r["status"]))
+
+    async def _villages(self, villages: Sequence[str]) -> dict[str, list[VillageEntry]]:
+        """The KK-bearing roster entries of every SLS of these villages (the first 10 digits), per
+        village, in `_village`'s order."""
+        out: dict[str, list[VillageEntry]] = {}
+        for r in await self.conn.fetch(
+                "select sls_id, building_no, family_no, kk_hash, member_count, status from roster_families "
+                "where left(sls_id, 10) = any($1::text[]) and kk_hash is not null order by sls_id, building_no, "
+                "family_no", villages):
+            out.setdefault(r["sls_id"][:10], []).append(VillageEntry(r["sls_id"], self._entry(r)))
+        return out
+
     async def _read_roster(self, sls_id: str) -> Roster | None:
         head = await self.conn.fetchrow("select revision, submission_id from rosters where sls_id = $1", sls_id)
         if head is None:
@@ -303,6 +340,99 @@ class VerifyStore:
                 e.model_dump(mode="json"), why.value)
         if outcome.update_done is not None:
             await self.conn.execute("delete from held_updates where submission_id = $1", outcome.update_done)
+
+    async def save_together(self, outcomes: Sequence[tuple[Outcome, str | None]]) -> set[FamilyId]:
+        """Saves what a batch's arriving interviews decided (`domain.on_interviews`: each family once,
+        in the order decided), each with the trace it is held in: those decided at once (the usual
+        case) in ONE statement for all, as `_claim_and_save_decided` saves one; the others (held,
+        a duplicate's flag) one by one (`save`). Returns the families whose claim found the NIKs held
+        otherwise than decided (another instance's family took one meanwhile): nothing but their
+        claims is written, and each is decided again (as for `ClaimsRaced`)."""
+        arriving = [(o.claims[0], v, t) for o, t in outcomes if (v := _decided_on_arrival(o)) is not None]
+        raced: set[FamilyId] = set()
+        if len(arriving) == 1:
+            claim, v, traceparent = arriving[0]
+            try:
+                await self._claim_and_save_decided(claim, v, traceparent)
+            except ClaimsRaced:
+                raced.add(claim.family_id)
+        elif arriving:
+            raced |= await self._claim_and_save_all_decided(arriving)
+        for outcome, traceparent in outcomes:
+            if _decided_on_arrival(outcome) is None:
+                try:
+                    await self.save(outcome, traceparent=traceparent)
+                except ClaimsRaced as e:
+                    raced.add(str(e))
+        return raced
+
+    async def _claim_and_save_all_decided(self, arriving: Sequence[tuple[Claim, Verdict, str | None]]) -> set[FamilyId]:
+        """`_claim_and_save_decided` for many families in one statement: every family's NIKs claimed
+        (in NIK order, and for one NIK in the order the families were decided, so that the family the
+        decision gave it to gets it), those it no longer lists released; each family's interview,
+        outcome and history line written only where its claim leaves its NIKs held as decided. The
+        families where it does not (nothing but their claims written)."""
+        cols: list[list] = [[] for _ in range(15)]
+        nik_family: list[str] = []
+        nik_hash: list[bytes] = []
+        nik_order: list[int] = []
+        nik_kept: list[bool] = []
+        for n, (claim, v, traceparent) in enumerate(arriving):
+            iv, d = v.interview, v.decision
+            building, family = v.matched or (None, None)
+            for c, value in zip(cols, (iv.family_id, iv.location.sls_id, iv.submission_id, iv.version,
+                                       iv.model_dump_json(), d.state, d.code, d.detail, traceparent,
+                                       iv.location.kk_hash, building, family, v.roster_revision, v.decision_seq,
+                                       v.cause), strict=True):
+                c.append(value)
+            for h, line in claim.niks.items():
+                nik_family.append(claim.family_id)
+                nik_hash.append(h)
+                nik_order.append(n)
+                nik_kept.append(line not in claim.clashes)
+        row = await self.conn.fetchrow(
+            """with arrival as (
+                 select * from unnest($1::text[], $2::text[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::text[],
+                                      $8::text[], $9::text[], $10::text[], $11::int[], $12::int[], $13::int[],
+                                      $14::bigint[], $15::text[])
+                   as a(family_id, sls_id, submission_id, version, body, state, outcome, detail, traceparent, kk_hash,
+                        building_no, family_no, roster_revision, decision_seq, cause)),
+                    nik as (select * from unnest($16::text[], $17::bytea[], $18::int[], $19::bool[])
+                              as n(family_id, nik_hash, n, kept)),
+                    mine as (select nik_hash, family_id from nik_claims where family_id = any($1::text[])),
+                    dropped as (delete from nik_claims c where c.family_id = any($1::text[]) and not exists
+                                  (select 1 from nik where nik.family_id = c.family_id and nik.nik_hash = c.nik_hash)),
+                    claimed as (insert into nik_claims (nik_hash, family_id)
+                                select nik_hash, family_id from nik order by nik_hash, n
+                                on conflict do nothing returning nik_hash, family_id),
+                    held as (select nik_hash, family_id from mine union select nik_hash, family_id from claimed),
+                    raced as (select distinct nik.family_id from nik where nik.kept <> exists (
+                                select 1 from held where held.family_id = nik.family_id
+                                                     and held.nik_hash = nik.nik_hash)),
+                    upd as (
+                 insert into interviews (family_id, sls_id, submission_id, version, body, state, outcome, detail,
+                                         held_since, decided_at, traceparent, kk_hash, roster_building_no,
+                                         roster_family_no, roster_revision, decision_seq)
+                 select family_id, sls_id, submission_id, version, body::jsonb, state, outcome, detail, null, now(),
+                        traceparent, kk_hash, building_no, family_no, roster_revision, decision_seq
+                 from arrival where family_id not in (select family_id from raced)
+                 on conflict (family_id) do update set submission_id = excluded.submission_id,
+                   version = excluded.version, body = excluded.body, state = excluded.state,
+                   outcome = excluded.outcome, detail = excluded.detail, held_since = null, decided_at = now(),
+                   updated_at = now(), traceparent = excluded.traceparent, kk_hash = excluded.kk_hash,
+                   roster_building_no = excluded.roster_building_no, roster_family_no = excluded.roster_family_no,
+                   roster_revision = excluded.roster_revision, decision_seq = excluded.decision_seq
+                 returning family_id, decision_seq),
+                    hist as (
+                 insert into verification_history (family_id, sls_id, submission_id, version, state, outcome, detail,
+                                                   cause, roster_revision, decision_seq)
+                 select a.family_id, a.sls_id, a.submission_id, a.version, a.state, a.outcome, a.detail, a.cause,
+                        a.roster_revision, upd.decision_seq
+                 from arrival a join upd on upd.family_id = a.family_id)
+               select array(select family_id from raced) as raced""",
+            *cols, nik_family, nik_hash, nik_order, nik_kept,
+        )
+        return set(row["raced"])
 
     async def _claim_niks(self, claim: Claim) -> None:
         """Claims each NIK for the family (dropping the ones it no longer lists); ClaimsRaced when
@@ -477,46 +607,56 @@ class VerifyStore:
 
     # ---------------------------------------------------------------- progress
 
-    async def decided_in(self, sls_id: str) -> list[Decided]:
-        """The SLS's decided interviews, as completeness counts them."""
-        rows = await self.conn.fetch(
-            "select state, roster_building_no, roster_family_no from interviews where sls_id = $1 and state <> 'held'",
-            sls_id)
-        return [Decided(r["state"] == "verified",
-                        None if r["roster_building_no"] is None else (r["roster_building_no"], r["roster_family_no"]),
-                        r["state"] == NON_RESPONSE)
-                for r in rows]
+    async def decided_in(self, sls_ids: Sequence[str]) -> dict[str, list[Decided]]:
+        """Each SLS's decided interviews, as completeness counts them (one statement for all)."""
+        out: dict[str, list[Decided]] = {s: [] for s in sls_ids}
+        for r in await self.conn.fetch(
+                "select sls_id, state, roster_building_no, roster_family_no from interviews "
+                "where sls_id = any($1::text[]) and state <> 'held'", sorted(out)):
+            out[r["sls_id"]].append(Decided(
+                r["state"] == "verified",
+                None if r["roster_building_no"] is None else (r["roster_building_no"], r["roster_family_no"]),
+                r["state"] == NON_RESPONSE))
+        return out
 
-    async def relocated_in(self, sls_id: str) -> list[Key]:
-        """Entries of the SLS's roster whose KK a decided interview under another SLS of the village
-        carries (the SLS was split, merged or renamed after it was interviewed)."""
-        rows = await self.conn.fetch(
-            """select distinct rf.building_no, rf.family_no from roster_families rf
-               join interviews i on i.kk_hash = rf.kk_hash and i.state <> 'held' and i.sls_id <> rf.sls_id
-                                 and left(i.sls_id, 10) = left(rf.sls_id, 10)
-               where rf.sls_id = $1 and rf.kk_hash is not null""", sls_id)
-        return [(r["building_no"], r["family_no"]) for r in rows]
+    async def relocated_in(self, sls_ids: Sequence[str]) -> dict[str, list[Key]]:
+        """Per SLS, the entries of its roster whose KK a decided interview under another SLS of the
+        village carries (the SLS was split, merged or renamed after it was interviewed); one statement."""
+        out: dict[str, list[Key]] = {s: [] for s in sls_ids}
+        for r in await self.conn.fetch(
+                """select distinct rf.sls_id, rf.building_no, rf.family_no from roster_families rf
+                   join interviews i on i.kk_hash = rf.kk_hash and i.state <> 'held' and i.sls_id <> rf.sls_id
+                                     and left(i.sls_id, 10) = left(rf.sls_id, 10)
+                   where rf.sls_id = any($1::text[]) and rf.kk_hash is not null""", sorted(out)):
+            out[r["sls_id"]].append((r["building_no"], r["family_no"]))
+        return out
 
-    async def save_progress(self, roster: Roster, p: Progress) -> bool:
-        """The SLS's counts under this roster revision; True the first time it is complete under it."""
+    async def save_progress(self, counts: Sequence[tuple[Roster, Progress]]) -> set[str]:
+        """Each SLS's counts under its roster revision (one statement for all); the SLS complete
+        under their revision for the first time (one more statement when any is complete)."""
+        if not counts:
+            return set()
+        cols = list(zip(*((r.sls_id, r.revision, p.expected, p.interviewed, p.verified, p.flagged, p.absent,
+                           p.outstanding, p.complete, p.non_response) for r, p in sorted(counts, key=lambda c: c[0].sls_id)),
+                        strict=True))
         await self.conn.execute(
             """insert into sls_progress (sls_id, roster_revision, expected, interviewed, verified, flagged, absent,
                                          outstanding, complete, non_response)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+               select * from unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::int[], $6::int[], $7::int[],
+                                    $8::int[], $9::bool[], $10::int[])
                on conflict (sls_id) do update set roster_revision = excluded.roster_revision, expected = excluded.expected,
                  interviewed = excluded.interviewed, verified = excluded.verified, flagged = excluded.flagged,
                  absent = excluded.absent, outstanding = excluded.outstanding, complete = excluded.complete,
-                 non_response = excluded.non_response, updated_at = now()""",
-            roster.sls_id, roster.revision, p.expected, p.interviewed, p.verified, p.flagged, p.absent, p.outstanding,
-            p.complete, p.non_response,
-        )
-        if not p.complete:
-            return False
-        return bool(await self.conn.fetchval(
+                 non_response = excluded.non_response, updated_at = now()""", *cols)
+        complete = [(r, p) for r, p in counts if p.complete]
+        if not complete:
+            return set()
+        cols = list(zip(*((r.sls_id, r.revision, p.expected, p.interviewed, p.verified, p.flagged, p.absent,
+                           p.non_response) for r, p in complete), strict=True))
+        return {r["sls_id"] for r in await self.conn.fetch(
             "insert into sls_completions (sls_id, roster_revision, expected, interviewed, verified, flagged, absent, "
-            "non_response) values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict do nothing returning true",
-            roster.sls_id, roster.revision, p.expected, p.interviewed, p.verified, p.flagged, p.absent, p.non_response,
-        ))
+            "non_response) select * from unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::int[], $6::int[], "
+            "$7::int[], $8::int[]) on conflict do nothing returning sls_id", *cols)}
 
     async def progress_by_prefix(self, prefix: str, length: int) -> list[dict[str, str | int]]:
         """Per group (the first `length` digits of the SLS id, as `grp`): rostered and complete SLS,

@@ -114,13 +114,18 @@ class UnitOfWork:
 
     `batch`: every event this transaction applies, in order (one partition's share of a
     fetched batch; empty outside the consumer), so that a handler can load the state of
-    all of them in one statement instead of one per event."""
+    all of them in one statement instead of one per event.
+
+    `isolated`: the events are applied each in a savepoint of its own (a batch that failed,
+    redone to find the failing event): a handler then does no other event's work, so that
+    what fails is the event that owns it."""
 
     conn: asyncpg.Connection
     outbox: Outbox
     cache: dict = field(default_factory=dict)
     deferred: dict[Hashable, _Deferred] = field(default_factory=dict)
     batch: tuple[Incoming, ...] = ()
+    isolated: bool = False
 
     def defer(self, key: Hashable, work: Callable[[], Awaitable[None]]) -> None:
         cause = trace.get_current_span().get_span_context()
@@ -341,7 +346,7 @@ class EventConsumer:
         outbox = Outbox(self.source)
         pool = self.pool_provider()
         async with pool.acquire() as conn, conn.transaction():
-            uow = UnitOfWork(conn, outbox)
+            uow = UnitOfWork(conn, outbox, isolated=isolate)
             readable = [p for p in parsed if p.problem is None]
             fresh = set()
             if readable:
