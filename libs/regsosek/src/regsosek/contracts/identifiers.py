@@ -19,6 +19,7 @@ from uuid import UUID
 from pydantic import AfterValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+
 def is_ascii_digits(value: str, min_len: int = 1, max_len: int | None = None) -> bool:
     """`value` is `min_len`..`max_len` (default: exactly `min_len`) characters, each 0-9.
 
