@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 import asyncpg
-import orjson
 
 from notify.dci_domain import MEMBER_NIK, AnyOf, Condition, Negation, Term
 from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription, SealedIdentities
@@ -230,14 +229,12 @@ class NotifyStore:
     async def save_plan(self, plan: DeliveryPlan) -> None:
         """The newest decision per family (never backwards), the DCI read model, who was told about
         which family, and the deliveries (once per subscription and event)."""
-        newest = sorted(plan.newest.items())  # one row per family
-        await self.conn.execute(
-            "insert into family_decisions (family_id, decision_seq, event_id) "
-            "select * from unnest($1::text[], $2::bigint[], $3::text[]) "
+        await self.conn.executemany(
+            "insert into family_decisions (family_id, decision_seq, event_id) values ($1, $2, $3) "
             "on conflict (family_id) do update set decision_seq = excluded.decision_seq, "
             "event_id = excluded.event_id, updated_at = now() "
             "where family_decisions.decision_seq <= excluded.decision_seq",  # never backwards
-            [f for f, _ in newest], [seq for _, (seq, _) in newest], [ev for _, (_, ev) in newest])
+            [(f, seq, ev) for f, (seq, ev) in sorted(plan.newest.items())])
         await self._save_registry(plan.registry)
         if plan.newly_informed:
             await self.conn.execute(
@@ -245,23 +242,11 @@ class NotifyStore:
                 "select * from unnest($1::uuid[], $2::text[]) on conflict do nothing",
                 [p[0] for p in plan.newly_informed], [p[1] for p in plan.newly_informed])
         if plan.deliveries:
-            # One statement for the batch, in the plan's order (the queue's ids are the order each subscription
-            # is sent in). A payload the plan shares among subscriptions of one programme scope is serialised
-            # once (an orjson Fragment goes through the jsonb codec as it is), not once per subscription.
-            encoded: dict[int, orjson.Fragment] = {}  # by the payload object (the plan holds every one)
-            payloads = []
-            for d in plan.deliveries:
-                if (json := encoded.get(id(d.payload))) is None:
-                    json = encoded[id(d.payload)] = orjson.Fragment(orjson.dumps(d.payload))
-                payloads.append(json)
-            await self.conn.execute(
+            await self.conn.executemany(
                 "insert into deliveries (subscription_id, event_id, event_type, family_id, payload, traceparent) "
-                "select s, e, t, f, p, tp from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], "
-                "$6::text[]) with ordinality as d(s, e, t, f, p, tp, n) order by n "
-                "on conflict (subscription_id, event_id) do nothing",
-                [d.subscription_id for d in plan.deliveries], [d.event_id for d in plan.deliveries],
-                [d.event_type for d in plan.deliveries], [d.family_id for d in plan.deliveries], payloads,
-                [d.traceparent for d in plan.deliveries])
+                "values ($1, $2, $3, $4, $5, $6) on conflict (subscription_id, event_id) do nothing",
+                [(d.subscription_id, d.event_id, d.event_type, d.family_id, d.payload, d.traceparent)
+                 for d in plan.deliveries])
 
     async def _save_registry(self, decisions: dict[str, tuple[int, str, dict]]) -> None:
         """family id -> (decision sequence, event id, decision JSON) of its newest decision: the read model
