@@ -7,6 +7,7 @@ different from its ASCII twin and so escape the nationwide duplicate-NIK check."
 from __future__ import annotations
 
 import copy
+import re
 from typing import Annotated
 
 import pytest
@@ -14,7 +15,16 @@ from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
 
 from regsosek.contracts import FamilyInterview, SlsRoster
 from regsosek.contracts.decisions import FamilyId, FkpAdjustment, VerificationResolved
-from regsosek.contracts.identifiers import AreaPrefix, AreaPrefixOrEmpty, KkNumber, Nik, SlsId, SubSls, is_ascii_digits
+from regsosek.contracts.identifiers import (
+    AreaPrefix,
+    AreaPrefixOrEmpty,
+    KkNumber,
+    Nik,
+    SlsId,
+    SubSls,
+    is_ascii_digits,
+    is_family_id,
+)
 from regsosek.examples import family_interview
 
 ZERO = {"fullwidth": 0xFF10, "arabic_indic": 0x0660, "devanagari": 0x0966}
@@ -98,6 +108,21 @@ def test_is_ascii_digits():
     assert is_ascii_digits("64", 2, 14) and not is_ascii_digits("6", 2, 14)
     assert not is_ascii_digits("６４", 2, 14)
     assert not is_ascii_digits("²³", 2)  # str.isdigit() says True for these
+    assert not is_ascii_digits("6٤", 2) and not is_ascii_digits("", 1) and is_ascii_digits("", 0, 14)
+    assert not is_ascii_digits("6 4", 3) and not is_ascii_digits("-64", 3) and not is_ascii_digits("+6", 2)
+
+
+_FAMILY_ID = re.compile(r"[0-9]{14}-[0-9]{4}-[0-9]{3}")
+
+
+@pytest.mark.parametrize("value", [
+    "64720100010001-0001-001", "64720100010001-0001-0001", "64720100010001_0001_001", "64720100010001-0001",
+    "64720100010001-0001-001-", "64720100010001-0001-001\n", "6472010001000-10001-001", "64720100010001--001-001",
+    "６4720100010001-0001-001", "64720100010001-0001-00²", "64720100010001-00٠1-001", "", "-".join(["1" * 14, "1" * 4, ""]),
+])
+def test_is_family_id_is_the_documented_pattern(value):
+    """The string-method check says what the pattern in the JSON schema says, character for character."""
+    assert is_family_id(value) == bool(_FAMILY_ID.fullmatch(value))
 
 
 def test_json_schema_shows_ascii_ranges_not_backslash_d():

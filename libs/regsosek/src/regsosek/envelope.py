@@ -58,12 +58,20 @@ def source_of(service: str) -> str:
 def new_envelope(
     data: Contract, *, source: str, subject: str, trace: dict[str, str] | None = None, event_id: str | None = None
 ) -> Envelope:
+    return envelope_for(type(data), source=source, subject=subject, trace=trace, event_id=event_id)
+
+
+def envelope_for(
+    model: type[Contract], *, source: str, subject: str, trace: dict[str, str] | None = None,
+    event_id: str | None = None,
+) -> Envelope:
+    """A new envelope for an event of the contract `model` (its CloudEvents type)."""
     trace = trace or {}
     return Envelope(
         id=event_id or str(uuid4()),
         # a legacy type only where a test or tool writes a record as an older producer did; services
         # publish through the outbox, which refuses legacy types
-        type=EVENT_TYPES.get(type(data)) or LEGACY_EVENT_TYPES[type(data)],
+        type=EVENT_TYPES.get(model) or LEGACY_EVENT_TYPES[model],
         source=source,
         time=datetime.now(UTC).isoformat(),
         subject=subject,

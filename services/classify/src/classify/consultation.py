@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from classify.domain import Config, Decision, FamilyState, Withdrawal, decide_fkp
+from classify.domain import Config, Decision, FamilyState, ProgrammeOutcome, Withdrawal, decide_fkp
 from classify.ranking import Placement
 from regsosek.contracts import (
     FkpAdjustment,
@@ -27,7 +27,6 @@ from regsosek.contracts import (
     FkpDecisionRecorded,
     FlagReason,
     InterviewFlagged,
-    ProgrammeDecision,
 )
 
 # a removal is told downstream as the withdrawal of the family's verification, with the flag reason
@@ -80,8 +79,7 @@ def removal(cfg: Config, state: FamilyState, e: FkpDecisionRecorded) -> Decision
                             version=state.profile.version, reason=flag_reason, detail=detail,
                             flagged_at=e.decided_at)
     reason = f"out of the ranking: {detail} ({e.reason})"[:500]
-    decisions = [ProgrammeDecision(programme=r.programme, eligible=False, rule_version=cfg.rules.version,
-                                   reasons=[reason]) for r in cfg.rules.rules]
+    decisions = [ProgrammeOutcome(r.programme, False, cfg.rules.version, [reason]) for r in cfg.rules.rules]
     return Decision(withdrawal=Withdrawal(flag, state.classified, decisions))
 
 

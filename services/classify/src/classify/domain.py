@@ -18,14 +18,11 @@ from datetime import datetime
 from classify.model import PmtModel, PovertyLines, RuleSet, components, features
 from classify.ranking import Placement, rank_value, reference_placement
 from regsosek.contracts import (
-    Contribution,
     FkpAdjustment,
     FlagReason,
     HouseholdProfile,
     InterviewFlagged,
     InterviewVerified,
-    MemberDecision,
-    ProgrammeDecision,
     WelfareGroup,
 )
 
@@ -39,17 +36,53 @@ def fkp_note(basis: str) -> str:
     return basis[i:] if i >= 0 else ""
 
 
+# What a classification decides, as plain values: built for every classified family (a family has
+# ~5 factors, 5 programme decisions and a member decision per member and individual programme), so
+# they are not validated models; the publisher writes them as the contracts' `Contribution`,
+# `ProgrammeDecision` and `MemberDecision` (classify.publisher; its tests hold the JSON to the contracts).
+
+
+@dataclass(frozen=True, slots=True)
+class Factor:
+    """One of the top contributing factors of the PMT (a `Contribution` on the wire)."""
+
+    factor: str
+    effect: float  # contribution to log per-capita consumption
+
+
+@dataclass(frozen=True, slots=True)
+class ProgrammeOutcome:
+    """A programme's decision for the family, with its reasons (a `ProgrammeDecision` on the wire)."""
+
+    programme: str
+    eligible: bool
+    rule_version: str
+    reasons: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberOutcome:
+    """One member's decision for an individual programme (a `MemberDecision` on the wire): the member
+    named by form row (`line_no`), never by name or NIK."""
+
+    line_no: int
+    programme: str
+    eligible: bool
+    rule_version: str
+    reasons: list[str]
+
+
 @dataclass(frozen=True)
 class Classification:
     predicted: float
     welfare_group: WelfareGroup
     decile: int
-    explanation: list[Contribution]
-    decisions: list[ProgrammeDecision]
+    explanation: list[Factor]
+    decisions: list[ProgrammeOutcome]
     adjusted_by_fkp: bool
     rank_value: float = 0.0
     decile_basis: str = ""
-    member_decisions: list[MemberDecision] = field(default_factory=list)  # individual programmes, per member
+    member_decisions: list[MemberOutcome] = field(default_factory=list)  # individual programmes, per member
 
     @property
     def eligibility(self) -> dict[str, bool]:
@@ -77,24 +110,22 @@ def classify(p: HouseholdProfile, model: PmtModel, lines: PovertyLines, rules: R
     if fkp_group is not None:
         basis = basis.removesuffix(fkp_note(basis)) + FKP_NOTE.format(int(fkp_group))
     top = sorted(((k, v) for k, v in contrib.items() if v != 0.0), key=lambda kv: -abs(kv[1]))[:TOP_FACTORS]
-    explanation = [Contribution(factor=k, effect=round(v, 4)) for k, v in top]
+    explanation = [Factor(k, round(v, 4)) for k, v in top]
     comps = components(p)
     fkp_reason = [] if fkp_group is None else [f"welfare group {int(fkp_group)} set by village consultation (FKP)"]
     decisions = []
     for rule in rules.rules:
         ok, reasons = rule.decide(decile, group, comps)
-        decisions.append(ProgrammeDecision(programme=rule.programme, eligible=ok, rule_version=rules.version,
-                                           reasons=reasons + fkp_reason))
+        decisions.append(ProgrammeOutcome(rule.programme, ok, rules.version, reasons + fkp_reason))
     return Classification(predicted, group, decile, explanation, decisions, fkp_group is not None, value, basis,
                           per_member_decisions(p, decile, group, rules, fkp_reason))
 
 
 def per_member_decisions(p: HouseholdProfile, decile: int, group: WelfareGroup, rules: RuleSet,
-                     extra_reasons: list[str]) -> list[MemberDecision]:
+                     extra_reasons: list[str]) -> list[MemberOutcome]:
     """Each member's decision for each individual programme (PBI-JKN, PIP: rules with `per_member`),
     in member order, with the member's own reasons."""
-    return [MemberDecision(line_no=line_no, programme=rule.programme, eligible=ok, rule_version=rules.version,
-                           reasons=reasons + extra_reasons)
+    return [MemberOutcome(line_no, rule.programme, ok, rules.version, reasons + extra_reasons)
             for rule in rules.rules for line_no, ok, reasons in rule.decide_members(p, decile, group)]
 
 
@@ -222,7 +253,7 @@ class Withdrawal:
 
     flag: InterviewFlagged
     last: Classified
-    decisions: list[ProgrammeDecision]
+    decisions: list[ProgrammeOutcome]
 
 
 @dataclass(frozen=True)
@@ -266,8 +297,7 @@ def decide_flag(cfg: Config, state: FamilyState, e: InterviewFlagged) -> Decisio
     if state.classified is None:
         return Decision(order=incoming)
     reason = f"verification withdrawn ({e.reason.value}): {e.detail}"[:500]
-    decisions = [ProgrammeDecision(programme=r.programme, eligible=False, rule_version=cfg.rules.version,
-                                   reasons=[reason]) for r in cfg.rules.rules]
+    decisions = [ProgrammeOutcome(r.programme, False, cfg.rules.version, [reason]) for r in cfg.rules.rules]
     return Decision(order=incoming, withdrawal=Withdrawal(e, state.classified, decisions))
 
 

@@ -34,6 +34,7 @@ from regsosek.contracts.interview import (
 )
 
 DATA = Path(__file__).resolve().parent / "data"
+REASON_MAX = 500  # characters of one reason in the published decisions (regsosek.contracts.decisions.Text)
 
 
 def is_urban(regency: str) -> bool:
@@ -291,6 +292,17 @@ class Rule:
                            else f"none of the components: {', '.join(self.requires_any)}")
         return ok, reasons
 
+    def longest_reason(self) -> int:
+        """The most characters one of this rule's reasons can have (the contracts allow 500: the rules
+        are checked once, when loaded, since the publisher does not validate every decision)."""
+        parts = [len(f"none of the components: {', '.join(self.requires_any)}"), len("welfare group 4 > 4"),
+                 len(f"decile 10 > {self.max_decile}")]
+        if self.per_member is not None:
+            school = max((len(s.value) for s in SchoolParticipation), default=0)
+            parts.append(len(f"school participation {'x' * school} not in {', '.join(self.per_member.school)}"))
+            parts.append(len(f"age outside {self.per_member.min_age or 0}-{self.per_member.max_age}"))
+        return max(parts)
+
     def decide_members(self, p: HouseholdProfile, decile: int, group: WelfareGroup) -> list[tuple[int, bool, list[str]]]:
         """An individual programme's decision per member (line number, eligible, reasons): the family's
         decile and welfare group thresholds, then the member's own conditions. [] for a family programme."""
@@ -319,4 +331,10 @@ class RuleSet:
                  MemberRule.parse(v["per_member"]) if isinstance(v.get("per_member"), dict) else None)
             for k, v in d["programmes"].items()
         )
+        for r in rules:  # what the contracts (ProgrammeDecision, MemberDecision) allow
+            if not 1 <= len(r.programme) <= 40:
+                raise ValueError(f"programme code {r.programme[:40]!r}: 1 to 40 characters")
+            if r.longest_reason() > REASON_MAX:
+                raise ValueError(f"programme {r.programme}: a reason could exceed {REASON_MAX} characters "
+                                 "(too many components or school participations listed)")
         return cls(d["version"], rules)

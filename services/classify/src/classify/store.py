@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 
 from classify.consultation import ForumTally
 from classify.domain import (
@@ -45,6 +46,7 @@ from classify.ranking import (
 )
 from regsosek import audit
 from regsosek.contracts import FamilyErased, FkpAdjustment, FkpDecisionRecorded, HouseholdProfile, WelfareGroup
+from regsosek.envelope import encode
 
 LOCK = 7316101  # one re-rank or replay at a time in a classify database
 SCHEDULE_LOCK = 7316102  # one instance at a time asks for the scheduled re-rank
@@ -96,9 +98,11 @@ _SAVE = """insert into families (family_id, sls_id, submission_id, version, prof
 
 def _row(p: HouseholdProfile, c: Classification, cfg: Config, ranking_id: int | None,
          profile_doc: dict | None = None) -> tuple:
-    """The row of one family; `profile_doc` spares re-serialising a profile read from the table."""
+    """The row of one family; `profile_doc` spares re-serialising a profile read from the table. A new
+    profile goes as its JSON (an orjson Fragment: the jsonb codec writes it as it is, regsosek.db),
+    not as a dict that is serialised again."""
     return (p.family_id, p.sls_id, p.submission_id, p.version,
-            profile_doc if profile_doc is not None else p.model_dump(mode="json"),
+            profile_doc if profile_doc is not None else orjson.Fragment(encode(p)),
             c.predicted, int(c.welfare_group), c.decile, cfg.model.version, cfg.rules.version,
             [d.programme for d in c.decisions if d.eligible], c.rank_value, c.decile_basis, cfg.lines.version,
             c.eligibility, ranking_id, c.member_eligibility)

@@ -24,6 +24,7 @@ from regsosek.telemetry import current_trace_headers
 from regsosek.topics import Topic
 
 _PENDING = "notify.decisions"  # uow.cache key: the batch's decisions, weighed at commit
+_IDENTITIES = "notify.identities"  # uow.cache key: the batch's identity lists, saved at commit
 
 
 class NotifyHandlers:
@@ -43,15 +44,21 @@ class NotifyHandlers:
         """An interview's sealed member NIKs (member-identities), kept as received for the deliveries
         that may carry them. It must open with the feed's keys: one that does not (a key notify lacks,
         or altered or moved to another family) raises regsosek.crypto.CannotOpen, whose message names
-        the key id only, and is dead-lettered with it."""
+        the key id only, and is dead-lettered with it. The lists that open are saved together at the
+        batch's commit (`_save_identities`)."""
         e: MemberIdentities = msg.data
         if self.identity_keys is None:
             raise CannotOpen("notify was built without the identity feed's keys")
         sealed = unb64(e.sealed)
         niks = parse_identity_plaintext(self.identity_keys.open(sealed, identity_aad(e.family_id, e.submission_id)))
         index = tuple((line, nik_hash(self.nik_lookup_key, nik)) for line, nik in sorted(niks.items()))
-        await self.store_for(uow).save_member_identities(
-            [SealedIdentities(e.family_id, e.submission_id, sealed, kid_of(sealed), e.members, index)])
+        uow.cache.setdefault(_IDENTITIES, []).append(
+            SealedIdentities(e.family_id, e.submission_id, sealed, kid_of(sealed), e.members, index))
+        uow.defer("identities", lambda: self._save_identities(uow))
+
+    async def _save_identities(self, uow: UnitOfWork) -> None:
+        """The batch's identity lists, saved together just before its commit (two statements)."""
+        await self.store_for(uow).save_member_identities(uow.cache.pop(_IDENTITIES, []))
 
     async def on_eligibility(self, uow: UnitOfWork, msg: Incoming) -> None:
         e: EligibilityDecided = msg.data

@@ -290,17 +290,27 @@ class NotifyStore:
 
     async def save_member_identities(self, lists: Sequence[SealedIdentities]) -> None:
         """The sealed identity lists of a batch, as received (kept once per family and submission);
-        none for a family already erased (a list arriving after its family's erasure is not kept)."""
-        await self.conn.executemany(
+        none for a family already erased (a list arriving after its family's erasure is not kept).
+        Two statements for the whole batch (the lists, then their member index), whatever its size."""
+        if not lists:
+            return
+        await self.conn.execute(
             "insert into member_identities (family_id, submission_id, sealed, kid, members) "
-            "select $1, $2, $3, $4, $5 where not exists (select 1 from erased_families where family_id = $1) "
+            "select * from unnest($1::text[], $2::uuid[], $3::bytea[], $4::text[], $5::int[]) "
+            "as l(family_id, submission_id, sealed, kid, members) "
+            "where not exists (select 1 from erased_families e where e.family_id = l.family_id) "
             "on conflict (family_id, submission_id) do nothing",
-            [(x.family_id, x.submission_id, x.sealed, x.kid, x.members) for x in lists])
-        await self.conn.executemany(  # the member index goes with its list (not kept for an erased family)
-            "insert into member_index (nik_hash, family_id, submission_id, line_no) "
-            "select $1, $2, $3, $4 where exists (select 1 from member_identities where family_id = $2 "
-            "and submission_id = $3) on conflict do nothing",
-            [(h, x.family_id, x.submission_id, line) for x in lists for line, h in x.nik_hashes])
+            [x.family_id for x in lists], [x.submission_id for x in lists], [x.sealed for x in lists],
+            [x.kid for x in lists], [x.members for x in lists])
+        index = [(h, x.family_id, x.submission_id, line) for x in lists for line, h in x.nik_hashes]
+        if index:  # the member index goes with its list (not kept for an erased family)
+            await self.conn.execute(
+                "insert into member_index (nik_hash, family_id, submission_id, line_no) "
+                "select * from unnest($1::bytea[], $2::text[], $3::uuid[], $4::int[]) "
+                "as i(nik_hash, family_id, submission_id, line_no) "
+                "where exists (select 1 from member_identities m where m.family_id = i.family_id "
+                "and m.submission_id = i.submission_id) on conflict do nothing",
+                [r[0] for r in index], [r[1] for r in index], [r[2] for r in index], [r[3] for r in index])
 
     async def member_identities(self, keys: Sequence[tuple[str, UUID]]) -> dict[tuple[str, UUID], bytes]:
         """The sealed identity lists of these (family, submission) pairs that have arrived."""

@@ -19,13 +19,15 @@ from uuid import UUID
 from pydantic import AfterValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-ASCII_DIGITS = frozenset("0123456789")
-
 
 def is_ascii_digits(value: str, min_len: int = 1, max_len: int | None = None) -> bool:
-    """`value` is `min_len`..`max_len` (default: exactly `min_len`) characters, each 0-9."""
+    """`value` is `min_len`..`max_len` (default: exactly `min_len`) characters, each 0-9.
+
+    Checked with `str.isascii()` and `str.isdigit()` (C, no loop in Python: every event's ids pass
+    here): on an ASCII string `isdigit()` is true exactly for 0-9; `isascii()` first keeps out
+    the other Unicode digits (fullwidth, superscripts, ...) that `isdigit()` alone would take."""
     max_len = min_len if max_len is None else max_len
-    return min_len <= len(value) <= max_len and all(c in ASCII_DIGITS for c in value)
+    return min_len <= len(value) <= max_len and (not value or (value.isascii() and value.isdigit()))
 
 
 def _digits_type(label: str, min_len: int, max_len: int | None = None, *, description: str = ""):
@@ -60,9 +62,8 @@ SubmissionId = UUID
 
 def is_family_id(value: str) -> bool:
     """SLS id (14) + '-' + building serial (4) + '-' + family serial (3), ASCII digits only."""
-    parts = value.split("-")
-    return (len(parts) == 3 and is_ascii_digits(parts[0], 14) and is_ascii_digits(parts[1], 4)
-            and is_ascii_digits(parts[2], 3))
+    return (len(value) == 23 and value[14] == "-" and value[19] == "-" and value.isascii()
+            and value[:14].isdigit() and value[15:19].isdigit() and value[20:].isdigit())
 
 
 def _check_family_id(value: str) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from regsosek.contracts import EVENT_TYPES, Contract
-from regsosek.envelope import Envelope, Headers, encode, new_envelope
+from regsosek.envelope import Envelope, Headers, encode, envelope_for
 from regsosek.telemetry import current_trace_headers
 from regsosek.topics import Topic
 
@@ -47,10 +47,19 @@ class Outbox:
     def publish(
         self, topic: Topic, key: str, data: Contract, *, subject: str, event_id: str | None = None
     ) -> Envelope:
-        if type(data) not in EVENT_TYPES:  # e.g. a v1 shape with identifiers in clear: read only, never produced
-            raise TypeError(f"{type(data).__name__} is not a produced event type")
-        env = new_envelope(data, source=self.source, subject=subject, trace=current_trace_headers(), event_id=event_id)
-        self.pending.append(OutgoingRecord(topic.wire, key.encode(), encode(data), env.headers()))
+        return self.publish_encoded(topic, key, type(data), encode(data), subject=subject, event_id=event_id)
+
+    def publish_encoded(
+        self, topic: Topic, key: str, model: type[Contract], value: bytes, *, subject: str, event_id: str | None = None
+    ) -> Envelope:
+        """An event already serialised as the JSON of the contract `model`: for a producer's hot path
+        that writes an event from values its own code computed, without building and validating the
+        model first (classify's publisher). Its tests must hold the bytes to the contract: the same
+        bytes as the model's own serialisation, and valid against the model."""
+        if model not in EVENT_TYPES:  # e.g. a v1 shape with identifiers in clear: read only, never produced
+            raise TypeError(f"{model.__name__} is not a produced event type")
+        env = envelope_for(model, source=self.source, subject=subject, trace=current_trace_headers(), event_id=event_id)
+        self.pending.append(OutgoingRecord(topic.wire, key.encode(), value, env.headers()))
         return env
 
     def add_raw(self, record: OutgoingRecord) -> None:
