@@ -8,7 +8,8 @@ rates (issue 16, targets 5 and 6).
 A world of its own on the running stack (database and topics; nothing downstream of intake), one
 intake process (with its HTTP workers, REGSOSEK_HTTP_WORKERS, if set with --env), and these phases:
 
-- idle: RSS of every process of intake a few seconds after it is ready (before any request);
+- idle: RSS of every process of intake a few seconds after it is ready (before any request), and
+  again ("warm") at rest after the rosters and the warm-up requests;
 - batch: `--batch-families` interviews uploaded by `--devices` devices, `--batch-size` per request
   (POST /v1/interviews:batch: what the full bench's throughput phase does), RSS sampled every 0.1 s;
 - single: after `--warmup` requests, single POST /v1/interviews sent open loop at each `--rates`
@@ -251,6 +252,9 @@ async def main_async(a: argparse.Namespace) -> dict:
         await asyncio.gather(*(b.post("/v1/rosters", body, b.token(officer)) for _, officer, body in pool.rosters))
         warm = [next(fams) for _ in range(a.warmup)]
         await asyncio.gather(*(b.post("/v1/interviews", f.body, b.token(f.officer)) for f in warm))
+        await asyncio.sleep(a.idle_s)
+        result["phases"]["warm"] = await b.idle()  # at rest again, after the rosters and the warm-up
+        b.log(f"warm: {json.dumps(result['phases']['warm'])}")
         if "batch" in a.phases:
             batch = [next(fams) for _ in range(a.batch_families)]
             result["phases"]["batch"] = r = await b.batch(batch)

@@ -151,7 +151,7 @@ def _submission_routes(r: APIRouter, handlers: IntakeHandlers, settings: IntakeS
     # A batch is read, parsed and handled only while one of `max_batch_uploads` places is free: each
     # in progress holds its interviews as models (~3 MB per 100), and 16 devices uploading at once
     # took intake from 98 to 204 MB (BENCHMARKS.md, intake round 3). Waiting uploads hold no more than
-    # what the server buffers of their body; the CPU is as busy with a few in progress as with all.
+    # what the server buffers of their body; the CPU is as busy with two in progress (one awaiting the database) as with all.
     uploads = asyncio.Semaphore(settings.max_batch_uploads)
 
     @r.post("/interviews:batch", summary="Upload many interviews after offline work; each item answered alone",
