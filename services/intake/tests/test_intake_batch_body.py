@@ -53,3 +53,29 @@ def test_openapi_describes_the_batch_body(client):
     op = client.get("/openapi.json").json()["paths"]["/v1/interviews:batch"]["post"]
     schema = op["requestBody"]["content"]["application/json"]["schema"]
     assert schema["required"] == ["interviews"] and schema["properties"]["interviews"]["type"] == "array"
+
+
+async def test_at_most_max_batch_uploads_are_handled_at_once(monkeypatch):
+    import asyncio
+
+    import httpx
+
+    from intake import api
+
+    busy, most = 0, 0
+
+    async def upload(handlers, settings, request, items, principal):
+        nonlocal busy, most
+        busy += 1
+        most = max(most, busy)
+        await asyncio.sleep(0.05)  # as an upload awaiting the database
+        busy -= 1
+        return api.JSONResponse({"results": [None] * len(items)})
+
+    monkeypatch.setattr(api, "upload", upload)
+    app = create_app(IntakeSettings(env="local", max_batch_uploads=2))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake") as c:
+        answers = await asyncio.gather(*(c.post("/v1/interviews:batch", content=b'{"interviews": [{}]}',
+                                                headers=officer()) for _ in range(6)))
+    assert [a.status_code for a in answers] == [200] * 6
+    assert most == 2
