@@ -64,12 +64,16 @@ def setup(service_name: str, log_level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def spans_wanted() -> bool:
+    """Something receives spans (an OTLP endpoint, REGSOSEK_TRACE_FILE), or OTEL_TRACES_SAMPLER asks for them."""
+    return any(os.environ.get(v) for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                                           "REGSOSEK_TRACE_FILE", "OTEL_TRACES_SAMPLER"))
+
+
 def default_sampler() -> Sampler | None:
     """ParentBased(ALWAYS_OFF) when no span would be exported and OTEL_TRACES_SAMPLER is unset; else
     None (the SDK's sampler from the environment)."""
-    exporting = any(os.environ.get(v) for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                                                "REGSOSEK_TRACE_FILE", "OTEL_TRACES_SAMPLER"))
-    return None if exporting else ParentBased(ALWAYS_OFF)
+    return None if spans_wanted() else ParentBased(ALWAYS_OFF)
 
 
 _EXCEPTION_TEXT = ("exception.message", "exception.stacktrace")  # the stacktrace ends with the message
@@ -109,14 +113,17 @@ class WithoutExceptionText(SpanExporter):
 
 
 def instrument_libraries() -> None:
-    """Client spans from the OpenTelemetry instrumentations: asyncpg (statement text only:
+    """Client spans from the OpenTelemetry instrumentations: asyncpg when spans are wanted (statement text only:
     `capture_parameters=False`, so the values bound to $1, $2 ... never reach a span; they
     are NIKs, names, whole interviews) and httpx (webhook deliveries, JWKS fetches). The
     FastAPI server side is instrumented per app (regsosek.service.instrument_http)."""
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-    if not AsyncPGInstrumentor().is_instrumented_by_opentelemetry:
+    # A statement's client span is only worth making when spans go somewhere: it adds no trace
+    # context (rows and events take theirs from the request or record), and making it was ~6% of
+    # intake's CPU per submission even unrecorded (BENCHMARKS.md, intake round 3).
+    if spans_wanted() and not AsyncPGInstrumentor().is_instrumented_by_opentelemetry:
         AsyncPGInstrumentor(capture_parameters=False).instrument()
     if not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry:
         HTTPXClientInstrumentor().instrument()

@@ -164,14 +164,23 @@ def difficulty_problems(m: Member, path: str, age: int) -> list[Problem]:
     return errors
 
 
-def content_hash(document: dict) -> bytes:
-    """Hash of the canonical JSON of a validated submission: same content, same hash."""
-    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).digest()
+def canonical_json(document: dict) -> bytes:
+    """A validated submission's canonical JSON (keys sorted): what is stored and what its hash is of.
+    Copied to bytes of its own size: orjson's result keeps the buffer it grew (~16 KB for a 2.4 KB
+    interview), and a submission holds these bytes until its request ends."""
+    return memoryview(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).tobytes()
 
 
-def text_problems(document, path: str = "") -> list[Problem]:
-    """Text the database cannot store (U+0000) anywhere in a submission."""
-    if not path and b"\\u0000" not in orjson.dumps(document):
+def content_hash(document: dict, canonical: bytes | None = None) -> bytes:
+    """Hash of the canonical JSON of a validated submission: same content, same hash (`canonical`:
+    that JSON when the caller has it already)."""
+    return hashlib.sha256(canonical_json(document) if canonical is None else canonical).digest()
+
+
+def text_problems(document, path: str = "", serialised: bytes | None = None) -> list[Problem]:
+    """Text the database cannot store (U+0000) anywhere in a submission (`serialised`: its JSON,
+    when the caller has it already)."""
+    if not path and b"\\u0000" not in (orjson.dumps(document) if serialised is None else serialised):
         return []  # the common case, found in one pass over the serialised document
     if isinstance(document, str):
         return [Problem(path or "/", "text contains a NUL character")] if "\x00" in document else []
@@ -332,8 +341,10 @@ class Invalid:
 
 @dataclass(frozen=True)
 class Submission:
-    """A checked submission, ready to be decided on: `document` is what is stored (sealed),
-    `contract` what is published (pseudonymised, intake.publisher)."""
+    """A checked submission, ready to be decided on: `body` is what is stored (sealed), the
+    document's canonical JSON (canonical_json), `contract` what is published (pseudonymised,
+    intake.publisher). A request holds these bytes, not the document as dicts: a batch upload
+    of 100 interviews held ~2.5 MB of them (BENCHMARKS.md, intake round 3)."""
 
     kind: str
     submission_id: UUID
@@ -341,10 +352,15 @@ class Submission:
     family_id: str | None
     version: int | None
     content_hash: bytes
-    document: dict
+    body: bytes
     contract: Contract
     submitted_by: str
     warnings: list[dict]
+
+    @property
+    def document(self) -> dict:
+        """What is stored, as a document (decoded from `body`)."""
+        return orjson.loads(self.body)
 
 
 def sls_of(data: Contract) -> str:
@@ -386,13 +402,14 @@ def checked_submission(data: Contract, actor: str, *, collection: tuple[date, da
     if isinstance(data, FamilyInterview):
         errors, warnings = check_interview(data, collection=collection)
     doc = data.model_dump(mode="json")
-    errors += text_problems(doc)
+    body = canonical_json(doc)  # serialised once: the NUL check, the hash and the stored body
+    errors += text_problems(doc, serialised=body)
     if errors:
         return Invalid(errors)
     return Submission(
         kind=kind, submission_id=data.submission_id, sls_id=sls_of(data), family_id=getattr(data, "family_id", None),
-        version=data.version if isinstance(data, FamilyInterview) else None, content_hash=content_hash(doc),
-        document=doc, contract=data, submitted_by=actor, warnings=[w.as_dict() for w in [*warnings, *replaced]])
+        version=data.version if isinstance(data, FamilyInterview) else None, content_hash=content_hash(doc, body),
+        body=body, contract=data, submitted_by=actor, warnings=[w.as_dict() for w in [*warnings, *replaced]])
 
 
 # ---------------------------------------------------------------- idempotency: new, replay, conflict, erased
@@ -523,7 +540,7 @@ def _without_erased_families(s: Submission, erased: frozenset[str]) -> Submissio
     assert isinstance(roster, SlsRoster)
     families = [f.model_copy(update={"kk_number": None}) if (f.building_no, f.family_no) in places else f
                 for f in roster.families]
-    return replace(s, document=doc, contract=roster.model_copy(update={"families": families}))
+    return replace(s, body=canonical_json(doc), contract=roster.model_copy(update={"families": families}))
 
 
 # ---------------------------------------------------------------- the journey and the status view's records

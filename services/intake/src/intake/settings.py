@@ -16,6 +16,9 @@ class IntakeSettings(TokenSettings):
     collection_start: date = date(2022, 10, 15)
     collection_end: date = date(2022, 11, 20)
     max_batch_items: int = 500
+    # Batch uploads (POST /v1/interviews:batch) handled at once per process; more wait their turn
+    # unread, so that memory does not grow with the number of devices uploading (~3 MB per 100 items).
+    max_batch_uploads: int = Field(2, gt=0)
     # Retention (docs/RETENTION.md): a submission's body (the personal data received) is kept this
     # long after receipt, and until its journey is final; then emptied (ids, hash and journey stay).
     submission_body_retention_days: int = Field(730, gt=0)

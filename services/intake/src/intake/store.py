@@ -81,9 +81,11 @@ class IntakeStore:
 
     # ------------------------------------------------------------ sealing
 
-    def _seal(self, submission_id: UUID, document: dict) -> bytes:
-        """The sealed body of a submission; bound to its id (a ciphertext moved to another row does not open)."""
-        return self._ring.seal(orjson.dumps(document), aad=submission_id.bytes)
+    def _seal(self, submission_id: UUID, document: dict | bytes) -> bytes:
+        """The sealed body of a submission (a document, or its JSON); bound to its id (a ciphertext
+        moved to another row does not open)."""
+        return self._ring.seal(document if isinstance(document, bytes) else orjson.dumps(document),
+                               aad=submission_id.bytes)
 
     def _open(self, submission_id: UUID, sealed: bytes) -> dict:
         return orjson.loads(self._ring.open(sealed, aad=submission_id.bytes))
@@ -115,7 +117,7 @@ class IntakeStore:
         rows = await self.conn.fetch(
             _INSERT_MANY, [s.submission_id for s in subs], [s.kind for s in subs], [s.sls_id for s in subs],
             [s.family_id for s in subs], [s.version for s in subs], [s.content_hash for s in subs],
-            [self._seal(s.submission_id, s.document) for s in subs], [_json(s.warnings) for s in subs],
+            [self._seal(s.submission_id, s.body) for s in subs], [_json(s.warnings) for s in subs],
             [str(uuid4()) for _ in subs], [trace_id] * len(subs), [s.submitted_by for s in subs],
             self._ring.current_kid, sorted(erased_known))
         by_id = {s.submission_id: s for s in subs}

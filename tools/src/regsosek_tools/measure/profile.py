@@ -37,9 +37,10 @@ def flame_name(date: str, commit: str, phase: str, instance: str) -> str:
     return "flame-" + "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p).strip("_") for p in parts) + ".svg"
 
 
-def record_command(exe: str, pid: int, svg: Path, rate: int) -> list[str]:
-    """py-spy record of one process (and its children: intake's HTTP workers) until SIGINT."""
-    return [exe, "record", "--pid", str(pid), "--output", str(svg), "--format", "flamegraph", "--rate", str(rate),
+def record_command(exe: str, pid: int, svg: Path, rate: int, fmt: str = "flamegraph") -> list[str]:
+    """py-spy record of one process (and its children: intake's HTTP workers) until SIGINT; `fmt` raw
+    writes collapsed stacks (one line per stack and its sample count) instead of an SVG."""
+    return [exe, "record", "--pid", str(pid), "--output", str(svg), "--format", fmt, "--rate", str(rate),
             "--subprocesses", "--nonblocking"]
 
 
@@ -67,8 +68,10 @@ class FlameGraphs:
     """py-spy on a set of processes for one phase at a time: `start` before, `stop` after."""
 
     def __init__(self, out_dir: Path, *, date: str, commit: str, rate: int = 100, log_dir: Path,
-                 log: Callable[[str], None] = lambda _: None, checkout: Path | None = None) -> None:
+                 log: Callable[[str], None] = lambda _: None, checkout: Path | None = None,
+                 fmt: str = "flamegraph") -> None:
         self.out_dir, self.date, self.commit, self.rate, self.log_dir, self.log = out_dir, date, commit, rate, log_dir, log
+        self.fmt = fmt
         self.checkout = checkout  # its path is cut from the SVGs' command lines (they go into the repository)
         self.exe = py_spy()
         self.running: list[Recording] = []
@@ -86,7 +89,7 @@ class FlameGraphs:
                             log=self.log_dir / f"py-spy-{phase}-{instance.replace('#', '-')}.log")
             with _log_file(rec.log) as err:
                 rec.proc = await asyncio.create_subprocess_exec(
-                    *record_command(self.exe, pid, rec.svg, self.rate), stdin=subprocess.DEVNULL,
+                    *record_command(self.exe, pid, rec.svg, self.rate, self.fmt), stdin=subprocess.DEVNULL,
                     stdout=err, stderr=err, start_new_session=True)
             self.running.append(rec)
         self.log(f"profile: py-spy recording {', '.join(r.instance for r in self.running)} during {phase}")
