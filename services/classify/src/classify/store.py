@@ -43,6 +43,7 @@ from classify.ranking import (
     partition_of,
     reference_placement,
 )
+from classify.replay_domain import Restated, StoredOutcome
 from regsosek import audit
 from regsosek.contracts import FamilyErased, FkpAdjustment, FkpDecisionRecorded, HouseholdProfile, WelfareGroup
 
@@ -662,6 +663,43 @@ class RerankStore(ClassifyStore):
             _STORED + " where family_id > $1 and ($3::text is null or family_id <= $3) order by family_id limit $2 "
             "for update", cursor, limit, upper)
         return [_stored(r) for r in rows]
+
+    async def replay_page(self, cursor: str, limit: int, upper: str | None,
+                          versions: tuple[str, str, str]) -> tuple[str | None, int, list[StoredOutcome]]:
+        """The next `limit` families in id order after `cursor` (up to `upper`, if given), their rows locked, in
+        one statement: (the last family id, None if none; how many; those classified with other versions than
+        `versions`, each with its profile document and latest FKP decision's group)."""
+        rows = await self.conn.fetch(
+            "select f.family_id, f.sls_id, f.rank_value, f.decile, f.decile_basis, f.ranking_id, f.welfare_group, "
+            "f.eligible, f.eligibility, f.member_eligibility, "
+            "case when stale then f.profile end as profile, "
+            "case when stale then (select a.welfare_group from fkp_adjustments a where a.family_id = f.family_id "
+            "  order by a.decided_at desc, a.received_at desc limit 1) end as fkp_group, stale "
+            "from (select family_id from families where family_id > $1 and ($3::text is null or family_id <= $3) "
+            "      order by family_id limit $2) page "
+            "join families f using (family_id), "
+            "lateral (select (f.model_version, f.lines_version, f.rule_version) is distinct from ($4, $5, $6) "
+            "         as stale) s "
+            "order by f.family_id for update of f", cursor, limit, upper, *versions)
+        if not rows:
+            return None, 0, []
+        return rows[-1]["family_id"], len(rows), [
+            StoredOutcome(r["family_id"], r["sls_id"], r["profile"], r["rank_value"], r["decile"], r["decile_basis"],
+                          r["ranking_id"], r["welfare_group"], r["eligible"], r["eligibility"],
+                          r["member_eligibility"], r["fkp_group"]) for r in rows if r["stale"]]
+
+    async def restate(self, rows: Sequence[Restated], cfg: Config) -> None:
+        """Families whose outcome a replay found unchanged: their rank value, decile basis and ranking (what
+        may move without changing the outcome) and the configured versions, in one statement."""
+        if rows:
+            await self.conn.execute(
+                "update families f set predicted = u.predicted, rank_value = u.rank_value, "
+                "decile_basis = u.decile_basis, ranking_id = u.ranking_id, model_version = $6, lines_version = $7, "
+                "rule_version = $8, updated_at = now() "
+                "from unnest($1::text[], $2::float8[], $3::float8[], $4::text[], $5::bigint[]) "
+                "as u(family_id, predicted, rank_value, decile_basis, ranking_id) where f.family_id = u.family_id",
+                [r.family_id for r in rows], [r.predicted for r in rows], [r.rank_value for r in rows],
+                [r.decile_basis for r in rows], [r.ranking_id for r in rows], *cfg.versions)
 
     async def advance_replay(self, run_id: int, slice_no: int, cursor: str, examined: int, changed: int) -> None:
         await self.conn.execute(
