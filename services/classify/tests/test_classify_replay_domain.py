@@ -44,6 +44,12 @@ def other_rules(cfg: Config, max_decile: int) -> Config:
     return dataclasses.replace(cfg, rules=RuleSet(cfg.rules.version + "-old", rules))
 
 
+def reordered(cfg: Config) -> Config:
+    """The same rules in another order (a rules file written with its programmes sorted)."""
+    rules = tuple(sorted(cfg.rules.rules, key=lambda r: r.programme))
+    return dataclasses.replace(cfg, rules=RuleSet(cfg.rules.version + "-sorted", rules))
+
+
 @st.composite
 def profiles(draw) -> HouseholdProfile:
     """A generated family, with some answers redrawn (ages, school, pregnancy, difficulty, diploma, housing,
@@ -79,15 +85,16 @@ def stored(draw, p: HouseholdProfile) -> tuple[StoredOutcome, Placement, Config]
     """A stored state of `p`: classified with some placement and FKP decision, by these rules or older
     ones, its rank value the same as now or not, maybe with its decile moved since (a re-rank)."""
     fkp = draw(st.sampled_from([None, *WelfareGroup]))
-    was = draw(st.sampled_from([CONFIG, other_rules(CONFIG, 3), other_rules(CONFIG, 6)]))
+    was = draw(st.sampled_from([CONFIG, other_rules(CONFIG, 3), other_rules(CONFIG, 6), reordered(CONFIG)]))
     decile = draw(st.integers(1, 10))
     placement = Ranked(decile, "ranked: regency 6401 at 2026-11-01T00:00:00Z among 5 families", 7)
     c = was.classify(p, fkp, placement)
     value = c.rank_value if draw(st.booleans()) else c.rank_value * 1.01
     row_decile = c.decile if draw(st.integers(0, 3)) else draw(st.integers(1, 10))  # moved by a re-rank since
+    same_model = draw(st.booleans())  # stored with the configured model and lines: its prediction is read
     r = StoredOutcome(p.family_id, p.sls_id, p.model_dump(mode="json"), value, row_decile, c.decile_basis, 7,
                       int(c.welfare_group), [d.programme for d in c.decisions if d.eligible], c.eligibility,
-                      c.member_eligibility, None if fkp is None else int(fkp))
+                      c.member_eligibility, None if fkp is None else int(fkp), c.predicted if same_model else None)
     now = Ranked(row_decile, c.decile_basis, 7) if value == c.rank_value else CUTS
     return r, now, was
 
@@ -97,7 +104,7 @@ def test_features_of_a_document_are_the_profiles():
         assert features_of(p.model_dump(mode="json")) == features(p), p.family_id
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_the_fast_path_decides_what_the_per_family_classification_decides(data):
     p = data.draw(profiles())
@@ -107,15 +114,14 @@ def test_the_fast_path_decides_what_the_per_family_classification_decides(data):
     fast = judge.judge(r, lambda sls: CUTS)
     fkp = None if r.fkp_group is None else WelfareGroup(r.fkp_group)
     c = CONFIG.classify(p, fkp, placement)  # what the per-family replay stores
-    eligible = [d.programme for d in c.decisions if d.eligible]
-    same = (c.outcome() == (r.welfare_group, r.decile, r.eligibility, r.member_eligibility)
-            and eligible == r.eligible)
+    same = c.outcome() == (r.welfare_group, r.decile, r.eligibility, r.member_eligibility)
     if fast is None:
         assert not same, "an unchanged family was sent the per-family way"
         return
     assert same, "a changed family was called unchanged (it would not be published)"
-    assert (fast.predicted, fast.rank_value, fast.decile, fast.decile_basis, fast.ranking_id) == (
-        c.predicted, c.rank_value, c.decile, c.decile_basis, placement.ranking_id)
+    assert (fast.predicted, fast.rank_value, fast.decile, fast.decile_basis, fast.ranking_id, fast.eligible) == (
+        c.predicted, c.rank_value, c.decile, c.decile_basis, placement.ranking_id,
+        [d.programme for d in c.decisions if d.eligible])
 
 
 def test_a_page_reads_every_stored_family_the_same_with_its_rules_version_alone_changed():

@@ -12,7 +12,8 @@ so that a family it calls unchanged is one the per-family classification would s
 values (tests/test_classify_replay_domain.py checks this over generated profiles).
 
 `ReplayJudge.judge(row, placement_of)` gives, per family, either the columns to store (outcome
-unchanged: the store writes them for a whole page in one statement, nothing is published) or None:
+unchanged: the store writes them for a whole page in one statement, nothing is published; the list of
+eligible programmes too, whose order follows the rules file) or None:
 the outcome changed, or the document is one this path does not read; the replay then classifies
 that family the per-family way (`Config.classify`) and publishes it.
 """
@@ -78,8 +79,9 @@ _ASSETS = {name: a.value for name, a in (
     ("asset_other_land", Asset.OTHER_LAND), ("asset_other_house", Asset.OTHER_HOUSE))}
 
 
-def features_of(doc: dict[str, Any]) -> dict[str, float]:
-    """`model.features` of the profile stored as `doc`, the same values in the same order."""
+def features_of(doc: dict[str, Any], urban: Callable[[str], float] | None = None) -> dict[str, float]:
+    """`model.features` of the profile stored as `doc`, the same values in the same order (`urban`:
+    `model.urban_feature`, looked up once per SLS by the caller)."""
     members = doc["members"]
     n = len(members)
     ages = [m["age"] for m in members]
@@ -125,7 +127,7 @@ def features_of(doc: dict[str, Any]) -> dict[str, float]:
     f["livestock_small"] = float(min(live.get("goat_sheep", 0) + live.get("pig", 0), 50))
     f["internet"] = float(e.get("internet_access", False))
     f["bank_account"] = float(e.get("bank_account", False))
-    f["urban"] = urban_feature(doc["sls_id"])
+    f["urban"] = urban(doc["sls_id"]) if urban is not None else urban_feature(doc["sls_id"])
     return f
 
 
@@ -157,6 +159,7 @@ class StoredOutcome:
     eligibility: dict[str, bool]
     member_eligibility: dict[str, bool]
     fkp_group: int | None  # the latest village consultation decision's group, if any
+    predicted: float | None = None  # the stored prediction when it was made with the configured model and lines
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,7 @@ class Restated:
     decile: int
     decile_basis: str
     ranking_id: int | None
+    eligible: list[str]  # the eligible programmes in the rules' order (a new rules file may order them otherwise)
 
 
 class ReplayJudge:
@@ -181,11 +185,20 @@ class ReplayJudge:
         self.effects = m.regency_effects
         self.intercept = m.intercept
         self.rules = cfg.rules.rules
+        # the store writes the eligible list as one space-separated text: programme codes must be single words
+        self.readable = all(r.programme and not any(c.isspace() for c in r.programme) for r in self.rules)
         self._groups: dict[str, tuple[float, float]] = {}  # sls id -> (poverty line, vulnerability line)
+        self._urbans: dict[str, float] = {}  # sls id -> the PMT's urban feature
+
+    def _urban(self, sls_id: str) -> float:
+        u = self._urbans.get(sls_id)
+        if u is None:
+            u = self._urbans[sls_id] = urban_feature(sls_id)
+        return u
 
     def predicted(self, doc: dict[str, Any]) -> float:
         """`PmtModel.predict(features(p), p.regency)[0]`: the same terms summed in the same order."""
-        feats = features_of(doc)
+        feats = features_of(doc, self._urban)
         terms = [c * feats.get(k, 0.0) for k, c in self.coefficients]
         terms.append(self.effects.get(doc["sls_id"][:4], 0.0))
         return math.exp(self.intercept + sum(terms))
@@ -207,14 +220,19 @@ class ReplayJudge:
     def forget_lines(self) -> None:
         """Drops the poverty lines looked up so far (called per page: memory stays bounded)."""
         self._groups.clear()
+        self._urbans.clear()
 
     def judge(self, r: StoredOutcome, placement_of: Callable[[str], Placement]) -> Restated | None:
         """The columns to store for `r` when its outcome is unchanged, else None (classify it the per-family
         way). `placement_of(sls_id)`: the placement for a family whose rank value changed (the latest
         ranking's cut-points or the model's reference), as the replay gives `Config.classify`."""
+        if not self.readable:
+            return None
         doc = r.profile
         fkp = None if r.fkp_group is None else WelfareGroup(r.fkp_group)
-        predicted = self.predicted(doc)
+        # the configured model and lines computed the stored prediction (and rank value) already: a replay to
+        # new rules alone needs no PMT (versions name their files' content, as every replay assumes)
+        predicted = self.predicted(doc) if r.predicted is None else r.predicted
         group = fkp if fkp is not None else self.group(predicted, r.sls_id)
         if int(group) != r.welfare_group:
             return None
@@ -226,13 +244,14 @@ class ReplayJudge:
             return None
         if fkp is not None:
             basis = basis.removesuffix(fkp_note(basis)) + FKP_NOTE.format(int(fkp))
-        if not self._same_eligibility(r, decile, group):
+        eligible = self._eligible_if_same(r, decile, group)
+        if eligible is None:
             return None
-        return Restated(r.family_id, predicted, value, decile, basis, placement.ranking_id)
+        return Restated(r.family_id, predicted, value, decile, basis, placement.ranking_id, eligible)
 
-    def _same_eligibility(self, r: StoredOutcome, decile: int, group: WelfareGroup) -> bool:
-        """Whether every programme's and member's eligibility (and the stored list of eligible programmes,
-        in the rules' order) is what `Rule.decide` and `Rule.decide_members` decide now."""
+    def _eligible_if_same(self, r: StoredOutcome, decile: int, group: WelfareGroup) -> list[str] | None:
+        """The eligible programmes in the rules' order when every programme's and member's eligibility is
+        what `Rule.decide` and `Rule.decide_members` decide now, else None."""
         members = r.profile["members"]
         comps: dict[str, bool] | None = None
         eligibility: dict[str, bool] = {}
@@ -256,5 +275,5 @@ class ReplayJudge:
                         not pm.school or m["school"] in pm.school)
                     member[f"{rule.programme}:{m.get('line_no') or position}"] = covered
         if eligibility != r.eligibility or member != r.member_eligibility:
-            return False
-        return [p for p, ok in eligibility.items() if ok] == r.eligible
+            return None
+        return [p for p, ok in eligibility.items() if ok]

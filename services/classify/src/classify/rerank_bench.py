@@ -258,7 +258,7 @@ def measure(n: int, *, scope: str, moved_share: float, replay: bool, processes: 
                 rules = yaml.safe_load(settings.rules_file.read_text(encoding="utf-8"))
                 rules["version"] = f"{rules['version']}-bench"
                 path = Path(tmp) / "rules-bench.yaml"
-                path.write_text(yaml.safe_dump(rules), encoding="utf-8")
+                path.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")  # the same order too
                 seconds, rss, r = timed(["classify.replay", "--processes", str(processes)],
                                         {**env, "REGSOSEK_RULES_FILE": str(path)}, postmaster)
             out.append({"what": "replay", "families": n, "scope": None, "processes": processes,
