@@ -31,7 +31,11 @@ versions. The run's families are split by family id into slices (one per process
 command spreads it over); each slice has its own cursor. A family keeps its decile when its
 rank value did not change, else it is placed against the cut-points of the latest ranking
 (or the model's reference). Only families whose welfare group, decile or any programme's
-eligibility changed are published; every row records the new versions. Each batch commits
+eligibility changed are published; every row records the new versions. A batch is read in
+one statement (profiles and FKP groups included) and decided by `replay_domain.ReplayJudge`
+from the stored profile documents, without building models: the families whose outcome
+stays are written in one statement (`RerankStore.restate`); only those whose outcome changed
+are classified the per-family way (`Config.classify`) and published. Each batch commits
 its rows, its events and its slice's cursor together, so an interrupted replay resumes
 every slice after its last committed batch.
 

@@ -6,7 +6,8 @@
 For each size: a database of its own on the PostgreSQL of REGSOSEK_PG_URL_BASE (created, given
 classify's migrations, dropped afterwards unless --keep), N classified families bulk-loaded
 with COPY (copies of a few hundred sample families with ids of their own, so their profiles
-classify as real ones do), their deciles settled to the scope's ranking, then `--moved-share`
+classify as real ones do), their deciles settled to the scope's ranking (each with the
+eligibility its profile has at its settled decile, as the service stores it), then `--moved-share`
 of them moved one decile (what a re-rank has to put back and re-publish). Then, each timed
 as an operator runs it (a process of its own, events left in the outbox: --outbox-only):
 
@@ -22,7 +23,10 @@ per measurement (printed, and as a list in --json):
 "cpu_us_per_family"} (the machine's 1-minute load average when the command ended: the share of the
 cores it had; the command's own CPU time, its workers' included; the database server's CPU time over
 the command's wall time, when the server runs on this machine, else null; and the two together per
-family: the cost that does not depend on how busy the machine is). `bench_rerank(sizes, ...)` is the same from Python.
+family: the cost that does not depend on how busy the machine is). A replay's row adds
+"startup_seconds" and "startup_cpu_seconds": the same command with --max-batches 0 just before (its
+processes started, no family classified), the part of the figures that does not grow with N.
+`bench_rerank(sizes, ...)` is the same from Python.
 The load generator needs the sample generator (regsosek_tools), so this runs from the
 repository's environment, not from the service's image.
 """
@@ -259,12 +263,16 @@ def measure(n: int, *, scope: str, moved_share: float, replay: bool, processes: 
                 rules["version"] = f"{rules['version']}-bench"
                 path = Path(tmp) / "rules-bench.yaml"
                 path.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")  # the same order too
-                seconds, rss, r = timed(["classify.replay", "--processes", str(processes)],
-                                        {**env, "REGSOSEK_RULES_FILE": str(path)}, postmaster)
+                renv = {**env, "REGSOSEK_RULES_FILE": str(path)}
+                # start-up alone first (the run and its slices taken, the workers started, no batch): its CPU
+                start_s, _, start = timed(["classify.replay", "--processes", str(processes), "--max-batches", "0"],
+                                          renv, postmaster)
+                seconds, rss, r = timed(["classify.replay", "--processes", str(processes)], renv, postmaster)
             out.append({"what": "replay", "families": n, "scope": None, "processes": processes,
                         "seconds": round(seconds, 2), "families_per_s": round(n / seconds),
                         "peak_rss_mib": round(rss, 1), "changed": r["changed"], "moved_share": None,
-                        "load_average": os.getloadavg()[0], **_cpu(r, n)})
+                        "load_average": os.getloadavg()[0], **_cpu(r, n),
+                        "startup_seconds": round(start_s, 2), "startup_cpu_seconds": start["cpu_seconds"]})
     finally:
         if not keep:
             asyncio.run(_database(base, name, False))
