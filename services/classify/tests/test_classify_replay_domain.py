@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from classify.app import load_config
 from classify.domain import Config
-from classify.model import RuleSet, features
+from classify.model import MemberRule, RuleSet, features
 from classify.ranking import CutPoints, Placement, Ranked
 from classify.replay_domain import ReplayJudge, StoredOutcome, features_of
 from classify.settings import ClassifySettings
@@ -42,6 +42,13 @@ def other_rules(cfg: Config, max_decile: int) -> Config:
     rules = tuple(dataclasses.replace(r, max_decile=max_decile) if r.programme in ("pkh", "pip") else r
                   for r in cfg.rules.rules)
     return dataclasses.replace(cfg, rules=RuleSet(cfg.rules.version + "-old", rules))
+
+
+def other_member_rules(cfg: Config) -> Config:
+    """PBI-JKN covering members from age 30 only: member decisions differ, the family decisions do not."""
+    rules = tuple(dataclasses.replace(r, per_member=MemberRule(min_age=30)) if r.programme == "pbi_jkn" else r
+                  for r in cfg.rules.rules)
+    return dataclasses.replace(cfg, rules=RuleSet(cfg.rules.version + "-members", rules))
 
 
 def reordered(cfg: Config) -> Config:
@@ -85,7 +92,8 @@ def stored(draw, p: HouseholdProfile) -> tuple[StoredOutcome, Placement, Config]
     """A stored state of `p`: classified with some placement and FKP decision, by these rules or older
     ones, its rank value the same as now or not, maybe with its decile moved since (a re-rank)."""
     fkp = draw(st.sampled_from([None, *WelfareGroup]))
-    was = draw(st.sampled_from([CONFIG, other_rules(CONFIG, 3), other_rules(CONFIG, 6), reordered(CONFIG)]))
+    was = draw(st.sampled_from([CONFIG, other_rules(CONFIG, 3), other_rules(CONFIG, 6), reordered(CONFIG),
+                                  other_member_rules(CONFIG)]))
     decile = draw(st.integers(1, 10))
     placement = Ranked(decile, "ranked: regency 6401 at 2026-11-01T00:00:00Z among 5 families", 7)
     c = was.classify(p, fkp, placement)
