@@ -31,7 +31,11 @@ versions. The run's families are split by family id into slices (one per process
 command spreads it over); each slice has its own cursor. A family keeps its decile when its
 rank value did not change, else it is placed against the cut-points of the latest ranking
 (or the model's reference). Only families whose welfare group, decile or any programme's
-eligibility changed are published; every row records the new versions. Each batch commits
+eligibility changed are published; every row records the new versions. A batch is read in
+one statement (profiles and FKP groups included) and decided by `replay_domain.ReplayJudge`
+from the stored profile documents, without building models: the families whose outcome
+stays are written in one statement (`RerankStore.restate`); only those whose outcome changed
+are classified the per-family way (`Config.classify`) and published. Each batch commits
 its rows, its events and its slice's cursor together, so an interrupted replay resumes
 every slice after its last committed batch.
 
@@ -56,6 +60,7 @@ from classify.domain import Config, StoredFamily
 from classify.model import features
 from classify.publisher import Publisher
 from classify.ranking import Placement, Ranked, partition_of, rank_value
+from classify.replay_domain import ReplayJudge
 from classify.settings import ClassifySettings
 from classify.store import ReplaySlice, RerankRun, RerankStore
 from regsosek.background import run_forever
@@ -263,30 +268,48 @@ class Reclassifier:
         lock); returns this slice's counts."""
         part = ReplayReport(run_id=run.run_id, resumed=run.resumed, versions=run.versions)
         cursor: str | None = s.cursor
+        judge = ReplayJudge(self.config)
+        placements: dict[str, Placement] = {}  # regency -> placement (rankings do not change: the lock is held)
         while cursor is not None and (max_batches is None or part.batches < max_batches):
             async with unit_of_work(pool, "classify", on_commit) as uow:
-                cursor = await self._replay_batch(self.store_for(uow.conn), uow.outbox, s, cursor, batch_size, part)
+                cursor = await self._replay_batch(self.store_for(uow.conn), uow.outbox, s, cursor, batch_size, part,
+                                                  judge, placements)
         return part
 
     async def _replay_batch(self, store: RerankStore, outbox: Outbox, s: ReplaySlice, cursor: str, batch_size: int,
-                            report: ReplayReport) -> str | None:
+                            report: ReplayReport, judge: ReplayJudge, placements: dict[str, Placement]) -> str | None:
         """One batch of the slice after `cursor`, its progress recorded with it; returns the new cursor
-        (None: the slice is finished)."""
-        rows = await store.families_after_for_update(cursor, batch_size, s.upper)
-        if not rows:
+        (None: the slice is finished). Families whose outcome stays are written together (`restate`);
+        those whose outcome changes are classified the per-family way and published."""
+        last, examined, stale = await store.replay_page(cursor, batch_size, s.upper, self.config.versions)
+        if last is None:
             await store.finish_replay_slice(s.run_id, s.slice)
             return None
-        stale = [r for r in rows if r.versions != self.config.versions]
-        changed = await self._reclassify(store, outbox, stale, None)
-        cursor = rows[-1].family_id
-        await store.advance_replay(s.run_id, s.slice, cursor, len(rows), changed)
+        for regency in {r.sls_id[:4] for r in stale} - placements.keys():
+            placements[regency] = await store.placement_for(regency, self.config.model)
+        restated, other = [], []
+        for r in stale:
+            try:
+                same = judge.judge(r, lambda sls: placements[sls[:4]])
+            except (KeyError, TypeError, ValueError):  # a document this path does not read: the per-family way
+                same = None
+            if same is None:
+                other.append(StoredFamily(r.family_id, r.sls_id, r.rank_value, r.decile, r.decile_basis,
+                                          r.ranking_id, r.welfare_group, r.eligibility, ("", "", ""),
+                                          r.member_eligibility))
+            else:
+                restated.append(same)
+        judge.forget_lines()
+        await store.restate(restated, self.config)
+        changed = await self._reclassify(store, outbox, other, None)
+        await store.advance_replay(s.run_id, s.slice, last, examined, changed)
         report.batches += 1
-        report.examined += len(rows)
+        report.examined += examined
         report.reclassified += len(stale)
         report.changed += changed
-        report.total_examined += len(rows)
+        report.total_examined += examined
         report.total_changed += changed
-        return cursor
+        return last
 
 
 # ---------------------------------------------------------------- the service's re-ranks (its background task)

@@ -6,7 +6,8 @@
 For each size: a database of its own on the PostgreSQL of REGSOSEK_PG_URL_BASE (created, given
 classify's migrations, dropped afterwards unless --keep), N classified families bulk-loaded
 with COPY (copies of a few hundred sample families with ids of their own, so their profiles
-classify as real ones do), their deciles settled to the scope's ranking, then `--moved-share`
+classify as real ones do), their deciles settled to the scope's ranking (each with the
+eligibility its profile has at its settled decile, as the service stores it), then `--moved-share`
 of them moved one decile (what a re-rank has to put back and re-publish). Then, each timed
 as an operator runs it (a process of its own, events left in the outbox: --outbox-only):
 
@@ -18,9 +19,14 @@ Peak RSS is the command's: the kernel's high-water mark (VmHWM) of the process, 
 replay worker, read every 0.2 s while it runs (the largest of them). Output: one JSON object
 per measurement (printed, and as a list in --json):
 {"what": "rerank"|"replay", "families": N, "scope", "processes", "seconds", "families_per_s",
-"peak_rss_mib", "changed", "moved_share", "load_average", "cpu_seconds"} (the machine's
-1-minute load average when the command ended: the share of the cores it had; the command's own
-CPU time, its workers' included, the database's not). `bench_rerank(sizes, ...)` is the same from Python.
+"peak_rss_mib", "changed", "moved_share", "load_average", "cpu_seconds", "db_cpu_seconds",
+"cpu_us_per_family"} (the machine's 1-minute load average when the command ended: the share of the
+cores it had; the command's own CPU time, its workers' included; the database server's CPU time over
+the command's wall time, when the server runs on this machine, else null; and the two together per
+family: the cost that does not depend on how busy the machine is). A replay's row adds
+"startup_seconds" and "startup_cpu_seconds": the same command with --max-batches 0 just before (its
+processes started, no family classified), the part of the figures that does not grow with N.
+`bench_rerank(sizes, ...)` is the same from Python.
 The load generator needs the sample generator (regsosek_tools), so this runs from the
 repository's environment, not from the service's image.
 """
@@ -45,7 +51,7 @@ import yaml
 
 from classify import app
 from classify.domain import Config
-from classify.ranking import reference_placement
+from classify.ranking import Ranked, reference_placement
 from classify.settings import ClassifySettings
 from classify.store import PARTITION_SQL
 from regsosek import db
@@ -59,14 +65,16 @@ _COLUMNS = ("family_id", "sls_id", "submission_id", "version", "profile", "predi
 _MARK = "99999999999999-9999-999"  # a template's family id, replaced by each copy's
 
 
-def templates(cfg: Config, seed: int = 16) -> list[tuple[str, str, tuple]]:
-    """(sls id, profile JSON with _MARK as family id, the classification's columns) of sample families."""
+def templates(cfg: Config, seed: int = 16) -> tuple[list[tuple[str, str, tuple]], list[tuple]]:
+    """(sls id, profile JSON with _MARK as family id, the classification's columns) of sample families, and
+    each template's eligibility at each decile (template, decile, eligible, eligibility, member eligibility):
+    what its copies store once their deciles are settled."""
     from regsosek.contracts import household_profile
     from regsosek_tools.sample import generate
 
     placement = reference_placement(cfg.model.version, cfg.model.decile_cutpoints)
-    out = []
-    for iv in generate(seed, TEMPLATES).interviews:
+    out, outcomes = [], []
+    for t, iv in enumerate(generate(seed, TEMPLATES).interviews):
         p = household_profile(iv)
         c = cfg.classify(p, None, placement)
         doc = p.model_dump(mode="json")
@@ -75,7 +83,11 @@ def templates(cfg: Config, seed: int = 16) -> list[tuple[str, str, tuple]]:
                 [d.programme for d in c.decisions if d.eligible], c.rank_value, c.decile_basis, cfg.lines.version,
                 orjson.dumps(c.eligibility).decode(), None, orjson.dumps(c.member_eligibility).decode())
         out.append((p.sls_id, orjson.dumps(doc).decode(), cols))
-    return out
+        for decile in range(1, 11):
+            d = cfg.classify(p, None, Ranked(decile, c.decile_basis))
+            outcomes.append((t, decile, [x.programme for x in d.decisions if x.eligible],
+                             orjson.dumps(d.eligibility).decode(), orjson.dumps(d.member_eligibility).decode()))
+    return out, outcomes
 
 
 def family_rows(n: int, tpl: list[tuple[str, str, tuple]]) -> Iterator[tuple]:
@@ -91,18 +103,27 @@ def family_rows(n: int, tpl: list[tuple[str, str, tuple]]) -> Iterator[tuple]:
 
 async def load(dsn: str, n: int, scope: str, moved_share: float, cfg: Config) -> None:
     """N families by COPY, their deciles settled to the scope's ranking, then `moved_share` of them moved."""
-    tpl = templates(cfg)
+    tpl, outcomes = templates(cfg)
     conn = await asyncpg.connect(dsn)  # jsonb as text: the profiles are JSON already
     try:
         rows = family_rows(n, tpl)
         while chunk := [r for _, r in zip(range(COPY_CHUNK), rows, strict=False)]:
             await conn.copy_records_to_table("families", records=chunk, columns=_COLUMNS)
+        await conn.execute("create temporary table outcomes (template int, decile int, eligible text[], "
+                           "eligibility text, member_eligibility text, primary key (template, decile))")
+        await conn.copy_records_to_table("outcomes", records=outcomes)
         p = PARTITION_SQL[scope]
+        # each family's decile settled to the ranking, with its template's eligibility at that decile (the
+        # template: the family's number in the load, from its submission id, modulo TEMPLATES)
         await conn.execute(
-            f"update families f set decile = r.decile from (select family_id, ((row_number() over w - 1) * 10 "
-            f"/ count(*) over (partition by {p}) + 1)::int as decile from families "
-            f"window w as (partition by {p} order by rank_value, family_id)) r "
-            "where f.family_id = r.family_id and f.decile <> r.decile", timeout=7200)
+            f"update families f set decile = r.decile, eligible = o.eligible, eligibility = o.eligibility::jsonb, "
+            f"member_eligibility = o.member_eligibility::jsonb from (select family_id, submission_id, "
+            f"((row_number() over w - 1) * 10 / count(*) over (partition by {p}) + 1)::int as decile from families "
+            f"window w as (partition by {p} order by rank_value, family_id)) r join outcomes o on o.decile = r.decile "
+            f"and o.template = (('x' || right(replace(r.submission_id::text, '-', ''), 8))::bit(32)::int - 1) "
+            f"% {TEMPLATES} where f.family_id = r.family_id "
+            "and (f.decile <> r.decile or f.eligibility <> o.eligibility::jsonb or f.eligible <> o.eligible "
+            "or f.member_eligibility <> o.member_eligibility::jsonb)", timeout=7200)
         await conn.execute("update families set decile = case when decile = 10 then 9 else decile + 1 end "
                            "where (hashtext(family_id) & 1023) < $1", round(moved_share * 1024), timeout=7200)
         await conn.execute("vacuum analyze families", timeout=7200)
@@ -134,6 +155,38 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+async def postmaster_pid(dsn: str) -> int | None:
+    """The PostgreSQL server's process when it runs on this machine (None when it does not)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend = await conn.fetchval("select pg_backend_pid()")
+        fields = _stat(backend)
+        return None if fields is None else int(fields[1])
+    finally:
+        await conn.close()
+
+
+def server_cpu_seconds(postmaster: int | None) -> float | None:
+    """CPU time of the database server so far: its live backends' and workers' and, through the postmaster's
+    children's counters, those that have exited (None: the server is not on this machine)."""
+    fields = None if postmaster is None else _stat(postmaster)
+    if fields is None:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
+    for c in _children(postmaster):
+        if (cf := _stat(c)) is not None:
+            total += (int(cf[11]) + int(cf[12])) / tick
+    return total
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -141,11 +194,14 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def timed(args: list[str], env: dict[str, str]) -> tuple[float, float, dict]:
-    """Runs a command; (wall seconds, peak RSS MiB, its JSON report with "cpu_seconds" added). The peak is the
-    kernel's high-water mark of each process, read every RSS_POLL_S while it runs (the last reading before
-    it exits counts), as is the CPU time (that of the database's backends is not included)."""
+def timed(args: list[str], env: dict[str, str], postmaster: int | None = None) -> tuple[float, float, dict]:
+    """Runs a command; (wall seconds, peak RSS MiB, its JSON report with "cpu_seconds" and "db_cpu_seconds"
+    added). The peak is the kernel's high-water mark of each process, read every RSS_POLL_S while it runs (the
+    last reading before it exits counts), as is the CPU time; the database server's CPU time over the same
+    wall time is read from its processes (`postmaster`, when on this machine: every backend of the server,
+    autovacuum included)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        db_before = server_cpu_seconds(postmaster)
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", *args, "--json", "--outbox-only"], env=env, stdout=out,
                                 stderr=err)
@@ -155,12 +211,14 @@ def timed(args: list[str], env: dict[str, str]) -> tuple[float, float, dict]:
             cpu = max(cpu, cpu_seconds(proc.pid))
             time.sleep(RSS_POLL_S)
         seconds = time.perf_counter() - start
+        db_after = server_cpu_seconds(postmaster)
         out.seek(0)
         err.seek(0)
         if proc.returncode != 0:
             raise RuntimeError(f"{args[0]} exited {proc.returncode}: {err.read().decode()[-2000:]}")
         report = json.loads(out.read().decode().strip().splitlines()[-1])
-    return seconds, rss, {**report, "cpu_seconds": round(cpu, 1)}
+    db = None if db_before is None or db_after is None else round(db_after - db_before, 1)
+    return seconds, rss, {**report, "cpu_seconds": round(cpu, 1), "db_cpu_seconds": db}
 
 
 async def _database(base: str, name: str, create: bool) -> None:
@@ -194,26 +252,39 @@ def measure(n: int, *, scope: str, moved_share: float, replay: bool, processes: 
     try:
         asyncio.run(_migrate(dsn))
         asyncio.run(load(dsn, n, scope, moved_share, cfg))
-        seconds, rss, r = timed(["classify.rerank", "--scope", scope], env)
+        postmaster = asyncio.run(postmaster_pid(dsn))
+        seconds, rss, r = timed(["classify.rerank", "--scope", scope], env, postmaster)
         out.append({"what": "rerank", "families": n, "scope": scope, "processes": 1, "seconds": round(seconds, 2),
                     "families_per_s": round(n / seconds), "peak_rss_mib": round(rss, 1), "changed": r["changed"],
-                    "moved_share": moved_share, "load_average": os.getloadavg()[0], "cpu_seconds": r["cpu_seconds"]})
+                    "moved_share": moved_share, "load_average": os.getloadavg()[0], **_cpu(r, n)})
         if replay:
             with tempfile.TemporaryDirectory() as tmp:
                 rules = yaml.safe_load(settings.rules_file.read_text(encoding="utf-8"))
                 rules["version"] = f"{rules['version']}-bench"
                 path = Path(tmp) / "rules-bench.yaml"
-                path.write_text(yaml.safe_dump(rules), encoding="utf-8")
-                seconds, rss, r = timed(["classify.replay", "--processes", str(processes)],
-                                        {**env, "REGSOSEK_RULES_FILE": str(path)})
+                path.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")  # the same order too
+                renv = {**env, "REGSOSEK_RULES_FILE": str(path)}
+                # start-up alone first (the run and its slices taken, the workers started, no batch): its CPU
+                start_s, _, start = timed(["classify.replay", "--processes", str(processes), "--max-batches", "0"],
+                                          renv, postmaster)
+                seconds, rss, r = timed(["classify.replay", "--processes", str(processes)], renv, postmaster)
             out.append({"what": "replay", "families": n, "scope": None, "processes": processes,
                         "seconds": round(seconds, 2), "families_per_s": round(n / seconds),
                         "peak_rss_mib": round(rss, 1), "changed": r["changed"], "moved_share": None,
-                        "load_average": os.getloadavg()[0], "cpu_seconds": r["cpu_seconds"]})
+                        "load_average": os.getloadavg()[0], **_cpu(r, n),
+                        "startup_seconds": round(start_s, 2), "startup_cpu_seconds": start["cpu_seconds"]})
     finally:
         if not keep:
             asyncio.run(_database(base, name, False))
     return out
+
+
+def _cpu(report: dict, n: int) -> dict:
+    """The command's and the database's CPU seconds, and their sum per family in µs (the machine-share-free
+    cost: 20,000 families/s on two cores is at most 100 µs a family)."""
+    total = report["cpu_seconds"] + (report["db_cpu_seconds"] or 0.0)
+    return {"cpu_seconds": report["cpu_seconds"], "db_cpu_seconds": report["db_cpu_seconds"],
+            "cpu_us_per_family": round(total / n * 1e6, 1)}
 
 
 def bench_rerank(sizes: list[int], *, replay_sizes: list[int] | None = None, scope: str = "regency",

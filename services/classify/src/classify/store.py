@@ -44,12 +44,14 @@ from classify.ranking import (
     partition_of,
     reference_placement,
 )
+from classify.replay_domain import Restated, StoredOutcome
 from regsosek import audit
 from regsosek.contracts import FamilyErased, FkpAdjustment, FkpDecisionRecorded, HouseholdProfile, WelfareGroup
 from regsosek.envelope import encode
 
 LOCK = 7316101  # one re-rank or replay at a time in a classify database
 SCHEDULE_LOCK = 7316102  # one instance at a time asks for the scheduled re-rank
+RANKING_WORK_MEM = "256MB"  # the database's sort memory while taking a ranking (spills to disk beyond)
 LONG_STATEMENT_S = 3600.0  # statements over a whole scope (taking a ranking): beyond the pool's command timeout
 
 
@@ -516,10 +518,13 @@ class RerankStore(ClassifyStore):
             args += [partition_of(scope, area), area]
             where = f"where {PARTITION_SQL[scope]} = $2"
             kept = f"where substr(sls_id, 1, {PARTITION_LENGTH['regency']}) = $3"
+        # the sort of the scope in memory rather than in temporary files (the database's memory, for this
+        # transaction only); the snapshot inserted in its key's order (appended to its index, not scattered)
+        await self.conn.execute(f"set local work_mem = '{RANKING_WORK_MEM}'")
         deciles = await self.conn.fetch(
             f"with ranked as materialized ({_ranked_sql(scope, where)}), "
             f"kept as (insert into rerank_members (run_id, family_id, partition, rank_value, decile) "
-            f"select $1, family_id, partition, rank_value, decile from ranked {kept}) "
+            f"select $1, family_id, partition, rank_value, decile from ranked {kept} order by family_id) "
             "select partition, decile, count(*)::int as families, max(rank_value) as top "
             "from ranked group by 1, 2 order by 1, 2", *args, timeout=LONG_STATEMENT_S)
         by_partition: dict[str, dict[int, tuple[int, float]]] = {}
@@ -666,6 +671,49 @@ class RerankStore(ClassifyStore):
             _STORED + " where family_id > $1 and ($3::text is null or family_id <= $3) order by family_id limit $2 "
             "for update", cursor, limit, upper)
         return [_stored(r) for r in rows]
+
+    async def replay_page(self, cursor: str, limit: int, upper: str | None,
+                          versions: tuple[str, str, str]) -> tuple[str | None, int, list[StoredOutcome]]:
+        """The next `limit` families in id order after `cursor` (up to `upper`, if given), their rows locked, in
+        one statement: (the last family id, None if none; how many; those classified with other versions than
+        `versions`, each with its profile document, latest FKP decision's group, and its prediction when made with
+        the same model and lines versions)."""
+        rows = await self.conn.fetch(
+            "select f.family_id, f.sls_id, f.rank_value, f.decile, f.decile_basis, f.ranking_id, f.welfare_group, "
+            "f.eligible, f.eligibility, f.member_eligibility, "
+            "case when stale then f.profile end as profile, "
+            "case when (f.model_version, f.lines_version) = ($4, $5) then f.predicted end as predicted, "
+            "case when stale then (select a.welfare_group from fkp_adjustments a where a.family_id = f.family_id "
+            "  order by a.decided_at desc, a.received_at desc limit 1) end as fkp_group, stale "
+            "from (select family_id from families where family_id > $1 and ($3::text is null or family_id <= $3) "
+            "      order by family_id limit $2) page "
+            "join families f using (family_id), "
+            "lateral (select (f.model_version, f.lines_version, f.rule_version) is distinct from ($4, $5, $6) "
+            "         as stale) s "
+            "order by f.family_id for update of f", cursor, limit, upper, *versions)
+        if not rows:
+            return None, 0, []
+        return rows[-1]["family_id"], len(rows), [
+            StoredOutcome(r["family_id"], r["sls_id"], r["profile"], r["rank_value"], r["decile"], r["decile_basis"],
+                          r["ranking_id"], r["welfare_group"], r["eligible"], r["eligibility"],
+                          r["member_eligibility"], r["fkp_group"], r["predicted"]) for r in rows if r["stale"]]
+
+    async def restate(self, rows: Sequence[Restated], cfg: Config) -> None:
+        """Families whose outcome a replay found unchanged: their rank value, decile basis, ranking and list of
+        eligible programmes (what may move without changing the outcome) and the configured versions, in one
+        statement (programme codes are single words: the list goes as one space-separated text a family)."""
+        if rows:
+            await self.conn.execute(
+                "update families f set predicted = u.predicted, rank_value = u.rank_value, "
+                "decile_basis = u.decile_basis, ranking_id = u.ranking_id, "
+                "eligible = string_to_array(u.eligible, ' '), model_version = $7, lines_version = $8, "
+                "rule_version = $9, updated_at = now() "
+                "from unnest($1::text[], $2::float8[], $3::float8[], $4::text[], $5::bigint[], $6::text[]) "
+                "as u(family_id, predicted, rank_value, decile_basis, ranking_id, eligible) "
+                "where f.family_id = u.family_id",
+                [r.family_id for r in rows], [r.predicted for r in rows], [r.rank_value for r in rows],
+                [r.decile_basis for r in rows], [r.ranking_id for r in rows], [" ".join(r.eligible) for r in rows],
+                *cfg.versions)
 
     async def advance_replay(self, run_id: int, slice_no: int, cursor: str, examined: int, changed: int) -> None:
         await self.conn.execute(
