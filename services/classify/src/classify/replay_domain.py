@@ -52,10 +52,11 @@ from regsosek.contracts.interview import (
 # The enum values as the documents hold them (model_dump(mode="json")).
 _FEMALE = Sex.FEMALE.value
 _HEAD = Relationship.HEAD.value
-_SD, _SMP, _SMA = Diploma.SD.value, Diploma.SMP.value, Diploma.SMA.value
-_TERTIARY = {Diploma.D1_D3.value, Diploma.D4_S1.value, Diploma.S2_S3.value}
+_SD, _SMP = Diploma.SD.value, Diploma.SMP.value
+_SENIOR_SECONDARY = {d.value for d in Diploma if d.senior_secondary}  # the contract says which codes
+_TERTIARY = {d.value for d in Diploma if d.tertiary}
 _EMPLOYEE = JobStatus.EMPLOYEE.value
-_AGRICULTURE = Industry.AGRICULTURE.value
+_AGRICULTURAL = {i.value for i in Industry if i.agricultural}  # KBLI section A, any sub-sector
 _EARTH = FloorMaterial.EARTH.value
 _MASONRY = WallMaterial.MASONRY.value
 _THATCH_BAMBOO = {RoofMaterial.THATCH.value, RoofMaterial.BAMBOO.value}
@@ -69,7 +70,7 @@ _VA_1300_PLUS = {InstalledPower.VA_1300.value, InstalledPower.VA_2200.value, Ins
 _WOOD_CHARCOAL = {CookingFuel.WOOD.value, CookingFuel.CHARCOAL_BRIQUETTE.value}
 _LPG_LARGE_ELECTRIC = {CookingFuel.LPG_5_5_KG_OR_MORE.value, CookingFuel.ELECTRICITY.value}
 _ATTENDING = SchoolParticipation.ATTENDING.value
-_SEVERE = {DifficultyLevel.A_LOT.value, DifficultyLevel.CANNOT.value}
+_SEVERE = {d.value for d in DifficultyLevel if d.disability}
 _NO_DIFFICULTY = DifficultyLevel.NONE.value
 _ASSETS = {name: a.value for name, a in (
     ("asset_refrigerator", Asset.REFRIGERATOR), ("asset_air_conditioner", Asset.AIR_CONDITIONER),
@@ -100,11 +101,11 @@ def features_of(doc: dict[str, Any], urban: Callable[[str], float] | None = None
         "head_female": float(head["sex"] == _FEMALE),
         "head_diploma_sd": float(dip == _SD),
         "head_diploma_smp": float(dip == _SMP),
-        "head_diploma_sma": float(dip == _SMA),
+        "head_diploma_sma": float(dip in _SENIOR_SECONDARY),
         "head_diploma_tertiary": float(dip in _TERTIARY),
         "head_works": float(head["worked_last_week"]),
         "head_employee": float(head.get("job_status") == _EMPLOYEE),
-        "head_agriculture": float(head.get("industry") == _AGRICULTURE),
+        "head_agriculture": float(head.get("industry") in _AGRICULTURAL),
         "share_working": sum(m["worked_last_week"] for m in members) / n,
         "log_floor_area_per_capita": math.log(max(h["floor_area_m2"] / n, 1.0)),
         "floor_earth": float(h["floor"] == _EARTH),
