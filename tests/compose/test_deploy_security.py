@@ -107,6 +107,15 @@ def test_the_keda_and_operator_users_stay_narrow():
     assert "dead-letter" not in {n for t, n, p, op in operator if op == "Write"}
 
 
+def test_the_operator_may_redrive_a_dead_letter_of_every_consumed_topic():
+    """A dead letter goes back to the topic it came from: every topic some service consumes, and no other."""
+    consumed = {t for svc in SERVICES for t in consumed_by(svc)} - {"dead-letter"}
+    operator = _acls("regsosek-operator")
+    write = {n for t, n, p, op in operator if t == "topic" and op == "Write"}
+    assert write == consumed, f"missing {sorted(consumed - write)}, extra {sorted(write - consumed)}"
+    assert {n for t, n, p, op in operator if op == "Describe" and t == "topic"} == write | {"dead-letter"}
+
+
 def test_every_deployment_uses_its_own_kafka_user_over_tls_and_verifies_postgres():
     config = _config()
     assert config["REGSOSEK_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
