@@ -158,6 +158,7 @@ class Reclassifier:
         for r in rows:
             p = HouseholdProfile.model_validate(docs[r.family_id])
             group = fkp.get(r.family_id)
+            placement: Placement
             if placement_of is None:
                 if value_of(cfg, p, group) == r.rank_value:  # same place among the others: keep decile and basis
                     placement = Ranked(r.decile, r.decile_basis, r.ranking_id)

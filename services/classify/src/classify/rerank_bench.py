@@ -177,7 +177,7 @@ def server_cpu_seconds(postmaster: int | None) -> float | None:
     """CPU time of the database server so far: its live backends' and workers' and, through the postmaster's
     children's counters, those that have exited (None: the server is not on this machine)."""
     fields = None if postmaster is None else _stat(postmaster)
-    if fields is None:
+    if postmaster is None or fields is None:
         return None
     tick = os.sysconf("SC_CLK_TCK")
     total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick

@@ -393,7 +393,7 @@ PROGRESS_FIELDS = ("expected", "interviewed", "verified", "flagged", "refused", 
 
 
 def total(area: str, rows: list[Progress]) -> Progress:
-    return Progress(area, *(sum(getattr(r, f) for r in rows) for f in PROGRESS_FIELDS), sls=sum(r.sls for r in rows))
+    return Progress(area=area, sls=sum(r.sls for r in rows), **{f: sum(getattr(r, f) for r in rows) for f in PROGRESS_FIELDS})
 
 
 # ---------------------------------------------------------------- small counts (who sees exact figures)

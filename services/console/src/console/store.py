@@ -220,7 +220,7 @@ class ConsoleStore:
                    dissolved, r_not_found + f_not_found not_found, no_respondent
               from j order by 1""",
             _patterns(scope), area + "%", code_length)
-        return [Progress(r["area"], *(int(r[f]) for f in PROGRESS_FIELDS), sls=int(r["sls"])) for r in rows]
+        return [Progress(area=r["area"], sls=int(r["sls"]), **{f: int(r[f]) for f in PROGRESS_FIELDS}) for r in rows]
 
     async def daily_interviews(self, area: str, scope: Scope) -> list[tuple[date, int]]:
         """Interviews per fieldwork day (the interview's own date, WITA), summed from the per-SLS day counters."""

@@ -184,7 +184,7 @@ def _submission_routes(r: APIRouter, handlers: IntakeHandlers, settings: IntakeS
 
 
 async def upload(handlers: IntakeHandlers, settings: IntakeSettings, request: Request, items: list[dict[str, Any]],
-                 principal: Principal) -> JSONResponse:
+                 principal: Principal) -> JSONResponse | dict[str, list[dict | None]]:
     """A batch's items, each answered alone (422, 403, 409, 410, or its receipt); every valid one
     handed over at once (IntakeHandlers.submit_interviews)."""
     if len(items) > settings.max_batch_items:

@@ -149,7 +149,8 @@ def _subscription_routes(router: APIRouter, programme, settings: NotifySettings,
     async def get_subscription(request: Request, sub_id: UUID, principal: Principal = programme):
         row = await _owned(stores, request, sub_id, principal)
         async with stores(request) as store:
-            (lag,) = await store.lag(sub_id) or [None]
+            lags = await store.lag(sub_id)
+            lag = lags[0] if lags else None
             last = await store.last_attempt(sub_id)
             recent = await store.recent_latency(sub_id)
         return {**_out(row), **_figures(row, lag, last, recent)}

@@ -288,7 +288,8 @@ class DciApi:
         """The search_response items of a search message, and per reference id what txn status tells."""
         principal = call.principal
         items = dd.items_of(call.message, "search_request")
-        out, detail = [], {}
+        out: list[dict] = []
+        detail: dict[str, dict[str, Any]] = {}
         for it in items:
             now = _now()
             ref = it["reference_id"]
@@ -301,7 +302,8 @@ class DciApi:
                 detail[ref] = {"status": "rjct", "code": r.code}
                 continue
             if not principal.areas or not principal.programmes:
-                decisions, total = [], 0  # a token without areas or programmes sees nothing
+                decisions: list[dict] = []  # a token without areas or programmes sees nothing
+                total = 0
             else:
                 decisions, total = await store.search_registry(criteria.conditions, principal.areas,
                                                                criteria.sort, criteria.page_size, criteria.offset)

@@ -438,6 +438,7 @@ def parse_criteria(criteria: object, *, token_programmes: tuple[str, ...], token
 def conditions_of(query_type: object, query: object, where: str, code: str,
                   nik_lookup: NikLookup | None = None) -> tuple[Term, ...]:
     """The terms (all of which must hold) of an idtype-value, expression or predicate query; Rejected else."""
+    conds: tuple[Term, ...]
     if query_type == "idtype-value":
         if not isinstance(query, dict) or not isinstance(query.get("type"), str):
             raise Rejected(code, f"{where}.query: idtype-value needs type and value")
@@ -565,10 +566,10 @@ def _expression(e: object, where: str, code: str) -> Condition:
 
 
 def _condition(attr: object, op: object, value: object, where: str, code: str) -> Condition:
-    if attr not in ATTRIBUTES:
+    if not isinstance(attr, str) or attr not in ATTRIBUTES:
         raise Rejected(code, f"{where}: attribute {attr!r} is not searchable; attributes are {', '.join(ATTRIBUTES)}")
     ops, kind = ATTRIBUTES[attr]
-    if op not in ops:
+    if not isinstance(op, str) or op not in ops:
         raise Rejected(code, f"{where}: {attr} takes the operators {', '.join(sorted(ops))}")
     values = value if op == "in" else [value]
     if not isinstance(values, list) or not 1 <= len(values) <= 500:
@@ -638,6 +639,7 @@ def _pagination(p: object) -> tuple[int, int]:
     for name, v, hi in (("page_size", size, MAX_PAGE_SIZE), ("page_number", number, 10_000_000)):
         if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or not 1 <= v <= hi:
             raise Rejected("rjct.pagination.invalid", f"pagination.{name}: an integer from 1 to {hi} (pages count from 1)")
+    assert isinstance(size, int | float) and isinstance(number, int | float)  # checked just above
     return int(size), int(number)
 
 

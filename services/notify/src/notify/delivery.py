@@ -17,6 +17,7 @@ it: a re-send or a replay requeues deliveries in the store, and the worker finds
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -58,6 +59,11 @@ SUSPENDED = Gauge("regsosek_notify_suspended", "1 when the subscription is suspe
                   ["subscription"])
 
 
+
+
+def _forget(inflight: dict, sub_id, _task: asyncio.Task) -> None:
+    """A subscription's drain finished: it may be drained again."""
+    inflight.pop(sub_id, None)
 
 
 def lease_for(s: NotifySettings) -> timedelta:
@@ -102,7 +108,7 @@ class DeliveryWorker:
                         continue
                     task = asyncio.create_task(self._drain(runtime, client, sub_id, worker), name=f"deliver-{sub_id}")
                     inflight[sub_id] = task
-                    task.add_done_callback(lambda _t, k=sub_id: inflight.pop(k, None))
+                    task.add_done_callback(functools.partial(_forget, inflight, sub_id))
                 await asyncio.sleep(s.delivery_idle_poll_s)
 
             try:

@@ -61,10 +61,10 @@ def outcome_of(status: int | None, ack: bool) -> Outcome:
 
 def retry_delay(attempt: int, base: float, cap: float, retry_after: str | None = None, rng: random.Random | None = None) -> float:
     """Exponential backoff with full jitter; a Retry-After header wins when longer."""
-    rng = rng or random
+    uniform = (rng or random).uniform
     # The exponent is bounded: attempts keep counting through long outages and resumes,
     # and 2.0 ** 1024 would overflow a float.
-    delay = rng.uniform(0, min(cap, base * (2.0 ** min(max(attempt - 1, 0), 64))))
+    delay = uniform(0, min(cap, base * (2.0 ** min(max(attempt - 1, 0), 64))))
     hinted = _retry_after_seconds(retry_after)
     return min(cap, max(delay, hinted)) if hinted is not None else delay
 

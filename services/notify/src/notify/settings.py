@@ -91,8 +91,10 @@ class NotifySettings(TokenSettings):
 
     @model_validator(mode="after")
     def _load_webhook_keys(self) -> NotifySettings:
-        keys = [_signing_key("REGSOSEK_WEBHOOK_SIGNING_KEY", self.webhook_signing_key, self.webhook_signing_key_file,
-                             self.webhook_signing_key_id, self.env, "current", required=True)]
+        current = _signing_key("REGSOSEK_WEBHOOK_SIGNING_KEY", self.webhook_signing_key, self.webhook_signing_key_file,
+                               self.webhook_signing_key_id, self.env, "current", required=True)
+        assert current is not None  # required=True: a missing current key raised already
+        keys = [current]
         previous = _signing_key("REGSOSEK_WEBHOOK_PREVIOUS_SIGNING_KEY", self.webhook_previous_signing_key,
                                 self.webhook_previous_signing_key_file, self.webhook_previous_signing_key_id,
                                 self.env, "previous", required=False)
