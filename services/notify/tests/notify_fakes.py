@@ -12,7 +12,16 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from notify.dci_domain import holds
-from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription, SealedIdentities
+from notify.domain import (
+    Attempt,
+    AttemptRecord,
+    AttemptState,
+    DeliveryPlan,
+    FamilyState,
+    Filters,
+    LiveSubscription,
+    SealedIdentities,
+)
 from regsosek import audit
 from regsosek.contracts.identities import identity_aad
 from regsosek.crypto import Keyring
@@ -262,52 +271,44 @@ class InMemoryNotifyStore:
         return [{k: d[k] for k in ("id", "event_id", "event_type", "payload", "traceparent", "attempts", "created_at")}
                 for d in self._of(sub_id, "pending")][:limit]
 
-    async def log_attempt(self, sub_id: UUID, message_id: str, events: int, status: int | None, latency_ms: float,
-                          error: str | None, outcome: str) -> None:
+    async def attempt_state(self, sub_id: UUID, ids: list[int]) -> AttemptState:
+        s = self.subscriptions[sub_id]
+        pending = frozenset(d["id"] for d in self.deliveries if d["id"] in ids and d["status"] == "pending")
+        return AttemptState(s["status"], s["owner"], s["consecutive_failures"], pending)
+
+    async def save_attempt(self, sub_id: UUID, worker: UUID, message_id: str, events: int, latency_ms: float,
+                           attempt: Attempt, record: AttemptRecord) -> None:
         self.attempts.append({"subscription_id": sub_id, "message_id": message_id, "events": events,
-                              "status_code": status, "latency_ms": latency_ms,
-                              "error": error[:1000] if error else None, "outcome": outcome, "at": _now()})
-
-    async def mark_delivered(self, sub_id: UUID, ids: list[int], status: int | None) -> tuple[set[int], str]:
-        done = set()
+                              "status_code": attempt.status, "latency_ms": latency_ms,
+                              "error": attempt.error[:1000] if attempt.error else None,
+                              "outcome": attempt.outcome.value, "at": _now()})
+        delivered = record.deliveries == "delivered"
+        n = 0
         for d in self.deliveries:
-            if d["id"] in ids and d["status"] == "pending":
-                d.update(status="delivered", attempts=d["attempts"] + 1, last_status=status, last_error=None,
-                         delivered_at=_now())
-                done.add(d["id"])
+            if d["id"] in record.ids and d["status"] == "pending":
+                d.update(status=record.deliveries, attempts=d["attempts"] + 1, last_status=attempt.status,
+                         last_error=None if delivered else attempt.error)
+                if delivered:
+                    d["delivered_at"] = _now()
+                n += 1
         s = self.subscriptions[sub_id]
-        s.update(consecutive_failures=0, delivered_total=s["delivered_total"] + len(done))
-        return done, s["owner"]
-
-    async def mark_dead(self, ids: list[int], status: int | None, error: str | None) -> None:
-        for d in self.deliveries:
-            if d["id"] in ids and d["status"] == "pending":
-                d.update(status="dead", attempts=d["attempts"] + 1, last_status=status, last_error=error)
-
-    async def mark_failed(self, sub_id: UUID, ids: list[int], status: int | None, error: str | None) -> int:
-        for d in self.deliveries:
-            if d["id"] in ids and d["status"] == "pending":
-                d.update(attempts=d["attempts"] + 1, last_status=status, last_error=error)
-        s = self.subscriptions[sub_id]
-        s["consecutive_failures"] += 1
-        return s["consecutive_failures"]
+        s.update(consecutive_failures=record.failures, delivered_total=s["delivered_total"] + (n if delivered else 0),
+                 attempts_total=s["attempts_total"] + 1,
+                 failed_attempts_total=s["failed_attempts_total"] + int(record.failed), last_attempt_at=_now())
+        if record.retry_in is not None:
+            s["next_attempt_at"] = _now() + record.retry_in
+        if record.suspend and s["status"] == "active":
+            s.update(status="suspended", updated_at=_now())
+        if s["lease_owner"] == worker:
+            s["lease_owner"] = None
 
     async def retry_after(self, sub_id: UUID, wait: timedelta) -> None:
         self.subscriptions[sub_id]["next_attempt_at"] = _now() + wait
 
-    async def suspend(self, sub_id: UUID) -> bool:
-        s = self.subscriptions[sub_id]
-        if s["status"] != "active":
-            return False
-        s.update(status="suspended", updated_at=_now())
-        return True
-
-    async def end_attempt(self, sub_id: UUID, worker: UUID, *, failed: bool) -> None:
-        s = self.subscriptions[sub_id]
-        s.update(attempts_total=s["attempts_total"] + 1, failed_attempts_total=s["failed_attempts_total"] + int(failed),
-                 last_attempt_at=_now())
-        if s["lease_owner"] == worker:
-            s["lease_owner"] = None
+    async def hold_off(self, sub_id: UUID, worker: UUID, wait: timedelta) -> None:
+        s = self.subscriptions.get(sub_id)
+        if s is not None and s["lease_owner"] in (None, worker):
+            s.update(next_attempt_at=max(s["next_attempt_at"], _now() + wait), lease_owner=None)
 
     async def expire_delivered_payloads(self, before: datetime, limit: int) -> int:
         old = sorted((d for d in self.deliveries if d["status"] == "delivered" and d["payload"] is not None

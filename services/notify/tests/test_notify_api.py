@@ -69,7 +69,7 @@ async def test_redeliver_requeues_dead_letters_and_names_the_field_it_needs(api,
     sub_id = next(iter(store.subscriptions))
     await apply(NotifyHandlers(ACCESS, store_for=lambda uow: store), decided(1, {"pkh": True}))
     (delivery,) = queued(store, sub_id)
-    await store.mark_dead([delivery["id"]], 400, "refused")
+    delivery.update(status="dead", attempts=1, last_status=400, last_error="refused")  # refused by the subscriber
 
     r = await api.post(f"/v1/subscriptions/{sub_id}/redeliver", headers=token(), json={})
     assert r.status_code == 422 and r.json()["detail"]["errors"][0]["path"] == "/"

@@ -7,7 +7,10 @@ holds up the others. One instance at a time delivers a given subscription: it ta
 a lease on the subscription row (longer than one delivery can last) and calls the
 subscriber without holding a database connection; the outcome is recorded, and the
 lease given back, in one transaction afterwards. A crashed instance's lease simply
-runs out.
+runs out. Every wait is a time recorded on the subscription (next_attempt_at), which the
+loop's due query honours: a retry after a failed attempt (domain.after_attempt), and a
+hold-off after a delivery broke off (the database, a fault); no task sleeps on it, and a
+restarted or another instance keeps to it.
 
 The worker reads and writes through the store (notify.store) and leaves building
 eligibility-delivered to the publisher (notify.publisher). The subscription API does not call
@@ -22,7 +25,6 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import takewhile
 from uuid import UUID, uuid4
@@ -34,7 +36,17 @@ from prometheus_client import Counter, Gauge
 
 from notify import dci_domain
 from notify.callbacks import acked, batch_key, callback_problem_now, err_answer, make_client, post_capped, signature_headers
-from notify.domain import NamedBatch, Outcome, identity_key, name_members, open_lists, outcome_of, retry_delay
+from notify.domain import (
+    Attempt,
+    NamedBatch,
+    Outcome,
+    RetryPolicy,
+    after_attempt,
+    identity_key,
+    name_members,
+    open_lists,
+    outcome_of,
+)
 from notify.publisher import Publisher
 from notify.settings import NotifySettings
 from notify.store import NotifyStore, open_store, store_in
@@ -69,16 +81,6 @@ def _forget(inflight: dict, sub_id, _task: asyncio.Task) -> None:
 def lease_for(s: NotifySettings) -> timedelta:
     # Longer than one delivery can take (resolution + the whole POST), with a margin.
     return timedelta(seconds=s.delivery_timeout_s + s.resolve_timeout_s + 30)
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """What one POST of a batch came to."""
-
-    outcome: Outcome
-    status: int | None = None
-    error: str | None = None
-    retry_after: str | None = None
 
 
 class DeliveryWorker:
@@ -133,12 +135,12 @@ class DeliveryWorker:
                             extra={"fields": {"subscription": str(sub_id), "error": type(e).__name__}})
             else:
                 log.exception("delivery failed", extra={"fields": {"subscription": str(sub_id)}})
-            try:
+            try:  # not due again for a while, whichever instance looks; this task ends and frees its place
                 async with self.stores(runtime.pool) as store:
-                    await store.release(sub_id, worker)
-            except Exception:  # noqa: BLE001 - the lease runs out by itself
-                pass
-            await asyncio.sleep(self.settings.retry_max_s)
+                    await store.hold_off(sub_id, worker, timedelta(seconds=self.settings.retry_max_s))
+            except Exception:  # noqa: BLE001 - the lease runs out by itself, and holds the subscription till then
+                log.warning("delivery hold-off not recorded", exc_info=True,
+                            extra={"fields": {"subscription": str(sub_id)}})
 
     # ---------------------------------------------------------------- one batch
 
@@ -231,30 +233,28 @@ class DeliveryWorker:
 
     async def _record(self, runtime: Runtime, sub_id: UUID, worker: UUID, rows: list[dict], message_id: str,
                       a: Attempt, latency_ms: float) -> None:
-        """The attempt, its deliveries' new state, the subscription's run of failures (retry wait,
-        suspension) and eligibility-delivered for each newly acknowledged event, in one transaction,
-        which also gives the lease back."""
+        """The attempt and what it comes to, in one transaction: what the decision needs is loaded once,
+        domain.after_attempt decides (deliveries delivered, dead or still queued; the run of failures,
+        the retry wait, suspension), the store saves it, giving the lease back, and eligibility-delivered
+        goes out for each newly acknowledged decision."""
         s = self.settings
-        ids = [r["id"] for r in rows]
+        policy = RetryPolicy(s.retry_base_s, s.retry_cap_s, s.suspend_after_failures)
         async with runtime.unit_of_work() as uow:
             store = self.store_for(uow)
-            await store.log_attempt(sub_id, message_id, len(rows), a.status, latency_ms, a.error, a.outcome.value)
-            if a.outcome is Outcome.DELIVERED:
-                done, owner = await store.mark_delivered(sub_id, ids, a.status)
+            ids = [r["id"] for r in rows]
+            state = await store.attempt_state(sub_id, ids)
+            record = after_attempt(a, ids, state, policy, now=datetime.now(UTC))
+            await store.save_attempt(sub_id, worker, message_id, len(rows), latency_ms, a, record)
+            if record.deliveries == "delivered":
+                done = set(record.ids)
                 decisions = [r for r in rows if r["id"] in done and r["event_type"] == Topic.ELIGIBILITY_DECIDED.value]
-                self.publisher.delivered(uow, sub_id, owner, decisions, datetime.now(UTC))  # not erasure notices
-                DELIVERED.labels(str(sub_id)).inc(len(done))
-            elif a.outcome is Outcome.REFUSED:
-                await store.mark_dead(ids, a.status, a.error)
-            else:
-                failures = await store.mark_failed(sub_id, ids, a.status, a.error)
-                wait = retry_delay(failures, s.retry_base_s, s.retry_cap_s, a.retry_after)
-                await store.retry_after(sub_id, timedelta(seconds=wait))
-                if failures >= s.suspend_after_failures and await store.suspend(sub_id):
-                    log.warning("subscription suspended after repeated failures",
-                                extra={"fields": {"subscription": str(sub_id), "failures": failures}})
-            await store.end_attempt(sub_id, worker, failed=a.outcome is not Outcome.DELIVERED)
+                self.publisher.delivered(uow, sub_id, state.owner, decisions, datetime.now(UTC))  # not erasure notices
         ATTEMPTS.labels(str(sub_id), a.outcome.value).inc()
+        if record.deliveries == "delivered":
+            DELIVERED.labels(str(sub_id)).inc(len(record.ids))
+        if record.suspend:
+            log.warning("subscription suspended after repeated failures",
+                        extra={"fields": {"subscription": str(sub_id), "failures": record.failures}})
 
     # ---------------------------------------------------------------- lag as metrics
 

@@ -8,7 +8,7 @@ import ipaddress
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -59,26 +59,94 @@ def outcome_of(status: int | None, ack: bool) -> Outcome:
     return Outcome.REFUSED
 
 
-def retry_delay(attempt: int, base: float, cap: float, retry_after: str | None = None, rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter; a Retry-After header wins when longer."""
+def retry_delay(attempt: int, base: float, cap: float, retry_after: str | None = None, rng: random.Random | None = None,
+                now: datetime | None = None) -> float:
+    """Exponential backoff with full jitter; a Retry-After header wins when longer (an HTTP date in it
+    is counted from `now`, the clock's time when not given)."""
     uniform = (rng or random).uniform
     # The exponent is bounded: attempts keep counting through long outages and resumes,
     # and 2.0 ** 1024 would overflow a float.
     delay = uniform(0, min(cap, base * (2.0 ** min(max(attempt - 1, 0), 64))))
-    hinted = _retry_after_seconds(retry_after)
+    hinted = _retry_after_seconds(retry_after, now or datetime.now(UTC))
     return min(cap, max(delay, hinted)) if hinted is not None else delay
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
+def _retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     v = value.strip()
     if v.isascii() and v.isdigit():
         return float(v)
     try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+        return max(0.0, (parsedate_to_datetime(value) - now).total_seconds())
     except (TypeError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one POST of a batch came to."""
+
+    outcome: Outcome
+    status: int | None = None
+    error: str | None = None
+    retry_after: str | None = None  # the subscriber's Retry-After header, as sent
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff between failed attempts (retry_delay) and the run of failures that suspends a subscription."""
+
+    base_s: float
+    cap_s: float
+    suspend_after: int
+
+
+@dataclass(frozen=True)
+class AttemptState:
+    """What recording an attempt needs, loaded once when it is recorded (notify.store.attempt_state):
+    the subscription's status and owner, its run of failed attempts so far, and which of the
+    batch's deliveries are still queued (an erasure may have taken some meanwhile)."""
+
+    status: str
+    owner: str
+    failures: int
+    pending: frozenset[int]
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """The decision after one attempt, saved as it is (notify.store.save_attempt)."""
+
+    outcome: Outcome
+    deliveries: str  # the batch's queued deliveries become 'delivered' or 'dead', or stay 'pending'
+    ids: tuple[int, ...]  # those deliveries, in the batch's order
+    failures: int  # the subscription's run of failures after this attempt
+    retry_in: timedelta | None  # the wait before the subscription is due again (None: unchanged)
+    suspend: bool  # an active subscription is suspended (its queue stays)
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome is not Outcome.DELIVERED
+
+
+def after_attempt(attempt: Attempt, batch: Sequence[int], state: AttemptState, policy: RetryPolicy, *,
+                  now: datetime, rng: random.Random | None = None) -> AttemptRecord:
+    """What one attempt of a batch (delivery ids in order) comes to. Acknowledged: the queued deliveries
+    are delivered and the run of failures ends. Refused for good: they are dead letters, kept for
+    re-sending; the run of failures is left as it was. Failed: they stay queued, the run is one
+    longer, the subscription waits retry_delay (backoff with jitter, or the subscriber's longer
+    Retry-After) before it is due again, and an active subscription is suspended once the run
+    reaches the policy's length."""
+    ids = tuple(i for i in batch if i in state.pending)
+    if attempt.outcome is Outcome.DELIVERED:
+        return AttemptRecord(attempt.outcome, "delivered", ids, 0, None, False)
+    if attempt.outcome is Outcome.REFUSED:
+        return AttemptRecord(attempt.outcome, "dead", ids, state.failures, None, False)
+    failures = state.failures + 1
+    wait = retry_delay(failures, policy.base_s, policy.cap_s, attempt.retry_after, rng, now)
+    return AttemptRecord(attempt.outcome, "pending", ids, failures, timedelta(seconds=wait),
+                         failures >= policy.suspend_after and state.status == "active")
 
 
 def callback_problem(url: str, resolved: list[str], *, production: bool) -> str | None:

@@ -14,7 +14,16 @@ from uuid import UUID
 import asyncpg
 
 from notify.dci_domain import MEMBER_NIK, AnyOf, Condition, Negation, Term
-from notify.domain import DeliveryPlan, FamilyState, Filters, LiveSubscription, SealedIdentities
+from notify.domain import (
+    Attempt,
+    AttemptRecord,
+    AttemptState,
+    DeliveryPlan,
+    FamilyState,
+    Filters,
+    LiveSubscription,
+    SealedIdentities,
+)
 from regsosek import audit
 from regsosek.contracts.identities import identity_aad
 from regsosek.crypto import Keyring
@@ -395,56 +404,60 @@ class NotifyStore:
             "where subscription_id = $1 and status = 'pending' order by id limit $2", sub_id, limit)
         return [dict(r) for r in rows]
 
-    async def log_attempt(self, sub_id: UUID, message_id: str, events: int, status: int | None, latency_ms: float,
-                          error: str | None, outcome: str) -> None:
+    async def attempt_state(self, sub_id: UUID, ids: list[int]) -> AttemptState:
+        """All that recording an attempt needs (domain.after_attempt), read once in the recording
+        transaction, the rows locked until it ends: which of these deliveries are still queued, and
+        the subscription's status, owner and run of failures."""
+        pending = await self.conn.fetch("select id from deliveries where id = any($1::bigint[]) "
+                                        "and status = 'pending' order by id for update", ids)
+        sub = await self.conn.fetchrow("select status, owner, consecutive_failures from subscriptions "
+                                       "where id = $1 for update", sub_id)
+        return AttemptState(sub["status"], sub["owner"], sub["consecutive_failures"],
+                            frozenset(r["id"] for r in pending))
+
+    async def save_attempt(self, sub_id: UUID, worker: UUID, message_id: str, events: int, latency_ms: float,
+                           attempt: Attempt, record: AttemptRecord) -> None:
+        """An attempt and what it came to (domain.after_attempt): its log row, its deliveries' new state,
+        the subscription's run of failures, retry wait, suspension and figures; the lease is given
+        back if this worker still holds it."""
+        error = attempt.error[:1000] if attempt.error else None
         await self.conn.execute(
             "insert into delivery_attempts (subscription_id, message_id, events, status_code, latency_ms, error, "
-            "outcome) values ($1, $2, $3, $4, $5, $6, $7)", sub_id, message_id, events, status, latency_ms,
-            error[:1000] if error else None, outcome)
-
-    async def mark_delivered(self, sub_id: UUID, ids: list[int], status: int | None) -> tuple[set[int], str]:
-        """(the deliveries now delivered, the subscription's owner); the run of failures ends."""
-        done = {r["id"] for r in await self.conn.fetch(
-            "update deliveries set status = 'delivered', attempts = attempts + 1, last_status = $2, "
-            "last_error = null, delivered_at = now() where id = any($1::bigint[]) and status = 'pending' "
-            "returning id", ids, status)}
-        owner = await self.conn.fetchval(
-            "update subscriptions set consecutive_failures = 0, delivered_total = delivered_total + $2 "
-            "where id = $1 returning owner", sub_id, len(done))
-        return done, owner
-
-    async def mark_dead(self, ids: list[int], status: int | None, error: str | None) -> None:
-        await self.conn.execute("update deliveries set status = 'dead', attempts = attempts + 1, last_status = $2, "
-                                "last_error = $3 where id = any($1::bigint[]) and status = 'pending'",
-                                ids, status, error)
-
-    async def mark_failed(self, sub_id: UUID, ids: list[int], status: int | None, error: str | None) -> int:
-        """A failed attempt of these deliveries; the subscription's run of failures, now one longer."""
+            "outcome) values ($1, $2, $3, $4, $5, $6, $7)", sub_id, message_id, events, attempt.status, latency_ms,
+            error, attempt.outcome.value)
+        if record.ids:
+            await self.conn.execute(
+                "update deliveries set status = $2, attempts = attempts + 1, last_status = $3, last_error = $4, "
+                "delivered_at = case when $2 = 'delivered' then now() else delivered_at end "
+                "where id = any($1::bigint[]) and status = 'pending'",
+                list(record.ids), record.deliveries, attempt.status,
+                None if record.deliveries == "delivered" else attempt.error)
         await self.conn.execute(
-            "update deliveries set attempts = attempts + 1, last_status = $2, last_error = $3 "
-            "where id = any($1::bigint[]) and status = 'pending'", ids, status, error)
-        return await self.conn.fetchval(
-            "update subscriptions set consecutive_failures = consecutive_failures + 1 where id = $1 "
-            "returning consecutive_failures", sub_id)
+            "update subscriptions set consecutive_failures = $3, "
+            "delivered_total = delivered_total + $4, "
+            "next_attempt_at = case when $5::interval is null then next_attempt_at else now() + $5::interval end, "
+            "status = case when $6 and status = 'active' then 'suspended' else status end, "
+            "updated_at = case when $6 and status = 'active' then now() else updated_at end, "
+            "attempts_total = attempts_total + 1, failed_attempts_total = failed_attempts_total + $7, "
+            "last_attempt_at = now(), "
+            "lease_owner = case when lease_owner = $2 then null else lease_owner end, "
+            "lease_until = case when lease_owner = $2 then null else lease_until end where id = $1",
+            sub_id, worker, record.failures, len(record.ids) if record.deliveries == "delivered" else 0,
+            record.retry_in, record.suspend, int(record.failed))
 
     async def retry_after(self, sub_id: UUID, wait: timedelta) -> None:
         await self.conn.execute("update subscriptions set next_attempt_at = now() + $2::interval where id = $1",
                                 sub_id, wait)
 
-    async def suspend(self, sub_id: UUID) -> bool:
-        """Suspends an active subscription (its queue stays); False when it was not active."""
-        return bool(await self.conn.fetchval(
-            "update subscriptions set status = 'suspended', updated_at = now() where id = $1 "
-            "and status = 'active' returning true", sub_id))
-
-    async def end_attempt(self, sub_id: UUID, worker: UUID, *, failed: bool) -> None:
-        """Counts the attempt and gives the lease back (if this worker still holds it)."""
+    async def hold_off(self, sub_id: UUID, worker: UUID, wait: timedelta) -> None:
+        """After a delivery broke off (not a subscriber's answer: the database, a bug): the subscription is
+        not due again for `wait` (or its later retry time), whichever instance looks, and the lease is
+        given back. Left alone when another instance holds the lease."""
         await self.conn.execute(
-            "update subscriptions set attempts_total = attempts_total + 1, "
-            "failed_attempts_total = failed_attempts_total + $3, last_attempt_at = now(), "
-            "lease_owner = case when lease_owner = $2 then null else lease_owner end, "
-            "lease_until = case when lease_owner = $2 then null else lease_until end where id = $1",
-            sub_id, worker, int(failed))
+            "update subscriptions set next_attempt_at = greatest(next_attempt_at, now() + $3::interval), "
+            "lease_owner = null, lease_until = null "
+            "where id = $1 and (lease_owner = $2 or lease_until is null or lease_until < now())",
+            sub_id, worker, wait)
 
     async def expire_delivered_payloads(self, before: datetime, limit: int) -> int:
         """Retention: empties the payload of at most `limit` deliveries delivered before `before`
