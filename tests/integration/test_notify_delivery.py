@@ -7,6 +7,8 @@ receiver (regsosek_tools.receiver) as a separate process:
 - a run of failures suspends the subscription; its queue is kept (and keeps growing),
   and after resume it is delivered in order;
 - a 4xx (not 429) makes dead letters without retrying; once fixed they are re-sent;
+- waits are times recorded on the subscription (a retry, a hold-off after a broken-off delivery),
+  honoured by every instance's due query;
 - replay from a point in time re-sends exactly what arrived since then;
 - lag per subscription on /metrics and in the subscription's figures;
 - production configuration refuses callbacks that resolve to non-public addresses,
@@ -33,10 +35,13 @@ import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from notify.domain import Attempt, Filters, Outcome, RetryPolicy, after_attempt
+from notify.store import NotifyStore
 from regsosek.auth import Role, Signer, ensure_local_keypair, mint
 from regsosek.contracts import EligibilityDecided, ProgrammeDecision
 from regsosek.envelope import encode, new_envelope
@@ -380,6 +385,59 @@ async def test_suspension_keeps_the_queue_and_resume_delivers_it_in_order(subscr
     assert len((await api.log(sub_id))["attempts"]) > attempts_when_suspended
     await metric_is(notify, "regsosek_notify_pending", sub_id, 0.0)
     await metric_is(notify, "regsosek_notify_suspended", sub_id, 0.0)
+
+
+async def test_waits_are_recorded_on_the_subscription_for_every_instance_to_honour(notify_world):
+    """The store's side of domain.after_attempt and of a broken-off delivery, on the real database
+    (notify running beside it, a subscription of the test's own that notify cannot take meanwhile):
+    a hold-off keeps the subscription from being due for any instance and gives the lease back, but
+    leaves another instance's lease alone; an attempt's record suspends only an active subscription
+    and keeps its deliveries queued."""
+    world, _ = notify_world
+    conn = await asyncpg.connect(world.dsn("notify"), timeout=10)
+    store, sub_id, mine, other = NotifyStore(conn), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    try:
+        sub, problem = await store.create_subscription(
+            sub_id=sub_id, owner="PKH-WAITS", callback_url="http://127.0.0.1:9/hook", secret=None,
+            signature="ed25519", scope=("pkh",), filters=Filters(), limit_problem=lambda counts: None)
+        assert sub is not None and problem is None
+        await conn.execute("update subscriptions set lease_owner = $2, lease_until = now() + interval '1 minute' "
+                           "where id = $1", sub_id, mine)  # as taken by this worker: notify leaves it alone
+        await conn.execute("insert into deliveries (subscription_id, event_id, event_type, family_id, payload) "
+                           "values ($1, $2, $3, 'F-WAITS', '{}'::jsonb)", sub_id, str(uuid.uuid4()), ELIGIBILITY_TYPE)
+
+        await store.hold_off(sub_id, mine, timedelta(hours=1))
+        row = await conn.fetchrow("select next_attempt_at > now() + interval '59 minutes' later, lease_owner "
+                                  "from subscriptions where id = $1", sub_id)
+        assert row["later"] and row["lease_owner"] is None
+        assert sub_id not in await store.due_subscriptions(1000)
+        assert await store.claim(sub_id, other, timedelta(minutes=1)) is None  # no instance may take it yet
+
+        await conn.execute("update subscriptions set next_attempt_at = now(), lease_owner = $2, "
+                           "lease_until = now() + interval '1 minute' where id = $1", sub_id, other)
+        await store.hold_off(sub_id, mine, timedelta(hours=1))  # another instance holds it now: left alone
+        row = await conn.fetchrow("select next_attempt_at <= now() due, lease_owner from subscriptions "
+                                  "where id = $1", sub_id)
+        assert row["due"] and row["lease_owner"] == other
+
+        policy = RetryPolicy(0.05, 1.0, suspend_after=1)
+        failed = Attempt(Outcome.RETRY, 503, "HTTP 503")
+        ids = [r["id"] for r in await store.pending_batch(sub_id, 10)]
+        for status, expected in (("paused", "paused"), ("active", "suspended")):
+            await conn.execute("update subscriptions set status = $2 where id = $1", sub_id, status)
+            async with conn.transaction():
+                state = await store.attempt_state(sub_id, ids)
+                record = after_attempt(failed, ids, state, policy, now=datetime.now(UTC))
+                await store.save_attempt(sub_id, mine, str(uuid.uuid4()), len(ids), 1.0, failed, record)
+            row = await conn.fetchrow("select status, consecutive_failures, next_attempt_at > now() - interval "
+                                      "'1 second' waits, lease_owner from subscriptions where id = $1", sub_id)
+            assert (row["status"], row["waits"], row["lease_owner"]) == (expected, True, other)  # not this one's
+            assert row["consecutive_failures"] == state.failures + 1
+        assert [r["status"] for r in await store.deliveries_of(sub_id, "pending", 10)] == ["pending"]
+        assert (await store.deliveries_of(sub_id, "pending", 10))[0]["attempts"] == 2
+    finally:
+        await conn.execute("update subscriptions set status = 'deleted' where id = $1", sub_id)
+        await conn.close()
 
 
 async def test_replay_from_a_point_in_time_resends_exactly_what_came_after_it(subscribed, producer):
