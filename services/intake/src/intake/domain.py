@@ -335,7 +335,6 @@ KIND_OF: dict[type[Contract], str] = {
 # (the contract requires it, so existing clients keep working) but its value is not trusted: a
 # different value is replaced by the token's subject before anything is stored or published, and
 # the receipt says so in a warning at the field's pointer.
-
 ACTOR_FIELDS = {"interview": "officer_id", "roster": "officer_id", "resolution": "supervisor_id", "fkp": "decided_by",
                 "update": "reported_by", "field_check": "checked_by", "complaint": "filed_by",
                 "complaint_outcome": "decided_by"}
