@@ -37,7 +37,7 @@ browser-deps:
 	bash scripts/browser.sh
 
 # Lint and type-check with the configuration in pyproject.toml: ruff on the whole repository,
-# mypy on libs/regsosek/src ([tool.mypy] files).
+# mypy on libs/regsosek/src, services/*/src and tools/src ([tool.mypy] files).
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy

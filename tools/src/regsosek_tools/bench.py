@@ -111,6 +111,13 @@ GROUP_TOPICS = {
 _STARTED: set[int] = set()
 
 
+async def _read_line(p: asyncio.subprocess.Process, timeout: float) -> bytes:
+    """The next line a process started by `Bench._spawn` (stdout piped) writes."""
+    if p.stdout is None:
+        raise RuntimeError("the process was started without a stdout pipe")
+    return await asyncio.wait_for(p.stdout.readline(), timeout)
+
+
 class SetupError(Exception):
     """The bench could not start: the stack, a service or the subscription is missing."""
 
@@ -262,7 +269,8 @@ class Bench:
             self.instances.pop(i.key, None)
         await asyncio.gather(*(asyncio.to_thread(i.proc.stop, 15.0) for i in insts), return_exceptions=True)
         for i in insts:
-            _STARTED.discard(i.proc.pid)
+            if (pid := i.proc.pid) is not None:
+                _STARTED.discard(pid)
 
     async def teardown(self) -> None:
         if self._sampler:
@@ -315,6 +323,8 @@ class Bench:
         return await post_with_retry(self.intake, raw, attempts)
 
     async def submit_rosters(self, pool: Pool) -> None:
+        intake = self.intake
+        assert intake is not None, "bench not set up"
         self.log(f"submitting {len(pool.rosters)} SLS rosters")
         sem = asyncio.Semaphore(16)
         refused: list[str] = []
@@ -322,7 +332,7 @@ class Bench:
         async def one(sls: str, officer: str, body: bytes) -> None:
             async with sem:
                 status, text, _ = await self.post_with_retry(
-                    self.intake.build("POST", "/v1/rosters", body, self.officer_token(officer)))
+                    intake.build("POST", "/v1/rosters", body, self.officer_token(officer)))
             if status not in (200, 202):
                 refused.append(f"roster {sls}: HTTP {status} {text[:200]!r}")
 
@@ -395,7 +405,7 @@ class Bench:
             if not sender.done():
                 sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
-            if profiled:
+            if profiled and self.flames is not None:  # profiled: start_profile started them
                 self.profiles += await self.flames.stop()
         res = up.figures(got, ended, cpu0=cpu0, bench_now=self.now())
         if res["undelivered"]:
@@ -513,6 +523,7 @@ class Bench:
     # ------------------------------------------------------------ phase: scale
 
     async def scale(self, pool: Pool, n: int) -> list[dict]:
+        assert self.intake is not None, "bench not set up"
         out = []
         for k in self.a.instances:
             if pool.taken + n > len(pool.families):
@@ -663,13 +674,13 @@ class Bench:
             for name, args in roles:
                 procs[name] = await self._spawn(stage + args, f"ceiling-{name}")
             for name, p in procs.items():
-                line = await asyncio.wait_for(p.stdout.readline(), 90)
+                line = await _read_line(p, 90)
                 if json.loads(line or b"{}").get("ready") is not True:
                     raise RuntimeError(f"ceiling {name} did not get ready: {line[:200]!r}")
             procs["producer"] = await self._spawn(stage + producer, "ceiling-producer")
             remaining = max(10.0, deadline - time.time() + 30)
             for name, p in procs.items():
-                line = await asyncio.wait_for(p.stdout.readline(), remaining)
+                line = await _read_line(p, remaining)
                 if name == "producer" or name in dict(roles):
                     results[name] = json.loads(line) if line else {"error": "no result"}
                 await asyncio.wait_for(p.wait(), 30)
@@ -933,7 +944,7 @@ async def run(a: argparse.Namespace) -> dict:
     loop = asyncio.get_running_loop()
 
     def on_sigterm() -> None:  # like Ctrl-C: stop measuring, then clean up
-        if not main_task.cancelling():
+        if main_task is not None and not main_task.cancelling():
             main_task.cancel()
 
     with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -20,6 +20,7 @@ from datetime import date, timedelta
 import httpx
 
 from regsosek.auth import Role, mint
+from regsosek.contracts import FamilyInterview
 from regsosek_tools.sample import Sample
 
 OCCURRED = date(2023, 3, 1)  # after the collection period: changes until then are on the form
@@ -75,6 +76,13 @@ def _complaint(rng: random.Random, fid: str, housing: dict) -> list:
              outcome("correction", correction={"kind": "housing_change", "housing": poorer}))]
 
 
+def _housing_doc(iv: FamilyInterview) -> dict:
+    """A clean family's housing as a document (`situations` picks families with one)."""
+    if iv.housing is None:
+        raise ValueError("a non-response form has no housing")
+    return iv.housing.model_dump(mode="json", exclude_none=True)
+
+
 def situations(sample: Sample) -> list[Situation]:
     """Four families of the sample verified cleanly, each given one post-census situation."""
     rng = random.Random(f"regsosek-living:{sample.seed}")
@@ -92,11 +100,11 @@ def situations(sample: Sample) -> list[Situation]:
         max(m.line_no for m in birth.members) + 1, rng)}, "confirmed", channel="social_affairs")
     out.append(Situation("birth_confirmed", birth.family_id, birth.location.sls_id, subs,
                          subs[0][2]["submission_id"], "decided"))
-    better = {**housing.housing.model_dump(mode="json", exclude_none=True), "roof": "concrete"}
+    better = {**_housing_doc(housing), "roof": "concrete"}
     subs = _update(rng, housing.family_id, {"kind": "housing_change", "housing": better}, "not_confirmed")
     out.append(Situation("housing_not_confirmed", housing.family_id, housing.location.sls_id, subs,
                          subs[0][2]["submission_id"], "not_confirmed"))
-    subs = _complaint(rng, complaint.family_id, complaint.housing.model_dump(mode="json", exclude_none=True))
+    subs = _complaint(rng, complaint.family_id, _housing_doc(complaint))
     out.append(Situation("complaint_corrected", complaint.family_id, complaint.location.sls_id, subs,
                          subs[0][2]["submission_id"], "corrected"))
     return out

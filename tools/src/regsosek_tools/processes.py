@@ -165,11 +165,12 @@ class ServiceProcess:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send `sig` to the service's process group (SIGKILL by default: a crash)."""
-        if self.running:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:  # running
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
+                os.killpg(proc.pid, sig)
             if sig == signal.SIGKILL:
-                self.proc.wait()
+                proc.wait()
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit code."""
@@ -215,8 +216,8 @@ async def wait_all_ready(procs: Iterable[ServiceProcess], timeout: float = 60.0)
         t.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     for t in done:
-        if t.exception() is not None:
-            raise t.exception()
+        if (e := t.exception()) is not None:
+            raise e
 
 
 @contextlib.asynccontextmanager

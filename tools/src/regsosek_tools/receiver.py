@@ -41,7 +41,7 @@ import random
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -87,9 +87,12 @@ class Faults:
     _INTS = ("retry_after_s", "delay_ms", "slow_ms", "status_4xx")
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Faults:
-        env = os.environ if env is None else env
-        g = lambda k, d: env.get(f"REGSOSEK_RECEIVER_{k}", d)  # noqa: E731
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Faults:
+        given: Mapping[str, str] = os.environ if env is None else env
+
+        def g(k: str, d: float) -> str | float:
+            return given.get(f"REGSOSEK_RECEIVER_{k}", d)
+
         return cls(fail_rate=float(g("FAIL_RATE", 0)), fail_after_rate=float(g("FAIL_AFTER_RATE", 0)),
                    status_429_rate=float(g("429_RATE", 0)), retry_after_s=int(g("RETRY_AFTER_S", 1)),
                    delay_ms=int(g("DELAY_MS", 0)), slow_rate=float(g("SLOW_RATE", 0)), slow_ms=int(g("SLOW_MS", 0)),
@@ -167,8 +170,10 @@ class ReceiverState:
         if event_id in self.events:
             self.counters["duplicates"] += 1
             return "duplicate"
-        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        data = event["data"] if isinstance(event.get("data"), dict) else {}
         decided = _ts(data.get("decided_at"))
+        eligible: list[Any] = [d.get("programme") for d in data.get("decisions") or []
+                               if isinstance(d, dict) and d.get("eligible")]
         rec = {
             "event_id": event_id,
             "event_type": event.get("event_type"),
@@ -179,8 +184,7 @@ class ReceiverState:
             "decided_at": decided.astimezone(UTC).isoformat() if decided else None,
             "welfare_group": data.get("welfare_group"),
             "decile": data.get("decile"),
-            "eligible": sorted(d.get("programme") for d in data.get("decisions") or []
-                               if isinstance(d, dict) and d.get("eligible")),
+            "eligible": sorted(eligible),
             "message_id": message_id,
             "traceparent": traceparent,
             "received_at": datetime.now(UTC).isoformat(),
@@ -418,9 +422,9 @@ def _add_routes(app: FastAPI, state: ReceiverState, faults: Faults, rng: random.
             return _nack(status, None, problem)
         try:
             message_id, events = parse_notify(raw)
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError) as malformed:
             state.counters["rejected"] += 1
-            return _nack(400, None, f"malformed notify message: {e}")
+            return _nack(400, None, f"malformed notify message: {malformed}")
         state.counters["messages"] += 1
         traceparent = request.headers.get("traceparent")
         for e in events:

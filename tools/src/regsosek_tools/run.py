@@ -29,6 +29,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -233,7 +234,8 @@ class Runner:
     async def submit_interviews(self, client: httpx.AsyncClient, interviews: list[FamilyInterview]) -> None:
         """Interviews of every `batch_every`-th SLS go as batches (offline upload), the rest one by one."""
         sls_index = {r.sls_id: i for i, r in enumerate(self.sample.rosters)}
-        singles, batches = [], {}
+        singles: list[FamilyInterview] = []
+        batches: dict[str, list[FamilyInterview]] = {}
         for iv in interviews:
             sid = iv.location.sls_id
             if self.batch_every and sls_index[sid] % self.batch_every == self.batch_every - 1:
@@ -428,7 +430,7 @@ class Runner:
         mismatches = [{"family_id": t.family_id, "expected": t.expected, "actual": t.outcome or "(no final state)"}
                       for t in ts if t.outcome != t.expected]
         new = [t for t in ts if t.receipt == "accepted" and t.final_at and t.sent_at]
-        observed = [t.final_at - t.sent_at for t in new]
+        observed = [t.final_at - t.sent_at for t in new if t.final_at is not None and t.sent_at is not None]
         exact = [(t.final_ts - t.received_ts).total_seconds() for t in new if t.final_ts and t.received_ts]
         finals = [t.final_at for t in ts if t.final_at]
         span = (max(finals) - self.first_sent) if finals and self.first_sent else None
@@ -439,8 +441,9 @@ class Runner:
         delivery = []
         for t in new:
             rec = self.receiver_families.get(t.family_id)
-            if t.final == "decided" and t.final_ts and rec and rec.get("received_at"):
-                delivery.append((_parse_ts(rec["received_at"]) - t.final_ts).total_seconds())
+            received = _parse_ts(rec.get("received_at")) if rec else None  # an unreadable time is not counted
+            if t.final == "decided" and t.final_ts and received is not None:
+                delivery.append((received - t.final_ts).total_seconds())
         decided = [t for t in ts if t.final == "decided"]
         new_decided = {t.family_id for t in decided if t.receipt == "accepted"}
         rep = {
@@ -502,7 +505,7 @@ def print_form_codes(rep: dict) -> None:
     codes = rep.get("form_codes") or {}
     if not codes:
         return
-    lists = {"diploma": current_codes(Diploma), "industry": current_codes(Industry),
+    lists: dict[str, Sequence[object]] = {"diploma": current_codes(Diploma), "industry": current_codes(Industry),
              "difficulty_domain": list(DIFFICULTY_MIN_AGE)}
     print("  form codes sent (distinct of the list: docs/FORM.md) "
           + ", ".join(f"{k} {len(v)} of {len(lists[k])}" for k, v in codes.items()))
@@ -613,7 +616,9 @@ async def run(a: argparse.Namespace) -> int:
     runner = Runner(sample, ep, tokens, concurrency=a.concurrency, batch_every=a.batch_every, batch_size=a.batch_size,
                     timeout=timeout, notify=notify, poll_interval=a.poll_interval, poll_max=a.poll_max,
                     quiet=a.quiet)
-    ctx = running(procs, timeout=a.start_timeout) if procs else contextlib.nullcontext({})
+    ctx: contextlib.AbstractAsyncContextManager[dict[str, ServiceProcess]] = contextlib.nullcontext({})
+    if procs:
+        ctx = running(procs, timeout=a.start_timeout)
     limits = httpx.Limits(max_connections=a.concurrency + 8, max_keepalive_connections=a.concurrency + 8)
     try:
         async with ctx as started:

@@ -350,12 +350,12 @@ def _field_outcomes(rng: random.Random, k: int, reg: _Registry, drafts: list[tup
         situations[fid] = expected[fid] = "refused"
     free = [(fid, d) for fid, d in verified if fid not in situations]
     unlisted = [(fid, d) for fid, d in drafts if expected[fid] == "not_on_roster"]
-    parents = [(fid, d) for fid, d in free if d.kk_number]
-    if unlisted and parents and (k == 1 or rng.random() < FIELD_SITUATIONS["split_off"]):
-        (fid, d), (_, parent) = rng.choice(unlisted), rng.choice(parents)
+    parent_kks = [kk for _, d in free if (kk := d.kk_number)]
+    if unlisted and parent_kks and (k == 1 or rng.random() < FIELD_SITUATIONS["split_off"]):
+        (fid, d), parent_kk = rng.choice(unlisted), rng.choice(parent_kks)
         loc = d.doc["location"]
-        loc.update(kk_status="split_off", parent_kk_number=parent.kk_number,
-                   kk_number=loc["kk_number"] or _kk(rng, reg, parent.kk_number[:6]))
+        loc.update(kk_status="split_off", parent_kk_number=parent_kk,
+                   kk_number=loc["kk_number"] or _kk(rng, reg, parent_kk[:6]))
         expected[fid] = "verified"
         situations[fid] = "split_off"
     households = [(fid, d) for fid, d in free if len(d.members) >= 2]
@@ -429,7 +429,7 @@ def _sls(rng: random.Random, k: int, reg: _Registry, previous: list[tuple[str, _
         count = len(d.members)
         fid = _fid(sls_id, d)
         interviewed = True
-        outcome = {"present": "verified", "added": "verified_added"}.get(status)
+        outcome = {"present": "verified", "added": "verified_added"}.get(status, f"roster_says_{status}")
         if status == "present" and (forced_mismatch or rng.random() < 0.03):
             forced_mismatch = False
             count = count + rng.choice((-1, 1)) if count > 1 else count + 1  # the roster is out of date
@@ -438,7 +438,6 @@ def _sls(rng: random.Random, k: int, reg: _Registry, previous: list[tuple[str, _
             interviewed = (status == "moved" and forced_moved_interview) or rng.random() < 0.15
             if status == "moved":
                 forced_moved_interview = forced_moved_interview and not interviewed
-            outcome = f"roster_says_{status}"
         entries.append({"building_no": d.building_no, "family_no": d.family_no, "kk_number": d.kk_number,
                         "head_name": d.head_name, "member_count": count, "status": status})
         if interviewed:

@@ -64,6 +64,8 @@ log = logging.getLogger("regsosek.service")
 
 # A readiness check: None when fine, else a short reason (never personal data).
 ReadinessCheck = Callable[[], "str | None"]
+# A background task: started with the running service, it runs for the service's life.
+BackgroundTask = Callable[["Runtime"], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -76,7 +78,7 @@ class ServiceDefinition:
     routers: Sequence[APIRouter] = ()
     # Each runs as a task named after the function for the service's life: build its loop with
     # regsosek.background.run_forever or periodic.
-    background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = ()
+    background: Sequence[BackgroundTask] = ()
     # The service's own retention rules (SQL in its store.py); the shared ones (inbox,
     # outbox_rejected, audit_log) apply to every service: regsosek.retention.
     retention: Sequence[retention.Rule] = ()

@@ -16,11 +16,11 @@ class ConsoleSettings(TokenSettings):
     intake_url: str = "http://127.0.0.1:8001"
     notify_url: str = "http://127.0.0.1:8004"
     classify_url: str = "http://127.0.0.1:8003"  # its read-only status API: policy in force, re-ranks, replays
-    upstream_timeout_s: float = Field(10.0, gt=0)
+    upstream_timeout_s: float = Field(default=10.0, gt=0)
     # How often an open page asks for fresh numbers (progressive JavaScript; the page works without it).
-    live_interval_s: float = Field(3.0, gt=0)
+    live_interval_s: float = Field(default=3.0, gt=0)
     # Local sign-in: lifetime of the token the console issues (at most the verifiers' maximum).
-    session_ttl_s: int = Field(8 * 3600, gt=0, le=12 * 3600)
+    session_ttl_s: int = Field(default=8 * 3600, gt=0, le=12 * 3600)
     # The collection period, for the daily plan (every expected family interviewed evenly over it).
     collection_start: date = date(2022, 10, 15)
     collection_end: date = date(2022, 11, 20)

@@ -17,7 +17,7 @@ from intake.handlers import Caller, Denied, IntakeHandlers, Result
 from intake.settings import IntakeSettings
 from regsosek import audit
 from regsosek.auth import Principal, Role, bearer
-from regsosek.contracts import Contract, FamilyInterview, FkpAdjustment, SlsRoster, VerificationResolved
+from regsosek.contracts import FamilyInterview, FkpAdjustment, SlsRoster, VerificationResolved
 from regsosek.service import runtime_of
 
 
@@ -130,7 +130,7 @@ def _submission_routes(r: APIRouter, handlers: IntakeHandlers, settings: IntakeS
     supervisor = bearer(lambda request: settings.token_verifier(), Role.SUPERVISOR)
     village = bearer(lambda request: settings.token_verifier(), Role.VILLAGE_OFFICIAL)
 
-    async def submitted(request: Request, data: Contract, principal: Principal) -> JSONResponse:
+    async def submitted(request: Request, data: domain.Submitted, principal: Principal) -> JSONResponse:
         if problems := domain.placement_problems(data):  # checked before the caller's areas, as always
             return invalid_response(problems)
         _authorise(principal, domain.sls_of(data))

@@ -25,7 +25,7 @@ from regsosek import audit, db
 from regsosek.background import run_forever
 from regsosek.key_rotation import KeyRotation
 from regsosek.retention import Rule
-from regsosek.service import Runtime, ServiceDefinition, build_app, serve
+from regsosek.service import BackgroundTask, Runtime, ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -56,7 +56,7 @@ def key_rotation(settings: IntakeSettings, report: Callable[[str], None]) -> Key
                        lambda conn, batch: stores(conn).reseal_batch(batch), settings.keyring().current_kid, report)
 
 
-def sealing_task(settings: IntakeSettings) -> Callable[[Runtime], object]:
+def sealing_task(settings: IntakeSettings) -> BackgroundTask:
     """Background task: at start-up, then every REGSOSEK_RETENTION_INTERVAL_S, bodies in clear (stored
     before migration 004, or restored from an old backup) and bodies under an older key are sealed
     under the current key (python -m intake.rotate_keys does the same on demand); a failed round is

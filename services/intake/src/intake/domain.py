@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Generic, TypeVar, cast
 from uuid import UUID
 
 import orjson
@@ -319,8 +320,15 @@ def _redact_registry(doc: dict) -> None:
 # ---------------------------------------------------------------- what a submission is, once checked
 
 
-KIND_OF = {FamilyInterview: "interview", SlsRoster: "roster", VerificationResolved: "resolution", FkpAdjustment: "fkp",
-           FamilyUpdate: "update", FieldCheck: "field_check", Complaint: "complaint", ComplaintOutcome: "complaint_outcome"}
+# What intake accepts as a submission (KIND_OF's keys): each has a submission_id, and an sls_id of its
+# own or, for an interview, in its location.
+Submitted = (FamilyInterview | SlsRoster | VerificationResolved | FkpAdjustment | FamilyUpdate | FieldCheck | Complaint
+             | ComplaintOutcome)
+S = TypeVar("S", bound=Submitted)
+
+KIND_OF: dict[type[Contract], str] = {
+    FamilyInterview: "interview", SlsRoster: "roster", VerificationResolved: "resolution", FkpAdjustment: "fkp",
+    FamilyUpdate: "update", FieldCheck: "field_check", Complaint: "complaint", ComplaintOutcome: "complaint_outcome"}
 
 # Who did it is the token's subject, never the body's word: the officer of an interview or a roster,
 # the supervisor of a resolution, the village official of an FKP decision. The body field stays
@@ -340,7 +348,7 @@ class Invalid:
 
 
 @dataclass(frozen=True)
-class Submission:
+class Submission(Generic[S]):
     """A checked submission, ready to be decided on: `body` is what is stored (sealed), the
     document's canonical JSON (canonical_json), `contract` what is published (pseudonymised,
     intake.publisher). A request holds these bytes, not the document as dicts: a batch upload
@@ -353,7 +361,7 @@ class Submission:
     version: int | None
     content_hash: bytes
     body: bytes
-    contract: Contract
+    contract: S
     submitted_by: str
     warnings: list[dict]
 
@@ -363,11 +371,11 @@ class Submission:
         return orjson.loads(self.body)
 
 
-def sls_of(data: Contract) -> str:
+def sls_of(data: Submitted) -> str:
     return data.location.sls_id if isinstance(data, FamilyInterview) else data.sls_id
 
 
-def placement_problems(data: Contract) -> list[Problem]:
+def placement_problems(data: Submitted) -> list[Problem]:
     """Where a roster, resolution or FKP result claims to be, checked before the caller's areas are:
     a roster's village is in the area reference; a decision's family is in its SLS."""
     if isinstance(data, SlsRoster) and not known_sls_area(data.sls_id):
@@ -377,19 +385,20 @@ def placement_problems(data: Contract) -> list[Problem]:
     return []
 
 
-def recorded_actor(data: Contract, actor: str) -> tuple[Contract, list[Problem]] | Invalid:
+def recorded_actor(data: S, actor: str) -> tuple[S, list[Problem]] | Invalid:
     """`data` with its actor field set to the caller (token subject), and the warning if it was replaced."""
     name = ACTOR_FIELDS[KIND_OF[type(data)]]
     if getattr(data, name) == actor:
         return data, []
     try:
-        data = type(data).model_validate({**data.model_dump(mode="json"), name: actor})
+        # validated by data's own class, so of type S (mypy types the class method's result as S's bound)
+        data = cast(S, type(data).model_validate({**data.model_dump(mode="json"), name: actor}))
     except ValidationError:
         return Invalid([Problem(f"/{name}", f"the token's subject does not fit {name} (too long for the field)")])
     return data, [Problem(f"/{name}", "replaced by the token's subject: the actor recorded is the authenticated caller")]
 
 
-def checked_submission(data: Contract, actor: str, *, collection: tuple[date, date]) -> Submission | Invalid:
+def checked_submission(data: S, actor: str, *, collection: tuple[date, date]) -> Submission[S] | Invalid:
     """The submission to decide on, or Invalid with every problem: the actor is the caller, an
     interview passes check_interview, no text holds what the database cannot store."""
     kind = KIND_OF[type(data)]

@@ -36,7 +36,6 @@ from intake.store import IntakeStore
 from regsosek import audit
 from regsosek.auth import Principal
 from regsosek.contracts import (
-    Contract,
     EligibilityDecided,
     EligibilityDelivered,
     FamilyClassified,
@@ -102,7 +101,7 @@ class IntakeHandlers:
 
     # ------------------------------------------------------------ submissions (HTTP)
 
-    async def submit(self, transaction: Transaction, data: Contract, caller: Caller) -> Result:
+    async def submit(self, transaction: Transaction, data: domain.Submitted, caller: Caller) -> Result:
         """One interview, roster, resolution or FKP result: stored and published once; a resolution
         or FKP result is audited with it (replayed or ok)."""
         checked = domain.checked_submission(data, caller.principal.subject, collection=self.collection)

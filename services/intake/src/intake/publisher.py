@@ -18,6 +18,7 @@ from regsosek.contracts import (
     FkpGroundChecked,
     ForumStatus,
     Participants,
+    WelfareGroup,
 )
 from regsosek.contracts.updates import FamilyUpdated, pseudonymise_change
 from regsosek.crypto import Keyring
@@ -78,7 +79,8 @@ class IntakePublisher:
         """A forum's decision about a family, on fkp-decision keyed by the family's SLS."""
         uow.outbox.publish(Topic.FKP_DECISION, d.sls_id, FkpDecisionRecorded(
             forum_id=d.forum_id, decision_id=d.decision_id, family_id=d.family_id, sls_id=d.sls_id, kind=d.kind,
-            welfare_group=d.welfare_group, reason=d.reason, decided_by=d.decided_by, decided_at=d.decided_at),
+            welfare_group=None if d.welfare_group is None else WelfareGroup(d.welfare_group),
+            reason=d.reason, decided_by=d.decided_by, decided_at=d.decided_at),
             subject=d.family_id)
 
     def ground_checked(self, uow: UnitOfWork, c: CheckRecord, interview: Submission | None) -> None:

@@ -65,10 +65,11 @@ def update_problems(u: FamilyUpdate, role: Role, collection_end: date) -> list[P
     if role is Role.VILLAGE_OFFICIAL and u.channel is not UpdateChannel.VILLAGE:
         problems.append(Problem("/channel", "a village official reports through the village"))
     change = u.change
-    if change.kind is UpdateKind.BIRTH and change.member.date_of_birth not in (None, u.occurred_on):
+    born = change.member if change.kind is UpdateKind.BIRTH else None  # the contract requires it for a birth
+    if born is not None and born.date_of_birth not in (None, u.occurred_on):
         problems.append(Problem("/change/member/date_of_birth", "a birth occurs on the new member's birth date"))
-    if change.kind is UpdateKind.BIRTH:
-        problems += difficulty_problems(change.member, "/change/member", max(change.member.age_on(u.occurred_on), 0))
+    if born is not None:
+        problems += difficulty_problems(born, "/change/member", max(born.age_on(u.occurred_on), 0))
     if change.family is not None:
         f = change.family
         day = datetime.combine(u.occurred_on, time(12), tzinfo=UTC)

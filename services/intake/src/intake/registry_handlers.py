@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from intake import domain, registry_domain
-from intake.domain import Conflict, Invalid, JourneyEntry, Problem, Receipt, Submission
+from intake.domain import Conflict, Invalid, JourneyEntry, Problem, Receipt, S, Submission
 from intake.handlers import Caller, Denied, IntakeHandlers, Result, Transaction
 from intake.registry_domain import Checked, Closed, ComplaintView, Resolved
 from intake.store import IntakeStore
@@ -28,7 +28,7 @@ class RegistryHandlers:
     def __init__(self, intake: IntakeHandlers) -> None:
         self.intake = intake
 
-    def _checked(self, data, caller: Caller, extra: list[Problem]) -> Submission | Invalid:
+    def _checked(self, data: S, caller: Caller, extra: list[Problem]) -> Submission[S] | Invalid:
         checked = domain.checked_submission(data, caller.principal.subject, collection=self.intake.collection)
         if isinstance(checked, Invalid) or extra:
             return Invalid([*(checked.problems if isinstance(checked, Invalid) else []), *extra])

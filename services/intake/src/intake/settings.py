@@ -18,10 +18,10 @@ class IntakeSettings(TokenSettings):
     max_batch_items: int = 500
     # Batch uploads (POST /v1/interviews:batch) handled at once per process; more wait their turn
     # unread, so that memory does not grow with the number of devices uploading (~3 MB per 100 items).
-    max_batch_uploads: int = Field(2, gt=0)
+    max_batch_uploads: int = Field(default=2, gt=0)
     # Retention (docs/RETENTION.md): a submission's body (the personal data received) is kept this
     # long after receipt, and until its journey is final; then emptied (ids, hash and journey stay).
-    submission_body_retention_days: int = Field(730, gt=0)
+    submission_body_retention_days: int = Field(default=730, gt=0)
     # Key of the NIK and KK pseudonyms intake publishes (regsosek.pseudonyms): verify compares them for
     # the nationwide duplicate-NIK check and the roster match. The default is public: in production
     # REGSOSEK_NIK_HASH_KEY must be set, secret and at least 32 bytes. Set once, never rotate (the
@@ -31,7 +31,7 @@ class IntakeSettings(TokenSettings):
     # ("kid:base64,..." the first current) or REGSOSEK_DATA_KEYS_FILE; rotate with python -m intake.rotate_keys.
     data_keys: str = ""
     data_keys_file: str = ""
-    seal_batch_rows: int = Field(500, gt=0)  # rows per transaction when sealing or re-sealing bodies
+    seal_batch_rows: int = Field(default=500, gt=0)  # rows per transaction when sealing or re-sealing bodies
     # Keys of the identity feed (member-identities: members' NIKs sealed for notify only,
     # regsosek.contracts.identities): REGSOSEK_IDENTITY_KEYS or REGSOSEK_IDENTITY_KEYS_FILE, the same
     # set as notify's; a set of its own, not the data keys.

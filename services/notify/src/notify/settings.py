@@ -40,24 +40,24 @@ class NotifySettings(TokenSettings):
     # what each programme may receive (legal basis, fields): a versioned data file
     programme_access_file: str = str(Path(__file__).resolve().parent / "data" / "programme-access-2022.1.yaml")
     # live subscriptions per programme (each one is another copy of its families' data); beyond: 409
-    max_subscriptions_per_programme: int = Field(10, ge=1)
+    max_subscriptions_per_programme: int = Field(default=10, ge=1)
     # how much of a subscriber's reply is read; a longer reply is a failed attempt
-    max_reply_bytes: int = Field(64 * 1024, ge=1024)
+    max_reply_bytes: int = Field(default=64 * 1024, ge=1024)
     # Retention: a delivered event's payload is emptied this many days after delivery (docs/RETENTION.md).
-    delivery_payload_retention_days: int = Field(30, gt=0)
+    delivery_payload_retention_days: int = Field(default=30, gt=0)
     # DCI Social Registry API (/dci, notify.dci): notify's sender_id in DCI envelopes, and the requester
     # key registry: sender_id -> token subject and the Ed25519 public key that signs its requests.
     dci_sender_id: str = "regsosek"
     dci_requesters_file: str = str(Path(__file__).resolve().parent / "data" / "dci-requesters.yaml")
     # on-search, on-subscribe, ... POSTs before a queued callback is given up (backoff retry_base_s..retry_cap_s)
-    dci_callback_attempts: int = Field(12, ge=1, le=30)
+    dci_callback_attempts: int = Field(default=12, ge=1, le=30)
     # a request's header.message_ts may be this far from now (either way); a message_id is taken once
-    dci_message_window_s: float = Field(300.0, gt=0, le=86400)
+    dci_message_window_s: float = Field(default=300.0, gt=0, le=86400)
     # PEM of the RSA private key (2048 bits or more) encrypted DCI requests are made to (docs/DCI.md);
     # empty: encrypted messages are refused (err.encryption.invalid)
     dci_encryption_key_file: str = ""
     # finished DCI callbacks and settled DCI transactions (ids and statuses) are deleted after this
-    dci_bookkeeping_retention_days: int = Field(90, gt=0)
+    dci_bookkeeping_retention_days: int = Field(default=90, gt=0)
 
     # Ed25519 key that signs webhooks (Standard Webhooks v1a): whsk_<base64 of a 32-byte seed>, or a
     # file holding it (_FILE wins). Production refuses a missing or development key. The public half
@@ -77,11 +77,11 @@ class NotifySettings(TokenSettings):
     # yet (topics are read independently); after that it is sent without NIKs (`nik` null), never lost.
     identity_keys: str = ""
     identity_keys_file: str = ""
-    identity_wait_s: float = Field(300.0, ge=0)
-    identity_retry_s: float = Field(2.0, gt=0)  # a waiting subscription is looked at again after this
+    identity_wait_s: float = Field(default=300.0, ge=0)
+    identity_retry_s: float = Field(default=2.0, gt=0)  # a waiting subscription is looked at again after this
     # Retention: an identity list superseded by a newer one of its family is deleted this many days after
     # it arrived (the family's latest list is kept while the family is registered; erasure deletes all).
-    identity_superseded_retention_days: int = Field(30, gt=0)
+    identity_superseded_retention_days: int = Field(default=30, gt=0)
     # Key of the member index (DCI search by a member's NIK, for requesters granted member_identifiers):
     # HMAC-SHA256 of each NIK, notify's own key (not intake's). Production: set, secret, 32 bytes or more.
     nik_lookup_key: str = DEVELOPMENT_NIK_LOOKUP_KEY

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from regsosek.background import run_forever
 from regsosek.db import Backoff, is_transient
 from regsosek.messaging import UnitOfWork
 from regsosek.retention import Rule
-from regsosek.service import Runtime, ServiceDefinition, build_app, serve
+from regsosek.service import BackgroundTask, Runtime, ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 from verify import pseudonymise
 from verify.api import progress_router
@@ -30,8 +30,6 @@ TOPICS = (Topic.SLS_ROSTER, Topic.INTERVIEW_SUBMITTED, Topic.VERIFICATION_RESOLV
           Topic.FAMILY_UPDATE,
           Topic.FKP_GROUND_CHECK)
 log = logging.getLogger("verify")
-
-Background = Callable[[Runtime], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ def compose(settings: VerifySettings | None = None) -> Verify:
     return Verify(settings, store_for, store_of, publisher, VerifyHandlers(settings, store_for, publisher))
 
 
-def hold_sweep(verify: Verify) -> Background:
+def hold_sweep(verify: Verify) -> BackgroundTask:
     """Interviews whose roster never came are flagged "no roster" after the hold timeout (one
     transaction per family, under its SLS lock; decided normally if the roster came after all); updates
     kept for a family that was not verified within the update hold timeout get an update_not_applicable

@@ -15,7 +15,7 @@ these households anyway.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 SMALL = range(1, 5)
@@ -52,7 +52,7 @@ def suppress_breakdown(totals: dict, groups: list[dict]) -> tuple[dict, list[dic
     return suppress(totals, one_sls=covers_one_sls(totals["prefix"], totals["sls"]), also=once), shown
 
 
-def progress_figures(rows: list[Mapping[str, Any]], prefix: str, broken_down: bool) -> tuple[dict, list[dict]]:
+def progress_figures(rows: Sequence[Mapping[str, Any]], prefix: str, broken_down: bool) -> tuple[dict, list[dict]]:
     """The area's totals and (`broken_down`) its groups from the store's rows (one per group, `grp` its
     prefix), with small counts withheld (suppress_breakdown)."""
     groups = [{"prefix": r["grp"], **{k: int(r[k]) for k in FIGURES}} for r in rows]

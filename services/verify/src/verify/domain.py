@@ -122,7 +122,10 @@ class Decision:
 
     @property
     def code(self) -> str:
-        return (self.outcome or self.reason or self.non_response).value
+        code = self.outcome or self.reason or self.non_response
+        if code is None:
+            raise ValueError("a decision has an outcome, a flag reason or a non-response result")
+        return code.value
 
 
 _STATUS_FLAGS = {
@@ -380,6 +383,13 @@ class Stored:
     interview: Interview | None  # None once erased (body dropped, outcome kept), or not loaded (InterviewState)
     traceparent: str | None = None  # the trace of the interview while it is held
 
+    @property
+    def body(self) -> Interview:
+        """The interview of a row loaded with its body (the store's `body is not null` states)."""
+        if self.interview is None:
+            raise ValueError("the stored interview's body is not loaded (erased, or not asked for)")
+        return self.interview
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -525,7 +535,7 @@ def on_interview(state: InterviewState, iv: Interview, holders: dict[NikHash, Fa
     arrival = interview_arrival(None if stored is None else (stored.version, stored.submission_id), iv)
     if arrival is Arrival.SUPERSEDED or arrival is Arrival.REPEATED:
         return Outcome()
-    if arrival is Arrival.DUPLICATE:
+    if arrival is Arrival.DUPLICATE and stored is not None:  # a duplicate is of the stored version
         return Outcome(verdicts=(Verdict(iv, duplicate_interview(), "duplicate_interview", stored.decision_seq),))
     if state.roster is None:
         return Outcome(held=iv)  # until the roster arrives (or the hold times out)
@@ -571,7 +581,7 @@ def on_roster(state: RosterState, received: RosterSubmitted) -> Outcome:
     verdicts: list[Verdict] = []
     rematches: list[Rematch] = []
     for s in state.interviews:
-        iv = s.interview
+        iv = s.body
         matched = matched_key(iv, roster.entries)
         if s.state == "held":
             claim, d = judge(iv, roster, holders)
@@ -587,10 +597,10 @@ def on_roster(state: RosterState, received: RosterSubmitted) -> Outcome:
         rematches.append(Rematch(s.family_id, matched, roster.revision))
     moved_here = tuple(VillageEntry(roster.sls_id, e) for e in roster.entries if e.kk_hash)
     for s in state.strays:  # flagged under their old SLS before this roster listed them
-        claim, d = judge(s.interview, Roster(s.sls_id, 0, roster.submission_id, [], moved_here), holders)
+        claim, d = judge(s.body, Roster(s.sls_id, 0, roster.submission_id, [], moved_here), holders)
         claims.append(claim)
         if changed(s.state, s.outcome, s.detail, d):
-            verdicts.append(Verdict(s.interview, d, "sls_change", s.decision_seq + 1))
+            verdicts.append(Verdict(s.body, d, "sls_change", s.decision_seq + 1))
     return Outcome(claims=tuple(claims), roster=NewRoster(received, roster), verdicts=tuple(verdicts),
                    rematches=tuple(rematches), recount=roster.sls_id)
 

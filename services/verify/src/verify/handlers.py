@@ -18,6 +18,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import TypeVar
 
 from regsosek import audit
@@ -148,10 +149,11 @@ class VerifyHandlers:
         """A family added at a village consultation and ground-checked: a found family's interview is
         decided as a family added to its SLS (verify.consultation); a family not found changes nothing."""
         check: FkpGroundChecked = msg.data
-        if check.interview is None:
+        interview = check.interview
+        if interview is None:
             return
         store = self.store_for(uow)
-        await self._decide(uow, lambda: store.interview_state(check.interview),
+        await self._decide(uow, lambda: store.interview_state(interview),
                            lambda state: consultation.on_ground_check(state, check),
                            current_trace_headers().get("traceparent"))
 
@@ -191,7 +193,7 @@ class VerifyHandlers:
         families = sorted(set(uow.cache.pop(_VERIFIED, [])))
         store = self.store_for(uow)
         for e in await store.held_updates(families):
-            await self._decide(uow, lambda e=e: store.update_state(e), lambda state, e=e: updates.on_update(state, e))
+            await self._decide(uow, partial(store.update_state, e), partial(updates.on_update, e=e))
 
     async def on_update_hold_expired(self, uow: UnitOfWork, e: FamilyUpdated) -> None:
         """The hold sweep for one kept update: its family not verified within the update hold timeout,
@@ -246,7 +248,7 @@ class VerifyHandlers:
         others = {v.decision.roster_sls for v in outcome.verdicts if v.decision.roster_sls}
         others |= {v.interview.location.sls_id for v in outcome.verdicts if v.changes_family and outcome.recount}
         for sls_id in sorted(others | ({outcome.recount} if outcome.recount else set())):
-            uow.defer((_PROGRESS, sls_id), lambda sls_id=sls_id: self.recount(uow, sls_id))
+            uow.defer((_PROGRESS, sls_id), partial(self.recount, uow, sls_id))
         verified = [v.interview.family_id for v in outcome.verdicts if v.decision.verified and v.changes_family]
         if verified:  # the updates kept for them apply before commit (release_updates)
             uow.cache.setdefault(_VERIFIED, []).extend(verified)

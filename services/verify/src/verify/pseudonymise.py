@@ -20,13 +20,14 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import asyncpg
 
 from regsosek import db
 from regsosek.contracts import FamilyInterview, SlsRoster, pseudonymise_interview, pseudonymise_roster
-from regsosek.pseudonyms import kk_hash_hex
+from regsosek.pseudonyms import kk_hash
+from regsosek.service import BackgroundTask, Runtime
 from verify.settings import VerifySettings
 from verify.store import TABLES_WITH_LEGACY_ROWS as TABLES
 from verify.store import VerifyStore
@@ -44,7 +45,7 @@ async def convert_batch(conn: asyncpg.Connection, key: str, limit: int, store_of
                        .model_dump(mode="json")) for r in rows["interviews"]]
         revisions = [(r["sls_id"], r["revision"], pseudonymise_roster(SlsRoster.model_validate(r["body"]), key)
                       .model_dump(mode="json")) for r in rows["roster_history"]]
-        entries = [(r["sls_id"], r["building_no"], r["family_no"], kk_hash_hex(key, r["kk_number"]))
+        entries = [(r["sls_id"], r["building_no"], r["family_no"], kk_hash(key, r["kk_number"]).hex())  # kk_number is not null
                    for r in rows["roster_families"]]
         await store.replace_legacy(interviews, revisions, entries, [r["sls_id"] for r in rows["rosters"]])
     return {t: len(rows[t]) for t in TABLES}
@@ -68,11 +69,11 @@ async def convert_all(pool: asyncpg.Pool, key: str, batch: int = 500, *, vacuum:
     return total
 
 
-def at_start_up(settings: VerifySettings, store_of: StoreOf) -> Callable[..., Awaitable[None]]:
+def at_start_up(settings: VerifySettings, store_of: StoreOf) -> BackgroundTask:
     """Background task: one conversion when the legacy key is available, then idle (background tasks
     run for the service's life; one that ends makes the service unready)."""
 
-    async def pseudonymise_at_start_up(runtime) -> None:
+    async def pseudonymise_at_start_up(runtime: Runtime) -> None:
         key = settings.legacy_key()
         if key is not None:
             try:

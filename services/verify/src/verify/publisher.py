@@ -19,11 +19,15 @@ def verified_event(iv: Interview, d: Decision, at: datetime, decision_seq: int) 
     address, GPS or birth date leaves verify). Pure."""
     if not d.verified:
         raise ValueError("only a verified family has an interview-verified event")
+    if d.outcome is None:
+        raise ValueError("a verified family's decision carries its outcome")
     return InterviewVerified(family_id=iv.family_id, sls_id=iv.location.sls_id, outcome=d.outcome,
                              verified_at=at, profile=household_profile(iv), decision_seq=decision_seq)
 
 
 def flagged_event(iv: Interview, d: Decision, at: datetime, decision_seq: int) -> InterviewFlagged:
+    if d.reason is None:
+        raise ValueError("a flagged family's decision carries its reason")
     return InterviewFlagged(family_id=iv.family_id, sls_id=iv.location.sls_id, submission_id=iv.submission_id,
                             version=iv.version, reason=d.reason, detail=d.detail, flagged_at=at,
                             decision_seq=decision_seq)

@@ -18,12 +18,12 @@ class VerifySettings(TokenSettings):  # bearer tokens: GET /v1/progress (REGSOSE
     # An update that counts about a family not verified yet (not registered yet, held for its roster, or
     # flagged) is kept and applied once the family is verified; still waiting after this long, it gets an
     # update_not_applicable flag (verify.updates). The same sweep looks for both.
-    update_hold_timeout_s: float = Field(30 * 24 * 3600, gt=0)
+    update_hold_timeout_s: float = Field(default=30 * 24 * 3600, gt=0)
     # Retention (docs/RETENTION.md): a decided family's interview body (pseudonymised answers, birth
     # dates, NIK hashes) is emptied this many days after the decision once its state is final
     # (domain.BODY_EXPIRES: rejected and non-response forms; a verified family's stays while it is
     # registered, for updates); ids, outcome and roster match stay. Intake keeps what it received longer.
-    interview_body_retention_days: int = Field(90, gt=0)
+    interview_body_retention_days: int = Field(default=90, gt=0)
     # Verify needs no NIK hash key: intake publishes NIKs and KK numbers as keyed hashes and verify
     # compares those (regsosek.pseudonyms). Only records of the v1 shapes (identifiers in clear,
     # from before pseudonymised events: retained on the topics, re-driven dead letters, rows stored

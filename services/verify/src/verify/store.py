@@ -182,7 +182,7 @@ class VerifyStore:
             _STORED + " where kk_hash = any($1::text[]) and left(sls_id, 10) = $2 and sls_id <> $3 and state = 'flagged' "
             "and outcome = $4 and body is not null order by family_id for update",
             kks, r.sls_id[:10], r.sls_id, FlagReason.NOT_ON_ROSTER.value)) if kks else ()
-        holders = await self._nik_holders({h: 0 for s in interviews + strays for h in s.interview.nik_hashes()})
+        holders = await self._nik_holders({h: 0 for s in interviews + strays for h in s.body.nik_hashes()})
         return RosterState(r.sls_id, revision or 0, frozenset(e["family_id"] for e in erased), interviews, holders,
                            await self._village(r.sls_id), strays)
 
@@ -204,7 +204,7 @@ class VerifyStore:
         if row is None:
             return HoldState(None, None)
         stored, roster = self._stored(row), await self.roster(sls_id)
-        holders = await self._nik_holders(stored.interview.nik_hashes()) if roster is not None else {}
+        holders = await self._nik_holders(stored.body.nik_hashes()) if roster is not None else {}
         return HoldState(stored, roster, holders)
 
     async def update_state(self, e: FamilyUpdated) -> UpdateState:

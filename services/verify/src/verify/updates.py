@@ -31,10 +31,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
+from typing import TypeVar
 
 from regsosek.contracts import FlagReason, MemberPresence, VerificationOutcome
 from regsosek.contracts.interview import Relationship
-from regsosek.contracts.updates import FamilyUpdated, MovedTo, UpdateKind, UpdateWait
+from regsosek.contracts.updates import FamilyUpdated, MovedTo, PseudonymousChange, UpdateKind, UpdateWait
 from verify.domain import (
     Claim,
     Decision,
@@ -47,6 +48,8 @@ from verify.domain import (
     Verdict,
     matched_key,
 )
+
+T = TypeVar("T")
 
 _MOVED = {MovedTo.WITHIN_INDONESIA: MemberPresence.MOVED_WITHIN_INDONESIA, MovedTo.ABROAD: MemberPresence.MOVED_ABROAD}
 
@@ -94,19 +97,28 @@ def _leaves(iv: Interview, line_no: int, presence: MemberPresence, day: date) ->
     return _new_head([m.model_copy(update={"presence": presence}) if m is member else m for m in iv.members], day)
 
 
+def _given(value: T | None, c: PseudonymousChange, name: str) -> T:
+    """A field the change's kind carries (the contract requires it: check_change_fields)."""
+    if value is None:
+        raise NotApplicable(f"a {c.kind.value} change without {name}")
+    return value
+
+
 def changed_interview(iv: Interview, e: FamilyUpdated) -> Interview:
     """The family's stored interview with the change applied (pure); NotApplicable when it cannot apply."""
     c = e.change
     update: dict = {"submission_id": e.submission_id, "version": iv.version + 1,
                     "interviewed_at": datetime.combine(e.occurred_on, time(12), tzinfo=UTC)}
     if c.kind is UpdateKind.DEATH:
-        update["members"] = _leaves(iv, c.line_no, MemberPresence.DIED, e.occurred_on)
+        update["members"] = _leaves(iv, _given(c.line_no, c, "line_no"), MemberPresence.DIED, e.occurred_on)
     elif c.kind is UpdateKind.MEMBER_MOVED:
-        update["members"] = _leaves(iv, c.line_no, _MOVED[c.moved_to], e.occurred_on)
+        moved_to = _MOVED[_given(c.moved_to, c, "moved_to")]
+        update["members"] = _leaves(iv, _given(c.line_no, c, "line_no"), moved_to, e.occurred_on)
     elif c.kind is UpdateKind.BIRTH:
-        if any(m.line_no == c.member.line_no for m in iv.members):
-            raise NotApplicable(f"line {c.member.line_no} is another member's row on the family's form")
-        update["members"] = [*iv.members, c.member]
+        born = _given(c.member, c, "member")
+        if any(m.line_no == born.line_no for m in iv.members):
+            raise NotApplicable(f"line {born.line_no} is another member's row on the family's form")
+        update["members"] = [*iv.members, born]
     elif c.kind is UpdateKind.HOUSING_CHANGE:
         update["housing"] = c.housing
     if iv.version >= 1000:
@@ -161,7 +173,11 @@ def _on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
     if e.change.kind is UpdateKind.NEW_FAMILY:
         if stored is not None:
             return not_applicable(_placeholder(e, stored), stored, "a family with this id is registered already")
-        return _decided(e.change.family, None, state, "a family missed by the census, field-checked")
+        try:
+            family = _given(e.change.family, e.change, "family")
+        except NotApplicable as missing:
+            return not_applicable(_placeholder(e, stored), stored, str(missing))
+        return _decided(family, None, state, "a family missed by the census, field-checked")
     if stored is None or stored.interview is None or stored.state != "verified":
         why = "the family's form is no longer kept" if stored is None or stored.interview is None \
             else f"the family is {stored.state}, not verified"
@@ -192,7 +208,8 @@ def on_hold_expired(state: UpdateState, e: FamilyUpdated, timeout_s: float) -> O
     stored = state.stored
     if state.erased or state.applied or (stored is not None and stored.state == "verified"):
         return replace(on_update(state, e), update_done=e.submission_id)
-    why = WAITED.get(waits(stored), "the family is not verified")
+    wait = waits(stored)
+    why = WAITED.get(wait, "the family is not verified") if wait is not None else "the family is not verified"
     flag = not_applicable(_placeholder(e, stored), stored, f"{why}; not verified within {timeout_s / 86400:g} days")
     return replace(flag, update_done=e.submission_id)
 
@@ -214,5 +231,5 @@ def _outcome(iv: Interview, d: Decision, stored: Stored | None, state: UpdateSta
     roster = state.roster
     seq = (stored.decision_seq if stored else 0) + 1
     matched = matched_key(iv, roster.entries) if roster is not None and stored is not None else None
-    verdict = Verdict(iv, d, "update", seq, matched, roster.revision if matched else None)
+    verdict = Verdict(iv, d, "update", seq, matched, roster.revision if matched and roster is not None else None)
     return Outcome(claims=(claim,) if claim else (), held=iv, verdicts=(verdict,))

@@ -41,13 +41,13 @@ class RawHttp:
 
     async def _request(self, raw: bytes) -> tuple[int, bytes, float]:
         for attempt in (0, 1):
-            conn = None
+            conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
             while attempt == 0 and self._idle and conn is None:
-                *rw, used = self._idle.pop()
+                reader, writer, used = self._idle.pop()
                 if time.monotonic() - used < self.IDLE_MAX_S:
-                    conn = tuple(rw)
+                    conn = (reader, writer)
                 else:
-                    self._close(rw)
+                    self._close((reader, writer))
             reused = conn is not None
             if conn is None:
                 conn = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.timeout)
@@ -66,7 +66,7 @@ class RawHttp:
                 self._close(conn)
                 raise
             if keep:
-                self._idle.append((*conn, time.monotonic()))
+                self._idle.append((conn[0], conn[1], time.monotonic()))
             else:
                 self._close(conn)
             return status, body, sent
@@ -87,7 +87,7 @@ class RawHttp:
         if "content-length" in headers:
             return status, await reader.readexactly(int(headers["content-length"])), keep
         if headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
                 if size == 0:

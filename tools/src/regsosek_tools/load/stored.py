@@ -405,7 +405,7 @@ async def table_reads(dsns: dict[str, str]) -> dict[str, dict[str, int]]:
 
 def reads_between(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], top: int = 6) -> list[dict]:
     """The tables read most by sequential scans between two `table_reads`, most rows first."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for table, a in after.items():
         b = before.get(table, {})
         d = {k: a[k] - b.get(k, 0) for k in a}

@@ -82,8 +82,8 @@ class Deliveries:
             now = time.monotonic()
             if now - last_progress > self.progress_every:
                 last_progress = now
-                lag = self.latest_lag() or {}
-                lag_text = "lag " + " ".join(f"{k} {v}" for k, v in lag.items())
+                shown = self.latest_lag() or {}
+                lag_text = "lag " + " ".join(f"{k} {v}" for k, v in shown.items())
                 if not bar.note(lag_text):  # on a terminal the bar shows count, rate, ETA and the lag
                     self.log(f"{label}: receiver {last_unique - base}/{len(expected)}  {lag_text}")
             quiet = now - last_change

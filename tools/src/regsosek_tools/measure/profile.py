@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def py_spy() -> str | None:
@@ -85,9 +86,9 @@ class FlameGraphs:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.phase = phase
         for instance, pid in pids:
-            rec = Recording(instance, pid, self.out_dir / flame_name(self.date, self.commit, phase, instance),
-                            log=self.log_dir / f"py-spy-{phase}-{instance.replace('#', '-')}.log")
-            with _log_file(rec.log) as err:
+            log = self.log_dir / f"py-spy-{phase}-{instance.replace('#', '-')}.log"
+            rec = Recording(instance, pid, self.out_dir / flame_name(self.date, self.commit, phase, instance), log=log)
+            with _log_file(log) as err:
                 rec.proc = await asyncio.create_subprocess_exec(
                     *record_command(self.exe, pid, rec.svg, self.rate, self.fmt), stdin=subprocess.DEVNULL,
                     stdout=err, stderr=err, start_new_session=True)
@@ -99,7 +100,7 @@ class FlameGraphs:
 
     async def stop(self, timeout: float = 120.0) -> list[dict]:
         """SIGINT to every py-spy; waits for each to write its SVG. One entry per instance."""
-        out = []
+        out: list[dict[str, Any]] = []
         for rec in self.running:
             if rec.proc is not None and rec.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -29,6 +29,7 @@ what it uses.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Annotated
 
@@ -58,6 +59,7 @@ from regsosek.contracts.interview import (
     WallMaterial,
     WaterSource,
 )
+from regsosek.contracts.pseudonymous import InterviewSubmitted, PseudonymousMember
 
 MAX_AGE = 150
 
@@ -137,18 +139,19 @@ class HouseholdProfile(Contract):
         return next((m for m in self.members if m.relationship is Relationship.HEAD), None)
 
 
-def age_in_years(member: Member, day: date) -> int:
+def age_in_years(member: Member | PseudonymousMember, day: date) -> int:
     """Completed years on `day`, bounded to the contract's range (a birth date after the
     interview, which intake refuses, reads as 0; the PMT's age thresholds see the same)."""
     return min(max(member.age_on(day), 0), MAX_AGE)
 
 
-def household_profile(iv: FamilyInterview) -> HouseholdProfile:
+def household_profile(iv: FamilyInterview | InterviewSubmitted) -> HouseholdProfile:
     """The PMT view of an interview: its members living with the family, ages at the interview
     date (the interview's own local date; the age given when the birth date is unknown), every
     identifying field left out. Pure. A non-response (no housing) has no profile: ValueError."""
     day = iv.interviewed_at.date()
     h, e = iv.housing, iv.economy
+    members: Sequence[Member | PseudonymousMember] = iv.members  # either form's members
     if h is None:
         raise ValueError(f"a {iv.result.value} interview has no household profile")
     return HouseholdProfile(
@@ -162,7 +165,7 @@ def household_profile(iv: FamilyInterview) -> HouseholdProfile:
                 school=m.school, highest_diploma=m.highest_diploma, worked_last_week=m.worked_last_week,
                 industry=m.industry, job_status=m.job_status, difficulty=m.difficulty, line_no=line_no,
             )
-            for line_no, m in enumerate(iv.members, start=1) if m.presence.resident
+            for line_no, m in enumerate(members, start=1) if m.presence.resident
         ],
         housing=ProfileHousing(
             floor_area_m2=h.floor_area_m2, floor=h.floor, wall=h.wall, roof=h.roof,
