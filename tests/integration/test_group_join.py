@@ -83,10 +83,16 @@ async def test_an_instance_joins_and_leaves_in_one_generation_each(world, joins)
     try:
         await first.start()  # returns once the group has assigned it partitions
         (g1,) = joins.generations
+        alone = _assigned(first)
         await second.start()
         # the second instance's join: one generation, which both instances joined
         assert joins.generations[1:] == [g1 + 1, g1 + 1], joins.generations
-        # range: each instance holds the same partition numbers of every topic, none held twice
+        # range: each instance holds the same partition numbers of every topic, none held twice. The
+        # second's start returns once it is assigned; the first learns its share in its own SyncGroup
+        # of that same generation, a moment later: wait for it (no further join may happen meanwhile)
+        await eventually(lambda: _assigned(first) != alone, timeout=30,
+                         interval=0.1, what="the first instance given its share of the new generation")
+        assert joins.generations[1:] == [g1 + 1, g1 + 1], joins.generations
         a, b = _assigned(first), _assigned(second)
         assert len({frozenset(p) for p in a.values()}) == 1 and len({frozenset(p) for p in b.values()}) == 1, (a, b)
         assert set(a) == set(b) == {t.wire for t in TOPICS}
