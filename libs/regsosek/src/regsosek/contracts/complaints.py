@@ -18,8 +18,8 @@ from typing import Annotated
 from pydantic import StringConstraints, model_validator
 
 from regsosek.contracts.base import Contract
-from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId
-from regsosek.contracts.updates import Actor, FamilyChange, check_family_in_sls
+from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId, check_family_in_sls
+from regsosek.contracts.updates import Actor, FamilyChange
 
 
 class Complainant(StrEnum):

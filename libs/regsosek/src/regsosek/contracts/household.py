@@ -36,7 +36,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from regsosek.contracts.base import Contract
-from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId
+from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId, check_family_in_sls
 from regsosek.contracts.interview import (
     Asset,
     CookingFuel,
@@ -126,8 +126,7 @@ class HouseholdProfile(Contract):
 
     @model_validator(mode="after")
     def _family_in_sls(self) -> HouseholdProfile:
-        if not self.family_id.startswith(self.sls_id + "-"):
-            raise ValueError("family_id must begin with its sls_id")
+        check_family_in_sls(self.family_id, self.sls_id)
         return self
 
     @property

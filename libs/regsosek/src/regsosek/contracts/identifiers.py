@@ -92,3 +92,9 @@ def village_of(sls_id: str) -> str:
 def pseudonym(value: str, *, salt: str = "regsosek") -> str:
     """A stable, non-reversible short token for a personal identifier in logs."""
     return hashlib.blake2b(value.encode(), digest_size=8, key=salt.encode()[:64]).hexdigest()
+
+
+def check_family_in_sls(family: str, sls: str) -> None:
+    """A family id begins with its SLS id (every contract carrying both checks this)."""
+    if not family.startswith(sls + "-"):
+        raise ValueError("family_id must begin with its sls_id")

@@ -25,7 +25,7 @@ from typing import Annotated
 from pydantic import Field, StringConstraints, model_validator
 
 from regsosek.contracts.base import Contract
-from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId
+from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId, check_family_in_sls
 
 Sealed = Annotated[str, StringConstraints(min_length=8, max_length=16384, pattern=r"^[A-Za-z0-9+/]+={0,2}$")]
 
@@ -39,8 +39,7 @@ class MemberIdentities(Contract):
 
     @model_validator(mode="after")
     def _family_in_sls(self) -> MemberIdentities:
-        if not self.family_id.startswith(self.sls_id + "-"):
-            raise ValueError("family_id must begin with its sls_id")
+        check_family_in_sls(self.family_id, self.sls_id)
         return self
 
 

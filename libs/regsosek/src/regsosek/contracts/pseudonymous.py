@@ -22,7 +22,7 @@ from typing import Annotated
 from pydantic import Field, StringConstraints, model_validator
 
 from regsosek.contracts.base import Contract
-from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId, SubSls
+from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId, SubSls, check_family_in_sls
 from regsosek.contracts.interview import (
     Business,
     ChronicDisease,
@@ -232,6 +232,5 @@ class FamilyErased(Contract):
 
     @model_validator(mode="after")
     def _family_in_sls(self) -> FamilyErased:
-        if not self.family_id.startswith(self.sls_id + "-"):
-            raise ValueError("family_id must begin with its sls_id")
+        check_family_in_sls(self.family_id, self.sls_id)
         return self

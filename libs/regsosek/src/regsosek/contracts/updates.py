@@ -21,7 +21,7 @@ from typing import Annotated
 from pydantic import Field, StringConstraints, model_validator
 
 from regsosek.contracts.base import Contract
-from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId
+from regsosek.contracts.identifiers import FamilyId, SlsId, SubmissionId, check_family_in_sls
 from regsosek.contracts.interview import FamilyEconomy, FamilyInterview, Housing, Location, Member, MemberPresence
 from regsosek.contracts.pseudonymous import InterviewSubmitted, PseudonymousMember, pseudonymise_interview
 from regsosek.pseudonyms import nik_hash_hex
@@ -104,11 +104,6 @@ class FamilyChange(Contract):
     def _fields_of_kind(self) -> FamilyChange:
         check_change_fields(self.kind, {f for f in _CHANGE_FIELDS if getattr(self, f) is not None})
         return self
-
-
-def check_family_in_sls(family: str, sls: str) -> None:
-    if not family.startswith(sls + "-"):
-        raise ValueError("family_id must begin with its sls_id")
 
 
 class FamilyUpdate(Contract):
