@@ -40,6 +40,12 @@ after a failure or Ctrl-C. It measures, in that one run:
     (load.stored: cloned from this world's own rows under new SLS, family, submission and event
     ids and keyed hashes); each N's families/s as a ratio to the first's (issue 16, target 4:
     >= 0.8 at 2,000,000). Only with --stored or --phases stored.
+ 9. the CPU budget of every upload phase (throughput, scale, stored) and of the ceiling
+    (measure.budget): CPU seconds from /proc of each process group over the phase (each service
+    with all its processes, the receiver, this process as the load generator, the stack's Kafka
+    broker and its PostgreSQL cluster: the postmaster with its live and ended backends), per
+    family; the ceiling's per record (the broker, and each stage's own CPU); and the ratio both
+    would reach with every core busy: ceiling CPU per record / pipeline CPU per family.
 
 --profile records a flame graph of every service during the throughput phase and every stored
 step (py-spy record, regsosek_tools.measure.profile) into docs/bench/flame-<date>-<commit>-<phase>-
@@ -80,9 +86,10 @@ from regsosek_tools.load.families import Family, Pool, build_pool
 from regsosek_tools.load.http import RawHttp, Spread
 from regsosek_tools.load.pacing import schedule
 from regsosek_tools.load.submit import BatchUpload, OpenLoop, post_with_retry
+from regsosek_tools.measure.budget import CpuGroups, CpuReading, bound, budget, ceiling_budget
 from regsosek_tools.measure.delivery import Deliveries
 from regsosek_tools.measure.kafka import Offsets, group_lag
-from regsosek_tools.measure.proc import git_commit, machine_info
+from regsosek_tools.measure.proc import git_commit, machine_info, stack_pids
 from regsosek_tools.measure.profile import FlameGraphs
 from regsosek_tools.measure.sampler import Instance, Sampler
 from regsosek_tools.processes import PIPELINE as SERVICES
@@ -166,6 +173,7 @@ class Bench:
         self.progress_every = 2.0 if sys.stderr.isatty() else 5.0
         self.flames: FlameGraphs | None = None  # --profile
         self.profiles: list[dict] = []
+        self.cpu: CpuGroups | None = None  # the CPU budget's reader (measure.budget), once set up
 
     # ------------------------------------------------------------ small things
 
@@ -229,6 +237,10 @@ class Bench:
             self._instance(s, s)
         self._instance("receiver", "receiver", {"REGSOSEK_RECEIVER_SECRET": self.receiver_secret})
         await self.start_instances(list(self.instances.values()))
+        stack = stack_pids(self.world.stack.bootstrap, self.world.stack.pg_base)
+        self.log(f"CPU budget: Kafka broker pid(s) {stack['kafka'] or 'not found'}, PostgreSQL postmaster pid(s) "
+                 f"{stack['postgres'] or 'not found'}")
+        self.cpu = CpuGroups(self.service_pids, stack)
         self.receiver_url = self.instances["receiver"].proc.url
         self.deliveries = Deliveries(self.http, self.receiver_url, phase_timeout=self.a.phase_timeout,
                                      stall_timeout=self.a.stall_timeout, latest_lag=self.latest_lag, log=self.log,
@@ -238,6 +250,17 @@ class Bench:
         self._sampler = asyncio.create_task(self.sampler.run())
         await self.subscribe()
         await self.submit_rosters(pool)
+
+    def service_pids(self) -> dict[str, list[int]]:
+        """The running instances' process ids by service (and the receiver's), for the CPU budget."""
+        out: dict[str, list[int]] = {}
+        for i in self.instances.values():
+            if i.proc.pid is not None:
+                out.setdefault(i.service, []).append(i.proc.pid)
+        return out
+
+    def cpu_reading(self) -> CpuReading | None:
+        return self.cpu.read() if self.cpu is not None else None
 
     def _intake_client(self, inst: Instance) -> RawHttp:
         return RawHttp("127.0.0.1", inst.proc.port, connections=self.a.max_inflight)
@@ -398,6 +421,7 @@ class Bench:
                  f"of {up.batch_size}, {up.devices} devices")
         profiled = await self.start_profile(label)
         cpu0 = time.process_time()
+        reading0 = self.cpu_reading()
         sender = asyncio.create_task(up.run(done))
         try:
             got, ended = await self.deliveries.wait_delivered(up.expected, base, sending_done=done, label=label)
@@ -417,6 +441,9 @@ class Bench:
         self.log(f"{label}: {fnum(res['families_per_s'] or res.get('families_per_s_partial'), 1)} families/s end "
                  f"to end ({res['ended']}), intake accepted {fnum(res['accepted_per_s'], 1)}/s")
         res["settle"] = await self.settle(label)
+        reading1 = self.cpu_reading()  # after the settle: the work every group still had for these families
+        if reading0 is not None and reading1 is not None:
+            res["cpu_budget"] = budget(reading0, reading1, len(fams))
         return res
 
     async def start_profile(self, label: str) -> bool:
@@ -653,13 +680,17 @@ class Bench:
         roles.append(("sink", ["sink", "--src", hops[-1], "--group", groups[-1]]))
         self.log(f"ceiling: {n} records ({sum(len(f.body) for f in fams) / n / 1024:.1f} KiB each) through "
                  f"{HOPS} topics: producer -> {' -> '.join(r for r, _ in roles)}")
+        reading0 = self.cpu_reading()
         try:
             results = await self._run_stages(stage, roles, ["produce", "--dst", hops[0], "--payload", str(payload)],
                                              deadline)
         except CeilingFailed as e:
             self.errors.append(f"ceiling: {e}")
             return {"error": str(e), "stages": e.results}
+        reading1 = self.cpu_reading()
         res = ceiling_figures(n, spec.partitions, results, payload_bytes_mean=sum(len(f.body) for f in fams) / n)
+        if reading0 is not None and reading1 is not None and "error" not in res:
+            res["cpu_budget"] = ceiling_budget(reading0, reading1, {k: v.get("cpu_s") for k, v in results.items()}, n)
         if "error" not in res:
             self.log(f"ceiling: {fnum(res['records_per_s'])} records/s end to end through {HOPS} hops "
                      f"(producer alone {fnum(res['produce_only_per_s'])}/s)")
@@ -817,6 +848,9 @@ async def measure(b: Bench, pool: Pool, result: dict) -> None:
         if tp and cr:
             result["ceiling"]["pipeline_families_per_s"] = tp
             result["ceiling"]["ratio"] = tp / cr
+        tb = (result.get("throughput") or {}).get("cpu_budget") or {}
+        cb = result["ceiling"].get("cpu_budget") or {}
+        result["ceiling"]["cpu_bound_ratio"] = bound(tb.get("total_ms_per_unit"), cb.get("total_ms_per_unit"))
     if "stored" in a.phases:  # last: it leaves millions of families in the world
         result["stored"] = await b.stored(pool)
 
