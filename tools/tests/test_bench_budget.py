@@ -187,3 +187,20 @@ async def test_the_stacks_broker_and_postmaster_are_found_and_ended_backends_kee
     assert before.groups["kafka"] is not None and after.groups["generator"] is not None
     assert os.getpid() == groups.own_pid
 
+
+
+def test_records_per_family_by_topic_without_the_worlds_prefix():
+    from regsosek_tools.measure.budget import records_per_unit
+
+    ends0 = {"b1.interview-submitted": 100, "b1.interview-verified": 50, "b1.quiet": 7}
+    ends1 = {"b1.interview-submitted": 300, "b1.interview-verified": 250, "b1.quiet": 7, "b1.new": 20}
+    got = records_per_unit(ends0, ends1, 200, prefix="b1.")
+    assert got == {"interview-submitted": 1.0, "interview-verified": 1.0, "new": 0.1, "total": pytest.approx(2.1)}
+
+
+def test_fixed_part_of_the_cpu_per_family_from_the_idle_cores():
+    from regsosek_tools.report.bench import fixed_ms_per_family
+
+    # 0.25 cores idle; a 40 s phase of 2,000 families: 10 CPU s of it would have been spent anyway
+    assert fixed_ms_per_family({"cores": 0.25}, {"span_s": 40.0, "units": 2000}) == pytest.approx(5.0)
+    assert fixed_ms_per_family({"cores": None}, {"span_s": 40.0, "units": 2000}) is None

@@ -74,7 +74,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,7 @@ from regsosek_tools.load.families import Family, Pool, build_pool
 from regsosek_tools.load.http import RawHttp, Spread
 from regsosek_tools.load.pacing import schedule
 from regsosek_tools.load.submit import BatchUpload, OpenLoop, post_with_retry
-from regsosek_tools.measure.budget import CpuGroups, CpuReading, bound, budget, ceiling_budget
+from regsosek_tools.measure.budget import CpuGroups, CpuReading, bound, budget, ceiling_budget, records_per_unit
 from regsosek_tools.measure.delivery import Deliveries
 from regsosek_tools.measure.kafka import Offsets, group_lag
 from regsosek_tools.measure.proc import git_commit, machine_info, stack_pids
@@ -421,6 +421,7 @@ class Bench:
                  f"of {up.batch_size}, {up.devices} devices")
         profiled = await self.start_profile(label)
         cpu0 = time.process_time()
+        ends0 = await self.topic_ends()
         reading0 = self.cpu_reading()
         sender = asyncio.create_task(up.run(done))
         try:
@@ -444,7 +445,33 @@ class Bench:
         reading1 = self.cpu_reading()  # after the settle: the work every group still had for these families
         if reading0 is not None and reading1 is not None:
             res["cpu_budget"] = budget(reading0, reading1, len(fams))
+        ends1 = await self.topic_ends()
+        if ends0 and ends1:
+            res["records_per_family"] = records_per_unit(ends0, ends1, len(fams), prefix=self.prefix)
         return res
+
+    async def topic_ends(self) -> dict[str, int]:
+        """Sum of the end offsets of each of this world's topics now (empty when Kafka did not answer)."""
+        try:
+            ends = await self.offsets.ends(self.world.topics())
+        except Exception:  # noqa: BLE001 - a figure left out, not a failed phase
+            return {}
+        out: dict[str, int] = {}
+        for tp, end in ends.items():
+            out[tp.topic] = out.get(tp.topic, 0) + end
+        return out
+
+    async def idle_cpu(self, seconds: float) -> dict | None:
+        """Every group's CPU while nothing is sent (`seconds` after a settled phase): the fixed cost of
+        the running pipeline (consumers polling, the sampler), per second."""
+        self.phase = "idle"
+        reading0 = self.cpu_reading()
+        await asyncio.sleep(seconds)
+        reading1 = self.cpu_reading()
+        if reading0 is None or reading1 is None:
+            return None
+        self.log(f"idle: {seconds:g} s with nothing sent, for the CPU budget's fixed part")
+        return budget(reading0, reading1, 1)
 
     async def start_profile(self, label: str) -> bool:
         """With --profile, py-spy on every service instance during the throughput phase and each
@@ -680,14 +707,14 @@ class Bench:
         roles.append(("sink", ["sink", "--src", hops[-1], "--group", groups[-1]]))
         self.log(f"ceiling: {n} records ({sum(len(f.body) for f in fams) / n / 1024:.1f} KiB each) through "
                  f"{HOPS} topics: producer -> {' -> '.join(r for r, _ in roles)}")
-        reading0 = self.cpu_reading()
+        readings: list[CpuReading | None] = []
         try:
             results = await self._run_stages(stage, roles, ["produce", "--dst", hops[0], "--payload", str(payload)],
-                                             deadline)
+                                             deadline, on_producer=lambda: readings.append(self.cpu_reading()))
         except CeilingFailed as e:
             self.errors.append(f"ceiling: {e}")
             return {"error": str(e), "stages": e.results}
-        reading1 = self.cpu_reading()
+        reading0, reading1 = (readings or [None])[0], self.cpu_reading()
         res = ceiling_figures(n, spec.partitions, results, payload_bytes_mean=sum(len(f.body) for f in fams) / n)
         if reading0 is not None and reading1 is not None and "error" not in res:
             res["cpu_budget"] = ceiling_budget(reading0, reading1, {k: v.get("cpu_s") for k, v in results.items()}, n)
@@ -697,8 +724,9 @@ class Bench:
         return res
 
     async def _run_stages(self, stage: list[str], roles: list[tuple[str, list[str]]], producer: list[str],
-                          deadline: float) -> dict[str, dict]:
-        """Relays and sink started and ready, then the producer; each stage's result line."""
+                          deadline: float, on_producer: Callable[[], None] = lambda: None) -> dict[str, dict]:
+        """Relays and sink started and ready, then the producer (`on_producer` called just before
+        it starts); each stage's result line."""
         procs: dict[str, asyncio.subprocess.Process] = {}
         results: dict[str, dict] = {}
         try:
@@ -708,6 +736,7 @@ class Bench:
                 line = await _read_line(p, 90)
                 if json.loads(line or b"{}").get("ready") is not True:
                     raise RuntimeError(f"ceiling {name} did not get ready: {line[:200]!r}")
+            on_producer()
             procs["producer"] = await self._spawn(stage + producer, "ceiling-producer")
             remaining = max(10.0, deadline - time.time() + 30)
             for name, p in procs.items():
@@ -834,6 +863,8 @@ async def measure(b: Bench, pool: Pool, result: dict) -> None:
         throughput_fams = pool.take(a.families)
         result["throughput"] = await b.upload(throughput_fams, "throughput")
         result["throughput"]["per_service"] = b.phase_services("throughput")
+        if a.idle_window > 0:
+            result["idle_cpu"] = await b.idle_cpu(a.idle_window)
     if "latency" in a.phases:
         result["latency"] = await latency_phases(b, pool)
     if "scale" in a.phases:
@@ -1086,6 +1117,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stall-timeout", type=float, default=120.0,
                    help="a phase ends when the receiver got nothing new for this long")
     p.add_argument("--start-timeout", type=float, default=120.0)
+    p.add_argument("--idle-window", type=float, default=10.0,
+                   help="seconds with nothing sent after the throughput phase, for the CPU budget's fixed part "
+                        "(default 10; 0: none)")
     p.add_argument("--replay-timeout", type=float, default=900.0)
     return p
 

@@ -100,6 +100,18 @@ def ceiling_budget(start: CpuReading, end: CpuReading, stages: Mapping[str, floa
             "missing": [g for g, r in rows.items() if r["cpu_s"] is None]}
 
 
+def records_per_unit(ends0: Mapping[str, int], ends1: Mapping[str, int], units: int, *, prefix: str = "") -> dict:
+    """Records written to each topic between two readings of its end offsets (summed over partitions),
+    per unit (family), by topic name without `prefix`; "total" over every topic."""
+    out: dict[str, float] = {}
+    for topic, end in sorted(ends1.items()):
+        d = end - ends0.get(topic, 0)
+        if d and units:
+            out[topic.removeprefix(prefix)] = d / units
+    out["total"] = sum(out.values())
+    return out
+
+
 def bound(pipeline_ms_per_family: float | None, ceiling_ms_per_record: float | None) -> float | None:
     """The pipeline-to-ceiling ratio both would reach with every core busy: (ceiling CPU per record) /
     (pipeline CPU per family); the same on any number of cores."""

@@ -340,6 +340,18 @@ def _print_budget(r: dict) -> None:
         if tb.get("machine_busy_cpu_s") is not None:
             p(f"  machine busy {fnum(tb['machine_busy_cpu_s'], 1)} CPU s over the phase, "
               f"{fnum(tb['outside_groups_cpu_s'], 1)} of them outside these groups (other work on the machine)")
+        rpf = (r.get("throughput") or {}).get("records_per_family") or {}
+        if rpf:
+            p(f"  Kafka records written per family: {rpf['total']:.2f} ("
+              + ", ".join(f"{t} {v:.2f}" for t, v in sorted(rpf.items(), key=lambda kv: -kv[1]) if t != "total") + ")")
+    idle = r.get("idle_cpu")
+    if idle and tb:
+        fixed = fixed_ms_per_family(idle, tb)
+        p(f"  idle ({fnum(idle['span_s'], 1)} s with nothing sent, everything running): "
+          + ", ".join(f"{GROUP_LABELS.get(g, g).split(' (')[0]} {fnum(q.get('cores'), 3)}"
+                      for g, q in sorted(idle["groups"].items(), key=lambda kv: -(kv[1].get("cores") or 0)))
+          + f" cores; total {fnum(idle.get('cores'), 3)} cores = {fnum(fixed, 2)} of the "
+          f"{fnum(tb['total_ms_per_unit'], 2)} ms per family at the phase's rate")
     if cb:
         p(f"  ceiling: {fnum(cb['units'])} records through {c.get('hops')} hops, {fnum(cb['span_s'], 1)} s")
         for line in budget_lines(cb, "record"):
@@ -349,9 +361,19 @@ def _print_budget(r: dict) -> None:
             p("  (not the ceiling's: idle meanwhile " + ", ".join(f"{g} {v:.2f} s" for g, v in idle.items()) + ")")
     ratio = c.get("cpu_bound_ratio")
     if ratio is not None and tb and cb:
-        p(f"  with every core busy, pipeline / ceiling ≤ {fnum(cb['total_ms_per_unit'], 2)} ms per record / "
-          f"{fnum(tb['total_ms_per_unit'], 2)} ms per family = {100 * ratio:.1f}% on any number of cores"
-          + (f" (measured {100 * c['ratio']:.1f}%)" if c.get("ratio") is not None else ""))
+        p(f"  both CPU-bound on the same cores: pipeline / ceiling = {fnum(cb['total_ms_per_unit'], 2)} ms per record / "
+          f"{fnum(tb['total_ms_per_unit'], 2)} ms per family = {100 * ratio:.1f}%, on any number of cores"
+          + (f" (measured in this run {100 * c['ratio']:.1f}%)" if c.get("ratio") is not None else ""))
+        p(f"  50% needs at most {fnum(2 * cb['total_ms_per_unit'], 2)} ms of CPU per family")
+
+
+def fixed_ms_per_family(idle: dict, phase: dict) -> float | None:
+    """The part of a phase's CPU per family that the running pipeline spends anyway (its idle cores
+    over the phase's span, per family)."""
+    cores, span, units = idle.get("cores"), phase.get("span_s"), phase.get("units")
+    if cores is None or not span or not units:
+        return None
+    return 1000 * cores * span / units
 
 
 def stored_verdict(result: dict) -> tuple[float | None, int | None, bool | None]:
