@@ -44,8 +44,10 @@ after a failure or Ctrl-C. It measures, in that one run:
     (measure.budget): CPU seconds from /proc of each process group over the phase (each service
     with all its processes, the receiver, this process as the load generator, the stack's Kafka
     broker and its PostgreSQL cluster: the postmaster with its live and ended backends), per
-    family; the ceiling's per record (the broker, and each stage's own CPU); and the ratio both
-    would reach with every core busy: ceiling CPU per record / pipeline CPU per family.
+    family, with each group's idle cores in a window with nothing sent after the throughput phase
+    (--idle-window) and the Kafka records written per family; the ceiling's per record (the
+    broker, and each stage's own CPU); and the ratio both reach when CPU-bound on the same cores:
+    ceiling CPU per record / pipeline CPU per family.
 
 --profile records a flame graph of every service during the throughput phase and every stored
 step (py-spy record, regsosek_tools.measure.profile) into docs/bench/flame-<date>-<commit>-<phase>-
