@@ -40,6 +40,14 @@ after a failure or Ctrl-C. It measures, in that one run:
     (load.stored: cloned from this world's own rows under new SLS, family, submission and event
     ids and keyed hashes); each N's families/s as a ratio to the first's (issue 16, target 4:
     >= 0.8 at 2,000,000). Only with --stored or --phases stored.
+ 9. the CPU budget of every upload phase (throughput, scale, stored) and of the ceiling
+    (measure.budget): CPU seconds from /proc of each process group over the phase (each service
+    with all its processes, the receiver, this process as the load generator, the stack's Kafka
+    broker and its PostgreSQL cluster: the postmaster with its live and ended backends), per
+    family, with each group's idle cores in a window with nothing sent after the throughput phase
+    (--idle-window) and the Kafka records written per family; the ceiling's per record (the
+    broker, and each stage's own CPU); and the ratio both reach when CPU-bound on the same cores:
+    ceiling CPU per record / pipeline CPU per family.
 
 --profile records a flame graph of every service during the throughput phase and every stored
 step (py-spy record, regsosek_tools.measure.profile) into docs/bench/flame-<date>-<commit>-<phase>-
@@ -68,7 +76,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,9 +88,10 @@ from regsosek_tools.load.families import Family, Pool, build_pool
 from regsosek_tools.load.http import RawHttp, Spread
 from regsosek_tools.load.pacing import schedule
 from regsosek_tools.load.submit import BatchUpload, OpenLoop, post_with_retry
+from regsosek_tools.measure.budget import CpuGroups, CpuReading, bound, budget, ceiling_budget, records_per_unit
 from regsosek_tools.measure.delivery import Deliveries
 from regsosek_tools.measure.kafka import Offsets, group_lag
-from regsosek_tools.measure.proc import git_commit, machine_info
+from regsosek_tools.measure.proc import git_commit, machine_info, stack_pids
 from regsosek_tools.measure.profile import FlameGraphs
 from regsosek_tools.measure.sampler import Instance, Sampler
 from regsosek_tools.processes import PIPELINE as SERVICES
@@ -166,6 +175,7 @@ class Bench:
         self.progress_every = 2.0 if sys.stderr.isatty() else 5.0
         self.flames: FlameGraphs | None = None  # --profile
         self.profiles: list[dict] = []
+        self.cpu: CpuGroups | None = None  # the CPU budget's reader (measure.budget), once set up
 
     # ------------------------------------------------------------ small things
 
@@ -229,6 +239,10 @@ class Bench:
             self._instance(s, s)
         self._instance("receiver", "receiver", {"REGSOSEK_RECEIVER_SECRET": self.receiver_secret})
         await self.start_instances(list(self.instances.values()))
+        stack = stack_pids(self.world.stack.bootstrap, self.world.stack.pg_base)
+        self.log(f"CPU budget: Kafka broker pid(s) {stack['kafka'] or 'not found'}, PostgreSQL postmaster pid(s) "
+                 f"{stack['postgres'] or 'not found'}")
+        self.cpu = CpuGroups(self.service_pids, stack)
         self.receiver_url = self.instances["receiver"].proc.url
         self.deliveries = Deliveries(self.http, self.receiver_url, phase_timeout=self.a.phase_timeout,
                                      stall_timeout=self.a.stall_timeout, latest_lag=self.latest_lag, log=self.log,
@@ -238,6 +252,17 @@ class Bench:
         self._sampler = asyncio.create_task(self.sampler.run())
         await self.subscribe()
         await self.submit_rosters(pool)
+
+    def service_pids(self) -> dict[str, list[int]]:
+        """The running instances' process ids by service (and the receiver's), for the CPU budget."""
+        out: dict[str, list[int]] = {}
+        for i in self.instances.values():
+            if i.proc.pid is not None:
+                out.setdefault(i.service, []).append(i.proc.pid)
+        return out
+
+    def cpu_reading(self) -> CpuReading | None:
+        return self.cpu.read() if self.cpu is not None else None
 
     def _intake_client(self, inst: Instance) -> RawHttp:
         return RawHttp("127.0.0.1", inst.proc.port, connections=self.a.max_inflight)
@@ -398,6 +423,8 @@ class Bench:
                  f"of {up.batch_size}, {up.devices} devices")
         profiled = await self.start_profile(label)
         cpu0 = time.process_time()
+        ends0 = await self.topic_ends()
+        reading0 = self.cpu_reading()
         sender = asyncio.create_task(up.run(done))
         try:
             got, ended = await self.deliveries.wait_delivered(up.expected, base, sending_done=done, label=label)
@@ -417,7 +444,36 @@ class Bench:
         self.log(f"{label}: {fnum(res['families_per_s'] or res.get('families_per_s_partial'), 1)} families/s end "
                  f"to end ({res['ended']}), intake accepted {fnum(res['accepted_per_s'], 1)}/s")
         res["settle"] = await self.settle(label)
+        reading1 = self.cpu_reading()  # after the settle: the work every group still had for these families
+        if reading0 is not None and reading1 is not None:
+            res["cpu_budget"] = budget(reading0, reading1, len(fams))
+        ends1 = await self.topic_ends()
+        if ends0 and ends1:
+            res["records_per_family"] = records_per_unit(ends0, ends1, len(fams), prefix=self.prefix)
         return res
+
+    async def topic_ends(self) -> dict[str, int]:
+        """Sum of the end offsets of each of this world's topics now (empty when Kafka did not answer)."""
+        try:
+            ends = await self.offsets.ends(self.world.topics())
+        except Exception:  # noqa: BLE001 - a figure left out, not a failed phase
+            return {}
+        out: dict[str, int] = {}
+        for tp, end in ends.items():
+            out[tp.topic] = out.get(tp.topic, 0) + end
+        return out
+
+    async def idle_cpu(self, seconds: float) -> dict | None:
+        """Every group's CPU while nothing is sent (`seconds` after a settled phase): the fixed cost of
+        the running pipeline (consumers polling, the sampler), per second."""
+        self.phase = "idle"
+        reading0 = self.cpu_reading()
+        await asyncio.sleep(seconds)
+        reading1 = self.cpu_reading()
+        if reading0 is None or reading1 is None:
+            return None
+        self.log(f"idle: {seconds:g} s with nothing sent, for the CPU budget's fixed part")
+        return budget(reading0, reading1, 1)
 
     async def start_profile(self, label: str) -> bool:
         """With --profile, py-spy on every service instance during the throughput phase and each
@@ -653,21 +709,26 @@ class Bench:
         roles.append(("sink", ["sink", "--src", hops[-1], "--group", groups[-1]]))
         self.log(f"ceiling: {n} records ({sum(len(f.body) for f in fams) / n / 1024:.1f} KiB each) through "
                  f"{HOPS} topics: producer -> {' -> '.join(r for r, _ in roles)}")
+        readings: list[CpuReading | None] = []
         try:
             results = await self._run_stages(stage, roles, ["produce", "--dst", hops[0], "--payload", str(payload)],
-                                             deadline)
+                                             deadline, on_producer=lambda: readings.append(self.cpu_reading()))
         except CeilingFailed as e:
             self.errors.append(f"ceiling: {e}")
             return {"error": str(e), "stages": e.results}
+        reading0, reading1 = (readings or [None])[0], self.cpu_reading()
         res = ceiling_figures(n, spec.partitions, results, payload_bytes_mean=sum(len(f.body) for f in fams) / n)
+        if reading0 is not None and reading1 is not None and "error" not in res:
+            res["cpu_budget"] = ceiling_budget(reading0, reading1, {k: v.get("cpu_s") for k, v in results.items()}, n)
         if "error" not in res:
             self.log(f"ceiling: {fnum(res['records_per_s'])} records/s end to end through {HOPS} hops "
                      f"(producer alone {fnum(res['produce_only_per_s'])}/s)")
         return res
 
     async def _run_stages(self, stage: list[str], roles: list[tuple[str, list[str]]], producer: list[str],
-                          deadline: float) -> dict[str, dict]:
-        """Relays and sink started and ready, then the producer; each stage's result line."""
+                          deadline: float, on_producer: Callable[[], None] = lambda: None) -> dict[str, dict]:
+        """Relays and sink started and ready, then the producer (`on_producer` called just before
+        it starts); each stage's result line."""
         procs: dict[str, asyncio.subprocess.Process] = {}
         results: dict[str, dict] = {}
         try:
@@ -677,6 +738,7 @@ class Bench:
                 line = await _read_line(p, 90)
                 if json.loads(line or b"{}").get("ready") is not True:
                     raise RuntimeError(f"ceiling {name} did not get ready: {line[:200]!r}")
+            on_producer()
             procs["producer"] = await self._spawn(stage + producer, "ceiling-producer")
             remaining = max(10.0, deadline - time.time() + 30)
             for name, p in procs.items():
@@ -803,6 +865,8 @@ async def measure(b: Bench, pool: Pool, result: dict) -> None:
         throughput_fams = pool.take(a.families)
         result["throughput"] = await b.upload(throughput_fams, "throughput")
         result["throughput"]["per_service"] = b.phase_services("throughput")
+        if a.idle_window > 0:
+            result["idle_cpu"] = await b.idle_cpu(a.idle_window)
     if "latency" in a.phases:
         result["latency"] = await latency_phases(b, pool)
     if "scale" in a.phases:
@@ -817,6 +881,9 @@ async def measure(b: Bench, pool: Pool, result: dict) -> None:
         if tp and cr:
             result["ceiling"]["pipeline_families_per_s"] = tp
             result["ceiling"]["ratio"] = tp / cr
+        tb = (result.get("throughput") or {}).get("cpu_budget") or {}
+        cb = result["ceiling"].get("cpu_budget") or {}
+        result["ceiling"]["cpu_bound_ratio"] = bound(tb.get("total_ms_per_unit"), cb.get("total_ms_per_unit"))
     if "stored" in a.phases:  # last: it leaves millions of families in the world
         result["stored"] = await b.stored(pool)
 
@@ -1052,6 +1119,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stall-timeout", type=float, default=120.0,
                    help="a phase ends when the receiver got nothing new for this long")
     p.add_argument("--start-timeout", type=float, default=120.0)
+    p.add_argument("--idle-window", type=float, default=10.0,
+                   help="seconds with nothing sent after the throughput phase, for the CPU budget's fixed part "
+                        "(default 10; 0: none)")
     p.add_argument("--replay-timeout", type=float, default=900.0)
     return p
 

@@ -1,6 +1,8 @@
 """The raw-Kafka ceiling's stages, each a child process: a producer, relays and a sink moving
 the same payload bytes through topic hops with plain aiokafka (consumer groups, batch getmany,
-idempotent acks=all producers, commit after the produce is acknowledged).
+idempotent acks=all producers, commit after the produce is acknowledged). Each reports the CPU
+seconds of its work (from its first send, or from being ready to consume, to its last record;
+start-up and shutdown left out) for the CPU budget (measure.budget).
 
     python -m regsosek_tools.bench _ceiling-stage produce|relay|sink --bootstrap ... --count N --deadline T ...
 """
@@ -77,10 +79,10 @@ async def produce(a: argparse.Namespace) -> dict:
     producer = make_producer(a.bootstrap)
     await producer.start()
     try:
-        first = time.time()
+        first, cpu0 = time.time(), time.process_time()
         futures = [await producer.send(a.dst, v, key=k, headers=_ce_headers(k)) for k, v in records]
         await asyncio.wait_for(asyncio.gather(*futures), max(10.0, a.deadline - time.time()))
-        return {"n": len(records), "first": first, "acked": time.time()}
+        return {"n": len(records), "first": first, "acked": time.time(), "cpu_s": time.process_time() - cpu0}
     finally:
         await producer.stop()
 
@@ -121,9 +123,10 @@ async def _stage(a: argparse.Namespace) -> dict:
                 return {"error": "no partitions assigned"}
             await handle(await consumer.getmany(timeout_ms=200))
         print(json.dumps({"ready": True}), flush=True)
+        cpu0 = time.process_time()
         while count < a.count and time.time() < a.deadline:
             await handle(await consumer.getmany(timeout_ms=50, max_records=500))
-        return {"n": count, "first": first, "last": last}
+        return {"n": count, "first": first, "last": last, "cpu_s": time.process_time() - cpu0}
     finally:
         await consumer.stop()
         if producer:

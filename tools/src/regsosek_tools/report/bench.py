@@ -180,7 +180,7 @@ def print_summary(r: dict) -> None:
         p("  INTERRUPTED: partial results")
     main = any(k in r for k in MAIN_PHASES)
     for section in (_print_throughput, _print_latency, _print_scale, _print_brokers, _print_replay, _print_ceiling,
-                    _print_stored, _print_profiles, *((_print_targets,) if main else ())):
+                    _print_budget, _print_stored, _print_profiles, *((_print_targets,) if main else ())):
         section(r)
     if r.get("errors"):
         p()
@@ -297,6 +297,83 @@ def _print_ceiling(r: dict) -> None:
             if c.get("ratio") is not None:
                 p(f"  pipeline / ceiling = {fnum(c['pipeline_families_per_s'], 1)} / {fnum(c['records_per_s'])} = "
                   f"{100 * c['ratio']:.1f}%")
+
+
+GROUP_LABELS = {"generator": "load generator (the bench process)", "kafka": "Kafka broker",
+                "postgres": "PostgreSQL (postmaster and backends)", "receiver": "receiver",
+                "intake": "intake (every worker)", "producer": "ceiling producer", "relay1": "ceiling relay 1",
+                "relay2": "ceiling relay 2", "sink": "ceiling sink"}
+
+
+def budget_lines(b: dict, unit: str) -> list[str]:
+    """A CPU budget (measure.budget) as a table: CPU seconds, ms per `unit`, share, cores."""
+    lines = [f"  {'process group':<38} {'CPU s':>7} {'ms/' + unit:>11} {'share':>6} {'cores':>6}"]
+    rows = sorted(b.get("groups", {}).items(), key=lambda kv: -(kv[1].get("cpu_s") or 0))
+    for g, r in rows:
+        lines.append(f"  {GROUP_LABELS.get(g, g):<38} {fnum(r.get('cpu_s'), 2):>7} {fnum(r.get('ms_per_unit'), 2):>11} "
+                     f"{_pct(r.get('share')):>6} {fnum(r.get('cores'), 2) if 'cores' in r else '':>6}")
+    lines.append(f"  {'total':<38} {fnum(b.get('total_cpu_s'), 2):>7} {fnum(b.get('total_ms_per_unit'), 2):>11} "
+                 f"{'100%':>6} {fnum(b.get('cores'), 2):>6}")
+    if b.get("missing"):
+        lines.append(f"  not measured (no running process found): {', '.join(b['missing'])}")
+    return lines
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.0f}%"
+
+
+def _print_budget(r: dict) -> None:
+    p = print
+    tb = (r.get("throughput") or {}).get("cpu_budget")
+    c = r.get("ceiling") or {}
+    cb = c.get("cpu_budget")
+    if not tb and not cb:
+        return
+    p()
+    p("CPU budget (CPU seconds of each process group over the phase, from /proc; measure.budget)")
+    if tb:
+        p(f"  throughput: {fnum(tb['units'])} families, {fnum(tb['span_s'], 1)} s from the first request until every "
+          "consumer group had caught up")
+        for line in budget_lines(tb, "family"):
+            p(line)
+        if tb.get("machine_busy_cpu_s") is not None:
+            p(f"  machine busy {fnum(tb['machine_busy_cpu_s'], 1)} CPU s over the phase, "
+              f"{fnum(tb['outside_groups_cpu_s'], 1)} of them outside these groups (other work on the machine)")
+        rpf = (r.get("throughput") or {}).get("records_per_family") or {}
+        if rpf:
+            p(f"  Kafka records written per family: {rpf['total']:.2f} ("
+              + ", ".join(f"{t} {v:.2f}" for t, v in sorted(rpf.items(), key=lambda kv: -kv[1]) if t != "total") + ")")
+    idle = r.get("idle_cpu")
+    if idle and tb:
+        fixed = fixed_ms_per_family(idle, tb)
+        p(f"  idle ({fnum(idle['span_s'], 1)} s with nothing sent, everything running): "
+          + ", ".join(f"{GROUP_LABELS.get(g, g).split(' (')[0]} {fnum(q.get('cores'), 3)}"
+                      for g, q in sorted(idle["groups"].items(), key=lambda kv: -(kv[1].get("cores") or 0)))
+          + f" cores; total {fnum(idle.get('cores'), 3)} cores = {fnum(fixed, 2)} of the "
+          f"{fnum(tb['total_ms_per_unit'], 2)} ms per family at the phase's rate")
+    if cb:
+        p(f"  ceiling: {fnum(cb['units'])} records through {c.get('hops')} hops, {fnum(cb['span_s'], 1)} s")
+        for line in budget_lines(cb, "record"):
+            p(line)
+        idle = {g: v for g, v in (cb.get("idle") or {}).items() if v}
+        if idle:
+            p("  (not the ceiling's: idle meanwhile " + ", ".join(f"{g} {v:.2f} s" for g, v in idle.items()) + ")")
+    ratio = c.get("cpu_bound_ratio")
+    if ratio is not None and tb and cb:
+        p(f"  both CPU-bound on the same cores: pipeline / ceiling = {fnum(cb['total_ms_per_unit'], 2)} ms per record / "
+          f"{fnum(tb['total_ms_per_unit'], 2)} ms per family = {100 * ratio:.1f}%, on any number of cores"
+          + (f" (measured in this run {100 * c['ratio']:.1f}%)" if c.get("ratio") is not None else ""))
+        p(f"  50% needs at most {fnum(2 * cb['total_ms_per_unit'], 2)} ms of CPU per family")
+
+
+def fixed_ms_per_family(idle: dict, phase: dict) -> float | None:
+    """The part of a phase's CPU per family that the running pipeline spends anyway (its idle cores
+    over the phase's span, per family)."""
+    cores, span, units = idle.get("cores"), phase.get("span_s"), phase.get("units")
+    if cores is None or not span or not units:
+        return None
+    return 1000 * cores * span / units
 
 
 def stored_verdict(result: dict) -> tuple[float | None, int | None, bool | None]:
