@@ -63,6 +63,20 @@ _STORED = ("select family_id, sls_id, submission_id, version, state, outcome, de
            "from interviews")
 
 
+# An interview stored with its decision (on arrival, alone or a batch's): the row it replaces, whatever
+# state that was in, takes the new submission, body, outcome and roster match.
+_DECIDED_INSERT = ("insert into interviews (family_id, sls_id, submission_id, version, body, state, outcome, detail, "
+                   "held_since, decided_at, traceparent, kk_hash, roster_building_no, roster_family_no, "
+                   "roster_revision, decision_seq)")
+_DECIDED_ON_CONFLICT = (
+    "on conflict (family_id) do update set submission_id = excluded.submission_id, version = excluded.version, "
+    "body = excluded.body, state = excluded.state, outcome = excluded.outcome, detail = excluded.detail, "
+    "held_since = null, decided_at = now(), updated_at = now(), traceparent = excluded.traceparent, "
+    "kk_hash = excluded.kk_hash, roster_building_no = excluded.roster_building_no, "
+    "roster_family_no = excluded.roster_family_no, roster_revision = excluded.roster_revision, "
+    "decision_seq = excluded.decision_seq")
+
+
 def _decided_on_arrival(outcome: Outcome) -> Verdict | None:
     """The verdict of an outcome that claims an arriving interview's NIKs, stores it and decides it,
     and nothing else."""
@@ -391,7 +405,7 @@ class VerifyStore:
                 nik_order.append(n)
                 nik_kept.append(line not in claim.clashes)
         row = await self.conn.fetchrow(
-            """with arrival as (
+            f"""with arrival as (
                  select * from unnest($1::text[], $2::text[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::text[],
                                       $8::text[], $9::text[], $10::text[], $11::int[], $12::int[], $13::int[],
                                       $14::bigint[], $15::text[])
@@ -410,18 +424,11 @@ class VerifyStore:
                                 select 1 from held where held.family_id = nik.family_id
                                                      and held.nik_hash = nik.nik_hash)),
                     upd as (
-                 insert into interviews (family_id, sls_id, submission_id, version, body, state, outcome, detail,
-                                         held_since, decided_at, traceparent, kk_hash, roster_building_no,
-                                         roster_family_no, roster_revision, decision_seq)
+                 {_DECIDED_INSERT}
                  select family_id, sls_id, submission_id, version, body::jsonb, state, outcome, detail, null, now(),
                         traceparent, kk_hash, building_no, family_no, roster_revision, decision_seq
                  from arrival where family_id not in (select family_id from raced)
-                 on conflict (family_id) do update set submission_id = excluded.submission_id,
-                   version = excluded.version, body = excluded.body, state = excluded.state,
-                   outcome = excluded.outcome, detail = excluded.detail, held_since = null, decided_at = now(),
-                   updated_at = now(), traceparent = excluded.traceparent, kk_hash = excluded.kk_hash,
-                   roster_building_no = excluded.roster_building_no, roster_family_no = excluded.roster_family_no,
-                   roster_revision = excluded.roster_revision, decision_seq = excluded.decision_seq
+                 {_DECIDED_ON_CONFLICT}
                  returning family_id, decision_seq),
                     hist as (
                  insert into verification_history (family_id, sls_id, submission_id, version, state, outcome, detail,
@@ -478,26 +485,19 @@ class VerifyStore:
         niks = sorted(claim.niks)  # one lock order for every family (see _claim_niks)
         expected_held = sorted(h for h, line in claim.niks.items() if line not in claim.clashes)
         ok = await self.conn.fetchval(
-            """with mine as (select nik_hash from nik_claims where family_id = $1),
+            f"""with mine as (select nik_hash from nik_claims where family_id = $1),
                     dropped as (delete from nik_claims where family_id = $1 and not (nik_hash = any($16::bytea[]))),
                     claimed as (insert into nik_claims (nik_hash, family_id) select unnest($16::bytea[]), $1
                                 on conflict do nothing returning nik_hash),
                     verdict as (
-                      select coalesce(array_agg(h order by h), '{}') = $17::bytea[] as ok from unnest($16::bytea[]) h
+                      select coalesce(array_agg(h order by h), '{{}}') = $17::bytea[] as ok from unnest($16::bytea[]) h
                       where h in (select nik_hash from mine union select nik_hash from claimed)),
                     upd as (
-                 insert into interviews (family_id, sls_id, submission_id, version, body, state, outcome, detail,
-                                         held_since, decided_at, traceparent, kk_hash, roster_building_no,
-                                         roster_family_no, roster_revision, decision_seq)
+                 {_DECIDED_INSERT}
                  select $1::text, $2::text, $3::uuid, $4::int, $5::jsonb, $6::text, $7::text, $8::text, null, now(),
                         $9::text, $10::text, $11::int, $12::int, $13::int, $14::bigint
                  where (select ok from verdict)
-                 on conflict (family_id) do update set submission_id = excluded.submission_id,
-                   version = excluded.version, body = excluded.body, state = excluded.state,
-                   outcome = excluded.outcome, detail = excluded.detail, held_since = null, decided_at = now(),
-                   updated_at = now(), traceparent = excluded.traceparent, kk_hash = excluded.kk_hash,
-                   roster_building_no = excluded.roster_building_no, roster_family_no = excluded.roster_family_no,
-                   roster_revision = excluded.roster_revision, decision_seq = excluded.decision_seq
+                 {_DECIDED_ON_CONFLICT}
                  returning decision_seq),
                     hist as (
                  insert into verification_history (family_id, sls_id, submission_id, version, state, outcome, detail,
