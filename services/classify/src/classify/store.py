@@ -645,12 +645,7 @@ class RerankStore(ClassifyStore):
         rows = await self.conn.fetch("select * from replay_slices where run_id = $1 order by slice", run_id)
         if not rows:
             cursor = await self.conn.fetchval("select cursor from replay_runs where id = $1", run_id)
-            bounds: list[str] = []
-            if processes > 1:
-                bounds = await self.conn.fetchval(
-                    "select percentile_disc($2::float8[]) within group (order by family_id) from families "
-                    "where family_id > $1", cursor, [k / processes for k in range(1, processes)],
-                    timeout=LONG_STATEMENT_S) or []
+            bounds = await self.slice_bounds(cursor, processes) if processes > 1 else []
             lowers, uppers = [cursor, *bounds], [*bounds, None]
             await self.conn.executemany(
                 "insert into replay_slices (run_id, slice, lower_id, upper_id, cursor) values ($1, $2, $3, $4, $3)",
@@ -658,6 +653,45 @@ class RerankStore(ClassifyStore):
             rows = await self.conn.fetch("select * from replay_slices where run_id = $1 order by slice", run_id)
         return [ReplaySlice(run_id, r["slice"], r["cursor"], r["upper_id"], r["finished_at"] is not None)
                 for r in rows]
+
+    async def slice_bounds(self, after: str, parts: int) -> list[str]:
+        """Up to `parts` - 1 family ids, increasing, that split the families after `after` into about equal parts
+        (each part: after the previous bound up to and including the next), without sorting the families: the
+        planner's equal-frequency histogram of family ids when it has enough bounds above `after`, else by
+        counting along the primary key. Any increasing bounds cover every family exactly once; how even the
+        parts are depends on how current the statistics are (families added since the table was last analysed
+        fall into the last part)."""
+        return await self.histogram_bounds(after, parts) or await self.counted_bounds(after, parts)
+
+    async def histogram_bounds(self, after: str, parts: int) -> list[str]:
+        """`slice_bounds` from pg_stats (empty when the histogram has fewer than 4 bounds a part above `after`)."""
+        hist = await self.conn.fetchval(
+            "select array(select b from unnest(histogram_bounds::text::text[]) b where b > $1 order by b) "
+            "from pg_stats where schemaname = current_schema() and tablename = 'families' and attname = 'family_id'",
+            after)
+        if not hist or len(hist) < 4 * parts:
+            return []
+        # bound k of the histogram's n + 1: about k / n of the families after `after` are at or below it
+        return [hist[round(k * (len(hist) - 1) / parts)] for k in range(1, parts)]
+
+    async def counted_bounds(self, after: str, parts: int) -> list[str]:
+        """`slice_bounds` by counting: each bound `count / parts` families along the primary key after the
+        previous one (index scans over the ids, no sort; fewer bounds when there are fewer families)."""
+        total = await self.conn.fetchval("select count(*) from families where family_id > $1", after,
+                                         timeout=LONG_STATEMENT_S)
+        step = total // parts
+        bounds: list[str] = []
+        if step == 0:
+            return bounds
+        lower = after
+        for _ in range(1, parts):
+            lower = await self.conn.fetchval(
+                "select family_id from families where family_id > $1 order by family_id offset $2 limit 1",
+                lower, step - 1, timeout=LONG_STATEMENT_S)
+            if lower is None:
+                break
+            bounds.append(lower)
+        return bounds
 
     async def replay_examined(self, versions: tuple[str, str, str]) -> int:
         """Families an unfinished replay to `versions` already went through."""
