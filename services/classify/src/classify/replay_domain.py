@@ -150,7 +150,7 @@ class StoredOutcome:
 
     family_id: str
     sls_id: str
-    profile: dict[str, Any]
+    profile: dict[str, Any]  # the stored document; with `predicted` given, its members only: all `judge` reads then
     rank_value: float
     decile: int
     decile_basis: str

@@ -710,27 +710,31 @@ class RerankStore(ClassifyStore):
                           versions: tuple[str, str, str]) -> tuple[str | None, int, list[StoredOutcome]]:
         """The next `limit` families in id order after `cursor` (up to `upper`, if given), their rows locked, in
         one statement: (the last family id, None if none; how many; those classified with other versions than
-        `versions`, each with its profile document, latest FKP decision's group, and its prediction when made with
-        the same model and lines versions)."""
+        `versions`, each with its latest FKP decision's group, its prediction when made with the same model and
+        lines versions, and its profile document: the whole document without that prediction, else only what
+        `ReplayJudge.judge` reads of it then, its members)."""
         rows = await self.conn.fetch(
             "select f.family_id, f.sls_id, f.rank_value, f.decile, f.decile_basis, f.ranking_id, f.welfare_group, "
             "f.eligible, f.eligibility, f.member_eligibility, "
-            "case when stale then f.profile end as profile, "
-            "case when (f.model_version, f.lines_version) = ($4, $5) then f.predicted end as predicted, "
+            "case when stale and pmt is null then f.profile end as profile, "
+            "case when stale and pmt is not null then f.profile -> 'members' end as members, pmt as predicted, "
             "case when stale then (select a.welfare_group from fkp_adjustments a where a.family_id = f.family_id "
             "  order by a.decided_at desc, a.received_at desc limit 1) end as fkp_group, stale "
             "from (select family_id from families where family_id > $1 and ($3::text is null or family_id <= $3) "
             "      order by family_id limit $2) page "
             "join families f using (family_id), "
             "lateral (select (f.model_version, f.lines_version, f.rule_version) is distinct from ($4, $5, $6) "
-            "         as stale) s "
+            "         as stale, "
+            "         case when (f.model_version, f.lines_version) = ($4, $5) then f.predicted end as pmt) s "
             "order by f.family_id for update of f", cursor, limit, upper, *versions)
         if not rows:
             return None, 0, []
         return rows[-1]["family_id"], len(rows), [
-            StoredOutcome(r["family_id"], r["sls_id"], r["profile"], r["rank_value"], r["decile"], r["decile_basis"],
-                          r["ranking_id"], r["welfare_group"], r["eligible"], r["eligibility"],
-                          r["member_eligibility"], r["fkp_group"], r["predicted"]) for r in rows if r["stale"]]
+            StoredOutcome(r["family_id"], r["sls_id"],
+                          r["profile"] if r["predicted"] is None else {"members": r["members"]}, r["rank_value"],
+                          r["decile"], r["decile_basis"], r["ranking_id"], r["welfare_group"], r["eligible"],
+                          r["eligibility"], r["member_eligibility"], r["fkp_group"], r["predicted"])
+            for r in rows if r["stale"]]
 
     async def restate(self, rows: Sequence[Restated], cfg: Config) -> None:
         """Families whose outcome a replay found unchanged: their rank value, decile basis, ranking and list of
