@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from classify.app import load_config
 from classify.domain import Config
-from classify.model import MemberRule, RuleSet, features
+from classify.model import MemberRule, RuleSet, components, features
 from classify.ranking import CutPoints, Placement, Ranked
-from classify.replay_domain import ReplayJudge, StoredOutcome, features_of
+from classify.replay_domain import ReplayJudge, StoredOutcome, components_of, features_of
 from classify.settings import ClassifySettings
 from regsosek.contracts import HouseholdProfile, WelfareGroup, household_profile
 from regsosek.contracts.interview import (
@@ -120,6 +120,7 @@ def test_features_of_a_document_are_the_profiles():
 def test_the_fast_path_decides_what_the_per_family_classification_decides(data):
     p = data.draw(profiles())
     assert features_of(p.model_dump(mode="json")) == features(p)
+    assert components_of(p.model_dump(mode="json")["members"]) == components(p)
     r, placement, _ = data.draw(stored(p))
     judge = ReplayJudge(CONFIG)
     fast = judge.judge(r, lambda sls: CUTS)
