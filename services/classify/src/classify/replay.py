@@ -61,16 +61,22 @@ def show(r: ReplayReport) -> None:
 
 async def in_processes(settings: ClassifySettings, reclassify: Reclassifier, pool: asyncpg.Pool, p: Progress,
                        processes: int, batch_size: int, max_batches: int | None) -> ReplayReport:
-    """The replay with its unfinished slices spread over up to `processes` processes; this one holds the lock,
-    follows the progress in the database and finishes the run when every slice is done."""
+    """The replay with its unfinished slices spread over up to `processes` processes: this one goes through
+    the first slice itself (its interpreter is started and its modules imported already) and the others
+    each in a process of its own; this one also holds the lock, follows the progress in the database and
+    finishes the run when every slice is done."""
     async with stores.exclusive(pool):
         report, slices = await reclassify.start_replay(pool, processes)
         todo = [s for s in slices if not s.finished]
+        here, elsewhere = todo[:1], todo[1:]
         loop = asyncio.get_running_loop()
-        with ProcessPoolExecutor(max_workers=max(1, min(processes, len(todo))),
+        with ProcessPoolExecutor(max_workers=max(1, min(processes - 1, len(elsewhere))),
                                  mp_context=multiprocessing.get_context("spawn")) as workers:
-            parts = asyncio.gather(*(loop.run_in_executor(workers, replay_slice, settings, report, s, batch_size,
-                                                          max_batches) for s in todo))
+            parts = asyncio.gather(
+                *(reclassify.replay_slice(pool, report, s, batch_size=batch_size, max_batches=max_batches)
+                  for s in here),
+                *(loop.run_in_executor(workers, replay_slice, settings, report, s, batch_size, max_batches)
+                  for s in elsewhere))
             while not parts.done():
                 await asyncio.wait([parts], timeout=PROGRESS_POLL_S)
                 async with pool.acquire() as conn:

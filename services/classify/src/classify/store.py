@@ -720,13 +720,12 @@ class RerankStore(ClassifyStore):
             "case when stale and pmt is not null then f.profile -> 'members' end as members, pmt as predicted, "
             "case when stale then (select a.welfare_group from fkp_adjustments a where a.family_id = f.family_id "
             "  order by a.decided_at desc, a.received_at desc limit 1) end as fkp_group, stale "
-            "from (select family_id from families where family_id > $1 and ($3::text is null or family_id <= $3) "
-            "      order by family_id limit $2) page "
-            "join families f using (family_id), "
+            "from families f, "
             "lateral (select (f.model_version, f.lines_version, f.rule_version) is distinct from ($4, $5, $6) "
             "         as stale, "
             "         case when (f.model_version, f.lines_version) = ($4, $5) then f.predicted end as pmt) s "
-            "order by f.family_id for update of f", cursor, limit, upper, *versions)
+            "where f.family_id > $1 and ($3::text is null or f.family_id <= $3) "
+            "order by f.family_id limit $2 for update of f", cursor, limit, upper, *versions)
         if not rows:
             return None, 0, []
         return rows[-1]["family_id"], len(rows), [
