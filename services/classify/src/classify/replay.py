@@ -7,7 +7,9 @@ After pointing REGSOSEK_PMT_MODEL_FILE / POVERTY_LINES_FILE / RULES_FILE at new 
 with other versions and publishes family-classified and eligibility-decided only for
 those whose welfare group, decile or any programme's eligibility changed. A new replay
 splits the families by family id into --processes slices of about as many families
-(default REGSOSEK_REPLAY_PROCESSES); one process goes through each slice in id order, one
+(default REGSOSEK_REPLAY_PROCESSES; bounds from the planner's statistics, or counted along the
+primary key: `RerankStore.slice_bounds`); one process (this one for the first) goes through each
+slice in id order, one
 transaction per batch, with the slice's cursor in the database (replay_slices):
 interrupted (or stopped by --max-batches, per process), the next invocation with the same
 versions resumes every slice after its last committed batch (with the slices it had).
