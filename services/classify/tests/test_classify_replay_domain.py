@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from classify.app import load_config
 from classify.domain import Config
-from classify.model import MemberRule, RuleSet, features
+from classify.model import MemberRule, RuleSet, components, features
 from classify.ranking import CutPoints, Placement, Ranked
-from classify.replay_domain import ReplayJudge, StoredOutcome, features_of
+from classify.replay_domain import ReplayJudge, StoredOutcome, components_of, features_of
 from classify.settings import ClassifySettings
 from regsosek.contracts import HouseholdProfile, WelfareGroup, household_profile
 from regsosek.contracts.interview import (
@@ -100,7 +100,10 @@ def stored(draw, p: HouseholdProfile) -> tuple[StoredOutcome, Placement, Config]
     value = c.rank_value if draw(st.booleans()) else c.rank_value * 1.01
     row_decile = c.decile if draw(st.integers(0, 3)) else draw(st.integers(1, 10))  # moved by a re-rank since
     same_model = draw(st.booleans())  # stored with the configured model and lines: its prediction is read
-    r = StoredOutcome(p.family_id, p.sls_id, p.model_dump(mode="json"), value, row_decile, c.decile_basis, 7,
+    doc = p.model_dump(mode="json")
+    if same_model:  # and of the document only the members, as the store reads it then
+        doc = {"members": doc["members"]}
+    r = StoredOutcome(p.family_id, p.sls_id, doc, value, row_decile, c.decile_basis, 7,
                       int(c.welfare_group), [d.programme for d in c.decisions if d.eligible], c.eligibility,
                       c.member_eligibility, None if fkp is None else int(fkp), c.predicted if same_model else None)
     now = Ranked(row_decile, c.decile_basis, 7) if value == c.rank_value else CUTS
@@ -117,6 +120,7 @@ def test_features_of_a_document_are_the_profiles():
 def test_the_fast_path_decides_what_the_per_family_classification_decides(data):
     p = data.draw(profiles())
     assert features_of(p.model_dump(mode="json")) == features(p)
+    assert components_of(p.model_dump(mode="json")["members"]) == components(p)
     r, placement, _ = data.draw(stored(p))
     judge = ReplayJudge(CONFIG)
     fast = judge.judge(r, lambda sls: CUTS)
@@ -137,9 +141,11 @@ def test_a_page_reads_every_stored_family_the_same_with_its_rules_version_alone_
     judge = ReplayJudge(CONFIG)
     for p in PROFILES:
         c = CONFIG.classify(p, None, CUTS)
-        r = StoredOutcome(p.family_id, p.sls_id, p.model_dump(mode="json"), c.rank_value, c.decile, c.decile_basis,
-                          CUTS.ranking_id, int(c.welfare_group), [d.programme for d in c.decisions if d.eligible],
-                          c.eligibility, c.member_eligibility, None)
-        fast = judge.judge(r, lambda sls: pytest.fail("the rank value is unchanged: no new placement"))
-        assert fast is not None and fast.predicted == c.predicted and fast.decile_basis == c.decile_basis
-        assert math.isfinite(fast.rank_value)
+        for doc, predicted in ((p.model_dump(mode="json"), None),  # another model or lines: the whole document
+                               ({"members": p.model_dump(mode="json")["members"]}, c.predicted)):  # the members
+            r = StoredOutcome(p.family_id, p.sls_id, doc, c.rank_value, c.decile, c.decile_basis, CUTS.ranking_id,
+                              int(c.welfare_group), [d.programme for d in c.decisions if d.eligible], c.eligibility,
+                              c.member_eligibility, None, predicted)
+            fast = judge.judge(r, lambda sls: pytest.fail("the rank value is unchanged: no new placement"))
+            assert fast is not None and fast.predicted == c.predicted and fast.decile_basis == c.decile_basis
+            assert fast.rank_value == c.rank_value and math.isfinite(fast.rank_value)

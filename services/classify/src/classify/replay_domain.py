@@ -133,15 +133,25 @@ def features_of(doc: dict[str, Any], urban: Callable[[str], float] | None = None
 
 
 def components_of(members: list[dict[str, Any]]) -> dict[str, bool]:
-    """`model.components` of the stored members."""
-    return {
-        "pregnant_member": any(m.get("pregnant", False) for m in members),
-        "child_under_6": any(m["age"] < 6 for m in members),
-        "school_age_child": any(6 <= m["age"] <= 21 and m["relationship"] != _HEAD for m in members),
-        "school_age_child_attending": any(6 <= m["age"] <= 21 and m["school"] == _ATTENDING for m in members),
-        "member_60_plus": any(m["age"] >= 60 for m in members),
-        "severe_disability": any(m.get("difficulty", _NO_DIFFICULTY) in _SEVERE for m in members),
-    }
+    """`model.components` of the stored members (one pass over them)."""
+    pregnant = under_6 = school_age = attending = elderly = severe = False
+    for m in members:
+        age = m["age"]
+        if m.get("pregnant", False):
+            pregnant = True
+        if age < 6:
+            under_6 = True
+        elif age <= 21:
+            if m["relationship"] != _HEAD:
+                school_age = True
+            if m["school"] == _ATTENDING:
+                attending = True
+        elif age >= 60:
+            elderly = True
+        if m.get("difficulty", _NO_DIFFICULTY) in _SEVERE:
+            severe = True
+    return {"pregnant_member": pregnant, "child_under_6": under_6, "school_age_child": school_age,
+            "school_age_child_attending": attending, "member_60_plus": elderly, "severe_disability": severe}
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,7 @@ class StoredOutcome:
 
     family_id: str
     sls_id: str
-    profile: dict[str, Any]
+    profile: dict[str, Any]  # the stored document; with `predicted` given, its members only: all `judge` reads then
     rank_value: float
     decile: int
     decile_basis: str
@@ -186,6 +196,15 @@ class ReplayJudge:
         self.effects = m.regency_effects
         self.intercept = m.intercept
         self.rules = cfg.rules.rules
+        # per rule: (programme, max decile, max welfare group, components any of which it requires, and for a
+        # per-member rule (lowest age, highest age, whether ages bound it, schooling that counts) else None)
+        self._rules = [(r.programme, r.max_decile, r.max_welfare_group, r.requires_any,
+                        None if r.per_member is None else (
+                            r.per_member.min_age or 0,
+                            r.per_member.max_age if r.per_member.max_age is not None else 150,
+                            r.per_member.min_age is not None or r.per_member.max_age is not None,
+                            r.per_member.school))
+                       for r in self.rules]
         # the store writes the eligible list as one space-separated text: programme codes must be single words
         self.readable = all(r.programme and not any(c.isspace() for c in r.programme) for r in self.rules)
         self._groups: dict[str, tuple[float, float]] = {}  # sls id -> (poverty line, vulnerability line)
@@ -258,23 +277,23 @@ class ReplayJudge:
         eligibility: dict[str, bool] = {}
         member: dict[str, bool] = {}
         g = int(group)
-        for rule in self.rules:
-            thresholds = ((rule.max_decile is None or decile <= rule.max_decile)
-                          and (rule.max_welfare_group is None or g <= rule.max_welfare_group))
+        lines: list[Any] | None = None  # each member's line number (or position)
+        for programme, max_decile, max_group, requires_any, per_member in self._rules:
+            thresholds = ((max_decile is None or decile <= max_decile)
+                          and (max_group is None or g <= max_group))
             ok = thresholds
-            if rule.requires_any:
+            if requires_any:
                 if comps is None:
                     comps = components_of(members)
-                ok = ok and any(comps.get(c) for c in rule.requires_any)
-            eligibility[rule.programme] = ok
-            if rule.per_member is not None:
-                pm = rule.per_member
-                lo, hi = pm.min_age or 0, pm.max_age if pm.max_age is not None else 150
-                ranged = pm.min_age is not None or pm.max_age is not None
-                for position, m in enumerate(members, start=1):
-                    covered = thresholds and (not ranged or lo <= m["age"] <= hi) and (
-                        not pm.school or m["school"] in pm.school)
-                    member[f"{rule.programme}:{m.get('line_no') or position}"] = covered
+                ok = ok and any(comps.get(c) for c in requires_any)
+            eligibility[programme] = ok
+            if per_member is not None:
+                lo, hi, ranged, school = per_member
+                if lines is None:
+                    lines = [m.get("line_no") or position for position, m in enumerate(members, start=1)]
+                for line, m in zip(lines, members, strict=True):
+                    member[f"{programme}:{line}"] = thresholds and (not ranged or lo <= m["age"] <= hi) and (
+                        not school or m["school"] in school)
         if eligibility != r.eligibility or member != r.member_eligibility:
             return None
         return [p for p, ok in eligibility.items() if ok]

@@ -645,12 +645,7 @@ class RerankStore(ClassifyStore):
         rows = await self.conn.fetch("select * from replay_slices where run_id = $1 order by slice", run_id)
         if not rows:
             cursor = await self.conn.fetchval("select cursor from replay_runs where id = $1", run_id)
-            bounds: list[str] = []
-            if processes > 1:
-                bounds = await self.conn.fetchval(
-                    "select percentile_disc($2::float8[]) within group (order by family_id) from families "
-                    "where family_id > $1", cursor, [k / processes for k in range(1, processes)],
-                    timeout=LONG_STATEMENT_S) or []
+            bounds = await self.slice_bounds(cursor, processes) if processes > 1 else []
             lowers, uppers = [cursor, *bounds], [*bounds, None]
             await self.conn.executemany(
                 "insert into replay_slices (run_id, slice, lower_id, upper_id, cursor) values ($1, $2, $3, $4, $3)",
@@ -658,6 +653,45 @@ class RerankStore(ClassifyStore):
             rows = await self.conn.fetch("select * from replay_slices where run_id = $1 order by slice", run_id)
         return [ReplaySlice(run_id, r["slice"], r["cursor"], r["upper_id"], r["finished_at"] is not None)
                 for r in rows]
+
+    async def slice_bounds(self, after: str, parts: int) -> list[str]:
+        """Up to `parts` - 1 family ids, increasing, that split the families after `after` into about equal parts
+        (each part: after the previous bound up to and including the next), without sorting the families: the
+        planner's equal-frequency histogram of family ids when it has enough bounds above `after`, else by
+        counting along the primary key. Any increasing bounds cover every family exactly once; how even the
+        parts are depends on how current the statistics are (families added since the table was last analysed
+        fall into the last part)."""
+        return await self.histogram_bounds(after, parts) or await self.counted_bounds(after, parts)
+
+    async def histogram_bounds(self, after: str, parts: int) -> list[str]:
+        """`slice_bounds` from pg_stats (empty when the histogram has fewer than 4 bounds a part above `after`)."""
+        hist = await self.conn.fetchval(
+            "select array(select b from unnest(histogram_bounds::text::text[]) b where b > $1 order by b) "
+            "from pg_stats where schemaname = current_schema() and tablename = 'families' and attname = 'family_id'",
+            after)
+        if not hist or len(hist) < 4 * parts:
+            return []
+        # bound k of the histogram's n + 1: about k / n of the families after `after` are at or below it
+        return [hist[round(k * (len(hist) - 1) / parts)] for k in range(1, parts)]
+
+    async def counted_bounds(self, after: str, parts: int) -> list[str]:
+        """`slice_bounds` by counting: each bound `count / parts` families along the primary key after the
+        previous one (index scans over the ids, no sort; fewer bounds when there are fewer families)."""
+        total = await self.conn.fetchval("select count(*) from families where family_id > $1", after,
+                                         timeout=LONG_STATEMENT_S)
+        step = total // parts
+        bounds: list[str] = []
+        if step == 0:
+            return bounds
+        lower = after
+        for _ in range(1, parts):
+            lower = await self.conn.fetchval(
+                "select family_id from families where family_id > $1 order by family_id offset $2 limit 1",
+                lower, step - 1, timeout=LONG_STATEMENT_S)
+            if lower is None:
+                break
+            bounds.append(lower)
+        return bounds
 
     async def replay_examined(self, versions: tuple[str, str, str]) -> int:
         """Families an unfinished replay to `versions` already went through."""
@@ -676,27 +710,30 @@ class RerankStore(ClassifyStore):
                           versions: tuple[str, str, str]) -> tuple[str | None, int, list[StoredOutcome]]:
         """The next `limit` families in id order after `cursor` (up to `upper`, if given), their rows locked, in
         one statement: (the last family id, None if none; how many; those classified with other versions than
-        `versions`, each with its profile document, latest FKP decision's group, and its prediction when made with
-        the same model and lines versions)."""
+        `versions`, each with its latest FKP decision's group, its prediction when made with the same model and
+        lines versions, and its profile document: the whole document without that prediction, else only what
+        `ReplayJudge.judge` reads of it then, its members)."""
         rows = await self.conn.fetch(
             "select f.family_id, f.sls_id, f.rank_value, f.decile, f.decile_basis, f.ranking_id, f.welfare_group, "
             "f.eligible, f.eligibility, f.member_eligibility, "
-            "case when stale then f.profile end as profile, "
-            "case when (f.model_version, f.lines_version) = ($4, $5) then f.predicted end as predicted, "
+            "case when stale and pmt is null then f.profile end as profile, "
+            "case when stale and pmt is not null then f.profile -> 'members' end as members, pmt as predicted, "
             "case when stale then (select a.welfare_group from fkp_adjustments a where a.family_id = f.family_id "
             "  order by a.decided_at desc, a.received_at desc limit 1) end as fkp_group, stale "
-            "from (select family_id from families where family_id > $1 and ($3::text is null or family_id <= $3) "
-            "      order by family_id limit $2) page "
-            "join families f using (family_id), "
+            "from families f, "
             "lateral (select (f.model_version, f.lines_version, f.rule_version) is distinct from ($4, $5, $6) "
-            "         as stale) s "
-            "order by f.family_id for update of f", cursor, limit, upper, *versions)
+            "         as stale, "
+            "         case when (f.model_version, f.lines_version) = ($4, $5) then f.predicted end as pmt) s "
+            "where f.family_id > $1 and ($3::text is null or f.family_id <= $3) "
+            "order by f.family_id limit $2 for update of f", cursor, limit, upper, *versions)
         if not rows:
             return None, 0, []
         return rows[-1]["family_id"], len(rows), [
-            StoredOutcome(r["family_id"], r["sls_id"], r["profile"], r["rank_value"], r["decile"], r["decile_basis"],
-                          r["ranking_id"], r["welfare_group"], r["eligible"], r["eligibility"],
-                          r["member_eligibility"], r["fkp_group"], r["predicted"]) for r in rows if r["stale"]]
+            StoredOutcome(r["family_id"], r["sls_id"],
+                          r["profile"] if r["predicted"] is None else {"members": r["members"]}, r["rank_value"],
+                          r["decile"], r["decile_basis"], r["ranking_id"], r["welfare_group"], r["eligible"],
+                          r["eligibility"], r["member_eligibility"], r["fkp_group"], r["predicted"])
+            for r in rows if r["stale"]]
 
     async def restate(self, rows: Sequence[Restated], cfg: Config) -> None:
         """Families whose outcome a replay found unchanged: their rank value, decile basis, ranking and list of
