@@ -405,7 +405,8 @@ def recorded_actor(data: S, actor: str) -> tuple[S, list[Problem]] | Invalid:
 def _field_type(model: type[Contract], name: str) -> TypeAdapter[Any]:
     """A validator of one field of a contract: its type with its constraints."""
     f = model.model_fields[name]
-    return TypeAdapter(Annotated[(f.annotation, *f.metadata)])
+    field_type: Any = Annotated[(f.annotation, *f.metadata)]  # a type built at run time
+    return TypeAdapter(field_type)
 
 
 def checked_submission(data: S, actor: str, *, collection: tuple[date, date]) -> Submission[S] | Invalid:
