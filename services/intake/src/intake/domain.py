@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
-from functools import cache
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, cast
 from uuid import UUID
 
 import orjson
@@ -397,16 +396,21 @@ def recorded_actor(data: S, actor: str) -> tuple[S, list[Problem]] | Invalid:
         value = _field_type(type(data), name).validate_python(actor)
     except ValidationError:
         return Invalid([Problem(f"/{name}", f"the token's subject does not fit {name} (too long for the field)")])
-    return data.model_copy(update={name: value}), [
+    # a copy of data's own class, so of type S (mypy types model_copy's result as S's bound)
+    return cast(S, data.model_copy(update={name: value})), [
         Problem(f"/{name}", "replaced by the token's subject: the actor recorded is the authenticated caller")]
 
 
-@cache
+_FIELD_TYPES: dict[tuple[type, str], TypeAdapter[Any]] = {}
+
+
 def _field_type(model: type[Contract], name: str) -> TypeAdapter[Any]:
-    """A validator of one field of a contract: its type with its constraints."""
-    f = model.model_fields[name]
-    field_type: Any = Annotated[(f.annotation, *f.metadata)]  # a type built at run time
-    return TypeAdapter(field_type)
+    """A validator of one field of a contract: its type with its constraints (built once)."""
+    if (model, name) not in _FIELD_TYPES:
+        f = model.model_fields[name]
+        field_type: Any = Annotated[(f.annotation, *f.metadata)]  # a type built at run time
+        _FIELD_TYPES[model, name] = TypeAdapter(field_type)
+    return _FIELD_TYPES[model, name]
 
 
 def checked_submission(data: S, actor: str, *, collection: tuple[date, date]) -> Submission[S] | Invalid:
