@@ -22,11 +22,9 @@ class Conn:
         self.committed = self.rolled_back = 0
         self.pending: list[tuple] = []
 
-    async def execute(self, sql: str, topics, keys, values, header_keys, header_values, starts, counts) -> None:
-        """The outbox's one statement per flush: its rows as (topic, key, value, header keys, values)."""
-        assert sql.strip().startswith("insert into outbox")
-        self.pending.extend((t, k, v, header_keys[s:s + n], header_values[s:s + n])
-                            for t, k, v, s, n in zip(topics, keys, values, starts, counts, strict=True))
+    async def executemany(self, sql: str, args) -> None:
+        assert sql.startswith("insert into outbox")
+        self.pending.extend(args)
 
     def transaction(self):
         conn = self

@@ -26,16 +26,7 @@ from regsosek.envelope import Envelope, Headers, encode, envelope_for
 from regsosek.telemetry import current_trace_headers
 from regsosek.topics import Topic
 
-# Every pending record in one statement. A record's headers are its slice of the batch's header arrays
-# ($4, $5: every record's keys and values one after the other; $6: where its own start, $7: how many),
-# since PostgreSQL's multi-dimensional arrays must be rectangular and records have their own number of
-# headers. Rows are inserted in the order given: their ids keep the order the relay publishes in.
-_INSERT_MANY = """
-insert into outbox (topic, key, value, header_keys, header_values)
-select t.topic, t.key, t.value, ($4::bytea[])[t.start + 1 : t.start + t.n], ($5::bytea[])[t.start + 1 : t.start + t.n]
-from unnest($1::text[], $2::bytea[], $3::bytea[], $6::int[], $7::int[]) with ordinality as t(topic, key, value, start, n, i)
-order by t.i
-"""
+_INSERT_ONE = "insert into outbox (topic, key, value, header_keys, header_values) values ($1, $2, $3, $4, $5)"
 
 
 @dataclass(slots=True)
@@ -78,17 +69,13 @@ class Outbox:
         n = len(self.pending)
         if n == 0:
             return 0
-        keys: list[bytes] = []
-        values: list[bytes | None] = []
-        starts: list[int] = []
-        counts: list[int] = []
-        for r in self.pending:
-            starts.append(len(keys))
-            counts.append(len(r.headers))
-            keys.extend(header_key_bytes(k) for k, _ in r.headers)
-            values.extend(_header_value_bytes(v) for _, v in r.headers)
-        await conn.execute(_INSERT_MANY, [r.topic for r in self.pending], [r.key for r in self.pending],
-                           [r.value for r in self.pending], keys, values, starts, counts)
+        # Rows go in one statement per record to keep header arrays independent in
+        # length (Postgres multi-dimensional arrays must be rectangular).
+        await conn.executemany(
+            _INSERT_ONE,
+            [(r.topic, r.key, r.value, [header_key_bytes(k) for k, _ in r.headers],
+              [_header_value_bytes(v) for _, v in r.headers]) for r in self.pending],
+        )
         self.pending.clear()
         return n
 
