@@ -101,3 +101,17 @@ def test_erasure_redacts_only_the_bodies_that_name_the_family_and_a_repeat_chang
     first = EarlierErasure(uuid.UUID(int=7), "court_order", AT)
     repeat = decide_erasure(FAMILY, ErasureState(first, bodies))
     assert repeat.earlier == first and repeat.redacted == [] and repeat.changed == {}
+
+
+def test_a_replaced_actor_is_the_only_change_and_is_held_to_its_field():
+    """The caller replaces the form's actor; everything else is the validated form as it came (the same
+    as validating the whole form again with the new actor), and a subject the field cannot hold is refused."""
+    form = FamilyInterview.model_validate({**family_interview(), "officer_id": "SOMEONE-ELSE"})
+    s = checked_submission(form, "OFC-1", collection=COLLECTION)
+    assert isinstance(s, Submission)
+    assert s.contract == FamilyInterview.model_validate({**family_interview(), "officer_id": "OFC-1"})
+    assert s.document["officer_id"] == "OFC-1" and [w["path"] for w in s.warnings] == ["/officer_id"]
+    too_long = checked_submission(form, "X" * 65, collection=COLLECTION)
+    assert isinstance(too_long, Invalid) and [p.path for p in too_long.problems] == ["/officer_id"]
+    empty = checked_submission(form, "", collection=COLLECTION)
+    assert isinstance(empty, Invalid) and [p.path for p in empty.problems] == ["/officer_id"]

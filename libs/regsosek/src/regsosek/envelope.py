@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 
 import orjson
+from pydantic import BaseModel
 
 from regsosek.contracts import EVENT_TYPES, LEGACY_EVENT_TYPES, MODELS_BY_TYPE, Contract
 
@@ -175,14 +177,15 @@ def safe_token(value: str) -> str:
     return "(value not shown)"
 
 
-def decode(envelope: Envelope, value: bytes | None) -> Contract:
-    """Parse the data of a known event type, tolerating unknown fields."""
+def decode(envelope: Envelope, value: bytes | None, view: type[BaseModel] | None = None) -> Any:
+    """Parse the data of a known event type, tolerating unknown fields: as its contract, or as `view`,
+    a model of the part of it one consumer reads (fields not in the view are skipped, not validated)."""
     model = MODELS_BY_TYPE.get(envelope.type)
     if model is None:
         raise EnvelopeError(f"unknown event type {safe_token(envelope.type)}")
     if value is None:
         raise EnvelopeError("record has no value")
-    return model.model_validate_json(value, extra="ignore")
+    return (view or model).model_validate_json(value, extra="ignore")
 
 
 def loads(value: bytes):

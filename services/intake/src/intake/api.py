@@ -7,8 +7,9 @@ import asyncio
 from typing import Any
 from uuid import UUID
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from intake import domain
@@ -58,6 +59,23 @@ class BatchIn(BaseModel):
     interviews: list[dict[str, Any]] = Field(
         min_length=1, description="Family interviews, each a FamilyInterview; each gets its own result"
     )
+
+
+def batch_items(body: bytes) -> list[dict[str, Any]] | Invalid:
+    """A batch's items (each a JSON object), or every problem of a body that is not a batch. The
+    common case is read with orjson; anything it does not take as a batch is read as BatchIn (the
+    problems are pydantic's, and what pydantic accepts beyond orjson is accepted as before)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(items := doc.get("interviews"), list) and items \
+            and all(isinstance(i, dict) for i in items):
+        return items
+    try:
+        return BatchIn.model_validate_json(body).interviews
+    except ValidationError as e:
+        return Invalid(pydantic_problems(e))
 
 
 def pydantic_problems(e: ValidationError, prefix: str = "") -> list[Problem]:
@@ -161,11 +179,11 @@ def _submission_routes(r: APIRouter, handlers: IntakeHandlers, settings: IntakeS
                 "application/json": {"schema": BatchIn.model_json_schema()}}}})
     async def submit_batch(request: Request, principal: Principal = officer):
         async with uploads:
-            try:  # parsed here, once the token is checked and a place is free (not before, as a body parameter)
-                batch = BatchIn.model_validate_json(await request.body())
-            except ValidationError as e:
-                return invalid_response(pydantic_problems(e))
-            return await upload(handlers, settings, request, batch.interviews, principal)
+            # parsed here, once the token is checked and a place is free (not before, as a body parameter)
+            items = batch_items(await request.body())
+            if isinstance(items, Invalid):
+                return invalid_response(items.problems)
+            return await upload(handlers, settings, request, items, principal)
 
     @r.post("/rosters", status_code=202, responses=RESPONSES, response_model=ReceiptOut,
             summary="Submit an SLS roster (VK1) as confirmed with the RT head")
@@ -184,7 +202,7 @@ def _submission_routes(r: APIRouter, handlers: IntakeHandlers, settings: IntakeS
 
 
 async def upload(handlers: IntakeHandlers, settings: IntakeSettings, request: Request, items: list[dict[str, Any]],
-                 principal: Principal) -> JSONResponse | dict[str, list[dict | None]]:
+                 principal: Principal) -> Response:
     """A batch's items, each answered alone (422, 403, 409, 410, or its receipt); every valid one
     handed over at once (IntakeHandlers.submit_interviews)."""
     if len(items) > settings.max_batch_items:
@@ -207,7 +225,7 @@ async def upload(handlers: IntakeHandlers, settings: IntakeSettings, request: Re
                                                    caller(request, principal))
         for (i, _), answer in zip(parsed, answers, strict=True):
             results[i] = _item(i, answer)
-    return {"results": results}
+    return Response(orjson.dumps({"results": results}), media_type="application/json")  # plain values: no encoder
 
 
 def _status_route(r: APIRouter, handlers: IntakeHandlers, settings: IntakeSettings) -> None:

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Generic, TypeVar, cast
+from typing import Annotated, Any, Generic, TypeVar, cast
 from uuid import UUID
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from regsosek import areas
 from regsosek.contracts import Contract, FamilyInterview, FkpAdjustment, MemberIdentities, SlsRoster, VerificationResolved
@@ -386,16 +386,31 @@ def placement_problems(data: Submitted) -> list[Problem]:
 
 
 def recorded_actor(data: S, actor: str) -> tuple[S, list[Problem]] | Invalid:
-    """`data` with its actor field set to the caller (token subject), and the warning if it was replaced."""
+    """`data` with its actor field set to the caller (token subject), and the warning if it was replaced.
+    Only the new value is validated (by the field's own type and constraints): the rest of `data` is
+    the model already validated, copied as it is."""
     name = ACTOR_FIELDS[KIND_OF[type(data)]]
     if getattr(data, name) == actor:
         return data, []
     try:
-        # validated by data's own class, so of type S (mypy types the class method's result as S's bound)
-        data = cast(S, type(data).model_validate({**data.model_dump(mode="json"), name: actor}))
+        value = _field_type(type(data), name).validate_python(actor)
     except ValidationError:
         return Invalid([Problem(f"/{name}", f"the token's subject does not fit {name} (too long for the field)")])
-    return data, [Problem(f"/{name}", "replaced by the token's subject: the actor recorded is the authenticated caller")]
+    # a copy of data's own class, so of type S (mypy types model_copy's result as S's bound)
+    return cast(S, data.model_copy(update={name: value})), [
+        Problem(f"/{name}", "replaced by the token's subject: the actor recorded is the authenticated caller")]
+
+
+_FIELD_TYPES: dict[tuple[type, str], TypeAdapter[Any]] = {}
+
+
+def _field_type(model: type[Contract], name: str) -> TypeAdapter[Any]:
+    """A validator of one field of a contract: its type with its constraints (built once)."""
+    if (model, name) not in _FIELD_TYPES:
+        f = model.model_fields[name]
+        field_type: Any = Annotated[(f.annotation, *f.metadata)]  # a type built at run time
+        _FIELD_TYPES[model, name] = TypeAdapter(field_type)
+    return _FIELD_TYPES[model, name]
 
 
 def checked_submission(data: S, actor: str, *, collection: tuple[date, date]) -> Submission[S] | Invalid:

@@ -17,6 +17,7 @@ from datetime import datetime
 from uuid import UUID
 
 from intake import domain
+from intake import journey_events as seen
 from intake.domain import (
     Conflict,
     Decision,
@@ -44,7 +45,7 @@ from regsosek.contracts import (
     InterviewVerified,
     InterviewVerifiedV1,
 )
-from regsosek.messaging import Handler, Incoming, UnitOfWork
+from regsosek.messaging import Handler, Incoming, UnitOfWork, reads
 
 Transaction = Callable[[], AbstractAsyncContextManager[UnitOfWork]]
 Result = Receipt | Invalid | Conflict | Erased
@@ -207,44 +208,52 @@ class IntakeHandlers:
             EligibilityDelivered: self.on_delivered,
         }
 
+    # Each reads only what its journey step keeps (intake.journey_events; the consumer decodes no more).
+
+    @reads(seen.Verified)
     async def on_verified(self, uow: UnitOfWork, msg: Incoming) -> None:
         """The status view takes the outcome, time, sequence and submission id, nothing of the
         family's profile (the journey step holds no personal data)."""
-        e: InterviewVerified = msg.data
+        e: seen.Verified = msg.data
         self._record(uow, JourneyEntry(e.profile.submission_id, "verified",
                                        {"outcome": e.outcome.value, "at": e.verified_at.isoformat()},
                                        msg.envelope.id, e.decision_seq))
 
+    @reads(seen.VerifiedV1)
     async def on_verified_v1(self, uow: UnitOfWork, msg: Incoming) -> None:
         """A v1 record (still on the topic after the rollout): only its submission id is read from
         the interview it carries."""
-        e: InterviewVerifiedV1 = msg.data
+        e: seen.VerifiedV1 = msg.data
         self._record(uow, JourneyEntry(e.interview.submission_id, "verified",
                                        {"outcome": e.outcome.value, "at": e.verified_at.isoformat()},
                                        msg.envelope.id, e.decision_seq))
 
+    @reads(seen.Flagged)
     async def on_flagged(self, uow: UnitOfWork, msg: Incoming) -> None:
-        e: InterviewFlagged = msg.data
+        e: seen.Flagged = msg.data
         self._record(uow, JourneyEntry(e.submission_id, "flagged", {"reason": e.reason.value, "detail": e.detail,
                                                                     "at": e.flagged_at.isoformat()},
                                        msg.envelope.id, e.decision_seq))
 
+    @reads(seen.Classified)
     async def on_classified(self, uow: UnitOfWork, msg: Incoming) -> None:
-        e: FamilyClassified = msg.data
+        e: seen.Classified = msg.data
         self._record(uow, JourneyEntry(e.submission_id, "classified",
                                        {"welfare_group": int(e.welfare_group), "decile": e.decile,
                                         "model_version": e.model_version, "at": e.classified_at.isoformat()},
                                        msg.envelope.id, e.decision_seq))
 
+    @reads(seen.Eligibility)
     async def on_eligibility(self, uow: UnitOfWork, msg: Incoming) -> None:
-        e: EligibilityDecided = msg.data
+        e: seen.Eligibility = msg.data
         self._record(uow, JourneyEntry(e.submission_id, "eligibility",
                                        {"eligible": [d.programme for d in e.decisions if d.eligible],
                                         "rule_version": e.rule_version, "at": e.decided_at.isoformat()},
                                        msg.envelope.id, e.decision_seq))
 
+    @reads(seen.Delivered)
     async def on_delivered(self, uow: UnitOfWork, msg: Incoming) -> None:
-        e: EligibilityDelivered = msg.data
+        e: seen.Delivered = msg.data
         self._record(uow, JourneyEntry(e.submission_id, "notified",
                                        {"subscriber": e.subscriber, "at": e.delivered_at.isoformat()}, msg.envelope.id))
 

@@ -1,6 +1,6 @@
 """Inbox, outbox, relay and consumer: the event backbone every service uses."""
 
-from regsosek.messaging.consumer import EventConsumer, Handler, Incoming, PermanentError, UnitOfWork
+from regsosek.messaging.consumer import EventConsumer, Handler, Incoming, PermanentError, UnitOfWork, reads
 from regsosek.messaging.outbox import Outbox, OutgoingRecord, RelayWakeup
 from regsosek.messaging.relay import OutboxRelay, make_producer
 
@@ -15,4 +15,5 @@ __all__ = [
     "RelayWakeup",
     "UnitOfWork",
     "make_producer",
+    "reads",
 ]

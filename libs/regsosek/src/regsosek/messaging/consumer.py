@@ -42,9 +42,9 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Container, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Container, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -56,7 +56,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from regsosek.contracts import MODELS_BY_TYPE, Contract
 from regsosek.db import Backoff, is_transient
@@ -146,6 +146,26 @@ _MAX_LINKS = 32  # a batch may hold hundreds of an SLS's families; the trace nee
 
 
 Handler = Callable[[UnitOfWork, Incoming], Awaitable[None]]
+H = TypeVar("H", bound=Callable[..., Awaitable[None]])
+
+
+def reads(view: type[BaseModel]) -> Callable[[H], H]:
+    """Marks a handler that reads only `view` of its event: the consumer decodes the record as the
+    view instead of the whole contract (the fields not in it are skipped, not validated) and hands
+    the handler the view as `Incoming.data`. What the view reads is validated as the contract
+    does (its fields have the contract's types; the consumer's tests hold them to it), and a record
+    whose body is not JSON or whose read fields do not validate is dead-lettered with the reason."""
+
+    def mark(handler: H) -> H:
+        handler.reads = view  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def views_of(handlers: Mapping[str, Handler]) -> dict[str, type[BaseModel]]:
+    """The views the handlers read (`reads`), by event type."""
+    return {t: v for t, h in handlers.items() if (v := getattr(h, "reads", None)) is not None}
 
 # How a consumer group shares its topics' partitions among instances (docs/ORDERING.md,
 # "Instances and partition assignment"). Range gives partition N of every subscribed topic to
@@ -196,6 +216,7 @@ class EventConsumer:
         self.settings = settings
         self.pool_provider = pool_provider
         self.handlers = {CONSUMABLE_EVENT_TYPES[m]: h for m, h in handlers.items()}  # legacy types readable too
+        self.views = views_of(self.handlers)  # events decoded as the part their handler reads
         self.handlers = reject_event_types(self.handlers, PermanentError)  # a test's fault point; off unless set
         self.topics = [t.wire for t in topics]
         self.wakeup = wakeup
@@ -284,7 +305,7 @@ class EventConsumer:
     async def _process_group(self, records: Sequence[ConsumerRecord]) -> None:
         parsed = [
             parse_record(r, handled_types=self.handlers, max_bytes=self.settings.consumer_max_record_bytes,
-                         service=self.settings.service_name)
+                         service=self.settings.service_name, views=self.views)
             for r in records
         ]
         backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
@@ -467,12 +488,15 @@ class Parsed:
         return self.envelope
 
 
-def parse_record(record: ConsumerRecord, *, handled_types: Container[str], max_bytes: int, service: str) -> Parsed:
+def parse_record(record: ConsumerRecord, *, handled_types: Container[str], max_bytes: int, service: str,
+                 views: Mapping[str, type[BaseModel]] | None = None) -> Parsed:
     """Reads a record into a `Parsed`, never raising for anything the record carries: any
     non-transient exception becomes a problem with a reason. Reasons say what is wrong,
-    naming only headers and types we know, never a value (it may be personal data)."""
+    naming only headers and types we know, never a value (it may be personal data).
+    `views`: by event type, the part of the event its handler reads (`reads`), decoded instead of
+    the whole contract."""
     try:
-        return _parse(record, handled_types, max_bytes, service)
+        return _parse(record, handled_types, max_bytes, service, views or {})
     except EnvelopeError as e:
         return Parsed(record, problem=str(e))
     except ValidationError as e:
@@ -485,7 +509,8 @@ def parse_record(record: ConsumerRecord, *, handled_types: Container[str], max_b
         return Parsed(record, problem=f"unreadable record ({type(e).__name__})")
 
 
-def _parse(record: ConsumerRecord, handled_types: Container[str], max_bytes: int, service: str) -> Parsed:
+def _parse(record: ConsumerRecord, handled_types: Container[str], max_bytes: int, service: str,
+           views: Mapping[str, type[BaseModel]]) -> Parsed:
     size = record_size(record)
     if size > max_bytes:
         raise EnvelopeError(f"record too large: {size} bytes, limit {max_bytes}")
@@ -502,7 +527,7 @@ def _parse(record: ConsumerRecord, handled_types: Container[str], max_bytes: int
         raise EnvelopeError(f"unknown event type {safe_token(env.type)}")
     if record.value is None:
         raise EnvelopeError("record has no value")
-    data = decode(env, record.value)
+    data = decode(env, record.value, views.get(env.type))
     return Parsed(record, env, data, context_from_headers(record.headers))
 
 
