@@ -78,8 +78,9 @@ def _new_since(before: dict[str, int], now: dict) -> dict[str, list]:
 
 async def _state(world: World) -> dict[str, dict]:
     rows = await world.fetch("classify", "select f.family_id, f.rank_value, f.decile, f.welfare_group, f.eligibility, "
-                                         "p.decile_basis, p.ranking_id, f.rule_version "
-                                         "from families f cross join lateral placed(f) p")
+                                         "p.decile_basis, p.ranking_id, f.rule_version from families f "
+                                         "cross join lateral placed(f.family_id, f.sls_id, f.decile_basis, "
+                                         "f.ranking_id) p")
     return {r["family_id"]: {**dict(r), "eligibility": json.loads(r["eligibility"])} for r in rows}
 
 

@@ -10,7 +10,7 @@ transaction each:
 
 - a family whose decile is unchanged gets the new decile basis without a write of its row: the
   ranking confirms it once the run's cursor passes it (migration 011, read through the
-  database's `placed(f)`); only a family whose basis was still provisional is written, in one
+  database's `placed(...)`); only a family whose basis was still provisional is written, in one
   statement per page; nothing is published;
 - a family whose decile moved is classified again with the ranked decile (welfare group
   and every programme decision recomputed) and, since its decile changed, its

@@ -7,8 +7,10 @@ For each size: a database of its own on the PostgreSQL of REGSOSEK_PG_URL_BASE (
 classify's migrations, dropped afterwards unless --keep), N classified families bulk-loaded
 with COPY (copies of a few hundred sample families with ids of their own, so their profiles
 classify as real ones do), their deciles settled to the scope's ranking (each with the
-eligibility its profile has at its settled decile, as the service stores it), then `--moved-share`
-of them moved one decile (what a re-rank has to put back and re-publish). Then, each timed
+eligibility its profile has at its settled decile, as the service stores it, and resting on
+that ranking: a finished re-rank run with one ranking per partition, as after the service's
+first re-rank), then `--moved-share` of them moved one decile (what a re-rank has to put back
+and re-publish). Then, each timed
 as an operator runs it (a process of its own, events left in the outbox: --outbox-only):
 
 - `python -m classify.rerank --scope <scope>`: families/s = families ranked / wall time;
@@ -27,6 +29,14 @@ family: the cost that does not depend on how busy the machine is). A replay's ro
 "startup_seconds" and "startup_cpu_seconds": the same command with --max-batches 0 just before (its
 processes started, no family classified), the part of the figures that does not grow with N.
 `bench_rerank(sizes, ...)` is the same from Python.
+
+    python -m classify.rerank_bench --saves 20000
+
+times instead what the profile's storage costs the handlers and replay, on a database of its own:
+the save statement of `--saves` new families in batches of 500 (as a handler batch's flush), the
+same families saved again (a re-verified family), and the read of their profiles in batches of 500
+(as replay's page): wall, client CPU and database CPU seconds, CPU µs per family, and the table's
+heap and total size.
 The load generator needs the sample generator (regsosek_tools), so this runs from the
 repository's environment, not from the service's image.
 """

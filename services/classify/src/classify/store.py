@@ -384,7 +384,7 @@ class ClassifyStore:
 _STORED_OF_F = ("select f.family_id, f.sls_id, f.version, f.rank_value, f.decile, p.decile_basis, p.ranking_id, "
                 "f.welfare_group, f.eligibility, f.model_version, f.lines_version, f.rule_version, "
                 "f.member_eligibility")
-_PLACED = "cross join lateral placed(f) p"
+_PLACED = "cross join lateral placed(f.family_id, f.sls_id, f.decile_basis, f.ranking_id) p"
 
 
 def _stored(r: asyncpg.Record) -> StoredFamily:
