@@ -565,23 +565,29 @@ class RerankStore(ClassifyStore):
         rows locked; those whose rank value changed since the ranking are only counted."""
         page = await self.conn.fetchrow(
             "select max(m.family_id) as last, count(*) filter (where f.rank_value <> m.rank_value) as skipped, "
-            "count(*) filter (where f.rank_value = m.rank_value and f.decile = m.decile) as unchanged "
+            "count(*) filter (where f.rank_value = m.rank_value and f.decile = m.decile) as unchanged, "
+            "count(*) filter (where f.rank_value = m.rank_value and f.decile = m.decile and (f.ranking_id is null "
+            "or f.decile_basis not like 'ranked: %')) as provisional, "
+            "array_agg(m.family_id) filter (where f.rank_value = m.rank_value and f.decile <> m.decile) as moved "
             "from (select family_id, rank_value, decile from rerank_members where run_id = $1 and family_id > $2 "
             "order by family_id limit $3) m left join families f using (family_id)", run_id, after, limit)
         if page["last"] is None:
             return None
-        await self.conn.execute(
-            "update families f set ranking_id = r.id, updated_at = now(), decile_basis = r.basis || "
-            "case when strpos(f.decile_basis, $4) > 0 then substr(f.decile_basis, strpos(f.decile_basis, $4)) "
-            "else '' end from rerank_members m join rankings r on r.run_id = m.run_id and r.partition = m.partition "
-            "where m.run_id = $1 and m.family_id = f.family_id and m.family_id > $2 and m.family_id <= $3 "
-            "and f.rank_value = m.rank_value and f.decile = m.decile "
-            "and (f.ranking_id is null or f.decile_basis not like 'ranked: %' or f.ranking_id >= r.id)",
-            run_id, after, page["last"], _FKP_NOTE_START)
+        if page["provisional"]:  # a basis not ranked yet: written once (the others are confirmed unwritten)
+            await self.conn.execute(
+                "update families f set ranking_id = r.id, updated_at = now(), decile_basis = r.basis || "
+                "case when strpos(f.decile_basis, $4) > 0 then substr(f.decile_basis, strpos(f.decile_basis, $4)) "
+                "else '' end from rerank_members m join rankings r on r.run_id = m.run_id "
+                "and r.partition = m.partition "
+                "where m.run_id = $1 and m.family_id = f.family_id and m.family_id > $2 and m.family_id <= $3 "
+                "and f.rank_value = m.rank_value and f.decile = m.decile "
+                "and (f.ranking_id is null or f.decile_basis not like 'ranked: %' or f.ranking_id >= r.id)",
+                run_id, after, page["last"], _FKP_NOTE_START)
         rows = await self.conn.fetch(
             f"{_STORED_OF_F}, m.decile as ranked_decile, r.id as ranked_id, r.basis as ranked_basis {_PAGE} "
-            "and f.rank_value = m.rank_value and f.decile <> m.decile order by f.family_id for update of f",
-            run_id, after, page["last"])
+            "and m.family_id = any($4::text[]) and f.rank_value = m.rank_value and f.decile <> m.decile "
+            "order by f.family_id for update of f",
+            run_id, after, page["last"], page["moved"]) if page["moved"] else []
         moved = [(_stored(r), Ranked(r["ranked_decile"], r["ranked_basis"], r["ranked_id"])) for r in rows]
         return RerankPage(page["last"], page["unchanged"], page["skipped"], moved)
 
