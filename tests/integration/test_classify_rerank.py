@@ -77,9 +77,17 @@ def _new_since(before: dict[str, int], now: dict) -> dict[str, list]:
 
 
 async def _state(world: World) -> dict[str, dict]:
-    rows = await world.fetch("classify", "select family_id, rank_value, decile, welfare_group, eligibility, "
-                                         "decile_basis, rule_version from families")
+    rows = await world.fetch("classify", "select f.family_id, f.rank_value, f.decile, f.welfare_group, f.eligibility, "
+                                         "p.decile_basis, p.ranking_id, f.rule_version from families f "
+                                         "cross join lateral placed(f.family_id, f.sls_id, f.decile_basis, "
+                                         "f.ranking_id) p")
     return {r["family_id"]: {**dict(r), "eligibility": json.loads(r["eligibility"])} for r in rows}
+
+
+async def _row_versions(world: World) -> dict[str, tuple[str, str]]:
+    """Each family's row version: the transaction that wrote it and where it is."""
+    rows = await world.fetch("classify", "select family_id, xmin::text as xmin, ctid::text as ctid from families")
+    return {r["family_id"]: (r["xmin"], r["ctid"]) for r in rows}
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +144,19 @@ async def test_rerank_fkp_area_and_replay_publish_only_changes(classify_world, p
     assert {fid: s["decile"] for fid, s in ranked.items()} == expected_deciles
     assert all(s["decile_basis"].startswith("ranked: national") for s in ranked.values())
 
-    # the same ranking again, and per province (one province here): nothing changes, nothing is published
+    # the same ranking again, and per province (one province here): nothing changes, nothing is published,
+    # and no family's row is written: each reads the new ranking's basis (migration 011), its row version
+    # (xmin, ctid) the one the national re-rank left
+    versions = await _row_versions(world)
     for scope in ("national", "province"):
         rc, report = await _command(world, "classify.rerank", "--scope", scope)
         assert rc == 0 and report["changed"] == 0 and report["examined"] == FAMILIES, report
+        assert report["unchanged"] == FAMILIES, report
+        confirmed = await _state(world)
+        assert {s["ranking_id"] for s in confirmed.values()} == {report["partitions"][0]["ranking_id"]}
+        assert all(s["decile_basis"].startswith(f"ranked: {scope}") for s in confirmed.values())
+        assert {f: s["decile"] for f, s in confirmed.items()} == expected_deciles
+    assert await _row_versions(world) == versions
     assert _counts((await _records(world))[0]) == _counts(fc)
     assert all(s["decile_basis"].startswith("ranked: province 64") for s in (await _state(world)).values())
 

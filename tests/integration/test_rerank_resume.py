@@ -109,7 +109,9 @@ async def test_a_killed_rerank_resumes_after_its_last_committed_page(world):
     assert report["examined"] == FAMILIES - run["examined"]  # only the pages not committed before the kill
 
     final = {r["family_id"]: (r["decile"], r["decile_basis"]) for r in
-             await world.fetch("classify", "select family_id, decile, decile_basis from families")}
+             await world.fetch("classify", "select f.family_id, f.decile, p.decile_basis "
+                                           "from families f cross join lateral "
+                                           "placed(f.family_id, f.sls_id, f.decile_basis, f.ranking_id) p")}
     assert {f: d for f, (d, _) in final.items()} == expected
     assert all(b.startswith(f"ranked: regency {f[:4]} at ") for f, (_, b) in final.items())
     events = await _events(world)

@@ -8,8 +8,10 @@ with its cut-points, and the snapshot of every family's ranked decile; Python ne
 scope, only one page of it. The run then walks the snapshot in pages of family ids, one
 transaction each:
 
-- a family whose decile is unchanged gets the new decile basis, in one statement per page,
-  nothing is published;
+- a family whose decile is unchanged gets the new decile basis without a write of its row: the
+  ranking confirms it once the run's cursor passes it (migration 011, read through the
+  database's `placed(...)`); only a family whose basis was still provisional is written, in one
+  statement per page; nothing is published;
 - a family whose decile moved is classified again with the ranked decile (welfare group
   and every programme decision recomputed) and, since its decile changed, its
   family-classified and eligibility-decided go out through the outbox;
@@ -18,7 +20,9 @@ transaction each:
 
 Each page commits its rows, its events and the run's cursor together: a re-rank killed
 mid-way is taken up by the next re-rank of the same scope (and area) after its last
-committed page, with the same ranking (`restart` drops it and ranks afresh instead).
+committed page, with the same ranking (`restart` drops it and ranks afresh instead). Starting
+or taking up a run supersedes any other unfinished one (of another scope or area): only the
+newest ranking's pages are ever applied.
 
 An *area* re-rank (after an FKP adjustment) ranks the area's whole partition the same way but
 applies the result to one regency's families only; the rest keep theirs until the
@@ -210,10 +214,15 @@ class Reclassifier:
         if stale:
             raise StaleVersions(stale, self.config.versions)
         run = await store.unfinished_rerank(scope, area)
+        others = [i for i in await store.unfinished_rerank_ids() if run is None or i != run.id]
         if run is not None and (restart or run.model_version != self.config.model.version
-                                or await store.rerank_snapshot_lost(run.id)):
+                                or any(i > run.id for i in others) or await store.rerank_snapshot_lost(run.id)):
             await store.close_rerank(run.id, "superseded")
             run = None
+        # one unfinished run at a time: a family's basis is that of the newest ranking that confirmed it
+        # (migration 011), so no page of an older ranking may be applied after a newer one's
+        for other in others:
+            await store.close_rerank(other, "superseded")
         return run or await store.start_rerank(scope, area, reason, self.config.model.version)
 
     async def _apply_page(self, store: RerankStore, outbox: Outbox, run: RerankRun, cursor: str, batch_size: int,

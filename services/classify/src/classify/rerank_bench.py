@@ -7,8 +7,10 @@ For each size: a database of its own on the PostgreSQL of REGSOSEK_PG_URL_BASE (
 classify's migrations, dropped afterwards unless --keep), N classified families bulk-loaded
 with COPY (copies of a few hundred sample families with ids of their own, so their profiles
 classify as real ones do), their deciles settled to the scope's ranking (each with the
-eligibility its profile has at its settled decile, as the service stores it), then `--moved-share`
-of them moved one decile (what a re-rank has to put back and re-publish). Then, each timed
+eligibility its profile has at its settled decile, as the service stores it, and resting on
+that ranking: a finished re-rank run with one ranking per partition, as after the service's
+first re-rank), then `--moved-share` of them moved one decile (what a re-rank has to put back
+and re-publish). Then, each timed
 as an operator runs it (a process of its own, events left in the outbox: --outbox-only):
 
 - `python -m classify.rerank --scope <scope>`: families/s = families ranked / wall time;
@@ -27,6 +29,14 @@ family: the cost that does not depend on how busy the machine is). A replay's ro
 "startup_seconds" and "startup_cpu_seconds": the same command with --max-batches 0 just before (its
 processes started, no family classified), the part of the figures that does not grow with N.
 `bench_rerank(sizes, ...)` is the same from Python.
+
+    python -m classify.rerank_bench --saves 20000
+
+times instead what the profile's storage costs the handlers and replay, on a database of its own:
+the save statement of `--saves` new families in batches of 500 (as a handler batch's flush), the
+same families saved again (a re-verified family), and the read of their profiles in batches of 500
+(as replay's page): wall, client CPU and database CPU seconds, CPU µs per family, and the table's
+heap and total size.
 The load generator needs the sample generator (regsosek_tools), so this runs from the
 repository's environment, not from the service's image.
 """
@@ -51,9 +61,9 @@ import yaml
 
 from classify import app
 from classify.domain import Config
-from classify.ranking import Ranked, reference_placement
+from classify.ranking import Ranked, cutpoints_of_tops, reference_placement
 from classify.settings import ClassifySettings
-from classify.store import PARTITION_SQL
+from classify.store import PARTITION_SQL, ranked_basis
 from regsosek import db
 
 TEMPLATES = 400  # distinct sample families the loaded ones are copies of
@@ -101,8 +111,11 @@ def family_rows(n: int, tpl: list[tuple[str, str, tuple]]) -> Iterator[tuple]:
         yield (fid, sls, uuid.UUID(int=i + 1), 1, profile.replace(_MARK, fid), *cols)
 
 
-async def load(dsn: str, n: int, scope: str, moved_share: float, cfg: Config) -> None:
-    """N families by COPY, their deciles settled to the scope's ranking, then `moved_share` of them moved."""
+async def load(dsn: str, n: int, scope: str, moved_share: float, cfg: Config, *, ranked: bool = False) -> None:
+    """N families by COPY, their deciles settled to the scope's ranking, then `moved_share` of them moved.
+    `ranked`: the settled families rest on a finished re-rank of the scope (a run and one ranking per
+    partition, each family's ranked basis and ranking id), as after the service's first re-rank; else they
+    keep the provisional basis their classification gave them."""
     tpl, outcomes = templates(cfg)
     conn = await asyncpg.connect(dsn)  # jsonb as text: the profiles are JSON already
     try:
@@ -113,22 +126,49 @@ async def load(dsn: str, n: int, scope: str, moved_share: float, cfg: Config) ->
                            "eligibility text, member_eligibility text, primary key (template, decile))")
         await conn.copy_records_to_table("outcomes", records=outcomes)
         p = PARTITION_SQL[scope]
+        ranked_sql = (f"select family_id, submission_id, {p} as partition, rank_value, "
+                      f"((row_number() over w - 1) * 10 / count(*) over (partition by {p}) + 1)::int as decile "
+                      f"from families window w as (partition by {p} order by rank_value, family_id)")
+        basis = "f.decile_basis"
+        ranking = "f.ranking_id"
+        if ranked:
+            await _ranked_run(conn, scope, ranked_sql, cfg)
+            basis, ranking = "k.basis", "k.id"
         # each family's decile settled to the ranking, with its template's eligibility at that decile (the
         # template: the family's number in the load, from its submission id, modulo TEMPLATES)
         await conn.execute(
             f"update families f set decile = r.decile, eligible = o.eligible, eligibility = o.eligibility::jsonb, "
-            f"member_eligibility = o.member_eligibility::jsonb from (select family_id, submission_id, "
-            f"((row_number() over w - 1) * 10 / count(*) over (partition by {p}) + 1)::int as decile from families "
-            f"window w as (partition by {p} order by rank_value, family_id)) r join outcomes o on o.decile = r.decile "
+            f"member_eligibility = o.member_eligibility::jsonb, decile_basis = {basis}, ranking_id = {ranking} "
+            f"from ({ranked_sql}) r join outcomes o on o.decile = r.decile "
             f"and o.template = (('x' || right(replace(r.submission_id::text, '-', ''), 8))::bit(32)::int - 1) "
-            f"% {TEMPLATES} where f.family_id = r.family_id "
-            "and (f.decile <> r.decile or f.eligibility <> o.eligibility::jsonb or f.eligible <> o.eligible "
-            "or f.member_eligibility <> o.member_eligibility::jsonb)", timeout=7200)
+            f"% {TEMPLATES} left join rankings k on k.partition = r.partition where f.family_id = r.family_id "
+            f"and ({'true' if ranked else 'false'} or f.decile <> r.decile or f.eligibility <> o.eligibility::jsonb "
+            "or f.eligible <> o.eligible or f.member_eligibility <> o.member_eligibility::jsonb)", timeout=7200)
         await conn.execute("update families set decile = case when decile = 10 then 9 else decile + 1 end "
                            "where (hashtext(family_id) & 1023) < $1", round(moved_share * 1024), timeout=7200)
         await conn.execute("vacuum analyze families", timeout=7200)
     finally:
         await conn.close()
+
+
+async def _ranked_run(conn: asyncpg.Connection, scope: str, ranked_sql: str, cfg: Config) -> None:
+    """A finished re-rank run of `scope` over every loaded family and its rankings (cut-points, basis)."""
+    run = await conn.fetchrow(
+        "insert into rerank_runs (scope, reason, model_version, ranked, cursor, examined, unchanged, finished_at, "
+        "outcome) select $1, 'command', $2, count(*), max(family_id), count(*), count(*), now(), 'finished' "
+        "from families returning id, ranked, started_at", scope, cfg.model.version)
+    tops = await conn.fetch(f"select partition, decile, count(*)::int as n, max(rank_value) as top "
+                            f"from ({ranked_sql}) r group by 1, 2", timeout=7200)
+    by_partition: dict[str, dict[int, tuple[int, float]]] = {}
+    for t in tops:
+        by_partition.setdefault(t["partition"], {})[t["decile"]] = (t["n"], t["top"])
+    await conn.executemany(
+        "insert into rankings (scope, partition, model_version, families, cutpoints, run_id, basis, decile_sizes, "
+        "ranked_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        [(scope, part, cfg.model.version, sum(k for k, _ in d.values()),
+          cutpoints_of_tops({dec: top for dec, (_, top) in d.items()}), run["id"],
+          ranked_basis(part, run["started_at"], sum(k for k, _ in d.values()), None),
+          [d.get(dec, (0, 0.0))[0] for dec in range(1, 11)], run["started_at"]) for part, d in by_partition.items()])
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -251,7 +291,7 @@ def measure(n: int, *, scope: str, moved_share: float, replay: bool, processes: 
     out = []
     try:
         asyncio.run(_migrate(dsn))
-        asyncio.run(load(dsn, n, scope, moved_share, cfg))
+        asyncio.run(load(dsn, n, scope, moved_share, cfg, ranked=True))
         postmaster = asyncio.run(postmaster_pid(dsn))
         seconds, rss, r = timed(["classify.rerank", "--scope", scope], env, postmaster)
         out.append({"what": "rerank", "families": n, "scope": scope, "processes": 1, "seconds": round(seconds, 2),
@@ -299,6 +339,64 @@ def bench_rerank(sizes: list[int], *, replay_sizes: list[int] | None = None, sco
     return results
 
 
+SAVE_BATCH = 500  # families per statement, as a handler batch's `flush` writes them
+
+
+async def _save_costs(dsn: str, n: int, cfg: Config, postmaster: int | None) -> dict:
+    """The handlers' write of `n` new families (classify's save statement, batches of SAVE_BATCH, one transaction
+    each), the same families saved again (the update of a re-verified family), and the replay's read of their
+    profiles (batches of SAVE_BATCH): client and database CPU seconds of each."""
+    from classify.store import _SAVE
+
+    tpl, _ = templates(cfg)
+    rows = list(family_rows(n, tpl))
+    conn = await asyncpg.connect(dsn)  # jsonb as text, as the bench's COPY
+    out = {}
+    try:
+        async def saves() -> None:
+            for i in range(0, n, SAVE_BATCH):
+                async with conn.transaction():
+                    await conn.executemany(_SAVE, rows[i:i + SAVE_BATCH])
+
+        async def reads() -> None:
+            for i in range(0, n, SAVE_BATCH):
+                got = await conn.fetch("select family_id, profile from families where family_id = any($1::text[])",
+                                       [r[0] for r in rows[i:i + SAVE_BATCH]])
+                assert len(got) == len(rows[i:i + SAVE_BATCH])
+
+        for what, step in (("insert", saves), ("update", saves), ("profile read", reads)):
+            db_before, cpu_before, start = server_cpu_seconds(postmaster), time.process_time(), time.perf_counter()
+            await step()
+            wall, cpu, db_after = time.perf_counter() - start, time.process_time() - cpu_before, \
+                server_cpu_seconds(postmaster)
+            db_cpu = None if db_before is None or db_after is None else db_after - db_before
+            out[what] = {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+                         "db_cpu_seconds": None if db_cpu is None else round(db_cpu, 2),
+                         "cpu_us_per_family": round((cpu + (db_cpu or 0.0)) / n * 1e6, 1)}
+        out["heap_mib"] = round(await conn.fetchval("select pg_relation_size('families')") / 2**20, 1)
+        out["total_mib"] = round(await conn.fetchval("select pg_total_relation_size('families')") / 2**20, 1)
+    finally:
+        await conn.close()
+    return out
+
+
+def bench_saves(n: int) -> dict:
+    """`_save_costs` on a database of its own (classify's migrations), dropped afterwards."""
+    settings = ClassifySettings()
+    cfg = app.load_config(settings)
+    base = settings.pg_url_base.rstrip("/")
+    name = f"classify_save_bench_{n}_{os.getpid()}"
+    dsn = f"{base}/{name}"
+    asyncio.run(_database(base, name, True))
+    try:
+        asyncio.run(_migrate(dsn))
+        postmaster = asyncio.run(postmaster_pid(dsn))
+        return {"what": "saves", "families": n, "load_average": os.getloadavg()[0],
+                **asyncio.run(_save_costs(dsn, n, cfg, postmaster))}
+    finally:
+        asyncio.run(_database(base, name, False))
+
+
 def _sizes(text: str) -> list[int]:
     return [int(s) for s in text.split(",") if s.strip()]
 
@@ -313,7 +411,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of families a re-rank moves back (and re-publishes)")
     parser.add_argument("--processes", type=int, default=2, help="processes the replay is spread over")
     parser.add_argument("--json", type=Path, default=None, help="write the measurements here as a JSON list")
+    parser.add_argument("--saves", type=int, default=None,
+                        help="instead: time the handlers' save of this many families, their re-save and the "
+                             "replay's read of their profiles")
     args = parser.parse_args(argv)
+    if args.saves:
+        print(json.dumps(bench_saves(args.saves)), flush=True)
+        return 0
     results = bench_rerank(args.sizes, replay_sizes=args.replay_sizes, scope=args.scope,
                            moved_share=args.moved_share, processes=args.processes)
     if args.json:

@@ -379,13 +379,12 @@ class ClassifyStore:
         await audit.record(self.conn, entry)
 
 
-_STORED = ("select family_id, sls_id, version, rank_value, decile, decile_basis, ranking_id, welfare_group, "
-           "eligibility, model_version, lines_version, rule_version, member_eligibility from families")
-
-
-_STORED_OF_F = ("select f.family_id, f.sls_id, f.version, f.rank_value, f.decile, f.decile_basis, f.ranking_id, "
+# A family as re-rank and replay read it: its decile basis and ranking as placed (migration 011: the newest
+# ranking that confirmed its decile without writing its row, else the row's own).
+_STORED_OF_F = ("select f.family_id, f.sls_id, f.version, f.rank_value, f.decile, p.decile_basis, p.ranking_id, "
                 "f.welfare_group, f.eligibility, f.model_version, f.lines_version, f.rule_version, "
                 "f.member_eligibility")
+_PLACED = "cross join lateral placed(f.family_id, f.sls_id, f.decile_basis, f.ranking_id) p"
 
 
 def _stored(r: asyncpg.Record) -> StoredFamily:
@@ -456,8 +455,9 @@ class PartitionRanking:
 
 @dataclass(frozen=True)
 class RerankPage:
-    """One page of a re-rank's snapshot. The families whose decile stays already
-    have the new basis; `moved` are those to classify again with their ranked decile, their rows locked."""
+    """One page of a re-rank's snapshot. The families whose decile stays have the new basis once the page
+    commits (confirmed by the ranking, migration 011); `moved` are those to classify again with their ranked
+    decile, their rows locked."""
 
     last: str  # the page's last family id: the run's cursor once the page commits
     unchanged: int  # same rank value, same decile: new basis only
@@ -468,7 +468,7 @@ class RerankPage:
 _FKP_NOTE_START = FKP_NOTE.split("{}")[0]
 # The page of a run: members after the cursor up to the page's last family id (a range of the members'
 # key: the page's members only are read), joined with their rows and the ranking of their partition.
-_PAGE = ("from families f join rerank_members m on m.run_id = $1 and m.family_id = f.family_id "
+_PAGE = (f"from families f {_PLACED} join rerank_members m on m.run_id = $1 and m.family_id = f.family_id "
          "join rankings r on r.run_id = m.run_id and r.partition = m.partition "
          "where m.family_id > $2 and m.family_id <= $3")
 
@@ -494,6 +494,11 @@ class RerankStore(ClassifyStore):
             *versions)
 
     # ------------------------------------------------------------ re-rank runs
+
+    async def unfinished_rerank_ids(self) -> list[int]:
+        """Every re-rank run not finished (nor superseded), oldest first."""
+        return [r["id"] for r in await self.conn.fetch("select id from rerank_runs where finished_at is null "
+                                                        "order by id")]
 
     async def unfinished_rerank(self, scope: str, area: str | None) -> RerankRun | None:
         """The re-rank of `scope` (and `area`) interrupted after taking its ranking, if any."""
@@ -554,26 +559,37 @@ class RerankStore(ClassifyStore):
 
     async def rerank_page(self, run_id: int, after: str, limit: int) -> RerankPage | None:
         """The next `limit` families of the run's snapshot after `after` (None: none left). Those whose decile
-        stays get the ranking's basis (and keep an FKP note) in one statement; those whose decile moved are
-        returned, their rows locked; those whose rank value changed since the ranking are only counted."""
+        stays are confirmed by the ranking without a write (migration 011: read through `placed`, once the run's
+        cursor passes them), except those whose basis is not a ranked one yet (provisional): they get the
+        ranking's basis (and keep an FKP note) in one statement. Those whose decile moved are returned, their
+        rows locked; those whose rank value changed since the ranking are only counted."""
         page = await self.conn.fetchrow(
-            "select max(m.family_id) as last, count(*) filter (where f.rank_value <> m.rank_value) as skipped "
-            "from (select family_id, rank_value from rerank_members where run_id = $1 and family_id > $2 "
+            "select max(m.family_id) as last, count(*) filter (where f.rank_value <> m.rank_value) as skipped, "
+            "count(*) filter (where f.rank_value = m.rank_value and f.decile = m.decile) as unchanged, "
+            "count(*) filter (where f.rank_value = m.rank_value and f.decile = m.decile and (f.ranking_id is null "
+            "or f.decile_basis not like 'ranked: %')) as provisional, "
+            "array_agg(m.family_id) filter (where f.rank_value = m.rank_value and f.decile <> m.decile) as moved "
+            "from (select family_id, rank_value, decile from rerank_members where run_id = $1 and family_id > $2 "
             "order by family_id limit $3) m left join families f using (family_id)", run_id, after, limit)
         if page["last"] is None:
             return None
-        status = await self.conn.execute(
-            "update families f set ranking_id = r.id, updated_at = now(), decile_basis = r.basis || "
-            "case when strpos(f.decile_basis, $4) > 0 then substr(f.decile_basis, strpos(f.decile_basis, $4)) "
-            "else '' end from rerank_members m join rankings r on r.run_id = m.run_id and r.partition = m.partition "
-            "where m.run_id = $1 and m.family_id = f.family_id and m.family_id > $2 and m.family_id <= $3 "
-            "and f.rank_value = m.rank_value and f.decile = m.decile", run_id, after, page["last"], _FKP_NOTE_START)
+        if page["provisional"]:  # a basis not ranked yet: written once (the others are confirmed unwritten)
+            await self.conn.execute(
+                "update families f set ranking_id = r.id, updated_at = now(), decile_basis = r.basis || "
+                "case when strpos(f.decile_basis, $4) > 0 then substr(f.decile_basis, strpos(f.decile_basis, $4)) "
+                "else '' end from rerank_members m join rankings r on r.run_id = m.run_id "
+                "and r.partition = m.partition "
+                "where m.run_id = $1 and m.family_id = f.family_id and m.family_id > $2 and m.family_id <= $3 "
+                "and f.rank_value = m.rank_value and f.decile = m.decile "
+                "and (f.ranking_id is null or f.decile_basis not like 'ranked: %' or f.ranking_id >= r.id)",
+                run_id, after, page["last"], _FKP_NOTE_START)
         rows = await self.conn.fetch(
             f"{_STORED_OF_F}, m.decile as ranked_decile, r.id as ranked_id, r.basis as ranked_basis {_PAGE} "
-            "and f.rank_value = m.rank_value and f.decile <> m.decile order by f.family_id for update of f",
-            run_id, after, page["last"])
+            "and m.family_id = any($4::text[]) and f.rank_value = m.rank_value and f.decile <> m.decile "
+            "order by f.family_id for update of f",
+            run_id, after, page["last"], page["moved"]) if page["moved"] else []
         moved = [(_stored(r), Ranked(r["ranked_decile"], r["ranked_basis"], r["ranked_id"])) for r in rows]
-        return RerankPage(page["last"], int(status.rsplit(" ", 1)[-1]), page["skipped"], moved)
+        return RerankPage(page["last"], page["unchanged"], page["skipped"], moved)
 
     async def rerank_snapshot_lost(self, run_id: int) -> bool:
         """Whether a run that ranked families has lost its snapshot (a database crash empties unlogged tables)."""
@@ -702,8 +718,8 @@ class RerankStore(ClassifyStore):
     async def families_after_for_update(self, cursor: str, limit: int, upper: str | None = None) -> list[StoredFamily]:
         """The next `limit` families in id order after `cursor` (up to `upper`, if given), their rows locked."""
         rows = await self.conn.fetch(
-            _STORED + " where family_id > $1 and ($3::text is null or family_id <= $3) order by family_id limit $2 "
-            "for update", cursor, limit, upper)
+            f"{_STORED_OF_F} from families f {_PLACED} where f.family_id > $1 and ($3::text is null or "
+            "f.family_id <= $3) order by f.family_id limit $2 for update of f", cursor, limit, upper)
         return [_stored(r) for r in rows]
 
     async def replay_page(self, cursor: str, limit: int, upper: str | None,
@@ -714,13 +730,13 @@ class RerankStore(ClassifyStore):
         lines versions, and its profile document: the whole document without that prediction, else only what
         `ReplayJudge.judge` reads of it then, its members)."""
         rows = await self.conn.fetch(
-            "select f.family_id, f.sls_id, f.rank_value, f.decile, f.decile_basis, f.ranking_id, f.welfare_group, "
+            "select f.family_id, f.sls_id, f.rank_value, f.decile, p.decile_basis, p.ranking_id, f.welfare_group, "
             "f.eligible, f.eligibility, f.member_eligibility, "
             "case when stale and pmt is null then f.profile end as profile, "
             "case when stale and pmt is not null then f.profile -> 'members' end as members, pmt as predicted, "
             "case when stale then (select a.welfare_group from fkp_adjustments a where a.family_id = f.family_id "
             "  order by a.decided_at desc, a.received_at desc limit 1) end as fkp_group, stale "
-            "from families f, "
+            f"from families f {_PLACED}, "
             "lateral (select (f.model_version, f.lines_version, f.rule_version) is distinct from ($4, $5, $6) "
             "         as stale, "
             "         case when (f.model_version, f.lines_version) = ($4, $5) then f.predicted end as pmt) s "
