@@ -11,6 +11,7 @@ world's tag).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import os
@@ -19,7 +20,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -393,6 +394,29 @@ class World(world.World):
 # ---------------------------------------------------------------- small, valid data
 
 _serials = itertools.count(random.randint(1, 4000))
+
+
+@contextlib.asynccontextmanager
+async def loaded_classify(families: int, moved: float) -> AsyncIterator[World]:
+    """A world of classify's database alone, migrated and bulk-loaded with `families` classified
+    families by the re-rank benchmark's loader (COPY; `moved` of them one decile off their ranking),
+    torn down afterwards."""
+    from classify import app
+    from classify.rerank_bench import load
+    from classify.settings import ClassifySettings
+    from regsosek import db
+
+    w = await World(["classify"]).setup()
+    try:
+        pool = await db.connect_pool(w.dsn("classify"), max_size=1)
+        try:
+            await db.migrate(pool, app.MIGRATIONS)
+        finally:
+            await pool.close()
+        await load(w.dsn("classify"), families, "regency", moved, app.load_config(ClassifySettings()))
+        yield w
+    finally:
+        await w.teardown()
 
 
 def new_sls_id(regency: str = "6472") -> str:

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from classify import app
-from classify.rerank_bench import load
-from classify.settings import ClassifySettings
 from classify.store import RerankStore
 from regsosek import db
 
-from itkit import World
+from itkit import loaded_classify
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +22,8 @@ VERSIONS = ("model-it", "lines-it", "rules-it")
 
 @pytest.fixture
 async def world(stack):
-    w = await World(["classify"]).setup()
-    try:
-        pool = await db.connect_pool(w.dsn("classify"), max_size=1)
-        try:
-            await db.migrate(pool, app.MIGRATIONS)
-        finally:
-            await pool.close()
-        await load(w.dsn("classify"), FAMILIES, "regency", 0.0, app.load_config(ClassifySettings()))  # analyses
+    async with loaded_classify(FAMILIES, 0.0) as w:  # analyses
         yield w
-    finally:
-        await w.teardown()
 
 
 def _parts(ids: list[str], after: str, bounds: list[str]) -> list[list[str]]:

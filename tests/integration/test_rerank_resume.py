@@ -19,14 +19,10 @@ from collections import Counter, defaultdict
 import asyncpg
 import pytest
 
-from classify import app
 from classify.ranking import rank_deciles
-from classify.rerank_bench import load
-from classify.settings import ClassifySettings
-from regsosek import db
 from regsosek.topics import Topic
 
-from itkit import World, eventually
+from itkit import World, eventually, loaded_classify
 
 pytestmark = pytest.mark.integration
 
@@ -51,17 +47,8 @@ async def _events(world: World) -> Counter:
 
 @pytest.fixture
 async def world(stack):
-    w = await World(["classify"]).setup()
-    try:
-        pool = await db.connect_pool(w.dsn("classify"), max_size=1)
-        try:
-            await db.migrate(pool, app.MIGRATIONS)
-        finally:
-            await pool.close()
-        await load(w.dsn("classify"), FAMILIES, "regency", 0.2, app.load_config(ClassifySettings()))
+    async with loaded_classify(FAMILIES, 0.2) as w:
         yield w
-    finally:
-        await w.teardown()
 
 
 async def test_a_killed_rerank_resumes_after_its_last_committed_page(world):
