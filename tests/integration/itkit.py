@@ -397,10 +397,10 @@ _serials = itertools.count(random.randint(1, 4000))
 
 
 @contextlib.asynccontextmanager
-async def loaded_classify(families: int, moved: float) -> AsyncIterator[World]:
+async def loaded_classify(families: int, moved: float, *, ranked: bool = False) -> AsyncIterator[World]:
     """A world of classify's database alone, migrated and bulk-loaded with `families` classified
-    families by the re-rank benchmark's loader (COPY; `moved` of them one decile off their ranking),
-    torn down afterwards."""
+    families by the re-rank benchmark's loader (COPY; `moved` of them one decile off their ranking;
+    `ranked`: resting on a finished re-rank, else with provisional bases), torn down afterwards."""
     from classify import app
     from classify.rerank_bench import load
     from classify.settings import ClassifySettings
@@ -413,7 +413,7 @@ async def loaded_classify(families: int, moved: float) -> AsyncIterator[World]:
             await db.migrate(pool, app.MIGRATIONS)
         finally:
             await pool.close()
-        await load(w.dsn("classify"), families, "regency", moved, app.load_config(ClassifySettings()))
+        await load(w.dsn("classify"), families, "regency", moved, app.load_config(ClassifySettings()), ranked=ranked)
         yield w
     finally:
         await w.teardown()
