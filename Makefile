@@ -104,7 +104,7 @@ calibrate-demo: setup
 # .local/bench/. `make bench BENCH_ARGS=--quick` for a short run; BENCH_ARGS=--profile adds
 # flame graphs of every service (py-spy) and BENCH_ARGS=--plots the PNGs, both under docs/bench/.
 BENCH_ARGS ?=
-.PHONY: bench-stored bench-plots
+.PHONY: bench-stored bench-rerank bench-plots
 bench: stack-up
 	. .local/stack.env && $(PY) -m regsosek_tools.bench $(BENCH_ARGS); rc=$$?; \
 	  bash scripts/stack.sh down; exit $$rc
@@ -115,6 +115,14 @@ bench: stack-up
 STORED ?= 0,200000,2000000
 bench-stored:
 	$(MAKE) bench BENCH_ARGS="--phases stored --stored $(STORED) --plots $(BENCH_ARGS)"
+
+# Re-rank and replay against the scope's size (issue 16, targets 2 and 3): each size of RERANK_SIZES
+# bulk-loaded into a classify database of its own, then `classify.rerank` and `classify.replay` timed with
+# their peak RSS, and the plot docs/bench/rerank-vs-scope.png. 5,000,000 families take ~10 GiB of disk
+# and ~25 minutes on a quiet 2-core machine (BENCHMARKS.md).
+RERANK_SIZES ?= 100000,1000000,5000000
+bench-rerank:
+	$(MAKE) bench BENCH_ARGS="--phases rerank --rerank-sizes $(RERANK_SIZES) --plots $(BENCH_ARGS)"
 
 # The PNGs again from saved results: BENCH_JSON (bench results with a stored phase, several
 # allowed) and RERANK_JSON (re-rank time and RSS per scope size; format in

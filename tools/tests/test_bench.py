@@ -236,7 +236,8 @@ def test_raw_http_content_length_chunked_and_reconnect():
 def test_targets_are_the_issues():
     assert report.TARGETS == {"sustained_families_per_s": 5000.0, "p99_s_at_1000": 1.0,
                              "replay_families_per_s": 20000.0, "rss_mb": 200.0, "ceiling_ratio": 0.5,
-                             "stored_ratio": 0.8}
+                             "stored_ratio": 0.8, "rerank_families_per_s": 20000.0, "rerank_rss_spread": 0.2}
+    assert report.RERANK_SCOPE_SIZES == (100_000, 5_000_000)
 
 
 # ---------------------------------------------------------------- loads and the ceiling (no services)
@@ -304,3 +305,58 @@ def test_quick_defaults_and_phase_names():
     assert full.phases == ["throughput", "ceiling"]
     with pytest.raises(SystemExit):
         parse_args(["--phases", "throughput,warp"])
+
+
+def test_rerank_phase_from_its_sizes_or_its_name():
+    from regsosek_tools.bench import parse_args
+
+    a = parse_args(["--rerank-sizes", "1000000,100000", "--phases", "throughput"])
+    assert a.phases == ["throughput", "rerank"]
+    assert a.rerank_sizes == [100_000, 1_000_000] and a.rerank_replay_sizes == [100_000, 1_000_000]
+    b = parse_args(["--phases", "rerank", "--rerank-replay-sizes", "100000"])
+    assert b.rerank_sizes == [100_000, 1_000_000, 5_000_000] and b.rerank_replay_sizes == [100_000]
+    assert (b.rerank_scope, b.replay_processes) == ("regency", 2)
+    assert parse_args([]).rerank_sizes == []
+    with pytest.raises(SystemExit):
+        parse_args(["--phases", "rerank", "--replay-processes", "0"])
+
+
+def _point(what: str, families: int, per_s: int, rss: float, processes: int = 1) -> dict:
+    return {"what": what, "families": families, "families_per_s": per_s, "peak_rss_mib": rss,
+            "processes": processes}
+
+
+def test_rerank_verdicts_need_the_span_the_rate_and_flat_memory():
+    def verdicts(*points: dict) -> dict:
+        return report.rerank_verdicts({"rerank": {"available": True, "points": list(points)}})
+
+    met = verdicts(_point("rerank", 5_000_000, 32_000, 90.2), _point("rerank", 100_000, 22_000, 90.4),
+                   _point("replay", 100_000, 19_000, 90.6, 2), _point("replay", 5_000_000, 22_900, 92.2, 2))
+    fps, n, spread, ok = met["rerank"]
+    assert (fps, n, ok) == (32_000, 5_000_000, True) and spread == pytest.approx(0.2 / 90.2)
+    assert met["replay"] == (22_900, 5_000_000, 2, True)  # the largest replay, not the first
+    slow = verdicts(_point("rerank", 100_000, 30_000, 90.0), _point("rerank", 5_000_000, 19_999, 90.0))
+    assert slow["rerank"][3] is False
+    grown = verdicts(_point("rerank", 100_000, 30_000, 90.0), _point("rerank", 5_000_000, 30_000, 108.1))
+    assert grown["rerank"][3] is False and grown["rerank"][2] == pytest.approx(18.1 / 90.0)
+    short = verdicts(_point("rerank", 100_000, 30_000, 90.0), _point("rerank", 1_000_000, 30_000, 90.0))
+    assert short["rerank"][3] is None  # 1,000,000 is not the target's largest scope: no verdict
+    assert verdicts(_point("replay", 1_000_000, 15_000, 92.0, 2))["replay"][3] is False
+    assert report.rerank_verdicts({}) == {"rerank": (None, None, None, None), "replay": (None, None, None, None)}
+
+
+def test_rerank_summary_prints_each_point_and_both_verdicts(capsys):
+    r = {"rerank": {"available": True, "scope": "regency", "replay_processes": 2, "points": [
+        {**_point("rerank", 100_000, 22_641, 90.4), "seconds": 4.42, "cpu_us_per_family": 43.0, "load_average": 0.8},
+        {**_point("replay", 100_000, 19_148, 90.6, 2), "seconds": 5.22, "startup_seconds": 3.01,
+         "cpu_us_per_family": 73.0, "load_average": 0.8},
+        {**_point("rerank", 5_000_000, 32_043, 90.2), "seconds": 156.04, "cpu_us_per_family": 30.9,
+         "load_average": 1.1}]}}
+    report._print_rerank(r)
+    out = capsys.readouterr().out
+    assert "rerank   5,000,000 families:  32,043 families/s (156.04 s)" in out
+    assert "(5.22 s; 3.01 s of it start-up)" in out
+    assert "✓ target 3" in out and "32,043/s at 5,000,000, RSS spread 0.2%" in out
+    assert "✗ target 2" in out and "19,148/s at 100,000 families over 2 processes" in out
+    report._print_rerank({"rerank": {"available": True, "error": "exit 1: boom"}})
+    assert "FAILED (exit 1: boom)" in capsys.readouterr().out

@@ -6,6 +6,7 @@
     python -m regsosek_tools.bench --quick --phases scale --instances 1,2,3   # every service ×1, ×2, ×3
     python -m regsosek_tools.bench --quick --brokers 1,3    # on the three-broker stack (REGSOSEK_KAFKA_BROKERS=3)
     python -m regsosek_tools.bench --phases stored --stored 0,200000,2000000 --plots   # cost as the registry grows
+    python -m regsosek_tools.bench --phases rerank --rerank-sizes 100000,1000000,5000000 --plots  # re-rank, replay
     python -m regsosek_tools.bench --quick --phases throughput --profile               # flame graphs (py-spy)
 
 Needs the local stack (bash scripts/stack.sh up). One run is one isolated world on the
@@ -40,7 +41,13 @@ after a failure or Ctrl-C. It measures, in that one run:
     (load.stored: cloned from this world's own rows under new SLS, family, submission and event
     ids and keyed hashes); each N's families/s as a ratio to the first's (issue 16, target 4:
     >= 0.8 at 2,000,000). Only with --stored or --phases stored.
- 9. the CPU budget of every upload phase (throughput, scale, stored) and of the ceiling
+ 9. rerank (`--rerank-sizes 100000,1000000,5000000`): a re-rank and a replay timed at each size by
+    `python -m classify.rerank_bench` (issue 16, targets 2 and 3: each size bulk-loaded into a classify
+    database of its own, the commands run as an operator runs them; families/s, peak RSS, CPU a family);
+    target 3 is met when the re-rank's peak RSS stays within 20% from the smallest size to the largest
+    (at least 5,000,000) at >= 20,000 families/s, target 2 when the largest replay runs at >= 20,000
+    families/s. Only with --rerank-sizes or --phases rerank.
+10. the CPU budget of every upload phase (throughput, scale, stored) and of the ceiling
     (measure.budget): CPU seconds from /proc of each process group over the phase (each service
     with all its processes, the receiver, this process as the load generator, the stack's Kafka
     broker and its PostgreSQL cluster: the postmaster with its live and ended backends), per
@@ -51,8 +58,9 @@ after a failure or Ctrl-C. It measures, in that one run:
 
 --profile records a flame graph of every service during the throughput phase and every stored
 step (py-spy record, regsosek_tools.measure.profile) into docs/bench/flame-<date>-<commit>-<phase>-
-<instance>.svg; --plots draws docs/bench/throughput-vs-stored.png from the stored phase and, with
---rerank-json, docs/bench/rerank-vs-scope.png (regsosek_tools.report.plots).
+<instance>.svg; --plots draws docs/bench/throughput-vs-stored.png from the stored phase and
+docs/bench/rerank-vs-scope.png from the rerank phase (or from --rerank-json: a saved one)
+(regsosek_tools.report.plots).
 
 Prints a summary, a Markdown row for BENCHMARKS.md, and writes everything (time series
 included) as JSON to --out (default .local/bench/<UTC time>.json). Figures are
@@ -658,6 +666,31 @@ class Bench:
         res["settle"] = await self.settle("replay")
         return res
 
+    # ------------------------------------------------------------ phase: re-rank and replay at scale
+
+    async def rerank(self) -> dict:
+        """Targets 2 and 3 at the registry's sizes: `python -m classify.rerank_bench` (each size bulk-loaded
+        into a classify database of its own on the stack's PostgreSQL, then a re-rank and a replay timed as
+        an operator runs them, with their peak RSS and CPU); its points, smallest size first."""
+        self.phase = "rerank"
+        if importlib.util.find_spec("classify") is None or importlib.util.find_spec("classify.rerank_bench") is None:
+            return {"available": False, "reason": "python -m classify.rerank_bench does not exist in this checkout"}
+        a = self.a
+        out = self.work_dir / f"{self.tag}-rerank.json"
+        self.temp_files.append(out)
+        cmd = [sys.executable, "-m", "classify.rerank_bench", "--sizes", _commas(a.rerank_sizes),
+               "--replay-sizes", _commas(a.rerank_replay_sizes), "--scope", a.rerank_scope,
+               "--processes", str(a.replay_processes), "--json", str(out)]
+        self.log(f"rerank: {' '.join(cmd[2:])} (each size loaded by COPY into a database of its own)")
+        run = await self._run_child(cmd, dict(os.environ), "rerank", a.rerank_timeout)
+        if run["rc"] != 0:
+            return {"available": True, "error": f"exit {run['rc']}: {run['stderr'][-500:]}"}
+        points = json.loads(out.read_text())
+        for q in points:
+            self.log(f"rerank: {q['what']} of {q['families']:,} families: {q['families_per_s']:,}/s, "
+                     f"peak RSS {q['peak_rss_mib']} MiB, {q['cpu_us_per_family']} µs CPU a family")
+        return {"available": True, "points": points, "scope": a.rerank_scope, "replay_processes": a.replay_processes}
+
     async def _run_child(self, cmd: list[str], env: dict, name: str, timeout: float) -> dict:
         log = self.log_dir / f"{self.tag}-{name}.log"
         t = time.monotonic()
@@ -884,6 +917,8 @@ async def measure(b: Bench, pool: Pool, result: dict) -> None:
         tb = (result.get("throughput") or {}).get("cpu_budget") or {}
         cb = result["ceiling"].get("cpu_budget") or {}
         result["ceiling"]["cpu_bound_ratio"] = bound(tb.get("total_ms_per_unit"), cb.get("total_ms_per_unit"))
+    if "rerank" in a.phases:  # databases of its own, not the world's
+        result["rerank"] = await b.rerank()
     if "stored" in a.phases:  # last: it leaves millions of families in the world
         result["stored"] = await b.stored(pool)
 
@@ -1056,12 +1091,18 @@ def write_plots(a: argparse.Namespace, result: dict) -> list[str]:
     from regsosek_tools.report.plots import write_bench_plots, write_rerank_plot
 
     written = [str(p) for p in write_bench_plots([result], a.report_dir)]
+    if (result.get("rerank") or {}).get("points"):
+        written.append(str(write_rerank_plot(result["rerank"]["points"], a.report_dir)))
     if a.rerank_json:
         try:
             written.append(str(write_rerank_plot(json.loads(Path(a.rerank_json).read_text()), a.report_dir)))
         except (OSError, ValueError) as e:
             result["errors"].append(f"plots: {a.rerank_json}: {type(e).__name__}: {e}")
     return written
+
+
+def _commas(counts: list[int]) -> str:
+    return ",".join(str(n) for n in counts)
 
 
 def parse_counts(text: str) -> list[int]:
@@ -1099,11 +1140,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--all-rates", action="store_true",
                    help="run every rate even after the pipeline fell behind at a lower one")
     p.add_argument("--phases", default="throughput,latency,scale,replay,ceiling",
-                   help="which measurements (default throughput,latency,scale,replay,ceiling; also: brokers, stored)")
+                   help="which measurements (default throughput,latency,scale,replay,ceiling; also: brokers, stored, "
+                        "rerank)")
     p.add_argument("--stored", type=parse_counts,
                    help="families already stored to measure throughput at (e.g. 0,200000,2000000); adds the stored "
                         "phase (default 0,200000,2000000 when --phases names it)")
     p.add_argument("--stored-families", type=int, help="families measured at each stored size (default --families)")
+    p.add_argument("--rerank-sizes", type=parse_counts,
+                   help="families in the scope to time a re-rank and a replay at (e.g. 100000,1000000,5000000), each "
+                        "bulk-loaded into a database of its own; adds the rerank phase (default "
+                        "100000,1000000,5000000 when --phases names it)")
+    p.add_argument("--rerank-replay-sizes", type=parse_counts,
+                   help="of --rerank-sizes, those to time a replay at too (default: all)")
+    p.add_argument("--rerank-scope", default="regency", choices=("national", "province", "regency"),
+                   help="the re-rank's scope in the rerank phase (default regency)")
+    p.add_argument("--replay-processes", type=int, default=2,
+                   help="processes the rerank phase's replay is spread over (default 2)")
+    p.add_argument("--rerank-timeout", type=float, default=7200.0, help="seconds the rerank phase may take at most")
     p.add_argument("--profile", action="store_true",
                    help="flame graphs (py-spy record) of every service during throughput and each stored step")
     p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
@@ -1131,7 +1184,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = parser()
     a = p.parse_args(argv)
     a.phases = [x.strip() for x in a.phases.split(",") if x.strip()]
-    unknown = set(a.phases) - {"throughput", "latency", "scale", "replay", "ceiling", "brokers", "stored"}
+    unknown = set(a.phases) - {"throughput", "latency", "scale", "replay", "ceiling", "brokers", "stored", "rerank"}
     if unknown:
         p.error(f"unknown phases: {', '.join(sorted(unknown))}")
     if a.brokers and "brokers" not in a.phases:
@@ -1140,6 +1193,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if a.stored and "stored" not in a.phases:
         a.phases.append("stored")
     a.stored = a.stored or ([0, 200_000, 2_000_000] if "stored" in a.phases else [])
+    if a.rerank_sizes and "rerank" not in a.phases:
+        a.phases.append("rerank")
+    a.rerank_sizes = a.rerank_sizes or ([100_000, 1_000_000, 5_000_000] if "rerank" in a.phases else [])
+    a.rerank_replay_sizes = a.rerank_sizes if a.rerank_replay_sizes is None else a.rerank_replay_sizes
+    if a.replay_processes < 1:
+        p.error("--replay-processes must be at least 1")
     a.families = a.families or (2000 if a.quick else 20000)
     a.duration = a.duration or (8.0 if a.quick else 20.0)
     a.warmup = a.warmup if a.warmup is not None else (100 if a.quick else 200)

@@ -16,8 +16,11 @@ TARGETS = {
     "rss_mb": 200.0,  # at most, per service process
     "ceiling_ratio": 0.5,  # at least
     "stored_ratio": 0.8,  # at least: families/s with 2,000,000 stored against the empty store's (issue 16)
+    "rerank_families_per_s": 20000.0,  # at least, at the largest scope (issue 16, target 3)
+    "rerank_rss_spread": 0.2,  # at most: classify's peak RSS from 100,000 to 5,000,000 families in the scope
 }
 STORED_TARGET_FAMILIES = 2_000_000
+RERANK_SCOPE_SIZES = (100_000, 5_000_000)  # target 3: the same RSS (within 20%) from the one to the other
 LATENCY_TARGET_RATE = 1000
 MAIN_PHASES = ("throughput", "latency", "scale", "replay", "ceiling")  # in the run's main world (not brokers)
 
@@ -180,7 +183,7 @@ def print_summary(r: dict) -> None:
         p("  INTERRUPTED: partial results")
     main = any(k in r for k in MAIN_PHASES)
     for section in (_print_throughput, _print_latency, _print_scale, _print_brokers, _print_replay, _print_ceiling,
-                    _print_budget, _print_stored, _print_profiles, *((_print_targets,) if main else ())):
+                    _print_budget, _print_rerank, _print_stored, _print_profiles, *((_print_targets,) if main else ())):
         section(r)
     if r.get("errors"):
         p()
@@ -413,6 +416,60 @@ def _print_stored(r: dict) -> None:
     if ratio is not None:
         p(f"  {mark(ok)} target 4 (≥ {TARGETS['stored_ratio']:.0%} at {STORED_TARGET_FAMILIES:,} stored): {ratio:.0%} at "
           f"{n:,} stored" + ("" if ok is not None else " (below 2,000,000 stored: no verdict)"))
+
+
+def rerank_verdicts(result: dict) -> dict:
+    """Targets 2 and 3 from the rerank phase (None where not measured):
+    "rerank": (families/s at the largest scope, its families, RSS spread smallest to largest, met) — met is
+    None unless the sizes reach from 100,000 or fewer to 5,000,000 or more;
+    "replay": (families/s of the largest replay, its families, its processes, met)."""
+    points = (result.get("rerank") or {}).get("points") or []
+    reranks = sorted((q for q in points if q.get("what") == "rerank"), key=lambda q: q["families"])
+    replays = sorted((q for q in points if q.get("what") == "replay"), key=lambda q: q["families"])
+    rerank: tuple = (None, None, None, None)
+    if reranks:
+        first, last = reranks[0], reranks[-1]
+        rss = [q["peak_rss_mib"] for q in reranks]
+        spread = (max(rss) - min(rss)) / min(rss) if len(rss) >= 2 else None
+        fast = last["families_per_s"] >= TARGETS["rerank_families_per_s"]
+        spans = first["families"] <= RERANK_SCOPE_SIZES[0] and last["families"] >= RERANK_SCOPE_SIZES[1]
+        ok = (fast and spread is not None and spread <= TARGETS["rerank_rss_spread"]) if spans else None
+        rerank = (last["families_per_s"], last["families"], spread, ok)
+    replay: tuple = (None, None, None, None)
+    if replays:
+        last = replays[-1]
+        replay = (last["families_per_s"], last["families"], last.get("processes"),
+                  meets(last["families_per_s"], TARGETS["replay_families_per_s"], at_least=True))
+    return {"rerank": rerank, "replay": replay}
+
+
+def _print_rerank(r: dict) -> None:
+    p = print
+    rr = r.get("rerank")
+    if not rr:
+        return
+    p()
+    if not rr.get("available") or rr.get("error"):
+        p(f"Re-rank and replay at scale: {rr.get('reason') or 'FAILED (' + str(rr.get('error')) + ')'}")
+        return
+    p(f"Re-rank ({rr['scope']} scope) and replay at scale (python -m classify.rerank_bench: each size bulk-loaded)")
+    for q in rr["points"]:
+        startup = f"; {q['startup_seconds']:.2f} s of it start-up" if q.get("startup_seconds") is not None else ""
+        p(f"  {q['what']:<7} {fnum(q['families']):>10} families: {fnum(q['families_per_s']):>7} families/s "
+          f"({q['seconds']:.2f} s{startup}), peak RSS {q['peak_rss_mib']:.1f} MiB, {q['cpu_us_per_family']} µs "
+          f"CPU a family (classify and database), load {q['load_average']:.1f}")
+    v = rerank_verdicts(r)
+    fps, n, spread, ok = v["rerank"]
+    if fps is not None:
+        sizes = f"{RERANK_SCOPE_SIZES[0]:,} to {RERANK_SCOPE_SIZES[1]:,}"
+        p(f"  {mark(ok)} target 3 (re-rank ≥ {fnum(TARGETS['rerank_families_per_s'])} families/s, peak RSS within "
+          f"{TARGETS['rerank_rss_spread']:.0%} from {sizes} families): {fnum(fps)}/s at {n:,}, RSS spread "
+          + (f"{spread:.1%}" if spread is not None else "n/a")
+          + ("" if ok is not None else f" (sizes do not span {sizes}: no verdict)"))
+    fps, n, processes, ok = v["replay"]
+    if fps is not None:
+        p(f"  {mark(ok)} target 2 (replay ≥ {fnum(TARGETS['replay_families_per_s'])} families/s): {fnum(fps)}/s "
+          f"at {n:,} families over {processes} processes")
 
 
 def _print_profiles(r: dict) -> None:
