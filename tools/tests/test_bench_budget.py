@@ -204,3 +204,21 @@ def test_fixed_part_of_the_cpu_per_family_from_the_idle_cores():
     # 0.25 cores idle; a 40 s phase of 2,000 families: 10 CPU s of it would have been spent anyway
     assert fixed_ms_per_family({"cores": 0.25}, {"span_s": 40.0, "units": 2000}) == pytest.approx(5.0)
     assert fixed_ms_per_family({"cores": None}, {"span_s": 40.0, "units": 2000}) is None
+
+
+def test_postgres_background_processes_are_told_from_the_backends():
+    from regsosek_tools.measure.budget import background_cpu_s
+
+    procs = table((100, 1, 1.0, 50.0), (101, 100, 7.0, 0.0), (102, 100, 2.0, 0.0), (103, 100, 3.0, 0.5),
+                   (104, 100, 4.0, 0.0), (105, 100, 9.0, 0.0), (200, 1, 30.0, 0.0), (201, 200, 5.0, 0.0))
+    titles = {101: "postgres: checkpointer ", 102: "postgres: background writer ", 103: "postgres: autovacuum worker ",
+              104: "postgres: walwriter ", 105: "postgres: regsosek bench_intake 127.0.0.1(5432) idle",
+              201: "postgres: checkpointer "}
+
+    def title(pid: int) -> str:
+        if pid not in titles:
+            raise FileNotFoundError(pid)  # a process that ended while the table was read
+        return titles[pid]
+    assert background_cpu_s([100], procs, title) == 7.0 + 2.0 + 3.5 + 4.0  # not the backend, not another cluster
+    assert background_cpu_s([100, 200], procs, title) == 16.5 + 5.0
+    assert background_cpu_s([], procs, title) == 0.0

@@ -15,6 +15,7 @@ from regsosek_tools.load.stored import (
     Column,
     Templates,
     Villages,
+    io_between,
     new_hash,
     new_uuid,
     reads_between,
@@ -173,6 +174,20 @@ def test_reads_between_names_the_tables_read_whole_most_rows_first():
     assert reads_between(before, after) == [
         {"table": "verify.roster_families", "seq_scan": 20, "seq_tup_read": 900000, "idx_scan": 0},
         {"table": "classify.families", "seq_scan": 2, "seq_tup_read": 70, "idx_scan": 0}]
+
+
+def test_io_between_is_per_family_and_names_the_tables_read_most():
+    before = {"verify.interviews": {"blks_read": 100, "blks_hit": 1000}, "intake.inbox": {"blks_read": 5, "blks_hit": 50},
+              "*.wal": {"wal_records": 1000, "wal_fpi": 10, "wal_bytes": 100_000}}
+    after = {"verify.interviews": {"blks_read": 300, "blks_hit": 5000}, "intake.inbox": {"blks_read": 905, "blks_hit": 50},
+             "classify.families": {"blks_read": 0, "blks_hit": 1000},
+             "*.wal": {"wal_records": 21000, "wal_fpi": 410, "wal_bytes": 4_100_000}}
+    io = io_between(before, after, 100)
+    assert io["blks_read_per_family"] == 11.0 and io["blks_hit_per_family"] == 50.0
+    assert (io["wal_records_per_family"], io["wal_fpi_per_family"], io["wal_bytes_per_family"]) == (200, 4, 40_000)
+    assert io["most_read"] == [{"table": "intake.inbox", "blks_read": 900, "blks_hit": 0},
+                               {"table": "verify.interviews", "blks_read": 200, "blks_hit": 4000}]
+    assert io_between(before, before, 0)["blks_read_per_family"] == 0
 
 
 def test_a_load_that_would_fill_the_disk_is_refused_with_the_figures():

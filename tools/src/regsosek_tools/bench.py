@@ -503,7 +503,9 @@ class Bench:
             TemplateTooSmall,
             count_families,
             database_sizes,
+            io_between,
             reads_between,
+            table_io,
             table_reads,
         )
 
@@ -535,9 +537,10 @@ class Bench:
             stored_now = await count_families(dsns["verify"])
             if self.a.warmup:
                 await self.upload(pool.take(self.a.warmup), f"{label}-warmup")
-            reads = await table_reads(dsns)
+            reads, io = await table_reads(dsns), await table_io(dsns)
             res = await self.upload(pool.take(self.a.stored_families), label)
             res.update({"stored_target": n, "stored_families": stored_now, "load": load,
+                        "database_io": io_between(io, await table_io(dsns), res.get("families") or 0),
                         "database_bytes": await database_sizes(dsns), "per_service": self.phase_services(label),
                         "sequential_reads": reads_between(reads, await table_reads(dsns))})
             out.append(res)

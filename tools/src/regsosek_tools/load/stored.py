@@ -414,5 +414,46 @@ def reads_between(before: dict[str, dict[str, int]], after: dict[str, dict[str, 
     return sorted(rows, key=lambda r: -r["seq_tup_read"])[:top]
 
 
+async def table_io(dsns: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Per "service.table", the server's counters of table and index blocks found in shared buffers (hit)
+    and read from outside them (read: the kernel's page cache or the disk), from pg_statio_user_tables; and
+    under "*.wal" the cluster's WAL counters (pg_stat_wal: records, full-page images, bytes; PostgreSQL does
+    not count WAL per database)."""
+    import asyncpg
+
+    out: dict[str, dict[str, int]] = {}
+    for service, dsn in dsns.items():
+        conn = await asyncpg.connect(dsn, timeout=30)
+        try:
+            for r in await conn.fetch("select relname, coalesce(heap_blks_read, 0) + coalesce(idx_blks_read, 0) "
+                                      "+ coalesce(toast_blks_read, 0) + coalesce(tidx_blks_read, 0) as blks_read, "
+                                      "coalesce(heap_blks_hit, 0) + coalesce(idx_blks_hit, 0) "
+                                      "+ coalesce(toast_blks_hit, 0) + coalesce(tidx_blks_hit, 0) as blks_hit "
+                                      "from pg_statio_user_tables"):
+                out[f"{service}.{r['relname']}"] = {"blks_read": r["blks_read"], "blks_hit": r["blks_hit"]}
+            if "*.wal" not in out:
+                w = await conn.fetchrow("select wal_records, wal_fpi, wal_bytes::bigint as wal_bytes from pg_stat_wal")
+                out["*.wal"] = dict(w)
+        finally:
+            await conn.close()
+    return out
+
+
+def io_between(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], units: int,
+               top: int = 6) -> dict[str, Any]:
+    """What a measured step of `units` families cost the database in blocks and WAL, between two `table_io`:
+    per family, blocks read from outside shared buffers and found in them, WAL records, full-page images and
+    bytes; and the tables with the most blocks read, most first."""
+    d = {t: {k: v - before.get(t, {}).get(k, 0) for k, v in a.items()} for t, a in after.items()}
+    wal = d.pop("*.wal", {})
+    read = sum(x["blks_read"] for x in d.values())
+    hit = sum(x["blks_hit"] for x in d.values())
+    per = max(units, 1)
+    tables = sorted(({"table": t, **x} for t, x in d.items() if x["blks_read"] > 0), key=lambda x: -x["blks_read"])
+    return {"blks_read_per_family": read / per, "blks_hit_per_family": hit / per,
+            "wal_records_per_family": wal.get("wal_records", 0) / per, "wal_fpi_per_family": wal.get("wal_fpi", 0) / per,
+            "wal_bytes_per_family": wal.get("wal_bytes", 0) / per, "most_read": tables[:top]}
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'

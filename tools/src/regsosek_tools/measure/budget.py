@@ -24,7 +24,12 @@ from regsosek_tools.processes import PIPELINE
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 STACK_GROUPS = ("kafka", "postgres")
-GROUPS = (*PIPELINE, "receiver", "generator", *STACK_GROUPS)
+# PostgreSQL's own processes, apart from the backends running the services' statements: what they do
+# (checkpoints, writing dirty buffers, WAL, vacuum) follows what was written before as much as the phase.
+PG_BACKGROUND = "postgres-background"
+PG_BACKGROUND_TITLES = ("postgres: checkpointer", "postgres: background writer", "postgres: walwriter",
+                        "postgres: autovacuum")
+GROUPS = (*PIPELINE, "receiver", "generator", *STACK_GROUPS, PG_BACKGROUND)
 # The raw-Kafka ceiling's own processes (load.ceiling): each reports its CPU at its end.
 CEILING_STAGES = ("producer", "relay1", "relay2", "sink")
 
@@ -120,6 +125,28 @@ def bound(pipeline_ms_per_family: float | None, ceiling_ms_per_record: float | N
     return ceiling_ms_per_record / pipeline_ms_per_family
 
 
+def background_cpu_s(postmasters: list[int], table: Mapping[int, ProcStat],
+                     title: Callable[[int], str]) -> float:
+    """CPU seconds so far of the live children of `postmasters` whose process title names a background
+    process (PG_BACKGROUND_TITLES: checkpointer, background writer, WAL writer, autovacuum launcher and
+    workers). An autovacuum worker that ends moves into the postmaster's reaped CPU, i.e. the backends'."""
+    total = 0.0
+    for st in table.values():
+        if st.ppid in postmasters:
+            try:
+                name = title(st.pid)
+            except OSError:
+                continue
+            if name.startswith(PG_BACKGROUND_TITLES):
+                total += st.cpu_s + st.reaped_s
+    return total
+
+
+def _title(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\0", 1)[0].decode(errors="replace")
+
+
 class CpuGroups:
     """Reads every group's cumulative CPU now: the services' process ids from `services` (a live
     view: {service or "receiver": [pids]}), the stack's from `stack` (found once: measure.proc.stack_pids)."""
@@ -135,5 +162,10 @@ class CpuGroups:
         groups = read_groups(members, table, own_pid=self.own_pid)
         for g in STACK_GROUPS:  # not found (an external server): shown as missing, not as zero
             groups.setdefault(g, None)
+        postmasters = members.get("postgres") or []
+        if groups["postgres"] is not None:  # the backends (statements) apart from the background processes
+            background = background_cpu_s(postmasters, table, _title)
+            groups["postgres"] -= background
+            groups[PG_BACKGROUND] = background
         busy = system_cpu()
         return CpuReading(t=time.monotonic(), groups=groups, machine_busy_s=busy[0] / _CLK_TCK if busy else None)

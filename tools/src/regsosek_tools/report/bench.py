@@ -303,7 +303,8 @@ def _print_ceiling(r: dict) -> None:
 
 
 GROUP_LABELS = {"generator": "load generator (the bench process)", "kafka": "Kafka broker",
-                "postgres": "PostgreSQL (postmaster and backends)", "receiver": "receiver",
+                "postgres": "PostgreSQL backends (statements)",
+                "postgres-background": "PostgreSQL background processes", "receiver": "receiver",
                 "intake": "intake (every worker)", "producer": "ceiling producer", "relay1": "ceiling relay 1",
                 "relay2": "ceiling relay 2", "sink": "ceiling sink"}
 
@@ -408,6 +409,13 @@ def _print_stored(r: dict) -> None:
         p(f"  {fnum(s['stored_families']):>10} stored: {fnum(fps, 1)} families/s end to end ({s['families']:,} families"
           f"{'' if s.get('families_per_s') else ', ' + s['ended']}"
           f"{'' if ratio is None else f'; {ratio:.2f} of the first'}); databases {size:.2f} GiB{loaded}")
+        io = s.get("database_io")
+        if io:
+            most = ", ".join(f"{q['table']} {fnum(q['blks_read'])}" for q in io["most_read"][:4])
+            p(f"  {'':>10}   database a family: {io['blks_read_per_family']:.1f} blocks read from outside shared "
+              f"buffers, {io['blks_hit_per_family']:.0f} found in them; WAL {io['wal_records_per_family']:.0f} "
+              f"records, {io['wal_fpi_per_family']:.1f} full-page images, {fnum(io['wal_bytes_per_family'])} bytes"
+              + (f"; most blocks read: {most}" if most else ""))
         seq = ", ".join(f"{q['table']} {fnum(q['seq_tup_read'])} rows in {q['seq_scan']}"
                         for q in (s.get("sequential_reads") or [])[:4])
         if seq:
