@@ -78,10 +78,21 @@ def _new_since(before: dict[str, int], now: dict) -> dict[str, list]:
 
 async def _state(world: World) -> dict[str, dict]:
     rows = await world.fetch("classify", "select f.family_id, f.rank_value, f.decile, f.welfare_group, f.eligibility, "
-                                         "p.decile_basis, p.ranking_id, f.rule_version from families f "
+                                         "f.eligible, f.member_eligibility, p.decile_basis, p.ranking_id, "
+                                         "f.rule_version from families f "
                                          "cross join lateral placed(f.family_id, f.sls_id, f.decile_basis, "
                                          "f.ranking_id) p")
-    return {r["family_id"]: {**dict(r), "eligibility": json.loads(r["eligibility"])} for r in rows}
+    return {r["family_id"]: {**dict(r), "eligibility": json.loads(r["eligibility"]),
+                             "member_eligibility": json.loads(r["member_eligibility"])} for r in rows}
+
+
+def _stored_as_decided(s: dict, e: EligibilityDecided) -> None:
+    """The family's row holds what its eligibility-decided said (a family classified again from its stored
+    profile has only the decided columns written)."""
+    decided = {d.programme: d.eligible for d in e.decisions}
+    assert s["eligibility"] == decided and s["eligible"] == [p for p, ok in decided.items() if ok]
+    assert s["member_eligibility"] == {f"{m.programme}:{m.line_no}": m.eligible for m in e.member_decisions}
+    assert (s["decile"], s["welfare_group"], s["rule_version"]) == (e.decile, int(e.welfare_group), e.rule_version)
 
 
 async def _row_versions(world: World) -> dict[str, tuple[str, str]]:
@@ -142,6 +153,8 @@ async def test_rerank_fkp_area_and_replay_publish_only_changes(classify_world, p
         assert EligibilityDecided.model_validate_json(erec.value).decile == expected_deciles[fid]
     ranked = await _state(world)
     assert {fid: s["decile"] for fid, s in ranked.items()} == expected_deciles
+    for fid, (erec,) in new_ed.items():
+        _stored_as_decided(ranked[fid], EligibilityDecided.model_validate_json(erec.value))
     assert all(s["decile_basis"].startswith("ranked: national") for s in ranked.values())
 
     # the same ranking again, and per province (one province here): nothing changes, nothing is published,
@@ -250,6 +263,8 @@ async def test_rerank_fkp_area_and_replay_publish_only_changes(classify_world, p
         assert {d.programme: d.eligible for d in e.decisions}["sembako"] is False
     replayed = await _state(world)
     assert all(s["rule_version"] == "rules-it.2" for s in replayed.values())
+    for f, (rec,) in new_ed.items():
+        _stored_as_decided(replayed[f], EligibilityDecided.model_validate_json(rec.value))
     assert {f: s["decile"] for f, s in replayed.items()} == {f: s["decile"] for f, s in state.items()}
 
     # replaying the same versions again, spread over two processes, finds nothing to publish

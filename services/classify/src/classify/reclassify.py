@@ -174,10 +174,10 @@ class Reclassifier:
             else:
                 placement = placement_of(r)
             c = cfg.classify(p, group, placement)
-            saves.append((p, c, placement.ranking_id, docs[r.family_id]))
+            saves.append((r.family_id, c, placement.ranking_id))
             if c.outcome() != r.outcome():
                 changed.append((p, c))
-        await store.save_classifications(saves, cfg)
+        await store.reclassified(saves, cfg)
         seqs = await store.next_decision_seqs([p.family_id for p, _ in changed])
         for p, c in changed:
             self.publisher.classified(outbox, p, c, seqs[p.family_id])

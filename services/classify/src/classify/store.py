@@ -110,6 +110,24 @@ def _row(p: HouseholdProfile, c: Classification, cfg: Config, ranking_id: int | 
             c.eligibility, ranking_id, c.member_eligibility)
 
 
+# A family classified again from its stored profile (re-rank's moved families, replay's changed ones): the
+# columns a classification decides, for a batch in one statement; the profile is not sent again.
+_RECLASSIFIED = """update families f set predicted = u.predicted, welfare_group = u.welfare_group, decile = u.decile,
+             eligible = array(select jsonb_array_elements_text(u.eligible::jsonb)), rank_value = u.rank_value,
+             decile_basis = u.decile_basis, eligibility = u.eligibility::jsonb, ranking_id = u.ranking_id,
+             member_eligibility = u.member_eligibility::jsonb, model_version = $11, lines_version = $12,
+             rule_version = $13, updated_at = now()
+           from unnest($1::text[], $2::float8[], $3::int[], $4::int[], $5::text[], $6::float8[], $7::text[],
+                       $8::text[], $9::text[], $10::bigint[])
+             as u(family_id, predicted, welfare_group, decile, eligible, rank_value, decile_basis, eligibility,
+                  member_eligibility, ranking_id)
+           where f.family_id = u.family_id"""
+
+
+def _json_text(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
 _LATEST_FKP = """select submission_id::text, welfare_group, decided_at from fkp_adjustments where family_id = $1
                  order by decided_at desc, received_at desc limit 1"""
 
@@ -628,11 +646,16 @@ class RerankStore(ClassifyStore):
         )
         return {r["family_id"]: WelfareGroup(r["welfare_group"]) for r in rows}
 
-    async def save_classifications(self, rows: Sequence[tuple[HouseholdProfile, Classification, int | None, dict]],
-                                   cfg: Config) -> None:
-        """Many families' rows (profile, classification, ranking id, stored profile document) in one round trip."""
+    async def reclassified(self, rows: Sequence[tuple[str, Classification, int | None]], cfg: Config) -> None:
+        """Families classified again from their stored profile (family id, classification, ranking id), in one
+        statement: the columns a classification decides and the configured versions; the profile, the
+        submission and its version stay as stored (not sent again). Callers hold the rows."""
         if rows:
-            await self.conn.executemany(_SAVE, [_row(p, c, cfg, ranking_id, doc) for p, c, ranking_id, doc in rows])
+            columns = zip(*[(family_id, c.predicted, int(c.welfare_group), c.decile,
+                             _json_text([d.programme for d in c.decisions if d.eligible]), c.rank_value,
+                             c.decile_basis, _json_text(c.eligibility), _json_text(c.member_eligibility), ranking_id)
+                            for family_id, c, ranking_id in rows], strict=True)
+            await self.conn.execute(_RECLASSIFIED, *map(list, columns), *cfg.versions)
 
     # ------------------------------------------------------------ replay runs
 
