@@ -98,13 +98,10 @@ _SAVE = """insert into families (family_id, sls_id, submission_id, version, prof
              updated_at = now()"""
 
 
-def _row(p: HouseholdProfile, c: Classification, cfg: Config, ranking_id: int | None,
-         profile_doc: dict | None = None) -> tuple:
-    """The row of one family; `profile_doc` spares re-serialising a profile read from the table. A new
-    profile goes as its JSON (an orjson Fragment: the jsonb codec writes it as it is, regsosek.db),
-    not as a dict that is serialised again."""
-    return (p.family_id, p.sls_id, p.submission_id, p.version,
-            profile_doc if profile_doc is not None else orjson.Fragment(encode(p)),
+def _row(p: HouseholdProfile, c: Classification, cfg: Config, ranking_id: int | None) -> tuple:
+    """The row of one family. Its profile goes as its JSON (an orjson Fragment: the jsonb codec writes it
+    as it is, regsosek.db), not as a dict that is serialised again."""
+    return (p.family_id, p.sls_id, p.submission_id, p.version, orjson.Fragment(encode(p)),
             c.predicted, int(c.welfare_group), c.decile, cfg.model.version, cfg.rules.version,
             [d.programme for d in c.decisions if d.eligible], c.rank_value, c.decile_basis, cfg.lines.version,
             c.eligibility, ranking_id, c.member_eligibility)
