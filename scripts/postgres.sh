@@ -153,6 +153,8 @@ shared_buffers = 256MB
 fsync = on
 synchronous_commit = on
 full_page_writes = on
+# Per-statement counters (no values: constants are normalised away); the bench's stored phase reads them.
+shared_preload_libraries = 'pg_stat_statements'
 logging_collector = off
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '

@@ -505,8 +505,10 @@ class Bench:
             database_sizes,
             io_between,
             reads_between,
+            reset_statements,
             table_io,
             table_reads,
+            top_statements,
         )
 
         dsns = {s: self.world.dsn(s) for s in SERVICES}
@@ -538,9 +540,14 @@ class Bench:
             if self.a.warmup:
                 await self.upload(pool.take(self.a.warmup), f"{label}-warmup")
             reads, io = await table_reads(dsns), await table_io(dsns)
+            statements = await reset_statements(dsns["verify"])
             res = await self.upload(pool.take(self.a.stored_families), label)
+            units = res.get("families") or 0
+            if statements:
+                names = [urlsplit(d).path.lstrip("/") for d in dsns.values()]
+                res["statements"] = await top_statements(dsns["verify"], names, units)
             res.update({"stored_target": n, "stored_families": stored_now, "load": load,
-                        "database_io": io_between(io, await table_io(dsns), res.get("families") or 0),
+                        "database_io": io_between(io, await table_io(dsns), units),
                         "database_bytes": await database_sizes(dsns), "per_service": self.phase_services(label),
                         "sequential_reads": reads_between(reads, await table_reads(dsns))})
             out.append(res)

@@ -455,5 +455,44 @@ def io_between(before: dict[str, dict[str, int]], after: dict[str, dict[str, int
             "wal_bytes_per_family": wal.get("wal_bytes", 0) / per, "most_read": tables[:top]}
 
 
+async def reset_statements(dsn: str) -> bool:
+    """Empties pg_stat_statements (the server's, every database's) before a measured step; False when the
+    server does not load it (shared_preload_libraries), so the step has no per-statement figures."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        if not await conn.fetchval("select 'pg_stat_statements' = any(string_to_array(current_setting("
+                                   "'shared_preload_libraries'), ', '))"):
+            return False
+        await conn.execute("create extension if not exists pg_stat_statements")
+        await conn.execute("select pg_stat_statements_reset()")
+        return True
+    finally:
+        await conn.close()
+
+
+async def top_statements(dsn: str, databases: list[str], units: int, top: int = 12) -> list[dict]:
+    """The statements that took the most execution time in `databases` since `reset_statements`, per family
+    (`units`): calls, execution ms and blocks read from outside shared buffers a family, and the statement's
+    text as PostgreSQL normalised it (constants as $n: no values)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        rows = await conn.fetch(
+            "select d.datname, s.query, sum(s.calls)::bigint calls, sum(s.total_exec_time) ms, "
+            "sum(s.shared_blks_read)::bigint blks_read, sum(s.shared_blks_hit)::bigint blks_hit "
+            "from pg_stat_statements s join pg_database d on d.oid = s.dbid where d.datname = any($1::text[]) "
+            "group by 1, 2 order by 4 desc limit $2", databases, top)
+    finally:
+        await conn.close()
+    per = max(units, 1)
+    return [{"database": r["datname"], "statement": " ".join(r["query"].split())[:300],
+             "calls_per_family": r["calls"] / per, "exec_ms_per_family": r["ms"] / per,
+             "blks_read_per_family": r["blks_read"] / per, "blks_hit_per_family": r["blks_hit"] / per}
+            for r in rows]
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'

@@ -416,6 +416,9 @@ def _print_stored(r: dict) -> None:
               f"buffers, {io['blks_hit_per_family']:.0f} found in them; WAL {io['wal_records_per_family']:.0f} "
               f"records, {io['wal_fpi_per_family']:.1f} full-page images, {fnum(io['wal_bytes_per_family'])} bytes"
               + (f"; most blocks read: {most}" if most else ""))
+        for q in (s.get("statements") or [])[:5]:
+            p(f"  {'':>10}   {q['exec_ms_per_family']:.3f} ms a family ({q['calls_per_family']:.2f} calls, "
+              f"{q['blks_read_per_family']:.1f} blocks read) {q['database']}: {q['statement'][:90]}")
         seq = ", ".join(f"{q['table']} {fnum(q['seq_tup_read'])} rows in {q['seq_scan']}"
                         for q in (s.get("sequential_reads") or [])[:4])
         if seq:
