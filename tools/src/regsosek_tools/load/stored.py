@@ -449,7 +449,8 @@ def io_between(before: dict[str, dict[str, int]], after: dict[str, dict[str, int
     read = sum(x["blks_read"] for x in d.values())
     hit = sum(x["blks_hit"] for x in d.values())
     per = max(units, 1)
-    tables = sorted(({"table": t, **x} for t, x in d.items() if x["blks_read"] > 0), key=lambda x: -x["blks_read"])
+    most = sorted((t for t, x in d.items() if x["blks_read"] > 0), key=lambda t: -d[t]["blks_read"])
+    tables: list[dict[str, Any]] = [{"table": t, **d[t]} for t in most]
     return {"blks_read_per_family": read / per, "blks_hit_per_family": hit / per,
             "wal_records_per_family": wal.get("wal_records", 0) / per, "wal_fpi_per_family": wal.get("wal_fpi", 0) / per,
             "wal_bytes_per_family": wal.get("wal_bytes", 0) / per, "most_read": tables[:top]}
