@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from regsosek_tools.processes import PIPELINE as SERVICES
+from regsosek_tools.report.plots import rerank_points, rss_spread
 
 SCALED = SERVICES  # the services --instances multiplies (intake's instances behind load.http.Spread)
 
@@ -440,8 +441,7 @@ def rerank_verdicts(result: dict) -> dict:
     rerank: tuple = (None, None, None, None)
     if reranks:
         first, last = reranks[0], reranks[-1]
-        rss = [q["peak_rss_mib"] for q in reranks]
-        spread = (max(rss) - min(rss)) / min(rss) if len(rss) >= 2 else None
+        spread = rss_spread(rerank_points(reranks))
         fast = last["families_per_s"] >= TARGETS["rerank_families_per_s"]
         spans = first["families"] <= RERANK_SCOPE_SIZES[0] and last["families"] >= RERANK_SCOPE_SIZES[1]
         ok = (fast and spread is not None and spread <= TARGETS["rerank_rss_spread"]) if spans else None
