@@ -16,6 +16,7 @@ from regsosek_tools.load.stored import (
     Templates,
     Villages,
     io_between,
+    new_event_id,
     new_hash,
     new_uuid,
     reads_between,
@@ -73,6 +74,16 @@ def test_the_same_identifier_maps_the_same_in_every_table_and_differently_in_eve
     assert new_hash(nik, 5) == new_hash(nik, 5) and len(new_hash(nik, 5)) == 32
     assert len({new_hash(nik, k) for k in range(1, 200)}) == 199
     assert new_hash("xyz", 2) == "xyz~2"  # not hex of an even length: still distinct per round
+
+
+def test_a_stored_event_id_keeps_its_time_and_a_random_one_stays_random():
+    v7 = "01a2378a-3344-70c8-a0f8-ecd75bcf91b8"
+    clones = [new_event_id(v7, k) for k in range(1, 200)]
+    assert len(set(clones)) == 199 and v7 not in clones
+    assert all(uuid.UUID(c).version == 7 and c[:13] == v7[:13] for c in clones)  # same 48-bit time
+    v4 = str(SUB)
+    assert new_event_id(v4, 1) == new_event_id(v4, 1) != v4
+    assert new_event_id("test-event", 1) != new_event_id("test-event", 2)  # not a UUID at all
 
 
 def test_serial_columns_are_left_to_their_sequence():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 import pytest
@@ -18,6 +19,7 @@ from regsosek.envelope import (
     decode,
     encode,
     new_envelope,
+    new_event_id,
     read_headers,
 )
 from regsosek.examples import family_interview
@@ -91,6 +93,16 @@ def test_new_envelope_uses_given_event_id_and_fresh_ids_otherwise():
     b = new_envelope(data, source="s", subject=SLS).id
     assert a != b
     uuid.UUID(a)  # a generated id is a UUID
+
+
+def test_event_ids_are_version_7_and_grow_with_time():
+    ids = [new_event_id() for _ in range(5_000)]
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)  # ordered as text, as the inbox index orders them
+    data = SlsRoster.model_validate(roster_doc())
+    assert new_envelope(data, source="s", subject=SLS).id > ids[-1]
+    now_ms = time.time_ns() // 1_000_000
+    assert abs(int(ids[-1].replace("-", "")[:12], 16) - now_ms) < 60_000  # its first 48 bits: the time in ms
 
 
 def test_read_headers_accepts_str_values():

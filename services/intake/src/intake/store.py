@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import asyncpg
 import orjson
@@ -34,6 +34,7 @@ from regsosek import audit
 from regsosek.contracts.complaints import Complaint, ComplaintOutcome
 from regsosek.contracts.updates import FieldCheck
 from regsosek.crypto import Keyring
+from regsosek.envelope import new_event_id
 from regsosek.telemetry import current_trace_headers, trace_id_of
 
 # jsonb values travel as text (asyncpg would read a list of lists as a 2-D array). A row is not
@@ -118,7 +119,7 @@ class IntakeStore:
             _INSERT_MANY, [s.submission_id for s in subs], [s.kind for s in subs], [s.sls_id for s in subs],
             [s.family_id for s in subs], [s.version for s in subs], [s.content_hash for s in subs],
             [self._seal(s.submission_id, s.body) for s in subs], [_json(s.warnings) for s in subs],
-            [str(uuid4()) for _ in subs], [trace_id] * len(subs), [s.submitted_by for s in subs],
+            [new_event_id() for _ in subs], [trace_id] * len(subs), [s.submitted_by for s in subs],
             self._ring.current_kid, sorted(erased_known))
         by_id = {s.submission_id: s for s in subs}
         return {r["submission_id"]: _received_new(by_id[r["submission_id"]], r["event_id"], r["received_at"])

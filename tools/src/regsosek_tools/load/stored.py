@@ -99,7 +99,22 @@ def new_uuid(old: uuid.UUID, k: int) -> str:
 
 
 def new_event_id(old: str, k: int) -> str:
-    return str(uuid.UUID(bytes=hashlib.blake2b(old.encode() + _salt(k), digest_size=16).digest()))
+    """Round k's event id for `old`. A time-ordered id (UUID version 7) keeps its time, its first 48
+    bits, so stored events stay where the services put them in their inbox and delivery indexes: before
+    the events of the families measured later, as a registry's older events are."""
+    digest = hashlib.blake2b(old.encode() + _salt(k), digest_size=16).digest()
+    try:
+        was = uuid.UUID(old)
+    except ValueError:
+        was = None
+    if was is None or was.version != 7:
+        return str(uuid.UUID(bytes=digest))
+    # time, then version 7 and the RFC 9562 variant over the digest (uuid.UUID takes version=7 only
+    # from Python 3.14)
+    value = int.from_bytes(was.bytes[:6] + digest[6:], "big")
+    value = value & ~(0xF000 << 64) | (0x7000 << 64)
+    value = value & ~(0xC000 << 48) | (0x8000 << 48)
+    return str(uuid.UUID(int=value))
 
 
 def new_hash(old: bytes | str, k: int) -> bytes | str:
