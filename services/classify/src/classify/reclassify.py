@@ -245,16 +245,16 @@ class Reclassifier:
 
     # ------------------------------------------------------------ replay
 
-    async def start_replay(self, pool: asyncpg.Pool, processes: int) -> tuple[ReplayReport, list[ReplaySlice]]:
-        """The replay run to the configured versions (resumed, or new and split into `processes` slices)
+    async def start_replay(self, pool: asyncpg.Pool, slices: int) -> tuple[ReplayReport, list[ReplaySlice]]:
+        """The replay run to the configured versions (resumed, or new and split into `slices` slices)
         and its slices. Call holding the lock (`stores.exclusive`)."""
         async with unit_of_work(pool, "classify") as uow:
             store = self.store_for(uow.conn)
             run = await store.start_replay(self.config.versions)
-            slices = await store.replay_slices(run.id, processes)
+            parts = await store.replay_slices(run.id, slices)
         report = ReplayReport(run_id=run.id, resumed=run.resumed, versions=self.config.versions,
-                              total_examined=run.examined, total_changed=run.changed, slices=len(slices))
-        return report, slices
+                              total_examined=run.examined, total_changed=run.changed, slices=len(parts))
+        return report, parts
 
     async def finish_replay(self, pool: asyncpg.Pool, report: ReplayReport) -> None:
         async with pool.acquire() as conn:

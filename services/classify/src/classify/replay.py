@@ -6,10 +6,10 @@ After pointing REGSOSEK_PMT_MODEL_FILE / POVERTY_LINES_FILE / RULES_FILE at new 
 (and restarting the service with them), this classifies again every family computed
 with other versions and publishes family-classified and eligibility-decided only for
 those whose welfare group, decile or any programme's eligibility changed. A new replay
-splits the families by family id into --processes slices of about as many families
-(default REGSOSEK_REPLAY_PROCESSES; bounds from the planner's statistics, or counted along the
-primary key: `RerankStore.slice_bounds`); one process (this one for the first) goes through each
-slice in id order, one
+splits the families by family id into SLICES_PER_PROCESS slices of about as many families for each of
+--processes (default REGSOSEK_REPLAY_PROCESSES; bounds from the planner's statistics, or counted along
+the primary key: `RerankStore.slice_bounds`); each process takes the next slice not yet taken and goes
+through it in id order, one
 transaction per batch, with the slice's cursor in the database (replay_slices):
 interrupted (or stopped by --max-batches, per process), the next invocation with the same
 versions resumes every slice after its last committed batch (with the slices it had).
@@ -24,6 +24,7 @@ import asyncio
 import gc
 import multiprocessing
 import sys
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 
 import asyncpg
@@ -39,6 +40,10 @@ from regsosek import db
 from regsosek.progress import Progress
 
 PROGRESS_POLL_S = 2.0
+# Slices a new replay is split into, per process. More slices than processes let this process, whose
+# interpreter and modules are ready, go on taking slices while the others start (each new process
+# imports the service's modules: 1.5-3 s on this machine, most of a 100,000-family replay).
+SLICES_PER_PROCESS = 4
 GC_THRESHOLD = (50_000, 20, 100)  # container allocations between young collections, ...
 
 
@@ -63,45 +68,75 @@ def show(r: ReplayReport) -> None:
 
 async def in_processes(settings: ClassifySettings, reclassify: Reclassifier, pool: asyncpg.Pool, p: Progress,
                        processes: int, batch_size: int, max_batches: int | None) -> ReplayReport:
-    """The replay with its unfinished slices spread over up to `processes` processes: this one goes through
-    the first slice itself (its interpreter is started and its modules imported already) and the others
-    each in a process of its own; this one also holds the lock, follows the progress in the database and
-    finishes the run when every slice is done."""
+    """The replay with its unfinished slices shared by up to `processes` processes: this one and each of
+    the others take the next slice nobody has taken until none is left (this one starts at once; the
+    others once their interpreter is up). This one also holds the lock, follows the progress in the
+    database and finishes the run when every slice is done."""
     async with stores.exclusive(pool):
-        report, slices = await reclassify.start_replay(pool, processes)
+        report, slices = await reclassify.start_replay(pool, processes * SLICES_PER_PROCESS)
         todo = [s for s in slices if not s.finished]
-        here, elsewhere = todo[:1], todo[1:]
         loop = asyncio.get_running_loop()
-        with ProcessPoolExecutor(max_workers=max(1, min(processes - 1, len(elsewhere))),
+        with ProcessPoolExecutor(max_workers=max(1, min(processes - 1, len(todo) - 1)),
                                  mp_context=multiprocessing.get_context("spawn")) as workers:
-            parts = asyncio.gather(
-                *(reclassify.replay_slice(pool, report, s, batch_size=batch_size, max_batches=max_batches)
-                  for s in here),
-                *(loop.run_in_executor(workers, replay_slice, settings, report, s, batch_size, max_batches)
-                  for s in elsewhere))
+
+            async def here(s: ReplaySlice, most: int | None) -> ReplayReport:
+                return await reclassify.replay_slice(pool, report, s, batch_size=batch_size, max_batches=most)
+
+            async def elsewhere(s: ReplaySlice, most: int | None) -> ReplayReport:
+                return await loop.run_in_executor(workers, replay_slice, settings, report, s, batch_size, most)
+
+            lanes = [here] + [elsewhere] * min(processes - 1, len(todo) - 1)
+            parts = asyncio.gather(*(take_slices(lane, todo, max_batches) for lane in lanes))
             while not parts.done():
                 await asyncio.wait([parts], timeout=PROGRESS_POLL_S)
                 async with pool.acquire() as conn:
                     p.advance_to(await RerankStore(conn).replay_examined(reclassify.config.versions))
-            for part in parts.result():
-                report.add(part)
+            for lane_parts in parts.result():
+                for part in lane_parts:
+                    report.add(part)
         await reclassify.finish_replay(pool, report)
     return report
 
 
+async def take_slices(go_through: Callable[[ReplaySlice, int | None], Awaitable[ReplayReport]], todo: list[ReplaySlice],
+                      max_batches: int | None) -> list[ReplayReport]:
+    """One process's share: the next slice of `todo` (shared by every lane of this event loop) until none
+    is left or, with `max_batches`, until this process has gone through that many batches."""
+    parts: list[ReplayReport] = []
+    left = max_batches
+    while todo and (left is None or left > 0):
+        part = await go_through(todo.pop(0), left)
+        parts.append(part)
+        if left is not None:
+            left -= part.batches
+    return parts
+
+
 def replay_slice(settings: ClassifySettings, run: ReplayReport, s: ReplaySlice, batch_size: int,
                  max_batches: int | None) -> ReplayReport:
-    """One slice, in a process of its own (its own pool, configuration and event loop)."""
+    """One slice, in a process of its own (its own pool and event loop; its configuration loaded once)."""
     collect_less()
 
     async def main() -> ReplayReport:
         pool = await db.connect_pool(settings.dsn(), max_size=1)
         try:
-            return await app.reclassifier(app.load_config(settings)).replay_slice(
+            return await worker_reclassifier(settings).replay_slice(
                 pool, run, s, batch_size=batch_size, max_batches=max_batches)
         finally:
             await pool.close()
     return asyncio.run(main())
+
+
+_worker: Reclassifier | None = None  # a worker process's, built at its first slice
+
+
+def worker_reclassifier(settings: ClassifySettings) -> Reclassifier:
+    """The reclassifier of a worker process: built once, at its first slice (every slice of a run has the
+    same settings: the command's)."""
+    global _worker
+    if _worker is None:
+        _worker = app.reclassifier(app.load_config(settings))
+    return _worker
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -675,13 +675,13 @@ class RerankStore(ClassifyStore):
             "from replay_runs r where id = $1", run["id"])
         return ReplayRun(run["id"], examined, changed, resumed)
 
-    async def replay_slices(self, run_id: int, processes: int) -> list[ReplaySlice]:
-        """The run's slices; a run without any is split now into `processes` slices of about as many families
+    async def replay_slices(self, run_id: int, parts: int) -> list[ReplaySlice]:
+        """The run's slices; a run without any is split now into `parts` slices of about as many families
         (a run from before slices: one slice from its cursor)."""
         rows = await self.conn.fetch("select * from replay_slices where run_id = $1 order by slice", run_id)
         if not rows:
             cursor = await self.conn.fetchval("select cursor from replay_runs where id = $1", run_id)
-            bounds = await self.slice_bounds(cursor, processes) if processes > 1 else []
+            bounds = await self.slice_bounds(cursor, parts) if parts > 1 else []
             lowers, uppers = [cursor, *bounds], [*bounds, None]
             await self.conn.executemany(
                 "insert into replay_slices (run_id, slice, lower_id, upper_id, cursor) values ($1, $2, $3, $4, $3)",
