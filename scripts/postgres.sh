@@ -10,6 +10,7 @@
 #
 # Environment:
 #   REGSOSEK_PG_PORT          TCP port on 127.0.0.1 (default 15432)
+#   REGSOSEK_PG_SHARED_BUFFERS  PostgreSQL's shared_buffers (default 256MB; BENCHMARKS.md, target 4)
 #   REGSOSEK_PG_EXTERNAL_URL  e.g. postgresql://user:pw@host:5432/postgres: use that server
 #                             instead of the project cluster (start/stop become no-ops)
 #
@@ -23,6 +24,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 PG_HOST=127.0.0.1
 PG_PORT="${REGSOSEK_PG_PORT:-15432}"
+SHARED_BUFFERS="${REGSOSEK_PG_SHARED_BUFFERS:-256MB}"
 PG_ROLE=regsosek
 PG_SUPERUSER=postgres # bootstrap superuser created by initdb
 DEFAULT_DBS=(intake verify classify notify console)
@@ -148,7 +150,7 @@ listen_addresses = '$PG_HOST'
 port = $PG_PORT
 unix_socket_directories = '$SOCK_DIR'
 max_connections = 200
-shared_buffers = 256MB
+shared_buffers = $SHARED_BUFFERS
 # Durability stays on: tests stop the server under traffic and check nothing is lost.
 fsync = on
 synchronous_commit = on
