@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import uuid_utils
+
 # Tables that do not hold per-family state (or hold what the stored phase must not multiply).
 NOT_CLONED = frozenset({"schema_migrations", "outbox", "outbox_rejected", "subscriptions", "rankings",
                         "replay_runs", "rerank_areas"})
@@ -109,12 +111,9 @@ def new_event_id(old: str, k: int) -> str:
         was = None
     if was is None or was.version != 7:
         return str(uuid.UUID(bytes=digest))
-    # time, then version 7 and the RFC 9562 variant over the digest (uuid.UUID takes version=7 only
-    # from Python 3.14)
-    value = int.from_bytes(was.bytes[:6] + digest[6:], "big")
-    value = value & ~(0xF000 << 64) | (0x7000 << 64)
-    value = value & ~(0xC000 << 48) | (0x8000 << 48)
-    return str(uuid.UUID(int=value))
+    # its time, then the digest with version 7 and the RFC 9562 variant set (uuid.UUID takes
+    # version=7 only from Python 3.14)
+    return str(uuid_utils.UUID(bytes=was.bytes[:6] + digest[6:], version=7))
 
 
 def new_hash(old: bytes | str, k: int) -> bytes | str:
