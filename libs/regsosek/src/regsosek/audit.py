@@ -7,8 +7,8 @@ made up) and the trace id; never a NIK, KK number or name (an object id of 16 di
 the shape of both, is refused). A decision's entry is written in the transaction of the
 decision (`record(conn, ...)`); a read gets its own small insert (`record_read`).
 
-Operators query it over HTTP (`GET /v1/audit`, admin only; `router`) on services with
-bearer tokens, or from the database of any service:
+Operators query it over HTTP (`GET /v1/audit`, admin only; `regsosek.audit_api.router`) on
+services with bearer tokens, or from the database of any service:
 
   python -m regsosek.audit --service intake --since 2022-11-01 [--actor SUP-1] [--object FAMILY_ID]
 """
@@ -23,15 +23,18 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING
 
 import asyncpg
-from fastapi import APIRouter, Query, Request
 
-from regsosek.auth import Principal, Role, bearer
 from regsosek.telemetry import current_trace_headers, trace_id_of
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_.:@/-]{1,128}$")
+if TYPE_CHECKING:
+    from fastapi import Request
+
+    from regsosek.auth import Principal
+
+TOKEN = re.compile(r"^[A-Za-z0-9_.:@/-]{1,128}$")
 _NIK_OR_KK = re.compile(r"^[0-9]{16}$")
 MAX_QUERY_ROWS = 1000
 
@@ -64,18 +67,18 @@ def entry(actor: str, role: str, action: str, object_type: str, object_id: objec
             raise NotAuditable(f"{name} must be a lower-case name")
     if not actor or len(actor) > 128 or not actor.isprintable():
         raise NotAuditable("actor must be a printable subject of at most 128 characters")
-    if oid is not None and (not _TOKEN.fullmatch(oid) or _NIK_OR_KK.fullmatch(oid)):
+    if oid is not None and (not TOKEN.fullmatch(oid) or _NIK_OR_KK.fullmatch(oid)):
         raise NotAuditable("object_id must be an id (submission, family, subscription, address), never a NIK or KK")
     clean: dict = {}
     for k, v in (detail or {}).items():
         if not re.fullmatch(r"[a-z_]{1,32}", k):
             raise NotAuditable("detail keys must be lower-case names")
-        if isinstance(v, str) and (not _TOKEN.fullmatch(v) or _NIK_OR_KK.fullmatch(v)):
+        if isinstance(v, str) and (not TOKEN.fullmatch(v) or _NIK_OR_KK.fullmatch(v)):
             raise NotAuditable(f"detail {k} must be an id or a code")
         if v is not None and not isinstance(v, (bool, int, float, str)):
             raise NotAuditable(f"detail {k} must be a number, flag or code")
         clean[k] = v
-    rid = request_id if request_id and _TOKEN.fullmatch(request_id) else None
+    rid = request_id if request_id and TOKEN.fullmatch(request_id) else None
     return Entry(actor, role, action, object_type, oid, outcome, rid, trace_id, clean)
 
 
@@ -83,7 +86,7 @@ def request_ids(request: Request | None) -> tuple[str, str | None]:
     """(request id, trace id) of the current request: the caller's `x-request-id` when it is a
     plain token, else a new one; the trace id of the current span (the HTTP server span, regsosek.service.instrument_http)."""
     rid = request.headers.get("x-request-id", "") if request is not None else ""
-    if not _TOKEN.fullmatch(rid):
+    if not TOKEN.fullmatch(rid):
         rid = uuid.uuid4().hex
     return rid, trace_id_of(current_trace_headers().get("traceparent"))
 
@@ -127,49 +130,6 @@ async def query(conn: asyncpg.Connection, *, since: datetime | None = None, unti
         "and ($5::text is null or action = $5) order by at, id limit $6",
         since, until, actor, object_id, action, min(max(limit, 1), MAX_QUERY_ROWS))
     return [{**dict(r), "at": r["at"].isoformat()} for r in rows]
-
-
-# ------------------------------------------------------------------ HTTP: GET /v1/audit (admin only)
-
-def _verifier(request: Request):
-    from regsosek.service import runtime_of
-    from regsosek.settings import TokenSettings
-
-    settings = runtime_of(request).settings
-    if not isinstance(settings, TokenSettings):
-        raise TypeError("GET /v1/audit needs a service that verifies bearer tokens (TokenSettings)")
-    return settings.token_verifier()
-
-
-ADMIN = bearer(_verifier, Role.ADMIN)
-router = APIRouter(prefix="/v1", tags=["operations"])
-
-
-@router.get("/audit", summary="Audit log: who read or decided what (admin only)",
-            responses={401: {"description": "Missing, invalid or expired token"}, 403: {"description": "Not admin"}})
-async def audit_log(
-    request: Request,
-    since: Annotated[datetime | None, Query(description="entries at or after this time (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="entries before this time")] = None,
-    actor: Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,128}$", description="token subject")] = None,
-    object: Annotated[str | None,  # noqa: A002 - the query parameter's name
-                      Query(pattern=_TOKEN.pattern, description="object id: submission, family, subscription")] = None,
-    action: Annotated[str | None, Query(pattern=r"^[a-z_.:-]{1,64}$")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_QUERY_ROWS)] = 100,
-    principal: Principal = ADMIN,
-):
-    from regsosek.service import runtime_of
-
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    if until is not None and until.tzinfo is None:
-        until = until.replace(tzinfo=UTC)
-    async with runtime_of(request).pool.acquire() as conn:
-        rows = await query(conn, since=since, until=until, actor=actor, object_id=object, action=action, limit=limit)
-        # reading the audit log is itself audited (its own insert)
-        await record(conn, of_request(request, principal, "audit.read", "audit_log", None,
-                                      detail={"rows": len(rows)}))
-    return {"entries": rows}
 
 
 # ------------------------------------------------------------------ CLI

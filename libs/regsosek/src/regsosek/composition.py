@@ -24,27 +24,11 @@ from typing import Any, TypeVar
 import asyncpg
 
 from regsosek import db
-from regsosek.envelope import source_of
-from regsosek.messaging import Outbox, OutboxRelay, RelayWakeup, UnitOfWork
+from regsosek.messaging import OutboxRelay, RelayWakeup, UnitOfWork
+from regsosek.messaging.unit_of_work import unit_of_work
 from regsosek.settings import ServiceSettings
 
 T = TypeVar("T")
-
-
-@contextlib.asynccontextmanager
-async def unit_of_work(pool: asyncpg.Pool, service: str,
-                       on_commit: Callable[[], None] | None = None) -> AsyncIterator[UnitOfWork]:
-    """One transaction on a connection of `pool`; the events published through the unit of work's
-    outbox (CloudEvents source of `service`) are written to the outbox table in it, after its
-    deferred work. `on_commit` runs once it has committed (not after a rollback)."""
-    outbox = Outbox(source_of(service))
-    async with pool.acquire() as conn, conn.transaction():
-        uow = UnitOfWork(conn, outbox)
-        yield uow
-        await uow.run_deferred()
-        await outbox.flush(conn)
-    if on_commit is not None:
-        on_commit()
 
 
 class CommandRoot:

@@ -25,10 +25,6 @@ def load_config(settings: ClassifySettings) -> Config:
                   RuleSet.load(settings.rules_file))
 
 
-def reclassifier(config: Config) -> Reclassifier:
-    return Reclassifier(config, Publisher(config))
-
-
 def rerank_tasks(reclassify: Reclassifier, settings: ClassifySettings):
     tasks = RerankTasks(reclassify, settings)
 

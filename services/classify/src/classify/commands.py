@@ -19,7 +19,7 @@ import asyncpg
 
 from classify import app
 from classify.domain import Config
-from classify.reclassify import Reclassifier, StaleVersions
+from classify.reclassify import Reclassifier, StaleVersions, reclassifier
 from classify.settings import ClassifySettings
 from classify.store import RerankStore
 from regsosek.composition import open_command
@@ -59,7 +59,7 @@ def run(settings: ClassifySettings, args: argparse.Namespace, work: Work, show: 
             async with root.pool.acquire() as conn:
                 total, done = await count(RerankStore(conn), config)
             with progress(what, total, unit="families", initial=min(done, total)) as p:
-                report = await work(app.reclassifier(config), root.pool, batch_counter(p, args.batch_size), p)
+                report = await work(reclassifier(config), root.pool, batch_counter(p, args.batch_size), p)
             if not args.outbox_only:
                 await root.drain()
             return report

@@ -55,6 +55,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -65,13 +66,15 @@ from classify.model import features
 from classify.publisher import Publisher
 from classify.ranking import Placement, Ranked, partition_of, rank_value
 from classify.replay_domain import ReplayJudge
-from classify.settings import ClassifySettings
 from classify.store import ReplaySlice, RerankRun, RerankStore
 from regsosek.background import run_forever
-from regsosek.composition import unit_of_work
 from regsosek.contracts import HouseholdProfile, WelfareGroup
 from regsosek.db import Backoff, is_transient
 from regsosek.messaging import Outbox
+from regsosek.messaging.unit_of_work import unit_of_work
+
+if TYPE_CHECKING:
+    from classify.settings import ClassifySettings
 
 log = logging.getLogger("classify.areas")
 
@@ -323,6 +326,11 @@ class Reclassifier:
 
 
 # ---------------------------------------------------------------- the service's re-ranks (its background task)
+
+
+def reclassifier(config: Config) -> Reclassifier:
+    """The reclassifier of an operator command or replay worker: its own publisher for `config`."""
+    return Reclassifier(config, Publisher(config))
 
 
 class RerankTasks:

@@ -26,37 +26,29 @@ import multiprocessing
 import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
 
 import asyncpg
 
-from classify import app
 from classify import store as stores
-from classify.commands import common_arguments, run
 from classify.domain import Config
-from classify.reclassify import Reclassifier, ReplayReport
-from classify.settings import ClassifySettings
+from classify.reclassify import Reclassifier, ReplayReport, reclassifier
 from classify.store import ReplaySlice, RerankStore
 from regsosek import db
-from regsosek.progress import Progress
+
+if TYPE_CHECKING:
+    from regsosek.progress import Progress
+
+# A worker process is spawned: a new interpreter, which imports this module again (as the parent's main
+# module) before its first slice, while the replay's other processes go on alone. So this module imports
+# at its top only what goes through a slice: not the web framework, the Kafka client or the settings
+# (`main` imports the command's parts), 0.6 s against 1.5 s on the development machine. A test holds it to that.
 
 PROGRESS_POLL_S = 2.0
 # Slices a new replay is split into, per process. More slices than processes let this process, whose
 # interpreter and modules are ready, go on taking slices while the others start (each new process
 # imports the service's modules: 1.5-3 s on this machine, most of a 100,000-family replay).
 SLICES_PER_PROCESS = 4
-GC_THRESHOLD = (50_000, 20, 100)  # container allocations between young collections, ...
-
-
-def collect_less() -> None:
-    """The cyclic garbage collector's settings for a replay process. A batch's decoded documents (hundreds of
-    thousands of small dicts and lists) live until the batch is written and are then freed by reference
-    counting; at the default threshold (700 allocations) the collector traversed them again and again while a
-    batch was read, which took half of the reading's CPU (16 of 30 µs a family, measured). Everything imported
-    so far is frozen out of its sight, and young collections run about once a batch instead."""
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
-
-
 def show(r: ReplayReport) -> None:
     state = "finished" if r.finished else "stopped (run again to resume)"
     print(f"replay #{r.run_id} to {', '.join(r.versions)}{' (resumed)' if r.resumed else ''} "
@@ -66,7 +58,7 @@ def show(r: ReplayReport) -> None:
     print(f"  whole replay: {r.total_examined} examined, {r.total_changed} re-published")
 
 
-async def in_processes(settings: ClassifySettings, reclassify: Reclassifier, pool: asyncpg.Pool, p: Progress,
+async def in_processes(dsn: str, reclassify: Reclassifier, pool: asyncpg.Pool, p: Progress,
                        processes: int, batch_size: int, max_batches: int | None) -> ReplayReport:
     """The replay with its unfinished slices shared by up to `processes` processes: this one and each of
     the others take the next slice nobody has taken until none is left (this one starts at once; the
@@ -83,7 +75,8 @@ async def in_processes(settings: ClassifySettings, reclassify: Reclassifier, poo
                 return await reclassify.replay_slice(pool, report, s, batch_size=batch_size, max_batches=most)
 
             async def elsewhere(s: ReplaySlice, most: int | None) -> ReplayReport:
-                return await loop.run_in_executor(workers, replay_slice, settings, report, s, batch_size, most)
+                return await loop.run_in_executor(workers, replay_slice, dsn, reclassify.config, report, s,
+                                                  batch_size, most)
 
             lanes = [here] + [elsewhere] * min(processes - 1, len(todo) - 1)
             parts = asyncio.gather(*(take_slices(lane, todo, max_batches) for lane in lanes))
@@ -112,15 +105,28 @@ async def take_slices(go_through: Callable[[ReplaySlice, int | None], Awaitable[
     return parts
 
 
-def replay_slice(settings: ClassifySettings, run: ReplayReport, s: ReplaySlice, batch_size: int,
+GC_THRESHOLD = (50_000, 20, 100)  # container allocations between young collections, ...
+
+
+def collect_less() -> None:
+    """The cyclic garbage collector's settings for a replay process. A batch's decoded documents (hundreds of
+    thousands of small dicts and lists) live until the batch is written and are then freed by reference
+    counting; at the default threshold (700 allocations) the collector traversed them again and again while a
+    batch was read, which took half of the reading's CPU (16 of 30 µs a family, measured). Everything imported
+    so far is frozen out of its sight, and young collections run about once a batch instead."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
+def replay_slice(dsn: str, config: Config, run: ReplayReport, s: ReplaySlice, batch_size: int,
                  max_batches: int | None) -> ReplayReport:
-    """One slice, in a process of its own (its own pool and event loop; its configuration loaded once)."""
+    """One slice, in a process of its own (its own pool and event loop; its reclassifier built once)."""
     collect_less()
 
     async def main() -> ReplayReport:
-        pool = await db.connect_pool(settings.dsn(), max_size=1)
+        pool = await db.connect_pool(dsn, max_size=1)
         try:
-            return await worker_reclassifier(settings).replay_slice(
+            return await worker_reclassifier(config).replay_slice(
                 pool, run, s, batch_size=batch_size, max_batches=max_batches)
         finally:
             await pool.close()
@@ -130,16 +136,19 @@ def replay_slice(settings: ClassifySettings, run: ReplayReport, s: ReplaySlice, 
 _worker: Reclassifier | None = None  # a worker process's, built at its first slice
 
 
-def worker_reclassifier(settings: ClassifySettings) -> Reclassifier:
+def worker_reclassifier(config: Config) -> Reclassifier:
     """The reclassifier of a worker process: built once, at its first slice (every slice of a run has the
-    same settings: the command's)."""
+    same configuration: the command's)."""
     global _worker
     if _worker is None:
-        _worker = app.reclassifier(app.load_config(settings))
+        _worker = reclassifier(config)
     return _worker
 
 
 def main(argv: list[str] | None = None) -> int:
+    from classify.commands import common_arguments, run
+    from classify.settings import ClassifySettings
+
     settings = ClassifySettings()
     parser = argparse.ArgumentParser(prog="python -m classify.replay", description=__doc__.split("\n\n")[0])
     common_arguments(parser, settings.rerank_batch_size)
@@ -156,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.processes == 1:
             return reclassify.replay(pool, batch_size=args.batch_size, max_batches=args.max_batches,
                                      on_commit=on_commit)
-        return in_processes(settings, reclassify, pool, p, args.processes, args.batch_size, args.max_batches)
+        return in_processes(settings.dsn(), reclassify, pool, p, args.processes, args.batch_size, args.max_batches)
     return run(settings, args, work, show, what="replay", count=families_and_resumed)
 
 

@@ -14,7 +14,7 @@ from console.handlers import ConsoleHandlers
 from console.session import SignedOut
 from console.settings import ConsoleSettings
 from console.signin import signin_router
-from regsosek import audit
+from regsosek import audit_api
 from regsosek.service import ServiceDefinition, build_app, serve
 from regsosek.topics import Topic
 
@@ -50,7 +50,7 @@ def compose(settings: ConsoleSettings | None = None) -> tuple[ServiceDefinition,
     pages = Pages(settings, Gateway(settings))
     return ServiceDefinition(
         name="console", settings=settings, migrations=MIGRATIONS, handlers=ConsoleHandlers().table(), topics=TOPICS,
-        routers=[signin_router(settings, pages), pages.router(), assets_router(), audit.router],
+        routers=[signin_router(settings, pages), pages.router(), assets_router(), audit_api.router],
         title="Regsosek console", description="Census operations, supervisors, village officials and programme "
                                               "integrators: a read model of the pipeline's topics, and actions "
                                               "through the owning services' APIs.",

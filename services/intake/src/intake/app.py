@@ -21,7 +21,7 @@ from intake.publisher import IntakePublisher
 from intake.registry_handlers import RegistryHandlers
 from intake.settings import IntakeSettings
 from intake.store import IntakeStore
-from regsosek import audit, db
+from regsosek import audit_api, db
 from regsosek.background import run_forever
 from regsosek.key_rotation import KeyRotation
 from regsosek.retention import Rule
@@ -85,7 +85,7 @@ def definition(settings: IntakeSettings | None = None) -> ServiceDefinition:
                 Topic.ELIGIBILITY_DELIVERED, Topic.UPDATE_HELD],
         routers=[api.router(h, settings), erasure.router(h, settings),
                  registry.router(living, settings),
-                 consultation_api.router(consultation_handlers(settings, h.publisher), settings), audit.router],
+                 consultation_api.router(consultation_handlers(settings, h.publisher), settings), audit_api.router],
         title="Regsosek intake",
         background=[sealing_task(settings)],
         retention=[Rule("submission_body", settings.submission_body_retention_days,

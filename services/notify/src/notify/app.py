@@ -19,7 +19,7 @@ from notify.handlers import NotifyHandlers
 from notify.publisher import Publisher
 from notify.settings import NotifySettings
 from notify.webhook_keys import webhook_keys_router
-from regsosek import audit
+from regsosek import audit_api
 from regsosek.key_rotation import KeyRotation
 from regsosek.programmes import PROGRAMME_CODES
 from regsosek.retention import Rule
@@ -53,7 +53,7 @@ def definition(settings: NotifySettings | None = None) -> ServiceDefinition:
     return ServiceDefinition(
         name="notify", settings=settings, migrations=MIGRATIONS, handlers=handlers.handlers(),
         topics=[Topic.ELIGIBILITY_DECIDED, Topic.FAMILY_ERASED, Topic.MEMBER_IDENTITIES],
-        routers=[subscriptions_router(settings, stores=store.pool_stores), webhook_keys_router(settings), audit.router,
+        routers=[subscriptions_router(settings, stores=store.pool_stores), webhook_keys_router(settings), audit_api.router,
                  DciApi(settings, access, requesters, stores=store.pool_stores).router()],
         background=[worker.deliver_forever, worker.publish_lag_forever,
                     DciCallbackWorker(settings, requesters, stores=store.open_store).deliver_forever],

@@ -42,8 +42,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Container, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -64,6 +64,7 @@ from regsosek.envelope import Envelope, EnvelopeError, decode, read_headers, saf
 from regsosek.messaging import tolerant_fetch  # noqa: F401  (installs the tolerant fetcher)
 from regsosek.messaging.faults import FaultPoint, reject_event_types
 from regsosek.messaging.outbox import Outbox, OutgoingRecord, RelayWakeup, header_key_bytes
+from regsosek.messaging.unit_of_work import UnitOfWork
 from regsosek.metrics import BATCH_SECONDS, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, REBALANCE_SECONDS
 from regsosek.settings import ServiceSettings
 from regsosek.telemetry import context_from_headers
@@ -92,57 +93,6 @@ class Incoming:
     @property
     def key(self) -> str:
         return (self.record.key or b"").decode(errors="replace")
-
-
-@dataclass(slots=True)
-class _Deferred:
-    work: Callable[[], Awaitable[None]]
-    context: otel_context.Context  # of the latest event that asked for the work
-    causes: list[trace.SpanContext]  # every event that asked for it, in order
-
-
-@dataclass(slots=True)
-class UnitOfWork:
-    """What a handler may touch: the transaction's connection and the outbox, plus a
-    scratch `cache` that lives as long as the transaction (e.g. an SLS roster read by
-    several events of one batch) and work `defer`red to just before commit, once per key
-    (e.g. one recount per SLS instead of one per event).
-
-    Deferred work runs in the trace of the event that last asked for it, with links to
-    every other event that asked for it, so what it publishes (e.g. `sls-completed`)
-    carries the trace of the events that caused it rather than none.
-
-    `batch`: every event this transaction applies, in order (one partition's share of a
-    fetched batch; empty outside the consumer), so that a handler can load the state of
-    all of them in one statement instead of one per event.
-
-    `isolated`: the events are applied each in a savepoint of its own (a batch that failed,
-    redone to find the failing event): a handler then does no other event's work, so that
-    what fails is the event that owns it."""
-
-    conn: asyncpg.Connection
-    outbox: Outbox
-    cache: dict = field(default_factory=dict)
-    deferred: dict[Hashable, _Deferred] = field(default_factory=dict)
-    batch: tuple[Incoming, ...] = ()
-    isolated: bool = False
-
-    def defer(self, key: Hashable, work: Callable[[], Awaitable[None]]) -> None:
-        cause = trace.get_current_span().get_span_context()
-        earlier = self.deferred.pop(key, None)
-        causes = (earlier.causes if earlier else []) + ([cause] if cause.is_valid else [])
-        self.deferred[key] = _Deferred(work, otel_context.get_current(), causes)
-
-    async def run_deferred(self) -> None:
-        while self.deferred:
-            key = next(iter(self.deferred))
-            d = self.deferred.pop(key)
-            links = [trace.Link(c) for c in d.causes[:-1][-_MAX_LINKS:]]
-            with _tracer.start_as_current_span("deferred work", context=d.context, links=links):
-                await d.work()
-
-
-_MAX_LINKS = 32  # a batch may hold hundreds of an SLS's families; the trace needs a sample, not all
 
 
 Handler = Callable[[UnitOfWork, Incoming], Awaitable[None]]
