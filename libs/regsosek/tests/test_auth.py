@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from regsosek.auth import InvalidClaims, Principal, Role, Signer, TokenVerifier, bearer, mint
+from regsosek.auth import InvalidClaims, Principal, Role, Signer, TokenVerifier, mint
+from regsosek.bearer import bearer
 from regsosek.jwks import JwksFile
 
 ISSUER = "https://idp.regsosek.test"

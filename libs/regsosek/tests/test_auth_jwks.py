@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from regsosek.auth import Principal, Role, Signer, TokenRefused, TokenVerifier, bearer, ensure_local_keypair, mint, refusal_reason
+from regsosek.auth import Principal, Role, Signer, TokenRefused, TokenVerifier, ensure_local_keypair, mint, refusal_reason
+from regsosek.bearer import bearer
 from regsosek.jwks import JwksFile, JwksUrl, KeysUnavailable, parse_jwks
 from regsosek.keys import InsecureSecret
 

@@ -34,3 +34,13 @@ def test_what_a_worker_is_handed_survives_pickling() -> None:
     assert back[1].versions == config.versions
     assert back[1].model.coefficients == config.model.coefficients
     assert back[2].run_id == 7 and back[3] == args[3]
+
+
+def test_the_command_imports_no_web_framework_or_kafka_client_before_it_publishes() -> None:
+    # what `python -m classify.replay --outbox-only` loads (the relay, with the Kafka client, comes at a drain)
+    probe = ("import sys, json\nfrom classify.commands import run\nfrom classify.settings import ClassifySettings, "
+             "load_config\nload_config(ClassifySettings())\n"
+             "print(json.dumps(sorted(m for m in ('fastapi', 'starlette', 'faststream', 'aiokafka', 'httpx', "
+             "'classify.app') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -12,7 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from regsosek.audit import MAX_QUERY_ROWS, TOKEN, of_request, query, record
-from regsosek.auth import Principal, Role, bearer
+from regsosek.auth import Principal, Role
+from regsosek.bearer import bearer
 
 
 def _verifier(request: Request):

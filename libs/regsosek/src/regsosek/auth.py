@@ -51,7 +51,6 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from fastapi import Depends, HTTPException, Request
 
 from regsosek.contracts.identifiers import is_ascii_digits
 from regsosek.jwks import JwksFile, JwksSource, KeysUnavailable
@@ -287,27 +286,6 @@ def refusal_reason(e: Exception) -> str:
     if isinstance(e, jwt.InvalidSignatureError):
         return "invalid token: signature does not verify"
     return "invalid token"
-
-
-def bearer(verifier_of, *roles: Role):
-    """A FastAPI dependency: the verified principal, which must have one of `roles`.
-    `verifier_of(request)` gives the service's `TokenVerifier`."""
-
-    async def dependency(request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise HTTPException(401, {"reason": "missing bearer token"}, headers={"WWW-Authenticate": "Bearer"})
-        try:
-            principal = await verifier_of(request).verify(token.strip())
-        except (jwt.InvalidTokenError, KeysUnavailable, ValueError) as e:
-            raise HTTPException(401, {"reason": refusal_reason(e)}, headers={"WWW-Authenticate": "Bearer"}) from None
-        if roles and principal.role not in roles and principal.role is not Role.ADMIN:
-            needs = ", ".join(r.value for r in roles)
-            raise HTTPException(403, {"reason": f"role {principal.role.value} may not do this; needs {needs}"})
-        return principal
-
-    return Depends(dependency)
 
 
 # ------------------------------------------------------------------ signing (local use and tests)

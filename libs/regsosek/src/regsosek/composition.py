@@ -19,14 +19,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
-from regsosek import db
-from regsosek.messaging import OutboxRelay, RelayWakeup, UnitOfWork
-from regsosek.messaging.unit_of_work import unit_of_work
-from regsosek.settings import ServiceSettings
+from regsosek import db, messaging
+from regsosek.messaging.outbox import RelayWakeup
+from regsosek.messaging.unit_of_work import UnitOfWork, unit_of_work
+
+if TYPE_CHECKING:
+    from regsosek.settings import ServiceSettings
 
 T = TypeVar("T")
 
@@ -48,7 +50,9 @@ class CommandRoot:
     async def drain(self, timeout: float = 120.0) -> int:
         """Publishes the outbox rows committed so far through a relay of this process (or waits for
         the running service's relay to), then stops it: see `OutboxRelay.drain`."""
-        relay = OutboxRelay(self.settings, lambda: self.pool, self.wakeup, self._producer_factory)
+        # the relay (with the Kafka client) is imported here, at the first drain: a command run with
+        # --outbox-only never loads it (regsosek.messaging)
+        relay = messaging.OutboxRelay(self.settings, lambda: self.pool, self.wakeup, self._producer_factory)
         try:
             return await relay.drain(timeout)
         finally:

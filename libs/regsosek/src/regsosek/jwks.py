@@ -16,9 +16,11 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
+
 
 log = logging.getLogger("regsosek.jwks")
 
@@ -153,6 +155,8 @@ class JwksUrl(JwksSource):
         return f"URL {self.url}"
 
     async def _load(self) -> bytes:
+        import httpx  # here, not at the top: what only reads the settings (a command) does not need it
+
         try:
             async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False,
                                          transport=self._transport) as client:

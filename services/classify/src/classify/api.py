@@ -20,7 +20,8 @@ from classify.domain import Config
 from classify.settings import ClassifySettings
 from classify.store import StatusStore
 from regsosek import areas
-from regsosek.auth import Role, TokenVerifier, bearer
+from regsosek.auth import Role, TokenVerifier
+from regsosek.bearer import bearer
 from regsosek.service import runtime_of
 
 log = logging.getLogger("classify.api")

@@ -1,6 +1,7 @@
 """What the operator commands (classify.rerank, classify.replay) share: the service's
 settings and files from the environment (REGSOSEK_*, as the service reads them), the
-service's composition (app.py) over a database pool with the service's migrations applied
+service's parts (those app.py composes the service from, without its web framework and
+Kafka client) over a database pool with the service's migrations applied
 (regsosek.composition), progress (a bar with rate and ETA on a terminal, a log line every
 10 s elsewhere: regsosek.progress) and publishing what they wrote to the outbox
 (`CommandRoot.drain`)."""
@@ -17,11 +18,10 @@ from typing import Any
 
 import asyncpg
 
-from classify import app
 from classify.domain import Config
 from classify.reclassify import Reclassifier, StaleVersions, reclassifier
-from classify.settings import ClassifySettings
-from classify.store import RerankStore
+from classify.settings import ClassifySettings, load_config
+from classify.store import MIGRATIONS, RerankStore
 from regsosek.composition import open_command
 from regsosek.progress import Progress, progress
 
@@ -54,8 +54,8 @@ def run(settings: ClassifySettings, args: argparse.Namespace, work: Work, show: 
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     async def main() -> Any:
-        async with open_command(settings, app.MIGRATIONS) as root:
-            config = app.load_config(settings)
+        async with open_command(settings, MIGRATIONS) as root:
+            config = load_config(settings)
             async with root.pool.acquire() as conn:
                 total, done = await count(RerankStore(conn), config)
             with progress(what, total, unit="families", initial=min(done, total)) as p:

@@ -1,11 +1,15 @@
-"""Classify's configuration (environment, prefix REGSOSEK_)."""
+"""Classify's configuration (environment, prefix REGSOSEK_), and the model, poverty lines and rules
+files it names (`load_config`)."""
+
+from __future__ import annotations
 
 from pathlib import Path
 
 from pydantic import field_validator
 
 from classify import schedule
-from classify.model import DATA
+from classify.domain import Config
+from classify.model import DATA, PmtModel, PovertyLines, RuleSet
 from classify.ranking import SCOPES
 from regsosek.settings import TokenSettings
 
@@ -34,3 +38,9 @@ class ClassifySettings(TokenSettings):  # bearer tokens: the status API, GET /v1
         if v not in SCOPES:
             raise ValueError(f"one of {', '.join(SCOPES)}")
         return v
+
+
+def load_config(settings: ClassifySettings) -> Config:
+    """The model, poverty lines and rules files the settings name."""
+    return Config(PmtModel.load(settings.pmt_model_file), PovertyLines.load(settings.poverty_lines_file),
+                  RuleSet.load(settings.rules_file))

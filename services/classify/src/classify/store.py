@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import orjson
@@ -53,6 +54,8 @@ LOCK = 7316101  # one re-rank or replay at a time in a classify database
 SCHEDULE_LOCK = 7316102  # one instance at a time asks for the scheduled re-rank
 RANKING_WORK_MEM = "256MB"  # the database's sort memory while taking a ranking (spills to disk beyond)
 LONG_STATEMENT_S = 3600.0  # statements over a whole scope (taking a ranking): beyond the pool's command timeout
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"  # the schema this module's SQL works on
 
 
 def _iso(at: datetime) -> str:

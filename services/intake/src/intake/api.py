@@ -17,7 +17,8 @@ from intake.domain import Conflict, Erased, Invalid, Journey, Problem
 from intake.handlers import Caller, Denied, IntakeHandlers, Result
 from intake.settings import IntakeSettings
 from regsosek import audit
-from regsosek.auth import Principal, Role, bearer
+from regsosek.auth import Principal, Role
+from regsosek.bearer import bearer
 from regsosek.contracts import FamilyInterview, FkpAdjustment, SlsRoster, VerificationResolved
 from regsosek.service import runtime_of
 

@@ -17,7 +17,8 @@ from intake.consultation import DecisionIn, ForumOpening, GroundCheckIn, Refused
 from intake.consultation_handlers import Answer, ConsultationHandlers
 from intake.domain import Invalid, Problem
 from intake.settings import IntakeSettings
-from regsosek.auth import Principal, Role, bearer
+from regsosek.auth import Principal, Role
+from regsosek.bearer import bearer
 from regsosek.contracts.identifiers import is_family_id
 from regsosek.service import runtime_of
 

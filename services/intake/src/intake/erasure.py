@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 from intake.api import caller
 from intake.handlers import ErasureDone, IntakeHandlers
 from intake.settings import IntakeSettings
-from regsosek.auth import Principal, Role, bearer
+from regsosek.auth import Principal, Role
+from regsosek.bearer import bearer
 from regsosek.contracts import ErasureReason
 from regsosek.contracts.identifiers import is_family_id
 from regsosek.service import runtime_of

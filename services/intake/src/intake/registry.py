@@ -15,7 +15,8 @@ from intake.handlers import Denied
 from intake.registry_domain import Closed
 from intake.registry_handlers import RegistryHandlers, RegistryResult
 from intake.settings import IntakeSettings
-from regsosek.auth import Principal, Role, bearer
+from regsosek.auth import Principal, Role
+from regsosek.bearer import bearer
 from regsosek.contracts.complaints import Complaint, ComplaintOutcome
 from regsosek.contracts.updates import FamilyUpdate, FieldCheck
 from regsosek.service import runtime_of

@@ -18,7 +18,8 @@ from notify.publisher import TEST_EVENT_TYPE, test_event
 from notify.settings import NotifySettings
 from notify.store import Stores, pool_stores
 from regsosek import audit
-from regsosek.auth import Principal, Role, bearer
+from regsosek.auth import Principal, Role
+from regsosek.bearer import bearer
 from regsosek.contracts.identifiers import AreaPrefix
 from regsosek.standard_webhooks import whsec_form
 from regsosek.topics import Topic

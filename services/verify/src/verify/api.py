@@ -10,7 +10,8 @@ import asyncpg
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from regsosek.auth import Principal, Role, bearer
+from regsosek.auth import Principal, Role
+from regsosek.bearer import bearer
 from regsosek.contracts.identifiers import AreaPrefixOrEmpty
 from regsosek.service import runtime_of
 from verify import domain
