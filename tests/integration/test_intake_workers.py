@@ -8,6 +8,7 @@ reads its state in the statement that takes the lock, with a snapshot from befor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import uuid
 from pathlib import Path
@@ -44,16 +45,31 @@ def worker_pids(parent: int) -> list[int]:
     return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
-async def relay_leader_seen(base: str) -> set[float]:
-    """regsosek_relay_leader as answered on fresh connections (each may reach another worker)."""
+async def relay_leader_seen(base: str, timeout: float = 60) -> set[float]:
+    """regsosek_relay_leader as answered on fresh connections. The workers share one listening
+    socket and the kernel hands a connection to whichever worker accepts first; an idle worker
+    accepts every pending connection in one go, so sequential probes can all reach the same one.
+    Probes are therefore sent from several connections at once: while one worker is busy
+    answering, the other accepts."""
     seen: set[float] = set()
-    for _ in range(200):
-        async with httpx.AsyncClient(base_url=base, timeout=10) as c:  # a new connection each time
-            text = (await c.get("/metrics")).text
-        leader = [line for line in text.splitlines() if line.startswith("regsosek_relay_leader{")]
-        seen.add(float(leader[0].rsplit(" ", 1)[1]) if leader else 0.0)
-        if seen == {0.0, 1.0}:
-            break
+    done = asyncio.Event()
+
+    async def probe() -> None:
+        while not done.is_set():
+            async with httpx.AsyncClient(base_url=base, timeout=10) as c:  # a new connection each time
+                text = (await c.get("/metrics")).text
+            leader = [line for line in text.splitlines() if line.startswith("regsosek_relay_leader{")]
+            seen.add(float(leader[0].rsplit(" ", 1)[1]) if leader else 0.0)
+            if seen == {0.0, 1.0}:
+                done.set()
+
+    probes = [asyncio.create_task(probe()) for _ in range(16)]
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout)
+    finally:
+        done.set()
+        await asyncio.gather(*probes, return_exceptions=True)
     return seen
 
 
