@@ -66,13 +66,56 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+class PooledConnection(asyncpg.Connection):
+    """A pool's connection that knows whether it took session state. asyncpg resets every
+    connection going back to its pool with one more round trip (unlock every advisory lock, close
+    cursors, UNLISTEN, RESET ALL); the services' units of work take none of that state (their
+    locks are transaction-scoped, their settings `set local`), so the pool skips it for them and
+    resets only a connection that took a session-level lock (`advisory_lock`). An open
+    transaction is rolled back on release either way (asyncpg does that before any reset)."""
+
+    took_session_state = False
+
+    def mark_session_state(self) -> None:
+        self.took_session_state = True
+
+
+async def reset_if_session_state(conn: PooledConnection) -> None:
+    """The pool's reset: asyncpg's own reset query, only for a connection that took session state."""
+    if conn.took_session_state:
+        await conn.execute(conn.get_reset_query())
+        conn.took_session_state = False
+
+
+async def advisory_lock(conn: asyncpg.Connection, key: int, *, wait: bool = True) -> bool:
+    """Takes the session-level advisory lock `key` (waiting for it; without `wait`, False at once
+    when another session holds it). Release it with `advisory_unlock`; should that not run, the
+    pool's reset releases it when the connection goes back. Session-level locks are taken only
+    here, so the pool knows which connections to reset (libs/regsosek/tests/test_session_locks.py
+    checks the sources; tests/integration/test_db_pool.py the pool)."""
+    mark = getattr(conn, "mark_session_state", None)  # a pool's connection (or its proxy)
+    if mark is not None:
+        mark()  # before the statement: a cancelled lock request may still have been granted
+    if wait:
+        await conn.execute("select pg_advisory_lock($1)", key)
+        return True
+    return bool(await conn.fetchval("select pg_try_advisory_lock($1)", key))
+
+
+async def advisory_unlock(conn: asyncpg.Connection, key: int) -> None:
+    """Releases a lock `advisory_lock` took (nothing to do on a closed connection: it went with it)."""
+    if not conn.is_closed():
+        await conn.execute("select pg_advisory_unlock($1)", key)
+
+
 async def connect_pool(dsn: str, *, max_size: int = 8, wait_s: float = 120.0) -> asyncpg.Pool:
     backoff = Backoff(0.2, 2.0)
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
         try:
             return await asyncpg.create_pool(
-                dsn, min_size=1, max_size=max_size, init=init_connection, command_timeout=60
+                dsn, min_size=1, max_size=max_size, init=init_connection, command_timeout=60,
+                connection_class=PooledConnection, reset=reset_if_session_state,
             )
         except Exception as e:
             if not is_transient(e) or asyncio.get_running_loop().time() > deadline:
@@ -105,7 +148,7 @@ async def migrate(pool: asyncpg.Pool, service_migrations: Path) -> list[str]:
     """Apply the shared messaging migrations then the service's, each once, in order."""
     applied: list[str] = []
     async with pool.acquire() as conn:
-        await conn.execute("select pg_advisory_lock(7316001)")  # one instance migrates at a time
+        await advisory_lock(conn, 7316001)  # one instance migrates at a time
         try:
             await conn.execute(
                 "create table if not exists schema_migrations "
@@ -123,5 +166,5 @@ async def migrate(pool: asyncpg.Pool, service_migrations: Path) -> list[str]:
                         await conn.execute("insert into schema_migrations(name) values ($1)", key)
                     applied.append(key)
         finally:
-            await conn.execute("select pg_advisory_unlock(7316001)")
+            await advisory_unlock(conn, 7316001)
     return applied

@@ -46,7 +46,7 @@ from classify.ranking import (
     reference_placement,
 )
 from classify.replay_domain import Restated, StoredOutcome
-from regsosek import audit
+from regsosek import audit, db
 from regsosek.contracts import FamilyErased, FkpAdjustment, FkpDecisionRecorded, HouseholdProfile, WelfareGroup
 from regsosek.envelope import encode
 
@@ -416,16 +416,13 @@ async def exclusive(pool: asyncpg.Pool, *, wait: bool = True) -> AsyncIterator[b
     """Holds classify's re-rank lock (one re-rank or replay at a time per database) while inside;
     without `wait`, yields False at once when another holds it."""
     async with pool.acquire() as conn:
-        if wait:
-            await conn.execute("select pg_advisory_lock($1)", LOCK)
-        elif not await conn.fetchval("select pg_try_advisory_lock($1)", LOCK):
+        if not await db.advisory_lock(conn, LOCK, wait=wait):
             yield False
             return
         try:
             yield True
         finally:
-            if not conn.is_closed():
-                await conn.execute("select pg_advisory_unlock($1)", LOCK)
+            await db.advisory_unlock(conn, LOCK)
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ from aiokafka.errors import (
 )
 
 from regsosek.background import run_forever
-from regsosek.db import Backoff, is_transient
+from regsosek.db import Backoff, advisory_lock, advisory_unlock, is_transient
 from regsosek.kafka_security import KafkaClientSettings, client_options
 from regsosek.messaging.faults import FaultPoint
 from regsosek.messaging.outbox import RelayWakeup, kafka_header_key
@@ -328,7 +328,7 @@ class OutboxRelay:
     async def _lead(self) -> None:
         pool: asyncpg.Pool = self.pool_provider()
         async with pool.acquire() as conn:
-            while not await conn.fetchval("select pg_try_advisory_lock($1)", RELAY_LOCK):  # noqa: ASYNC110 - polls a database lock; nothing in-process to wait on
+            while not await advisory_lock(conn, RELAY_LOCK, wait=False):  # noqa: ASYNC110 - polls a database lock; nothing in-process to wait on
                 await asyncio.sleep(1.0)  # another instance is the relay
             self.holds_lock = True
             RELAY_LEADER.labels(self._service).set(1)
@@ -344,8 +344,7 @@ class OutboxRelay:
             finally:
                 self.holds_lock = False
                 RELAY_LEADER.labels(self._service).set(0)
-                if not conn.is_closed():
-                    await conn.execute("select pg_advisory_unlock($1)", RELAY_LOCK)
+                await advisory_unlock(conn, RELAY_LOCK)
 
     async def publish_once(self, conn: asyncpg.Connection) -> int:
         """Sends the next batch; returns the rows that left the outbox (published or set
@@ -390,12 +389,11 @@ class OutboxRelay:
                 return 0
             while await self._left_up_to(conn, mark):
                 _check_deadline(deadline, timeout)
-                if await conn.fetchval("select pg_try_advisory_lock($1)", RELAY_LOCK):
+                if await advisory_lock(conn, RELAY_LOCK, wait=False):
                     try:
                         return await self._publish_up_to(conn, mark, deadline, timeout)
                     finally:
-                        if not conn.is_closed():
-                            await conn.execute("select pg_advisory_unlock($1)", RELAY_LOCK)
+                        await advisory_unlock(conn, RELAY_LOCK)
                         await self.stop()
                 await asyncio.sleep(poll_s)  # another instance is the relay: it sends them
         return 0
