@@ -18,7 +18,8 @@ intake process (with its HTTP workers, REGSOSEK_HTTP_WORKERS, if set with --env)
 
 For every phase: the peak RSS of each intake process (VmRSS sampled, and the kernel's high-water
 mark VmHWM at the end), intake's CPU seconds (every process, from /proc, the relay's publishing
-included) and CPU per accepted request. The figures depend on what else the machine runs: read the
+included) and CPU per accepted request, and the stack's PostgreSQL's (its backends: the statements
+of every client of the stack, so run it on a stack nothing else uses). The figures depend on what else the machine runs: read the
 load average printed with them, and compare runs made back to back.
 """
 
@@ -38,7 +39,8 @@ import orjson
 from regsosek_tools.load.families import Family, build_pool
 from regsosek_tools.load.http import RawHttp
 from regsosek_tools.load.pacing import schedule
-from regsosek_tools.measure.proc import git_commit, proc_cpu_s, proc_memory_kb
+from regsosek_tools.measure.budget import CpuGroups
+from regsosek_tools.measure.proc import git_commit, proc_cpu_s, proc_memory_kb, stack_pids
 from regsosek_tools.measure.profile import FlameGraphs
 from regsosek_tools.measure.stats import distribution
 from regsosek_tools.processes import ROOT, ServiceProcess
@@ -114,6 +116,7 @@ class IntakeBench:
         self.http = RawHttp("127.0.0.1", self.port, connections=a.max_inflight)
         self.proc: ServiceProcess | None = None
         self.watch: Watch | None = None
+        self.postgres: CpuGroups | None = None
         self.t0 = time.monotonic()
 
     def log(self, msg: str) -> None:
@@ -141,6 +144,20 @@ class IntakeBench:
         await self.proc.wait_ready_async(self.a.start_timeout)
         assert self.proc.pid is not None
         self.watch = Watch(self.proc.pid)
+        self.postgres = CpuGroups(dict, {"postgres": stack_pids(self.world.stack.bootstrap,
+                                                                self.world.stack.pg_base).get("postgres", [])})
+
+    def postgres_cpu_s(self) -> float | None:
+        """The stack's PostgreSQL backends' CPU seconds so far (None when it runs elsewhere)."""
+        assert self.postgres
+        return self.postgres.read().groups.get("postgres")
+
+    def postgres_figures(self, cpu0: float | None, units: int, per: str) -> dict:
+        cpu1 = self.postgres_cpu_s()
+        if cpu0 is None or cpu1 is None:
+            return {"postgres_cpu_s": None, f"postgres_cpu_ms_per_{per}": None}
+        cpu = cpu1 - cpu0
+        return {"postgres_cpu_s": round(cpu, 2), f"postgres_cpu_ms_per_{per}": round(1000 * cpu / max(units, 1), 3)}
 
     async def stop(self) -> None:
         if self.watch:
@@ -183,14 +200,15 @@ class IntakeBench:
 
         self.watch.reset()
         self.watch.start()
-        cpu0, t0 = self.watch.cpu_s(), time.monotonic()
+        cpu0, pg0, t0 = self.watch.cpu_s(), self.postgres_cpu_s(), time.monotonic()
         await asyncio.gather(*(device(k) for k in range(self.a.devices)))
         wall, cpu = time.monotonic() - t0, self.watch.cpu_s() - cpu0
         await self.watch.stop()
         accepted = statuses.get(202, 0)
         return {"families": len(fams), "requests": len(batches), "statuses": statuses, "wall_s": round(wall, 2),
                 "accepted_per_s": round(accepted / wall, 1), "cpu_s": round(cpu, 2),
-                "cpu_ms_per_family": round(1000 * cpu / max(accepted, 1), 3), "load_avg": os.getloadavg()[0],
+                "cpu_ms_per_family": round(1000 * cpu / max(accepted, 1), 3),
+                **self.postgres_figures(pg0, accepted, "family"), "load_avg": os.getloadavg()[0],
                 **self.watch.figures()}
 
     async def single(self, fams: list[Family], rate: int, duration: float) -> dict:
@@ -208,7 +226,7 @@ class IntakeBench:
 
         self.watch.reset()
         self.watch.start()
-        cpu0, start = self.watch.cpu_s(), time.monotonic()
+        cpu0, pg0, start = self.watch.cpu_s(), self.postgres_cpu_s(), time.monotonic()
         tasks = []
         for i, off in enumerate(offsets):
             delay = start + off - time.monotonic()
@@ -220,6 +238,8 @@ class IntakeBench:
         for t in pending:
             t.cancel()
         wall, cpu = time.monotonic() - start, self.watch.cpu_s() - cpu0
+        postgres = self.postgres_figures(pg0, sum(1 for a in answers if a is not None and a[0] in (200, 202)),
+                                         "request")
         await self.watch.stop()
         got = [a for a in answers if a is not None]
         ok = [lat for status, lat in got if status in (200, 202)]
@@ -230,7 +250,7 @@ class IntakeBench:
         return {"rate": rate, "duration_s": duration, "sent": len(offsets), "sent_rate": round(len(offsets) / sent_s, 1),
                 "statuses": statuses, "unanswered": len(pending), "accepted_per_s": round(len(ok) / wall, 1),
                 "latency_s": distribution(ok), "cpu_s": round(cpu, 2),
-                "cpu_ms_per_request": round(1000 * cpu / max(len(ok), 1), 3), "load_avg": os.getloadavg()[0],
+                "cpu_ms_per_request": round(1000 * cpu / max(len(ok), 1), 3), **postgres, "load_avg": os.getloadavg()[0],
                 **self.watch.figures()}
 
 
@@ -273,7 +293,8 @@ async def main_async(a: argparse.Namespace) -> dict:
                 r = await b.single([next(fams) for _ in range(n)], rate, a.duration)
                 result["phases"]["single"].append(r)
                 b.log(f"single {rate}/s: accepted {r['accepted_per_s']}/s, p50 {r['latency_s'].get('p50')} "
-                      f"p99 {r['latency_s'].get('p99')} s, CPU {r['cpu_ms_per_request']} ms/request, "
+                      f"p99 {r['latency_s'].get('p99')} s, CPU {r['cpu_ms_per_request']} ms/request "
+                      f"(PostgreSQL {r['postgres_cpu_ms_per_request']}), "
                       f"peak RSS {r['peak_rss_max_mb']} MB, load {r['load_avg']:.1f}")
                 await asyncio.sleep(a.pause)
             if flames is not None:
