@@ -52,12 +52,18 @@ async def relay_leader_seen(base: str, timeout: float = 60) -> set[float]:
     Probes are therefore sent from several connections at once: while one worker is busy
     answering, the other accepts."""
     seen: set[float] = set()
+    errors: list[BaseException] = []
     done = asyncio.Event()
 
     async def probe() -> None:
         while not done.is_set():
-            async with httpx.AsyncClient(base_url=base, timeout=10) as c:  # a new connection each time
-                text = (await c.get("/metrics")).text
+            try:
+                async with httpx.AsyncClient(base_url=base, timeout=10) as c:  # a new connection each time
+                    text = (await c.get("/metrics")).text
+            except httpx.TransportError as e:  # kept for the failure's message; the probe goes on
+                errors.append(e)
+                await asyncio.sleep(0.1)
+                continue
             leader = [line for line in text.splitlines() if line.startswith("regsosek_relay_leader{")]
             seen.add(float(leader[0].rsplit(" ", 1)[1]) if leader else 0.0)
             if seen == {0.0, 1.0}:
@@ -69,7 +75,8 @@ async def relay_leader_seen(base: str, timeout: float = 60) -> set[float]:
             await asyncio.wait_for(done.wait(), timeout)
     finally:
         done.set()
-        await asyncio.gather(*probes, return_exceptions=True)
+        await asyncio.gather(*probes)
+    assert seen == {0.0, 1.0} or not errors, f"probes failed: {errors[:1]!r} ({len(errors)} in all); seen {seen}"
     return seen
 
 

@@ -49,9 +49,15 @@ POOLS: dict[str, PoolFactory] = {"asyncpg's reset at every release": asyncpg_res
 class Subject:
     """One pool of one connection, and what its units of work have cost so far."""
 
-    def __init__(self, pool: asyncpg.Pool, backend: int) -> None:
-        self.pool, self.backend = pool, backend
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
         self.units, self.client_s, self.server_s, self.wall_s = 0, 0.0, 0.0, 0.0
+
+    async def backend(self) -> int:
+        """The pool's connection's server process now (asyncpg replaces a connection after
+        `max_queries` statements, so it is read again for every block)."""
+        async with self.pool.acquire() as conn:
+            return int(await conn.fetchval("select pg_backend_pid()"))
 
     async def work(self, units: int) -> None:
         for i in range(units):
@@ -59,10 +65,11 @@ class Subject:
                 await conn.execute("insert into units (n) values ($1)", i)
 
     async def block(self, units: int) -> None:
-        client0, server0, t0 = proc_cpu_s(os.getpid()), proc_cpu_s(self.backend), time.perf_counter()
+        backend = await self.backend()
+        client0, server0, t0 = proc_cpu_s(os.getpid()), proc_cpu_s(backend), time.perf_counter()
         await self.work(units)
         wall = time.perf_counter() - t0
-        client1, server1 = proc_cpu_s(os.getpid()), proc_cpu_s(self.backend)
+        client1, server1 = proc_cpu_s(os.getpid()), proc_cpu_s(backend)
         if client0 is None or client1 is None or server0 is None or server1 is None:
             raise RuntimeError("the PostgreSQL backend is not a process of this machine (run on the stack's host)")
         self.units += units
@@ -77,10 +84,7 @@ class Subject:
 
 
 async def subject(factory: PoolFactory, dsn: str) -> Subject:
-    pool = await factory(dsn)
-    async with pool.acquire() as conn:
-        backend = await conn.fetchval("select pg_backend_pid()")
-    s = Subject(pool, backend)
+    s = Subject(await factory(dsn))
     await s.work(200)  # warm: statements prepared, the backend's caches filled
     return s
 
@@ -100,8 +104,9 @@ async def main_async(a: argparse.Namespace) -> dict:
         for label, factory in POOLS.items():
             subjects[label] = await subject(factory, dsn)
         load0 = os.getloadavg()[0]
-        for _ in range(a.blocks):  # in turn, block by block: a busy moment falls on both
-            for s in subjects.values():
+        for b in range(a.blocks):  # in turn, block by block: a busy moment falls on both
+            turn = list(subjects.values())
+            for s in turn if b % 2 == 0 else reversed(turn):  # each goes first every other turn
                 await s.block(a.units)
         result = {"load_avg": [load0, os.getloadavg()[0]], "units_per_block": a.units, "blocks": a.blocks,
                   "pools": {label: s.figures() for label, s in subjects.items()}}
