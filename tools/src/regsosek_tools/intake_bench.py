@@ -152,8 +152,7 @@ class IntakeBench:
         assert self.postgres
         return self.postgres.read().groups.get("postgres")
 
-    def postgres_figures(self, cpu0: float | None, units: int, per: str) -> dict:
-        cpu1 = self.postgres_cpu_s()
+    def postgres_figures(self, cpu0: float | None, cpu1: float | None, units: int, per: str) -> dict:
         if cpu0 is None or cpu1 is None:
             return {"postgres_cpu_s": None, f"postgres_cpu_ms_per_{per}": None}
         cpu = cpu1 - cpu0
@@ -202,13 +201,13 @@ class IntakeBench:
         self.watch.start()
         cpu0, pg0, t0 = self.watch.cpu_s(), self.postgres_cpu_s(), time.monotonic()
         await asyncio.gather(*(device(k) for k in range(self.a.devices)))
-        wall, cpu = time.monotonic() - t0, self.watch.cpu_s() - cpu0
+        wall, cpu, pg1 = time.monotonic() - t0, self.watch.cpu_s() - cpu0, self.postgres_cpu_s()
         await self.watch.stop()
         accepted = statuses.get(202, 0)
         return {"families": len(fams), "requests": len(batches), "statuses": statuses, "wall_s": round(wall, 2),
                 "accepted_per_s": round(accepted / wall, 1), "cpu_s": round(cpu, 2),
                 "cpu_ms_per_family": round(1000 * cpu / max(accepted, 1), 3),
-                **self.postgres_figures(pg0, accepted, "family"), "load_avg": os.getloadavg()[0],
+                **self.postgres_figures(pg0, pg1, accepted, "family"), "load_avg": os.getloadavg()[0],
                 **self.watch.figures()}
 
     async def single(self, fams: list[Family], rate: int, duration: float) -> dict:
@@ -237,9 +236,7 @@ class IntakeBench:
         done, pending = await asyncio.wait(tasks, timeout=self.a.answers_timeout)
         for t in pending:
             t.cancel()
-        wall, cpu = time.monotonic() - start, self.watch.cpu_s() - cpu0
-        postgres = self.postgres_figures(pg0, sum(1 for a in answers if a is not None and a[0] in (200, 202)),
-                                         "request")
+        wall, cpu, pg1 = time.monotonic() - start, self.watch.cpu_s() - cpu0, self.postgres_cpu_s()
         await self.watch.stop()
         got = [a for a in answers if a is not None]
         ok = [lat for status, lat in got if status in (200, 202)]
@@ -250,7 +247,8 @@ class IntakeBench:
         return {"rate": rate, "duration_s": duration, "sent": len(offsets), "sent_rate": round(len(offsets) / sent_s, 1),
                 "statuses": statuses, "unanswered": len(pending), "accepted_per_s": round(len(ok) / wall, 1),
                 "latency_s": distribution(ok), "cpu_s": round(cpu, 2),
-                "cpu_ms_per_request": round(1000 * cpu / max(len(ok), 1), 3), **postgres, "load_avg": os.getloadavg()[0],
+                "cpu_ms_per_request": round(1000 * cpu / max(len(ok), 1), 3),
+                **self.postgres_figures(pg0, pg1, len(ok), "request"), "load_avg": os.getloadavg()[0],
                 **self.watch.figures()}
 
 
