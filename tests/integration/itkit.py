@@ -425,6 +425,16 @@ def new_sls_id(regency: str = "6472") -> str:
     return f"{rng.choice(areas.reference().villages_of(regency))}{rng.randint(1, 9999):04d}"
 
 
+def other_sls_of_village(sls_id: str) -> str:
+    """Another random SLS of `sls_id`'s village (an SLS change moves families within a village).
+    Random rather than a fixed number, so that two tests of one module never share it: an SLS
+    completes once per roster revision, and a shared SLS would complete once for each test."""
+    rng = random.Random()
+    while (other := f"{sls_id[:10]}{rng.randint(1, 9999):04d}") == sls_id:
+        pass
+    return other
+
+
 def family(sls_id: str, building_no: int, family_no: int = 1) -> tuple[dict, dict]:
     """(roster entry, interview document) of a three-member family that verifies cleanly."""
     serial = next(_serials) % 9999 + 1
