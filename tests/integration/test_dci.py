@@ -393,7 +393,10 @@ async def test_subscribe_notify_unsubscribe(dci_world, producer):
     await feed(producer, world, [decision(f"{prefix}0030001", fid2, 1, 2, 3)])
     await eventually(lambda: world.fetchval("notify", "select 1 from registry_families where family_id = $1", fid2),
                      timeout=30, what="the later decision consumed")
-    await asyncio.sleep(1.5)  # several delivery polls
+    # a decision's deliveries are queued in the transaction that adds it to the registry: none was
+    # queued for the later one (the earlier one was queued for the subscription, and delivered)
+    deliveries = "select count(*) from deliveries where family_id = $1"
+    assert (await world.fetchval("notify", deliveries, fid), await world.fetchval("notify", deliveries, fid2)) == (1, 0)
     assert len(callbacks.of("/registry/notify")) == before
     # a second unsubscribe: already unsubscribed
     umsg2 = {**umsg, "transaction_id": "uns-" + uuid.uuid4().hex}
