@@ -273,20 +273,19 @@ async def main_async(a: argparse.Namespace) -> dict:
         await asyncio.sleep(a.idle_s)
         result["phases"]["warm"] = await b.idle()  # at rest again, after the rosters and the warm-up
         b.log(f"warm: {json.dumps(result['phases']['warm'])}")
+        flames = None
+        if a.profile:  # over the measured phases (batch, single), not the warm-up
+            assert b.proc is not None and b.proc.pid is not None
+            flames = FlameGraphs(Path(a.profile).parent, date="", commit="", rate=a.profile_rate,
+                                 log_dir=ROOT / ".local" / "logs" / "bench", log=b.log, checkout=ROOT,
+                                 fmt="raw" if a.profile.endswith(".txt") else "flamegraph")
+            result["profile_problems"] = await flames.start("+".join(a.phases), [("intake", b.proc.pid)])
         if "batch" in a.phases:
             batch = [next(fams) for _ in range(a.batch_families)]
             result["phases"]["batch"] = r = await b.batch(batch)
             b.log(f"batch: {json.dumps(r)}")
         if "single" in a.phases:
             result["phases"]["single"] = []
-            flames = None
-            if a.profile:
-                assert b.proc is not None and b.proc.pid is not None
-                flames = FlameGraphs(Path(a.profile).parent, date="", commit="", rate=a.profile_rate,
-                                     log_dir=ROOT / ".local" / "logs" / "bench", log=b.log, checkout=ROOT,
-                                     fmt="raw" if a.profile.endswith(".txt") else "flamegraph")
-                problems = await flames.start("single", [("intake", b.proc.pid)])
-                result["profile_problems"] = problems
             for rate, n in zip(a.rates, per_rate, strict=True):
                 r = await b.single([next(fams) for _ in range(n)], rate, a.duration)
                 result["phases"]["single"].append(r)
@@ -295,11 +294,11 @@ async def main_async(a: argparse.Namespace) -> dict:
                       f"(PostgreSQL {r['postgres_cpu_ms_per_request']}), "
                       f"peak RSS {r['peak_rss_max_mb']} MB, load {r['load_avg']:.1f}")
                 await asyncio.sleep(a.pause)
-            if flames is not None:
-                (rec,) = await flames.stop()
-                if rec["svg"]:
-                    Path(rec["svg"]).replace(a.profile)
-                    result["profile"] = a.profile
+        if flames is not None:
+            (rec,) = await flames.stop()
+            if rec["svg"]:
+                Path(rec["svg"]).replace(a.profile)
+                result["profile"] = a.profile
         result["load_avg_end"] = os.getloadavg()[0]
     finally:
         await b.stop()
@@ -324,7 +323,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=16)
     p.add_argument("--env", action="append", help="KEY=VALUE for intake's environment (repeatable)")
     p.add_argument("--json", help="write the result here too")
-    p.add_argument("--profile", help="flame graph (SVG) of intake over the single-request rates (py-spy; "
+    p.add_argument("--profile", help="flame graph (SVG) of intake over the measured phases (py-spy; "
                    "a name ending in .txt: collapsed stacks)")
     p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     a = p.parse_args(argv)
