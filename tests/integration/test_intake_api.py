@@ -17,7 +17,19 @@ import pytest
 
 from regsosek.topics import Topic
 
-from itkit import ROOT, World, eventually, family, family_id_of, header, new_sls_id, read_topic, roster, token
+from itkit import (
+    ROOT,
+    World,
+    eventually,
+    family,
+    family_id_of,
+    header,
+    new_sls_id,
+    read_topic,
+    roster,
+    token,
+    trace_id_of,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -153,3 +165,54 @@ async def test_oversized_and_malformed_bodies_are_4xx(intake_world):
         iv["members"][0]["name"] = "Bu\x00di"
         r = await c.post("/v1/interviews", json=iv, headers=officer)
         assert r.status_code == 422 and r.json()["errors"][0]["path"] == "/members/0/name"
+
+
+async def test_concurrent_single_submissions_share_transactions_yet_each_keeps_its_answer_and_trace(intake_world):
+    """Group commit: single submissions that arrive while others are being stored are stored together
+    (fewer transactions than requests: rows of one transaction share its xmin), yet each request gets
+    its own answer (a repeat within the burst a replay of the first, a changed one a conflict) and its
+    row and events keep its own trace."""
+    sls = new_sls_id()
+    n = 60
+    forms = [family(sls, i) for i in range(1, n + 1)]
+    officer = {"authorization": f"Bearer {token('officer', 'OFC-GROUP', (sls,))}"}
+    traces = {family_id_of(iv): uuid.uuid4().hex for _, iv in forms}
+    repeated, changed = forms[0][1], copy.deepcopy(forms[1][1])
+    changed["housing"]["floor_area_m2"] = 77
+
+    async def send(c: httpx.AsyncClient, iv: dict) -> httpx.Response:
+        traceparent = f"00-{traces[family_id_of(iv)]}-{uuid.uuid4().hex[:16]}-01"
+        return await c.post("/v1/interviews", json=iv, headers={**officer, "traceparent": traceparent})
+
+    limits = httpx.Limits(max_connections=n + 8)
+    async with httpx.AsyncClient(base_url=_base(intake_world), timeout=60, limits=limits) as c:
+        assert (await c.post("/v1/rosters", json=roster(sls, [e for e, _ in forms]), headers=officer)).status_code == 202
+        answers = await asyncio.gather(*(send(c, iv) for iv in [*(iv for _, iv in forms), repeated, repeated, changed]))
+
+    firsts, extra = answers[:n], answers[n:]
+    assert [r.status_code for r in firsts[2:]] == [202] * (n - 2), [r.text for r in firsts if r.status_code >= 300]
+    repeats = [firsts[0], extra[0], extra[1]]  # the same form three times: one stored, two replays of it
+    assert sorted(r.status_code for r in repeats) == [200, 200, 202]
+    assert len({r.json()["event_id"] for r in repeats}) == 1
+    assert sorted(r.status_code for r in (firsts[1], extra[2])) == [202, 409]  # one stored, the other refused
+
+    rows = await intake_world.fetch(
+        "intake", "select family_id, trace_id, xmin::text as tx from submissions where sls_id = $1 and kind = 'interview'",
+        sls)
+    assert len(rows) == n
+    stored_by = {r["family_id"]: r["trace_id"] for r in rows}
+    assert stored_by == traces, "a row names another request's trace"  # (a form's repeats share its trace)
+    transactions = len({r["tx"] for r in rows})
+    assert transactions < n, f"{n} concurrent submissions were stored in {transactions} transactions: no group formed"
+
+    topic = intake_world.topic(Topic.INTERVIEW_SUBMITTED)
+
+    async def published():
+        records = [r for r in await read_topic(topic, timeout=10) if header(r, "ce_subject") in traces]
+        return records if len(records) >= n else None
+
+    records = await eventually(published, timeout=60, what="every interview's event on the topic")
+    assert len(records) == n
+    for r in records:
+        fid = header(r, "ce_subject")
+        assert trace_id_of(header(r, "traceparent")) == stored_by[fid], f"event of {fid} carries another request's trace"

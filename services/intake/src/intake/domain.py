@@ -364,6 +364,10 @@ class Submission(Generic[S]):
     contract: S
     submitted_by: str
     warnings: list[dict]
+    # the trace context headers of the request that brought it (what its stored row and events name);
+    # None: the current context's. A submission stored in another request's transaction (a group
+    # commit, IntakeHandlers.submit) keeps its own.
+    trace: Mapping[str, str] | None = None
 
     @property
     def document(self) -> dict:
@@ -413,7 +417,8 @@ def _field_type(model: type[Contract], name: str) -> TypeAdapter[Any]:
     return _FIELD_TYPES[model, name]
 
 
-def checked_submission(data: S, actor: str, *, collection: tuple[date, date]) -> Submission[S] | Invalid:
+def checked_submission(data: S, actor: str, *, collection: tuple[date, date],
+                       trace: Mapping[str, str] | None = None) -> Submission[S] | Invalid:
     """The submission to decide on, or Invalid with every problem: the actor is the caller, an
     interview passes check_interview, no text holds what the database cannot store."""
     kind = KIND_OF[type(data)]
@@ -433,7 +438,8 @@ def checked_submission(data: S, actor: str, *, collection: tuple[date, date]) ->
     return Submission(
         kind=kind, submission_id=data.submission_id, sls_id=sls_of(data), family_id=getattr(data, "family_id", None),
         version=data.version if isinstance(data, FamilyInterview) else None, content_hash=content_hash(doc, body),
-        body=body, contract=data, submitted_by=actor, warnings=[w.as_dict() for w in [*warnings, *replaced]])
+        body=body, contract=data, submitted_by=actor, warnings=[w.as_dict() for w in [*warnings, *replaced]],
+        trace=trace)
 
 
 # ---------------------------------------------------------------- idempotency: new, replay, conflict, erased

@@ -34,7 +34,7 @@ from intake.domain import (
 from intake.publisher import IntakePublisher
 from intake.settings import IntakeSettings
 from intake.store import IntakeStore
-from regsosek import audit
+from regsosek import audit, db
 from regsosek.auth import Principal
 from regsosek.contracts import (
     EligibilityDecided,
@@ -45,7 +45,9 @@ from regsosek.contracts import (
     InterviewVerified,
     InterviewVerifiedV1,
 )
+from regsosek.grouping import Grouped
 from regsosek.messaging import Handler, Incoming, UnitOfWork, reads
+from regsosek.telemetry import current_trace_headers
 
 Transaction = Callable[[], AbstractAsyncContextManager[UnitOfWork]]
 Result = Receipt | Invalid | Conflict | Erased
@@ -95,6 +97,7 @@ class IntakeHandlers:
         self.publisher = publisher
         # what other parts of intake keep of a family and an erasure empties (the FKP forum's reasons)
         self.also_erase = also_erase
+        self._group: tuple[Transaction, Grouped[tuple[Submission, Caller], Result]] | None = None
 
     @property
     def collection(self) -> tuple:
@@ -104,17 +107,36 @@ class IntakeHandlers:
 
     async def submit(self, transaction: Transaction, data: domain.Submitted, caller: Caller) -> Result:
         """One interview, roster, resolution or FKP result: stored and published once; a resolution
-        or FKP result is audited with it (replayed or ok)."""
-        checked = domain.checked_submission(data, caller.principal.subject, collection=self.collection)
+        or FKP result is audited with it (replayed or ok). Checked here, in the request; stored with
+        the others that arrive while earlier ones are being stored, in one transaction (group commit:
+        `submit_group`), each answered alone and keeping its request's trace."""
+        checked = domain.checked_submission(data, caller.principal.subject, collection=self.collection,
+                                            trace=current_trace_headers())
         if isinstance(checked, Invalid):
             return checked
+        return await self._grouped(transaction).submit((checked, caller))
+
+    def _grouped(self, transaction: Transaction) -> Grouped[tuple[Submission, Caller], Result]:
+        # one group commit per transaction factory (a service has one: its runtime's unit_of_work)
+        if self._group is None or self._group[0] != transaction:
+            self._group = (transaction, Grouped(
+                lambda items: self.submit_group(transaction, items), in_flight=self.settings.submit_groups_in_flight,
+                max_items=self.settings.submit_group_max, alone=lambda e: not db.is_transient(e)))
+        return self._group[1]
+
+    async def submit_group(self, transaction: Transaction,
+                           items: Sequence[tuple[Submission, Caller]]) -> list[Receipt | Conflict | Erased]:
+        """Checked submissions of several requests in one transaction: decided together
+        (`accept`: a repeat or a conflict within the group is answered as across groups), the
+        resolutions and FKP results audited with their callers."""
         async with transaction() as uow:
-            (result,) = await self.accept(uow, [checked])
-            if checked.kind in AUDITED and isinstance(result, Receipt):
-                await self.store_for(uow).record_audit(caller.audit(
-                    AUDITED[checked.kind], "family", checked.family_id, outcome="replayed" if result.replayed else "ok",
-                    detail={"submission_id": str(checked.submission_id)}))
-        return result
+            results = await self.accept(uow, [sub for sub, _ in items])
+            for (sub, caller), result in zip(items, results, strict=True):
+                if sub.kind in AUDITED and isinstance(result, Receipt):
+                    await self.store_for(uow).record_audit(caller.audit(
+                        AUDITED[sub.kind], "family", sub.family_id, outcome="replayed" if result.replayed else "ok",
+                        detail={"submission_id": str(sub.submission_id)}))
+        return results
 
     async def submit_interviews(self, transaction: Transaction, interviews: Sequence[FamilyInterview],
                                 caller: Caller) -> list[Result]:

@@ -3,6 +3,7 @@ with the transaction that stored what it announces; CloudEvents source regsosek.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from intake import domain
@@ -41,15 +42,18 @@ class IntakePublisher:
         if s.kind not in TOPIC_OF_KIND:
             return  # the living registry's submissions: what counts of them is published by family_updated
         uow.outbox.publish(TOPIC_OF_KIND[s.kind], s.sls_id, domain.event_of(s.contract, self._nik_hash_key),
-                           subject=s.sls_id if s.kind == "roster" else (s.family_id or s.sls_id), event_id=event_id)
+                           subject=s.sls_id if s.kind == "roster" else (s.family_id or s.sls_id), event_id=event_id,
+                           trace=s.trace)
         if isinstance(s.contract, FamilyInterview):
-            self.member_identities(uow, s.contract)
+            self.member_identities(uow, s.contract, trace=s.trace)
 
-    def member_identities(self, uow: UnitOfWork, interview: FamilyInterview) -> None:
+    def member_identities(self, uow: UnitOfWork, interview: FamilyInterview, *,
+                          trace: Mapping[str, str] | None = None) -> None:
         """An accepted interview's members' NIKs, sealed for notify alone (member-identities; also for an
-        interview a forum's ground check brings)."""
+        interview a forum's ground check brings), in the trace context `trace` (headers) or the current one."""
         uow.outbox.publish(Topic.MEMBER_IDENTITIES, interview.location.sls_id,
-                           domain.member_identities(interview, self._identity_keys), subject=interview.family_id)
+                           domain.member_identities(interview, self._identity_keys), subject=interview.family_id,
+                           trace=trace)
 
     def family_updated(self, uow: UnitOfWork, u: CountedUpdate, base_niks: dict[int, str]) -> None:
         """An update that counts (field-checked, or a complaint's correction) on family-update, keyed by

@@ -19,6 +19,11 @@ class IntakeSettings(TokenSettings):
     # Batch uploads (POST /v1/interviews:batch) handled at once per process; more wait their turn
     # unread, so that memory does not grow with the number of devices uploading (~3 MB per 100 items).
     max_batch_uploads: int = Field(default=2, gt=0)
+    # Single submissions that arrive while earlier ones are being stored share one transaction
+    # (group commit, regsosek.grouping): up to this many transactions at once per process, each of at
+    # most this many submissions. At low rates each submission still has a transaction of its own.
+    submit_groups_in_flight: int = Field(default=2, gt=0)
+    submit_group_max: int = Field(default=100, gt=0)
     # Retention (docs/RETENTION.md): a submission's body (the personal data received) is kept this
     # long after receipt, and until its journey is final; then emptied (ids, hash and journey stay).
     submission_body_retention_days: int = Field(default=730, gt=0)

@@ -114,12 +114,13 @@ class IntakeStore:
         its state held)."""
         if not subs:
             return {}
-        trace_id = trace_id_of(current_trace_headers().get("traceparent"))
+        current = current_trace_headers()
+        trace_ids = [trace_id_of((current if s.trace is None else s.trace).get("traceparent")) for s in subs]
         rows = await self.conn.fetch(
             _INSERT_MANY, [s.submission_id for s in subs], [s.kind for s in subs], [s.sls_id for s in subs],
             [s.family_id for s in subs], [s.version for s in subs], [s.content_hash for s in subs],
             [self._seal(s.submission_id, s.body) for s in subs], [_json(s.warnings) for s in subs],
-            [new_event_id() for _ in subs], [trace_id] * len(subs), [s.submitted_by for s in subs],
+            [new_event_id() for _ in subs], trace_ids, [s.submitted_by for s in subs],
             self._ring.current_kid, sorted(erased_known))
         by_id = {s.submission_id: s for s in subs}
         return {r["submission_id"]: _received_new(by_id[r["submission_id"]], r["event_id"], r["received_at"])

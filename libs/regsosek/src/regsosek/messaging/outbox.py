@@ -17,6 +17,7 @@ Header values are bytes or null (Kafka allows a null value), stored as they are.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -45,12 +46,17 @@ class Outbox:
     pending: list[OutgoingRecord] = field(default_factory=list)
 
     def publish(
-        self, topic: Topic, key: str, data: Contract, *, subject: str, event_id: str | None = None
+        self, topic: Topic, key: str, data: Contract, *, subject: str, event_id: str | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> Envelope:
-        return self.publish_encoded(topic, key, type(data), encode(data), subject=subject, event_id=event_id)
+        """`data` as the next record of `topic`; its trace context is `trace` (headers) if given,
+        else the current one's."""
+        return self.publish_encoded(topic, key, type(data), encode(data), subject=subject, event_id=event_id,
+                                    trace=trace)
 
     def publish_encoded(
-        self, topic: Topic, key: str, model: type[Contract], value: bytes, *, subject: str, event_id: str | None = None
+        self, topic: Topic, key: str, model: type[Contract], value: bytes, *, subject: str, event_id: str | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> Envelope:
         """An event already serialised as the JSON of the contract `model`: for a producer's hot path
         that writes an event from values its own code computed, without building and validating the
@@ -58,7 +64,8 @@ class Outbox:
         bytes as the model's own serialisation, and valid against the model."""
         if model not in EVENT_TYPES:  # e.g. a v1 shape with identifiers in clear: read only, never produced
             raise TypeError(f"{model.__name__} is not a produced event type")
-        env = envelope_for(model, source=self.source, subject=subject, trace=current_trace_headers(), event_id=event_id)
+        env = envelope_for(model, source=self.source, subject=subject,
+                           trace=current_trace_headers() if trace is None else dict(trace), event_id=event_id)
         self.pending.append(OutgoingRecord(topic.wire, key.encode(), value, env.headers()))
         return env
 
