@@ -8,7 +8,7 @@ import contextvars
 
 import pytest
 
-from regsosek.grouping import Grouped
+from regsosek.grouping import GROUP_FAILURES, GROUP_ITEMS, Grouped
 
 
 class Outage(Exception):
@@ -39,7 +39,7 @@ class Runner:
 
 
 def grouped(run: Runner, *, in_flight: int = 1, max_items: int = 100) -> Grouped[str, str]:
-    return Grouped(run, in_flight=in_flight, max_items=max_items, alone=lambda e: not isinstance(e, Outage))
+    return Grouped("test", run, in_flight=in_flight, max_items=max_items, alone=lambda e: not isinstance(e, Outage))
 
 
 async def test_an_item_alone_runs_at_once_and_gets_its_result():
@@ -133,7 +133,7 @@ async def test_run_sees_none_of_the_callers_context():
         seen.append(var.get())
         return items
 
-    g: Grouped[str, str] = Grouped(run, in_flight=1, max_items=10, alone=lambda e: True)
+    g: Grouped[str, str] = Grouped("test", run, in_flight=1, max_items=10, alone=lambda e: True)
     var.set("request 1")
     assert await g.submit("x") == "x"
     assert seen == [None]
@@ -143,7 +143,7 @@ async def test_a_run_that_answers_the_wrong_number_of_results_fails_its_callers(
     async def run(items: list[str]) -> list[str]:
         return []
 
-    g: Grouped[str, str] = Grouped(run, in_flight=1, max_items=10, alone=lambda e: True)
+    g: Grouped[str, str] = Grouped("test", run, in_flight=1, max_items=10, alone=lambda e: True)
     with pytest.raises(RuntimeError, match="gave 0 results"):
         await g.submit("x")
 
@@ -165,4 +165,35 @@ async def test_a_drain_cancelled_at_shutdown_cancels_its_callers_instead_of_leav
 
 def test_limits_below_one_are_refused():
     with pytest.raises(ValueError):
-        Grouped(Runner(), in_flight=0, max_items=1, alone=lambda e: True)
+        Grouped("test", Runner(), in_flight=0, max_items=1, alone=lambda e: True)
+
+
+def _sample(metric, name: str, labels: dict) -> float:
+    for m in metric.collect():
+        for s in m.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+async def test_metrics_count_the_items_of_each_group_and_its_failures():
+    run = Runner()
+    run.release.clear()
+    g = Grouped("metrics test", run, in_flight=1, max_items=100, alone=lambda e: not isinstance(e, Outage))
+    before = {k: _sample(GROUP_ITEMS, "regsosek_group_items_" + k, {"group": "metrics test"}) for k in ("count", "sum")}
+    first = asyncio.create_task(g.submit("a"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(g.submit(x)) for x in ("b", "bad")]
+    run.release.set()
+    await asyncio.gather(first, *rest, return_exceptions=True)
+    # groups formed: [a], then [b, bad], which failed and whose items were run again alone
+    assert _sample(GROUP_ITEMS, "regsosek_group_items_count", {"group": "metrics test"}) - before["count"] == 2
+    assert _sample(GROUP_ITEMS, "regsosek_group_items_sum", {"group": "metrics test"}) - before["sum"] == 3
+    assert _sample(GROUP_FAILURES, "regsosek_group_failures_total", {"group": "metrics test", "alone": "true"}) == 1
+    assert _sample(GROUP_FAILURES, "regsosek_group_failures_total", {"group": "metrics test", "alone": "false"}) == 0
+    outage = Grouped("metrics outage", Runner(outage=True), in_flight=1, max_items=10,
+                     alone=lambda e: not isinstance(e, Outage))
+    with pytest.raises(Outage):
+        await outage.submit("x")
+    assert _sample(GROUP_FAILURES, "regsosek_group_failures_total", {"group": "metrics outage", "alone": "false"}) == 1

@@ -21,8 +21,13 @@ Hand-written because what the PyPI batchers offer (a time window to fill a batch
 failed group's items one by one) adds latency to every request at low rates and would let one bad
 item fail its neighbours; the rule above is ~60 lines.
 
-    grouped = Grouped(accept_all, in_flight=2, max_items=100, alone=lambda e: not db.is_transient(e))
+    grouped = Grouped("intake submissions", accept_all, in_flight=2, max_items=100,
+                      alone=lambda e: not db.is_transient(e))
     result = await grouped.submit(item)
+
+Metrics (labelled by the group's name): `regsosek_group_items` (a histogram of the items run
+together: how much the groups share), `regsosek_group_failures_total` (`alone` "true" when its items
+were then run one by one, "false" for an outage).
 """
 
 from __future__ import annotations
@@ -34,19 +39,28 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from prometheus_client import Counter, Histogram
+
 log = logging.getLogger("regsosek.grouping")
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+GROUP_ITEMS = Histogram("regsosek_group_items", "Items run together in one group (group commit)", ["group"],
+                        buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500))
+GROUP_FAILURES = Counter("regsosek_group_failures_total",
+                         "Groups whose run failed (alone: its items were then run one by one)", ["group", "alone"])
+
 
 class Grouped(Generic[T, R]):
     """`submit(item)` → `run`'s result for that item, `run` called once per group (see the module)."""
 
-    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R]]], *, in_flight: int, max_items: int,
-                 alone: Callable[[BaseException], bool]) -> None:
+    def __init__(self, name: str, run: Callable[[list[T]], Awaitable[Sequence[R]]], *, in_flight: int,
+                 max_items: int, alone: Callable[[BaseException], bool]) -> None:
         if in_flight < 1 or max_items < 1:
             raise ValueError("in_flight and max_items must be at least 1")
+        self._items = GROUP_ITEMS.labels(name)
+        self._failed = {alone: GROUP_FAILURES.labels(name, str(alone).lower()) for alone in (True, False)}
         self._run, self._in_flight, self._max_items, self._alone = run, in_flight, max_items, alone
         self._waiting: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -83,10 +97,13 @@ class Grouped(Generic[T, R]):
                     self._waiting.popleft()[1].cancel()
 
     async def _answer(self, group: list[tuple[T, asyncio.Future[R]]]) -> None:
+        self._items.observe(len(group))
         try:
             results = await self._run([item for item, _ in group])
         except Exception as e:
-            if len(group) == 1 or not self._alone(e):
+            alone = len(group) > 1 and self._alone(e)
+            self._failed[alone].inc()
+            if not alone:
                 for _, answer in group:
                     _settle(answer, error=e)
                 return

@@ -120,8 +120,9 @@ class IntakeHandlers:
         # one group commit per transaction factory (a service has one: its runtime's unit_of_work)
         if self._group is None or self._group[0] != transaction:
             self._group = (transaction, Grouped(
-                lambda items: self.submit_group(transaction, items), in_flight=self.settings.submit_groups_in_flight,
-                max_items=self.settings.submit_group_max, alone=lambda e: not db.is_transient(e)))
+                "intake submissions", lambda items: self.submit_group(transaction, items),
+                in_flight=self.settings.submit_groups_in_flight, max_items=self.settings.submit_group_max,
+                alone=lambda e: not db.is_transient(e)))
         return self._group[1]
 
     async def submit_group(self, transaction: Transaction,
