@@ -11,6 +11,7 @@ recovers when the cause goes away.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -250,3 +251,25 @@ async def test_relay_stall_shows_in_readiness_and_recovers(stack):
         finally:
             await admin.close()
             await world.teardown()
+
+
+async def test_a_row_another_process_writes_after_a_quiet_spell_leaves_within_the_longest_poll(stack):
+    """The idle relay asks the outbox less and less often while it stays empty (up to
+    REGSOSEK_RELAY_IDLE_POLL_MAX_S), yet a row another process writes then is still published (the
+    test allows that longest wait and room for a loaded machine), and so is one written right after it."""
+    world = await World(["intake"]).setup()
+    try:
+        intake = world.process("intake", REGSOSEK_RELAY_IDLE_POLL_S="0.05", REGSOSEK_RELAY_IDLE_POLL_MAX_S="2").start()
+        await intake.wait_ready()
+        topic = world.topic(Topic.INTERVIEW_SUBMITTED)
+        tag = uuid.uuid4().hex[:6]
+        await asyncio.sleep(6)  # quiet: the relay's wait has grown to its longest
+        for n in (1, 2):
+            await insert_outbox(world, "intake", [(topic, b"K", b'{"n": 1}', f"{tag}-{n}")])
+            # the longest wait (2 s) plus room for a loaded machine; a relay that stopped asking never gets there
+            await eventually(lambda: world.fetchval("intake", "select count(*) = 0 from outbox"), timeout=20,
+                             what=f"row {n} written by another process to leave intake's outbox")
+        records = [x for x in await read_topic(topic) if (header(x, "ce_id") or "").startswith(tag)]
+        assert [header(x, "ce_id") for x in records] == [f"{tag}-1", f"{tag}-2"]
+    finally:
+        await world.teardown()

@@ -290,6 +290,24 @@ class StallWatch:
         return None
 
 
+class IdlePoll:
+    """How long the relay waits (for its own process's wakeup) before asking the outbox again:
+    not at all after it sent rows, `first` after the first empty answer, twice as long after each
+    further one, at most `longest`. Rows another process wrote after a quiet spell wait at most
+    `longest`; while rows keep coming the relay asks every `first`."""
+
+    def __init__(self, first: float, longest: float) -> None:
+        self.first, self.longest = first, max(first, longest)
+        self.delay = first
+
+    def after(self, published: int) -> float:
+        if published:
+            self.delay = self.first
+            return 0.0
+        wait_s, self.delay = self.delay, min(self.delay * 2, self.longest)
+        return wait_s
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -332,13 +350,14 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)  # another instance is the relay
             self.holds_lock = True
             RELAY_LEADER.labels(self._service).set(1)
+            idle = IdlePoll(self.settings.relay_idle_poll_s, self.settings.relay_idle_poll_max_s)
             try:
                 while True:
-                    published = await self.publish_once(conn)
-                    if published == 0:
+                    wait_s = idle.after(await self.publish_once(conn))
+                    if wait_s:
                         self.wakeup.event.clear()
                         try:
-                            await asyncio.wait_for(self.wakeup.event.wait(), self.settings.relay_idle_poll_s)
+                            await asyncio.wait_for(self.wakeup.event.wait(), wait_s)
                         except TimeoutError:
                             pass
             finally:
