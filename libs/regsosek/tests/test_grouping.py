@@ -26,16 +26,26 @@ class Runner:
         self.groups: list[list[str]] = []
         self.release = asyncio.Event()
         self.release.set()
+        self.started = asyncio.Event()  # set when the first group runs
         self.outage = outage
 
     async def __call__(self, items: list[str]) -> list[str]:
         self.groups.append(list(items))
+        self.started.set()
         await self.release.wait()
         if self.outage:
             raise Outage()
         if "bad" in items:
             raise BadItem()
         return [f"done {i}" for i in items]
+
+
+async def first_group_running(g: Grouped[str, str], run: Runner) -> asyncio.Task:
+    """Holds `run`, submits "a" and returns once its group runs: items submitted now wait for the next group."""
+    run.release.clear()
+    first = asyncio.create_task(g.submit("a"))
+    await run.started.wait()
+    return first
 
 
 def grouped(run: Runner, *, in_flight: int = 1, max_items: int = 100) -> Grouped[str, str]:
@@ -52,11 +62,8 @@ async def test_an_item_alone_runs_at_once_and_gets_its_result():
 
 async def test_items_arriving_while_a_group_runs_form_the_next_group_each_answered_alone():
     run = Runner()
-    run.release.clear()
     g = grouped(run)
-    first = asyncio.create_task(g.submit("a"))
-    await asyncio.sleep(0)  # the first group is running
-    await asyncio.sleep(0)
+    first = await first_group_running(g, run)
     rest = [asyncio.create_task(g.submit(x)) for x in "bcde"]
     await asyncio.sleep(0)
     assert g.waiting == 4
@@ -81,11 +88,8 @@ async def test_groups_hold_at_most_max_items_and_up_to_in_flight_run_at_once():
 
 async def test_a_failed_group_runs_each_item_again_alone_so_only_the_bad_item_fails():
     run = Runner()
-    run.release.clear()
     g = grouped(run)
-    first = asyncio.create_task(g.submit("a"))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    first = await first_group_running(g, run)
     rest = [asyncio.create_task(g.submit(x)) for x in ("b", "bad", "c")]
     run.release.set()
     assert await first == "done a"
@@ -97,11 +101,8 @@ async def test_a_failed_group_runs_each_item_again_alone_so_only_the_bad_item_fa
 
 async def test_an_outage_fails_the_whole_group_at_once_without_a_retry_per_item():
     run = Runner(outage=True)
-    run.release.clear()
     g = grouped(run)
-    first = asyncio.create_task(g.submit("a"))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    first = await first_group_running(g, run)
     rest = [asyncio.create_task(g.submit(x)) for x in "bc"]
     run.release.set()
     results = await asyncio.gather(first, *rest, return_exceptions=True)
@@ -111,11 +112,8 @@ async def test_an_outage_fails_the_whole_group_at_once_without_a_retry_per_item(
 
 async def test_a_caller_that_goes_away_does_not_disturb_the_others_and_a_later_item_is_still_answered():
     run = Runner()
-    run.release.clear()
     g = grouped(run)
-    first = asyncio.create_task(g.submit("a"))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    first = await first_group_running(g, run)
     gone, stays = asyncio.create_task(g.submit("b")), asyncio.create_task(g.submit("c"))
     await asyncio.sleep(0)
     gone.cancel()
@@ -150,11 +148,8 @@ async def test_a_run_that_answers_the_wrong_number_of_results_fails_its_callers(
 
 async def test_a_drain_cancelled_at_shutdown_cancels_its_callers_instead_of_leaving_them_waiting():
     run = Runner()
-    run.release.clear()
     g = grouped(run)
-    first = asyncio.create_task(g.submit("a"))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    first = await first_group_running(g, run)
     waiting = asyncio.create_task(g.submit("b"))
     await asyncio.sleep(0)
     for task in list(g._tasks):
@@ -178,12 +173,9 @@ def _sample(metric, name: str, labels: dict) -> float:
 
 async def test_metrics_count_the_items_of_each_group_and_its_failures():
     run = Runner()
-    run.release.clear()
     g = Grouped("metrics test", run, in_flight=1, max_items=100, alone=lambda e: not isinstance(e, Outage))
     before = {k: _sample(GROUP_ITEMS, "regsosek_group_items_" + k, {"group": "metrics test"}) for k in ("count", "sum")}
-    first = asyncio.create_task(g.submit("a"))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    first = await first_group_running(g, run)
     rest = [asyncio.create_task(g.submit(x)) for x in ("b", "bad")]
     run.release.set()
     await asyncio.gather(first, *rest, return_exceptions=True)
