@@ -9,8 +9,9 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from regsosek.background import BackgroundTasks, periodic, run_forever
+from regsosek.background import BackgroundTasks, IdlePoll, periodic, run_forever, wait_woken
 from regsosek.db import Backoff
+from regsosek.messaging.outbox import RelayWakeup
 
 
 def sample(name: str, **labels: str) -> float:
@@ -148,3 +149,25 @@ async def test_stop_names_a_task_that_ignores_cancellation(caplog):
     release.set()
     await stuck_task
     assert await tasks.stop() == []
+
+
+def test_idle_poll_backs_off_while_the_outbox_stays_empty_and_returns_at_the_first_row():
+    idle = IdlePoll(0.05, 1.0)
+    assert [idle.after(0) for _ in range(7)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert idle.after(3) == 0.0  # rows sent: ask again at once
+    assert idle.after(0) == 0.05  # and from the start of the schedule when it is empty again
+    assert IdlePoll(0.5, 0.1).after(0) == 0.5  # a longest below first is first
+
+
+async def test_wait_woken_returns_when_woken_and_a_wakeup_reaches_every_listener():
+    wakeup = RelayWakeup()
+    deliveries, callbacks = wakeup.listener(), wakeup.listener()
+    waiting = asyncio.create_task(wait_woken(deliveries, 30))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    wakeup.notify()  # a commit of this process
+    await asyncio.wait_for(waiting, 5)  # long before its 30 s
+    assert wakeup.event.is_set() and deliveries.is_set() and callbacks.is_set()
+    await asyncio.wait_for(wait_woken(asyncio.Event(), 0), 1)  # nothing to wait: returns at once
+    await asyncio.wait_for(wait_woken(asyncio.Event(), -0.05), 1)
+    await wait_woken(asyncio.Event(), 0.01)  # not woken: returns after its time, without an error

@@ -260,12 +260,3 @@ def test_stall_watch():
     w.failed(OSError())
     assert w.problem(800) == "outbox not checked for 100s (OSError)"
 
-
-def test_idle_poll_backs_off_while_the_outbox_stays_empty_and_returns_at_the_first_row():
-    from regsosek.messaging.relay import IdlePoll
-
-    idle = IdlePoll(0.05, 1.0)
-    assert [idle.after(0) for _ in range(7)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
-    assert idle.after(3) == 0.0  # rows sent: ask again at once
-    assert idle.after(0) == 0.05  # and from the start of the schedule when it is empty again
-    assert IdlePoll(0.5, 0.1).after(0) == 0.5  # a longest below first is first

@@ -135,6 +135,36 @@ async def periodic(
                       logger=logger, service=service)
 
 
+class IdlePoll:
+    """How long a loop that looks for work (rows another process wrote: the relay, notify's
+    deliveries) waits before looking again: not at all after it found some, `first` after the first
+    empty look, twice as long after each further one, at most `longest`. Work another process adds
+    after a quiet spell waits at most `longest`; while work keeps coming the loop looks every
+    `first` (its own process's commits wake it sooner: `wait_woken`)."""
+
+    def __init__(self, first: float, longest: float) -> None:
+        self.first, self.longest = first, max(first, longest)
+        self.delay = first
+
+    def after(self, found: int) -> float:
+        if found:
+            self.delay = self.first
+            return 0.0
+        wait_s, self.delay = self.delay, min(self.delay * 2, self.longest)
+        return wait_s
+
+
+async def wait_woken(woken: asyncio.Event, seconds: float) -> None:
+    """Waits `seconds`, or until `woken` is set (clear it before looking for work, so that a commit
+    while looking is not missed)."""
+    if seconds <= 0:
+        return
+    try:
+        await asyncio.wait_for(woken.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
 class BackgroundTasks:
     """The background tasks of one running service: started by name, watched (a task that
     ends is a part that stopped: `check()` for readiness, and its error is logged at once),

@@ -58,7 +58,7 @@ from notify.settings import NotifySettings
 from notify.store import NotifyStore, Stores, open_store, pool_stores
 from regsosek import audit
 from regsosek.auth import KeysUnavailable, Principal, Role, refusal_reason
-from regsosek.background import run_forever
+from regsosek.background import IdlePoll, run_forever, wait_woken
 from regsosek.db import Backoff, is_transient
 from regsosek.pseudonyms import nik_hash
 from regsosek.service import Runtime
@@ -487,11 +487,12 @@ class DciCallbackWorker:
 
     async def deliver_forever(self, runtime: Runtime) -> None:
         s = self.settings
+        idle, woken = IdlePoll(s.delivery_idle_poll_s, s.delivery_idle_poll_max_s), runtime.wakeup.listener()
         async with make_client(s) as client:
 
             async def once() -> None:
-                if not await self.deliver_due(runtime.pool, client):
-                    await asyncio.sleep(s.delivery_idle_poll_s)
+                woken.clear()  # before looking: a commit meanwhile cuts the wait short
+                await wait_woken(woken, idle.after(await self.deliver_due(runtime.pool, client)))
 
             await run_forever("dci callbacks", once, backoff=Backoff(s.retry_initial_s, s.retry_max_s),
                               expected=is_transient, logger=log)

@@ -50,7 +50,7 @@ from notify.domain import (
 from notify.publisher import Publisher
 from notify.settings import NotifySettings
 from notify.store import NotifyStore, open_store, store_in
-from regsosek.background import run_forever
+from regsosek.background import IdlePoll, run_forever, wait_woken
 from regsosek.db import Backoff, is_transient
 from regsosek.messaging import UnitOfWork
 from regsosek.service import Runtime
@@ -100,9 +100,11 @@ class DeliveryWorker:
         s = self.settings
         worker = uuid4()  # this instance, as the holder of delivery leases
         inflight: dict[UUID, asyncio.Task] = {}
+        idle, woken = IdlePoll(s.delivery_idle_poll_s, s.delivery_idle_poll_max_s), runtime.wakeup.listener()
         async with make_client(s) as client:
 
             async def start_due() -> None:
+                woken.clear()  # before looking: a commit meanwhile cuts the wait short
                 async with self.stores(runtime.pool) as store:
                     due = await store.due_subscriptions(s.delivery_concurrency)
                 for sub_id in due:
@@ -111,7 +113,9 @@ class DeliveryWorker:
                     task = asyncio.create_task(self._drain(runtime, client, sub_id, worker), name=f"deliver-{sub_id}")
                     inflight[sub_id] = task
                     task.add_done_callback(functools.partial(_forget, inflight, sub_id))
+                # at most one look per delivery_idle_poll_s; longer, up to the longest, while nothing is due
                 await asyncio.sleep(s.delivery_idle_poll_s)
+                await wait_woken(woken, idle.after(len(due)) - s.delivery_idle_poll_s)
 
             try:
                 await run_forever("delivery loop", start_due, backoff=Backoff(s.retry_initial_s, s.retry_max_s),

@@ -30,7 +30,12 @@ class NotifySettings(TokenSettings):
     http_port: int = 8004
     delivery_batch_size: int = 200          # events per POST
     delivery_timeout_s: float = 10.0        # one POST, from connecting to the whole answer
-    delivery_idle_poll_s: float = 0.05
+    # The delivery and DCI callback loops look for due work every delivery_idle_poll_s while they
+    # find some, and back off to delivery_idle_poll_max_s while they find none; a commit of this
+    # process (a decision consumed, a subscription or DCI request answered) wakes them sooner. Work
+    # due by time alone (a retry's wait over) or written by another instance may wait up to the longest.
+    delivery_idle_poll_s: float = Field(default=0.05, gt=0)
+    delivery_idle_poll_max_s: float = Field(default=1.0, gt=0)
     delivery_concurrency: int = 64          # subscriptions delivered at the same time by one instance
     resolve_timeout_s: float = 5.0          # production: resolving a callback's name
     retry_base_s: float = 0.5

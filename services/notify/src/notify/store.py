@@ -615,10 +615,16 @@ async def open_store(pool: asyncpg.Pool, *, transaction: bool = False) -> AsyncI
 Stores = Callable[..., contextlib.AbstractAsyncContextManager[NotifyStore]]  # stores(request, transaction=False)
 
 
-def pool_stores(request, transaction: bool = False) -> contextlib.AbstractAsyncContextManager[NotifyStore]:
+@contextlib.asynccontextmanager
+async def pool_stores(request, transaction: bool = False) -> AsyncIterator[NotifyStore]:
     """The store of an HTTP request: on a connection of the service's pool (one transaction when
-    `transaction`). What the routes are given by app.py; tests give them an in-memory one."""
-    return open_store(runtime_of(request).pool, transaction=transaction)
+    `transaction`, whose commit wakes the delivery loops: a re-send, a replay or a DCI request has
+    its work found at once). What the routes are given by app.py; tests give them an in-memory one."""
+    runtime = runtime_of(request)
+    async with open_store(runtime.pool, transaction=transaction) as store:
+        yield store
+    if transaction:
+        runtime.wakeup.notify()
 
 
 async def expire_delivered_payloads(conn: asyncpg.Connection, before: datetime, limit: int) -> int:

@@ -118,10 +118,19 @@ def _header_value_bytes(value: bytes | str | None) -> bytes | None:
 
 
 class RelayWakeup:
-    """In-process signal from a committed transaction to the relay (a poll covers other processes)."""
+    """In-process signal from a committed transaction to the relay (`event`) and to the loops that
+    took a `listener()` (notify's deliveries); a poll covers other processes' commits."""
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
+        self._listeners: list[asyncio.Event] = []
+
+    def listener(self) -> asyncio.Event:
+        e = asyncio.Event()
+        self._listeners.append(e)
+        return e
 
     def notify(self) -> None:
         self.event.set()
+        for e in self._listeners:
+            e.set()

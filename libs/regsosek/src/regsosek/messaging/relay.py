@@ -73,7 +73,7 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from regsosek.background import run_forever
+from regsosek.background import IdlePoll, run_forever, wait_woken
 from regsosek.db import Backoff, advisory_lock, advisory_unlock, is_transient
 from regsosek.kafka_security import KafkaClientSettings, client_options
 from regsosek.messaging.faults import FaultPoint
@@ -290,24 +290,6 @@ class StallWatch:
         return None
 
 
-class IdlePoll:
-    """How long the relay waits (for its own process's wakeup) before asking the outbox again:
-    not at all after it sent rows, `first` after the first empty answer, twice as long after each
-    further one, at most `longest`. Rows another process wrote after a quiet spell wait at most
-    `longest`; while rows keep coming the relay asks every `first`."""
-
-    def __init__(self, first: float, longest: float) -> None:
-        self.first, self.longest = first, max(first, longest)
-        self.delay = first
-
-    def after(self, published: int) -> float:
-        if published:
-            self.delay = self.first
-            return 0.0
-        wait_s, self.delay = self.delay, min(self.delay * 2, self.longest)
-        return wait_s
-
-
 class OutboxRelay:
     def __init__(
         self,
@@ -353,13 +335,8 @@ class OutboxRelay:
             idle = IdlePoll(self.settings.relay_idle_poll_s, self.settings.relay_idle_poll_max_s)
             try:
                 while True:
-                    wait_s = idle.after(await self.publish_once(conn))
-                    if wait_s:
-                        self.wakeup.event.clear()
-                        try:
-                            await asyncio.wait_for(self.wakeup.event.wait(), wait_s)
-                        except TimeoutError:
-                            pass
+                    self.wakeup.event.clear()  # before looking: a commit meanwhile cuts the wait short
+                    await wait_woken(self.wakeup.event, idle.after(await self.publish_once(conn)))
             finally:
                 self.holds_lock = False
                 RELAY_LEADER.labels(self._service).set(0)
