@@ -34,3 +34,16 @@ def test_a_verified_split_off_family_counts_as_expected():
     (t,) = [t for t in r.tracks.values() if r.sample.situations.get(t.family_id) == "split_off"]
     r._apply(t, {"final": "decided", "journey": [{"step": "verified", "outcome": "verified"}]})
     assert r.field_outcomes()["split_off"] == {"families": 1, "as_expected": 1}
+
+
+def test_the_forums_plan_from_the_census_group_not_from_a_later_group_change():
+    """A run again finds the first run's FKP group change in the journey (the latest classified step);
+    its forums must be planned from the census's group, or its decisions differ and are refused as conflicts."""
+    r = runner()
+    t = next(t for t in r.tracks.values() if r.sample.situations.get(t.family_id) is None)
+    r._apply(t, {"final": "decided", "journey": [
+        {"step": "verified", "outcome": "verified", "decision_seq": 1},
+        {"step": "classified", "welfare_group": 3, "decile": 4, "decision_seq": 1},
+        {"step": "eligibility", "eligible": ["pkh"], "decision_seq": 1},
+        {"step": "classified", "welfare_group": 1, "decile": 4, "decision_seq": 2}]})
+    assert (t.welfare_group, t.census_group) == (1, 3)

@@ -79,7 +79,8 @@ def _missed_family(rng: random.Random, like: FamilyInterview, sls_id: str, famil
 
 
 def forum_plans(sample: Sample, decided: dict[str, int], forums: int = FORUMS) -> list[ForumPlan]:
-    """Up to `forums` villages of the sample with decided families (`decided`: family id -> welfare group),
+    """Up to `forums` villages of the sample with decided families (`decided`: family id -> the welfare
+    group the census gave it, not a later one, so that a run again plans the same decisions),
     each with its forum: a group change, a confirmation and, in turn, a family moved away or a head who
     died, and one added family."""
     rng = random.Random(f"regsosek-fkp:{sample.seed}")

@@ -71,6 +71,10 @@ class Track:
     outcome: str | None = None  # verification outcome or flag reason
     welfare_group: int | None = None
     decile: int | None = None
+    # the group of the family's first classification (the census's): what the village forums' plan
+    # starts from, so that a run again plans the same decisions (a group change of the first run
+    # shows in welfare_group, the latest)
+    census_group: int | None = None
     eligible: list[str] = field(default_factory=list)
     complete: bool = False
     received_ts: datetime | None = None  # intake's receipt time (server clock)
@@ -311,6 +315,7 @@ class Runner:
             t.outcome = steps["flagged"].get("reason")
         if "classified" in steps:
             t.welfare_group, t.decile = steps["classified"].get("welfare_group"), steps["classified"].get("decile")
+            t.census_group = next(s for s in body["journey"] if s["step"] == "classified").get("welfare_group")
         if "eligibility" in steps:
             t.eligible = sorted(steps["eligibility"].get("eligible") or [])
         if t.final == "flagged" or (t.final == "decided" and "verified" in steps and "classified" in steps):
@@ -647,8 +652,8 @@ async def run(a: argparse.Namespace) -> int:
                         living.print_summary(rep["living_registry"])
                         rep["errors"] += living.problems(rep["living_registry"])
                         forums = await hold_forums(client, ep.intake, ep.classify, tokens.admin, forum_plans(
-                            sample, {t.family_id: t.welfare_group for t in runner.tracks.values()
-                                     if t.final == "decided" and t.welfare_group}))
+                            sample, {t.family_id: t.census_group for t in runner.tracks.values()
+                                     if t.final == "decided" and t.census_group}))
                         rep["consultation"] = [asdict(f) for f in forums]
                         rep["consultation_ok"] = consultation_ok(forums)
                         print_consultation(forums)
