@@ -143,15 +143,13 @@ class IdlePoll:
     `first` (its own process's commits wake it sooner: `wait_woken`)."""
 
     def __init__(self, first: float, longest: float) -> None:
-        self.first, self.longest = first, max(first, longest)
-        self.delay = first
+        self._backoff = Backoff(first, max(first, longest))
 
     def after(self, found: int) -> float:
         if found:
-            self.delay = self.first
+            self._backoff.reset()
             return 0.0
-        wait_s, self.delay = self.delay, min(self.delay * 2, self.longest)
-        return wait_s
+        return self._backoff.next_delay()
 
 
 async def wait_woken(woken: asyncio.Event, seconds: float) -> None:

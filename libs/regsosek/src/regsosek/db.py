@@ -50,8 +50,12 @@ class Backoff:
         self.initial, self.maximum, self.delay = initial, maximum, initial
 
     async def wait(self) -> None:
-        await asyncio.sleep(self.delay)
-        self.delay = min(self.delay * 2, self.maximum)
+        await asyncio.sleep(self.next_delay())
+
+    def next_delay(self) -> float:
+        """The delay to wait now; the next one is twice as long, up to the ceiling."""
+        delay, self.delay = self.delay, min(self.delay * 2, self.maximum)
+        return delay
 
     def reset(self) -> None:
         self.delay = self.initial
