@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from regsosek.auth import Role, mint
 from regsosek.keys import InsecureSecret
+from regsosek.service import add_validation_answer
 from verify.api import progress_router
 from verify.settings import VerifySettings
 
@@ -63,6 +64,7 @@ def test_local_reads_v1_records_with_the_development_key(monkeypatch):
 
 def _client() -> TestClient:
     app = FastAPI()
+    add_validation_answer(app)  # as build_app installs it
     app.include_router(progress_router(VerifySettings(env="local")))  # the local key pair's JWKS
     app.state.runtime = SimpleNamespace()  # no pool: every request here is refused before the store is read
     return TestClient(app)
@@ -76,8 +78,9 @@ def _auth(role: Role, areas: list[str]) -> dict:
 def test_progress_prefix_must_be_ascii_digits(prefix):
     r = _client().get("/v1/progress", params={"prefix": prefix}, headers=_auth(Role.ADMIN, []))
     assert r.status_code == 422, r.text
-    (err,) = r.json()["detail"]
-    assert err["loc"] == ["query", "prefix"] and "ASCII digits" in err["msg"]
+    (err,) = r.json()["errors"]
+    assert err["path"] == "/query/prefix" and "ASCII digits" in err["reason"]
+    assert prefix not in r.text  # the refused value is not repeated
 
 
 # ---------------------------------------------------------------- progress: authenticated and scoped

@@ -47,6 +47,8 @@ from typing import Any
 import asyncpg
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -316,8 +318,32 @@ def _add_error_handler(app: FastAPI) -> None:
         if db.is_transient(exc):
             return Response('{"reason": "temporarily unavailable, retry with the same submission id"}',
                             status_code=503, media_type="application/json", headers={"Retry-After": "2"})
-        log.error("unhandled error", extra={"fields": {"error": type(exc).__name__, "path": request.url.path}})
+        log.error("unhandled error", exc_info=exc,
+                  extra={"fields": {"error": type(exc).__name__, "route": route_template(request.scope)}})
         return Response('{"reason": "internal error"}', status_code=500, media_type="application/json")
+
+
+def validation_problems(exc: RequestValidationError) -> list[dict[str, str]]:
+    """A request's problems as JSON pointers and reasons: the pointer of a body field leaves out
+    "body" (`/members/0/nik`); a query or path parameter's keeps where it came from
+    (`/query/prefix`). Never the offending value: FastAPI's own answer repeats every input it
+    refused, and the input may be a NIK, a name or a webhook secret."""
+    problems = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ())]
+        if loc and loc[0] == "body":
+            loc = loc[1:]
+        problems.append({"path": "/" + "/".join(loc), "reason": str(err.get("msg", "invalid"))})
+    return problems
+
+
+def add_validation_answer(app: FastAPI) -> None:
+    """Every service answers a request its routes refuse with 422 and `{"errors": [{"path",
+    "reason"}, ...]}` (`validation_problems`)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _problems(request: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse({"errors": validation_problems(exc)}, status_code=422)
 
 
 def build_app(definition: ServiceDefinition) -> FastAPI:
@@ -331,6 +357,7 @@ def build_app(definition: ServiceDefinition) -> FastAPI:
     app.state.runtime = runtime
     _add_operations_routes(app, runtime)
     _add_error_handler(app)
+    add_validation_answer(app)
     for r in definition.routers:
         app.include_router(r)
     app.include_router(asyncapi.router)  # GET /asyncapi.json|.yaml: the system's events

@@ -9,9 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from intake import api, consultation_api, erasure, registry
 from intake.consultation_handlers import ConsultationHandlers
@@ -96,20 +94,7 @@ def definition(settings: IntakeSettings | None = None) -> ServiceDefinition:
 
 
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:
-    app = build_app(definition(settings))  # bodies over REGSOSEK_HTTP_MAX_BODY_BYTES get 413 there
-
-    @app.exception_handler(RequestValidationError)
-    async def _problems(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors():
-            loc = [str(x) for x in err.get("loc", ())]
-            if loc and loc[0] == "body":
-                loc = loc[1:]
-                # single-body endpoints embed no field name; strip the parameter name if present
-            problems.append({"path": "/" + "/".join(loc), "reason": str(err.get("msg", "invalid"))})
-        return JSONResponse({"errors": problems}, status_code=422)
-
-    return app
+    return build_app(definition(settings))  # bodies over REGSOSEK_HTTP_MAX_BODY_BYTES get 413 there
 
 
 def main() -> None:
