@@ -1,16 +1,12 @@
-"""Intake's HTTP API on the real stack: an OpenAPI-driven fuzz run (no input may give a
-5xx), idempotency by submission id, and authorisation by role and assigned area."""
+"""Intake's HTTP API on the real stack: idempotency by submission id, authorisation by role and
+assigned area, body limits, single submissions sharing transactions. Its OpenAPI fuzz run is in
+test_api_fuzz.py, with every other service's."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import os
-import re
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +14,6 @@ import pytest
 from regsosek.topics import Topic
 
 from itkit import (
-    ROOT,
     World,
     eventually,
     family,
@@ -33,8 +28,6 @@ from itkit import (
 
 pytestmark = pytest.mark.integration
 
-ST = Path(sys.executable).with_name("st")
-
 
 @pytest.fixture
 async def intake_world(stack):
@@ -48,27 +41,6 @@ async def intake_world(stack):
 
 def _base(world: World) -> str:
     return f"http://127.0.0.1:{world.ports['intake']}"
-
-
-async def test_fuzz_run_finds_no_server_error(intake_world):
-    """Schemathesis generates requests from intake's own OpenAPI document (valid and
-    invalid bodies, paths, headers) for every operation; every answer must be < 500."""
-    base = _base(intake_world)
-    for role in ("admin", "officer"):  # admin reaches the handlers; officer also walks the 403 paths
-        bearer = token(role, f"FUZZ-{role}", ("6472",))
-        run = await asyncio.to_thread(
-            subprocess.run,
-            [str(ST), "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
-             "-H", f"Authorization: Bearer {bearer}", "--max-examples", "25", "--seed", "2022",
-             "--request-timeout", "20", "--no-color"],
-            capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"},
-        )
-        tail = run.stdout[-3000:] + run.stderr[-2000:]
-        assert run.returncode == 0, f"fuzz run as {role} found failures:\n{tail}"
-        counts = re.search(r"(\d+) generated, (\d+) passed\s*$", run.stdout, re.MULTILINE)
-        assert counts, f"no test-case summary in the fuzz output:\n{tail}"
-        generated, passed = map(int, counts.groups())
-        assert generated > 100 and passed == generated, tail
 
 
 async def test_idempotency_same_id_same_content_and_conflict(intake_world):
@@ -127,7 +99,8 @@ async def test_authorisation_by_role_and_area(intake_world):
 
         elsewhere = {"authorization": f"Bearer {token('officer', 'OFC-X', ('6401',))}"}
         wrong_area = await c.post("/v1/interviews", json=iv, headers=elsewhere)
-        assert wrong_area.status_code == 403 and sls in wrong_area.text
+        assert wrong_area.status_code == 403 and "not in the areas assigned" in wrong_area.text
+        assert sls not in wrong_area.text  # a refusal names the field, not the value
 
         supervisor = {"authorization": f"Bearer {token('supervisor', 'SPV-1', (sls,))}"}
         wrong_role = await c.post("/v1/interviews", json=iv, headers=supervisor)

@@ -95,13 +95,15 @@ def caller(request: Request, principal: Principal) -> Caller:
     return Caller(principal, *audit.request_ids(request))
 
 
-def _forbidden(p: Principal, sls_id: str) -> HTTPException:
-    return HTTPException(403, {"reason": f"SLS {sls_id} is not in the areas assigned to {p.subject}"})
+def _forbidden(p: Principal) -> HTTPException:
+    """Refused for the SLS's area. The answer does not name the SLS: the caller knows the one it sent,
+    and one it did not send (of a stored submission or family) is not its to learn."""
+    return HTTPException(403, {"reason": f"the SLS is not in the areas assigned to {p.subject}"})
 
 
 def _authorise(p: Principal, sls_id: str) -> None:
     if not p.may_act_for(sls_id):
-        raise _forbidden(p, sls_id)
+        raise _forbidden(p)
 
 
 def _reply(result: Result) -> JSONResponse:
@@ -242,5 +244,5 @@ def _status_route(r: APIRouter, handlers: IntakeHandlers, settings: IntakeSettin
         if journey is None:
             raise HTTPException(404, {"reason": "no such submission"})
         if isinstance(journey, Denied):
-            raise _forbidden(principal, journey.sls_id)
+            raise _forbidden(principal)
         return journey_out(journey)

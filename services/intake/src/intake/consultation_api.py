@@ -43,7 +43,7 @@ def _reply(answer: Answer) -> JSONResponse:
 
 def _authorise(p: Principal, area: str) -> None:
     if not p.may_act_for(area):
-        raise HTTPException(403, {"reason": f"{area} is not in the areas assigned to {p.subject}"})
+        raise HTTPException(403, {"reason": f"the area is not in the areas assigned to {p.subject}"})
 
 
 def router(handlers: ConsultationHandlers, settings: IntakeSettings) -> APIRouter:

@@ -82,7 +82,7 @@ class ConsultationHandlers:
             store = self.store_for(uow)
             forum = await store.forum_for_update(forum_id)
             if forum is not None and not may_act_for(forum.village_id):
-                return Refused(403, f"village {forum.village_id} is not in the areas assigned to the caller")
+                return Refused(403, "the forum's village is not in the areas assigned to the caller")
             decided = decide_close(forum)
             if not isinstance(decided, Decided):
                 return decided
@@ -105,7 +105,7 @@ class ConsultationHandlers:
             audit = self.intake_store_for(uow).record_audit
             if not caller.principal.may_act_for(forum.village_id):
                 await audit(caller.audit("fkp.forum.read", "fkp_forum", forum_id, outcome="denied"))
-                return Refused(403, f"village {forum.village_id} is not in the areas assigned to the caller")
+                return Refused(403, "the forum's village is not in the areas assigned to the caller")
             await audit(caller.audit("fkp.forum.read", "fkp_forum", forum_id))
             return forum, [decision_out(d) for d in await store.decisions_of(forum_id)]
 

@@ -86,7 +86,7 @@ def router(handlers: RegistryHandlers, settings: IntakeSettings) -> APIRouter:
         if view is None:
             raise HTTPException(404, {"reason": "no such complaint"})
         if isinstance(view, Denied):
-            raise _forbidden(principal, view.sls_id)
+            raise _forbidden(principal)
         return view.as_dict()
 
     return r

@@ -84,6 +84,5 @@ def area_asked(principal: Principal, prefix: str) -> str:
             raise HTTPException(422, {"errors": [{"path": "/prefix", "reason": "prefix required: name one of your areas"}]})
         prefix = principal.areas[0]
     if principal.role is not Role.ADMIN and not any(prefix.startswith(a) for a in principal.areas):
-        raise HTTPException(403, {"reason": f"prefix {prefix or '(the nation)'} is not within the areas assigned to "
-                                            f"{principal.subject}"})
+        raise HTTPException(403, {"reason": f"the prefix is not within the areas assigned to {principal.subject}"})
     return prefix

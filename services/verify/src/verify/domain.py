@@ -649,5 +649,5 @@ def group_length(prefix: str, by: str | None) -> int:
         return len(prefix)
     n = LEVELS[by]
     if n < len(prefix):
-        raise ValueError(f"cannot group prefix {prefix!r} by {by}: a {by} code has only {n} digits")
+        raise ValueError(f"cannot group a prefix of {len(prefix)} digits by {by}: a {by} code has only {n} digits")
     return n
