@@ -4,7 +4,11 @@ that the operation answers. Every answer must be below 500, and no 4xx answer ma
 of the request it refuses (api_fuzz_checks.py: the values may be NIKs, names or secrets).
 
 The DCI endpoints are reached too; their requests must also be signed by a registered requester
-(test_dci.py), which generated requests are not, so the fuzz stops at their signature check."""
+(test_dci.py), which generated requests are not, so the fuzz stops at their signature check.
+
+The console's pages and forms are not in its OpenAPI document (they are HTML for people): they
+are fuzzed with generated query strings and form fields, signed in as each role, and must
+never answer 5xx either (a form re-shown with what the person typed is not a leak: it is theirs)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from api_fuzz_checks import repeated_values, request_values
 from itkit import ROOT, World, token
@@ -39,7 +46,9 @@ RUNS = [
 async def every_service(stack):
     world = await World(SERVICES).setup()
     try:
-        await world.start(*SERVICES)
+        await world.start(*SERVICES[:-1])
+        upstream = {f"REGSOSEK_{s.upper()}_URL": f"http://127.0.0.1:{world.ports[s]}" for s in ("intake", "notify", "classify")}
+        await world.start("console", **upstream)
         yield world
     finally:
         await world.teardown()
@@ -76,3 +85,55 @@ def test_the_check_finds_a_refused_value_repeated_and_ignores_what_the_schema_na
     assert repeated_values(values, answer, schema) == ["3171234567890123", 'se"cret-value']
     assert repeated_values(values, '{"reason": "status complete; limit at most 1000; members"}', schema) == []
     assert repeated_values(values, '{"reason": "limit 987654321 is too large"}', schema) == ["987654321"]
+
+
+# ---------------------------------------------------------------- the console's pages and forms
+
+PAGES = ["/", "/signin", "/operations", "/operations/live", "/api/progress", "/worklist", "/worklist/live",
+         "/journey", "/village", "/policy", "/integrator"]
+FORMS = ["/worklist/resolve", "/village/fkp", "/integrator/00000000-0000-0000-0000-000000000000/pause",
+         "/integrator/not-a-subscription/resume"]  # not /signin or /signout: they would change who is signed in
+SIGN_INS = [("admin", "64"), ("supervisor", "6472"), ("village_official", "6472010001"),
+            ("officer", "64720100010001"), ("programme", "64")]
+values = st.one_of(st.text(max_size=40), st.from_regex(r"\d{1,16}", fullmatch=True),
+                   st.text(alphabet="0123456789-", max_size=24), st.sampled_from(["", "verify", "reject", "1", "5"]))
+
+
+def fuzz_console(base: str, role: str, area: str) -> tuple[list[tuple], dict[int, int]]:
+    """Generated requests to every page and form as one signed-in person: the answers >= 500, and
+    how many answers there were of each status."""
+    failures: list[tuple] = []
+    statuses: dict[int, int] = {}
+    with httpx.Client(base_url=base, timeout=20, follow_redirects=False) as c:
+        signed_in = c.post("/signin", data={"role": role, "subject": f"FUZZ-{role}", "area": area,
+                                            "programme": "pkh" if role == "programme" else ""})
+        assert signed_in.status_code == 303, (role, signed_in.status_code)
+
+        def answered(r: httpx.Response, what: str) -> None:
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            if r.status_code >= 500:
+                failures.append((role, what, r.status_code))
+
+        @settings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(path=st.sampled_from(PAGES), area=values, wanted=values, lang=st.sampled_from(["en", "id", "xx"]))
+        def pages(path, area, wanted, lang):
+            c.cookies.set("lang", lang)
+            answered(c.get(path, params={"area": area, "id": wanted}), f"GET {path}")
+
+        @settings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(path=st.sampled_from(FORMS), family=values, sls=values, kind=values, group=values, note=values)
+        def forms(path, family, sls, kind, group, note):
+            answered(c.post(path, data={"family_id": family, "sls_id": sls, "kind": kind, "welfare_group": group,
+                                        "note": note, "reason": note}), f"POST {path}")
+
+        pages()
+        forms()
+    return failures, statuses
+
+
+@pytest.mark.parametrize(("role", "area"), SIGN_INS, ids=[r for r, _ in SIGN_INS])
+async def test_console_pages_and_forms_answer_no_server_error(every_service, role, area):
+    base = f"http://127.0.0.1:{every_service.ports['console']}"
+    failures, statuses = await asyncio.to_thread(fuzz_console, base, role, area)
+    assert not failures, (failures[:10], statuses)
+    assert statuses.get(200, 0) >= 10, statuses  # the person's own pages were reached, not only refusals
