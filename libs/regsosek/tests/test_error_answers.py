@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Query
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
-from regsosek.service import ServiceDefinition, build_app
+from regsosek.service import UVICORN_LOGGING, ServiceDefinition, build_app
 from regsosek.settings import ServiceSettings
 from regsosek.telemetry import JsonFormatter
 
@@ -72,3 +73,18 @@ def test_an_unexpected_failure_is_500_and_logged_with_its_stack_not_its_message(
     assert line["route"] == "/boom/{family_id}" and line["error"] == "RuntimeError"
     assert line["exc_type"] == "RuntimeError" and "boom" in json.dumps(line["exc_stack"])
     assert NIK not in json.dumps(line)
+
+
+def test_uvicorn_logs_through_the_json_lines_and_not_the_exception_it_raises_again(caplog):
+    """serve() hands uvicorn UVICORN_LOGGING: its records reach the root logger (telemetry's JSON
+    lines, no exception messages), and its second report of an exception the app answered is dropped."""
+    logging.config.dictConfig(UVICORN_LOGGING)
+    error = logging.getLogger("uvicorn.error")
+    assert error.handlers == [] and error.propagate
+    with caplog.at_level(logging.INFO):
+        try:
+            raise RuntimeError(f"value in the message: {NIK}")
+        except RuntimeError as e:
+            error.error("Exception in ASGI application\n", exc_info=e)
+        error.warning("Invalid HTTP request received.")
+    assert [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"] == ["Invalid HTTP request received."]

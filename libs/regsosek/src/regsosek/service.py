@@ -456,6 +456,30 @@ def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
+class _AnsweredByTheApp(logging.Filter):
+    """Drops uvicorn's "Exception in ASGI application": Starlette raises an exception again after the
+    app's own handler has answered it (and logged it, if it was not an outage: `_add_error_handler`),
+    and uvicorn would log it a second time."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Exception in ASGI application")
+
+
+# uvicorn's own loggers hand their records to the root logger, i.e. to telemetry's JSON lines (an
+# exception as its type and stack, never its message); uvicorn's default configuration would print
+# them in plain text, with each exception's message, which may hold the values it failed on.
+UVICORN_LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"answered": {"()": _AnsweredByTheApp}},
+    "loggers": {
+        "uvicorn": {"handlers": [], "propagate": True},
+        "uvicorn.error": {"handlers": [], "propagate": True, "filters": ["answered"]},
+        "uvicorn.access": {"handlers": [], "propagate": True},
+    },
+}
+
+
 def serve(app: FastAPI, *, factory: str | None = None) -> None:
     """Serves the app on REGSOSEK_HTTP_HOST:REGSOSEK_HTTP_PORT. With REGSOSEK_HTTP_WORKERS above 1,
     uvicorn's supervisor starts that many worker processes on the one listening socket (a dead worker
@@ -467,7 +491,7 @@ def serve(app: FastAPI, *, factory: str | None = None) -> None:
     s = app.state.runtime.settings
     telemetry.setup(s.service_name, s.log_level)
     options: dict[str, Any] = {"host": s.http_host, "port": s.http_port, "loop": "uvloop", "log_level": "warning",
-                               "access_log": False, "timeout_graceful_shutdown": 10}
+                               "access_log": False, "timeout_graceful_shutdown": 10, "log_config": UVICORN_LOGGING}
     if s.http_workers > 1 and factory is None:  # one environment may be shared by every service
         log.warning("REGSOSEK_HTTP_WORKERS ignored: this service serves with one process (run more instances)",
                     extra={"fields": {"workers": s.http_workers}})
