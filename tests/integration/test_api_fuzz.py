@@ -24,6 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from console.session import LANG_COOKIE
+from console.signin import HOME
+from regsosek.auth import Role
+
 from api_fuzz_checks import repeated_values, request_values
 from itkit import ROOT, World, token
 
@@ -32,13 +36,15 @@ pytestmark = pytest.mark.integration
 ST = Path(sys.executable).with_name("st")
 SERVICES = ["intake", "verify", "classify", "notify", "console"]
 
-# (service, role): each role its routes answer beyond a 403 (admin reaches the operations routes).
+# (service, role, fewest generated requests): each role its routes answer beyond a 403 (admin reaches
+# the operations routes); the fewest is well under what a run generates (seeded: the same each run).
 RUNS = [
-    ("intake", "officer"), ("intake", "supervisor"), ("intake", "village_official"), ("intake", "admin"),
-    ("verify", "supervisor"), ("verify", "admin"),
-    ("classify", "admin"),
-    ("notify", "programme"), ("notify", "admin"),
-    ("console", "admin"),
+    ("intake", "officer", 100), ("intake", "supervisor", 100), ("intake", "village_official", 100),
+    ("intake", "programme", 100), ("intake", "admin", 100),
+    ("verify", "officer", 30), ("verify", "supervisor", 30), ("verify", "village_official", 30), ("verify", "admin", 30),
+    ("classify", "admin", 30),
+    ("notify", "programme", 100), ("notify", "admin", 100),
+    ("console", "admin", 30),
 ]
 
 
@@ -54,8 +60,8 @@ async def every_service(stack):
         await world.teardown()
 
 
-@pytest.mark.parametrize(("service", "role"), RUNS, ids=[f"{s}-{r}" for s, r in RUNS])
-async def test_no_server_error_and_no_refused_value_repeated(every_service, service, role):
+@pytest.mark.parametrize(("service", "role", "fewest"), RUNS, ids=[f"{s}-{r}" for s, r, _ in RUNS])
+async def test_no_server_error_and_no_refused_value_repeated(every_service, service, role, fewest):
     base = f"http://127.0.0.1:{every_service.ports[service]}"
     bearer = token(role, f"FUZZ-{role}", ("6472",))
     env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": "api_fuzz_checks",
@@ -68,11 +74,10 @@ async def test_no_server_error_and_no_refused_value_repeated(every_service, serv
         capture_output=True, text=True, timeout=900, cwd=ROOT, env=env,
     )
     tail = run.stdout[-4000:] + run.stderr[-2000:]
-    assert run.returncode == 0, f"fuzz run of {service} as {role} found failures:\n{tail}"
-    counts = re.search(r"(\d+) generated, (\d+) passed\s*$", run.stdout, re.MULTILINE)
-    assert counts, f"no test-case summary in the fuzz output:\n{tail}"
-    generated, passed = map(int, counts.groups())
-    assert generated >= 30 and passed == generated, tail
+    assert run.returncode == 0, f"fuzz run of {service} as {role} found failures:\n{tail}"  # a failed check exits 1
+    generated = re.search(r"(\d+) generated", run.stdout)
+    assert generated, f"no test-case summary in the fuzz output:\n{tail}"
+    assert int(generated.group(1)) >= fewest, tail
 
 
 def test_the_check_finds_a_refused_value_repeated_and_ignores_what_the_schema_names():
@@ -94,7 +99,7 @@ PAGES = ["/", "/signin", "/operations", "/operations/live", "/api/progress", "/w
 FORMS = ["/worklist/resolve", "/village/fkp", "/integrator/00000000-0000-0000-0000-000000000000/pause",
          "/integrator/not-a-subscription/resume"]  # not /signin or /signout: they would change who is signed in
 SIGN_INS = [("admin", "64"), ("supervisor", "6472"), ("village_official", "6472010001"),
-            ("officer", "64720100010001"), ("programme", "64")]
+            ("officer", "64720100010001"), ("programme", "64")]  # areas as each role holds them
 values = st.one_of(st.text(max_size=40), st.from_regex(r"\d{1,16}", fullmatch=True),
                    st.text(alphabet="0123456789-", max_size=24), st.sampled_from(["", "verify", "reject", "1", "5"]))
 
@@ -107,20 +112,23 @@ def fuzz_console(base: str, role: str, area: str) -> tuple[list[tuple], dict[int
     with httpx.Client(base_url=base, timeout=20, follow_redirects=False) as c:
         signed_in = c.post("/signin", data={"role": role, "subject": f"FUZZ-{role}", "area": area,
                                             "programme": "pkh" if role == "programme" else ""})
-        assert signed_in.status_code == 303, (role, signed_in.status_code)
+        home = HOME[Role(role)]
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == home, (role, signed_in.status_code)
+        assert c.get(home).status_code == 200, role  # signed in: the role's own page answers
 
         def answered(r: httpx.Response, what: str) -> None:
-            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            if what != "GET /signin":  # the sign-in page answers 200 to anyone
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
             if r.status_code >= 500:
                 failures.append((role, what, r.status_code))
 
-        @settings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=100, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
         @given(path=st.sampled_from(PAGES), area=values, wanted=values, lang=st.sampled_from(["en", "id", "xx"]))
         def pages(path, area, wanted, lang):
-            c.cookies.set("lang", lang)
+            c.cookies.set(LANG_COOKIE, lang)
             answered(c.get(path, params={"area": area, "id": wanted}), f"GET {path}")
 
-        @settings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=100, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
         @given(path=st.sampled_from(FORMS), family=values, sls=values, kind=values, group=values, note=values)
         def forms(path, family, sls, kind, group, note):
             answered(c.post(path, data={"family_id": family, "sls_id": sls, "kind": kind, "welfare_group": group,
@@ -136,4 +144,4 @@ async def test_console_pages_and_forms_answer_no_server_error(every_service, rol
     base = f"http://127.0.0.1:{every_service.ports['console']}"
     failures, statuses = await asyncio.to_thread(fuzz_console, base, role, area)
     assert not failures, (failures[:10], statuses)
-    assert statuses.get(200, 0) >= 10, statuses  # the person's own pages were reached, not only refusals
+    assert statuses.get(200, 0) >= 3, statuses  # the person's own pages were reached, not only refusals

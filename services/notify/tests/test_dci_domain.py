@@ -150,7 +150,7 @@ def test_scope_applies_inside_or_and_not():
      "and, or or not"),
     (crit("predicate", [{"expression1": {"attribute_name": "decile", "operator": "eq", "attribute_value": 1},
                          "condition": "or"}]), "expression2: required with condition or"),
-    (expr({"income": {"$lt": 5}}), "attribute 'income' is not searchable"),
+    (expr({"income": {"$lt": 5}}), "the attribute is not searchable"),
     (expr({"welfare_group": {"$eq": 5}}), "integer from 1 to 4"),
     (expr({"decile": {"$eq": True}}), "integer from 1 to 10"),
     (expr({"area_code": {"$eq": "64a"}}), "SLS id prefix"),

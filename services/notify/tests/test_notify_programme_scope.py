@@ -154,8 +154,8 @@ def test_filters_within_the_token_are_kept():
     (Filters(), (), ("64",), "/", "names no programmes"),
     (Filters(), ("pkh",), (), "/", "names no areas"),
     (Filters(programmes=("pkh", "pbi_jkn")), ("pkh",), ("64",), "/filters/programmes/1", "pbi_jkn is not among"),
-    (Filters(area_prefixes=("6472", "65")), ("pkh",), ("64",), "/filters/area_prefixes/1", "65 is not within"),
-    (Filters(area_prefixes=("64",)), ("pkh",), ("6472",), "/filters/area_prefixes/0", "64 is not within"),
+    (Filters(area_prefixes=("6472", "65")), ("pkh",), ("64",), "/filters/area_prefixes/1", "the area is not within"),
+    (Filters(area_prefixes=("64",)), ("pkh",), ("6472",), "/filters/area_prefixes/0", "the area is not within"),
 ])
 def test_a_subscription_beyond_the_token_is_refused(filters, programmes, areas, path, needle):
     with pytest.raises(Refusal) as e:

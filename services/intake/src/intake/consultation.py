@@ -182,7 +182,7 @@ def decide_opening(o: ForumOpening, same_id: ForumRecord | None, of_village: For
             return Refused(409, "forum_id already used for a different opening")
         return Decided(Verdict.REPEAT, digest, same_id)
     if of_village is not None:
-        return Refused(409, f"village {o.village_id} has its forum already ({of_village.forum_id}): one forum per village")
+        return Refused(409, "the village has its forum already: one forum per village")
     return Decided(Verdict.NEW, digest)
 
 
@@ -227,8 +227,7 @@ def decide_decision(d: DecisionIn, state: DecisionState) -> Decided | Refused | 
     if problems := decision_problems(d, forum, state.interviewed):
         return Invalid(problems)
     if state.same_family is not None:
-        return Refused(409, f"the forum decided about this family already (decision {state.same_family.decision_id}): "
-                            "one decision per family per forum")
+        return Refused(409, "the forum decided about this family already: one decision per family per forum")
     return Decided(Verdict.NEW, digest)
 
 

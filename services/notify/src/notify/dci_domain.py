@@ -567,7 +567,7 @@ def _expression(e: object, where: str, code: str) -> Condition:
 
 def _condition(attr: object, op: object, value: object, where: str, code: str) -> Condition:
     if not isinstance(attr, str) or attr not in ATTRIBUTES:
-        raise Rejected(code, f"{where}: attribute {attr!r} is not searchable; attributes are {', '.join(ATTRIBUTES)}")
+        raise Rejected(code, f"{where}: the attribute is not searchable; attributes are {', '.join(ATTRIBUTES)}")
     ops, kind = ATTRIBUTES[attr]
     if not isinstance(op, str) or op not in ops:
         raise Rejected(code, f"{where}: {attr} takes the operators {', '.join(sorted(ops))}")

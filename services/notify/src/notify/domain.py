@@ -310,7 +310,7 @@ def narrow(requested: Filters, *, token_programmes: tuple[str, ...], token_areas
             raise Refusal(403, f"/filters/programmes/{i}", f"programme {p} is not among the token's programmes")
     for i, a in enumerate(requested.area_prefixes):
         if not any(a.startswith(t) for t in token_areas):
-            raise Refusal(403, f"/filters/area_prefixes/{i}", f"area {a} is not within the token's areas")
+            raise Refusal(403, f"/filters/area_prefixes/{i}", "the area is not within the token's areas")
     programmes = tuple(p for p in token_programmes if not requested.programmes or p in requested.programmes)
     areas = tuple(dict.fromkeys(requested.area_prefixes)) or token_areas
     return Narrowed(programmes, Filters(tuple(dict.fromkeys(requested.programmes)), areas,
