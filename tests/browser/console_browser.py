@@ -7,12 +7,11 @@ import tempfile
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
@@ -21,6 +20,21 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1280,900")
+
+
+def gone(element: WebElement) -> bool:
+    """Whether the element's document has been replaced. While the new page loads, chromedriver may
+    answer for an element of the old one with an "unhandled inspector error: Node with given id does
+    not belong to the document" instead of a stale reference (seen in CI): the same fact, so counted."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as e:
+        if "does not belong to the document" in (e.msg or ""):
+            return True
+        raise
+    return False
 
 
 def chromium_driver() -> webdriver.Chrome:
@@ -157,7 +171,7 @@ class Browser:
     def submit_and_wait(self, button: WebElement) -> None:
         """Clicks a form's button and waits for the page it leads to (the old page's button goes stale)."""
         button.click()
-        WebDriverWait(self.driver, 30).until(staleness_of(button))
+        WebDriverWait(self.driver, 30).until(lambda _: gone(button))
 
     def keyboard_sign_in(self, role: str, subject: str, area: str) -> None:
         """Signs in with the keyboard only: the role chosen by typing, fields filled, Enter to submit."""
