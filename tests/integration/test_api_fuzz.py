@@ -3,8 +3,9 @@ generates valid and invalid bodies, query strings and paths for every operation,
 that the operation answers. Every answer must be below 500, and no 4xx answer may repeat a value
 of the request it refuses (api_fuzz_checks.py: the values may be NIKs, names or secrets).
 
-The DCI endpoints are reached too; their requests must also be signed by a registered requester
-(test_dci.py), which generated requests are not, so the fuzz stops at their signature check.
+The DCI endpoints are reached too; their requests must also be signed by a registered requester,
+which requests generated from notify's document are not, so here the fuzz stops at the signature
+check. test_dci.py fuzzes them from the DCI specification with signed requests.
 
 The console's pages and forms are not in its OpenAPI document (they are HTML for people): they
 are fuzzed with generated query strings and form fields, signed in as each role, and must
