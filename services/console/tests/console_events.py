@@ -17,6 +17,7 @@ from regsosek.contracts import (
     household_profile,
     pseudonymise_interview,
 )
+from regsosek.contracts.details import NOT_ON_ROSTER
 from regsosek.examples import family_interview
 
 T0 = datetime(2022, 10, 20, 2, 0, tzinfo=UTC)
@@ -36,7 +37,7 @@ def verified(seq: int, minutes: int = 1, outcome: str = "verified") -> Interview
 
 def flagged(seq: int, minutes: int = 1, reason: str = "not_on_roster") -> InterviewFlagged:
     return InterviewFlagged(family_id=FAMILY, sls_id=SLS, submission_id=INTERVIEW.submission_id, version=1,
-                            reason=reason, detail="building 1 family 1 is not on the SLS roster",
+                            reason=reason, detail=NOT_ON_ROSTER(building=1, family=1),
                             flagged_at=at(minutes), decision_seq=seq)
 
 

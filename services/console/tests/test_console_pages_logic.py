@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+import string
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -12,6 +13,14 @@ from console.session import local_token
 from console.settings import ConsoleSettings
 from console.signin import sign_in_problems
 from regsosek.auth import Role, TokenVerifier
+from regsosek.contracts.details import (
+    CATALOGUE,
+    NOT_ON_ROSTER,
+    REJECTED_BY_SUPERVISOR,
+    STILL_FLAGGED,
+    UPDATE_NOT_APPLIED,
+    UPDATE_WAITED_IN_VAIN,
+)
 from regsosek.jwks import JwksFile
 
 
@@ -50,6 +59,33 @@ def test_both_languages_have_every_key():
     assert set(i18n.catalogue("id")) == set(i18n.catalogue("en"))
     assert i18n.Words("en")("page.worklist") == "Work list" and i18n.Words("xx").lang == "id"
     assert i18n.Words("en")("work.flagged", n=3) == "Flagged (3)"
+
+
+def test_every_verification_detail_has_words_in_both_languages_english_as_verify_writes_it():
+    for template in CATALOGUE:
+        ident, english = i18n.catalogue("id")[f"detail.{template.code}"], i18n.catalogue("en")[f"detail.{template.code}"]
+        assert english == template.text
+        assert {n for _, n, _, _ in string.Formatter().parse(ident) if n} == set(template.fields), template.code
+
+
+def test_a_verification_detail_reads_in_the_readers_language():
+    id_, en = i18n.Words("id"), i18n.Words("en")
+    made = NOT_ON_ROSTER(building=2, family=1)
+    assert id_.fact(made) == "Bangunan 2 keluarga 1 dan KK-nya tidak ada di prelist SLS"
+    assert en.fact(made) == made
+    nested = UPDATE_NOT_APPLIED(why=UPDATE_WAITED_IN_VAIN(why=STILL_FLAGGED(), days="30"))
+    assert id_.fact(nested) == "Pemutakhiran tidak diterapkan: keluarga masih ditandai; tidak terverifikasi dalam 30 hari"
+    rejected = REJECTED_BY_SUPERVISOR(supervisor="SPV-7", reason="tinggal di RT sebelah")
+    assert id_.fact(rejected) == "Ditolak oleh pengawas SPV-7: tinggal di RT sebelah"
+    # text no template made (an older event): shown as it came, in either language
+    assert id_.fact("building 1 family 1 is not on the SLS roster") == "building 1 family 1 is not on the SLS roster"
+    assert id_.fact(None) == "" and en.fact("") == ""
+
+
+def test_the_work_list_words_a_flags_facts_and_escapes_them():
+    html = _render("_worklist.html", words="id",
+                   **_worklist_context(REJECTED_BY_SUPERVISOR(supervisor="SPV-7", reason="<b>x</b>")))
+    assert "Ditolak oleh pengawas SPV-7: &lt;b&gt;x&lt;/b&gt;" in html
 
 
 def test_charts_say_in_words_what_they_show_and_escape_labels():
@@ -97,13 +133,22 @@ def test_local_sign_in_sets_a_strict_http_only_cookie_and_refuses_bad_fields(tmp
     assert away.headers["location"] == "/operations"
 
 
-def _render(name: str, **context) -> str:
+def _render(name: str, *, words: str = "en", **context) -> str:
     from console.api import Pages
     from console.gateway import Gateway
 
     settings = ConsoleSettings()
     pages = Pages(settings, Gateway(settings))
-    return pages.templates.get_template(name).render(t=i18n.Words("en"), **context)
+    return pages.templates.get_template(name).render(t=i18n.Words(words), **context)
+
+
+def _worklist_context(detail: str) -> dict:
+    from console import domain
+
+    flag = domain.FamilyState("64720100010001-0002-001", "64720100010001", verify_state=domain.VerifyState.FLAGGED,
+                              verify_outcome="rejected_by_supervisor", verify_at=datetime(2022, 10, 20, tzinfo=UTC),
+                              flag_detail=detail)
+    return {"flagged": [flag], "resolved": [], "awaiting": lambda f: False, "resolutions": ["accept"]}
 
 
 def test_the_progress_shows_a_withheld_figure_as_withheld_never_its_number():

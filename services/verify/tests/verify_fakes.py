@@ -18,6 +18,7 @@ import asyncpg
 
 from regsosek import audit
 from regsosek.contracts import FamilyErased, RosterSubmitted, VerificationResolved
+from regsosek.contracts.details import read_detail
 from regsosek.contracts.updates import FamilyUpdated, UpdateWait
 from verify.domain import (
     BODY_EXPIRES,
@@ -228,6 +229,8 @@ class InMemoryVerifyStore:
 
     def _verdict(self, v: Verdict) -> None:
         d = v.decision
+        # every detail verify writes is one the console can word (regsosek.contracts.details)
+        assert not d.detail or read_detail(d.detail) is not None, f"no detail template reads {d.detail!r}"
         self.history.append(History(v.interview.family_id, d.state, d.code, d.detail, v.cause, v.roster_revision,
                                     v.decision_seq, str(v.interview.submission_id)))
         if not v.changes_family:

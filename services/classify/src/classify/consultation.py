@@ -28,12 +28,13 @@ from regsosek.contracts import (
     FlagReason,
     InterviewFlagged,
 )
+from regsosek.contracts import details as dt
 
 # a removal is told downstream as the withdrawal of the family's verification, with the flag reason
 # the RT head's word would have carried at the census
 REMOVALS = {
-    FkpDecisionKind.MOVED: (FlagReason.ROSTER_SAYS_MOVED, "the whole family moved away"),
-    FkpDecisionKind.DIED: (FlagReason.ROSTER_SAYS_DISSOLVED, "the family head died and the family dissolved"),
+    FkpDecisionKind.MOVED: (FlagReason.ROSTER_SAYS_MOVED, dt.FKP_FAMILY_MOVED()),
+    FkpDecisionKind.DIED: (FlagReason.ROSTER_SAYS_DISSOLVED, dt.FKP_FAMILY_DIED()),
 }
 
 
@@ -73,8 +74,7 @@ def removal(cfg: Config, state: FamilyState, e: FkpDecisionRecorded) -> Decision
     """A moved or died family out of the ranking: the withdrawal of its classification."""
     if state.classified is None or state.profile is None:
         return Decision(ignored="not classified: nothing to take out of the ranking")
-    flag_reason, words = REMOVALS[e.kind]
-    detail = f"village consultation (FKP): {words}"
+    flag_reason, detail = REMOVALS[e.kind]
     flag = InterviewFlagged(family_id=e.family_id, sls_id=e.sls_id, submission_id=state.profile.submission_id,
                             version=state.profile.version, reason=flag_reason, detail=detail,
                             flagged_at=e.decided_at)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from regsosek.contracts.details import read_detail
+
 LANGUAGES = ("id", "en")
 DEFAULT = "id"
 _DIR = Path(__file__).resolve().parent / "messages"
@@ -31,3 +33,17 @@ class Words:
     def __call__(self, key: str, **values: object) -> str:
         text = self._own.get(key) or self._base.get(key) or key
         return text.format(**values) if values else text
+
+    def fact(self, detail: str | None) -> str:
+        """A verification detail (regsosek.contracts.details) in the reader's language: a sentence
+        made from a known template is worded by its `detail.<code>` message, its text fields worded
+        the same way when they are details themselves; any other text, or a language without the
+        message, shows the detail as it came (verify writes it in English)."""
+        found = read_detail(detail)
+        if found is None:
+            return detail or ""
+        template, values = found
+        words = self._own.get(f"detail.{template.code}")
+        if words is None:
+            return detail or ""
+        return words.format(**{k: self.fact(v) if k in template.texts else v for k, v in values.items()})

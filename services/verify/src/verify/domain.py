@@ -44,6 +44,7 @@ from regsosek.contracts import (
     VerificationResolved,
     family_id,
 )
+from regsosek.contracts import details as dt
 from regsosek.contracts.updates import FamilyUpdated, UpdateWait
 
 # What verify decides on: the pseudonymised interview (v2): NIK and KK as keyed hashes, no names
@@ -129,17 +130,17 @@ class Decision:
 
 
 _STATUS_FLAGS = {
-    RosterStatus.MOVED: (FlagReason.ROSTER_SAYS_MOVED, "the RT head confirmed this family moved out of the SLS"),
-    RosterStatus.DISSOLVED: (FlagReason.ROSTER_SAYS_DISSOLVED, "the RT head confirmed this family dissolved or its head died"),
-    RosterStatus.UNKNOWN: (FlagReason.ROSTER_SAYS_UNKNOWN, "the RT head does not know this family"),
+    RosterStatus.MOVED: (FlagReason.ROSTER_SAYS_MOVED, dt.ROSTER_SAYS_MOVED()),
+    RosterStatus.DISSOLVED: (FlagReason.ROSTER_SAYS_DISSOLVED, dt.ROSTER_SAYS_DISSOLVED()),
+    RosterStatus.UNKNOWN: (FlagReason.ROSTER_SAYS_UNKNOWN, dt.ROSTER_SAYS_UNKNOWN()),
 }
 
 
 _NON_RESPONSE_DETAIL = {
-    InterviewResult.NO_COMPETENT_RESPONDENT: "no competent respondent until the end of the collection period",
-    InterviewResult.REFUSED: "the family refused the interview",
-    InterviewResult.MOVED: "the officer found the family moved",
-    InterviewResult.NOT_FOUND: "the officer did not find the family",
+    InterviewResult.NO_COMPETENT_RESPONDENT: dt.NO_COMPETENT_RESPONDENT(),
+    InterviewResult.REFUSED: dt.REFUSED(),
+    InterviewResult.MOVED: dt.OFFICER_FOUND_MOVED(),
+    InterviewResult.NOT_FOUND: dt.OFFICER_NOT_FOUND(),
 }
 
 
@@ -185,9 +186,8 @@ def member_count_problem(iv: Interview, entry: RosterEntry) -> str | None:
     if entry.member_count == prelisted:
         return None
     if prelisted == len(iv.members) and len(iv.residents) == len(iv.members):
-        return f"roster lists {entry.member_count} members, interview has {len(iv.members)}"
-    return (f"roster lists {entry.member_count} members, interview lists {prelisted} prelisted members "
-            f"({len(iv.residents)} living with the family)")
+        return dt.MEMBERS_DIFFER(roster=entry.member_count, interview=len(iv.members))
+    return dt.PRELISTED_DIFFER(roster=entry.member_count, prelisted=prelisted, residents=len(iv.residents))
 
 
 def village_entry(iv: Interview, village: Iterable[VillageEntry]) -> VillageEntry | None:
@@ -207,8 +207,7 @@ def decide(iv: Interview, roster: list[RosterEntry], village: Iterable[VillageEn
         if moved is not None:  # decided as on its own roster: a re-check after the SLS change changes nothing
             return replace(decide(iv, [moved.entry]), roster_sls=moved.sls_id)
         return Decision(False, reason=FlagReason.NOT_ON_ROSTER,
-                        detail=f"building {iv.location.building_no} family {iv.location.family_no} "
-                               "and its KK are not on the SLS roster")
+                        detail=dt.NOT_ON_ROSTER(building=iv.location.building_no, family=iv.location.family_no))
     if entry.status in _STATUS_FLAGS:
         reason, detail = _STATUS_FLAGS[entry.status]
         return Decision(False, reason=reason, detail=detail)
@@ -221,18 +220,17 @@ def decide(iv: Interview, roster: list[RosterEntry], village: Iterable[VillageEn
 
 
 def duplicate_nik(conflicting_lines: list[int]) -> Decision:
-    lines = ", ".join(str(n) for n in conflicting_lines)
     return Decision(False, reason=FlagReason.DUPLICATE_NIK,
-                    detail=f"NIK of member line(s) {lines} already belongs to another family")
+                    detail=dt.DUPLICATE_NIK(lines=", ".join(str(n) for n in conflicting_lines)))
 
 
 def duplicate_interview() -> Decision:
     return Decision(False, reason=FlagReason.DUPLICATE_INTERVIEW,
-                    detail="this family was already interviewed with the same version; submit a correction as a higher version")
+                    detail=dt.DUPLICATE_INTERVIEW())
 
 
 def no_roster(hours: float) -> Decision:
-    return Decision(False, reason=FlagReason.NO_ROSTER, detail=f"no SLS roster arrived within {hours:.0f} h of the interview")
+    return Decision(False, reason=FlagReason.NO_ROSTER, detail=dt.NO_ROSTER(hours=f"{hours:.0f}"))
 
 
 class Arrival(StrEnum):
@@ -298,11 +296,11 @@ def resolve(state: str, r: VerificationResolved) -> Decision | None:
         if state == "verified":
             return None
         return Decision(True, outcome=VerificationOutcome.VERIFIED_BY_SUPERVISOR,
-                        detail=f"verified by supervisor {r.supervisor_id}"[:500])
+                        detail=dt.VERIFIED_BY_SUPERVISOR(supervisor=r.supervisor_id)[:500])
     if state == "rejected":
         return None
     return Decision(False, reason=FlagReason.REJECTED_BY_SUPERVISOR,
-                    detail=f"rejected by supervisor {r.supervisor_id}: {r.reason}"[:500])
+                    detail=dt.REJECTED_BY_SUPERVISOR(supervisor=r.supervisor_id, reason=r.reason)[:500])
 
 
 # ---------------------------------------------------------------- SLS completeness

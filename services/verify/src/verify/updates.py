@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime, time
 from typing import TypeVar
 
 from regsosek.contracts import FlagReason, MemberPresence, VerificationOutcome
+from regsosek.contracts import details as dt
 from regsosek.contracts.interview import Relationship
 from regsosek.contracts.updates import FamilyUpdated, MovedTo, PseudonymousChange, UpdateKind, UpdateWait
 from verify.domain import (
@@ -93,14 +94,14 @@ def _new_head(members: list, day: date) -> list:
 def _leaves(iv: Interview, line_no: int, presence: MemberPresence, day: date) -> list:
     member = next((m for m in iv.members if m.line_no == line_no and m.presence.resident), None)
     if member is None:
-        raise NotApplicable(f"no member on line {line_no} lives with the family")
+        raise NotApplicable(dt.NO_RESIDENT_ON_LINE(line=line_no))
     return _new_head([m.model_copy(update={"presence": presence}) if m is member else m for m in iv.members], day)
 
 
 def _given(value: T | None, c: PseudonymousChange, name: str) -> T:
     """A field the change's kind carries (the contract requires it: check_change_fields)."""
     if value is None:
-        raise NotApplicable(f"a {c.kind.value} change without {name}")
+        raise NotApplicable(dt.CHANGE_WITHOUT_FIELD(kind=c.kind.value, field=name))
     return value
 
 
@@ -117,18 +118,18 @@ def changed_interview(iv: Interview, e: FamilyUpdated) -> Interview:
     elif c.kind is UpdateKind.BIRTH:
         born = _given(c.member, c, "member")
         if any(m.line_no == born.line_no for m in iv.members):
-            raise NotApplicable(f"line {born.line_no} is another member's row on the family's form")
+            raise NotApplicable(dt.LINE_TAKEN(line=born.line_no))
         update["members"] = [*iv.members, born]
     elif c.kind is UpdateKind.HOUSING_CHANGE:
         update["housing"] = c.housing
     if iv.version >= 1000:
-        raise NotApplicable("the family's form has reached its last version")
+        raise NotApplicable(dt.LAST_VERSION())
     return iv.model_copy(update=update)
 
 
 def not_applicable(iv: Interview, stored: Stored | None, why: str) -> Outcome:
     """A flag about the update only: history in verify, the family's current sequence, nothing changed."""
-    d = Decision(False, reason=FlagReason.UPDATE_NOT_APPLICABLE, detail=f"update not applied: {why}"[:500])
+    d = Decision(False, reason=FlagReason.UPDATE_NOT_APPLICABLE, detail=dt.UPDATE_NOT_APPLIED(why=why)[:500])
     return Outcome(verdicts=(Verdict(iv, d, "update_not_applicable", stored.decision_seq if stored else 0),))
 
 
@@ -172,33 +173,33 @@ def _on_update(state: UpdateState, e: FamilyUpdated) -> Outcome:
         return Outcome()
     if e.change.kind is UpdateKind.NEW_FAMILY:
         if stored is not None:
-            return not_applicable(_placeholder(e, stored), stored, "a family with this id is registered already")
+            return not_applicable(_placeholder(e, stored), stored, dt.ALREADY_REGISTERED())
         try:
             family = _given(e.change.family, e.change, "family")
         except NotApplicable as missing:
             return not_applicable(_placeholder(e, stored), stored, str(missing))
-        return _decided(family, None, state, "a family missed by the census, field-checked")
+        return _decided(family, None, state, dt.MISSED_FAMILY_CHECKED())
     if stored is None or stored.interview is None or stored.state != "verified":
-        why = "the family's form is no longer kept" if stored is None or stored.interview is None \
-            else f"the family is {stored.state}, not verified"
+        why = dt.FORM_NOT_KEPT() if stored is None or stored.interview is None \
+            else dt.FAMILY_IN_STATE(state=stored.state)
         return not_applicable(_placeholder(e, stored), stored, why)
     try:
         iv = changed_interview(stored.interview, e)
     except NotApplicable as why:
         return not_applicable(_placeholder(e, stored), stored, str(why))
     if e.change.kind is UpdateKind.FAMILY_MOVED:
-        d = Decision(False, reason=FlagReason.ROSTER_SAYS_MOVED, detail="the family moved out of its SLS (update)")
+        d = Decision(False, reason=FlagReason.ROSTER_SAYS_MOVED, detail=dt.UPDATE_FAMILY_MOVED())
         return _outcome(iv, d, stored, state)
     if not iv.residents:
         d = Decision(False, reason=FlagReason.ROSTER_SAYS_DISSOLVED,
-                     detail="no member lives with the family any more (update)")
+                     detail=dt.UPDATE_NO_RESIDENT())
         return _outcome(iv, d, stored, state)
-    return _decided(iv, stored, state, f"{e.change.kind.value} applied ({e.basis.value})")
+    return _decided(iv, stored, state, dt.UPDATE_APPLIED(kind=e.change.kind.value, basis=e.basis.value))
 
 
-WAITED = {UpdateWait.FAMILY_NOT_REGISTERED: "the family's interview never reached verify",
-          UpdateWait.INTERVIEW_HELD: "the family's interview still waits for the SLS roster",
-          UpdateWait.FAMILY_FLAGGED: "the family is still flagged"}
+WAITED = {UpdateWait.FAMILY_NOT_REGISTERED: dt.NEVER_REACHED_VERIFY(),
+          UpdateWait.INTERVIEW_HELD: dt.STILL_WAITS_FOR_ROSTER(),
+          UpdateWait.FAMILY_FLAGGED: dt.STILL_FLAGGED()}
 
 
 def on_hold_expired(state: UpdateState, e: FamilyUpdated, timeout_s: float) -> Outcome:
@@ -209,8 +210,8 @@ def on_hold_expired(state: UpdateState, e: FamilyUpdated, timeout_s: float) -> O
     if state.erased or state.applied or (stored is not None and stored.state == "verified"):
         return replace(on_update(state, e), update_done=e.submission_id)
     wait = waits(stored)
-    why = WAITED.get(wait, "the family is not verified") if wait is not None else "the family is not verified"
-    flag = not_applicable(_placeholder(e, stored), stored, f"{why}; not verified within {timeout_s / 86400:g} days")
+    why = WAITED.get(wait, dt.NOT_VERIFIED()) if wait is not None else dt.NOT_VERIFIED()
+    flag = not_applicable(_placeholder(e, stored), stored, dt.UPDATE_WAITED_IN_VAIN(why=why, days=f"{timeout_s / 86400:g}"))
     return replace(flag, update_done=e.submission_id)
 
 

@@ -104,7 +104,7 @@ class InterviewFlagged(Contract):
     submission_id: SubmissionId
     version: int
     reason: FlagReason
-    detail: Text  # readable by a supervisor; never contains NIK/KK/names
+    detail: Text  # readable by a supervisor (a template of regsosek.contracts.details); never NIK/KK/names
     flagged_at: datetime
     # verify's decision sequence of the family; a duplicate-interview flag (a second submission of
     # the same version) is no decision about the family and carries the family's current one
