@@ -82,6 +82,17 @@ def test_a_verification_detail_reads_in_the_readers_language():
     assert id_.fact(None) == "" and en.fact("") == ""
 
 
+def test_a_resolutions_kind_is_worded_and_the_note_kept():
+    from console import domain
+
+    id_ = i18n.Words("id")
+    assert id_.resolution(domain.resolution_reason("moved", "pindah ke RT 3")) == "Pindah (tolak): pindah ke RT 3"
+    assert id_.resolution(domain.resolution_reason("accept", "")) == "Terima (tinggal di SLS ini)"
+    assert i18n.Words("en").resolution("accept: seen") == "Accept (lives in this SLS): seen"
+    # a reason not made by the console (sent to intake directly) is shown as it came
+    assert id_.resolution("lives here: checked") == "lives here: checked"
+
+
 def test_the_work_list_words_a_flags_facts_and_escapes_them():
     html = _render("_worklist.html", words="id",
                    **_worklist_context(REJECTED_BY_SUPERVISOR(supervisor="SPV-7", reason="<b>x</b>")))

@@ -545,6 +545,15 @@ def resolution_reason(kind: str, note: str) -> str:
     return f"{kind}: {note.strip()}" if note.strip() else kind
 
 
+def resolution_parts(reason: str) -> tuple[str | None, str]:
+    """(the console's kind of decision, the supervisor's note) of a resolution's reason that
+    resolution_reason made; (None, the reason) for any other (one sent to intake directly)."""
+    kind, sep, note = reason.partition(": ")
+    if kind in RESOLUTIONS:
+        return kind, note
+    return (reason, "") if reason in RESOLUTIONS else (None, reason)
+
+
 def awaiting_resolution(s: FamilyState) -> bool:
     """A supervisor's decision was sent and verify has not decided again since."""
     return s.resolution_at is not None and (s.verify_at is None or s.verify_at <= s.resolution_at)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from console.domain import resolution_parts
 from regsosek.contracts.details import read_detail
 
 LANGUAGES = ("id", "en")
@@ -47,3 +48,11 @@ class Words:
         if words is None:
             return detail or ""
         return words.format(**{k: self.fact(v) if k in template.texts else v for k, v in values.items()})
+
+    def resolution(self, reason: str) -> str:
+        """A supervisor's resolution reason with its kind of decision worded (`resolve.<kind>`),
+        the supervisor's own note as written."""
+        kind, note = resolution_parts(reason)
+        if kind is None:
+            return note
+        return f"{self(f'resolve.{kind}')}: {note}" if note else self(f"resolve.{kind}")
