@@ -11,7 +11,8 @@ from regsosek.contracts.details import CATALOGUE, NO_ROSTER, NUMBERS, UPDATE_NOT
 
 # values for each field: numbers, words, ids and texts, these holding the separators the templates use
 VALUES = ["1", "12", "1, 2, 14", "0.0416667", "2.31481e-05", "death", "new_family", "SPV-7", "SPV 7 (relief)",
-          "family lives in the next RT: asked twice; (sure)", "a (b), c", "x; not verified within 3 days"]
+          "family lives in the next RT: asked twice; (sure)", "a (b), c", "x; not verified within 3 days",
+          "2022-10-20T08:00:00Z", "pmt-illustrative-2022.1", "regency 6472"]
 
 
 def sample(template, i: int) -> dict[str, str]:

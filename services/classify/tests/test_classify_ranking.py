@@ -22,6 +22,7 @@ from classify.ranking import (
     partition_of,
     rank_deciles,
     rank_value,
+    reference_placement,
 )
 from regsosek.contracts import FamilyInterview, HouseholdProfile, WelfareGroup, household_profile
 from regsosek.examples import family_interview
@@ -155,3 +156,30 @@ def test_fkp_note_is_kept_once_when_a_basis_is_carried_over():
     moved = classify(smoke(), MODEL, LINES, RULES, WelfareGroup.TIDAK_MISKIN, Ranked(c.decile, c.decile_basis))
     assert moved.decile_basis.endswith("welfare group 4 set by village consultation (FKP)")
     assert moved.decile_basis.count("village consultation") == 1
+
+
+def test_every_decile_basis_classify_writes_is_one_the_console_can_word():
+    """Each basis (regsosek.contracts.details) reads back as its template; with an FKP group too."""
+    from datetime import UTC, datetime
+
+    from classify.store import ranked_basis, ranking_cuts_basis
+    from regsosek.contracts.details import read_detail
+
+    at = datetime(2022, 11, 1, 8, 30, tzinfo=UTC)
+    made = {"basis_reference": reference_placement(MODEL.version, MODEL.decile_cutpoints).basis}
+    for partition, scope in (("ID", "scope_national"), ("64", "scope_province"), ("6472", "scope_regency")):
+        made[f"basis_ranked/{scope}"] = ranked_basis(partition, at, 12, None)
+        made[f"basis_ranked_area/{scope}"] = ranked_basis(partition, at, 12, "6472")
+        made[f"basis_ranking_cuts/{scope}"] = ranking_cuts_basis(partition, at, 12)
+    for key, basis in made.items():
+        code, _, scope = key.partition("/")
+        for text in (basis, classify(smoke(), MODEL, LINES, RULES, fkp_group=WelfareGroup(2),
+                                     placement=CutPoints(tuple(MODEL.decile_cutpoints), basis)).decile_basis):
+            found = read_detail(text)
+            assert found is not None, key
+            if text != basis:  # the FKP note around the basis
+                assert (found[0].code, found[1]["group"]) == ("basis_within_fkp_group", "2")
+                found = read_detail(found[1]["basis"])
+            assert found[0].code == code
+            if scope:
+                assert read_detail(found[1]["scope"])[0].code == scope

@@ -14,9 +14,12 @@ from console.settings import ConsoleSettings
 from console.signin import sign_in_problems
 from regsosek.auth import Role, TokenVerifier
 from regsosek.contracts.details import (
+    BASIS_RANKED_AREA,
+    BASIS_WITHIN_FKP_GROUP,
     CATALOGUE,
     NOT_ON_ROSTER,
     REJECTED_BY_SUPERVISOR,
+    SCOPE_REGENCY,
     STILL_FLAGGED,
     UPDATE_NOT_APPLIED,
     UPDATE_WAITED_IN_VAIN,
@@ -75,6 +78,11 @@ def test_a_verification_detail_reads_in_the_readers_language():
     assert en.fact(made) == made
     nested = UPDATE_NOT_APPLIED(why=UPDATE_WAITED_IN_VAIN(why=STILL_FLAGGED(), days="30"))
     assert id_.fact(nested) == "Pemutakhiran tidak diterapkan: keluarga masih ditandai; tidak terverifikasi dalam 30 hari"
+    basis = BASIS_WITHIN_FKP_GROUP(basis=BASIS_RANKED_AREA(scope=SCOPE_REGENCY(code="6472"), at="2022-11-01T08:30:00Z",
+                                                         families=12, area="6472010"), group=2)
+    assert id_.fact(basis) == ("diperingkat: kabupaten/kota 6472 pada 2022-11-01T08:30:00Z di antara 12 keluarga "
+                               "(wilayah 6472010 diperingkat ulang setelah musyawarah desa); diperingkat dalam "
+                               "kelompok kesejahteraan 2 yang ditetapkan musyawarah desa (FKP)")
     rejected = REJECTED_BY_SUPERVISOR(supervisor="SPV-7", reason="tinggal di RT sebelah")
     assert id_.fact(rejected) == "Ditolak oleh pengawas SPV-7: tinggal di RT sebelah"
     # text no template made (an older event): shown as it came, in either language

@@ -25,9 +25,10 @@ from regsosek.contracts import (
     InterviewVerified,
     WelfareGroup,
 )
+from regsosek.contracts import details as dt
 
 TOP_FACTORS = 5
-FKP_NOTE = "; ranked within welfare group {} set by village consultation (FKP)"
+FKP_NOTE = dt.BASIS_WITHIN_FKP_GROUP.text.replace("{basis}", "").replace("{group}", "{}")
 
 
 def fkp_note(basis: str) -> str:

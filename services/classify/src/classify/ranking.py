@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from classify.model import PovertyLines
 from regsosek.contracts import WelfareGroup
+from regsosek.contracts import details as dt
 
 DECILES = 10
 SCOPES = ("national", "province", "regency")
@@ -124,4 +125,4 @@ Placement = CutPoints | Ranked
 
 
 def reference_placement(model_version: str, cuts: Sequence[float]) -> CutPoints:
-    return CutPoints(tuple(cuts), f"provisional: reference cut-points of {model_version}")
+    return CutPoints(tuple(cuts), dt.BASIS_REFERENCE(model=model_version))

@@ -48,6 +48,7 @@ from classify.ranking import (
 from classify.replay_domain import Restated, StoredOutcome
 from regsosek import audit, db
 from regsosek.contracts import FamilyErased, FkpAdjustment, FkpDecisionRecorded, HouseholdProfile, WelfareGroup
+from regsosek.contracts import details as dt
 from regsosek.envelope import encode
 
 LOCK = 7316101  # one re-rank or replay at a time in a classify database
@@ -64,8 +65,10 @@ def _iso(at: datetime) -> str:
 
 def scope_words(partition: str) -> str:
     if partition == NATIONAL:
-        return "national"
-    return f"province {partition}" if len(partition) == PARTITION_LENGTH["province"] else f"regency {partition}"
+        return dt.SCOPE_NATIONAL()
+    if len(partition) == PARTITION_LENGTH["province"]:
+        return dt.SCOPE_PROVINCE(code=partition)
+    return dt.SCOPE_REGENCY(code=partition)
 
 
 # The partition of a family's row in each scope, and its ranked decile over that partition (window w: the
@@ -77,10 +80,14 @@ RANKED_DECILE = f"((row_number() over w - 1) * {DECILES} / count(*) over (partit
 
 
 def ranked_basis(partition: str, ranked_at: datetime, families: int, area: str | None) -> str:
-    basis = f"ranked: {scope_words(partition)} at {_iso(ranked_at)} among {families} families"
     if area:
-        basis += f" (area {area} re-ranked after village consultation)"
-    return basis
+        return dt.BASIS_RANKED_AREA(scope=scope_words(partition), at=_iso(ranked_at), families=families, area=area)
+    return dt.BASIS_RANKED(scope=scope_words(partition), at=_iso(ranked_at), families=families)
+
+
+def ranking_cuts_basis(partition: str, ranked_at: datetime, families: int) -> str:
+    """The basis of a decile placed by the cut-points of the latest ranking covering the family."""
+    return dt.BASIS_RANKING_CUTS(scope=scope_words(partition), at=_iso(ranked_at), families=families)
 
 
 def _aware(at: datetime) -> datetime:
@@ -296,9 +303,8 @@ class ClassifyStore:
         )
         if r is None:
             return reference_placement(model.version, model.decile_cutpoints)
-        basis = (f"provisional: cut-points of the {scope_words(r['partition'])} ranking at {_iso(r['ranked_at'])} "
-                 f"among {r['families']} families")
-        return CutPoints(tuple(r["cutpoints"]), basis, r["id"])
+        return CutPoints(tuple(r["cutpoints"]), ranking_cuts_basis(r["partition"], r["ranked_at"], r["families"]),
+                         r["id"])
 
     # ------------------------------------------------------------ saving decisions
 

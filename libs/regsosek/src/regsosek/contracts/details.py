@@ -1,6 +1,7 @@
 """The facts behind a verification decision, as verify writes them (`InterviewFlagged.detail`,
 `InterviewVerified`'s stored detail, verify's history) and classify for a family a village
-consultation takes out of the ranking: English sentences made from this closed
+consultation takes out of the ranking, and the basis of a family's decile as classify writes it
+(`FamilyClassified.decile_basis`): English sentences made from this closed
 set of templates, each with a code, holding counts, serial numbers and member lines, never a NIK,
 KK number or name.
 
@@ -28,6 +29,8 @@ TEXT = r".+?"
 WORD = r"[a-z_]+"
 ID = r"[^:]+?"
 DAYS = r"[0-9.e+-]+"
+TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+VERSION = r"[A-Za-z0-9._-]+"
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,19 @@ NOT_VERIFIED = _t("not_verified", "the family is not verified")
 FKP_FAMILY_MOVED = _t("fkp_family_moved", "village consultation (FKP): the whole family moved away")
 FKP_FAMILY_DIED = _t("fkp_family_died", "village consultation (FKP): the family head died and the family dissolved")
 
+# the basis of a family's decile (classify.ranking, classify.store, classify.domain)
+SCOPE_NATIONAL = _t("scope_national", "national")
+SCOPE_PROVINCE = _t("scope_province", "province {code}")
+SCOPE_REGENCY = _t("scope_regency", "regency {code}")
+BASIS_RANKED = _t("basis_ranked", "ranked: {scope} at {at} among {families} families", scope=TEXT, at=TIME)
+BASIS_RANKED_AREA = _t("basis_ranked_area", "ranked: {scope} at {at} among {families} families (area {area} "
+                                            "re-ranked after village consultation)", scope=TEXT, at=TIME)
+BASIS_RANKING_CUTS = _t("basis_ranking_cuts", "provisional: cut-points of the {scope} ranking at {at} among "
+                                              "{families} families", scope=TEXT, at=TIME)
+BASIS_REFERENCE = _t("basis_reference", "provisional: reference cut-points of {model}", model=VERSION)
+BASIS_WITHIN_FKP_GROUP = _t("basis_within_fkp_group", "{basis}; ranked within welfare group {group} set by village "
+                                                      "consultation (FKP)", basis=TEXT)
+
 CATALOGUE: tuple[DetailTemplate, ...] = (
     NOT_ON_ROSTER, ROSTER_SAYS_MOVED, ROSTER_SAYS_DISSOLVED, ROSTER_SAYS_UNKNOWN, MEMBERS_DIFFER, PRELISTED_DIFFER,
     DUPLICATE_NIK, DUPLICATE_INTERVIEW, NO_ROSTER, NO_COMPETENT_RESPONDENT, REFUSED, OFFICER_FOUND_MOVED,
@@ -116,6 +132,8 @@ CATALOGUE: tuple[DetailTemplate, ...] = (
     UPDATE_WAITED_IN_VAIN, NO_RESIDENT_ON_LINE, CHANGE_WITHOUT_FIELD, LINE_TAKEN, LAST_VERSION, ALREADY_REGISTERED,
     FORM_NOT_KEPT, FAMILY_IN_STATE, NEVER_REACHED_VERIFY, STILL_WAITS_FOR_ROSTER, STILL_FLAGGED, NOT_VERIFIED,
     FKP_FAMILY_MOVED, FKP_FAMILY_DIED,
+    SCOPE_NATIONAL, SCOPE_PROVINCE, SCOPE_REGENCY, BASIS_RANKED, BASIS_RANKED_AREA, BASIS_RANKING_CUTS,
+    BASIS_REFERENCE, BASIS_WITHIN_FKP_GROUP,
 )
 
 
