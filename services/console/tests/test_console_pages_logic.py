@@ -101,6 +101,18 @@ def test_a_resolutions_kind_is_worded_and_the_note_kept():
     assert id_.resolution("lives here: checked") == "lives here: checked"
 
 
+def test_a_rules_household_components_are_worded_and_an_unknown_one_shown_as_its_code():
+    from classify.model import components
+    from regsosek.contracts import household_profile
+    from regsosek.contracts.interview import FamilyInterview
+    from regsosek.examples import family_interview
+
+    known = components(household_profile(FamilyInterview.model_validate(family_interview())))
+    for lang in ("id", "en"):
+        assert all(i18n.catalogue(lang).get(f"component.{c}") for c in known), lang
+    assert i18n.Words("id").codes("component", ["pregnant_member", "new_component"]) == "ibu hamil, new_component"
+
+
 def test_the_work_list_words_a_flags_facts_and_escapes_them():
     html = _render("_worklist.html", words="id",
                    **_worklist_context(REJECTED_BY_SUPERVISOR(supervisor="SPV-7", reason="<b>x</b>")))

@@ -35,6 +35,13 @@ class Words:
         text = self._own.get(key) or self._base.get(key) or key
         return text.format(**values) if values else text
 
+    def code(self, kind: str, code: str) -> str:
+        """A code's words (`<kind>.<code>`), else the code itself (one this console does not know yet)."""
+        return self._own.get(f"{kind}.{code}") or self._base.get(f"{kind}.{code}") or code
+
+    def codes(self, kind: str, codes: list[str]) -> str:
+        return ", ".join(self.code(kind, c) for c in codes)
+
     def fact(self, detail: str | None) -> str:
         """A verification detail (regsosek.contracts.details) in the reader's language: a sentence
         made from a known template is worded by its `detail.<code>` message, its text fields worded
