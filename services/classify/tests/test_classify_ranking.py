@@ -183,3 +183,24 @@ def test_every_decile_basis_classify_writes_is_one_the_console_can_word():
             assert found[0].code == code
             if scope:
                 assert read_detail(found[1]["scope"])[0].code == scope
+
+
+def test_the_sql_that_reads_a_basis_matches_the_templates_prefixes():
+    """classify's store and migrations find a ranked basis and its FKP note by their words; those words
+    are the templates' (regsosek.contracts.details), so rewording a template fails here first."""
+    from pathlib import Path
+
+    import classify.store as store_module
+    from classify.domain import FKP_NOTE
+    from regsosek.contracts import details as dt
+
+    ranked = dt.BASIS_RANKED.text.split("{")[0]
+    fkp = dt.BASIS_WITHIN_FKP_GROUP.text.split("{group}")[0].removeprefix("{basis}")
+    reference = dt.BASIS_REFERENCE.text.split("{")[0]
+    assert FKP_NOTE.split("{}")[0] == fkp
+    store_sql = Path(store_module.__file__).read_text(encoding="utf-8")
+    migrations = Path(store_module.__file__).resolve().parents[2] / "migrations"
+    assert f"like '{ranked}%'" in store_sql
+    assert f"like '{ranked}%'" in (migrations / "011_rerank_confirms.sql").read_text(encoding="utf-8")
+    assert f"'{fkp.rstrip()}'" in (migrations / "011_rerank_confirms.sql").read_text(encoding="utf-8")
+    assert f"'{reference}'" in (migrations / "002_ranking_replay.sql").read_text(encoding="utf-8")

@@ -17,10 +17,12 @@ from regsosek.contracts.details import (
     BASIS_RANKED_AREA,
     BASIS_WITHIN_FKP_GROUP,
     CATALOGUE,
+    FAMILY_IN_STATE,
     NOT_ON_ROSTER,
     REJECTED_BY_SUPERVISOR,
     SCOPE_REGENCY,
     STILL_FLAGGED,
+    UPDATE_APPLIED,
     UPDATE_NOT_APPLIED,
     UPDATE_WAITED_IN_VAIN,
 )
@@ -71,6 +73,16 @@ def test_every_verification_detail_has_words_in_both_languages_english_as_verify
         assert {n for _, n, _, _ in string.Formatter().parse(ident) if n} == set(template.fields), template.code
 
 
+def test_every_code_a_detail_can_hold_has_words_in_both_languages():
+    from regsosek.contracts.updates import UpdateBasis, UpdateKind
+
+    for lang in ("id", "en"):
+        words = i18n.catalogue(lang)
+        assert all(f"update_kind.{k.value}" in words for k in UpdateKind), lang
+        assert all(f"update_basis.{b.value}" in words for b in UpdateBasis), lang
+        assert all(f"verify_state.{s}" in words for s in ("held", "flagged", "rejected", "non_response")), lang
+
+
 def test_a_verification_detail_reads_in_the_readers_language():
     id_, en = i18n.Words("id"), i18n.Words("en")
     made = NOT_ON_ROSTER(building=2, family=1)
@@ -85,6 +97,17 @@ def test_a_verification_detail_reads_in_the_readers_language():
                                "kelompok kesejahteraan 2 yang ditetapkan musyawarah desa (FKP)")
     rejected = REJECTED_BY_SUPERVISOR(supervisor="SPV-7", reason="tinggal di RT sebelah")
     assert id_.fact(rejected) == "Ditolak oleh pengawas SPV-7: tinggal di RT sebelah"
+    # codes in a detail are worded; in English the sentence stays the one verify wrote
+    waited = UPDATE_NOT_APPLIED(why=FAMILY_IN_STATE(state="flagged"))
+    assert id_.fact(waited) == "Pemutakhiran tidak diterapkan: keluarga berstatus ditandai, belum terverifikasi"
+    assert en.fact(waited) == waited
+    applied = UPDATE_APPLIED(kind="member_moved", basis="field_check")
+    assert id_.fact(applied) == "Pemutakhiran anggota pindah diterapkan (cek lapangan)" and en.fact(applied) == applied
+    # a supervisor's reason: the console's kind of decision worded, the note as written (even one that
+    # happens to read as a detail)
+    moved = REJECTED_BY_SUPERVISOR(supervisor="SPV-7", reason="moved: pindah ke RT 3")
+    assert id_.fact(moved) == "Ditolak oleh pengawas SPV-7: Pindah (ditolak): pindah ke RT 3"
+    assert id_.fact(REJECTED_BY_SUPERVISOR(supervisor="SPV-7", reason="national")).endswith(": national")
     # text no template made (an older event): shown as it came, in either language
     assert id_.fact("building 1 family 1 is not on the SLS roster") == "building 1 family 1 is not on the SLS roster"
     assert id_.fact(None) == "" and en.fact("") == ""
@@ -94,9 +117,9 @@ def test_a_resolutions_kind_is_worded_and_the_note_kept():
     from console import domain
 
     id_ = i18n.Words("id")
-    assert id_.resolution(domain.resolution_reason("moved", "pindah ke RT 3")) == "Pindah (tolak): pindah ke RT 3"
-    assert id_.resolution(domain.resolution_reason("accept", "")) == "Terima (tinggal di SLS ini)"
-    assert i18n.Words("en").resolution("accept: seen") == "Accept (lives in this SLS): seen"
+    assert id_.resolution(domain.resolution_reason("moved", "pindah ke RT 3")) == "Pindah (ditolak): pindah ke RT 3"
+    assert id_.resolution(domain.resolution_reason("accept", "")) == "Diterima (tinggal di SLS ini)"
+    assert i18n.Words("en").resolution("accept: seen") == "Accepted (lives in this SLS): seen"
     # a reason not made by the console (sent to intake directly) is shown as it came
     assert id_.resolution("lives here: checked") == "lives here: checked"
 

@@ -54,7 +54,15 @@ class Words:
         words = self._own.get(f"detail.{template.code}")
         if words is None:
             return detail or ""
-        return words.format(**{k: self.fact(v) if k in template.texts else v for k, v in values.items()})
+        return words.format(**{k: self._field(template.kind(k).words, v) for k, v in values.items()})
+
+    def _field(self, words: str | None, value: str) -> str:
+        """A field's value worded as its kind says (regsosek.contracts.details.Field)."""
+        if words == "detail":
+            return self.fact(value)
+        if words == "resolution":
+            return self.resolution(value)
+        return self.code(words, value) if words else value
 
     def resolution(self, reason: str) -> str:
         """A supervisor's resolution reason with its kind of decision worded (`resolve.<kind>`),
@@ -62,4 +70,4 @@ class Words:
         kind, note = resolution_parts(reason)
         if kind is None:
             return note
-        return f"{self(f'resolve.{kind}')}: {note}" if note else self(f"resolve.{kind}")
+        return f"{self(f'resolved.{kind}')}: {note}" if note else self(f"resolved.{kind}")

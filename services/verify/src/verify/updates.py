@@ -221,8 +221,7 @@ def _decided(iv: Interview, stored: Stored | None, state: UpdateState, detail: s
     niks = iv.nik_hashes()
     clashes = sorted(line for h, line in niks.items() if state.nik_holders.get(h, iv.family_id) != iv.family_id)
     if clashes:
-        lines = ", ".join(str(n) for n in clashes)
-        return not_applicable(iv, stored, f"NIK of member line(s) {lines} already belongs to another family")
+        return not_applicable(iv, stored, dt.DUPLICATE_NIK(lines=", ".join(str(n) for n in clashes)))
     d = Decision(True, outcome=VerificationOutcome.UPDATED, detail=detail)
     return _outcome(iv, d, stored, state, Claim(iv.family_id, niks, ()))
 

@@ -12,10 +12,11 @@ no template makes (an older event, a free-text reason) is shown as it came. One 
 sides: a sentence verify writes that the console cannot read is a unit-test failure, not a
 supervisor reading English.
 
-Fields are numbers, or comma-separated numbers, unless a template gives them another pattern: a
-supervisor's id (no colon), a supervisor's own reason or a nested detail (any text), a registry
-update's kind or basis (a word). A text that only reads one way under these patterns is read; one
-that does not (a supervisor id with a colon, say) is shown as it came."""
+Fields are numbers, or comma-separated numbers, unless a template gives them another kind (`Field`):
+a supervisor's id (no colon), a supervisor's own reason, a nested detail, a registry update's kind,
+basis or field, verify's state (a code), a time, a version. Where two templates read the same text
+(a detail nested in another), the first in `CATALOGUE` wins: the outer one. A text that reads no
+way under these patterns (a supervisor id with a colon, say) is shown as it came."""
 
 from __future__ import annotations
 
@@ -24,28 +25,43 @@ import string
 from dataclasses import dataclass, field
 from functools import cached_property
 
-NUMBERS = r"\d+(?:, \d+)*"
-TEXT = r".+?"
-WORD = r"[a-z_]+"
-ID = r"[^:]+?"
-DAYS = r"[0-9.e+-]+"
-TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
-VERSION = r"[A-Za-z0-9._-]+"
-
 
 @dataclass(frozen=True)
+class Field:
+    """What a template's field holds: its pattern, and how a reader's language words it: "detail" (a
+    detail of its own, read through this table again), "resolution" (a supervisor's reason, led by the
+    console's kind of decision), the name of the list of codes it is one of, or None (as it is)."""
+
+    pattern: str
+    words: str | None = None
+
+
+TEXT = r".+?"
+WORD = r"[a-z_]+"
+NUMBERS = Field(r"\d+(?:, \d+)*")  # a number, or numbers separated by ", "
+DETAIL = Field(TEXT, "detail")
+SUPERVISOR_REASON = Field(TEXT, "resolution")
+SUPERVISOR_ID = Field(r"[^:]+?")  # ends at the ": " before the reason
+DAYS = Field(r"[0-9.e+-]+")
+TIME = Field(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+VERSION = Field(r"[A-Za-z0-9._-]+")
+UPDATE_KIND = Field(WORD, "update_kind")
+UPDATE_BASIS = Field(WORD, "update_basis")
+UPDATE_FIELD = Field(WORD, "update_field")
+VERIFY_STATE = Field(WORD, "verify_state")
+
+
+@dataclass(frozen=True, eq=False)
 class DetailTemplate:
     code: str
     text: str
-    patterns: dict[str, str] = field(default_factory=dict)  # fields that are not NUMBERS: their pattern
+    kinds: dict[str, Field] = field(default_factory=dict)  # fields that are not NUMBERS
 
     def __call__(self, **values: object) -> str:
         return self.text.format(**values)
 
-    @property
-    def texts(self) -> tuple[str, ...]:
-        """The fields that may hold a nested detail."""
-        return tuple(name for name, pattern in self.patterns.items() if pattern == TEXT)
+    def kind(self, name: str) -> Field:
+        return self.kinds.get(name, NUMBERS)
 
     @cached_property
     def fields(self) -> tuple[str, ...]:
@@ -57,12 +73,12 @@ class DetailTemplate:
         for literal, name, _, _ in string.Formatter().parse(self.text):
             parts.append(re.escape(literal))
             if name:
-                parts.append(f"(?P<{name}>{self.patterns.get(name, NUMBERS)})")
+                parts.append(f"(?P<{name}>{self.kind(name).pattern})")
         return re.compile("".join(parts), re.DOTALL)
 
 
-def _t(code: str, text: str, **patterns: str) -> DetailTemplate:
-    return DetailTemplate(code, text, patterns)
+def _t(code: str, text: str, **kinds: Field) -> DetailTemplate:
+    return DetailTemplate(code, text, kinds)
 
 
 # the census procedure (verify.domain)
@@ -83,26 +99,26 @@ REFUSED = _t("refused", "the family refused the interview")
 OFFICER_FOUND_MOVED = _t("officer_found_moved", "the officer found the family moved")
 OFFICER_NOT_FOUND = _t("officer_not_found", "the officer did not find the family")
 # a supervisor's resolution (verify.domain.resolve)
-VERIFIED_BY_SUPERVISOR = _t("verified_by_supervisor", "verified by supervisor {supervisor}", supervisor=ID)
+VERIFIED_BY_SUPERVISOR = _t("verified_by_supervisor", "verified by supervisor {supervisor}", supervisor=SUPERVISOR_ID)
 REJECTED_BY_SUPERVISOR = _t("rejected_by_supervisor", "rejected by supervisor {supervisor}: {reason}",
-                            supervisor=ID, reason=TEXT)
+                            supervisor=SUPERVISOR_ID, reason=SUPERVISOR_REASON)
 
 # registry updates after the census (verify.updates); a text field may itself be one of these
-UPDATE_APPLIED = _t("update_applied", "{kind} applied ({basis})", kind=WORD, basis=WORD)
+UPDATE_APPLIED = _t("update_applied", "{kind} applied ({basis})", kind=UPDATE_KIND, basis=UPDATE_BASIS)
 MISSED_FAMILY_CHECKED = _t("missed_family_checked", "a family missed by the census, field-checked")
 UPDATE_FAMILY_MOVED = _t("update_family_moved", "the family moved out of its SLS (update)")
 UPDATE_NO_RESIDENT = _t("update_no_resident", "no member lives with the family any more (update)")
-UPDATE_NOT_APPLIED = _t("update_not_applied", "update not applied: {why}", why=TEXT)
-UPDATE_WAITED_IN_VAIN = _t("update_waited_in_vain", "{why}; not verified within {days} days", why=TEXT,
+UPDATE_NOT_APPLIED = _t("update_not_applied", "update not applied: {why}", why=DETAIL)
+UPDATE_WAITED_IN_VAIN = _t("update_waited_in_vain", "{why}; not verified within {days} days", why=DETAIL,
                            days=DAYS)
 NO_RESIDENT_ON_LINE = _t("no_resident_on_line", "no member on line {line} lives with the family")
-CHANGE_WITHOUT_FIELD = _t("change_without_field", "a {kind} change without {field}", kind=WORD,
-                          field=WORD)
+CHANGE_WITHOUT_FIELD = _t("change_without_field", "a {kind} change without {field}", kind=UPDATE_KIND,
+                          field=UPDATE_FIELD)
 LINE_TAKEN = _t("line_taken", "line {line} is another member's row on the family's form")
 LAST_VERSION = _t("last_version", "the family's form has reached its last version")
 ALREADY_REGISTERED = _t("already_registered", "a family with this id is registered already")
 FORM_NOT_KEPT = _t("form_not_kept", "the family's form is no longer kept")
-FAMILY_IN_STATE = _t("family_in_state", "the family is {state}, not verified", state=WORD)
+FAMILY_IN_STATE = _t("family_in_state", "the family is {state}, not verified", state=VERIFY_STATE)
 NEVER_REACHED_VERIFY = _t("never_reached_verify", "the family's interview never reached verify")
 STILL_WAITS_FOR_ROSTER = _t("still_waits_for_roster", "the family's interview still waits for the SLS roster")
 STILL_FLAGGED = _t("still_flagged", "the family is still flagged")
@@ -115,14 +131,14 @@ FKP_FAMILY_DIED = _t("fkp_family_died", "village consultation (FKP): the family 
 SCOPE_NATIONAL = _t("scope_national", "national")
 SCOPE_PROVINCE = _t("scope_province", "province {code}")
 SCOPE_REGENCY = _t("scope_regency", "regency {code}")
-BASIS_RANKED = _t("basis_ranked", "ranked: {scope} at {at} among {families} families", scope=TEXT, at=TIME)
+BASIS_RANKED = _t("basis_ranked", "ranked: {scope} at {at} among {families} families", scope=DETAIL, at=TIME)
 BASIS_RANKED_AREA = _t("basis_ranked_area", "ranked: {scope} at {at} among {families} families (area {area} "
-                                            "re-ranked after village consultation)", scope=TEXT, at=TIME)
+                                            "re-ranked after village consultation)", scope=DETAIL, at=TIME)
 BASIS_RANKING_CUTS = _t("basis_ranking_cuts", "provisional: cut-points of the {scope} ranking at {at} among "
-                                              "{families} families", scope=TEXT, at=TIME)
+                                              "{families} families", scope=DETAIL, at=TIME)
 BASIS_REFERENCE = _t("basis_reference", "provisional: reference cut-points of {model}", model=VERSION)
 BASIS_WITHIN_FKP_GROUP = _t("basis_within_fkp_group", "{basis}; ranked within welfare group {group} set by village "
-                                                      "consultation (FKP)", basis=TEXT)
+                                                      "consultation (FKP)", basis=DETAIL)
 
 CATALOGUE: tuple[DetailTemplate, ...] = (
     NOT_ON_ROSTER, ROSTER_SAYS_MOVED, ROSTER_SAYS_DISSOLVED, ROSTER_SAYS_UNKNOWN, MEMBERS_DIFFER, PRELISTED_DIFFER,
