@@ -366,7 +366,8 @@ def test_an_encrypted_message_round_trips_and_is_valid_against_the_spec():
 
 @pytest.mark.parametrize("mutate, needle", [
     (lambda m: m.update(tag=m["ciphertext"][:22]), "does not decrypt"),  # another 16 bytes
-    (lambda m: m.update(ciphertext="A" + m["ciphertext"][1:]), "does not decrypt"),
+    (lambda m: m.update(ciphertext=("B" if m["ciphertext"][0] == "A" else "A") + m["ciphertext"][1:]),  # changed
+     "does not decrypt"),
     (lambda m: m["header"].update(kid="someone-else"), "not this registry's encryption key"),
     (lambda m: m["header"].update(alg="RSA1_5"), "alg RSA-OAEP-256"),
     (lambda m: m.update(iv="!!"), "message.iv: base64url"),

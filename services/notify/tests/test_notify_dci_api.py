@@ -409,7 +409,8 @@ async def test_encrypted_requests_are_refused_with_why(client, store):
     assert r.status_code == 400 and r.json()["message"]["error"]["code"] == "err.encryption.invalid"
     # a ciphertext changed after signing: the signature refuses it first
     body = encrypted("search", search("6472"), jwk, sender_uri=URI)
-    body["message"]["ciphertext"] = "A" + body["message"]["ciphertext"][1:]
+    sealed = body["message"]["ciphertext"]
+    body["message"]["ciphertext"] = ("B" if sealed[0] == "A" else "A") + sealed[1:]  # changed, whatever it began with
     r = await client.post("/dci/registry/search", headers=bearer(), json=body)
     assert r.status_code == 401 and r.json()["errors"][0]["code"] == "err.signature.invalid"
     assert store.dci_callbacks == [] and store.dci_transactions == {}
