@@ -44,9 +44,9 @@ class Words:
 
     def fact(self, detail: str | None) -> str:
         """A verification detail (regsosek.contracts.details) in the reader's language: a sentence
-        made from a known template is worded by its `detail.<code>` message, its text fields worded
-        the same way when they are details themselves; any other text, or a language without the
-        message, shows the detail as it came (verify writes it in English)."""
+        made from a known template is worded by its `detail.<code>` message, each field as its kind
+        says (`_field`); any other text, or a language without the message, shows the detail as it
+        came (verify writes it in English)."""
         found = read_detail(detail)
         if found is None:
             return detail or ""
@@ -65,7 +65,7 @@ class Words:
         return self.code(words, value) if words else value
 
     def resolution(self, reason: str) -> str:
-        """A supervisor's resolution reason with its kind of decision worded (`resolve.<kind>`),
+        """A supervisor's resolution reason with its kind of decision worded (`resolved.<kind>`),
         the supervisor's own note as written."""
         kind, note = resolution_parts(reason)
         if kind is None:
