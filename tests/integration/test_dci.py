@@ -624,8 +624,11 @@ async def test_a_callback_queued_while_the_requester_is_down_arrives_after_notif
         if not notify.alive:
             notify.start()
             await notify.wait_ready()
-    body = verified(await callbacks.wait("/prog/registry/on-search", lambda b: b["message"].get("transaction_id") == tid),
-                    notify_key)
+    # Stopped while an attempt was in flight, notify left that callback leased: the next instance sends
+    # it once the lease ends (notify.delivery.lease_for: the 2 s delivery timeout + 5 s resolution + 30 s
+    # here), so the wait allows for the lease (CI once stopped it mid-attempt and 30 s were not enough).
+    body = verified(await callbacks.wait("/prog/registry/on-search", lambda b: b["message"].get("transaction_id") == tid,
+                                         timeout=90), notify_key)
     dci_spec.request("/registry/on-search", body)
     assert body["message"]["correlation_id"] == cid
     assert family_ids(body["message"]["search_response"][0]) == [f"{prefix}0060001-0001-001"]
